@@ -1,0 +1,75 @@
+namespace NativeGpt2;
+
+/// <summary>
+/// Base type of every error NativeGpt2 raises about files, models and numerics.
+/// Bad arguments to an API raise the usual <see cref="ArgumentException"/> family instead,
+/// naming the parameter and the allowed range.
+/// </summary>
+public class NativeGpt2Exception : Exception
+{
+    /// <summary>Creates the exception with a message.</summary>
+    public NativeGpt2Exception(string message) : base(message) { }
+
+    /// <summary>Creates the exception with a message and the error that caused it.</summary>
+    public NativeGpt2Exception(string message, Exception? innerException) : base(message, innerException) { }
+}
+
+/// <summary>
+/// A file (checkpoint, config, index, tokenizer data) is malformed. <see cref="FilePath"/> names the file
+/// and <see cref="Field"/>, when known, the header field, JSON property or tensor at fault.
+/// </summary>
+public class ModelFormatException : NativeGpt2Exception
+{
+    /// <summary>Creates the exception; the message is prefixed with the file and field.</summary>
+    public ModelFormatException(string filePath, string? field, string problem, Exception? innerException = null)
+        : base(Compose(filePath, field, problem), innerException)
+    {
+        FilePath = filePath;
+        Field = field;
+        Problem = problem;
+    }
+
+    /// <summary>The file that is malformed.</summary>
+    public string FilePath { get; }
+
+    /// <summary>The field, property or tensor name at fault, when one can be named.</summary>
+    public string? Field { get; }
+
+    /// <summary>What is wrong, without the file and field prefix.</summary>
+    public string Problem { get; }
+
+    private static string Compose(string filePath, string? field, string problem) =>
+        field is null ? $"{filePath}: {problem}" : $"{filePath}: {field}: {problem}";
+}
+
+/// <summary>
+/// The checkpoint's tensors do not fit the config: every missing, mis-shaped or unusable tensor is
+/// listed in <see cref="Problems"/>, so one load attempt reports them all.
+/// </summary>
+public sealed class CheckpointMismatchException : ModelFormatException
+{
+    /// <summary>Creates the exception for a checkpoint location and its list of problems.</summary>
+    public CheckpointMismatchException(string checkpointPath, IReadOnlyList<string> problems)
+        : base(checkpointPath, null,
+            $"{problems.Count} tensor problem(s) for a GPT-2 of this config:{Environment.NewLine}  " +
+            string.Join(Environment.NewLine + "  ", problems))
+    {
+        Problems = problems;
+    }
+
+    /// <summary>One line per problem, each naming its tensor.</summary>
+    public IReadOnlyList<string> Problems { get; }
+}
+
+/// <summary>A model spec names nothing that can be loaded: no such directory, unknown synthetic or hub name, or no weights file.</summary>
+public sealed class ModelNotFoundException : NativeGpt2Exception
+{
+    /// <summary>Creates the exception for the spec that could not be resolved.</summary>
+    public ModelNotFoundException(string spec, string problem) : base($"model '{spec}': {problem}")
+    {
+        Spec = spec;
+    }
+
+    /// <summary>The model spec as the caller wrote it.</summary>
+    public string Spec { get; }
+}

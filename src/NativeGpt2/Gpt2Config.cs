@@ -1,0 +1,245 @@
+using System.Text.Json;
+
+namespace NativeGpt2;
+
+/// <summary>
+/// The architecture of a GPT-2 model, read from a Hugging Face <c>config.json</c>.
+/// Sizes use one vocabulary throughout the code: V (vocabulary), C (channels, <c>n_embd</c>),
+/// NH (heads), HS (head size = C / NH), L (layers) and the context length (<c>n_positions</c>).
+/// </summary>
+public sealed record Gpt2Config
+{
+    /// <summary>Largest vocabulary accepted; anything bigger is treated as a corrupt config, not allocated.</summary>
+    public const int MaxVocabSize = 4_000_000;
+    /// <summary>Largest context length accepted.</summary>
+    public const int MaxContextLength = 1 << 20;
+    /// <summary>Largest channel count accepted.</summary>
+    public const int MaxEmbeddingSize = 1 << 16;
+    /// <summary>Largest layer count accepted.</summary>
+    public const int MaxLayerCount = 1024;
+    /// <summary>Largest parameter count accepted (about 68 billion, far above any GPT-2).</summary>
+    public const long MaxParameterCount = 1L << 36;
+
+    /// <summary>V: number of token ids (<c>vocab_size</c>).</summary>
+    public required int VocabSize { get; init; }
+
+    /// <summary>Maximum sequence length, the rows of the position embedding (<c>n_positions</c>).</summary>
+    public required int ContextLength { get; init; }
+
+    /// <summary>C: channels of the residual stream (<c>n_embd</c>).</summary>
+    public required int EmbeddingSize { get; init; }
+
+    /// <summary>L: number of transformer blocks (<c>n_layer</c>).</summary>
+    public required int LayerCount { get; init; }
+
+    /// <summary>NH: attention heads per block (<c>n_head</c>).</summary>
+    public required int HeadCount { get; init; }
+
+    /// <summary>Hidden width of the MLP (<c>n_inner</c>; 4·C when the config leaves it null).</summary>
+    public required int InnerSize { get; init; }
+
+    /// <summary>LayerNorm epsilon (<c>layer_norm_epsilon</c>).</summary>
+    public double LayerNormEpsilon { get; init; } = 1e-5;
+
+    /// <summary>The MLP activation (<c>activation_function</c>); only the tanh-approximated GELU of GPT-2 is supported.</summary>
+    public string ActivationFunction { get; init; } = "gelu_new";
+
+    /// <summary>Whether the LM head reads the token-embedding matrix (<c>tie_word_embeddings</c>).</summary>
+    public bool TieWordEmbeddings { get; init; } = true;
+
+    /// <summary>Beginning-of-sequence token id (<c>bos_token_id</c>), if any.</summary>
+    public int? BosTokenId { get; init; }
+
+    /// <summary>End-of-sequence token id (<c>eos_token_id</c>), if any.</summary>
+    public int? EosTokenId { get; init; }
+
+    /// <summary>HS: channels per attention head.</summary>
+    public int HeadSize => EmbeddingSize / HeadCount;
+
+    /// <summary>Number of parameters, counting a tied head once.</summary>
+    public long ParameterCount
+    {
+        get
+        {
+            long c = EmbeddingSize, inner = InnerSize;
+            var perLayer = 2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * inner + inner) + (inner * c + c);
+            var embeddings = (long)VocabSize * c + (long)ContextLength * c;
+            var head = TieWordEmbeddings ? 0 : (long)VocabSize * c;
+            return embeddings + LayerCount * perLayer + 2 * c + head;
+        }
+    }
+
+    /// <summary>Activation names that mean the tanh approximation of GELU used by GPT-2.</summary>
+    public static IReadOnlyList<string> SupportedActivations { get; } = ["gelu_new", "gelu_pytorch_tanh"];
+
+    /// <summary>GPT-2 small (124M): 768 channels, 12 layers, 12 heads.</summary>
+    public static Gpt2Config Gpt2Small => Preset(768, 12, 12);
+
+    /// <summary>GPT-2 medium (355M): 1024 channels, 24 layers, 16 heads.</summary>
+    public static Gpt2Config Gpt2Medium => Preset(1024, 24, 16);
+
+    /// <summary>GPT-2 large (774M): 1280 channels, 36 layers, 20 heads.</summary>
+    public static Gpt2Config Gpt2Large => Preset(1280, 36, 20);
+
+    /// <summary>GPT-2 XL (1.5B): 1600 channels, 48 layers, 25 heads.</summary>
+    public static Gpt2Config Gpt2XL => Preset(1600, 48, 25);
+
+    private static Gpt2Config Preset(int c, int layers, int heads) => new()
+    {
+        VocabSize = 50257,
+        ContextLength = 1024,
+        EmbeddingSize = c,
+        LayerCount = layers,
+        HeadCount = heads,
+        InnerSize = 4 * c,
+        BosTokenId = 50256,
+        EosTokenId = 50256,
+    };
+
+    /// <summary>Reads and validates a <c>config.json</c>.</summary>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="ModelFormatException">The JSON is malformed, a field has the wrong type, or the sizes are invalid.</exception>
+    public static Gpt2Config Load(string path)
+    {
+        var bytes = File.ReadAllBytes(path);
+        return Parse(bytes, path);
+    }
+
+    /// <summary>Parses and validates <c>config.json</c> content; <paramref name="path"/> names it in errors.</summary>
+    public static Gpt2Config Parse(ReadOnlySpan<byte> json, string path)
+    {
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(json.ToArray(), new JsonDocumentOptions { AllowTrailingCommas = false });
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException(path, null, $"not valid JSON ({e.Message})", e);
+        }
+
+        using (document)
+        {
+            var root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+                throw new ModelFormatException(path, null, $"must be a JSON object, found {root.ValueKind}");
+            var reader = new ConfigReader(root, path);
+
+            var modelType = reader.String("model_type", required: false);
+            if (modelType is not null && modelType != "gpt2")
+                throw new ModelFormatException(path, "model_type", $"'{modelType}' is not 'gpt2'");
+            foreach (var (flag, expected) in new[] { ("scale_attn_weights", true), ("scale_attn_by_inverse_layer_idx", false), ("reorder_and_upcast_attn", false), ("add_cross_attention", false) })
+            {
+                if (reader.Bool(flag) is { } value && value != expected)
+                    throw new ModelFormatException(path, flag, $"{value.ToString().ToLowerInvariant()} is not supported (only GPT-2's default, {expected.ToString().ToLowerInvariant()})");
+            }
+
+            var c = reader.Int("n_embd");
+            var config = new Gpt2Config
+            {
+                VocabSize = reader.Int("vocab_size"),
+                ContextLength = reader.Int("n_positions"),
+                EmbeddingSize = c,
+                LayerCount = reader.Int("n_layer"),
+                HeadCount = reader.Int("n_head"),
+                // n_inner null means 4·C; an out-of-range C is reported by Validate, so it must not overflow here.
+                InnerSize = reader.Int("n_inner", required: false) ?? (c is > 0 and <= MaxEmbeddingSize ? 4 * c : 0),
+                LayerNormEpsilon = reader.Double("layer_norm_epsilon") ?? 1e-5,
+                ActivationFunction = reader.String("activation_function", required: false) ?? "gelu_new",
+                TieWordEmbeddings = reader.Bool("tie_word_embeddings") ?? true,
+                BosTokenId = reader.Int("bos_token_id", required: false),
+                EosTokenId = reader.Int("eos_token_id", required: false),
+            };
+            config.Validate(path);
+            return config;
+        }
+    }
+
+    /// <summary>
+    /// Checks that the sizes describe a GPT-2 that can be built: everything positive, C divisible by NH,
+    /// nothing absurdly large, every weight matrix small enough for one .NET array.
+    /// </summary>
+    /// <param name="source">Names the config in errors (a path, or a synthetic model name).</param>
+    /// <exception cref="ModelFormatException">A size is invalid; the message names the field.</exception>
+    public void Validate(string source)
+    {
+        Positive("vocab_size", VocabSize, MaxVocabSize);
+        Positive("n_positions", ContextLength, MaxContextLength);
+        Positive("n_embd", EmbeddingSize, MaxEmbeddingSize);
+        Positive("n_layer", LayerCount, MaxLayerCount);
+        Positive("n_head", HeadCount, EmbeddingSize);
+        Positive("n_inner", InnerSize, 16 * MaxEmbeddingSize);
+        if (EmbeddingSize % HeadCount != 0)
+            throw new ModelFormatException(source, "n_head", $"n_embd {EmbeddingSize} is not divisible by n_head {HeadCount}");
+        if (!(LayerNormEpsilon > 0) || double.IsInfinity(LayerNormEpsilon))
+            throw new ModelFormatException(source, "layer_norm_epsilon", $"must be a positive finite number, found {LayerNormEpsilon}");
+        if (!SupportedActivations.Contains(ActivationFunction))
+            throw new ModelFormatException(source, "activation_function", $"'{ActivationFunction}' is not supported (supported: {string.Join(", ", SupportedActivations)})");
+        foreach (var (field, rows, cols) in new[] { ("vocab_size", (long)VocabSize, (long)EmbeddingSize), ("n_positions", ContextLength, EmbeddingSize), ("n_inner", EmbeddingSize, InnerSize) })
+        {
+            if (rows * cols > Array.MaxLength)
+                throw new ModelFormatException(source, field, $"a [{rows}, {cols}] weight matrix exceeds the largest .NET array");
+        }
+        if ((long)EmbeddingSize * 3 * EmbeddingSize > Array.MaxLength)
+            throw new ModelFormatException(source, "n_embd", $"the [{EmbeddingSize}, {3 * EmbeddingSize}] attention weight exceeds the largest .NET array");
+        if (ParameterCount > MaxParameterCount)
+            throw new ModelFormatException(source, null, $"{ParameterCount} parameters exceed the limit of {MaxParameterCount}");
+        foreach (var (field, id) in new[] { ("bos_token_id", BosTokenId), ("eos_token_id", EosTokenId) })
+        {
+            if (id is { } value && (value < 0 || value >= VocabSize))
+                throw new ModelFormatException(source, field, $"{value} is outside the vocabulary [0, {VocabSize})");
+        }
+
+        void Positive(string field, int value, int max)
+        {
+            if (value <= 0 || value > max)
+                throw new ModelFormatException(source, field, $"must be in [1, {max}], found {value}");
+        }
+    }
+
+    private readonly struct ConfigReader(JsonElement root, string path)
+    {
+        public int Int(string name) =>
+            Int(name, required: true) ?? throw new ModelFormatException(path, name, "required field is missing");
+
+        public int? Int(string name, bool required)
+        {
+            if (!root.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null)
+                return required ? throw new ModelFormatException(path, name, "required field is missing") : null;
+            if (value.ValueKind != JsonValueKind.Number)
+                throw new ModelFormatException(path, name, $"must be an integer, found {value.ValueKind} {value.GetRawText()}");
+            if (value.TryGetInt32(out var result)) return result;
+            // A value like 768.0 is an integer written as a float; anything else is not.
+            if (value.TryGetDouble(out var d) && d == Math.Floor(d) && d is >= int.MinValue and <= int.MaxValue) return (int)d;
+            throw new ModelFormatException(path, name, $"must be a 32-bit integer, found {value.GetRawText()}");
+        }
+
+        public double? Double(string name)
+        {
+            if (!root.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null) return null;
+            if (value.ValueKind != JsonValueKind.Number || !value.TryGetDouble(out var result))
+                throw new ModelFormatException(path, name, $"must be a number, found {value.ValueKind} {value.GetRawText()}");
+            return result;
+        }
+
+        public bool? Bool(string name)
+        {
+            if (!root.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null) return null;
+            return value.ValueKind switch
+            {
+                JsonValueKind.True => true,
+                JsonValueKind.False => false,
+                _ => throw new ModelFormatException(path, name, $"must be true or false, found {value.GetRawText()}"),
+            };
+        }
+
+        public string? String(string name, bool required)
+        {
+            if (!root.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null)
+                return required ? throw new ModelFormatException(path, name, "required field is missing") : null;
+            if (value.ValueKind != JsonValueKind.String)
+                throw new ModelFormatException(path, name, $"must be a string, found {value.ValueKind} {value.GetRawText()}");
+            return value.GetString();
+        }
+    }
+}

@@ -1,0 +1,156 @@
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Logging;
+using NativeGpt2.Safetensors;
+using NativeGpt2.Weights;
+
+namespace NativeGpt2.Loading;
+
+/// <summary>
+/// Loads a Hugging Face GPT-2 checkpoint directory: <c>config.json</c> and either <c>model.safetensors</c>
+/// or a sharded <c>model.safetensors.index.json</c>. Every tensor is checked against the config before
+/// any is read, and all problems are reported together.
+/// </summary>
+internal static partial class CheckpointLoader
+{
+    public const string ConfigFileName = "config.json";
+    public const string SingleFileName = "model.safetensors";
+
+    // Causal-mask buffers that older checkpoints saved as if they were weights.
+    [GeneratedRegex(@"^h\.\d+\.attn\.(bias|masked_bias)$")]
+    private static partial Regex AttentionBuffer();
+
+    private const string Prefix = "transformer.";
+
+    public static (Gpt2Config Config, Gpt2Weights Weights) Load(string directory, ILogger logger, IProgress<LoadProgress>? progress)
+    {
+        var configPath = Path.Combine(directory, ConfigFileName);
+        if (!File.Exists(configPath))
+            throw new ModelNotFoundException(directory, $"no {ConfigFileName} in this directory");
+        var config = Gpt2Config.Load(configPath);
+
+        var files = OpenCheckpoint(directory);
+        try
+        {
+            var (tensors, duplicates) = Catalogue(files, directory);
+            var weights = Read(config, directory, tensors, duplicates, logger, progress);
+            return (config, weights);
+        }
+        finally
+        {
+            foreach (var file in files) file.Dispose();
+        }
+    }
+
+    /// <summary>Opens the single file or every shard; if any fails, the ones already open are closed.</summary>
+    private static List<SafetensorsFile> OpenCheckpoint(string directory)
+    {
+        var indexPath = Path.Combine(directory, ShardIndex.FileName);
+        var singlePath = Path.Combine(directory, SingleFileName);
+        var files = new List<SafetensorsFile>();
+        try
+        {
+            if (File.Exists(indexPath))
+            {
+                var index = ShardIndex.Load(indexPath);
+                foreach (var shard in index.Shards)
+                {
+                    var shardPath = Path.Combine(directory, shard);
+                    if (!File.Exists(shardPath))
+                        throw new ModelFormatException(indexPath, "weight_map", $"shard file '{shard}' does not exist");
+                    files.Add(SafetensorsFile.Open(shardPath));
+                }
+                CheckIndexAgainstShards(index, indexPath, files);
+            }
+            else if (File.Exists(singlePath))
+            {
+                files.Add(SafetensorsFile.Open(singlePath));
+            }
+            else
+            {
+                var other = new[] { "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack" }.FirstOrDefault(f => File.Exists(Path.Combine(directory, f)));
+                var hint = other is null ? "" : $" ({other} is present, but only safetensors checkpoints are read)";
+                throw new ModelNotFoundException(directory, $"neither {SingleFileName} nor {ShardIndex.FileName} in this directory{hint}");
+            }
+            return files;
+        }
+        catch
+        {
+            foreach (var file in files) file.Dispose();
+            throw;
+        }
+    }
+
+    private static void CheckIndexAgainstShards(ShardIndex index, string indexPath, List<SafetensorsFile> files)
+    {
+        var byName = files.ToDictionary(f => Path.GetFileName(f.Path));
+        foreach (var (tensor, shard) in index.WeightMap)
+        {
+            if (!byName[shard].Header.ByName.ContainsKey(tensor))
+                throw new ModelFormatException(indexPath, $"weight_map.{tensor}", $"the index places this tensor in '{shard}', which does not contain it");
+        }
+    }
+
+    /// <summary>Maps canonical names (no <c>transformer.</c> prefix) to where each tensor is stored.</summary>
+    private static (Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> Tensors, List<string> Problems)
+        Catalogue(List<SafetensorsFile> files, string directory)
+    {
+        var tensors = new Dictionary<string, (SafetensorsFile, SafetensorsTensorInfo)>(StringComparer.Ordinal);
+        var problems = new List<string>();
+        foreach (var file in files)
+        {
+            foreach (var info in file.Header.Tensors)
+            {
+                var name = info.Name.StartsWith(Prefix, StringComparison.Ordinal) ? info.Name[Prefix.Length..] : info.Name;
+                if (tensors.TryGetValue(name, out var first))
+                    problems.Add($"{name}: stored twice, as '{first.Item2.Name}' in {Path.GetFileName(first.Item1.Path)} and as '{info.Name}' in {Path.GetFileName(file.Path)}");
+                else
+                    tensors[name] = (file, info);
+            }
+        }
+        return (tensors, problems);
+    }
+
+    private static Gpt2Weights Read(Gpt2Config config, string directory,
+        Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> tensors, List<string> problems,
+        ILogger logger, IProgress<LoadProgress>? progress)
+    {
+        var expected = Gpt2Weights.ExpectedTensors(config).ToList();
+        foreach (var (name, shape) in expected)
+        {
+            var shapeText = FloatTensor.ShapeToString(shape);
+            if (!tensors.TryGetValue(name, out var found))
+            {
+                problems.Add($"{name}: missing (expected {shapeText})");
+                continue;
+            }
+            if (!found.Info.Shape.SequenceEqual(shape.Select(d => (long)d)))
+            {
+                var hint = name is "wte.weight" or "lm_head.weight" ? $" (config vocab_size {config.VocabSize}, n_embd {config.EmbeddingSize})" : "";
+                problems.Add($"{name}: shape {found.Info.ShapeText} in {Path.GetFileName(found.File.Path)}, expected {shapeText}{hint}");
+            }
+            if (found.Info.DType is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16))
+                problems.Add($"{name}: dtype {found.Info.DType} is not F32, F16 or BF16");
+        }
+        if (problems.Count > 0)
+            throw new CheckpointMismatchException(directory, problems);
+
+        var used = expected.Select(e => e.Name).ToHashSet();
+        var unused = tensors.Keys.Where(n => !used.Contains(n) && !AttentionBuffer().IsMatch(n) && !(n == "lm_head.weight" && config.TieWordEmbeddings)).ToList();
+        if (unused.Count > 0)
+            logger.LogWarning("Ignoring {Count} tensor(s) that GPT-2 does not use: {Names}", unused.Count, string.Join(", ", unused.Take(10)));
+
+        var totalBytes = expected.Sum(e => tensors[e.Name].Info.ByteLength);
+        long readBytes = 0;
+        var weights = new Dictionary<string, Weight>(StringComparer.Ordinal);
+        foreach (var (name, shape) in expected)
+        {
+            var (file, info) = tensors[name];
+            weights[name] = new Weight(name, shape, file.ReadFloat32(info));
+            readBytes += info.ByteLength;
+            progress?.Report(new LoadProgress($"reading {Path.GetFileName(file.Path)}", (double)readBytes / Math.Max(totalBytes, 1)));
+        }
+        var dtypes = string.Join(", ", expected.Select(e => tensors[e.Name].Info.DType).Distinct());
+        logger.LogInformation("Read {Count} tensors ({Bytes:N0} bytes, {DTypes}) from {Directory}", expected.Count, totalBytes, dtypes, directory);
+        return Gpt2Weights.Assemble(config, name => weights[name]);
+    }
+}

@@ -1,0 +1,13 @@
+using Microsoft.Extensions.Logging;
+
+namespace NativeGpt2;
+
+/// <summary>How <see cref="Gpt2CausalLM.Load"/> finds and reports on a model.</summary>
+public sealed record ModelLoadOptions
+{
+    /// <summary>Receives the backend choice, what was read, and warnings. Default: no logging.</summary>
+    public ILogger? Logger { get; init; }
+
+    /// <summary>Receives progress of long stages (reading, generating, downloading).</summary>
+    public IProgress<LoadProgress>? Progress { get; init; }
+}

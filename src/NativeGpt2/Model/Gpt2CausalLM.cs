@@ -1,0 +1,121 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using NativeGpt2.Loading;
+using NativeGpt2.Operators;
+using NativeGpt2.Weights;
+
+namespace NativeGpt2;
+
+/// <summary>
+/// GPT-2 as a language model: a <see cref="Gpt2Backbone"/> whose hidden states feed an
+/// <see cref="EmbeddingTransposeProjection"/> head.
+/// </summary>
+/// <example>
+/// <code>
+/// using var model = Gpt2CausalLM.Load("reference-data/models/tiny");
+/// var output = model.Forward(TokenBatch.FromIds([1, 2, 3]));
+/// float[] logits = output.Logits.Data; // (1, 3, V)
+/// </code>
+/// </example>
+public sealed class Gpt2CausalLM : IDisposable
+{
+    /// <summary>Prefix of a model spec that builds a full-size model from the synthetic-weights formula.</summary>
+    public const string SyntheticPrefix = "synthetic:";
+
+    private bool _disposed;
+
+    /// <summary>Builds a model from weights already in memory.</summary>
+    public Gpt2CausalLM(Gpt2Config config, Gpt2Weights weights, string source = "in-memory")
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(weights);
+        Config = config;
+        Source = source;
+        Backbone = new Gpt2Backbone(config, weights);
+        // Tied: the head reads wte itself (the same array). Untied: lm_head.weight.
+        Head = new EmbeddingTransposeProjection(weights.LmHead ?? weights.TokenEmbedding);
+    }
+
+    /// <summary>The architecture.</summary>
+    public Gpt2Config Config { get; }
+
+    /// <summary>Where the model came from: a directory or a <c>synthetic:</c> name.</summary>
+    public string Source { get; }
+
+    /// <summary>Token ids (B, T) → hidden states (B, T, C).</summary>
+    public Gpt2Backbone Backbone { get; }
+
+    /// <summary>Hidden states → logits (V per position).</summary>
+    public EmbeddingTransposeProjection Head { get; }
+
+    /// <summary>Whether the head reads the token-embedding matrix in place.</summary>
+    public bool IsTied => ReferenceEquals(Head.Weight, Backbone.Weights.TokenEmbedding);
+
+    /// <summary>
+    /// Loads a model from a spec: a Hugging Face checkpoint directory, or <c>synthetic:gpt2</c>
+    /// (also <c>-medium</c>, <c>-large</c>, <c>-xl</c>) for a full-size model built from the synthetic-weights formula.
+    /// </summary>
+    /// <exception cref="ModelNotFoundException">The spec names no loadable model.</exception>
+    /// <exception cref="ModelFormatException">A file is malformed or does not fit the config.</exception>
+    public static Gpt2CausalLM Load(string spec, ModelLoadOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(spec);
+        options ??= new ModelLoadOptions();
+        var logger = options.Logger ?? NullLogger.Instance;
+
+        Gpt2Config config;
+        Gpt2Weights weights;
+        if (spec.StartsWith(SyntheticPrefix, StringComparison.Ordinal))
+        {
+            var name = spec[SyntheticPrefix.Length..];
+            if (!SyntheticWeights.Configs.TryGetValue(name, out var synthetic))
+                throw new ModelNotFoundException(spec, $"unknown synthetic model (known: {string.Join(", ", SyntheticWeights.Configs.Keys)})");
+            config = synthetic;
+            var progress = options.Progress is { } p ? new Progress<double>(f => p.Report(new LoadProgress("generating synthetic weights", f))) : null;
+            weights = SyntheticWeights.Create(config, progress);
+        }
+        else if (Directory.Exists(spec))
+        {
+            (config, weights) = CheckpointLoader.Load(spec, logger, options.Progress);
+        }
+        else if (File.Exists(spec))
+        {
+            throw new ModelNotFoundException(spec, "is a file; give the checkpoint directory that holds config.json");
+        }
+        else
+        {
+            throw new ModelNotFoundException(spec, $"no such directory, and not a '{SyntheticPrefix}' name");
+        }
+
+        var model = new Gpt2CausalLM(config, weights, spec);
+        logger.LogInformation("Loaded {Spec}: {Parameters:N0} parameters, V={V} C={C} L={L} NH={NH} context={Context}, head {Head}; backend {Backend}",
+            spec, config.ParameterCount, config.VocabSize, config.EmbeddingSize, config.LayerCount, config.HeadCount, config.ContextLength,
+            model.IsTied ? "tied to wte" : "untied lm_head", CpuBackend.Description);
+        return model;
+    }
+
+    /// <summary>Runs backbone and head; logits are computed for every position.</summary>
+    public CausalLMOutput Forward(TokenBatch batch, ForwardOptions? options = null, KvCache? cache = null)
+    {
+        ThrowIfDisposed();
+        var hidden = Backbone.Forward(batch, cache, options);
+        return new CausalLMOutput(Head.Forward(hidden.LastHiddenState), hidden);
+    }
+
+    /// <summary>Creates a key/value cache for incremental decoding (see <see cref="Gpt2Backbone.CreateCache"/>).</summary>
+    public KvCache CreateCache(int batchSize, int? capacity = null)
+    {
+        ThrowIfDisposed();
+        return Backbone.CreateCache(batchSize, capacity);
+    }
+
+    /// <summary>Marks the model disposed; later calls throw <see cref="ObjectDisposedException"/>.</summary>
+    public void Dispose() => _disposed = true;
+
+    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+}
+
+/// <summary>The result of <see cref="Gpt2CausalLM.Forward"/>.</summary>
+/// <param name="Logits">(B, T, V) next-token logits at every position.</param>
+/// <param name="Backbone">The backbone's hidden states and any requested activations.</param>
+public sealed record CausalLMOutput(FloatTensor Logits, BackboneOutput Backbone);

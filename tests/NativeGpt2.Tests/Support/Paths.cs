@@ -1,0 +1,24 @@
+namespace NativeGpt2.Tests.Support;
+
+/// <summary>Locates the repository's reference-data folder from wherever the tests run.</summary>
+public static class Paths
+{
+    private static readonly Lazy<string> Root = new(() =>
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            var candidate = Path.Combine(dir.FullName, "reference-data");
+            if (Directory.Exists(Path.Combine(candidate, "refs"))) return candidate;
+        }
+        throw new DirectoryNotFoundException($"reference-data/ not found above {AppContext.BaseDirectory}");
+    });
+
+    /// <summary>The reference-data folder.</summary>
+    public static string ReferenceData => Root.Value;
+
+    /// <summary>A checkpoint directory under reference-data/models.</summary>
+    public static string Model(string name) => Path.Combine(ReferenceData, "models", name);
+
+    /// <summary>A file under reference-data/refs.</summary>
+    public static string Ref(string file) => Path.Combine(ReferenceData, "refs", file);
+}
