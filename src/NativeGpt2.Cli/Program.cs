@@ -1,4 +1,3 @@
-using NativeGpt2;
-using var m = Gpt2CausalLM.Load(args[0]);
-Console.WriteLine(m.Config);
-return 0;
+using NativeGpt2.Cli;
+
+return await CliApp.RunAsync(args, Console.Out, Console.Error);

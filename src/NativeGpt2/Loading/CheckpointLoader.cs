@@ -41,6 +41,41 @@ internal static partial class CheckpointLoader
         }
     }
 
+    /// <summary>Describes a checkpoint directory from its config and headers, reading no weights.</summary>
+    public static ModelDescription Describe(string directory)
+    {
+        var configPath = Path.Combine(directory, ConfigFileName);
+        if (!File.Exists(configPath))
+            throw new ModelNotFoundException(directory, $"no {ConfigFileName} in this directory");
+        var config = Gpt2Config.Load(configPath);
+        var files = OpenCheckpoint(directory);
+        try
+        {
+            var expected = Gpt2Weights.ExpectedTensors(config).Select(e => e.Name).ToHashSet();
+            var tensors = new List<TensorDescription>();
+            foreach (var file in files)
+            {
+                foreach (var info in file.Header.Tensors)
+                {
+                    var name = CanonicalName(info.Name);
+                    var role = expected.Contains(name) ? TensorRole.Weight
+                        : AttentionBuffer().IsMatch(name) ? TensorRole.IgnoredBuffer
+                        : name == "lm_head.weight" ? TensorRole.IgnoredTiedHead
+                        : TensorRole.Unused;
+                    tensors.Add(new TensorDescription(name, info.Name, info.DType.ToString(), info.Shape, Path.GetFileName(file.Path), role));
+                }
+            }
+            return new ModelDescription(directory, config, files.Select(f => (Path.GetFileName(f.Path), f.FileLength)).ToList(), tensors);
+        }
+        finally
+        {
+            foreach (var file in files) file.Dispose();
+        }
+    }
+
+    private static string CanonicalName(string stored) =>
+        stored.StartsWith(Prefix, StringComparison.Ordinal) ? stored[Prefix.Length..] : stored;
+
     /// <summary>Opens the single file or every shard; if any fails, the ones already open are closed.</summary>
     private static List<SafetensorsFile> OpenCheckpoint(string directory)
     {
@@ -100,7 +135,7 @@ internal static partial class CheckpointLoader
         {
             foreach (var info in file.Header.Tensors)
             {
-                var name = info.Name.StartsWith(Prefix, StringComparison.Ordinal) ? info.Name[Prefix.Length..] : info.Name;
+                var name = CanonicalName(info.Name);
                 if (tensors.TryGetValue(name, out var first))
                     problems.Add($"{name}: stored twice, as '{first.Item2.Name}' in {Path.GetFileName(first.Item1.Path)} and as '{info.Name}' in {Path.GetFileName(file.Path)}");
                 else

@@ -29,6 +29,9 @@ public sealed class FloatTensor
     /// <summary>Row-major values.</summary>
     public float[] Data { get; }
 
+    /// <summary>The shape as <c>[a, b, c]</c>.</summary>
+    public string ShapeText => ShapeToString(Shape);
+
     /// <summary>Number of dimensions.</summary>
     public int Rank => Shape.Length;
 

@@ -47,6 +47,8 @@ public sealed class Gpt2Backbone
         var N = B * T;
         var eps = (float)Config.LayerNormEpsilon;
 
+        if (cache is null && T > Config.ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(batch), $"sequence length {T} exceeds the context length of {Config.ContextLength} positions");
         cache ??= CreateCache(B, T);
         if (cache.BatchSize != B)
             throw new ArgumentException($"the cache holds {cache.BatchSize} sequences, the batch {B}", nameof(cache));

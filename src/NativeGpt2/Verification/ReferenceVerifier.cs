@@ -54,7 +54,7 @@ public static class ReferenceVerifier
         var computed = Compute(model, batch, reference, names, options);
 
         var results = new List<TensorComparison>();
-        foreach (var name in names)
+        foreach (var name in names.OrderBy(n => n, NaturalOrder.Instance))
         {
             if (!computed.TryGetValue(name, out var actual)) continue;
             results.Add(Compare(reference[name], actual, mask, B, T, tolerance));
@@ -152,5 +152,38 @@ public static class ReferenceVerifier
             index[d] = (int)(flat % shape[d]);
             flat /= shape[d];
         }
+    }
+}
+
+/// <summary>Orders names with embedded numbers by value: <c>hidden_states.2</c> before <c>hidden_states.10</c>.</summary>
+internal sealed class NaturalOrder : IComparer<string>
+{
+    public static readonly NaturalOrder Instance = new();
+
+    public int Compare(string? x, string? y)
+    {
+        if (x is null || y is null) return string.CompareOrdinal(x, y);
+        int i = 0, j = 0;
+        while (i < x.Length && j < y.Length)
+        {
+            if (char.IsAsciiDigit(x[i]) && char.IsAsciiDigit(y[j]))
+            {
+                var si = i;
+                var sj = j;
+                while (i < x.Length && char.IsAsciiDigit(x[i])) i++;
+                while (j < y.Length && char.IsAsciiDigit(y[j])) j++;
+                var a = x[si..i].TrimStart('0');
+                var b = y[sj..j].TrimStart('0');
+                var byValue = a.Length != b.Length ? a.Length.CompareTo(b.Length) : string.CompareOrdinal(a, b);
+                if (byValue != 0) return byValue;
+            }
+            else
+            {
+                if (x[i] != y[j]) return x[i].CompareTo(y[j]);
+                i++;
+                j++;
+            }
+        }
+        return (x.Length - i).CompareTo(y.Length - j);
     }
 }

@@ -1,0 +1,69 @@
+using System.CommandLine;
+using NativeGpt2.Cli.Commands;
+
+namespace NativeGpt2.Cli;
+
+/// <summary>
+/// The <c>nativegpt2</c> command line: builds the commands, and turns every failure into one
+/// <c>error: …</c> line on stderr with exit code 2 for usage errors and 1 for bad input.
+/// </summary>
+public static class CliApp
+{
+    /// <summary>Exit code of a successful run.</summary>
+    public const int Success = 0;
+    /// <summary>Exit code for bad input: a malformed file, a model that cannot be found, a failed check.</summary>
+    public const int BadInput = 1;
+    /// <summary>Exit code for a usage error: unknown option, missing or out-of-range argument.</summary>
+    public const int UsageError = 2;
+
+    /// <summary>Runs the command line and returns the exit code.</summary>
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellation = default)
+    {
+        using var context = new CliContext(stdout, stderr);
+        var root = BuildRootCommand(context);
+        var parse = root.Parse(args);
+        var verbose = context.Verbose = parse.GetValue(CommonOptions.Verbose);
+        if (parse.Errors.Count > 0)
+        {
+            stderr.WriteLine($"error: {parse.Errors[0].Message}");
+            stderr.WriteLine("Run 'nativegpt2 --help' for usage.");
+            return UsageError;
+        }
+
+        try
+        {
+            var configuration = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
+            return await parse.InvokeAsync(configuration, cancellation);
+        }
+        catch (Exception e) when (ExitCodeFor(e) is { } code)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            if (verbose) stderr.WriteLine(e);
+            return code;
+        }
+    }
+
+    /// <summary>Which failures are the user's to fix (and so get one line, not a stack trace).</summary>
+    internal static int? ExitCodeFor(Exception e) => e switch
+    {
+        UsageException or ArgumentException => UsageError,
+        NativeGpt2Exception or IOException or UnauthorizedAccessException => BadInput,
+        OperationCanceledException => BadInput,
+        _ => null,
+    };
+
+    private static RootCommand BuildRootCommand(CliContext context)
+    {
+        var root = new RootCommand("NativeGpt2: GPT-2 inference in pure managed C#.")
+        {
+            InspectCommand.Create(context),
+            ForwardCommand.Create(context),
+            VerifyCommand.Create(context),
+        };
+        root.Options.Add(CommonOptions.Verbose);
+        return root;
+    }
+}
+
+/// <summary>A command-line value that parsed but cannot be used (exit code 2).</summary>
+public sealed class UsageException(string message) : Exception(message);

@@ -1,0 +1,36 @@
+using Microsoft.Extensions.Logging;
+
+namespace NativeGpt2.Cli;
+
+/// <summary>The output streams and logging of one command-line run.</summary>
+internal sealed class CliContext(TextWriter stdout, TextWriter stderr) : IDisposable
+{
+    private ILoggerFactory? _loggers;
+
+    /// <summary>Where results go.</summary>
+    public TextWriter Out { get; } = stdout;
+
+    /// <summary>Where errors, logs and progress go.</summary>
+    public TextWriter Error { get; } = stderr;
+
+    /// <summary>Set from <c>--verbose</c> once the command line is parsed: debug logs and stack traces.</summary>
+    public bool Verbose { get; set; }
+
+    /// <summary>Logs to stderr: warnings, or everything down to debug with <c>--verbose</c>.</summary>
+    public ILogger Logger => (_loggers ??= LoggerFactory.Create(builder =>
+    {
+        builder.SetMinimumLevel(Verbose ? LogLevel.Debug : LogLevel.Warning);
+        // Logs go to stderr, so stdout holds only the command's own output.
+        builder.AddSimpleConsole(o => o.SingleLine = true);
+        builder.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+    })).CreateLogger("nativegpt2");
+
+    /// <summary>Load options that log here and draw a progress bar when stderr is a terminal.</summary>
+    public ModelLoadOptions LoadOptions => new()
+    {
+        Logger = Logger,
+        Progress = ReferenceEquals(Error, Console.Error) && !Console.IsErrorRedirected ? new ConsoleProgressBar(Error) : null,
+    };
+
+    public void Dispose() => _loggers?.Dispose();
+}

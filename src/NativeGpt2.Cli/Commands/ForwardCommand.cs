@@ -1,0 +1,41 @@
+using System.CommandLine;
+using NativeGpt2.Safetensors;
+
+namespace NativeGpt2.Cli.Commands;
+
+/// <summary>
+/// <c>nativegpt2 forward --model SPEC --ids 1,2,3 --out FILE.safetensors</c>: writes <c>input_ids</c>,
+/// <c>hidden_states.0..L</c> and <c>logits</c> under the reference files' names, dtypes and shapes.
+/// </summary>
+internal static class ForwardCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var ids = new Option<string>("--ids") { Description = "Token ids, comma-separated: 1,2,3.", Required = true };
+        var output = new Option<FileInfo>("--out", "-o") { Description = "Where to write the activations (safetensors).", Required = true };
+        var command = new Command("forward", "Run one forward pass and save input_ids, hidden_states.0..L and logits as safetensors.") { model, ids, output };
+        command.SetAction(parse =>
+        {
+            var tokens = CommonOptions.ParseIds(parse.GetValue(ids)!, "--ids");
+            using var lm = Gpt2CausalLM.Load(parse.GetValue(model)!, context.LoadOptions);
+            var result = lm.Forward(TokenBatch.FromIds(tokens), new ForwardOptions { OutputHiddenStates = true });
+
+            var writer = new SafetensorsWriter()
+                .AddMetadata("format", "pt")
+                .AddMetadata("producer", "nativegpt2 forward")
+                .Add("input_ids", tokens, 1, tokens.Length);
+            var hidden = result.Backbone.HiddenStates!;
+            for (var i = 0; i < hidden.Count; i++)
+                writer.Add($"hidden_states.{i}", hidden[i].Data, Shape(hidden[i]));
+            writer.Add("logits", result.Logits.Data, Shape(result.Logits));
+            var path = parse.GetValue(output)!.FullName;
+            writer.Save(path);
+            context.Out.WriteLine($"wrote {path}: input_ids [1, {tokens.Length}], hidden_states.0..{hidden.Count - 1}, logits {result.Logits.ShapeText}");
+            return CliApp.Success;
+        });
+        return command;
+    }
+
+    private static long[] Shape(FloatTensor tensor) => tensor.Shape.Select(d => (long)d).ToArray();
+}

@@ -1,0 +1,53 @@
+using System.CommandLine;
+using System.Globalization;
+
+namespace NativeGpt2.Cli.Commands;
+
+/// <summary><c>nativegpt2 inspect --model SPEC</c>: config, parameter count, dtypes, tying, and the tensor table.</summary>
+internal static class InspectCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var command = new Command("inspect", "Show a model's config, parameter count, dtypes, head tying and tensors (reads headers only).") { model };
+        command.SetAction(parse =>
+        {
+            var description = ModelInspector.Inspect(parse.GetValue(model)!);
+            Print(description, context.Out);
+            return CliApp.Success;
+        });
+        return command;
+    }
+
+    private static void Print(ModelDescription d, TextWriter o)
+    {
+        var c = d.Config;
+        var n = CultureInfo.InvariantCulture;
+        o.WriteLine($"model         {d.Source}");
+        o.WriteLine($"architecture  GPT-2  V={c.VocabSize}  context={c.ContextLength}  C={c.EmbeddingSize}  L={c.LayerCount}  NH={c.HeadCount}  HS={c.HeadSize}  inner={c.InnerSize}");
+        o.WriteLine($"activation    {c.ActivationFunction}, layer_norm_epsilon {c.LayerNormEpsilon.ToString(n)}");
+        o.WriteLine($"parameters    {c.ParameterCount.ToString("N0", n)}");
+        o.WriteLine($"head          {(d.IsTied ? "tied: logits = hidden · wteᵀ (wte read in place)" : "untied: its own lm_head.weight")}");
+        o.WriteLine($"dtypes        {string.Join(", ", d.WeightDTypes)}");
+        o.WriteLine($"special ids   bos={c.BosTokenId?.ToString(n) ?? "none"}  eos={c.EosTokenId?.ToString(n) ?? "none"}");
+        foreach (var (file, bytes) in d.Files)
+            o.WriteLine($"file          {file} ({bytes.ToString("N0", n)} bytes)");
+        o.WriteLine();
+
+        static string Shape(TensorDescription t) => "[" + string.Join(", ", t.Shape) + "]";
+        var nameWidth = Math.Max(4, d.Tensors.Max(t => t.StoredName.Length));
+        var shapeWidth = Math.Max(5, d.Tensors.Max(t => Shape(t).Length));
+        o.WriteLine($"{"name".PadRight(nameWidth)}  {"dtype",-5}  {"shape".PadRight(shapeWidth)}  note".TrimEnd());
+        foreach (var t in d.Tensors)
+        {
+            var note = t.Role switch
+            {
+                TensorRole.IgnoredBuffer => "ignored: attention mask buffer",
+                TensorRole.IgnoredTiedHead => "ignored: head is tied to wte",
+                TensorRole.Unused => "ignored: not a GPT-2 weight",
+                _ => d.Files.Count > 1 ? t.File : "",
+            };
+            o.WriteLine($"{t.StoredName.PadRight(nameWidth)}  {t.DType,-5}  {Shape(t).PadRight(shapeWidth)}  {note}".TrimEnd());
+        }
+    }
+}

@@ -1,0 +1,111 @@
+using NativeGpt2.Cli;
+using NativeGpt2.Tests.Support;
+using NativeGpt2.Verification;
+using Xunit;
+
+namespace NativeGpt2.Tests.Cli;
+
+public class InspectForwardVerifyTests
+{
+    [Fact]
+    public void Inspect_shows_config_parameters_dtypes_tying_and_tensors()
+    {
+        var result = CliRunner.Run("inspect", "--model", Paths.Model("tiny-hub"));
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        Assert.Contains("V=512", result.Out);
+        Assert.Contains("L=2", result.Out);
+        Assert.Contains("parameters    45,952", result.Out);
+        Assert.Contains("tied", result.Out);
+        Assert.Contains("dtypes        F32", result.Out);
+        Assert.Matches(@"h\.0\.attn\.bias\s+F32\s+\[1, 1, 128, 128\]\s+ignored", result.Out);
+        Assert.Matches(@"wte\.weight\s+F32\s+\[512, 32\]", result.Out);
+    }
+
+    [Fact]
+    public void Inspect_reports_an_untied_half_precision_and_sharded_checkpoint()
+    {
+        Assert.Contains("untied", CliRunner.Run("inspect", "--model", Paths.Model("tiny-untied")).Out);
+        Assert.Contains("dtypes        BF16", CliRunner.Run("inspect", "--model", Paths.Model("tiny-bf16")).Out);
+        var sharded = CliRunner.Run("inspect", "--model", Paths.Model("tiny-sharded")).Out;
+        Assert.Equal(5, sharded.Split('\n').Count(l => l.StartsWith("file ")));
+    }
+
+    [Fact]
+    public void Inspect_describes_a_synthetic_model_without_generating_it()
+    {
+        var result = CliRunner.Run("inspect", "--model", "synthetic:gpt2-xl");
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        Assert.Contains("1,557,611,200", result.Out);
+        Assert.Contains("h.47.mlp.c_proj.weight", result.Out);
+    }
+
+    [Fact]
+    public void Forward_writes_the_reference_names_dtypes_and_shapes_and_verify_accepts_it()
+    {
+        using var temp = new TempDirectory();
+        var path = temp.File("out.safetensors");
+        var reference = ReferenceFile.Load(Paths.Ref("odd.single.safetensors"));
+        var ids = string.Join(",", reference["input_ids"].AsInt32());
+
+        var forward = CliRunner.Run("forward", "--model", Paths.Model("odd"), "--ids", ids, "--out", path);
+        Assert.Equal(CliApp.Success, forward.ExitCode);
+
+        var written = ReferenceFile.Load(path);
+        Assert.Equal(["hidden_states.0", "hidden_states.1", "hidden_states.2", "hidden_states.3", "input_ids", "logits"], written.Tensors.Keys.Order());
+        foreach (var name in written.Tensors.Keys)
+        {
+            Assert.Equal(reference[name].Shape, written[name].Shape);
+            Assert.Equal(reference[name].DType, written[name].DType);
+        }
+        Assert.Equal(reference["input_ids"].Values, written["input_ids"].Values);
+        Numerics.AssertClose(reference["logits"].AsFloat32(), written["logits"].AsFloat32(), Tolerances.SmallModel, "forward --out logits");
+
+        // The written file is itself a reference the same model verifies against exactly.
+        var verify = CliRunner.Run("verify", "--model", Paths.Model("odd"), "--reference", path, "--tolerance", "0");
+        Assert.Equal(CliApp.Success, verify.ExitCode);
+        Assert.Contains("all 5 tensors within 0", verify.Out);
+    }
+
+    [Fact]
+    public void Verify_passes_a_matching_reference_with_one_row_per_tensor()
+    {
+        var result = CliRunner.Run("verify", "--model", Paths.Model("tiny"), "--reference", Paths.Ref("tiny.left_padded.safetensors"));
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        var rows = result.Out.Split('\n').Skip(1).Where(l => l.TrimEnd().EndsWith(" ok")).ToList();
+        Assert.Equal(17, rows.Count); // 3 hidden states, 10 layer activations, 2 attentions, logits, next_token_logprob
+        Assert.Matches(@"hidden_states\.2\s+\S+E-\d+\s+\S+\s+ok", result.Out);
+    }
+
+    [Fact]
+    public void Verify_fails_with_exit_code_1_when_a_tensor_differs()
+    {
+        // bf16 weights against float32 references differ by about 1e-2.
+        var result = CliRunner.Run("verify", "--model", Paths.Model("tiny-bf16"), "--reference", Paths.Ref("tiny.single.safetensors"));
+        Assert.Equal(CliApp.BadInput, result.ExitCode);
+        Assert.Contains("FAIL", result.Out);
+        Assert.Contains("first mismatch [", result.Out);
+
+        var loose = CliRunner.Run("verify", "--model", Paths.Model("tiny-bf16"), "--reference", Paths.Ref("tiny.single.safetensors"), "--tolerance", "0.15");
+        Assert.Equal(CliApp.Success, loose.ExitCode);
+    }
+
+    [Theory]
+    [InlineData("verify", "--model", "x")]
+    [InlineData("forward", "--model", "x", "--ids", "1,b", "--out", "y")]
+    [InlineData("no-such-command")]
+    public void Usage_errors_exit_2_with_one_error_line(params string[] args)
+    {
+        var result = CliRunner.Run(args);
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.StartsWith("error: ", result.Error);
+        Assert.DoesNotContain("   at ", result.Error);
+    }
+
+    [Fact]
+    public void Missing_model_exits_1_with_one_error_line()
+    {
+        var result = CliRunner.Run("inspect", "--model", "/no/such/model");
+        Assert.Equal(CliApp.BadInput, result.ExitCode);
+        Assert.Equal("error: model '/no/such/model': no such directory, and not a 'synthetic:' name", result.Error.Trim());
+    }
+}

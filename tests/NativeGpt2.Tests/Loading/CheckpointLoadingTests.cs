@@ -1,0 +1,167 @@
+using NativeGpt2.Safetensors;
+using NativeGpt2.Tests.Support;
+using Xunit;
+
+namespace NativeGpt2.Tests.Loading;
+
+public class CheckpointLoadingTests
+{
+    private static Gpt2CausalLM Tiny => Models.Get("tiny");
+
+    [Theory]
+    [InlineData("tiny-hub")]
+    [InlineData("tiny-sharded")]
+    public void Every_float32_layout_loads_the_same_weights_as_tiny(string layout)
+    {
+        var model = Models.Get(layout);
+        var expected = Tiny.Backbone.Weights.All.ToList();
+        var actual = model.Backbone.Weights.All.ToList();
+        Assert.Equal(expected.Select(w => w.Name), actual.Select(w => w.Name));
+        for (var i = 0; i < expected.Count; i++)
+        {
+            Assert.Equal(expected[i].Shape, actual[i].Shape);
+            Assert.Equal(expected[i].Data, actual[i].Data);
+        }
+    }
+
+    [Theory]
+    [InlineData("tiny-fp16", 11)]
+    [InlineData("tiny-bf16", 8)]
+    public void Half_precision_layouts_widen_to_the_float32_weights_rounded(string layout, int mantissaBits)
+    {
+        // Rounding to nearest with this many stored mantissa bits moves a value by at most half an ulp.
+        var bound = Math.Pow(2, -mantissaBits);
+        var expected = Tiny.Backbone.Weights.All.ToList();
+        var actual = Models.Get(layout).Backbone.Weights.All.ToList();
+        for (var i = 0; i < expected.Count; i++)
+        {
+            for (var j = 0; j < expected[i].Data.Length; j++)
+            {
+                var e = expected[i].Data[j];
+                var a = actual[i].Data[j];
+                Assert.True(Math.Abs(a - e) <= bound * Math.Abs(e) + 1e-7,
+                    $"{expected[i].Name}[{j}]: {a} is not {e} rounded to {mantissaBits} mantissa bits");
+            }
+        }
+    }
+
+    [Fact]
+    public void Tied_head_reads_the_token_embedding_array_itself()
+    {
+        Assert.True(Tiny.IsTied);
+        Assert.Same(Tiny.Backbone.Weights.TokenEmbedding.Data, Tiny.Head.Weight.Data);
+        Assert.Null(Tiny.Backbone.Weights.LmHead);
+    }
+
+    [Fact]
+    public void Untied_head_uses_lm_head_weight()
+    {
+        var model = Models.Get("tiny-untied");
+        Assert.False(model.IsTied);
+        Assert.Equal("lm_head.weight", model.Head.Weight.Name);
+        Assert.NotSame(model.Backbone.Weights.TokenEmbedding.Data, model.Head.Weight.Data);
+        Assert.NotEqual(model.Backbone.Weights.TokenEmbedding.Data, model.Head.Weight.Data);
+    }
+
+    [Fact]
+    public void Config_is_read_from_config_json()
+    {
+        var config = Models.Get("odd").Config;
+        Assert.Equal(1003, config.VocabSize);
+        Assert.Equal(37, config.ContextLength);
+        Assert.Equal(40, config.EmbeddingSize);
+        Assert.Equal(3, config.LayerCount);
+        Assert.Equal(5, config.HeadCount);
+        Assert.Equal(8, config.HeadSize);
+        Assert.Equal(160, config.InnerSize); // n_inner null → 4·n_embd
+        Assert.Equal("gelu_new", config.ActivationFunction);
+    }
+
+    [Fact]
+    public void All_missing_and_misshaped_tensors_are_reported_in_one_error()
+    {
+        using var temp = new TempDirectory();
+        var directory = CheckpointBuilder.From(Paths.Model("tiny"))
+            .Remove("transformer.h.1.mlp.c_fc.bias")
+            .Remove("transformer.ln_f.weight")
+            .Reshape("transformer.wpe.weight", [64, 32], new byte[64 * 32 * 4])
+            .WriteTo(temp.Path);
+
+        var error = Assert.Throws<CheckpointMismatchException>(() => Gpt2CausalLM.Load(directory));
+        Assert.Equal(3, error.Problems.Count);
+        Assert.Contains(error.Problems, p => p.StartsWith("h.1.mlp.c_fc.bias: missing"));
+        Assert.Contains(error.Problems, p => p.StartsWith("ln_f.weight: missing"));
+        Assert.Contains(error.Problems, p => p.StartsWith("wpe.weight: shape [64, 32]") && p.Contains("expected [128, 32]"));
+    }
+
+    [Fact]
+    public void Untied_config_without_lm_head_is_reported_missing()
+    {
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        builder.Config["tie_word_embeddings"] = false;
+        var error = Assert.Throws<CheckpointMismatchException>(() => Gpt2CausalLM.Load(builder.WriteTo(temp.Path)));
+        Assert.Contains(error.Problems, p => p.StartsWith("lm_head.weight: missing"));
+    }
+
+    [Fact]
+    public void A_tensor_stored_with_and_without_the_prefix_is_a_conflict()
+    {
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        var wte = builder.Tensors.Single(t => t.Name == "transformer.wte.weight");
+        builder.Add("wte.weight", wte.DType, wte.Shape, wte.Data);
+        var error = Assert.Throws<CheckpointMismatchException>(() => Gpt2CausalLM.Load(builder.WriteTo(temp.Path)));
+        Assert.Contains(error.Problems, p => p.StartsWith("wte.weight: stored twice"));
+    }
+
+    [Fact]
+    public void Integer_weights_are_rejected_by_dtype()
+    {
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        var bias = builder.Tensors.Single(t => t.Name == "transformer.ln_f.bias");
+        builder.Remove(bias.Name).Add(bias.Name, SafetensorsDType.I32, bias.Shape, bias.Data);
+        var error = Assert.Throws<CheckpointMismatchException>(() => Gpt2CausalLM.Load(builder.WriteTo(temp.Path)));
+        Assert.Contains(error.Problems, p => p.StartsWith("ln_f.bias: dtype I32"));
+    }
+
+    [Fact]
+    public void Directory_without_weights_names_what_it_looked_for()
+    {
+        using var temp = new TempDirectory();
+        File.Copy(Path.Combine(Paths.Model("tiny"), "config.json"), temp.File("config.json"));
+        var error = Assert.Throws<ModelNotFoundException>(() => Gpt2CausalLM.Load(temp.Path));
+        Assert.Contains("model.safetensors", error.Message);
+    }
+
+    [Fact]
+    public void Directory_without_config_is_not_a_model()
+    {
+        using var temp = new TempDirectory();
+        var error = Assert.Throws<ModelNotFoundException>(() => Gpt2CausalLM.Load(temp.Path));
+        Assert.Contains("config.json", error.Message);
+    }
+
+    [Theory]
+    [InlineData("synthetic:gpt3")]
+    [InlineData("no/such/directory")]
+    public void Unknown_specs_are_not_found(string spec) =>
+        Assert.Throws<ModelNotFoundException>(() => Gpt2CausalLM.Load(spec));
+
+    [Fact]
+    public void Progress_reaches_completion()
+    {
+        var reports = new List<LoadProgress>();
+        Gpt2CausalLM.Load(Paths.Model("tiny-sharded"), new ModelLoadOptions { Progress = new SynchronousProgress<LoadProgress>(reports.Add) });
+        Assert.NotEmpty(reports);
+        Assert.Equal(1.0, reports[^1].Fraction, 6);
+        Assert.True(reports.Zip(reports.Skip(1)).All(p => p.First.Fraction <= p.Second.Fraction));
+    }
+}
+
+/// <summary>An IProgress that reports on the calling thread (Progress&lt;T&gt; posts to the thread pool).</summary>
+public sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
+{
+    public void Report(T value) => report(value);
+}
