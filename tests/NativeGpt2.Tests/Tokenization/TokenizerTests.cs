@@ -1,0 +1,118 @@
+using System.Text.Json;
+using FsCheck;
+using FsCheck.Fluent;
+using FsCheck.Xunit;
+using NativeGpt2.Tests.Support;
+using NativeGpt2.Tokenization;
+using Xunit;
+
+namespace NativeGpt2.Tests.Tokenization;
+
+public class TokenizerTests
+{
+    private static readonly Lazy<Gpt2Tokenizer> FromFiles = new(() => Gpt2Tokenizer.TryLoad(Paths.Model("gpt2-mini"))!);
+
+    public sealed record Case(string Text, int[] Ids, string Decoded);
+
+    private static readonly JsonElement References = JsonDocument.Parse(File.ReadAllText(Paths.Ref("tokenizer.json"))).RootElement;
+
+    public static TheoryData<int, string> CaseIndices()
+    {
+        var data = new TheoryData<int, string>();
+        var i = 0;
+        foreach (var c in References.GetProperty("cases").EnumerateArray())
+            data.Add(i++, c.GetProperty("text").GetString()!.Length > 40 ? c.GetProperty("text").GetString()![..40] + "…" : c.GetProperty("text").GetString()!);
+        return data;
+    }
+
+    private static Case Reference(int index)
+    {
+        var c = References.GetProperty("cases")[index];
+        return new Case(c.GetProperty("text").GetString()!, c.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray(), c.GetProperty("decoded").GetString()!);
+    }
+
+    public static TheoryData<string> Vocabularies() => ["files", "package"];
+
+    private static Gpt2Tokenizer Tokenizer(string source) => source == "files" ? FromFiles.Value : Gpt2Tokenizer.Gpt2;
+
+    [Theory]
+    [MemberData(nameof(CaseIndices))]
+    public void Every_reference_string_gives_its_ids_and_decodes_back(int index, string label)
+    {
+        var reference = Reference(index);
+        foreach (var source in new[] { "files", "package" })
+        {
+            var tokenizer = Tokenizer(source);
+            Assert.True(reference.Ids.SequenceEqual(tokenizer.Encode(reference.Text)), $"{source}: {label}: ids differ");
+            Assert.Equal(reference.Decoded, tokenizer.Decode(reference.Ids));
+            Assert.Equal(reference.Text, tokenizer.Decode(tokenizer.Encode(reference.Text)));
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Vocabularies))]
+    public void End_of_text_is_plain_text_unless_special_tokens_are_allowed(string source)
+    {
+        var special = References.GetProperty("special");
+        var text = special.GetProperty("text").GetString()!;
+        var tokenizer = Tokenizer(source);
+        Assert.Equal(special.GetProperty("ids_special_as_text").EnumerateArray().Select(e => e.GetInt32()), tokenizer.Encode(text));
+        Assert.Equal(special.GetProperty("ids_special_allowed").EnumerateArray().Select(e => e.GetInt32()), tokenizer.Encode(text, allowSpecialTokens: true));
+        Assert.Equal(50256, tokenizer.EndOfTextId);
+        Assert.Equal(text, tokenizer.Decode(tokenizer.Encode(text, allowSpecialTokens: true)));
+    }
+
+    [Fact]
+    public void Shakespeare_char_encodes_one_id_per_character()
+    {
+        var tokenizer = Gpt2Tokenizer.TryLoad(Paths.Model("shakespeare-char"))!;
+        const string text = "ROMEO:\nWhat, ho! apothecary!\n\nJULIET: O Romeo, Romeo; wherefore art thou?";
+        var ids = tokenizer.Encode(text);
+        Assert.Equal(text.Length, ids.Length);
+        Assert.Equal(66, tokenizer.VocabSize);
+        Assert.Equal(65, tokenizer.EndOfTextId);
+        Assert.Equal(0, tokenizer.Encode("\n").Single());
+        Assert.Equal(1, tokenizer.Encode(" ").Single());
+        Assert.Equal(text, tokenizer.Decode(ids));
+    }
+
+    [Fact]
+    public void Streaming_decoding_never_emits_half_a_character()
+    {
+        var tokenizer = FromFiles.Value;
+        const string text = "naïve café 😀 日本語 🎉!";
+        var ids = tokenizer.Encode(text);
+        var decoder = tokenizer.CreateStreamingDecoder();
+        var pieces = ids.Select(decoder.Append).Append(decoder.Flush()).ToList();
+        Assert.Equal(text, string.Concat(pieces));
+        // Every piece is valid text on its own: no lone surrogate, no replacement character.
+        Assert.All(pieces, p => Assert.DoesNotContain('\uFFFD', p));
+        Assert.All(pieces, p => Assert.False(p.Length > 0 && char.IsHighSurrogate(p[^1]), $"piece ends in half a surrogate pair: {p}"));
+        // The emoji takes several byte-level tokens, so some steps must have held bytes back.
+        Assert.Contains("", pieces);
+    }
+
+    /// <summary>Pieces of text that stress pre-tokenization and byte-level BPE: scripts, emoji, whitespace runs, controls.</summary>
+    private static readonly string[] Atoms =
+        ["a", "Z", "hello", " the", "'s", "'ll", "  ", "\n", "\t", "\r\n", "0", "42", "3.14", "!", "?!", "<|", "|>", "endoftext",
+         "é", "ß", "日本", "語", "😀", "👍🏽", "🎉", "Ω", "Я", "ש", "ह", "\u0000", "\u001b", "\u00a0", "\u200b", "ﬁ", "Ａ", "𝕏"];
+
+    [Property(MaxTest = 500)]
+    public Property Any_valid_text_round_trips_and_special_tokens_stay_text() =>
+        Prop.ForAll(Gen.ArrayOf(Gen.Elements(Atoms)).Select(string.Concat).ToArbitrary(), text =>
+        {
+            var tokenizer = FromFiles.Value;
+            var ids = tokenizer.Encode(text);
+            Assert.Equal(text, tokenizer.Decode(ids));
+            Assert.DoesNotContain(50256, ids);
+            Assert.Equal(ids, Gpt2Tokenizer.Gpt2.Encode(text));
+        });
+
+    [Fact]
+    public void Lone_surrogates_encode_as_the_replacement_character()
+    {
+        var tokenizer = FromFiles.Value;
+        Assert.Equal(tokenizer.Encode("a\uFFFDb"), tokenizer.Encode("a\uD800b"));
+        Assert.Equal("a\uFFFDb", tokenizer.Decode(tokenizer.Encode("a\uDC00b")));
+    }
+}
