@@ -73,3 +73,9 @@ public sealed class ModelNotFoundException : NativeGpt2Exception
     /// <summary>The model spec as the caller wrote it.</summary>
     public string Spec { get; }
 }
+
+/// <summary>
+/// The model produced numbers that cannot be used, such as logits that are all NaN (usually corrupt
+/// weights); raised instead of silently picking token 0.
+/// </summary>
+public sealed class NumericalException(string message) : NativeGpt2Exception(message);

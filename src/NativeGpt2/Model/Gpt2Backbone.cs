@@ -106,7 +106,7 @@ public sealed class Gpt2Backbone
             LayerNorm.Forward(ln, x, w.Ln2Weight.Data, w.Ln2Bias.Data, N, C, eps);
             Keep(options.OutputLayerActivations, $"{layer}.ln_2", ln, C);
             MatMul.Forward(hidden, ln, w.FcWeight.Data, w.FcBias.Data, N, C, inner);
-            Gelu.Forward(hidden, hidden);
+            Gelu.Forward(hidden, hidden, inner);
             MatMul.Forward(sublayer, hidden, w.FcProjWeight.Data, w.FcProjBias.Data, N, inner, C);
             Keep(options.OutputLayerActivations, $"{layer}.mlp", sublayer, C);
             TensorPrimitives.Add(x, sublayer, x);

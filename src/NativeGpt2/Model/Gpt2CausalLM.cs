@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using NativeGpt2.Loading;
 using NativeGpt2.Operators;
+using NativeGpt2.Tokenization;
 using NativeGpt2.Weights;
 
 namespace NativeGpt2;
@@ -17,20 +18,24 @@ namespace NativeGpt2;
 /// float[] logits = output.Logits.Data; // (1, 3, V)
 /// </code>
 /// </example>
-public sealed class Gpt2CausalLM : IDisposable
+public sealed partial class Gpt2CausalLM : IDisposable
 {
     /// <summary>Prefix of a model spec that builds a full-size model from the synthetic-weights formula.</summary>
     public const string SyntheticPrefix = "synthetic:";
 
     private bool _disposed;
 
-    /// <summary>Builds a model from weights already in memory.</summary>
-    public Gpt2CausalLM(Gpt2Config config, Gpt2Weights weights, string source = "in-memory")
+    /// <summary>Builds a model from weights already in memory, with an optional tokenizer.</summary>
+    /// <exception cref="ModelFormatException">The tokenizer's vocabulary size differs from the config's.</exception>
+    public Gpt2CausalLM(Gpt2Config config, Gpt2Weights weights, Gpt2Tokenizer? tokenizer = null, string source = "in-memory")
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(weights);
+        if (tokenizer is not null && tokenizer.VocabSize != config.VocabSize)
+            throw new ModelFormatException(source, "vocab_size", $"config.json says {config.VocabSize} tokens but vocab.json has {tokenizer.VocabSize}");
         Config = config;
         Source = source;
+        Tokenizer = tokenizer;
         Backbone = new Gpt2Backbone(config, weights);
         // Tied: the head reads wte itself (the same array). Untied: lm_head.weight.
         Head = new EmbeddingTransposeProjection(weights.LmHead ?? weights.TokenEmbedding);
@@ -41,6 +46,9 @@ public sealed class Gpt2CausalLM : IDisposable
 
     /// <summary>Where the model came from: a directory or a <c>synthetic:</c> name.</summary>
     public string Source { get; }
+
+    /// <summary>The tokenizer from the checkpoint's vocab.json and merges.txt (the original GPT-2 vocabulary for synthetic models); null if the checkpoint has none.</summary>
+    public Gpt2Tokenizer? Tokenizer { get; }
 
     /// <summary>Token ids (B, T) → hidden states (B, T, C).</summary>
     public Gpt2Backbone Backbone { get; }
@@ -65,17 +73,21 @@ public sealed class Gpt2CausalLM : IDisposable
 
         Gpt2Config config;
         Gpt2Weights weights;
+        Gpt2Tokenizer? tokenizer;
         if (spec.StartsWith(SyntheticPrefix, StringComparison.Ordinal))
         {
             var name = spec[SyntheticPrefix.Length..];
             if (!SyntheticWeights.Configs.TryGetValue(name, out var synthetic))
                 throw new ModelNotFoundException(spec, $"unknown synthetic model (known: {string.Join(", ", SyntheticWeights.Configs.Keys)})");
             config = synthetic;
+            tokenizer = Gpt2Tokenizer.Gpt2;
             var progress = options.Progress is { } p ? new Progress<double>(f => p.Report(new LoadProgress("generating synthetic weights", f))) : null;
             weights = SyntheticWeights.Create(config, progress);
         }
         else if (Directory.Exists(spec))
         {
+            // The tokenizer first: it is cheap, and a malformed one should fail before the weights are read.
+            tokenizer = Gpt2Tokenizer.TryLoad(spec);
             (config, weights) = CheckpointLoader.Load(spec, logger, options.Progress);
         }
         else if (File.Exists(spec))
@@ -87,10 +99,11 @@ public sealed class Gpt2CausalLM : IDisposable
             throw new ModelNotFoundException(spec, $"no such directory, and not a '{SyntheticPrefix}' name");
         }
 
-        var model = new Gpt2CausalLM(config, weights, spec);
+        var model = new Gpt2CausalLM(config, weights, tokenizer, spec);
         logger.LogInformation("Loaded {Spec}: {Parameters:N0} parameters, V={V} C={C} L={L} NH={NH} context={Context}, head {Head}; backend {Backend}",
             spec, config.ParameterCount, config.VocabSize, config.EmbeddingSize, config.LayerCount, config.HeadCount, config.ContextLength,
             model.IsTied ? "tied to wte" : "untied lm_head", CpuBackend.Description);
+        if (tokenizer is null) logger.LogInformation("No vocab.json in {Spec}: the model takes token ids only", spec);
         return model;
     }
 

@@ -47,6 +47,7 @@ public static class CausalSelfAttention
         Parallelism.For(B * NH * Tq, 2L * Tk * HS, (start, end) =>
         {
             var scores = new float[Tk];
+            var keyIndex = new int[Tk];
             for (var item = start; item < end; item++)
             {
                 // item enumerates (b, h, t) with t fastest.
@@ -58,23 +59,31 @@ public static class CausalSelfAttention
                 var v = values.Span.Slice((b * NH + h) * Tmax * HS, Tmax * HS);
                 var mask = keyMask.IsEmpty ? ReadOnlySpan<int>.Empty : keyMask.Span.Slice(b * Tmax, Tmax);
 
-                // Causal: the query at position past + t sees keys 0..past + t; later keys get -inf.
-                var visible = past + t + 1;
-                var row = scores.AsSpan(0, Tk);
-                for (var j = 0; j < visible; j++)
-                    row[j] = mask.IsEmpty || mask[j] != 0 ? TensorPrimitives.Dot(query, k.Slice(j * HS, HS)) * scale : float.NegativeInfinity;
-                Softmax.Forward(row[..visible], row[..visible]);
-                row[visible..].Clear();
+                // Causal: the query at position past + t sees keys 0..past + t. Masked keys are left out
+                // altogether rather than set to -inf, so a row's arithmetic is the same with or without
+                // padding in front of it: left-padded batches give exactly the unpadded results.
+                var count = 0;
+                for (var j = 0; j <= past + t; j++)
+                {
+                    if (!mask.IsEmpty && mask[j] == 0) continue;
+                    keyIndex[count] = j;
+                    scores[count++] = TensorPrimitives.Dot(query, k.Slice(j * HS, HS)) * scale;
+                }
+                var weights = scores.AsSpan(0, count);
+                Softmax.Forward(weights, weights);
 
+                // out = Σ_j p_j · v_j; a query with no visible key (padding at the start of a row) gets zeros.
                 var o = output.Span.Slice((b * Tq + t) * C + h * HS, HS);
                 o.Clear();
-                for (var j = 0; j < visible; j++)
-                {
-                    if (row[j] != 0f)
-                        TensorPrimitives.MultiplyAdd(v.Slice(j * HS, HS), row[j], o, o);
-                }
+                for (var c = 0; c < count; c++)
+                    TensorPrimitives.MultiplyAdd(v.Slice(keyIndex[c] * HS, HS), weights[c], o, o);
+
                 if (!probabilities.IsEmpty)
-                    row.CopyTo(probabilities.Span.Slice(((b * NH + h) * Tq + t) * Tk, Tk));
+                {
+                    var row = probabilities.Span.Slice(((b * NH + h) * Tq + t) * Tk, Tk);
+                    row.Clear();
+                    for (var c = 0; c < count; c++) row[keyIndex[c]] = weights[c];
+                }
             }
         });
     }

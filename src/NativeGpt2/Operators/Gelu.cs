@@ -8,22 +8,34 @@ namespace NativeGpt2.Operators;
 /// GELU, tanh approximation (<c>gelu_new</c>):
 /// <c>out = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))</c>.
 /// </summary>
-/// <remarks>Shapes: out (N), input (N); may be the same buffer.</remarks>
+/// <remarks>Shapes: out (N, W), input (N, W); may be the same buffer.</remarks>
 public static class Gelu
 {
     private const float Sqrt2OverPi = 0.7978845608028654f;
     private const float Cubic = 0.044715f;
 
-    /// <summary>Vectorized GELU, spread over all cores for long inputs.</summary>
-    public static void Forward(Memory<float> output, ReadOnlyMemory<float> input)
+    /// <summary>
+    /// Vectorized GELU over rows of <paramref name="width"/> values, spread over all cores. Each row is
+    /// processed on its own (in pieces of at most 4096), so an element's result depends only on its place
+    /// in its row, not on how many rows there are.
+    /// </summary>
+    public static void Forward(Memory<float> output, ReadOnlyMemory<float> input, int width)
     {
-        const int chunk = 4096;
-        var chunks = (input.Length + chunk - 1) / chunk;
-        Parallelism.For(chunks, 16L * chunk, (start, end) =>
+        const int piece = 4096;
+        ArgumentOutOfRangeException.ThrowIfLessThan(width, 1);
+        if (input.Length % width != 0 || output.Length < input.Length)
+            throw new ArgumentException($"input of {input.Length} values is not whole rows of {width}, or output is shorter", nameof(input));
+        var rows = input.Length / width;
+        Parallelism.For(rows, 16L * width, (start, end) =>
         {
-            var from = start * chunk;
-            var to = Math.Min(end * chunk, input.Length);
-            Span(output.Span[from..to], input.Span[from..to]);
+            for (var r = start; r < end; r++)
+            {
+                for (var from = r * width; from < (r + 1) * width; from += piece)
+                {
+                    var to = Math.Min(from + piece, (r + 1) * width);
+                    Span(output.Span[from..to], input.Span[from..to]);
+                }
+            }
         });
     }
 
@@ -45,8 +57,10 @@ public static class Gelu
                 (k * Vector256.MultiplyAddEstimate(c * v * v, v, v)).StoreUnsafe(ref ir, (nuint)i);
             }
         }
+        // The same arithmetic as the vector lanes (fused where they fuse), so an element's result does
+        // not depend on whether it falls in the tail.
         for (; i < x.Length; i++)
-            inner[i] = Sqrt2OverPi * (x[i] + Cubic * x[i] * x[i] * x[i]);
+            inner[i] = Sqrt2OverPi * float.MultiplyAddEstimate(Cubic * x[i] * x[i], x[i], x[i]);
 
         TensorPrimitives.Tanh(inner, inner);
         // out = 0.5·x·(1 + t) = 0.5·x + 0.5·x·t

@@ -45,6 +45,9 @@ public static class MatMulTransposed
 
     private static void Panel(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight, int N, int IC, int OC, int from, int to)
     {
+        // Every output is accumulated the same way (8 lanes in order, then the lane sum, then the IC % 8
+        // tail) whichever tile computes it, so a row's logits do not depend on which other rows share the
+        // batch: batched generation gives exactly the one-by-one result.
         var n = 0;
         for (; n + TileRows <= N; n += TileRows)
         {
@@ -109,7 +112,20 @@ public static class MatMulTransposed
         row1[0] = s10; row1[1] = s11; row1[2] = s12; row1[3] = s13;
     }
 
-    private static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b) => System.Numerics.Tensors.TensorPrimitives.Dot(a, b);
+    /// <summary>One output, accumulated exactly as <see cref="Tile2x4"/> accumulates each of its eight.</summary>
+    private static float Dot(ReadOnlySpan<float> x, ReadOnlySpan<float> w)
+    {
+        ref var xr = ref MemoryMarshal.GetReference(x);
+        ref var wr = ref MemoryMarshal.GetReference(w);
+        var acc = Vector256<float>.Zero;
+        var i = 0;
+        for (; i <= x.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+            acc = Vector256.MultiplyAddEstimate(Vector256.LoadUnsafe(ref xr, (nuint)i), Vector256.LoadUnsafe(ref wr, (nuint)i), acc);
+        var sum = Vector256.Sum(acc);
+        for (; i < x.Length; i++)
+            sum += Unsafe.Add(ref xr, i) * Unsafe.Add(ref wr, i);
+        return sum;
+    }
 
     private static void ReferenceRows(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight, int N, int IC, int OC, int from, int to)
     {

@@ -90,7 +90,7 @@ public class OperatorProperties
             var expected = new float[n];
             var actual = new float[n];
             Gelu.Reference(expected, input);
-            Gelu.Forward(actual, input);
+            Gelu.Forward(actual, input, n);
             Numerics.AssertClose(expected, actual, Tolerances.OperatorRelative, $"gelu N={n}");
         });
 

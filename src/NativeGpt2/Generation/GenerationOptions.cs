@@ -1,0 +1,86 @@
+namespace NativeGpt2;
+
+/// <summary>
+/// How to pick new tokens. The defaults sample from the full distribution at temperature 1; set
+/// <see cref="Greedy"/> (or <see cref="Temperature"/> 0) for the single most likely continuation.
+/// Processing follows Hugging Face: repetition penalty, then temperature, then top-k, then top-p.
+/// </summary>
+public sealed record GenerationOptions
+{
+    /// <summary>Tokens to generate at most (≥ 1). Default 100.</summary>
+    public int MaxNewTokens { get; init; } = 100;
+
+    /// <summary>Always take the most likely token (ties: the lowest id). Temperature, top-k and top-p are then ignored.</summary>
+    public bool Greedy { get; init; }
+
+    /// <summary>Divides the logits before sampling: below 1 sharpens, above 1 flattens. 0 means greedy. Must be ≥ 0 and finite.</summary>
+    public float Temperature { get; init; } = 1f;
+
+    /// <summary>Sample only among the k most likely tokens (tokens tied with the k-th are kept); 0 means no limit.</summary>
+    public int TopK { get; init; }
+
+    /// <summary>Nucleus sampling: sample only from the smallest set of most likely tokens whose probability reaches p, in (0, 1]; 1 means no limit.</summary>
+    public float TopP { get; init; } = 1f;
+
+    /// <summary>Penalty for tokens already in the prompt or output (logit / r if positive, · r if negative); 1 means none. Must be &gt; 0.</summary>
+    public float RepetitionPenalty { get; init; } = 1f;
+
+    /// <summary>Seed of the random source: the same seed, prompt and options give the same output. Null: a fresh random seed.</summary>
+    public int? Seed { get; init; }
+
+    /// <summary>Stop when the generated text contains one of these; the returned text ends just before it.</summary>
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+
+    /// <summary>Stop when the model emits its end-of-text token (the config's eos_token_id). Default true.</summary>
+    public bool StopAtEndOfText { get; init; } = true;
+
+    /// <summary>
+    /// Allow the prompt plus new tokens to exceed the context length: when the window is full, its older
+    /// half is dropped and the rest recomputed. Without it, such a request is an error.
+    /// </summary>
+    public bool SlidingWindow { get; init; }
+
+    /// <summary>Treat <c>&lt;|endoftext|&gt;</c> in a text prompt as the special token rather than plain text.</summary>
+    public bool AllowSpecialTokens { get; init; }
+
+    /// <summary>Whether tokens are picked by argmax: <see cref="Greedy"/>, or temperature 0.</summary>
+    public bool IsGreedy => Greedy || Temperature == 0f;
+
+    /// <summary>Checks every option, naming the one out of range.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">An option is outside its allowed range.</exception>
+    /// <exception cref="ArgumentException">A stop string is null or empty.</exception>
+    public void Validate()
+    {
+        if (MaxNewTokens < 1)
+            throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), MaxNewTokens, "must be at least 1");
+        if (!(Temperature >= 0) || float.IsInfinity(Temperature))
+            throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, "must be a finite number >= 0 (0 means greedy)");
+        if (TopK < 0)
+            throw new ArgumentOutOfRangeException(nameof(TopK), TopK, "must be >= 0 (0 means no limit)");
+        if (!(TopP > 0 && TopP <= 1))
+            throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "must be in (0, 1] (1 means no limit)");
+        if (!(RepetitionPenalty > 0) || float.IsInfinity(RepetitionPenalty))
+            throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), RepetitionPenalty, "must be a finite number > 0 (1 means none)");
+        ArgumentNullException.ThrowIfNull(StopStrings, nameof(StopStrings));
+        if (StopStrings.Any(string.IsNullOrEmpty))
+            throw new ArgumentException("stop strings must not be null or empty", nameof(StopStrings));
+    }
+}
+
+/// <summary>Why generation of a sequence ended.</summary>
+public enum FinishReason
+{
+    /// <summary><see cref="GenerationOptions.MaxNewTokens"/> tokens were generated.</summary>
+    Length,
+    /// <summary>The model emitted its end-of-text token.</summary>
+    EndOfText,
+    /// <summary>The text reached one of <see cref="GenerationOptions.StopStrings"/>.</summary>
+    StopString,
+}
+
+/// <summary>One generated continuation.</summary>
+/// <param name="Text">The new text, without the prompt, the end-of-text token or the stop string (empty for id-only generation).</param>
+/// <param name="PromptIds">The prompt as token ids (<c>&lt;|endoftext|&gt;</c> alone for an empty prompt).</param>
+/// <param name="GeneratedIds">Every token generated, including a final end-of-text token.</param>
+/// <param name="FinishReason">Why generation stopped.</param>
+public sealed record GenerationResult(string Text, IReadOnlyList<int> PromptIds, IReadOnlyList<int> GeneratedIds, FinishReason FinishReason);

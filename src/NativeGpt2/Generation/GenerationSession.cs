@@ -1,0 +1,159 @@
+using System.Text;
+using NativeGpt2.Tokenization;
+
+namespace NativeGpt2.Generation;
+
+/// <summary>
+/// Generation of one or more sequences, one token per <see cref="Step"/>: the prompts are run through
+/// the model once (left-padded into one batch), then each step samples a token per unfinished sequence
+/// and runs only those tokens through the model, reusing the key/value cache. Only the last position
+/// goes through the head.
+/// </summary>
+internal sealed class GenerationSession
+{
+    private readonly Gpt2CausalLM _model;
+    private readonly GenerationOptions _options;
+    private readonly Row[] _rows;
+    private readonly KvCache _cache;
+    private readonly int _padId;
+    private FloatTensor _logits;
+
+    /// <summary>State of one sequence.</summary>
+    public sealed class Row
+    {
+        public required int[] PromptIds { get; init; }
+        public List<int> Tokens { get; } = [];
+        public List<int> Generated { get; } = [];
+        public required Random Random { get; init; }
+        public StreamingDecoder? Decoder { get; init; }
+        public StopStringMatcher? Stops { get; init; }
+        public StringBuilder Text { get; } = new();
+        /// <summary>Text released by the latest step (streaming).</summary>
+        public string LastPiece { get; set; } = "";
+        public FinishReason? FinishReason { get; set; }
+    }
+
+    public GenerationSession(Gpt2CausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer)
+    {
+        options.Validate();
+        if (options.StopStrings.Count > 0 && tokenizer is null)
+            throw new ArgumentException("stop strings need a tokenizer to decode the output; this model has none", nameof(options));
+        _model = model;
+        _options = options;
+        var config = model.Config;
+        var context = config.ContextLength;
+        var eos = config.EosTokenId ?? tokenizer?.EndOfTextId;
+        _padId = eos ?? 0;
+
+        var seed = options.Seed ?? Random.Shared.Next();
+        _rows = new Row[prompts.Count];
+        for (var b = 0; b < prompts.Count; b++)
+        {
+            var prompt = prompts[b];
+            if (prompt.Length == 0)
+            {
+                // GPT-2 was trained on documents separated by <|endoftext|>, so that is where a text begins.
+                prompt = eos is { } start ? [start] : throw new ArgumentException("the prompt is empty and the model has no end-of-text token to start from", nameof(prompts));
+            }
+            foreach (var id in prompt)
+            {
+                if ((uint)id >= (uint)config.VocabSize)
+                    throw new ArgumentOutOfRangeException(nameof(prompts), id, $"prompt {b} holds a token id outside the vocabulary [0, {config.VocabSize})");
+            }
+            if (!options.SlidingWindow && prompt.Length + options.MaxNewTokens > context)
+                throw new ArgumentOutOfRangeException(nameof(prompts),
+                    $"prompt {b} has {prompt.Length} tokens; with {options.MaxNewTokens} new tokens that exceeds the context length of {context} (shorten the prompt, lower MaxNewTokens, or enable SlidingWindow)");
+            _rows[b] = new Row
+            {
+                PromptIds = prompt,
+                // Each sequence draws from its own source seeded alike, so it samples exactly what it would alone.
+                Random = new Random(seed),
+                Decoder = tokenizer?.CreateStreamingDecoder(),
+                Stops = options.StopStrings.Count > 0 ? new StopStringMatcher(options.StopStrings) : null,
+            };
+            _rows[b].Tokens.AddRange(prompt);
+        }
+
+        var longest = _rows.Max(r => r.PromptIds.Length);
+        var capacity = options.SlidingWindow ? context : longest + options.MaxNewTokens;
+        _cache = model.CreateCache(_rows.Length, capacity);
+        // A prompt longer than the window keeps its most recent tokens.
+        _logits = Prefill(_rows.Select(r => r.Tokens.TakeLast(context).ToArray()).ToArray());
+    }
+
+    public IReadOnlyList<Row> Rows => _rows;
+
+    public bool IsFinished => _rows.All(r => r.FinishReason is not null);
+
+    /// <summary>Samples the next token of every unfinished sequence and advances the model past them.</summary>
+    public void Step()
+    {
+        for (var b = 0; b < _rows.Length; b++)
+        {
+            var row = _rows[b];
+            row.LastPiece = "";
+            if (row.FinishReason is not null) continue;
+
+            var id = Sampler.Sample(_logits.Row(b), _options, row.Tokens, row.Random);
+            row.Tokens.Add(id);
+            row.Generated.Add(id);
+            if (_options.StopAtEndOfText && id == _model.Config.EosTokenId)
+                Finish(row, FinishReason.EndOfText);
+            else
+            {
+                Emit(row, row.Decoder?.Append(id) ?? "");
+                if (row.Stops?.Stopped == true) Finish(row, FinishReason.StopString);
+                else if (row.Generated.Count == _options.MaxNewTokens) Finish(row, FinishReason.Length);
+            }
+        }
+        if (IsFinished) return;
+
+        if (_cache.Length == _cache.Capacity)
+        {
+            // The window is full: keep the newer half of each sequence and recompute its cache.
+            var keep = Math.Max(1, _cache.Capacity / 2);
+            _cache.Reset();
+            _logits = Prefill(_rows.Select(r => r.Tokens.TakeLast(keep).ToArray()).ToArray());
+            return;
+        }
+        // Finished sequences still take a slot in the batch; they repeat their last token and their output is ignored.
+        var next = _rows.Select(r => r.Tokens[^1]).ToArray();
+        var hidden = _model.Backbone.Forward(new TokenBatch(next, _rows.Length, 1), _cache);
+        _logits = _model.Head.ForwardLast(hidden.LastHiddenState);
+    }
+
+    private FloatTensor Prefill(int[][] sequences)
+    {
+        var batch = sequences.All(s => s.Length == sequences[0].Length)
+            ? new TokenBatch(sequences.SelectMany(s => s).ToArray(), sequences.Length, sequences[0].Length)
+            : TokenBatch.LeftPadded(sequences, _padId);
+        var hidden = _model.Backbone.Forward(batch, _cache);
+        return _model.Head.ForwardLast(hidden.LastHiddenState);
+    }
+
+    private static void Emit(Row row, string piece)
+    {
+        var text = row.Stops is null ? piece : row.Stops.Push(piece);
+        row.Text.Append(text);
+        row.LastPiece += text;
+    }
+
+    private static void Finish(Row row, FinishReason reason)
+    {
+        row.FinishReason = reason;
+        // Bytes of an unfinished character, and text held back as a possible stop string, are released now.
+        if (reason != FinishReason.StopString)
+        {
+            var rest = row.Decoder?.Flush() ?? "";
+            var text = row.Stops is null ? rest : row.Stops.Push(rest) + row.Stops.Flush();
+            row.Text.Append(text);
+            row.LastPiece += text;
+        }
+    }
+
+    public GenerationResult Result(int b)
+    {
+        var row = _rows[b];
+        return new GenerationResult(row.Text.ToString(), row.PromptIds, row.Generated.ToArray(), row.FinishReason ?? FinishReason.Length);
+    }
+}

@@ -1,0 +1,125 @@
+
+namespace NativeGpt2;
+
+/// <summary>
+/// Picks the next token from logits: a pure function of the logits, the options, the tokens so far
+/// (for the repetition penalty) and a seeded random source.
+/// </summary>
+public static class Sampler
+{
+    /// <summary>The next token id.</summary>
+    /// <exception cref="NumericalException">The logits contain NaN: nothing can be sampled from them.</exception>
+    public static int Sample(ReadOnlySpan<float> logits, GenerationOptions options, IReadOnlyCollection<int> previousTokens, Random random)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(random);
+        var scores = Penalized(logits, options.RepetitionPenalty, previousTokens);
+        if (options.IsGreedy) return ArgMax(scores);
+        return Draw(Distribution(scores, options), random);
+    }
+
+    /// <summary>
+    /// The distribution a token is drawn from after repetition penalty, temperature, top-k and top-p:
+    /// V probabilities summing to 1, zero outside the kept tokens. For greedy options, one-hot on the argmax.
+    /// </summary>
+    public static double[] Distribution(ReadOnlySpan<float> logits, GenerationOptions options, IReadOnlyCollection<int> previousTokens)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var scores = Penalized(logits, options.RepetitionPenalty, previousTokens);
+        if (options.IsGreedy)
+        {
+            var oneHot = new double[scores.Length];
+            oneHot[ArgMax(scores)] = 1;
+            return oneHot;
+        }
+        return Distribution(scores, options);
+    }
+
+    private static float[] Penalized(ReadOnlySpan<float> logits, float penalty, IReadOnlyCollection<int> previousTokens)
+    {
+        if (logits.IsEmpty) throw new ArgumentException("there are no logits to sample from", nameof(logits));
+        var scores = logits.ToArray();
+        var nan = Array.FindIndex(scores, float.IsNaN);
+        if (nan >= 0)
+            throw new NumericalException($"the logits contain NaN (first at token {nan}); the model's weights or inputs are not usable");
+        if (penalty != 1f && previousTokens is not null)
+        {
+            foreach (var id in previousTokens.Distinct())
+            {
+                if ((uint)id >= (uint)scores.Length) continue;
+                // Hugging Face's rule: divide positive logits, multiply negative ones, so the token always becomes less likely.
+                scores[id] = scores[id] < 0 ? scores[id] * penalty : scores[id] / penalty;
+            }
+        }
+        return scores;
+    }
+
+    private static double[] Distribution(float[] scores, GenerationOptions options)
+    {
+        var V = scores.Length;
+        var probabilities = new double[V];
+        // Softmax at the given temperature, in double, with the maximum subtracted first.
+        var max = scores.Max();
+        if (float.IsNegativeInfinity(max))
+            throw new NumericalException("every logit is -infinity; no token can be sampled");
+        double sum = 0;
+        for (var i = 0; i < V; i++)
+        {
+            probabilities[i] = Math.Exp((scores[i] - (double)max) / options.Temperature);
+            sum += probabilities[i];
+        }
+        for (var i = 0; i < V; i++) probabilities[i] /= sum;
+
+        if (options.TopK > 0 && options.TopK < V)
+        {
+            // Keep every token whose logit is at least the k-th largest (ties at the boundary stay, as in Hugging Face).
+            var sorted = (float[])scores.Clone();
+            Array.Sort(sorted);
+            var kth = sorted[V - options.TopK];
+            for (var i = 0; i < V; i++) if (scores[i] < kth) probabilities[i] = 0;
+            Normalize(probabilities);
+        }
+        if (options.TopP < 1f)
+        {
+            // The smallest set of most likely tokens whose total probability reaches p (never empty).
+            var order = Enumerable.Range(0, V).Where(i => probabilities[i] > 0).OrderByDescending(i => probabilities[i]).ThenBy(i => i).ToArray();
+            double cumulative = 0;
+            var keep = 0;
+            while (keep < order.Length && (keep == 0 || cumulative < options.TopP))
+                cumulative += probabilities[order[keep++]];
+            for (var r = keep; r < order.Length; r++) probabilities[order[r]] = 0;
+            Normalize(probabilities);
+        }
+        return probabilities;
+    }
+
+    private static void Normalize(double[] probabilities)
+    {
+        var sum = probabilities.Sum();
+        for (var i = 0; i < probabilities.Length; i++) probabilities[i] /= sum;
+    }
+
+    /// <summary>Inverse-CDF draw: the first token whose cumulative probability exceeds a uniform number.</summary>
+    private static int Draw(double[] probabilities, Random random)
+    {
+        var u = random.NextDouble();
+        double cumulative = 0;
+        var last = -1;
+        for (var i = 0; i < probabilities.Length; i++)
+        {
+            if (probabilities[i] <= 0) continue;
+            cumulative += probabilities[i];
+            last = i;
+            if (u < cumulative) return i;
+        }
+        // Rounding can leave the total a hair under 1; the draw then belongs to the last kept token.
+        return last;
+    }
+
+    private static int ArgMax(float[] scores)
+    {
+        var best = 0;
+        for (var i = 1; i < scores.Length; i++) if (scores[i] > scores[best]) best = i;
+        return best;
+    }
+}

@@ -1,0 +1,89 @@
+using System.Runtime.CompilerServices;
+using NativeGpt2.Generation;
+using NativeGpt2.Tokenization;
+
+namespace NativeGpt2;
+
+public sealed partial class Gpt2CausalLM
+{
+    /// <summary>Generates a continuation of <paramref name="prompt"/>.</summary>
+    /// <param name="prompt">The text to continue; an empty prompt starts from <c>&lt;|endoftext|&gt;</c>, as GPT-2 was trained.</param>
+    /// <param name="options">Decoding options (default: sample 100 tokens at temperature 1).</param>
+    /// <param name="cancellationToken">Checked between tokens.</param>
+    /// <exception cref="NativeGpt2Exception">The model has no tokenizer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">An option is out of range, or the prompt plus new tokens exceed the context without a sliding window.</exception>
+    public GenerationResult Generate(string prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        Generate([prompt], options, cancellationToken)[0];
+
+    /// <summary>
+    /// Generates a continuation of each prompt in one left-padded batch; each result is exactly what
+    /// generating that prompt alone gives (with the same seed).
+    /// </summary>
+    public IReadOnlyList<GenerationResult> Generate(IReadOnlyList<string> prompts, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        var tokenizer = RequireTokenizer();
+        options ??= new GenerationOptions();
+        var ids = prompts.Select(p => tokenizer.Encode(p ?? throw new ArgumentNullException(nameof(prompts)), options.AllowSpecialTokens)).ToArray();
+        return Run(ids, options, tokenizer, cancellationToken);
+    }
+
+    /// <summary>Generates from token ids, for models without a tokenizer or callers who tokenize themselves.</summary>
+    /// <param name="prompt">Prompt token ids; empty starts from the end-of-text token.</param>
+    /// <param name="options">Decoding options; stop strings need a tokenizer.</param>
+    /// <param name="cancellationToken">Checked between tokens.</param>
+    public GenerationResult GenerateIds(IReadOnlyList<int> prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        GenerateIds([prompt], options, cancellationToken)[0];
+
+    /// <summary>Generates from several id prompts in one left-padded batch.</summary>
+    public IReadOnlyList<GenerationResult> GenerateIds(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        return Run(prompts.Select(p => p.ToArray()).ToArray(), options ?? new GenerationOptions(), Tokenizer, cancellationToken);
+    }
+
+    /// <summary>
+    /// Streams the continuation of <paramref name="prompt"/> as it is produced. Each piece is whole
+    /// characters (bytes of a character split across tokens are held until it is complete), and never
+    /// part of a stop string. The model runs on the thread pool between pieces; cancellation stops it
+    /// before the next token.
+    /// </summary>
+    public async IAsyncEnumerable<string> GenerateStreamAsync(string prompt, GenerationOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        var tokenizer = RequireTokenizer();
+        options ??= new GenerationOptions();
+        var ids = tokenizer.Encode(prompt, options.AllowSpecialTokens);
+        var session = await Task.Run(() => Start([ids], options, tokenizer), cancellationToken).ConfigureAwait(false);
+        var row = session.Rows[0];
+        while (!session.IsFinished)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            await Task.Run(session.Step, cancellationToken).ConfigureAwait(false);
+            if (row.LastPiece.Length > 0) yield return row.LastPiece;
+        }
+    }
+
+    private IReadOnlyList<GenerationResult> Run(int[][] prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer, CancellationToken cancellationToken)
+    {
+        if (prompts.Length == 0) throw new ArgumentException("at least one prompt is needed", nameof(prompts));
+        var session = Start(prompts, options, tokenizer);
+        while (!session.IsFinished)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            ThrowIfDisposed();
+            session.Step();
+        }
+        return Enumerable.Range(0, prompts.Length).Select(session.Result).ToArray();
+    }
+
+    private GenerationSession Start(int[][] prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer)
+    {
+        ThrowIfDisposed();
+        return new GenerationSession(this, prompts, options, tokenizer);
+    }
+
+    private Gpt2Tokenizer RequireTokenizer() =>
+        Tokenizer ?? throw new NativeGpt2Exception($"model '{Source}' has no tokenizer (no vocab.json and merges.txt): use GenerateIds with token ids");
+}

@@ -1,0 +1,86 @@
+using NativeGpt2.Operators;
+
+namespace NativeGpt2;
+
+/// <summary>How <see cref="Gpt2CausalLM.Score"/> windows a long text.</summary>
+public sealed record ScoreOptions
+{
+    /// <summary>Tokens per window, from 2 to the context length; null for the model's context length.</summary>
+    public int? Context { get; init; }
+
+    /// <summary>
+    /// Tokens the window advances each time, from 1 to <see cref="Context"/>; null for a full window (no overlap).
+    /// A smaller stride gives each scored token more context at more cost.
+    /// </summary>
+    public int? Stride { get; init; }
+}
+
+/// <summary>How well a model predicts a text.</summary>
+/// <param name="TokenCount">Tokens scored: every token but the first, which has nothing to be predicted from.</param>
+/// <param name="MeanNll">Mean negative log-likelihood in nats per token.</param>
+/// <param name="Perplexity">exp(<paramref name="MeanNll"/>).</param>
+/// <param name="TokenLogProbs">log p(token i | tokens before it in its window), for i = 1 … n − 1.</param>
+public sealed record ScoreResult(int TokenCount, double MeanNll, double Perplexity, IReadOnlyList<double> TokenLogProbs);
+
+public sealed partial class Gpt2CausalLM
+{
+    /// <summary>Tokenizes and scores a text (see <see cref="ScoreIds"/>).</summary>
+    /// <exception cref="NativeGpt2Exception">The model has no tokenizer.</exception>
+    public ScoreResult Score(string text, ScoreOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return ScoreIds(RequireTokenizer().Encode(text), options, cancellationToken);
+    }
+
+    /// <summary>
+    /// Per-token log-probabilities, mean negative log-likelihood and perplexity of a token sequence.
+    /// A sequence longer than the window is scored with a sliding window: each window scores only the
+    /// tokens the previous one did not, using the rest as context, so every token is scored once.
+    /// </summary>
+    /// <exception cref="ArgumentException">Fewer than two tokens.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A token id, the context or the stride is out of range.</exception>
+    public ScoreResult ScoreIds(IReadOnlyList<int> ids, ScoreOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(ids);
+        if (ids.Count < 2) throw new ArgumentException($"scoring needs at least 2 tokens, got {ids.Count}", nameof(ids));
+        var context = options?.Context ?? Config.ContextLength;
+        if (context < 2 || context > Config.ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(ScoreOptions.Context), context, $"must be in [2, {Config.ContextLength}]");
+        var stride = options?.Stride ?? context;
+        if (stride < 1 || stride > context)
+            throw new ArgumentOutOfRangeException(nameof(ScoreOptions.Stride), stride, $"must be in [1, {context}] (the context)");
+
+        var n = ids.Count;
+        var logProbs = new double[n - 1];
+        var scratch = new float[Config.VocabSize];
+        var scoredUpTo = 0;   // tokens before this index are already scored (or are the first token)
+        for (var begin = 0; ; begin += stride)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var end = Math.Min(begin + context, n);
+            var window = new int[end - begin];
+            for (var i = 0; i < window.Length; i++) window[i] = ids[begin + i];
+
+            // Token j (absolute) is predicted at window position j - 1 - begin.
+            var first = Math.Max(begin + 1, scoredUpTo);
+            var positions = Enumerable.Range(first - 1 - begin, end - first).ToArray();
+            var hidden = Backbone.Forward(TokenBatch.FromIds(window));
+            var logits = Head.Forward(hidden.LastHiddenState, positions);
+            for (var p = 0; p < positions.Length; p++)
+            {
+                var row = logits.Row(0, p);
+                var target = first + p;
+                var logSumExp = LogSoftmax.LogSumExp(row, scratch);
+                var logProb = row[ids[target]] - logSumExp;
+                if (double.IsNaN(logProb))
+                    throw new NumericalException($"the log-probability of token {target} is NaN; the model's weights are not usable");
+                logProbs[target - 1] = logProb;
+            }
+            scoredUpTo = end;
+            if (end == n) break;
+        }
+        var meanNll = -logProbs.Average();
+        return new ScoreResult(n - 1, meanNll, Math.Exp(meanNll), logProbs);
+    }
+}

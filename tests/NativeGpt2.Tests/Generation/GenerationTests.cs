@@ -1,0 +1,166 @@
+using NativeGpt2.Tests.Support;
+using Xunit;
+
+namespace NativeGpt2.Tests.Generation;
+
+public class GenerationTests
+{
+    private static Gpt2CausalLM Shakespeare => Models.Get("shakespeare-char");
+    private static Gpt2CausalLM Mini => Models.Get("gpt2-mini");
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Batched_left_padded_generation_equals_one_by_one(bool greedy)
+    {
+        string[] prompts = ["ROMEO:\n", "First Citizen:\nBefore we proceed", "O", "KING HENRY VI:\nWhat, will"];
+        var options = new GenerationOptions { Greedy = greedy, MaxNewTokens = 40, Seed = 11, TopK = 30, Temperature = 0.9f, StopAtEndOfText = false };
+        var batched = Shakespeare.Generate(prompts, options);
+        for (var i = 0; i < prompts.Length; i++)
+        {
+            var alone = Shakespeare.Generate(prompts[i], options);
+            Assert.Equal(alone.GeneratedIds, batched[i].GeneratedIds);
+            Assert.Equal(alone.Text, batched[i].Text);
+        }
+    }
+
+    [Fact]
+    public void Batched_generation_with_a_real_bpe_vocabulary_equals_one_by_one()
+    {
+        string[] prompts = ["The meaning of life is", "Hello", "In 1999, the city of Paris"];
+        var options = new GenerationOptions { MaxNewTokens = 12, Seed = 5, StopAtEndOfText = false };
+        var batched = Mini.Generate(prompts, options);
+        for (var i = 0; i < prompts.Length; i++)
+            Assert.Equal(Mini.Generate(prompts[i], options).GeneratedIds, batched[i].GeneratedIds);
+    }
+
+    [Fact]
+    public void Same_seed_same_text_and_different_seeds_differ()
+    {
+        var options = new GenerationOptions { MaxNewTokens = 60, Seed = 42 };
+        var a = Shakespeare.Generate("JULIET:\n", options);
+        var b = Shakespeare.Generate("JULIET:\n", options);
+        var c = Shakespeare.Generate("JULIET:\n", options with { Seed = 43 });
+        Assert.Equal(a.Text, b.Text);
+        Assert.NotEqual(a.Text, c.Text);
+        Assert.Equal(FinishReason.Length, a.FinishReason);
+        Assert.Equal(60, a.GeneratedIds.Count);
+    }
+
+    [Fact]
+    public void Stop_strings_end_the_text_just_before_them()
+    {
+        var greedy = new GenerationOptions { Greedy = true, MaxNewTokens = 100 };
+        var full = Shakespeare.Generate("ROMEO:\n", greedy).Text;
+        var stop = full.Substring(20, 3);
+        var stopped = Shakespeare.Generate("ROMEO:\n", greedy with { StopStrings = ["@@@", stop] });
+        Assert.Equal(FinishReason.StopString, stopped.FinishReason);
+        Assert.Equal(full[..full.IndexOf(stop, StringComparison.Ordinal)], stopped.Text);
+    }
+
+    [Fact]
+    public void End_of_text_stops_generation_and_is_not_in_the_text()
+    {
+        // tiny's random weights make end-of-text one token among 512; hot sampling reaches it within a few seeds.
+        var model = Models.Get("tiny");
+        var eos = model.Config.EosTokenId!.Value;
+        var found = false;
+        for (var seed = 0; seed < 200 && !found; seed++)
+        {
+            var result = model.GenerateIds([1, 2, 3], new GenerationOptions { MaxNewTokens = 100, Seed = seed, Temperature = 3f });
+            if (result.FinishReason != FinishReason.EndOfText) continue;
+            found = true;
+            Assert.Equal(eos, result.GeneratedIds[^1]);
+            Assert.DoesNotContain(eos, result.GeneratedIds.SkipLast(1));
+        }
+        Assert.True(found, "no seed reached end-of-text in 200 tries at temperature 3");
+    }
+
+    [Fact]
+    public async Task Streaming_yields_the_same_text_as_generate()
+    {
+        var options = new GenerationOptions { MaxNewTokens = 80, Seed = 3, StopStrings = ["\n\n"] };
+        var pieces = new List<string>();
+        await foreach (var piece in Shakespeare.GenerateStreamAsync("MERCUTIO:\n", options))
+            pieces.Add(piece);
+        Assert.Equal(Shakespeare.Generate("MERCUTIO:\n", options).Text, string.Concat(pieces));
+        Assert.True(pieces.Count > 1);
+        Assert.DoesNotContain("\n\n", string.Concat(pieces));
+    }
+
+    [Fact]
+    public async Task Streaming_multibyte_text_emits_only_whole_characters()
+    {
+        // Sampling at a high temperature from a real BPE vocabulary produces partial UTF-8 tokens.
+        var options = new GenerationOptions { MaxNewTokens = 60, Seed = 9, Temperature = 2f, StopAtEndOfText = false };
+        var pieces = new List<string>();
+        await foreach (var piece in Mini.GenerateStreamAsync("日本語 😀", options)) pieces.Add(piece);
+        Assert.All(pieces, p => Assert.False(p.Length > 0 && char.IsHighSurrogate(p[^1])));
+        Assert.Equal(Mini.Generate("日本語 😀", options).Text, string.Concat(pieces));
+    }
+
+    [Fact]
+    public async Task Cancellation_stops_streaming_promptly()
+    {
+        using var cancellation = new CancellationTokenSource();
+        var received = 0;
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
+        {
+            await foreach (var _ in Shakespeare.GenerateStreamAsync("ROMEO:\n", new GenerationOptions { MaxNewTokens = 200, Seed = 1 }, cancellation.Token))
+            {
+                if (++received == 5) cancellation.Cancel();
+            }
+        });
+        Assert.Equal(5, received);
+    }
+
+    [Fact]
+    public void Cancellation_stops_generate()
+    {
+        using var cancellation = new CancellationTokenSource();
+        cancellation.Cancel();
+        Assert.ThrowsAny<OperationCanceledException>(() => Shakespeare.Generate("ROMEO:", new GenerationOptions { MaxNewTokens = 50 }, cancellation.Token));
+    }
+
+    [Fact]
+    public void Exceeding_the_context_is_an_error_unless_the_window_slides()
+    {
+        var model = Models.Get("odd"); // context 37
+        var prompt = Enumerable.Range(1, 30).ToArray();
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => model.GenerateIds(prompt, new GenerationOptions { MaxNewTokens = 10 }));
+        Assert.Contains("context length of 37", error.Message);
+
+        var slid = model.GenerateIds(prompt, new GenerationOptions { MaxNewTokens = 60, Greedy = true, SlidingWindow = true, StopAtEndOfText = false });
+        Assert.Equal(60, slid.GeneratedIds.Count);
+        // A prompt longer than the whole context also works with a sliding window.
+        var longPrompt = Enumerable.Range(1, 80).ToArray();
+        Assert.Equal(5, model.GenerateIds(longPrompt, new GenerationOptions { MaxNewTokens = 5, SlidingWindow = true, StopAtEndOfText = false }).GeneratedIds.Count);
+    }
+
+    [Fact]
+    public void Sliding_window_continues_from_the_most_recent_tokens()
+    {
+        // After a slide the model sees only the newer half of the window, recomputed from scratch, so
+        // the next greedy token is what a plain forward over those tokens picks.
+        var model = Models.Get("odd");
+        var prompt = Enumerable.Range(1, 37).ToArray();
+        var result = model.GenerateIds(prompt, new GenerationOptions { MaxNewTokens = 1, Greedy = true, SlidingWindow = true, StopAtEndOfText = false });
+        var logits = model.Head.ForwardLast(model.Backbone.Forward(TokenBatch.FromIds(prompt)).LastHiddenState).Row(0).ToArray();
+        Assert.Equal(Array.IndexOf(logits, logits.Max()), result.GeneratedIds[0]);
+    }
+
+    [Fact]
+    public void An_empty_prompt_starts_from_end_of_text()
+    {
+        var result = Shakespeare.Generate("", new GenerationOptions { MaxNewTokens = 5, Seed = 1 });
+        Assert.Equal([65], result.PromptIds);
+        Assert.Equal(5, result.GeneratedIds.Count);
+    }
+
+    [Fact]
+    public void Text_generation_needs_a_tokenizer()
+    {
+        var error = Assert.Throws<NativeGpt2Exception>(() => Models.Get("tiny").Generate("hello"));
+        Assert.Contains("GenerateIds", error.Message);
+    }
+}

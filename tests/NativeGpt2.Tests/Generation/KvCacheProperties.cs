@@ -1,0 +1,40 @@
+using FsCheck;
+using FsCheck.Fluent;
+using FsCheck.Xunit;
+using NativeGpt2.Tests.Support;
+using Xunit;
+
+namespace NativeGpt2.Tests.Generation;
+
+public class KvCacheProperties
+{
+    /// <summary>
+    /// For random prompts and step counts, decoding one token at a time through the cache gives the
+    /// logits a full forward gives at the same position.
+    /// </summary>
+    [Property(MaxTest = 60)]
+    public Property Cached_decoding_equals_the_full_forward() =>
+        Prop.ForAll((from model in Gen.Elements("tiny", "odd", "tiny-untied")
+                     from promptLength in Gen.Choose(1, 12)
+                     from steps in Gen.Choose(1, 12)
+                     from seed in Gen.Choose(0, int.MaxValue)
+                     select (model, promptLength, steps, seed)).ToArbitrary(), c =>
+        {
+            var (name, promptLength, steps, seed) = c;
+            var model = Models.Get(name);
+            var random = new Random(seed);
+            var tokens = Enumerable.Range(0, promptLength + steps).Select(_ => random.Next(model.Config.VocabSize)).ToArray();
+
+            var full = model.Forward(TokenBatch.FromIds(tokens)).Logits;
+
+            var cache = model.CreateCache(1);
+            var prefill = model.Forward(TokenBatch.FromIds(tokens[..promptLength]), cache: cache).Logits;
+            Numerics.AssertClose(full.Row(0, promptLength - 1).ToArray(), prefill.Row(0, promptLength - 1).ToArray(), Tolerances.CachedDecoding, "prefill");
+            for (var t = promptLength; t < tokens.Length; t++)
+            {
+                var step = model.Forward(TokenBatch.FromIds([tokens[t]]), cache: cache).Logits;
+                Numerics.AssertClose(full.Row(0, t).ToArray(), step.Row(0, 0).ToArray(), Tolerances.CachedDecoding, $"{name} position {t}");
+            }
+            Assert.Equal(tokens.Length, cache.Length);
+        });
+}

@@ -1,0 +1,117 @@
+using FsCheck;
+using FsCheck.Fluent;
+using FsCheck.Xunit;
+using Xunit;
+
+namespace NativeGpt2.Tests.Generation;
+
+public class SamplerProperties
+{
+    private static Gen<float[]> Logits(int minV = 2, int maxV = 60) =>
+        from v in Gen.Choose(minV, maxV)
+        from seed in Gen.Choose(0, int.MaxValue)
+        let random = new Random(seed)
+        // Some repeated values, so ties at the top-k boundary occur.
+        select Enumerable.Range(0, v).Select(_ => (float)Math.Round(random.NextDouble() * 8 - 4, random.Next(2) == 0 ? 0 : 3)).ToArray();
+
+    [Property(MaxTest = 300)]
+    public Property TopK_never_emits_outside_the_k_best() =>
+        Prop.ForAll((from logits in Logits() from k in Gen.Choose(1, 10) from seed in Gen.Choose(0, int.MaxValue) select (logits, k, seed)).ToArbitrary(), c =>
+        {
+            var (logits, k, seed) = c;
+            var kth = logits.OrderByDescending(v => v).ElementAt(Math.Min(k, logits.Length) - 1);
+            var options = new GenerationOptions { TopK = k, Temperature = 1.5f };
+            var random = new Random(seed);
+            for (var i = 0; i < 50; i++)
+                Assert.True(logits[Sampler.Sample(logits, options, [], random)] >= kth);
+            var distribution = Sampler.Distribution(logits, options, []);
+            Assert.All(Enumerable.Range(0, logits.Length), i => Assert.True(logits[i] >= kth || distribution[i] == 0));
+        });
+
+    [Property(MaxTest = 300)]
+    public Property TopP_keeps_the_smallest_set_reaching_p() =>
+        Prop.ForAll((from logits in Logits() from p in Gen.Choose(1, 100) select (logits, p / 100f)).ToArbitrary(), c =>
+        {
+            var (logits, p) = c;
+            var full = Sampler.Distribution(logits, new GenerationOptions(), []);
+            var kept = Sampler.Distribution(logits, new GenerationOptions { TopP = p }, []);
+            var keptIds = Enumerable.Range(0, logits.Length).Where(i => kept[i] > 0).ToList();
+            var mass = keptIds.Sum(i => full[i]);
+            // Reaches p…
+            Assert.True(mass >= p - 1e-9, $"kept mass {mass} < p {p}");
+            // …with the most likely tokens…
+            var minKept = keptIds.Min(i => full[i]);
+            Assert.All(Enumerable.Range(0, logits.Length).Except(keptIds), i => Assert.True(full[i] <= minKept + 1e-12));
+            // …and no smaller set would: without its least likely member the set falls short of p.
+            Assert.True(mass - minKept < p + 1e-9, $"dropping {minKept} still leaves {mass - minKept} >= {p}");
+            Assert.Equal(1.0, kept.Sum(), 9);
+        });
+
+    [Property(MaxTest = 200)]
+    public Property Temperature_towards_zero_equals_greedy() =>
+        Prop.ForAll((from logits in Logits() from seed in Gen.Choose(0, int.MaxValue) select (logits, seed)).ToArbitrary(), c =>
+        {
+            var (logits, seed) = c;
+            var greedy = Sampler.Sample(logits, new GenerationOptions { Greedy = true }, [], new Random(seed));
+            Assert.Equal(greedy, Sampler.Sample(logits, new GenerationOptions { Temperature = 0f }, [], new Random(seed)));
+            var sorted = logits.OrderByDescending(v => v).ToArray();
+            // With a clear maximum, a tiny temperature puts all the mass on it.
+            if (sorted[0] - sorted[1] > 0.01f)
+                Assert.Equal(greedy, Sampler.Sample(logits, new GenerationOptions { Temperature = 1e-3f }, [], new Random(seed)));
+        });
+
+    [Fact]
+    public void Token_frequencies_match_the_softmax()
+    {
+        float[] logits = [2.0f, 1.0f, 0.5f, 0.0f, -1.0f, -3.0f];
+        var expected = Sampler.Distribution(logits, new GenerationOptions(), []);
+        var softmax = logits.Select(v => Math.Exp(v)).ToArray();
+        Assert.All(Enumerable.Range(0, logits.Length), i => Assert.Equal(softmax[i] / softmax.Sum(), expected[i], 12));
+
+        const int draws = 100_000;
+        var counts = new int[logits.Length];
+        var random = new Random(1234);
+        for (var i = 0; i < draws; i++) counts[Sampler.Sample(logits, new GenerationOptions(), [], random)]++;
+
+        // Pearson's chi-square with 5 degrees of freedom: 20.5 is its 0.999 quantile.
+        var chiSquare = Enumerable.Range(0, logits.Length).Sum(i => Math.Pow(counts[i] - draws * expected[i], 2) / (draws * expected[i]));
+        Assert.True(chiSquare < 20.5, $"chi-square {chiSquare:F2}; counts {string.Join(", ", counts)}");
+    }
+
+    [Fact]
+    public void Repetition_penalty_makes_seen_tokens_less_likely()
+    {
+        float[] logits = [2f, -1f, 1f];
+        var options = new GenerationOptions { RepetitionPenalty = 2f };
+        var before = Sampler.Distribution(logits, new GenerationOptions(), []);
+        var after = Sampler.Distribution(logits, options, [0, 1, 1]);
+        Assert.True(after[0] < before[0]);
+        Assert.True(after[1] < before[1]);
+        Assert.True(after[2] > before[2]);
+        // Hugging Face's rule: positive logits divided, negative multiplied.
+        var expected = new[] { Math.Exp(1), Math.Exp(-2), Math.Exp(1) };
+        Assert.Equal(expected[0] / expected.Sum(), after[0], 12);
+    }
+
+    [Fact]
+    public void Same_seed_gives_the_same_tokens()
+    {
+        float[] logits = Enumerable.Range(0, 50).Select(i => (float)Math.Sin(i)).ToArray();
+        var options = new GenerationOptions { TopK = 20, TopP = 0.9f, Temperature = 0.8f };
+        int[] Draw(int seed)
+        {
+            var random = new Random(seed);
+            return Enumerable.Range(0, 40).Select(_ => Sampler.Sample(logits, options, [], random)).ToArray();
+        }
+        Assert.Equal(Draw(7), Draw(7));
+        Assert.NotEqual(Draw(7), Draw(8));
+    }
+
+    [Fact]
+    public void Nan_logits_are_a_numerical_error_not_token_zero()
+    {
+        var error = Assert.Throws<NumericalException>(() => Sampler.Sample([float.NaN, float.NaN], new GenerationOptions(), [], new Random(1)));
+        Assert.Contains("NaN", error.Message);
+        Assert.Throws<NumericalException>(() => Sampler.Sample([float.NaN, float.NaN], new GenerationOptions { Greedy = true }, [], new Random(1)));
+    }
+}
