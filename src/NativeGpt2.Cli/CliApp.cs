@@ -23,6 +23,7 @@ public static class CliApp
         var root = BuildRootCommand(context);
         var parse = root.Parse(args);
         var verbose = context.Verbose = parse.GetValue(CommonOptions.Verbose);
+        context.Offline = parse.GetValue(CommonOptions.Offline);
         if (parse.Errors.Count > 0)
         {
             stderr.WriteLine($"error: {parse.Errors[0].Message}");
@@ -37,11 +38,15 @@ public static class CliApp
         }
         catch (Exception e) when (ExitCodeFor(e) is { } code)
         {
-            stderr.WriteLine($"error: {e.Message}");
+            stderr.WriteLine($"error: {OneLine(e)}");
             if (verbose) stderr.WriteLine(e);
             return code;
         }
     }
+
+    /// <summary>The message on one line: multi-line messages (a list of tensor problems, an argument's actual value) are joined.</summary>
+    internal static string OneLine(Exception e) =>
+        string.Join("; ", e.Message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
 
     /// <summary>Which failures are the user's to fix (and so get one line, not a stack trace).</summary>
     internal static int? ExitCodeFor(Exception e) => e switch
@@ -56,11 +61,16 @@ public static class CliApp
     {
         var root = new RootCommand("NativeGpt2: GPT-2 inference in pure managed C#.")
         {
+            GenerateCommand.Create(context),
+            ScoreCommand.Create(context),
+            TokenizeCommand.Create(context),
+            TokenizeCommand.CreateDetokenize(context),
             InspectCommand.Create(context),
             ForwardCommand.Create(context),
             VerifyCommand.Create(context),
         };
         root.Options.Add(CommonOptions.Verbose);
+        root.Options.Add(CommonOptions.Offline);
         return root;
     }
 }

@@ -16,6 +16,9 @@ internal sealed class CliContext(TextWriter stdout, TextWriter stderr) : IDispos
     /// <summary>Set from <c>--verbose</c> once the command line is parsed: debug logs and stack traces.</summary>
     public bool Verbose { get; set; }
 
+    /// <summary>Set from <c>--offline</c>: hub models only from the cache.</summary>
+    public bool Offline { get; set; }
+
     /// <summary>Logs to stderr: warnings, or everything down to debug with <c>--verbose</c>.</summary>
     public ILogger Logger => (_loggers ??= LoggerFactory.Create(builder =>
     {
@@ -30,6 +33,7 @@ internal sealed class CliContext(TextWriter stdout, TextWriter stderr) : IDispos
     {
         Logger = Logger,
         Progress = ReferenceEquals(Error, Console.Error) && !Console.IsErrorRedirected ? new ConsoleProgressBar(Error) : null,
+        Hub = new HubOptions { Offline = Offline },
     };
 
     public void Dispose() => _loggers?.Dispose();

@@ -11,12 +11,48 @@ internal static class CommonOptions
         Recursive = true,
     };
 
-    /// <summary><c>--model SPEC</c>: a checkpoint directory or <c>synthetic:NAME</c>.</summary>
+    public static readonly Option<bool> Offline = new("--offline")
+    {
+        Description = "Never use the network: hub models must already be in the cache (also HF_HUB_OFFLINE=1).",
+        Recursive = true,
+    };
+
+    /// <summary>The model <c>generate</c> uses when none is named: the trained shakespeare-char, copied next to the executable.</summary>
+    public static string BundledModel => Path.Combine(AppContext.BaseDirectory, "models", "shakespeare-char");
+
+    /// <summary><c>--model SPEC</c>: a checkpoint directory, a hub name or <c>synthetic:NAME</c>.</summary>
     public static Option<string> Model(bool required = true) => new("--model", "-m")
     {
-        Description = "Model: a Hugging Face checkpoint directory, or synthetic:gpt2 (-medium, -large, -xl).",
+        Description = "Model: a checkpoint directory, a hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, org/name), or synthetic:gpt2 (-medium, -large, -xl)."
+            + (required ? "" : " Default: the bundled shakespeare-char model."),
         Required = required,
     };
+
+    /// <summary>
+    /// Runs a library validation and reports its <see cref="ArgumentException"/> as a usage error naming the
+    /// command-line option (<c>TopP</c> becomes <c>--top-p</c>).
+    /// </summary>
+    public static void ValidateAsUsage(Action validate)
+    {
+        try
+        {
+            validate();
+        }
+        catch (ArgumentException e)
+        {
+            var option = e.ParamName switch
+            {
+                "StopStrings" => "--stop",
+                { } name => "--" + System.Text.RegularExpressions.Regex.Replace(name, "(?<=[a-z])([A-Z])", "-$1").ToLowerInvariant(),
+                null => "option",
+            };
+            var message = e.Message;
+            var suffix = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
+            if (suffix >= 0) message = message[..suffix];
+            var actual = e is ArgumentOutOfRangeException { ActualValue: { } value } ? $", got {Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture)}" : "";
+            throw new UsageException($"{option} {message}{actual}");
+        }
+    }
 
     /// <summary>Parses <c>1,2,3</c> into token ids.</summary>
     public static int[] ParseIds(string text, string option)

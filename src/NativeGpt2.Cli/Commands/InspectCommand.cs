@@ -12,7 +12,7 @@ internal static class InspectCommand
         var command = new Command("inspect", "Show a model's config, parameter count, dtypes, head tying and tensors (reads headers only).") { model };
         command.SetAction(parse =>
         {
-            var description = ModelInspector.Inspect(parse.GetValue(model)!);
+            var description = ModelInspector.Inspect(parse.GetValue(model)!, context.LoadOptions);
             Print(description, context.Out);
             return CliApp.Success;
         });

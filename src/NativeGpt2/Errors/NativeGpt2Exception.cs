@@ -79,3 +79,11 @@ public sealed class ModelNotFoundException : NativeGpt2Exception
 /// weights); raised instead of silently picking token 0.
 /// </summary>
 public sealed class NumericalException(string message) : NativeGpt2Exception(message);
+
+/// <summary>A download from the model hub failed (network error, HTTP error, or a connection cut mid-file); nothing half-written is left in the cache.</summary>
+public sealed class ModelDownloadException(string url, string problem, Exception? innerException = null)
+    : NativeGpt2Exception($"download of {url} failed: {problem}", innerException)
+{
+    /// <summary>The address that failed.</summary>
+    public string Url { get; } = url;
+}

@@ -42,10 +42,10 @@ public sealed record ModelDescription(string Source, Gpt2Config Config, IReadOnl
 /// <summary>Describes checkpoints for <c>nativegpt2 inspect</c>: config and tensor table from headers only, fast for any size.</summary>
 public static class ModelInspector
 {
-    /// <summary>Describes the model a spec names (a checkpoint directory or a <c>synthetic:</c> name).</summary>
+    /// <summary>Describes the model a spec names (a checkpoint directory, a hub name or a <c>synthetic:</c> name).</summary>
     /// <exception cref="ModelNotFoundException">The spec names no model.</exception>
     /// <exception cref="ModelFormatException">A header or the config is malformed.</exception>
-    public static ModelDescription Inspect(string spec)
+    public static ModelDescription Inspect(string spec, ModelLoadOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(spec);
         if (spec.StartsWith(Gpt2CausalLM.SyntheticPrefix, StringComparison.Ordinal))
@@ -58,8 +58,9 @@ public static class ModelInspector
                 .ToList();
             return new ModelDescription(spec, config, [], tensors);
         }
-        if (!Directory.Exists(spec))
-            throw new ModelNotFoundException(spec, "no such directory, and not a 'synthetic:' name");
-        return Loading.CheckpointLoader.Describe(spec);
+        options ??= new ModelLoadOptions();
+        var directory = Gpt2CausalLM.ResolveDirectoryAsync(spec, options, options.Logger ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, default)
+            .GetAwaiter().GetResult();
+        return Loading.CheckpointLoader.Describe(directory) with { Source = spec };
     }
 }

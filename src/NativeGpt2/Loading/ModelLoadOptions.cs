@@ -10,4 +10,7 @@ public sealed record ModelLoadOptions
 
     /// <summary>Receives progress of long stages (reading, generating, downloading).</summary>
     public IProgress<LoadProgress>? Progress { get; init; }
+
+    /// <summary>Where hub models (<c>gpt2</c>, <c>org/name</c>) are cached and downloaded from.</summary>
+    public HubOptions Hub { get; init; } = new();
 }

@@ -60,12 +60,19 @@ public sealed partial class Gpt2CausalLM : IDisposable
     public bool IsTied => ReferenceEquals(Head.Weight, Backbone.Weights.TokenEmbedding);
 
     /// <summary>
-    /// Loads a model from a spec: a Hugging Face checkpoint directory, or <c>synthetic:gpt2</c>
-    /// (also <c>-medium</c>, <c>-large</c>, <c>-xl</c>) for a full-size model built from the synthetic-weights formula.
+    /// Loads a model from a spec: a Hugging Face checkpoint directory; a hub name (<c>gpt2</c>,
+    /// <c>gpt2-medium</c>, <c>gpt2-large</c>, <c>gpt2-xl</c>, <c>distilgpt2</c> or <c>org/name</c>), found in the
+    /// hub cache or downloaded into it; or <c>synthetic:gpt2</c> (also <c>-medium</c>, <c>-large</c>, <c>-xl</c>)
+    /// for a full-size model built from the synthetic-weights formula.
     /// </summary>
     /// <exception cref="ModelNotFoundException">The spec names no loadable model.</exception>
     /// <exception cref="ModelFormatException">A file is malformed or does not fit the config.</exception>
-    public static Gpt2CausalLM Load(string spec, ModelLoadOptions? options = null)
+    /// <exception cref="ModelDownloadException">A hub download failed.</exception>
+    public static Gpt2CausalLM Load(string spec, ModelLoadOptions? options = null) =>
+        LoadAsync(spec, options).GetAwaiter().GetResult();
+
+    /// <summary>Loads a model from a spec (see <see cref="Load"/>); downloads and file reads do not block the caller.</summary>
+    public static async Task<Gpt2CausalLM> LoadAsync(string spec, ModelLoadOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(spec);
         options ??= new ModelLoadOptions();
@@ -82,21 +89,14 @@ public sealed partial class Gpt2CausalLM : IDisposable
             config = synthetic;
             tokenizer = Gpt2Tokenizer.Gpt2;
             var progress = options.Progress is { } p ? new Progress<double>(f => p.Report(new LoadProgress("generating synthetic weights", f))) : null;
-            weights = SyntheticWeights.Create(config, progress);
-        }
-        else if (Directory.Exists(spec))
-        {
-            // The tokenizer first: it is cheap, and a malformed one should fail before the weights are read.
-            tokenizer = Gpt2Tokenizer.TryLoad(spec);
-            (config, weights) = CheckpointLoader.Load(spec, logger, options.Progress);
-        }
-        else if (File.Exists(spec))
-        {
-            throw new ModelNotFoundException(spec, "is a file; give the checkpoint directory that holds config.json");
+            weights = await Task.Run(() => SyntheticWeights.Create(config, progress), cancellationToken).ConfigureAwait(false);
         }
         else
         {
-            throw new ModelNotFoundException(spec, $"no such directory, and not a '{SyntheticPrefix}' name");
+            var directory = await ResolveDirectoryAsync(spec, options, logger, cancellationToken).ConfigureAwait(false);
+            // The tokenizer first: it is cheap, and a malformed one should fail before the weights are read.
+            tokenizer = Gpt2Tokenizer.TryLoad(directory);
+            (config, weights) = await Task.Run(() => CheckpointLoader.Load(directory, logger, options.Progress), cancellationToken).ConfigureAwait(false);
         }
 
         var model = new Gpt2CausalLM(config, weights, tokenizer, spec);
@@ -105,6 +105,19 @@ public sealed partial class Gpt2CausalLM : IDisposable
             model.IsTied ? "tied to wte" : "untied lm_head", CpuBackend.Description);
         if (tokenizer is null) logger.LogInformation("No vocab.json in {Spec}: the model takes token ids only", spec);
         return model;
+    }
+
+    /// <summary>The checkpoint directory a (non-synthetic) spec names: the directory itself, or a hub model's cached snapshot.</summary>
+    internal static async Task<string> ResolveDirectoryAsync(string spec, ModelLoadOptions options, ILogger logger, CancellationToken cancellationToken)
+    {
+        if (Directory.Exists(spec)) return spec;
+        if (File.Exists(spec))
+            throw new ModelNotFoundException(spec, "is a file; give the checkpoint directory that holds config.json");
+        if (!ModelHub.IsHubName(spec))
+            throw new ModelNotFoundException(spec, $"no such directory, and not a hub name (org/name, or {string.Join(", ", ModelHub.KnownModels.Keys)}) or a '{SyntheticPrefix}' name");
+        var snapshot = await ModelHub.ResolveAsync(spec, options.Hub, options.Progress, cancellationToken).ConfigureAwait(false);
+        logger.LogInformation("{Spec} resolved to {Snapshot}", spec, snapshot);
+        return snapshot;
     }
 
     /// <summary>Runs backbone and head; logits are computed for every position.</summary>

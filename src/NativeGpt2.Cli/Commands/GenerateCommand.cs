@@ -1,0 +1,64 @@
+using System.CommandLine;
+
+namespace NativeGpt2.Cli.Commands;
+
+/// <summary>
+/// <c>nativegpt2 generate [--model SPEC] --prompt TEXT [--max-new-tokens N] [--greedy] [--temperature T]
+/// [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--stop STR]...</c>: streams the prompt's
+/// continuation to stdout as it is produced.
+/// </summary>
+internal static class GenerateCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var defaults = new GenerationOptions();
+        var model = CommonOptions.Model(required: false);
+        var prompt = new Option<string>("--prompt", "-p") { Description = "Text to continue (empty: start from <|endoftext|>).", Required = true };
+        var maxNewTokens = new Option<int>("--max-new-tokens", "-n") { Description = "Tokens to generate at most.", DefaultValueFactory = _ => 200 };
+        var greedy = new Option<bool>("--greedy") { Description = "Always take the most likely token (ignores temperature, top-k, top-p)." };
+        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature; 0 is greedy.", DefaultValueFactory = _ => defaults.Temperature };
+        var topK = new Option<int>("--top-k") { Description = "Sample among the K most likely tokens; 0 for no limit.", DefaultValueFactory = _ => defaults.TopK };
+        var topP = new Option<float>("--top-p") { Description = "Sample from the smallest set of tokens with probability ≥ P; 1 for no limit.", DefaultValueFactory = _ => defaults.TopP };
+        var repetitionPenalty = new Option<float>("--repetition-penalty") { Description = "Penalty > 1 for tokens already seen; 1 for none.", DefaultValueFactory = _ => defaults.RepetitionPenalty };
+        var seed = new Option<int?>("--seed") { Description = "Seed for reproducible sampling (default: random)." };
+        var stop = new Option<string[]>("--stop") { Description = "Stop before this text; may be repeated.", AllowMultipleArgumentsPerToken = false };
+        var slidingWindow = new Option<bool>("--sliding-window") { Description = "Allow prompt + new tokens beyond the context length by sliding the window." };
+        var special = new Option<bool>("--allow-special") { Description = "Treat <|endoftext|> in the prompt as the special token." };
+
+        var command = new Command("generate", "Continue a prompt, streaming the text as it is produced.")
+        {
+            model, prompt, maxNewTokens, greedy, temperature, topK, topP, repetitionPenalty, seed, stop, slidingWindow, special,
+        };
+        command.SetAction(async (parse, cancellation) =>
+        {
+            var options = new GenerationOptions
+            {
+                MaxNewTokens = parse.GetValue(maxNewTokens),
+                Greedy = parse.GetValue(greedy),
+                Temperature = parse.GetValue(temperature),
+                TopK = parse.GetValue(topK),
+                TopP = parse.GetValue(topP),
+                RepetitionPenalty = parse.GetValue(repetitionPenalty),
+                Seed = parse.GetValue(seed),
+                StopStrings = parse.GetValue(stop) ?? [],
+                SlidingWindow = parse.GetValue(slidingWindow),
+                AllowSpecialTokens = parse.GetValue(special),
+            };
+            // Bad options are usage errors: report them, under the option's name, before spending time on loading.
+            CommonOptions.ValidateAsUsage(options.Validate);
+
+            var text = parse.GetValue(prompt)!;
+            using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptions, cancellation);
+            await context.Out.WriteAsync(text);
+            await context.Out.FlushAsync(cancellation);
+            await foreach (var piece in lm.GenerateStreamAsync(text, options, cancellation))
+            {
+                await context.Out.WriteAsync(piece);
+                await context.Out.FlushAsync(cancellation);
+            }
+            await context.Out.WriteLineAsync();
+            return CliApp.Success;
+        });
+        return command;
+    }
+}

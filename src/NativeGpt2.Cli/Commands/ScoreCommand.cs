@@ -1,0 +1,48 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+
+namespace NativeGpt2.Cli.Commands;
+
+/// <summary>
+/// <c>nativegpt2 score --model SPEC --file PATH [--context N] [--stride N] [--json]</c>: token count, mean
+/// negative log-likelihood (nats per token) and perplexity of a text file.
+/// </summary>
+internal static class ScoreCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var file = new Option<FileInfo>("--file", "-f") { Description = "UTF-8 text file to score.", Required = true };
+        var window = new Option<int?>("--context") { Description = "Tokens per window (default: the model's context length)." };
+        var stride = new Option<int?>("--stride") { Description = "Tokens the window advances (default: a full window, no overlap)." };
+        var json = new Option<bool>("--json") { Description = "Print {\"tokens\": N, \"mean_nll\": x, \"perplexity\": y}." };
+        var command = new Command("score", "Mean negative log-likelihood and perplexity of a text (sliding window for long texts).") { model, file, window, stride, json };
+        command.SetAction((parse, cancellation) =>
+        {
+            var path = parse.GetValue(file)!;
+            if (!path.Exists) throw new FileNotFoundException($"{path.FullName} does not exist");
+            var text = File.ReadAllText(path.FullName);
+            using var lm = Gpt2CausalLM.Load(parse.GetValue(model)!, context.LoadOptions);
+            var result = lm.Score(text, new ScoreOptions { Context = parse.GetValue(window), Stride = parse.GetValue(stride) }, cancellation);
+            if (parse.GetValue(json))
+            {
+                context.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                {
+                    ["tokens"] = result.TokenCount,
+                    ["mean_nll"] = result.MeanNll,
+                    ["perplexity"] = result.Perplexity,
+                }));
+            }
+            else
+            {
+                var n = CultureInfo.InvariantCulture;
+                context.Out.WriteLine($"tokens      {result.TokenCount.ToString(n)}");
+                context.Out.WriteLine($"mean NLL    {result.MeanNll.ToString("F5", n)} nats/token");
+                context.Out.WriteLine($"perplexity  {result.Perplexity.ToString("F4", n)}");
+            }
+            return Task.FromResult(CliApp.Success);
+        });
+        return command;
+    }
+}

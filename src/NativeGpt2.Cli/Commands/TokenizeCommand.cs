@@ -1,0 +1,46 @@
+using System.CommandLine;
+using System.Text.Json;
+using NativeGpt2.Tokenization;
+
+namespace NativeGpt2.Cli.Commands;
+
+/// <summary>
+/// <c>nativegpt2 tokenize --model SPEC --text TEXT [--json]</c> and <c>nativegpt2 detokenize --model SPEC --ids 1,2,3</c>.
+/// Only the tokenizer is loaded, not the weights.
+/// </summary>
+internal static class TokenizeCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var text = new Option<string>("--text", "-t") { Description = "Text to tokenize.", Required = true };
+        var json = new Option<bool>("--json") { Description = "Print {\"ids\": [...]}." };
+        var special = new Option<bool>("--allow-special") { Description = "Treat <|endoftext|> in the text as the special token." };
+        var command = new Command("tokenize", "Print the token ids of a text.") { model, text, json, special };
+        command.SetAction(parse =>
+        {
+            var tokenizer = Gpt2Tokenizer.ForModel(parse.GetValue(model)!, context.LoadOptions);
+            var ids = tokenizer.Encode(parse.GetValue(text)!, parse.GetValue(special));
+            context.Out.WriteLine(parse.GetValue(json) ? JsonSerializer.Serialize(new Dictionary<string, int[]> { ["ids"] = ids }) : string.Join(",", ids));
+            return CliApp.Success;
+        });
+        return command;
+    }
+
+    public static Command CreateDetokenize(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var ids = new Option<string>("--ids") { Description = "Token ids, comma-separated: 1,2,3.", Required = true };
+        var command = new Command("detokenize", "Print the text of token ids.") { model, ids };
+        command.SetAction(parse =>
+        {
+            var tokenizer = Gpt2Tokenizer.ForModel(parse.GetValue(model)!, context.LoadOptions);
+            var tokens = CommonOptions.ParseIds(parse.GetValue(ids)!, "--ids");
+            if (tokens.FirstOrDefault(id => (uint)id >= (uint)tokenizer.VocabSize) is var bad && (uint)bad >= (uint)tokenizer.VocabSize)
+                throw new UsageException($"--ids: token id {bad} is outside the vocabulary [0, {tokenizer.VocabSize})");
+            context.Out.WriteLine(tokenizer.Decode(tokens));
+            return CliApp.Success;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,115 @@
+using System.Text.Json;
+using NativeGpt2.Cli;
+using NativeGpt2.Tests.Support;
+using Xunit;
+
+namespace NativeGpt2.Tests.Cli;
+
+public class GenerateScoreTokenizeTests
+{
+    [Fact]
+    public void Generate_uses_the_bundled_model_and_streams_prompt_and_continuation()
+    {
+        var result = CliRunner.Run("generate", "--prompt", "ROMEO:\n", "--greedy", "--max-new-tokens", "40");
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        var expected = Models.Get("shakespeare-char").Generate("ROMEO:\n", new GenerationOptions { Greedy = true, MaxNewTokens = 40 }).Text;
+        Assert.Equal("ROMEO:\n" + expected + Environment.NewLine, result.Out);
+    }
+
+    [Fact]
+    public void Generate_passes_every_sampling_option_through()
+    {
+        string[] args = ["generate", "--model", Paths.Model("shakespeare-char"), "--prompt", "JULIET:", "--max-new-tokens", "50",
+            "--temperature", "0.7", "--top-k", "20", "--top-p", "0.9", "--repetition-penalty", "1.2", "--seed", "17", "--stop", "\n\n", "--stop", "xyz"];
+        var first = CliRunner.Run(args);
+        Assert.Equal(CliApp.Success, first.ExitCode);
+        var options = new GenerationOptions
+        {
+            MaxNewTokens = 50, Temperature = 0.7f, TopK = 20, TopP = 0.9f, RepetitionPenalty = 1.2f, Seed = 17, StopStrings = ["\n\n", "xyz"],
+        };
+        Assert.Equal("JULIET:" + Models.Get("shakespeare-char").Generate("JULIET:", options).Text + Environment.NewLine, first.Out);
+        Assert.Equal(first.Out, CliRunner.Run(args).Out);
+    }
+
+    [Theory]
+    [InlineData("--top-p", "1.5", "--top-p must be in (0, 1]")]
+    [InlineData("--top-k", "-1", "--top-k must be >= 0")]
+    [InlineData("--temperature", "NaN", "--temperature must be a finite number >= 0")]
+    [InlineData("--max-new-tokens", "0", "--max-new-tokens must be at least 1")]
+    [InlineData("--repetition-penalty", "0", "--repetition-penalty must be a finite number > 0")]
+    public void Generate_rejects_out_of_range_options_as_usage_errors(string option, string value, string message)
+    {
+        var result = CliRunner.Run("generate", "--prompt", "x", option, value);
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.StartsWith($"error: {message}", result.Error);
+        Assert.Single(result.Error.Trim().Split('\n'));
+    }
+
+    [Fact]
+    public void Generate_beyond_the_context_is_a_usage_error()
+    {
+        var result = CliRunner.Run("generate", "--prompt", "ROMEO:", "--max-new-tokens", "300");
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.Contains("context length of 256", result.Error);
+        Assert.Equal(CliApp.Success, CliRunner.Run("generate", "--prompt", "ROMEO:", "--max-new-tokens", "300", "--sliding-window", "--seed", "1").ExitCode);
+    }
+
+    [Fact]
+    public void Score_prints_tokens_mean_nll_and_perplexity_and_json()
+    {
+        using var temp = new TempDirectory();
+        var file = temp.File("text.txt");
+        File.WriteAllText(file, File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"))[..700]);
+        var expected = Models.Get("shakespeare-char").Score(File.ReadAllText(file), new ScoreOptions { Stride = 128 });
+
+        var json = CliRunner.Run("score", "--model", Paths.Model("shakespeare-char"), "--file", file, "--stride", "128", "--json");
+        Assert.Equal(CliApp.Success, json.ExitCode);
+        var parsed = JsonDocument.Parse(json.Out).RootElement;
+        Assert.Equal(["tokens", "mean_nll", "perplexity"], parsed.EnumerateObject().Select(p => p.Name));
+        Assert.Equal(699, parsed.GetProperty("tokens").GetInt32());
+        Assert.Equal(expected.MeanNll, parsed.GetProperty("mean_nll").GetDouble(), 12);
+        Assert.Equal(expected.Perplexity, parsed.GetProperty("perplexity").GetDouble(), 12);
+
+        var text = CliRunner.Run("score", "--model", Paths.Model("shakespeare-char"), "--file", file, "--stride", "128");
+        Assert.Matches(@"tokens\s+699", text.Out);
+        Assert.Matches(@"mean NLL\s+\d\.\d{5} nats/token", text.Out);
+        Assert.Matches(@"perplexity\s+\d+\.\d{4}", text.Out);
+    }
+
+    [Fact]
+    public void Score_of_a_missing_file_is_bad_input()
+    {
+        var result = CliRunner.Run("score", "--model", Paths.Model("shakespeare-char"), "--file", "/no/such/file.txt");
+        Assert.Equal(CliApp.BadInput, result.ExitCode);
+        Assert.Contains("/no/such/file.txt", result.Error);
+    }
+
+    [Fact]
+    public void Tokenize_and_detokenize_round_trip()
+    {
+        var tokens = CliRunner.Run("tokenize", "--model", Paths.Model("gpt2-mini"), "--text", "Hello, world!");
+        Assert.Equal("15496,11,995,0", tokens.Out.Trim());
+        var json = CliRunner.Run("tokenize", "--model", Paths.Model("gpt2-mini"), "--text", "Hi<|endoftext|>there", "--json", "--allow-special");
+        Assert.Equal("{\"ids\":[17250,50256,8117]}", json.Out.Trim());
+        var text = CliRunner.Run("detokenize", "--model", Paths.Model("gpt2-mini"), "--ids", "15496,11,995,0");
+        Assert.Equal("Hello, world!", text.Out.TrimEnd('\r', '\n'));
+        // A synthetic model uses the original GPT-2 vocabulary.
+        Assert.Equal("15496,11,995,0", CliRunner.Run("tokenize", "--model", "synthetic:gpt2-xl", "--text", "Hello, world!").Out.Trim());
+    }
+
+    [Fact]
+    public void Detokenize_rejects_ids_outside_the_vocabulary()
+    {
+        var result = CliRunner.Run("detokenize", "--model", Paths.Model("shakespeare-char"), "--ids", "1,66");
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.Contains("[0, 66)", result.Error);
+    }
+
+    [Fact]
+    public void Tokenize_needs_a_model_with_a_tokenizer()
+    {
+        var result = CliRunner.Run("tokenize", "--model", Paths.Model("tiny"), "--text", "x");
+        Assert.Equal(CliApp.BadInput, result.ExitCode);
+        Assert.Contains("no tokenizer", result.Error);
+    }
+}
