@@ -32,14 +32,19 @@ public sealed partial class Gpt2Tokenizer
 
     private static readonly Lazy<Gpt2Tokenizer> Gpt2Vocabulary = new(LoadGpt2Vocabulary);
 
+    /// <summary>Pieces longer than this many characters are encoded by <see cref="HeapBpe"/>, whose time grows as n log n.</summary>
+    internal const int LongPieceLength = 256;
+
     private readonly Tokenizer _bpe;
+    private readonly Lazy<HeapBpe> _heap;
     private readonly byte[][] _tokenBytes;
     private readonly Dictionary<string, int> _specialTokens;
     private readonly Regex? _specialSplit;
 
-    private Gpt2Tokenizer(Tokenizer bpe, byte[][] tokenBytes, Dictionary<string, int> specialTokens)
+    private Gpt2Tokenizer(Tokenizer bpe, byte[][] tokenBytes, Dictionary<string, int> specialTokens, Func<Dictionary<(int, int), (int, int)>> merges)
     {
         _bpe = bpe;
+        _heap = new Lazy<HeapBpe>(() => new HeapBpe(ByteTokens(tokenBytes), merges()));
         _tokenBytes = tokenBytes;
         _specialTokens = specialTokens;
         _specialSplit = specialTokens.Count == 0 ? null
@@ -113,7 +118,7 @@ public sealed partial class Gpt2Tokenizer
             ByteLevel = true,
             PreTokenizer = null,
         };
-        return new Gpt2Tokenizer(BpeTokenizer.Create(options), tokenBytes, special);
+        return new Gpt2Tokenizer(BpeTokenizer.Create(options), tokenBytes, special, () => MergeTable(merges, vocab));
     }
 
     /// <summary>Encodes text to token ids.</summary>
@@ -169,7 +174,22 @@ public sealed partial class Gpt2Tokenizer
         // Lone surrogates have no UTF-8 encoding; replace them the way UTF-8 encoders do.
         text = ReplaceLoneSurrogates(text);
         foreach (var match in PreTokenization().EnumerateMatches(text))
-            ids.AddRange(_bpe.EncodeToIds(text.AsSpan(match.Index, match.Length), considerPreTokenization: false, considerNormalization: false));
+        {
+            var piece = text.AsSpan(match.Index, match.Length);
+            if (piece.Length > LongPieceLength)
+                _heap.Value.Encode(Encoding.UTF8.GetBytes(piece.ToArray()), ids);
+            else
+                ids.AddRange(_bpe.EncodeToIds(piece, considerPreTokenization: false, considerNormalization: false));
+        }
+    }
+
+    /// <summary>One pre-tokenized piece through either encoder (for tests that check they agree).</summary>
+    internal int[] EncodePiece(string piece, bool heap)
+    {
+        var ids = new List<int>();
+        if (heap) _heap.Value.Encode(Encoding.UTF8.GetBytes(piece), ids);
+        else ids.AddRange(_bpe.EncodeToIds(piece, considerPreTokenization: false, considerNormalization: false));
+        return ids.ToArray();
     }
 
     private static string ReplaceLoneSurrogates(string text)
@@ -243,6 +263,56 @@ public sealed partial class Gpt2Tokenizer
         return merges;
     }
 
+    /// <summary>The single-byte token of each byte value (-1 where there is none).</summary>
+    private static int[] ByteTokens(byte[][] tokenBytes)
+    {
+        var byteTokens = Enumerable.Repeat(-1, 256).ToArray();
+        for (var id = 0; id < tokenBytes.Length; id++)
+        {
+            if (tokenBytes[id].Length == 1 && byteTokens[tokenBytes[id][0]] < 0) byteTokens[tokenBytes[id][0]] = id;
+        }
+        return byteTokens;
+    }
+
+    /// <summary>merges.txt as pair → (line rank, merged id).</summary>
+    private static Dictionary<(int, int), (int, int)> MergeTable(List<string> merges, Dictionary<string, int> vocab)
+    {
+        var table = new Dictionary<(int, int), (int, int)>(merges.Count);
+        for (var rank = 0; rank < merges.Count; rank++)
+        {
+            var space = merges[rank].IndexOf(' ');
+            var (left, right) = (merges[rank][..space], merges[rank][(space + 1)..]);
+            table.TryAdd((vocab[left], vocab[right]), (rank, vocab[left + right]));
+        }
+        return table;
+    }
+
+    /// <summary>
+    /// tiktoken's rule as pairs: two adjacent tokens merge when their concatenated bytes are a token,
+    /// the lowest-ranked such token first.
+    /// </summary>
+    private static Dictionary<(int, int), (int, int)> RankTable(byte[][] tokens, int endOfText)
+    {
+        var byBytes = new Dictionary<string, int>(tokens.Length, StringComparer.Ordinal);
+        for (var id = 0; id < tokens.Length; id++)
+        {
+            if (id != endOfText) byBytes.TryAdd(Convert.ToBase64String(tokens[id]), id);
+        }
+        var table = new Dictionary<(int, int), (int, int)>();
+        for (var id = 0; id < tokens.Length; id++)
+        {
+            if (id == endOfText) continue;
+            var bytes = tokens[id];
+            for (var split = 1; split < bytes.Length; split++)
+            {
+                if (byBytes.TryGetValue(Convert.ToBase64String(bytes, 0, split), out var left)
+                    && byBytes.TryGetValue(Convert.ToBase64String(bytes, split, bytes.Length - split), out var right))
+                    table.TryAdd((left, right), (id, id));
+            }
+        }
+        return table;
+    }
+
     private static Gpt2Tokenizer LoadGpt2Vocabulary()
     {
         // The data package ships tiktoken's gpt2 vocabulary (deflated): an optional "Capacity: N" line,
@@ -265,6 +335,7 @@ public sealed partial class Gpt2Tokenizer
         var endOfText = tokens.Count;
         tokens.Add(Encoding.UTF8.GetBytes(EndOfText));
         var encoder = TiktokenTokenizer.CreateForModel("gpt2");
-        return new Gpt2Tokenizer(encoder, tokens.ToArray(), new Dictionary<string, int> { [EndOfText] = endOfText });
+        var table = tokens.ToArray();
+        return new Gpt2Tokenizer(encoder, table, new Dictionary<string, int> { [EndOfText] = endOfText }, () => RankTable(table, endOfText));
     }
 }

@@ -115,4 +115,46 @@ public class TokenizerTests
         Assert.Equal(tokenizer.Encode("a\uFFFDb"), tokenizer.Encode("a\uD800b"));
         Assert.Equal("a\uFFFDb", tokenizer.Decode(tokenizer.Encode("a\uDC00b")));
     }
+
+    public static TheoryData<string> Sources() => ["files", "package", "shakespeare"];
+
+    private static Gpt2Tokenizer Source(string name) => name switch
+    {
+        "shakespeare" => Gpt2Tokenizer.TryLoad(Paths.Model("shakespeare-char"))!,
+        _ => Tokenizer(name),
+    };
+
+    /// <summary>Long pieces go through the O(n log n) heap encoder; it must give exactly the library's ids.</summary>
+    [Property(MaxTest = 150)]
+    public Property Heap_encoder_equals_the_library_on_any_piece() =>
+        Prop.ForAll((from source in Gen.Elements("files", "package", "shakespeare")
+                     from alphabet in Gen.Elements<string[]>(["a"], ["a", "b"], ["a", "a", "b"], ["a", "b", "c", " "], ["t", "h", "e"], ["^"], ["é", "😀"], ["0", "1"], ["x", "yz", "zy"], ["Ġ"], ["日", "本", "語", "!"])
+                     from length in Gen.Choose(1, 700)
+                     from seed in Gen.Choose(0, int.MaxValue)
+                     select (source, alphabet, length, seed)).ToArbitrary(), c =>
+        {
+            var (source, alphabet, length, seed) = c;
+            var random = new Random(seed);
+            // Whole characters (an emoji is two chars): pieces never hold lone surrogates, the encoder replaces them first.
+            var piece = string.Concat(Enumerable.Range(0, length).Select(_ => alphabet[random.Next(alphabet.Length)]));
+            var tokenizer = Source(source);
+            Assert.Equal(tokenizer.EncodePiece(piece, heap: false), tokenizer.EncodePiece(piece, heap: true));
+        });
+
+    [Theory]
+    [InlineData("a")]
+    [InlineData("^")]
+    [InlineData(" ")]
+    [InlineData("ab")]
+    [InlineData("😀")]
+    public async Task A_megabyte_of_one_pattern_encodes_without_hanging_and_round_trips(string unit)
+    {
+        var text = string.Concat(Enumerable.Repeat(unit, 1_000_000 / unit.Length));
+        foreach (var tokenizer in new[] { FromFiles.Value, Gpt2Tokenizer.Gpt2 })
+        {
+            // A hang guard, not a performance claim: the library alone needs minutes for this input.
+            var ids = await Task.Run(() => tokenizer.Encode(text)).WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.Equal(text, tokenizer.Decode(ids));
+        }
+    }
 }
