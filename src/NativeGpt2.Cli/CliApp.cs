@@ -42,6 +42,13 @@ public static class CliApp
             if (verbose) stderr.WriteLine(e);
             return code;
         }
+        catch (Exception e)
+        {
+            // Not the user's doing: still one line, but say so, and where to find the details.
+            stderr.WriteLine($"error: internal error ({e.GetType().Name}): {OneLine(e)}{(verbose ? "" : " (run with --verbose for the stack trace)")}");
+            if (verbose) stderr.WriteLine(e);
+            return BadInput;
+        }
     }
 
     /// <summary>The message on one line: multi-line messages (a list of tensor problems, an argument's actual value) are joined.</summary>

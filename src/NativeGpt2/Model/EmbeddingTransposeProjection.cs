@@ -11,9 +11,16 @@ namespace NativeGpt2;
 /// </summary>
 public sealed class EmbeddingTransposeProjection
 {
+    private readonly ModelLifetime _lifetime;
+
     /// <summary>Creates a head over <paramref name="weight"/> (V, C).</summary>
-    public EmbeddingTransposeProjection(Weight weight)
+    public EmbeddingTransposeProjection(Weight weight) : this(weight, new ModelLifetime())
     {
+    }
+
+    internal EmbeddingTransposeProjection(Weight weight, ModelLifetime lifetime)
+    {
+        _lifetime = lifetime;
         ArgumentNullException.ThrowIfNull(weight);
         if (weight.Shape.Length != 2)
             throw new ArgumentException($"{weight.Name} must be (V, C), found rank {weight.Shape.Length}", nameof(weight));
@@ -71,6 +78,7 @@ public sealed class EmbeddingTransposeProjection
 
     private (int B, int T) CheckHidden(FloatTensor hidden)
     {
+        _lifetime.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(hidden);
         if (hidden.Rank != 3 || hidden.Shape[2] != EmbeddingSize)
             throw new ArgumentException($"hidden states must be (B, T, {EmbeddingSize}), found {FloatTensor.ShapeToString(hidden.Shape)}", nameof(hidden));

@@ -15,10 +15,13 @@ namespace NativeGpt2;
 /// </remarks>
 public sealed class Gpt2Backbone
 {
-    internal Gpt2Backbone(Gpt2Config config, Gpt2Weights weights)
+    private readonly ModelLifetime _lifetime;
+
+    internal Gpt2Backbone(Gpt2Config config, Gpt2Weights weights, ModelLifetime lifetime)
     {
         Config = config;
         Weights = weights;
+        _lifetime = lifetime;
     }
 
     /// <summary>The architecture.</summary>
@@ -28,8 +31,11 @@ public sealed class Gpt2Backbone
     public Gpt2Weights Weights { get; }
 
     /// <summary>A cache for <paramref name="batchSize"/> sequences of up to <paramref name="capacity"/> positions (default: the context length).</summary>
-    public KvCache CreateCache(int batchSize, int? capacity = null) =>
-        new(Config, batchSize, capacity ?? Config.ContextLength);
+    public KvCache CreateCache(int batchSize, int? capacity = null)
+    {
+        _lifetime.ThrowIfDisposed();
+        return new(Config, batchSize, capacity ?? Config.ContextLength);
+    }
 
     /// <summary>
     /// Runs the backbone over <paramref name="batch"/>. With a <paramref name="cache"/>, the batch's tokens
@@ -38,8 +44,10 @@ public sealed class Gpt2Backbone
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A token id is outside the vocabulary, a position outside the context, or the cache is full.</exception>
     /// <exception cref="ArgumentException">The cache holds a different number of sequences.</exception>
+    /// <exception cref="ObjectDisposedException">The model this backbone belongs to was disposed.</exception>
     public BackboneOutput Forward(TokenBatch batch, KvCache? cache = null, ForwardOptions? options = null)
     {
+        _lifetime.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(batch);
         options ??= ForwardOptions.None;
         int B = batch.BatchSize, T = batch.SequenceLength;

@@ -60,6 +60,7 @@ public sealed partial class Gpt2CausalLM
         while (!session.IsFinished)
         {
             cancellationToken.ThrowIfCancellationRequested();
+            ThrowIfDisposed();
             await Task.Run(session.Step, cancellationToken).ConfigureAwait(false);
             if (row.LastPiece.Length > 0) yield return row.LastPiece;
         }

@@ -23,7 +23,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
     /// <summary>Prefix of a model spec that builds a full-size model from the synthetic-weights formula.</summary>
     public const string SyntheticPrefix = "synthetic:";
 
-    private bool _disposed;
+    private readonly ModelLifetime _lifetime = new();
 
     /// <summary>Builds a model from weights already in memory, with an optional tokenizer.</summary>
     /// <exception cref="ModelFormatException">The tokenizer's vocabulary size differs from the config's.</exception>
@@ -36,9 +36,9 @@ public sealed partial class Gpt2CausalLM : IDisposable
         Config = config;
         Source = source;
         Tokenizer = tokenizer;
-        Backbone = new Gpt2Backbone(config, weights);
+        Backbone = new Gpt2Backbone(config, weights, _lifetime);
         // Tied: the head reads wte itself (the same array). Untied: lm_head.weight.
-        Head = new EmbeddingTransposeProjection(weights.LmHead ?? weights.TokenEmbedding);
+        Head = new EmbeddingTransposeProjection(weights.LmHead ?? weights.TokenEmbedding, _lifetime);
     }
 
     /// <summary>The architecture.</summary>
@@ -97,6 +97,9 @@ public sealed partial class Gpt2CausalLM : IDisposable
             // The tokenizer first: it is cheap, and a malformed one should fail before the weights are read.
             tokenizer = Gpt2Tokenizer.TryLoad(directory);
             (config, weights) = await Task.Run(() => CheckpointLoader.Load(directory, logger, options.Progress), cancellationToken).ConfigureAwait(false);
+            if (tokenizer is not null && tokenizer.VocabSize != config.VocabSize)
+                throw new ModelFormatException(Path.Combine(directory, "vocab.json"), null,
+                    $"has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
         }
 
         var model = new Gpt2CausalLM(config, weights, tokenizer, spec);
@@ -135,13 +138,30 @@ public sealed partial class Gpt2CausalLM : IDisposable
         return Backbone.CreateCache(batchSize, capacity);
     }
 
-    /// <summary>Marks the model disposed; later calls throw <see cref="ObjectDisposedException"/>.</summary>
-    public void Dispose() => _disposed = true;
+    /// <summary>
+    /// Marks the model, its backbone and its head disposed: later calls on any of them throw
+    /// <see cref="ObjectDisposedException"/>, and a generation in progress stops before its next token.
+    /// The weights are released once nothing references the model.
+    /// </summary>
+    public void Dispose() => _lifetime.Dispose();
 
-    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+    internal void ThrowIfDisposed() => _lifetime.ThrowIfDisposed();
 }
 
 /// <summary>The result of <see cref="Gpt2CausalLM.Forward"/>.</summary>
 /// <param name="Logits">(B, T, V) next-token logits at every position.</param>
 /// <param name="Backbone">The backbone's hidden states and any requested activations.</param>
 public sealed record CausalLMOutput(FloatTensor Logits, BackboneOutput Backbone);
+
+/// <summary>Shared disposed flag of a model and the backbone and head it owns.</summary>
+internal sealed class ModelLifetime
+{
+    private volatile bool _disposed;
+
+    public void Dispose() => _disposed = true;
+
+    public void ThrowIfDisposed()
+    {
+        if (_disposed) throw new ObjectDisposedException(nameof(Gpt2CausalLM), "the model has been disposed");
+    }
+}

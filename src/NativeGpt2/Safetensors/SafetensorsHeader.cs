@@ -122,6 +122,8 @@ public sealed class SafetensorsHeader
     {
         if (value.ValueKind != JsonValueKind.Object)
             throw new ModelFormatException(path, MetadataKey, $"must be an object of strings, found {value.ValueKind} (a tensor may not be named {MetadataKey})");
+        if (value.TryGetProperty("data_offsets", out _) || value.TryGetProperty("dtype", out _))
+            throw new ModelFormatException(path, MetadataKey, $"a tensor may not be named {MetadataKey}: the name is reserved for string metadata");
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var entry in value.EnumerateObject())
         {

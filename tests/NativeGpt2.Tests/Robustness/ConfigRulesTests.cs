@@ -1,0 +1,121 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using NativeGpt2.Tests.Support;
+using Xunit;
+
+namespace NativeGpt2.Tests.Robustness;
+
+public class ConfigRulesTests
+{
+    private static readonly string TinyConfig = File.ReadAllText(Path.Combine(Paths.Model("tiny"), "config.json"));
+
+    private static ModelFormatException Rejects(Action<JsonObject> edit, string field)
+    {
+        var config = JsonNode.Parse(TinyConfig)!.AsObject();
+        edit(config);
+        var error = Assert.ThrowsAny<ModelFormatException>(() => Gpt2Config.Parse(Encoding.UTF8.GetBytes(config.ToJsonString()), "config.json"));
+        Assert.Equal("config.json", error.FilePath);
+        Assert.Equal(field, error.Field);
+        Assert.StartsWith($"config.json: {field}: ", error.Message);
+        return error;
+    }
+
+    [Fact]
+    public void N_embd_not_divisible_by_n_head() =>
+        Assert.Contains("not divisible", Rejects(c => c["n_head"] = 5, "n_head").Message);
+
+    [Theory]
+    [InlineData("vocab_size", 0)]
+    [InlineData("n_positions", -1)]
+    [InlineData("n_embd", 0)]
+    [InlineData("n_layer", -3)]
+    [InlineData("n_head", 0)]
+    [InlineData("n_inner", 0)]
+    public void Zero_or_negative_sizes(string field, int value) => Rejects(c => c[field] = value, field);
+
+    [Theory]
+    [InlineData("vocab_size", 2_000_000_000)]
+    [InlineData("n_positions", 100_000_000)]
+    [InlineData("n_embd", 1_000_000)]
+    [InlineData("n_layer", 100_000)]
+    public void Absurd_sizes_are_rejected_before_anything_is_allocated(string field, int value) => Rejects(c => c[field] = value, field);
+
+    [Fact]
+    public void A_parameter_count_beyond_any_gpt2_is_rejected()
+    {
+        // Each size is allowed on its own; together they describe a model no machine holds.
+        var config = JsonNode.Parse(TinyConfig)!.AsObject();
+        config["n_embd"] = 32768;
+        config["n_head"] = 64;
+        config["n_layer"] = 1000;
+        config["vocab_size"] = 60000;
+        var error = Assert.ThrowsAny<ModelFormatException>(() => Gpt2Config.Parse(Encoding.UTF8.GetBytes(config.ToJsonString()), "config.json"));
+        Assert.Contains("exceed", error.Message);
+    }
+
+    [Theory]
+    [InlineData("relu")]
+    [InlineData("gelu")]
+    [InlineData("swish")]
+    public void Unknown_or_unsupported_activation(string activation) =>
+        Assert.Contains("gelu_new", Rejects(c => c["activation_function"] = activation, "activation_function").Message);
+
+    [Theory]
+    [InlineData("n_embd", "\"32\"")]
+    [InlineData("n_layer", "2.5")]
+    [InlineData("vocab_size", "true")]
+    [InlineData("layer_norm_epsilon", "\"small\"")]
+    [InlineData("tie_word_embeddings", "1")]
+    [InlineData("activation_function", "7")]
+    [InlineData("n_head", "[4]")]
+    public void Wrong_json_types(string field, string json) => Rejects(c => c[field] = JsonNode.Parse(json), field);
+
+    [Fact]
+    public void Required_fields_must_be_present() => Rejects(c => c.Remove("n_layer"), "n_layer");
+
+    [Fact]
+    public void Not_a_gpt2_model() => Rejects(c => c["model_type"] = "llama", "model_type");
+
+    [Theory]
+    [InlineData("scale_attn_by_inverse_layer_idx", true)]
+    [InlineData("reorder_and_upcast_attn", true)]
+    [InlineData("scale_attn_weights", false)]
+    [InlineData("add_cross_attention", true)]
+    public void Attention_variants_that_would_change_the_math_are_rejected(string field, bool value) => Rejects(c => c[field] = value, field);
+
+    [Fact]
+    public void Special_token_ids_outside_the_vocabulary() => Rejects(c => c["eos_token_id"] = 512, "eos_token_id");
+
+    [Fact]
+    public void Malformed_json_names_the_file()
+    {
+        var error = Assert.ThrowsAny<ModelFormatException>(() => Gpt2Config.Parse("{\"n_embd\": 32,"u8, "config.json"));
+        Assert.Contains("not valid JSON", error.Message);
+    }
+
+    [Fact]
+    public void Vocab_size_different_from_the_embedding_rows()
+    {
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        builder.Config["vocab_size"] = 500;
+        builder.Config["bos_token_id"] = 0;
+        builder.Config["eos_token_id"] = 0;
+        var error = Assert.Throws<CheckpointMismatchException>(() => Gpt2CausalLM.Load(builder.WriteTo(temp.Path)));
+        Assert.Contains(error.Problems, p => p.StartsWith("wte.weight: shape [512, 32]") && p.Contains("config vocab_size 500"));
+    }
+
+    [Fact]
+    public void Vocab_size_different_from_vocab_json()
+    {
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        builder.WriteTo(temp.Path);
+        // shakespeare-char's 66-token vocabulary next to a 512-token model.
+        File.Copy(Path.Combine(Paths.Model("shakespeare-char"), "vocab.json"), temp.File("vocab.json"));
+        File.Copy(Path.Combine(Paths.Model("shakespeare-char"), "merges.txt"), temp.File("merges.txt"));
+        var error = Assert.Throws<ModelFormatException>(() => Gpt2CausalLM.Load(temp.Path));
+        Assert.Equal(temp.File("vocab.json"), error.FilePath);
+        Assert.Contains("vocab_size is 512", error.Message);
+    }
+}

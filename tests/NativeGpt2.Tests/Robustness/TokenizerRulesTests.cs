@@ -1,0 +1,91 @@
+using NativeGpt2.Tests.Support;
+using NativeGpt2.Tokenization;
+using Xunit;
+
+namespace NativeGpt2.Tests.Robustness;
+
+public class TokenizerRulesTests : IDisposable
+{
+    private readonly TempDirectory _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    private ModelFormatException Rejects(string vocab, string merges, string expectedText, string file = "vocab.json")
+    {
+        File.WriteAllText(_temp.File("vocab.json"), vocab);
+        File.WriteAllText(_temp.File("merges.txt"), merges);
+        var error = Assert.ThrowsAny<ModelFormatException>(() => Gpt2Tokenizer.TryLoad(_temp.Path));
+        Assert.Equal(_temp.File(file), error.FilePath);
+        Assert.Contains(expectedText, error.Message);
+        return error;
+    }
+
+    [Fact]
+    public void A_small_valid_vocabulary_loads()
+    {
+        File.WriteAllText(_temp.File("vocab.json"), """{"a": 0, "b": 1, "ab": 2}""");
+        File.WriteAllText(_temp.File("merges.txt"), "#version: 0.2\na b\n");
+        Assert.Equal([2, 0], Gpt2Tokenizer.TryLoad(_temp.Path)!.Encode("aba"));
+    }
+
+    [Fact]
+    public void Duplicate_ids() => Rejects("""{"a": 0, "b": 0}""", "", "id 0 is already the id of 'a'");
+
+    [Fact]
+    public void Duplicate_tokens() => Rejects("""{"a": 0, "a": 1}""", "", "a: token is listed twice");
+
+    [Fact]
+    public void Ids_with_gaps() => Rejects("""{"a": 0, "b": 5}""", "", "without gaps");
+
+    [Fact]
+    public void Negative_or_non_integer_ids() => Rejects("""{"a": -1}""", "", "must be a non-negative integer");
+
+    [Fact]
+    public void Vocab_that_is_not_an_object() => Rejects("""["a", "b"]""", "", "must be a JSON object");
+
+    [Fact]
+    public void Tokens_outside_the_byte_level_alphabet() => Rejects("""{"a": 0, "\u4e00": 1}""", "", "outside GPT-2's byte-level alphabet");
+
+    [Fact]
+    public void Merges_naming_unknown_symbols() =>
+        Rejects("""{"a": 0, "b": 1, "ab": 2}""", "#version: 0.2\na c\n", "line 2: merge 'a c' names 'c'", "merges.txt");
+
+    [Fact]
+    public void Merges_whose_result_is_not_in_the_vocabulary() =>
+        Rejects("""{"a": 0, "b": 1}""", "a b\n", "names 'ab'", "merges.txt");
+
+    [Fact]
+    public void Malformed_merge_lines() => Rejects("""{"a": 0, "b": 1, "ab": 2}""", "a b c\n", "two symbols separated by one space", "merges.txt");
+
+    [Fact]
+    public void Vocab_without_merges_is_an_error_not_a_silent_character_tokenizer()
+    {
+        File.WriteAllText(_temp.File("vocab.json"), """{"a": 0}""");
+        var error = Assert.ThrowsAny<ModelFormatException>(() => Gpt2Tokenizer.TryLoad(_temp.Path));
+        Assert.Equal(_temp.File("merges.txt"), error.FilePath);
+    }
+
+    [Fact]
+    public void Control_characters_and_nul_are_ordinary_bytes()
+    {
+        var tokenizer = Gpt2Tokenizer.TryLoad(Paths.Model("gpt2-mini"))!;
+        const string text = "a\0b\u0001c\u001b[0m\u007f\r\n";
+        Assert.Equal(text, tokenizer.Decode(tokenizer.Encode(text)));
+    }
+
+    [Fact]
+    public void Characters_a_vocabulary_cannot_represent_are_skipped()
+    {
+        // shakespeare-char has 65 characters; its tokenizer drops the others (documented behaviour).
+        var tokenizer = Gpt2Tokenizer.TryLoad(Paths.Model("shakespeare-char"))!;
+        Assert.Equal(tokenizer.Encode("abc"), tokenizer.Encode("aé😀b\tc"));
+    }
+
+    [Fact]
+    public void Decoding_an_id_outside_the_vocabulary_is_an_argument_error()
+    {
+        var tokenizer = Gpt2Tokenizer.TryLoad(Paths.Model("shakespeare-char"))!;
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => tokenizer.Decode([1, 66]));
+        Assert.Contains("[0, 66)", error.Message);
+    }
+}
