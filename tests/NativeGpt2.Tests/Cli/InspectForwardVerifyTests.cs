@@ -110,3 +110,39 @@ public class InspectForwardVerifyTests
         Assert.Single(result.Error.Trim().Split('\n'));
     }
 }
+
+public class CliErrorTests
+{
+    [Fact]
+    public void A_corrupt_checkpoint_is_one_line_naming_the_file_and_exit_1()
+    {
+        using var temp = new TempDirectory();
+        File.Copy(Path.Combine(Paths.Model("tiny"), "config.json"), temp.File("config.json"));
+        File.WriteAllBytes(temp.File("model.safetensors"), [1, 2, 3]);
+        var result = CliRunner.Run("inspect", "--model", temp.Path);
+        Assert.Equal(CliApp.BadInput, result.ExitCode);
+        Assert.Equal($"error: {temp.File("model.safetensors")}: header: file is 3 bytes, shorter than the 8-byte header-size prefix", result.Error.Trim());
+    }
+
+    [Fact]
+    public void Every_tensor_problem_is_on_the_one_error_line()
+    {
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny")).Remove("transformer.ln_f.bias").Remove("transformer.wpe.weight");
+        var result = CliRunner.Run("forward", "--model", builder.WriteTo(temp.Path), "--ids", "1", "--out", temp.File("o.safetensors"));
+        Assert.Equal(CliApp.BadInput, result.ExitCode);
+        var line = Assert.Single(result.Error.Trim().Split('\n'));
+        Assert.Contains("ln_f.bias: missing", line);
+        Assert.Contains("wpe.weight: missing", line);
+    }
+
+    [Fact]
+    public void Verbose_adds_the_stack_trace()
+    {
+        var quiet = CliRunner.Run("inspect", "--model", "/no/such/model");
+        var verbose = CliRunner.Run("inspect", "--model", "/no/such/model", "--verbose");
+        Assert.DoesNotContain("   at ", quiet.Error);
+        Assert.Contains("   at ", verbose.Error);
+        Assert.StartsWith(quiet.Error.Split('\n')[0], verbose.Error);
+    }
+}
