@@ -95,6 +95,21 @@ public class CheckpointLoadingTests
     }
 
     [Fact]
+    public void A_failed_load_closes_every_shard_it_opened()
+    {
+        using var temp = new TempDirectory();
+        foreach (var file in Directory.GetFiles(Paths.Model("tiny-sharded"))) File.Copy(file, temp.File(Path.GetFileName(file)));
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(temp.File("config.json")))!.AsObject();
+        config["n_layer"] = 3;
+        File.WriteAllText(temp.File("config.json"), config.ToJsonString());
+
+        Assert.Throws<CheckpointMismatchException>(() => Gpt2CausalLM.Load(temp.Path));
+        // Exclusive opens succeed only if no handle of the failed load is still open.
+        foreach (var shard in Directory.GetFiles(temp.Path, "*.safetensors"))
+            using (new FileStream(shard, FileMode.Open, FileAccess.ReadWrite, FileShare.None)) { }
+    }
+
+    [Fact]
     public void Untied_config_without_lm_head_is_reported_missing()
     {
         using var temp = new TempDirectory();
