@@ -52,6 +52,25 @@ public sealed class KvCache
     /// <summary>Position id the next real token of each row gets (B): the count of real tokens so far.</summary>
     internal int[] NextPosition { get; }
 
+    /// <summary>
+    /// Keeps the first <paramref name="length"/> positions and forgets the rest, so decoding can continue
+    /// from an earlier point (a shared prompt, a rejected draft). Positions of later tokens continue from
+    /// the number of real tokens kept.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative or beyond <see cref="Length"/>.</exception>
+    public void Truncate(int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Length);
+        for (var b = 0; b < BatchSize; b++)
+        {
+            var row = Mask.AsSpan(b * Capacity, Capacity);
+            row[length..].Clear();
+            NextPosition[b] = row[..length].Count(1);
+        }
+        Length = length;
+    }
+
     /// <summary>Forgets every cached token, keeping the buffers.</summary>
     public void Reset()
     {

@@ -1,0 +1,36 @@
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Running;
+using NativeGpt2;
+using NativeGpt2.Benchmarks;
+using NativeGpt2.Verification;
+
+if (args.Contains("--check"))
+{
+    // Before timing anything: the two engines compute the same logits.
+    using var model = Gpt2CausalLM.Load("synthetic:gpt2");
+    using var onnx = new OnnxPeer(Repository.ReferenceData, Environment.ProcessorCount);
+    var reference = ReferenceFile.Load(Path.Combine(Repository.ReferenceData, "refs", "synthetic-124M.safetensors"));
+    var ids = reference["input_ids"].AsInt32();
+    var ours = model.Forward(TokenBatch.FromIds(ids)).Logits.Data;
+    var theirs = onnx.Forward(ids.Select(i => (long)i).ToArray());
+    var positions = reference["logit_positions"].AsInt32();
+    var expected = reference["logits_at_positions"].AsFloat32();
+    const int V = 50257;
+    double oursVsOnnx = 0, oursVsRef = 0, onnxVsRef = 0;
+    for (var i = 0; i < ours.Length; i++) oursVsOnnx = Math.Max(oursVsOnnx, Math.Abs(ours[i] - theirs[i]));
+    for (var p = 0; p < positions.Length; p++)
+    for (var v = 0; v < V; v++)
+    {
+        var e = expected[p * V + v];
+        oursVsRef = Math.Max(oursVsRef, Math.Abs(ours[positions[p] * V + v] - e));
+        onnxVsRef = Math.Max(onnxVsRef, Math.Abs(theirs[positions[p] * V + v] - e));
+    }
+    Console.WriteLine($"max |NativeGpt2 - ONNX Runtime| over all {ids.Length} x {V} logits: {oursVsOnnx:E2}");
+    Console.WriteLine($"max |NativeGpt2 - float64 reference| at the reference positions: {oursVsRef:E2}");
+    Console.WriteLine($"max |ONNX Runtime - float64 reference| at the reference positions: {onnxVsRef:E2}");
+    return;
+}
+
+var config = DefaultConfig.Instance.AddJob(Job.ShortRun.WithId("ShortRun"));
+BenchmarkSwitcher.FromAssembly(typeof(ForwardBenchmarks).Assembly).Run(args, config);
