@@ -38,3 +38,24 @@ public class KvCacheProperties
             Assert.Equal(tokens.Length, cache.Length);
         });
 }
+
+public class KvCacheTests
+{
+    [Fact]
+    public void Truncate_rolls_back_to_an_earlier_point()
+    {
+        var model = Models.Get("odd");
+        int[] prompt = [5, 9, 2, 7, 1, 1000, 3];
+        var cache = model.CreateCache(1);
+        model.Forward(TokenBatch.FromIds(prompt), cache: cache);
+        var first = model.Forward(TokenBatch.FromIds([42]), cache: cache).Logits.Data;
+        model.Forward(TokenBatch.FromIds([17]), cache: cache);
+        model.Forward(TokenBatch.FromIds([99]), cache: cache);
+
+        cache.Truncate(prompt.Length);
+        Assert.Equal(prompt.Length, cache.Length);
+        Assert.Equal(first, model.Forward(TokenBatch.FromIds([42]), cache: cache).Logits.Data);
+        Assert.Throws<ArgumentOutOfRangeException>(() => cache.Truncate(cache.Length + 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cache.Truncate(-1));
+    }
+}
