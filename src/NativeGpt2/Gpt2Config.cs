@@ -108,17 +108,7 @@ public sealed record Gpt2Config
     /// <summary>Parses and validates <c>config.json</c> content; <paramref name="path"/> names it in errors.</summary>
     public static Gpt2Config Parse(ReadOnlySpan<byte> json, string path)
     {
-        JsonDocument document;
-        try
-        {
-            document = JsonDocument.Parse(json.ToArray(), new JsonDocumentOptions { AllowTrailingCommas = false });
-        }
-        catch (JsonException e)
-        {
-            throw new ModelFormatException(path, null, $"not valid JSON ({e.Message})", e);
-        }
-
-        using (document)
+        using (var document = Loading.JsonFile.Parse(json.ToArray(), path))
         {
             var root = document.RootElement;
             if (root.ValueKind != JsonValueKind.Object)

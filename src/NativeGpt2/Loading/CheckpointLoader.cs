@@ -21,19 +21,27 @@ internal static partial class CheckpointLoader
 
     private const string Prefix = "transformer.";
 
-    public static (Gpt2Config Config, Gpt2Weights Weights) Load(string directory, ILogger logger, IProgress<LoadProgress>? progress)
+    public static (Gpt2Config Config, Gpt2Weights Weights) Load(string directory, ILogger logger, IProgress<LoadProgress>? progress) =>
+        WithCheckpoint(directory, (config, files) =>
+        {
+            var (tensors, duplicates) = Catalogue(files, directory);
+            return (config, Read(config, directory, tensors, duplicates, logger, progress));
+        });
+
+    /// <summary>
+    /// Reads the config, opens the checkpoint's files, runs <paramref name="use"/>, and closes every file
+    /// whatever happens, so a failed load leaves no handle open.
+    /// </summary>
+    private static T WithCheckpoint<T>(string directory, Func<Gpt2Config, List<SafetensorsFile>, T> use)
     {
         var configPath = Path.Combine(directory, ConfigFileName);
         if (!File.Exists(configPath))
             throw new ModelNotFoundException(directory, $"no {ConfigFileName} in this directory");
         var config = Gpt2Config.Load(configPath);
-
         var files = OpenCheckpoint(directory);
         try
         {
-            var (tensors, duplicates) = Catalogue(files, directory);
-            var weights = Read(config, directory, tensors, duplicates, logger, progress);
-            return (config, weights);
+            return use(config, files);
         }
         finally
         {
@@ -42,14 +50,8 @@ internal static partial class CheckpointLoader
     }
 
     /// <summary>Describes a checkpoint directory from its config and headers, reading no weights.</summary>
-    public static ModelDescription Describe(string directory)
-    {
-        var configPath = Path.Combine(directory, ConfigFileName);
-        if (!File.Exists(configPath))
-            throw new ModelNotFoundException(directory, $"no {ConfigFileName} in this directory");
-        var config = Gpt2Config.Load(configPath);
-        var files = OpenCheckpoint(directory);
-        try
+    public static ModelDescription Describe(string directory) =>
+        WithCheckpoint(directory, (config, files) =>
         {
             var expected = Gpt2Weights.ExpectedTensors(config).Select(e => e.Name).ToHashSet();
             var tensors = new List<TensorDescription>();
@@ -66,12 +68,7 @@ internal static partial class CheckpointLoader
                 }
             }
             return new ModelDescription(directory, config, files.Select(f => (Path.GetFileName(f.Path), f.FileLength)).ToList(), tensors);
-        }
-        finally
-        {
-            foreach (var file in files) file.Dispose();
-        }
-    }
+        });
 
     private static string CanonicalName(string stored) =>
         stored.StartsWith(Prefix, StringComparison.Ordinal) ? stored[Prefix.Length..] : stored;

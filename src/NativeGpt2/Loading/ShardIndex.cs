@@ -21,16 +21,7 @@ internal sealed class ShardIndex
 
     public static ShardIndex Load(string path)
     {
-        JsonDocument document;
-        try
-        {
-            document = JsonDocument.Parse(File.ReadAllBytes(path));
-        }
-        catch (JsonException e)
-        {
-            throw new ModelFormatException(path, null, $"not valid JSON ({e.Message})", e);
-        }
-        using (document)
+        using (var document = JsonFile.Read(path))
         {
             if (document.RootElement.ValueKind != JsonValueKind.Object
                 || !document.RootElement.TryGetProperty("weight_map", out var map)

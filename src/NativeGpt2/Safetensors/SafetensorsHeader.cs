@@ -83,17 +83,7 @@ public sealed class SafetensorsHeader
         if (!Utf8.IsValid(json))
             throw new ModelFormatException(path, "header", "header is not valid UTF-8");
 
-        JsonDocument document;
-        try
-        {
-            document = JsonDocument.Parse(json.ToArray());
-        }
-        catch (JsonException e)
-        {
-            throw new ModelFormatException(path, "header", $"header is not valid JSON ({e.Message})", e);
-        }
-
-        using (document)
+        using (var document = Loading.JsonFile.Parse(json.ToArray(), path, "header"))
         {
             var root = document.RootElement;
             if (root.ValueKind != JsonValueKind.Object)

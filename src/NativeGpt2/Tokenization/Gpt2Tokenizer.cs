@@ -118,7 +118,17 @@ public sealed partial class Gpt2Tokenizer
             ByteLevel = true,
             PreTokenizer = null,
         };
-        return new Gpt2Tokenizer(BpeTokenizer.Create(options), tokenBytes, special, () => MergeTable(merges, vocab));
+        BpeTokenizer bpe;
+        try
+        {
+            bpe = BpeTokenizer.Create(options);
+        }
+        catch (ArgumentException e)
+        {
+            // The checks above should leave nothing for the builder to reject; if it does, it is still the files' fault.
+            throw new ModelFormatException(mergesPath, null, $"rejected by the BPE builder: {e.Message}", e);
+        }
+        return new Gpt2Tokenizer(bpe, tokenBytes, special, () => MergeTable(merges, vocab));
     }
 
     /// <summary>Encodes text to token ids.</summary>
@@ -208,16 +218,7 @@ public sealed partial class Gpt2Tokenizer
 
     private static Dictionary<string, int> ReadVocab(string path)
     {
-        JsonDocument document;
-        try
-        {
-            document = JsonDocument.Parse(File.ReadAllBytes(path));
-        }
-        catch (JsonException e)
-        {
-            throw new ModelFormatException(path, null, $"not valid JSON ({e.Message})", e);
-        }
-        using (document)
+        using (var document = Loading.JsonFile.Read(path))
         {
             if (document.RootElement.ValueKind != JsonValueKind.Object)
                 throw new ModelFormatException(path, null, "must be a JSON object of token to id");
@@ -244,6 +245,7 @@ public sealed partial class Gpt2Tokenizer
     private static List<string> ReadMerges(string path, Dictionary<string, int> vocab)
     {
         var merges = new List<string>();
+        var seen = new Dictionary<string, int>(StringComparer.Ordinal);
         var lineNumber = 0;
         foreach (var raw in File.ReadLines(path))
         {
@@ -258,6 +260,8 @@ public sealed partial class Gpt2Tokenizer
                 if (!vocab.ContainsKey(symbol))
                     throw new ModelFormatException(path, $"line {lineNumber}", $"merge '{line}' names '{symbol}', which is not in vocab.json");
             }
+            if (!seen.TryAdd(line, lineNumber))
+                throw new ModelFormatException(path, $"line {lineNumber}", $"merge '{line}' is already listed on line {seen[line]}");
             merges.Add(line);
         }
         return merges;

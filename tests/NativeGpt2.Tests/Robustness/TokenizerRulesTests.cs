@@ -55,6 +55,10 @@ public class TokenizerRulesTests : IDisposable
         Rejects("""{"a": 0, "b": 1}""", "a b\n", "names 'ab'", "merges.txt");
 
     [Fact]
+    public void Duplicate_merges() =>
+        Rejects("""{"a": 0, "b": 1, "ab": 2}""", "a b\na b\n", "line 2: merge 'a b' is already listed on line 1", "merges.txt");
+
+    [Fact]
     public void Malformed_merge_lines() => Rejects("""{"a": 0, "b": 1, "ab": 2}""", "a b c\n", "two symbols separated by one space", "merges.txt");
 
     [Fact]
