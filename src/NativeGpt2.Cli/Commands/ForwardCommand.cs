@@ -19,7 +19,7 @@ internal static class ForwardCommand
         {
             var tokens = CommonOptions.ParseIds(parse.GetValue(ids)!, "--ids");
             using var lm = Gpt2CausalLM.Load(parse.GetValue(model)!, context.LoadOptions);
-            var result = lm.Forward(TokenBatch.FromIds(tokens), new ForwardOptions { OutputHiddenStates = true });
+            var result = lm.Forward(TokenBatch.FromIds(tokens), options: new ForwardOptions { OutputHiddenStates = true });
 
             var writer = new SafetensorsWriter()
                 .AddMetadata("format", "pt")

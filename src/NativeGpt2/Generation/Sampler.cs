@@ -62,6 +62,8 @@ public static class Sampler
         var max = scores.Max();
         if (float.IsNegativeInfinity(max))
             throw new NumericalException("every logit is -infinity; no token can be sampled");
+        if (float.IsPositiveInfinity(max))
+            throw new NumericalException("the logits contain +infinity; the model's weights or inputs are not usable");
         double sum = 0;
         for (var i = 0; i < V; i++)
         {

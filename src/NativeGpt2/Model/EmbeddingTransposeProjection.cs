@@ -40,7 +40,7 @@ public sealed class EmbeddingTransposeProjection
     public FloatTensor Forward(FloatTensor hidden)
     {
         var (B, T) = CheckHidden(hidden);
-        var logits = new float[(long)B * T * VocabSize];
+        var logits = new float[CheckLogitCount(B * T)];
         MatMulTransposed.Forward(logits, hidden.Data, Weight.Data, B * T, EmbeddingSize, VocabSize);
         return new FloatTensor(logits, B, T, VocabSize);
     }
@@ -63,7 +63,7 @@ public sealed class EmbeddingTransposeProjection
                 hidden.Data.AsSpan((b * T + positions[p]) * C, C).CopyTo(rows.AsSpan((b * P + p) * C, C));
             }
         }
-        var logits = new float[(long)B * P * VocabSize];
+        var logits = new float[CheckLogitCount(B * P)];
         MatMulTransposed.Forward(logits, rows, Weight.Data, B * P, C, VocabSize);
         return new FloatTensor(logits, B, P, VocabSize);
     }
@@ -83,5 +83,13 @@ public sealed class EmbeddingTransposeProjection
         if (hidden.Rank != 3 || hidden.Shape[2] != EmbeddingSize)
             throw new ArgumentException($"hidden states must be (B, T, {EmbeddingSize}), found {FloatTensor.ShapeToString(hidden.Shape)}", nameof(hidden));
         return (hidden.Shape[0], hidden.Shape[1]);
+    }
+
+    private long CheckLogitCount(int rows)
+    {
+        var count = (long)rows * VocabSize;
+        if (count > Array.MaxLength)
+            throw new ArgumentOutOfRangeException(nameof(rows), $"{rows} positions × {VocabSize} logits exceed the largest .NET array; project fewer positions at a time");
+        return count;
     }
 }

@@ -123,8 +123,12 @@ public sealed partial class Gpt2CausalLM : IDisposable
         return snapshot;
     }
 
-    /// <summary>Runs backbone and head; logits are computed for every position.</summary>
-    public CausalLMOutput Forward(TokenBatch batch, ForwardOptions? options = null, KvCache? cache = null)
+    /// <summary>
+    /// Runs backbone and head; logits are computed for every position. Parameters as in
+    /// <see cref="Gpt2Backbone.Forward"/>; project chosen positions with <see cref="Head"/> instead when
+    /// only some are needed.
+    /// </summary>
+    public CausalLMOutput Forward(TokenBatch batch, KvCache? cache = null, ForwardOptions? options = null)
     {
         ThrowIfDisposed();
         var hidden = Backbone.Forward(batch, cache, options);

@@ -113,5 +113,7 @@ public class SamplerProperties
         var error = Assert.Throws<NumericalException>(() => Sampler.Sample([float.NaN, float.NaN], new GenerationOptions(), [], new Random(1)));
         Assert.Contains("NaN", error.Message);
         Assert.Throws<NumericalException>(() => Sampler.Sample([float.NaN, float.NaN], new GenerationOptions { Greedy = true }, [], new Random(1)));
+        Assert.Throws<NumericalException>(() => Sampler.Sample([1f, float.PositiveInfinity], new GenerationOptions(), [], new Random(1)));
+        Assert.Throws<NumericalException>(() => Sampler.Sample([float.NegativeInfinity, float.NegativeInfinity], new GenerationOptions(), [], new Random(1)));
     }
 }
