@@ -1,5 +1,3 @@
-using BenchmarkDotNet.Configs;
-using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Running;
 using NativeGpt2;
 using NativeGpt2.Benchmarks;
@@ -32,5 +30,5 @@ if (args.Contains("--check"))
     return;
 }
 
-var config = DefaultConfig.Instance.AddJob(Job.ShortRun.WithId("ShortRun"));
-BenchmarkSwitcher.FromAssembly(typeof(ForwardBenchmarks).Assembly).Run(args, config);
+// Job settings come from the command line (e.g. --warmupCount 3 --iterationCount 10).
+BenchmarkSwitcher.FromAssembly(typeof(ForwardBenchmarks).Assembly).Run(args);

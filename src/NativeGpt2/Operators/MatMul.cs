@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -39,26 +40,50 @@ public static class MatMul
         var panels = (OC + PanelCols - 1) / PanelCols;
         Parallelism.For(panels, (long)N * IC * PanelCols, (start, end) =>
         {
-            var o = output.Span;
-            var x = input.Span;
-            var w = weight.Span;
-            var b = bias.Span;
-            for (var panel = start; panel < end; panel++)
-                Panel(o, x, w, b, N, IC, OC, panel * PanelCols, Math.Min(OC, (panel + 1) * PanelCols));
+            // With several rows, each 16-channel strip of the weight is first copied into a contiguous
+            // buffer: read in place, its rows lie OC floats apart, so every step of the inner loop would
+            // touch a new page. One row reads each weight once anyway and streams it in place.
+            var packed = N >= TileRows ? ArrayPool<float>.Shared.Rent(IC * TileCols) : null;
+            try
+            {
+                for (var panel = start; panel < end; panel++)
+                    Panel(output.Span, input.Span, weight.Span, bias.Span, N, IC, OC, panel * PanelCols, Math.Min(OC, (panel + 1) * PanelCols), packed);
+            }
+            finally
+            {
+                if (packed is not null) ArrayPool<float>.Shared.Return(packed);
+            }
         });
     }
 
     private static void Panel(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight,
-        ReadOnlySpan<float> bias, int N, int IC, int OC, int colStart, int colEnd)
+        ReadOnlySpan<float> bias, int N, int IC, int OC, int colStart, int colEnd, float[]? packed)
     {
         var col = colStart;
-        for (; col + TileCols <= colEnd; col += TileCols)
+        if (packed is not null)
         {
-            var n = 0;
-            for (; n + TileRows <= N; n += TileRows)
-                Tile4x16(output, input, weight, bias, n, col, IC, OC);
-            for (; n < N; n++)
-                Tile1x16(output, input, weight, bias, n, col, IC, OC);
+            for (; col + TileCols <= colEnd; col += TileCols)
+            {
+                // packed (IC, 16) = weight[:, col..col+16]
+                for (var i = 0; i < IC; i++)
+                    weight.Slice(i * OC + col, TileCols).CopyTo(packed.AsSpan(i * TileCols, TileCols));
+                ref var strip = ref MemoryMarshal.GetArrayDataReference(packed);
+                var n = 0;
+                for (; n + TileRows <= N; n += TileRows)
+                    Tile4x16(output, input, ref strip, TileCols, bias, n, col, IC, OC);
+                for (; n < N; n++)
+                    Tile1x16(output, input, ref strip, TileCols, bias, n, col, IC, OC);
+            }
+        }
+        else
+        {
+            ref var w = ref MemoryMarshal.GetReference(weight);
+            for (; col + 4 * TileCols <= colEnd; col += 4 * TileCols)
+                for (var n = 0; n < N; n++)
+                    Tile1x64(output, input, ref Unsafe.Add(ref w, col), (nuint)OC, bias, n, col, IC, OC);
+            for (; col + TileCols <= colEnd; col += TileCols)
+                for (var n = 0; n < N; n++)
+                    Tile1x16(output, input, ref Unsafe.Add(ref w, col), (nuint)OC, bias, n, col, IC, OC);
         }
         // Fewer than 16 channels left at the end of the matrix: plain dot products down the columns.
         for (; col < colEnd; col++)
@@ -67,17 +92,21 @@ public static class MatMul
             {
                 var acc = bias.IsEmpty ? 0f : bias[col];
                 for (var i = 0; i < IC; i++)
-                    acc += input[n * IC + i] * weight[i * OC + col];
+                    acc = float.MultiplyAddEstimate(input[n * IC + i], weight[i * OC + col], acc);
                 output[n * OC + col] = acc;
             }
         }
     }
 
+    // Every tile computes each output the same way: start from the bias and add x[n, i] · w[i, o] for
+    // i = 0, 1, … with one fused multiply-add each. So an output does not depend on the tile that computed
+    // it, nor on the other rows in the batch, and batched generation equals one-by-one generation.
+
+    /// <summary>4 rows × 16 channels; <paramref name="w"/> is weight[0, col] and consecutive rows are <paramref name="stride"/> floats apart.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile4x16(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight,
+    private static void Tile4x16(Span<float> output, ReadOnlySpan<float> input, ref float w, nuint stride,
         ReadOnlySpan<float> bias, int n, int col, int IC, int OC)
     {
-        ref var w = ref Unsafe.Add(ref MemoryMarshal.GetReference(weight), col);
         ref var x0 = ref Unsafe.Add(ref MemoryMarshal.GetReference(input), n * IC);
         ref var x1 = ref Unsafe.Add(ref x0, IC);
         ref var x2 = ref Unsafe.Add(ref x1, IC);
@@ -87,7 +116,7 @@ public static class MatMul
         var b1 = bias.IsEmpty ? Vector256<float>.Zero : Vector256.Create(bias.Slice(col + 8, 8));
         Vector256<float> a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1, a30 = b0, a31 = b1;
 
-        nuint stride = (nuint)OC, offset = 0;
+        nuint offset = 0;
         for (var i = 0; i < IC; i++, offset += stride)
         {
             var w0 = Vector256.LoadUnsafe(ref w, offset);
@@ -107,25 +136,26 @@ public static class MatMul
         }
 
         ref var o = ref Unsafe.Add(ref MemoryMarshal.GetReference(output), n * OC + col);
+        var rowStride = (nuint)OC;
         a00.StoreUnsafe(ref o);
         a01.StoreUnsafe(ref o, 8);
-        a10.StoreUnsafe(ref o, stride);
-        a11.StoreUnsafe(ref o, stride + 8);
-        a20.StoreUnsafe(ref o, 2 * stride);
-        a21.StoreUnsafe(ref o, 2 * stride + 8);
-        a30.StoreUnsafe(ref o, 3 * stride);
-        a31.StoreUnsafe(ref o, 3 * stride + 8);
+        a10.StoreUnsafe(ref o, rowStride);
+        a11.StoreUnsafe(ref o, rowStride + 8);
+        a20.StoreUnsafe(ref o, 2 * rowStride);
+        a21.StoreUnsafe(ref o, 2 * rowStride + 8);
+        a30.StoreUnsafe(ref o, 3 * rowStride);
+        a31.StoreUnsafe(ref o, 3 * rowStride + 8);
     }
 
+    /// <summary>1 row × 16 channels.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile1x16(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight,
+    private static void Tile1x16(Span<float> output, ReadOnlySpan<float> input, ref float w, nuint stride,
         ReadOnlySpan<float> bias, int n, int col, int IC, int OC)
     {
-        ref var w = ref Unsafe.Add(ref MemoryMarshal.GetReference(weight), col);
         ref var x = ref Unsafe.Add(ref MemoryMarshal.GetReference(input), n * IC);
         var a0 = bias.IsEmpty ? Vector256<float>.Zero : Vector256.Create(bias.Slice(col, 8));
         var a1 = bias.IsEmpty ? Vector256<float>.Zero : Vector256.Create(bias.Slice(col + 8, 8));
-        nuint stride = (nuint)OC, offset = 0;
+        nuint offset = 0;
         for (var i = 0; i < IC; i++, offset += stride)
         {
             var v = Vector256.Create(Unsafe.Add(ref x, i));
@@ -135,6 +165,44 @@ public static class MatMul
         ref var o = ref Unsafe.Add(ref MemoryMarshal.GetReference(output), n * OC + col);
         a0.StoreUnsafe(ref o);
         a1.StoreUnsafe(ref o, 8);
+    }
+
+    /// <summary>
+    /// 1 row × 64 channels, for a single row read in place: each step reads 256 contiguous bytes of a
+    /// weight row (four cache lines) rather than one line at a time, which keeps the memory system busy.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile1x64(Span<float> output, ReadOnlySpan<float> input, ref float w, nuint stride,
+        ReadOnlySpan<float> bias, int n, int col, int IC, int OC)
+    {
+        ref var x = ref Unsafe.Add(ref MemoryMarshal.GetReference(input), n * IC);
+        Vector256<float> a0, a1, a2, a3, a4, a5, a6, a7;
+        if (bias.IsEmpty)
+        {
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = Vector256<float>.Zero;
+        }
+        else
+        {
+            var b = bias.Slice(col, 64);
+            a0 = Vector256.Create(b[..8]); a1 = Vector256.Create(b.Slice(8, 8)); a2 = Vector256.Create(b.Slice(16, 8)); a3 = Vector256.Create(b.Slice(24, 8));
+            a4 = Vector256.Create(b.Slice(32, 8)); a5 = Vector256.Create(b.Slice(40, 8)); a6 = Vector256.Create(b.Slice(48, 8)); a7 = Vector256.Create(b.Slice(56, 8));
+        }
+        nuint offset = 0;
+        for (var i = 0; i < IC; i++, offset += stride)
+        {
+            var v = Vector256.Create(Unsafe.Add(ref x, i));
+            a0 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset), a0);
+            a1 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 8), a1);
+            a2 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 16), a2);
+            a3 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 24), a3);
+            a4 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 32), a4);
+            a5 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 40), a5);
+            a6 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 48), a6);
+            a7 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 56), a7);
+        }
+        ref var o = ref Unsafe.Add(ref MemoryMarshal.GetReference(output), n * OC + col);
+        a0.StoreUnsafe(ref o); a1.StoreUnsafe(ref o, 8); a2.StoreUnsafe(ref o, 16); a3.StoreUnsafe(ref o, 24);
+        a4.StoreUnsafe(ref o, 32); a5.StoreUnsafe(ref o, 40); a6.StoreUnsafe(ref o, 48); a7.StoreUnsafe(ref o, 56);
     }
 
     /// <summary>Scalar reference: the naive triple loop.</summary>

@@ -61,8 +61,49 @@ public static class MatMulTransposed
             }
         }
         for (; n < N; n++)
-            for (var k = from; k < to; k++)
+        {
+            var k = from;
+            for (; k + TileWeights <= to; k += TileWeights)
+                Tile1x4(output, input, weight, n, k, IC, OC);
+            for (; k < to; k++)
                 output[n * OC + k] = Dot(input.Slice(n * IC, IC), weight.Slice(k * IC, IC));
+        }
+    }
+
+    /// <summary>
+    /// One row against 4 weight rows: four independent dot products in flight, each accumulated exactly
+    /// as in <see cref="Tile2x4"/>. This is the generation path (one position per sequence).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile1x4(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight, int n, int k, int IC, int OC)
+    {
+        ref var x = ref Unsafe.Add(ref MemoryMarshal.GetReference(input), n * IC);
+        ref var w0 = ref Unsafe.Add(ref MemoryMarshal.GetReference(weight), k * IC);
+        ref var w1 = ref Unsafe.Add(ref w0, IC);
+        ref var w2 = ref Unsafe.Add(ref w1, IC);
+        ref var w3 = ref Unsafe.Add(ref w2, IC);
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        var i = 0;
+        for (; i <= IC - Vector256<float>.Count; i += Vector256<float>.Count)
+        {
+            var u = (nuint)i;
+            var v = Vector256.LoadUnsafe(ref x, u);
+            a0 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w0, u), a0);
+            a1 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w1, u), a1);
+            a2 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w2, u), a2);
+            a3 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w3, u), a3);
+        }
+        float s0 = Vector256.Sum(a0), s1 = Vector256.Sum(a1), s2 = Vector256.Sum(a2), s3 = Vector256.Sum(a3);
+        for (; i < IC; i++)
+        {
+            var p = Unsafe.Add(ref x, i);
+            s0 += p * Unsafe.Add(ref w0, i);
+            s1 += p * Unsafe.Add(ref w1, i);
+            s2 += p * Unsafe.Add(ref w2, i);
+            s3 += p * Unsafe.Add(ref w3, i);
+        }
+        var row = output.Slice(n * OC + k, TileWeights);
+        row[0] = s0; row[1] = s1; row[2] = s2; row[3] = s3;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
