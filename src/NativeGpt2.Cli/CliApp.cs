@@ -26,8 +26,7 @@ public static class CliApp
         context.Offline = parse.GetValue(CommonOptions.Offline);
         if (parse.Errors.Count > 0)
         {
-            stderr.WriteLine($"error: {parse.Errors[0].Message}");
-            stderr.WriteLine("Run 'nativegpt2 --help' for usage.");
+            stderr.WriteLine($"error: {parse.Errors[0].Message} (see nativegpt2 --help)");
             return UsageError;
         }
 

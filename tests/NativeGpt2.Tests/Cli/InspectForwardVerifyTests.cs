@@ -98,6 +98,7 @@ public class InspectForwardVerifyTests
         var result = CliRunner.Run(args);
         Assert.Equal(CliApp.UsageError, result.ExitCode);
         Assert.StartsWith("error: ", result.Error);
+        Assert.Single(result.Error.Trim().Split('\n'));
         Assert.DoesNotContain("   at ", result.Error);
     }
 
