@@ -77,8 +77,13 @@ public class OperatorProperties
             LayerNorm.Forward(output, input, Enumerable.Repeat(1f, ch).ToArray(), new float[ch], 1, ch, 1e-12f);
             var mean = output.Average(v => (double)v);
             var variance = output.Average(v => (v - mean) * (v - mean));
-            Assert.InRange(mean, -1e-5, 1e-5);
-            Assert.InRange(variance, 1 - 1e-4, 1 + 1e-4);
+            // Float32 inputs far from zero relative to their spread lose digits in x - mean (about one
+            // rounding of |x| per element); the bound scales with that ratio, not a fixed constant.
+            var inputMean = input.Average(v => (double)v);
+            var spread = Math.Sqrt(input.Average(v => (v - inputMean) * (v - inputMean)));
+            var cancellation = 4 * Math.Pow(2, -24) * input.Max(v => Math.Abs(v)) / spread;
+            Assert.InRange(mean, -1e-5 - cancellation, 1e-5 + cancellation);
+            Assert.InRange(variance, 1 - 1e-4 - 2 * cancellation, 1 + 1e-4 + 2 * cancellation);
         });
 
     [Property(MaxTest = 200)]
