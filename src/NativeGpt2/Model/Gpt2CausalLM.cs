@@ -26,11 +26,13 @@ public sealed partial class Gpt2CausalLM : IDisposable
     private readonly ModelLifetime _lifetime = new();
 
     /// <summary>Builds a model from weights already in memory, with an optional tokenizer.</summary>
-    /// <exception cref="ModelFormatException">The tokenizer's vocabulary size differs from the config's.</exception>
+    /// <exception cref="ModelFormatException">The config is invalid, or the tokenizer's vocabulary size differs from the config's.</exception>
+    /// <exception cref="ArgumentException">A weight is missing or has the wrong shape for the config.</exception>
     public Gpt2CausalLM(Gpt2Config config, Gpt2Weights weights, Gpt2Tokenizer? tokenizer = null, string source = "in-memory")
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(weights);
+        CheckShapes(config, weights);
         if (tokenizer is not null && tokenizer.VocabSize != config.VocabSize)
             throw new ModelFormatException(source, "vocab_size", $"config.json says {config.VocabSize} tokens but vocab.json has {tokenizer.VocabSize}");
         Config = config;
@@ -43,6 +45,19 @@ public sealed partial class Gpt2CausalLM : IDisposable
 
     /// <summary>The architecture.</summary>
     public Gpt2Config Config { get; }
+
+    /// <summary>Weights built in memory get the same shape check as a loaded checkpoint, so the kernels never see a mismatch.</summary>
+    private static void CheckShapes(Gpt2Config config, Gpt2Weights weights)
+    {
+        config.Validate("config");
+        var actual = weights.All.ToDictionary(w => w.Name, w => w.Shape);
+        var problems = Gpt2Weights.ExpectedTensors(config)
+            .Where(e => !actual.TryGetValue(e.Name, out var shape) || !shape.SequenceEqual(e.Shape))
+            .Select(e => $"{e.Name}: {(actual.TryGetValue(e.Name, out var shape) ? FloatTensor.ShapeToString(shape) : "missing")}, expected {FloatTensor.ShapeToString(e.Shape)}")
+            .ToList();
+        if (problems.Count > 0)
+            throw new ArgumentException($"the weights do not fit the config: {string.Join("; ", problems)}", nameof(weights));
+    }
 
     /// <summary>Where the model came from: a directory or a <c>synthetic:</c> name.</summary>
     public string Source { get; }
@@ -97,7 +112,8 @@ public sealed partial class Gpt2CausalLM : IDisposable
             // The tokenizer first: it is cheap, and a malformed one should fail before the weights are read.
             tokenizer = Gpt2Tokenizer.TryLoad(directory);
             (config, weights) = await Task.Run(() => CheckpointLoader.Load(directory, logger, options.Progress), cancellationToken).ConfigureAwait(false);
-            if (tokenizer is not null && tokenizer.VocabSize != config.VocabSize)
+            CheckShapes(config, weights);
+        if (tokenizer is not null && tokenizer.VocabSize != config.VocabSize)
                 throw new ModelFormatException(Path.Combine(directory, "vocab.json"), null,
                     $"has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
         }

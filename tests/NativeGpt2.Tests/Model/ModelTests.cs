@@ -82,4 +82,13 @@ public class ModelTests
         var ids = Enumerable.Repeat(1, 38).ToArray();
         Assert.Throws<ArgumentOutOfRangeException>(() => Models.Get("odd").Forward(TokenBatch.FromIds(ids)));
     }
+
+    [Fact]
+    public void Weights_built_in_memory_must_fit_the_config()
+    {
+        var tiny = Models.Get("tiny");
+        var error = Assert.Throws<ArgumentException>(() => new Gpt2CausalLM(tiny.Config with { InnerSize = 64 }, tiny.Backbone.Weights));
+        Assert.Contains("h.0.mlp.c_fc.weight: [32, 128], expected [32, 64]", error.Message);
+        Assert.Throws<ArgumentException>(() => new Gpt2CausalLM(tiny.Config with { TieWordEmbeddings = false }, tiny.Backbone.Weights));
+    }
 }
