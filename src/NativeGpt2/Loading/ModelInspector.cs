@@ -48,19 +48,14 @@ public static class ModelInspector
     public static ModelDescription Inspect(string spec, ModelLoadOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(spec);
-        if (spec.StartsWith(Gpt2CausalLM.SyntheticPrefix, StringComparison.Ordinal))
+        if (Gpt2CausalLM.SyntheticConfig(spec) is { } config)
         {
-            var name = spec[Gpt2CausalLM.SyntheticPrefix.Length..];
-            if (!SyntheticWeights.Configs.TryGetValue(name, out var config))
-                throw new ModelNotFoundException(spec, $"unknown synthetic model (known: {string.Join(", ", SyntheticWeights.Configs.Keys)})");
             var tensors = Gpt2Weights.ExpectedTensors(config)
                 .Select(t => new TensorDescription(t.Name, t.Name, "F32", t.Shape.Select(d => (long)d).ToArray(), "synthetic", TensorRole.Weight))
                 .ToList();
             return new ModelDescription(spec, config, [], tensors);
         }
-        options ??= new ModelLoadOptions();
-        var directory = Gpt2CausalLM.ResolveDirectoryAsync(spec, options, options.Logger ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, default)
-            .GetAwaiter().GetResult();
+        var directory = Gpt2CausalLM.ResolveDirectory(spec, options ?? new ModelLoadOptions());
         return Loading.CheckpointLoader.Describe(directory) with { Source = spec };
     }
 }

@@ -96,11 +96,8 @@ public sealed partial class Gpt2CausalLM : IDisposable
         Gpt2Config config;
         Gpt2Weights weights;
         Gpt2Tokenizer? tokenizer;
-        if (spec.StartsWith(SyntheticPrefix, StringComparison.Ordinal))
+        if (SyntheticConfig(spec) is { } synthetic)
         {
-            var name = spec[SyntheticPrefix.Length..];
-            if (!SyntheticWeights.Configs.TryGetValue(name, out var synthetic))
-                throw new ModelNotFoundException(spec, $"unknown synthetic model (known: {string.Join(", ", SyntheticWeights.Configs.Keys)})");
             config = synthetic;
             tokenizer = Gpt2Tokenizer.Gpt2;
             var progress = options.Progress is { } p ? new Progress<double>(f => p.Report(new LoadProgress("generating synthetic weights", f))) : null;
@@ -112,8 +109,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
             // The tokenizer first: it is cheap, and a malformed one should fail before the weights are read.
             tokenizer = Gpt2Tokenizer.TryLoad(directory);
             (config, weights) = await Task.Run(() => CheckpointLoader.Load(directory, logger, options.Progress), cancellationToken).ConfigureAwait(false);
-            CheckShapes(config, weights);
-        if (tokenizer is not null && tokenizer.VocabSize != config.VocabSize)
+            if (tokenizer is not null && tokenizer.VocabSize != config.VocabSize)
                 throw new ModelFormatException(Path.Combine(directory, "vocab.json"), null,
                     $"has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
         }
@@ -125,6 +121,20 @@ public sealed partial class Gpt2CausalLM : IDisposable
         if (tokenizer is null) logger.LogInformation("No vocab.json in {Spec}: the model takes token ids only", spec);
         return model;
     }
+
+    /// <summary>The architecture a <c>synthetic:NAME</c> spec names; null for any other spec.</summary>
+    /// <exception cref="ModelNotFoundException">The spec is <c>synthetic:</c> with an unknown name.</exception>
+    internal static Gpt2Config? SyntheticConfig(string spec)
+    {
+        if (!spec.StartsWith(SyntheticPrefix, StringComparison.Ordinal)) return null;
+        return SyntheticWeights.Configs.TryGetValue(spec[SyntheticPrefix.Length..], out var config)
+            ? config
+            : throw new ModelNotFoundException(spec, $"unknown synthetic model (known: {string.Join(", ", SyntheticWeights.Configs.Keys)})");
+    }
+
+    /// <summary><see cref="ResolveDirectoryAsync"/> for the synchronous callers that read only a model's files, not its weights.</summary>
+    internal static string ResolveDirectory(string spec, ModelLoadOptions options) =>
+        ResolveDirectoryAsync(spec, options, options.Logger ?? NullLogger.Instance, CancellationToken.None).GetAwaiter().GetResult();
 
     /// <summary>The checkpoint directory a (non-synthetic) spec names: the directory itself, or a hub model's cached snapshot.</summary>
     internal static async Task<string> ResolveDirectoryAsync(string spec, ModelLoadOptions options, ILogger logger, CancellationToken cancellationToken)

@@ -72,10 +72,8 @@ public sealed partial class Gpt2Tokenizer
     public static Gpt2Tokenizer ForModel(string spec, ModelLoadOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(spec);
-        if (spec.StartsWith(Gpt2CausalLM.SyntheticPrefix, StringComparison.Ordinal)) return Gpt2;
-        options ??= new ModelLoadOptions();
-        var directory = Gpt2CausalLM.ResolveDirectoryAsync(spec, options, options.Logger ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, default)
-            .GetAwaiter().GetResult();
+        if (Gpt2CausalLM.SyntheticConfig(spec) is not null) return Gpt2;
+        var directory = Gpt2CausalLM.ResolveDirectory(spec, options ?? new ModelLoadOptions());
         return TryLoad(directory) ?? throw new NativeGpt2Exception($"model '{spec}' has no tokenizer (no vocab.json and merges.txt)");
     }
 

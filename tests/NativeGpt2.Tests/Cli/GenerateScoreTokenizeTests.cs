@@ -106,6 +106,14 @@ public class GenerateScoreTokenizeTests
     }
 
     [Fact]
+    public void Tokenize_rejects_an_unknown_synthetic_name()
+    {
+        var result = CliRunner.Run("tokenize", "--model", "synthetic:gpt3", "--text", "x");
+        Assert.Equal(CliApp.BadInput, result.ExitCode);
+        Assert.Contains("unknown synthetic model", result.Error);
+    }
+
+    [Fact]
     public void Tokenize_needs_a_model_with_a_tokenizer()
     {
         var result = CliRunner.Run("tokenize", "--model", Paths.Model("tiny"), "--text", "x");
