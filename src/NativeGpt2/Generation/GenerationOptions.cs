@@ -31,7 +31,7 @@ public sealed record GenerationOptions
     /// <summary>Stop when the generated text contains one of these; the returned text ends just before it.</summary>
     public IReadOnlyList<string> StopStrings { get; init; } = [];
 
-    /// <summary>Stop when the model emits its end-of-text token (the config's eos_token_id). Default true.</summary>
+    /// <summary>Stop when the model emits its end-of-text token (the config's eos_token_id, else the tokenizer's <c>&lt;|endoftext|&gt;</c>). Default true.</summary>
     public bool StopAtEndOfText { get; init; } = true;
 
     /// <summary>

@@ -15,6 +15,7 @@ internal sealed class GenerationSession
     private readonly GenerationOptions _options;
     private readonly Row[] _rows;
     private readonly KvCache _cache;
+    private readonly int? _endOfText;
     private readonly int _padId;
     private FloatTensor _logits;
 
@@ -42,7 +43,8 @@ internal sealed class GenerationSession
         _options = options;
         var config = model.Config;
         var context = config.ContextLength;
-        var eos = config.EosTokenId ?? tokenizer?.EndOfTextId;
+        // The config's eos_token_id, else the tokenizer's <|endoftext|>: where an empty prompt starts and where generation stops.
+        var eos = _endOfText = config.EosTokenId ?? tokenizer?.EndOfTextId;
         _padId = eos ?? 0;
 
         var seed = options.Seed ?? Random.Shared.Next();
@@ -97,7 +99,7 @@ internal sealed class GenerationSession
             var id = Sampler.Sample(_logits.Row(b), _options, row.Tokens, row.Random);
             row.Tokens.Add(id);
             row.Generated.Add(id);
-            if (_options.StopAtEndOfText && id == _model.Config.EosTokenId)
+            if (_options.StopAtEndOfText && id == _endOfText)
                 Finish(row, FinishReason.EndOfText);
             else
             {
