@@ -16,6 +16,9 @@ public static class Paths
     /// <summary>The reference-data folder.</summary>
     public static string ReferenceData => Root.Value;
 
+    /// <summary>The repository root (the folder that holds reference-data).</summary>
+    public static string Repository => Path.GetDirectoryName(ReferenceData)!;
+
     /// <summary>A checkpoint directory under reference-data/models.</summary>
     public static string Model(string name) => Path.Combine(ReferenceData, "models", name);
 
