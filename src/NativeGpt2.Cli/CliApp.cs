@@ -15,6 +15,8 @@ public static class CliApp
     public const int BadInput = 1;
     /// <summary>Exit code for a usage error: unknown option, missing or out-of-range argument.</summary>
     public const int UsageError = 2;
+    /// <summary>Exit code when the run was cancelled (Ctrl+C, SIGTERM), as shells report 128 + SIGINT.</summary>
+    public const int Cancelled = 130;
 
     /// <summary>Runs the command line and returns the exit code.</summary>
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellation = default)
@@ -32,8 +34,15 @@ public static class CliApp
 
         try
         {
-            var configuration = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
+            // Signals are handled by the host (Program.cs), which cancels this token; System.CommandLine's own
+            // handler would return after a fixed delay even while a download is still cleaning up.
+            var configuration = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null };
             return await parse.InvokeAsync(configuration, cancellation);
+        }
+        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+        {
+            stderr.WriteLine("error: cancelled");
+            return Cancelled;
         }
         catch (Exception e) when (ExitCodeFor(e) is { } code)
         {

@@ -97,13 +97,12 @@ public sealed record Gpt2Config
     };
 
     /// <summary>Reads and validates a <c>config.json</c>.</summary>
-    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
-    /// <exception cref="ModelFormatException">The JSON is malformed, a field has the wrong type, or the sizes are invalid.</exception>
-    public static Gpt2Config Load(string path)
-    {
-        var bytes = File.ReadAllBytes(path);
-        return Parse(bytes, path);
-    }
+    /// <exception cref="ModelFormatException">The file is missing, not a regular file, larger than 1 MiB, malformed JSON, a field has the wrong type, or the sizes are invalid.</exception>
+    public static Gpt2Config Load(string path) => Load(path, checkpoint: null);
+
+    /// <summary>Reads a <c>config.json</c> that must not be a link leaving <paramref name="checkpoint"/>.</summary>
+    internal static Gpt2Config Load(string path, string? checkpoint) =>
+        Parse(Loading.ModelFiles.ReadBounded(path, Loading.ModelFiles.MaxConfigBytes, checkpoint), path);
 
     /// <summary>Parses and validates <c>config.json</c> content; <paramref name="path"/> names it in errors.</summary>
     public static Gpt2Config Parse(ReadOnlySpan<byte> json, string path)

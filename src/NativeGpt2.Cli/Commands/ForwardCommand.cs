@@ -15,10 +15,10 @@ internal static class ForwardCommand
         var ids = new Option<string>("--ids") { Description = "Token ids, comma-separated: 1,2,3.", Required = true };
         var output = new Option<FileInfo>("--out", "-o") { Description = "Where to write the activations (safetensors).", Required = true };
         var command = new Command("forward", "Run one forward pass and save input_ids, hidden_states.0..L and logits as safetensors.") { model, ids, output };
-        command.SetAction(parse =>
+        command.SetAction(async (parse, cancellation) =>
         {
             var tokens = CommonOptions.ParseIds(parse.GetValue(ids)!, "--ids");
-            using var lm = Gpt2CausalLM.Load(parse.GetValue(model)!, context.LoadOptions);
+            using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptions, cancellation);
             var result = lm.Forward(TokenBatch.FromIds(tokens), options: new ForwardOptions { OutputHiddenStates = true });
 
             var writer = new SafetensorsWriter()

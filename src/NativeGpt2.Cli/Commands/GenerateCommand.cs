@@ -49,9 +49,12 @@ internal static class GenerateCommand
 
             var text = parse.GetValue(prompt)!;
             using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptions, cancellation);
+            // The prompt is checked against the context here, before anything is printed.
+            IAsyncEnumerable<string> stream = null!;
+            CommonOptions.ValidateAsUsage(() => stream = lm.GenerateStreamAsync(text, options, cancellation));
             await context.Out.WriteAsync(text);
             await context.Out.FlushAsync(cancellation);
-            await foreach (var piece in lm.GenerateStreamAsync(text, options, cancellation))
+            await foreach (var piece in stream)
             {
                 await context.Out.WriteAsync(piece);
                 await context.Out.FlushAsync(cancellation);

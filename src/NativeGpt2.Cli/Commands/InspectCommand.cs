@@ -10,9 +10,9 @@ internal static class InspectCommand
     {
         var model = CommonOptions.Model();
         var command = new Command("inspect", "Show a model's config, parameter count, dtypes, head tying and tensors (reads headers only).") { model };
-        command.SetAction(parse =>
+        command.SetAction(async (parse, cancellation) =>
         {
-            var description = ModelInspector.Inspect(parse.GetValue(model)!, context.LoadOptions);
+            var description = await Task.Run(() => ModelInspector.Inspect(parse.GetValue(model)!, context.LoadOptions, cancellation), cancellation);
             Print(description, context.Out);
             return CliApp.Success;
         });

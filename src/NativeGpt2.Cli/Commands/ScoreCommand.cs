@@ -21,9 +21,10 @@ internal static class ScoreCommand
         command.SetAction((parse, cancellation) =>
         {
             var path = parse.GetValue(file)!;
-            if (!path.Exists) throw new FileNotFoundException($"{path.FullName} does not exist");
-            var text = File.ReadAllText(path.FullName);
-            using var lm = Gpt2CausalLM.Load(parse.GetValue(model)!, context.LoadOptions);
+            // Regular files only, and bounded: a FIFO or /dev/zero would otherwise block or fill memory.
+            var bytes = Loading.ModelFiles.ReadBounded(path.FullName, Loading.ModelFiles.MaxTextBytes);
+            var text = new StreamReader(new MemoryStream(bytes), System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: true).ReadToEnd();
+            using var lm = Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptions, cancellation).GetAwaiter().GetResult();
             var result = lm.Score(text, new ScoreOptions { Context = parse.GetValue(window), Stride = parse.GetValue(stride) }, cancellation);
             if (parse.GetValue(json))
             {

@@ -17,9 +17,9 @@ internal static class TokenizeCommand
         var json = new Option<bool>("--json") { Description = "Print {\"ids\": [...]}." };
         var special = new Option<bool>("--allow-special") { Description = "Treat <|endoftext|> in the text as the special token." };
         var command = new Command("tokenize", "Print the token ids of a text.") { model, text, json, special };
-        command.SetAction(parse =>
+        command.SetAction(async (parse, cancellation) =>
         {
-            var tokenizer = Gpt2Tokenizer.ForModel(parse.GetValue(model)!, context.LoadOptions);
+            var tokenizer = await Task.Run(() => Gpt2Tokenizer.ForModel(parse.GetValue(model)!, context.LoadOptions, cancellation), cancellation);
             var ids = tokenizer.Encode(parse.GetValue(text)!, parse.GetValue(special));
             context.Out.WriteLine(parse.GetValue(json) ? JsonSerializer.Serialize(new Dictionary<string, int[]> { ["ids"] = ids }) : string.Join(",", ids));
             return CliApp.Success;
@@ -32,9 +32,9 @@ internal static class TokenizeCommand
         var model = CommonOptions.Model();
         var ids = new Option<string>("--ids") { Description = "Token ids, comma-separated: 1,2,3.", Required = true };
         var command = new Command("detokenize", "Print the text of token ids.") { model, ids };
-        command.SetAction(parse =>
+        command.SetAction(async (parse, cancellation) =>
         {
-            var tokenizer = Gpt2Tokenizer.ForModel(parse.GetValue(model)!, context.LoadOptions);
+            var tokenizer = await Task.Run(() => Gpt2Tokenizer.ForModel(parse.GetValue(model)!, context.LoadOptions, cancellation), cancellation);
             var tokens = CommonOptions.ParseIds(parse.GetValue(ids)!, "--ids");
             if (tokens.FirstOrDefault(id => (uint)id >= (uint)tokenizer.VocabSize) is var bad && (uint)bad >= (uint)tokenizer.VocabSize)
                 throw new UsageException($"--ids: token id {bad} is outside the vocabulary [0, {tokenizer.VocabSize})");

@@ -23,7 +23,7 @@ internal static class VerifyCommand
             DefaultValueFactory = _ => DefaultTolerance,
         };
         var command = new Command("verify", "Compare a model's activations with a reference file, tensor by tensor.") { model, reference, tolerance };
-        command.SetAction(parse =>
+        command.SetAction(async (parse, cancellation) =>
         {
             var limit = parse.GetValue(tolerance);
             if (!(limit >= 0) || double.IsInfinity(limit))
@@ -31,7 +31,7 @@ internal static class VerifyCommand
             var referenceFile = parse.GetValue(reference)!;
             if (!referenceFile.Exists) throw new FileNotFoundException($"reference file {referenceFile.FullName} does not exist");
 
-            using var lm = Gpt2CausalLM.Load(parse.GetValue(model)!, context.LoadOptions);
+            using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptions, cancellation);
             var rows = ReferenceVerifier.Verify(lm, referenceFile.FullName, limit);
             return Print(rows, limit, context.Out);
         });

@@ -36,35 +36,18 @@ internal sealed class GenerationSession
 
     public GenerationSession(Gpt2CausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer)
     {
-        options.Validate();
-        if (options.StopStrings.Count > 0 && tokenizer is null)
-            throw new ArgumentException("stop strings need a tokenizer to decode the output; this model has none", nameof(options));
+        var prepared = Prepare(model.Config, prompts, options, tokenizer);
         _model = model;
         _options = options;
-        var config = model.Config;
-        var context = config.ContextLength;
-        // The config's eos_token_id, else the tokenizer's <|endoftext|>: where an empty prompt starts and where generation stops.
-        var eos = _endOfText = config.EosTokenId ?? tokenizer?.EndOfTextId;
-        _padId = eos ?? 0;
+        var context = model.Config.ContextLength;
+        _endOfText = EndOfText(model.Config, tokenizer);
+        _padId = _endOfText ?? 0;
 
         var seed = options.Seed ?? Random.Shared.Next();
-        _rows = new Row[prompts.Count];
-        for (var b = 0; b < prompts.Count; b++)
+        _rows = new Row[prepared.Length];
+        for (var b = 0; b < prepared.Length; b++)
         {
-            var prompt = prompts[b];
-            if (prompt.Length == 0)
-            {
-                // GPT-2 was trained on documents separated by <|endoftext|>, so that is where a text begins.
-                prompt = eos is { } start ? [start] : throw new ArgumentException("the prompt is empty and the model has no end-of-text token to start from", nameof(prompts));
-            }
-            foreach (var id in prompt)
-            {
-                if ((uint)id >= (uint)config.VocabSize)
-                    throw new ArgumentOutOfRangeException(nameof(prompts), id, $"prompt {b} holds a token id outside the vocabulary [0, {config.VocabSize})");
-            }
-            if (!options.SlidingWindow && prompt.Length + options.MaxNewTokens > context)
-                throw new ArgumentOutOfRangeException(nameof(prompts),
-                    $"prompt {b} has {prompt.Length} tokens; with {options.MaxNewTokens} new tokens that exceeds the context length of {context} (shorten the prompt, lower MaxNewTokens, or enable SlidingWindow)");
+            var prompt = prepared[b];
             _rows[b] = new Row
             {
                 PromptIds = prompt,
@@ -81,6 +64,46 @@ internal sealed class GenerationSession
         _cache = model.CreateCache(_rows.Length, capacity);
         // A prompt longer than the window keeps its most recent tokens.
         _logits = Prefill(_rows.Select(r => r.Tokens.TakeLast(context).ToArray()).ToArray());
+    }
+
+    /// <summary>The config's eos_token_id, else the tokenizer's &lt;|endoftext|&gt;: where an empty prompt starts and where generation stops.</summary>
+    private static int? EndOfText(Gpt2Config config, Gpt2Tokenizer? tokenizer) => config.EosTokenId ?? tokenizer?.EndOfTextId;
+
+    /// <summary>
+    /// Checks options and prompts before anything runs (and before a caller prints anything), and returns the
+    /// prompts with an empty one replaced by the end-of-text token.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">An option is out of range, an id is outside the vocabulary, or a prompt plus its new tokens exceed the context.</exception>
+    /// <exception cref="ArgumentException">Stop strings without a tokenizer, or an empty prompt with no end-of-text token.</exception>
+    public static int[][] Prepare(Gpt2Config config, IReadOnlyList<int[]> prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer)
+    {
+        options.Validate();
+        if (options.StopStrings.Count > 0 && tokenizer is null)
+            throw new ArgumentException("stop strings need a tokenizer to decode the output; this model has none", nameof(options));
+        if (prompts.Count == 0) throw new ArgumentException("at least one prompt is needed", nameof(prompts));
+        var eos = EndOfText(config, tokenizer);
+        var context = config.ContextLength;
+        var prepared = new int[prompts.Count][];
+        for (var b = 0; b < prompts.Count; b++)
+        {
+            var prompt = prompts[b];
+            if (prompt.Length == 0)
+            {
+                // GPT-2 was trained on documents separated by <|endoftext|>, so that is where a text begins.
+                prompt = eos is { } start ? [start] : throw new ArgumentException("the prompt is empty and the model has no end-of-text token to start from", nameof(prompts));
+            }
+            foreach (var id in prompt)
+            {
+                if ((uint)id >= (uint)config.VocabSize)
+                    throw new ArgumentOutOfRangeException(nameof(prompts), id, $"prompt {b} holds a token id outside the vocabulary [0, {config.VocabSize})");
+            }
+            // In 64 bits: MaxNewTokens may be int.MaxValue.
+            if (!options.SlidingWindow && (long)prompt.Length + options.MaxNewTokens > context)
+                throw new ArgumentOutOfRangeException(nameof(options.MaxNewTokens), options.MaxNewTokens,
+                    $"prompt {b} has {prompt.Length} tokens; with {options.MaxNewTokens} new tokens that exceeds the context length of {context} (shorten the prompt, lower MaxNewTokens, or enable SlidingWindow)");
+            prepared[b] = prompt;
+        }
+        return prepared;
     }
 
     public IReadOnlyList<Row> Rows => _rows;

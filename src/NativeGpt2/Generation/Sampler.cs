@@ -39,9 +39,15 @@ public static class Sampler
     {
         if (logits.IsEmpty) throw new ArgumentException("there are no logits to sample from", nameof(logits));
         var scores = logits.ToArray();
+        // The same checks for greedy and sampling: an argmax over NaN or +∞ would be a wrong answer, not an error.
         var nan = Array.FindIndex(scores, float.IsNaN);
         if (nan >= 0)
             throw new NumericalException($"the logits contain NaN (first at token {nan}); the model's weights or inputs are not usable");
+        var infinite = Array.FindIndex(scores, float.IsPositiveInfinity);
+        if (infinite >= 0)
+            throw new NumericalException($"the logits contain +infinity (first at token {infinite}); the model's weights or inputs are not usable");
+        if (Array.TrueForAll(scores, float.IsNegativeInfinity))
+            throw new NumericalException("every logit is -infinity; no token can be chosen");
         if (penalty != 1f && previousTokens is not null)
         {
             foreach (var id in previousTokens.Distinct())
@@ -60,10 +66,6 @@ public static class Sampler
         var probabilities = new double[V];
         // Softmax at the given temperature, in double, with the maximum subtracted first.
         var max = scores.Max();
-        if (float.IsNegativeInfinity(max))
-            throw new NumericalException("every logit is -infinity; no token can be sampled");
-        if (float.IsPositiveInfinity(max))
-            throw new NumericalException("the logits contain +infinity; the model's weights or inputs are not usable");
         double sum = 0;
         for (var i = 0; i < V; i++)
         {

@@ -20,30 +20,64 @@ public static partial class ModelHub
         ["distilgpt2"] = "distilbert/distilgpt2",
     };
 
-    private static readonly Lazy<HttpClient> SharedClient = new(() => new HttpClient { Timeout = TimeSpan.FromMinutes(30) });
+    /// <summary>Longest repository id huggingface_hub accepts.</summary>
+    private const int MaxRepositoryIdLength = 96;
 
-    [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")]
-    private static partial Regex RepositoryId();
+    // Timeouts are per response and per read (HubOptions), not per download: a 6 GB file may take an hour.
+    private static readonly Lazy<HttpClient> SharedClient = new(() => new HttpClient { Timeout = Timeout.InfiniteTimeSpan });
+
+    // huggingface_hub's validate_repo_id, in ASCII: an optional namespace and a name, each of letters,
+    // digits, '_', '-' and '.', starting and ending with a letter, digit or '_'. \z, not $: $ also matches
+    // before a trailing newline.
+    [GeneratedRegex(@"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?/)?[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\z")]
+    private static partial Regex RepositoryIdPattern();
+
+    // A branch or tag: segments of safe characters separated by '/', as in refs/pr/1.
+    [GeneratedRegex(@"^[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*\z")]
+    private static partial Regex RevisionPattern();
+
+    // What the hub sends in X-Repo-Commit and stores in refs/: a full SHA-1.
+    [GeneratedRegex(@"^[0-9a-f]{40}\z")]
+    private static partial Regex CommitPattern();
 
     /// <summary>Whether <paramref name="spec"/> names a hub model: a short name from <see cref="KnownModels"/> or <c>org/name</c>.</summary>
-    public static bool IsHubName(string spec) => KnownModels.ContainsKey(spec) || (RepositoryId().IsMatch(spec) && !spec.Contains(".."));
+    public static bool IsHubName(string spec) => KnownModels.ContainsKey(spec) || (IsRepositoryId(spec) && spec.Contains('/'));
+
+    /// <summary>
+    /// Whether <paramref name="id"/> is a repository id huggingface_hub accepts. Besides the pattern, <c>--</c>
+    /// is refused (the cache folder is <c>models--org--name</c>, so <c>a--b/c</c> and <c>a/b--c</c> would share one)
+    /// and so is <c>..</c>.
+    /// </summary>
+    internal static bool IsRepositoryId(string id) =>
+        id.Length <= MaxRepositoryIdLength && RepositoryIdPattern().IsMatch(id) && !id.Contains("--") && !id.Contains("..") && !id.EndsWith(".git", StringComparison.Ordinal);
+
+    /// <summary>Whether <paramref name="revision"/> is a usable branch, tag or commit name.</summary>
+    internal static bool IsRevision(string revision) =>
+        revision.Length <= 255 && RevisionPattern().IsMatch(revision) && !revision.Contains("..");
+
+    /// <summary>Whether <paramref name="text"/> is a full commit hash.</summary>
+    internal static bool IsCommit(string text) => CommitPattern().IsMatch(text);
 
     /// <summary>
     /// The local directory of a hub model: from the cache if it holds a complete copy, else downloaded
-    /// (unless offline). Each file is written to a temporary name and renamed when complete, so an
-    /// interrupted download leaves nothing half-written; the next call fetches what is missing.
+    /// (unless offline). Each file is downloaded into a locked staging folder and renamed into the snapshot
+    /// when complete, so an interrupted download leaves nothing half-written in the snapshot; leftovers of
+    /// interrupted runs are swept by the next download. The next call fetches only what is missing.
     /// </summary>
     /// <exception cref="ModelNotFoundException">Offline and not cached, or the hub has no such model.</exception>
-    /// <exception cref="ModelDownloadException">A download failed.</exception>
+    /// <exception cref="ModelDownloadException">A download failed or stalled.</exception>
+    /// <exception cref="HubConfigurationException">A hub setting (endpoint, token, offline flag, timeout) is unusable.</exception>
+    /// <exception cref="ArgumentException">The revision is not a valid branch, tag or commit name.</exception>
     public static async Task<string> ResolveAsync(string spec, HubOptions? options = null, IProgress<LoadProgress>? progress = null, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(spec);
         options ??= new HubOptions();
         var environment = (Func<string, string?>)Environment.GetEnvironmentVariable;
         var repository = KnownModels.TryGetValue(spec, out var full) ? full : spec;
-        if (!RepositoryId().IsMatch(repository) || repository.Contains(".."))
-            throw new ModelNotFoundException(spec, "not a hub model name (expected org/name or one of " + string.Join(", ", KnownModels.Keys) + ")");
-        if (!Regex.IsMatch(options.Revision, @"^[A-Za-z0-9][A-Za-z0-9._/-]*$") || options.Revision.Contains(".."))
-            throw new ArgumentException($"revision '{options.Revision}' is not a valid branch, tag or commit", nameof(options));
+        if (!IsRepositoryId(repository) || !repository.Contains('/'))
+            throw new ModelNotFoundException(spec, $"not a hub model name (expected org/name of letters, digits, '_', '-', '.', at most {MaxRepositoryIdLength} characters, no '--' or '..'; or one of {string.Join(", ", KnownModels.Keys)})");
+        if (!IsRevision(options.Revision))
+            throw new ArgumentException($"revision '{options.Revision}' is not a valid branch, tag or commit (letters, digits, '_', '-', '.' in '/'-separated parts, no '..')", nameof(options));
 
         var repositoryDirectory = Path.Combine(options.ResolvedCacheDirectory(environment), "models--" + repository.Replace("/", "--"));
         if (FindCachedSnapshot(repositoryDirectory, options.Revision) is { } cached && IsComplete(cached))
@@ -52,16 +86,35 @@ public static partial class ModelHub
             throw new ModelNotFoundException(spec, $"offline, and no complete copy of {repository}@{options.Revision} in {repositoryDirectory}");
 
         var downloader = new HubDownloader(options.HttpClient ?? SharedClient.Value, options.ResolvedEndpoint(environment), repository, options.Revision,
-            options.ResolvedToken(environment), repositoryDirectory, progress);
+            options.ResolvedToken(environment), repositoryDirectory, options.ResolvedResponseTimeout(environment), options.ResolvedReadTimeout(environment), progress);
         return await downloader.DownloadAsync(spec, cancellationToken).ConfigureAwait(false);
     }
 
-    private static string? FindCachedSnapshot(string repositoryDirectory, string revision)
+    /// <summary>
+    /// The snapshot folder name of a revision: the commit its ref file records; a commit given directly; or,
+    /// for a server that names no commits, a one-segment revision itself. Null when none of these applies.
+    /// </summary>
+    internal static string? SnapshotName(string repositoryDirectory, string revision)
     {
         var reference = Path.Combine(repositoryDirectory, "refs", revision);
-        var commit = File.Exists(reference) ? File.ReadAllText(reference).Trim() : revision;
-        if (commit.Length == 0 || commit.Contains("..") || commit.IndexOfAny(['/', '\\']) >= 0) return null;
-        var snapshot = Path.Combine(repositoryDirectory, "snapshots", commit);
+        if (File.Exists(reference))
+        {
+            var info = new FileInfo(reference);
+            if (info.Length is <= 0 or > 4096) return null;
+            var commit = File.ReadAllText(reference).Trim();
+            return IsCommit(commit) || IsPlainSegment(commit) ? commit : null;
+        }
+        return IsPlainSegment(revision) ? revision : null;
+    }
+
+    /// <summary>A name usable as one folder name: a revision without '/' (a commit hash is one too).</summary>
+    internal static bool IsPlainSegment(string name) => IsRevision(name) && !name.Contains('/');
+
+    private static string? FindCachedSnapshot(string repositoryDirectory, string revision)
+    {
+        var name = SnapshotName(repositoryDirectory, revision);
+        if (name is null) return null;
+        var snapshot = Path.Combine(repositoryDirectory, "snapshots", name);
         return Directory.Exists(snapshot) ? snapshot : null;
     }
 
@@ -71,11 +124,11 @@ public static partial class ModelHub
         if (!File.Exists(Path.Combine(snapshot, CheckpointLoader.ConfigFileName))) return false;
         if (File.Exists(Path.Combine(snapshot, "vocab.json")) != File.Exists(Path.Combine(snapshot, "merges.txt"))) return false;
         if (File.Exists(Path.Combine(snapshot, CheckpointLoader.SingleFileName))) return true;
-        var index = Path.Combine(snapshot, Loading.ShardIndex.FileName);
+        var index = Path.Combine(snapshot, ShardIndex.FileName);
         if (!File.Exists(index)) return false;
         try
         {
-            return Loading.ShardIndex.Load(index).Shards.All(s => File.Exists(Path.Combine(snapshot, s)));
+            return ShardIndex.Load(index, snapshot).Shards.All(s => File.Exists(Path.Combine(snapshot, s)));
         }
         catch (ModelFormatException)
         {

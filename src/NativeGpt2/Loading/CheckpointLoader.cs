@@ -37,7 +37,7 @@ internal static partial class CheckpointLoader
         var configPath = Path.Combine(directory, ConfigFileName);
         if (!File.Exists(configPath))
             throw new ModelNotFoundException(directory, $"no {ConfigFileName} in this directory");
-        var config = Gpt2Config.Load(configPath);
+        var config = Gpt2Config.Load(configPath, directory);
         var files = OpenCheckpoint(directory);
         try
         {
@@ -83,19 +83,19 @@ internal static partial class CheckpointLoader
         {
             if (File.Exists(indexPath))
             {
-                var index = ShardIndex.Load(indexPath);
+                var index = ShardIndex.Load(indexPath, directory);
                 foreach (var shard in index.Shards)
                 {
                     var shardPath = Path.Combine(directory, shard);
                     if (!File.Exists(shardPath))
                         throw new ModelFormatException(indexPath, "weight_map", $"shard file '{shard}' does not exist");
-                    files.Add(SafetensorsFile.Open(shardPath));
+                    files.Add(SafetensorsFile.Open(shardPath, directory));
                 }
                 CheckIndexAgainstShards(index, indexPath, files);
             }
             else if (File.Exists(singlePath))
             {
-                files.Add(SafetensorsFile.Open(singlePath));
+                files.Add(SafetensorsFile.Open(singlePath, directory));
             }
             else
             {

@@ -1,3 +1,4 @@
+using NativeGpt2.Loading;
 using NativeGpt2.Safetensors;
 using NativeGpt2.Weights;
 
@@ -45,17 +46,17 @@ public static class ModelInspector
     /// <summary>Describes the model a spec names (a checkpoint directory, a hub name or a <c>synthetic:</c> name).</summary>
     /// <exception cref="ModelNotFoundException">The spec names no model.</exception>
     /// <exception cref="ModelFormatException">A header or the config is malformed.</exception>
-    public static ModelDescription Inspect(string spec, ModelLoadOptions? options = null)
+    public static ModelDescription Inspect(string spec, ModelLoadOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(spec);
-        if (Gpt2CausalLM.SyntheticConfig(spec) is { } config)
+        if (ModelSpec.SyntheticConfig(spec) is { } config)
         {
             var tensors = Gpt2Weights.ExpectedTensors(config)
                 .Select(t => new TensorDescription(t.Name, t.Name, "F32", t.Shape.Select(d => (long)d).ToArray(), "synthetic", TensorRole.Weight))
                 .ToList();
             return new ModelDescription(spec, config, [], tensors);
         }
-        var directory = Gpt2CausalLM.ResolveDirectory(spec, options ?? new ModelLoadOptions());
+        var directory = ModelSpec.ResolveDirectory(spec, options ?? new ModelLoadOptions(), cancellationToken);
         return Loading.CheckpointLoader.Describe(directory) with { Source = spec };
     }
 }

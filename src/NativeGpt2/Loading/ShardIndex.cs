@@ -4,8 +4,7 @@ namespace NativeGpt2.Loading;
 
 /// <summary>
 /// <c>model.safetensors.index.json</c> of a sharded checkpoint: which shard file holds each tensor.
-/// Shard names are plain file names in the checkpoint's directory; anything that could reach outside
-/// it (<c>..</c>, an absolute path, a directory separator) is rejected.
+/// Shard names are plain file names in the checkpoint's directory (<see cref="IsPlainFileName"/>).
 /// </summary>
 internal sealed class ShardIndex
 {
@@ -19,9 +18,9 @@ internal sealed class ShardIndex
     /// <summary>The distinct shard file names, in first-mention order.</summary>
     public IEnumerable<string> Shards => WeightMap.Values.Distinct();
 
-    public static ShardIndex Load(string path)
+    public static ShardIndex Load(string path, string? checkpoint = null)
     {
-        using (var document = JsonFile.Read(path))
+        using (var document = JsonFile.Read(path, ModelFiles.MaxIndexBytes, checkpoint))
         {
             if (document.RootElement.ValueKind != JsonValueKind.Object
                 || !document.RootElement.TryGetProperty("weight_map", out var map)
@@ -34,8 +33,7 @@ internal sealed class ShardIndex
                     throw new ModelFormatException(path, $"weight_map.{entry.Name}", $"shard must be a file name string, found {entry.Value.ValueKind}");
                 var shard = entry.Value.GetString()!;
                 CheckShardName(shard, path, entry.Name);
-                if (!weightMap.TryAdd(entry.Name, shard))
-                    throw new ModelFormatException(path, $"weight_map.{entry.Name}", "tensor is listed twice");
+                weightMap.Add(entry.Name, shard);   // JsonFile.Parse has rejected duplicate names
             }
             if (weightMap.Count == 0)
                 throw new ModelFormatException(path, "weight_map", "lists no tensors");
@@ -43,12 +41,20 @@ internal sealed class ShardIndex
         }
     }
 
+    /// <summary>
+    /// A shard name becomes a path in the checkpoint directory and, on the hub, a URL path segment: only
+    /// plain file names qualify, letters, digits and <c>. _ - +</c>, not starting with a dot. Anything else
+    /// (separators, <c>..</c>, <c>%</c> escapes, <c>?</c> or <c>#</c>, control characters) is rejected before
+    /// any file is opened or any request is made.
+    /// </summary>
+    internal static bool IsPlainFileName(string name) =>
+        name.Length is > 0 and <= 255 && name[0] != '.' && !name.Contains("..")
+        && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-' or '+');
+
     private static void CheckShardName(string shard, string path, string tensor)
     {
-        var field = $"weight_map.{tensor}";
-        if (shard.Length == 0 || shard == "." || shard == "..")
-            throw new ModelFormatException(path, field, $"'{shard}' is not a file name");
-        if (shard.Contains("..") || Path.IsPathRooted(shard) || shard.IndexOfAny(['/', '\\', '\0']) >= 0 || shard.Contains(':'))
-            throw new ModelFormatException(path, field, $"shard '{shard}' must be a plain file name in the checkpoint directory (no '..', separators or absolute paths)");
+        if (!IsPlainFileName(shard))
+            throw new ModelFormatException(path, $"weight_map.{tensor}",
+                $"shard '{shard}' must be a plain file name in the checkpoint directory (letters, digits and . _ - +; no separators, '..', '%', '?' or '#')");
     }
 }

@@ -65,6 +65,7 @@ public sealed class Gpt2Backbone
             throw new ArgumentOutOfRangeException(nameof(batch), $"{past} cached + {T} new tokens exceed the cache capacity of {cache.Capacity} positions (context length {Config.ContextLength})");
 
         CheckTokenIds(batch.Ids);
+        CheckActivationSizes(B, T, past, options);
         var (positions, nextPositions) = PositionsFor(batch, cache);
         var activations = new Dictionary<string, FloatTensor>();
         void Keep(bool wanted, string name, float[] data, int width)
@@ -130,6 +131,20 @@ public sealed class Gpt2Backbone
         var last = new FloatTensor(output, B, T, C);
         if (options.OutputHiddenStates) activations[$"hidden_states.{Config.LayerCount}"] = last;
         return new BackboneOutput(last, activations, Config.LayerCount);
+    }
+
+    /// <summary>
+    /// Every activation is one array: the largest must fit before anything is allocated. Sizes are computed
+    /// in 64 bits, since N·n_inner overflows int for configs that are otherwise valid.
+    /// </summary>
+    private void CheckActivationSizes(int B, int T, int past, ForwardOptions options)
+    {
+        long N = (long)B * T;
+        var perToken = Math.Max(3L * Config.EmbeddingSize, Config.InnerSize);
+        var largest = N * perToken;
+        if (options.OutputAttentions) largest = Math.Max(largest, (long)B * Config.HeadCount * T * (past + T));
+        if (largest > Array.MaxLength)
+            throw new ArgumentOutOfRangeException("batch", $"{B} × {T} tokens need an activation of {largest:N0} floats, more than the largest .NET array ({Array.MaxLength:N0}); pass fewer tokens per call");
     }
 
     private void CheckTokenIds(int[] ids)

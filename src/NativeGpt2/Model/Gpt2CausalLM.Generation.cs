@@ -48,13 +48,22 @@ public sealed partial class Gpt2CausalLM
     /// part of a stop string. The model runs on the thread pool between pieces; cancellation stops it
     /// before the next token.
     /// </summary>
-    public async IAsyncEnumerable<string> GenerateStreamAsync(string prompt, GenerationOptions? options = null,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    /// <remarks>Options and the prompt are checked when this method is called, before the first piece is awaited.</remarks>
+    /// <exception cref="ArgumentOutOfRangeException">An option is out of range, or the prompt plus new tokens exceed the context without a sliding window.</exception>
+    public IAsyncEnumerable<string> GenerateStreamAsync(string prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(prompt);
+        ThrowIfDisposed();
         var tokenizer = RequireTokenizer();
         options ??= new GenerationOptions();
         var ids = tokenizer.Encode(prompt, options.AllowSpecialTokens);
+        GenerationSession.Prepare(Config, [ids], options, tokenizer);
+        return Stream(ids, options, tokenizer, cancellationToken);
+    }
+
+    private async IAsyncEnumerable<string> Stream(int[] ids, GenerationOptions options, Gpt2Tokenizer tokenizer,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
         var session = await Task.Run(() => Start([ids], options, tokenizer), cancellationToken).ConfigureAwait(false);
         var row = session.Rows[0];
         while (!session.IsFinished)
@@ -68,7 +77,6 @@ public sealed partial class Gpt2CausalLM
 
     private IReadOnlyList<GenerationResult> Run(int[][] prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer, CancellationToken cancellationToken)
     {
-        if (prompts.Length == 0) throw new ArgumentException("at least one prompt is needed", nameof(prompts));
         var session = Start(prompts, options, tokenizer);
         while (!session.IsFinished)
         {

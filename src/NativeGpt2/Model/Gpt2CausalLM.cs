@@ -96,7 +96,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
         Gpt2Config config;
         Gpt2Weights weights;
         Gpt2Tokenizer? tokenizer;
-        if (SyntheticConfig(spec) is { } synthetic)
+        if (ModelSpec.SyntheticConfig(spec) is { } synthetic)
         {
             config = synthetic;
             tokenizer = Gpt2Tokenizer.Gpt2;
@@ -105,7 +105,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
         }
         else
         {
-            var directory = await ResolveDirectoryAsync(spec, options, logger, cancellationToken).ConfigureAwait(false);
+            var directory = await ModelSpec.ResolveDirectoryAsync(spec, options, cancellationToken).ConfigureAwait(false);
             // The tokenizer first: it is cheap, and a malformed one should fail before the weights are read.
             tokenizer = Gpt2Tokenizer.TryLoad(directory);
             (config, weights) = await Task.Run(() => CheckpointLoader.Load(directory, logger, options.Progress), cancellationToken).ConfigureAwait(false);
@@ -120,33 +120,6 @@ public sealed partial class Gpt2CausalLM : IDisposable
             model.IsTied ? "tied to wte" : "untied lm_head", CpuBackend.Description);
         if (tokenizer is null) logger.LogInformation("No vocab.json in {Spec}: the model takes token ids only", spec);
         return model;
-    }
-
-    /// <summary>The architecture a <c>synthetic:NAME</c> spec names; null for any other spec.</summary>
-    /// <exception cref="ModelNotFoundException">The spec is <c>synthetic:</c> with an unknown name.</exception>
-    internal static Gpt2Config? SyntheticConfig(string spec)
-    {
-        if (!spec.StartsWith(SyntheticPrefix, StringComparison.Ordinal)) return null;
-        return SyntheticWeights.Configs.TryGetValue(spec[SyntheticPrefix.Length..], out var config)
-            ? config
-            : throw new ModelNotFoundException(spec, $"unknown synthetic model (known: {string.Join(", ", SyntheticWeights.Configs.Keys)})");
-    }
-
-    /// <summary><see cref="ResolveDirectoryAsync"/> for the synchronous callers that read only a model's files, not its weights.</summary>
-    internal static string ResolveDirectory(string spec, ModelLoadOptions options) =>
-        ResolveDirectoryAsync(spec, options, options.Logger ?? NullLogger.Instance, CancellationToken.None).GetAwaiter().GetResult();
-
-    /// <summary>The checkpoint directory a (non-synthetic) spec names: the directory itself, or a hub model's cached snapshot.</summary>
-    internal static async Task<string> ResolveDirectoryAsync(string spec, ModelLoadOptions options, ILogger logger, CancellationToken cancellationToken)
-    {
-        if (Directory.Exists(spec)) return spec;
-        if (File.Exists(spec))
-            throw new ModelNotFoundException(spec, "is a file; give the checkpoint directory that holds config.json");
-        if (!ModelHub.IsHubName(spec))
-            throw new ModelNotFoundException(spec, $"no such directory, and not a hub name (org/name, or {string.Join(", ", ModelHub.KnownModels.Keys)}) or a '{SyntheticPrefix}' name");
-        var snapshot = await ModelHub.ResolveAsync(spec, options.Hub, options.Progress, cancellationToken).ConfigureAwait(false);
-        logger.LogInformation("{Spec} resolved to {Snapshot}", spec, snapshot);
-        return snapshot;
     }
 
     /// <summary>

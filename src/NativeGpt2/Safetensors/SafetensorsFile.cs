@@ -31,10 +31,14 @@ public sealed class SafetensorsFile : IDisposable
     public long FileLength { get; }
 
     /// <summary>Opens a file and validates its header; the handle is closed again if validation fails.</summary>
-    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
-    /// <exception cref="ModelFormatException">The file is not a valid safetensors file.</exception>
-    public static SafetensorsFile Open(string path)
+    /// <exception cref="ModelFormatException">The file does not exist, is not a regular file, or is not a valid safetensors file.</exception>
+    public static SafetensorsFile Open(string path) => Open(path, checkpoint: null);
+
+    /// <summary>Opens a file of a checkpoint: as <see cref="Open(string)"/>, and a link must not leave <paramref name="checkpoint"/>.</summary>
+    internal static SafetensorsFile Open(string path, string? checkpoint)
     {
+        // Only regular files: open() on a FIFO would block forever, and a device never ends.
+        Loading.ModelFiles.CheckRegularFile(path, checkpoint);
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("safetensors data is little-endian; big-endian machines are not supported");
 

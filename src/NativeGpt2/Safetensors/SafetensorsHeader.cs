@@ -89,13 +89,11 @@ public sealed class SafetensorsHeader
             if (root.ValueKind != JsonValueKind.Object)
                 throw new ModelFormatException(path, "header", $"header must be a JSON object, found {root.ValueKind}");
 
-            var seen = new HashSet<string>(StringComparer.Ordinal);
+            // JsonFile.Parse has already rejected duplicate names, at every level.
             var tensors = new List<SafetensorsTensorInfo>();
             IReadOnlyDictionary<string, string> metadata = new Dictionary<string, string>();
             foreach (var property in root.EnumerateObject())
             {
-                if (!seen.Add(property.Name))
-                    throw new ModelFormatException(path, property.Name, "duplicate entry in header");
                 if (property.Name == MetadataKey)
                     metadata = ParseMetadata(property.Value, path);
                 else
@@ -119,8 +117,7 @@ public sealed class SafetensorsHeader
         {
             if (entry.Value.ValueKind != JsonValueKind.String)
                 throw new ModelFormatException(path, $"{MetadataKey}.{entry.Name}", $"metadata values must be strings, found {entry.Value.ValueKind}");
-            if (!metadata.TryAdd(entry.Name, entry.Value.GetString()!))
-                throw new ModelFormatException(path, $"{MetadataKey}.{entry.Name}", "duplicate metadata key");
+            metadata.Add(entry.Name, entry.Value.GetString()!);
         }
         return metadata;
     }

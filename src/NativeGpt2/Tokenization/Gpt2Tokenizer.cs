@@ -35,11 +35,14 @@ public sealed partial class Gpt2Tokenizer
     /// <summary>Pieces longer than this many characters are encoded by <see cref="HeapBpe"/>, whose time grows as n log n.</summary>
     internal const int LongPieceLength = 256;
 
+    /// <summary>Most special tokens (<c>&lt;|…|&gt;</c>) a vocabulary may have; GPT-2's has one.</summary>
+    public const int MaxSpecialTokens = 1024;
+
     private readonly Tokenizer _bpe;
     private readonly Lazy<HeapBpe> _heap;
     private readonly byte[][] _tokenBytes;
     private readonly Dictionary<string, int> _specialTokens;
-    private readonly Regex? _specialSplit;
+    private readonly Lazy<Regex?> _specialSplit;
 
     private Gpt2Tokenizer(Tokenizer bpe, byte[][] tokenBytes, Dictionary<string, int> specialTokens, Func<Dictionary<(int, int), (int, int)>> merges)
     {
@@ -47,8 +50,9 @@ public sealed partial class Gpt2Tokenizer
         _heap = new Lazy<HeapBpe>(() => new HeapBpe(ByteTokens(tokenBytes), merges()));
         _tokenBytes = tokenBytes;
         _specialTokens = specialTokens;
-        _specialSplit = specialTokens.Count == 0 ? null
-            : new Regex("(" + string.Join("|", specialTokens.Keys.Select(Regex.Escape)) + ")", RegexOptions.CultureInvariant);
+        // Only text encoded with special tokens allowed needs the splitting pattern: build it then, once.
+        _specialSplit = new Lazy<Regex?>(() => specialTokens.Count == 0 ? null
+            : new Regex("(" + string.Join("|", specialTokens.Keys.OrderByDescending(t => t.Length).Select(Regex.Escape)) + ")", RegexOptions.CultureInvariant));
         EndOfTextId = specialTokens.TryGetValue(EndOfText, out var id) ? id : null;
     }
 
@@ -57,6 +61,9 @@ public sealed partial class Gpt2Tokenizer
 
     /// <summary>Id of <c>&lt;|endoftext|&gt;</c>, if the vocabulary has it.</summary>
     public int? EndOfTextId { get; }
+
+    /// <summary>Whether the pattern that splits special tokens out of text has been built (only text encoded with them allowed needs it).</summary>
+    internal bool SpecialPatternBuilt => _specialSplit.IsValueCreated;
 
     /// <summary>Special tokens and their ids.</summary>
     public IReadOnlyDictionary<string, int> SpecialTokens => _specialTokens;
@@ -69,11 +76,11 @@ public sealed partial class Gpt2Tokenizer
     /// original GPT-2 vocabulary for <c>synthetic:</c> models. (A hub model not yet cached is downloaded.)
     /// </summary>
     /// <exception cref="NativeGpt2Exception">The model has no tokenizer files.</exception>
-    public static Gpt2Tokenizer ForModel(string spec, ModelLoadOptions? options = null)
+    public static Gpt2Tokenizer ForModel(string spec, ModelLoadOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(spec);
-        if (Gpt2CausalLM.SyntheticConfig(spec) is not null) return Gpt2;
-        var directory = Gpt2CausalLM.ResolveDirectory(spec, options ?? new ModelLoadOptions());
+        if (Loading.ModelSpec.SyntheticConfig(spec) is not null) return Gpt2;
+        var directory = Loading.ModelSpec.ResolveDirectory(spec, options ?? new ModelLoadOptions(), cancellationToken);
         return TryLoad(directory) ?? throw new NativeGpt2Exception($"model '{spec}' has no tokenizer (no vocab.json and merges.txt)");
     }
 
@@ -86,15 +93,21 @@ public sealed partial class Gpt2Tokenizer
         if (!File.Exists(vocab)) return null;
         if (!File.Exists(merges))
             throw new ModelFormatException(merges, null, "vocab.json is present but merges.txt is missing (an empty merges.txt means no merges)");
-        return FromFiles(vocab, merges);
+        return FromFiles(vocab, merges, directory);
     }
 
     /// <summary>Builds the tokenizer from a <c>vocab.json</c> (token → id) and a <c>merges.txt</c> (one "a b" merge per line, by priority).</summary>
     /// <exception cref="ModelFormatException">Duplicate ids, ids with gaps, tokens that are not byte-level strings, or merges of unknown symbols.</exception>
     public static Gpt2Tokenizer FromFiles(string vocabPath, string mergesPath)
     {
-        var vocab = ReadVocab(vocabPath);
-        var merges = ReadMerges(mergesPath, vocab);
+        return FromFiles(vocabPath, mergesPath, checkpoint: null);
+    }
+
+    /// <summary><see cref="FromFiles(string, string)"/> for files that must not be links leaving <paramref name="checkpoint"/>.</summary>
+    internal static Gpt2Tokenizer FromFiles(string vocabPath, string mergesPath, string? checkpoint)
+    {
+        var vocab = ReadVocab(vocabPath, checkpoint);
+        var merges = ReadMerges(mergesPath, vocab, checkpoint);
 
         var tokenBytes = new byte[vocab.Count][];
         var special = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -102,6 +115,8 @@ public sealed partial class Gpt2Tokenizer
         {
             if (IsSpecial(token))
             {
+                if (special.Count == MaxSpecialTokens)
+                    throw new ModelFormatException(vocabPath, token, $"more than {MaxSpecialTokens} special tokens (<|...|>); a GPT-2 vocabulary has one");
                 special[token] = id;
                 tokenBytes[id] = Encoding.UTF8.GetBytes(token);
                 continue;
@@ -136,10 +151,10 @@ public sealed partial class Gpt2Tokenizer
     {
         ArgumentNullException.ThrowIfNull(text);
         var ids = new List<int>();
-        if (allowSpecialTokens && _specialSplit is not null)
+        if (allowSpecialTokens && _specialSplit.Value is { } split)
         {
             // Regex.Split with a capture group keeps the delimiters: even entries are text, odd ones special tokens.
-            var parts = _specialSplit.Split(text);
+            var parts = split.Split(text);
             for (var i = 0; i < parts.Length; i++)
             {
                 if (i % 2 == 1) ids.Add(_specialTokens[parts[i]]);
@@ -214,9 +229,9 @@ public sealed partial class Gpt2Tokenizer
 
     private static bool IsSpecial(string token) => token.Length > 4 && token.StartsWith("<|", StringComparison.Ordinal) && token.EndsWith("|>", StringComparison.Ordinal);
 
-    private static Dictionary<string, int> ReadVocab(string path)
+    private static Dictionary<string, int> ReadVocab(string path, string? checkpoint)
     {
-        using (var document = Loading.JsonFile.Read(path))
+        using (var document = Loading.JsonFile.Read(path, Loading.ModelFiles.MaxTokenizerFileBytes, checkpoint))
         {
             if (document.RootElement.ValueKind != JsonValueKind.Object)
                 throw new ModelFormatException(path, null, "must be a JSON object of token to id");
@@ -226,8 +241,7 @@ public sealed partial class Gpt2Tokenizer
             {
                 if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out var id) || id < 0)
                     throw new ModelFormatException(path, entry.Name, $"id must be a non-negative integer, found {entry.Value.GetRawText()}");
-                if (!vocab.TryAdd(entry.Name, id))
-                    throw new ModelFormatException(path, entry.Name, "token is listed twice");
+                vocab.Add(entry.Name, id);   // JsonFile.Parse has rejected duplicate tokens
                 if (!owners.TryAdd(id, entry.Name))
                     throw new ModelFormatException(path, entry.Name, $"id {id} is already the id of '{owners[id]}'");
             }
@@ -240,12 +254,14 @@ public sealed partial class Gpt2Tokenizer
         }
     }
 
-    private static List<string> ReadMerges(string path, Dictionary<string, int> vocab)
+    private static List<string> ReadMerges(string path, Dictionary<string, int> vocab, string? checkpoint)
     {
+        var content = Loading.ModelFiles.ReadBounded(path, Loading.ModelFiles.MaxTokenizerFileBytes, checkpoint, allowEmpty: true);
         var merges = new List<string>();
         var seen = new Dictionary<string, int>(StringComparer.Ordinal);
         var lineNumber = 0;
-        foreach (var raw in File.ReadLines(path))
+        using var reader = new StreamReader(new MemoryStream(content), Encoding.UTF8);
+        while (reader.ReadLine() is { } raw)
         {
             lineNumber++;
             var line = raw.TrimEnd('\r');

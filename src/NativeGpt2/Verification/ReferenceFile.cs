@@ -9,8 +9,23 @@ namespace NativeGpt2.Verification;
 /// <param name="Values">Values, row-major (integers exactly, floats widened).</param>
 public sealed record ReferenceTensor(string Name, int[] Shape, SafetensorsDType DType, double[] Values)
 {
+    /// <summary>The file this tensor was read from, for error messages.</summary>
+    public string FilePath { get; init; } = "reference";
+
     /// <summary>The values as int32 (for ids, masks and positions).</summary>
-    public int[] AsInt32() => Values.Select(v => checked((int)v)).ToArray();
+    /// <exception cref="ModelFormatException">A value is not an integer in the 32-bit range.</exception>
+    public int[] AsInt32()
+    {
+        var result = new int[Values.Length];
+        for (var i = 0; i < Values.Length; i++)
+        {
+            var v = Values[i];
+            if (!(v >= int.MinValue && v <= int.MaxValue) || v != Math.Floor(v))
+                throw new ModelFormatException(FilePath, Name, $"element {i} = {v} is not a 32-bit integer");
+            result[i] = (int)v;
+        }
+        return result;
+    }
 
     /// <summary>The values rounded to float32.</summary>
     public float[] AsFloat32() => Values.Select(v => (float)v).ToArray();
@@ -53,7 +68,7 @@ public sealed class ReferenceFile
                 SafetensorsDType.I32 or SafetensorsDType.I64 => file.ReadInt32(info).Select(v => (double)v).ToArray(),
                 _ => throw new ModelFormatException(path, info.Name, $"dtype {info.DType} is not used by reference files"),
             };
-            tensors[info.Name] = new ReferenceTensor(info.Name, shape, info.DType, values);
+            tensors[info.Name] = new ReferenceTensor(info.Name, shape, info.DType, values) { FilePath = path };
         }
         return new ReferenceFile(path, tensors);
     }

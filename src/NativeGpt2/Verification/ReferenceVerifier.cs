@@ -42,7 +42,7 @@ public static class ReferenceVerifier
         int B = ids.Shape[0], T = ids.Shape[1];
         var mask = reference.Tensors.GetValueOrDefault("attention_mask")?.AsInt32();
         var positions = reference.Tensors.GetValueOrDefault("position_ids")?.AsInt32();
-        var batch = new TokenBatch(ids.AsInt32(), B, T, mask, positions);
+        var batch = InputError(reference, () => new TokenBatch(ids.AsInt32(), B, T, mask, positions));
 
         var names = reference.Tensors.Keys.Where(n => !InputNames.Contains(n)).ToList();
         var options = new ForwardOptions
@@ -51,7 +51,7 @@ public static class ReferenceVerifier
             OutputAttentions = names.Any(n => n.StartsWith("attentions.", StringComparison.Ordinal)),
             OutputLayerActivations = names.Any(n => n.StartsWith("layer", StringComparison.Ordinal)),
         };
-        var computed = Compute(model, batch, reference, names, options);
+        var computed = InputError(reference, () => Compute(model, batch, reference, names, options));
 
         var results = new List<TensorComparison>();
         foreach (var name in names.OrderBy(n => n, NaturalOrder.Instance))
@@ -60,6 +60,31 @@ public static class ReferenceVerifier
             results.Add(Compare(reference[name], actual, mask, B, T, tolerance));
         }
         return results;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="step"/>, reporting an argument the reference file supplied (an id outside the
+    /// vocabulary, a mask value other than 0 or 1, a position beyond the context) as a fault of the file.
+    /// </summary>
+    private static T InputError<T>(ReferenceFile reference, Func<T> step)
+    {
+        try
+        {
+            return step();
+        }
+        catch (ArgumentException e)
+        {
+            var field = e.ParamName switch
+            {
+                "attentionMask" => "attention_mask",
+                "positionIds" => "position_ids",
+                "positions" => "logit_positions",
+                _ => "input_ids",
+            };
+            var message = e.Message;
+            var suffix = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
+            throw new ModelFormatException(reference.Path, field, suffix >= 0 ? message[..suffix] : message, e);
+        }
     }
 
     private static Dictionary<string, FloatTensor> Compute(Gpt2CausalLM model, TokenBatch batch, ReferenceFile reference, List<string> names, ForwardOptions options)

@@ -10,7 +10,8 @@ namespace NativeGpt2.Tests.Robustness;
 
 /// <summary>
 /// Mutates the valid reference checkpoints, configs, shard indexes and tokenizer files (bit flips,
-/// truncation, header and field edits, offset swaps) and loads the result. Loading must either succeed
+/// truncation, header and field edits, offset swaps, duplicated JSON keys, files past their size cap)
+/// and loads the result. Loading must either succeed
 /// or raise one of NativeGpt2's typed exceptions, and must never hang. 5,500 cases in all.
 /// </summary>
 public class FuzzTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposable
@@ -34,7 +35,7 @@ public class FuzzTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposabl
     private static readonly Dictionary<string, byte[]> Weights = CheckpointModels.ToDictionary(m => m, m => File.ReadAllBytes(Path.Combine(Paths.Model(m), "model.safetensors")));
     private static readonly Dictionary<string, string> Configs = CheckpointModels.ToDictionary(m => m, m => File.ReadAllText(Path.Combine(Paths.Model(m), "config.json")));
 
-    public enum Mutation { BitFlips, Truncate, HeaderLength, HeaderNumber, HeaderText, SwapOffsets, DTypeEdit }
+    public enum Mutation { BitFlips, Truncate, HeaderLength, HeaderNumber, HeaderText, SwapOffsets, DTypeEdit, DuplicateKey }
 
     [Property(MaxTest = 3000)]
     public Property Mutated_checkpoints_load_or_fail_with_a_typed_error() =>
@@ -89,8 +90,12 @@ public class FuzzTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposabl
             var vocab = File.ReadAllText(Path.Combine(Paths.Model("shakespeare-char"), "vocab.json"))
                 .Replace("\"<|endoftext|>\": 65", "\"ab\": 65, \"abc\": 66, \"<|endoftext|>\": 67");
             var merges = "#version: 0.2\na b\nab c\n";
-            if (random.Next(2) == 0) vocab = MutateText(vocab, random);
-            else merges = MutateText(merges, random);
+            switch (random.Next(5))
+            {
+                case 0: vocab = DuplicateKey(vocab, random); break;
+                case 1 or 2: vocab = MutateText(vocab, random); break;
+                default: merges = MutateText(merges, random); break;
+            }
             File.WriteAllText(Path.Combine(directory, "vocab.json"), vocab);
             File.WriteAllText(Path.Combine(directory, "merges.txt"), merges);
             Guard.Within(CaseLimit, () =>
@@ -192,6 +197,8 @@ public class FuzzTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposabl
                     string[] replacements = ["F64", "F16", "BF16", "I32", "U8", "BOOL", "F8_E4M3", "f32", "F128", "", "F32"];
                     return header[..target.Index] + $"\"dtype\":\"{replacements[random.Next(replacements.Length)]}\"" + header[(target.Index + target.Length)..];
                 });
+            case Mutation.DuplicateKey:
+                return ReplaceHeader(bytes, headerLength, header => DuplicateKey(header, random));
             default:
                 throw new ArgumentOutOfRangeException(nameof(mutation));
         }
@@ -224,8 +231,29 @@ public class FuzzTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposabl
         return new string(chars.ToArray());
     }
 
+    /// <summary>Repeats one "key": value pair right after itself, at any depth: the JSON stays well-formed.</summary>
+    private static string DuplicateKey(string json, Random random)
+    {
+        var pairs = System.Text.RegularExpressions.Regex.Matches(json, @"""[^""\\]*""\s*:\s*(""[^""\\]*""|-?[0-9.eE+-]+|true|false|null|\[[^\[\]{}]*\])");
+        if (pairs.Count == 0) return json;
+        var pair = pairs[random.Next(pairs.Count)];
+        var copy = random.Next(2) == 0 ? pair.Value : pair.Value[..(pair.Value.IndexOf(':') + 1)] + "0";
+        return json[..(pair.Index + pair.Length)] + "," + copy + json[(pair.Index + pair.Length)..];
+    }
+
+    /// <summary>Pads the text with spaces (still valid JSON) past the loader's cap for its kind of file.</summary>
+    private static string Oversize(string json, long cap) => json + new string(' ', (int)(cap - json.Length + 1));
+
+    private static string MutateJson(string json, Random random, long cap) => random.Next(12) switch
+    {
+        0 => Oversize(json, cap),
+        1 or 2 => DuplicateKey(json, random),
+        _ => json,
+    };
+
     private static string MutateConfig(string config, Random random)
     {
+        if (random.Next(8) == 0) return MutateJson(config, random, NativeGpt2.Loading.ModelFiles.MaxConfigBytes);
         if (random.Next(4) == 0) return MutateText(config, random);
         var json = System.Text.Json.Nodes.JsonNode.Parse(config)!.AsObject();
         string[] fields = ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "layer_norm_epsilon", "activation_function",
@@ -243,6 +271,7 @@ public class FuzzTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposabl
 
     private static string MutateIndex(string index, Random random)
     {
+        if (random.Next(6) == 0) return MutateJson(index, random, NativeGpt2.Loading.ModelFiles.MaxIndexBytes);
         if (random.Next(3) == 0) return MutateText(index, random);
         var json = System.Text.Json.Nodes.JsonNode.Parse(index)!.AsObject();
         var map = json["weight_map"]!.AsObject();

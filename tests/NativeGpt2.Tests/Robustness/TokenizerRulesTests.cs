@@ -32,7 +32,7 @@ public class TokenizerRulesTests : IDisposable
     public void Duplicate_ids() => Rejects("""{"a": 0, "b": 0}""", "", "id 0 is already the id of 'a'");
 
     [Fact]
-    public void Duplicate_tokens() => Rejects("""{"a": 0, "a": 1}""", "", "a: token is listed twice");
+    public void Duplicate_tokens() => Rejects("""{"a": 0, "a": 1}""", "", "a: duplicate entry");
 
     [Fact]
     public void Ids_with_gaps() => Rejects("""{"a": 0, "b": 5}""", "", "without gaps");

@@ -6,7 +6,8 @@ namespace NativeGpt2.Tests.Support;
 
 /// <summary>
 /// A minimal Hugging Face hub on 127.0.0.1: serves the files of one local model directory under
-/// <c>/{repository}/resolve/{revision}/{file}</c>, with the commit header, and can cut a file off midway.
+/// <c>/{repository}/resolve/{revision}/{file}</c>, with the commit header, and misbehaves on request:
+/// cuts a file off, stalls mid-body or before answering, drips, redirects, or names a bad commit.
 /// </summary>
 public sealed class LocalHubServer : IDisposable
 {
@@ -16,6 +17,8 @@ public sealed class LocalHubServer : IDisposable
     private readonly string _repository;
     private readonly string _directory;
     private readonly Task _loop;
+    private readonly CancellationTokenSource _stopping = new();
+    private int _stalls;
 
     public LocalHubServer(string repository, string directory)
     {
@@ -34,8 +37,35 @@ public sealed class LocalHubServer : IDisposable
     /// <summary>A file name whose response stops after half its bytes (the connection is then dropped).</summary>
     public string? CutFile { get; set; }
 
+    /// <summary>A file name whose response sends half its bytes, then nothing, with the connection left open.</summary>
+    public string? StallFile { get; set; }
+
+    /// <summary>How many responses of <see cref="StallFile"/> stall (then it is served normally).</summary>
+    public int StallCount { get; set; } = int.MaxValue;
+
+    /// <summary>Accept requests but never answer them.</summary>
+    public bool StallBeforeHeaders { get; set; }
+
+    /// <summary>Advertise <c>Accept-Ranges: bytes</c> and answer range requests with 206.</summary>
+    public bool SupportsRanges { get; set; }
+
+    /// <summary>Send bodies in 1 KB pieces with this pause between them.</summary>
+    public TimeSpan? Drip { get; set; }
+
+    /// <summary>Answer every <c>/resolve/</c> request with a 302 to <c>/cdn/…</c>, which serves the file.</summary>
+    public bool Redirect { get; set; }
+
+    /// <summary>The <c>X-Repo-Commit</c> header sent; null sends none.</summary>
+    public string? CommitHeader { get; set; } = Commit;
+
+    /// <summary>Files served instead of (or besides) the directory's.</summary>
+    public ConcurrentDictionary<string, byte[]> Overrides { get; } = new();
+
     /// <summary>Paths requested so far.</summary>
     public ConcurrentQueue<string> Requests { get; } = new();
+
+    /// <summary>Every request's path with its Authorization and Range headers.</summary>
+    public ConcurrentQueue<(string Path, string? Authorization, string? Range)> Log { get; } = new();
 
     private async Task ServeAsync()
     {
@@ -44,36 +74,94 @@ public sealed class LocalHubServer : IDisposable
             HttpListenerContext context;
             try { context = await _listener.GetContextAsync(); }
             catch (Exception) { return; }
-            _ = Task.Run(() => Respond(context));
+            _ = Task.Run(async () =>
+            {
+                try { await Respond(context); }
+                catch (Exception) { try { context.Response.Abort(); } catch (Exception) { } }
+            });
         }
     }
 
     private async Task Respond(HttpListenerContext context)
     {
         var path = context.Request.Url!.AbsolutePath;
-        Requests.Enqueue(path);
-        var prefix = $"/{_repository}/resolve/main/";
+        Requests.Enqueue(context.Request.RawUrl ?? path);
+        Log.Enqueue((path, context.Request.Headers["Authorization"], context.Request.Headers["Range"]));
         var response = context.Response;
-        var file = path.StartsWith(prefix) ? Path.Combine(_directory, path[prefix.Length..]) : null;
-        if (file is null || !File.Exists(file))
+        if (StallBeforeHeaders)
+        {
+            await Wait();
+            response.Abort();
+            return;
+        }
+        var resolve = $"/{_repository}/resolve/main/";
+        var cdn = $"/cdn/{_repository}/";
+        string? name = path.StartsWith(resolve) ? path[resolve.Length..] : path.StartsWith(cdn) ? path[cdn.Length..] : null;
+        if (name is not null && Redirect && path.StartsWith(resolve))
+        {
+            response.StatusCode = 302;
+            response.RedirectLocation = cdn + name;
+            if (CommitHeader is not null) response.Headers["X-Repo-Commit"] = CommitHeader;
+            response.Close();
+            return;
+        }
+        var bytes = name is null ? null : Overrides.TryGetValue(name, out var o) ? o : File.Exists(Path.Combine(_directory, name)) ? await File.ReadAllBytesAsync(Path.Combine(_directory, name)) : null;
+        if (bytes is null)
         {
             response.StatusCode = 404;
             response.Close();
             return;
         }
-        var bytes = await File.ReadAllBytesAsync(file);
-        response.StatusCode = 200;
-        response.Headers["X-Repo-Commit"] = Commit;
-        response.ContentLength64 = bytes.Length;
-        if (Path.GetFileName(file) == CutFile)
+        if (CommitHeader is not null) response.Headers["X-Repo-Commit"] = CommitHeader;
+        long from = 0;
+        if (SupportsRanges)
         {
-            await response.OutputStream.WriteAsync(bytes.AsMemory(0, bytes.Length / 2));
+            response.Headers["Accept-Ranges"] = "bytes";
+            if (context.Request.Headers["Range"] is { } range && range.StartsWith("bytes=") && range.EndsWith('-'))
+            {
+                from = long.Parse(range["bytes=".Length..^1]);
+                response.StatusCode = 206;
+                response.Headers["Content-Range"] = $"bytes {from}-{bytes.Length - 1}/{bytes.Length}";
+            }
+        }
+        if (response.StatusCode != 206) response.StatusCode = 200;
+        var body = bytes.AsMemory((int)from);
+        response.ContentLength64 = body.Length;
+        if (name == CutFile)
+        {
+            await response.OutputStream.WriteAsync(body[..(body.Length / 2)]);
             await response.OutputStream.FlushAsync();
             response.Abort();
             return;
         }
-        await response.OutputStream.WriteAsync(bytes);
+        if (name == StallFile && Interlocked.Increment(ref _stalls) <= StallCount)
+        {
+            await response.OutputStream.WriteAsync(body[..(body.Length / 2)]);
+            await response.OutputStream.FlushAsync();
+            await Wait();
+            response.Abort();
+            return;
+        }
+        if (Drip is { } pause)
+        {
+            for (var at = 0; at < body.Length; at += 1024)
+            {
+                await response.OutputStream.WriteAsync(body[at..Math.Min(body.Length, at + 1024)]);
+                await response.OutputStream.FlushAsync();
+                await Task.Delay(pause);
+            }
+            response.Close();
+            return;
+        }
+        await response.OutputStream.WriteAsync(body);
         response.Close();
+    }
+
+    /// <summary>Holds a response open until the server is disposed.</summary>
+    private async Task Wait()
+    {
+        try { await Task.Delay(Timeout.Infinite, _stopping.Token); }
+        catch (OperationCanceledException) { }
     }
 
     private static int FreePort()
@@ -85,6 +173,7 @@ public sealed class LocalHubServer : IDisposable
 
     public void Dispose()
     {
+        _stopping.Cancel();
         _listener.Stop();
         _listener.Close();
         try { _loop.Wait(TimeSpan.FromSeconds(5)); } catch (AggregateException) { }

@@ -1,0 +1,365 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+using NativeGpt2.Tests.Support;
+using Xunit;
+
+namespace NativeGpt2.Tests.Hub;
+
+/// <summary>Downloads that stall, drip, redirect, are interrupted or are fed hostile names and settings.</summary>
+public class HubHardeningTests
+{
+    private const string Repository = "test-org/tiny-gpt2";
+    private static readonly TimeSpan Short = TimeSpan.FromSeconds(1);
+
+    private static ModelLoadOptions Options(string cache, string endpoint, TimeSpan? readTimeout = null, TimeSpan? responseTimeout = null, string? token = null) => new()
+    {
+        Hub = new HubOptions { CacheDirectory = cache, Endpoint = endpoint, ReadTimeout = readTimeout, ResponseTimeout = responseTimeout, Token = token },
+    };
+
+    private static string RepositoryDirectory(string cache) => Path.Combine(cache, "models--test-org--tiny-gpt2");
+
+    private static void AssertNoLeftovers(string cache)
+    {
+        Assert.Empty(Directory.GetFiles(cache, "*.incomplete", SearchOption.AllDirectories));
+        var snapshots = Path.Combine(RepositoryDirectory(cache), "snapshots");
+        if (Directory.Exists(snapshots)) Assert.Empty(Directory.GetDirectories(snapshots, ".staging-*"));
+    }
+
+    [Fact]
+    public void A_body_that_stalls_fails_within_the_read_timeout_naming_the_file()
+    {
+        using var cache = new TempDirectory();
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny")) { StallFile = "model.safetensors" };
+        var clock = Stopwatch.StartNew();
+
+        ModelDownloadException? error = null;
+        Guard.Within(TimeSpan.FromSeconds(30), () => error = Assert.Throws<ModelDownloadException>(
+            () => Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint, readTimeout: Short))), "stalled download");
+
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30));
+        Assert.EndsWith("/model.safetensors", error!.Url);
+        Assert.Contains("stalled", error.Message);
+        Assert.Contains("HF_HUB_DOWNLOAD_TIMEOUT", error.Message);
+        AssertNoLeftovers(cache.Path);
+        Assert.False(File.Exists(Path.Combine(RepositoryDirectory(cache.Path), "refs", "main")));
+    }
+
+    [Fact]
+    public void A_server_that_never_answers_fails_within_the_response_timeout()
+    {
+        using var cache = new TempDirectory();
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny")) { StallBeforeHeaders = true };
+
+        ModelDownloadException? error = null;
+        Guard.Within(TimeSpan.FromSeconds(30), () => error = Assert.Throws<ModelDownloadException>(
+            () => Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint, responseTimeout: Short))), "silent server");
+
+        Assert.EndsWith("/config.json", error!.Url);
+        Assert.Contains("HF_HUB_ETAG_TIMEOUT", error.Message);
+        AssertNoLeftovers(cache.Path);
+    }
+
+    [Fact]
+    public void A_stall_is_resumed_with_a_range_request_when_the_server_takes_ranges()
+    {
+        using var cache = new TempDirectory();
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny")) { StallFile = "model.safetensors", StallCount = 1, SupportsRanges = true };
+
+        using var model = Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint, readTimeout: Short));
+
+        var expected = File.ReadAllBytes(Path.Combine(Paths.Model("tiny"), "model.safetensors"));
+        var snapshot = Path.Combine(RepositoryDirectory(cache.Path), "snapshots", LocalHubServer.Commit);
+        Assert.Equal(expected, File.ReadAllBytes(Path.Combine(snapshot, "model.safetensors")));
+        var weightRequests = server.Log.Where(r => r.Path.EndsWith("/model.safetensors")).ToList();
+        Assert.Equal(2, weightRequests.Count);
+        Assert.Null(weightRequests[0].Range);
+        Assert.Equal($"bytes={expected.Length / 2}-", weightRequests[1].Range);
+        AssertNoLeftovers(cache.Path);
+    }
+
+    [Fact]
+    public void A_slow_download_that_keeps_delivering_is_not_cut_off()
+    {
+        using var cache = new TempDirectory();
+        // 1 KB every 10 ms against a 1 s read timeout: slow, never silent.
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny")) { Drip = TimeSpan.FromMilliseconds(10) };
+
+        using var model = Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint, readTimeout: Short));
+        Assert.Equal(512, model.Config.VocabSize);
+    }
+
+    [Fact]
+    public void Redirects_to_a_download_location_are_followed()
+    {
+        using var cache = new TempDirectory();
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny")) { Redirect = true };
+
+        using var model = Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint, token: "hf_secret"));
+
+        Assert.Equal(Models.Get("tiny").Backbone.Weights.TokenEmbedding.Data, model.Backbone.Weights.TokenEmbedding.Data);
+        Assert.Contains(server.Log, r => r.Path.StartsWith("/cdn/") && r.Path.EndsWith("/model.safetensors"));
+        Assert.All(server.Log.Where(r => r.Path.Contains("/resolve/")), r => Assert.Equal("Bearer hf_secret", r.Authorization));
+    }
+
+    [Fact]
+    public void An_empty_token_sends_no_authorization_header()
+    {
+        using var cache = new TempDirectory();
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny"));
+
+        Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint, token: "  ")).Dispose();
+
+        Assert.NotEmpty(server.Log);
+        Assert.All(server.Log, r => Assert.Null(r.Authorization));
+    }
+
+    [Theory]
+    [InlineData("x?y=1#f")]
+    [InlineData("..%2f..%2fvictim")]
+    [InlineData("%2e%2e")]
+    [InlineData(".hidden.safetensors")]
+    [InlineData("a b.safetensors")]
+    [InlineData("shard\u0001.safetensors")]
+    public void Shard_names_from_a_downloaded_index_that_are_not_plain_file_names_are_never_requested(string shard)
+    {
+        using var cache = new TempDirectory();
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny-sharded"));
+        var index = File.ReadAllText(Path.Combine(Paths.Model("tiny-sharded"), "model.safetensors.index.json"))
+            .Replace("model-00002-of-00005.safetensors", shard.Replace("\u0001", "\\u0001"));
+        server.Overrides["model.safetensors.index.json"] = Encoding.UTF8.GetBytes(index);
+
+        var error = Assert.Throws<ModelFormatException>(() => Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint, token: "hf_secret")));
+
+        Assert.Contains("plain file name", error.Message);
+        Assert.DoesNotContain(server.Requests, r => r.Contains("safetensors") && !r.EndsWith("/model.safetensors") && !r.EndsWith(".index.json"));
+        AssertNoLeftovers(cache.Path);
+    }
+
+    [Theory]
+    [InlineData(".")]
+    [InlineData("..")]
+    [InlineData("main")]
+    [InlineData("0123456789abcdef0123456789abcdef0123456")]
+    [InlineData("../../outside")]
+    public void A_commit_header_that_is_not_a_commit_hash_is_refused(string commit)
+    {
+        using var cache = new TempDirectory();
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny")) { CommitHeader = commit };
+
+        var error = Assert.Throws<ModelDownloadException>(() => Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint)));
+
+        Assert.Contains("not a 40-digit commit hash", error.Message);
+        var snapshots = Path.Combine(RepositoryDirectory(cache.Path), "snapshots");
+        Assert.Empty(Directory.GetFiles(snapshots, "*", SearchOption.AllDirectories));
+        AssertNoLeftovers(cache.Path);
+    }
+
+    [Fact]
+    public void Without_a_commit_header_the_snapshot_is_named_after_a_plain_revision()
+    {
+        using var cache = new TempDirectory();
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny")) { CommitHeader = null };
+
+        using var model = Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint));
+
+        Assert.True(File.Exists(Path.Combine(RepositoryDirectory(cache.Path), "snapshots", "main", "model.safetensors")));
+        Assert.Equal("main", File.ReadAllText(Path.Combine(RepositoryDirectory(cache.Path), "refs", "main")));
+    }
+
+    [Theory]
+    [InlineData("a--b/c")]
+    [InlineData("a/b--c")]
+    [InlineData("org/name\n")]
+    [InlineData("org/name\r\n")]
+    [InlineData("-org/name")]
+    [InlineData("org/name.")]
+    [InlineData("org/na me")]
+    [InlineData("org/name.git")]
+    [InlineData("org/ümlaut")]
+    public void Repository_ids_are_validated_as_huggingface_hub_does(string id)
+    {
+        Assert.False(ModelHub.IsHubName(id));
+        using var cache = new TempDirectory();
+        var error = Assert.Throws<ModelNotFoundException>(() => ModelHub.ResolveAsync(id, new HubOptions { CacheDirectory = cache.Path, Endpoint = "http://127.0.0.1:9" }).GetAwaiter().GetResult());
+        Assert.Contains("not a hub model name", error.Message);
+    }
+
+    [Fact]
+    public void A_repository_id_may_have_at_most_96_characters()
+    {
+        Assert.True(ModelHub.IsHubName("o/" + new string('n', 94)));
+        Assert.False(ModelHub.IsHubName("o/" + new string('n', 95)));
+    }
+
+    [Theory]
+    [InlineData("refs/pr/1", true)]
+    [InlineData("v1.0", true)]
+    [InlineData(LocalHubServer.Commit, true)]
+    [InlineData(".", false)]
+    [InlineData("a/../b", false)]
+    [InlineData("main\n", false)]
+    [InlineData("/main", false)]
+    public void Revisions_are_branch_tag_or_commit_names(string revision, bool valid) =>
+        Assert.Equal(valid, ModelHub.IsRevision(revision));
+
+    [Theory]
+    [InlineData("1", true)] [InlineData("ON", true)] [InlineData("on", true)] [InlineData("True", true)] [InlineData("YES", true)] [InlineData(" yes ", true)]
+    [InlineData("0", false)] [InlineData("OFF", false)] [InlineData("no", false)] [InlineData("False", false)] [InlineData("", false)]
+    public void Boolean_environment_variables_take_the_spellings_huggingface_hub_takes(string value, bool expected)
+    {
+        var options = new HubOptions();
+        Assert.Equal(expected, options.ResolvedOffline(n => n == "HF_HUB_OFFLINE" ? value : null));
+        Assert.Equal(expected, options.ResolvedOffline(n => n == "TRANSFORMERS_OFFLINE" ? value : null));
+    }
+
+    [Theory]
+    [InlineData("y")]
+    [InlineData("enabled")]
+    [InlineData("2")]
+    public void A_boolean_environment_variable_with_another_value_is_a_typed_error(string value)
+    {
+        var error = Assert.Throws<HubConfigurationException>(() => new HubOptions().ResolvedOffline(n => n == "HF_HUB_OFFLINE" ? value : null));
+        Assert.Equal("HF_HUB_OFFLINE", error.Setting);
+        Assert.Contains("not a boolean", error.Message);
+    }
+
+    [Fact]
+    public void Offline_spelled_ON_never_touches_the_network()
+    {
+        using var cache = new TempDirectory();
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny"));
+        var options = new HubOptions { CacheDirectory = cache.Path, Endpoint = server.Endpoint };
+        Environment.SetEnvironmentVariable("TRANSFORMERS_OFFLINE", "ON");
+        try
+        {
+            Assert.Throws<ModelNotFoundException>(() => ModelHub.ResolveAsync(Repository, options).GetAwaiter().GetResult());
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("TRANSFORMERS_OFFLINE", null);
+        }
+        Assert.Empty(server.Requests);
+    }
+
+    [Theory]
+    [InlineData("file:///etc")]
+    [InlineData("ftp://mirror.example")]
+    [InlineData("huggingface.co")]
+    [InlineData("http://")]
+    [InlineData("https://user:pass@hub.example")]
+    [InlineData("https://hub.example/?x=1")]
+    public void A_malformed_endpoint_is_a_typed_error_naming_the_setting(string endpoint)
+    {
+        var error = Assert.Throws<HubConfigurationException>(() => new HubOptions().ResolvedEndpoint(n => n == "HF_ENDPOINT" ? endpoint : null));
+        Assert.Equal("HF_ENDPOINT", error.Setting);
+        Assert.Contains("http:// or https://", error.Message);
+        var property = Assert.Throws<HubConfigurationException>(() => new HubOptions { Endpoint = endpoint }.ResolvedEndpoint(_ => null));
+        Assert.Equal(nameof(HubOptions.Endpoint), property.Setting);
+    }
+
+    [Theory]
+    [InlineData("hf_abc\n", "hf_abc")]
+    [InlineData("hf_abc", "hf_abc")]
+    [InlineData("", null)]
+    [InlineData("   ", null)]
+    public void Tokens_are_trimmed_and_an_empty_one_means_none(string token, string? expected) =>
+        Assert.Equal(expected, new HubOptions().ResolvedToken(n => n == "HF_TOKEN" ? token : null));
+
+    [Theory]
+    [InlineData("hf_a\nb")]
+    [InlineData("hf_a\rb")]
+    [InlineData("hf_a b")]
+    [InlineData("hf_\u0000")]
+    public void A_token_with_a_line_break_or_control_character_is_a_typed_error(string token)
+    {
+        var error = Assert.Throws<HubConfigurationException>(() => new HubOptions().ResolvedToken(n => n == "HF_TOKEN" ? token : null));
+        Assert.Equal("HF_TOKEN", error.Setting);
+    }
+
+    [Theory]
+    [InlineData("HF_HUB_DOWNLOAD_TIMEOUT")]
+    [InlineData("HF_HUB_ETAG_TIMEOUT")]
+    public void Timeouts_come_from_the_environment_in_seconds(string variable)
+    {
+        var options = new HubOptions();
+        Func<HubOptions, Func<string, string?>, TimeSpan> read = variable == "HF_HUB_DOWNLOAD_TIMEOUT"
+            ? (o, e) => o.ResolvedReadTimeout(e) : (o, e) => o.ResolvedResponseTimeout(e);
+        Assert.Equal(HubOptions.DefaultTimeout, read(options, _ => null));
+        Assert.Equal(TimeSpan.FromSeconds(2.5), read(options, n => n == variable ? "2.5" : null));
+        Assert.Throws<HubConfigurationException>(() => read(options, n => n == variable ? "-1" : null));
+        Assert.Throws<HubConfigurationException>(() => read(options, n => n == variable ? "soon" : null));
+    }
+
+    [Fact]
+    public void The_next_download_sweeps_leftovers_of_killed_runs_but_not_live_downloads()
+    {
+        using var cache = new TempDirectory();
+        var snapshots = Path.Combine(RepositoryDirectory(cache.Path), "snapshots");
+        // A killed run: its lock file is there but nobody holds it.
+        var dead = Directory.CreateDirectory(Path.Combine(snapshots, ".staging-dead")).FullName;
+        File.WriteAllText(Path.Combine(dead, ".lock"), "");
+        File.WriteAllText(Path.Combine(dead, "model.safetensors.incomplete"), "partial");
+        // A live download in another process: it holds its lock.
+        var live = Directory.CreateDirectory(Path.Combine(snapshots, ".staging-live")).FullName;
+        using var held = new FileStream(Path.Combine(live, ".lock"), FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None);
+        File.WriteAllText(Path.Combine(live, "model.safetensors.incomplete"), "partial");
+        // A temporary file an older version left in a snapshot, untouched for a day.
+        var old = Directory.CreateDirectory(Path.Combine(snapshots, LocalHubServer.Commit)).FullName;
+        var stale = Path.Combine(old, "model.safetensors.0123.incomplete");
+        File.WriteAllText(stale, "partial");
+        File.SetLastWriteTimeUtc(stale, DateTime.UtcNow.AddDays(-1));
+
+        using (var server = new LocalHubServer(Repository, Paths.Model("tiny")))
+            Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint)).Dispose();
+
+        Assert.False(Directory.Exists(dead));
+        Assert.False(File.Exists(stale));
+        Assert.True(File.Exists(Path.Combine(live, "model.safetensors.incomplete")));
+    }
+
+    [Theory]
+    [InlineData(PosixSignal.SIGINT)]
+    [InlineData(PosixSignal.SIGTERM)]
+    public async Task A_signal_during_a_download_cancels_cleans_up_and_exits_130(PosixSignal signal)
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;   // POSIX signals only
+        using var cache = new TempDirectory();
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny")) { StallFile = "model.safetensors" };
+        var cli = Path.Combine(AppContext.BaseDirectory, "NativeGpt2.Cli.dll");
+        var start = new ProcessStartInfo("dotnet", [cli, "inspect", "--model", Repository])
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            Environment = { ["HF_HUB_CACHE"] = cache.Path, ["HF_ENDPOINT"] = server.Endpoint, ["HF_HUB_DOWNLOAD_TIMEOUT"] = "600" },
+        };
+        using var process = Process.Start(start)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        try
+        {
+            // Wait until the weights are half downloaded and the server has gone silent.
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (Directory.GetFiles(cache.Path, "model.safetensors.incomplete", SearchOption.AllDirectories).Length == 0 || !server.Requests.Any(r => r.EndsWith("/model.safetensors")))
+            {
+                if (process.HasExited) Assert.Fail($"the CLI exited early: {await stderr}");
+                Assert.True(DateTime.UtcNow < deadline, "the download never started");
+                await Task.Delay(50);
+            }
+            await Task.Delay(200);
+            Assert.Equal(0, Kill(process.Id, signal == PosixSignal.SIGINT ? 2 : 15));
+            using var exit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await process.WaitForExitAsync(exit.Token);
+        }
+        finally
+        {
+            if (!process.HasExited) process.Kill();
+        }
+
+        Assert.Equal(130, process.ExitCode);
+        Assert.Contains("error: cancelled", await stderr);
+        AssertNoLeftovers(cache.Path);
+    }
+
+    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int Kill(int pid, int signal);
+}
