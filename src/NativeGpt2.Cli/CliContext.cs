@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using NativeGpt2.Hub;
 
 namespace NativeGpt2.Cli;
 

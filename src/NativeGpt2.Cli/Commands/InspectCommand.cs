@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using NativeGpt2.Loading;
 
 namespace NativeGpt2.Cli.Commands;
 

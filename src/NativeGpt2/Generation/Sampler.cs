@@ -1,5 +1,5 @@
 
-namespace NativeGpt2;
+namespace NativeGpt2.Generation;
 
 /// <summary>
 /// Picks the next token from logits: a pure function of the logits, the options, the tokens so far

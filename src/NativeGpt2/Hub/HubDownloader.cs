@@ -2,7 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using NativeGpt2.Loading;
 
-namespace NativeGpt2;
+namespace NativeGpt2.Hub;
 
 /// <summary>
 /// Downloads one repository revision's GPT-2 files into the hub cache. Every file goes to a staging

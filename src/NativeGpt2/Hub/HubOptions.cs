@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace NativeGpt2;
+namespace NativeGpt2.Hub;
 
 /// <summary>
 /// Where hub models are cached and fetched from, and how patiently. Defaults follow Hugging Face's own

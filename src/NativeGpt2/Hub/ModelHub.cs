@@ -1,7 +1,7 @@
 using System.Text.RegularExpressions;
 using NativeGpt2.Loading;
 
-namespace NativeGpt2;
+namespace NativeGpt2.Hub;
 
 /// <summary>
 /// Finds Hugging Face models in the local hub cache, or downloads them into it. A cached model lives in

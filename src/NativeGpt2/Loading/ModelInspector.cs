@@ -2,7 +2,7 @@ using NativeGpt2.Loading;
 using NativeGpt2.Safetensors;
 using NativeGpt2.Weights;
 
-namespace NativeGpt2;
+namespace NativeGpt2.Loading;
 
 /// <summary>What a tensor of a checkpoint is used for.</summary>
 public enum TensorRole

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using NativeGpt2.Weights;
+using NativeGpt2.Hub;
 
 namespace NativeGpt2.Loading;
 

@@ -2,6 +2,7 @@ using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
 using Xunit;
+using NativeGpt2.Generation;
 
 namespace NativeGpt2.Tests.Generation;
 

@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Text;
 using NativeGpt2.Tests.Support;
 using Xunit;
+using NativeGpt2.Hub;
 
 namespace NativeGpt2.Tests.Hub;
 

@@ -1,5 +1,6 @@
 using NativeGpt2.Tests.Support;
 using Xunit;
+using NativeGpt2.Hub;
 
 namespace NativeGpt2.Tests.Hub;
 

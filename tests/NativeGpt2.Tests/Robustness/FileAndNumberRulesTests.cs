@@ -7,6 +7,7 @@ using NativeGpt2.Tokenization;
 using NativeGpt2.Verification;
 using NativeGpt2.Weights;
 using Xunit;
+using NativeGpt2.Generation;
 
 namespace NativeGpt2.Tests.Robustness;
 
