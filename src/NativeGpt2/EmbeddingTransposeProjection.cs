@@ -1,30 +1,41 @@
-using NativeGpt2.Operators;
+using NativeGpt2.Backends;
+using NativeGpt2.Backends.Cpu;
 using NativeGpt2.Weights;
 
 namespace NativeGpt2;
 
 /// <summary>
 /// The LM head: <c>logits = hidden · Wᵀ</c>, where W (V, C) is the token-embedding matrix read in
-/// place (tied weights: the same array as the backbone's <c>wte</c>, never copied) or, for an untied
+/// place (tied weights: the same buffer as the backbone's <c>wte</c>, never copied) or, for an untied
 /// checkpoint, its own <c>lm_head.weight</c>. It can project only chosen positions, which is all
 /// generation needs.
 /// </summary>
 public sealed class EmbeddingTransposeProjection
 {
     private readonly ModelLifetime _lifetime;
+    private readonly IBackend _backend;
+    private readonly DeviceBuffer<float> _matrix;
 
-    /// <summary>Creates a head over <paramref name="weight"/> (V, C).</summary>
-    public EmbeddingTransposeProjection(Weight weight) : this(weight, new ModelLifetime())
+    /// <summary>Creates a head over <paramref name="weight"/> (V, C), on the CPU.</summary>
+    public EmbeddingTransposeProjection(Weight weight)
+        : this(CheckWeight(weight), CpuBackend.Instance, CpuBackend.Instance.Upload(weight.Data), new ModelLifetime())
     {
     }
 
-    internal EmbeddingTransposeProjection(Weight weight, ModelLifetime lifetime)
+    internal EmbeddingTransposeProjection(Weight weight, IBackend backend, DeviceBuffer<float> matrix, ModelLifetime lifetime)
     {
+        Weight = CheckWeight(weight);
+        _backend = backend;
+        _matrix = matrix;
         _lifetime = lifetime;
+    }
+
+    private static Weight CheckWeight(Weight weight)
+    {
         ArgumentNullException.ThrowIfNull(weight);
         if (weight.Shape.Length != 2)
             throw new ArgumentException($"{weight.Name} must be (V, C), found rank {weight.Shape.Length}", nameof(weight));
-        Weight = weight;
+        return weight;
     }
 
     /// <summary>The matrix (V, C) this head reads.</summary>
@@ -40,9 +51,7 @@ public sealed class EmbeddingTransposeProjection
     public FloatTensor Forward(FloatTensor hidden)
     {
         var (B, T) = CheckHidden(hidden);
-        var logits = new float[CheckLogitCount(B * T)];
-        MatMulTransposed.Forward(logits, hidden.Data, Weight.Data, B * T, EmbeddingSize, VocabSize);
-        return new FloatTensor(logits, B, T, VocabSize);
+        return Forward(hidden, Enumerable.Range(0, T).ToArray(), B, T);
     }
 
     /// <summary>Logits (B, P, V) at the chosen <paramref name="positions"/> of every sequence in hidden states (B, T, C).</summary>
@@ -51,29 +60,51 @@ public sealed class EmbeddingTransposeProjection
     {
         ArgumentNullException.ThrowIfNull(positions);
         var (B, T) = CheckHidden(hidden);
-        var C = EmbeddingSize;
-        var P = positions.Count;
-        var rows = new float[B * P * C];
-        for (var b = 0; b < B; b++)
-        {
-            for (var p = 0; p < P; p++)
-            {
-                if ((uint)positions[p] >= (uint)T)
-                    throw new ArgumentOutOfRangeException(nameof(positions), positions[p], $"position is outside the sequence [0, {T})");
-                hidden.Data.AsSpan((b * T + positions[p]) * C, C).CopyTo(rows.AsSpan((b * P + p) * C, C));
-            }
-        }
-        var logits = new float[CheckLogitCount(B * P)];
-        MatMulTransposed.Forward(logits, rows, Weight.Data, B * P, C, VocabSize);
-        return new FloatTensor(logits, B, P, VocabSize);
+        return Forward(hidden, positions, B, T);
     }
 
     /// <summary>Logits (B, V) at the last position of each sequence: what the next token is drawn from.</summary>
     public FloatTensor ForwardLast(FloatTensor hidden)
     {
-        var T = CheckHidden(hidden).T;
-        var logits = Forward(hidden, [T - 1]);
-        return new FloatTensor(logits.Data, logits.Shape[0], VocabSize);
+        var (B, T) = CheckHidden(hidden);
+        var logits = Forward(hidden, [T - 1], B, T);
+        return new FloatTensor(logits.Data, B, VocabSize);
+    }
+
+    private FloatTensor Forward(FloatTensor hidden, IReadOnlyList<int> positions, int B, int T)
+    {
+        var rows = Rows(positions, B, T);
+        var logits = new float[CheckLogitCount(rows.Length)];
+        using var call = _lifetime.Enter();
+        using var scope = _backend.Enter();
+        using var input = _backend.Upload(hidden.Data);
+        using var rowIds = _backend.Upload(rows);
+        using var gathered = _backend.Allocate<float>((long)rows.Length * EmbeddingSize);
+        using var output = _backend.Allocate<float>(logits.Length);
+        _backend.GatherRows(gathered, input, rowIds, rows.Length, EmbeddingSize);
+        Project(output, gathered, rows.Length);
+        _backend.Download(logits, output, 0);
+        return new FloatTensor(logits, B, positions.Count, VocabSize);
+    }
+
+    /// <summary>logits (R, V) = hidden (R, C) · Wᵀ, on the backend. The caller holds the backend's scope.</summary>
+    internal void Project(DeviceBuffer<float> logits, DeviceBuffer<float> hidden, int rows) =>
+        _backend.MatMulTransposed(logits, hidden, _matrix, rows, EmbeddingSize, VocabSize);
+
+    /// <summary>The flat row index of every (sequence, position) pair, sequence-major.</summary>
+    internal static int[] Rows(IReadOnlyList<int> positions, int B, int T)
+    {
+        var rows = new int[B * positions.Count];
+        for (var b = 0; b < B; b++)
+        {
+            for (var p = 0; p < positions.Count; p++)
+            {
+                if ((uint)positions[p] >= (uint)T)
+                    throw new ArgumentOutOfRangeException(nameof(positions), positions[p], $"position is outside the sequence [0, {T})");
+                rows[b * positions.Count + p] = b * T + positions[p];
+            }
+        }
+        return rows;
     }
 
     private (int B, int T) CheckHidden(FloatTensor hidden)
@@ -85,7 +116,8 @@ public sealed class EmbeddingTransposeProjection
         return (hidden.Shape[0], hidden.Shape[1]);
     }
 
-    private long CheckLogitCount(int rows)
+    /// <summary>Logits of <paramref name="rows"/> positions must fit one array.</summary>
+    internal long CheckLogitCount(int rows)
     {
         var count = (long)rows * VocabSize;
         if (count > Array.MaxLength)

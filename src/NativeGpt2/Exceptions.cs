@@ -99,3 +99,14 @@ public sealed class HubConfigurationException(string setting, string problem)
     /// <summary>The environment variable or option at fault.</summary>
     public string Setting { get; } = setting;
 }
+
+/// <summary>
+/// The backend asked for cannot run here: <c>cuda</c> without a CUDA device or driver, or a backend name
+/// whose package is not installed. <see cref="Backend"/> names it.
+/// </summary>
+public sealed class BackendUnavailableException(string backend, string problem, Exception? innerException = null)
+    : NativeGpt2Exception($"backend '{backend}': {problem}", innerException)
+{
+    /// <summary>The backend name as asked for.</summary>
+    public string Backend { get; } = backend;
+}

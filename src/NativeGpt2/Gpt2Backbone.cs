@@ -1,5 +1,4 @@
-using System.Numerics.Tensors;
-using NativeGpt2.Operators;
+using NativeGpt2.Backends;
 using NativeGpt2.Weights;
 
 namespace NativeGpt2;
@@ -10,17 +9,24 @@ namespace NativeGpt2;
 /// states (B, T, C); <see cref="EmbeddingTransposeProjection"/> turns those into logits.
 /// </summary>
 /// <remarks>
-/// A backbone holds only weights; every call allocates its own activations, so one instance can serve
-/// many threads at once (each with its own <see cref="KvCache"/>).
+/// The graph (<see cref="Graph"/>) is written once against <see cref="IBackend"/> and runs wherever the
+/// model was loaded. A backbone holds only weights; each pass borrows a workspace from a pool, so one
+/// instance can serve many threads at once (each with its own <see cref="KvCache"/>).
 /// </remarks>
 public sealed class Gpt2Backbone
 {
     private readonly ModelLifetime _lifetime;
+    private readonly IBackend _backend;
+    private readonly BackendWeights _weights;
+    private readonly WorkspacePool _workspaces;
 
-    internal Gpt2Backbone(Gpt2Config config, Gpt2Weights weights, ModelLifetime lifetime)
+    internal Gpt2Backbone(Gpt2Config config, Gpt2Weights weights, IBackend backend, BackendWeights deviceWeights, WorkspacePool workspaces, ModelLifetime lifetime)
     {
         Config = config;
         Weights = weights;
+        _backend = backend;
+        _weights = deviceWeights;
+        _workspaces = workspaces;
         _lifetime = lifetime;
     }
 
@@ -33,8 +39,9 @@ public sealed class Gpt2Backbone
     /// <summary>A cache for <paramref name="batchSize"/> sequences of up to <paramref name="capacity"/> positions (default: the context length).</summary>
     public KvCache CreateCache(int batchSize, int? capacity = null)
     {
-        _lifetime.ThrowIfDisposed();
-        return new(Config, batchSize, capacity ?? Config.ContextLength);
+        using var call = _lifetime.Enter();
+        using var scope = _backend.Enter();
+        return new(Config, _backend, batchSize, capacity ?? Config.ContextLength);
     }
 
     /// <summary>
@@ -43,94 +50,135 @@ public sealed class Gpt2Backbone
     /// without one, the batch is a whole sequence.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A token id is outside the vocabulary, a position outside the context, or the cache is full.</exception>
-    /// <exception cref="ArgumentException">The cache holds a different number of sequences.</exception>
+    /// <exception cref="ArgumentException">The cache holds a different number of sequences, or belongs to another backend.</exception>
     /// <exception cref="ObjectDisposedException">The model this backbone belongs to was disposed.</exception>
     public BackboneOutput Forward(TokenBatch batch, KvCache? cache = null, ForwardOptions? options = null)
     {
-        _lifetime.ThrowIfDisposed();
-        ArgumentNullException.ThrowIfNull(batch);
-        options ??= ForwardOptions.None;
-        int B = batch.BatchSize, T = batch.SequenceLength;
-        int C = Config.EmbeddingSize, NH = Config.HeadCount, HS = Config.HeadSize, inner = Config.InnerSize;
-        var N = B * T;
-        var eps = (float)Config.LayerNormEpsilon;
+        using var call = _lifetime.Enter();
+        using var scope = _backend.Enter();
+        using var pass = Run(batch, cache, options ?? ForwardOptions.None);
+        var last = pass.Activations.TryGetValue($"hidden_states.{Config.LayerCount}", out var recorded)
+            ? recorded
+            : pass.Download(pass.Workspace.Output, Config.EmbeddingSize);
+        return new BackboneOutput(last, pass.Activations, Config.LayerCount);
+    }
 
+    /// <summary>
+    /// Checks the inputs, records the new tokens in the cache, and runs the graph; the final hidden states
+    /// stay on the backend in the pass's workspace, for the head. The caller holds the backend's scope.
+    /// </summary>
+    internal Pass Run(TokenBatch batch, KvCache? cache, ForwardOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        ArgumentNullException.ThrowIfNull(options);
+        int B = batch.BatchSize, T = batch.SequenceLength;
         if (cache is null && T > Config.ContextLength)
             throw new ArgumentOutOfRangeException(nameof(batch), $"sequence length {T} exceeds the context length of {Config.ContextLength} positions");
-        cache ??= CreateCache(B, T);
-        if (cache.BatchSize != B)
-            throw new ArgumentException($"the cache holds {cache.BatchSize} sequences, the batch {B}", nameof(cache));
-        var past = cache.Length;
-        if (past + T > cache.Capacity)
-            throw new ArgumentOutOfRangeException(nameof(batch), $"{past} cached + {T} new tokens exceed the cache capacity of {cache.Capacity} positions (context length {Config.ContextLength})");
-
+        if (cache is not null)
+        {
+            if (cache.BatchSize != B)
+                throw new ArgumentException($"the cache holds {cache.BatchSize} sequences, the batch {B}", nameof(cache));
+            if (!ReferenceEquals(cache.Backend, _backend))
+                throw new ArgumentException($"the cache was made by another model's backend ({cache.Backend.Name}); create it with this model's CreateCache", nameof(cache));
+            if (cache.Length + T > cache.Capacity)
+                throw new ArgumentOutOfRangeException(nameof(batch), $"{cache.Length} cached + {T} new tokens exceed the cache capacity of {cache.Capacity} positions (context length {Config.ContextLength})");
+        }
         CheckTokenIds(batch.Ids);
-        CheckActivationSizes(B, T, past, options);
+        CheckActivationSizes(B, T, cache?.Length ?? 0, options);
         var (positions, nextPositions) = PositionsFor(batch, cache);
-        var activations = new Dictionary<string, FloatTensor>();
-        void Keep(bool wanted, string name, float[] data, int width)
+
+        var workspace = _workspaces.Rent(B * T);
+        var pass = new Pass(this, workspace, cache ?? workspace.ScratchCache(B, T), B, T, options);
+        try
         {
-            if (wanted) activations[name] = new FloatTensor((float[])data.Clone(), B, T, width);
+            // Every input is valid: from here on the cache takes the new tokens.
+            var past = pass.Cache.Length;
+            pass.Cache.AppendMask(T, batch.AttentionMask);
+            nextPositions.CopyTo(pass.Cache.NextPosition, 0);
+            _backend.CopyFromHost(workspace.Ids, 0, batch.Ids);
+            _backend.CopyFromHost(workspace.Positions, 0, positions);
+            Graph(pass, past);
+            pass.Cache.Length = past + T;
+            return pass;
         }
-
-        var x = new float[N * C];          // (B, T, C) the residual stream
-        var ln = new float[N * C];         // (B, T, C) LayerNorm output
-        var qkv = new float[N * 3 * C];    // (B, T, 3C) queries, keys, values
-        var attn = new float[N * C];       // (B, T, C) attention output before c_proj
-        var sublayer = new float[N * C];   // (B, T, C) attention or MLP output before the residual add
-        var hidden = new float[N * inner]; // (B, T, 4C) MLP hidden layer
-
-        // Every input is valid: from here on the cache takes the new tokens.
-        for (var b = 0; b < B; b++)
+        catch
         {
-            var mask = cache.Mask.AsSpan(b * cache.Capacity + past, T);
-            if (batch.AttentionMask is null) mask.Fill(1);
-            else batch.AttentionMask.AsSpan(b * T, T).CopyTo(mask);
+            pass.Dispose();
+            throw;
         }
-        nextPositions.CopyTo(cache.NextPosition, 0);
+    }
 
-        // x = wte[ids] + wpe[positions]
-        Embedding.Forward(x, batch.Ids, positions, Weights.TokenEmbedding.Data, Weights.PositionEmbedding.Data, C);
-        Keep(options.OutputHiddenStates, "hidden_states.0", x, C);
+    /// <summary>GPT-2, written once for every backend. Shapes in the comments; N = B·T rows.</summary>
+    private void Graph(Pass pass, int past)
+    {
+        var ops = _backend;
+        var w = _weights;
+        var x = pass.Workspace;
+        var cache = pass.Cache;
+        var record = pass.Recorder;
+        int B = pass.B, T = pass.T, N = B * T;
+        int C = Config.EmbeddingSize, NH = Config.HeadCount, HS = Config.HeadSize, inner = Config.InnerSize;
+        var eps = (float)Config.LayerNormEpsilon;
+
+        // x = wte[ids] + wpe[positions]                                         x (N, C)
+        ops.Embedding(x.X, x.Ids, x.Positions, w.TokenEmbedding, w.PositionEmbedding, N, C);
+        record.HiddenState(0, x.X);
 
         for (var l = 0; l < Config.LayerCount; l++)
         {
-            var w = Weights.Blocks[l];
-            var layer = $"layer{l}";
-            var Tk = past + T;
+            var block = w.Blocks[l];
 
             // x = x + attn(ln_1(x))
-            LayerNorm.Forward(ln, x, w.Ln1Weight.Data, w.Ln1Bias.Data, N, C, eps);
-            Keep(options.OutputLayerActivations, $"{layer}.ln_1", ln, C);
-            MatMul.Forward(qkv, ln, w.AttnWeight.Data, w.AttnBias.Data, N, C, 3 * C);
-            CausalSelfAttention.AppendKeyValues(cache.Keys[l], cache.Values[l], qkv, B, T, past, cache.Capacity, NH, HS);
-            var probabilities = options.OutputAttentions ? new float[B * NH * T * Tk] : [];
-            CausalSelfAttention.Forward(attn, probabilities, qkv, cache.Keys[l], cache.Values[l], cache.Mask, B, T, past, cache.Capacity, NH, HS);
-            if (options.OutputAttentions) activations[$"attentions.{l}"] = new FloatTensor(probabilities, B, NH, T, Tk);
-            MatMul.Forward(sublayer, attn, w.AttnProjWeight.Data, w.AttnProjBias.Data, N, C, C);
-            Keep(options.OutputLayerActivations, $"{layer}.attn", sublayer, C);
-            TensorPrimitives.Add(x, sublayer, x);
+            ops.LayerNorm(x.Ln, x.X, block.Ln1Weight, block.Ln1Bias, N, C, eps);                 // ln (N, C)
+            record.Layer(l, "ln_1", x.Ln);
+            ops.MatMul(x.Qkv, x.Ln, block.Attn, block.AttnBias, N, C, 3 * C, MatMulEpilogue.Bias); // qkv (N, 3C)
+            ops.AppendKeyValues(cache.Keys[l], cache.Values[l], x.Qkv, B, T, past, cache.Capacity, NH, HS);
+            var probabilities = record.AttentionBuffer(NH, past + T);                              // (B, NH, T, past + T) if asked
+            ops.Attention(x.Attn, probabilities, x.Qkv, cache.Keys[l], cache.Values[l], cache.DeviceMask, B, T, past, cache.Capacity, NH, HS);
+            record.Attention(l, probabilities, NH, past + T);
+            AddProjection(pass, x.Attn, block.AttnProj, block.AttnProjBias, C, l, "attn");        // x += c_proj(attn)
 
             // x = x + mlp(ln_2(x)), mlp(h) = c_proj(gelu(c_fc(h)))
-            LayerNorm.Forward(ln, x, w.Ln2Weight.Data, w.Ln2Bias.Data, N, C, eps);
-            Keep(options.OutputLayerActivations, $"{layer}.ln_2", ln, C);
-            MatMul.Forward(hidden, ln, w.FcWeight.Data, w.FcBias.Data, N, C, inner);
-            Gelu.Forward(hidden, hidden, inner);
-            MatMul.Forward(sublayer, hidden, w.FcProjWeight.Data, w.FcProjBias.Data, N, inner, C);
-            Keep(options.OutputLayerActivations, $"{layer}.mlp", sublayer, C);
-            TensorPrimitives.Add(x, sublayer, x);
+            ops.LayerNorm(x.Ln, x.X, block.Ln2Weight, block.Ln2Bias, N, C, eps);
+            record.Layer(l, "ln_2", x.Ln);
+            ops.MatMul(x.Hidden, x.Ln, block.Fc, block.FcBias, N, C, inner, MatMulEpilogue.BiasGelu); // h (N, 4C)
+            AddProjection(pass, x.Hidden, block.FcProj, block.FcProjBias, inner, l, "mlp");          // x += c_proj(h)
 
-            Keep(options.OutputLayerActivations, $"{layer}.out", x, C);
+            record.Layer(l, "out", x.X);
             // hidden_states.L is the ln_f output below, not the last block's raw output.
-            if (l < Config.LayerCount - 1) Keep(options.OutputHiddenStates, $"hidden_states.{l + 1}", x, C);
+            if (l < Config.LayerCount - 1) record.HiddenState(l + 1, x.X);
         }
-        cache.Length = past + T;
 
-        var output = new float[N * C];
-        LayerNorm.Forward(output, x, Weights.FinalNormWeight.Data, Weights.FinalNormBias.Data, N, C, eps);
-        var last = new FloatTensor(output, B, T, C);
-        if (options.OutputHiddenStates) activations[$"hidden_states.{Config.LayerCount}"] = last;
-        return new BackboneOutput(last, activations, Config.LayerCount);
+        // out = ln_f(x)                                                         out (N, C)
+        ops.LayerNorm(x.Output, x.X, w.FinalNormWeight, w.FinalNormBias, N, C, eps);
+        record.HiddenState(Config.LayerCount, x.Output);
+    }
+
+    /// <summary>
+    /// x += input · W + b in one fused matmul; when the sublayer's own output is to be recorded
+    /// (<c>layerN.attn</c>, <c>layerN.mlp</c>), it is computed on its own first, then added.
+    /// </summary>
+    private void AddProjection(Pass pass, DeviceBuffer<float> input, DeviceMatrix weight, DeviceBuffer<float> bias, int IC, int layer, string name)
+    {
+        var x = pass.Workspace;
+        int N = pass.B * pass.T, C = Config.EmbeddingSize;
+        if (!pass.Recorder.RecordsLayers)
+        {
+            _backend.MatMul(x.X, input, weight, bias, N, IC, C, MatMulEpilogue.Residual);
+            return;
+        }
+        _backend.MatMul(x.Sublayer, input, weight, bias, N, IC, C, MatMulEpilogue.Bias);
+        pass.Recorder.Layer(layer, name, x.Sublayer);
+        _backend.Add(x.X, x.X, x.Sublayer, (long)N * C);
+    }
+
+    private void CheckTokenIds(int[] ids)
+    {
+        for (var i = 0; i < ids.Length; i++)
+        {
+            if ((uint)ids[i] >= (uint)Config.VocabSize)
+                throw new ArgumentOutOfRangeException("ids", ids[i], $"token id at index {i} is outside the vocabulary [0, {Config.VocabSize})");
+        }
     }
 
     /// <summary>
@@ -147,28 +195,19 @@ public sealed class Gpt2Backbone
             throw new ArgumentOutOfRangeException("batch", $"{B} × {T} tokens need an activation of {largest:N0} floats, more than the largest .NET array ({Array.MaxLength:N0}); pass fewer tokens per call");
     }
 
-    private void CheckTokenIds(int[] ids)
-    {
-        for (var i = 0; i < ids.Length; i++)
-        {
-            if ((uint)ids[i] >= (uint)Config.VocabSize)
-                throw new ArgumentOutOfRangeException("ids", ids[i], $"token id at index {i} is outside the vocabulary [0, {Config.VocabSize})");
-        }
-    }
-
     /// <summary>
     /// Position ids of the new tokens, and each row's position counter after them. Without explicit ids,
     /// a real token's position is the number of real tokens before it in its row and padding gets
     /// position 1, which is what Hugging Face derives from the attention mask.
     /// </summary>
-    private (int[] Positions, int[] NextPositions) PositionsFor(TokenBatch batch, KvCache cache)
+    private (int[] Positions, int[] NextPositions) PositionsFor(TokenBatch batch, KvCache? cache)
     {
         int B = batch.BatchSize, T = batch.SequenceLength;
         var positions = new int[B * T];
         var nextPositions = new int[B];
         for (var b = 0; b < B; b++)
         {
-            var next = cache.NextPosition[b];
+            var next = cache?.NextPosition[b] ?? 0;
             for (var t = 0; t < T; t++)
             {
                 var i = b * T + t;
@@ -182,5 +221,36 @@ public sealed class Gpt2Backbone
             nextPositions[b] = next;
         }
         return (positions, nextPositions);
+    }
+
+    /// <summary>
+    /// One forward pass in progress: its workspace (lent by the pool until disposed), its cache, and the
+    /// activations recorded for the caller.
+    /// </summary>
+    internal sealed class Pass : IDisposable
+    {
+        private readonly Gpt2Backbone _owner;
+
+        public Pass(Gpt2Backbone owner, Workspace workspace, KvCache cache, int B, int T, ForwardOptions options)
+        {
+            _owner = owner;
+            Workspace = workspace;
+            Cache = cache;
+            this.B = B;
+            this.T = T;
+            Recorder = new ActivationRecorder(owner._backend, workspace, options, B, T, owner.Config.EmbeddingSize);
+        }
+
+        public Workspace Workspace { get; }
+        public KvCache Cache { get; }
+        public int B { get; }
+        public int T { get; }
+        public ActivationRecorder Recorder { get; }
+        public Dictionary<string, FloatTensor> Activations => Recorder.Activations;
+
+        /// <summary>A (B, T, width) tensor of <paramref name="buffer"/>'s first N rows.</summary>
+        public FloatTensor Download(DeviceBuffer<float> buffer, int width) => Recorder.Download(buffer, width);
+
+        public void Dispose() => _owner._workspaces.Return(Workspace);
     }
 }

@@ -64,7 +64,7 @@ public sealed partial class Gpt2CausalLM
     private async IAsyncEnumerable<string> Stream(int[] ids, GenerationOptions options, Gpt2Tokenizer tokenizer,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var session = await Task.Run(() => Start([ids], options, tokenizer), cancellationToken).ConfigureAwait(false);
+        using var session = await Task.Run(() => Start([ids], options, tokenizer), cancellationToken).ConfigureAwait(false);
         var row = session.Rows[0];
         while (!session.IsFinished)
         {
@@ -77,7 +77,7 @@ public sealed partial class Gpt2CausalLM
 
     private IReadOnlyList<GenerationResult> Run(int[][] prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer, CancellationToken cancellationToken)
     {
-        var session = Start(prompts, options, tokenizer);
+        using var session = Start(prompts, options, tokenizer);
         while (!session.IsFinished)
         {
             cancellationToken.ThrowIfCancellationRequested();

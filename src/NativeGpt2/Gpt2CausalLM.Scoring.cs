@@ -1,4 +1,3 @@
-using NativeGpt2.Operators;
 
 namespace NativeGpt2;
 
@@ -53,7 +52,6 @@ public sealed partial class Gpt2CausalLM
 
         var n = ids.Count;
         var logProbs = new double[n - 1];
-        var scratch = new float[Config.VocabSize];
         var scoredUpTo = 0;   // tokens before this index are already scored (or are the first token)
         for (var begin = 0; ; begin += stride)
         {
@@ -64,23 +62,48 @@ public sealed partial class Gpt2CausalLM
 
             // Token j (absolute) is predicted at window position j - 1 - begin.
             var first = Math.Max(begin + 1, scoredUpTo);
-            var positions = Enumerable.Range(first - 1 - begin, end - first).ToArray();
-            var hidden = Backbone.Forward(TokenBatch.FromIds(window));
-            var logits = Head.Forward(hidden.LastHiddenState, positions);
-            for (var p = 0; p < positions.Length; p++)
+            ScoreWindow(window, first - 1 - begin, logProbs.AsSpan(first - 1, end - first));
+            for (var target = first; target < end; target++)
             {
-                var row = logits.Row(0, p);
-                var target = first + p;
-                var logSumExp = LogSoftmax.LogSumExp(row, scratch);
-                var logProb = row[ids[target]] - logSumExp;
-                if (double.IsNaN(logProb))
+                if (double.IsNaN(logProbs[target - 1]))
                     throw new NumericalException($"the log-probability of token {target} is NaN; the model's weights are not usable");
-                logProbs[target - 1] = logProb;
             }
             scoredUpTo = end;
             if (end == n) break;
         }
         var meanNll = -logProbs.Average();
         return new ScoreResult(n - 1, meanNll, Math.Exp(meanNll), logProbs);
+    }
+
+    // Positions projected through the head at a time: bounds the (rows, V) logits on the backend.
+    private const int ScoringRows = 128;
+
+    /// <summary>
+    /// log p(window[p + 1] | window[..p + 1]) for p = from, from + 1, …, into <paramref name="logProbs"/>,
+    /// computed on the backend: only one float per scored token comes back.
+    /// </summary>
+    private void ScoreWindow(int[] window, int from, Span<double> logProbs)
+    {
+        using var call = EnterCall();
+        using var scope = Backend.Enter();
+        using var pass = Backbone.Run(TokenBatch.FromIds(window), cache: null, ForwardOptions.None);
+        var workspace = pass.Workspace;
+        var host = new float[Math.Min(ScoringRows, logProbs.Length)];
+        for (var start = 0; start < logProbs.Length; start += ScoringRows)
+        {
+            var count = Math.Min(ScoringRows, logProbs.Length - start);
+            var rows = workspace.Rows(count);
+            var targets = workspace.Targets(count);
+            Backend.CopyFromHost(rows, 0, Enumerable.Range(from + start, count).ToArray());
+            Backend.CopyFromHost(targets, 0, window.AsSpan(from + start + 1, count));
+            var hidden = workspace.Gathered(count);
+            Backend.GatherRows(hidden, workspace.Output, rows, count, Config.EmbeddingSize);
+            var logits = workspace.Logits(count);
+            Head.Project(logits, hidden, count);
+            var result = workspace.LogProbabilities(count);
+            Backend.TargetLogProbabilities(result, logits, targets, count, Config.VocabSize);
+            Backend.Download(host.AsSpan(0, count), result, 0);
+            for (var i = 0; i < count; i++) logProbs[start + i] = host[i];
+        }
     }
 }

@@ -1,7 +1,8 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using NativeGpt2.Backends;
+using NativeGpt2.Backends.Cpu;
 using NativeGpt2.Loading;
-using NativeGpt2.Operators;
 using NativeGpt2.Tokenization;
 using NativeGpt2.Weights;
 
@@ -23,25 +24,54 @@ public sealed partial class Gpt2CausalLM : IDisposable
     /// <summary>Prefix of a model spec that builds a full-size model from the synthetic-weights formula.</summary>
     public const string SyntheticPrefix = "synthetic:";
 
-    private readonly ModelLifetime _lifetime = new();
+    private readonly ModelLifetime _lifetime;
+    private readonly BackendWeights _deviceWeights;
+    private readonly WorkspacePool _workspaces;
 
-    /// <summary>Builds a model from weights already in memory, with an optional tokenizer.</summary>
+    /// <summary>Builds a model from weights already in memory, with an optional tokenizer, on the CPU backend.</summary>
     /// <exception cref="ModelFormatException">The config is invalid, or the tokenizer's vocabulary size differs from the config's.</exception>
     /// <exception cref="ArgumentException">A weight is missing or has the wrong shape for the config.</exception>
     public Gpt2CausalLM(Gpt2Config config, Gpt2Weights weights, Gpt2Tokenizer? tokenizer = null, string source = "in-memory")
+        : this(config, weights, tokenizer, source, CpuBackend.Instance, ownsBackend: false)
+    {
+    }
+
+    /// <summary>
+    /// Builds a model on <paramref name="backend"/>: the weights are handed to it once, here. With
+    /// <paramref name="ownsBackend"/>, disposing the model disposes the backend.
+    /// </summary>
+    public Gpt2CausalLM(Gpt2Config config, Gpt2Weights weights, Gpt2Tokenizer? tokenizer, string source, IBackend backend, bool ownsBackend)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(weights);
+        ArgumentNullException.ThrowIfNull(backend);
         CheckShapes(config, weights);
         if (tokenizer is not null && tokenizer.VocabSize != config.VocabSize)
             throw new ModelFormatException(source, "vocab_size", $"config.json says {config.VocabSize} tokens but vocab.json has {tokenizer.VocabSize}");
         Config = config;
         Source = source;
         Tokenizer = tokenizer;
-        Backbone = new Gpt2Backbone(config, weights, _lifetime);
-        // Tied: the head reads wte itself (the same array). Untied: lm_head.weight.
-        Head = new EmbeddingTransposeProjection(weights.LmHead ?? weights.TokenEmbedding, _lifetime);
+        Backend = backend;
+        using (backend.Enter())
+            _deviceWeights = new BackendWeights(backend, weights);
+        _workspaces = new WorkspacePool(backend, config);
+        // Device memory is released when the model is disposed and no call is still using it.
+        _lifetime = new ModelLifetime(() =>
+        {
+            using (backend.Enter())
+            {
+                _workspaces.Dispose();
+                _deviceWeights.Dispose();
+            }
+            if (ownsBackend) backend.Dispose();
+        });
+        Backbone = new Gpt2Backbone(config, weights, backend, _deviceWeights, _workspaces, _lifetime);
+        // Tied: the head reads wte itself (the same buffer). Untied: lm_head.weight.
+        Head = new EmbeddingTransposeProjection(weights.LmHead ?? weights.TokenEmbedding, backend, _deviceWeights.Head, _lifetime);
     }
+
+    /// <summary>Where the model runs: <c>cpu</c>, <c>ilgpu-cpu</c> or <c>cuda</c>.</summary>
+    public IBackend Backend { get; }
 
     /// <summary>The architecture.</summary>
     public Gpt2Config Config { get; }
@@ -114,10 +144,21 @@ public sealed partial class Gpt2CausalLM : IDisposable
                     $"has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
         }
 
-        var model = new Gpt2CausalLM(config, weights, tokenizer, spec);
-        logger.LogInformation("Loaded {Spec}: {Parameters:N0} parameters, V={V} C={C} L={L} NH={NH} context={Context}, head {Head}; backend {Backend}",
+        var (backend, owned) = BackendRegistry.Create(options.Backend);
+        Gpt2CausalLM model;
+        try
+        {
+            model = new Gpt2CausalLM(config, weights, tokenizer, spec, backend, owned);
+        }
+        catch
+        {
+            if (owned) backend.Dispose();
+            throw;
+        }
+        logger.LogInformation("Loaded {Spec}: {Parameters:N0} parameters, V={V} C={C} L={L} NH={NH} context={Context}, head {Head}",
             spec, config.ParameterCount, config.VocabSize, config.EmbeddingSize, config.LayerCount, config.HeadCount, config.ContextLength,
-            model.IsTied ? "tied to wte" : "untied lm_head", CpuBackend.Description);
+            model.IsTied ? "tied to wte" : "untied lm_head");
+        logger.LogInformation("Backend {Name}: {Description}", backend.Name, backend.Description);
         if (tokenizer is null) logger.LogInformation("No vocab.json in {Spec}: the model takes token ids only", spec);
         return model;
     }
@@ -129,26 +170,67 @@ public sealed partial class Gpt2CausalLM : IDisposable
     /// </summary>
     public CausalLMOutput Forward(TokenBatch batch, KvCache? cache = null, ForwardOptions? options = null)
     {
-        ThrowIfDisposed();
-        var hidden = Backbone.Forward(batch, cache, options);
-        return new CausalLMOutput(Head.Forward(hidden.LastHiddenState), hidden);
+        using var call = _lifetime.Enter();
+        using var scope = Backend.Enter();
+        using var pass = Backbone.Run(batch, cache, options ?? ForwardOptions.None);
+        var N = pass.B * pass.T;
+        var logits = new float[Head.CheckLogitCount(N)];
+        var output = pass.Workspace.Logits(N);
+        Head.Project(output, pass.Workspace.Output, N);
+        Backend.Download(logits, output, 0);
+        var hidden = pass.Activations.TryGetValue($"hidden_states.{Config.LayerCount}", out var recorded)
+            ? recorded
+            : pass.Download(pass.Workspace.Output, Config.EmbeddingSize);
+        return new CausalLMOutput(new FloatTensor(logits, pass.B, pass.T, Config.VocabSize), new BackboneOutput(hidden, pass.Activations, Config.LayerCount));
+    }
+
+    /// <summary>
+    /// Runs a batch through the model and takes each row's next-token logits at its last position, all on the
+    /// backend: with <paramref name="greedy"/>, only the argmax of each row comes back (4 bytes a row), else
+    /// the (B, V) logits. What generation runs every step.
+    /// </summary>
+    internal NextTokens Next(TokenBatch batch, KvCache cache, bool greedy)
+    {
+        using var call = _lifetime.Enter();
+        using var scope = Backend.Enter();
+        using var pass = Backbone.Run(batch, cache, ForwardOptions.None);
+        int B = pass.B, T = pass.T, V = Config.VocabSize;
+        var workspace = pass.Workspace;
+        var rows = workspace.Rows(B);
+        Backend.CopyFromHost(rows, 0, Enumerable.Range(0, B).Select(b => b * T + T - 1).ToArray());
+        var last = workspace.Gathered(B);
+        Backend.GatherRows(last, workspace.Output, rows, B, Config.EmbeddingSize);
+        var logits = workspace.Logits(B);
+        Head.Project(logits, last, B);
+        int[]? picks = null;
+        if (greedy)
+        {
+            var device = workspace.Picks(B);
+            Backend.ArgMax(device, logits, B, V);
+            picks = new int[B];
+            Backend.Download(picks, device, 0);
+            // A row with NaN or +∞ is -1: its logits come back so the sampler can say what is wrong.
+            if (!picks.Contains(-1)) return new NextTokens(picks, null);
+        }
+        var host = new float[B * V];
+        Backend.Download(host, logits, 0);
+        return new NextTokens(picks, host);
     }
 
     /// <summary>Creates a key/value cache for incremental decoding (see <see cref="Gpt2Backbone.CreateCache"/>).</summary>
-    public KvCache CreateCache(int batchSize, int? capacity = null)
-    {
-        ThrowIfDisposed();
-        return Backbone.CreateCache(batchSize, capacity);
-    }
+    public KvCache CreateCache(int batchSize, int? capacity = null) => Backbone.CreateCache(batchSize, capacity);
 
     /// <summary>
     /// Marks the model, its backbone and its head disposed: later calls on any of them throw
     /// <see cref="ObjectDisposedException"/>, and a generation in progress stops before its next token.
-    /// The weights are released once nothing references the model.
+    /// Device memory is released as soon as no call is using it.
     /// </summary>
     public void Dispose() => _lifetime.Dispose();
 
     internal void ThrowIfDisposed() => _lifetime.ThrowIfDisposed();
+
+    /// <summary>A call in progress: the model's memory is not released while one is open.</summary>
+    internal IDisposable EnterCall() => _lifetime.Enter();
 }
 
 /// <summary>The result of <see cref="Gpt2CausalLM.Forward"/>.</summary>
@@ -156,15 +238,75 @@ public sealed partial class Gpt2CausalLM : IDisposable
 /// <param name="Backbone">The backbone's hidden states and any requested activations.</param>
 public sealed record CausalLMOutput(FloatTensor Logits, BackboneOutput Backbone);
 
-/// <summary>Shared disposed flag of a model and the backbone and head it owns.</summary>
-internal sealed class ModelLifetime
+/// <summary>
+/// Shared lifetime of a model and the backbone and head it owns: a disposed flag, and the release of
+/// device memory once the model is disposed and the last call using it has ended.
+/// </summary>
+internal sealed class ModelLifetime(Action? release = null)
 {
-    private volatile bool _disposed;
+    private readonly object _gate = new();
+    private int _calls;
+    private bool _disposed;
+    private bool _released;
 
-    public void Dispose() => _disposed = true;
+    /// <summary>Starts a call; throws if the model is disposed. Dispose the result when the call ends.</summary>
+    public IDisposable Enter()
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            _calls++;
+        }
+        return new Call(this);
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            _disposed = true;
+            if (_calls > 0) return;
+        }
+        Release();
+    }
 
     public void ThrowIfDisposed()
     {
-        if (_disposed) throw new ObjectDisposedException(nameof(Gpt2CausalLM), "the model has been disposed");
+        if (Volatile.Read(ref _disposed)) throw new ObjectDisposedException(nameof(Gpt2CausalLM), "the model has been disposed");
+    }
+
+    private void Exit()
+    {
+        lock (_gate)
+        {
+            if (--_calls > 0 || !_disposed) return;
+        }
+        Release();
+    }
+
+    private void Release()
+    {
+        lock (_gate)
+        {
+            if (_released) return;
+            _released = true;
+        }
+        release?.Invoke();
+    }
+
+    private sealed class Call(ModelLifetime owner) : IDisposable
+    {
+        private int _done;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _done, 1) == 0) owner.Exit();
+        }
     }
 }
+
+/// <summary>
+/// What one generation step brings back from the backend: each row's argmax when decoding greedily
+/// (-1 where a row holds NaN or +∞), and the (B, V) logits when sampling or when a row could not be chosen.
+/// </summary>
+internal sealed record NextTokens(int[]? Picks, float[]? Logits);

@@ -12,6 +12,13 @@ public sealed record ModelLoadOptions
     /// <summary>Receives progress of long stages (reading, generating, downloading).</summary>
     public IProgress<LoadProgress>? Progress { get; init; }
 
+    /// <summary>
+    /// Where the model runs: <c>auto</c> (the default: CUDA when the NativeGpt2.Ilgpu package is present and a
+    /// CUDA device is found, else <c>cpu</c>), <c>cpu</c>, <c>cuda</c> or <c>ilgpu-cpu</c> (the last two need
+    /// NativeGpt2.Ilgpu). The choice is logged.
+    /// </summary>
+    public string Backend { get; init; } = Backends.BackendRegistry.Auto;
+
     /// <summary>Where hub models (<c>gpt2</c>, <c>org/name</c>) are cached and downloaded from.</summary>
     public HubOptions Hub { get; init; } = new();
 }

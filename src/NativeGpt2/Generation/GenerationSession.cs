@@ -9,7 +9,7 @@ namespace NativeGpt2.Generation;
 /// and runs only those tokens through the model, reusing the key/value cache. Only the last position
 /// goes through the head.
 /// </summary>
-internal sealed class GenerationSession
+internal sealed class GenerationSession : IDisposable
 {
     private readonly Gpt2CausalLM _model;
     private readonly GenerationOptions _options;
@@ -17,7 +17,7 @@ internal sealed class GenerationSession
     private readonly KvCache _cache;
     private readonly int? _endOfText;
     private readonly int _padId;
-    private FloatTensor _logits;
+    private NextTokens _next;
 
     /// <summary>State of one sequence.</summary>
     public sealed class Row
@@ -63,8 +63,19 @@ internal sealed class GenerationSession
         var capacity = options.SlidingWindow ? context : longest + options.MaxNewTokens;
         _cache = model.CreateCache(_rows.Length, capacity);
         // A prompt longer than the window keeps its most recent tokens.
-        _logits = Prefill(_rows.Select(r => r.Tokens.TakeLast(context).ToArray()).ToArray());
+        try
+        {
+            _next = Prefill(_rows.Select(r => r.Tokens.TakeLast(context).ToArray()).ToArray());
+        }
+        catch
+        {
+            _cache.Dispose();
+            throw;
+        }
     }
+
+    /// <summary>Greedy without a repetition penalty picks on the backend; anything else needs the logits here.</summary>
+    private bool PicksOnBackend => _options.IsGreedy && _options.RepetitionPenalty == 1f;
 
     /// <summary>The config's eos_token_id, else the tokenizer's &lt;|endoftext|&gt;: where an empty prompt starts and where generation stops.</summary>
     private static int? EndOfText(Gpt2Config config, Gpt2Tokenizer? tokenizer) => config.EosTokenId ?? tokenizer?.EndOfTextId;
@@ -119,7 +130,7 @@ internal sealed class GenerationSession
             row.LastPiece = "";
             if (row.FinishReason is not null) continue;
 
-            var id = Sampler.Sample(_logits.Row(b), _options, row.Tokens, row.Random);
+            var id = _next.Picks?[b] is int pick and >= 0 ? pick : Sampler.Sample(LogitsOf(b), _options, row.Tokens, row.Random);
             row.Tokens.Add(id);
             row.Generated.Add(id);
             if (_options.StopAtEndOfText && id == _endOfText)
@@ -138,23 +149,30 @@ internal sealed class GenerationSession
             // The window is full: keep the newer half of each sequence and recompute its cache.
             var keep = Math.Max(1, _cache.Capacity / 2);
             _cache.Reset();
-            _logits = Prefill(_rows.Select(r => r.Tokens.TakeLast(keep).ToArray()).ToArray());
+            _next = Prefill(_rows.Select(r => r.Tokens.TakeLast(keep).ToArray()).ToArray());
             return;
         }
         // Finished sequences still take a slot in the batch; they repeat their last token and their output is ignored.
         var next = _rows.Select(r => r.Tokens[^1]).ToArray();
-        var hidden = _model.Backbone.Forward(new TokenBatch(next, _rows.Length, 1), _cache);
-        _logits = _model.Head.ForwardLast(hidden.LastHiddenState);
+        _next = _model.Next(new TokenBatch(next, _rows.Length, 1), _cache, PicksOnBackend);
     }
 
-    private FloatTensor Prefill(int[][] sequences)
+    private ReadOnlySpan<float> LogitsOf(int row)
+    {
+        var V = _model.Config.VocabSize;
+        return _next.Logits.AsSpan(row * V, V);
+    }
+
+    private NextTokens Prefill(int[][] sequences)
     {
         var batch = sequences.All(s => s.Length == sequences[0].Length)
             ? new TokenBatch(sequences.SelectMany(s => s).ToArray(), sequences.Length, sequences[0].Length)
             : TokenBatch.LeftPadded(sequences, _padId);
-        var hidden = _model.Backbone.Forward(batch, _cache);
-        return _model.Head.ForwardLast(hidden.LastHiddenState);
+        return _model.Next(batch, _cache, PicksOnBackend);
     }
+
+    /// <summary>Releases the cache's memory.</summary>
+    public void Dispose() => _cache.Dispose();
 
     private static void Emit(Row row, string piece)
     {

@@ -14,7 +14,7 @@ namespace NativeGpt2.Operators;
 /// is 1 for real tokens and 0 for padding (empty: all real). out (B, Tq, C) has the heads side by side
 /// again; probabilities (B, NH, Tq, past + Tq), when not empty, receives the attention weights.
 /// </remarks>
-public static class CausalSelfAttention
+internal static class CausalSelfAttention
 {
     /// <summary>Copies the new tokens' keys and values from <paramref name="qkv"/> into the cache at positions [past, past + Tq).</summary>
     public static void AppendKeyValues(Span<float> keys, Span<float> values, ReadOnlySpan<float> qkv,

@@ -6,7 +6,7 @@ namespace NativeGpt2.Operators;
 /// Token plus position embedding: <c>out[n, :] = wte[ids[n], :] + wpe[positions[n], :]</c>.
 /// </summary>
 /// <remarks>Shapes: out (N, C), ids (N), positions (N), wte (V, C), wpe (context length, C). Callers check id and position ranges.</remarks>
-public static class Embedding
+internal static class Embedding
 {
     /// <summary>Vectorized embedding lookup.</summary>
     public static void Forward(Span<float> output, ReadOnlySpan<int> ids, ReadOnlySpan<int> positions,

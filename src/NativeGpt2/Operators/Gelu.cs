@@ -9,7 +9,7 @@ namespace NativeGpt2.Operators;
 /// <c>out = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))</c>.
 /// </summary>
 /// <remarks>Shapes: out (N, W), input (N, W); may be the same buffer.</remarks>
-public static class Gelu
+internal static class Gelu
 {
     private const float Sqrt2OverPi = 0.7978845608028654f;
     private const float Cubic = 0.044715f;

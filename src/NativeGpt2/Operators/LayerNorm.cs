@@ -7,7 +7,7 @@ namespace NativeGpt2.Operators;
 /// <c>out[n, :] = (x[n, :] - mean) / sqrt(var + eps) * weight + bias</c>, with the biased variance.
 /// </summary>
 /// <remarks>Shapes: out (N, C), input (N, C), weight (C), bias (C).</remarks>
-public static class LayerNorm
+internal static class LayerNorm
 {
     /// <summary>Vectorized layer norm, rows spread over all cores.</summary>
     public static void Forward(Memory<float> output, ReadOnlyMemory<float> input, ReadOnlyMemory<float> weight,

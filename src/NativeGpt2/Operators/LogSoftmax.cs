@@ -7,7 +7,7 @@ namespace NativeGpt2.Operators;
 /// of the next token given its logits.
 /// </summary>
 /// <remarks>Shapes: out (V), logits (V); may be the same buffer.</remarks>
-public static class LogSoftmax
+internal static class LogSoftmax
 {
     /// <summary>Vectorized log-softmax of one row.</summary>
     public static void Forward(Span<float> output, ReadOnlySpan<float> logits)
@@ -26,6 +26,23 @@ public static class LogSoftmax
         TensorPrimitives.Subtract(logits, max, scratch);
         TensorPrimitives.Exp(scratch, scratch);
         return max + Math.Log(TensorPrimitives.Sum(scratch));
+    }
+
+    /// <summary>
+    /// out[n] = logits[n, targets[n]] − log Σ_v exp(logits[n, v]): the log-probability of each row's target,
+    /// what scoring needs; rows spread over all cores.
+    /// </summary>
+    public static void TargetLogProbabilities(Memory<float> output, ReadOnlyMemory<float> logits, ReadOnlyMemory<int> targets, int N, int V)
+    {
+        Parallelism.For(N, 4L * V, (start, end) =>
+        {
+            var scratch = new float[V];
+            for (var n = start; n < end; n++)
+            {
+                var row = logits.Span.Slice(n * V, V);
+                output.Span[n] = (float)(row[targets.Span[n]] - LogSumExp(row, scratch));
+            }
+        });
     }
 
     /// <summary>Scalar reference in double.</summary>

@@ -14,7 +14,7 @@ namespace NativeGpt2.Operators;
 /// so a row of the weight holds one input channel's contribution to every output channel, and the fast
 /// path streams those rows: each step broadcasts one input value and adds it times a weight row segment.
 /// </remarks>
-public static class MatMul
+internal static class MatMul
 {
     // The register tile: 4 rows of input by 16 output channels (two 8-float vectors) keeps 8 accumulators,
     // 2 weight vectors and 1 broadcast live, within the 16 vector registers of AVX2.
@@ -33,7 +33,7 @@ public static class MatMul
         if (!Vector256.IsHardwareAccelerated)
         {
             Parallelism.For(N, (long)IC * OC, (start, end) =>
-                Reference(output.Span[(start * OC)..(end * OC)], input.Span[(start * IC)..(end * IC)], weight.Span, bias.Span, end - start, IC, OC));
+                Scalar(output.Span[(start * OC)..(end * OC)], input.Span[(start * IC)..(end * IC)], weight.Span, bias.Span, end - start, IC, OC));
             return;
         }
 
@@ -205,8 +205,8 @@ public static class MatMul
         a4.StoreUnsafe(ref o, 32); a5.StoreUnsafe(ref o, 40); a6.StoreUnsafe(ref o, 48); a7.StoreUnsafe(ref o, 56);
     }
 
-    /// <summary>Scalar reference: the naive triple loop.</summary>
-    public static void Reference(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight,
+    /// <summary>The path without SIMD: the triple loop in float.</summary>
+    private static void Scalar(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight,
         ReadOnlySpan<float> bias, int N, int IC, int OC)
     {
         for (var n = 0; n < N; n++)
@@ -215,8 +215,24 @@ public static class MatMul
             {
                 var acc = bias.IsEmpty ? 0f : bias[o];
                 for (var i = 0; i < IC; i++)
-                    acc += input[n * IC + i] * weight[i * OC + o];
+                    acc = float.MultiplyAddEstimate(input[n * IC + i], weight[i * OC + o], acc);
                 output[n * OC + o] = acc;
+            }
+        }
+    }
+
+    /// <summary>Scalar reference: the naive triple loop, accumulating in double. The oracle for every backend, never the fast path.</summary>
+    public static void Reference(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight,
+        ReadOnlySpan<float> bias, int N, int IC, int OC)
+    {
+        for (var n = 0; n < N; n++)
+        {
+            for (var o = 0; o < OC; o++)
+            {
+                var acc = bias.IsEmpty ? 0.0 : bias[o];
+                for (var i = 0; i < IC; i++)
+                    acc += (double)input[n * IC + i] * weight[i * OC + o];
+                output[n * OC + o] = (float)acc;
             }
         }
     }

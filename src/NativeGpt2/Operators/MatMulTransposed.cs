@@ -12,7 +12,7 @@ namespace NativeGpt2.Operators;
 /// Shapes: out (N, OC), input (N, IC), weight (OC, IC). Each output is the dot product of an input row
 /// and a weight row, both contiguous, so the fast path runs dot products over 8-float vectors.
 /// </remarks>
-public static class MatMulTransposed
+internal static class MatMulTransposed
 {
     // 2 input rows × 4 weight rows = 8 vector accumulators, plus the 2 input vectors and 1 weight vector.
     private const int TileRows = 2;
@@ -38,7 +38,7 @@ public static class MatMulTransposed
                 if (Vector256.IsHardwareAccelerated && IC >= Vector256<float>.Count)
                     Panel(o, x, w, N, IC, OC, from, to);
                 else
-                    ReferenceRows(o, x, w, N, IC, OC, from, to);
+                    ScalarRows(o, x, w, N, IC, OC, from, to);
             }
         });
     }
@@ -168,7 +168,8 @@ public static class MatMulTransposed
         return sum;
     }
 
-    private static void ReferenceRows(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight, int N, int IC, int OC, int from, int to)
+    /// <summary>The path without SIMD (or with fewer than 8 channels): plain float dot products.</summary>
+    private static void ScalarRows(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight, int N, int IC, int OC, int from, int to)
     {
         for (var n = 0; n < N; n++)
         {
@@ -181,7 +182,17 @@ public static class MatMulTransposed
         }
     }
 
-    /// <summary>Scalar reference: the naive triple loop.</summary>
-    public static void Reference(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight, int N, int IC, int OC) =>
-        ReferenceRows(output, input, weight, N, IC, OC, 0, OC);
+    /// <summary>Scalar reference: the naive triple loop, accumulating in double. The oracle for every backend, never the fast path.</summary>
+    public static void Reference(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight, int N, int IC, int OC)
+    {
+        for (var n = 0; n < N; n++)
+        {
+            for (var k = 0; k < OC; k++)
+            {
+                var acc = 0.0;
+                for (var i = 0; i < IC; i++) acc += (double)input[n * IC + i] * weight[k * IC + i];
+                output[n * OC + k] = (float)acc;
+            }
+        }
+    }
 }

@@ -10,7 +10,7 @@ namespace NativeGpt2.Operators;
 /// overflowing and changes nothing mathematically. A row whose entries are all -∞ (every key masked)
 /// has no distribution; it becomes all zeros rather than NaN.
 /// </remarks>
-public static class Softmax
+internal static class Softmax
 {
     /// <summary>Vectorized softmax of one row.</summary>
     public static void Forward(Span<float> output, ReadOnlySpan<float> input)

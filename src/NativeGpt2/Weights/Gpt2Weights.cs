@@ -34,39 +34,70 @@ public sealed class Weight
 /// </summary>
 /// <remarks>
 /// GPT-2 stores its projections as <c>Conv1D</c>: the weight is <c>[in, out]</c> and y = x·W + b,
-/// the transpose of <c>nn.Linear</c>. Every matrix here keeps that layout as loaded; the operators that
-/// read it (<see cref="Operators.MatMul"/>) index it as <c>[in, out]</c>.
+/// the transpose of <c>nn.Linear</c>. Every matrix here keeps that layout as loaded; each backend's
+/// <see cref="Backends.IBackend.PrepareMatrix"/> is the one place that turns it into what its matmul reads.
 /// </remarks>
 public sealed class Gpt2BlockWeights
 {
+    /// <summary>
+    /// The twelve tensors of block l, named <c>h.{l}.{suffix}</c>, with their shapes, in checkpoint order:
+    /// the one list of them. The properties below index it.
+    /// </summary>
+    internal static readonly (string Suffix, Func<Gpt2Config, int[]> Shape)[] Tensors =
+    [
+        ("ln_1.weight", c => [c.EmbeddingSize]),
+        ("ln_1.bias", c => [c.EmbeddingSize]),
+        ("attn.c_attn.weight", c => [c.EmbeddingSize, 3 * c.EmbeddingSize]),
+        ("attn.c_attn.bias", c => [3 * c.EmbeddingSize]),
+        ("attn.c_proj.weight", c => [c.EmbeddingSize, c.EmbeddingSize]),
+        ("attn.c_proj.bias", c => [c.EmbeddingSize]),
+        ("ln_2.weight", c => [c.EmbeddingSize]),
+        ("ln_2.bias", c => [c.EmbeddingSize]),
+        ("mlp.c_fc.weight", c => [c.EmbeddingSize, c.InnerSize]),
+        ("mlp.c_fc.bias", c => [c.InnerSize]),
+        ("mlp.c_proj.weight", c => [c.InnerSize, c.EmbeddingSize]),
+        ("mlp.c_proj.bias", c => [c.EmbeddingSize]),
+    ];
+
+    private readonly Weight[] _tensors;
+
+    /// <summary>A block from its twelve tensors in the order of <c>h.{l}.ln_1.weight</c> … <c>h.{l}.mlp.c_proj.bias</c>.</summary>
+    /// <exception cref="ArgumentException">Not twelve tensors.</exception>
+    public Gpt2BlockWeights(IReadOnlyList<Weight> tensors)
+    {
+        ArgumentNullException.ThrowIfNull(tensors);
+        if (tensors.Count != Tensors.Length)
+            throw new ArgumentException($"a block has {Tensors.Length} tensors, got {tensors.Count}", nameof(tensors));
+        _tensors = [.. tensors];
+    }
+
     /// <summary>ln_1 gain (C).</summary>
-    public required Weight Ln1Weight { get; init; }
+    public Weight Ln1Weight => _tensors[0];
     /// <summary>ln_1 bias (C).</summary>
-    public required Weight Ln1Bias { get; init; }
+    public Weight Ln1Bias => _tensors[1];
     /// <summary>attn.c_attn weight (C, 3C): query, key and value projections side by side.</summary>
-    public required Weight AttnWeight { get; init; }
+    public Weight AttnWeight => _tensors[2];
     /// <summary>attn.c_attn bias (3C).</summary>
-    public required Weight AttnBias { get; init; }
+    public Weight AttnBias => _tensors[3];
     /// <summary>attn.c_proj weight (C, C).</summary>
-    public required Weight AttnProjWeight { get; init; }
+    public Weight AttnProjWeight => _tensors[4];
     /// <summary>attn.c_proj bias (C).</summary>
-    public required Weight AttnProjBias { get; init; }
+    public Weight AttnProjBias => _tensors[5];
     /// <summary>ln_2 gain (C).</summary>
-    public required Weight Ln2Weight { get; init; }
+    public Weight Ln2Weight => _tensors[6];
     /// <summary>ln_2 bias (C).</summary>
-    public required Weight Ln2Bias { get; init; }
+    public Weight Ln2Bias => _tensors[7];
     /// <summary>mlp.c_fc weight (C, 4C).</summary>
-    public required Weight FcWeight { get; init; }
+    public Weight FcWeight => _tensors[8];
     /// <summary>mlp.c_fc bias (4C).</summary>
-    public required Weight FcBias { get; init; }
+    public Weight FcBias => _tensors[9];
     /// <summary>mlp.c_proj weight (4C, C).</summary>
-    public required Weight FcProjWeight { get; init; }
+    public Weight FcProjWeight => _tensors[10];
     /// <summary>mlp.c_proj bias (C).</summary>
-    public required Weight FcProjBias { get; init; }
+    public Weight FcProjBias => _tensors[11];
 
     /// <summary>All twelve weights in checkpoint order.</summary>
-    public IEnumerable<Weight> All =>
-        [Ln1Weight, Ln1Bias, AttnWeight, AttnBias, AttnProjWeight, AttnProjBias, Ln2Weight, Ln2Bias, FcWeight, FcBias, FcProjWeight, FcProjBias];
+    public IReadOnlyList<Weight> All => _tensors;
 }
 
 /// <summary>
@@ -75,6 +106,12 @@ public sealed class Gpt2BlockWeights
 /// </summary>
 public sealed class Gpt2Weights
 {
+    private const string TokenEmbeddingName = "wte.weight";
+    private const string PositionEmbeddingName = "wpe.weight";
+    private const string FinalNormWeightName = "ln_f.weight";
+    private const string FinalNormBiasName = "ln_f.bias";
+    private const string LmHeadName = "lm_head.weight";
+
     /// <summary>wte (V, C): token embeddings, and the tied LM head.</summary>
     public required Weight TokenEmbedding { get; init; }
     /// <summary>wpe (context length, C): position embeddings.</summary>
@@ -88,7 +125,7 @@ public sealed class Gpt2Weights
     /// <summary>lm_head (V, C) of an untied checkpoint; null when the head is tied to wte.</summary>
     public Weight? LmHead { get; init; }
 
-    /// <summary>Every weight once (a tied head is not listed twice).</summary>
+    /// <summary>Every weight once (a tied head is not listed twice), in checkpoint order.</summary>
     public IEnumerable<Weight> All
     {
         get
@@ -109,62 +146,32 @@ public sealed class Gpt2Weights
     /// </summary>
     public static IEnumerable<(string Name, int[] Shape)> ExpectedTensors(Gpt2Config config)
     {
-        int v = config.VocabSize, c = config.EmbeddingSize, inner = config.InnerSize;
-        yield return ("wte.weight", [v, c]);
-        yield return ("wpe.weight", [config.ContextLength, c]);
+        int v = config.VocabSize, c = config.EmbeddingSize;
+        yield return (TokenEmbeddingName, [v, c]);
+        yield return (PositionEmbeddingName, [config.ContextLength, c]);
         for (var l = 0; l < config.LayerCount; l++)
         {
-            yield return ($"h.{l}.ln_1.weight", [c]);
-            yield return ($"h.{l}.ln_1.bias", [c]);
-            yield return ($"h.{l}.attn.c_attn.weight", [c, 3 * c]);
-            yield return ($"h.{l}.attn.c_attn.bias", [3 * c]);
-            yield return ($"h.{l}.attn.c_proj.weight", [c, c]);
-            yield return ($"h.{l}.attn.c_proj.bias", [c]);
-            yield return ($"h.{l}.ln_2.weight", [c]);
-            yield return ($"h.{l}.ln_2.bias", [c]);
-            yield return ($"h.{l}.mlp.c_fc.weight", [c, inner]);
-            yield return ($"h.{l}.mlp.c_fc.bias", [inner]);
-            yield return ($"h.{l}.mlp.c_proj.weight", [inner, c]);
-            yield return ($"h.{l}.mlp.c_proj.bias", [c]);
+            foreach (var (suffix, shape) in Gpt2BlockWeights.Tensors)
+                yield return ($"h.{l}.{suffix}", shape(config));
         }
-        yield return ("ln_f.weight", [c]);
-        yield return ("ln_f.bias", [c]);
-        if (!config.TieWordEmbeddings) yield return ("lm_head.weight", [v, c]);
+        yield return (FinalNormWeightName, [c]);
+        yield return (FinalNormBiasName, [c]);
+        if (!config.TieWordEmbeddings) yield return (LmHeadName, [v, c]);
     }
 
     /// <summary>
     /// Assembles the weights from tensors named as in <see cref="ExpectedTensors"/>; the lookup must
     /// hold every expected name with the expected shape (loaders check this first).
     /// </summary>
-    public static Gpt2Weights Assemble(Gpt2Config config, Func<string, Weight> get)
+    public static Gpt2Weights Assemble(Gpt2Config config, Func<string, Weight> get) => new()
     {
-        var blocks = new Gpt2BlockWeights[config.LayerCount];
-        for (var l = 0; l < blocks.Length; l++)
-        {
-            blocks[l] = new Gpt2BlockWeights
-            {
-                Ln1Weight = get($"h.{l}.ln_1.weight"),
-                Ln1Bias = get($"h.{l}.ln_1.bias"),
-                AttnWeight = get($"h.{l}.attn.c_attn.weight"),
-                AttnBias = get($"h.{l}.attn.c_attn.bias"),
-                AttnProjWeight = get($"h.{l}.attn.c_proj.weight"),
-                AttnProjBias = get($"h.{l}.attn.c_proj.bias"),
-                Ln2Weight = get($"h.{l}.ln_2.weight"),
-                Ln2Bias = get($"h.{l}.ln_2.bias"),
-                FcWeight = get($"h.{l}.mlp.c_fc.weight"),
-                FcBias = get($"h.{l}.mlp.c_fc.bias"),
-                FcProjWeight = get($"h.{l}.mlp.c_proj.weight"),
-                FcProjBias = get($"h.{l}.mlp.c_proj.bias"),
-            };
-        }
-        return new Gpt2Weights
-        {
-            TokenEmbedding = get("wte.weight"),
-            PositionEmbedding = get("wpe.weight"),
-            Blocks = blocks,
-            FinalNormWeight = get("ln_f.weight"),
-            FinalNormBias = get("ln_f.bias"),
-            LmHead = config.TieWordEmbeddings ? null : get("lm_head.weight"),
-        };
-    }
+        TokenEmbedding = get(TokenEmbeddingName),
+        PositionEmbedding = get(PositionEmbeddingName),
+        Blocks = Enumerable.Range(0, config.LayerCount)
+            .Select(l => new Gpt2BlockWeights(Gpt2BlockWeights.Tensors.Select(t => get($"h.{l}.{t.Suffix}")).ToArray()))
+            .ToArray(),
+        FinalNormWeight = get(FinalNormWeightName),
+        FinalNormBias = get(FinalNormBiasName),
+        LmHead = config.TieWordEmbeddings ? null : get(LmHeadName),
+    };
 }

@@ -1,0 +1,109 @@
+namespace NativeGpt2.Backends;
+
+/// <summary>
+/// Where the operators of the GPT-2 graph run: the vectorized CPU code (<see cref="Cpu.CpuBackend"/>) or
+/// ILGPU kernels on CUDA or ILGPU's CPU accelerator (the NativeGpt2.Ilgpu package). The backbone graph
+/// is written once against this interface and never asks which backend it has.
+/// </summary>
+/// <remarks>
+/// <para>Every operator takes outputs first, then inputs, then sizes, as in llm.c; arguments are opaque
+/// <see cref="DeviceBuffer{T}"/>s, since device memory cannot be a <see cref="Span{T}"/>. Sizes use the
+/// model's vocabulary: B batch, T new tokens, N = B·T rows, C channels, NH heads, HS head size, V vocabulary.</para>
+/// <para>Calls from one thread are ordered; <see cref="Enter"/> brackets one forward pass and makes the
+/// backend usable from the calling thread (a GPU backend serializes passes there, the CPU backend lets
+/// them run side by side). Data becomes visible to the host when <see cref="Download{T}"/> returns.</para>
+/// <para>Results must not depend on which other rows share a batch (batch invariance): every row is
+/// accumulated the same way whatever B is, so batched generation equals one-by-one generation.</para>
+/// </remarks>
+public interface IBackend : IDisposable
+{
+    /// <summary>The name a user selects it by: <c>cpu</c>, <c>ilgpu-cpu</c>, <c>cuda</c>.</summary>
+    string Name { get; }
+
+    /// <summary>One line for the load log: the device, its memory and capability, or the CPU's vector width and threads.</summary>
+    string Description { get; }
+
+    /// <summary>Makes the backend usable on this thread for one pass; dispose the scope when the pass is done.</summary>
+    IDisposable Enter();
+
+    /// <summary>A buffer of <paramref name="length"/> elements (contents undefined).</summary>
+    DeviceBuffer<T> Allocate<T>(long length) where T : unmanaged;
+
+    /// <summary>A buffer holding <paramref name="data"/>; the CPU backend may keep the array itself, so the caller must not change it afterwards.</summary>
+    DeviceBuffer<T> Upload<T>(T[] data) where T : unmanaged;
+
+    /// <summary>Copies <paramref name="source"/> into <paramref name="destination"/> at element <paramref name="offset"/>.</summary>
+    void CopyFromHost<T>(DeviceBuffer<T> destination, long offset, ReadOnlySpan<T> source) where T : unmanaged;
+
+    /// <summary>Copies elements [<paramref name="offset"/>, offset + destination.Length) of <paramref name="source"/> to the host, waiting for earlier work.</summary>
+    void Download<T>(Span<T> destination, DeviceBuffer<T> source, long offset) where T : unmanaged;
+
+    /// <summary>
+    /// Takes a Conv1D weight (IC, OC), stored <c>[in, out]</c> as in the checkpoint, into the layout this
+    /// backend's matmul reads (uploaded, packed into panels, or widened), once at load.
+    /// </summary>
+    DeviceMatrix PrepareMatrix(Weights.Weight weight);
+
+    /// <summary>out[n, :] = wte[ids[n], :] + wpe[positions[n], :]; out (N, C). Ids and positions are in range.</summary>
+    void Embedding(DeviceBuffer<float> output, DeviceBuffer<int> ids, DeviceBuffer<int> positions,
+        DeviceBuffer<float> wte, DeviceBuffer<float> wpe, int N, int C);
+
+    /// <summary>out[n, :] = (x[n, :] − mean) / √(var + eps) · weight + bias over C channels; out, x (N, C).</summary>
+    void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float> bias,
+        int N, int C, float epsilon);
+
+    /// <summary>
+    /// out = epilogue(input · weight + bias) for a Conv1D weight (IC, OC); out (N, OC), input (N, IC).
+    /// With <see cref="MatMulEpilogue.Residual"/>, out += input · weight + bias (out holds the residual stream).
+    /// </summary>
+    void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceMatrix weight, DeviceBuffer<float> bias,
+        int N, int IC, int OC, MatMulEpilogue epilogue);
+
+    /// <summary>out = input · weightᵀ with weight (OC, IC) row-major: the LM head over wte (V, C); out (N, OC).</summary>
+    void MatMulTransposed(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, int N, int IC, int OC);
+
+    /// <summary>out = a + b, element-wise over <paramref name="count"/> values; out may be a.</summary>
+    void Add(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, long count);
+
+    /// <summary>
+    /// Copies the keys and values of the T new tokens from qkv (B, T, 3C) into the cache (B, NH, Tmax, HS)
+    /// at positions [past, past + T).
+    /// </summary>
+    void AppendKeyValues(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<float> qkv,
+        int B, int T, int past, int Tmax, int NH, int HS);
+
+    /// <summary>
+    /// Causal self-attention of the T new queries over the cached keys: for query t of row b, the keys
+    /// j ≤ past + t whose mask is 1; out (B, T, C). Masked keys are left out, not set to −∞, so padding
+    /// never changes a row's arithmetic; a query that sees no key gets zeros. When
+    /// <paramref name="probabilities"/> is given it receives the weights (B, NH, T, past + T).
+    /// </summary>
+    void Attention(DeviceBuffer<float> output, DeviceBuffer<float>? probabilities, DeviceBuffer<float> qkv,
+        DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> keyMask,
+        int B, int T, int past, int Tmax, int NH, int HS);
+
+    /// <summary>out[r, :] = input[rows[r], :] for R rows of C values.</summary>
+    void GatherRows(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<int> rows, int R, int C);
+
+    /// <summary>out[n] = logits[n, targets[n]] − log Σ_v exp(logits[n, v]): each row's log-probability of its target.</summary>
+    void TargetLogProbabilities(DeviceBuffer<float> output, DeviceBuffer<float> logits, DeviceBuffer<int> targets, int N, int V);
+
+    /// <summary>
+    /// out[n] = the first index of the largest logit of row n (greedy decoding, 4 bytes back per row), or −1
+    /// when the row holds NaN or +∞ or is all −∞, so the host can report it.
+    /// </summary>
+    void ArgMax(DeviceBuffer<int> output, DeviceBuffer<float> logits, int N, int V);
+}
+
+/// <summary>What a matmul does with its result before storing it.</summary>
+public enum MatMulEpilogue
+{
+    /// <summary>out = x·W + b.</summary>
+    Bias,
+
+    /// <summary>out = gelu(x·W + b): the MLP's first projection.</summary>
+    BiasGelu,
+
+    /// <summary>out += x·W + b: a projection added into the residual stream.</summary>
+    Residual,
+}
