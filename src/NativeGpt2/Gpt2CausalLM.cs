@@ -144,7 +144,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
                     $"has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
         }
 
-        var (backend, owned) = BackendRegistry.Create(options.Backend);
+        var (backend, owned) = options.BackendInstance is { } shared ? (shared, false) : BackendRegistry.Create(options.Backend);
         Gpt2CausalLM model;
         try
         {

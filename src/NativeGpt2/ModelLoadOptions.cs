@@ -19,6 +19,12 @@ public sealed record ModelLoadOptions
     /// </summary>
     public string Backend { get; init; } = Backends.BackendRegistry.Auto;
 
+    /// <summary>
+    /// A backend instance to run on instead of one made from <see cref="Backend"/>: several models can share
+    /// one device context this way. The caller owns it and disposes it after the models.
+    /// </summary>
+    public Backends.IBackend? BackendInstance { get; init; }
+
     /// <summary>Where hub models (<c>gpt2</c>, <c>org/name</c>) are cached and downloaded from.</summary>
     public HubOptions Hub { get; init; } = new();
 }

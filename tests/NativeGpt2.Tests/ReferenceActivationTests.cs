@@ -12,7 +12,9 @@ namespace NativeGpt2.Tests;
 /// </summary>
 public class ReferenceActivationTests(ITestOutputHelper output)
 {
-    public static TheoryData<string, string, double> Cases()
+    public static TheoryData<string, string, double> Cases() => CasesOn(includeLong: true);
+
+    private static TheoryData<string, string, double> CasesOn(bool includeLong)
     {
         var data = new TheoryData<string, string, double>();
         string[] tinyCases = ["single", "batch", "left_padded", "full_context"];
@@ -27,19 +29,58 @@ public class ReferenceActivationTests(ITestOutputHelper output)
             data.Add("tiny-untied", $"tiny-untied.{c}", Tolerances.SmallModel);
             data.Add("odd", $"odd.{c}", Tolerances.SmallModel);
         }
-        foreach (var c in new[] { "prompt0", "prompt1", "prompt2", "long1024" })
+        foreach (var c in new[] { "prompt0", "prompt1", "prompt2" })
             data.Add("gpt2-mini", $"gpt2-mini.{c}", Tolerances.SmallModel);
+        if (includeLong) data.Add("gpt2-mini", "gpt2-mini.long1024", Tolerances.SmallModel);
         data.Add("shakespeare-char", "shakespeare-char.romeo", Tolerances.SmallModel);
-        data.Add("synthetic:gpt2", "synthetic-124M", Tolerances.Synthetic124M);
+        if (includeLong) data.Add("synthetic:gpt2", "synthetic-124M", Tolerances.Synthetic124M);
+        return data;
+    }
+
+    /// <summary>
+    /// Every case on the ILGPU backends; on its CPU accelerator the 1,024-token and full-size cases run in
+    /// the Slow category (<see cref="Matches_the_long_references_on_the_ilgpu_cpu_accelerator"/>).
+    /// </summary>
+    public static TheoryData<string, string, string, double> BackendCases()
+    {
+        var data = new TheoryData<string, string, string, double>();
+        foreach (var backend in new[] { TestBackends.IlgpuCpu, TestBackends.Cuda })
+        {
+            foreach (var row in CasesOn(includeLong: backend == TestBackends.Cuda))
+                data.Add(backend, (string)row[0], (string)row[1], Tolerances.OnBackend(backend, (double)row[2]));
+        }
         return data;
     }
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void Matches_reference_activations(string model, string referenceCase, double tolerance)
+    public void Matches_reference_activations(string model, string referenceCase, double tolerance) =>
+        Check(TestBackends.Cpu, model, referenceCase, tolerance);
+
+    [SkippableTheory]
+    [MemberData(nameof(BackendCases))]
+    public void Matches_reference_activations_on_the_ilgpu_backends(string backend, string model, string referenceCase, double tolerance)
+    {
+        TestBackends.SkipIfUnavailable(backend);
+        Check(backend, model, referenceCase, tolerance);
+    }
+
+    /// <summary>
+    /// The 1,024-token gpt2-mini case (its next-token log-probs need 1,024 × 50,257 logits) and the
+    /// full-size model on ILGPU's CPU accelerator, which simulates every GPU thread with an OS thread:
+    /// minutes, so a category of their own (<c>dotnet test --filter Category=Slow</c>).
+    /// </summary>
+    [Theory]
+    [Trait("Category", "Slow")]
+    [InlineData("gpt2-mini", "gpt2-mini.long1024", Tolerances.SmallModel)]
+    [InlineData("synthetic:gpt2", "synthetic-124M", Tolerances.Synthetic124M)]
+    public void Matches_the_long_references_on_the_ilgpu_cpu_accelerator(string model, string referenceCase, double tolerance) =>
+        Check(TestBackends.IlgpuCpu, model, referenceCase, tolerance);
+
+    private void Check(string backend, string model, string referenceCase, double tolerance)
     {
         var reference = ReferenceFile.Load(Paths.Ref($"{referenceCase}.safetensors"));
-        var rows = ReferenceVerifier.Verify(Models.Get(model), reference, tolerance);
+        var rows = ReferenceVerifier.Verify(Models.Get(model, backend), reference, tolerance);
 
         foreach (var row in rows)
             output.WriteLine($"{row.Name,-24} compared {row.Compared,9}  max abs {row.MaxAbsDiff:E2}  max rel {row.MaxRelDiff:E2}  {(row.Ok ? "ok" : "FAIL " + row.FirstMismatch)}");
@@ -49,7 +90,7 @@ public class ReferenceActivationTests(ITestOutputHelper output)
         Assert.Equal(activations, rows.Select(r => r.Name).OrderBy(n => n).ToList());
         Assert.All(rows, row => Assert.True(row.Compared > 0, $"{row.Name}: nothing compared"));
         var failures = rows.Where(r => !r.Ok).Select(r => $"{r.Name}: max abs diff {r.MaxAbsDiff:E3} > {tolerance:E1}, first mismatch at {r.FirstMismatch}").ToList();
-        Assert.True(failures.Count == 0, $"{model} on {referenceCase}:\n" + string.Join("\n", failures));
+        Assert.True(failures.Count == 0, $"{model} on {referenceCase} ({backend}):\n" + string.Join("\n", failures));
     }
 
     private static bool IsActivation(string name) =>

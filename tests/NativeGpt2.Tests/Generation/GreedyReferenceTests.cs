@@ -10,14 +10,26 @@ public class GreedyReferenceTests
     /// <summary>A step whose top-1/top-2 logit gap is below this may legitimately differ: float32 rounding can flip it.</summary>
     private const double DecisiveMargin = 1e-3;
 
-    [Theory]
-    [InlineData("tiny", "tiny.greedy", "")]
-    [InlineData("tiny-untied", "tiny-untied.greedy", "")]
-    [InlineData("odd", "odd.greedy", "")]
-    [InlineData("gpt2-mini", "gpt2-mini.greedy", "")]
-    [InlineData("synthetic:gpt2", "synthetic-124M", "greedy.")]
-    public void Greedy_decoding_reproduces_the_reference_sequences(string model, string referenceCase, string prefix)
+    /// <summary>Every greedy reference on every backend (the full-size one not on ILGPU's simulated GPU, which is too slow for it).</summary>
+    public static TheoryData<string, string, string, string> GreedyCases()
     {
+        var data = new TheoryData<string, string, string, string>();
+        foreach (var backend in new[] { TestBackends.Cpu, TestBackends.IlgpuCpu, TestBackends.Cuda })
+        {
+            data.Add(backend, "tiny", "tiny.greedy", "");
+            data.Add(backend, "tiny-untied", "tiny-untied.greedy", "");
+            data.Add(backend, "odd", "odd.greedy", "");
+            data.Add(backend, "gpt2-mini", "gpt2-mini.greedy", "");
+            if (backend != TestBackends.IlgpuCpu) data.Add(backend, "synthetic:gpt2", "synthetic-124M", "greedy.");
+        }
+        return data;
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(GreedyCases))]
+    public void Greedy_decoding_reproduces_the_reference_sequences(string backend, string model, string referenceCase, string prefix)
+    {
+        TestBackends.SkipIfUnavailable(backend);
         var reference = ReferenceFile.Load(Paths.Ref($"{referenceCase}.safetensors"));
         var prompts = Rows(reference[prefix + "prompt_ids"]);
         var sequences = Rows(reference[prefix + "sequences"]);
@@ -25,7 +37,7 @@ public class GreedyReferenceTests
         var steps = margins.Shape[1];
 
         var options = new GenerationOptions { Greedy = true, MaxNewTokens = steps, StopAtEndOfText = false };
-        var results = Models.Get(model).GenerateIds(prompts, options);
+        var results = Models.Get(model, backend).GenerateIds(prompts, options);
 
         var compared = 0;
         for (var b = 0; b < prompts.Length; b++)
@@ -53,11 +65,13 @@ public class GreedyReferenceTests
     /// The trained model's 100 greedy tokens after "ROMEO:\n" (recomputed in float64 with a full forward at
     /// every step; its smallest top-2 margin is 0.0072, far above float32 error), so every token must match.
     /// </summary>
-    [Fact]
-    public void Shakespeare_romeo_greedy_reproduces_all_100_reference_tokens_with_the_kv_cache()
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
+    public void Shakespeare_romeo_greedy_reproduces_all_100_reference_tokens_with_the_kv_cache(string backend)
     {
+        TestBackends.SkipIfUnavailable(backend);
         var (prompt, expected) = RomeoReference();
-        var model = Models.Get("shakespeare-char");
+        var model = Models.Get("shakespeare-char", backend);
 
         var result = model.GenerateIds(prompt, new GenerationOptions { Greedy = true, MaxNewTokens = expected.Length, StopAtEndOfText = false });
 

@@ -33,4 +33,11 @@ public static class Tolerances
 
     /// <summary>KV-cached decoding against a full forward at the same position.</summary>
     public const double CachedDecoding = 1e-5;
+
+    /// <summary>
+    /// The ILGPU kernels sum in a different order (chunks of 64, warp shuffles) and compute exp through
+    /// ILGPU's math library: a reference bound holds on every backend, widened only for CUDA's
+    /// approximate exp2 (relative error about 2^-22 per call).
+    /// </summary>
+    public static double OnBackend(string backend, double tolerance) => backend == TestBackends.Cuda ? 2 * tolerance : tolerance;
 }

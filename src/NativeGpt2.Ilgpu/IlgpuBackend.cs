@@ -1,0 +1,366 @@
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using NativeGpt2.Backends;
+using NativeGpt2.Ilgpu.Kernels;
+using NativeGpt2.Weights;
+
+namespace NativeGpt2.Ilgpu;
+
+/// <summary>
+/// The GPT-2 operators as ILGPU kernels (<c>Kernels/</c>), on a CUDA GPU (<c>cuda</c>) or on ILGPU's CPU
+/// accelerator (<c>ilgpu-cpu</c>), which runs the same kernels with one OS thread per simulated GPU thread:
+/// it exists to test the kernels on a machine without a GPU.
+/// </summary>
+/// <remarks>
+/// <para>Kernels are compiled once, when the backend is made, and their launchers kept (ILGPU's own cache
+/// holds them weakly). Buffers are device memory; weights are uploaded once at load.</para>
+/// <para>Passes from several threads are serialized: <see cref="Enter"/> takes a lock and binds the
+/// accelerator to the calling thread (launchers do not do it themselves). One pass already fills the device.</para>
+/// </remarks>
+public sealed class IlgpuBackend : IBackend
+{
+    /// <summary>Threads per group on a real GPU; the simulator's device is smaller.</summary>
+    private const int PreferredGroupSize = 256;
+
+    /// <summary>Rows up to which a projection runs as matrix-vector products (decoding) rather than tiles.</summary>
+    private const int MatVecRows = 4;
+
+    private readonly Context _context;
+    private readonly Accelerator _accelerator;
+    private readonly object _gate = new();
+    private readonly int _groupSize;
+    private readonly int _tileX, _tileY;
+
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int> _embedding;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _add;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, CacheShape> _appendKeyValues;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _gatherRows;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> _layerNorm;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _matMulTiled;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _matVec;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _matVecTransposed;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attention;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape, int> _attentionDecode;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AttentionShape, int> _attentionCombine;
+
+    // Partial results of split decoding attention; one pass runs at a time (Enter), so one buffer serves all.
+    private MemoryBuffer1D<float, Stride1D.Dense>? _attentionPartials;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _targetLogProbabilities;
+    private readonly Action<KernelConfig, ArrayView<int>, ArrayView<float>, int, int> _argMax;
+
+    /// <summary>
+    /// Most groups a launch uses; kernels loop over the rest. Enough to fill every multiprocessor several
+    /// times over on a GPU; one per multiprocessor on the CPU accelerator, where each group costs a barrier
+    /// between OS threads.
+    /// </summary>
+    private readonly int _maxGroups;
+
+    private IlgpuBackend(string name, Context context, Accelerator accelerator, string description)
+    {
+        Name = name;
+        Description = description;
+        _context = context;
+        _accelerator = accelerator;
+        var warp = accelerator.WarpSize;
+        _groupSize = Math.Max(warp, Math.Min(PreferredGroupSize, accelerator.MaxNumThreadsPerGroup) / warp * warp);
+        // The tile is TileX · TileY threads (a power-of-two split of the group), each computing 4 × 4 outputs.
+        _tileY = 1 << (int)Math.Floor(Math.Log2(_groupSize) / 2);
+        _tileX = _groupSize / _tileY;
+        if (4 * _tileX > MatMulKernels.MaxTile || 4 * _tileY > MatMulKernels.MaxTile || _tileX * _tileY != _groupSize)
+            throw new BackendUnavailableException(name, $"a group of {_groupSize} threads does not make a matmul tile");
+        if (warp > MatMulKernels.MaxWarp || _groupSize / warp > Reductions.MaxWarpsPerGroup)
+            throw new BackendUnavailableException(name, $"warps of {warp} threads are not supported (at most {MatMulKernels.MaxWarp})");
+
+        _maxGroups = accelerator.AcceleratorType == AcceleratorType.CPU
+            ? accelerator.NumMultiprocessors
+            : accelerator.NumMultiprocessors * Math.Max(1, accelerator.MaxNumThreadsPerMultiprocessor / _groupSize) * 4;
+        _embedding = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(ElementwiseKernels.Embedding);
+        _add = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.Add);
+        _appendKeyValues = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, CacheShape>(ElementwiseKernels.AppendKeyValues);
+        _gatherRows = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(ElementwiseKernels.GatherRows);
+        _layerNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(LayerNormKernel.Forward);
+        _matMulTiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.Tiled);
+        _matVec = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.MatVec);
+        _matVecTransposed = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.MatVecTransposed);
+        _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.Prefill);
+        _attentionDecode = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape, int>(AttentionKernel.Decode);
+        _attentionCombine = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AttentionShape, int>(AttentionKernel.Combine);
+        _targetLogProbabilities = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(RowKernels.TargetLogProbabilities);
+        _argMax = accelerator.LoadStreamKernel<ArrayView<int>, ArrayView<float>, int, int>(RowKernels.ArgMax);
+    }
+
+    /// <summary>The CUDA device <paramref name="deviceIndex"/>; needs only the NVIDIA driver (ILGPU emits PTX, the driver compiles it).</summary>
+    /// <exception cref="BackendUnavailableException">No CUDA device or driver.</exception>
+    public static IlgpuBackend CreateCuda(int deviceIndex = 0)
+    {
+        Context? context = null;
+        try
+        {
+            context = Context.Create(builder => builder.Cuda().EnableAlgorithms());
+            var devices = context.GetCudaDevices();
+            if (devices.Count == 0)
+                throw new BackendUnavailableException("cuda", "no CUDA device found (no NVIDIA driver, or it reports no device); use --backend cpu");
+            if ((uint)deviceIndex >= (uint)devices.Count)
+                throw new BackendUnavailableException("cuda", $"device {deviceIndex} does not exist ({devices.Count} found)");
+            var accelerator = devices[deviceIndex].CreateCudaAccelerator(context);
+            var description = $"CUDA: {accelerator.Name}, {accelerator.MemorySize / (1L << 30)} GiB, compute {accelerator.Architecture.Major}.{accelerator.Architecture.Minor}, "
+                + $"{accelerator.NumMultiprocessors} multiprocessors";
+            return new IlgpuBackend("cuda", context, accelerator, description);
+        }
+        catch (Exception e) when (e is not BackendUnavailableException)
+        {
+            context?.Dispose();
+            throw new BackendUnavailableException("cuda", $"the CUDA accelerator could not be started ({e.Message})", e);
+        }
+        catch
+        {
+            context?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// ILGPU's CPU accelerator with a small simulated device (warps of 4 threads, groups of 16, one
+    /// multiprocessor): the kernels run as on a GPU, one OS thread per simulated thread. Measured on a
+    /// 2-core machine, barriers between OS threads, not arithmetic, set its speed, so a small group is fastest.
+    /// </summary>
+    public static IlgpuBackend CreateCpuSimulator() => CreateCpuSimulator(4, 4, 1);
+
+    internal static IlgpuBackend CreateCpuSimulator(int warp, int warps, int multiprocessors)
+    {
+        var device = new CPUDevice(numThreadsPerWarp: warp, numWarpsPerMultiprocessor: warps, numMultiprocessors: multiprocessors);
+        var context = Context.Create(builder => builder.CPU(device).EnableAlgorithms());
+        try
+        {
+            var accelerator = context.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
+            var description = $"ILGPU CPU accelerator: {accelerator.NumMultiprocessors} simulated multiprocessors, groups of {accelerator.MaxNumThreadsPerGroup} threads, warps of {accelerator.WarpSize}";
+            return new IlgpuBackend("ilgpu-cpu", context, accelerator, description);
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Whether a CUDA device can be used here (the NVIDIA driver loads and reports one).</summary>
+    public static bool CudaAvailable()
+    {
+        try
+        {
+            using var context = Context.Create(builder => builder.Cuda());
+            return context.GetCudaDevices().Count > 0;
+        }
+        catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or EntryPointNotFoundException or InvalidOperationException or NotSupportedException)
+        {
+            return false;
+        }
+    }
+
+    /// <inheritdoc />
+    public string Name { get; }
+
+    /// <inheritdoc />
+    public string Description { get; }
+
+    /// <inheritdoc />
+    public IDisposable Enter()
+    {
+        Monitor.Enter(_gate);
+        try
+        {
+            return new Scope(this, _accelerator.BindScoped());
+        }
+        catch
+        {
+            Monitor.Exit(_gate);
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    public DeviceBuffer<T> Allocate<T>(long length) where T : unmanaged =>
+        new IlgpuBuffer<T>(this, _accelerator.Allocate1D<T>(Math.Max(length, 1)), length);
+
+    /// <inheritdoc />
+    public DeviceBuffer<T> Upload<T>(T[] data) where T : unmanaged
+    {
+        var buffer = Allocate<T>(data.Length);
+        CopyFromHost(buffer, 0, data);
+        return buffer;
+    }
+
+    /// <inheritdoc />
+    public void CopyFromHost<T>(DeviceBuffer<T> destination, long offset, ReadOnlySpan<T> source) where T : unmanaged
+    {
+        if (source.IsEmpty) return;
+        View(destination).SubView(offset, source.Length).CopyFromCPU(ref MemoryMarshal.GetReference(source), source.Length);
+    }
+
+    /// <inheritdoc />
+    public void Download<T>(Span<T> destination, DeviceBuffer<T> source, long offset) where T : unmanaged
+    {
+        if (destination.IsEmpty) return;
+        View(source).SubView(offset, destination.Length).CopyToCPU(ref MemoryMarshal.GetReference(destination), destination.Length);
+    }
+
+    /// <inheritdoc />
+    public DeviceMatrix PrepareMatrix(Weight weight) => new IlgpuMatrix(weight.Shape[0], weight.Shape[1], Upload(weight.Data));
+
+    /// <inheritdoc />
+    public void Embedding(DeviceBuffer<float> output, DeviceBuffer<int> ids, DeviceBuffer<int> positions,
+        DeviceBuffer<float> wte, DeviceBuffer<float> wpe, int N, int C) =>
+        _embedding(Threads(N * C), View(output), View(ids), View(positions), View(wte), View(wpe), N, C);
+
+    /// <inheritdoc />
+    public void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float> bias,
+        int N, int C, float epsilon)
+    {
+        var rowsPerGroup = _groupSize / _accelerator.WarpSize;
+        _layerNorm(Launch(Groups(N, rowsPerGroup)), View(output), View(input), View(weight), View(bias), N, C, epsilon);
+    }
+
+    /// <inheritdoc />
+    public void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceMatrix weight, DeviceBuffer<float> bias,
+        int N, int IC, int OC, MatMulEpilogue epilogue)
+    {
+        var w = ((IlgpuMatrix)weight).Buffer;
+        var kind = epilogue switch
+        {
+            MatMulEpilogue.BiasGelu => MatMulShape.Gelu,
+            MatMulEpilogue.Residual => MatMulShape.Residual,
+            _ => MatMulShape.Bias,
+        };
+        var shape = new MatMulShape(N, IC, OC, kind, hasBias: true, transposed: false, _tileX, _tileY);
+        if (N <= MatVecRows && IC <= MatMulKernels.MaxChunks * MatMulKernels.Chunk)
+        {
+            _matVec(Launch(Groups(OC, MatMulKernels.MaxWarp) * N), View(output), View(input), View(w), View(bias), shape);
+            return;
+        }
+        LaunchTiled(output, input, w, bias, shape);
+    }
+
+    /// <inheritdoc />
+    public void MatMulTransposed(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, int N, int IC, int OC)
+    {
+        var shape = new MatMulShape(N, IC, OC, MatMulShape.Bias, hasBias: false, transposed: true, _tileX, _tileY);
+        if (N <= MatVecRows)
+        {
+            _matVecTransposed(Threads(N * OC), View(output), View(input), View(weight), shape);
+            return;
+        }
+        LaunchTiled(output, input, weight, bias: weight, shape);
+    }
+
+    private void LaunchTiled(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float> bias, MatMulShape shape)
+    {
+        _matMulTiled(Launch(Groups(shape.OC, 4 * _tileX) * Groups(shape.N, 4 * _tileY)), View(output), View(input), View(weight), View(bias), shape);
+    }
+
+    /// <inheritdoc />
+    public void Add(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, long count) =>
+        _add(Threads(count), View(output), View(a), View(b), (int)count);
+
+    /// <inheritdoc />
+    public void AppendKeyValues(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<float> qkv,
+        int B, int T, int past, int Tmax, int NH, int HS) =>
+        _appendKeyValues(Threads((long)B * T * NH * HS), View(keys), View(values), View(qkv), new CacheShape(B, T, past, Tmax, NH, HS));
+
+    /// <inheritdoc />
+    public void Attention(DeviceBuffer<float> output, DeviceBuffer<float>? probabilities, DeviceBuffer<float> qkv,
+        DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> keyMask,
+        int B, int T, int past, int Tmax, int NH, int HS)
+    {
+        if (HS > AttentionKernel.MaxHeadSize)
+            throw new NotSupportedException($"head size {HS} exceeds {AttentionKernel.MaxHeadSize}, the most the {Name} attention kernels hold");
+        var shape = new AttentionShape(B, T, past, Tmax, NH, HS, probabilities is not null);
+        if (T == 1 && probabilities is null)
+        {
+            // Decoding: few queries, many keys; split the keys into chunks worked on side by side.
+            var chunks = AttentionKernel.DecodeChunks(past);
+            var needed = (long)B * NH * chunks * (HS + 2);
+            if (_attentionPartials is null || _attentionPartials.Length < needed)
+            {
+                _attentionPartials?.Dispose();
+                _attentionPartials = _accelerator.Allocate1D<float>(needed);
+            }
+            var partials = _attentionPartials.View.SubView(0, needed);
+            _attentionDecode(Threads((long)chunks * NH * B), partials, View(qkv), View(keys), View(values), View(keyMask), shape, chunks);
+            _attentionCombine(Threads((long)HS * NH * B), View(output), partials, shape, chunks);
+            return;
+        }
+        _attention(Launch(Groups(T, _groupSize) * NH * B),
+            View(output), View(probabilities ?? output), View(qkv), View(keys), View(values), View(keyMask), shape);
+    }
+
+    /// <inheritdoc />
+    public void GatherRows(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<int> rows, int R, int C) =>
+        _gatherRows(Threads((long)R * C), View(output), View(input), View(rows), R, C);
+
+    /// <inheritdoc />
+    public void TargetLogProbabilities(DeviceBuffer<float> output, DeviceBuffer<float> logits, DeviceBuffer<int> targets, int N, int V) =>
+        _targetLogProbabilities(Launch(N), View(output), View(logits), View(targets), N, V);
+
+    /// <inheritdoc />
+    public void ArgMax(DeviceBuffer<int> output, DeviceBuffer<float> logits, int N, int V) =>
+        _argMax(Launch(N), View(output), View(logits), N, V);
+
+    /// <summary>Releases the accelerator and its context (and with them every buffer).</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            _accelerator.Dispose();
+            _context.Dispose();
+        }
+    }
+
+    private static int Groups(int count, int perGroup) => Math.Max(1, (count + perGroup - 1) / perGroup);
+
+    /// <summary>A launch of <paramref name="groups"/> groups (at most <see cref="_maxGroups"/>: the kernels loop over the rest).</summary>
+    private KernelConfig Launch(int groups) => new(Math.Min(groups, _maxGroups), _groupSize);
+
+    /// <summary>A launch with a thread per element, capped likewise.</summary>
+    private KernelConfig Threads(long elements) => Launch((int)Math.Min(int.MaxValue, (elements + _groupSize - 1) / _groupSize));
+
+    private static ArrayView<T> View<T>(DeviceBuffer<T> buffer) where T : unmanaged
+    {
+        var ilgpu = (IlgpuBuffer<T>)buffer;
+        return ilgpu.Memory.View.SubView(0, Math.Max(ilgpu.Length, 1));
+    }
+
+    private sealed class IlgpuBuffer<T>(IlgpuBackend backend, MemoryBuffer1D<T, Stride1D.Dense> memory, long length)
+        : DeviceBuffer<T>(backend, length) where T : unmanaged
+    {
+        public MemoryBuffer1D<T, Stride1D.Dense> Memory { get; } = memory;
+
+        public override void Dispose() => Memory.Dispose();
+    }
+
+    private sealed class IlgpuMatrix(int inputs, int outputs, DeviceBuffer<float> buffer) : DeviceMatrix(inputs, outputs)
+    {
+        /// <summary>(IC, OC) as in the checkpoint: the kernels read rows along the outputs.</summary>
+        public DeviceBuffer<float> Buffer { get; } = buffer;
+
+        public override void Dispose() => Buffer.Dispose();
+    }
+
+    /// <summary>One pass: the lock and the accelerator bound to this thread, released together.</summary>
+    private sealed class Scope(IlgpuBackend owner, ScopedAcceleratorBinding binding) : IDisposable
+    {
+        private int _done;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _done, 1) != 0) return;
+            // Work still queued must finish before another thread's pass may run.
+            owner._accelerator.Synchronize();
+            binding.Dispose();
+            Monitor.Exit(owner._gate);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+using ILGPU;
+using ILGPU.Algorithms;
+
+namespace NativeGpt2.Ilgpu.Kernels;
+
+/// <summary>
+/// Causal self-attention over the key/value cache with an online softmax: keys are visited in order and
+/// each unmasked key updates the running maximum m, the running sum l and the weighted sum of values,
+/// so no T × T matrix is formed (probabilities are written in a second pass only when asked for).
+/// </summary>
+/// <remarks>
+/// <para>Shapes: qkv (B, T, 3C) the new tokens' queries, keys and values; keys and values (B, NH, Tmax, HS);
+/// mask (B, Tmax); out (B, T, C); probabilities (B, NH, T, past + T). Masked keys are skipped, not set
+/// to −∞, so a row's arithmetic does not change with padding in front of it. A query that sees no key gets zeros.</para>
+/// <para><see cref="Prefill"/>: one thread per query; a group takes consecutive queries of one (b, h) and
+/// stages tiles of keys and values in shared memory for all of them. <see cref="Decode"/> and
+/// <see cref="Combine"/>: one new token per row, so the keys are split into chunks processed side by side,
+/// then merged in chunk order. Chunks start at the row's first unmasked key, so a left-padded row splits
+/// its real keys exactly as the same row without padding: batched decoding equals one-by-one decoding.</para>
+/// </remarks>
+internal static class AttentionKernel
+{
+    /// <summary>Largest head size (GPT-2's is 64 at every size).</summary>
+    public const int MaxHeadSize = 128;
+
+    /// <summary>Keys per shared-memory tile in <see cref="Prefill"/>: two tiles of 32 × 128 floats fit in 32 KB.</summary>
+    public const int TileKeys = 32;
+
+    /// <summary>Keys per chunk in <see cref="Decode"/>.</summary>
+    public const int DecodeChunk = 32;
+
+    /// <summary>
+    /// A group takes blocks of G consecutive queries of one (b, h); thread i of block (x, h, b) is query
+    /// t = x·G + i of head h, row b.
+    /// </summary>
+    public static void Prefill(ArrayView<float> output, ArrayView<float> probabilities, ArrayView<float> qkv,
+        ArrayView<float> keys, ArrayView<float> values, ArrayView<int> mask, AttentionShape s)
+    {
+        var tileK = SharedMemory.Allocate<float>(TileKeys * MaxHeadSize);
+        var tileV = SharedMemory.Allocate<float>(TileKeys * MaxHeadSize);
+        var tileMask = SharedMemory.Allocate<int>(TileKeys);
+        var blocks = (s.T + Group.DimX - 1) / Group.DimX;
+        for (var item = Grid.IdxX; item < blocks * s.NH * s.B; item += Grid.DimX)
+            PrefillBlock(output, probabilities, qkv, keys, values, mask, s, tileK, tileV, tileMask, item % blocks, item / blocks % s.NH, item / (blocks * s.NH));
+    }
+
+    private static void PrefillBlock(ArrayView<float> output, ArrayView<float> probabilities, ArrayView<float> qkv,
+        ArrayView<float> keys, ArrayView<float> values, ArrayView<int> mask, AttentionShape s,
+        ArrayView<float> tileK, ArrayView<float> tileV, ArrayView<int> tileMask, int block, int h, int b)
+    {
+        int G = Group.DimX, tid = Group.IdxX, t = block * G + tid;
+        int C = s.NH * s.HS, head = (b * s.NH + h) * s.Tmax;
+        var active = t < s.T;
+        // Keys the group needs: up to the last query it holds.
+        var groupLast = s.Past + XMath.Min(s.T, (block + 1) * G) - 1;
+        var last = s.Past + t;
+
+        var q = LocalMemory.Allocate<float>(MaxHeadSize);
+        var acc = LocalMemory.Allocate<float>(MaxHeadSize);
+        for (var d = 0; d < s.HS; d++)
+        {
+            q[d] = active ? qkv[(b * s.T + t) * 3 * C + h * s.HS + d] : 0f;
+            acc[d] = 0f;
+        }
+
+        var m = float.NegativeInfinity;
+        var l = 0f;
+        for (var j0 = 0; j0 <= groupLast; j0 += TileKeys)
+        {
+            Stage(tileK, tileV, tileMask, keys, values, mask, s, head, b, j0, groupLast);
+            Group.Barrier();
+            var count = XMath.Min(TileKeys, last - j0 + 1);
+            for (var jj = 0; active && jj < count; jj++)
+            {
+                if (tileMask[jj] == 0) continue;
+                var score = Dot(q, tileK, jj * s.HS, s.HS) * s.Scale;
+                // Rescale what was summed under the old maximum (exp(−∞) = 0 for the first key).
+                var next = XMath.Max(m, score);
+                var correction = XMath.Exp(m - next);
+                var p = XMath.Exp(score - next);
+                l = l * correction + p;
+                for (var d = 0; d < s.HS; d++)
+                    acc[d] = acc[d] * correction + p * tileV[jj * s.HS + d];
+                m = next;
+            }
+            Group.Barrier();
+        }
+
+        var inverse = l > 0f ? 1f / l : 0f;
+        if (active)
+        {
+            for (var d = 0; d < s.HS; d++)
+                output[(b * s.T + t) * C + h * s.HS + d] = acc[d] * inverse;
+        }
+        if (s.WriteProbabilities == 0) return;
+
+        // Second pass, only when asked: p_j = exp(score_j − m) / l; masked and future keys get 0.
+        var keysSeen = s.Past + s.T;
+        var rowStart = ((b * s.NH + h) * s.T + t) * keysSeen;
+        for (var j0 = 0; j0 < keysSeen; j0 += TileKeys)
+        {
+            Stage(tileK, tileV, tileMask, keys, values, mask, s, head, b, j0, groupLast);
+            Group.Barrier();
+            var count = XMath.Min(TileKeys, keysSeen - j0);
+            for (var jj = 0; active && jj < count; jj++)
+            {
+                var j = j0 + jj;
+                var weight = 0f;
+                if (j <= last && tileMask[jj] != 0)
+                    weight = XMath.Exp(Dot(q, tileK, jj * s.HS, s.HS) * s.Scale - m) * inverse;
+                probabilities[rowStart + j] = weight;
+            }
+            Group.Barrier();
+        }
+    }
+
+    /// <summary>Copies keys [j0, j0 + TileKeys) of one head (up to <paramref name="last"/>) and their mask into shared memory, all threads together.</summary>
+    private static void Stage(ArrayView<float> tileK, ArrayView<float> tileV, ArrayView<int> tileMask,
+        ArrayView<float> keys, ArrayView<float> values, ArrayView<int> mask, AttentionShape s, int head, int b, int j0, int last)
+    {
+        var count = XMath.Min(TileKeys, last - j0 + 1);
+        for (var e = Group.IdxX; e < count * s.HS; e += Group.DimX)
+        {
+            var at = (head + j0) * s.HS + e;
+            tileK[e] = keys[at];
+            tileV[e] = values[at];
+        }
+        for (var jj = Group.IdxX; jj < TileKeys; jj += Group.DimX)
+            tileMask[jj] = jj < count ? mask[b * s.Tmax + j0 + jj] : 0;
+    }
+
+    private static float Dot(ArrayView<float> q, ArrayView<float> k, int offset, int HS)
+    {
+        var sum = 0f;
+        for (var d = 0; d < HS; d++) sum += q[d] * k[offset + d];
+        return sum;
+    }
+
+    /// <summary>
+    /// One new token per row (T = 1): thread per (chunk, h, b). Each takes keys [first + c·K, first + (c + 1)·K)
+    /// where first is the row's first unmasked key, and writes its partial result to <paramref name="partial"/>:
+    /// (B, NH, chunks, HS + 2), the weighted value sum, then m and l.
+    /// </summary>
+    public static void Decode(ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
+        ArrayView<int> mask, AttentionShape s, int chunks)
+    {
+        for (var i = Grid.GlobalIndex.X; i < chunks * s.NH * s.B; i += Grid.DimX * Group.DimX)
+            DecodeOneChunk(partial, qkv, keys, values, mask, s, chunks, i % chunks, i / chunks % s.NH, i / (chunks * s.NH));
+    }
+
+    private static void DecodeOneChunk(ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
+        ArrayView<int> mask, AttentionShape s, int chunks, int c, int h, int b)
+    {
+        int C = s.NH * s.HS, head = (b * s.NH + h) * s.Tmax, last = s.Past;
+        var first = FirstKey(mask, b * s.Tmax, last);
+        var slot = ((b * s.NH + h) * chunks + c) * (s.HS + 2);
+        var acc = LocalMemory.Allocate<float>(MaxHeadSize);
+        for (var d = 0; d < s.HS; d++) acc[d] = 0f;
+        var m = float.NegativeInfinity;
+        var l = 0f;
+        var end = XMath.Min(last, first + (c + 1) * DecodeChunk - 1);
+        for (var j = first + c * DecodeChunk; j <= end; j++)
+        {
+            if (mask[b * s.Tmax + j] == 0) continue;
+            var score = 0f;
+            for (var d = 0; d < s.HS; d++) score += qkv[b * 3 * C + h * s.HS + d] * keys[(head + j) * s.HS + d];
+            score *= s.Scale;
+            var next = XMath.Max(m, score);
+            var correction = XMath.Exp(m - next);
+            var p = XMath.Exp(score - next);
+            l = l * correction + p;
+            for (var d = 0; d < s.HS; d++)
+                acc[d] = acc[d] * correction + p * values[(head + j) * s.HS + d];
+            m = next;
+        }
+        for (var d = 0; d < s.HS; d++) partial[slot + d] = acc[d];
+        partial[slot + s.HS] = m;
+        partial[slot + s.HS + 1] = l;
+    }
+
+    /// <summary>
+    /// Merges the chunks of <see cref="Decode"/> in chunk order: m = max_c m_c, l = Σ_c l_c·exp(m_c − m),
+    /// out = Σ_c acc_c·exp(m_c − m) / l. Thread per (d, h, b).
+    /// </summary>
+    public static void Combine(ArrayView<float> output, ArrayView<float> partial, AttentionShape s, int chunks)
+    {
+        for (var i = Grid.GlobalIndex.X; i < s.HS * s.NH * s.B; i += Grid.DimX * Group.DimX)
+            CombineChannel(output, partial, s, chunks, i % s.HS, i / s.HS % s.NH, i / (s.HS * s.NH));
+    }
+
+    private static void CombineChannel(ArrayView<float> output, ArrayView<float> partial, AttentionShape s, int chunks, int d, int h, int b)
+    {
+        var C = s.NH * s.HS;
+        var base0 = (b * s.NH + h) * chunks * (s.HS + 2);
+        var m = float.NegativeInfinity;
+        for (var c = 0; c < chunks; c++) m = XMath.Max(m, partial[base0 + c * (s.HS + 2) + s.HS]);
+        var l = 0f;
+        var sum = 0f;
+        for (var c = 0; c < chunks; c++)
+        {
+            var slot = base0 + c * (s.HS + 2);
+            var chunkMax = partial[slot + s.HS];
+            // A chunk with no unmasked key has m = −∞ and contributes nothing.
+            var scale = chunkMax == float.NegativeInfinity ? 0f : XMath.Exp(chunkMax - m);
+            l += partial[slot + s.HS + 1] * scale;
+            sum += partial[slot + d] * scale;
+        }
+        output[b * C + h * s.HS + d] = l > 0f ? sum / l : 0f;
+    }
+
+    /// <summary>Chunks <see cref="Decode"/> splits the keys [0, past] of a T = 1 pass into.</summary>
+    public static int DecodeChunks(int past) => past / DecodeChunk + 1;
+
+    /// <summary>The first unmasked key of a row among [0, last], or last + 1 when there is none.</summary>
+    private static int FirstKey(ArrayView<int> mask, int rowStart, int last)
+    {
+        var j = 0;
+        while (j <= last && mask[rowStart + j] == 0) j++;
+        return j;
+    }
+}
+
+/// <summary>Sizes of one attention call: B rows of T new queries after Past cached keys, NH heads of HS channels, Tmax cache slots.</summary>
+internal readonly struct AttentionShape(int B, int T, int past, int Tmax, int NH, int HS, bool writeProbabilities)
+{
+    public readonly int B = B;
+    public readonly int T = T;
+    public readonly int Past = past;
+    public readonly int Tmax = Tmax;
+    public readonly int NH = NH;
+    public readonly int HS = HS;
+    public readonly float Scale = 1f / MathF.Sqrt(HS);
+    public readonly int WriteProbabilities = writeProbabilities ? 1 : 0;
+}

@@ -1,0 +1,72 @@
+using ILGPU;
+using ILGPU.Algorithms;
+
+namespace NativeGpt2.Ilgpu.Kernels;
+
+/// <summary>Reductions over a row of V logits, one group per row: what scoring and greedy decoding read from the head.</summary>
+internal static class RowKernels
+{
+    /// <summary>
+    /// out[n] = logits[n, targets[n]] − log Σ_v exp(logits[n, v] − max) − max: the log-probability of each
+    /// row's target. Logits (N, V), targets (N), out (N).
+    /// </summary>
+    public static void TargetLogProbabilities(ArrayView<float> output, ArrayView<float> logits, ArrayView<int> targets, int N, int V)
+    {
+        var scratch = SharedMemory.Allocate<float>(Reductions.MaxWarpsPerGroup);
+        for (var row = Grid.IdxX; row < N; row += Grid.DimX)
+            TargetLogProbability(output, logits, targets, V, row, scratch);
+    }
+
+    private static void TargetLogProbability(ArrayView<float> output, ArrayView<float> logits, ArrayView<int> targets, int V, int row, ArrayView<float> scratch)
+    {
+        var start = row * V;
+        var max = float.NegativeInfinity;
+        for (var v = Group.IdxX; v < V; v += Group.DimX) max = XMath.Max(max, logits[start + v]);
+        max = Reductions.GroupMax(max, scratch);
+        // Subtract the maximum so exp cannot overflow; an infinite maximum is its own log-sum-exp.
+        var sum = 0f;
+        if (!float.IsInfinity(max))
+        {
+            for (var v = Group.IdxX; v < V; v += Group.DimX) sum += XMath.Exp(logits[start + v] - max);
+        }
+        sum = Reductions.GroupSum(sum, scratch);
+        if (Group.IdxX == 0)
+        {
+            var logSumExp = float.IsInfinity(max) ? max : max + XMath.Log(sum);
+            output[row] = logits[start + targets[row]] - logSumExp;
+        }
+    }
+
+    /// <summary>
+    /// out[n] = the first index of row n's largest logit, or −1 when the row holds NaN or +∞ or is all −∞.
+    /// Logits (N, V), out (N).
+    /// </summary>
+    public static void ArgMax(ArrayView<int> output, ArrayView<float> logits, int N, int V)
+    {
+        var values = SharedMemory.Allocate<float>(Reductions.MaxWarpsPerGroup);
+        var indices = SharedMemory.Allocate<int>(Reductions.MaxWarpsPerGroup);
+        var unusable = SharedMemory.Allocate<float>(Reductions.MaxWarpsPerGroup);
+        for (var row = Grid.IdxX; row < N; row += Grid.DimX)
+            ArgMaxRow(output, logits, V, row, values, indices, unusable);
+    }
+
+    private static void ArgMaxRow(ArrayView<int> output, ArrayView<float> logits, int V, int row,
+        ArrayView<float> values, ArrayView<int> indices, ArrayView<float> unusable)
+    {
+        var start = row * V;
+        var best = float.NegativeInfinity;
+        var bestIndex = int.MaxValue;
+        var bad = 0f;
+        // Each thread's first maximum over its stride; ties between threads go to the smaller index.
+        for (var v = Group.IdxX; v < V; v += Group.DimX)
+        {
+            var x = logits[start + v];
+            if (float.IsNaN(x) || float.IsPositiveInfinity(x)) bad = 1f;
+            else if (x > best) { best = x; bestIndex = v; }
+        }
+        bad = Reductions.GroupMax(bad, unusable);
+        Reductions.GroupArgMax(ref best, ref bestIndex, values, indices);
+        if (Group.IdxX == 0)
+            output[row] = bad > 0 || bestIndex == int.MaxValue ? -1 : bestIndex;
+    }
+}

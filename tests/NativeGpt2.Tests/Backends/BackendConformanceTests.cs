@@ -1,0 +1,322 @@
+using NativeGpt2.Backends;
+using NativeGpt2.Operators;
+using NativeGpt2.Tests.Support;
+using NativeGpt2.Weights;
+using Xunit;
+
+namespace NativeGpt2.Tests.Backends;
+
+/// <summary>
+/// Every operation of <see cref="IBackend"/>, on every backend, against the double-precision scalar
+/// references in <c>Operators/</c>: random shapes, including sizes that are not multiples of a tile, a
+/// vector or a warp, and the row counts on both sides of the matrix-vector / tiled switch. Errors are
+/// normalised by the output's magnitude (<see cref="Numerics.AssertClose"/>). Runs for cpu and
+/// ilgpu-cpu everywhere and for cuda where a device is present.
+/// </summary>
+public class BackendConformanceTests
+{
+    /// <summary>Relative bound for one operation in float32 against its double reference.</summary>
+    private const double Bound = 2e-5;
+
+    public static TheoryData<string> Backends => TestBackends.All;
+
+    private static IBackend Prepare(string name)
+    {
+        TestBackends.SkipIfUnavailable(name);
+        return TestBackends.Get(name);
+    }
+
+    /// <summary>Shapes drawn per case from a seeded generator, so a failure names a reproducible case.</summary>
+    private static IEnumerable<Random> Cases(int count) => Enumerable.Range(0, count).Select(seed => new Random(1000 + seed));
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void Embedding_gathers_and_adds_rows(string name)
+    {
+        var backend = Prepare(name);
+        foreach (var random in Cases(6))
+        {
+            int N = random.Next(1, 40), C = random.Next(1, 70), V = random.Next(1, 60), P = random.Next(1, 50);
+            var wte = Numerics.RandomFloats(random, V * C);
+            var wpe = Numerics.RandomFloats(random, P * C);
+            var ids = Enumerable.Range(0, N).Select(_ => random.Next(V)).ToArray();
+            var positions = Enumerable.Range(0, N).Select(_ => random.Next(P)).ToArray();
+            var expected = new float[N * C];
+            Embedding.Reference(expected, ids, positions, wte, wpe, C);
+            var actual = Run(backend, N * C, o =>
+            {
+                using var i = backend.Upload(ids);
+                using var p = backend.Upload(positions);
+                using var t = backend.Upload(wte);
+                using var e = backend.Upload(wpe);
+                backend.Embedding(o, i, p, t, e, N, C);
+            });
+            Numerics.AssertClose(expected, actual, 0, $"{name} embedding N={N} C={C}");
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void LayerNorm_matches_the_reference(string name)
+    {
+        var backend = Prepare(name);
+        foreach (var random in Cases(8))
+        {
+            int N = random.Next(1, 20), C = random.Next(1, 300);
+            var x = Numerics.RandomFloats(random, N * C, 3f);
+            var w = Numerics.RandomFloats(random, C);
+            var b = Numerics.RandomFloats(random, C);
+            var expected = new float[N * C];
+            LayerNorm.Reference(expected, x, w, b, N, C, 1e-5f);
+            var actual = Run(backend, N * C, o =>
+            {
+                using var input = backend.Upload(x);
+                using var weight = backend.Upload(w);
+                using var bias = backend.Upload(b);
+                backend.LayerNorm(o, input, weight, bias, N, C, 1e-5f);
+            });
+            Numerics.AssertClose(expected, actual, Bound, $"{name} layernorm N={N} C={C}");
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void MatMul_matches_the_reference_with_every_epilogue(string name)
+    {
+        var backend = Prepare(name);
+        foreach (var random in Cases(12))
+        {
+            // Rows on both sides of the matrix-vector switch; inputs across several 64-input chunks.
+            int N = random.Next(2) == 0 ? random.Next(1, 5) : random.Next(5, 90), IC = random.Next(1, 200), OC = random.Next(1, 140);
+            var epilogue = (MatMulEpilogue)random.Next(3);
+            var x = Numerics.RandomFloats(random, N * IC);
+            var w = Numerics.RandomFloats(random, IC * OC);
+            var b = Numerics.RandomFloats(random, OC);
+            var residual = Numerics.RandomFloats(random, N * OC);
+            var expected = new float[N * OC];
+            MatMul.Reference(expected, x, w, b, N, IC, OC);
+            for (var i = 0; i < expected.Length; i++)
+            {
+                expected[i] = epilogue switch
+                {
+                    MatMulEpilogue.BiasGelu => GeluReference(expected[i]),
+                    MatMulEpilogue.Residual => (float)((double)residual[i] + expected[i]),
+                    _ => expected[i],
+                };
+            }
+            var actual = Run(backend, N * OC, o =>
+            {
+                using var input = backend.Upload(x);
+                using var weight = backend.PrepareMatrix(new Weight("w", [IC, OC], w));
+                using var bias = backend.Upload(b);
+                backend.CopyFromHost(o, 0, residual);
+                backend.MatMul(o, input, weight, bias, N, IC, OC, epilogue);
+            });
+            Numerics.AssertClose(expected, actual, Bound * Math.Sqrt(IC), $"{name} matmul {epilogue} N={N} IC={IC} OC={OC}");
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void MatMulTransposed_matches_the_reference(string name)
+    {
+        var backend = Prepare(name);
+        foreach (var random in Cases(10))
+        {
+            int N = random.Next(2) == 0 ? random.Next(1, 5) : random.Next(5, 70), IC = random.Next(1, 150), OC = random.Next(1, 300);
+            var x = Numerics.RandomFloats(random, N * IC);
+            var w = Numerics.RandomFloats(random, OC * IC);
+            var expected = new float[N * OC];
+            MatMulTransposed.Reference(expected, x, w, N, IC, OC);
+            var actual = Run(backend, N * OC, o =>
+            {
+                using var input = backend.Upload(x);
+                using var weight = backend.Upload(w);
+                backend.MatMulTransposed(o, input, weight, N, IC, OC);
+            });
+            Numerics.AssertClose(expected, actual, Bound * Math.Sqrt(IC), $"{name} matmul-transposed N={N} IC={IC} OC={OC}");
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void A_row_of_a_projection_does_not_depend_on_the_other_rows(string name)
+    {
+        // One row alone (the matrix-vector kernel) and the same row among 40 (the tiled kernel) agree
+        // exactly: what makes batched generation equal one-by-one generation.
+        var backend = Prepare(name);
+        var random = new Random(7);
+        int N = 40, IC = 150, OC = 70;
+        var x = Numerics.RandomFloats(random, N * IC);
+        var w = Numerics.RandomFloats(random, IC * OC);
+        var b = Numerics.RandomFloats(random, OC);
+        using var scope = backend.Enter();
+        using var weight = backend.PrepareMatrix(new Weight("w", [IC, OC], w));
+        using var bias = backend.Upload(b);
+        using var all = backend.Upload(x);
+        using var allOut = backend.Allocate<float>(N * OC);
+        backend.MatMul(allOut, all, weight, bias, N, IC, OC, MatMulEpilogue.BiasGelu);
+        var batched = new float[N * OC];
+        backend.Download(batched, allOut, 0);
+        foreach (var row in new[] { 0, 17, 39 })
+        {
+            using var one = backend.Upload(x[(row * IC)..((row + 1) * IC)]);
+            using var oneOut = backend.Allocate<float>(OC);
+            backend.MatMul(oneOut, one, weight, bias, 1, IC, OC, MatMulEpilogue.BiasGelu);
+            var alone = new float[OC];
+            backend.Download(alone, oneOut, 0);
+            Assert.Equal(batched[(row * OC)..((row + 1) * OC)], alone);
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void Add_adds(string name)
+    {
+        var backend = Prepare(name);
+        var random = new Random(3);
+        var a = Numerics.RandomFloats(random, 1001);
+        var b = Numerics.RandomFloats(random, 1001);
+        var actual = Run(backend, a.Length, o =>
+        {
+            using var x = backend.Upload(a);
+            using var y = backend.Upload(b);
+            backend.Add(o, x, y, a.Length);
+        });
+        Assert.Equal(a.Zip(b, (p, q) => p + q).ToArray(), actual);
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void Attention_over_a_cache_matches_the_reference(string name)
+    {
+        var backend = Prepare(name);
+        foreach (var random in Cases(10))
+        {
+            int B = random.Next(1, 4), T = random.Next(1, 12), past = random.Next(0, 10), NH = random.Next(1, 4), HS = random.Next(1, 40);
+            int Tmax = past + T + random.Next(0, 5), C = NH * HS;
+            var withProbabilities = random.Next(2) == 0;
+            // Earlier cache contents, this pass's qkv, and a mask with padding at the start of some rows.
+            var keys = Numerics.RandomFloats(random, B * NH * Tmax * HS);
+            var values = Numerics.RandomFloats(random, B * NH * Tmax * HS);
+            var qkv = Numerics.RandomFloats(random, B * T * 3 * C, 2f);
+            var mask = new int[B * Tmax];
+            for (var b = 0; b < B; b++)
+            {
+                var pad = random.Next(0, past + T);
+                for (var j = 0; j < Tmax; j++) mask[b * Tmax + j] = j >= pad ? 1 : 0;
+            }
+            var expectedKeys = (float[])keys.Clone();
+            var expectedValues = (float[])values.Clone();
+            CausalSelfAttention.AppendKeyValues(expectedKeys, expectedValues, qkv, B, T, past, Tmax, NH, HS);
+            var expected = new float[B * T * C];
+            var expectedProbabilities = new float[B * NH * T * (past + T)];
+            CausalSelfAttention.Reference(expected, expectedProbabilities, qkv, expectedKeys, expectedValues, mask, B, T, past, Tmax, NH, HS);
+
+            using var scope = backend.Enter();
+            using var k = backend.Upload((float[])keys.Clone());
+            using var v = backend.Upload((float[])values.Clone());
+            using var q = backend.Upload(qkv);
+            using var m = backend.Upload(mask);
+            using var o = backend.Allocate<float>(expected.Length);
+            using var p = withProbabilities ? backend.Allocate<float>(expectedProbabilities.Length) : null;
+            backend.AppendKeyValues(k, v, q, B, T, past, Tmax, NH, HS);
+            backend.Attention(o, p, q, k, v, m, B, T, past, Tmax, NH, HS);
+            var what = $"{name} attention B={B} T={T} past={past} NH={NH} HS={HS}";
+            Numerics.AssertClose(expectedKeys, Download(backend, k), 0, what + " keys");
+            Numerics.AssertClose(expectedValues, Download(backend, v), 0, what + " values");
+            Numerics.AssertClose(expected, Download(backend, o), Bound, what);
+            if (p is not null) Numerics.AssertClose(expectedProbabilities, Download(backend, p), Bound, what + " probabilities");
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void GatherRows_copies_the_chosen_rows(string name)
+    {
+        var backend = Prepare(name);
+        var random = new Random(5);
+        int N = 9, C = 13;
+        var x = Numerics.RandomFloats(random, N * C);
+        int[] rows = [8, 0, 3, 3];
+        var actual = Run(backend, rows.Length * C, o =>
+        {
+            using var input = backend.Upload(x);
+            using var r = backend.Upload(rows);
+            backend.GatherRows(o, input, r, rows.Length, C);
+        });
+        Assert.Equal(rows.SelectMany(r => x[(r * C)..((r + 1) * C)]).ToArray(), actual);
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void Target_log_probabilities_match_the_reference(string name)
+    {
+        var backend = Prepare(name);
+        foreach (var random in Cases(6))
+        {
+            int N = random.Next(1, 9), V = random.Next(1, 3000);
+            var logits = Numerics.RandomFloats(random, N * V, 8f);
+            var targets = Enumerable.Range(0, N).Select(_ => random.Next(V)).ToArray();
+            var expected = new float[N];
+            var row = new float[V];
+            for (var n = 0; n < N; n++)
+            {
+                LogSoftmax.Reference(row, logits.AsSpan(n * V, V));
+                expected[n] = row[targets[n]];
+            }
+            var actual = Run(backend, N, o =>
+            {
+                using var l = backend.Upload(logits);
+                using var t = backend.Upload(targets);
+                backend.TargetLogProbabilities(o, l, t, N, V);
+            });
+            Numerics.AssertClose(expected, actual, Bound, $"{name} log-probabilities N={N} V={V}");
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void ArgMax_takes_the_first_maximum_and_flags_unusable_rows(string name)
+    {
+        var backend = Prepare(name);
+        const int V = 1003;
+        var random = new Random(11);
+        var rows = new List<float[]>();
+        for (var r = 0; r < 4; r++) rows.Add(Numerics.RandomFloats(random, V));
+        rows[1][500] = 7f; rows[1][900] = 7f;               // a tie: the first index wins
+        rows[2][17] = float.NaN;                            // NaN: unusable
+        rows[3][3] = float.PositiveInfinity;                // +inf: unusable
+        rows.Add(Enumerable.Repeat(float.NegativeInfinity, V).ToArray()); // all -inf: unusable
+        var logits = rows.SelectMany(r => r).ToArray();
+        using var scope = backend.Enter();
+        using var l = backend.Upload(logits);
+        using var o = backend.Allocate<int>(rows.Count);
+        backend.ArgMax(o, l, rows.Count, V);
+        var actual = new int[rows.Count];
+        backend.Download(actual, o, 0);
+        Assert.Equal([Array.IndexOf(rows[0], rows[0].Max()), 500, -1, -1, -1], actual);
+    }
+
+    private static float GeluReference(float x)
+    {
+        var y = new float[1];
+        Gelu.Reference(y, [x]);
+        return y[0];
+    }
+
+    private static float[] Run(IBackend backend, int outputLength, Action<DeviceBuffer<float>> operation)
+    {
+        using var scope = backend.Enter();
+        using var output = backend.Allocate<float>(outputLength);
+        operation(output);
+        return Download(backend, output);
+    }
+
+    private static float[] Download(IBackend backend, DeviceBuffer<float> buffer)
+    {
+        var host = new float[buffer.Length];
+        backend.Download(host, buffer, 0);
+        return host;
+    }
+}

@@ -1,0 +1,41 @@
+using System.Collections.Concurrent;
+using NativeGpt2.Backends;
+using NativeGpt2.Backends.Cpu;
+using NativeGpt2.Ilgpu;
+using Xunit;
+
+namespace NativeGpt2.Tests.Support;
+
+/// <summary>
+/// One instance of each backend per test run (an ILGPU context compiles its kernels once), and the
+/// names the backend tests run over: cpu and ilgpu-cpu always, cuda where a device is present.
+/// </summary>
+public static class TestBackends
+{
+    public const string Cpu = "cpu";
+    public const string IlgpuCpu = "ilgpu-cpu";
+    public const string Cuda = "cuda";
+
+    /// <summary>Why CUDA tests are skipped on this machine, or null when a device is present.</summary>
+    public static string? CudaSkipReason { get; } = IlgpuBackend.CudaAvailable() ? null : "no CUDA device on this machine (the same tests run on ilgpu-cpu)";
+
+    private static readonly ConcurrentDictionary<string, Lazy<IBackend>> Instances = new();
+
+    public static IBackend Get(string name) => Instances.GetOrAdd(name, n => new Lazy<IBackend>(() => n switch
+    {
+        Cpu => CpuBackend.Instance,
+        IlgpuCpu => IlgpuBackend.CreateCpuSimulator(),
+        Cuda => IlgpuBackend.CreateCuda(),
+        _ => throw new ArgumentOutOfRangeException(nameof(name), n, null),
+    })).Value;
+
+    /// <summary>Backends for [Theory] data: every name, with CUDA included so its tests can report their skip.</summary>
+    public static TheoryData<string> All => [Cpu, IlgpuCpu, Cuda];
+
+    /// <summary>The names usable on this machine, for property tests that draw a backend.</summary>
+    public static string[] Available => CudaSkipReason is null ? [Cpu, IlgpuCpu, Cuda] : [Cpu, IlgpuCpu];
+
+    /// <summary>Skips the calling test with the reason when <paramref name="backend"/> is CUDA and there is none.</summary>
+    public static void SkipIfUnavailable(string backend) =>
+        Xunit.Skip.If(backend == Cuda && CudaSkipReason is not null, CudaSkipReason);
+}
