@@ -21,6 +21,8 @@ public static class CliApp
     /// <summary>Runs the command line and returns the exit code.</summary>
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellation = default)
     {
+        // The tool ships the ILGPU backends: cuda and ilgpu-cpu are known by name.
+        Ilgpu.IlgpuBackendProvider.Register();
         using var context = new CliContext(stdout, stderr);
         var root = BuildRootCommand(context);
         var parse = root.Parse(args);
@@ -28,7 +30,8 @@ public static class CliApp
         context.Offline = parse.GetValue(CommonOptions.Offline);
         if (parse.Errors.Count > 0)
         {
-            stderr.WriteLine($"error: {parse.Errors[0].Message} (see nativegpt2 --help)");
+            var message = string.Join(" ", parse.Errors[0].Message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
+            stderr.WriteLine($"error: {message} (see nativegpt2 --help)");
             return UsageError;
         }
 
@@ -83,6 +86,8 @@ public static class CliApp
             InspectCommand.Create(context),
             ForwardCommand.Create(context),
             VerifyCommand.Create(context),
+            CrosscheckCommand.Create(context),
+            BenchCommand.Create(context),
         };
         root.Options.Add(CommonOptions.Verbose);
         root.Options.Add(CommonOptions.Offline);

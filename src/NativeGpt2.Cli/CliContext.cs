@@ -37,5 +37,8 @@ internal sealed class CliContext(TextWriter stdout, TextWriter stderr) : IDispos
         Hub = new HubOptions { Offline = Offline },
     };
 
+    /// <summary><see cref="LoadOptions"/> on the backend named by <c>--backend</c>.</summary>
+    public ModelLoadOptions LoadOptionsOn(string? backend) => LoadOptions with { Backend = backend ?? Backends.BackendRegistry.Auto };
+
     public void Dispose() => _loggers?.Dispose();
 }

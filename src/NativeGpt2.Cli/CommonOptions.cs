@@ -17,6 +17,13 @@ internal static class CommonOptions
         Recursive = true,
     };
 
+    /// <summary><c>--backend NAME</c>: where the model runs (auto, cpu, ilgpu-cpu, cuda).</summary>
+    public static Option<string> Backend() => new Option<string>("--backend", "-b")
+    {
+        Description = "Where the model runs: auto (CUDA when a device is present, else cpu), cpu, cuda, or ilgpu-cpu (ILGPU's CPU accelerator, for testing kernels without a GPU).",
+        DefaultValueFactory = _ => Backends.BackendRegistry.Auto,
+    }.AcceptOnlyFromAmong([.. Backends.BackendRegistry.Names]);
+
     /// <summary>The model <c>generate</c> uses when none is named: the trained shakespeare-char, copied next to the executable.</summary>
     public static string BundledModel => Path.Combine(AppContext.BaseDirectory, "models", "shakespeare-char");
 

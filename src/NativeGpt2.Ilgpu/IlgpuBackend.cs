@@ -309,6 +309,24 @@ public sealed class IlgpuBackend : IBackend
     public void ArgMax(DeviceBuffer<int> output, DeviceBuffer<float> logits, int N, int V) =>
         _argMax(Launch(N), View(output), View(logits), N, V);
 
+    /// <summary>
+    /// The time one launch of an empty kernel takes, averaged over <paramref name="launches"/> launches and
+    /// their completion: the floor under every operator, and why a decoding step's ~100 launches matter.
+    /// </summary>
+    public TimeSpan MeasureLaunchOverhead(int launches)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(launches, 1);
+        using var scope = Enter();
+        using var buffer = _accelerator.Allocate1D<float>(1);
+        var empty = _accelerator.LoadStreamKernel<ArrayView<float>, int>(ElementwiseKernels.Nothing);
+        empty(new KernelConfig(1, _groupSize), buffer.View, 0);
+        _accelerator.Synchronize();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (var i = 0; i < launches; i++) empty(new KernelConfig(1, _groupSize), buffer.View, i);
+        _accelerator.Synchronize();
+        return clock.Elapsed / launches;
+    }
+
     /// <summary>Releases the accelerator and its context (and with them every buffer).</summary>
     public void Dispose()
     {

@@ -49,6 +49,12 @@ internal static class ElementwiseKernels
         }
     }
 
+    /// <summary>Does nothing (writes only when <paramref name="flag"/> is negative, which it never is): the launch-overhead probe.</summary>
+    public static void Nothing(ArrayView<float> output, int flag)
+    {
+        if (flag < 0) output[0] = flag;
+    }
+
     /// <summary>out[r, c] = input[rows[r], c]; one thread per (r, c) of out (R, C).</summary>
     public static void GatherRows(ArrayView<float> output, ArrayView<float> input, ArrayView<int> rows, int R, int C)
     {

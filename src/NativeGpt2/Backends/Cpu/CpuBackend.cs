@@ -13,16 +13,22 @@ namespace NativeGpt2.Backends.Cpu;
 /// </summary>
 /// <remarks>
 /// Operators keep no state, so passes from several threads run side by side, each with its own
-/// workspace and cache; <see cref="Enter"/> does nothing.
+/// workspace and cache; <see cref="Enter"/> only sets the pass's thread limit.
 /// </remarks>
 public sealed class CpuBackend : IBackend
 {
-    /// <summary>The one instance: it holds nothing that needs releasing.</summary>
-    public static CpuBackend Instance { get; } = new();
+    /// <summary>The shared instance, on every core: it holds nothing that needs releasing.</summary>
+    public static CpuBackend Instance { get; } = new(Environment.ProcessorCount);
 
-    private CpuBackend()
+    /// <summary>A CPU backend whose passes use at most <paramref name="threads"/> threads.</summary>
+    public CpuBackend(int threads)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
+        Threads = threads;
     }
+
+    /// <summary>Threads a pass uses.</summary>
+    public int Threads { get; }
 
     /// <inheritdoc />
     public string Name => "cpu";
@@ -35,12 +41,12 @@ public sealed class CpuBackend : IBackend
             var vectors = Vector256.IsHardwareAccelerated
                 ? $"Vector256 ({(Avx2.IsSupported ? "AVX2" : "256-bit")}{(Fma.IsSupported ? ", FMA" : "")})"
                 : "scalar (no 256-bit SIMD)";
-            return $"CPU: {vectors}, {Environment.ProcessorCount} threads";
+            return $"CPU: {vectors}, {Threads} threads";
         }
     }
 
     /// <inheritdoc />
-    public IDisposable Enter() => NoScope.Instance;
+    public IDisposable Enter() => Parallelism.Limit(Threads);
 
     /// <inheritdoc />
     public DeviceBuffer<T> Allocate<T>(long length) where T : unmanaged => new CpuBuffer<T>(this, new T[length]);
@@ -162,15 +168,6 @@ public sealed class CpuBackend : IBackend
         public float[] Data { get; } = data;
 
         public override void Dispose()
-        {
-        }
-    }
-
-    private sealed class NoScope : IDisposable
-    {
-        public static readonly NoScope Instance = new();
-
-        public void Dispose()
         {
         }
     }

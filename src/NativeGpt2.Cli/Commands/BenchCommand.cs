@@ -1,0 +1,156 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using NativeGpt2.Backends;
+using NativeGpt2.Backends.Cpu;
+using NativeGpt2.Ilgpu;
+
+namespace NativeGpt2.Cli.Commands;
+
+/// <summary>
+/// <c>nativegpt2 bench --model SPEC [--backend B] [--prompt-tokens N] [--new-tokens N] [--threads N] [--json]</c>:
+/// load time, a full forward with logits at every position, prefill (last logits only) and KV-cached
+/// decoding, each in tokens per second, and peak resident memory.
+/// </summary>
+internal static class BenchCommand
+{
+    /// <summary>Each timed stage repeats until it has run this long (and at least three times), then reports the median.</summary>
+    private static readonly TimeSpan StageTime = TimeSpan.FromSeconds(2);
+
+    public static Command Create(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var backend = CommonOptions.Backend();
+        var promptTokens = new Option<int>("--prompt-tokens") { Description = "Tokens in the forward and prefill input, and the context decoding starts from.", DefaultValueFactory = _ => 128 };
+        var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to decode.", DefaultValueFactory = _ => 64 };
+        var threads = new Option<int?>("--threads") { Description = "CPU threads for the cpu backend (default: all cores)." };
+        var launches = new Option<int?>("--launches") { Description = "Also time this many empty kernel launches (ILGPU backends)." };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object instead of the table." };
+        var command = new Command("bench", "Measure load time, forward, prefill and decoding speed, and peak memory.")
+        {
+            model, backend, promptTokens, newTokens, threads, launches, json,
+        };
+        command.SetAction(async (parse, cancellation) =>
+        {
+            var (prompt, decode) = (parse.GetValue(promptTokens), parse.GetValue(newTokens));
+            if (prompt < 1) throw new UsageException($"--prompt-tokens must be at least 1, got {prompt}");
+            if (decode < 1) throw new UsageException($"--new-tokens must be at least 1, got {decode}");
+            var threadCount = parse.GetValue(threads);
+            if (threadCount is < 1) throw new UsageException($"--threads must be at least 1, got {threadCount}");
+            var launchCount = parse.GetValue(launches);
+            if (launchCount is < 1) throw new UsageException($"--launches must be at least 1, got {launchCount}");
+
+            var options = context.LoadOptionsOn(parse.GetValue(backend));
+            if (threadCount is { } t)
+            {
+                if (!options.Backend.Equals(BackendRegistry.Cpu, StringComparison.OrdinalIgnoreCase))
+                    throw new UsageException("--threads applies to the cpu backend; add --backend cpu");
+                options = options with { BackendInstance = new CpuBackend(t) };
+            }
+
+            var clock = Stopwatch.StartNew();
+            using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, options, cancellation);
+            var loadMs = clock.Elapsed.TotalMilliseconds;
+            var config = lm.Config;
+            // Warm-up steps below use two positions beyond the prompt and the decoded tokens.
+            if ((long)prompt + decode + 2 > config.ContextLength)
+                throw new UsageException($"--prompt-tokens {prompt} + --new-tokens {decode} (+2 warm-up) exceed the context length of {config.ContextLength}");
+
+            var random = new Random(1234);
+            var ids = Enumerable.Range(0, prompt).Select(_ => random.Next(config.VocabSize)).ToArray();
+            var batch = TokenBatch.FromIds(ids);
+
+            // Full forward, logits at every position.
+            var forward = Median(() => lm.Forward(batch), cancellation);
+            // Prefill: the prompt into a cache, logits at the last position only.
+            using var cache = lm.CreateCache(1, prompt + decode + 2);
+            var prefill = Median(() =>
+            {
+                cache.Reset();
+                lm.Next(batch, cache, greedy: true);
+            }, cancellation);
+            // Decoding: one token at a time through the cache, after two untimed steps.
+            cache.Reset();
+            var next = lm.Next(batch, cache, greedy: true).Picks![0];
+            for (var i = 0; i < 2; i++) next = Math.Max(0, lm.Next(TokenBatch.FromIds([next]), cache, greedy: true).Picks![0]);
+            clock.Restart();
+            for (var i = 0; i < decode; i++)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                next = Math.Max(0, lm.Next(TokenBatch.FromIds([next]), cache, greedy: true).Picks![0]);
+            }
+            var decodeSeconds = clock.Elapsed.TotalSeconds;
+
+            double? launchMicroseconds = launchCount is { } n && lm.Backend is IlgpuBackend ilgpu ? ilgpu.MeasureLaunchOverhead(n).TotalMicroseconds : null;
+            using var process = Process.GetCurrentProcess();
+            process.Refresh();
+            var result = new BenchResult(
+                lm.Source, lm.Backend.Name, lm.Backend.Description, (lm.Backend as CpuBackend)?.Threads ?? 1, prompt, decode, config.ParameterCount,
+                loadMs, prompt / forward.TotalSeconds, prompt / prefill.TotalSeconds, decode / decodeSeconds,
+                process.PeakWorkingSet64 / (1024.0 * 1024.0), launchMicroseconds);
+            if (parse.GetValue(json)) context.Out.WriteLine(result.ToJson());
+            else result.Print(context.Out);
+            return CliApp.Success;
+        });
+        return command;
+    }
+
+    /// <summary>Runs <paramref name="stage"/> once to warm up, then until <see cref="StageTime"/> has passed (at least three times); the median.</summary>
+    private static TimeSpan Median(Action stage, CancellationToken cancellation)
+    {
+        stage();
+        var times = new List<TimeSpan>();
+        var total = Stopwatch.StartNew();
+        while (times.Count < 3 || (total.Elapsed < StageTime && times.Count < 50))
+        {
+            cancellation.ThrowIfCancellationRequested();
+            var clock = Stopwatch.StartNew();
+            stage();
+            times.Add(clock.Elapsed);
+        }
+        times.Sort();
+        return times[times.Count / 2];
+    }
+}
+
+/// <summary>One bench run's numbers.</summary>
+internal sealed record BenchResult(
+    string Model, string Backend, string BackendDescription, int Threads, int PromptTokens, int NewTokens, long Parameters,
+    double LoadMs, double ForwardTokensPerSecond, double PrefillTokensPerSecond, double DecodeTokensPerSecond,
+    double PeakRssMb, double? LaunchOverheadMicroseconds)
+{
+    public string ToJson()
+    {
+        var fields = new Dictionary<string, object?>
+        {
+            ["model"] = Model,
+            ["backend"] = Backend,
+            ["backend_description"] = BackendDescription,
+            ["threads"] = Threads,
+            ["prompt_tokens"] = PromptTokens,
+            ["new_tokens"] = NewTokens,
+            ["parameters"] = Parameters,
+            ["load_ms"] = Math.Round(LoadMs, 1),
+            ["forward_tokens_per_s"] = Math.Round(ForwardTokensPerSecond, 2),
+            ["prefill_tokens_per_s"] = Math.Round(PrefillTokensPerSecond, 2),
+            ["decode_tokens_per_s"] = Math.Round(DecodeTokensPerSecond, 2),
+            ["peak_rss_mb"] = Math.Round(PeakRssMb, 1),
+        };
+        if (LaunchOverheadMicroseconds is { } launch) fields["launch_overhead_us"] = Math.Round(launch, 3);
+        return JsonSerializer.Serialize(fields);
+    }
+
+    public void Print(TextWriter o)
+    {
+        var n = CultureInfo.InvariantCulture;
+        o.WriteLine(string.Create(n, $"model      {Model} ({Parameters:N0} parameters)"));
+        o.WriteLine($"backend    {Backend}: {BackendDescription}");
+        o.WriteLine(string.Create(n, $"load       {LoadMs:F0} ms"));
+        o.WriteLine(string.Create(n, $"forward    {ForwardTokensPerSecond,10:F1} tokens/s  (T = {PromptTokens}, logits at every position)"));
+        o.WriteLine(string.Create(n, $"prefill    {PrefillTokensPerSecond,10:F1} tokens/s  (T = {PromptTokens}, logits at the last position)"));
+        o.WriteLine(string.Create(n, $"decode     {DecodeTokensPerSecond,10:F1} tokens/s  ({NewTokens} tokens after {PromptTokens}, KV cache)"));
+        o.WriteLine(string.Create(n, $"peak RSS   {PeakRssMb:F0} MB"));
+        if (LaunchOverheadMicroseconds is { } launch) o.WriteLine(string.Create(n, $"launch     {launch:F2} µs per empty kernel launch"));
+    }
+}

@@ -1,0 +1,108 @@
+using System.CommandLine;
+using System.Globalization;
+using NativeGpt2.Backends;
+using NativeGpt2.Verification;
+
+namespace NativeGpt2.Cli.Commands;
+
+/// <summary>
+/// <c>nativegpt2 crosscheck --model SPEC --backends cpu,ilgpu-cpu[,cuda] (--text TEXT | --ids 1,2,3) [--tolerance X]</c>:
+/// the same input through each backend; for every hidden state, attention and the logits, the largest
+/// absolute and relative difference between each pair. Exit 0 only when all are within the tolerance.
+/// </summary>
+internal static class CrosscheckCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var backends = new Option<string>("--backends") { Description = "Backends to compare, comma-separated: cpu,ilgpu-cpu[,cuda].", Required = true };
+        var text = new Option<string?>("--text") { Description = "Input text (needs the model's tokenizer)." };
+        var ids = new Option<string?>("--ids") { Description = "Input token ids, comma-separated: 1,2,3." };
+        var tolerance = new Option<double>("--tolerance", "-t")
+        {
+            Description = $"Largest allowed absolute difference (default {VerifyCommand.DefaultTolerance.ToString(CultureInfo.InvariantCulture)}).",
+            DefaultValueFactory = _ => VerifyCommand.DefaultTolerance,
+        };
+        var command = new Command("crosscheck", "Run the same input on several backends and compare every hidden state, attention and the logits.")
+        {
+            model, backends, text, ids, tolerance,
+        };
+        command.SetAction(async (parse, cancellation) =>
+        {
+            var limit = parse.GetValue(tolerance);
+            if (!(limit >= 0) || double.IsInfinity(limit))
+                throw new UsageException($"--tolerance must be a finite number >= 0, got {limit.ToString(CultureInfo.InvariantCulture)}");
+            var names = parse.GetValue(backends)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            if (names.Length < 2 || names.Distinct(StringComparer.OrdinalIgnoreCase).Count() != names.Length)
+                throw new UsageException("--backends: name at least two different backends, e.g. cpu,ilgpu-cpu");
+            var unknown = names.FirstOrDefault(n => !BackendRegistry.Names.Contains(n, StringComparer.OrdinalIgnoreCase) || n.Equals(BackendRegistry.Auto, StringComparison.OrdinalIgnoreCase));
+            if (unknown is not null)
+                throw new UsageException($"--backends: '{unknown}' is not a backend (one of {string.Join(", ", BackendRegistry.Names.Where(n => n != BackendRegistry.Auto))})");
+            var (textValue, idsValue) = (parse.GetValue(text), parse.GetValue(ids));
+            if ((textValue is null) == (idsValue is null))
+                throw new UsageException("give the input as exactly one of --text or --ids");
+
+            var models = new List<Gpt2CausalLM>();
+            try
+            {
+                // The weights are read once; each further backend gets the same weights.
+                var first = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(names[0]), cancellation);
+                models.Add(first);
+                foreach (var name in names.Skip(1))
+                {
+                    var (backend, owned) = BackendRegistry.Create(name);
+                    try
+                    {
+                        models.Add(new Gpt2CausalLM(first.Config, first.Backbone.Weights, first.Tokenizer, first.Source, backend, owned));
+                    }
+                    catch
+                    {
+                        if (owned) backend.Dispose();
+                        throw;
+                    }
+                }
+                var tokens = idsValue is not null
+                    ? CommonOptions.ParseIds(idsValue, "--ids")
+                    : (first.Tokenizer ?? throw new UsageException($"--text: model '{first.Source}' has no tokenizer; give --ids")).Encode(textValue!);
+                if (tokens.Length == 0) throw new UsageException("--text: the text encodes to no tokens");
+                CommonOptions.ValidateAsUsage(() => CheckIds(tokens, first.Config));
+
+                foreach (var m in models) context.Out.WriteLine($"backend {m.Backend.Name}: {m.Backend.Description}");
+                context.Out.WriteLine($"input   {tokens.Length} tokens");
+                var rows = CrossCheck.Run(models, TokenBatch.FromIds(tokens), limit);
+                return Print(rows, limit, context.Out);
+            }
+            finally
+            {
+                foreach (var m in models) m.Dispose();
+            }
+        });
+        return command;
+    }
+
+    private static void CheckIds(int[] tokens, Gpt2Config config)
+    {
+        if (tokens.Length > config.ContextLength)
+            throw new ArgumentOutOfRangeException("ids", tokens.Length, $"{tokens.Length} tokens exceed the context length of {config.ContextLength}");
+        foreach (var id in tokens)
+        {
+            if ((uint)id >= (uint)config.VocabSize)
+                throw new ArgumentOutOfRangeException("ids", id, $"token id is outside the vocabulary [0, {config.VocabSize})");
+        }
+    }
+
+    private static int Print(IReadOnlyList<BackendComparison> rows, double tolerance, TextWriter o)
+    {
+        var n = CultureInfo.InvariantCulture;
+        var width = Math.Max(6, rows.Max(r => r.Tensor.Length));
+        var pairWidth = Math.Max(4, rows.Max(r => r.First.Length + r.Second.Length + 4));
+        o.WriteLine($"{"tensor".PadRight(width)}  {"pair".PadRight(pairWidth)}  {"max_abs_diff",12}  {"max_rel_diff",12}  ok");
+        foreach (var row in rows)
+            o.WriteLine(string.Create(n, $"{row.Tensor.PadRight(width)}  {$"{row.First} vs {row.Second}".PadRight(pairWidth)}  {row.MaxAbsDiff,12:E3}  {row.MaxRelDiff,12:E3}  {(row.Ok ? "ok" : "FAIL")}"));
+        var failed = rows.Count(r => !r.Ok);
+        o.WriteLine(failed == 0
+            ? $"all {rows.Count} comparisons within {tolerance.ToString(n)}"
+            : $"{failed} of {rows.Count} comparisons exceed {tolerance.ToString(n)}");
+        return failed == 0 ? CliApp.Success : CliApp.BadInput;
+    }
+}

@@ -1,0 +1,106 @@
+using System.Text.Json;
+using NativeGpt2.Cli;
+using NativeGpt2.Tests.Support;
+using Xunit;
+
+namespace NativeGpt2.Tests.Cli;
+
+/// <summary>The backend choice on the command line: --backend, crosscheck and bench.</summary>
+public class BackendCommandTests
+{
+    [Fact]
+    public void Verify_runs_on_the_ilgpu_cpu_accelerator()
+    {
+        var result = CliRunner.Run("verify", "--backend", "ilgpu-cpu", "--model", Paths.Model("odd"), "--reference", Paths.Ref("odd.left_padded.safetensors"));
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        Assert.Matches(@"all \d+ tensors within 0\.0001", result.Out);
+    }
+
+    [SkippableFact]
+    public void Asking_for_cuda_without_a_device_is_one_error_line_and_exit_1()
+    {
+        Skip.If(TestBackends.CudaSkipReason is null, "this machine has a CUDA device");
+        var result = CliRunner.Run("generate", "--backend", "cuda", "--prompt", "ROMEO:");
+        Assert.Equal(CliApp.BadInput, result.ExitCode);
+        Assert.Equal("", result.Out);
+        var line = Assert.Single(result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("error: backend 'cuda': no CUDA device found", line);
+    }
+
+    [Fact]
+    public void An_unknown_backend_is_a_usage_error_on_one_line()
+    {
+        var result = CliRunner.Run("generate", "--backend", "gpu", "--prompt", "ROMEO:");
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        var line = Assert.Single(result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("'gpu'", line);
+        Assert.Contains("ilgpu-cpu", line);
+    }
+
+    [Fact]
+    public void Crosscheck_compares_every_hidden_state_attention_and_the_logits()
+    {
+        var result = CliRunner.Run("crosscheck", "--model", Paths.Model("shakespeare-char"), "--backends", "cpu,ilgpu-cpu", "--text", "ROMEO:\nWhat");
+
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        // 4 layers: hidden_states.0..4, attentions.0..3, logits.
+        foreach (var name in Enumerable.Range(0, 5).Select(i => $"hidden_states.{i}").Concat(Enumerable.Range(0, 4).Select(i => $"attentions.{i}")).Append("logits"))
+            Assert.Contains(result.Out.Split('\n'), line => line.StartsWith(name + " ") && line.Contains("cpu vs ilgpu-cpu") && line.TrimEnd().EndsWith("ok"));
+        Assert.Contains("all 10 comparisons within 0.0001", result.Out);
+    }
+
+    [Fact]
+    public void Crosscheck_fails_when_a_difference_exceeds_the_tolerance()
+    {
+        var result = CliRunner.Run("crosscheck", "--model", Paths.Model("tiny"), "--backends", "cpu,ilgpu-cpu", "--ids", "1,2,3,4,5", "--tolerance", "0");
+        Assert.Equal(CliApp.BadInput, result.ExitCode);
+        Assert.Contains("FAIL", result.Out);
+        Assert.Contains("comparisons exceed 0", result.Out);
+    }
+
+    [Theory]
+    [InlineData("--backends", "cpu", "--ids", "1,2", "name at least two different backends")]
+    [InlineData("--backends", "cpu,cpu", "--ids", "1,2", "name at least two different backends")]
+    [InlineData("--backends", "cpu,tpu", "--ids", "1,2", "'tpu' is not a backend")]
+    [InlineData("--backends", "cpu,ilgpu-cpu", "--ids", "1,99999", "outside the vocabulary")]
+    public void Crosscheck_usage_errors(string option, string value, string inputOption, string input, string message)
+    {
+        var result = CliRunner.Run("crosscheck", "--model", Paths.Model("tiny"), option, value, inputOption, input);
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.Contains(message, result.Error);
+    }
+
+    [Fact]
+    public void Crosscheck_needs_exactly_one_input()
+    {
+        var neither = CliRunner.Run("crosscheck", "--model", Paths.Model("tiny"), "--backends", "cpu,ilgpu-cpu");
+        var both = CliRunner.Run("crosscheck", "--model", Paths.Model("tiny"), "--backends", "cpu,ilgpu-cpu", "--ids", "1", "--text", "a");
+        Assert.Equal(CliApp.UsageError, neither.ExitCode);
+        Assert.Equal(CliApp.UsageError, both.ExitCode);
+        Assert.Contains("exactly one of --text or --ids", both.Error);
+    }
+
+    [Fact]
+    public void Bench_json_reports_every_figure()
+    {
+        var result = CliRunner.Run("bench", "--model", Paths.Model("tiny"), "--backend", "cpu", "--threads", "1", "--prompt-tokens", "16", "--new-tokens", "8", "--json");
+
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        using var json = JsonDocument.Parse(result.Out);
+        var root = json.RootElement;
+        Assert.Equal("cpu", root.GetProperty("backend").GetString());
+        Assert.Equal(1, root.GetProperty("threads").GetInt32());
+        foreach (var key in new[] { "forward_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s", "load_ms", "peak_rss_mb" })
+            Assert.True(root.GetProperty(key).GetDouble() > 0, key);
+    }
+
+    [Theory]
+    [InlineData("--prompt-tokens", "0", "--prompt-tokens must be at least 1")]
+    [InlineData("--new-tokens", "200", "exceed the context length of 128")]
+    public void Bench_rejects_sizes_it_cannot_run(string option, string value, string message)
+    {
+        var result = CliRunner.Run("bench", "--model", Paths.Model("tiny"), "--backend", "cpu", option, value);
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.Contains(message, result.Error);
+    }
+}
