@@ -23,7 +23,7 @@ internal static class BenchCommand
         var model = CommonOptions.Model();
         var backend = CommonOptions.Backend();
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Tokens in the forward and prefill input, and the context decoding starts from.", DefaultValueFactory = _ => 128 };
-        var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to decode.", DefaultValueFactory = _ => 64 };
+        var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to decode (0: measure no decoding).", DefaultValueFactory = _ => 64 };
         var threads = new Option<int?>("--threads") { Description = "CPU threads for the cpu backend (default: all cores)." };
         var launches = new Option<int?>("--launches") { Description = "Also time this many empty kernel launches (ILGPU backends)." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of the table." };
@@ -35,7 +35,7 @@ internal static class BenchCommand
         {
             var (prompt, decode) = (parse.GetValue(promptTokens), parse.GetValue(newTokens));
             if (prompt < 1) throw new UsageException($"--prompt-tokens must be at least 1, got {prompt}");
-            if (decode < 1) throw new UsageException($"--new-tokens must be at least 1, got {decode}");
+            if (decode < 0) throw new UsageException($"--new-tokens must be at least 0, got {decode}");
             var threadCount = parse.GetValue(threads);
             if (threadCount is < 1) throw new UsageException($"--threads must be at least 1, got {threadCount}");
             var launchCount = parse.GetValue(launches);
@@ -53,8 +53,9 @@ internal static class BenchCommand
             using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, options, cancellation);
             var loadMs = clock.Elapsed.TotalMilliseconds;
             var config = lm.Config;
-            // Warm-up steps below use two positions beyond the prompt and the decoded tokens.
-            if ((long)prompt + decode + 2 > config.ContextLength)
+            // Decoding's warm-up steps use two positions beyond the prompt and the decoded tokens.
+            var positions = (long)prompt + (decode > 0 ? decode + 2 : 0);
+            if (positions > config.ContextLength)
                 throw new UsageException($"--prompt-tokens {prompt} + --new-tokens {decode} (+2 warm-up) exceed the context length of {config.ContextLength}");
 
             var random = new Random(1234);
@@ -64,36 +65,41 @@ internal static class BenchCommand
             // Full forward, logits at every position.
             var forward = Median(() => lm.Forward(batch), cancellation);
             // Prefill: the prompt into a cache, logits at the last position only.
-            using var cache = lm.CreateCache(1, prompt + decode + 2);
+            using var cache = lm.CreateCache(1, (int)positions);
             var prefill = Median(() =>
             {
                 cache.Reset();
                 lm.Next(batch, cache, greedy: true);
             }, cancellation);
-            // Decoding: one token at a time through the cache, after two untimed steps.
-            cache.Reset();
-            var next = lm.Next(batch, cache, greedy: true).Picks![0];
-            for (var i = 0; i < 2; i++) next = Math.Max(0, lm.Next(TokenBatch.FromIds([next]), cache, greedy: true).Picks![0]);
-            clock.Restart();
-            for (var i = 0; i < decode; i++)
-            {
-                cancellation.ThrowIfCancellationRequested();
-                next = Math.Max(0, lm.Next(TokenBatch.FromIds([next]), cache, greedy: true).Picks![0]);
-            }
-            var decodeSeconds = clock.Elapsed.TotalSeconds;
+            var decodeRate = decode > 0 ? Decode(lm, batch, cache, decode, cancellation) : (double?)null;
 
             double? launchMicroseconds = launchCount is { } n && lm.Backend is IlgpuBackend ilgpu ? ilgpu.MeasureLaunchOverhead(n).TotalMicroseconds : null;
             using var process = Process.GetCurrentProcess();
             process.Refresh();
             var result = new BenchResult(
                 lm.Source, lm.Backend.Name, lm.Backend.Description, (lm.Backend as CpuBackend)?.Threads ?? 1, prompt, decode, config.ParameterCount,
-                loadMs, prompt / forward.TotalSeconds, prompt / prefill.TotalSeconds, decode / decodeSeconds,
+                loadMs, prompt / forward.TotalSeconds, prompt / prefill.TotalSeconds, decodeRate,
                 process.PeakWorkingSet64 / (1024.0 * 1024.0), launchMicroseconds);
             if (parse.GetValue(json)) context.Out.WriteLine(result.ToJson());
             else result.Print(context.Out);
             return CliApp.Success;
         });
         return command;
+    }
+
+    /// <summary>Tokens per second decoding one token at a time through the cache after the prompt, after two untimed steps.</summary>
+    private static double Decode(Gpt2CausalLM lm, TokenBatch prompt, KvCache cache, int tokens, CancellationToken cancellation)
+    {
+        cache.Reset();
+        var next = Math.Max(0, lm.Next(prompt, cache, greedy: true).Picks![0]);
+        for (var i = 0; i < 2; i++) next = Math.Max(0, lm.Next(TokenBatch.FromIds([next]), cache, greedy: true).Picks![0]);
+        var clock = Stopwatch.StartNew();
+        for (var i = 0; i < tokens; i++)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            next = Math.Max(0, lm.Next(TokenBatch.FromIds([next]), cache, greedy: true).Picks![0]);
+        }
+        return tokens / clock.Elapsed.TotalSeconds;
     }
 
     /// <summary>Runs <paramref name="stage"/> once to warm up, then until <see cref="StageTime"/> has passed (at least three times); the median.</summary>
@@ -117,7 +123,7 @@ internal static class BenchCommand
 /// <summary>One bench run's numbers.</summary>
 internal sealed record BenchResult(
     string Model, string Backend, string BackendDescription, int Threads, int PromptTokens, int NewTokens, long Parameters,
-    double LoadMs, double ForwardTokensPerSecond, double PrefillTokensPerSecond, double DecodeTokensPerSecond,
+    double LoadMs, double ForwardTokensPerSecond, double PrefillTokensPerSecond, double? DecodeTokensPerSecond,
     double PeakRssMb, double? LaunchOverheadMicroseconds)
 {
     public string ToJson()
@@ -134,7 +140,7 @@ internal sealed record BenchResult(
             ["load_ms"] = Math.Round(LoadMs, 1),
             ["forward_tokens_per_s"] = Math.Round(ForwardTokensPerSecond, 2),
             ["prefill_tokens_per_s"] = Math.Round(PrefillTokensPerSecond, 2),
-            ["decode_tokens_per_s"] = Math.Round(DecodeTokensPerSecond, 2),
+            ["decode_tokens_per_s"] = DecodeTokensPerSecond is { } d ? Math.Round(d, 2) : null,
             ["peak_rss_mb"] = Math.Round(PeakRssMb, 1),
         };
         if (LaunchOverheadMicroseconds is { } launch) fields["launch_overhead_us"] = Math.Round(launch, 3);
@@ -149,7 +155,8 @@ internal sealed record BenchResult(
         o.WriteLine(string.Create(n, $"load       {LoadMs:F0} ms"));
         o.WriteLine(string.Create(n, $"forward    {ForwardTokensPerSecond,10:F1} tokens/s  (T = {PromptTokens}, logits at every position)"));
         o.WriteLine(string.Create(n, $"prefill    {PrefillTokensPerSecond,10:F1} tokens/s  (T = {PromptTokens}, logits at the last position)"));
-        o.WriteLine(string.Create(n, $"decode     {DecodeTokensPerSecond,10:F1} tokens/s  ({NewTokens} tokens after {PromptTokens}, KV cache)"));
+        if (DecodeTokensPerSecond is { } decode)
+            o.WriteLine(string.Create(n, $"decode     {decode,10:F1} tokens/s  ({NewTokens} tokens after {PromptTokens}, KV cache)"));
         o.WriteLine(string.Create(n, $"peak RSS   {PeakRssMb:F0} MB"));
         if (LaunchOverheadMicroseconds is { } launch) o.WriteLine(string.Create(n, $"launch     {launch:F2} µs per empty kernel launch"));
     }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The CUDA checks, in one run on a machine with an NVIDIA GPU and no .NET SDK.
+#
+# Prepare on a machine with the SDK (from the repository root):
+#   dotnet publish src/NativeGpt2.Cli -c Release -r linux-x64 --self-contained \
+#     -p:PublishSingleFile=true -p:EnableCompressionInSingleFile=true -o .gpu
+# then run this script from the repository root on the GPU machine. It prints every result and
+# writes the bench figures to $OUT (or ./gpu-results) as JSON lines for docs/performance.md.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
+N=./.gpu/nativegpt2
+RESULTS=${OUT:-./gpu-results}
+mkdir -p "$RESULTS"
+failures=0
+run() { echo "+ $*"; "$@" || { echo "FAILED ($?): $*"; failures=$((failures + 1)); }; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv || true
+
+# 1. Every reference file on CUDA, each against the model it was made from.
+for ref in reference-data/refs/*.safetensors; do
+  case=$(basename "$ref" .safetensors)
+  model=${case%%.*}
+  case $model in
+    synthetic-124M) spec=synthetic:gpt2 ;;
+    *) spec=reference-data/models/$model ;;
+  esac
+  run $N verify --backend cuda --model "$spec" --reference "$ref" --tolerance 2e-4
+done
+for layout in tiny-hub tiny-sharded; do
+  run $N verify --backend cuda --model reference-data/models/$layout --reference reference-data/refs/tiny.left_padded.safetensors
+done
+
+# 2. CPU against CUDA on every hidden state, attention and the logits.
+run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --text "The meaning of life is that every backend agrees with every other one." --tolerance 2e-4
+run $N crosscheck --model reference-data/models/gpt2-mini --backends cpu,cuda --ids "$(seq -s, 1 300)" --tolerance 2e-4
+run $N crosscheck --model reference-data/models/shakespeare-char --backends cpu,ilgpu-cpu,cuda --text "ROMEO:
+What, ho!" --tolerance 2e-4
+
+# 3. Greedy generation on CUDA equals the float64 reference continuation of the bundled model.
+expected=$($N generate --backend cpu --prompt "ROMEO:" --greedy --max-new-tokens 100)
+actual=$($N generate --backend cuda --prompt "ROMEO:" --greedy --max-new-tokens 100)
+if [ "$expected" == "$actual" ]; then echo "greedy: cuda equals cpu"; else echo "FAILED: greedy text differs"; failures=$((failures + 1)); fi
+
+# 4. Launch overhead (10,000 empty launches) and speed, batch 1, float32.
+run $N bench --backend cuda --model reference-data/models/tiny --prompt-tokens 16 --new-tokens 16 --launches 10000
+for model in gpt2 gpt2-medium gpt2-xl; do
+  $N bench --backend cuda --model synthetic:$model --prompt-tokens 1024 --new-tokens 0 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || true
+  $N bench --backend cuda --model synthetic:$model --prompt-tokens 128 --new-tokens 256 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || failures=$((failures + 1))
+done
+
+echo "gpu-check: $failures failure(s)"
+exit $((failures > 0))
