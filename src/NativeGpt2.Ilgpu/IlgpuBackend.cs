@@ -37,7 +37,7 @@ public sealed class IlgpuBackend : IBackend
 
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int> _embedding;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _add;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, CacheShape> _appendKeyValues;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape> _appendKeyValues;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _gatherRows;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> _layerNorm;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _matMulTiled;
@@ -80,7 +80,7 @@ public sealed class IlgpuBackend : IBackend
             : accelerator.NumMultiprocessors * Math.Max(1, accelerator.MaxNumThreadsPerMultiprocessor / _groupSize) * 4;
         _embedding = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(ElementwiseKernels.Embedding);
         _add = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.Add);
-        _appendKeyValues = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, CacheShape>(ElementwiseKernels.AppendKeyValues);
+        _appendKeyValues = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(ElementwiseKernels.AppendKeyValues);
         _gatherRows = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(ElementwiseKernels.GatherRows);
         _layerNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(LayerNormKernel.Forward);
         _matMulTiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.Tiled);
@@ -268,7 +268,7 @@ public sealed class IlgpuBackend : IBackend
     /// <inheritdoc />
     public void AppendKeyValues(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<float> qkv,
         int B, int T, int past, int Tmax, int NH, int HS) =>
-        _appendKeyValues(Threads((long)B * T * NH * HS), View(keys), View(values), View(qkv), new CacheShape(B, T, past, Tmax, NH, HS));
+        _appendKeyValues(Threads((long)B * T * NH * HS), View(keys), View(values), View(qkv), new AttentionShape(B, T, past, Tmax, NH, HS, writeProbabilities: false));
 
     /// <inheritdoc />
     public void Attention(DeviceBuffer<float> output, DeviceBuffer<float>? probabilities, DeviceBuffer<float> qkv,

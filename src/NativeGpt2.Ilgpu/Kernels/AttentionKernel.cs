@@ -220,7 +220,7 @@ internal static class AttentionKernel
     }
 }
 
-/// <summary>Sizes of one attention call: B rows of T new queries after Past cached keys, NH heads of HS channels, Tmax cache slots.</summary>
+/// <summary>Sizes of one attention call (and of an append to the cache): B rows of T new tokens after Past cached ones, NH heads of HS channels, Tmax cache slots.</summary>
 internal readonly struct AttentionShape(int B, int T, int past, int Tmax, int NH, int HS, bool writeProbabilities)
 {
     public readonly int B = B;

@@ -35,7 +35,7 @@ internal static class ElementwiseKernels
     /// The T new tokens' keys and values, qkv (B, T, 3C) → cache (B, NH, Tmax, HS) at positions
     /// [past, past + T); one thread per (b, t, c) of the C channels.
     /// </summary>
-    public static void AppendKeyValues(ArrayView<float> keys, ArrayView<float> values, ArrayView<float> qkv, CacheShape shape)
+    public static void AppendKeyValues(ArrayView<float> keys, ArrayView<float> values, ArrayView<float> qkv, AttentionShape shape)
     {
         var C = shape.NH * shape.HS;
         for (var i = Grid.GlobalIndex.X; i < shape.B * shape.T * C; i += Grid.DimX * Group.DimX)
@@ -64,15 +64,4 @@ internal static class ElementwiseKernels
             output[i] = input[rows[r] * C + c];
         }
     }
-}
-
-/// <summary>Where new keys and values go: B rows of T new tokens after <see cref="Past"/> cached ones, NH heads of HS channels, Tmax slots per row.</summary>
-internal readonly struct CacheShape(int B, int T, int past, int Tmax, int NH, int HS)
-{
-    public readonly int B = B;
-    public readonly int T = T;
-    public readonly int Past = past;
-    public readonly int Tmax = Tmax;
-    public readonly int NH = NH;
-    public readonly int HS = HS;
 }
