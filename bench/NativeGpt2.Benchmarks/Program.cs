@@ -30,5 +30,13 @@ if (args.Contains("--check"))
     return;
 }
 
+if (args.Contains("--compare"))
+{
+    // A quick side-by-side in one process: median of several runs per engine and length, as JSON lines.
+    var lengths = args.SkipWhile(a => a != "--compare").Skip(1).TakeWhile(a => !a.StartsWith("--")).Select(int.Parse).DefaultIfEmpty(128).ToArray();
+    SideBySide.Run(lengths, Console.Out);
+    return;
+}
+
 // Job settings come from the command line (e.g. --warmupCount 3 --iterationCount 10).
 BenchmarkSwitcher.FromAssembly(typeof(ForwardBenchmarks).Assembly).Run(args);

@@ -209,12 +209,28 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public DeviceMatrix PrepareMatrix(Weight weight) => new IlgpuMatrix(weight.Shape[0], weight.Shape[1], Upload(weight.Data));
+    public WeightLayout MatrixLayout => WeightLayout.RowMajor;
+
+    /// <inheritdoc />
+    /// <remarks>The kernels read float32 <c>[in, out]</c>: 16- and 8-bit weights are widened once, here.</remarks>
+    public DeviceMatrix PrepareMatrix(Weight weight) => new IlgpuMatrix(weight.Shape[0], weight.Shape[1], UploadFloat32(weight));
+
+    /// <inheritdoc />
+    public DeviceTable PrepareTable(Weight weight) => new IlgpuTable(weight.Shape[0], weight.Shape[1], UploadFloat32(weight));
+
+    /// <summary>A weight's values as row-major float32 in device memory, through one host buffer.</summary>
+    private DeviceBuffer<float> UploadFloat32(Weight weight)
+    {
+        if (weight is { Format: WeightFormat.F32, Layout: WeightLayout.RowMajor }) return Upload(weight.Data);
+        var values = new float[weight.Shape.Aggregate(1L, (a, b) => a * b)];
+        weight.CopyTo(values);
+        return Upload(values);
+    }
 
     /// <inheritdoc />
     public void Embedding(DeviceBuffer<float> output, DeviceBuffer<int> ids, DeviceBuffer<int> positions,
-        DeviceBuffer<float> wte, DeviceBuffer<float> wpe, int N, int C) =>
-        _embedding(Threads(N * C), View(output), View(ids), View(positions), View(wte), View(wpe), N, C);
+        DeviceTable wte, DeviceBuffer<float> wpe, int N, int C) =>
+        _embedding(Threads(N * C), View(output), View(ids), View(positions), View(((IlgpuTable)wte).Buffer), View(wpe), N, C);
 
     /// <inheritdoc />
     public void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float> bias,
@@ -245,8 +261,9 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void MatMulTransposed(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, int N, int IC, int OC)
+    public void MatMulTransposed(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceTable table, int N, int IC, int OC)
     {
+        var weight = ((IlgpuTable)table).Buffer;
         var shape = new MatMulShape(N, IC, OC, MatMulShape.Bias, hasBias: false, transposed: true, _tileX, _tileY);
         if (N <= MatVecRows)
         {
@@ -362,6 +379,14 @@ public sealed class IlgpuBackend : IBackend
     private sealed class IlgpuMatrix(int inputs, int outputs, DeviceBuffer<float> buffer) : DeviceMatrix(inputs, outputs)
     {
         /// <summary>(IC, OC) as in the checkpoint: the kernels read rows along the outputs.</summary>
+        public DeviceBuffer<float> Buffer { get; } = buffer;
+
+        public override void Dispose() => Buffer.Dispose();
+    }
+
+    private sealed class IlgpuTable(int rows, int cols, DeviceBuffer<float> buffer) : DeviceTable(rows, cols)
+    {
+        /// <summary>(rows, cols) row-major float32.</summary>
         public DeviceBuffer<float> Buffer { get; } = buffer;
 
         public override void Dispose() => Buffer.Dispose();

@@ -14,15 +14,15 @@ public sealed class EmbeddingTransposeProjection
 {
     private readonly ModelLifetime _lifetime;
     private readonly IBackend _backend;
-    private readonly DeviceBuffer<float> _matrix;
+    private readonly DeviceTable _matrix;
 
     /// <summary>Creates a head over <paramref name="weight"/> (V, C), on the CPU.</summary>
     public EmbeddingTransposeProjection(Weight weight)
-        : this(CheckWeight(weight), CpuBackend.Instance, CpuBackend.Instance.Upload(weight.Data), new ModelLifetime())
+        : this(CheckWeight(weight), CpuBackend.Instance, CpuBackend.Instance.PrepareTable(weight), new ModelLifetime())
     {
     }
 
-    internal EmbeddingTransposeProjection(Weight weight, IBackend backend, DeviceBuffer<float> matrix, ModelLifetime lifetime)
+    internal EmbeddingTransposeProjection(Weight weight, IBackend backend, DeviceTable matrix, ModelLifetime lifetime)
     {
         Weight = CheckWeight(weight);
         _backend = backend;

@@ -123,31 +123,32 @@ public sealed partial class Gpt2CausalLM : IDisposable
         options ??= new ModelLoadOptions();
         var logger = options.Logger ?? NullLogger.Instance;
 
-        Gpt2Config config;
-        Gpt2Weights weights;
-        Gpt2Tokenizer? tokenizer;
-        if (ModelSpec.SyntheticConfig(spec) is { } synthetic)
-        {
-            config = synthetic;
-            tokenizer = Gpt2Tokenizer.Gpt2;
-            var progress = options.Progress is { } p ? new Progress<double>(f => p.Report(new LoadProgress("generating synthetic weights", f))) : null;
-            weights = await Task.Run(() => SyntheticWeights.Create(config, progress), cancellationToken).ConfigureAwait(false);
-        }
-        else
-        {
-            var directory = await ModelSpec.ResolveDirectoryAsync(spec, options, cancellationToken).ConfigureAwait(false);
-            // The tokenizer first: it is cheap, and a malformed one should fail before the weights are read.
-            tokenizer = Gpt2Tokenizer.TryLoad(directory);
-            (config, weights) = await Task.Run(() => CheckpointLoader.Load(directory, logger, options.Progress), cancellationToken).ConfigureAwait(false);
-            if (tokenizer is not null && tokenizer.VocabSize != config.VocabSize)
-                throw new ModelFormatException(Path.Combine(directory, "vocab.json"), null,
-                    $"has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
-        }
-
+        // The backend first: the weights are read straight into the layout its matmul reads.
         var (backend, owned) = options.BackendInstance is { } shared ? (shared, false) : BackendRegistry.Create(options.Backend);
         Gpt2CausalLM model;
         try
         {
+            var storage = new WeightStorage(options.WeightFormat, backend.MatrixLayout);
+            Gpt2Config config;
+            Gpt2Weights weights;
+            Gpt2Tokenizer? tokenizer;
+            if (ModelSpec.SyntheticConfig(spec) is { } synthetic)
+            {
+                config = synthetic;
+                tokenizer = Gpt2Tokenizer.Gpt2;
+                var progress = options.Progress is { } p ? new Progress<double>(f => p.Report(new LoadProgress("generating synthetic weights", f))) : null;
+                weights = await Task.Run(() => SyntheticWeights.Create(config, storage, progress), cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                var directory = await ModelSpec.ResolveDirectoryAsync(spec, options, cancellationToken).ConfigureAwait(false);
+                // The tokenizer first: it is cheap, and a malformed one should fail before the weights are read.
+                tokenizer = Gpt2Tokenizer.TryLoad(directory);
+                (config, weights) = await Task.Run(() => CheckpointLoader.Load(directory, logger, options.Progress, storage), cancellationToken).ConfigureAwait(false);
+                if (tokenizer is not null && tokenizer.VocabSize != config.VocabSize)
+                    throw new ModelFormatException(Path.Combine(directory, "vocab.json"), null,
+                        $"has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
+            }
             model = new Gpt2CausalLM(config, weights, tokenizer, spec, backend, owned);
         }
         catch
@@ -155,11 +156,13 @@ public sealed partial class Gpt2CausalLM : IDisposable
             if (owned) backend.Dispose();
             throw;
         }
+        var loaded = model.Config;
         logger.LogInformation("Loaded {Spec}: {Parameters:N0} parameters, V={V} C={C} L={L} NH={NH} context={Context}, head {Head}",
-            spec, config.ParameterCount, config.VocabSize, config.EmbeddingSize, config.LayerCount, config.HeadCount, config.ContextLength,
+            spec, loaded.ParameterCount, loaded.VocabSize, loaded.EmbeddingSize, loaded.LayerCount, loaded.HeadCount, loaded.ContextLength,
             model.IsTied ? "tied to wte" : "untied lm_head");
-        logger.LogInformation("Backend {Name}: {Description}", backend.Name, backend.Description);
-        if (tokenizer is null) logger.LogInformation("No vocab.json in {Spec}: the model takes token ids only", spec);
+        logger.LogInformation("Backend {Name}: {Description}; weights {Formats}", backend.Name, backend.Description,
+            string.Join(", ", model.Backbone.Weights.All.Select(w => w.Format).Distinct()));
+        if (model.Tokenizer is null) logger.LogInformation("No vocab.json in {Spec}: the model takes token ids only", spec);
         return model;
     }
 

@@ -25,6 +25,14 @@ public sealed record ModelLoadOptions
     /// </summary>
     public Backends.IBackend? BackendInstance { get; init; }
 
+    /// <summary>
+    /// How the weight matrices (the projections, wte and an untied lm_head) are held: <c>F32</c>, <c>F16</c>,
+    /// <c>BF16</c> or <c>Q8</c> (8-bit blocks of 32 with a float scale), converted once at load and widened
+    /// inside the matmul. Null (the default) keeps each tensor's checkpoint format: F16 and BF16 checkpoints
+    /// stay 16-bit in memory. Gains, biases and position embeddings always stay float32.
+    /// </summary>
+    public Weights.WeightFormat? WeightFormat { get; init; }
+
     /// <summary>Where hub models (<c>gpt2</c>, <c>org/name</c>) are cached and downloaded from.</summary>
     public HubOptions Hub { get; init; } = new();
 }

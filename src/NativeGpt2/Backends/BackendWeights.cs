@@ -14,13 +14,13 @@ internal sealed class BackendWeights : IDisposable
     {
         try
         {
-            TokenEmbedding = Buffer(backend, weights.TokenEmbedding);
+            TokenEmbedding = Table(backend, weights.TokenEmbedding);
             PositionEmbedding = Buffer(backend, weights.PositionEmbedding);
             Blocks = weights.Blocks.Select(b => new Block(this, backend, b)).ToArray();
             FinalNormWeight = Buffer(backend, weights.FinalNormWeight);
             FinalNormBias = Buffer(backend, weights.FinalNormBias);
             // Tied: the head reads wte, the same buffer as the embedding. Untied: lm_head.weight.
-            Head = weights.LmHead is null ? TokenEmbedding : Buffer(backend, weights.LmHead);
+            Head = weights.LmHead is null ? TokenEmbedding : Table(backend, weights.LmHead);
         }
         catch
         {
@@ -30,7 +30,7 @@ internal sealed class BackendWeights : IDisposable
     }
 
     /// <summary>wte (V, C).</summary>
-    public DeviceBuffer<float> TokenEmbedding { get; }
+    public DeviceTable TokenEmbedding { get; }
 
     /// <summary>wpe (context length, C).</summary>
     public DeviceBuffer<float> PositionEmbedding { get; }
@@ -45,7 +45,7 @@ internal sealed class BackendWeights : IDisposable
     public DeviceBuffer<float> FinalNormBias { get; }
 
     /// <summary>The head's matrix (V, C): <see cref="TokenEmbedding"/> when tied.</summary>
-    public DeviceBuffer<float> Head { get; }
+    public DeviceTable Head { get; }
 
     public void Dispose()
     {
@@ -56,6 +56,8 @@ internal sealed class BackendWeights : IDisposable
     private DeviceBuffer<float> Buffer(IBackend backend, Weight weight) => Own(backend.Upload(weight.Data));
 
     private DeviceMatrix Matrix(IBackend backend, Weight weight) => Own(backend.PrepareMatrix(weight));
+
+    private DeviceTable Table(IBackend backend, Weight weight) => Own(backend.PrepareTable(weight));
 
     private T Own<T>(T item) where T : IDisposable
     {

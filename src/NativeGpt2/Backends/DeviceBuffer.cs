@@ -20,6 +20,22 @@ public abstract class DeviceBuffer<T>(IBackend backend, long length) : IDisposab
 }
 
 /// <summary>
+/// A table (rows, cols) read by rows, made once by <see cref="IBackend.PrepareTable"/>: the token
+/// embedding, which the tied head reads too. Opaque to the graph.
+/// </summary>
+public abstract class DeviceTable(int rows, int cols) : IDisposable
+{
+    /// <summary>Rows (V for wte).</summary>
+    public int Rows { get; } = rows;
+
+    /// <summary>Columns (C for wte).</summary>
+    public int Cols { get; } = cols;
+
+    /// <summary>Releases what the backend holds for it.</summary>
+    public abstract void Dispose();
+}
+
+/// <summary>
 /// A Conv1D weight (IC, OC) in the layout a backend's matmul reads, made once at load by
 /// <see cref="IBackend.PrepareMatrix"/>: opaque to the graph.
 /// </summary>

@@ -39,14 +39,26 @@ public interface IBackend : IDisposable
     void Download<T>(Span<T> destination, DeviceBuffer<T> source, long offset) where T : unmanaged;
 
     /// <summary>
-    /// Takes a Conv1D weight (IC, OC), stored <c>[in, out]</c> as in the checkpoint, into the layout this
-    /// backend's matmul reads (uploaded, packed into panels, or widened), once at load.
+    /// The layout <see cref="PrepareMatrix"/> takes without copying: loaders read Conv1D weights straight into
+    /// it, so a model is held once (panels for the CPU's matmul, row-major for the ILGPU kernels).
+    /// </summary>
+    Weights.WeightLayout MatrixLayout { get; }
+
+    /// <summary>
+    /// Takes a Conv1D weight (IC, OC), stored <c>[in, out]</c> as in the checkpoint, into the layout and
+    /// format this backend's matmul reads (used in place, packed, widened or uploaded), once at load.
     /// </summary>
     DeviceMatrix PrepareMatrix(Weights.Weight weight);
 
+    /// <summary>
+    /// Takes a table (rows, cols) read by rows, once at load: <c>wte</c> (the embedding gathers its rows, the
+    /// tied head reads all of them) or an untied <c>lm_head</c>.
+    /// </summary>
+    DeviceTable PrepareTable(Weights.Weight weight);
+
     /// <summary>out[n, :] = wte[ids[n], :] + wpe[positions[n], :]; out (N, C). Ids and positions are in range.</summary>
     void Embedding(DeviceBuffer<float> output, DeviceBuffer<int> ids, DeviceBuffer<int> positions,
-        DeviceBuffer<float> wte, DeviceBuffer<float> wpe, int N, int C);
+        DeviceTable wte, DeviceBuffer<float> wpe, int N, int C);
 
     /// <summary>out[n, :] = (x[n, :] − mean) / √(var + eps) · weight + bias over C channels; out, x (N, C).</summary>
     void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float> bias,
@@ -60,7 +72,7 @@ public interface IBackend : IDisposable
         int N, int IC, int OC, MatMulEpilogue epilogue);
 
     /// <summary>out = input · weightᵀ with weight (OC, IC) row-major: the LM head over wte (V, C); out (N, OC).</summary>
-    void MatMulTransposed(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, int N, int IC, int OC);
+    void MatMulTransposed(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceTable weight, int N, int IC, int OC);
 
     /// <summary>out = a + b, element-wise over <paramref name="count"/> values; out may be a.</summary>
     void Add(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, long count);

@@ -21,11 +21,11 @@ internal static partial class CheckpointLoader
 
     private const string Prefix = "transformer.";
 
-    public static (Gpt2Config Config, Gpt2Weights Weights) Load(string directory, ILogger logger, IProgress<LoadProgress>? progress) =>
+    public static (Gpt2Config Config, Gpt2Weights Weights) Load(string directory, ILogger logger, IProgress<LoadProgress>? progress, WeightStorage? storage = null) =>
         WithCheckpoint(directory, (config, files) =>
         {
             var (tensors, duplicates) = Catalogue(files, directory);
-            return (config, Read(config, directory, tensors, duplicates, logger, progress));
+            return (config, Read(config, directory, tensors, duplicates, logger, progress, storage ?? WeightStorage.Plain));
         });
 
     /// <summary>
@@ -144,9 +144,10 @@ internal static partial class CheckpointLoader
 
     private static Gpt2Weights Read(Gpt2Config config, string directory,
         Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> tensors, List<string> problems,
-        ILogger logger, IProgress<LoadProgress>? progress)
+        ILogger logger, IProgress<LoadProgress>? progress, WeightStorage storage)
     {
         var expected = Gpt2Weights.ExpectedTensors(config).ToList();
+        var kinds = Gpt2Weights.ExpectedTensorKinds(config).ToDictionary(t => t.Name, t => t.Kind);
         foreach (var (name, shape) in expected)
         {
             var shapeText = FloatTensor.ShapeToString(shape);
@@ -177,12 +178,37 @@ internal static partial class CheckpointLoader
         foreach (var (name, shape) in expected)
         {
             var (file, info) = tensors[name];
-            weights[name] = new Weight(name, shape, file.ReadFloat32(info));
+            weights[name] = ReadWeight(file, info, name, shape, kinds[name], storage);
             readBytes += info.ByteLength;
             progress?.Report(new LoadProgress($"reading {Path.GetFileName(file.Path)}", (double)readBytes / Math.Max(totalBytes, 1)));
         }
         var dtypes = string.Join(", ", expected.Select(e => tensors[e.Name].Info.DType).Distinct());
         logger.LogInformation("Read {Count} tensors ({Bytes:N0} bytes, {DTypes}) from {Directory}", expected.Count, totalBytes, dtypes, directory);
         return Gpt2Weights.Assemble(config, name => weights[name]);
+    }
+
+    /// <summary>
+    /// One tensor into the storage its kind gets: float32 row-major straight from the file when nothing
+    /// changes, else a block of rows at a time converted and placed (so a model is never held twice).
+    /// </summary>
+    private static Weight ReadWeight(SafetensorsFile file, SafetensorsTensorInfo info, string name, int[] shape, TensorKind kind, WeightStorage storage)
+    {
+        var stored = info.DType switch { SafetensorsDType.F16 => WeightFormat.F16, SafetensorsDType.BF16 => WeightFormat.BF16, _ => WeightFormat.F32 };
+        var format = storage.FormatFor(kind, stored);
+        var layout = storage.LayoutFor(kind);
+        if (format == WeightFormat.F32 && layout == WeightLayout.RowMajor) return new Weight(name, shape, file.ReadFloat32(info));
+
+        int rows = Weight.Rows(shape), cols = Weight.Columns(shape);
+        var data = WeightData.Create(format, layout, rows, cols);
+        var block = Math.Max(1, (1 << 18) / cols);
+        var buffer = new float[(long)block * cols];
+        for (var r = 0; r < rows; r += block)
+        {
+            var count = Math.Min(block, rows - r);
+            var values = buffer.AsSpan(0, count * cols);
+            file.ReadFloat32(info, (long)r * cols, values);
+            for (var i = 0; i < count; i++) data.SetRow(r + i, values.Slice(i * cols, cols));
+        }
+        return new Weight(name, shape, data);
     }
 }

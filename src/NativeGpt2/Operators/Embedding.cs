@@ -1,19 +1,27 @@
 using System.Numerics.Tensors;
+using NativeGpt2.Weights;
 
 namespace NativeGpt2.Operators;
 
 /// <summary>
 /// Token plus position embedding: <c>out[n, :] = wte[ids[n], :] + wpe[positions[n], :]</c>.
 /// </summary>
-/// <remarks>Shapes: out (N, C), ids (N), positions (N), wte (V, C), wpe (context length, C). Callers check id and position ranges.</remarks>
+/// <remarks>
+/// Shapes: out (N, C), ids (N), positions (N), wte (V, C) row-major in any format (a row is widened to
+/// float32 first), wpe (context length, C). Callers check id and position ranges.
+/// </remarks>
 internal static class Embedding
 {
     /// <summary>Vectorized embedding lookup.</summary>
     public static void Forward(Span<float> output, ReadOnlySpan<int> ids, ReadOnlySpan<int> positions,
-        ReadOnlySpan<float> wte, ReadOnlySpan<float> wpe, int C)
+        WeightData wte, ReadOnlySpan<float> wpe, int C)
     {
         for (var n = 0; n < ids.Length; n++)
-            TensorPrimitives.Add(wte.Slice(ids[n] * C, C), wpe.Slice(positions[n] * C, C), output.Slice(n * C, C));
+        {
+            var row = output.Slice(n * C, C);
+            wte.GetRow(ids[n], row);
+            TensorPrimitives.Add(row, wpe.Slice(positions[n] * C, C), row);
+        }
     }
 
     /// <summary>Scalar reference.</summary>

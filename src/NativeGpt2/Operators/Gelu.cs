@@ -39,6 +39,9 @@ internal static class Gelu
         });
     }
 
+    /// <summary>GELU in place over one piece of a row (at most 4096 values); the same per element wherever the piece starts.</summary>
+    public static void Apply(Span<float> values) => Span(values, values);
+
     private static void Span(Span<float> output, ReadOnlySpan<float> x)
     {
         // The tanh argument goes to a scratch row, then TensorPrimitives' accurate vector tanh runs

@@ -1,224 +1,202 @@
-using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
+using NativeGpt2.Backends;
+using NativeGpt2.Weights;
 
 namespace NativeGpt2.Operators;
 
 /// <summary>
-/// The projection of GPT-2's <c>Conv1D</c> layers: <c>out = input · weight + bias</c>.
+/// The projection of GPT-2's <c>Conv1D</c> layers: <c>out = epilogue(input · weight + bias)</c>, with the
+/// epilogue bias only, GELU, or an add into the existing output (the residual stream).
 /// </summary>
 /// <remarks>
-/// Shapes: out (N, OC), input (N, IC), weight (IC, OC), bias (OC) or empty.
-/// The weight is stored <c>[in, out]</c> exactly as in the checkpoint (the transpose of <c>nn.Linear</c>),
-/// so a row of the weight holds one input channel's contribution to every output channel, and the fast
-/// path streams those rows: each step broadcasts one input value and adds it times a weight row segment.
+/// <para>Shapes: out (N, OC), input (N, IC), weight (IC, OC) packed once at load into panels of 32 output
+/// columns (<see cref="WeightLayout.Panels"/>), in any <see cref="WeightFormat"/>; bias (OC).</para>
+/// <para>A register tile computes 6 rows × 2 SIMD registers of columns (6 × 32 with Vector512, 6 × 16
+/// twice per panel with Vector256): per input channel it loads two registers of weights (widened from
+/// 16 or 8 bits in the registers), broadcasts six inputs and issues twelve fused multiply-adds. Work items
+/// are (panel, block of rows): a panel of 32 columns × IC rows streams through the cache once per block.</para>
+/// <para>Every output is computed the same way whatever tile, width or batch computes it: start from the
+/// bias and add x[n, i] · w[i, o] for i = 0, 1, … with one fused multiply-add each. So batched generation
+/// equals one-by-one generation, and the three widths give identical results.</para>
 /// </remarks>
 internal static class MatMul
 {
-    // The register tile: 4 rows of input by 16 output channels (two 8-float vectors) keeps 8 accumulators,
-    // 2 weight vectors and 1 broadcast live, within the 16 vector registers of AVX2.
-    private const int TileRows = 4;
-    private const int TileCols = 16;
+    private const int TileRows = 6;
 
-    // Output channels handled by one work item: the weight panel (IC × 64 floats) stays in cache while
-    // every row of the input streams past it.
-    private const int PanelCols = 64;
+    // Rows per work item when there are many: a multiple of the tile, small enough to spread N = 128 over the cores.
+    private const int RowBlock = 48;
 
-    /// <summary>Vectorized matmul, spread over all cores.</summary>
-    public static void Forward(Memory<float> output, ReadOnlyMemory<float> input, ReadOnlyMemory<float> weight,
-        ReadOnlyMemory<float> bias, int N, int IC, int OC)
+    /// <summary>Runs the matmul on the weight's format at the given SIMD width, spread over the cores.</summary>
+    public static void Forward(Memory<float> output, ReadOnlyMemory<float> input, WeightData weight, ReadOnlyMemory<float> bias,
+        int N, int IC, int OC, MatMulEpilogue epilogue, VectorWidth width)
     {
-        CheckShapes(output.Length, input.Length, weight.Length, bias.Length, N, IC, OC);
-        if (!Vector256.IsHardwareAccelerated)
+        CheckShapes(output.Length, input.Length, weight, bias.Length, N, IC, OC);
+        switch (width)
         {
-            Parallelism.For(N, (long)IC * OC, (start, end) =>
-                Scalar(output.Span[(start * OC)..(end * OC)], input.Span[(start * IC)..(end * IC)], weight.Span, bias.Span, end - start, IC, OC));
-            return;
+            case VectorWidth.Vector512: Run<Simd512>(output, input, weight, bias, N, IC, OC, epilogue); break;
+            case VectorWidth.Vector256: Run<Simd256>(output, input, weight, bias, N, IC, OC, epilogue); break;
+            default: Run<SimdScalar>(output, input, weight, bias, N, IC, OC, epilogue); break;
         }
+    }
 
-        var panels = (OC + PanelCols - 1) / PanelCols;
-        Parallelism.For(panels, (long)N * IC * PanelCols, (start, end) =>
+    private static void Run<V>(Memory<float> output, ReadOnlyMemory<float> input, WeightData weight, ReadOnlyMemory<float> bias,
+        int N, int IC, int OC, MatMulEpilogue epilogue) where V : struct, ISimd<V>
+    {
+        switch (weight)
         {
-            // With several rows, each 16-channel strip of the weight is first copied into a contiguous
-            // buffer: read in place, its rows lie OC floats apart, so every step of the inner loop would
-            // touch a new page. One row reads each weight once anyway and streams it in place.
-            var packed = N >= TileRows ? ArrayPool<float>.Shared.Rent(IC * TileCols) : null;
-            try
+            case Float32Data f: Run<V, Float32Panels>(new(f.Values, IC), output, input, bias, N, IC, OC, epilogue); break;
+            case Float16Data f: Run<V, Float16Panels>(new(f.Values, IC), output, input, bias, N, IC, OC, epilogue); break;
+            case BFloat16Data f: Run<V, BFloat16Panels>(new(f.Values, IC), output, input, bias, N, IC, OC, epilogue); break;
+            case Q8Data q: Run<V, Q8Panels>(new(q.Values, q.Scales, IC), output, input, bias, N, IC, OC, epilogue); break;
+            default: throw new ArgumentException($"unsupported weight storage {weight.GetType().Name}", nameof(weight));
+        }
+    }
+
+    private static void Run<V, P>(P panels, Memory<float> output, ReadOnlyMemory<float> input, ReadOnlyMemory<float> bias,
+        int N, int IC, int OC, MatMulEpilogue epilogue) where V : struct, ISimd<V> where P : struct, IPanelView
+    {
+        var panelCount = (OC + WeightData.PanelWidth - 1) / WeightData.PanelWidth;
+        var rowBlock = N <= RowBlock ? N : RowBlock;
+        var rowBlocks = (N + rowBlock - 1) / rowBlock;
+        // Items run panel-major: each thread streams its own panels, and a panel stays in cache across its row blocks.
+        Parallelism.For(panelCount * rowBlocks, (long)rowBlock * IC * WeightData.PanelWidth, (start, end) =>
+        {
+            for (var item = start; item < end; item++)
             {
-                for (var panel = start; panel < end; panel++)
-                    Panel(output.Span, input.Span, weight.Span, bias.Span, N, IC, OC, panel * PanelCols, Math.Min(OC, (panel + 1) * PanelCols), packed);
-            }
-            finally
-            {
-                if (packed is not null) ArrayPool<float>.Shared.Return(packed);
+                int p = item / rowBlocks, rb = item % rowBlocks;
+                int r0 = rb * rowBlock, r1 = Math.Min(N, r0 + rowBlock);
+                Panel<V, P>(panels, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue);
             }
         });
     }
 
-    private static void Panel(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight,
-        ReadOnlySpan<float> bias, int N, int IC, int OC, int colStart, int colEnd, float[]? packed)
+    /// <summary>Rows [r0, r1) of one panel's 32 columns.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Panel<V, P>(P panels, int p, Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> bias,
+        int r0, int r1, int IC, int OC, MatMulEpilogue epilogue) where V : struct, ISimd<V> where P : struct, IPanelView
     {
-        var col = colStart;
-        if (packed is not null)
+        var col0 = p * WeightData.PanelWidth;
+        var columns = Math.Min(WeightData.PanelWidth, OC - col0);
+        var residual = epilogue == MatMulEpilogue.Residual;
+        ref var x = ref MemoryMarshal.GetReference(input);
+        // The last panel of a matrix whose OC is not a multiple of 32 is computed into a scratch tile
+        // (the panel is zero-padded) and its valid columns copied out.
+        Span<float> scratch = stackalloc float[TileRows * 2 * 16];
+        Span<float> padded = stackalloc float[2 * 16];
+        for (var c = 0; c < columns; c += 2 * V.Count)
         {
-            for (; col + TileCols <= colEnd; col += TileCols)
+            var width = Math.Min(2 * V.Count, columns - c);
+            var full = width == 2 * V.Count;
+            V b0, b1;
+            if (full)
             {
-                // packed (IC, 16) = weight[:, col..col+16]
-                for (var i = 0; i < IC; i++)
-                    weight.Slice(i * OC + col, TileCols).CopyTo(packed.AsSpan(i * TileCols, TileCols));
-                ref var strip = ref MemoryMarshal.GetArrayDataReference(packed);
-                var n = 0;
-                for (; n + TileRows <= N; n += TileRows)
-                    Tile4x16(output, input, ref strip, TileCols, bias, n, col, IC, OC);
-                for (; n < N; n++)
-                    Tile1x16(output, input, ref strip, TileCols, bias, n, col, IC, OC);
+                ref var bc = ref Unsafe.Add(ref MemoryMarshal.GetReference(bias), col0 + c);
+                b0 = V.Load(ref bc);
+                b1 = V.Load(ref Unsafe.Add(ref bc, V.Count));
+            }
+            else
+            {
+                padded.Clear();
+                bias.Slice(col0 + c, width).CopyTo(padded);
+                b0 = V.Load(ref padded[0]);
+                b1 = V.Load(ref padded[V.Count]);
+            }
+            for (var r = r0; r < r1; r += TileRows)
+            {
+                var rows = Math.Min(TileRows, r1 - r);
+                var target = output.Slice(r * OC + col0 + c);
+                // Where the tile writes: the output itself, or the scratch tile (2·V.Count columns a row).
+                var stride = full ? OC : 2 * V.Count;
+                ref var o = ref full ? ref MemoryMarshal.GetReference(target) : ref scratch[0];
+                if (!full && residual)
+                {
+                    for (var i = 0; i < rows; i++) target.Slice(i * OC, width).CopyTo(scratch.Slice(i * stride, width));
+                }
+                if (rows == TileRows) Tile6<V, P>(panels, p, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, stride, b0, b1, residual);
+                else
+                {
+                    for (var i = 0; i < rows; i++)
+                        Tile1<V, P>(panels, p, c, ref Unsafe.Add(ref x, (nint)(r + i) * IC), IC, ref Unsafe.Add(ref o, i * stride), b0, b1, residual);
+                }
+                if (!full)
+                {
+                    for (var i = 0; i < rows; i++) scratch.Slice(i * stride, width).CopyTo(target.Slice(i * OC, width));
+                }
             }
         }
-        else
+        if (epilogue == MatMulEpilogue.BiasGelu)
         {
-            ref var w = ref MemoryMarshal.GetReference(weight);
-            for (; col + 4 * TileCols <= colEnd; col += 4 * TileCols)
-                for (var n = 0; n < N; n++)
-                    Tile1x64(output, input, ref Unsafe.Add(ref w, col), (nuint)OC, bias, n, col, IC, OC);
-            for (; col + TileCols <= colEnd; col += TileCols)
-                for (var n = 0; n < N; n++)
-                    Tile1x16(output, input, ref Unsafe.Add(ref w, col), (nuint)OC, bias, n, col, IC, OC);
-        }
-        // Fewer than 16 channels left at the end of the matrix: plain dot products down the columns.
-        for (; col < colEnd; col++)
-        {
-            for (var n = 0; n < N; n++)
-            {
-                var acc = bias.IsEmpty ? 0f : bias[col];
-                for (var i = 0; i < IC; i++)
-                    acc = float.MultiplyAddEstimate(input[n * IC + i], weight[i * OC + col], acc);
-                output[n * OC + col] = acc;
-            }
+            // GELU over each row's columns of this panel: the same pieces whatever N is, so rows stay independent.
+            for (var r = r0; r < r1; r++) Gelu.Apply(output.Slice(r * OC + col0, columns));
         }
     }
 
-    // Every tile computes each output the same way: start from the bias and add x[n, i] · w[i, o] for
-    // i = 0, 1, … with one fused multiply-add each. So an output does not depend on the tile that computed
-    // it, nor on the other rows in the batch, and batched generation equals one-by-one generation.
+    // The tiles make no calls: values live across a call would be spilled to the stack in the inner loop.
 
-    /// <summary>4 rows × 16 channels; <paramref name="w"/> is weight[0, col] and consecutive rows are <paramref name="stride"/> floats apart.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile4x16(Span<float> output, ReadOnlySpan<float> input, ref float w, nuint stride,
-        ReadOnlySpan<float> bias, int n, int col, int IC, int OC)
+    private static void Tile6<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, int stride, V b0, V b1, bool residual)
+        where V : struct, ISimd<V> where P : struct, IPanelView
     {
-        ref var x0 = ref Unsafe.Add(ref MemoryMarshal.GetReference(input), n * IC);
+        ref var x0 = ref x;
         ref var x1 = ref Unsafe.Add(ref x0, IC);
         ref var x2 = ref Unsafe.Add(ref x1, IC);
         ref var x3 = ref Unsafe.Add(ref x2, IC);
-
-        var b0 = bias.IsEmpty ? Vector256<float>.Zero : Vector256.Create(bias.Slice(col, 8));
-        var b1 = bias.IsEmpty ? Vector256<float>.Zero : Vector256.Create(bias.Slice(col + 8, 8));
-        Vector256<float> a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1, a30 = b0, a31 = b1;
-
-        nuint offset = 0;
-        for (var i = 0; i < IC; i++, offset += stride)
+        ref var x4 = ref Unsafe.Add(ref x3, IC);
+        ref var x5 = ref Unsafe.Add(ref x4, IC);
+        V a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1, a30 = b0, a31 = b1, a40 = b0, a41 = b1, a50 = b0, a51 = b1;
+        for (var k = 0; k < IC; k++)
         {
-            var w0 = Vector256.LoadUnsafe(ref w, offset);
-            var w1 = Vector256.LoadUnsafe(ref w, offset + 8);
-            var v = Vector256.Create(Unsafe.Add(ref x0, i));
-            a00 = Vector256.MultiplyAddEstimate(v, w0, a00);
-            a01 = Vector256.MultiplyAddEstimate(v, w1, a01);
-            v = Vector256.Create(Unsafe.Add(ref x1, i));
-            a10 = Vector256.MultiplyAddEstimate(v, w0, a10);
-            a11 = Vector256.MultiplyAddEstimate(v, w1, a11);
-            v = Vector256.Create(Unsafe.Add(ref x2, i));
-            a20 = Vector256.MultiplyAddEstimate(v, w0, a20);
-            a21 = Vector256.MultiplyAddEstimate(v, w1, a21);
-            v = Vector256.Create(Unsafe.Add(ref x3, i));
-            a30 = Vector256.MultiplyAddEstimate(v, w0, a30);
-            a31 = Vector256.MultiplyAddEstimate(v, w1, a31);
+            panels.Load<V>(p, k, c, out var w0, out var w1);
+            var v = V.Broadcast(Unsafe.Add(ref x0, k));
+            a00 = V.Fma(v, w0, a00); a01 = V.Fma(v, w1, a01);
+            v = V.Broadcast(Unsafe.Add(ref x1, k));
+            a10 = V.Fma(v, w0, a10); a11 = V.Fma(v, w1, a11);
+            v = V.Broadcast(Unsafe.Add(ref x2, k));
+            a20 = V.Fma(v, w0, a20); a21 = V.Fma(v, w1, a21);
+            v = V.Broadcast(Unsafe.Add(ref x3, k));
+            a30 = V.Fma(v, w0, a30); a31 = V.Fma(v, w1, a31);
+            v = V.Broadcast(Unsafe.Add(ref x4, k));
+            a40 = V.Fma(v, w0, a40); a41 = V.Fma(v, w1, a41);
+            v = V.Broadcast(Unsafe.Add(ref x5, k));
+            a50 = V.Fma(v, w0, a50); a51 = V.Fma(v, w1, a51);
         }
-
-        ref var o = ref Unsafe.Add(ref MemoryMarshal.GetReference(output), n * OC + col);
-        var rowStride = (nuint)OC;
-        a00.StoreUnsafe(ref o);
-        a01.StoreUnsafe(ref o, 8);
-        a10.StoreUnsafe(ref o, rowStride);
-        a11.StoreUnsafe(ref o, rowStride + 8);
-        a20.StoreUnsafe(ref o, 2 * rowStride);
-        a21.StoreUnsafe(ref o, 2 * rowStride + 8);
-        a30.StoreUnsafe(ref o, 3 * rowStride);
-        a31.StoreUnsafe(ref o, 3 * rowStride + 8);
+        Store(ref o, a00, a01, residual);
+        Store(ref Unsafe.Add(ref o, stride), a10, a11, residual);
+        Store(ref Unsafe.Add(ref o, 2 * stride), a20, a21, residual);
+        Store(ref Unsafe.Add(ref o, 3 * stride), a30, a31, residual);
+        Store(ref Unsafe.Add(ref o, 4 * stride), a40, a41, residual);
+        Store(ref Unsafe.Add(ref o, 5 * stride), a50, a51, residual);
     }
 
-    /// <summary>1 row × 16 channels.</summary>
+    /// <summary>One row: decoding, and the rows a 6-row tile leaves over. Each output is summed exactly as in <see cref="Tile6"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile1x16(Span<float> output, ReadOnlySpan<float> input, ref float w, nuint stride,
-        ReadOnlySpan<float> bias, int n, int col, int IC, int OC)
+    private static void Tile1<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, V b0, V b1, bool residual)
+        where V : struct, ISimd<V> where P : struct, IPanelView
     {
-        ref var x = ref Unsafe.Add(ref MemoryMarshal.GetReference(input), n * IC);
-        var a0 = bias.IsEmpty ? Vector256<float>.Zero : Vector256.Create(bias.Slice(col, 8));
-        var a1 = bias.IsEmpty ? Vector256<float>.Zero : Vector256.Create(bias.Slice(col + 8, 8));
-        nuint offset = 0;
-        for (var i = 0; i < IC; i++, offset += stride)
+        V a0 = b0, a1 = b1;
+        for (var k = 0; k < IC; k++)
         {
-            var v = Vector256.Create(Unsafe.Add(ref x, i));
-            a0 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset), a0);
-            a1 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 8), a1);
+            panels.Load<V>(p, k, c, out var w0, out var w1);
+            var v = V.Broadcast(Unsafe.Add(ref x, k));
+            a0 = V.Fma(v, w0, a0);
+            a1 = V.Fma(v, w1, a1);
         }
-        ref var o = ref Unsafe.Add(ref MemoryMarshal.GetReference(output), n * OC + col);
-        a0.StoreUnsafe(ref o);
-        a1.StoreUnsafe(ref o, 8);
+        Store(ref o, a0, a1, residual);
     }
 
-    /// <summary>
-    /// 1 row × 64 channels, for a single row read in place: each step reads 256 contiguous bytes of a
-    /// weight row (four cache lines) rather than one line at a time, which keeps the memory system busy.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile1x64(Span<float> output, ReadOnlySpan<float> input, ref float w, nuint stride,
-        ReadOnlySpan<float> bias, int n, int col, int IC, int OC)
+    /// <summary>Stores two registers, or adds them to what is there (the residual epilogue).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store<V>(ref float o, V a0, V a1, bool residual) where V : struct, ISimd<V>
     {
-        ref var x = ref Unsafe.Add(ref MemoryMarshal.GetReference(input), n * IC);
-        Vector256<float> a0, a1, a2, a3, a4, a5, a6, a7;
-        if (bias.IsEmpty)
+        ref var o1 = ref Unsafe.Add(ref o, V.Count);
+        if (residual)
         {
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = Vector256<float>.Zero;
+            a0 = V.Add(V.Load(ref o), a0);
+            a1 = V.Add(V.Load(ref o1), a1);
         }
-        else
-        {
-            var b = bias.Slice(col, 64);
-            a0 = Vector256.Create(b[..8]); a1 = Vector256.Create(b.Slice(8, 8)); a2 = Vector256.Create(b.Slice(16, 8)); a3 = Vector256.Create(b.Slice(24, 8));
-            a4 = Vector256.Create(b.Slice(32, 8)); a5 = Vector256.Create(b.Slice(40, 8)); a6 = Vector256.Create(b.Slice(48, 8)); a7 = Vector256.Create(b.Slice(56, 8));
-        }
-        nuint offset = 0;
-        for (var i = 0; i < IC; i++, offset += stride)
-        {
-            var v = Vector256.Create(Unsafe.Add(ref x, i));
-            a0 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset), a0);
-            a1 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 8), a1);
-            a2 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 16), a2);
-            a3 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 24), a3);
-            a4 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 32), a4);
-            a5 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 40), a5);
-            a6 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 48), a6);
-            a7 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w, offset + 56), a7);
-        }
-        ref var o = ref Unsafe.Add(ref MemoryMarshal.GetReference(output), n * OC + col);
-        a0.StoreUnsafe(ref o); a1.StoreUnsafe(ref o, 8); a2.StoreUnsafe(ref o, 16); a3.StoreUnsafe(ref o, 24);
-        a4.StoreUnsafe(ref o, 32); a5.StoreUnsafe(ref o, 40); a6.StoreUnsafe(ref o, 48); a7.StoreUnsafe(ref o, 56);
-    }
-
-    /// <summary>The path without SIMD: the triple loop in float.</summary>
-    private static void Scalar(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight,
-        ReadOnlySpan<float> bias, int N, int IC, int OC)
-    {
-        for (var n = 0; n < N; n++)
-        {
-            for (var o = 0; o < OC; o++)
-            {
-                var acc = bias.IsEmpty ? 0f : bias[o];
-                for (var i = 0; i < IC; i++)
-                    acc = float.MultiplyAddEstimate(input[n * IC + i], weight[i * OC + o], acc);
-                output[n * OC + o] = acc;
-            }
-        }
+        V.Store(ref o, a0);
+        V.Store(ref o1, a1);
     }
 
     /// <summary>Scalar reference: the naive triple loop, accumulating in double. The oracle for every backend, never the fast path.</summary>
@@ -237,13 +215,14 @@ internal static class MatMul
         }
     }
 
-    internal static void CheckShapes(int outputLength, int inputLength, int weightLength, int biasLength, int N, int IC, int OC)
+    internal static void CheckShapes(int outputLength, int inputLength, WeightData weight, int biasLength, int N, int IC, int OC)
     {
         // The unchecked loads above rely on these; a wrong caller must fail here, not read out of bounds.
         if (N < 0 || IC <= 0 || OC <= 0) throw new ArgumentOutOfRangeException(nameof(N), $"sizes N={N}, IC={IC}, OC={OC} must be positive");
         if (inputLength < (long)N * IC) throw new ArgumentException($"input holds {inputLength} values, needs N·IC = {(long)N * IC}", "input");
         if (outputLength < (long)N * OC) throw new ArgumentException($"output holds {outputLength} values, needs N·OC = {(long)N * OC}", "output");
-        if (weightLength != (long)IC * OC) throw new ArgumentException($"weight holds {weightLength} values, needs IC·OC = {(long)IC * OC}", "weight");
-        if (biasLength != 0 && biasLength != OC) throw new ArgumentException($"bias holds {biasLength} values, needs OC = {OC} or none", "bias");
+        if (weight.Rows != IC || weight.Cols != OC || weight.Layout != WeightLayout.Panels)
+            throw new ArgumentException($"weight is ({weight.Rows}, {weight.Cols}) in {weight.Layout}, needs ({IC}, {OC}) in panels", nameof(weight));
+        if (biasLength != OC) throw new ArgumentException($"bias holds {biasLength} values, needs OC = {OC}", "bias");
     }
 }

@@ -1,185 +1,211 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
+using NativeGpt2.Weights;
 
 namespace NativeGpt2.Operators;
 
 /// <summary>
 /// A projection whose weight is stored one row per output channel: <c>out = input · weightᵀ</c>.
-/// This is the LM head, where the weight is the token-embedding matrix (V, C) read in place.
+/// This is the LM head, where the weight is the token-embedding matrix (V, C) read in place, in any
+/// <see cref="WeightFormat"/> (16- and 8-bit rows are widened in registers).
 /// </summary>
 /// <remarks>
-/// Shapes: out (N, OC), input (N, IC), weight (OC, IC). Each output is the dot product of an input row
-/// and a weight row, both contiguous, so the fast path runs dot products over 8-float vectors.
+/// Shapes: out (N, OC), input (N, IC), weight (OC, IC) row-major. Each output is the dot product of an
+/// input row and a weight row, both contiguous: a register tile of 3 input rows × 4 weight rows keeps
+/// twelve accumulators, each summing IC / width lanes, then its lanes in a fixed order, then the IC % width
+/// tail. Every output is computed that way whatever tile computes it, so a row's logits do not depend on
+/// the batch.
 /// </remarks>
 internal static class MatMulTransposed
 {
-    // 2 input rows × 4 weight rows = 8 vector accumulators, plus the 2 input vectors and 1 weight vector.
-    private const int TileRows = 2;
+    private const int TileRows = 3;
     private const int TileWeights = 4;
 
-    // Weight rows per work item: a panel of 64 rows is re-read from cache for every input row.
-    private const int PanelRows = 64;
+    // Weight rows per work item: the item's slice of the table is read once per block of input rows.
+    private const int PanelRows = 128;
 
-    /// <summary>Vectorized projection, spread over all cores.</summary>
-    public static void Forward(Memory<float> output, ReadOnlyMemory<float> input, ReadOnlyMemory<float> weight, int N, int IC, int OC)
+    /// <summary>Runs the projection at the given SIMD width, spread over the cores.</summary>
+    public static void Forward(Memory<float> output, ReadOnlyMemory<float> input, WeightData weight, int N, int IC, int OC, VectorWidth width)
     {
-        MatMul.CheckShapes(output.Length, input.Length, weight.Length, 0, N, IC, OC);
+        if (N < 0 || IC <= 0 || OC <= 0) throw new ArgumentOutOfRangeException(nameof(N), $"sizes N={N}, IC={IC}, OC={OC} must be positive");
+        if (input.Length < (long)N * IC) throw new ArgumentException($"input holds {input.Length} values, needs N·IC = {(long)N * IC}", nameof(input));
+        if (output.Length < (long)N * OC) throw new ArgumentException($"output holds {output.Length} values, needs N·OC = {(long)N * OC}", nameof(output));
+        if (weight.Rows != OC || weight.Cols != IC || weight.Layout != WeightLayout.RowMajor)
+            throw new ArgumentException($"weight is ({weight.Rows}, {weight.Cols}) in {weight.Layout}, needs ({OC}, {IC}) row-major", nameof(weight));
+        switch (width)
+        {
+            case VectorWidth.Vector512: Run<Simd512>(output, input, weight, N, IC, OC); break;
+            case VectorWidth.Vector256: Run<Simd256>(output, input, weight, N, IC, OC); break;
+            default: Run<SimdScalar>(output, input, weight, N, IC, OC); break;
+        }
+    }
+
+    private static void Run<V>(Memory<float> output, ReadOnlyMemory<float> input, WeightData weight, int N, int IC, int OC) where V : struct, ISimd<V>
+    {
+        switch (weight)
+        {
+            case Float32Data f: Run<V, Float32Rows>(new(f.Values, IC), output, input, N, IC, OC); break;
+            case Float16Data f: Run<V, Float16Rows>(new(f.Values, IC), output, input, N, IC, OC); break;
+            case BFloat16Data f: Run<V, BFloat16Rows>(new(f.Values, IC), output, input, N, IC, OC); break;
+            case Q8Data q: Run<V, Q8Rows>(new(q.Values, q.Scales, q.Panels), output, input, N, IC, OC); break;
+            default: throw new ArgumentException($"unsupported weight storage {weight.GetType().Name}", nameof(weight));
+        }
+    }
+
+    private static void Run<V, R>(R rows, Memory<float> output, ReadOnlyMemory<float> input, int N, int IC, int OC)
+        where V : struct, ISimd<V> where R : struct, IRowView
+    {
         var panels = (OC + PanelRows - 1) / PanelRows;
         Parallelism.For(panels, (long)N * IC * PanelRows, (start, end) =>
         {
-            var o = output.Span;
-            var x = input.Span;
-            var w = weight.Span;
             for (var panel = start; panel < end; panel++)
-            {
-                var from = panel * PanelRows;
-                var to = Math.Min(OC, from + PanelRows);
-                if (Vector256.IsHardwareAccelerated && IC >= Vector256<float>.Count)
-                    Panel(o, x, w, N, IC, OC, from, to);
-                else
-                    ScalarRows(o, x, w, N, IC, OC, from, to);
-            }
+                Panel<V, R>(rows, output.Span, input.Span, N, IC, OC, panel * PanelRows, Math.Min(OC, (panel + 1) * PanelRows));
         });
     }
 
-    private static void Panel(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight, int N, int IC, int OC, int from, int to)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Panel<V, R>(R rows, Span<float> output, ReadOnlySpan<float> input, int N, int IC, int OC, int from, int to)
+        where V : struct, ISimd<V> where R : struct, IRowView
     {
-        // Every output is accumulated the same way (8 lanes in order, then the lane sum, then the IC % 8
-        // tail) whichever tile computes it, so a row's logits do not depend on which other rows share the
-        // batch: batched generation gives exactly the one-by-one result.
+        ref var x = ref MemoryMarshal.GetReference(input);
+        ref var o = ref MemoryMarshal.GetReference(output);
         var n = 0;
+        // Six rows a tile where 32 registers hold 24 accumulators (Vector512); three rows otherwise.
+        if (V.Count == 16)
+        {
+            for (; n + 2 * TileRows <= N; n += 2 * TileRows)
+            {
+                var k = from;
+                for (; k + TileWeights <= to; k += TileWeights)
+                    Tile6x4<V, R>(rows, ref Unsafe.Add(ref x, (nint)n * IC), IC, k, ref Unsafe.Add(ref o, (nint)n * OC + k), OC);
+                for (; k < to; k++)
+                {
+                    for (var r = 0; r < 2 * TileRows; r++)
+                        Unsafe.Add(ref o, (nint)(n + r) * OC + k) = Dot<V, R>(rows, ref Unsafe.Add(ref x, (nint)(n + r) * IC), IC, k);
+                }
+            }
+        }
         for (; n + TileRows <= N; n += TileRows)
         {
             var k = from;
             for (; k + TileWeights <= to; k += TileWeights)
-                Tile2x4(output, input, weight, n, k, IC, OC);
+                Tile3x4<V, R>(rows, ref Unsafe.Add(ref x, (nint)n * IC), IC, k, ref Unsafe.Add(ref o, (nint)n * OC + k), OC);
             for (; k < to; k++)
             {
-                output[n * OC + k] = Dot(input.Slice(n * IC, IC), weight.Slice(k * IC, IC));
-                output[(n + 1) * OC + k] = Dot(input.Slice((n + 1) * IC, IC), weight.Slice(k * IC, IC));
+                for (var r = 0; r < TileRows; r++)
+                    Unsafe.Add(ref o, (nint)(n + r) * OC + k) = Dot<V, R>(rows, ref Unsafe.Add(ref x, (nint)(n + r) * IC), IC, k);
             }
         }
+        // Single rows (decoding): one weight row after another, a sequential read of the table.
         for (; n < N; n++)
         {
-            var k = from;
-            for (; k + TileWeights <= to; k += TileWeights)
-                Tile1x4(output, input, weight, n, k, IC, OC);
-            for (; k < to; k++)
-                output[n * OC + k] = Dot(input.Slice(n * IC, IC), weight.Slice(k * IC, IC));
+            for (var k = from; k < to; k++)
+                Unsafe.Add(ref o, (nint)n * OC + k) = Dot<V, R>(rows, ref Unsafe.Add(ref x, (nint)n * IC), IC, k);
         }
     }
 
-    /// <summary>
-    /// One row against 4 weight rows: four independent dot products in flight, each accumulated exactly
-    /// as in <see cref="Tile2x4"/>. This is the generation path (one position per sequence).
-    /// </summary>
+    /// <summary>3 input rows × weight rows [k, k + 4): twelve dot products in flight.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile1x4(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight, int n, int k, int IC, int OC)
+    private static void Tile3x4<V, R>(R rows, ref float x0, int IC, int k, ref float o, int OC) where V : struct, ISimd<V> where R : struct, IRowView
     {
-        ref var x = ref Unsafe.Add(ref MemoryMarshal.GetReference(input), n * IC);
-        ref var w0 = ref Unsafe.Add(ref MemoryMarshal.GetReference(weight), k * IC);
-        ref var w1 = ref Unsafe.Add(ref w0, IC);
-        ref var w2 = ref Unsafe.Add(ref w1, IC);
-        ref var w3 = ref Unsafe.Add(ref w2, IC);
-        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        ref var x1 = ref Unsafe.Add(ref x0, IC);
+        ref var x2 = ref Unsafe.Add(ref x1, IC);
+        V a00 = V.Zero, a01 = V.Zero, a02 = V.Zero, a03 = V.Zero;
+        V a10 = V.Zero, a11 = V.Zero, a12 = V.Zero, a13 = V.Zero;
+        V a20 = V.Zero, a21 = V.Zero, a22 = V.Zero, a23 = V.Zero;
         var i = 0;
-        for (; i <= IC - Vector256<float>.Count; i += Vector256<float>.Count)
+        for (; i <= IC - V.Count; i += V.Count)
         {
-            var u = (nuint)i;
-            var v = Vector256.LoadUnsafe(ref x, u);
-            a0 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w0, u), a0);
-            a1 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w1, u), a1);
-            a2 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w2, u), a2);
-            a3 = Vector256.MultiplyAddEstimate(v, Vector256.LoadUnsafe(ref w3, u), a3);
+            var v0 = V.Load(ref Unsafe.Add(ref x0, i));
+            var v1 = V.Load(ref Unsafe.Add(ref x1, i));
+            var v2 = V.Load(ref Unsafe.Add(ref x2, i));
+            var w = rows.Load<V>(k, i);
+            a00 = V.Fma(v0, w, a00); a10 = V.Fma(v1, w, a10); a20 = V.Fma(v2, w, a20);
+            w = rows.Load<V>(k + 1, i);
+            a01 = V.Fma(v0, w, a01); a11 = V.Fma(v1, w, a11); a21 = V.Fma(v2, w, a21);
+            w = rows.Load<V>(k + 2, i);
+            a02 = V.Fma(v0, w, a02); a12 = V.Fma(v1, w, a12); a22 = V.Fma(v2, w, a22);
+            w = rows.Load<V>(k + 3, i);
+            a03 = V.Fma(v0, w, a03); a13 = V.Fma(v1, w, a13); a23 = V.Fma(v2, w, a23);
         }
-        float s0 = Vector256.Sum(a0), s1 = Vector256.Sum(a1), s2 = Vector256.Sum(a2), s3 = Vector256.Sum(a3);
+        Finish<V, R>(rows, ref o, ref x0, IC, k, i, a00, a01, a02, a03);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, k, i, a10, a11, a12, a13);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, 2 * OC), ref x2, IC, k, i, a20, a21, a22, a23);
+    }
+
+    /// <summary>6 input rows × weight rows [k, k + 4): twenty-four dot products in flight (Vector512 only: 32 registers).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile6x4<V, R>(R rows, ref float x0, int IC, int k, ref float o, int OC) where V : struct, ISimd<V> where R : struct, IRowView
+    {
+        ref var x1 = ref Unsafe.Add(ref x0, IC);
+        ref var x2 = ref Unsafe.Add(ref x1, IC);
+        ref var x3 = ref Unsafe.Add(ref x2, IC);
+        ref var x4 = ref Unsafe.Add(ref x3, IC);
+        ref var x5 = ref Unsafe.Add(ref x4, IC);
+        V a00 = V.Zero, a01 = V.Zero, a02 = V.Zero, a03 = V.Zero;
+        V a10 = V.Zero, a11 = V.Zero, a12 = V.Zero, a13 = V.Zero;
+        V a20 = V.Zero, a21 = V.Zero, a22 = V.Zero, a23 = V.Zero;
+        V a30 = V.Zero, a31 = V.Zero, a32 = V.Zero, a33 = V.Zero;
+        V a40 = V.Zero, a41 = V.Zero, a42 = V.Zero, a43 = V.Zero;
+        V a50 = V.Zero, a51 = V.Zero, a52 = V.Zero, a53 = V.Zero;
+        var i = 0;
+        for (; i <= IC - V.Count; i += V.Count)
+        {
+            var v0 = V.Load(ref Unsafe.Add(ref x0, i));
+            var v1 = V.Load(ref Unsafe.Add(ref x1, i));
+            var v2 = V.Load(ref Unsafe.Add(ref x2, i));
+            var v3 = V.Load(ref Unsafe.Add(ref x3, i));
+            var v4 = V.Load(ref Unsafe.Add(ref x4, i));
+            var v5 = V.Load(ref Unsafe.Add(ref x5, i));
+            var w = rows.Load<V>(k, i);
+            a00 = V.Fma(v0, w, a00); a10 = V.Fma(v1, w, a10); a20 = V.Fma(v2, w, a20); a30 = V.Fma(v3, w, a30); a40 = V.Fma(v4, w, a40); a50 = V.Fma(v5, w, a50);
+            w = rows.Load<V>(k + 1, i);
+            a01 = V.Fma(v0, w, a01); a11 = V.Fma(v1, w, a11); a21 = V.Fma(v2, w, a21); a31 = V.Fma(v3, w, a31); a41 = V.Fma(v4, w, a41); a51 = V.Fma(v5, w, a51);
+            w = rows.Load<V>(k + 2, i);
+            a02 = V.Fma(v0, w, a02); a12 = V.Fma(v1, w, a12); a22 = V.Fma(v2, w, a22); a32 = V.Fma(v3, w, a32); a42 = V.Fma(v4, w, a42); a52 = V.Fma(v5, w, a52);
+            w = rows.Load<V>(k + 3, i);
+            a03 = V.Fma(v0, w, a03); a13 = V.Fma(v1, w, a13); a23 = V.Fma(v2, w, a23); a33 = V.Fma(v3, w, a33); a43 = V.Fma(v4, w, a43); a53 = V.Fma(v5, w, a53);
+        }
+        Finish<V, R>(rows, ref o, ref x0, IC, k, i, a00, a01, a02, a03);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, k, i, a10, a11, a12, a13);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, 2 * OC), ref x2, IC, k, i, a20, a21, a22, a23);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, 3 * OC), ref x3, IC, k, i, a30, a31, a32, a33);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, 4 * OC), ref x4, IC, k, i, a40, a41, a42, a43);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, 5 * OC), ref x5, IC, k, i, a50, a51, a52, a53);
+    }
+
+    /// <summary>The lanes of each accumulator summed, then the IC % width tail one multiply-add at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Finish<V, R>(R rows, ref float o, ref float x, int IC, int k, int i, V a0, V a1, V a2, V a3)
+        where V : struct, ISimd<V> where R : struct, IRowView
+    {
+        float s0 = V.Sum(a0), s1 = V.Sum(a1), s2 = V.Sum(a2), s3 = V.Sum(a3);
         for (; i < IC; i++)
         {
             var p = Unsafe.Add(ref x, i);
-            s0 += p * Unsafe.Add(ref w0, i);
-            s1 += p * Unsafe.Add(ref w1, i);
-            s2 += p * Unsafe.Add(ref w2, i);
-            s3 += p * Unsafe.Add(ref w3, i);
+            s0 = MathF.FusedMultiplyAdd(p, rows.Element(k, i), s0);
+            s1 = MathF.FusedMultiplyAdd(p, rows.Element(k + 1, i), s1);
+            s2 = MathF.FusedMultiplyAdd(p, rows.Element(k + 2, i), s2);
+            s3 = MathF.FusedMultiplyAdd(p, rows.Element(k + 3, i), s3);
         }
-        var row = output.Slice(n * OC + k, TileWeights);
-        row[0] = s0; row[1] = s1; row[2] = s2; row[3] = s3;
+        o = s0;
+        Unsafe.Add(ref o, 1) = s1;
+        Unsafe.Add(ref o, 2) = s2;
+        Unsafe.Add(ref o, 3) = s3;
     }
 
+    /// <summary>One output, accumulated exactly as every tile accumulates each of its outputs.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile2x4(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight, int n, int k, int IC, int OC)
+    private static float Dot<V, R>(R rows, ref float x, int IC, int k) where V : struct, ISimd<V> where R : struct, IRowView
     {
-        ref var x0 = ref Unsafe.Add(ref MemoryMarshal.GetReference(input), n * IC);
-        ref var x1 = ref Unsafe.Add(ref x0, IC);
-        ref var w0 = ref Unsafe.Add(ref MemoryMarshal.GetReference(weight), k * IC);
-        ref var w1 = ref Unsafe.Add(ref w0, IC);
-        ref var w2 = ref Unsafe.Add(ref w1, IC);
-        ref var w3 = ref Unsafe.Add(ref w2, IC);
-
-        Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
-        Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        var acc = V.Zero;
         var i = 0;
-        for (; i <= IC - Vector256<float>.Count; i += Vector256<float>.Count)
-        {
-            var u = (nuint)i;
-            var v0 = Vector256.LoadUnsafe(ref x0, u);
-            var v1 = Vector256.LoadUnsafe(ref x1, u);
-            var w = Vector256.LoadUnsafe(ref w0, u);
-            a00 = Vector256.MultiplyAddEstimate(v0, w, a00);
-            a10 = Vector256.MultiplyAddEstimate(v1, w, a10);
-            w = Vector256.LoadUnsafe(ref w1, u);
-            a01 = Vector256.MultiplyAddEstimate(v0, w, a01);
-            a11 = Vector256.MultiplyAddEstimate(v1, w, a11);
-            w = Vector256.LoadUnsafe(ref w2, u);
-            a02 = Vector256.MultiplyAddEstimate(v0, w, a02);
-            a12 = Vector256.MultiplyAddEstimate(v1, w, a12);
-            w = Vector256.LoadUnsafe(ref w3, u);
-            a03 = Vector256.MultiplyAddEstimate(v0, w, a03);
-            a13 = Vector256.MultiplyAddEstimate(v1, w, a13);
-        }
-        float s00 = Vector256.Sum(a00), s01 = Vector256.Sum(a01), s02 = Vector256.Sum(a02), s03 = Vector256.Sum(a03);
-        float s10 = Vector256.Sum(a10), s11 = Vector256.Sum(a11), s12 = Vector256.Sum(a12), s13 = Vector256.Sum(a13);
-        // The last IC % 8 channels, one at a time.
+        for (; i <= IC - V.Count; i += V.Count)
+            acc = V.Fma(V.Load(ref Unsafe.Add(ref x, i)), rows.Load<V>(k, i), acc);
+        var sum = V.Sum(acc);
         for (; i < IC; i++)
-        {
-            float p = Unsafe.Add(ref x0, i), q = Unsafe.Add(ref x1, i);
-            float c0 = Unsafe.Add(ref w0, i), c1 = Unsafe.Add(ref w1, i), c2 = Unsafe.Add(ref w2, i), c3 = Unsafe.Add(ref w3, i);
-            s00 += p * c0; s01 += p * c1; s02 += p * c2; s03 += p * c3;
-            s10 += q * c0; s11 += q * c1; s12 += q * c2; s13 += q * c3;
-        }
-        var row0 = output.Slice(n * OC + k, TileWeights);
-        row0[0] = s00; row0[1] = s01; row0[2] = s02; row0[3] = s03;
-        var row1 = output.Slice((n + 1) * OC + k, TileWeights);
-        row1[0] = s10; row1[1] = s11; row1[2] = s12; row1[3] = s13;
-    }
-
-    /// <summary>One output, accumulated exactly as <see cref="Tile2x4"/> accumulates each of its eight.</summary>
-    private static float Dot(ReadOnlySpan<float> x, ReadOnlySpan<float> w)
-    {
-        ref var xr = ref MemoryMarshal.GetReference(x);
-        ref var wr = ref MemoryMarshal.GetReference(w);
-        var acc = Vector256<float>.Zero;
-        var i = 0;
-        for (; i <= x.Length - Vector256<float>.Count; i += Vector256<float>.Count)
-            acc = Vector256.MultiplyAddEstimate(Vector256.LoadUnsafe(ref xr, (nuint)i), Vector256.LoadUnsafe(ref wr, (nuint)i), acc);
-        var sum = Vector256.Sum(acc);
-        for (; i < x.Length; i++)
-            sum += Unsafe.Add(ref xr, i) * Unsafe.Add(ref wr, i);
+            sum = MathF.FusedMultiplyAdd(Unsafe.Add(ref x, i), rows.Element(k, i), sum);
         return sum;
-    }
-
-    /// <summary>The path without SIMD (or with fewer than 8 channels): plain float dot products.</summary>
-    private static void ScalarRows(Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> weight, int N, int IC, int OC, int from, int to)
-    {
-        for (var n = 0; n < N; n++)
-        {
-            for (var k = from; k < to; k++)
-            {
-                var acc = 0f;
-                for (var i = 0; i < IC; i++) acc += input[n * IC + i] * weight[k * IC + i];
-                output[n * OC + k] = acc;
-            }
-        }
     }
 
     /// <summary>Scalar reference: the naive triple loop, accumulating in double. The oracle for every backend, never the fast path.</summary>

@@ -93,19 +93,28 @@ public sealed class SafetensorsFile : IDisposable
     {
         if (destination.Length != tensor.ElementCount)
             throw new ArgumentException($"destination holds {destination.Length} floats, tensor {tensor.Name} has {tensor.ElementCount}", nameof(destination));
+        ReadFloat32(tensor, 0, destination);
+    }
+
+    /// <summary>Reads elements [<paramref name="first"/>, first + destination.Length) of a floating-point tensor as float32.</summary>
+    public void ReadFloat32(SafetensorsTensorInfo tensor, long first, Span<float> destination)
+    {
+        if (first < 0 || first + destination.Length > tensor.ElementCount)
+            throw new ArgumentOutOfRangeException(nameof(first), $"elements [{first}, {first + destination.Length}) are outside tensor {tensor.Name} of {tensor.ElementCount}");
         switch (tensor.DType)
         {
             case SafetensorsDType.F32:
-                ReadBytes(tensor, MemoryMarshal.AsBytes(destination));
+                ObjectDisposedException.ThrowIf(_handle.IsClosed, this);
+                ReadExactly(_handle, MemoryMarshal.AsBytes(destination), Header.DataStart + tensor.Begin + first * sizeof(float), Path);
                 break;
             case SafetensorsDType.F16:
-                ReadConverted<Half>(tensor, destination, (src, dst) => TensorPrimitives.ConvertToSingle(src, dst));
+                ReadConverted<Half>(tensor, first, destination, (src, dst) => TensorPrimitives.ConvertToSingle(src, dst));
                 break;
             case SafetensorsDType.BF16:
-                ReadConverted<ushort>(tensor, destination, WidenBFloat16);
+                ReadConverted<ushort>(tensor, first, destination, WidenBFloat16);
                 break;
             case SafetensorsDType.F64:
-                ReadConverted<double>(tensor, destination, (src, dst) => TensorPrimitives.ConvertTruncating(src, dst));
+                ReadConverted<double>(tensor, first, destination, (src, dst) => TensorPrimitives.ConvertTruncating(src, dst));
                 break;
             default:
                 throw new ModelFormatException(Path, tensor.Name, $"dtype {tensor.DType} is not a floating-point type");
@@ -166,9 +175,10 @@ public sealed class SafetensorsFile : IDisposable
 
     private delegate void Converter<TSource>(ReadOnlySpan<TSource> source, Span<float> destination);
 
-    private void ReadConverted<TSource>(SafetensorsTensorInfo tensor, Span<float> destination, Converter<TSource> convert)
+    private void ReadConverted<TSource>(SafetensorsTensorInfo tensor, long first, Span<float> destination, Converter<TSource> convert)
         where TSource : unmanaged
     {
+        ObjectDisposedException.ThrowIf(_handle.IsClosed, this);
         // Convert in chunks so a large half-precision tensor never needs a second full-size buffer.
         const int chunkElements = 1 << 16;
         var elementSize = Marshal.SizeOf<TSource>();
@@ -179,7 +189,7 @@ public sealed class SafetensorsFile : IDisposable
             {
                 var count = Math.Min(chunkElements, destination.Length - start);
                 var chunk = buffer.AsSpan(0, count);
-                ReadExactly(_handle, MemoryMarshal.AsBytes(chunk), Header.DataStart + tensor.Begin + (long)start * elementSize, Path);
+                ReadExactly(_handle, MemoryMarshal.AsBytes(chunk), Header.DataStart + tensor.Begin + (first + start) * elementSize, Path);
                 convert(chunk, destination.Slice(start, count));
             }
         }

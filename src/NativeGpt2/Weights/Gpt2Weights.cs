@@ -1,19 +1,33 @@
 namespace NativeGpt2.Weights;
 
 /// <summary>
-/// A float32 weight tensor: its checkpoint name (without the <c>transformer.</c> prefix), shape and data.
+/// A weight tensor: its checkpoint name (without the <c>transformer.</c> prefix), shape, and values in a
+/// <see cref="WeightFormat"/> (float32, or 16- or 8-bit for matrices loaded that way).
 /// </summary>
 public sealed class Weight
 {
-    /// <summary>Creates a weight; <paramref name="data"/> must hold exactly the product of <paramref name="shape"/>.</summary>
+    private float[]? _float32;
+
+    /// <summary>Creates a float32 weight; <paramref name="data"/> must hold exactly the product of <paramref name="shape"/>.</summary>
     public Weight(string name, int[] shape, float[] data)
     {
+        ArgumentNullException.ThrowIfNull(data);
         var count = shape.Aggregate(1L, (a, b) => a * b);
         if (count != data.Length)
             throw new ArgumentException($"{name}: {data.Length} values for shape [{string.Join(", ", shape)}]", nameof(data));
         Name = name;
         Shape = shape;
-        Data = data;
+        Storage = WeightData.Wrap(data, Rows(shape), Columns(shape));
+        _float32 = data;
+    }
+
+    /// <summary>A weight over values already stored in some format and layout.</summary>
+    internal Weight(string name, int[] shape, WeightData storage)
+    {
+        Name = name;
+        Shape = shape;
+        Storage = storage;
+        if (storage is Float32Data { Layout: WeightLayout.RowMajor } dense) _float32 = dense.Values;
     }
 
     /// <summary>Checkpoint name, e.g. <c>h.0.attn.c_attn.weight</c>.</summary>
@@ -22,11 +36,48 @@ public sealed class Weight
     /// <summary>Dimensions, outermost first.</summary>
     public int[] Shape { get; }
 
-    /// <summary>Row-major values.</summary>
-    public float[] Data { get; }
+    /// <summary>How the values are stored: <see cref="WeightFormat.F32"/> unless the model was loaded with 16- or 8-bit weights.</summary>
+    public WeightFormat Format => Storage.Format;
+
+    /// <summary>How the values are ordered: row-major as in the checkpoint, or packed in panels for the CPU's matmul.</summary>
+    public WeightLayout Layout => Storage.Layout;
+
+    /// <summary>Writes the values into <paramref name="destination"/> as row-major float32 (widening or unpacking as needed).</summary>
+    /// <exception cref="ArgumentException"><paramref name="destination"/> is not exactly the weight's size.</exception>
+    public void CopyTo(Span<float> destination)
+    {
+        if (destination.Length != (long)Storage.Rows * Storage.Cols)
+            throw new ArgumentException($"{Name} has {(long)Storage.Rows * Storage.Cols} values, the destination {destination.Length}", nameof(destination));
+        if (_float32 is { } data) data.CopyTo(destination);
+        else Storage.CopyTo(destination);
+    }
+
+    /// <summary>
+    /// The values as row-major float32. For a weight stored otherwise (16- or 8-bit, or packed into panels
+    /// for the CPU's matmul), the first access builds a float32 copy and keeps it.
+    /// </summary>
+    public float[] Data
+    {
+        get
+        {
+            if (_float32 is { } data) return data;
+            var copy = new float[Storage.Rows * (long)Storage.Cols];
+            Storage.CopyTo(copy);
+            return _float32 = copy;
+        }
+    }
+
+    /// <summary>The stored values.</summary>
+    internal WeightData Storage { get; }
+
+    /// <summary>Rows of the weight read as a matrix: the product of all dimensions but the last (1 for a vector).</summary>
+    internal static int Rows(int[] shape) => shape.Length <= 1 ? 1 : shape[..^1].Aggregate(1, (a, b) => a * b);
+
+    /// <summary>Columns: the last dimension.</summary>
+    internal static int Columns(int[] shape) => shape.Length == 0 ? 1 : shape[^1];
 
     /// <inheritdoc />
-    public override string ToString() => $"{Name} [{string.Join(", ", Shape)}]";
+    public override string ToString() => $"{Name} [{string.Join(", ", Shape)}] {Format}";
 }
 
 /// <summary>
@@ -43,20 +94,20 @@ public sealed class Gpt2BlockWeights
     /// The twelve tensors of block l, named <c>h.{l}.{suffix}</c>, with their shapes, in checkpoint order:
     /// the one list of them. The properties below index it.
     /// </summary>
-    internal static readonly (string Suffix, Func<Gpt2Config, int[]> Shape)[] Tensors =
+    internal static readonly (string Suffix, Func<Gpt2Config, int[]> Shape, TensorKind Kind)[] Tensors =
     [
-        ("ln_1.weight", c => [c.EmbeddingSize]),
-        ("ln_1.bias", c => [c.EmbeddingSize]),
-        ("attn.c_attn.weight", c => [c.EmbeddingSize, 3 * c.EmbeddingSize]),
-        ("attn.c_attn.bias", c => [3 * c.EmbeddingSize]),
-        ("attn.c_proj.weight", c => [c.EmbeddingSize, c.EmbeddingSize]),
-        ("attn.c_proj.bias", c => [c.EmbeddingSize]),
-        ("ln_2.weight", c => [c.EmbeddingSize]),
-        ("ln_2.bias", c => [c.EmbeddingSize]),
-        ("mlp.c_fc.weight", c => [c.EmbeddingSize, c.InnerSize]),
-        ("mlp.c_fc.bias", c => [c.InnerSize]),
-        ("mlp.c_proj.weight", c => [c.InnerSize, c.EmbeddingSize]),
-        ("mlp.c_proj.bias", c => [c.EmbeddingSize]),
+        ("ln_1.weight", c => [c.EmbeddingSize], TensorKind.Vector),
+        ("ln_1.bias", c => [c.EmbeddingSize], TensorKind.Vector),
+        ("attn.c_attn.weight", c => [c.EmbeddingSize, 3 * c.EmbeddingSize], TensorKind.Matrix),
+        ("attn.c_attn.bias", c => [3 * c.EmbeddingSize], TensorKind.Vector),
+        ("attn.c_proj.weight", c => [c.EmbeddingSize, c.EmbeddingSize], TensorKind.Matrix),
+        ("attn.c_proj.bias", c => [c.EmbeddingSize], TensorKind.Vector),
+        ("ln_2.weight", c => [c.EmbeddingSize], TensorKind.Vector),
+        ("ln_2.bias", c => [c.EmbeddingSize], TensorKind.Vector),
+        ("mlp.c_fc.weight", c => [c.EmbeddingSize, c.InnerSize], TensorKind.Matrix),
+        ("mlp.c_fc.bias", c => [c.InnerSize], TensorKind.Vector),
+        ("mlp.c_proj.weight", c => [c.InnerSize, c.EmbeddingSize], TensorKind.Matrix),
+        ("mlp.c_proj.bias", c => [c.EmbeddingSize], TensorKind.Vector),
     ];
 
     private readonly Weight[] _tensors;
@@ -144,19 +195,24 @@ public sealed class Gpt2Weights
     /// The tensors a checkpoint of <paramref name="config"/> must hold, with their shapes, in checkpoint
     /// order (names without the <c>transformer.</c> prefix; <c>lm_head.weight</c> only when untied).
     /// </summary>
-    public static IEnumerable<(string Name, int[] Shape)> ExpectedTensors(Gpt2Config config)
+    public static IEnumerable<(string Name, int[] Shape)> ExpectedTensors(Gpt2Config config) =>
+        ExpectedTensorKinds(config).Select(t => (t.Name, t.Shape));
+
+    /// <summary><see cref="ExpectedTensors"/> with what each is read as: how a loader stores it.</summary>
+    internal static IEnumerable<(string Name, int[] Shape, TensorKind Kind)> ExpectedTensorKinds(Gpt2Config config)
     {
         int v = config.VocabSize, c = config.EmbeddingSize;
-        yield return (TokenEmbeddingName, [v, c]);
-        yield return (PositionEmbeddingName, [config.ContextLength, c]);
+        yield return (TokenEmbeddingName, [v, c], TensorKind.Table);
+        // wpe is gathered a row per token, small, and kept float32.
+        yield return (PositionEmbeddingName, [config.ContextLength, c], TensorKind.Vector);
         for (var l = 0; l < config.LayerCount; l++)
         {
-            foreach (var (suffix, shape) in Gpt2BlockWeights.Tensors)
-                yield return ($"h.{l}.{suffix}", shape(config));
+            foreach (var (suffix, shape, kind) in Gpt2BlockWeights.Tensors)
+                yield return ($"h.{l}.{suffix}", shape(config), kind);
         }
-        yield return (FinalNormWeightName, [c]);
-        yield return (FinalNormBiasName, [c]);
-        if (!config.TieWordEmbeddings) yield return (LmHeadName, [v, c]);
+        yield return (FinalNormWeightName, [c], TensorKind.Vector);
+        yield return (FinalNormBiasName, [c], TensorKind.Vector);
+        if (!config.TieWordEmbeddings) yield return (LmHeadName, [v, c], TensorKind.Table);
     }
 
     /// <summary>
@@ -174,4 +230,32 @@ public sealed class Gpt2Weights
         FinalNormBias = get(FinalNormBiasName),
         LmHead = config.TieWordEmbeddings ? null : get(LmHeadName),
     };
+}
+
+/// <summary>How a tensor is read, and so how it is stored.</summary>
+internal enum TensorKind
+{
+    /// <summary>Read whole or a row at a time (gains, biases, wpe): always float32.</summary>
+    Vector,
+
+    /// <summary>A Conv1D weight (IC, OC) read by the matmul: in the backend's layout and the chosen format.</summary>
+    Matrix,
+
+    /// <summary>A table read by rows (wte, lm_head): row-major, in the chosen format.</summary>
+    Table,
+}
+
+/// <summary>How a loader stores the matrices and tables it reads (vectors stay float32 row-major).</summary>
+/// <param name="Format">The format of matrices and tables; null keeps each checkpoint tensor's own (F32, F16 or BF16).</param>
+/// <param name="MatrixLayout">The layout of Conv1D matrices: the backend's <see cref="Backends.IBackend.MatrixLayout"/>.</param>
+internal sealed record WeightStorage(WeightFormat? Format, WeightLayout MatrixLayout)
+{
+    /// <summary>Float32 row-major for everything: what an in-memory model starts from.</summary>
+    public static WeightStorage Plain { get; } = new(WeightFormat.F32, WeightLayout.RowMajor);
+
+    /// <summary>The format a tensor of <paramref name="kind"/> stored as <paramref name="stored"/> is held in.</summary>
+    public WeightFormat FormatFor(TensorKind kind, WeightFormat stored) => kind == TensorKind.Vector ? WeightFormat.F32 : Format ?? stored;
+
+    /// <summary>The layout a tensor of <paramref name="kind"/> is held in.</summary>
+    public WeightLayout LayoutFor(TensorKind kind) => kind == TensorKind.Matrix ? MatrixLayout : WeightLayout.RowMajor;
 }

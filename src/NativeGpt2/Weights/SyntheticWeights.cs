@@ -24,18 +24,42 @@ public static class SyntheticWeights
     /// <summary>Builds every weight of <paramref name="config"/>, each tensor filled in parallel.</summary>
     /// <param name="config">The architecture (tied head: synthetic models have no <c>lm_head</c>).</param>
     /// <param name="progress">Receives the fraction of parameters generated, from 0 to 1.</param>
-    public static Gpt2Weights Create(Gpt2Config config, IProgress<double>? progress = null)
+    public static Gpt2Weights Create(Gpt2Config config, IProgress<double>? progress = null) => Create(config, WeightStorage.Plain, progress);
+
+    /// <summary>Builds every weight straight into <paramref name="storage"/>'s formats and layouts, a row at a time.</summary>
+    internal static Gpt2Weights Create(Gpt2Config config, WeightStorage storage, IProgress<double>? progress = null)
     {
-        var expected = Gpt2Weights.ExpectedTensors(config).ToList();
+        var expected = Gpt2Weights.ExpectedTensorKinds(config).ToList();
         var total = expected.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b));
         long done = 0;
         var tensors = new Dictionary<string, Weight>();
-        foreach (var (name, shape) in expected)
+        foreach (var (name, shape, kind) in expected)
         {
-            var data = new float[shape.Aggregate(1L, (a, b) => a * b)];
-            Fill(name, data);
-            tensors[name] = new Weight(name, shape, data);
-            done += data.Length;
+            var count = shape.Aggregate(1L, (a, b) => a * b);
+            var format = storage.FormatFor(kind, WeightFormat.F32);
+            var layout = storage.LayoutFor(kind);
+            if (format == WeightFormat.F32 && layout == WeightLayout.RowMajor)
+            {
+                var values = new float[count];
+                Fill(name, values);
+                tensors[name] = new Weight(name, shape, values);
+            }
+            else
+            {
+                int rows = Weight.Rows(shape), cols = Weight.Columns(shape);
+                var data = WeightData.Create(format, layout, rows, cols);
+                var (center, scale) = Range(name);
+                var seed = Fnv1a64(name) ^ Seed;
+                // Rows are independent (a Q8 block never spans two), so they fill in parallel.
+                Parallel.For(0, rows, () => new float[cols], (r, _, row) =>
+                {
+                    for (var c = 0; c < cols; c++) row[c] = Value(seed, (ulong)((long)r * cols + c), center, scale);
+                    data.SetRow(r, row);
+                    return row;
+                }, _ => { });
+                tensors[name] = new Weight(name, shape, data);
+            }
+            done += count;
             progress?.Report((double)done / total);
         }
         return Gpt2Weights.Assemble(config, name => tensors[name]);

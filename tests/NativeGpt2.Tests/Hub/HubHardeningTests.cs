@@ -83,10 +83,14 @@ public class HubHardeningTests
     public void A_slow_download_that_keeps_delivering_is_not_cut_off()
     {
         using var cache = new TempDirectory();
-        // 1 KB every 10 ms against a 1 s read timeout: slow, never silent.
-        using var server = new LocalHubServer(Repository, Paths.Model("tiny")) { Drip = TimeSpan.FromMilliseconds(10) };
+        // 1 KB every 30 ms: the 186 KB weights take about 5.5 s, longer than the 3 s read timeout, yet no
+        // read waits more than a few tens of milliseconds (the margin absorbs a loaded test machine).
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny")) { Drip = TimeSpan.FromMilliseconds(30) };
+        var clock = Stopwatch.StartNew();
 
-        using var model = Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint, readTimeout: Short));
+        using var model = Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint, readTimeout: TimeSpan.FromSeconds(3)));
+
+        Assert.True(clock.Elapsed > TimeSpan.FromSeconds(3), $"the download took {clock.Elapsed}, not longer than the read timeout");
         Assert.Equal(512, model.Config.VocabSize);
     }
 

@@ -1,7 +1,9 @@
 using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
+using NativeGpt2.Backends;
 using NativeGpt2.Operators;
+using NativeGpt2.Weights;
 using NativeGpt2.Tests.Support;
 using Xunit;
 
@@ -9,44 +11,95 @@ namespace NativeGpt2.Tests.Operators;
 
 /// <summary>
 /// Each vectorized operator equals its scalar reference for random sizes, including sizes that are not
-/// multiples of the 8-float vector width, and the mathematical identities each operator must satisfy.
+/// multiples of a vector width or a 32-column panel, at every SIMD width (a width the machine lacks is
+/// emulated, so every path is tested on any machine) and in every weight format, and the mathematical
+/// identities each operator must satisfy.
 /// </summary>
 public class OperatorProperties
 {
-    /// <summary>Sizes from 1 to 70 cover empty vector loops, exact multiples of 8 and every tail length.</summary>
+    /// <summary>Sizes from 1 to 70 cover empty vector loops, exact multiples of 8 and 16 and every tail length.</summary>
     private static Gen<int> Size(int max = 70) => Gen.Choose(1, max);
 
     private static Gen<int> Seed => Gen.Choose(0, int.MaxValue);
 
-    [Property(MaxTest = 200)]
-    public Property MatMul_equals_the_naive_triple_loop() =>
-        Prop.ForAll((from n in Size() from ic in Size() from oc in Size(80) from seed in Seed from withBias in Gen.Elements(true, false) select (n, ic, oc, seed, withBias)).ToArbitrary(), c =>
+    private static Gen<VectorWidth> Width => Gen.Elements(VectorWidth.Vector512, VectorWidth.Vector256, VectorWidth.Scalar);
+
+    private static Gen<WeightFormat> Format => Gen.Elements(WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16, WeightFormat.Q8);
+
+    /// <summary>The weight in <paramref name="format"/> and <paramref name="layout"/>, and the float32 values it holds after rounding.</summary>
+    private static (WeightData Data, float[] Values) Stored(float[] weight, int rows, int cols, WeightFormat format, WeightLayout layout)
+    {
+        var data = WeightData.Wrap(weight, rows, cols).ConvertTo(format, layout);
+        var values = new float[rows * cols];
+        data.CopyTo(values);
+        return (data, values);
+    }
+
+    [Property(MaxTest = 300)]
+    public Property MatMul_equals_the_naive_triple_loop_at_every_width_and_format() =>
+        Prop.ForAll((from n in Size() from ic in Size() from oc in Size(80) from seed in Seed from width in Width from format in Format
+                     from epilogue in Gen.Elements(MatMulEpilogue.Bias, MatMulEpilogue.BiasGelu, MatMulEpilogue.Residual)
+                     select (n, ic, oc, seed, width, format, epilogue)).ToArbitrary(), c =>
         {
-            var (n, ic, oc, seed, withBias) = c;
+            var (n, ic, oc, seed, width, format, epilogue) = c;
             var random = new Random(seed);
             var input = Numerics.RandomFloats(random, n * ic);
-            var weight = Numerics.RandomFloats(random, ic * oc);
-            var bias = withBias ? Numerics.RandomFloats(random, oc) : [];
+            var (weight, values) = Stored(Numerics.RandomFloats(random, ic * oc), ic, oc, format, WeightLayout.Panels);
+            var bias = Numerics.RandomFloats(random, oc);
+            var residual = Numerics.RandomFloats(random, n * oc);
             var expected = new float[n * oc];
-            var actual = new float[n * oc];
-            MatMul.Reference(expected, input, weight, bias, n, ic, oc);
-            MatMul.Forward(actual, input, weight, bias, n, ic, oc);
-            Numerics.AssertClose(expected, actual, Tolerances.OperatorRelative * Math.Sqrt(ic), $"matmul N={n} IC={ic} OC={oc}");
+            MatMul.Reference(expected, input, values, bias, n, ic, oc);
+            for (var i = 0; i < expected.Length; i++)
+            {
+                if (epilogue == MatMulEpilogue.BiasGelu) Gelu.Reference(expected.AsSpan(i, 1), [expected[i]]);
+                if (epilogue == MatMulEpilogue.Residual) expected[i] += residual[i];
+            }
+            var actual = (float[])residual.Clone();
+            MatMul.Forward(actual, input, weight, bias, n, ic, oc, epilogue, width);
+            Numerics.AssertClose(expected, actual, Tolerances.OperatorRelative * Math.Sqrt(ic), $"matmul {width} {format} {epilogue} N={n} IC={ic} OC={oc}");
         });
 
-    [Property(MaxTest = 200)]
-    public Property MatMulTransposed_equals_the_naive_triple_loop() =>
-        Prop.ForAll((from n in Size() from ic in Size() from oc in Size(150) from seed in Seed select (n, ic, oc, seed)).ToArbitrary(), c =>
+    [Property(MaxTest = 60)]
+    public Property MatMul_results_are_identical_at_every_width_and_for_every_batch() =>
+        Prop.ForAll((from n in Gen.Choose(2, 20) from ic in Size(100) from oc in Size(80) from seed in Seed from format in Format select (n, ic, oc, seed, format)).ToArbitrary(), c =>
         {
-            var (n, ic, oc, seed) = c;
+            // Every output is bias + Σ fused multiply-adds in input order, whatever tile, width or batch:
+            // so a row alone equals the same row among others, bit for bit, on every path.
+            var (n, ic, oc, seed, format) = c;
             var random = new Random(seed);
             var input = Numerics.RandomFloats(random, n * ic);
-            var weight = Numerics.RandomFloats(random, oc * ic);
+            var (weight, _) = Stored(Numerics.RandomFloats(random, ic * oc), ic, oc, format, WeightLayout.Panels);
+            var bias = Numerics.RandomFloats(random, oc);
+            var batched = new float[n * oc];
+            MatMul.Forward(batched, input, weight, bias, n, ic, oc, MatMulEpilogue.Bias, VectorWidth.Vector512);
+            foreach (var width in new[] { VectorWidth.Vector512, VectorWidth.Vector256, VectorWidth.Scalar })
+            {
+                var row = random.Next(n);
+                var alone = new float[oc];
+                MatMul.Forward(alone, input.AsMemory(row * ic, ic), weight, bias, 1, ic, oc, MatMulEpilogue.Bias, width);
+                Assert.Equal(batched.AsSpan(row * oc, oc).ToArray(), alone);
+            }
+        });
+
+    [Property(MaxTest = 300)]
+    public Property MatMulTransposed_equals_the_naive_triple_loop_at_every_width_and_format() =>
+        Prop.ForAll((from n in Size() from ic in Size() from oc in Size(150) from seed in Seed from width in Width from format in Format select (n, ic, oc, seed, width, format)).ToArbitrary(), c =>
+        {
+            var (n, ic, oc, seed, width, format) = c;
+            var random = new Random(seed);
+            var input = Numerics.RandomFloats(random, n * ic);
+            var (weight, values) = Stored(Numerics.RandomFloats(random, oc * ic), oc, ic, format, WeightLayout.RowMajor);
             var expected = new float[n * oc];
             var actual = new float[n * oc];
-            MatMulTransposed.Reference(expected, input, weight, n, ic, oc);
-            MatMulTransposed.Forward(actual, input, weight, n, ic, oc);
-            Numerics.AssertClose(expected, actual, Tolerances.OperatorRelative * Math.Sqrt(ic), $"matmul-transposed N={n} IC={ic} OC={oc}");
+            MatMulTransposed.Reference(expected, input, values, n, ic, oc);
+            MatMulTransposed.Forward(actual, input, weight, n, ic, oc, width);
+            Numerics.AssertClose(expected, actual, Tolerances.OperatorRelative * Math.Sqrt(ic), $"matmul-transposed {width} {format} N={n} IC={ic} OC={oc}");
+
+            // A row's logits do not depend on the other rows of the batch.
+            var row = random.Next(n);
+            var alone = new float[oc];
+            MatMulTransposed.Forward(alone, input.AsMemory(row * ic, ic), weight, 1, ic, oc, width);
+            Assert.Equal(actual.AsSpan(row * oc, oc).ToArray(), alone);
         });
 
     [Property(MaxTest = 200)]
@@ -173,23 +226,30 @@ public class OperatorProperties
             var expected = new float[n * ch];
             var actual = new float[n * ch];
             Embedding.Reference(expected, ids, positions, wte, wpe, ch);
-            Embedding.Forward(actual, ids, positions, wte, wpe, ch);
+            Embedding.Forward(actual, ids, positions, WeightData.Wrap(wte, vocab, ch), wpe, ch);
             Assert.Equal(expected, actual);
         });
 
     [Property(MaxTest = 150)]
     public Property Attention_equals_reference_with_cache_and_padding() =>
-        Prop.ForAll((from batch in Size(3) from tq in Size(9) from past in Gen.Choose(0, 12) from nh in Size(4) from hs in Size(20) from seed in Seed select (batch, tq, past, nh, hs, seed)).ToArbitrary(), c =>
+        Prop.ForAll((from batch in Size(3) from tq in Size(9) from past in Gen.Choose(0, 12) from nh in Size(4) from hs in Size(40) from seed in Seed from width in Width select (batch, tq, past, nh, hs, seed, width)).ToArbitrary(), c =>
         {
-            var (batch, tq, past, nh, hs, seed) = c;
+            var (batch, tq, past, nh, hs, seed, width) = c;
             var random = new Random(seed);
             var capacity = past + tq + random.Next(3);
             var ch = nh * hs;
             var qkv = Numerics.RandomFloats(random, batch * tq * 3 * ch, 2f);
-            var keys = Numerics.RandomFloats(random, batch * nh * capacity * hs, 2f);
-            var values = Numerics.RandomFloats(random, batch * nh * capacity * hs, 2f);
+            // The cache's earlier positions come from a qkv of `past` earlier tokens, appended in each layout.
+            var earlier = Numerics.RandomFloats(random, batch * past * 3 * ch, 2f);
             // Some rows left-padded; occasionally a row masked entirely, which must give zeros, not NaN.
             var mask = Enumerable.Range(0, batch * capacity).Select(_ => random.NextDouble() < 0.2 ? 0 : 1).ToArray();
+            var referenceKeys = new float[batch * nh * capacity * hs];
+            var referenceValues = new float[batch * nh * capacity * hs];
+            CausalSelfAttention.AppendKeyValuesReference(referenceKeys, referenceValues, earlier, batch, past, 0, capacity, nh, hs);
+            CausalSelfAttention.AppendKeyValuesReference(referenceKeys, referenceValues, qkv, batch, tq, past, capacity, nh, hs);
+            var keys = new float[batch * nh * capacity * hs];
+            var values = new float[batch * nh * capacity * hs];
+            CausalSelfAttention.AppendKeyValues(keys, values, earlier, batch, past, 0, capacity, nh, hs);
             CausalSelfAttention.AppendKeyValues(keys, values, qkv, batch, tq, past, capacity, nh, hs);
 
             var tk = past + tq;
@@ -197,8 +257,8 @@ public class OperatorProperties
             var actual = new float[batch * tq * ch];
             var expectedProbabilities = new float[batch * nh * tq * tk];
             var actualProbabilities = new float[batch * nh * tq * tk];
-            CausalSelfAttention.Reference(expected, expectedProbabilities, qkv, keys, values, mask, batch, tq, past, capacity, nh, hs);
-            CausalSelfAttention.Forward(actual, actualProbabilities, qkv, keys, values, mask, batch, tq, past, capacity, nh, hs);
+            CausalSelfAttention.Reference(expected, expectedProbabilities, qkv, referenceKeys, referenceValues, mask, batch, tq, past, capacity, nh, hs);
+            CausalSelfAttention.Forward(actual, actualProbabilities, qkv, keys, values, mask, batch, tq, past, capacity, nh, hs, width);
             Numerics.AssertClose(expected, actual, Tolerances.OperatorRelative, "attention output");
             Numerics.AssertClose(expectedProbabilities, actualProbabilities, Tolerances.OperatorRelative, "attention probabilities");
 

@@ -1,15 +1,13 @@
-using System.Buffers;
 using System.Numerics.Tensors;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using NativeGpt2.Operators;
 using NativeGpt2.Weights;
 
 namespace NativeGpt2.Backends.Cpu;
 
 /// <summary>
-/// The vectorized CPU backend: buffers are managed arrays (weights are used in place, never copied) and
-/// each operator is the <c>Forward</c> of its file in <c>Operators/</c>, spread over all cores.
+/// The vectorized CPU backend: buffers are managed arrays, Conv1D weights are held packed in panels
+/// (loaders read them straight into that layout, in float32, 16-bit or 8-bit), and each operator is the
+/// <c>Forward</c> of its file in <c>Operators/</c>, at the chosen SIMD width, spread over the cores.
 /// </summary>
 /// <remarks>
 /// Operators keep no state, so passes from several threads run side by side, each with its own
@@ -17,33 +15,33 @@ namespace NativeGpt2.Backends.Cpu;
 /// </remarks>
 public sealed class CpuBackend : IBackend
 {
-    /// <summary>The shared instance, on every core: it holds nothing that needs releasing.</summary>
+    /// <summary>The shared instance, on every core at the default width: it holds nothing that needs releasing.</summary>
     public static CpuBackend Instance { get; } = new(Environment.ProcessorCount);
 
-    /// <summary>A CPU backend whose passes use at most <paramref name="threads"/> threads.</summary>
-    public CpuBackend(int threads)
+    /// <summary>
+    /// A CPU backend whose passes use at most <paramref name="threads"/> threads, at <paramref name="width"/>
+    /// (default: <see cref="CpuVectors.Default"/>, the widest the hardware accelerates unless
+    /// <c>NATIVEGPT2_CPU_VECTOR</c> forces a narrower one).
+    /// </summary>
+    public CpuBackend(int threads, VectorWidth? width = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
         Threads = threads;
+        Width = width ?? CpuVectors.Default;
+        if (!Enum.IsDefined(Width)) throw new ArgumentOutOfRangeException(nameof(width), width, "not a vector width");
     }
 
     /// <summary>Threads a pass uses.</summary>
     public int Threads { get; }
 
+    /// <summary>The SIMD width the operators run at.</summary>
+    public VectorWidth Width { get; }
+
     /// <inheritdoc />
     public string Name => "cpu";
 
     /// <inheritdoc />
-    public string Description
-    {
-        get
-        {
-            var vectors = Vector256.IsHardwareAccelerated
-                ? $"Vector256 ({(Avx2.IsSupported ? "AVX2" : "256-bit")}{(Fma.IsSupported ? ", FMA" : "")})"
-                : "scalar (no 256-bit SIMD)";
-            return $"CPU: {vectors}, {Threads} threads";
-        }
-    }
+    public string Description => $"CPU: {CpuVectors.Describe(Width)}, {Threads} threads";
 
     /// <inheritdoc />
     public IDisposable Enter() => Parallelism.Limit(Threads);
@@ -63,12 +61,19 @@ public sealed class CpuBackend : IBackend
         Array(source).AsSpan((int)offset, destination.Length).CopyTo(destination);
 
     /// <inheritdoc />
-    public DeviceMatrix PrepareMatrix(Weight weight) => new CpuMatrix(weight.Shape[0], weight.Shape[1], weight.Data);
+    public WeightLayout MatrixLayout => WeightLayout.Panels;
+
+    /// <inheritdoc />
+    /// <remarks>A weight loaded for this backend is already in panels and is used in place; any other is packed once (a copy).</remarks>
+    public DeviceMatrix PrepareMatrix(Weight weight) => new CpuMatrix(weight.Storage.ConvertTo(weight.Storage.Format, WeightLayout.Panels));
+
+    /// <inheritdoc />
+    public DeviceTable PrepareTable(Weight weight) => new CpuTable(weight.Storage.ConvertTo(weight.Storage.Format, WeightLayout.RowMajor));
 
     /// <inheritdoc />
     public void Embedding(DeviceBuffer<float> output, DeviceBuffer<int> ids, DeviceBuffer<int> positions,
-        DeviceBuffer<float> wte, DeviceBuffer<float> wpe, int N, int C) =>
-        Operators.Embedding.Forward(Array(output).AsSpan(0, N * C), Array(ids).AsSpan(0, N), Array(positions).AsSpan(0, N), Array(wte), Array(wpe), C);
+        DeviceTable wte, DeviceBuffer<float> wpe, int N, int C) =>
+        Operators.Embedding.Forward(Array(output).AsSpan(0, N * C), Array(ids).AsSpan(0, N), Array(positions).AsSpan(0, N), ((CpuTable)wte).Data, Array(wpe), C);
 
     /// <inheritdoc />
     public void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float> bias,
@@ -77,40 +82,12 @@ public sealed class CpuBackend : IBackend
 
     /// <inheritdoc />
     public void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceMatrix weight, DeviceBuffer<float> bias,
-        int N, int IC, int OC, MatMulEpilogue epilogue)
-    {
-        var w = ((CpuMatrix)weight).Data;
-        var o = Array(output).AsMemory(0, N * OC);
-        switch (epilogue)
-        {
-            case MatMulEpilogue.Bias:
-                Operators.MatMul.Forward(o, Array(input), w, Array(bias), N, IC, OC);
-                break;
-            case MatMulEpilogue.BiasGelu:
-                Operators.MatMul.Forward(o, Array(input), w, Array(bias), N, IC, OC);
-                Gelu.Forward(o, o, OC);
-                break;
-            case MatMulEpilogue.Residual:
-                // x + (x·W + b), summed in that order, as the unfused graph would.
-                var product = ArrayPool<float>.Shared.Rent(N * OC);
-                try
-                {
-                    Operators.MatMul.Forward(product.AsMemory(0, N * OC), Array(input), w, Array(bias), N, IC, OC);
-                    TensorPrimitives.Add(o.Span, product.AsSpan(0, N * OC), o.Span);
-                }
-                finally
-                {
-                    ArrayPool<float>.Shared.Return(product);
-                }
-                break;
-            default:
-                throw new ArgumentOutOfRangeException(nameof(epilogue), epilogue, null);
-        }
-    }
+        int N, int IC, int OC, MatMulEpilogue epilogue) =>
+        Operators.MatMul.Forward(Array(output), Array(input), ((CpuMatrix)weight).Data, Array(bias).AsMemory(0, OC), N, IC, OC, epilogue, Width);
 
     /// <inheritdoc />
-    public void MatMulTransposed(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, int N, int IC, int OC) =>
-        Operators.MatMulTransposed.Forward(Array(output).AsMemory(0, N * OC), Array(input).AsMemory(0, N * IC), Array(weight), N, IC, OC);
+    public void MatMulTransposed(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceTable weight, int N, int IC, int OC) =>
+        Operators.MatMulTransposed.Forward(Array(output).AsMemory(0, N * OC), Array(input).AsMemory(0, N * IC), ((CpuTable)weight).Data, N, IC, OC, Width);
 
     /// <inheritdoc />
     public void Add(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, long count) =>
@@ -126,7 +103,7 @@ public sealed class CpuBackend : IBackend
         DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> keyMask,
         int B, int T, int past, int Tmax, int NH, int HS) =>
         CausalSelfAttention.Forward(Array(output), probabilities is null ? Memory<float>.Empty : Array(probabilities).AsMemory(0, B * NH * T * (past + T)),
-            Array(qkv), Array(keys), Array(values), Array(keyMask), B, T, past, Tmax, NH, HS);
+            Array(qkv), Array(keys), Array(values), Array(keyMask), B, T, past, Tmax, NH, HS, Width);
 
     /// <inheritdoc />
     public void GatherRows(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<int> rows, int R, int C)
@@ -162,10 +139,20 @@ public sealed class CpuBackend : IBackend
         }
     }
 
-    private sealed class CpuMatrix(int inputs, int outputs, float[] data) : DeviceMatrix(inputs, outputs)
+    private sealed class CpuMatrix(WeightData data) : DeviceMatrix(data.Rows, data.Cols)
     {
-        /// <summary>(IC, OC) as in the checkpoint.</summary>
-        public float[] Data { get; } = data;
+        /// <summary>(IC, OC) in panels of 32 columns, in the weight's format.</summary>
+        public WeightData Data { get; } = data;
+
+        public override void Dispose()
+        {
+        }
+    }
+
+    private sealed class CpuTable(WeightData data) : DeviceTable(data.Rows, data.Cols)
+    {
+        /// <summary>(rows, cols) row-major, in the weight's format.</summary>
+        public WeightData Data { get; } = data;
 
         public override void Dispose()
         {

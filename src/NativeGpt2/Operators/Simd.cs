@@ -1,0 +1,221 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace NativeGpt2.Operators;
+
+/// <summary>The SIMD width the CPU operators run at.</summary>
+public enum VectorWidth
+{
+    /// <summary>One float at a time: the path for machines without 256-bit SIMD, and a reference for the others.</summary>
+    Scalar = 1,
+
+    /// <summary>8 floats (AVX2 on x86, two NEON registers elsewhere).</summary>
+    Vector256 = 8,
+
+    /// <summary>16 floats (AVX-512).</summary>
+    Vector512 = 16,
+}
+
+/// <summary>Which <see cref="VectorWidth"/> this machine runs by default, and the switch that forces a narrower one.</summary>
+public static class CpuVectors
+{
+    /// <summary>Environment variable that forces a width: <c>512</c>, <c>256</c> or <c>scalar</c>.</summary>
+    public const string Variable = "NATIVEGPT2_CPU_VECTOR";
+
+    /// <summary>The widest width the hardware accelerates, unless <see cref="Variable"/> asks for another.</summary>
+    public static VectorWidth Default { get; } = FromEnvironment(Environment.GetEnvironmentVariable(Variable));
+
+    /// <summary>The widest width the hardware accelerates.</summary>
+    public static VectorWidth Widest =>
+        Vector512.IsHardwareAccelerated ? VectorWidth.Vector512
+        : Vector256.IsHardwareAccelerated ? VectorWidth.Vector256
+        : VectorWidth.Scalar;
+
+    internal static VectorWidth FromEnvironment(string? value) => value?.Trim().ToLowerInvariant() switch
+    {
+        null or "" => Widest,
+        "512" or "vector512" => VectorWidth.Vector512,
+        "256" or "vector256" => VectorWidth.Vector256,
+        "scalar" or "1" => VectorWidth.Scalar,
+        _ => throw new ArgumentException($"{Variable}='{value}' is not a vector width (512, 256 or scalar)"),
+    };
+
+    /// <summary>e.g. <c>Vector512 (AVX-512F, FMA)</c>; a width wider than the hardware's is emulated (correct, slow).</summary>
+    public static string Describe(VectorWidth width)
+    {
+        var features = new List<string>();
+        if (Avx512F.IsSupported) features.Add("AVX-512F");
+        else if (Avx2.IsSupported) features.Add("AVX2");
+        if (Fma.IsSupported) features.Add("FMA");
+        var emulated = width > Widest ? ", emulated" : "";
+        return $"{width} ({string.Join(", ", features.DefaultIfEmpty("no x86 SIMD"))}{emulated})";
+    }
+}
+
+/// <summary>
+/// One SIMD register of floats, so a kernel is written once and specialized by the JIT for each width
+/// (<see cref="Simd512"/>, <see cref="Simd256"/>, <see cref="SimdScalar"/>). Every operation is
+/// element-wise except <see cref="Sum"/>, whose order is fixed per width.
+/// </summary>
+internal interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
+{
+    static abstract int Count { get; }
+    static abstract TSelf Zero { get; }
+    static abstract TSelf Broadcast(float value);
+    static abstract TSelf Load(ref float source);
+    static abstract void Store(ref float destination, TSelf value);
+
+    /// <summary>a · b + c with one rounding: every path, the scalar one too, so results agree across widths.</summary>
+    static abstract TSelf Fma(TSelf a, TSelf b, TSelf c);
+    static abstract TSelf Add(TSelf a, TSelf b);
+    static abstract TSelf Multiply(TSelf a, TSelf b);
+    static abstract TSelf Max(TSelf a, TSelf b);
+
+    /// <summary>Count half-precision values widened exactly.</summary>
+    static abstract TSelf LoadFloat16(ref Half source);
+
+    /// <summary>Count bfloat16 values widened exactly.</summary>
+    static abstract TSelf LoadBFloat16(ref ushort source);
+
+    /// <summary>Count signed bytes converted to float.</summary>
+    static abstract TSelf LoadInt8(ref sbyte source);
+
+    static abstract float Sum(TSelf value);
+}
+
+internal readonly struct Simd512(Vector512<float> value) : ISimd<Simd512>
+{
+    public readonly Vector512<float> Value = value;
+
+    public static int Count => Vector512<float>.Count;
+    public static Simd512 Zero => new(Vector512<float>.Zero);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Broadcast(float value) => new(Vector512.Create(value));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Load(ref float source) => new(Vector512.LoadUnsafe(ref source));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(ref float destination, Simd512 value) => value.Value.StoreUnsafe(ref destination);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Fma(Simd512 a, Simd512 b, Simd512 c) => new(Vector512.FusedMultiplyAdd(a.Value, b.Value, c.Value));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Add(Simd512 a, Simd512 b) => new(a.Value + b.Value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Multiply(Simd512 a, Simd512 b) => new(a.Value * b.Value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Max(Simd512 a, Simd512 b) => new(Vector512.Max(a.Value, b.Value));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 LoadFloat16(ref Half source) => new(HalfBits.Widen(Widen(ref Unsafe.As<Half, ushort>(ref source))));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 LoadBFloat16(ref ushort source) => new((Widen(ref source) << 16).AsSingle());
+
+    /// <summary>16 ushorts zero-extended to 32-bit lanes (one vpmovzxwd with AVX-512).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<uint> Widen(ref ushort source)
+    {
+        var h = Vector256.LoadUnsafe(ref source);
+        return Avx512F.IsSupported ? Avx512F.ConvertToVector512UInt32(h) : Vector512.Create(Vector256.WidenLower(h), Vector256.WidenUpper(h));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 LoadInt8(ref sbyte source)
+    {
+        var bytes = Vector128.LoadUnsafe(ref source);
+        if (Avx512F.IsSupported) return new(Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(bytes)));
+        var shorts = Vector256.Create(Vector128.WidenLower(bytes), Vector128.WidenUpper(bytes));
+        return new(Vector512.ConvertToSingle(Vector512.Create(Vector256.WidenLower(shorts), Vector256.WidenUpper(shorts))));
+    }
+
+    /// <summary>The two 256-bit halves, then as <see cref="Simd256.Sum"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Simd512 value) => Simd256.Sum(new(value.Value.GetLower() + value.Value.GetUpper()));
+}
+
+internal readonly struct Simd256(Vector256<float> value) : ISimd<Simd256>
+{
+    public readonly Vector256<float> Value = value;
+
+    public static int Count => Vector256<float>.Count;
+    public static Simd256 Zero => new(Vector256<float>.Zero);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Broadcast(float value) => new(Vector256.Create(value));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Load(ref float source) => new(Vector256.LoadUnsafe(ref source));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(ref float destination, Simd256 value) => value.Value.StoreUnsafe(ref destination);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Fma(Simd256 a, Simd256 b, Simd256 c) => new(Vector256.FusedMultiplyAdd(a.Value, b.Value, c.Value));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Add(Simd256 a, Simd256 b) => new(a.Value + b.Value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Multiply(Simd256 a, Simd256 b) => new(a.Value * b.Value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Max(Simd256 a, Simd256 b) => new(Vector256.Max(a.Value, b.Value));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 LoadFloat16(ref Half source) => new(HalfBits.Widen(Widen(ref Unsafe.As<Half, ushort>(ref source))));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 LoadBFloat16(ref ushort source) => new((Widen(ref source) << 16).AsSingle());
+
+    /// <summary>8 ushorts zero-extended to 32-bit lanes (one vpmovzxwd with AVX2).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<uint> Widen(ref ushort source)
+    {
+        var h = Vector128.LoadUnsafe(ref source);
+        return Avx2.IsSupported ? Avx2.ConvertToVector256Int32(h).AsUInt32() : Vector256.Create(Vector128.WidenLower(h), Vector128.WidenUpper(h));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 LoadInt8(ref sbyte source)
+    {
+        var bytes = Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(ref Unsafe.As<sbyte, byte>(ref source))).AsSByte();
+        if (Avx2.IsSupported) return new(Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(bytes)));
+        var shorts = Vector128.WidenLower(bytes);
+        return new(Vector256.ConvertToSingle(Vector256.Create(Vector128.WidenLower(shorts), Vector128.WidenUpper(shorts))));
+    }
+
+    /// <summary>((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)): halves, then quarters, then the pair.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Simd256 value)
+    {
+        var quarter = value.Value.GetLower() + value.Value.GetUpper();
+        var pair = quarter + Vector128.Shuffle(quarter, Vector128.Create(2, 3, 0, 1));
+        return pair.ToScalar() + pair.GetElement(1);
+    }
+}
+
+internal readonly struct SimdScalar(float value) : ISimd<SimdScalar>
+{
+    public readonly float Value = value;
+
+    public static int Count => 1;
+    public static SimdScalar Zero => new(0f);
+    public static SimdScalar Broadcast(float value) => new(value);
+    public static SimdScalar Load(ref float source) => new(source);
+    public static void Store(ref float destination, SimdScalar value) => destination = value.Value;
+    public static SimdScalar Fma(SimdScalar a, SimdScalar b, SimdScalar c) => new(MathF.FusedMultiplyAdd(a.Value, b.Value, c.Value));
+    public static SimdScalar Add(SimdScalar a, SimdScalar b) => new(a.Value + b.Value);
+    public static SimdScalar Multiply(SimdScalar a, SimdScalar b) => new(a.Value * b.Value);
+    public static SimdScalar Max(SimdScalar a, SimdScalar b) => new(MathF.Max(a.Value, b.Value));
+    public static SimdScalar LoadFloat16(ref Half source) => new((float)source);
+    public static SimdScalar LoadBFloat16(ref ushort source) => new(BitConverter.UInt32BitsToSingle((uint)source << 16));
+    public static SimdScalar LoadInt8(ref sbyte source) => new(source);
+    public static float Sum(SimdScalar value) => value.Value;
+}
+
+/// <summary>IEEE half → float32 on 32-bit lanes holding the 16-bit patterns, exactly, subnormals, infinities and NaN included.</summary>
+internal static class HalfBits
+{
+    // (exponent, mantissa) shifted into place reads as a float 2^112 too small; one multiply fixes normals and
+    // subnormals alike. Infinities and NaN (exponent all ones) only need the float exponent set to all ones.
+    private const uint TwoTo112 = 0x77800000;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Widen(Vector512<uint> h)
+    {
+        var magnitude = h & Vector512.Create(0x7FFFu);
+        var scaled = (magnitude << 13).AsSingle() * Vector512.Create(TwoTo112).AsSingle();
+        var special = Vector512.GreaterThanOrEqual(magnitude, Vector512.Create(0x7C00u));
+        var bits = Vector512.ConditionalSelect(special, (magnitude << 13) | Vector512.Create(0x7F800000u), scaled.AsUInt32());
+        return (bits | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Widen(Vector256<uint> h)
+    {
+        var magnitude = h & Vector256.Create(0x7FFFu);
+        var scaled = (magnitude << 13).AsSingle() * Vector256.Create(TwoTo112).AsSingle();
+        var special = Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(0x7C00u));
+        var bits = Vector256.ConditionalSelect(special, (magnitude << 13) | Vector256.Create(0x7F800000u), scaled.AsUInt32());
+        return (bits | ((h & Vector256.Create(0x8000u)) << 16)).AsSingle();
+    }
+}

@@ -1,0 +1,118 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using NativeGpt2.Weights;
+
+namespace NativeGpt2.Operators;
+
+/// <summary>
+/// A Conv1D weight (IC, OC) packed in panels of 32 columns (<see cref="WeightLayout.Panels"/>), read
+/// two SIMD registers at a time and widened to float32 in registers: the matmul is written once over
+/// this interface and specialized by the JIT for each storage format.
+/// </summary>
+internal interface IPanelView
+{
+    /// <summary>w[k, 32·panel + c … + 2·V.Count), as float32.</summary>
+    void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>;
+}
+
+/// <summary>A row-major table (rows, cols) in any format, read along a row: the head over wte.</summary>
+internal interface IRowView
+{
+    /// <summary>row[k … k + V.Count), as float32; k is a multiple of V.Count.</summary>
+    V Load<V>(int row, int k) where V : struct, ISimd<V>;
+
+    /// <summary>row[k], as float32.</summary>
+    float Element(int row, int k);
+}
+
+internal readonly struct Float32Panels(float[] values, int rows) : IPanelView
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
+    {
+        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), ((nint)panel * rows + k) * WeightData.PanelWidth + c);
+        w0 = V.Load(ref at);
+        w1 = V.Load(ref Unsafe.Add(ref at, V.Count));
+    }
+}
+
+internal readonly struct Float16Panels(Half[] values, int rows) : IPanelView
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
+    {
+        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), ((nint)panel * rows + k) * WeightData.PanelWidth + c);
+        w0 = V.LoadFloat16(ref at);
+        w1 = V.LoadFloat16(ref Unsafe.Add(ref at, V.Count));
+    }
+}
+
+internal readonly struct BFloat16Panels(ushort[] values, int rows) : IPanelView
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
+    {
+        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), ((nint)panel * rows + k) * WeightData.PanelWidth + c);
+        w0 = V.LoadBFloat16(ref at);
+        w1 = V.LoadBFloat16(ref Unsafe.Add(ref at, V.Count));
+    }
+}
+
+internal readonly struct Q8Panels(sbyte[] values, float[] scales, int rows) : IPanelView
+{
+    /// <summary>w = q · scale, one scale for the panel's 32 columns of row k.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
+    {
+        var block = (nint)panel * rows + k;
+        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c);
+        var scale = V.Broadcast(Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), block));
+        w0 = V.Multiply(V.LoadInt8(ref at), scale);
+        w1 = V.Multiply(V.LoadInt8(ref Unsafe.Add(ref at, V.Count)), scale);
+    }
+}
+
+internal readonly struct Float32Rows(float[] values, int stride) : IRowView
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public V Load<V>(int row, int k) where V : struct, ISimd<V> =>
+        V.Load(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), (nint)row * stride + k));
+
+    public float Element(int row, int k) => values[(long)row * stride + k];
+}
+
+internal readonly struct Float16Rows(Half[] values, int stride) : IRowView
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public V Load<V>(int row, int k) where V : struct, ISimd<V> =>
+        V.LoadFloat16(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), (nint)row * stride + k));
+
+    public float Element(int row, int k) => (float)values[(long)row * stride + k];
+}
+
+internal readonly struct BFloat16Rows(ushort[] values, int stride) : IRowView
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public V Load<V>(int row, int k) where V : struct, ISimd<V> =>
+        V.LoadBFloat16(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), (nint)row * stride + k));
+
+    public float Element(int row, int k) => BFloat16Data.Widen(values[(long)row * stride + k]);
+}
+
+/// <summary>Row-major Q8: each row is blocks of 32 values (the last padded), one scale per block.</summary>
+internal readonly struct Q8Rows(sbyte[] values, float[] scales, int blocks) : IRowView
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public V Load<V>(int row, int k) where V : struct, ISimd<V>
+    {
+        var block = (nint)row * blocks + k / WeightData.PanelWidth;
+        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + k % WeightData.PanelWidth);
+        return V.Multiply(V.LoadInt8(ref at), V.Broadcast(Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), block)));
+    }
+
+    public float Element(int row, int k)
+    {
+        var block = (long)row * blocks + k / WeightData.PanelWidth;
+        return values[block * WeightData.PanelWidth + k % WeightData.PanelWidth] * scales[block];
+    }
+}
