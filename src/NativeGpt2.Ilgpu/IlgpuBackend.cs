@@ -187,6 +187,9 @@ public sealed class IlgpuBackend : IBackend
         new IlgpuBuffer<T>(this, _accelerator.Allocate1D<T>(Math.Max(length, 1)), length);
 
     /// <inheritdoc />
+    public DeviceBuffer<T>? Wrap<T>(T[] host) where T : unmanaged => null;
+
+    /// <inheritdoc />
     public DeviceBuffer<T> Upload<T>(T[] data) where T : unmanaged
     {
         var buffer = Allocate<T>(data.Length);

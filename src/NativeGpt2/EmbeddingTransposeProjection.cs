@@ -80,7 +80,7 @@ public sealed class EmbeddingTransposeProjection
         using var input = _backend.Upload(hidden.Data);
         using var rowIds = _backend.Upload(rows);
         using var gathered = _backend.Allocate<float>((long)rows.Length * EmbeddingSize);
-        using var output = _backend.Allocate<float>(logits.Length);
+        using var output = _backend.Wrap(logits) ?? _backend.Allocate<float>(logits.Length);
         _backend.GatherRows(gathered, input, rowIds, rows.Length, EmbeddingSize);
         Project(output, gathered, rows.Length);
         _backend.Download(logits, output, 0);

@@ -177,8 +177,9 @@ public sealed partial class Gpt2CausalLM : IDisposable
         using var scope = Backend.Enter();
         using var pass = Backbone.Run(batch, cache, options ?? ForwardOptions.None);
         var N = pass.B * pass.T;
-        var logits = new float[Head.CheckLogitCount(N)];
-        var output = pass.Workspace.Logits(N);
+        var logits = GC.AllocateUninitializedArray<float>((int)Head.CheckLogitCount(N));
+        // The head writes into the caller's array where the backend computes in host memory.
+        var output = Backend.Wrap(logits) ?? pass.Workspace.Logits(N);
         Head.Project(output, pass.Workspace.Output, N);
         Backend.Download(logits, output, 0);
         var hidden = pass.Activations.TryGetValue($"hidden_states.{Config.LayerCount}", out var recorded)

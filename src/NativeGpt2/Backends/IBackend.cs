@@ -32,6 +32,12 @@ public interface IBackend : IDisposable
     /// <summary>A buffer holding <paramref name="data"/>; the CPU backend may keep the array itself, so the caller must not change it afterwards.</summary>
     DeviceBuffer<T> Upload<T>(T[] data) where T : unmanaged;
 
+    /// <summary>
+    /// <paramref name="host"/> itself as a buffer where this backend computes in host memory (the CPU), so an
+    /// output written there needs no copy back (<see cref="Download"/> from it is then a no-op); null elsewhere.
+    /// </summary>
+    DeviceBuffer<T>? Wrap<T>(T[] host) where T : unmanaged;
+
     /// <summary>Copies <paramref name="source"/> into <paramref name="destination"/> at element <paramref name="offset"/>.</summary>
     void CopyFromHost<T>(DeviceBuffer<T> destination, long offset, ReadOnlySpan<T> source) where T : unmanaged;
 

@@ -26,26 +26,31 @@ internal static class CausalSelfAttention
 {
     /// <summary>
     /// Copies the new tokens' keys (transposed) and values from <paramref name="qkv"/> into the cache at
-    /// positions [past, past + Tq).
+    /// positions [past, past + Tq), one (b, h) per work item.
     /// </summary>
-    public static void AppendKeyValues(Span<float> keys, Span<float> values, ReadOnlySpan<float> qkv,
+    public static void AppendKeyValues(Memory<float> keys, Memory<float> values, ReadOnlyMemory<float> qkv,
         int B, int Tq, int past, int Tmax, int NH, int HS)
     {
         var C = NH * HS;
-        for (var b = 0; b < B; b++)
+        Parallelism.For(B * NH, 2L * Tq * HS, (start, end) =>
         {
-            for (var t = 0; t < Tq; t++)
+            var k = keys.Span;
+            var v = values.Span;
+            var x = qkv.Span;
+            for (var item = start; item < end; item++)
             {
-                var row = qkv.Slice((b * Tq + t) * 3 * C, 3 * C);
-                for (var h = 0; h < NH; h++)
+                int b = item / NH, h = item % NH;
+                for (var t = 0; t < Tq; t++)
+                    x.Slice((b * Tq + t) * 3 * C + 2 * C + h * HS, HS).CopyTo(v.Slice((item * Tmax + past + t) * HS, HS));
+                // Keys: one channel at a time, so the writes run along a row of the transposed cache.
+                for (var d = 0; d < HS; d++)
                 {
-                    row.Slice(2 * C + h * HS, HS).CopyTo(values.Slice(((b * NH + h) * Tmax + past + t) * HS, HS));
-                    var key = row.Slice(C + h * HS, HS);
-                    var column = (b * NH + h) * HS * Tmax + past + t;
-                    for (var d = 0; d < HS; d++) keys[column + d * Tmax] = key[d];
+                    var row = k.Slice((item * HS + d) * Tmax + past, Tq);
+                    var from = b * Tq * 3 * C + C + h * HS + d;
+                    for (var t = 0; t < Tq; t++) row[t] = x[from + t * 3 * C];
                 }
             }
-        }
+        });
     }
 
     /// <summary>The reference's cache layout, keys (B, NH, Tmax, HS) like the values: what <see cref="Reference"/> reads.</summary>
@@ -64,13 +69,22 @@ internal static class CausalSelfAttention
     }
 
     // Queries per work item: one (b, h) and a run of consecutive queries, which read the same keys.
-    private const int QueryTile = 16;
+    private const int QueryTile = 32;
+
+    // Register tiles: 4 queries × 2 registers, of keys for the scores and of value channels for the output.
+    private const int TileQueries = 4;
 
     /// <summary>
-    /// Fused causal attention at the given SIMD width: per query, the scores of its visible keys, their
-    /// softmax and the weighted sum of values, with only one row of scores at a time (no T × T matrix
-    /// unless <paramref name="probabilities"/> asks for one). Work items are (b, h, tile of queries).
+    /// Fused causal attention at the given SIMD width. Work items are (b, h, tile of queries): the tile's
+    /// scores against the keys it can see, each row's softmax in place, then the tile's weighted sums of
+    /// values; no T × T matrix exists unless <paramref name="probabilities"/> asks for one.
     /// </summary>
+    /// <remarks>
+    /// A score is Σ_d q[d]·k[d] in order, one fused multiply-add each; an output channel is Σ_j p_j·v_j[c]
+    /// in order over j. Keys a query may not see (after its position, or masked) get p = 0 and add an exact
+    /// zero, and the softmax runs over the visible keys only: so a query's result does not depend on the
+    /// other queries of its tile, on the rows of the batch, or on padding in front of its row.
+    /// </remarks>
     public static void Forward(Memory<float> output, Memory<float> probabilities, ReadOnlyMemory<float> qkv,
         ReadOnlyMemory<float> keys, ReadOnlyMemory<float> values, ReadOnlyMemory<int> keyMask,
         int B, int Tq, int past, int Tmax, int NH, int HS, VectorWidth width)
@@ -91,115 +105,286 @@ internal static class CausalSelfAttention
         var tiles = (Tq + QueryTile - 1) / QueryTile;
         Parallelism.For(B * NH * tiles, 2L * QueryTile * Tk * HS, (start, end) =>
         {
-            var all = ArrayPool<float>.Shared.Rent(Tk);
-            var scores = ArrayPool<float>.Shared.Rent(Tk);
-            var keyIndex = ArrayPool<int>.Shared.Rent(Tk);
+            // The tile's rows of scores, then probabilities, QueryTile × Tk; and one row's visible scores.
+            var rows = ArrayPool<float>.Shared.Rent(QueryTile * Tk);
+            var visible = ArrayPool<float>.Shared.Rent(Tk);
             for (var item = start; item < end; item++)
             {
                 // item enumerates (b, h, tile) with the tile fastest.
                 int tile = item % tiles, h = item / tiles % NH, b = item / (tiles * NH);
-                for (var t = tile * QueryTile; t < Math.Min(Tq, (tile + 1) * QueryTile); t++)
-                    Query<V>(output.Span, probabilities.Span, qkv.Span, keys.Span, values.Span, keyMask.Span, all, scores, keyIndex, b, h, t, Tq, past, Tmax, NH, HS);
+                int t0 = tile * QueryTile, t1 = Math.Min(Tq, t0 + QueryTile);
+                Tile<V>(output.Span, probabilities.Span, qkv.Span, keys.Span, values.Span, keyMask.Span, rows, visible,
+                    b, h, t0, t1, Tq, past, Tmax, NH, HS);
             }
-            ArrayPool<float>.Shared.Return(all);
-            ArrayPool<float>.Shared.Return(scores);
-            ArrayPool<int>.Shared.Return(keyIndex);
+            ArrayPool<float>.Shared.Return(rows);
+            ArrayPool<float>.Shared.Return(visible);
         });
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Query<V>(Span<float> output, Span<float> probabilities, ReadOnlySpan<float> qkv,
-        ReadOnlySpan<float> keys, ReadOnlySpan<float> values, ReadOnlySpan<int> keyMask, float[] all, float[] scores, int[] keyIndex,
-        int b, int h, int t, int Tq, int past, int Tmax, int NH, int HS) where V : struct, ISimd<V>
+    /// <summary>Queries [t0, t1) of head h in row b.</summary>
+    private static void Tile<V>(Span<float> output, Span<float> probabilities, ReadOnlySpan<float> qkv,
+        ReadOnlySpan<float> keys, ReadOnlySpan<float> values, ReadOnlySpan<int> keyMask, float[] rows, float[] visible,
+        int b, int h, int t0, int t1, int Tq, int past, int Tmax, int NH, int HS) where V : struct, ISimd<V>
     {
         var C = NH * HS;
+        var Tk = past + Tq;
+        // Keys [0, width) cover every query of the tile: the last one sees up to past + t1 - 1.
+        var width = past + t1;
+        var stride = width;
+        var queries = qkv.Slice((b * Tq + t0) * 3 * C + h * HS);
+        var mask = keyMask.IsEmpty ? ReadOnlySpan<int>.Empty : keyMask.Slice(b * Tmax, width);
         var scale = 1f / MathF.Sqrt(HS);
-        var last = past + t;
-        var query = qkv.Slice((b * Tq + t) * 3 * C + h * HS, HS);
-        var v = values.Slice((b * NH + h) * Tmax * HS, Tmax * HS);
-        var mask = keyMask.IsEmpty ? ReadOnlySpan<int>.Empty : keyMask.Slice(b * Tmax, Tmax);
 
-        // Scores of keys 0..last (the query at past + t sees no later key), masked ones included for now.
-        Scores<V>(all, query, keys.Slice((b * NH + h) * HS * Tmax, HS * Tmax), last + 1, Tmax, HS);
+        Scores<V>(rows, stride, queries, 3 * C, t1 - t0, keys.Slice((b * NH + h) * HS * Tmax), Tmax, width, HS);
 
-        // Masked keys are left out altogether rather than set to -inf, so a row's arithmetic is the same with
-        // or without padding in front of it: left-padded batches give exactly the unpadded results.
-        var count = 0;
-        for (var j = 0; j <= last; j++)
+        for (var t = t0; t < t1; t++)
         {
-            if (!mask.IsEmpty && mask[j] == 0) continue;
-            keyIndex[count] = j;
-            scores[count++] = all[j] * scale;
-        }
-        var weights = scores.AsSpan(0, count);
-        Softmax.Forward(weights, weights);
-
-        // out = Σ_j p_j · v_j; a query with no visible key (padding at the start of a row) gets zeros.
-        var o = output.Slice((b * Tq + t) * C + h * HS, HS);
-        o.Clear();
-        ref var or = ref MemoryMarshal.GetReference(o);
-        for (var c = 0; c < count; c++)
-        {
-            var p = weights[c];
-            ref var vr = ref MemoryMarshal.GetReference(v.Slice(keyIndex[c] * HS, HS));
-            var d = 0;
-            for (; d <= HS - V.Count; d += V.Count)
-                V.Store(ref Unsafe.Add(ref or, d), V.Fma(V.Broadcast(p), V.Load(ref Unsafe.Add(ref vr, d)), V.Load(ref Unsafe.Add(ref or, d))));
-            for (; d < HS; d++)
-                Unsafe.Add(ref or, d) = MathF.FusedMultiplyAdd(p, Unsafe.Add(ref vr, d), Unsafe.Add(ref or, d));
+            var row = rows.AsSpan((t - t0) * stride, width);
+            Softmax<V>(row, past + t + 1, mask, scale, visible);
+            if (!probabilities.IsEmpty)
+            {
+                var target = probabilities.Slice(((b * NH + h) * Tq + t) * Tk, Tk);
+                row[..(past + t + 1)].CopyTo(target);
+                target[(past + t + 1)..].Clear();
+            }
         }
 
-        if (!probabilities.IsEmpty)
-        {
-            var Tk = past + Tq;
-            var row = probabilities.Slice(((b * NH + h) * Tq + t) * Tk, Tk);
-            row.Clear();
-            for (var c = 0; c < count; c++) row[keyIndex[c]] = weights[c];
-        }
+        WeightedValues<V>(output.Slice((b * Tq + t0) * C + h * HS), C, rows, stride, t1 - t0,
+            values.Slice((b * NH + h) * Tmax * HS), width, HS);
     }
 
     /// <summary>
-    /// scores[j] = Σ_d q[d]·keysT[d, j] for j in [0, count): four registers of keys at a time (four independent
-    /// sums in flight), then one register, then single keys, each summed over d in order.
+    /// row[j] ← softmax over the visible keys j &lt; count (mask 1) of scale · row[j]; 0 for the others, and
+    /// for j ≥ count up to the end of the row. A row with no visible key becomes all zeros.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Scores<V>(Span<float> scores, ReadOnlySpan<float> query, ReadOnlySpan<float> keysT, int count, int Tmax, int HS)
+    private static void Softmax<V>(Span<float> row, int count, ReadOnlySpan<int> mask, float scale, float[] visible)
         where V : struct, ISimd<V>
     {
-        ref var q = ref MemoryMarshal.GetReference(query);
-        ref var k = ref MemoryMarshal.GetReference(keysT);
-        ref var s = ref MemoryMarshal.GetReference(scores);
-        var j = 0;
-        for (; j + 4 * V.Count <= count; j += 4 * V.Count)
+        var masked = !mask.IsEmpty && mask[..count].Contains(0);
+        if (!masked)
         {
-            V a0 = V.Zero, a1 = V.Zero, a2 = V.Zero, a3 = V.Zero;
+            ScaledSoftmax<V>(row[..count], scale);
+        }
+        else
+        {
+            // The visible scores side by side, so their softmax is computed exactly as without the padding.
+            var n = 0;
+            for (var j = 0; j < count; j++)
+                if (mask[j] != 0) visible[n++] = row[j];
+            ScaledSoftmax<V>(visible.AsSpan(0, n), scale);
+            n = 0;
+            for (var j = 0; j < count; j++) row[j] = mask[j] != 0 ? visible[n++] : 0f;
+        }
+        row[count..].Clear();
+    }
+
+    /// <summary>
+    /// x ← softmax(scale · x) in place: e^(scale·x - max) over the sum of them. The sum runs in registers
+    /// then across lanes in a fixed order, so it depends only on the values and their count.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ScaledSoftmax<V>(Span<float> x, float scale) where V : struct, ISimd<V>
+    {
+        if (x.IsEmpty) return;
+        ref var r = ref MemoryMarshal.GetReference(x);
+        var n = x.Length;
+        var j = 0;
+        var maxima = V.Broadcast(float.NegativeInfinity);
+        for (; j + V.Count <= n; j += V.Count) maxima = V.Max(maxima, V.Load(ref Unsafe.Add(ref r, j)));
+        var max = V.Max(maxima);
+        for (; j < n; j++) max = MathF.Max(max, Unsafe.Add(ref r, j));
+        var shift = V.Broadcast(max * scale);
+        var factor = V.Broadcast(scale);
+
+        var sums = V.Zero;
+        for (j = 0; j + V.Count <= n; j += V.Count)
+        {
+            ref var slot = ref Unsafe.Add(ref r, j);
+            var e = VectorMath.Exp(V.Subtract(V.Multiply(V.Load(ref slot), factor), shift));
+            V.Store(ref slot, e);
+            sums = V.Add(sums, e);
+        }
+        var sum = V.Sum(sums);
+        for (; j < n; j++)
+        {
+            var e = VectorMath.Exp(new SimdScalar(Unsafe.Add(ref r, j) * scale - max * scale)).Value;
+            Unsafe.Add(ref r, j) = e;
+            sum += e;
+        }
+        TensorPrimitives.Multiply(x, 1f / sum, x);
+    }
+
+    /// <summary>
+    /// scores[i, j] = Σ_d q_i[d]·keysT[d, j] for queries i &lt; queryCount (q_i at queries[i · queryStride])
+    /// and keys j &lt; width: 4 queries × 2 registers of keys at a time, each summed over d in order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Scores<V>(float[] scores, int stride, ReadOnlySpan<float> queries, int queryStride, int queryCount,
+        ReadOnlySpan<float> keysT, int Tmax, int width, int HS) where V : struct, ISimd<V>
+    {
+        ref var q = ref MemoryMarshal.GetReference(queries);
+        ref var k = ref MemoryMarshal.GetReference(keysT);
+        ref var s = ref MemoryMarshal.GetArrayDataReference(scores);
+        var i = 0;
+        for (; i + TileQueries <= queryCount; i += TileQueries)
+        {
+            ref var q0 = ref Unsafe.Add(ref q, (nint)i * queryStride);
+            ref var q1 = ref Unsafe.Add(ref q0, queryStride);
+            ref var q2 = ref Unsafe.Add(ref q1, queryStride);
+            ref var q3 = ref Unsafe.Add(ref q2, queryStride);
+            ref var s0 = ref Unsafe.Add(ref s, (nint)i * stride);
+            var j = 0;
+            for (; j + 2 * V.Count <= width; j += 2 * V.Count)
+            {
+                V a00 = V.Zero, a01 = V.Zero, a10 = V.Zero, a11 = V.Zero, a20 = V.Zero, a21 = V.Zero, a30 = V.Zero, a31 = V.Zero;
+                for (var d = 0; d < HS; d++)
+                {
+                    ref var kr = ref Unsafe.Add(ref k, (nint)d * Tmax + j);
+                    var k0 = V.Load(ref kr);
+                    var k1 = V.Load(ref Unsafe.Add(ref kr, V.Count));
+                    var x = V.Broadcast(Unsafe.Add(ref q0, d));
+                    a00 = V.Fma(x, k0, a00); a01 = V.Fma(x, k1, a01);
+                    x = V.Broadcast(Unsafe.Add(ref q1, d));
+                    a10 = V.Fma(x, k0, a10); a11 = V.Fma(x, k1, a11);
+                    x = V.Broadcast(Unsafe.Add(ref q2, d));
+                    a20 = V.Fma(x, k0, a20); a21 = V.Fma(x, k1, a21);
+                    x = V.Broadcast(Unsafe.Add(ref q3, d));
+                    a30 = V.Fma(x, k0, a30); a31 = V.Fma(x, k1, a31);
+                }
+                ref var o = ref Unsafe.Add(ref s0, j);
+                V.Store(ref o, a00); V.Store(ref Unsafe.Add(ref o, V.Count), a01);
+                o = ref Unsafe.Add(ref o, stride);
+                V.Store(ref o, a10); V.Store(ref Unsafe.Add(ref o, V.Count), a11);
+                o = ref Unsafe.Add(ref o, stride);
+                V.Store(ref o, a20); V.Store(ref Unsafe.Add(ref o, V.Count), a21);
+                o = ref Unsafe.Add(ref o, stride);
+                V.Store(ref o, a30); V.Store(ref Unsafe.Add(ref o, V.Count), a31);
+            }
+            for (var r = 0; r < TileQueries; r++)
+                ScoresTail<V>(ref Unsafe.Add(ref s0, (nint)r * stride), ref Unsafe.Add(ref q0, (nint)r * queryStride), ref k, Tmax, j, width, HS);
+        }
+        for (; i < queryCount; i++)
+            ScoresTail<V>(ref Unsafe.Add(ref s, (nint)i * stride), ref Unsafe.Add(ref q, (nint)i * queryStride), ref k, Tmax, 0, width, HS);
+    }
+
+    /// <summary>One query's scores for keys [from, width): two registers, one register, then single keys.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ScoresTail<V>(ref float s, ref float q, ref float k, int Tmax, int from, int width, int HS) where V : struct, ISimd<V>
+    {
+        var j = from;
+        for (; j + 2 * V.Count <= width; j += 2 * V.Count)
+        {
+            V a0 = V.Zero, a1 = V.Zero;
             for (var d = 0; d < HS; d++)
             {
-                var qd = V.Broadcast(Unsafe.Add(ref q, d));
-                ref var row = ref Unsafe.Add(ref k, (nint)d * Tmax + j);
-                a0 = V.Fma(qd, V.Load(ref row), a0);
-                a1 = V.Fma(qd, V.Load(ref Unsafe.Add(ref row, V.Count)), a1);
-                a2 = V.Fma(qd, V.Load(ref Unsafe.Add(ref row, 2 * V.Count)), a2);
-                a3 = V.Fma(qd, V.Load(ref Unsafe.Add(ref row, 3 * V.Count)), a3);
+                ref var kr = ref Unsafe.Add(ref k, (nint)d * Tmax + j);
+                var x = V.Broadcast(Unsafe.Add(ref q, d));
+                a0 = V.Fma(x, V.Load(ref kr), a0);
+                a1 = V.Fma(x, V.Load(ref Unsafe.Add(ref kr, V.Count)), a1);
             }
             V.Store(ref Unsafe.Add(ref s, j), a0);
             V.Store(ref Unsafe.Add(ref s, j + V.Count), a1);
-            V.Store(ref Unsafe.Add(ref s, j + 2 * V.Count), a2);
-            V.Store(ref Unsafe.Add(ref s, j + 3 * V.Count), a3);
         }
-        for (; j + V.Count <= count; j += V.Count)
+        for (; j + V.Count <= width; j += V.Count)
         {
             var a = V.Zero;
             for (var d = 0; d < HS; d++)
                 a = V.Fma(V.Broadcast(Unsafe.Add(ref q, d)), V.Load(ref Unsafe.Add(ref k, (nint)d * Tmax + j)), a);
             V.Store(ref Unsafe.Add(ref s, j), a);
         }
-        for (; j < count; j++)
+        for (; j < width; j++)
         {
             var a = 0f;
             for (var d = 0; d < HS; d++)
                 a = MathF.FusedMultiplyAdd(Unsafe.Add(ref q, d), Unsafe.Add(ref k, (nint)d * Tmax + j), a);
             Unsafe.Add(ref s, j) = a;
+        }
+    }
+
+    /// <summary>
+    /// out_i[c] = Σ_j p[i, j]·v_j[c] over keys j &lt; width, in order, for queries i &lt; queryCount (out_i at
+    /// output[i · outputStride]): 4 queries × 2 registers of channels at a time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WeightedValues<V>(Span<float> output, int outputStride, float[] weights, int stride, int queryCount,
+        ReadOnlySpan<float> values, int width, int HS) where V : struct, ISimd<V>
+    {
+        ref var o = ref MemoryMarshal.GetReference(output);
+        ref var p = ref MemoryMarshal.GetArrayDataReference(weights);
+        ref var v = ref MemoryMarshal.GetReference(values);
+        var i = 0;
+        for (; i + TileQueries <= queryCount; i += TileQueries)
+        {
+            ref var p0 = ref Unsafe.Add(ref p, (nint)i * stride);
+            ref var p1 = ref Unsafe.Add(ref p0, stride);
+            ref var p2 = ref Unsafe.Add(ref p1, stride);
+            ref var p3 = ref Unsafe.Add(ref p2, stride);
+            ref var o0 = ref Unsafe.Add(ref o, (nint)i * outputStride);
+            var c = 0;
+            for (; c + 2 * V.Count <= HS; c += 2 * V.Count)
+            {
+                V a00 = V.Zero, a01 = V.Zero, a10 = V.Zero, a11 = V.Zero, a20 = V.Zero, a21 = V.Zero, a30 = V.Zero, a31 = V.Zero;
+                for (var j = 0; j < width; j++)
+                {
+                    ref var vr = ref Unsafe.Add(ref v, (nint)j * HS + c);
+                    var v0 = V.Load(ref vr);
+                    var v1 = V.Load(ref Unsafe.Add(ref vr, V.Count));
+                    var x = V.Broadcast(Unsafe.Add(ref p0, j));
+                    a00 = V.Fma(x, v0, a00); a01 = V.Fma(x, v1, a01);
+                    x = V.Broadcast(Unsafe.Add(ref p1, j));
+                    a10 = V.Fma(x, v0, a10); a11 = V.Fma(x, v1, a11);
+                    x = V.Broadcast(Unsafe.Add(ref p2, j));
+                    a20 = V.Fma(x, v0, a20); a21 = V.Fma(x, v1, a21);
+                    x = V.Broadcast(Unsafe.Add(ref p3, j));
+                    a30 = V.Fma(x, v0, a30); a31 = V.Fma(x, v1, a31);
+                }
+                ref var r = ref Unsafe.Add(ref o0, c);
+                V.Store(ref r, a00); V.Store(ref Unsafe.Add(ref r, V.Count), a01);
+                r = ref Unsafe.Add(ref r, outputStride);
+                V.Store(ref r, a10); V.Store(ref Unsafe.Add(ref r, V.Count), a11);
+                r = ref Unsafe.Add(ref r, outputStride);
+                V.Store(ref r, a20); V.Store(ref Unsafe.Add(ref r, V.Count), a21);
+                r = ref Unsafe.Add(ref r, outputStride);
+                V.Store(ref r, a30); V.Store(ref Unsafe.Add(ref r, V.Count), a31);
+            }
+            for (var q = 0; q < TileQueries; q++)
+                WeightedValuesTail<V>(ref Unsafe.Add(ref o0, (nint)q * outputStride), ref Unsafe.Add(ref p0, (nint)q * stride), ref v, c, width, HS);
+        }
+        for (; i < queryCount; i++)
+            WeightedValuesTail<V>(ref Unsafe.Add(ref o, (nint)i * outputStride), ref Unsafe.Add(ref p, (nint)i * stride), ref v, 0, width, HS);
+    }
+
+    /// <summary>One query's channels [from, HS): two registers, one register, then single channels.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WeightedValuesTail<V>(ref float o, ref float p, ref float v, int from, int width, int HS) where V : struct, ISimd<V>
+    {
+        var c = from;
+        for (; c + 2 * V.Count <= HS; c += 2 * V.Count)
+        {
+            V a0 = V.Zero, a1 = V.Zero;
+            for (var j = 0; j < width; j++)
+            {
+                ref var vr = ref Unsafe.Add(ref v, (nint)j * HS + c);
+                var x = V.Broadcast(Unsafe.Add(ref p, j));
+                a0 = V.Fma(x, V.Load(ref vr), a0);
+                a1 = V.Fma(x, V.Load(ref Unsafe.Add(ref vr, V.Count)), a1);
+            }
+            V.Store(ref Unsafe.Add(ref o, c), a0);
+            V.Store(ref Unsafe.Add(ref o, c + V.Count), a1);
+        }
+        for (; c + V.Count <= HS; c += V.Count)
+        {
+            var a = V.Zero;
+            for (var j = 0; j < width; j++)
+                a = V.Fma(V.Broadcast(Unsafe.Add(ref p, j)), V.Load(ref Unsafe.Add(ref v, (nint)j * HS + c)), a);
+            V.Store(ref Unsafe.Add(ref o, c), a);
+        }
+        for (; c < HS; c++)
+        {
+            var a = 0f;
+            for (var j = 0; j < width; j++)
+                a = MathF.FusedMultiplyAdd(Unsafe.Add(ref p, j), Unsafe.Add(ref v, (nint)j * HS + c), a);
+            Unsafe.Add(ref o, c) = a;
         }
     }
 

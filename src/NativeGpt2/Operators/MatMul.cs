@@ -79,6 +79,7 @@ internal static class MatMul
         var col0 = p * WeightData.PanelWidth;
         var columns = Math.Min(WeightData.PanelWidth, OC - col0);
         var residual = epilogue == MatMulEpilogue.Residual;
+        var gelu = epilogue == MatMulEpilogue.BiasGelu;
         ref var x = ref MemoryMarshal.GetReference(input);
         // The last panel of a matrix whose OC is not a multiple of 32 is computed into a scratch tile
         // (the panel is zero-padded) and its valid columns copied out.
@@ -123,12 +124,19 @@ internal static class MatMul
                 {
                     for (var i = 0; i < rows; i++) scratch.Slice(i * stride, width).CopyTo(target.Slice(i * OC, width));
                 }
+                // GELU on the tile just written, still in L1 (not inside the tile: there its registers
+                // would push the accumulators out of theirs).
+                if (gelu)
+                {
+                    for (var i = 0; i < rows; i++)
+                    {
+                        ref var g = ref MemoryMarshal.GetReference(target.Slice(i * OC, width));
+                        var j = 0;
+                        for (; j + V.Count <= width; j += V.Count) V.Store(ref Unsafe.Add(ref g, j), VectorMath.Gelu(V.Load(ref Unsafe.Add(ref g, j))));
+                        for (; j < width; j++) Unsafe.Add(ref g, j) = VectorMath.Gelu(new SimdScalar(Unsafe.Add(ref g, j))).Value;
+                    }
+                }
             }
-        }
-        if (epilogue == MatMulEpilogue.BiasGelu)
-        {
-            // GELU over each row's columns of this panel: the same pieces whatever N is, so rows stay independent.
-            for (var r = r0; r < r1; r++) Gelu.Apply(output.Slice(r * OC + col0, columns));
         }
     }
 

@@ -74,40 +74,99 @@ internal static class MatMulTransposed
         if (V.Count == 16)
         {
             for (; n + 2 * TileRows <= N; n += 2 * TileRows)
-            {
-                var k = from;
-                for (; k + TileWeights <= to; k += TileWeights)
-                    Tile6x4<V, R>(rows, ref Unsafe.Add(ref x, (nint)n * IC), IC, k, ref Unsafe.Add(ref o, (nint)n * OC + k), OC);
-                for (; k < to; k++)
-                {
-                    for (var r = 0; r < 2 * TileRows; r++)
-                        Unsafe.Add(ref o, (nint)(n + r) * OC + k) = Dot<V, R>(rows, ref Unsafe.Add(ref x, (nint)(n + r) * IC), IC, k);
-                }
-            }
+                Rows<V, R>(rows, ref x, ref o, n, 2 * TileRows, IC, OC, from, to);
         }
         for (; n + TileRows <= N; n += TileRows)
+            Rows<V, R>(rows, ref x, ref o, n, TileRows, IC, OC, from, to);
+        if (n + 2 == N)
         {
-            var k = from;
-            for (; k + TileWeights <= to; k += TileWeights)
-                Tile3x4<V, R>(rows, ref Unsafe.Add(ref x, (nint)n * IC), IC, k, ref Unsafe.Add(ref o, (nint)n * OC + k), OC);
-            for (; k < to; k++)
-            {
-                for (var r = 0; r < TileRows; r++)
-                    Unsafe.Add(ref o, (nint)(n + r) * OC + k) = Dot<V, R>(rows, ref Unsafe.Add(ref x, (nint)(n + r) * IC), IC, k);
-            }
+            Rows<V, R>(rows, ref x, ref o, n, 2, IC, OC, from, to);
+            return;
         }
-        // Single rows (decoding): one weight row after another, a sequential read of the table.
+        if (N == 1)
+        {
+            // Decoding: one weight row after another, the most sequential read of the table, which is
+            // what bounds this case (it reads faster than four rows in step).
+            for (var k = from; k < to; k++) Unsafe.Add(ref o, k) = Dot<V, R>(rows, ref x, IC, k);
+            return;
+        }
+        // The rows a tile leaves over: four weight rows at a time, four sums in flight.
         for (; n < N; n++)
+            Rows<V, R>(rows, ref x, ref o, n, 1, IC, OC, from, to);
+    }
+
+    /// <summary>Input rows [n, n + count) against weight rows [from, to), by the tile for that count.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Rows<V, R>(R rows, ref float x, ref float o, int n, int count, int IC, int OC, int from, int to)
+        where V : struct, ISimd<V> where R : struct, IRowView
+    {
+        ref var xn = ref Unsafe.Add(ref x, (nint)n * IC);
+        ref var on = ref Unsafe.Add(ref o, (nint)n * OC);
+        var k = from;
+        for (; k + TileWeights <= to; k += TileWeights)
         {
-            for (var k = from; k < to; k++)
-                Unsafe.Add(ref o, (nint)n * OC + k) = Dot<V, R>(rows, ref Unsafe.Add(ref x, (nint)n * IC), IC, k);
+            ref var ok = ref Unsafe.Add(ref on, k);
+            if (count == 6) Tile6x4<V, R>(rows, ref xn, IC, k, ref ok, OC);
+            else if (count == 3) Tile3x4<V, R>(rows, ref xn, IC, k, ref ok, OC);
+            else if (count == 2) Tile2x4<V, R>(rows, ref xn, IC, k, ref ok, OC);
+            else Tile1x4<V, R>(rows, ref xn, IC, k, ref ok);
         }
+        for (; k < to; k++)
+        {
+            for (var r = 0; r < count; r++)
+                Unsafe.Add(ref on, (nint)r * OC + k) = Dot<V, R>(rows, ref Unsafe.Add(ref xn, (nint)r * IC), IC, k);
+        }
+    }
+
+    /// <summary>2 input rows × weight rows [k, k + 4): eight dot products in flight.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile2x4<V, R>(R rows, ref float x0, int IC, int k, ref float o, int OC) where V : struct, ISimd<V> where R : struct, IRowView
+    {
+        nint r0 = rows.Start(k), r1 = rows.Start(k + 1), r2 = rows.Start(k + 2), r3 = rows.Start(k + 3);
+        ref var x1 = ref Unsafe.Add(ref x0, IC);
+        V a00 = V.Zero, a01 = V.Zero, a02 = V.Zero, a03 = V.Zero;
+        V a10 = V.Zero, a11 = V.Zero, a12 = V.Zero, a13 = V.Zero;
+        var i = 0;
+        for (; i <= IC - V.Count; i += V.Count)
+        {
+            var v0 = V.Load(ref Unsafe.Add(ref x0, i));
+            var v1 = V.Load(ref Unsafe.Add(ref x1, i));
+            var w = rows.Load<V>(r0, i);
+            a00 = V.Fma(v0, w, a00); a10 = V.Fma(v1, w, a10);
+            w = rows.Load<V>(r1, i);
+            a01 = V.Fma(v0, w, a01); a11 = V.Fma(v1, w, a11);
+            w = rows.Load<V>(r2, i);
+            a02 = V.Fma(v0, w, a02); a12 = V.Fma(v1, w, a12);
+            w = rows.Load<V>(r3, i);
+            a03 = V.Fma(v0, w, a03); a13 = V.Fma(v1, w, a13);
+        }
+        Finish<V, R>(rows, ref o, ref x0, IC, r0, r1, r2, r3, i, a00, a01, a02, a03);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, r0, r1, r2, r3, i, a10, a11, a12, a13);
+    }
+
+    /// <summary>1 input row × weight rows [k, k + 4): four dot products in flight.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile1x4<V, R>(R rows, ref float x0, int IC, int k, ref float o) where V : struct, ISimd<V> where R : struct, IRowView
+    {
+        nint r0 = rows.Start(k), r1 = rows.Start(k + 1), r2 = rows.Start(k + 2), r3 = rows.Start(k + 3);
+        V a00 = V.Zero, a01 = V.Zero, a02 = V.Zero, a03 = V.Zero;
+        var i = 0;
+        for (; i <= IC - V.Count; i += V.Count)
+        {
+            var v0 = V.Load(ref Unsafe.Add(ref x0, i));
+            a00 = V.Fma(v0, rows.Load<V>(r0, i), a00);
+            a01 = V.Fma(v0, rows.Load<V>(r1, i), a01);
+            a02 = V.Fma(v0, rows.Load<V>(r2, i), a02);
+            a03 = V.Fma(v0, rows.Load<V>(r3, i), a03);
+        }
+        Finish<V, R>(rows, ref o, ref x0, IC, r0, r1, r2, r3, i, a00, a01, a02, a03);
     }
 
     /// <summary>3 input rows × weight rows [k, k + 4): twelve dot products in flight.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Tile3x4<V, R>(R rows, ref float x0, int IC, int k, ref float o, int OC) where V : struct, ISimd<V> where R : struct, IRowView
     {
+        nint r0 = rows.Start(k), r1 = rows.Start(k + 1), r2 = rows.Start(k + 2), r3 = rows.Start(k + 3);
         ref var x1 = ref Unsafe.Add(ref x0, IC);
         ref var x2 = ref Unsafe.Add(ref x1, IC);
         V a00 = V.Zero, a01 = V.Zero, a02 = V.Zero, a03 = V.Zero;
@@ -119,24 +178,25 @@ internal static class MatMulTransposed
             var v0 = V.Load(ref Unsafe.Add(ref x0, i));
             var v1 = V.Load(ref Unsafe.Add(ref x1, i));
             var v2 = V.Load(ref Unsafe.Add(ref x2, i));
-            var w = rows.Load<V>(k, i);
+            var w = rows.Load<V>(r0, i);
             a00 = V.Fma(v0, w, a00); a10 = V.Fma(v1, w, a10); a20 = V.Fma(v2, w, a20);
-            w = rows.Load<V>(k + 1, i);
+            w = rows.Load<V>(r1, i);
             a01 = V.Fma(v0, w, a01); a11 = V.Fma(v1, w, a11); a21 = V.Fma(v2, w, a21);
-            w = rows.Load<V>(k + 2, i);
+            w = rows.Load<V>(r2, i);
             a02 = V.Fma(v0, w, a02); a12 = V.Fma(v1, w, a12); a22 = V.Fma(v2, w, a22);
-            w = rows.Load<V>(k + 3, i);
+            w = rows.Load<V>(r3, i);
             a03 = V.Fma(v0, w, a03); a13 = V.Fma(v1, w, a13); a23 = V.Fma(v2, w, a23);
         }
-        Finish<V, R>(rows, ref o, ref x0, IC, k, i, a00, a01, a02, a03);
-        Finish<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, k, i, a10, a11, a12, a13);
-        Finish<V, R>(rows, ref Unsafe.Add(ref o, 2 * OC), ref x2, IC, k, i, a20, a21, a22, a23);
+        Finish<V, R>(rows, ref o, ref x0, IC, r0, r1, r2, r3, i, a00, a01, a02, a03);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, r0, r1, r2, r3, i, a10, a11, a12, a13);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, 2 * OC), ref x2, IC, r0, r1, r2, r3, i, a20, a21, a22, a23);
     }
 
     /// <summary>6 input rows × weight rows [k, k + 4): twenty-four dot products in flight (Vector512 only: 32 registers).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Tile6x4<V, R>(R rows, ref float x0, int IC, int k, ref float o, int OC) where V : struct, ISimd<V> where R : struct, IRowView
     {
+        nint r0 = rows.Start(k), r1 = rows.Start(k + 1), r2 = rows.Start(k + 2), r3 = rows.Start(k + 3);
         ref var x1 = ref Unsafe.Add(ref x0, IC);
         ref var x2 = ref Unsafe.Add(ref x1, IC);
         ref var x3 = ref Unsafe.Add(ref x2, IC);
@@ -157,36 +217,36 @@ internal static class MatMulTransposed
             var v3 = V.Load(ref Unsafe.Add(ref x3, i));
             var v4 = V.Load(ref Unsafe.Add(ref x4, i));
             var v5 = V.Load(ref Unsafe.Add(ref x5, i));
-            var w = rows.Load<V>(k, i);
+            var w = rows.Load<V>(r0, i);
             a00 = V.Fma(v0, w, a00); a10 = V.Fma(v1, w, a10); a20 = V.Fma(v2, w, a20); a30 = V.Fma(v3, w, a30); a40 = V.Fma(v4, w, a40); a50 = V.Fma(v5, w, a50);
-            w = rows.Load<V>(k + 1, i);
+            w = rows.Load<V>(r1, i);
             a01 = V.Fma(v0, w, a01); a11 = V.Fma(v1, w, a11); a21 = V.Fma(v2, w, a21); a31 = V.Fma(v3, w, a31); a41 = V.Fma(v4, w, a41); a51 = V.Fma(v5, w, a51);
-            w = rows.Load<V>(k + 2, i);
+            w = rows.Load<V>(r2, i);
             a02 = V.Fma(v0, w, a02); a12 = V.Fma(v1, w, a12); a22 = V.Fma(v2, w, a22); a32 = V.Fma(v3, w, a32); a42 = V.Fma(v4, w, a42); a52 = V.Fma(v5, w, a52);
-            w = rows.Load<V>(k + 3, i);
+            w = rows.Load<V>(r3, i);
             a03 = V.Fma(v0, w, a03); a13 = V.Fma(v1, w, a13); a23 = V.Fma(v2, w, a23); a33 = V.Fma(v3, w, a33); a43 = V.Fma(v4, w, a43); a53 = V.Fma(v5, w, a53);
         }
-        Finish<V, R>(rows, ref o, ref x0, IC, k, i, a00, a01, a02, a03);
-        Finish<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, k, i, a10, a11, a12, a13);
-        Finish<V, R>(rows, ref Unsafe.Add(ref o, 2 * OC), ref x2, IC, k, i, a20, a21, a22, a23);
-        Finish<V, R>(rows, ref Unsafe.Add(ref o, 3 * OC), ref x3, IC, k, i, a30, a31, a32, a33);
-        Finish<V, R>(rows, ref Unsafe.Add(ref o, 4 * OC), ref x4, IC, k, i, a40, a41, a42, a43);
-        Finish<V, R>(rows, ref Unsafe.Add(ref o, 5 * OC), ref x5, IC, k, i, a50, a51, a52, a53);
+        Finish<V, R>(rows, ref o, ref x0, IC, r0, r1, r2, r3, i, a00, a01, a02, a03);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, r0, r1, r2, r3, i, a10, a11, a12, a13);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, 2 * OC), ref x2, IC, r0, r1, r2, r3, i, a20, a21, a22, a23);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, 3 * OC), ref x3, IC, r0, r1, r2, r3, i, a30, a31, a32, a33);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, 4 * OC), ref x4, IC, r0, r1, r2, r3, i, a40, a41, a42, a43);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, 5 * OC), ref x5, IC, r0, r1, r2, r3, i, a50, a51, a52, a53);
     }
 
     /// <summary>The lanes of each accumulator summed, then the IC % width tail one multiply-add at a time.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Finish<V, R>(R rows, ref float o, ref float x, int IC, int k, int i, V a0, V a1, V a2, V a3)
+    private static void Finish<V, R>(R rows, ref float o, ref float x, int IC, nint r0, nint r1, nint r2, nint r3, int i, V a0, V a1, V a2, V a3)
         where V : struct, ISimd<V> where R : struct, IRowView
     {
         float s0 = V.Sum(a0), s1 = V.Sum(a1), s2 = V.Sum(a2), s3 = V.Sum(a3);
         for (; i < IC; i++)
         {
             var p = Unsafe.Add(ref x, i);
-            s0 = MathF.FusedMultiplyAdd(p, rows.Element(k, i), s0);
-            s1 = MathF.FusedMultiplyAdd(p, rows.Element(k + 1, i), s1);
-            s2 = MathF.FusedMultiplyAdd(p, rows.Element(k + 2, i), s2);
-            s3 = MathF.FusedMultiplyAdd(p, rows.Element(k + 3, i), s3);
+            s0 = MathF.FusedMultiplyAdd(p, rows.Element(r0, i), s0);
+            s1 = MathF.FusedMultiplyAdd(p, rows.Element(r1, i), s1);
+            s2 = MathF.FusedMultiplyAdd(p, rows.Element(r2, i), s2);
+            s3 = MathF.FusedMultiplyAdd(p, rows.Element(r3, i), s3);
         }
         o = s0;
         Unsafe.Add(ref o, 1) = s1;
@@ -198,13 +258,14 @@ internal static class MatMulTransposed
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Dot<V, R>(R rows, ref float x, int IC, int k) where V : struct, ISimd<V> where R : struct, IRowView
     {
+        var r0 = rows.Start(k);
         var acc = V.Zero;
         var i = 0;
         for (; i <= IC - V.Count; i += V.Count)
-            acc = V.Fma(V.Load(ref Unsafe.Add(ref x, i)), rows.Load<V>(k, i), acc);
+            acc = V.Fma(V.Load(ref Unsafe.Add(ref x, i)), rows.Load<V>(r0, i), acc);
         var sum = V.Sum(acc);
         for (; i < IC; i++)
-            sum = MathF.FusedMultiplyAdd(Unsafe.Add(ref x, i), rows.Element(k, i), sum);
+            sum = MathF.FusedMultiplyAdd(Unsafe.Add(ref x, i), rows.Element(r0, i), sum);
         return sum;
     }
 

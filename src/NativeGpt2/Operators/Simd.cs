@@ -70,7 +70,16 @@ internal interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
     static abstract TSelf Fma(TSelf a, TSelf b, TSelf c);
     static abstract TSelf Add(TSelf a, TSelf b);
     static abstract TSelf Multiply(TSelf a, TSelf b);
+    static abstract TSelf Subtract(TSelf a, TSelf b);
+    static abstract TSelf Divide(TSelf a, TSelf b);
     static abstract TSelf Max(TSelf a, TSelf b);
+    static abstract TSelf Min(TSelf a, TSelf b);
+
+    /// <summary>
+    /// 2^n from <c>t = n + 1.5·2²³</c>, the sum that rounds a float to the integer n held in its low mantissa
+    /// bits (|n| ≤ 126): the exponent field built from those bits.
+    /// </summary>
+    static abstract TSelf Pow2OfRounded(TSelf t);
 
     /// <summary>Count half-precision values widened exactly.</summary>
     static abstract TSelf LoadFloat16(ref Half source);
@@ -82,6 +91,9 @@ internal interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
     static abstract TSelf LoadInt8(ref sbyte source);
 
     static abstract float Sum(TSelf value);
+
+    /// <summary>The largest lane.</summary>
+    static abstract float Max(TSelf value);
 }
 
 internal readonly struct Simd512(Vector512<float> value) : ISimd<Simd512>
@@ -97,6 +109,11 @@ internal readonly struct Simd512(Vector512<float> value) : ISimd<Simd512>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Add(Simd512 a, Simd512 b) => new(a.Value + b.Value);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Multiply(Simd512 a, Simd512 b) => new(a.Value * b.Value);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Max(Simd512 a, Simd512 b) => new(Vector512.Max(a.Value, b.Value));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Min(Simd512 a, Simd512 b) => new(Vector512.Min(a.Value, b.Value));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Subtract(Simd512 a, Simd512 b) => new(a.Value - b.Value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Divide(Simd512 a, Simd512 b) => new(a.Value / b.Value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Pow2OfRounded(Simd512 t) => new(((t.Value.AsInt32() - Vector512.Create(VectorMath.RoundingBits - 127)) << 23).AsSingle());
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd512 LoadFloat16(ref Half source) => new(HalfBits.Widen(Widen(ref Unsafe.As<Half, ushort>(ref source))));
@@ -123,6 +140,8 @@ internal readonly struct Simd512(Vector512<float> value) : ISimd<Simd512>
 
     /// <summary>The two 256-bit halves, then as <see cref="Simd256.Sum"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Max(Simd512 value) => Simd256.Max(new(Vector256.Max(value.Value.GetLower(), value.Value.GetUpper())));
+
     public static float Sum(Simd512 value) => Simd256.Sum(new(value.Value.GetLower() + value.Value.GetUpper()));
 }
 
@@ -139,6 +158,11 @@ internal readonly struct Simd256(Vector256<float> value) : ISimd<Simd256>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Add(Simd256 a, Simd256 b) => new(a.Value + b.Value);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Multiply(Simd256 a, Simd256 b) => new(a.Value * b.Value);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Max(Simd256 a, Simd256 b) => new(Vector256.Max(a.Value, b.Value));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Min(Simd256 a, Simd256 b) => new(Vector256.Min(a.Value, b.Value));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Subtract(Simd256 a, Simd256 b) => new(a.Value - b.Value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Divide(Simd256 a, Simd256 b) => new(a.Value / b.Value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Pow2OfRounded(Simd256 t) => new(((t.Value.AsInt32() - Vector256.Create(VectorMath.RoundingBits - 127)) << 23).AsSingle());
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd256 LoadFloat16(ref Half source) => new(HalfBits.Widen(Widen(ref Unsafe.As<Half, ushort>(ref source))));
@@ -161,6 +185,13 @@ internal readonly struct Simd256(Vector256<float> value) : ISimd<Simd256>
         if (Avx2.IsSupported) return new(Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(bytes)));
         var shorts = Vector128.WidenLower(bytes);
         return new(Vector256.ConvertToSingle(Vector256.Create(Vector128.WidenLower(shorts), Vector128.WidenUpper(shorts))));
+    }
+
+    public static float Max(Simd256 value)
+    {
+        var half = Vector128.Max(value.Value.GetLower(), value.Value.GetUpper());
+        var pair = Vector128.Max(half, Vector128.Shuffle(half, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Max(pair.ToScalar(), pair.GetElement(1));
     }
 
     /// <summary>((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)): halves, then quarters, then the pair.</summary>
@@ -186,10 +217,16 @@ internal readonly struct SimdScalar(float value) : ISimd<SimdScalar>
     public static SimdScalar Add(SimdScalar a, SimdScalar b) => new(a.Value + b.Value);
     public static SimdScalar Multiply(SimdScalar a, SimdScalar b) => new(a.Value * b.Value);
     public static SimdScalar Max(SimdScalar a, SimdScalar b) => new(MathF.Max(a.Value, b.Value));
+    public static SimdScalar Min(SimdScalar a, SimdScalar b) => new(MathF.Min(a.Value, b.Value));
+    public static SimdScalar Subtract(SimdScalar a, SimdScalar b) => new(a.Value - b.Value);
+    public static SimdScalar Divide(SimdScalar a, SimdScalar b) => new(a.Value / b.Value);
+    public static SimdScalar Pow2OfRounded(SimdScalar t) =>
+        new(BitConverter.Int32BitsToSingle((BitConverter.SingleToInt32Bits(t.Value) - (VectorMath.RoundingBits - 127)) << 23));
     public static SimdScalar LoadFloat16(ref Half source) => new((float)source);
     public static SimdScalar LoadBFloat16(ref ushort source) => new(BitConverter.UInt32BitsToSingle((uint)source << 16));
     public static SimdScalar LoadInt8(ref sbyte source) => new(source);
     public static float Sum(SimdScalar value) => value.Value;
+    public static float Max(SimdScalar value) => value.Value;
 }
 
 /// <summary>IEEE half → float32 on 32-bit lanes holding the 16-bit patterns, exactly, subnormals, infinities and NaN included.</summary>

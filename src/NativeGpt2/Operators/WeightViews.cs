@@ -18,11 +18,14 @@ internal interface IPanelView
 /// <summary>A row-major table (rows, cols) in any format, read along a row: the head over wte.</summary>
 internal interface IRowView
 {
-    /// <summary>row[k … k + V.Count), as float32; k is a multiple of V.Count.</summary>
-    V Load<V>(int row, int k) where V : struct, ISimd<V>;
+    /// <summary>Where row <paramref name="row"/> starts, for <see cref="Load"/> and <see cref="Element"/>: computed once per row, not per load.</summary>
+    nint Start(int row);
+
+    /// <summary>row[k … k + V.Count), as float32, for the row at <paramref name="start"/>; k is a multiple of V.Count.</summary>
+    V Load<V>(nint start, int k) where V : struct, ISimd<V>;
 
     /// <summary>row[k], as float32.</summary>
-    float Element(int row, int k);
+    float Element(nint start, int k);
 }
 
 internal readonly struct Float32Panels(float[] values, int rows) : IPanelView
@@ -74,45 +77,54 @@ internal readonly struct Q8Panels(sbyte[] values, float[] scales, int rows) : IP
 
 internal readonly struct Float32Rows(float[] values, int stride) : IRowView
 {
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public V Load<V>(int row, int k) where V : struct, ISimd<V> =>
-        V.Load(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), (nint)row * stride + k));
+    public nint Start(int row) => (nint)row * stride;
 
-    public float Element(int row, int k) => values[(long)row * stride + k];
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public V Load<V>(nint start, int k) where V : struct, ISimd<V> =>
+        V.Load(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
+
+    public float Element(nint start, int k) => values[start + k];
 }
 
 internal readonly struct Float16Rows(Half[] values, int stride) : IRowView
 {
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public V Load<V>(int row, int k) where V : struct, ISimd<V> =>
-        V.LoadFloat16(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), (nint)row * stride + k));
+    public nint Start(int row) => (nint)row * stride;
 
-    public float Element(int row, int k) => (float)values[(long)row * stride + k];
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public V Load<V>(nint start, int k) where V : struct, ISimd<V> =>
+        V.LoadFloat16(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
+
+    public float Element(nint start, int k) => (float)values[start + k];
 }
 
 internal readonly struct BFloat16Rows(ushort[] values, int stride) : IRowView
 {
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public V Load<V>(int row, int k) where V : struct, ISimd<V> =>
-        V.LoadBFloat16(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), (nint)row * stride + k));
+    public nint Start(int row) => (nint)row * stride;
 
-    public float Element(int row, int k) => BFloat16Data.Widen(values[(long)row * stride + k]);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public V Load<V>(nint start, int k) where V : struct, ISimd<V> =>
+        V.LoadBFloat16(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
+
+    public float Element(nint start, int k) => BFloat16Data.Widen(values[start + k]);
 }
 
 /// <summary>Row-major Q8: each row is blocks of 32 values (the last padded), one scale per block.</summary>
 internal readonly struct Q8Rows(sbyte[] values, float[] scales, int blocks) : IRowView
 {
+    /// <summary>The row's first block.</summary>
+    public nint Start(int row) => (nint)row * blocks;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public V Load<V>(int row, int k) where V : struct, ISimd<V>
+    public V Load<V>(nint start, int k) where V : struct, ISimd<V>
     {
-        var block = (nint)row * blocks + k / WeightData.PanelWidth;
+        var block = start + k / WeightData.PanelWidth;
         ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + k % WeightData.PanelWidth);
         return V.Multiply(V.LoadInt8(ref at), V.Broadcast(Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), block)));
     }
 
-    public float Element(int row, int k)
+    public float Element(nint start, int k)
     {
-        var block = (long)row * blocks + k / WeightData.PanelWidth;
+        var block = start + k / WeightData.PanelWidth;
         return values[block * WeightData.PanelWidth + k % WeightData.PanelWidth] * scales[block];
     }
 }

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Numerics.Tensors;
 using NativeGpt2.Operators;
 using NativeGpt2.Weights;
@@ -57,8 +59,15 @@ public sealed class CpuBackend : IBackend
         source.CopyTo(Array(destination).AsSpan((int)offset, source.Length));
 
     /// <inheritdoc />
-    public void Download<T>(Span<T> destination, DeviceBuffer<T> source, long offset) where T : unmanaged =>
-        Array(source).AsSpan((int)offset, destination.Length).CopyTo(destination);
+    public DeviceBuffer<T>? Wrap<T>(T[] host) where T : unmanaged => new CpuBuffer<T>(this, host);
+
+    /// <inheritdoc />
+    public void Download<T>(Span<T> destination, DeviceBuffer<T> source, long offset) where T : unmanaged
+    {
+        var from = Array(source).AsSpan((int)offset, destination.Length);
+        // A wrapped output already is the destination.
+        if (!Unsafe.AreSame(ref MemoryMarshal.GetReference(from), ref MemoryMarshal.GetReference(destination))) from.CopyTo(destination);
+    }
 
     /// <inheritdoc />
     public WeightLayout MatrixLayout => WeightLayout.Panels;

@@ -1,0 +1,60 @@
+using System.Runtime.CompilerServices;
+
+namespace NativeGpt2.Operators;
+
+/// <summary>
+/// exp and GELU on SIMD registers, written once over <see cref="ISimd{TSelf}"/> with the same operations
+/// in the same order at every width (the scalar path included), so an element's result does not depend
+/// on the width or on whether it falls in a vector or in a tail.
+/// </summary>
+internal static class VectorMath
+{
+    /// <summary>1.5·2²³: adding it rounds a float below 2²² to an integer (to nearest, ties to even).</summary>
+    public const float Rounding = 12582912f;
+
+    /// <summary>The bits of <see cref="Rounding"/> as a float.</summary>
+    public const int RoundingBits = 0x4B400000;
+
+    private const float Log2E = 1.44269504088896341f;
+    // ln 2 split so that n · Ln2High is exact for |n| ≤ 2⁹ (Cody and Waite).
+    private const float Ln2High = 0.693359375f;
+    private const float Ln2Low = -2.12194440e-4f;
+
+    /// <summary>
+    /// e^x, within 2 ulp over [-86, 88]; inputs beyond are clamped there (e^-86 ≈ 4.5e-38, e^88 ≈ 1.7e38).
+    /// The lower bound keeps 2^n · e^r a normal number: a subnormal result costs a slow microcode path.
+    /// x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^r by a degree-7 polynomial (Cephes' expf), then scaled by 2^n.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static V Exp<V>(V x) where V : struct, ISimd<V>
+    {
+        x = V.Min(V.Max(x, V.Broadcast(-86f)), V.Broadcast(88f));
+        var t = V.Fma(x, V.Broadcast(Log2E), V.Broadcast(Rounding));
+        var n = V.Subtract(t, V.Broadcast(Rounding));
+        var r = V.Fma(n, V.Broadcast(-Ln2High), x);
+        r = V.Fma(n, V.Broadcast(-Ln2Low), r);
+        var p = V.Broadcast(1.9875691500e-4f);
+        p = V.Fma(p, r, V.Broadcast(1.3981999507e-3f));
+        p = V.Fma(p, r, V.Broadcast(8.3334519073e-3f));
+        p = V.Fma(p, r, V.Broadcast(4.1665795894e-2f));
+        p = V.Fma(p, r, V.Broadcast(1.6666665459e-1f));
+        p = V.Fma(p, r, V.Broadcast(5.0000001201e-1f));
+        var y = V.Add(V.Fma(p, V.Multiply(r, r), r), V.Broadcast(1f));
+        return V.Multiply(y, V.Pow2OfRounded(t));
+    }
+
+    private const float Sqrt2OverPi = 0.7978845608028654f;
+    private const float Cubic = 0.044715f;
+
+    /// <summary>
+    /// GELU, tanh approximation: 0.5·x·(1 + tanh(u)) with u = √(2/π)·(x + 0.044715·x³), computed as the
+    /// equal x / (1 + e^(-2u)), which needs one exp and is exact in the limits (x for large x, -0 for very negative x).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static V Gelu<V>(V x) where V : struct, ISimd<V>
+    {
+        var cube = V.Multiply(V.Multiply(x, x), V.Broadcast(Cubic));
+        var minusTwoU = V.Multiply(V.Fma(cube, x, x), V.Broadcast(-2f * Sqrt2OverPi));
+        return V.Divide(x, V.Add(V.Broadcast(1f), Exp(minusTwoU)));
+    }
+}
