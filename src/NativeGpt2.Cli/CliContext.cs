@@ -37,8 +37,12 @@ internal sealed class CliContext(TextWriter stdout, TextWriter stderr) : IDispos
         Hub = new HubOptions { Offline = Offline },
     };
 
-    /// <summary><see cref="LoadOptions"/> on the backend named by <c>--backend</c>.</summary>
-    public ModelLoadOptions LoadOptionsOn(string? backend) => LoadOptions with { Backend = backend ?? Backends.BackendRegistry.Auto };
+    /// <summary><see cref="LoadOptions"/> on the backend named by <c>--backend</c>, weights held as <c>--weights</c> says.</summary>
+    public ModelLoadOptions LoadOptionsOn(string? backend, string? weights = null) => LoadOptions with
+    {
+        Backend = backend ?? Backends.BackendRegistry.Auto,
+        WeightFormat = CommonOptions.ParseWeights(weights),
+    };
 
     public void Dispose() => _loggers?.Dispose();
 }

@@ -24,6 +24,23 @@ internal static class CommonOptions
         DefaultValueFactory = _ => Backends.BackendRegistry.Auto,
     }.AcceptOnlyFromAmong([.. Backends.BackendRegistry.Names]);
 
+    /// <summary><c>--weights FORMAT</c>: how the weight matrices are held in memory (f32, f16, bf16, q8); default: as stored.</summary>
+    public static Option<string?> Weights() => new Option<string?>("--weights")
+    {
+        Description = "How weight matrices are held: f32, f16, bf16 or q8 (8-bit blocks of 32 with a scale), converted at load. Default: as the checkpoint stores them.",
+    }.AcceptOnlyFromAmong("f32", "f16", "bf16", "q8");
+
+    /// <summary>The format named by <c>--weights</c>, or null to keep the checkpoint's.</summary>
+    public static NativeGpt2.Weights.WeightFormat? ParseWeights(string? name) => name?.ToLowerInvariant() switch
+    {
+        null => null,
+        "f32" => NativeGpt2.Weights.WeightFormat.F32,
+        "f16" => NativeGpt2.Weights.WeightFormat.F16,
+        "bf16" => NativeGpt2.Weights.WeightFormat.BF16,
+        "q8" => NativeGpt2.Weights.WeightFormat.Q8,
+        _ => throw new UsageException($"--weights: '{name}' is not a weight format (f32, f16, bf16, q8)"),
+    };
+
     /// <summary>The model <c>generate</c> uses when none is named: the trained shakespeare-char, copied next to the executable.</summary>
     public static string BundledModel => Path.Combine(AppContext.BaseDirectory, "models", "shakespeare-char");
 

@@ -1,5 +1,6 @@
 using NativeGpt2.Tests.Support;
 using NativeGpt2.Verification;
+using NativeGpt2.Weights;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -57,6 +58,23 @@ public class ReferenceActivationTests(ITestOutputHelper output)
     public void Matches_reference_activations(string model, string referenceCase, double tolerance) =>
         Check(TestBackends.Cpu, model, referenceCase, tolerance);
 
+    /// <summary>Every case with the weight matrices converted at load to each format, within that format's bound.</summary>
+    public static TheoryData<string, string, WeightFormat, double> FormatCases()
+    {
+        var data = new TheoryData<string, string, WeightFormat, double>();
+        foreach (var format in new[] { WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16, WeightFormat.Q8 })
+        {
+            foreach (var row in Cases())
+                data.Add((string)row[0], (string)row[1], format, Tolerances.InFormat(format, (double)row[2]));
+        }
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(FormatCases))]
+    public void Matches_reference_activations_in_every_weight_format(string model, string referenceCase, WeightFormat format, double tolerance) =>
+        Check(TestBackends.Cpu, model, referenceCase, tolerance, format);
+
     [SkippableTheory]
     [MemberData(nameof(BackendCases))]
     public void Matches_reference_activations_on_the_ilgpu_backends(string backend, string model, string referenceCase, double tolerance)
@@ -77,10 +95,12 @@ public class ReferenceActivationTests(ITestOutputHelper output)
     public void Matches_the_long_references_on_the_ilgpu_cpu_accelerator(string model, string referenceCase, double tolerance) =>
         Check(TestBackends.IlgpuCpu, model, referenceCase, tolerance);
 
-    private void Check(string backend, string model, string referenceCase, double tolerance)
+    private void Check(string backend, string model, string referenceCase, double tolerance, WeightFormat? format = null)
     {
         var reference = ReferenceFile.Load(Paths.Ref($"{referenceCase}.safetensors"));
-        var rows = ReferenceVerifier.Verify(Models.Get(model, backend), reference, tolerance);
+        var lm = Models.Get(model, backend, format);
+        if (format is { } f) Assert.All(lm.Backbone.Weights.All.Where(w => w.Shape.Length == 2 && w.Name != "wpe.weight"), w => Assert.Equal(f, w.Format));
+        var rows = ReferenceVerifier.Verify(lm, reference, tolerance);
 
         foreach (var row in rows)
             output.WriteLine($"{row.Name,-24} compared {row.Compared,9}  max abs {row.MaxAbsDiff:E2}  max rel {row.MaxRelDiff:E2}  {(row.Ok ? "ok" : "FAIL " + row.FirstMismatch)}");
@@ -90,7 +110,7 @@ public class ReferenceActivationTests(ITestOutputHelper output)
         Assert.Equal(activations, rows.Select(r => r.Name).OrderBy(n => n).ToList());
         Assert.All(rows, row => Assert.True(row.Compared > 0, $"{row.Name}: nothing compared"));
         var failures = rows.Where(r => !r.Ok).Select(r => $"{r.Name}: max abs diff {r.MaxAbsDiff:E3} > {tolerance:E1}, first mismatch at {r.FirstMismatch}").ToList();
-        Assert.True(failures.Count == 0, $"{model} on {referenceCase} ({backend}):\n" + string.Join("\n", failures));
+        Assert.True(failures.Count == 0, $"{model} on {referenceCase} ({backend}, weights {format?.ToString() ?? "as stored"}):\n" + string.Join("\n", failures));
     }
 
     private static bool IsActivation(string name) =>

@@ -5,6 +5,7 @@ using System.Text.Json;
 using NativeGpt2.Backends;
 using NativeGpt2.Backends.Cpu;
 using NativeGpt2.Ilgpu;
+using NativeGpt2.Operators;
 
 namespace NativeGpt2.Cli.Commands;
 
@@ -22,6 +23,7 @@ internal static class BenchCommand
     {
         var model = CommonOptions.Model();
         var backend = CommonOptions.Backend();
+        var weights = CommonOptions.Weights();
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Tokens in the forward and prefill input, and the context decoding starts from.", DefaultValueFactory = _ => 128 };
         var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to decode (0: measure no decoding).", DefaultValueFactory = _ => 64 };
         var threads = new Option<int?>("--threads") { Description = "CPU threads for the cpu backend (default: all cores)." };
@@ -29,7 +31,7 @@ internal static class BenchCommand
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of the table." };
         var command = new Command("bench", "Measure load time, forward, prefill and decoding speed, and peak memory.")
         {
-            model, backend, promptTokens, newTokens, threads, launches, json,
+            model, backend, weights, promptTokens, newTokens, threads, launches, json,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -41,7 +43,7 @@ internal static class BenchCommand
             var launchCount = parse.GetValue(launches);
             if (launchCount is < 1) throw new UsageException($"--launches must be at least 1, got {launchCount}");
 
-            var options = context.LoadOptionsOn(parse.GetValue(backend));
+            var options = context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights));
             if (threadCount is { } t)
             {
                 if (!options.Backend.Equals(BackendRegistry.Cpu, StringComparison.OrdinalIgnoreCase))
@@ -74,17 +76,33 @@ internal static class BenchCommand
             var decodeRate = decode > 0 ? Decode(lm, batch, cache, decode, cancellation) : (double?)null;
 
             double? launchMicroseconds = launchCount is { } n && lm.Backend is IlgpuBackend ilgpu ? ilgpu.MeasureLaunchOverhead(n).TotalMicroseconds : null;
+
+            // What bounds decoding on the CPU: every weight read once per token (wpe only a row), at the rate
+            // this machine reads memory, measured now over those same bytes with the same threads.
+            var read = lm.Backbone.Weights.All.Where(w => !ReferenceEquals(w, lm.Backbone.Weights.PositionEmbedding)).ToList();
+            var bytesPerToken = read.Sum(w => w.Storage.ByteLength);
+            double? bandwidth = lm.Backend is CpuBackend cpu
+                ? ReadBandwidth.Measure(read.SelectMany(w => w.Storage.Buffers).ToList(), cpu.Threads)
+                : null;
             using var process = Process.GetCurrentProcess();
             process.Refresh();
             var result = new BenchResult(
-                lm.Source, lm.Backend.Name, lm.Backend.Description, (lm.Backend as CpuBackend)?.Threads ?? 1, prompt, decode, config.ParameterCount,
+                lm.Source, lm.Backend.Name, lm.Backend.Description, (lm.Backend as CpuBackend)?.Threads ?? 1,
+                (lm.Backend as CpuBackend)?.Width.ToString(), WeightFormats(read), prompt, decode, config.ParameterCount,
                 loadMs, prompt / forward.TotalSeconds, prompt / prefill.TotalSeconds, decodeRate,
-                process.PeakWorkingSet64 / (1024.0 * 1024.0), launchMicroseconds);
+                bytesPerToken, bandwidth, process.PeakWorkingSet64 / (1024.0 * 1024.0), launchMicroseconds);
             if (parse.GetValue(json)) context.Out.WriteLine(result.ToJson());
             else result.Print(context.Out);
             return CliApp.Success;
         });
         return command;
+    }
+
+    /// <summary>The formats the weight matrices are held in, e.g. <c>f32</c> or <c>q8 (vectors f32)</c>.</summary>
+    private static string WeightFormats(IReadOnlyList<Weights.Weight> weights)
+    {
+        var matrices = weights.Where(w => w.Shape.Length == 2).Select(w => w.Format).Distinct().ToList();
+        return string.Join("+", matrices.Select(f => f.ToString().ToLowerInvariant()));
     }
 
     /// <summary>Tokens per second decoding one token at a time through the cache after the prompt, after two untimed steps.</summary>
@@ -122,10 +140,17 @@ internal static class BenchCommand
 
 /// <summary>One bench run's numbers.</summary>
 internal sealed record BenchResult(
-    string Model, string Backend, string BackendDescription, int Threads, int PromptTokens, int NewTokens, long Parameters,
+    string Model, string Backend, string BackendDescription, int Threads, string? VectorWidth, string WeightFormat,
+    int PromptTokens, int NewTokens, long Parameters,
     double LoadMs, double ForwardTokensPerSecond, double PrefillTokensPerSecond, double? DecodeTokensPerSecond,
-    double PeakRssMb, double? LaunchOverheadMicroseconds)
+    long WeightBytesPerToken, double? ReadBytesPerSecond, double PeakRssMb, double? LaunchOverheadMicroseconds)
 {
+    /// <summary>Decoding's bound on this machine: the read rate over the bytes a step reads.</summary>
+    public double? DecodeBound => ReadBytesPerSecond / WeightBytesPerToken;
+
+    /// <summary>Measured decoding as a fraction of <see cref="DecodeBound"/>.</summary>
+    public double? DecodeFractionOfBound => DecodeTokensPerSecond / DecodeBound;
+
     public string ToJson()
     {
         var fields = new Dictionary<string, object?>
@@ -134,6 +159,8 @@ internal sealed record BenchResult(
             ["backend"] = Backend,
             ["backend_description"] = BackendDescription,
             ["threads"] = Threads,
+            ["vector_width"] = VectorWidth,
+            ["weights"] = WeightFormat,
             ["prompt_tokens"] = PromptTokens,
             ["new_tokens"] = NewTokens,
             ["parameters"] = Parameters,
@@ -141,6 +168,10 @@ internal sealed record BenchResult(
             ["forward_tokens_per_s"] = Math.Round(ForwardTokensPerSecond, 2),
             ["prefill_tokens_per_s"] = Math.Round(PrefillTokensPerSecond, 2),
             ["decode_tokens_per_s"] = DecodeTokensPerSecond is { } d ? Math.Round(d, 2) : null,
+            ["weight_bytes_per_token"] = WeightBytesPerToken,
+            ["read_bandwidth_gb_s"] = ReadBytesPerSecond is { } r ? Math.Round(r / 1e9, 2) : null,
+            ["decode_bound_tokens_per_s"] = DecodeBound is { } b ? Math.Round(b, 2) : null,
+            ["decode_fraction_of_bound"] = DecodeFractionOfBound is { } f ? Math.Round(f, 3) : null,
             ["peak_rss_mb"] = Math.Round(PeakRssMb, 1),
         };
         if (LaunchOverheadMicroseconds is { } launch) fields["launch_overhead_us"] = Math.Round(launch, 3);
@@ -152,11 +183,17 @@ internal sealed record BenchResult(
         var n = CultureInfo.InvariantCulture;
         o.WriteLine(string.Create(n, $"model      {Model} ({Parameters:N0} parameters)"));
         o.WriteLine($"backend    {Backend}: {BackendDescription}");
+        o.WriteLine(string.Create(n, $"weights    {WeightFormat}, {WeightBytesPerToken / 1e6:F1} MB read per decoded token"));
         o.WriteLine(string.Create(n, $"load       {LoadMs:F0} ms"));
         o.WriteLine(string.Create(n, $"forward    {ForwardTokensPerSecond,10:F1} tokens/s  (T = {PromptTokens}, logits at every position)"));
         o.WriteLine(string.Create(n, $"prefill    {PrefillTokensPerSecond,10:F1} tokens/s  (T = {PromptTokens}, logits at the last position)"));
         if (DecodeTokensPerSecond is { } decode)
             o.WriteLine(string.Create(n, $"decode     {decode,10:F1} tokens/s  ({NewTokens} tokens after {PromptTokens}, KV cache)"));
+        if (ReadBytesPerSecond is { } read)
+        {
+            o.WriteLine(string.Create(n, $"memory     {read / 1e9,10:F1} GB/s read (measured over the weights): decoding bound {DecodeBound:F1} tokens/s"));
+            if (DecodeFractionOfBound is { } fraction) o.WriteLine(string.Create(n, $"           decoding runs at {fraction:P0} of that bound"));
+        }
         o.WriteLine(string.Create(n, $"peak RSS   {PeakRssMb:F0} MB"));
         if (LaunchOverheadMicroseconds is { } launch) o.WriteLine(string.Create(n, $"launch     {launch:F2} µs per empty kernel launch"));
     }

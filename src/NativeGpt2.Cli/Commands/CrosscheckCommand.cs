@@ -15,6 +15,7 @@ internal static class CrosscheckCommand
     public static Command Create(CliContext context)
     {
         var model = CommonOptions.Model();
+        var weights = CommonOptions.Weights();
         var backends = new Option<string>("--backends") { Description = "Backends to compare, comma-separated: cpu,ilgpu-cpu[,cuda].", Required = true };
         var text = new Option<string?>("--text") { Description = "Input text (needs the model's tokenizer)." };
         var ids = new Option<string?>("--ids") { Description = "Input token ids, comma-separated: 1,2,3." };
@@ -25,7 +26,7 @@ internal static class CrosscheckCommand
         };
         var command = new Command("crosscheck", "Run the same input on several backends and compare every hidden state, attention and the logits.")
         {
-            model, backends, text, ids, tolerance,
+            model, backends, weights, text, ids, tolerance,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -46,7 +47,7 @@ internal static class CrosscheckCommand
             try
             {
                 // The weights are read once; each further backend gets the same weights.
-                var first = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(names[0]), cancellation);
+                var first = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(names[0], parse.GetValue(weights)), cancellation);
                 models.Add(first);
                 foreach (var name in names.Skip(1))
                 {

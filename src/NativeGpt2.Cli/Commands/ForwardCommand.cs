@@ -13,13 +13,14 @@ internal static class ForwardCommand
     {
         var model = CommonOptions.Model();
         var backend = CommonOptions.Backend();
+        var weights = CommonOptions.Weights();
         var ids = new Option<string>("--ids") { Description = "Token ids, comma-separated: 1,2,3.", Required = true };
         var output = new Option<FileInfo>("--out", "-o") { Description = "Where to write the activations (safetensors).", Required = true };
-        var command = new Command("forward", "Run one forward pass and save input_ids, hidden_states.0..L and logits as safetensors.") { model, backend, ids, output };
+        var command = new Command("forward", "Run one forward pass and save input_ids, hidden_states.0..L and logits as safetensors.") { model, backend, weights, ids, output };
         command.SetAction(async (parse, cancellation) =>
         {
             var tokens = CommonOptions.ParseIds(parse.GetValue(ids)!, "--ids");
-            using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(parse.GetValue(backend)), cancellation);
+            using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
             var result = lm.Forward(TokenBatch.FromIds(tokens), options: new ForwardOptions { OutputHiddenStates = true });
 
             var writer = new SafetensorsWriter()

@@ -14,6 +14,7 @@ internal static class GenerateCommand
         var defaults = new GenerationOptions();
         var model = CommonOptions.Model(required: false);
         var backend = CommonOptions.Backend();
+        var weights = CommonOptions.Weights();
         var prompt = new Option<string>("--prompt", "-p") { Description = "Text to continue (empty: start from <|endoftext|>).", Required = true };
         var maxNewTokens = new Option<int>("--max-new-tokens", "-n") { Description = "Tokens to generate at most.", DefaultValueFactory = _ => 200 };
         var greedy = new Option<bool>("--greedy") { Description = "Always take the most likely token (ignores temperature, top-k, top-p)." };
@@ -28,7 +29,7 @@ internal static class GenerateCommand
 
         var command = new Command("generate", "Continue a prompt, streaming the text as it is produced.")
         {
-            model, backend, prompt, maxNewTokens, greedy, temperature, topK, topP, repetitionPenalty, seed, stop, slidingWindow, special,
+            model, backend, weights, prompt, maxNewTokens, greedy, temperature, topK, topP, repetitionPenalty, seed, stop, slidingWindow, special,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -49,7 +50,7 @@ internal static class GenerateCommand
             CommonOptions.ValidateAsUsage(options.Validate);
 
             var text = parse.GetValue(prompt)!;
-            using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptionsOn(parse.GetValue(backend)), cancellation);
+            using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
             // The prompt is checked against the context here, before anything is printed.
             IAsyncEnumerable<string> stream = null!;
             CommonOptions.ValidateAsUsage(() => stream = lm.GenerateStreamAsync(text, options, cancellation));

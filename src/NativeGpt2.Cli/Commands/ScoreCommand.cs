@@ -14,18 +14,19 @@ internal static class ScoreCommand
     {
         var model = CommonOptions.Model();
         var backend = CommonOptions.Backend();
+        var weights = CommonOptions.Weights();
         var file = new Option<FileInfo>("--file", "-f") { Description = "UTF-8 text file to score.", Required = true };
         var window = new Option<int?>("--context") { Description = "Tokens per window (default: the model's context length)." };
         var stride = new Option<int?>("--stride") { Description = "Tokens the window advances (default: a full window, no overlap)." };
         var json = new Option<bool>("--json") { Description = "Print {\"tokens\": N, \"mean_nll\": x, \"perplexity\": y}." };
-        var command = new Command("score", "Mean negative log-likelihood and perplexity of a text (sliding window for long texts).") { model, backend, file, window, stride, json };
+        var command = new Command("score", "Mean negative log-likelihood and perplexity of a text (sliding window for long texts).") { model, backend, weights, file, window, stride, json };
         command.SetAction((parse, cancellation) =>
         {
             var path = parse.GetValue(file)!;
             // Regular files only, and bounded: a FIFO or /dev/zero would otherwise block or fill memory.
             var bytes = Loading.ModelFiles.ReadBounded(path.FullName, Loading.ModelFiles.MaxTextBytes);
             var text = new StreamReader(new MemoryStream(bytes), System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: true).ReadToEnd();
-            using var lm = Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(parse.GetValue(backend)), cancellation).GetAwaiter().GetResult();
+            using var lm = Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation).GetAwaiter().GetResult();
             var result = lm.Score(text, new ScoreOptions { Context = parse.GetValue(window), Stride = parse.GetValue(stride) }, cancellation);
             if (parse.GetValue(json))
             {

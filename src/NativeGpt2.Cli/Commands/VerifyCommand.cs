@@ -17,13 +17,14 @@ internal static class VerifyCommand
     {
         var model = CommonOptions.Model();
         var backend = CommonOptions.Backend();
+        var weights = CommonOptions.Weights();
         var reference = new Option<FileInfo>("--reference", "-r") { Description = "Reference activations (safetensors) with input_ids.", Required = true };
         var tolerance = new Option<double>("--tolerance", "-t")
         {
             Description = $"Largest allowed absolute difference (default {DefaultTolerance.ToString(CultureInfo.InvariantCulture)}).",
             DefaultValueFactory = _ => DefaultTolerance,
         };
-        var command = new Command("verify", "Compare a model's activations with a reference file, tensor by tensor.") { model, backend, reference, tolerance };
+        var command = new Command("verify", "Compare a model's activations with a reference file, tensor by tensor.") { model, backend, weights, reference, tolerance };
         command.SetAction(async (parse, cancellation) =>
         {
             var limit = parse.GetValue(tolerance);
@@ -32,7 +33,7 @@ internal static class VerifyCommand
             var referenceFile = parse.GetValue(reference)!;
             if (!referenceFile.Exists) throw new FileNotFoundException($"reference file {referenceFile.FullName} does not exist");
 
-            using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(parse.GetValue(backend)), cancellation);
+            using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
             var rows = ReferenceVerifier.Verify(lm, referenceFile.FullName, limit);
             return Print(rows, limit, context.Out);
         });

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using NativeGpt2.Backends;
@@ -57,23 +58,79 @@ internal static class MatMul
         int N, int IC, int OC, MatMulEpilogue epilogue) where V : struct, ISimd<V> where P : struct, IPanelView
     {
         var panelCount = (OC + WeightData.PanelWidth - 1) / WeightData.PanelWidth;
+        var fullPanels = OC / WeightData.PanelWidth;
         var rowBlock = N <= RowBlock ? N : RowBlock;
         var rowBlocks = (N + rowBlock - 1) / rowBlock;
         // Items run panel-major: each thread streams its own panels, and a panel stays in cache across its row blocks.
         Parallelism.For(panelCount * rowBlocks, (long)rowBlock * IC * WeightData.PanelWidth, (start, end) =>
         {
+            float[]? widened = null;
             for (var item = start; item < end; item++)
             {
                 int p = item / rowBlocks, rb = item % rowBlocks;
                 int r0 = rb * rowBlock, r1 = Math.Min(N, r0 + rowBlock);
-                Panel<V, P>(panels, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue);
+                if (N == 1 && item + 1 < end && p + 1 < fullPanels)
+                {
+                    // Decoding: two panels side by side, four sums in flight instead of two.
+                    RowOfTwoPanels<V, P>(panels, p, output.Span, input.Span, bias.Span, IC, OC, epilogue);
+                    item++;
+                }
+                else if (typeof(P) != typeof(Float32Panels) && r1 - r0 >= TileRows)
+                {
+                    // Several rows reuse the panel: widen it to float32 once rather than in every tile (exact,
+                    // so the results are the same).
+                    widened ??= ArrayPool<float>.Shared.Rent(IC * WeightData.PanelWidth);
+                    PanelWidening.Widen<V, P>(panels, p, IC, widened);
+                    Panel<V, Float32Panels>(new(widened, IC), 0, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue);
+                }
+                else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue);
             }
+            if (widened is not null) ArrayPool<float>.Shared.Return(widened);
         });
     }
 
-    /// <summary>Rows [r0, r1) of one panel's 32 columns.</summary>
+    /// <summary>
+    /// One row (a decoding step) of two full panels p and p + 1: each output summed exactly as <see cref="Tile1"/>
+    /// sums it, with the four registers' sums independent so they overlap.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Panel<V, P>(P panels, int p, Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> bias,
+    private static void RowOfTwoPanels<V, P>(P panels, int p, Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> bias,
+        int IC, int OC, MatMulEpilogue epilogue) where V : struct, ISimd<V> where P : struct, IPanelView
+    {
+        var residual = epilogue == MatMulEpilogue.Residual;
+        ref var x = ref MemoryMarshal.GetReference(input);
+        ref var b = ref MemoryMarshal.GetReference(bias);
+        for (var c = 0; c < WeightData.PanelWidth; c += 2 * V.Count)
+        {
+            var col0 = p * WeightData.PanelWidth + c;
+            var col1 = col0 + WeightData.PanelWidth;
+            V a0 = V.Load(ref Unsafe.Add(ref b, col0)), a1 = V.Load(ref Unsafe.Add(ref b, col0 + V.Count));
+            V a2 = V.Load(ref Unsafe.Add(ref b, col1)), a3 = V.Load(ref Unsafe.Add(ref b, col1 + V.Count));
+            for (var k = 0; k < IC; k++)
+            {
+                var v = V.Broadcast(Unsafe.Add(ref x, k));
+                panels.Load<V>(p, k, c, out var w0, out var w1);
+                panels.Load<V>(p + 1, k, c, out var w2, out var w3);
+                a0 = V.Fma(v, w0, a0);
+                a1 = V.Fma(v, w1, a1);
+                a2 = V.Fma(v, w2, a2);
+                a3 = V.Fma(v, w3, a3);
+            }
+            if (epilogue == MatMulEpilogue.BiasGelu)
+            {
+                a0 = VectorMath.Gelu(a0);
+                a1 = VectorMath.Gelu(a1);
+                a2 = VectorMath.Gelu(a2);
+                a3 = VectorMath.Gelu(a3);
+            }
+            Store(ref MemoryMarshal.GetReference(output.Slice(col0)), a0, a1, residual);
+            Store(ref MemoryMarshal.GetReference(output.Slice(col1)), a2, a3, residual);
+        }
+    }
+
+    /// <summary>Rows [r0, r1) of panel p's 32 columns, read from panel <paramref name="view"/> of <paramref name="panels"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Panel<V, P>(P panels, int view, int p, Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> bias,
         int r0, int r1, int IC, int OC, MatMulEpilogue epilogue) where V : struct, ISimd<V> where P : struct, IPanelView
     {
         var col0 = p * WeightData.PanelWidth;
@@ -114,11 +171,11 @@ internal static class MatMul
                 {
                     for (var i = 0; i < rows; i++) target.Slice(i * OC, width).CopyTo(scratch.Slice(i * stride, width));
                 }
-                if (rows == TileRows) Tile6<V, P>(panels, p, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, stride, b0, b1, residual);
+                if (rows == TileRows) Tile6<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, stride, b0, b1, residual);
                 else
                 {
                     for (var i = 0; i < rows; i++)
-                        Tile1<V, P>(panels, p, c, ref Unsafe.Add(ref x, (nint)(r + i) * IC), IC, ref Unsafe.Add(ref o, i * stride), b0, b1, residual);
+                        Tile1<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)(r + i) * IC), IC, ref Unsafe.Add(ref o, i * stride), b0, b1, residual);
                 }
                 if (!full)
                 {

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using NativeGpt2.Weights;
@@ -56,11 +57,40 @@ internal static class MatMulTransposed
         where V : struct, ISimd<V> where R : struct, IRowView
     {
         var panels = (OC + PanelRows - 1) / PanelRows;
+        // Several input rows reuse each weight row: a float16 or 8-bit panel is widened to float32 once per work
+        // item (exactly, so the results are the same) rather than in every tile. bfloat16 widens with one shift,
+        // cheaper inline.
+        var widen = (typeof(R) == typeof(Float16Rows) || typeof(R) == typeof(Q8Rows)) && N >= 2 * TileRows;
         Parallelism.For(panels, (long)N * IC * PanelRows, (start, end) =>
         {
+            var scratch = widen ? ArrayPool<float>.Shared.Rent(PanelRows * IC) : null;
             for (var panel = start; panel < end; panel++)
-                Panel<V, R>(rows, output.Span, input.Span, N, IC, OC, panel * PanelRows, Math.Min(OC, (panel + 1) * PanelRows));
+            {
+                int from = panel * PanelRows, to = Math.Min(OC, from + PanelRows);
+                if (scratch is null) Panel<V, R>(rows, output.Span, input.Span, N, IC, OC, from, to);
+                else
+                {
+                    Widen<V, R>(rows, from, to, IC, scratch);
+                    Panel<V, WidenedRows>(new(scratch, IC, from), output.Span, input.Span, N, IC, OC, from, to);
+                }
+            }
+            if (scratch is not null) ArrayPool<float>.Shared.Return(scratch);
         });
+    }
+
+    /// <summary>Rows [from, to) as float32, row-major in <paramref name="destination"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Widen<V, R>(R rows, int from, int to, int IC, float[] destination) where V : struct, ISimd<V> where R : struct, IRowView
+    {
+        ref var d = ref MemoryMarshal.GetArrayDataReference(destination);
+        for (var k = from; k < to; k++)
+        {
+            var start = rows.Start(k);
+            ref var row = ref Unsafe.Add(ref d, (nint)(k - from) * IC);
+            var i = 0;
+            for (; i <= IC - V.Count; i += V.Count) V.Store(ref Unsafe.Add(ref row, i), rows.Load<V>(start, i));
+            for (; i < IC; i++) Unsafe.Add(ref row, i) = rows.Element(start, i);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -83,10 +113,11 @@ internal static class MatMulTransposed
             Rows<V, R>(rows, ref x, ref o, n, 2, IC, OC, from, to);
             return;
         }
-        if (N == 1)
+        if (N == 1 && typeof(R) == typeof(Float32Rows))
         {
-            // Decoding: one weight row after another, the most sequential read of the table, which is
-            // what bounds this case (it reads faster than four rows in step).
+            // Decoding float32: one weight row after another, the most sequential read of the table, which
+            // is what bounds this case (it reads faster than four rows in step). Narrower formats take the
+            // 1 × 4 tile below: widening makes one sum at a time too slow to keep up with memory.
             for (var k = from; k < to; k++) Unsafe.Add(ref o, k) = Dot<V, R>(rows, ref x, IC, k);
             return;
         }

@@ -15,6 +15,29 @@ internal interface IPanelView
     void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>;
 }
 
+internal static class PanelWidening
+{
+    /// <summary>
+    /// Panel <paramref name="panel"/> (<paramref name="rows"/> × 32) as float32 in <paramref name="destination"/>, panel 0 of a
+    /// <see cref="Float32Panels"/> view over it: exactly the values <see cref="IPanelView.Load"/> gives.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Widen<V, P>(P panels, int panel, int rows, float[] destination) where V : struct, ISimd<V> where P : struct, IPanelView
+    {
+        ref var d = ref MemoryMarshal.GetArrayDataReference(destination);
+        for (var k = 0; k < rows; k++)
+        {
+            for (var c = 0; c < WeightData.PanelWidth; c += 2 * V.Count)
+            {
+                panels.Load<V>(panel, k, c, out var w0, out var w1);
+                ref var at = ref Unsafe.Add(ref d, k * WeightData.PanelWidth + c);
+                V.Store(ref at, w0);
+                V.Store(ref Unsafe.Add(ref at, V.Count), w1);
+            }
+        }
+    }
+}
+
 /// <summary>A row-major table (rows, cols) in any format, read along a row: the head over wte.</summary>
 internal interface IRowView
 {
@@ -86,6 +109,18 @@ internal readonly struct Float32Rows(float[] values, int stride) : IRowView
     public float Element(nint start, int k) => values[start + k];
 }
 
+/// <summary>float32 rows [first, first + n) of a table, widened into a scratch buffer: row r is at (r - first) · stride.</summary>
+internal readonly struct WidenedRows(float[] values, int stride, int first) : IRowView
+{
+    public nint Start(int row) => (nint)(row - first) * stride;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public V Load<V>(nint start, int k) where V : struct, ISimd<V> =>
+        V.Load(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
+
+    public float Element(nint start, int k) => values[start + k];
+}
+
 internal readonly struct Float16Rows(Half[] values, int stride) : IRowView
 {
     public nint Start(int row) => (nint)row * stride;
@@ -111,20 +146,16 @@ internal readonly struct BFloat16Rows(ushort[] values, int stride) : IRowView
 /// <summary>Row-major Q8: each row is blocks of 32 values (the last padded), one scale per block.</summary>
 internal readonly struct Q8Rows(sbyte[] values, float[] scales, int blocks) : IRowView
 {
-    /// <summary>The row's first block.</summary>
-    public nint Start(int row) => (nint)row * blocks;
+    /// <summary>The row's first value; rows are whole blocks, so value i's scale is scales[i / 32].</summary>
+    public nint Start(int row) => (nint)row * blocks * WeightData.PanelWidth;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public V Load<V>(nint start, int k) where V : struct, ISimd<V>
     {
-        var block = start + k / WeightData.PanelWidth;
-        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + k % WeightData.PanelWidth);
-        return V.Multiply(V.LoadInt8(ref at), V.Broadcast(Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), block)));
+        var at = start + k;
+        var scale = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), (nint)((nuint)at / WeightData.PanelWidth));
+        return V.Multiply(V.LoadInt8(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), at)), V.Broadcast(scale));
     }
 
-    public float Element(nint start, int k)
-    {
-        var block = start + k / WeightData.PanelWidth;
-        return values[block * WeightData.PanelWidth + k % WeightData.PanelWidth] * scales[block];
-    }
+    public float Element(nint start, int k) => values[start + k] * scales[(start + k) / WeightData.PanelWidth];
 }

@@ -63,6 +63,9 @@ internal abstract class WeightData
     /// <summary>Bytes held.</summary>
     public abstract long ByteLength { get; }
 
+    /// <summary>The arrays that hold the values, each with its size in bytes (what a pass over the weights reads).</summary>
+    public abstract IEnumerable<(Array Array, long Bytes)> Buffers { get; }
+
     /// <summary>Elements stored: rows · cols, or rows · panels · 32 in panel layout.</summary>
     protected long StoredLength => Layout == WeightLayout.Panels ? (long)Rows * Panels * PanelWidth : (long)Rows * Cols;
 
@@ -120,6 +123,7 @@ internal sealed class Float32Data : WeightData
     public float[] Values { get; }
     public override WeightFormat Format => WeightFormat.F32;
     public override long ByteLength => Values.LongLength * sizeof(float);
+    public override IEnumerable<(Array Array, long Bytes)> Buffers => [(Values, ByteLength)];
 
     public override void SetRow(int row, ReadOnlySpan<float> values)
     {
@@ -140,6 +144,7 @@ internal sealed class Float16Data(int rows, int cols, WeightLayout layout) : Wei
     public Half[] Values { get; } = new Half[(long)rows * (layout == WeightLayout.Panels ? (cols + PanelWidth - 1) / PanelWidth * PanelWidth : cols)];
     public override WeightFormat Format => WeightFormat.F16;
     public override long ByteLength => Values.LongLength * 2;
+    public override IEnumerable<(Array Array, long Bytes)> Buffers => [(Values, ByteLength)];
 
     public override void SetRow(int row, ReadOnlySpan<float> values)
     {
@@ -166,6 +171,7 @@ internal sealed class BFloat16Data(int rows, int cols, WeightLayout layout) : We
     public ushort[] Values { get; } = new ushort[(long)rows * (layout == WeightLayout.Panels ? (cols + PanelWidth - 1) / PanelWidth * PanelWidth : cols)];
     public override WeightFormat Format => WeightFormat.BF16;
     public override long ByteLength => Values.LongLength * 2;
+    public override IEnumerable<(Array Array, long Bytes)> Buffers => [(Values, ByteLength)];
 
     public override void SetRow(int row, ReadOnlySpan<float> values)
     {
@@ -209,6 +215,7 @@ internal sealed class Q8Data : WeightData
 
     public override WeightFormat Format => WeightFormat.Q8;
     public override long ByteLength => Values.LongLength + Scales.LongLength * sizeof(float);
+    public override IEnumerable<(Array Array, long Bytes)> Buffers => [(Values, Values.LongLength), (Scales, Scales.LongLength * sizeof(float))];
 
     private long BlockIndex(int row, int block) => Layout == WeightLayout.Panels ? (long)block * Rows + row : (long)row * Panels + block;
 

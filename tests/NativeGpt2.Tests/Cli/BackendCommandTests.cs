@@ -1,3 +1,4 @@
+using NativeGpt2.Operators;
 using System.Text.Json;
 using NativeGpt2.Cli;
 using NativeGpt2.Tests.Support;
@@ -90,8 +91,47 @@ public class BackendCommandTests
         var root = json.RootElement;
         Assert.Equal("cpu", root.GetProperty("backend").GetString());
         Assert.Equal(1, root.GetProperty("threads").GetInt32());
-        foreach (var key in new[] { "forward_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s", "load_ms", "peak_rss_mb" })
+        foreach (var key in new[] { "forward_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s", "load_ms", "peak_rss_mb", "read_bandwidth_gb_s", "decode_bound_tokens_per_s", "decode_fraction_of_bound" })
             Assert.True(root.GetProperty(key).GetDouble() > 0, key);
+        Assert.Equal(CpuVectors.Default.ToString(), root.GetProperty("vector_width").GetString());
+        Assert.Equal("f32", root.GetProperty("weights").GetString());
+        // The bound is the bytes a step reads over the measured rate, and the fraction is decoding over that bound.
+        var bound = root.GetProperty("read_bandwidth_gb_s").GetDouble() * 1e9 / root.GetProperty("weight_bytes_per_token").GetDouble();
+        Assert.Equal(bound, root.GetProperty("decode_bound_tokens_per_s").GetDouble(), bound * 0.01);
+        Assert.Equal(root.GetProperty("decode_tokens_per_s").GetDouble() / root.GetProperty("decode_bound_tokens_per_s").GetDouble(),
+            root.GetProperty("decode_fraction_of_bound").GetDouble(), 0.01);
+    }
+
+    [Theory]
+    [InlineData("f16", "f16", 2)]
+    [InlineData("bf16", "bf16", 2)]
+    [InlineData("q8", "q8", 1)]
+    public void Bench_holds_the_weights_in_the_format_asked_for(string option, string reported, int bytesPerWeight)
+    {
+        var f32 = JsonDocument.Parse(CliRunner.Run("bench", "--model", Paths.Model("tiny"), "--backend", "cpu", "--prompt-tokens", "8", "--new-tokens", "2", "--json").Out).RootElement;
+        var result = CliRunner.Run("bench", "--model", Paths.Model("tiny"), "--backend", "cpu", "--weights", option, "--prompt-tokens", "8", "--new-tokens", "2", "--json");
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        var root = JsonDocument.Parse(result.Out).RootElement;
+        Assert.Equal(reported, root.GetProperty("weights").GetString());
+        // Fewer bytes read per token: 16-bit halves the matrices, 8-bit quarters them plus a scale per 32 values.
+        Assert.True(root.GetProperty("weight_bytes_per_token").GetInt64() < f32.GetProperty("weight_bytes_per_token").GetInt64() * (bytesPerWeight + 1) / 4.0);
+    }
+
+    [Fact]
+    public void Generate_with_8_bit_weights_still_writes_shakespeare()
+    {
+        var result = CliRunner.Run("generate", "--weights", "q8", "--prompt", "ROMEO:\n", "--greedy", "--max-new-tokens", "20");
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        Assert.StartsWith("ROMEO:\n", result.Out);
+        Assert.True(result.Out.Length > 20);
+    }
+
+    [Fact]
+    public void An_unknown_weight_format_is_a_usage_error()
+    {
+        var result = CliRunner.Run("generate", "--weights", "int4", "--prompt", "ROMEO:");
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.Contains("int4", result.Error);
     }
 
     [Theory]
