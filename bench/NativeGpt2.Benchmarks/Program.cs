@@ -30,6 +30,15 @@ if (args.Contains("--check"))
     return;
 }
 
+if (args.Contains("--plot"))
+{
+    // --plot RESULTS.jsonl OUT.svg: the chart of a --compare run.
+    var rest = args.SkipWhile(a => a != "--plot").Skip(1).ToArray();
+    if (rest.Length < 2) throw new ArgumentException("usage: --plot RESULTS.jsonl OUT.svg");
+    File.WriteAllText(rest[1], SvgChart.Draw(File.ReadLines(rest[0]), "GPT-2 124M forward pass on the CPU, float32, all cores"));
+    return;
+}
+
 if (args.Contains("--compare"))
 {
     // A quick side-by-side in one process: median of several runs per engine and length, as JSON lines.

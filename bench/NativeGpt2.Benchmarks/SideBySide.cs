@@ -1,55 +1,63 @@
 using System.Diagnostics;
 using System.Text.Json;
+using NativeGpt2.Backends.Cpu;
+using NativeGpt2.Operators;
 
 namespace NativeGpt2.Benchmarks;
 
 /// <summary>
-/// NativeGpt2 and ONNX Runtime on the same 124M graph, weights, input and thread count, timed in one
-/// process: the median of several forward passes (logits at every position) per sequence length, one
-/// JSON line per engine and length, for docs/performance.md and its chart (bench/plot.py).
+/// NativeGpt2 (at each SIMD width the machine has) and ONNX Runtime on the same 124M graph, weights,
+/// input and thread count, timed in one process: the median of several forward passes (logits at every
+/// position) per sequence length, one JSON line per engine, width and length, for docs/performance.md
+/// and its chart (<see cref="SvgChart"/>).
 /// </summary>
 public static class SideBySide
 {
     public static void Run(int[] lengths, TextWriter output)
     {
         var threads = Environment.ProcessorCount;
+        var machine = MachineInfo.Describe();
+        var lines = new List<Dictionary<string, object>>();
         // One engine at a time, the other not yet loaded or already disposed: ONNX Runtime's idle worker
         // threads spin for a while after each run and would otherwise take cores from NativeGpt2.
-        var ours = new Dictionary<int, double>();
-        using (var model = Gpt2CausalLM.Load("synthetic:gpt2"))
+        foreach (var width in MachineInfo.Widths())
         {
-            foreach (var T in lengths)
+            using (var model = Gpt2CausalLM.Load("synthetic:gpt2", new ModelLoadOptions { BackendInstance = new CpuBackend(threads, width) }))
             {
-                var ids = Input(T);
-                ours[T] = Median(() => model.Forward(TokenBatch.FromIds(ids)));
+                foreach (var T in lengths)
+                {
+                    var ids = Input(T);
+                    lines.Add(Line("NativeGpt2", width.ToString(), T, Median(() => model.Forward(TokenBatch.FromIds(ids)))));
+                }
             }
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
         }
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        var theirs = new Dictionary<int, double>();
         using (var onnx = new OnnxPeer(Repository.ReferenceData, threads))
         {
             foreach (var T in lengths)
             {
                 var ids = Input(T).Select(i => (long)i).ToArray();
-                theirs[T] = Median(() => onnx.Forward(ids));
+                lines.Add(Line("ONNX Runtime 1.31.1", "MLAS", T, Median(() => onnx.Forward(ids))));
             }
         }
-        foreach (var T in lengths)
+        foreach (var line in lines)
         {
-            foreach (var (engine, seconds) in new[] { ("NativeGpt2", ours[T]), ("ONNX Runtime 1.31.1", theirs[T]) })
-            {
-                output.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
-                {
-                    ["engine"] = engine,
-                    ["T"] = T,
-                    ["threads"] = threads,
-                    ["ms"] = Math.Round(seconds * 1000, 1),
-                    ["tokens_per_s"] = Math.Round(T / seconds, 1),
-                }));
-            }
+            line["machine"] = machine;
+            line["threads"] = threads;
+            output.WriteLine(JsonSerializer.Serialize(line));
         }
     }
+
+    private static Dictionary<string, object> Line(string engine, string kernels, int T, (double Median, double Best) seconds) => new()
+    {
+        ["engine"] = engine,
+        ["kernels"] = kernels,
+        ["T"] = T,
+        ["ms"] = Math.Round(seconds.Median * 1000, 1),
+        ["best_ms"] = Math.Round(seconds.Best * 1000, 1),
+        ["tokens_per_s"] = Math.Round(T / seconds.Median, 1),
+    };
 
     /// <summary>The same pseudo-random token ids for both engines.</summary>
     private static int[] Input(int T)
@@ -58,7 +66,8 @@ public static class SideBySide
         return Enumerable.Range(0, T).Select(_ => random.Next(50257)).ToArray();
     }
 
-    private static double Median(Action run)
+    /// <summary>The median and the fastest of at least five runs (up to 30 within 5 s), after one untimed run.</summary>
+    private static (double Median, double Best) Median(Action run)
     {
         run();
         var times = new List<double>();
@@ -70,6 +79,6 @@ public static class SideBySide
             times.Add(clock.Elapsed.TotalSeconds);
         }
         times.Sort();
-        return times[times.Count / 2];
+        return (times[times.Count / 2], times[0]);
     }
 }
