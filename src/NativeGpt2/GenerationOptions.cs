@@ -43,6 +43,17 @@ public sealed record GenerationOptions
     /// <summary>Treat <c>&lt;|endoftext|&gt;</c> in a text prompt as the special token rather than plain text.</summary>
     public bool AllowSpecialTokens { get; init; }
 
+    /// <summary>
+    /// Report the log-probability of each generated token and of the <c>LogProbs</c> most likely tokens at
+    /// its place (0: the chosen token only; at most 20), in <see cref="GenerationResult.LogProbs"/>. They are
+    /// the model's own distribution (log-softmax of the logits, before penalty, temperature, top-k and top-p).
+    /// Null (the default): none.
+    /// </summary>
+    public int? LogProbs { get; init; }
+
+    /// <summary>The most alternatives <see cref="LogProbs"/> may ask for.</summary>
+    public const int MaxLogProbs = 20;
+
     /// <summary>Whether tokens are picked by argmax: <see cref="Greedy"/>, or temperature 0.</summary>
     public bool IsGreedy => Greedy || Temperature == 0f;
 
@@ -61,6 +72,8 @@ public sealed record GenerationOptions
             throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "must be in (0, 1] (1 means no limit)");
         if (!(RepetitionPenalty > 0) || float.IsInfinity(RepetitionPenalty))
             throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), RepetitionPenalty, "must be a finite number > 0 (1 means none)");
+        if (LogProbs is < 0 or > MaxLogProbs)
+            throw new ArgumentOutOfRangeException(nameof(LogProbs), LogProbs, $"must be in [0, {MaxLogProbs}] (null: none)");
         ArgumentNullException.ThrowIfNull(StopStrings, nameof(StopStrings));
         if (StopStrings.Any(string.IsNullOrEmpty))
             throw new ArgumentException("stop strings must not be null or empty", nameof(StopStrings));
@@ -83,4 +96,24 @@ public enum FinishReason
 /// <param name="PromptIds">The prompt as token ids (<c>&lt;|endoftext|&gt;</c> alone for an empty prompt).</param>
 /// <param name="GeneratedIds">Every token generated, including a final end-of-text token.</param>
 /// <param name="FinishReason">Why generation stopped.</param>
-public sealed record GenerationResult(string Text, IReadOnlyList<int> PromptIds, IReadOnlyList<int> GeneratedIds, FinishReason FinishReason);
+/// <param name="LogProbs">One entry per generated token when <see cref="GenerationOptions.LogProbs"/> asked for them, else null.</param>
+public sealed record GenerationResult(string Text, IReadOnlyList<int> PromptIds, IReadOnlyList<int> GeneratedIds, FinishReason FinishReason,
+    IReadOnlyList<TokenLogProbs>? LogProbs = null);
+
+/// <summary>A generated token's log-probability under the model, and the most likely tokens at its place.</summary>
+/// <param name="Id">The token generated.</param>
+/// <param name="LogProb">Its natural-log probability.</param>
+/// <param name="Top">The <see cref="GenerationOptions.LogProbs"/> most likely tokens, most likely first (ties: lower id first).</param>
+public sealed record TokenLogProbs(int Id, double LogProb, IReadOnlyList<TokenAlternative> Top);
+
+/// <summary>A token and its natural-log probability.</summary>
+public readonly record struct TokenAlternative(int Id, double LogProb);
+
+/// <summary>One step of streamed generation (<see cref="Gpt2CausalLM.GenerateUpdatesAsync"/>): a generated token and the text it released.</summary>
+/// <param name="Text">Text released by this token: whole characters, never part of a stop string; may be empty.</param>
+/// <param name="TokenId">The token generated.</param>
+/// <param name="LogProbs">Its log-probabilities, when <see cref="GenerationOptions.LogProbs"/> asked for them.</param>
+/// <param name="PromptTokenCount">Tokens in the prompt.</param>
+/// <param name="GeneratedTokenCount">Tokens generated so far, this one included.</param>
+/// <param name="FinishReason">Set on the last update: why generation stopped.</param>
+public sealed record GenerationUpdate(string Text, int TokenId, TokenLogProbs? LogProbs, int PromptTokenCount, int GeneratedTokenCount, FinishReason? FinishReason);

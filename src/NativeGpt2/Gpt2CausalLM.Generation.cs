@@ -50,7 +50,26 @@ public sealed partial class Gpt2CausalLM
     /// </summary>
     /// <remarks>Options and the prompt are checked when this method is called, before the first piece is awaited.</remarks>
     /// <exception cref="ArgumentOutOfRangeException">An option is out of range, or the prompt plus new tokens exceed the context without a sliding window.</exception>
-    public IAsyncEnumerable<string> GenerateStreamAsync(string prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    public IAsyncEnumerable<string> GenerateStreamAsync(string prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        Pieces(GenerateUpdatesAsync(prompt, options, cancellationToken));
+
+    private static async IAsyncEnumerable<string> Pieces(IAsyncEnumerable<GenerationUpdate> updates)
+    {
+        await foreach (var update in updates.ConfigureAwait(false))
+        {
+            if (update.Text.Length > 0) yield return update.Text;
+        }
+    }
+
+    /// <summary>
+    /// Streams generation one token at a time: each update carries the token, the text it released (possibly
+    /// none), its log-probabilities when asked for, the token counts so far, and on the last update why
+    /// generation stopped. The model runs on the thread pool between updates; cancellation stops it before
+    /// the next token.
+    /// </summary>
+    /// <remarks>Options and the prompt are checked when this method is called, before the first update is awaited.</remarks>
+    /// <exception cref="ArgumentOutOfRangeException">An option is out of range, or the prompt plus new tokens exceed the context without a sliding window.</exception>
+    public IAsyncEnumerable<GenerationUpdate> GenerateUpdatesAsync(string prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(prompt);
         ThrowIfDisposed();
@@ -58,10 +77,19 @@ public sealed partial class Gpt2CausalLM
         options ??= new GenerationOptions();
         var ids = tokenizer.Encode(prompt, options.AllowSpecialTokens);
         GenerationSession.Prepare(Config, [ids], options, tokenizer);
-        return Stream(ids, options, tokenizer, cancellationToken);
+        return Updates(ids, options, tokenizer, cancellationToken);
     }
 
-    private async IAsyncEnumerable<string> Stream(int[] ids, GenerationOptions options, Gpt2Tokenizer tokenizer,
+    /// <summary><see cref="GenerateUpdatesAsync"/> from token ids (the chat client's truncated prompts).</summary>
+    internal IAsyncEnumerable<GenerationUpdate> UpdatesFromIds(int[] ids, GenerationOptions options, CancellationToken cancellationToken)
+    {
+        ThrowIfDisposed();
+        var tokenizer = RequireTokenizer();
+        GenerationSession.Prepare(Config, [ids], options, tokenizer);
+        return Updates(ids, options, tokenizer, cancellationToken);
+    }
+
+    private async IAsyncEnumerable<GenerationUpdate> Updates(int[] ids, GenerationOptions options, Gpt2Tokenizer tokenizer,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         using var session = await Task.Run(() => Start([ids], options, tokenizer), cancellationToken).ConfigureAwait(false);
@@ -71,7 +99,7 @@ public sealed partial class Gpt2CausalLM
             cancellationToken.ThrowIfCancellationRequested();
             ThrowIfDisposed();
             await Task.Run(session.Step, cancellationToken).ConfigureAwait(false);
-            if (row.LastPiece.Length > 0) yield return row.LastPiece;
+            yield return new GenerationUpdate(row.LastPiece, row.Generated[^1], row.LogProbs?[^1], row.PromptIds.Length, row.Generated.Count, row.FinishReason);
         }
     }
 

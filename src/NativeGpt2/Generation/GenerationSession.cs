@@ -32,6 +32,8 @@ internal sealed class GenerationSession : IDisposable
         /// <summary>Text released by the latest step (streaming).</summary>
         public string LastPiece { get; set; } = "";
         public FinishReason? FinishReason { get; set; }
+        /// <summary>Log-probabilities of each generated token, when asked for.</summary>
+        public List<TokenLogProbs>? LogProbs { get; init; }
     }
 
     public GenerationSession(Gpt2CausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer)
@@ -55,6 +57,7 @@ internal sealed class GenerationSession : IDisposable
                 Random = new Random(seed),
                 Decoder = tokenizer?.CreateStreamingDecoder(),
                 Stops = options.StopStrings.Count > 0 ? new StopStringMatcher(options.StopStrings) : null,
+                LogProbs = options.LogProbs is null ? null : [],
             };
             _rows[b].Tokens.AddRange(prompt);
         }
@@ -75,7 +78,7 @@ internal sealed class GenerationSession : IDisposable
     }
 
     /// <summary>Greedy without a repetition penalty picks on the backend; anything else needs the logits here.</summary>
-    private bool PicksOnBackend => _options.IsGreedy && _options.RepetitionPenalty == 1f;
+    private bool PicksOnBackend => _options.IsGreedy && _options.RepetitionPenalty == 1f && _options.LogProbs is null;
 
     /// <summary>The config's eos_token_id, else the tokenizer's &lt;|endoftext|&gt;: where an empty prompt starts and where generation stops.</summary>
     private static int? EndOfText(Gpt2Config config, Gpt2Tokenizer? tokenizer) => config.EosTokenId ?? tokenizer?.EndOfTextId;
@@ -131,6 +134,7 @@ internal sealed class GenerationSession : IDisposable
             if (row.FinishReason is not null) continue;
 
             var id = _next.Picks?[b] is int pick and >= 0 ? pick : Sampler.Sample(LogitsOf(b), _options, row.Tokens, row.Random);
+            if (_options.LogProbs is { } top) row.LogProbs!.Add(Sampler.LogProbs(LogitsOf(b), id, top));
             row.Tokens.Add(id);
             row.Generated.Add(id);
             if (_options.StopAtEndOfText && id == _endOfText)
@@ -197,6 +201,6 @@ internal sealed class GenerationSession : IDisposable
     public GenerationResult Result(int b)
     {
         var row = _rows[b];
-        return new GenerationResult(row.Text.ToString(), row.PromptIds, row.Generated.ToArray(), row.FinishReason ?? FinishReason.Length);
+        return new GenerationResult(row.Text.ToString(), row.PromptIds, row.Generated.ToArray(), row.FinishReason ?? FinishReason.Length, row.LogProbs?.ToArray());
     }
 }

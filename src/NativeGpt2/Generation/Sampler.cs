@@ -35,6 +35,36 @@ public static class Sampler
         return Distribution(scores, options);
     }
 
+    /// <summary>
+    /// The log-probability of <paramref name="id"/> under log-softmax(<paramref name="logits"/>), computed in double, and the
+    /// <paramref name="top"/> most likely tokens (ties: lower id first).
+    /// </summary>
+    public static TokenLogProbs LogProbs(ReadOnlySpan<float> logits, int id, int top)
+    {
+        if ((uint)id >= (uint)logits.Length) throw new ArgumentOutOfRangeException(nameof(id), id, "not a token of these logits");
+        ArgumentOutOfRangeException.ThrowIfNegative(top);
+        double max = float.NegativeInfinity;
+        foreach (var x in logits) max = Math.Max(max, x);
+        double sum = 0;
+        foreach (var x in logits) sum += Math.Exp(x - max);
+        var logSum = max + Math.Log(sum);
+        var best = new List<TokenAlternative>(top + 1);
+        if (top > 0)
+        {
+            for (var i = 0; i < logits.Length; i++)
+            {
+                // Insertion into a short sorted list: V × top at most 20, far below the softmax's cost.
+                var lp = logits[i] - logSum;
+                if (best.Count == top && lp <= best[^1].LogProb) continue;
+                var at = best.Count;
+                while (at > 0 && best[at - 1].LogProb < lp) at--;
+                best.Insert(at, new TokenAlternative(i, lp));
+                if (best.Count > top) best.RemoveAt(top);
+            }
+        }
+        return new TokenLogProbs(id, logits[id] - logSum, best);
+    }
+
     private static float[] Penalized(ReadOnlySpan<float> logits, float penalty, IReadOnlyCollection<int> previousTokens)
     {
         if (logits.IsEmpty) throw new ArgumentException("there are no logits to sample from", nameof(logits));

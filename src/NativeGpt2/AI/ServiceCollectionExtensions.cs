@@ -1,0 +1,54 @@
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+
+namespace NativeGpt2.AI;
+
+/// <summary>What <see cref="ServiceCollectionExtensions.AddNativeGpt2"/> registers, and how.</summary>
+public sealed class NativeGpt2ServiceOptions
+{
+    /// <summary>How the model is loaded (backend, weight format, hub). Its logger defaults to the container's <see cref="ILoggerFactory"/>.</summary>
+    public ModelLoadOptions Load { get; set; } = new();
+
+    /// <summary>How the embedding generator pools (default: mean of the final hidden states, normalized).</summary>
+    public EmbeddingOptions Embeddings { get; set; } = new() { Normalize = true };
+
+    /// <summary>How the chat client turns messages into a prompt.</summary>
+    public ChatTemplate ChatTemplate { get; set; } = ChatTemplate.Plain;
+
+    /// <summary>The model id reported by the clients (default: the model spec).</summary>
+    public string? ModelId { get; set; }
+}
+
+/// <summary>Registers a NativeGpt2 model and its Microsoft.Extensions.AI clients in a service collection.</summary>
+public static class ServiceCollectionExtensions
+{
+    /// <summary>
+    /// Registers, as singletons, the <see cref="Gpt2CausalLM"/> loaded from <paramref name="model"/> (on first use;
+    /// the container disposes it), an <see cref="IChatClient"/> and an <see cref="IEmbeddingGenerator{String, Embedding}"/>
+    /// over it. Registrations already present for those services are kept.
+    /// </summary>
+    /// <param name="services">The service collection.</param>
+    /// <param name="model">A checkpoint directory, a hub name or <c>synthetic:NAME</c>, as for <see cref="Gpt2CausalLM.Load"/>.</param>
+    /// <param name="configure">Adjusts loading, pooling, the chat template and the model id.</param>
+    public static IServiceCollection AddNativeGpt2(this IServiceCollection services, string model, Action<NativeGpt2ServiceOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        ArgumentException.ThrowIfNullOrWhiteSpace(model);
+        var options = new NativeGpt2ServiceOptions();
+        configure?.Invoke(options);
+        var modelId = options.ModelId ?? model;
+        services.TryAddSingleton(provider =>
+        {
+            var load = options.Load.Logger is null && provider.GetService<ILoggerFactory>() is { } loggers
+                ? options.Load with { Logger = loggers.CreateLogger("NativeGpt2") }
+                : options.Load;
+            return Gpt2CausalLM.Load(model, load);
+        });
+        services.TryAddSingleton<IChatClient>(provider => new Gpt2ChatClient(provider.GetRequiredService<Gpt2CausalLM>(), modelId, options.ChatTemplate));
+        services.TryAddSingleton<IEmbeddingGenerator<string, Embedding<float>>>(provider =>
+            new Gpt2EmbeddingGenerator(provider.GetRequiredService<Gpt2CausalLM>(), options.Embeddings, modelId));
+        return services;
+    }
+}
