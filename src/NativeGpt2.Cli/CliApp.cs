@@ -88,6 +88,7 @@ public static class CliApp
             VerifyCommand.Create(context),
             CrosscheckCommand.Create(context),
             BenchCommand.Create(context),
+            ServeCommand.Create(context),
         };
         root.Options.Add(CommonOptions.Verbose);
         root.Options.Add(CommonOptions.Offline);

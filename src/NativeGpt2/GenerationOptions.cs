@@ -109,7 +109,7 @@ public sealed record TokenLogProbs(int Id, double LogProb, IReadOnlyList<TokenAl
 /// <summary>A token and its natural-log probability.</summary>
 public readonly record struct TokenAlternative(int Id, double LogProb);
 
-/// <summary>One step of streamed generation (<see cref="Gpt2CausalLM.GenerateUpdatesAsync"/>): a generated token and the text it released.</summary>
+/// <summary>One step of streamed generation (<see cref="Gpt2CausalLM.GenerateUpdatesAsync(string, GenerationOptions?, CancellationToken)"/>): a generated token and the text it released.</summary>
 /// <param name="Text">Text released by this token: whole characters, never part of a stop string; may be empty.</param>
 /// <param name="TokenId">The token generated.</param>
 /// <param name="LogProbs">Its log-probabilities, when <see cref="GenerationOptions.LogProbs"/> asked for them.</param>

@@ -80,11 +80,18 @@ public sealed partial class Gpt2CausalLM
         return Updates(ids, options, tokenizer, cancellationToken);
     }
 
-    /// <summary><see cref="GenerateUpdatesAsync"/> from token ids (the chat client's truncated prompts).</summary>
-    internal IAsyncEnumerable<GenerationUpdate> UpdatesFromIds(int[] ids, GenerationOptions options, CancellationToken cancellationToken)
+    /// <summary>
+    /// <see cref="GenerateUpdatesAsync(string, GenerationOptions?, CancellationToken)"/> from token ids: for prompts
+    /// already tokenized or truncated to the context (the chat client and the server's token prompts).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">An option or a token id is out of range, or the prompt plus new tokens exceed the context without a sliding window.</exception>
+    public IAsyncEnumerable<GenerationUpdate> GenerateUpdatesAsync(IReadOnlyList<int> promptIds, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(promptIds);
         ThrowIfDisposed();
         var tokenizer = RequireTokenizer();
+        options ??= new GenerationOptions();
+        var ids = promptIds.ToArray();
         GenerationSession.Prepare(Config, [ids], options, tokenizer);
         return Updates(ids, options, tokenizer, cancellationToken);
     }

@@ -1,5 +1,6 @@
 using System.Text;
 using Microsoft.Extensions.AI;
+using NativeGpt2.Tokenization;
 
 namespace NativeGpt2.AI;
 
@@ -46,6 +47,29 @@ public sealed class ChatTemplate
         foreach (var turn in turns) prompt.Append(Label(turn.Role)).Append(": ").Append(turn.Text.Trim()).Append('\n');
         prompt.Append(Label(ChatRole.Assistant)).Append(':');
         return prompt.ToString();
+    }
+
+    /// <summary>
+    /// The prompt as token ids: <see cref="Format"/> encoded (special-token text stays plain text), keeping the
+    /// most recent <paramref name="maxTokens"/> tokens of a conversation longer than that.
+    /// </summary>
+    public int[] Encode(Gpt2Tokenizer tokenizer, IEnumerable<ChatMessage> messages, string? instructions, int maxTokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxTokens, 1);
+        var ids = tokenizer.Encode(Format(messages, instructions));
+        return ids.Length > maxTokens ? ids[^maxTokens..] : ids;
+    }
+
+    /// <summary>
+    /// Removes the one space the model usually writes after <c>Assistant:</c> from the first piece of a reply
+    /// (<paramref name="started"/> false until a non-empty piece has passed).
+    /// </summary>
+    public static string TrimReplyStart(string piece, ref bool started)
+    {
+        if (started || piece.Length == 0) return piece;
+        started = true;
+        return piece[0] == ' ' ? piece[1..] : piece;
     }
 
     private static string Label(ChatRole role) =>

@@ -69,9 +69,8 @@ public sealed class Gpt2ChatClient : IChatClient
         var maxOutput = options?.MaxOutputTokens ?? Math.Min(DefaultMaxOutputTokens, context / 2);
         if (maxOutput < 1 || maxOutput >= context)
             throw new ArgumentOutOfRangeException(nameof(options), maxOutput, $"MaxOutputTokens must be in [1, {context - 1}] for a context of {context}");
-        var ids = _model.Tokenizer!.Encode(Template.Format(messages, options?.Instructions));
         // A conversation longer than the context keeps its most recent tokens.
-        if (ids.Length + maxOutput > context) ids = ids[^(context - maxOutput)..];
+        var ids = Template.Encode(_model.Tokenizer!, messages, options?.Instructions, context - maxOutput);
         var temperature = options?.Temperature ?? 1f;
         var generation = new GenerationOptions
         {
@@ -92,18 +91,13 @@ public sealed class Gpt2ChatClient : IChatClient
     {
         var responseId = "chatcmpl-" + Guid.NewGuid().ToString("N");
         var created = DateTimeOffset.UtcNow;
-        var first = true;
+        var started = false;
         GenerationUpdate? last = null;
-        await foreach (var update in _model.UpdatesFromIds(prompt, options, cancellationToken).ConfigureAwait(false))
+        await foreach (var update in _model.GenerateUpdatesAsync(prompt, options, cancellationToken).ConfigureAwait(false))
         {
             last = update;
-            var text = update.Text;
             // The reply follows "Assistant:" after one space, which is the template's, not the reply's.
-            if (first && text.Length > 0)
-            {
-                if (text[0] == ' ') text = text[1..];
-                first = false;
-            }
+            var text = ChatTemplate.TrimReplyStart(update.Text, ref started);
             if (text.Length > 0)
                 yield return new ChatResponseUpdate(ChatRole.Assistant, text) { ResponseId = responseId, MessageId = responseId, CreatedAt = created, ModelId = ModelId };
         }

@@ -27,7 +27,8 @@ public static class ServiceCollectionExtensions
     /// <summary>
     /// Registers, as singletons, the <see cref="Gpt2CausalLM"/> loaded from <paramref name="model"/> (on first use;
     /// the container disposes it), an <see cref="IChatClient"/> and an <see cref="IEmbeddingGenerator{String, Embedding}"/>
-    /// over it. Registrations already present for those services are kept.
+    /// over it, and the <see cref="NativeGpt2ServiceOptions"/> themselves (for the server's endpoints). Registrations
+    /// already present for those services are kept.
     /// </summary>
     /// <param name="services">The service collection.</param>
     /// <param name="model">A checkpoint directory, a hub name or <c>synthetic:NAME</c>, as for <see cref="Gpt2CausalLM.Load"/>.</param>
@@ -38,7 +39,8 @@ public static class ServiceCollectionExtensions
         ArgumentException.ThrowIfNullOrWhiteSpace(model);
         var options = new NativeGpt2ServiceOptions();
         configure?.Invoke(options);
-        var modelId = options.ModelId ?? model;
+        var modelId = options.ModelId ??= model;
+        services.TryAddSingleton(options);
         services.TryAddSingleton(provider =>
         {
             var load = options.Load.Logger is null && provider.GetService<ILoggerFactory>() is { } loggers

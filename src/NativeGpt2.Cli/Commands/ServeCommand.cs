@@ -1,0 +1,79 @@
+using System.CommandLine;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using NativeGpt2.Server;
+
+namespace NativeGpt2.Cli.Commands;
+
+/// <summary>
+/// <c>nativegpt2 serve [--model SPEC] [--urls URL] [--max-concurrent N] [--max-queue N] [--model-id NAME]</c>:
+/// the OpenAI-compatible API (<see cref="OpenAIEndpoints"/>) until Ctrl+C or SIGTERM.
+/// </summary>
+internal static class ServeCommand
+{
+    public const string DefaultUrls = "http://127.0.0.1:8080";
+
+    public static Command Create(CliContext context)
+    {
+        var model = CommonOptions.Model(required: false);
+        var backend = CommonOptions.Backend();
+        var weights = CommonOptions.Weights();
+        var urls = new Option<string>("--urls") { Description = $"Addresses to listen on, ';'-separated (default {DefaultUrls}; port 0 picks a free one).", DefaultValueFactory = _ => DefaultUrls };
+        var defaults = new NativeGpt2ServerOptions();
+        var concurrent = new Option<int>("--max-concurrent") { Description = $"Requests that run the model at once (default {defaults.MaxConcurrentRequests}).", DefaultValueFactory = _ => defaults.MaxConcurrentRequests };
+        var queue = new Option<int>("--max-queue") { Description = $"Requests that may wait; beyond that the answer is 503 (default {defaults.MaxQueuedRequests}).", DefaultValueFactory = _ => defaults.MaxQueuedRequests };
+        var modelId = new Option<string?>("--model-id") { Description = "The model name in responses and /v1/models (default: the model spec)." };
+        var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/embeddings, /v1/models, /tokenize, /detokenize, /health.")
+        {
+            model, backend, weights, urls, concurrent, queue, modelId,
+        };
+        command.SetAction(async (parse, cancellation) =>
+        {
+            var spec = parse.GetValue(model) ?? CommonOptions.BundledModel;
+            var server = new NativeGpt2ServerOptions { MaxConcurrentRequests = parse.GetValue(concurrent), MaxQueuedRequests = parse.GetValue(queue) };
+            CommonOptions.ValidateAsUsage(server.Validate);
+            var load = context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights));
+
+            var builder = WebApplication.CreateSlimBuilder();
+            builder.WebHost.UseUrls(parse.GetValue(urls)!);
+            builder.Logging.ClearProviders();
+            builder.Logging.SetMinimumLevel(context.Verbose ? LogLevel.Debug : LogLevel.Warning);
+            builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+            builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+            // Our own signal handling (Program.cs) stops the server; the host must not also claim Ctrl+C.
+            builder.Services.AddSingleton<IHostLifetime, NoSignalLifetime>();
+            builder.Services.AddNativeGpt2Server(spec,
+                o => { o.Load = load; o.ModelId = parse.GetValue(modelId) ?? (spec == CommonOptions.BundledModel ? "shakespeare-char" : spec); },
+                o => { o.MaxConcurrentRequests = server.MaxConcurrentRequests; o.MaxQueuedRequests = server.MaxQueuedRequests; });
+            await using var app = builder.Build();
+            app.MapNativeGpt2OpenAI();
+
+            // Load before listening: a bad model ends the command with its error, and /health answers only when ready.
+            var lm = app.Services.GetRequiredService<Gpt2CausalLM>();
+            await app.StartAsync(cancellation);
+            context.Error.WriteLine($"serving {spec} ({lm.Backend.Description}) on {string.Join(", ", app.Urls)}; Ctrl+C stops");
+            try
+            {
+                await Task.Delay(Timeout.Infinite, cancellation);
+            }
+            catch (OperationCanceledException)
+            {
+                // Ctrl+C or SIGTERM: a clean stop, not a failure.
+            }
+            await app.StopAsync(CancellationToken.None);
+            context.Error.WriteLine("stopped");
+            return CliApp.Success;
+        });
+        return command;
+    }
+
+    /// <summary>A host lifetime that leaves signals to the command line.</summary>
+    private sealed class NoSignalLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+}

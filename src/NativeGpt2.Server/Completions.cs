@@ -1,0 +1,315 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.AI;
+using NativeGpt2.AI;
+
+namespace NativeGpt2.Server;
+
+/// <summary><c>/v1/completions</c> and <c>/v1/chat/completions</c>: the request mapped onto <see cref="GenerationOptions"/>, the reply whole or streamed.</summary>
+internal static class Completions
+{
+    /// <summary>Stop sequences a request may add (OpenAI allows 4).</summary>
+    private const int MaxStopSequences = 16;
+
+    public static async Task CompleteAsync(ServerRequest request)
+    {
+        var body = request.Body;
+        var model = request.Model;
+        var (prompt, promptText) = Prompt(request);
+        var options = Options(request, body.Int("max_tokens", 1, int.MaxValue) ?? request.ServerOptions.DefaultMaxTokens,
+            logProbs: body.Int("logprobs", 0, GenerationOptions.MaxLogProbs), stops: []);
+        if (body.Bool("echo") == true) throw OpenAIError.BadRequest("'echo' is not supported", "echo");
+        var stream = body.Bool("stream") ?? false;
+        var includeUsage = IncludeUsage(body, stream);
+        // Checks the prompt against the context before a slot is taken or anything is sent.
+        var updates = model.GenerateUpdatesAsync(prompt, options, request.Aborted);
+        await request.EnterAsync().ConfigureAwait(false);
+
+        var id = "cmpl-" + Guid.NewGuid().ToString("N");
+        var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var text = new StringBuilder();
+        var logprobs = options.LogProbs is null ? null : new CompletionLogProbs(request.Tokenizer, promptText.Length);
+        GenerationUpdate? last = null;
+        if (stream) ServerSentEvents.Start(request.Http.Response);
+        await foreach (var update in updates.ConfigureAwait(false))
+        {
+            last = update;
+            text.Append(update.Text);
+            logprobs?.Add(update);
+            if (!stream) continue;
+            if (update.Text.Length == 0 && update.LogProbs is null && update.FinishReason is null) continue;
+            var piece = logprobs is null ? null : new CompletionLogProbs(request.Tokenizer, logprobs.Offset - update.Text.Length);
+            piece?.Add(update);
+            await ServerSentEvents.WriteAsync(request.Http.Response, new JsonObject
+            {
+                ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = request.ModelId,
+                ["choices"] = new JsonArray(new JsonObject
+                {
+                    ["index"] = 0, ["text"] = update.Text, ["logprobs"] = piece?.ToJson(), ["finish_reason"] = Finish(update.FinishReason),
+                }),
+            }, request.Aborted).ConfigureAwait(false);
+        }
+        var usage = Usage(last);
+        if (stream)
+        {
+            if (includeUsage)
+            {
+                await ServerSentEvents.WriteAsync(request.Http.Response, new JsonObject
+                {
+                    ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = request.ModelId, ["choices"] = new JsonArray(), ["usage"] = usage,
+                }, request.Aborted).ConfigureAwait(false);
+            }
+            await ServerSentEvents.DoneAsync(request.Http.Response, request.Aborted).ConfigureAwait(false);
+            return;
+        }
+        await OpenAIEndpoints.WriteJsonAsync(request.Http.Response, new JsonObject
+        {
+            ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = request.ModelId,
+            ["choices"] = new JsonArray(new JsonObject
+            {
+                ["index"] = 0, ["text"] = text.ToString(), ["logprobs"] = logprobs?.ToJson(), ["finish_reason"] = Finish(last?.FinishReason),
+            }),
+            ["usage"] = usage,
+        }).ConfigureAwait(false);
+    }
+
+    public static async Task ChatAsync(ServerRequest request)
+    {
+        var body = request.Body;
+        var model = request.Model;
+        var messages = Messages(body);
+        var context = model.Config.ContextLength;
+        var maxTokens = body.Int("max_completion_tokens", 1, int.MaxValue) ?? body.Int("max_tokens", 1, int.MaxValue) ?? Math.Min(Gpt2ChatClient.DefaultMaxOutputTokens, context / 2);
+        if (maxTokens >= context)
+            throw OpenAIError.BadRequest($"'max_tokens' must be below the context length of {context}, not {maxTokens}", "max_tokens");
+        var wantLogProbs = body.Bool("logprobs") ?? false;
+        var top = body.Int("top_logprobs", 0, GenerationOptions.MaxLogProbs);
+        if (top is not null && !wantLogProbs) throw OpenAIError.BadRequest("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+        var template = request.ModelOptions.ChatTemplate;
+        var options = Options(request, maxTokens, wantLogProbs ? top ?? 0 : null, template.StopSequences);
+        var stream = body.Bool("stream") ?? false;
+        var includeUsage = IncludeUsage(body, stream);
+        // A conversation longer than the context keeps its most recent tokens.
+        var prompt = template.Encode(request.Tokenizer, messages, null, context - maxTokens);
+        var updates = model.GenerateUpdatesAsync(prompt, options, request.Aborted);
+        await request.EnterAsync().ConfigureAwait(false);
+
+        var id = "chatcmpl-" + Guid.NewGuid().ToString("N");
+        var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var response = request.Http.Response;
+        JsonObject Chunk(JsonObject delta, JsonNode? logprobs, string? finish) => new()
+        {
+            ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = request.ModelId,
+            ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["delta"] = delta, ["logprobs"] = logprobs, ["finish_reason"] = finish }),
+        };
+        var text = new StringBuilder();
+        var content = new JsonArray();
+        var started = false;
+        GenerationUpdate? last = null;
+        if (stream)
+        {
+            ServerSentEvents.Start(response);
+            await ServerSentEvents.WriteAsync(response, Chunk(new JsonObject { ["role"] = "assistant", ["content"] = "" }, null, null), request.Aborted).ConfigureAwait(false);
+        }
+        await foreach (var update in updates.ConfigureAwait(false))
+        {
+            last = update;
+            // The reply follows "Assistant:" after one space, which is the template's, not the reply's.
+            var piece = ChatTemplate.TrimReplyStart(update.Text, ref started);
+            text.Append(piece);
+            var entry = update.LogProbs is { } lp ? ChatLogProb(request.Tokenizer, lp) : null;
+            if (!stream)
+            {
+                if (entry is not null) content.Add(entry);
+                continue;
+            }
+            if (piece.Length == 0 && entry is null) continue;
+            await ServerSentEvents.WriteAsync(response, Chunk(new JsonObject { ["content"] = piece },
+                entry is null ? null : new JsonObject { ["content"] = new JsonArray(entry) }, null), request.Aborted).ConfigureAwait(false);
+        }
+        var usage = Usage(last);
+        if (stream)
+        {
+            await ServerSentEvents.WriteAsync(response, Chunk(new JsonObject(), null, Finish(last?.FinishReason)), request.Aborted).ConfigureAwait(false);
+            if (includeUsage)
+            {
+                await ServerSentEvents.WriteAsync(response, new JsonObject
+                {
+                    ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = request.ModelId, ["choices"] = new JsonArray(), ["usage"] = usage,
+                }, request.Aborted).ConfigureAwait(false);
+            }
+            await ServerSentEvents.DoneAsync(response, request.Aborted).ConfigureAwait(false);
+            return;
+        }
+        await OpenAIEndpoints.WriteJsonAsync(response, new JsonObject
+        {
+            ["id"] = id, ["object"] = "chat.completion", ["created"] = created, ["model"] = request.ModelId,
+            ["choices"] = new JsonArray(new JsonObject
+            {
+                ["index"] = 0,
+                ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = text.ToString() },
+                ["logprobs"] = wantLogProbs ? new JsonObject { ["content"] = content } : null,
+                ["finish_reason"] = Finish(last?.FinishReason),
+            }),
+            ["usage"] = usage,
+        }).ConfigureAwait(false);
+    }
+
+    /// <summary>The options both endpoints share; <c>top_k</c> and <c>repetition_penalty</c> are extensions, as in llama.cpp's server.</summary>
+    private static GenerationOptions Options(ServerRequest request, int maxTokens, int? logProbs, IReadOnlyList<string> stops)
+    {
+        var body = request.Body;
+        if (body.Int("n", 1, int.MaxValue) is > 1) throw OpenAIError.BadRequest("'n' must be 1: one choice per request", "n");
+        var temperature = body.Number("temperature", 0, 2) ?? 1f;
+        var seed = body.Long("seed");
+        var options = new GenerationOptions
+        {
+            MaxNewTokens = maxTokens,
+            Temperature = temperature,
+            Greedy = temperature == 0f,
+            TopP = body.Number("top_p", 0, 1) is { } p ? (p == 0 ? throw OpenAIError.BadRequest("'top_p' must be in (0, 1]", "top_p") : p) : 1f,
+            TopK = body.Int("top_k", 0, int.MaxValue) ?? 0,
+            RepetitionPenalty = body.Number("repetition_penalty", 1e-3, 1e3) ?? 1f,
+            Seed = seed is { } s ? unchecked((int)(s ^ (s >> 32))) : null,
+            StopStrings = [.. stops, .. body.StopStrings("stop", MaxStopSequences)],
+            LogProbs = logProbs,
+        };
+        options.Validate();
+        return options;
+    }
+
+    private static bool IncludeUsage(JsonRequest body, bool stream)
+    {
+        if (body.Field("stream_options") is not { } streamOptions) return false;
+        if (streamOptions.ValueKind != JsonValueKind.Object) throw JsonRequest.WrongType("stream_options", "an object");
+        if (!stream) throw OpenAIError.BadRequest("'stream_options' is only allowed with 'stream': true", "stream_options");
+        return streamOptions.TryGetProperty("include_usage", out var include) && include.ValueKind switch
+        {
+            JsonValueKind.True => true,
+            JsonValueKind.False or JsonValueKind.Null => false,
+            _ => throw JsonRequest.WrongType("stream_options.include_usage", "a boolean"),
+        };
+    }
+
+    /// <summary><c>prompt</c>: a string, an array of one string, an array of token ids, or an array of one such array.</summary>
+    private static (int[] Ids, string Text) Prompt(ServerRequest request)
+    {
+        var vocabulary = request.Model.Config.VocabSize;
+        if (request.Body.Field("prompt") is not { } prompt) throw OpenAIError.BadRequest("'prompt' is required", "prompt");
+        const string Expected = "a string, an array of token ids, or an array holding one of those";
+        if (prompt.ValueKind == JsonValueKind.String) return Text(prompt.GetString()!);
+        if (prompt.ValueKind != JsonValueKind.Array) throw JsonRequest.WrongType("prompt", Expected);
+        var items = prompt.EnumerateArray().ToArray();
+        if (items.Length > 0 && items.All(i => i.ValueKind == JsonValueKind.Number)) return (JsonRequest.Ids(prompt, "prompt", vocabulary), "");
+        if (items.Length != 1) throw OpenAIError.BadRequest(items.Length == 0 ? "'prompt' is empty" : "one prompt per request: 'prompt' holds " + items.Length, "prompt");
+        return items[0].ValueKind switch
+        {
+            JsonValueKind.String => Text(items[0].GetString()!),
+            JsonValueKind.Array => (JsonRequest.Ids(items[0], "prompt", vocabulary), ""),
+            _ => throw JsonRequest.WrongType("prompt", Expected),
+        };
+
+        (int[], string) Text(string text) => (request.Tokenizer.Encode(text), text);
+    }
+
+    /// <summary><c>messages</c>: objects with a <c>role</c> and a <c>content</c> string, array of text parts, or null.</summary>
+    private static List<ChatMessage> Messages(JsonRequest body)
+    {
+        if (body.Field("messages") is not { ValueKind: JsonValueKind.Array } array)
+            throw OpenAIError.BadRequest("'messages' is required: an array of {role, content} objects", "messages");
+        var messages = new List<ChatMessage>();
+        foreach (var item in array.EnumerateArray())
+        {
+            var at = $"messages[{messages.Count}]";
+            if (item.ValueKind != JsonValueKind.Object) throw JsonRequest.WrongType(at, "an object");
+            if (!item.TryGetProperty("role", out var roleValue) || roleValue.ValueKind != JsonValueKind.String)
+                throw JsonRequest.WrongType(at + ".role", "a string");
+            var role = roleValue.GetString() switch
+            {
+                "system" or "developer" => ChatRole.System,
+                "user" => ChatRole.User,
+                "assistant" => ChatRole.Assistant,
+                "tool" => ChatRole.Tool,
+                var other => throw OpenAIError.BadRequest($"'{at}.role' must be system, developer, user, assistant or tool, not '{other}'", at + ".role"),
+            };
+            messages.Add(new ChatMessage(role, Content(item, at)));
+        }
+        if (messages.Count == 0) throw OpenAIError.BadRequest("'messages' is empty", "messages");
+        return messages;
+    }
+
+    private static string Content(JsonElement message, string at)
+    {
+        if (!message.TryGetProperty("content", out var content) || content.ValueKind == JsonValueKind.Null) return "";
+        if (content.ValueKind == JsonValueKind.String) return content.GetString()!;
+        if (content.ValueKind != JsonValueKind.Array) throw JsonRequest.WrongType(at + ".content", "a string or an array of text parts");
+        var text = new StringBuilder();
+        foreach (var part in content.EnumerateArray())
+        {
+            if (part.ValueKind != JsonValueKind.Object || !part.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String)
+                throw JsonRequest.WrongType(at + ".content", "an array of {type, text} parts");
+            if (type.GetString() != "text") throw OpenAIError.BadRequest($"'{at}.content' holds a '{type.GetString()}' part: GPT-2 reads text only", at + ".content");
+            if (!part.TryGetProperty("text", out var partText) || partText.ValueKind != JsonValueKind.String)
+                throw JsonRequest.WrongType(at + ".content.text", "a string");
+            text.Append(partText.GetString());
+        }
+        return text.ToString();
+    }
+
+    private static string? Finish(FinishReason? reason) => reason switch
+    {
+        null => null,
+        FinishReason.Length => "length",
+        _ => "stop",
+    };
+
+    private static JsonObject Usage(GenerationUpdate? last) => new()
+    {
+        ["prompt_tokens"] = last?.PromptTokenCount ?? 0,
+        ["completion_tokens"] = last?.GeneratedTokenCount ?? 0,
+        ["total_tokens"] = (last?.PromptTokenCount ?? 0) + (last?.GeneratedTokenCount ?? 0),
+    };
+
+    /// <summary>A token as text: its bytes as UTF-8, a broken character shown as U+FFFD (the bytes say exactly).</summary>
+    internal static string TokenText(Tokenization.Gpt2Tokenizer tokenizer, int id) => Encoding.UTF8.GetString(tokenizer.TokenBytes(id));
+
+    private static JsonObject ChatLogProb(Tokenization.Gpt2Tokenizer tokenizer, TokenLogProbs logProbs)
+    {
+        JsonObject Entry(int id, double logProb) => new()
+        {
+            ["token"] = TokenText(tokenizer, id),
+            ["logprob"] = logProb,
+            ["bytes"] = new JsonArray([.. tokenizer.TokenBytes(id).ToArray().Select(b => (JsonNode)(int)b)]),
+        };
+        var entry = Entry(logProbs.Id, logProbs.LogProb);
+        entry["top_logprobs"] = new JsonArray([.. logProbs.Top.Select(t => (JsonNode)Entry(t.Id, t.LogProb))]);
+        return entry;
+    }
+
+    /// <summary>The completions API's log-probability columns: tokens, their log-probabilities, the alternatives, the text offsets.</summary>
+    private sealed class CompletionLogProbs(Tokenization.Gpt2Tokenizer tokenizer, int offset)
+    {
+        private readonly JsonArray _tokens = [], _logProbs = [], _top = [], _offsets = [];
+
+        public int Offset { get; private set; } = offset;
+
+        public void Add(GenerationUpdate update)
+        {
+            if (update.LogProbs is not { } lp) return;
+            var token = TokenText(tokenizer, lp.Id);
+            _tokens.Add(token);
+            _logProbs.Add(lp.LogProb);
+            var top = new JsonObject();
+            foreach (var alternative in lp.Top) top.TryAdd(TokenText(tokenizer, alternative.Id), alternative.LogProb);
+            _top.Add(top);
+            _offsets.Add(Offset);
+            Offset += update.Text.Length;
+        }
+
+        public JsonObject ToJson() => new()
+        {
+            ["tokens"] = _tokens.DeepClone(), ["token_logprobs"] = _logProbs.DeepClone(), ["top_logprobs"] = _top.DeepClone(), ["text_offset"] = _offsets.DeepClone(),
+        };
+    }
+}

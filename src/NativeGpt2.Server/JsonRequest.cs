@@ -1,0 +1,110 @@
+using System.Text.Json;
+
+namespace NativeGpt2.Server;
+
+/// <summary>
+/// A request body read strictly: a bounded size, well-formed JSON with no duplicate fields, an object at the
+/// top, and each known field of the type and range it must have. Unknown fields are ignored, as OpenAI's
+/// clients send fields this server has no use for (<c>user</c>, <c>frequency_penalty</c>, …). Every failure
+/// is an <see cref="OpenAIError"/> (400) naming the field.
+/// </summary>
+internal sealed class JsonRequest : IDisposable
+{
+    private static readonly JsonDocumentOptions Strict = new() { MaxDepth = 64, AllowDuplicateProperties = false };
+
+    private readonly JsonDocument _document;
+
+    private JsonRequest(JsonDocument document)
+    {
+        _document = document;
+        if (document.RootElement.ValueKind != JsonValueKind.Object)
+        {
+            document.Dispose();
+            throw OpenAIError.BadRequest("the request body must be a JSON object");
+        }
+    }
+
+    /// <summary>The top-level object.</summary>
+    public JsonElement Root => _document.RootElement;
+
+    /// <summary>Reads and parses the body of <paramref name="request"/>, at most <paramref name="maxBytes"/> bytes.</summary>
+    public static async Task<JsonRequest> ReadAsync(Microsoft.AspNetCore.Http.HttpRequest request, long maxBytes, CancellationToken cancellationToken)
+    {
+        if (request.ContentLength > maxBytes) throw TooLarge(maxBytes);
+        using var buffer = new MemoryStream();
+        var chunk = new byte[16 * 1024];
+        int read;
+        while ((read = await request.Body.ReadAsync(chunk, cancellationToken).ConfigureAwait(false)) > 0)
+        {
+            if (buffer.Length + read > maxBytes) throw TooLarge(maxBytes);
+            buffer.Write(chunk, 0, read);
+        }
+        if (buffer.Length == 0) throw OpenAIError.BadRequest("the request has no body: send a JSON object");
+        try
+        {
+            return new JsonRequest(JsonDocument.Parse(buffer.GetBuffer().AsMemory(0, (int)buffer.Length), Strict));
+        }
+        catch (JsonException e)
+        {
+            throw OpenAIError.BadRequest($"the request body is not valid JSON: {e.Message}");
+        }
+    }
+
+    private static OpenAIError TooLarge(long maxBytes) => OpenAIError.BadRequest($"the request body exceeds {maxBytes} bytes");
+
+    /// <summary>The field, or null when it is absent or JSON null.</summary>
+    public JsonElement? Field(string name) =>
+        Root.TryGetProperty(name, out var value) && value.ValueKind != JsonValueKind.Null ? value : null;
+
+    public string? String(string name) => Field(name) is { } value
+        ? value.ValueKind == JsonValueKind.String ? value.GetString() : throw WrongType(name, "a string")
+        : null;
+
+    public bool? Bool(string name) => Field(name) is { } value
+        ? value.ValueKind switch { JsonValueKind.True => true, JsonValueKind.False => false, _ => throw WrongType(name, "a boolean") }
+        : null;
+
+    public int? Int(string name, int min, int max) => Field(name) is { } value ? Int(value, name, min, max) : null;
+
+    public static int Int(JsonElement value, string name, int min, int max)
+    {
+        if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt64(out var number)) throw WrongType(name, "an integer");
+        if (number < min || number > max) throw OpenAIError.BadRequest($"'{name}' must be in [{min}, {max}], not {number}", name);
+        return (int)number;
+    }
+
+    public long? Long(string name) => Field(name) is { } value
+        ? value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out var number) ? number : throw WrongType(name, "an integer")
+        : null;
+
+    public float? Number(string name, double min, double max)
+    {
+        if (Field(name) is not { } value) return null;
+        if (value.ValueKind != JsonValueKind.Number || !value.TryGetDouble(out var number) || !double.IsFinite(number)) throw WrongType(name, "a number");
+        if (number < min || number > max) throw OpenAIError.BadRequest($"'{name}' must be in [{min}, {max}], not {number}", name);
+        return (float)number;
+    }
+
+    /// <summary><c>stop</c>: a string or an array of non-empty strings.</summary>
+    public IReadOnlyList<string> StopStrings(string name, int max)
+    {
+        if (Field(name) is not { } value) return [];
+        string[] stops = value.ValueKind switch
+        {
+            JsonValueKind.String => [value.GetString()!],
+            JsonValueKind.Array => [.. value.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.String ? e.GetString()! : throw WrongType(name, "a string or an array of strings"))],
+            _ => throw WrongType(name, "a string or an array of strings"),
+        };
+        if (stops.Length > max) throw OpenAIError.BadRequest($"'{name}' may hold at most {max} sequences, not {stops.Length}", name);
+        if (stops.Any(s => s.Length == 0)) throw OpenAIError.BadRequest($"'{name}' must not hold an empty string", name);
+        return stops;
+    }
+
+    /// <summary>An array of token ids.</summary>
+    public static int[] Ids(JsonElement array, string name, int vocabularySize) =>
+        [.. array.EnumerateArray().Select(e => Int(e, name, 0, vocabularySize - 1))];
+
+    public static OpenAIError WrongType(string name, string expected) => OpenAIError.BadRequest($"'{name}' must be {expected}", name);
+
+    public void Dispose() => _document.Dispose();
+}

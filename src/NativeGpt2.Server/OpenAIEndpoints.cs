@@ -1,0 +1,168 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using NativeGpt2.AI;
+
+namespace NativeGpt2.Server;
+
+/// <summary>
+/// The OpenAI-compatible HTTP API over one shared model, mapped into an app's own pipeline:
+/// <c>POST /v1/completions</c>, <c>POST /v1/chat/completions</c>, <c>POST /v1/embeddings</c>,
+/// <c>GET /v1/models</c>, <c>POST /tokenize</c>, <c>POST /detokenize</c> and <c>GET /health</c>.
+/// </summary>
+/// <remarks>
+/// Register the model first with <see cref="ServerServiceCollectionExtensions.AddNativeGpt2Server"/>. Requests
+/// that run the model pass a bounded queue (<see cref="NativeGpt2ServerOptions"/>; full: 503); a client that
+/// disconnects cancels its generation before the next token; a malformed or oversized body, a field of the
+/// wrong type or out of range, gets a 400 with OpenAI's error object naming the field.
+/// </remarks>
+public static class OpenAIEndpoints
+{
+    /// <summary>Maps the endpoints under <paramref name="prefix"/> (default: the root) and returns their group.</summary>
+    /// <exception cref="InvalidOperationException">The services were not registered.</exception>
+    public static RouteGroupBuilder MapNativeGpt2OpenAI(this IEndpointRouteBuilder endpoints, string prefix = "")
+    {
+        ArgumentNullException.ThrowIfNull(endpoints);
+        if (endpoints.ServiceProvider.GetService<NativeGpt2ServerOptions>() is null || endpoints.ServiceProvider.GetService<NativeGpt2ServiceOptions>() is null)
+            throw new InvalidOperationException("call services.AddNativeGpt2Server(model) before MapNativeGpt2OpenAI");
+        var group = endpoints.MapGroup(prefix);
+        group.MapPost("/v1/completions", (HttpContext http) => RunAsync(http, Completions.CompleteAsync));
+        group.MapPost("/v1/chat/completions", (HttpContext http) => RunAsync(http, Completions.ChatAsync));
+        group.MapPost("/v1/embeddings", (HttpContext http) => RunAsync(http, Embeddings.EmbedAsync));
+        group.MapPost("/tokenize", (HttpContext http) => RunAsync(http, Tokens.TokenizeAsync));
+        group.MapPost("/detokenize", (HttpContext http) => RunAsync(http, Tokens.DetokenizeAsync));
+        group.MapGet("/v1/models", (HttpContext http) => RunAsync(http, Tokens.ModelsAsync, readBody: false));
+        group.MapGet("/health", (HttpContext http) => RunAsync(http, Tokens.HealthAsync, readBody: false));
+        return group;
+    }
+
+    private static async Task RunAsync(HttpContext http, Func<ServerRequest, Task> handler, bool readBody = true)
+    {
+        var services = http.RequestServices;
+        var options = services.GetRequiredService<NativeGpt2ServerOptions>();
+        var logger = services.GetService<ILoggerFactory>()?.CreateLogger("NativeGpt2.Server");
+        var aborted = http.RequestAborted;
+        JsonRequest? body = null;
+        try
+        {
+            if (readBody) body = await JsonRequest.ReadAsync(http.Request, options.MaxRequestBodyBytes, aborted).ConfigureAwait(false);
+            using var request = new ServerRequest(http, body, services.GetRequiredService<Gpt2CausalLM>(), services.GetRequiredService<NativeGpt2ServiceOptions>(),
+                options, services.GetRequiredService<RequestGate>());
+            await handler(request).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (aborted.IsCancellationRequested)
+        {
+            // The client went away: its generation has stopped, and there is no one to answer.
+            logger?.LogInformation("{Path}: the client disconnected; its request was cancelled", http.Request.Path);
+        }
+        catch (OpenAIError e)
+        {
+            await WriteErrorAsync(http, e).ConfigureAwait(false);
+        }
+        catch (ArgumentException e)
+        {
+            // The library names its own parameters (MaxNewTokens); the client knows the request's (max_tokens).
+            var param = e.ParamName is { } name ? RequestNames.GetValueOrDefault(name, name) : null;
+            var message = OneLine(e).Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal);
+            await WriteErrorAsync(http, OpenAIError.BadRequest(param is null ? message : $"{param}: {message}", param)).ConfigureAwait(false);
+        }
+        catch (NativeGpt2Exception e)
+        {
+            logger?.LogError(e, "{Path} failed", http.Request.Path);
+            await WriteErrorAsync(http, new OpenAIError(500, OneLine(e), type: "server_error")).ConfigureAwait(false);
+        }
+        finally
+        {
+            body?.Dispose();
+        }
+    }
+
+    /// <summary>Request fields for the library's parameter names.</summary>
+    private static readonly Dictionary<string, string> RequestNames = new()
+    {
+        ["MaxNewTokens"] = "max_tokens", ["Temperature"] = "temperature", ["TopP"] = "top_p", ["TopK"] = "top_k",
+        ["RepetitionPenalty"] = "repetition_penalty", ["StopStrings"] = "stop", ["LogProbs"] = "logprobs",
+        ["prompts"] = "prompt", ["prompt"] = "prompt", ["texts"] = "input", ["sequences"] = "input",
+    };
+
+    /// <summary>JSON as APIs write it: characters such as ' and + as themselves (the body is never HTML).</summary>
+    internal static readonly JsonSerializerOptions Json = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    private static string OneLine(Exception e) =>
+        string.Join("; ", e.Message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
+
+    /// <summary>The error as a JSON response, or, once a stream has started, as its last event.</summary>
+    private static async Task WriteErrorAsync(HttpContext http, OpenAIError error)
+    {
+        if (http.Response.HasStarted)
+        {
+            await ServerSentEvents.WriteAsync(http.Response, error.ToJson(), CancellationToken.None).ConfigureAwait(false);
+            return;
+        }
+        if (error.Status == StatusCodes.Status503ServiceUnavailable) http.Response.Headers.RetryAfter = "1";
+        await WriteJsonAsync(http.Response, error.ToJson(), error.Status).ConfigureAwait(false);
+    }
+
+    /// <summary>Writes <paramref name="json"/> as the whole response.</summary>
+    internal static async Task WriteJsonAsync(HttpResponse response, JsonNode json, int status = StatusCodes.Status200OK)
+    {
+        response.StatusCode = status;
+        response.ContentType = "application/json";
+        await response.WriteAsync(json.ToJsonString(Json), Encoding.UTF8, CancellationToken.None).ConfigureAwait(false);
+    }
+}
+
+/// <summary>One request's view of the server: its body, the model, the options and the queue.</summary>
+internal sealed class ServerRequest(HttpContext http, JsonRequest? body, Gpt2CausalLM model, NativeGpt2ServiceOptions modelOptions,
+    NativeGpt2ServerOptions serverOptions, RequestGate gate) : IDisposable
+{
+    private IDisposable? _lease;
+
+    public HttpContext Http { get; } = http;
+    public JsonRequest Body { get; } = body!;
+    public Gpt2CausalLM Model { get; } = model;
+    public NativeGpt2ServiceOptions ModelOptions { get; } = modelOptions;
+    public NativeGpt2ServerOptions ServerOptions { get; } = serverOptions;
+    public string ModelId => ModelOptions.ModelId ?? Model.Source;
+    public CancellationToken Aborted => Http.RequestAborted;
+
+    public Tokenization.Gpt2Tokenizer Tokenizer =>
+        Model.Tokenizer ?? throw new OpenAIError(400, $"model '{ModelId}' has no tokenizer (no vocab.json and merges.txt): only token-id prompts work");
+
+    /// <summary>Waits for a slot to run the model (after the request was checked); a full queue is a 503.</summary>
+    public async Task EnterAsync()
+    {
+        _lease = await gate.EnterAsync(Aborted).ConfigureAwait(false)
+            ?? throw new OpenAIError(StatusCodes.Status503ServiceUnavailable, "the server is at capacity: every slot and queue place is taken; retry later", type: OpenAIError.ServerBusy);
+    }
+
+    public void Dispose() => _lease?.Dispose();
+}
+
+/// <summary>Server-sent events as OpenAI streams them: <c>data: {json}</c> events, the last one <c>data: [DONE]</c>.</summary>
+internal static class ServerSentEvents
+{
+    public static void Start(HttpResponse response)
+    {
+        response.StatusCode = StatusCodes.Status200OK;
+        response.ContentType = "text/event-stream";
+        response.Headers.CacheControl = "no-cache";
+    }
+
+    public static async Task WriteAsync(HttpResponse response, JsonNode json, CancellationToken cancellationToken)
+    {
+        await response.WriteAsync("data: " + json.ToJsonString(OpenAIEndpoints.Json) + "\n\n", Encoding.UTF8, cancellationToken).ConfigureAwait(false);
+        await response.Body.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    public static async Task DoneAsync(HttpResponse response, CancellationToken cancellationToken)
+    {
+        await response.WriteAsync("data: [DONE]\n\n", Encoding.UTF8, cancellationToken).ConfigureAwait(false);
+        await response.Body.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,53 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using NativeGpt2.Cli;
+using NativeGpt2.Tests.Support;
+using Xunit;
+
+namespace NativeGpt2.Tests.Cli;
+
+/// <summary><c>nativegpt2 serve</c>: listens where told, answers, and stops cleanly when cancelled (Ctrl+C, SIGTERM).</summary>
+public class ServeCommandTests
+{
+    [Fact]
+    public async Task Serve_answers_completions_and_stops_with_exit_code_zero()
+    {
+        var buffer = new StringWriter();
+        // Synchronized writers lock on themselves: reading under that lock sees whole lines.
+        var stderr = TextWriter.Synchronized(buffer);
+        string Errors() { lock (stderr) return buffer.ToString(); }
+        using var stop = new CancellationTokenSource();
+        var run = CliApp.RunAsync(["serve", "--model", Paths.Model("shakespeare-char"), "--urls", "http://127.0.0.1:0", "--model-id", "bard"], TextWriter.Null, stderr, stop.Token);
+
+        Uri? address = null;
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (address is null && !run.IsCompleted && DateTime.UtcNow < deadline)
+        {
+            if (Regex.Match(Errors(), @" on (http://127\.0\.0\.1:\d+)") is { Success: true } match) address = new Uri(match.Groups[1].Value);
+            else await Task.Delay(50);
+        }
+        Assert.True(address is not null, "serve did not report its address: " + Errors());
+
+        using var http = new HttpClient { BaseAddress = address };
+        var models = await http.GetFromJsonAsync<JsonElement>("/v1/models");
+        Assert.Equal("bard", models.GetProperty("data")[0].GetProperty("id").GetString());
+        using var response = await http.PostAsync("/v1/completions", new StringContent("""{"prompt":"ROMEO:\n","max_tokens":12,"temperature":0}"""));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var text = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("choices")[0].GetProperty("text").GetString();
+        Assert.Equal(Models.Get("shakespeare-char").Generate("ROMEO:\n", new GenerationOptions { Greedy = true, MaxNewTokens = 12 }).Text, text);
+
+        await stop.CancelAsync();
+        Assert.Equal(CliApp.Success, await run);
+        Assert.Contains("stopped", Errors());
+    }
+
+    [Fact]
+    public void A_bad_queue_size_is_a_usage_error()
+    {
+        var result = CliRunner.Run("serve", "--model", Paths.Model("shakespeare-char"), "--max-concurrent", "0");
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.Contains("--max-concurrent", result.Error);
+    }
+}

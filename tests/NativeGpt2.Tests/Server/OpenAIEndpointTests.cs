@@ -1,0 +1,234 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using NativeGpt2.Server;
+using NativeGpt2.Tests.Support;
+using Xunit;
+
+namespace NativeGpt2.Tests.Server;
+
+/// <summary>The endpoints over raw HTTP: the legacy completions API, token endpoints, and every way a request can be refused.</summary>
+public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFixture>
+{
+    private static Gpt2CausalLM Shakespeare => Models.Get("shakespeare-char");
+
+    private HttpClient Http => new() { BaseAddress = server.BaseAddress };
+
+    private async Task<(HttpStatusCode Status, JsonElement Body)> PostAsync(string path, string json)
+    {
+        using var response = await Http.PostAsync(path, new StringContent(json, Encoding.UTF8, "application/json"));
+        var text = await response.Content.ReadAsStringAsync();
+        return (response.StatusCode, JsonDocument.Parse(text).RootElement.Clone());
+    }
+
+    [Fact]
+    public async Task A_greedy_completion_is_the_libraries_continuation()
+    {
+        var (status, body) = await PostAsync("/v1/completions", """{"model":"any","prompt":"ROMEO:\n","max_tokens":40,"temperature":0}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var expected = Shakespeare.Generate("ROMEO:\n", new GenerationOptions { Greedy = true, MaxNewTokens = 40 });
+        var choice = body.GetProperty("choices")[0];
+        Assert.Equal(expected.Text, choice.GetProperty("text").GetString());
+        Assert.Equal("length", choice.GetProperty("finish_reason").GetString());
+        Assert.Equal("text_completion", body.GetProperty("object").GetString());
+        Assert.Equal(7, body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(40, body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+    }
+
+    [Fact]
+    public async Task Token_id_prompts_seeds_and_stop_sequences_work_as_in_the_library()
+    {
+        var ids = Shakespeare.Tokenizer!.Encode("JULIET:\n");
+        var (_, body) = await PostAsync("/v1/completions",
+            $$"""{"prompt":[{{string.Join(",", ids)}}],"max_tokens":60,"temperature":0.8,"top_p":0.9,"seed":7,"stop":["\n\n"]}""");
+        var expected = Shakespeare.GenerateIds(ids, new GenerationOptions { MaxNewTokens = 60, Temperature = 0.8f, TopP = 0.9f, Seed = 7 ^ 0, StopStrings = ["\n\n"] });
+        var text = Shakespeare.Tokenizer.Decode(expected.GeneratedIds);
+        var cut = text.IndexOf("\n\n", StringComparison.Ordinal);
+        Assert.Equal(cut >= 0 ? text[..cut] : text, body.GetProperty("choices")[0].GetProperty("text").GetString());
+        Assert.Equal(cut >= 0 ? "stop" : "length", body.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+    }
+
+    [Fact]
+    public async Task Completion_log_probabilities_list_each_token_with_its_alternatives()
+    {
+        var (_, body) = await PostAsync("/v1/completions", """{"prompt":"ROMEO:\n","max_tokens":5,"temperature":0,"logprobs":3}""");
+        var logprobs = body.GetProperty("choices")[0].GetProperty("logprobs");
+        var tokens = logprobs.GetProperty("tokens").EnumerateArray().Select(t => t.GetString()).ToArray();
+        Assert.Equal(body.GetProperty("choices")[0].GetProperty("text").GetString(), string.Concat(tokens));
+        var top = logprobs.GetProperty("top_logprobs");
+        for (var i = 0; i < 5; i++)
+        {
+            var alternatives = top[i].EnumerateObject().ToArray();
+            Assert.Equal(3, alternatives.Length);
+            // Greedy: the chosen token is the first alternative.
+            Assert.Equal(tokens[i], alternatives[0].Name);
+            Assert.Equal(logprobs.GetProperty("token_logprobs")[i].GetDouble(), alternatives[0].Value.GetDouble());
+        }
+        Assert.Equal(7, logprobs.GetProperty("text_offset")[0].GetInt32());
+    }
+
+    [Fact]
+    public async Task A_streamed_completion_is_server_sent_events_ending_with_done()
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = new StringContent("""{"prompt":"ROMEO:\n","max_tokens":25,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}""", Encoding.UTF8, "application/json"),
+        };
+        using var response = await Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType!.MediaType);
+        var events = (await response.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        Assert.All(events, e => Assert.StartsWith("data: ", e));
+        Assert.Equal("data: [DONE]", events[^1]);
+        var chunks = events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement).ToArray();
+        var text = string.Concat(chunks.Where(c => c.GetProperty("choices").GetArrayLength() > 0).Select(c => c.GetProperty("choices")[0].GetProperty("text").GetString()));
+        Assert.Equal(Shakespeare.Generate("ROMEO:\n", new GenerationOptions { Greedy = true, MaxNewTokens = 25 }).Text, text);
+        Assert.Equal(25, chunks[^1].GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        Assert.Contains(chunks, c => c.GetProperty("choices").GetArrayLength() > 0 && c.GetProperty("choices")[0].GetProperty("finish_reason").GetString() == "length");
+    }
+
+    [Fact]
+    public async Task Tokenize_and_detokenize_round_trip()
+    {
+        var (_, tokens) = await PostAsync("/tokenize", """{"content":"ROMEO: What, ho!"}""");
+        var ids = tokens.GetProperty("tokens").EnumerateArray().Select(t => t.GetInt32()).ToArray();
+        Assert.Equal(Shakespeare.Tokenizer!.Encode("ROMEO: What, ho!"), ids);
+        var (_, text) = await PostAsync("/detokenize", JsonSerializer.Serialize(new { tokens = ids }));
+        Assert.Equal("ROMEO: What, ho!", text.GetProperty("content").GetString());
+        var health = await Http.GetFromJsonAsync<JsonElement>("/health");
+        Assert.Equal("ok", health.GetProperty("status").GetString());
+    }
+
+    [Theory]
+    [InlineData("""{"prompt":"x","max_tokens":5""", null)]
+    [InlineData("""[1,2,3]""", null)]
+    [InlineData("""{"prompt":"x","max_tokens":"5"}""", "max_tokens")]
+    [InlineData("""{"prompt":"x","temperature":"hot"}""", "temperature")]
+    [InlineData("""{"prompt":"x","temperature":3}""", "temperature")]
+    [InlineData("""{"prompt":"x","top_p":0}""", "top_p")]
+    [InlineData("""{"prompt":"x","stop":[1]}""", "stop")]
+    [InlineData("""{"prompt":"x","stop":""}""", "stop")]
+    [InlineData("""{"prompt":"x","stream":"yes"}""", "stream")]
+    [InlineData("""{"prompt":"x","n":2}""", "n")]
+    [InlineData("""{"prompt":"x","logprobs":99}""", "logprobs")]
+    [InlineData("""{"prompt":[99999]}""", "prompt")]
+    [InlineData("""{"prompt":{"a":1}}""", "prompt")]
+    [InlineData("""{"max_tokens":5}""", "prompt")]
+    [InlineData("""{"prompt":"x","max_tokens":5000}""", "max_tokens")]
+    [InlineData("""{"prompt":"x","max_tokens":5,"max_tokens":6}""", null)]
+    public async Task A_bad_completion_request_is_a_400_naming_the_field(string json, string? param)
+    {
+        var (status, body) = await PostAsync("/v1/completions", json);
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        var error = body.GetProperty("error");
+        Assert.Equal("invalid_request_error", error.GetProperty("type").GetString());
+        Assert.False(string.IsNullOrWhiteSpace(error.GetProperty("message").GetString()));
+        if (param is not null) Assert.Equal(param, error.GetProperty("param").GetString());
+    }
+
+    [Theory]
+    [InlineData("/v1/chat/completions", """{"messages":"hi"}""", "messages")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"wizard","content":"hi"}]}""", "messages[0].role")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}""", "messages[0].content")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"top_logprobs":2}""", "top_logprobs")]
+    [InlineData("/v1/embeddings", """{"input":""}""", "input")]
+    [InlineData("/v1/embeddings", """{"input":[true]}""", "input")]
+    [InlineData("/v1/embeddings", """{"input":"x","dimensions":3}""", "dimensions")]
+    [InlineData("/v1/embeddings", """{"input":"x","encoding_format":"int8"}""", "encoding_format")]
+    [InlineData("/detokenize", """{"tokens":[-1]}""", "tokens")]
+    [InlineData("/tokenize", """{"content":5}""", "content")]
+    public async Task Bad_requests_to_the_other_endpoints_are_400s_naming_the_field(string path, string json, string param)
+    {
+        var (status, body) = await PostAsync(path, json);
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal(param, body.GetProperty("error").GetProperty("param").GetString());
+    }
+
+    [Fact]
+    public async Task Unknown_fields_are_ignored()
+    {
+        var (status, _) = await PostAsync("/v1/completions", """{"prompt":"x","max_tokens":2,"user":"u1","frequency_penalty":0.5,"whatever":{"a":[1]}}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+    }
+
+    [Fact]
+    public async Task An_oversized_body_is_a_400_before_it_is_read_whole()
+    {
+        var prompt = new string('a', 2 << 20);
+        var (status, body) = await PostAsync("/v1/completions", $$"""{"prompt":"{{prompt}}"}""");
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("exceeds", body.GetProperty("error").GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public async Task A_full_queue_answers_503_and_frees_when_the_slot_does()
+    {
+        await using var app = await ServerFixture.StartAsync(o => { o.MaxConcurrentRequests = 1; o.MaxQueuedRequests = 0; });
+        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        var gate = app.Services.GetRequiredService<RequestGate>();
+        const string Request = """{"prompt":"x","max_tokens":2}""";
+
+        var held = await gate.EnterAsync(CancellationToken.None);
+        using (var busy = await http.PostAsync("/v1/completions", new StringContent(Request)))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, busy.StatusCode);
+            var error = JsonDocument.Parse(await busy.Content.ReadAsStringAsync()).RootElement.GetProperty("error");
+            Assert.Equal("server_busy", error.GetProperty("type").GetString());
+        }
+        held!.Dispose();
+        using var served = await http.PostAsync("/v1/completions", new StringContent(Request));
+        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_client_that_disconnects_stops_its_generation()
+    {
+        var logs = new CapturingLoggerProvider();
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        builder.Logging.AddProvider(logs);
+        // GPT-2 124M (synthetic weights): 1,000 tokens take half a minute here, so the stream is still running when the client leaves.
+        builder.Services.AddNativeGpt2Server("synthetic:gpt2");
+        await using var app = builder.Build();
+        app.MapNativeGpt2OpenAI();
+        await app.StartAsync();
+        var gate = app.Services.GetRequiredService<RequestGate>();
+
+        using (var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+            {
+                Content = new StringContent("""{"prompt":"Hello","max_tokens":1000,"seed":1,"stream":true}"""),
+            };
+            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            Assert.StartsWith("data: ", await reader.ReadLineAsync());
+            Assert.Equal(1, gate.Admitted);
+        }
+
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (gate.Admitted > 0 && DateTime.UtcNow < deadline) await Task.Delay(20);
+        Assert.Equal(0, gate.Admitted);
+        Assert.True(logs.Messages.Any(m => m.Contains("client disconnected", StringComparison.Ordinal)), string.Join("\n", logs.Messages));
+    }
+
+    private sealed class CapturingLoggerProvider : ILoggerProvider
+    {
+        public System.Collections.Concurrent.ConcurrentQueue<string> Messages { get; } = new();
+        public ILogger CreateLogger(string categoryName) => new Logger(Messages);
+        public void Dispose() { }
+
+        private sealed class Logger(System.Collections.Concurrent.ConcurrentQueue<string> messages) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+            public bool IsEnabled(LogLevel logLevel) => true;
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+                messages.Enqueue(formatter(state, exception));
+        }
+    }
+}
