@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Invocation;
 using NativeGpt2.Cli.Commands;
 
 namespace NativeGpt2.Cli;
@@ -30,8 +31,7 @@ public static class CliApp
         context.Offline = parse.GetValue(CommonOptions.Offline);
         if (parse.Errors.Count > 0)
         {
-            var message = string.Join(" ", parse.Errors[0].Message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
-            stderr.WriteLine($"error: {message} (see nativegpt2 --help)");
+            stderr.WriteLine($"error: {ParseErrorLine(parse)} (see nativegpt2 --help)");
             return UsageError;
         }
 
@@ -39,7 +39,11 @@ public static class CliApp
         {
             // Signals are handled by the host (Program.cs), which cancels this token; System.CommandLine's own
             // handler would return after a fixed delay even while a download is still cleaning up.
-            var configuration = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null };
+            // System.CommandLine's own output (help, version) names the command as users type it.
+            var configuration = new InvocationConfiguration
+            {
+                Output = new ToolNameWriter(stdout), Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null,
+            };
             return await parse.InvokeAsync(configuration, cancellation);
         }
         catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
@@ -61,6 +65,33 @@ public static class CliApp
             return BadInput;
         }
     }
+
+    /// <summary>
+    /// The parse error a user most needs, on one line: an unrecognized word before "Required command was not
+    /// provided" (which it causes), with System.CommandLine's typo suggestion ("Did you mean …") when it has one.
+    /// </summary>
+    private static string ParseErrorLine(ParseResult parse)
+    {
+        var errors = parse.Errors.Select(e => OneLine(e.Message)).ToList();
+        if (errors.Count > 1) errors.RemoveAll(e => e.StartsWith("Required command was not provided", StringComparison.Ordinal));
+        var suggestion = "";
+        if (parse.Action is ParseErrorAction action)
+        {
+            action.ShowHelp = false;
+            action.ShowTypoCorrections = true;
+            var report = new StringWriter();
+            parse.Invoke(new InvocationConfiguration { Output = report, Error = report });
+            // Suggestions follow the errors: "'genrate' was not matched. Did you mean one of the following?" and the candidates.
+            var lines = report.ToString().Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            var at = Array.FindIndex(lines, l => l.Contains("Did you mean", StringComparison.Ordinal));
+            var candidates = at < 0 ? [] : lines.Skip(at + 1).TakeWhile(l => !l.Contains(' ')).ToArray();
+            if (candidates.Length > 0) suggestion = $" Did you mean '{string.Join("' or '", candidates)}'?";
+        }
+        return errors[0] + suggestion;
+    }
+
+    private static string OneLine(string message) =>
+        string.Join(" ", message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
 
     /// <summary>The message on one line: multi-line messages (a list of tensor problems, an argument's actual value) are joined.</summary>
     internal static string OneLine(Exception e) =>
@@ -94,6 +125,23 @@ public static class CliApp
         root.Options.Add(CommonOptions.Offline);
         return root;
     }
+}
+
+/// <summary>
+/// Writes System.CommandLine's help with the command named <c>nativegpt2</c>, as users type it: the library
+/// names the root command after the running assembly (<c>NativeGpt2.Cli</c>, which cannot be renamed to
+/// <c>nativegpt2</c> without colliding with <c>NativeGpt2.dll</c> on case-insensitive file systems).
+/// </summary>
+internal sealed class ToolNameWriter(TextWriter inner) : TextWriter
+{
+    public override System.Text.Encoding Encoding => inner.Encoding;
+    public override void Write(char value) => inner.Write(value);
+    public override void Write(string? value) => inner.Write(Rename(value));
+    public override void WriteLine(string? value) => inner.WriteLine(Rename(value));
+    public override void Flush() => inner.Flush();
+
+    private static string? Rename(string? text) =>
+        text?.Replace(RootCommand.ExecutableName + " ", "nativegpt2 ", StringComparison.Ordinal);
 }
 
 /// <summary>A command-line value that parsed but cannot be used (exit code 2).</summary>

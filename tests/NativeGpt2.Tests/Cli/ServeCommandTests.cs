@@ -51,3 +51,32 @@ public class ServeCommandTests
         Assert.Contains("--max-concurrent", result.Error);
     }
 }
+
+/// <summary>The command line as users meet it: its name in help, and a mistyped command.</summary>
+public class CommandLineSurfaceTests
+{
+    [Fact]
+    public void Help_names_the_command_as_users_type_it()
+    {
+        var result = CliRunner.Run("--help");
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        Assert.Contains("nativegpt2 [command] [options]", result.Out);
+        Assert.DoesNotContain(RootCommandName, result.Out);
+        Assert.Contains("nativegpt2 serve [options]", CliRunner.Run("serve", "--help").Out);
+    }
+
+    private static string RootCommandName => System.CommandLine.RootCommand.ExecutableName + " ";
+
+    [Theory]
+    [InlineData("genrate", "generate")]
+    [InlineData("tokenise", "tokenize")]
+    [InlineData("serv", "serve")]
+    public void A_mistyped_command_is_named_with_the_likely_one(string typed, string meant)
+    {
+        var result = CliRunner.Run(typed, "--model", "x");
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.StartsWith($"error: Unrecognized command or argument '{typed}'.", result.Error);
+        Assert.Contains($"Did you mean '{meant}'", result.Error);
+        Assert.DoesNotContain("Required command was not provided", result.Error);
+    }
+}
