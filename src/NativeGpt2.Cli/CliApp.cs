@@ -120,6 +120,9 @@ public static class CliApp
             CrosscheckCommand.Create(context),
             BenchCommand.Create(context),
             ServeCommand.Create(context),
+            TopCommand.Create(context),
+            TraceCommand.Create(context),
+            AttentionCommand.Create(context),
         };
         root.Options.Add(CommonOptions.Verbose);
         root.Options.Add(CommonOptions.Offline);
