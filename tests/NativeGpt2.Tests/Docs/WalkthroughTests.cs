@@ -67,6 +67,25 @@ public partial class WalkthroughTests
         }
     }
 
+    public static TheoryData<Example> VerificationExamples() => [.. Examples(File.ReadAllText(Path.Combine(Paths.Repository, "docs", "verification.md")))];
+
+    /// <summary>
+    /// verification.md quotes a run on one machine: its differences depend on the CPU, so here the command must
+    /// pass and print the same tensors in the same order, whatever the digits.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(VerificationExamples))]
+    public void A_check_quoted_in_the_verification_guide_passes_and_lists_the_same_tensors(Example example)
+    {
+        var args = ShellWords(example.Command)[1..].Select(a => Localize(a, Path.GetTempPath())).ToArray();
+        var result = CliRunner.Run(args);
+        Assert.True(result.ExitCode == CliApp.Success, $"{example.Command} failed: {result.Error}");
+        static string[] Names(string output) => output.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Where(l => !l.StartsWith("backend ", StringComparison.Ordinal))
+            .Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[0]).ToArray();
+        Assert.Equal(Names(example.Output), Names(result.Out));
+    }
+
     [Fact]
     public void Every_svg_under_docs_is_well_formed_svg()
     {
