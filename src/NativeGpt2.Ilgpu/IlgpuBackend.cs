@@ -201,6 +201,8 @@ public sealed class IlgpuBackend : IBackend
     public void CopyFromHost<T>(DeviceBuffer<T> destination, long offset, ReadOnlySpan<T> source) where T : unmanaged
     {
         if (source.IsEmpty) return;
+        // Kernels still running may read this buffer; ILGPU's CPU accelerator copies at once, not in stream order.
+        _accelerator.Synchronize();
         View(destination).SubView(offset, source.Length).CopyFromCPU(ref MemoryMarshal.GetReference(source), source.Length);
     }
 
@@ -208,6 +210,9 @@ public sealed class IlgpuBackend : IBackend
     public void Download<T>(Span<T> destination, DeviceBuffer<T> source, long offset) where T : unmanaged
     {
         if (destination.IsEmpty) return;
+        // The kernels that write this buffer must have finished: ILGPU's CPU accelerator copies at once, not in
+        // stream order, and a recorded activation once came back as zeros.
+        _accelerator.Synchronize();
         View(source).SubView(offset, destination.Length).CopyToCPU(ref MemoryMarshal.GetReference(destination), destination.Length);
     }
 
