@@ -92,3 +92,33 @@ internal static class CommonOptions
         return ids;
     }
 }
+
+/// <summary>A model and one text encoded for it: what the reading commands (top, trace, attention) start from.</summary>
+internal sealed record TextInput(Gpt2CausalLM Model, Tokenization.Gpt2Tokenizer Tokenizer, string Text, int[] Ids) : IDisposable
+{
+    /// <summary>
+    /// Loads <c>--model</c> (default: the bundled model) on <c>--backend</c> with <c>--weights</c>, and encodes
+    /// <paramref name="text"/>: a usage error when it is empty or longer than <paramref name="maxTokens"/> (default: the context).
+    /// </summary>
+    public static async Task<TextInput> LoadAsync(CliContext context, ParseResult parse, Option<string> model, Option<string> backend, Option<string?> weights,
+        string text, CancellationToken cancellation, int? maxTokens = null)
+    {
+        var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
+        try
+        {
+            var tokenizer = lm.Tokenizer ?? throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer (no vocab.json and merges.txt)");
+            var ids = tokenizer.Encode(text);
+            var limit = Math.Min(maxTokens ?? int.MaxValue, lm.Config.ContextLength);
+            if (ids.Length == 0) throw new UsageException("--text is empty: give the text to read the model with");
+            if (ids.Length > limit) throw new UsageException($"--text is {ids.Length} tokens; at most {limit} can be used here");
+            return new TextInput(lm, tokenizer, text, ids);
+        }
+        catch
+        {
+            lm.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose() => Model.Dispose();
+}

@@ -27,18 +27,13 @@ internal static class AttentionCommand
         };
         command.SetAction(async (parse, cancellation) =>
         {
-            using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
-            var tokenizer = lm.Tokenizer ?? throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer (no vocab.json and merges.txt)");
+            using var input = await TextInput.LoadAsync(context, parse, model, backend, weights, parse.GetValue(text)!, cancellation, MaxTokens);
+            var (lm, tokenizer, ids) = (input.Model, input.Tokenizer, input.Ids);
             var config = lm.Config;
             var onlyLayer = parse.GetValue(layer);
             var onlyHead = parse.GetValue(head);
             if (onlyLayer is { } badLayer && (badLayer < 0 || badLayer >= config.LayerCount)) throw new UsageException($"--layer must be in [0, {config.LayerCount - 1}], not {badLayer}");
             if (onlyHead is { } badHead && (badHead < 0 || badHead >= config.HeadCount)) throw new UsageException($"--head must be in [0, {config.HeadCount - 1}], not {badHead}");
-            var input = parse.GetValue(text)!;
-            var ids = tokenizer.Encode(input);
-            if (ids.Length == 0) throw new UsageException("--text is empty: give the text whose attention to draw");
-            if (ids.Length > Math.Min(MaxTokens, config.ContextLength))
-                throw new UsageException($"--text is {ids.Length} tokens; at most {Math.Min(MaxTokens, config.ContextLength)} can be drawn");
 
             var attentions = lm.Forward(TokenBatch.FromIds(ids), options: new ForwardOptions { OutputAttentions = true }).Backbone.Attentions!;
             var T = ids.Length;
@@ -54,7 +49,7 @@ internal static class AttentionCommand
             }
             var tokens = ids.Select(id => TokenLabels.Text(tokenizer, id)).ToArray();
             var columns = onlyHead is null ? config.HeadCount : 1;
-            var svg = AttentionSvg.Render(tokens, panels, columns, $"Attention of {Path.GetFileName(lm.Source)} over {TokenLabels.Quoted(input)}: rows attend to columns");
+            var svg = AttentionSvg.Render(tokens, panels, columns, $"Attention of {Path.GetFileName(lm.Source)} over {TokenLabels.Quoted(input.Text)}: rows attend to columns");
             var path = parse.GetValue(output)!.FullName;
             await File.WriteAllTextAsync(path, svg, cancellation);
             context.Out.WriteLine($"wrote {parse.GetValue(output)!.Name}: {panels.Count} heatmap(s) of {T} × {T} tokens");

@@ -22,19 +22,15 @@ internal static class TopCommand
         {
             var count = parse.GetValue(k);
             if (count < 1) throw new UsageException($"--k must be at least 1, not {count}");
-            using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
-            var tokenizer = lm.Tokenizer ?? throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer (no vocab.json and merges.txt)");
-            var input = parse.GetValue(text)!;
-            var ids = tokenizer.Encode(input);
-            if (ids.Length == 0) throw new UsageException("--text is empty: give the text whose next token to predict");
-            if (ids.Length > lm.Config.ContextLength) throw new UsageException($"--text is {ids.Length} tokens; this model's context is {lm.Config.ContextLength}");
+            using var input = await TextInput.LoadAsync(context, parse, model, backend, weights, parse.GetValue(text)!, cancellation);
+            var (lm, tokenizer, ids) = (input.Model, input.Tokenizer, input.Ids);
 
             var logits = lm.Forward(TokenBatch.FromIds(ids)).Logits.Row(0, ids.Length - 1);
             var probabilities = Softmax(logits);
             var best = Enumerable.Range(0, logits.Length).OrderByDescending(i => probabilities[i]).ThenBy(i => i).Take(Math.Min(count, logits.Length)).ToArray();
 
             var n = CultureInfo.InvariantCulture;
-            context.Out.WriteLine($"after {TokenLabels.Quoted(input)} ({ids.Length} tokens), the next token:");
+            context.Out.WriteLine($"after {TokenLabels.Quoted(input.Text)} ({ids.Length} tokens), the next token:");
             context.Out.WriteLine("rank  token         id  probability   logit");
             for (var r = 0; r < best.Length; r++)
             {

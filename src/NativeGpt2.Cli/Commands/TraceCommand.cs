@@ -24,19 +24,15 @@ internal static class TraceCommand
         {
             var shown = parse.GetValue(values);
             if (shown < 1) throw new UsageException($"--values must be at least 1, not {shown}");
-            using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
-            var tokenizer = lm.Tokenizer ?? throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer (no vocab.json and merges.txt)");
-            var input = parse.GetValue(text)!;
-            var ids = tokenizer.Encode(input);
-            if (ids.Length == 0) throw new UsageException("--text is empty: give the text to follow");
-            if (ids.Length > lm.Config.ContextLength) throw new UsageException($"--text is {ids.Length} tokens; this model's context is {lm.Config.ContextLength}");
+            using var input = await TextInput.LoadAsync(context, parse, model, backend, weights, parse.GetValue(text)!, cancellation);
+            var (lm, tokenizer, ids) = (input.Model, input.Tokenizer, input.Ids);
             var detailed = parse.GetValue(layers) ?? lm.Config.LayerCount;
             if (detailed < 0) throw new UsageException($"--layers must be at least 0, not {detailed}");
 
             var result = lm.Forward(TokenBatch.FromIds(ids), options: new ForwardOptions { OutputHiddenStates = true, OutputLayerActivations = true });
             var activations = result.Backbone.Activations;
             var out_ = context.Out;
-            out_.WriteLine($"text    {TokenLabels.Quoted(input)}");
+            out_.WriteLine($"text    {TokenLabels.Quoted(input.Text)}");
             out_.WriteLine($"tokens  {string.Join(" ", ids.Select(id => TokenLabels.Quoted(TokenLabels.Text(tokenizer, id))))}");
             out_.WriteLine($"ids     {string.Join(" ", ids)}");
             out_.WriteLine($"step               shape          first {shown} values at the last position (token {ids.Length - 1})");
