@@ -32,6 +32,7 @@ public sealed class IlgpuBackend : IBackend
     private readonly Context _context;
     private readonly Accelerator _accelerator;
     private readonly object _gate = new();
+    private bool _disposed;
     private readonly int _groupSize;
     private readonly int _tileX, _tileY;
 
@@ -72,7 +73,7 @@ public sealed class IlgpuBackend : IBackend
         _tileX = _groupSize / _tileY;
         if (4 * _tileX > MatMulKernels.MaxTile || 4 * _tileY > MatMulKernels.MaxTile || _tileX * _tileY != _groupSize)
             throw new BackendUnavailableException(name, $"a group of {_groupSize} threads does not make a matmul tile");
-        if (warp > MatMulKernels.MaxWarp || _groupSize / warp > Reductions.MaxWarpsPerGroup)
+        if (warp > MatMulKernels.MaxWarp || _groupSize / warp > Math.Min(Reductions.MaxWarpsPerGroup, AttentionKernel.MaxDecodeWarps))
             throw new BackendUnavailableException(name, $"warps of {warp} threads are not supported (at most {MatMulKernels.MaxWarp})");
 
         _maxGroups = accelerator.AcceleratorType == AcceleratorType.CPU
@@ -183,8 +184,40 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public DeviceBuffer<T> Allocate<T>(long length) where T : unmanaged =>
-        new IlgpuBuffer<T>(this, _accelerator.Allocate1D<T>(Math.Max(length, 1)), length);
+    public DeviceBuffer<T> Allocate<T>(long length) where T : unmanaged
+    {
+        using var exclusive = Exclusive();
+        return new IlgpuBuffer<T>(this, _accelerator.Allocate1D<T>(Math.Max(length, 1)), length);
+    }
+
+    /// <summary>
+    /// The pass lock (re-entered when this thread is in a pass) and the accelerator bound to this thread, for
+    /// memory operations outside a pass (loading, a cache disposed on another thread): an ILGPU accelerator is not
+    /// safe to use from several threads at once, and one thread loading a model while another ran a pass once
+    /// left a recorded activation zero on the CPU accelerator.
+    /// </summary>
+    private Exclusivity Exclusive()
+    {
+        Monitor.Enter(_gate);
+        try
+        {
+            return new Exclusivity(_gate, _accelerator.BindScoped());
+        }
+        catch
+        {
+            Monitor.Exit(_gate);
+            throw;
+        }
+    }
+
+    private readonly struct Exclusivity(object gate, ScopedAcceleratorBinding binding) : IDisposable
+    {
+        public void Dispose()
+        {
+            binding.Dispose();
+            Monitor.Exit(gate);
+        }
+    }
 
     /// <inheritdoc />
     public DeviceBuffer<T>? Wrap<T>(T[] host) where T : unmanaged => null;
@@ -201,6 +234,7 @@ public sealed class IlgpuBackend : IBackend
     public void CopyFromHost<T>(DeviceBuffer<T> destination, long offset, ReadOnlySpan<T> source) where T : unmanaged
     {
         if (source.IsEmpty) return;
+        using var exclusive = Exclusive();
         // Kernels still running may read this buffer; ILGPU's CPU accelerator copies at once, not in stream order.
         _accelerator.Synchronize();
         View(destination).SubView(offset, source.Length).CopyFromCPU(ref MemoryMarshal.GetReference(source), source.Length);
@@ -210,6 +244,7 @@ public sealed class IlgpuBackend : IBackend
     public void Download<T>(Span<T> destination, DeviceBuffer<T> source, long offset) where T : unmanaged
     {
         if (destination.IsEmpty) return;
+        using var exclusive = Exclusive();
         // The kernels that write this buffer must have finished: ILGPU's CPU accelerator copies at once, not in
         // stream order, and a recorded activation once came back as zeros.
         _accelerator.Synchronize();
@@ -314,7 +349,8 @@ public sealed class IlgpuBackend : IBackend
                 _attentionPartials = _accelerator.Allocate1D<float>(needed);
             }
             var partials = _attentionPartials.View.SubView(0, needed);
-            _attentionDecode(Threads((long)chunks * NH * B), partials, View(qkv), View(keys), View(values), View(keyMask), shape, chunks);
+            var warpsPerGroup = _groupSize / _accelerator.WarpSize;
+            _attentionDecode(Launch(Groups(chunks * NH * B, warpsPerGroup)), partials, View(qkv), View(keys), View(values), View(keyMask), shape, chunks);
             _attentionCombine(Threads((long)HS * NH * B), View(output), partials, shape, chunks);
             return;
         }
@@ -357,6 +393,8 @@ public sealed class IlgpuBackend : IBackend
     {
         lock (_gate)
         {
+            if (_disposed) return;
+            _disposed = true;
             _accelerator.Dispose();
             _context.Dispose();
         }
@@ -381,7 +419,16 @@ public sealed class IlgpuBackend : IBackend
     {
         public MemoryBuffer1D<T, Stride1D.Dense> Memory { get; } = memory;
 
-        public override void Dispose() => Memory.Dispose();
+        public override void Dispose()
+        {
+            lock (backend._gate)
+            {
+                // Disposing the accelerator released every buffer already.
+                if (backend._disposed || Memory.IsDisposed) return;
+                using var exclusive = backend.Exclusive();
+                Memory.Dispose();
+            }
+        }
     }
 
     private sealed class IlgpuMatrix(int inputs, int outputs, DeviceBuffer<float> buffer) : DeviceMatrix(inputs, outputs)
