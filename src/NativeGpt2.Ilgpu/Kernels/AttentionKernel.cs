@@ -136,46 +136,63 @@ internal static class AttentionKernel
         return sum;
     }
 
+    /// <summary>Most warps per group <see cref="Decode"/> keeps a head's query and sums for, in shared memory.</summary>
+    public const int MaxDecodeWarps = 8;
+
     /// <summary>
-    /// One new token per row (T = 1): thread per (chunk, h, b). Each takes keys [first + c·K, first + (c + 1)·K)
-    /// where first is the row's first unmasked key, and writes its partial result to <paramref name="partial"/>:
-    /// (B, NH, chunks, HS + 2), the weighted value sum, then m and l.
+    /// One new token per row (T = 1): a warp per (chunk, h, b). Each takes keys [first + c·K, first + (c + 1)·K)
+    /// of row b's cache, first being the row's first unmasked key, and keeps its own running m, l and weighted
+    /// sum of values (<see cref="Combine"/> merges the chunks). The lanes split the head's channels: lane i holds
+    /// channels i, i + W, …, a score is their warp sum, and every lane reads consecutive keys (coalesced).
     /// </summary>
     public static void Decode(ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
         ArrayView<int> mask, AttentionShape s, int chunks)
     {
-        for (var i = Grid.GlobalIndex.X; i < chunks * s.NH * s.B; i += Grid.DimX * Group.DimX)
-            DecodeOneChunk(partial, qkv, keys, values, mask, s, chunks, i % chunks, i / chunks % s.NH, i / (chunks * s.NH));
+        // Each lane touches only its own channels of its warp's rows: no barrier is needed between lanes.
+        var q = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxHeadSize);
+        var acc = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxHeadSize);
+        var warps = Group.DimX / Warp.WarpSize;
+        var mine = Warp.WarpIdx * MaxHeadSize;
+        for (var i = Grid.IdxX * warps + Warp.WarpIdx; i < chunks * s.NH * s.B; i += Grid.DimX * warps)
+            DecodeOneChunk(partial, qkv, keys, values, mask, s, chunks, i % chunks, i / chunks % s.NH, i / (chunks * s.NH),
+                q.SubView(mine, MaxHeadSize), acc.SubView(mine, MaxHeadSize));
     }
 
     private static void DecodeOneChunk(ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
-        ArrayView<int> mask, AttentionShape s, int chunks, int c, int h, int b)
+        ArrayView<int> mask, AttentionShape s, int chunks, int c, int h, int b, ArrayView<float> q, ArrayView<float> acc)
     {
-        int C = s.NH * s.HS, head = (b * s.NH + h) * s.Tmax, last = s.Past;
+        int C = s.NH * s.HS, head = (b * s.NH + h) * s.Tmax, last = s.Past, W = Warp.WarpSize, lane = Warp.LaneIdx;
         var first = FirstKey(mask, b * s.Tmax, last);
         var slot = ((b * s.NH + h) * chunks + c) * (s.HS + 2);
-        var acc = LocalMemory.Allocate<float>(MaxHeadSize);
-        for (var d = 0; d < s.HS; d++) acc[d] = 0f;
+        for (var d = lane; d < s.HS; d += W)
+        {
+            q[d] = qkv[b * 3 * C + h * s.HS + d];
+            acc[d] = 0f;
+        }
         var m = float.NegativeInfinity;
         var l = 0f;
         var end = XMath.Min(last, first + (c + 1) * DecodeChunk - 1);
         for (var j = first + c * DecodeChunk; j <= end; j++)
         {
             if (mask[b * s.Tmax + j] == 0) continue;
-            var score = 0f;
-            for (var d = 0; d < s.HS; d++) score += qkv[b * 3 * C + h * s.HS + d] * keys[(head + j) * s.HS + d];
-            score *= s.Scale;
+            var partialScore = 0f;
+            for (var d = lane; d < s.HS; d += W) partialScore += q[d] * keys[(head + j) * s.HS + d];
+            // A butterfly sum: every lane ends with the same score, so all take the same path below.
+            var score = Reductions.WarpSum(partialScore) * s.Scale;
             var next = XMath.Max(m, score);
             var correction = XMath.Exp(m - next);
             var p = XMath.Exp(score - next);
             l = l * correction + p;
-            for (var d = 0; d < s.HS; d++)
+            for (var d = lane; d < s.HS; d += W)
                 acc[d] = acc[d] * correction + p * values[(head + j) * s.HS + d];
             m = next;
         }
-        for (var d = 0; d < s.HS; d++) partial[slot + d] = acc[d];
-        partial[slot + s.HS] = m;
-        partial[slot + s.HS + 1] = l;
+        for (var d = lane; d < s.HS; d += W) partial[slot + d] = acc[d];
+        if (lane == 0)
+        {
+            partial[slot + s.HS] = m;
+            partial[slot + s.HS + 1] = l;
+        }
     }
 
     /// <summary>

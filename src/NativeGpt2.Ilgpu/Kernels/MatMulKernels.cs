@@ -125,8 +125,17 @@ internal static class MatMulKernels
             {
                 var sum = 0f;
                 var end = XMath.Min(s.IC, (chunk + 1) * Chunk);
-                for (var k = chunk * Chunk; k < end; k++)
-                    sum += input[row * s.IC + k] * weight[k * s.OC + col];
+                var k = chunk * Chunk;
+                var x = row * s.IC;
+                // Eight loads in flight before the sums that need them (ILGPU does not unroll); the sum keeps its order.
+                for (; k + 8 <= end; k += 8)
+                {
+                    float w0 = weight[k * s.OC + col], w1 = weight[(k + 1) * s.OC + col], w2 = weight[(k + 2) * s.OC + col], w3 = weight[(k + 3) * s.OC + col];
+                    float w4 = weight[(k + 4) * s.OC + col], w5 = weight[(k + 5) * s.OC + col], w6 = weight[(k + 6) * s.OC + col], w7 = weight[(k + 7) * s.OC + col];
+                    sum += input[x + k] * w0; sum += input[x + k + 1] * w1; sum += input[x + k + 2] * w2; sum += input[x + k + 3] * w3;
+                    sum += input[x + k + 4] * w4; sum += input[x + k + 5] * w5; sum += input[x + k + 6] * w6; sum += input[x + k + 7] * w7;
+                }
+                for (; k < end; k++) sum += input[x + k] * weight[k * s.OC + col];
                 partial[chunk * MaxWarp + lane] = sum;
             }
         }
@@ -160,8 +169,16 @@ internal static class MatMulKernels
         {
             var sum = 0f;
             var end = XMath.Min(s.IC, k0 + Chunk);
-            for (var k = k0; k < end; k++)
-                sum += input[row * s.IC + k] * weight[col * s.IC + k];
+            int x = row * s.IC, w = col * s.IC, k = k0;
+            // Eight loads in flight before the sums that need them (ILGPU does not unroll); the sum keeps its order.
+            for (; k + 8 <= end; k += 8)
+            {
+                float w0 = weight[w + k], w1 = weight[w + k + 1], w2 = weight[w + k + 2], w3 = weight[w + k + 3];
+                float w4 = weight[w + k + 4], w5 = weight[w + k + 5], w6 = weight[w + k + 6], w7 = weight[w + k + 7];
+                sum += input[x + k] * w0; sum += input[x + k + 1] * w1; sum += input[x + k + 2] * w2; sum += input[x + k + 3] * w3;
+                sum += input[x + k + 4] * w4; sum += input[x + k + 5] * w5; sum += input[x + k + 6] * w6; sum += input[x + k + 7] * w7;
+            }
+            for (; k < end; k++) sum += input[x + k] * weight[w + k];
             total += sum;
         }
         output[row * s.OC + col] = total;
