@@ -60,6 +60,9 @@ public sealed class IlgpuBackend : IBackend
     /// </summary>
     private readonly int _maxGroups;
 
+    /// <summary>Largest group the matrix-vector kernel uses (1,024 threads on a GPU), a whole number of warps.</summary>
+    private readonly int _maxMatVecGroupSize;
+
     private IlgpuBackend(string name, Context context, Accelerator accelerator, string description)
     {
         Name = name;
@@ -76,6 +79,7 @@ public sealed class IlgpuBackend : IBackend
         if (warp > MatMulKernels.MaxWarp || _groupSize / warp > Math.Min(Reductions.MaxWarpsPerGroup, AttentionKernel.MaxDecodeWarps))
             throw new BackendUnavailableException(name, $"warps of {warp} threads are not supported (at most {MatMulKernels.MaxWarp})");
 
+        _maxMatVecGroupSize = Math.Max(_groupSize, Math.Min(1024, accelerator.MaxNumThreadsPerGroup) / warp * warp);
         _maxGroups = accelerator.AcceleratorType == AcceleratorType.CPU
             ? accelerator.NumMultiprocessors
             : accelerator.NumMultiprocessors * Math.Max(1, accelerator.MaxNumThreadsPerMultiprocessor / _groupSize) * 4;
@@ -297,7 +301,11 @@ public sealed class IlgpuBackend : IBackend
         var shape = new MatMulShape(N, IC, OC, kind, hasBias: true, transposed: false, _tileX, _tileY);
         if (N <= MatVecRows && IC <= MatMulKernels.MaxChunks * MatMulKernels.Chunk)
         {
-            _matVec(Launch(Groups(OC, MatMulKernels.MaxWarp) * N), View(output), View(input), View(w), View(bias), shape);
+            // A warp per chunk of the inputs, up to the largest group: a block of columns sums its inputs side by side
+            // (c_proj's 3,072 inputs are 48 chunks), and the chunk sums still meet in order.
+            var chunks = (IC + MatMulKernels.Chunk - 1) / MatMulKernels.Chunk;
+            var threads = Math.Clamp(chunks * _accelerator.WarpSize, _groupSize, _maxMatVecGroupSize);
+            _matVec(new KernelConfig(Math.Min(Groups(OC, MatMulKernels.MaxWarp) * N, _maxGroups), threads), View(output), View(input), View(w), View(bias), shape);
             return;
         }
         LaunchTiled(output, input, w, bias, shape);
