@@ -83,20 +83,33 @@ public sealed class IlgpuBackend : IBackend
         _maxGroups = accelerator.AcceleratorType == AcceleratorType.CPU
             ? accelerator.NumMultiprocessors
             : accelerator.NumMultiprocessors * Math.Max(1, accelerator.MaxNumThreadsPerMultiprocessor / _groupSize) * 4;
-        _embedding = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(ElementwiseKernels.Embedding);
-        _add = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.Add);
-        _appendKeyValues = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(ElementwiseKernels.AppendKeyValues);
-        _gatherRows = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(ElementwiseKernels.GatherRows);
-        _layerNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(LayerNormKernel.Forward);
-        _matMulTiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.Tiled);
-        _matVec = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.MatVec);
-        _matVecTransposed = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.MatVecTransposed);
-        _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.Prefill);
-        _attentionDecode = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape, int>(AttentionKernel.Decode);
-        _attentionCombine = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AttentionShape, int>(AttentionKernel.Combine);
-        _targetLogProbabilities = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(RowKernels.TargetLogProbabilities);
-        _argMax = accelerator.LoadStreamKernel<ArrayView<int>, ArrayView<float>, int, int>(RowKernels.ArgMax);
+        _profile = KernelProfile.Requested ? new KernelProfile(accelerator) : null;
+        _embedding = Profiled("Embedding", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(ElementwiseKernels.Embedding));
+        _add = Profiled("Add", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.Add));
+        _appendKeyValues = Profiled("AppendKeyValues", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(ElementwiseKernels.AppendKeyValues));
+        _gatherRows = Profiled("GatherRows", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(ElementwiseKernels.GatherRows));
+        _layerNorm = Profiled("LayerNorm", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(LayerNormKernel.Forward));
+        _matMulTiled = Profiled("MatMulTiled", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.Tiled));
+        _matVec = Profiled("MatVec", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.MatVec));
+        _matVecTransposed = Profiled("MatVecTransposed", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.MatVecTransposed));
+        _attention = Profiled("AttentionPrefill", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.Prefill));
+        _attentionDecode = Profiled("AttentionDecode", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape, int>(AttentionKernel.Decode));
+        _attentionCombine = Profiled("AttentionCombine", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AttentionShape, int>(AttentionKernel.Combine));
+        _targetLogProbabilities = Profiled("TargetLogProbabilities", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(RowKernels.TargetLogProbabilities));
+        _argMax = Profiled("ArgMax", accelerator.LoadStreamKernel<ArrayView<int>, ArrayView<float>, int, int>(RowKernels.ArgMax));
     }
+
+    /// <summary>Per-kernel timing when <see cref="KernelProfile.Variable"/> asks for it, else null.</summary>
+    private readonly KernelProfile? _profile;
+
+    private Action<KernelConfig, T1, T2, T3, T4> Profiled<T1, T2, T3, T4>(string name, Action<KernelConfig, T1, T2, T3, T4> kernel) =>
+        _profile is null ? kernel : _profile.Timed(name, kernel);
+
+    private Action<KernelConfig, T1, T2, T3, T4, T5> Profiled<T1, T2, T3, T4, T5>(string name, Action<KernelConfig, T1, T2, T3, T4, T5> kernel) =>
+        _profile is null ? kernel : _profile.Timed(name, kernel);
+
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> Profiled<T1, T2, T3, T4, T5, T6, T7>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> kernel) =>
+        _profile is null ? kernel : _profile.Timed(name, kernel);
 
     /// <summary>The CUDA device <paramref name="deviceIndex"/>; needs only the NVIDIA driver (ILGPU emits PTX, the driver compiles it).</summary>
     /// <exception cref="BackendUnavailableException">No CUDA device or driver.</exception>
@@ -403,6 +416,7 @@ public sealed class IlgpuBackend : IBackend
         {
             if (_disposed) return;
             _disposed = true;
+            _profile?.Report(Console.Error);
             _accelerator.Dispose();
             _context.Dispose();
         }
