@@ -45,6 +45,7 @@ public sealed class IlgpuBackend : IBackend
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _matVec;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _matVecTransposed;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attention;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attentionPrefillWarps;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape, int> _attentionDecode;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AttentionShape, int> _attentionCombine;
 
@@ -93,6 +94,7 @@ public sealed class IlgpuBackend : IBackend
         _matVec = Profiled("MatVec", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.MatVec));
         _matVecTransposed = Profiled("MatVecTransposed", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.MatVecTransposed));
         _attention = Profiled("AttentionPrefill", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.Prefill));
+        _attentionPrefillWarps = Profiled("AttentionPrefillWarps", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.PrefillWarps));
         _attentionDecode = Profiled("AttentionDecode", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape, int>(AttentionKernel.Decode));
         _attentionCombine = Profiled("AttentionCombine", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AttentionShape, int>(AttentionKernel.Combine));
         _targetLogProbabilities = Profiled("TargetLogProbabilities", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(RowKernels.TargetLogProbabilities));
@@ -106,6 +108,9 @@ public sealed class IlgpuBackend : IBackend
         _profile is null ? kernel : _profile.Timed(name, kernel);
 
     private Action<KernelConfig, T1, T2, T3, T4, T5> Profiled<T1, T2, T3, T4, T5>(string name, Action<KernelConfig, T1, T2, T3, T4, T5> kernel) =>
+        _profile is null ? kernel : _profile.Timed(name, kernel);
+
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6> Profiled<T1, T2, T3, T4, T5, T6>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6> kernel) =>
         _profile is null ? kernel : _profile.Timed(name, kernel);
 
     private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> Profiled<T1, T2, T3, T4, T5, T6, T7>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> kernel) =>
@@ -375,8 +380,15 @@ public sealed class IlgpuBackend : IBackend
             _attentionCombine(Threads((long)HS * NH * B), View(output), partials, shape, chunks);
             return;
         }
+        if (probabilities is null)
+        {
+            // A warp per query; the tiled kernel below is kept for when the probabilities are written too.
+            var warpsPerGroup = _groupSize / _accelerator.WarpSize;
+            _attentionPrefillWarps(Launch(Groups(T * NH * B, warpsPerGroup)), View(output), View(qkv), View(keys), View(values), View(keyMask), shape);
+            return;
+        }
         _attention(Launch(Groups(T, _groupSize) * NH * B),
-            View(output), View(probabilities ?? output), View(qkv), View(keys), View(values), View(keyMask), shape);
+            View(output), View(probabilities), View(qkv), View(keys), View(values), View(keyMask), shape);
     }
 
     /// <inheritdoc />

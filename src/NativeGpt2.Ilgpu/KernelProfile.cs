@@ -27,6 +27,9 @@ internal sealed class KernelProfile(Accelerator accelerator)
     public Action<KernelConfig, T1, T2, T3, T4, T5> Timed<T1, T2, T3, T4, T5>(string name, Action<KernelConfig, T1, T2, T3, T4, T5> kernel) =>
         (config, a, b, c, d, e) => { var start = Stopwatch.GetTimestamp(); kernel(config, a, b, c, d, e); Done(name, start); };
 
+    public Action<KernelConfig, T1, T2, T3, T4, T5, T6> Timed<T1, T2, T3, T4, T5, T6>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6> kernel) =>
+        (config, a, b, c, d, e, f) => { var start = Stopwatch.GetTimestamp(); kernel(config, a, b, c, d, e, f); Done(name, start); };
+
     public Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> Timed<T1, T2, T3, T4, T5, T6, T7>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> kernel) =>
         (config, a, b, c, d, e, f, g) => { var start = Stopwatch.GetTimestamp(); kernel(config, a, b, c, d, e, f, g); Done(name, start); };
 

@@ -161,23 +161,75 @@ internal static class AttentionKernel
     private static void DecodeOneChunk(ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
         ArrayView<int> mask, AttentionShape s, int chunks, int c, int h, int b, ArrayView<float> q, ArrayView<float> acc)
     {
-        int C = s.NH * s.HS, head = (b * s.NH + h) * s.Tmax, last = s.Past, W = Warp.WarpSize, lane = Warp.LaneIdx;
+        int C = s.NH * s.HS, last = s.Past, lane = Warp.LaneIdx;
         var first = FirstKey(mask, b * s.Tmax, last);
         var slot = ((b * s.NH + h) * chunks + c) * (s.HS + 2);
-        for (var d = lane; d < s.HS; d += W)
+        LoadQuery(q, acc, qkv, b * 3 * C + h * s.HS, s.HS);
+        var state = Attend(q, acc, keys, values, mask, s, h, b, first + c * DecodeChunk, XMath.Min(last, first + (c + 1) * DecodeChunk - 1));
+        for (var d = lane; d < s.HS; d += Warp.WarpSize) partial[slot + d] = acc[d];
+        if (lane == 0)
         {
-            q[d] = qkv[b * 3 * C + h * s.HS + d];
+            partial[slot + s.HS] = state.M;
+            partial[slot + s.HS + 1] = state.L;
+        }
+    }
+
+    /// <summary>
+    /// Prefill without probabilities: a warp per (query t, h, b), each over all the keys its query sees, with the
+    /// running m, l and weighted sum of values of <see cref="Attend"/>, normalized at the end. Consecutive warps take
+    /// consecutive queries of one head, so they read the same keys from cache.
+    /// </summary>
+    public static void PrefillWarps(ArrayView<float> output, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
+        ArrayView<int> mask, AttentionShape s)
+    {
+        var q = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxHeadSize);
+        var acc = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxHeadSize);
+        var warps = Group.DimX / Warp.WarpSize;
+        var mine = Warp.WarpIdx * MaxHeadSize;
+        for (var i = Grid.IdxX * warps + Warp.WarpIdx; i < s.T * s.NH * s.B; i += Grid.DimX * warps)
+            PrefillOneQuery(output, qkv, keys, values, mask, s, i % s.T, i / s.T % s.NH, i / (s.T * s.NH),
+                q.SubView(mine, MaxHeadSize), acc.SubView(mine, MaxHeadSize));
+    }
+
+    private static void PrefillOneQuery(ArrayView<float> output, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
+        ArrayView<int> mask, AttentionShape s, int t, int h, int b, ArrayView<float> q, ArrayView<float> acc)
+    {
+        int C = s.NH * s.HS, last = s.Past + t;
+        LoadQuery(q, acc, qkv, (b * s.T + t) * 3 * C + h * s.HS, s.HS);
+        var state = Attend(q, acc, keys, values, mask, s, h, b, FirstKey(mask, b * s.Tmax, last), last);
+        // A query that sees no key (all masked) gets zeros.
+        var inverse = state.L > 0f ? 1f / state.L : 0f;
+        for (var d = Warp.LaneIdx; d < s.HS; d += Warp.WarpSize)
+            output[(b * s.T + t) * C + h * s.HS + d] = acc[d] * inverse;
+    }
+
+    /// <summary>The warp's query channels into <paramref name="q"/> (each lane its own), and its value sums cleared.</summary>
+    private static void LoadQuery(ArrayView<float> q, ArrayView<float> acc, ArrayView<float> qkv, int at, int HS)
+    {
+        for (var d = Warp.LaneIdx; d < HS; d += Warp.WarpSize)
+        {
+            q[d] = qkv[at + d];
             acc[d] = 0f;
         }
+    }
+
+    /// <summary>
+    /// One warp's online softmax over the unmasked keys [from, to] of head h, row b: lane i holds channels i, i + W, …
+    /// of the query and of the weighted value sum in <paramref name="acc"/>; a score is the warp sum of the lanes'
+    /// products (a butterfly: every lane ends with the same score and takes the same path); every lane reads
+    /// consecutive channels of a key (coalesced). Returns the running maximum m and sum l.
+    /// </summary>
+    private static SoftmaxState Attend(ArrayView<float> q, ArrayView<float> acc, ArrayView<float> keys, ArrayView<float> values,
+        ArrayView<int> mask, AttentionShape s, int h, int b, int from, int to)
+    {
+        int head = (b * s.NH + h) * s.Tmax, W = Warp.WarpSize, lane = Warp.LaneIdx;
         var m = float.NegativeInfinity;
         var l = 0f;
-        var end = XMath.Min(last, first + (c + 1) * DecodeChunk - 1);
-        for (var j = first + c * DecodeChunk; j <= end; j++)
+        for (var j = from; j <= to; j++)
         {
             if (mask[b * s.Tmax + j] == 0) continue;
             var partialScore = 0f;
             for (var d = lane; d < s.HS; d += W) partialScore += q[d] * keys[(head + j) * s.HS + d];
-            // A butterfly sum: every lane ends with the same score, so all take the same path below.
             var score = Reductions.WarpSum(partialScore) * s.Scale;
             var next = XMath.Max(m, score);
             var correction = XMath.Exp(m - next);
@@ -187,12 +239,7 @@ internal static class AttentionKernel
                 acc[d] = acc[d] * correction + p * values[(head + j) * s.HS + d];
             m = next;
         }
-        for (var d = lane; d < s.HS; d += W) partial[slot + d] = acc[d];
-        if (lane == 0)
-        {
-            partial[slot + s.HS] = m;
-            partial[slot + s.HS + 1] = l;
-        }
+        return new SoftmaxState(m, l);
     }
 
     /// <summary>
@@ -235,6 +282,13 @@ internal static class AttentionKernel
         while (j <= last && mask[rowStart + j] == 0) j++;
         return j;
     }
+}
+
+/// <summary>An online softmax's running maximum M and sum L.</summary>
+internal readonly struct SoftmaxState(float m, float l)
+{
+    public readonly float M = m;
+    public readonly float L = l;
 }
 
 /// <summary>Sizes of one attention call (and of an append to the cache): B rows of T new tokens after Past cached ones, NH heads of HS channels, Tmax cache slots.</summary>
