@@ -8,6 +8,7 @@ using NativeGpt2.Hub;
 namespace NativeGpt2.Tests.Hub;
 
 /// <summary>Downloads that stall, drip, redirect, are interrupted or are fed hostile names and settings.</summary>
+[Collection(TimingSensitive.Name)]
 public class HubHardeningTests
 {
     private const string Repository = "test-org/tiny-gpt2";
