@@ -160,6 +160,8 @@ internal static class Completions
     private static GenerationOptions Options(ServerRequest request, int maxTokens, int? logProbs, IReadOnlyList<string> stops)
     {
         var body = request.Body;
+        // One model is served, whatever the request names; the name must still be a string.
+        _ = body.String("model");
         if (body.Int("n", 1, int.MaxValue) is > 1) throw OpenAIError.BadRequest("'n' must be 1: one choice per request", "n");
         var temperature = body.Number("temperature", 0, 2) ?? 1f;
         var seed = body.Long("seed");

@@ -35,14 +35,17 @@ internal static class ServeCommand
             var spec = parse.GetValue(model) ?? CommonOptions.BundledModel;
             var server = new NativeGpt2ServerOptions { MaxConcurrentRequests = parse.GetValue(concurrent), MaxQueuedRequests = parse.GetValue(queue) };
             CommonOptions.ValidateAsUsage(server.Validate);
+            var addresses = CheckedUrls(parse.GetValue(urls)!);
             var load = context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights));
 
             var builder = WebApplication.CreateSlimBuilder();
-            builder.WebHost.UseUrls(parse.GetValue(urls)!);
+            builder.WebHost.UseUrls(addresses);
             builder.Logging.ClearProviders();
             builder.Logging.SetMinimumLevel(context.Verbose ? LogLevel.Debug : LogLevel.Warning);
             builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
             builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+            // A failed start (a port in use) is reported once, as an error: line, not also as the host's stack trace.
+            if (!context.Verbose) builder.Logging.AddFilter("Microsoft.Extensions.Hosting", LogLevel.None);
             // Our own signal handling (Program.cs) stops the server; the host must not also claim Ctrl+C.
             builder.Services.AddSingleton<IHostLifetime, NoSignalLifetime>();
             builder.Services.AddNativeGpt2Server(spec,
@@ -68,6 +71,30 @@ internal static class ServeCommand
             return CliApp.Success;
         });
         return command;
+    }
+
+    /// <summary>The <c>--urls</c> list, each address checked as Kestrel will read it: http or https, a host, a port from 0 to 65,535.</summary>
+    internal static string[] CheckedUrls(string urls)
+    {
+        var addresses = urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (addresses.Length == 0) throw new UsageException("--urls is empty: give an address such as " + DefaultUrls);
+        foreach (var address in addresses)
+        {
+            Microsoft.AspNetCore.Http.BindingAddress binding;
+            try
+            {
+                binding = Microsoft.AspNetCore.Http.BindingAddress.Parse(address);
+            }
+            catch (FormatException)
+            {
+                throw new UsageException($"--urls: '{address}' is not an address such as {DefaultUrls}");
+            }
+            if (binding.Scheme is not ("http" or "https"))
+                throw new UsageException($"--urls: '{address}' must use http or https");
+            if (!binding.IsUnixPipe && binding.Port is < 0 or > 65535)
+                throw new UsageException($"--urls: the port of '{address}' must be from 0 to 65535");
+        }
+        return addresses;
     }
 
     /// <summary>A host lifetime that leaves signals to the command line.</summary>

@@ -43,6 +43,29 @@ public class ServeCommandTests
         Assert.Contains("stopped", Errors());
     }
 
+    [Theory]
+    [InlineData("notaurl")]
+    [InlineData("http://127.0.0.1:99999")]
+    [InlineData("ftp://127.0.0.1:21")]
+    [InlineData(" ; ")]
+    public void A_bad_address_is_a_usage_error_naming_urls(string urls)
+    {
+        var result = CliRunner.Run("serve", "--model", Paths.Model("shakespeare-char"), "--urls", urls);
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.StartsWith("error: --urls", result.Error);
+    }
+
+    [Fact]
+    public void A_port_in_use_is_one_error_line_and_exit_code_1()
+    {
+        using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        taken.Start();
+        var port = ((System.Net.IPEndPoint)taken.LocalEndpoint).Port;
+        var result = CliRunner.Run("serve", "--model", Paths.Model("shakespeare-char"), "--urls", $"http://127.0.0.1:{port}");
+        Assert.Equal(CliApp.BadInput, result.ExitCode);
+        Assert.Equal($"error: Failed to bind to address http://127.0.0.1:{port}: address already in use.", result.Error.Trim());
+    }
+
     [Fact]
     public void A_bad_queue_size_is_a_usage_error()
     {

@@ -120,6 +120,9 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     [InlineData("""{"max_tokens":5}""", "prompt")]
     [InlineData("""{"prompt":"x","max_tokens":5000}""", "max_tokens")]
     [InlineData("""{"prompt":"x","max_tokens":5,"max_tokens":6}""", null)]
+    [InlineData("""{"prompt":"x","model":42}""", "model")]
+    [InlineData("""{"prompt":"x","seed":1.5}""", "seed")]
+    [InlineData("""{"prompt":"x","n":0}""", "n")]
     public async Task A_bad_completion_request_is_a_400_naming_the_field(string json, string? param)
     {
         var (status, body) = await PostAsync("/v1/completions", json);
