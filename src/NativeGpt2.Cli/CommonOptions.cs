@@ -109,7 +109,7 @@ internal sealed record TextInput(Gpt2CausalLM Model, Tokenization.Gpt2Tokenizer 
             var tokenizer = lm.Tokenizer ?? throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer (no vocab.json and merges.txt)");
             var ids = tokenizer.Encode(text);
             var limit = Math.Min(maxTokens ?? int.MaxValue, lm.Config.ContextLength);
-            if (ids.Length == 0) throw new UsageException("--text is empty: give the text to read the model with");
+            if (ids.Length == 0) throw new UsageException("--text gives no tokens for this model: it is empty, or holds only characters the vocabulary lacks");
             if (ids.Length > limit) throw new UsageException($"--text is {ids.Length} tokens; at most {limit} can be used here");
             return new TextInput(lm, tokenizer, text, ids);
         }
