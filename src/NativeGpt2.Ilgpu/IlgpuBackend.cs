@@ -301,8 +301,7 @@ public sealed class IlgpuBackend : IBackend
     public void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float> bias,
         int N, int C, float epsilon)
     {
-        var rowsPerGroup = _groupSize / _accelerator.WarpSize;
-        _layerNorm(Launch(Groups(N, rowsPerGroup)), View(output), View(input), View(weight), View(bias), N, C, epsilon);
+        _layerNorm(Launch(N), View(output), View(input), View(weight), View(bias), N, C, epsilon);
     }
 
     /// <inheritdoc />
