@@ -191,19 +191,7 @@ public sealed class IlgpuBackend : IBackend
     public string Description { get; }
 
     /// <inheritdoc />
-    public IDisposable Enter()
-    {
-        Monitor.Enter(_gate);
-        try
-        {
-            return new Scope(this, _accelerator.BindScoped());
-        }
-        catch
-        {
-            Monitor.Exit(_gate);
-            throw;
-        }
-    }
+    public IDisposable Enter() => new Scope(this, Exclusive());
 
     /// <inheritdoc />
     public DeviceBuffer<T> Allocate<T>(long length) where T : unmanaged
@@ -480,8 +468,8 @@ public sealed class IlgpuBackend : IBackend
         public override void Dispose() => Buffer.Dispose();
     }
 
-    /// <summary>One pass: the lock and the accelerator bound to this thread, released together.</summary>
-    private sealed class Scope(IlgpuBackend owner, ScopedAcceleratorBinding binding) : IDisposable
+    /// <summary>One pass: the lock and the accelerator bound to this thread, released together once the pass's work is done.</summary>
+    private sealed class Scope(IlgpuBackend owner, Exclusivity exclusive) : IDisposable
     {
         private int _done;
 
@@ -490,8 +478,7 @@ public sealed class IlgpuBackend : IBackend
             if (Interlocked.Exchange(ref _done, 1) != 0) return;
             // Work still queued must finish before another thread's pass may run.
             owner._accelerator.Synchronize();
-            binding.Dispose();
-            Monitor.Exit(owner._gate);
+            exclusive.Dispose();
         }
     }
 }

@@ -11,6 +11,7 @@ namespace NativeGpt2.Tests;
 /// intermediates, attention probabilities, final hidden states, logits and next-token log-probs
 /// against float64 activations from Hugging Face transformers.
 /// </summary>
+[Collection(IlgpuAccelerators.Name)]
 public class ReferenceActivationTests(ITestOutputHelper output)
 {
     public static TheoryData<string, string, double> Cases() => CasesOn(includeLong: true);

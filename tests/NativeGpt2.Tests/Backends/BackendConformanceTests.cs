@@ -13,6 +13,7 @@ namespace NativeGpt2.Tests.Backends;
 /// normalised by the output's magnitude (<see cref="Numerics.AssertClose"/>). Runs for cpu and
 /// ilgpu-cpu everywhere and for cuda where a device is present.
 /// </summary>
+[Collection(IlgpuAccelerators.Name)]
 public class BackendConformanceTests
 {
     /// <summary>Relative bound for one operation in float32 against its double reference.</summary>

@@ -7,6 +7,7 @@ using Xunit;
 namespace NativeGpt2.Tests.Cli;
 
 /// <summary>The backend choice on the command line: --backend, crosscheck and bench.</summary>
+[Collection(IlgpuAccelerators.Name)]
 public class BackendCommandTests
 {
     [Fact]

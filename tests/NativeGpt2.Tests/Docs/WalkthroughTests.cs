@@ -12,6 +12,7 @@ namespace NativeGpt2.Tests.Docs;
 /// The documents show real outputs: every <c>nativegpt2</c> command quoted in docs/walkthrough.md runs as shown
 /// and prints what the page says it prints; every SVG under docs/ is well-formed.
 /// </summary>
+[Collection(IlgpuAccelerators.Name)]
 public partial class WalkthroughTests
 {
     /// <summary>A command quoted on a page, and the output block that follows it.</summary>

@@ -4,6 +4,7 @@ using Xunit;
 
 namespace NativeGpt2.Tests.Generation;
 
+[Collection(IlgpuAccelerators.Name)]
 public class GenerationTests
 {
     private static Gpt2CausalLM Shakespeare => Models.Get("shakespeare-char");

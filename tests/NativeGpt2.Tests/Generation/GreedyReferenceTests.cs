@@ -5,6 +5,7 @@ using Xunit;
 namespace NativeGpt2.Tests.Generation;
 
 /// <summary>Greedy decoding with the KV cache reproduces Hugging Face's <c>generate</c>.</summary>
+[Collection(IlgpuAccelerators.Name)]
 public class GreedyReferenceTests
 {
     /// <summary>A step whose top-1/top-2 logit gap is below this may legitimately differ: float32 rounding can flip it.</summary>

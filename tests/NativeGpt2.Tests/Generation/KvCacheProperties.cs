@@ -6,6 +6,7 @@ using Xunit;
 
 namespace NativeGpt2.Tests.Generation;
 
+[Collection(IlgpuAccelerators.Name)]
 public class KvCacheProperties
 {
     /// <summary>

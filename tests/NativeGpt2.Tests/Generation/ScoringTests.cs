@@ -5,6 +5,7 @@ using Xunit;
 
 namespace NativeGpt2.Tests.Generation;
 
+[Collection(IlgpuAccelerators.Name)]
 public class ScoringTests
 {
     private static Gpt2CausalLM Shakespeare => Models.Get("shakespeare-char");

@@ -3,6 +3,7 @@ using Xunit;
 
 namespace NativeGpt2.Tests.Robustness;
 
+[Collection(IlgpuAccelerators.Name)]
 public class LifetimeAndConcurrencyTests
 {
     /// <summary>
