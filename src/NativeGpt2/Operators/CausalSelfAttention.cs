@@ -135,7 +135,9 @@ internal static class CausalSelfAttention
         var mask = keyMask.IsEmpty ? ReadOnlySpan<int>.Empty : keyMask.Slice(b * Tmax, width);
         var scale = 1f / MathF.Sqrt(HS);
 
-        Scores<V>(rows, stride, queries, 3 * C, t1 - t0, keys.Slice((b * NH + h) * HS * Tmax), Tmax, width, HS);
+        // scores (t1 − t0, width) = q · Kᵀ, the keys cached transposed (HS, Tmax).
+        TileProduct<V>(ref MemoryMarshal.GetArrayDataReference(rows), stride, ref MemoryMarshal.GetReference(queries), 3 * C, t1 - t0,
+            ref MemoryMarshal.GetReference(keys.Slice((b * NH + h) * HS * Tmax)), Tmax, width, HS);
 
         for (var t = t0; t < t1; t++)
         {
@@ -149,8 +151,9 @@ internal static class CausalSelfAttention
             }
         }
 
-        WeightedValues<V>(output.Slice((b * Tq + t0) * C + h * HS), C, rows, stride, t1 - t0,
-            values.Slice((b * NH + h) * Tmax * HS), width, HS);
+        // out (t1 − t0, HS) = p · V, the values cached (Tmax, HS).
+        TileProduct<V>(ref MemoryMarshal.GetReference(output.Slice((b * Tq + t0) * C + h * HS)), C, ref MemoryMarshal.GetArrayDataReference(rows), stride, t1 - t0,
+            ref MemoryMarshal.GetReference(values.Slice((b * NH + h) * Tmax * HS)), HS, HS, width);
     }
 
     /// <summary>
@@ -215,176 +218,88 @@ internal static class CausalSelfAttention
     }
 
     /// <summary>
-    /// scores[i, j] = Σ_d q_i[d]·keysT[d, j] for queries i &lt; queryCount (q_i at queries[i · queryStride])
-    /// and keys j &lt; width: 4 queries × 2 registers of keys at a time, each summed over d in order.
+    /// c[i, n] = Σ_k a[i, k]·b[k, n] for rows i &lt; rowCount, columns n &lt; columns and k &lt; depth, each sum over k in
+    /// order: 4 rows × 2 registers of columns at a time. Row i of a starts at a[i · lda], row k of b at b[k · ldb],
+    /// row i of c at c[i · ldc]. Attention's two products are this: the scores q · Kᵀ (a = the queries, b = the keys,
+    /// cached transposed) and the weighted values p · V (a = the probabilities, b = the values).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Scores<V>(float[] scores, int stride, ReadOnlySpan<float> queries, int queryStride, int queryCount,
-        ReadOnlySpan<float> keysT, int Tmax, int width, int HS) where V : struct, ISimd<V>
+    private static void TileProduct<V>(ref float c, int ldc, ref float a, int lda, int rowCount, ref float b, int ldb, int columns, int depth)
+        where V : struct, ISimd<V>
     {
-        ref var q = ref MemoryMarshal.GetReference(queries);
-        ref var k = ref MemoryMarshal.GetReference(keysT);
-        ref var s = ref MemoryMarshal.GetArrayDataReference(scores);
         var i = 0;
-        for (; i + TileQueries <= queryCount; i += TileQueries)
+        for (; i + TileQueries <= rowCount; i += TileQueries)
         {
-            ref var q0 = ref Unsafe.Add(ref q, (nint)i * queryStride);
-            ref var q1 = ref Unsafe.Add(ref q0, queryStride);
-            ref var q2 = ref Unsafe.Add(ref q1, queryStride);
-            ref var q3 = ref Unsafe.Add(ref q2, queryStride);
-            ref var s0 = ref Unsafe.Add(ref s, (nint)i * stride);
-            var j = 0;
-            for (; j + 2 * V.Count <= width; j += 2 * V.Count)
+            ref var a0 = ref Unsafe.Add(ref a, (nint)i * lda);
+            ref var a1 = ref Unsafe.Add(ref a0, lda);
+            ref var a2 = ref Unsafe.Add(ref a1, lda);
+            ref var a3 = ref Unsafe.Add(ref a2, lda);
+            ref var c0 = ref Unsafe.Add(ref c, (nint)i * ldc);
+            var n = 0;
+            for (; n + 2 * V.Count <= columns; n += 2 * V.Count)
             {
-                V a00 = V.Zero, a01 = V.Zero, a10 = V.Zero, a11 = V.Zero, a20 = V.Zero, a21 = V.Zero, a30 = V.Zero, a31 = V.Zero;
-                for (var d = 0; d < HS; d++)
+                V s00 = V.Zero, s01 = V.Zero, s10 = V.Zero, s11 = V.Zero, s20 = V.Zero, s21 = V.Zero, s30 = V.Zero, s31 = V.Zero;
+                for (var k = 0; k < depth; k++)
                 {
-                    ref var kr = ref Unsafe.Add(ref k, (nint)d * Tmax + j);
-                    var k0 = V.Load(ref kr);
-                    var k1 = V.Load(ref Unsafe.Add(ref kr, V.Count));
-                    var x = V.Broadcast(Unsafe.Add(ref q0, d));
-                    a00 = V.Fma(x, k0, a00); a01 = V.Fma(x, k1, a01);
-                    x = V.Broadcast(Unsafe.Add(ref q1, d));
-                    a10 = V.Fma(x, k0, a10); a11 = V.Fma(x, k1, a11);
-                    x = V.Broadcast(Unsafe.Add(ref q2, d));
-                    a20 = V.Fma(x, k0, a20); a21 = V.Fma(x, k1, a21);
-                    x = V.Broadcast(Unsafe.Add(ref q3, d));
-                    a30 = V.Fma(x, k0, a30); a31 = V.Fma(x, k1, a31);
+                    ref var br = ref Unsafe.Add(ref b, (nint)k * ldb + n);
+                    var b0 = V.Load(ref br);
+                    var b1 = V.Load(ref Unsafe.Add(ref br, V.Count));
+                    var x = V.Broadcast(Unsafe.Add(ref a0, k));
+                    s00 = V.Fma(x, b0, s00); s01 = V.Fma(x, b1, s01);
+                    x = V.Broadcast(Unsafe.Add(ref a1, k));
+                    s10 = V.Fma(x, b0, s10); s11 = V.Fma(x, b1, s11);
+                    x = V.Broadcast(Unsafe.Add(ref a2, k));
+                    s20 = V.Fma(x, b0, s20); s21 = V.Fma(x, b1, s21);
+                    x = V.Broadcast(Unsafe.Add(ref a3, k));
+                    s30 = V.Fma(x, b0, s30); s31 = V.Fma(x, b1, s31);
                 }
-                ref var o = ref Unsafe.Add(ref s0, j);
-                V.Store(ref o, a00); V.Store(ref Unsafe.Add(ref o, V.Count), a01);
-                o = ref Unsafe.Add(ref o, stride);
-                V.Store(ref o, a10); V.Store(ref Unsafe.Add(ref o, V.Count), a11);
-                o = ref Unsafe.Add(ref o, stride);
-                V.Store(ref o, a20); V.Store(ref Unsafe.Add(ref o, V.Count), a21);
-                o = ref Unsafe.Add(ref o, stride);
-                V.Store(ref o, a30); V.Store(ref Unsafe.Add(ref o, V.Count), a31);
+                ref var o = ref Unsafe.Add(ref c0, n);
+                V.Store(ref o, s00); V.Store(ref Unsafe.Add(ref o, V.Count), s01);
+                o = ref Unsafe.Add(ref o, ldc);
+                V.Store(ref o, s10); V.Store(ref Unsafe.Add(ref o, V.Count), s11);
+                o = ref Unsafe.Add(ref o, ldc);
+                V.Store(ref o, s20); V.Store(ref Unsafe.Add(ref o, V.Count), s21);
+                o = ref Unsafe.Add(ref o, ldc);
+                V.Store(ref o, s30); V.Store(ref Unsafe.Add(ref o, V.Count), s31);
             }
             for (var r = 0; r < TileQueries; r++)
-                ScoresTail<V>(ref Unsafe.Add(ref s0, (nint)r * stride), ref Unsafe.Add(ref q0, (nint)r * queryStride), ref k, Tmax, j, width, HS);
+                TileProductRow<V>(ref Unsafe.Add(ref c0, (nint)r * ldc), ref Unsafe.Add(ref a0, (nint)r * lda), ref b, ldb, n, columns, depth);
         }
-        for (; i < queryCount; i++)
-            ScoresTail<V>(ref Unsafe.Add(ref s, (nint)i * stride), ref Unsafe.Add(ref q, (nint)i * queryStride), ref k, Tmax, 0, width, HS);
+        for (; i < rowCount; i++)
+            TileProductRow<V>(ref Unsafe.Add(ref c, (nint)i * ldc), ref Unsafe.Add(ref a, (nint)i * lda), ref b, ldb, 0, columns, depth);
     }
 
-    /// <summary>One query's scores for keys [from, width): two registers, one register, then single keys.</summary>
+    /// <summary>One row of <see cref="TileProduct{V}"/> for columns [from, columns): two registers, one register, then single columns.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ScoresTail<V>(ref float s, ref float q, ref float k, int Tmax, int from, int width, int HS) where V : struct, ISimd<V>
+    private static void TileProductRow<V>(ref float c, ref float a, ref float b, int ldb, int from, int columns, int depth) where V : struct, ISimd<V>
     {
-        var j = from;
-        for (; j + 2 * V.Count <= width; j += 2 * V.Count)
+        var n = from;
+        for (; n + 2 * V.Count <= columns; n += 2 * V.Count)
         {
-            V a0 = V.Zero, a1 = V.Zero;
-            for (var d = 0; d < HS; d++)
+            V s0 = V.Zero, s1 = V.Zero;
+            for (var k = 0; k < depth; k++)
             {
-                ref var kr = ref Unsafe.Add(ref k, (nint)d * Tmax + j);
-                var x = V.Broadcast(Unsafe.Add(ref q, d));
-                a0 = V.Fma(x, V.Load(ref kr), a0);
-                a1 = V.Fma(x, V.Load(ref Unsafe.Add(ref kr, V.Count)), a1);
+                ref var br = ref Unsafe.Add(ref b, (nint)k * ldb + n);
+                var x = V.Broadcast(Unsafe.Add(ref a, k));
+                s0 = V.Fma(x, V.Load(ref br), s0);
+                s1 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, V.Count)), s1);
             }
-            V.Store(ref Unsafe.Add(ref s, j), a0);
-            V.Store(ref Unsafe.Add(ref s, j + V.Count), a1);
+            V.Store(ref Unsafe.Add(ref c, n), s0);
+            V.Store(ref Unsafe.Add(ref c, n + V.Count), s1);
         }
-        for (; j + V.Count <= width; j += V.Count)
+        for (; n + V.Count <= columns; n += V.Count)
         {
-            var a = V.Zero;
-            for (var d = 0; d < HS; d++)
-                a = V.Fma(V.Broadcast(Unsafe.Add(ref q, d)), V.Load(ref Unsafe.Add(ref k, (nint)d * Tmax + j)), a);
-            V.Store(ref Unsafe.Add(ref s, j), a);
+            var sum = V.Zero;
+            for (var k = 0; k < depth; k++)
+                sum = V.Fma(V.Broadcast(Unsafe.Add(ref a, k)), V.Load(ref Unsafe.Add(ref b, (nint)k * ldb + n)), sum);
+            V.Store(ref Unsafe.Add(ref c, n), sum);
         }
-        for (; j < width; j++)
+        for (; n < columns; n++)
         {
-            var a = 0f;
-            for (var d = 0; d < HS; d++)
-                a = MathF.FusedMultiplyAdd(Unsafe.Add(ref q, d), Unsafe.Add(ref k, (nint)d * Tmax + j), a);
-            Unsafe.Add(ref s, j) = a;
-        }
-    }
-
-    /// <summary>
-    /// out_i[c] = Σ_j p[i, j]·v_j[c] over keys j &lt; width, in order, for queries i &lt; queryCount (out_i at
-    /// output[i · outputStride]): 4 queries × 2 registers of channels at a time.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void WeightedValues<V>(Span<float> output, int outputStride, float[] weights, int stride, int queryCount,
-        ReadOnlySpan<float> values, int width, int HS) where V : struct, ISimd<V>
-    {
-        ref var o = ref MemoryMarshal.GetReference(output);
-        ref var p = ref MemoryMarshal.GetArrayDataReference(weights);
-        ref var v = ref MemoryMarshal.GetReference(values);
-        var i = 0;
-        for (; i + TileQueries <= queryCount; i += TileQueries)
-        {
-            ref var p0 = ref Unsafe.Add(ref p, (nint)i * stride);
-            ref var p1 = ref Unsafe.Add(ref p0, stride);
-            ref var p2 = ref Unsafe.Add(ref p1, stride);
-            ref var p3 = ref Unsafe.Add(ref p2, stride);
-            ref var o0 = ref Unsafe.Add(ref o, (nint)i * outputStride);
-            var c = 0;
-            for (; c + 2 * V.Count <= HS; c += 2 * V.Count)
-            {
-                V a00 = V.Zero, a01 = V.Zero, a10 = V.Zero, a11 = V.Zero, a20 = V.Zero, a21 = V.Zero, a30 = V.Zero, a31 = V.Zero;
-                for (var j = 0; j < width; j++)
-                {
-                    ref var vr = ref Unsafe.Add(ref v, (nint)j * HS + c);
-                    var v0 = V.Load(ref vr);
-                    var v1 = V.Load(ref Unsafe.Add(ref vr, V.Count));
-                    var x = V.Broadcast(Unsafe.Add(ref p0, j));
-                    a00 = V.Fma(x, v0, a00); a01 = V.Fma(x, v1, a01);
-                    x = V.Broadcast(Unsafe.Add(ref p1, j));
-                    a10 = V.Fma(x, v0, a10); a11 = V.Fma(x, v1, a11);
-                    x = V.Broadcast(Unsafe.Add(ref p2, j));
-                    a20 = V.Fma(x, v0, a20); a21 = V.Fma(x, v1, a21);
-                    x = V.Broadcast(Unsafe.Add(ref p3, j));
-                    a30 = V.Fma(x, v0, a30); a31 = V.Fma(x, v1, a31);
-                }
-                ref var r = ref Unsafe.Add(ref o0, c);
-                V.Store(ref r, a00); V.Store(ref Unsafe.Add(ref r, V.Count), a01);
-                r = ref Unsafe.Add(ref r, outputStride);
-                V.Store(ref r, a10); V.Store(ref Unsafe.Add(ref r, V.Count), a11);
-                r = ref Unsafe.Add(ref r, outputStride);
-                V.Store(ref r, a20); V.Store(ref Unsafe.Add(ref r, V.Count), a21);
-                r = ref Unsafe.Add(ref r, outputStride);
-                V.Store(ref r, a30); V.Store(ref Unsafe.Add(ref r, V.Count), a31);
-            }
-            for (var q = 0; q < TileQueries; q++)
-                WeightedValuesTail<V>(ref Unsafe.Add(ref o0, (nint)q * outputStride), ref Unsafe.Add(ref p0, (nint)q * stride), ref v, c, width, HS);
-        }
-        for (; i < queryCount; i++)
-            WeightedValuesTail<V>(ref Unsafe.Add(ref o, (nint)i * outputStride), ref Unsafe.Add(ref p, (nint)i * stride), ref v, 0, width, HS);
-    }
-
-    /// <summary>One query's channels [from, HS): two registers, one register, then single channels.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void WeightedValuesTail<V>(ref float o, ref float p, ref float v, int from, int width, int HS) where V : struct, ISimd<V>
-    {
-        var c = from;
-        for (; c + 2 * V.Count <= HS; c += 2 * V.Count)
-        {
-            V a0 = V.Zero, a1 = V.Zero;
-            for (var j = 0; j < width; j++)
-            {
-                ref var vr = ref Unsafe.Add(ref v, (nint)j * HS + c);
-                var x = V.Broadcast(Unsafe.Add(ref p, j));
-                a0 = V.Fma(x, V.Load(ref vr), a0);
-                a1 = V.Fma(x, V.Load(ref Unsafe.Add(ref vr, V.Count)), a1);
-            }
-            V.Store(ref Unsafe.Add(ref o, c), a0);
-            V.Store(ref Unsafe.Add(ref o, c + V.Count), a1);
-        }
-        for (; c + V.Count <= HS; c += V.Count)
-        {
-            var a = V.Zero;
-            for (var j = 0; j < width; j++)
-                a = V.Fma(V.Broadcast(Unsafe.Add(ref p, j)), V.Load(ref Unsafe.Add(ref v, (nint)j * HS + c)), a);
-            V.Store(ref Unsafe.Add(ref o, c), a);
-        }
-        for (; c < HS; c++)
-        {
-            var a = 0f;
-            for (var j = 0; j < width; j++)
-                a = MathF.FusedMultiplyAdd(Unsafe.Add(ref p, j), Unsafe.Add(ref v, (nint)j * HS + c), a);
-            Unsafe.Add(ref o, c) = a;
+            var sum = 0f;
+            for (var k = 0; k < depth; k++)
+                sum = MathF.FusedMultiplyAdd(Unsafe.Add(ref a, k), Unsafe.Add(ref b, (nint)k * ldb + n), sum);
+            Unsafe.Add(ref c, n) = sum;
         }
     }
 
