@@ -36,11 +36,12 @@ internal static class Completions
         {
             last = update;
             text.Append(update.Text);
+            // A streamed chunk carries its own token's columns, at the offset the whole text has reached.
+            var piece = stream && logprobs is not null ? new CompletionLogProbs(request.Tokenizer, logprobs.Offset) : null;
+            piece?.Add(update);
             logprobs?.Add(update);
             if (!stream) continue;
             if (update.Text.Length == 0 && update.LogProbs is null && update.FinishReason is null) continue;
-            var piece = logprobs is null ? null : new CompletionLogProbs(request.Tokenizer, logprobs.Offset - update.Text.Length);
-            piece?.Add(update);
             await ServerSentEvents.WriteAsync(request.Http.Response, new JsonObject
             {
                 ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = request.ModelId,
@@ -80,7 +81,7 @@ internal static class Completions
         var model = request.Model;
         var messages = Messages(body);
         var context = model.Config.ContextLength;
-        var maxTokens = body.Int("max_completion_tokens", 1, int.MaxValue) ?? body.Int("max_tokens", 1, int.MaxValue) ?? Math.Min(Gpt2ChatClient.DefaultMaxOutputTokens, context / 2);
+        var maxTokens = body.Int("max_completion_tokens", 1, int.MaxValue) ?? body.Int("max_tokens", 1, int.MaxValue) ?? Gpt2ChatClient.DefaultMaxOutputTokensFor(context);
         if (maxTokens >= context)
             throw OpenAIError.BadRequest($"'max_tokens' must be below the context length of {context}, not {maxTokens}", "max_tokens");
         var wantLogProbs = body.Bool("logprobs") ?? false;

@@ -35,8 +35,11 @@ public sealed class Gpt2ChatClient : IChatClient
         _metadata = new ChatClientMetadata("NativeGpt2", null, ModelId);
     }
 
-    /// <summary>Tokens a reply may have when <see cref="ChatOptions.MaxOutputTokens"/> is not set.</summary>
+    /// <summary>Tokens a reply may have when <see cref="ChatOptions.MaxOutputTokens"/> is not set (at most half the context, <see cref="DefaultMaxOutputTokensFor"/>).</summary>
     public const int DefaultMaxOutputTokens = 256;
+
+    /// <summary>The reply length used when none is asked for: <see cref="DefaultMaxOutputTokens"/>, or half of a smaller context.</summary>
+    public static int DefaultMaxOutputTokensFor(int contextLength) => Math.Min(DefaultMaxOutputTokens, contextLength / 2);
 
     /// <summary>The prompt format.</summary>
     public ChatTemplate Template { get; }
@@ -66,7 +69,7 @@ public sealed class Gpt2ChatClient : IChatClient
         if (options?.Tools is { Count: > 0 }) throw new NotSupportedException("GPT-2 cannot call tools: remove ChatOptions.Tools");
         if (options?.ResponseFormat is ChatResponseFormatJson) throw new NotSupportedException("GPT-2 cannot promise JSON output: use ChatResponseFormat.Text");
         var context = _model.Config.ContextLength;
-        var maxOutput = options?.MaxOutputTokens ?? Math.Min(DefaultMaxOutputTokens, context / 2);
+        var maxOutput = options?.MaxOutputTokens ?? DefaultMaxOutputTokensFor(context);
         if (maxOutput < 1 || maxOutput >= context)
             throw new ArgumentOutOfRangeException(nameof(options), maxOutput, $"MaxOutputTokens must be in [1, {context - 1}] for a context of {context}");
         // A conversation longer than the context keeps its most recent tokens.
