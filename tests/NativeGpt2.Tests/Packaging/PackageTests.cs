@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.IO.Compression;
 using NativeGpt2.Tests.Support;
 using Xunit;
@@ -54,17 +53,5 @@ public class PackageTests
         }
     }
 
-    private static string Run(string file, string[] arguments)
-    {
-        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var argument in arguments) start.ArgumentList.Add(argument);
-        start.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
-        start.Environment["DOTNET_NOLOGO"] = "1";
-        using var process = Process.Start(start)!;
-        var stderr = process.StandardError.ReadToEndAsync();
-        var stdout = process.StandardOutput.ReadToEnd();
-        if (!process.WaitForExit(TimeSpan.FromMinutes(5))) { process.Kill(entireProcessTree: true); Assert.Fail($"{file} {string.Join(' ', arguments)} timed out"); }
-        Assert.True(process.ExitCode == 0, $"{file} {string.Join(' ', arguments)} exited {process.ExitCode}:\n{stdout}\n{stderr.Result}");
-        return stdout;
-    }
+    private static string Run(string file, string[] arguments) => ExternalProcess.Run(file, arguments, TimeSpan.FromMinutes(5));
 }

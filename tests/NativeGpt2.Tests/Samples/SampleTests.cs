@@ -19,23 +19,9 @@ public class SampleTests
         return path;
     }
 
-    private static Process Start(string sample, params string[] arguments)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        start.ArgumentList.Add(Sample(sample));
-        foreach (var argument in arguments) start.ArgumentList.Add(argument);
-        return Process.Start(start)!;
-    }
+    private static Process Start(string sample, params string[] arguments) => ExternalProcess.Start("dotnet", [Sample(sample), .. arguments]);
 
-    private static string Run(string sample, params string[] arguments)
-    {
-        using var process = Start(sample, arguments);
-        var stderr = process.StandardError.ReadToEndAsync();
-        var stdout = process.StandardOutput.ReadToEnd();
-        Assert.True(process.WaitForExit(TimeSpan.FromMinutes(2)), $"{sample} did not finish");
-        Assert.True(process.ExitCode == 0, $"{sample} exited {process.ExitCode}: {stderr.Result}");
-        return stdout;
-    }
+    private static string Run(string sample, params string[] arguments) => ExternalProcess.Run("dotnet", [Sample(sample), .. arguments], TimeSpan.FromMinutes(2));
 
     [Fact]
     public void HelloGpt2_streams_the_seeded_continuation()
