@@ -4,13 +4,13 @@
 #   2. nativegpt2 bench for each weight format, decoding after 128 and 512 tokens (with the measured
 #      read bandwidth and the bound it implies), and the narrower 256-bit path forced;
 #   3. the chart, docs/images/cpu-forward.svg, drawn from (1).
-# Results go to bench/results/<date>-<cpu>.jsonl (one JSON object per line). Takes about 5 minutes.
+# Results go to bench/results/<date>-<time>-<cpu>.jsonl (one JSON object per line). Takes about 3-5 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build -c Release src/NativeGpt2.Cli >/dev/null
 dotnet build -c Release bench/NativeGpt2.Benchmarks >/dev/null
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs | tr ' ' '-' | tr -cd 'A-Za-z0-9-')
-out="bench/results/$(date +%F)-${cpu:-cpu}.jsonl"
+out="bench/results/$(date +%F-%H%M)-${cpu:-cpu}.jsonl"
 cli="dotnet src/NativeGpt2.Cli/bin/Release/net10.0/NativeGpt2.Cli.dll"
 
 dotnet bench/NativeGpt2.Benchmarks/bin/Release/net10.0/NativeGpt2.Benchmarks.dll --compare 16 32 64 128 256 512 1024 > "$out"

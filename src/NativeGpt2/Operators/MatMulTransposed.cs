@@ -46,6 +46,7 @@ internal static class MatMulTransposed
         switch (weight)
         {
             case Float32Data f: Run<V, Float32Rows>(new(f.Values, IC), output, input, N, IC, OC); break;
+            case Float16Data { AllFinite: true } f: Run<V, FiniteFloat16Rows>(new(f.Values, IC), output, input, N, IC, OC); break;
             case Float16Data f: Run<V, Float16Rows>(new(f.Values, IC), output, input, N, IC, OC); break;
             case BFloat16Data f: Run<V, BFloat16Rows>(new(f.Values, IC), output, input, N, IC, OC); break;
             case Q8Data q: Run<V, Q8Rows>(new(q.Values, q.Scales, q.Panels), output, input, N, IC, OC); break;
@@ -60,7 +61,7 @@ internal static class MatMulTransposed
         // Several input rows reuse each weight row: a float16 or 8-bit panel is widened to float32 once per work
         // item (exactly, so the results are the same) rather than in every tile. bfloat16 widens with one shift,
         // cheaper inline.
-        var widen = (typeof(R) == typeof(Float16Rows) || typeof(R) == typeof(Q8Rows)) && N >= 2 * TileRows;
+        var widen = (typeof(R) == typeof(Float16Rows) || typeof(R) == typeof(FiniteFloat16Rows) || typeof(R) == typeof(Q8Rows)) && N >= 2 * TileRows;
         Parallelism.For(panels, (long)N * IC * PanelRows, (start, end) =>
         {
             var scratch = widen ? ArrayPool<float>.Shared.Rent(PanelRows * IC) : null;
@@ -181,9 +182,18 @@ internal static class MatMulTransposed
     {
         nint r0 = rows.Start(k), r1 = rows.Start(k + 1), r2 = rows.Start(k + 2), r3 = rows.Start(k + 3);
         V a00 = V.Zero, a01 = V.Zero, a02 = V.Zero, a03 = V.Zero;
+        var ahead = rows.PrefetchRows;
+        nint p0 = rows.Start(k + ahead), p1 = rows.Start(k + ahead + 1), p2 = rows.Start(k + ahead + 2), p3 = rows.Start(k + ahead + 3);
         var i = 0;
         for (; i <= IC - V.Count; i += V.Count)
         {
+            if (ahead > 0)
+            {
+                rows.Prefetch(p0, i);
+                rows.Prefetch(p1, i);
+                rows.Prefetch(p2, i);
+                rows.Prefetch(p3, i);
+            }
             var v0 = V.Load(ref Unsafe.Add(ref x0, i));
             a00 = V.Fma(v0, rows.Load<V>(r0, i), a00);
             a01 = V.Fma(v0, rows.Load<V>(r1, i), a01);

@@ -13,6 +13,27 @@ internal interface IPanelView
 {
     /// <summary>w[k, 32·panel + c … + 2·V.Count), as float32.</summary>
     void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>;
+
+    /// <summary>
+    /// How many rows ahead a decoding step asks for (<see cref="Prefetch"/>): about 2 KB of a panel, or 0 where
+    /// the hardware's prefetcher keeps up alone (float32: the hints cost more than they saved, measured).
+    /// </summary>
+    int PrefetchRows { get; }
+
+    /// <summary>A hint: the cache line holding row k of the panel is wanted soon (k may be past the panel's end).</summary>
+    void Prefetch(int panel, int k);
+}
+
+/// <summary>Cache hints that never fault: an address past the end of an array is only a wasted hint.</summary>
+internal static class CacheHint
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void Prefetch<T>(T[] array, nint index)
+    {
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
+        var at = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(array)) + index * Unsafe.SizeOf<T>();
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(at);
+    }
 }
 
 internal static class PanelWidening
@@ -49,10 +70,21 @@ internal interface IRowView
 
     /// <summary>row[k], as float32.</summary>
     float Element(nint start, int k);
+
+    /// <summary>How many rows ahead a decoding step asks for (<see cref="Prefetch"/>); 0 where the hardware's prefetcher keeps up alone.</summary>
+    int PrefetchRows { get; }
+
+    /// <summary>A hint: the cache line holding row[k] of the row at <paramref name="start"/> is wanted soon.</summary>
+    void Prefetch(nint start, int k);
 }
 
 internal readonly struct Float32Panels(float[] values, int rows) : IPanelView
 {
+    public int PrefetchRows => 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(int panel, int k) => CacheHint.Prefetch(values, ((nint)panel * rows + k) * WeightData.PanelWidth);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
     {
@@ -64,6 +96,11 @@ internal readonly struct Float32Panels(float[] values, int rows) : IPanelView
 
 internal readonly struct Float16Panels(Half[] values, int rows) : IPanelView
 {
+    public int PrefetchRows => 32;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(int panel, int k) => CacheHint.Prefetch(values, ((nint)panel * rows + k) * WeightData.PanelWidth);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
     {
@@ -73,8 +110,30 @@ internal readonly struct Float16Panels(Half[] values, int rows) : IPanelView
     }
 }
 
+/// <summary>Float16 panels known to hold no infinity or NaN (<see cref="Float16Data.AllFinite"/>): the cheaper widening.</summary>
+internal readonly struct FiniteFloat16Panels(Half[] values, int rows) : IPanelView
+{
+    public int PrefetchRows => 32;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(int panel, int k) => CacheHint.Prefetch(values, ((nint)panel * rows + k) * WeightData.PanelWidth);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
+    {
+        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), ((nint)panel * rows + k) * WeightData.PanelWidth + c);
+        w0 = V.LoadFiniteFloat16(ref at);
+        w1 = V.LoadFiniteFloat16(ref Unsafe.Add(ref at, V.Count));
+    }
+}
+
 internal readonly struct BFloat16Panels(ushort[] values, int rows) : IPanelView
 {
+    public int PrefetchRows => 32;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(int panel, int k) => CacheHint.Prefetch(values, ((nint)panel * rows + k) * WeightData.PanelWidth);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
     {
@@ -86,6 +145,16 @@ internal readonly struct BFloat16Panels(ushort[] values, int rows) : IPanelView
 
 internal readonly struct Q8Panels(sbyte[] values, float[] scales, int rows) : IPanelView
 {
+    public int PrefetchRows => 64;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(int panel, int k)
+    {
+        var block = (nint)panel * rows + k;
+        CacheHint.Prefetch(values, block * WeightData.PanelWidth);
+        CacheHint.Prefetch(scales, block);
+    }
+
     /// <summary>w = q · scale, one scale for the panel's 32 columns of row k.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
@@ -100,6 +169,11 @@ internal readonly struct Q8Panels(sbyte[] values, float[] scales, int rows) : IP
 
 internal readonly struct Float32Rows(float[] values, int stride) : IRowView
 {
+    public int PrefetchRows => 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(nint start, int k) => CacheHint.Prefetch(values, start + k);
+
     public nint Start(int row) => (nint)row * stride;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -112,6 +186,11 @@ internal readonly struct Float32Rows(float[] values, int stride) : IRowView
 /// <summary>float32 rows [first, first + n) of a table, widened into a scratch buffer: row r is at (r - first) · stride.</summary>
 internal readonly struct WidenedRows(float[] values, int stride, int first) : IRowView
 {
+    public int PrefetchRows => 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(nint start, int k) => CacheHint.Prefetch(values, start + k);
+
     public nint Start(int row) => (nint)(row - first) * stride;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -123,6 +202,11 @@ internal readonly struct WidenedRows(float[] values, int stride, int first) : IR
 
 internal readonly struct Float16Rows(Half[] values, int stride) : IRowView
 {
+    public int PrefetchRows => 8;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(nint start, int k) => CacheHint.Prefetch(values, start + k);
+
     public nint Start(int row) => (nint)row * stride;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -132,8 +216,30 @@ internal readonly struct Float16Rows(Half[] values, int stride) : IRowView
     public float Element(nint start, int k) => (float)values[start + k];
 }
 
+/// <summary>Float16 rows known to hold no infinity or NaN (<see cref="Float16Data.AllFinite"/>): the cheaper widening.</summary>
+internal readonly struct FiniteFloat16Rows(Half[] values, int stride) : IRowView
+{
+    public int PrefetchRows => 8;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(nint start, int k) => CacheHint.Prefetch(values, start + k);
+
+    public nint Start(int row) => (nint)row * stride;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public V Load<V>(nint start, int k) where V : struct, ISimd<V> =>
+        V.LoadFiniteFloat16(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
+
+    public float Element(nint start, int k) => (float)values[start + k];
+}
+
 internal readonly struct BFloat16Rows(ushort[] values, int stride) : IRowView
 {
+    public int PrefetchRows => 8;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(nint start, int k) => CacheHint.Prefetch(values, start + k);
+
     public nint Start(int row) => (nint)row * stride;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -146,6 +252,15 @@ internal readonly struct BFloat16Rows(ushort[] values, int stride) : IRowView
 /// <summary>Row-major Q8: each row is blocks of 32 values (the last padded), one scale per block.</summary>
 internal readonly struct Q8Rows(sbyte[] values, float[] scales, int blocks) : IRowView
 {
+    public int PrefetchRows => 8;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(nint start, int k)
+    {
+        CacheHint.Prefetch(values, start + k);
+        CacheHint.Prefetch(scales, (start + k) / WeightData.PanelWidth);
+    }
+
     /// <summary>The row's first value; rows are whole blocks, so value i's scale is scales[i / 32].</summary>
     public nint Start(int row) => (nint)row * blocks * WeightData.PanelWidth;
 

@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace NativeGpt2.Weights;
 
@@ -141,13 +143,48 @@ internal sealed class Float32Data : WeightData
 /// <summary>IEEE half-precision values, stored as their 16-bit patterns.</summary>
 internal sealed class Float16Data(int rows, int cols, WeightLayout layout) : WeightData(rows, cols, layout)
 {
+    // 0 not yet checked, 1 all finite, 2 holds an infinity or NaN.
+    private int _finite;
+
     public Half[] Values { get; } = new Half[(long)rows * (layout == WeightLayout.Panels ? (cols + PanelWidth - 1) / PanelWidth * PanelWidth : cols)];
+
+    /// <summary>
+    /// Whether no value is an infinity or NaN, so the matmul may widen with the four-instruction
+    /// <see cref="Operators.ISimd{TSelf}.LoadFiniteFloat16"/>. Checked once, on first use (the backend asks at
+    /// load, after the loader has filled <see cref="Values"/>): the values must not change afterwards.
+    /// </summary>
+    public bool AllFinite
+    {
+        get
+        {
+            if (_finite == 0) _finite = HasNonFinite(Values) ? 2 : 1;
+            return _finite == 1;
+        }
+    }
+
+    private static bool HasNonFinite(Half[] values)
+    {
+        // An infinity or NaN has every exponent bit set: (bits & 0x7C00) == 0x7C00.
+        var bits = MemoryMarshal.Cast<Half, ushort>(values.AsSpan());
+        var exponent = Vector512.Create((ushort)0x7C00);
+        var i = 0;
+        for (; i + 32 <= bits.Length; i += 32)
+        {
+            var v = Vector512.Create(bits.Slice(i, 32));
+            if (Vector512.EqualsAny(v & exponent, exponent)) return true;
+        }
+        for (; i < bits.Length; i++)
+            if ((bits[i] & 0x7C00) == 0x7C00) return true;
+        return false;
+    }
+
     public override WeightFormat Format => WeightFormat.F16;
     public override long ByteLength => Values.LongLength * 2;
     public override IEnumerable<(Array Array, long Bytes)> Buffers => [(Values, ByteLength)];
 
     public override void SetRow(int row, ReadOnlySpan<float> values)
     {
+        _finite = 0;
         for (var c = 0; c < Cols; c += PanelWidth)
         {
             var n = Math.Min(PanelWidth, Cols - c);

@@ -81,6 +81,109 @@ public class OperatorProperties
             }
         });
 
+    [Property(MaxTest = 120)]
+    public Property MatMul_decoding_a_wide_matrix_equals_the_reference_and_the_same_row_in_a_batch() =>
+        Prop.ForAll((from ic in Size(100) from oc in Gen.Choose(100, 300) from seed in Seed from width in Width from format in Format
+                     from epilogue in Gen.Elements(MatMulEpilogue.Bias, MatMulEpilogue.BiasGelu, MatMulEpilogue.Residual)
+                     select (ic, oc, seed, width, format, epilogue)).ToArbitrary(), c =>
+        {
+            // One row reads four panels side by side (and the panels left over, and a partial last panel, one
+            // at a time); a batch of seven widens the panels and runs the 6-row tile. Both sum every output in
+            // the same order, so the row is the same bit for bit.
+            var (ic, oc, seed, width, format, epilogue) = c;
+            const int batch = 7;
+            var random = new Random(seed);
+            var input = Numerics.RandomFloats(random, batch * ic);
+            var (weight, values) = Stored(Numerics.RandomFloats(random, ic * oc), ic, oc, format, WeightLayout.Panels);
+            var bias = Numerics.RandomFloats(random, oc);
+            var residual = Numerics.RandomFloats(random, batch * oc);
+            var batched = (float[])residual.Clone();
+            MatMul.Forward(batched, input, weight, bias, batch, ic, oc, epilogue, width);
+
+            var row = random.Next(batch);
+            var alone = residual.AsSpan(row * oc, oc).ToArray();
+            MatMul.Forward(alone, input.AsMemory(row * ic, ic), weight, bias, 1, ic, oc, epilogue, width);
+            Assert.Equal(batched.AsSpan(row * oc, oc).ToArray(), alone);
+
+            var expected = new float[oc];
+            MatMul.Reference(expected, input.AsSpan(row * ic, ic), values, bias, 1, ic, oc);
+            for (var i = 0; i < oc; i++)
+            {
+                if (epilogue == MatMulEpilogue.BiasGelu) Gelu.Reference(expected.AsSpan(i, 1), [expected[i]]);
+                if (epilogue == MatMulEpilogue.Residual) expected[i] += residual[row * oc + i];
+            }
+            Numerics.AssertClose(expected, alone, Tolerances.OperatorRelative * Math.Sqrt(ic), $"decoding matmul {width} {format} {epilogue} IC={ic} OC={oc}");
+        });
+
+    [Fact]
+    public void Every_float16_pattern_widens_exactly_at_every_width_and_the_finite_path_agrees_on_finite_values()
+    {
+        var all = new Half[65536];
+        for (var i = 0; i < all.Length; i++) all[i] = BitConverter.UInt16BitsToHalf((ushort)i);
+        for (var i = 0; i < all.Length; i += 16)
+        {
+            var wide = new float[16];
+            Simd512.Store(ref wide[0], Simd512.LoadFloat16(ref all[i]));
+            var finiteWide = new float[16];
+            Simd512.Store(ref finiteWide[0], Simd512.LoadFiniteFloat16(ref all[i]));
+            var narrow = new float[16];
+            Simd256.Store(ref narrow[0], Simd256.LoadFloat16(ref all[i]));
+            Simd256.Store(ref narrow[8], Simd256.LoadFloat16(ref all[i + 8]));
+            var finiteNarrow = new float[16];
+            Simd256.Store(ref finiteNarrow[0], Simd256.LoadFiniteFloat16(ref all[i]));
+            Simd256.Store(ref finiteNarrow[8], Simd256.LoadFiniteFloat16(ref all[i + 8]));
+            for (var j = 0; j < 16; j++)
+            {
+                var h = all[i + j];
+                var expected = (float)h;
+                AssertSameFloat(expected, wide[j], h);
+                AssertSameFloat(expected, narrow[j], h);
+                Assert.Equal(expected, SimdScalar.LoadFiniteFloat16(ref all[i + j]).Value);
+                if (Half.IsFinite(h))
+                {
+                    AssertSameFloat(expected, finiteWide[j], h);
+                    AssertSameFloat(expected, finiteNarrow[j], h);
+                }
+            }
+        }
+
+        static void AssertSameFloat(float expected, float actual, Half h)
+        {
+            if (float.IsNaN(expected)) Assert.True(float.IsNaN(actual), $"half 0x{BitConverter.HalfToUInt16Bits(h):X4} widened to {actual}, not NaN");
+            else Assert.True(BitConverter.SingleToUInt32Bits(expected) == BitConverter.SingleToUInt32Bits(actual),
+                $"half 0x{BitConverter.HalfToUInt16Bits(h):X4} widened to {actual:R} (0x{BitConverter.SingleToUInt32Bits(actual):X8}), expected {expected:R}");
+        }
+    }
+
+    [Theory]
+    [InlineData(float.PositiveInfinity)]
+    [InlineData(float.NegativeInfinity)]
+    [InlineData(float.NaN)]
+    public void A_float16_weight_with_an_infinity_or_NaN_takes_the_exact_widening_and_matches_the_reference(float special)
+    {
+        const int ic = 40, oc = 160;
+        var random = new Random(7);
+        var values = Numerics.RandomFloats(random, ic * oc);
+        var finite = (Float16Data)WeightData.Wrap(values, ic, oc).ConvertTo(WeightFormat.F16, WeightLayout.Panels);
+        Assert.True(finite.AllFinite);
+
+        values[5 * oc + 133] = special;
+        var (weight, stored) = Stored(values, ic, oc, WeightFormat.F16, WeightLayout.Panels);
+        Assert.False(((Float16Data)weight).AllFinite);
+        var input = Numerics.RandomFloats(random, ic);
+        input[5] = 0.5f;
+        var bias = new float[oc];
+        var expected = new float[oc];
+        MatMul.Reference(expected, input, stored, bias, 1, ic, oc);
+        foreach (var width in new[] { VectorWidth.Vector512, VectorWidth.Vector256, VectorWidth.Scalar })
+        {
+            var actual = new float[oc];
+            MatMul.Forward(actual, input, weight, bias, 1, ic, oc, MatMulEpilogue.Bias, width);
+            Assert.Equal(expected[133], actual[133]);
+            Numerics.AssertClose(expected.AsSpan(0, 133), actual.AsSpan(0, 133), Tolerances.OperatorRelative * Math.Sqrt(ic), $"f16 with {special}, {width}");
+        }
+    }
+
     [Property(MaxTest = 300)]
     public Property MatMulTransposed_equals_the_naive_triple_loop_at_every_width_and_format() =>
         Prop.ForAll((from n in Size() from ic in Size() from oc in Size(150) from seed in Seed from width in Width from format in Format select (n, ic, oc, seed, width, format)).ToArbitrary(), c =>

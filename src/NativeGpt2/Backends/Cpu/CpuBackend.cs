@@ -74,10 +74,17 @@ public sealed class CpuBackend : IBackend
 
     /// <inheritdoc />
     /// <remarks>A weight loaded for this backend is already in panels and is used in place; any other is packed once (a copy).</remarks>
-    public DeviceMatrix PrepareMatrix(Weight weight) => new CpuMatrix(weight.Storage.ConvertTo(weight.Storage.Format, WeightLayout.Panels));
+    public DeviceMatrix PrepareMatrix(Weight weight) => new CpuMatrix(Checked(weight.Storage.ConvertTo(weight.Storage.Format, WeightLayout.Panels)));
 
     /// <inheritdoc />
-    public DeviceTable PrepareTable(Weight weight) => new CpuTable(weight.Storage.ConvertTo(weight.Storage.Format, WeightLayout.RowMajor));
+    public DeviceTable PrepareTable(Weight weight) => new CpuTable(Checked(weight.Storage.ConvertTo(weight.Storage.Format, WeightLayout.RowMajor)));
+
+    /// <summary>Float16 weights are scanned here, once, for infinities and NaN (<see cref="Float16Data.AllFinite"/>), not in the first pass.</summary>
+    private static WeightData Checked(WeightData data)
+    {
+        if (data is Float16Data f) _ = f.AllFinite;
+        return data;
+    }
 
     /// <inheritdoc />
     public void Embedding(DeviceBuffer<float> output, DeviceBuffer<int> ids, DeviceBuffer<int> positions,
