@@ -73,17 +73,19 @@ internal static class BenchCommand
                 cache.Reset();
                 lm.Next(batch, cache, greedy: true);
             }, cancellation);
-            var decodeRate = decode > 0 ? Decode(lm, batch, cache, decode, cancellation) : (double?)null;
-
-            double? launchMicroseconds = launchCount is { } n && lm.Backend is IlgpuBackend ilgpu ? ilgpu.MeasureLaunchOverhead(n).TotalMicroseconds : null;
-
             // What bounds decoding on the CPU: every weight read once per token (wpe only a row), at the rate
-            // this machine reads memory, measured now over those same bytes with the same threads.
+            // this machine reads memory, measured over those same bytes with the same threads, in turns with
+            // the decoding itself: a shared machine's read rate drifts by tens of percent within minutes.
             var read = lm.Backbone.Weights.All.Where(w => !ReferenceEquals(w, lm.Backbone.Weights.PositionEmbedding)).ToList();
             var bytesPerToken = read.Sum(w => w.Storage.ByteLength);
-            double? bandwidth = lm.Backend is CpuBackend cpu
-                ? ReadBandwidth.Measure(read.SelectMany(w => w.Storage.Buffers).ToList(), cpu.Threads)
+            Func<double>? measureBandwidth = lm.Backend is CpuBackend cpu
+                ? () => ReadBandwidth.Measure(read.SelectMany(w => w.Storage.Buffers).ToList(), cpu.Threads, passes: 2)
                 : null;
+            var (decodeRate, bandwidth) = decode > 0
+                ? Decode(lm, batch, cache, decode, measureBandwidth, cancellation)
+                : (null, measureBandwidth?.Invoke());
+
+            double? launchMicroseconds = launchCount is { } n && lm.Backend is IlgpuBackend ilgpu ? ilgpu.MeasureLaunchOverhead(n).TotalMicroseconds : null;
             using var process = Process.GetCurrentProcess();
             process.Refresh();
             var result = new BenchResult(
@@ -105,19 +107,37 @@ internal static class BenchCommand
         return string.Join("+", matrices.Select(f => f.ToString().ToLowerInvariant()));
     }
 
-    /// <summary>Tokens per second decoding one token at a time through the cache after the prompt, after two untimed steps.</summary>
-    private static double Decode(Gpt2CausalLM lm, TokenBatch prompt, KvCache cache, int tokens, CancellationToken cancellation)
+    // Decoding is timed in this many stretches, with a read-rate measurement before each.
+    private const int DecodeStretches = 4;
+
+    /// <summary>
+    /// Tokens per second decoding one token at a time through the cache after the prompt, after two untimed
+    /// steps; and, when <paramref name="measureBandwidth"/> is given, the mean of the read rates measured
+    /// before each of <see cref="DecodeStretches"/> stretches of the decoding, so both sample the same minutes.
+    /// </summary>
+    private static (double? TokensPerSecond, double? Bandwidth) Decode(Gpt2CausalLM lm, TokenBatch prompt, KvCache cache, int tokens,
+        Func<double>? measureBandwidth, CancellationToken cancellation)
     {
         cache.Reset();
         var next = Math.Max(0, lm.Next(prompt, cache, greedy: true).Picks![0]);
         for (var i = 0; i < 2; i++) next = Math.Max(0, lm.Next(TokenBatch.FromIds([next]), cache, greedy: true).Picks![0]);
-        var clock = Stopwatch.StartNew();
-        for (var i = 0; i < tokens; i++)
+        var elapsed = TimeSpan.Zero;
+        var rates = new List<double>();
+        var done = 0;
+        for (var stretch = 0; stretch < DecodeStretches && done < tokens; stretch++)
         {
-            cancellation.ThrowIfCancellationRequested();
-            next = Math.Max(0, lm.Next(TokenBatch.FromIds([next]), cache, greedy: true).Picks![0]);
+            if (measureBandwidth is not null) rates.Add(measureBandwidth());
+            var count = (tokens - done) / (DecodeStretches - stretch);
+            var clock = Stopwatch.StartNew();
+            for (var i = 0; i < count; i++)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                next = Math.Max(0, lm.Next(TokenBatch.FromIds([next]), cache, greedy: true).Picks![0]);
+            }
+            elapsed += clock.Elapsed;
+            done += count;
         }
-        return tokens / clock.Elapsed.TotalSeconds;
+        return (tokens / elapsed.TotalSeconds, rates.Count > 0 ? rates.Average() : null);
     }
 
     /// <summary>Runs <paramref name="stage"/> once to warm up, then until <see cref="StageTime"/> has passed (at least three times); the median.</summary>
