@@ -14,10 +14,7 @@ internal interface IPanelView
     /// <summary>w[k, 32·panel + c … + 2·V.Count), as float32.</summary>
     void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>;
 
-    /// <summary>
-    /// How many rows ahead a decoding step asks for (<see cref="Prefetch"/>): about 2 KB of a panel, or 0 where
-    /// the hardware's prefetcher keeps up alone (float32: the hints cost more than they saved, measured).
-    /// </summary>
+    /// <summary>How many rows ahead a decoding step of four panels asks for (<see cref="Prefetch"/>): about 2 KB of a panel.</summary>
     int PrefetchRows { get; }
 
     /// <summary>A hint: the cache line holding row k of the panel is wanted soon (k may be past the panel's end).</summary>
@@ -80,6 +77,7 @@ internal interface IRowView
 
 internal readonly struct Float32Panels(float[] values, int rows) : IPanelView
 {
+    // Unused: float32 decodes one panel at a time, which the hardware prefetcher follows alone.
     public int PrefetchRows => 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

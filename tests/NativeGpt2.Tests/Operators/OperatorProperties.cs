@@ -205,6 +205,27 @@ public class OperatorProperties
             Assert.Equal(actual.AsSpan(row * oc, oc).ToArray(), alone);
         });
 
+    [Property(MaxTest = 300)]
+    public Property ArgMax_equals_the_scalar_definition_with_ties_signed_zeros_and_specials() =>
+        Prop.ForAll((from n in Gen.Choose(1, 4) from v in Gen.Choose(1, 90) from seed in Seed select (n, v, seed)).ToArbitrary(), c =>
+        {
+            // Few distinct values, so maxima tie often; -0 and +0 tie; NaN, +inf and -inf appear now and then.
+            var (n, v, seed) = c;
+            var random = new Random(seed);
+            float[] pool = [-0f, 0f, 1f, 1f, 2f, -3f, float.NegativeInfinity, float.NegativeInfinity];
+            var logits = new float[n * v];
+            for (var i = 0; i < logits.Length; i++)
+            {
+                var roll = random.Next(200);
+                logits[i] = roll == 0 ? float.NaN : roll == 1 ? float.PositiveInfinity : pool[random.Next(pool.Length)];
+            }
+            var expected = new int[n];
+            var actual = new int[n];
+            ArgMax.Reference(expected, logits, n, v);
+            ArgMax.Forward(actual, logits, n, v);
+            Assert.Equal(expected, actual);
+        });
+
     [Property(MaxTest = 200)]
     public Property LayerNorm_equals_reference() =>
         Prop.ForAll((from n in Size(8) from ch in Size(300) from seed in Seed select (n, ch, seed)).ToArbitrary(), c =>

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Numerics.Tensors;
@@ -88,38 +89,59 @@ public sealed class CpuBackend : IBackend
 
     /// <inheritdoc />
     public void Embedding(DeviceBuffer<float> output, DeviceBuffer<int> ids, DeviceBuffer<int> positions,
-        DeviceTable wte, DeviceBuffer<float> wpe, int N, int C) =>
+        DeviceTable wte, DeviceBuffer<float> wpe, int N, int C)
+    {
+        using var timing = new OperatorTiming("embedding", N, 0, C);
         Operators.Embedding.Forward(Array(output).AsSpan(0, N * C), Array(ids).AsSpan(0, N), Array(positions).AsSpan(0, N), ((CpuTable)wte).Data, Array(wpe), C);
+    }
 
     /// <inheritdoc />
     public void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float> bias,
-        int N, int C, float epsilon) =>
+        int N, int C, float epsilon)
+    {
+        using var timing = new OperatorTiming("layernorm", N, C, C);
         Operators.LayerNorm.Forward(Array(output), Array(input), Array(weight), Array(bias), N, C, epsilon);
+    }
 
     /// <inheritdoc />
     public void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceMatrix weight, DeviceBuffer<float> bias,
-        int N, int IC, int OC, MatMulEpilogue epilogue) =>
+        int N, int IC, int OC, MatMulEpilogue epilogue)
+    {
+        using var timing = new OperatorTiming("matmul", N, IC, OC);
         Operators.MatMul.Forward(Array(output), Array(input), ((CpuMatrix)weight).Data, Array(bias).AsMemory(0, OC), N, IC, OC, epilogue, Width);
+    }
 
     /// <inheritdoc />
-    public void MatMulTransposed(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceTable weight, int N, int IC, int OC) =>
+    public void MatMulTransposed(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceTable weight, int N, int IC, int OC)
+    {
+        using var timing = new OperatorTiming("head", N, IC, OC);
         Operators.MatMulTransposed.Forward(Array(output).AsMemory(0, N * OC), Array(input).AsMemory(0, N * IC), ((CpuTable)weight).Data, N, IC, OC, Width);
+    }
 
     /// <inheritdoc />
-    public void Add(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, long count) =>
+    public void Add(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, long count)
+    {
+        using var timing = new OperatorTiming("add", 1, (int)count, (int)count);
         TensorPrimitives.Add(Array(a).AsSpan(0, (int)count), Array(b).AsSpan(0, (int)count), Array(output).AsSpan(0, (int)count));
+    }
 
     /// <inheritdoc />
     public void AppendKeyValues(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<float> qkv,
-        int B, int T, int past, int Tmax, int NH, int HS) =>
+        int B, int T, int past, int Tmax, int NH, int HS)
+    {
+        using var timing = new OperatorTiming("append-kv", B * T, NH * HS, NH * HS);
         CausalSelfAttention.AppendKeyValues(Array(keys), Array(values), Array(qkv), B, T, past, Tmax, NH, HS);
+    }
 
     /// <inheritdoc />
     public void Attention(DeviceBuffer<float> output, DeviceBuffer<float>? probabilities, DeviceBuffer<float> qkv,
         DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> keyMask,
-        int B, int T, int past, int Tmax, int NH, int HS) =>
+        int B, int T, int past, int Tmax, int NH, int HS)
+    {
+        using var timing = new OperatorTiming("attention", B * T, NH * HS, NH * HS);
         CausalSelfAttention.Forward(Array(output), probabilities is null ? Memory<float>.Empty : Array(probabilities).AsMemory(0, B * NH * T * (past + T)),
             Array(qkv), Array(keys), Array(values), Array(keyMask), B, T, past, Tmax, NH, HS, Width);
+    }
 
     /// <inheritdoc />
     public void GatherRows(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<int> rows, int R, int C)
@@ -132,12 +154,18 @@ public sealed class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void TargetLogProbabilities(DeviceBuffer<float> output, DeviceBuffer<float> logits, DeviceBuffer<int> targets, int N, int V) =>
+    public void TargetLogProbabilities(DeviceBuffer<float> output, DeviceBuffer<float> logits, DeviceBuffer<int> targets, int N, int V)
+    {
+        using var timing = new OperatorTiming("log-softmax", N, V, 1);
         LogSoftmax.TargetLogProbabilities(Array(output), Array(logits), Array(targets), N, V);
+    }
 
     /// <inheritdoc />
-    public void ArgMax(DeviceBuffer<int> output, DeviceBuffer<float> logits, int N, int V) =>
+    public void ArgMax(DeviceBuffer<int> output, DeviceBuffer<float> logits, int N, int V)
+    {
+        using var timing = new OperatorTiming("argmax", N, V, 1);
         Operators.ArgMax.Forward(Array(output), Array(logits), N, V);
+    }
 
     /// <summary>Nothing to release.</summary>
     public void Dispose()
