@@ -55,10 +55,9 @@ internal static class BenchCommand
             using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, options, cancellation);
             var loadMs = clock.Elapsed.TotalMilliseconds;
             var config = lm.Config;
-            // Decoding's warm-up steps use two positions beyond the prompt and the decoded tokens.
-            var positions = (long)prompt + (decode > 0 ? decode + 2 : 0);
+            var positions = (long)prompt + decode;
             if (positions > config.ContextLength)
-                throw new UsageException($"--prompt-tokens {prompt} + --new-tokens {decode} (+2 warm-up) exceed the context length of {config.ContextLength}");
+                throw new UsageException($"--prompt-tokens {prompt} + --new-tokens {decode} exceed the context length of {config.ContextLength}");
 
             var random = new Random(1234);
             var ids = Enumerable.Range(0, prompt).Select(_ => random.Next(config.VocabSize)).ToArray();
@@ -111,33 +110,46 @@ internal static class BenchCommand
     private const int DecodeStretches = 4;
 
     /// <summary>
-    /// Tokens per second decoding one token at a time through the cache after the prompt, after two untimed
-    /// steps; and, when <paramref name="measureBandwidth"/> is given, the mean of the read rates measured
-    /// before each of <see cref="DecodeStretches"/> stretches of the decoding, so both sample the same minutes.
+    /// Tokens per second decoding one token at a time through the cache after the prompt; and, when
+    /// <paramref name="measureBandwidth"/> is given, the mean of the read rates measured before each of
+    /// <see cref="DecodeStretches"/> stretches of the decoding, so both sample the same minutes. The same tokens
+    /// are decoded once untimed first, so that what is timed runs code the JIT has already optimized: a step
+    /// calls each operator once, too few calls for tiered compilation to promote them within a few tokens.
     /// </summary>
     private static (double? TokensPerSecond, double? Bandwidth) Decode(Gpt2CausalLM lm, TokenBatch prompt, KvCache cache, int tokens,
         Func<double>? measureBandwidth, CancellationToken cancellation)
     {
-        cache.Reset();
-        var next = Math.Max(0, lm.Next(prompt, cache, greedy: true).Picks![0]);
-        for (var i = 0; i < 2; i++) next = Math.Max(0, lm.Next(TokenBatch.FromIds([next]), cache, greedy: true).Picks![0]);
+        Steps(Prefill(), tokens);
         var elapsed = TimeSpan.Zero;
         var rates = new List<double>();
         var done = 0;
+        var next = Prefill();
         for (var stretch = 0; stretch < DecodeStretches && done < tokens; stretch++)
         {
             if (measureBandwidth is not null) rates.Add(measureBandwidth());
             var count = (tokens - done) / (DecodeStretches - stretch);
             var clock = Stopwatch.StartNew();
+            next = Steps(next, count);
+            elapsed += clock.Elapsed;
+            done += count;
+        }
+        return (tokens / elapsed.TotalSeconds, rates.Count > 0 ? rates.Average() : null);
+
+        int Prefill()
+        {
+            cache.Reset();
+            return Math.Max(0, lm.Next(prompt, cache, greedy: true).Picks![0]);
+        }
+
+        int Steps(int next, int count)
+        {
             for (var i = 0; i < count; i++)
             {
                 cancellation.ThrowIfCancellationRequested();
                 next = Math.Max(0, lm.Next(TokenBatch.FromIds([next]), cache, greedy: true).Picks![0]);
             }
-            elapsed += clock.Elapsed;
-            done += count;
+            return next;
         }
-        return (tokens / elapsed.TotalSeconds, rates.Count > 0 ? rates.Average() : null);
     }
 
     /// <summary>Runs <paramref name="stage"/> once to warm up, then until <see cref="StageTime"/> has passed (at least three times); the median.</summary>

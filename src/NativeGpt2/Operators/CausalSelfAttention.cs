@@ -32,7 +32,7 @@ internal static class CausalSelfAttention
         int B, int Tq, int past, int Tmax, int NH, int HS)
     {
         var C = NH * HS;
-        Parallelism.For(B * NH, 2L * Tq * HS, (start, end) =>
+        Parallelism.For(B * NH, 2L * Tq * HS, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
         {
             var k = keys.Span;
             var v = values.Span;
@@ -103,7 +103,7 @@ internal static class CausalSelfAttention
     {
         var Tk = past + Tq;
         var tiles = (Tq + QueryTile - 1) / QueryTile;
-        Parallelism.For(B * NH * tiles, 2L * QueryTile * Tk * HS, (start, end) =>
+        Parallelism.For(B * NH * tiles, 2L * QueryTile * Tk * HS, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
         {
             // The tile's rows of scores, then probabilities, QueryTile × Tk; and one row's visible scores.
             var rows = ArrayPool<float>.Shared.Rent(QueryTile * Tk);
@@ -122,6 +122,7 @@ internal static class CausalSelfAttention
     }
 
     /// <summary>Queries [t0, t1) of head h in row b.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Tile<V>(Span<float> output, Span<float> probabilities, ReadOnlySpan<float> qkv,
         ReadOnlySpan<float> keys, ReadOnlySpan<float> values, ReadOnlySpan<int> keyMask, float[] rows, float[] visible,
         int b, int h, int t0, int t1, int Tq, int past, int Tmax, int NH, int HS) where V : struct, ISimd<V>
@@ -160,6 +161,7 @@ internal static class CausalSelfAttention
     /// row[j] ← softmax over the visible keys j &lt; count (mask 1) of scale · row[j]; 0 for the others, and
     /// for j ≥ count up to the end of the row. A row with no visible key becomes all zeros.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Softmax<V>(Span<float> row, int count, ReadOnlySpan<int> mask, float scale, float[] visible)
         where V : struct, ISimd<V>
     {

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 using NativeGpt2.Weights;
 
@@ -13,6 +14,7 @@ namespace NativeGpt2.Operators;
 internal static class Embedding
 {
     /// <summary>Vectorized embedding lookup.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Forward(Span<float> output, ReadOnlySpan<int> ids, ReadOnlySpan<int> positions,
         WeightData wte, ReadOnlySpan<float> wpe, int C)
     {

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 
 namespace NativeGpt2.Operators;
@@ -13,7 +14,7 @@ internal static class LayerNorm
     public static void Forward(Memory<float> output, ReadOnlyMemory<float> input, ReadOnlyMemory<float> weight,
         ReadOnlyMemory<float> bias, int N, int C, float epsilon)
     {
-        Parallelism.For(N, 8L * C, (start, end) =>
+        Parallelism.For(N, 8L * C, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
         {
             var x = input.Span;
             var o = output.Span;
@@ -24,6 +25,7 @@ internal static class LayerNorm
         });
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Row(Span<float> output, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, float epsilon)
     {
         // Two passes (mean, then squared deviations) rather than E[x²]-E[x]², which cancels badly.

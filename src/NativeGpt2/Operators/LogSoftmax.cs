@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 
 namespace NativeGpt2.Operators;
@@ -19,6 +20,7 @@ internal static class LogSoftmax
     /// <summary>
     /// <c>log Σ exp(x)</c>, computed as <c>max + log Σ exp(x - max)</c>; <paramref name="scratch"/> (same length) is overwritten.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static double LogSumExp(ReadOnlySpan<float> logits, Span<float> scratch)
     {
         var max = TensorPrimitives.Max(logits);
@@ -34,7 +36,7 @@ internal static class LogSoftmax
     /// </summary>
     public static void TargetLogProbabilities(Memory<float> output, ReadOnlyMemory<float> logits, ReadOnlyMemory<int> targets, int N, int V)
     {
-        Parallelism.For(N, 4L * V, (start, end) =>
+        Parallelism.For(N, 4L * V, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
         {
             var scratch = new float[V];
             for (var n = start; n < end; n++)

@@ -74,7 +74,7 @@ internal static class MatMul
             // formats at 60-70 % of the machine's read rate. (Float32 takes the per-panel path below: one
             // stream per thread reads fastest, 54-56 GB/s where four panels side by side read 45, measured.)
             var groups = (panelCount + PanelsSideBySide - 1) / PanelsSideBySide;
-            Parallelism.For(groups, (long)PanelsSideBySide * IC * WeightData.PanelWidth, (start, end) =>
+            Parallelism.For(groups, (long)PanelsSideBySide * IC * WeightData.PanelWidth, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
             {
                 for (var g = start; g < end; g++)
                 {
@@ -90,7 +90,7 @@ internal static class MatMul
             return;
         }
         // Items run panel-major: each thread streams its own panels, and a panel stays in cache across its row blocks.
-        Parallelism.For(panelCount * rowBlocks, (long)rowBlock * IC * WeightData.PanelWidth, (start, end) =>
+        Parallelism.For(panelCount * rowBlocks, (long)rowBlock * IC * WeightData.PanelWidth, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
         {
             float[]? widened = null;
             for (var item = start; item < end; item++)

@@ -62,7 +62,7 @@ internal static class MatMulTransposed
         // item (exactly, so the results are the same) rather than in every tile. bfloat16 widens with one shift,
         // cheaper inline.
         var widen = (typeof(R) == typeof(Float16Rows) || typeof(R) == typeof(FiniteFloat16Rows) || typeof(R) == typeof(Q8Rows)) && N >= 2 * TileRows;
-        Parallelism.For(panels, (long)N * IC * PanelRows, (start, end) =>
+        Parallelism.For(panels, (long)N * IC * PanelRows, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
         {
             var scratch = widen ? ArrayPool<float>.Shared.Rent(PanelRows * IC) : null;
             for (var panel = start; panel < end; panel++)

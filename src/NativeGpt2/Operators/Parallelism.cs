@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace NativeGpt2.Operators;
 
 /// <summary>
@@ -40,6 +42,7 @@ internal static class Parallelism
     /// <param name="count">Number of items.</param>
     /// <param name="workPerItem">Approximate multiply-adds per item, to decide how many chunks to use.</param>
     /// <param name="body">Processes items [start, end).</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void For(int count, long workPerItem, Action<int, int> body)
     {
         if (count <= 0) return;
@@ -78,6 +81,7 @@ internal static class Parallelism
         }
 
         /// <summary>Runs the job with up to <paramref name="workers"/> helpers; false if the team is busy with another.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public bool TryRun(int chunks, int workers, Action<int> body)
         {
             if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0) return false;
@@ -103,6 +107,7 @@ internal static class Parallelism
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Work()
         {
             var seen = 0;
@@ -132,6 +137,7 @@ internal static class Parallelism
             public Exception? Failure;
             private int _next;
 
+            [MethodImpl(MethodImplOptions.AggressiveOptimization)]
             public void TakeChunks()
             {
                 int chunk;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 
 namespace NativeGpt2.Operators;
@@ -13,6 +14,7 @@ namespace NativeGpt2.Operators;
 internal static class Softmax
 {
     /// <summary>Vectorized softmax of one row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Forward(Span<float> output, ReadOnlySpan<float> input)
     {
         if (input.IsEmpty) return;
