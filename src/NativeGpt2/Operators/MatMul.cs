@@ -113,65 +113,66 @@ internal static class MatMul
 
     /// <summary>
     /// One row (a decoding step) of four full panels p … p + 3: each output summed exactly as <see cref="Tile1"/>
-    /// sums it, with the eight registers' sums independent so they overlap.
+    /// sums it, with the eight registers' sums independent so they overlap. The loop only adds to block indices
+    /// (<see cref="IPanelView.Block"/>), and GELU runs on the stored outputs, so the loop keeps its registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RowOfFourPanels<V, P>(P panels, int p, Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> bias,
         int IC, MatMulEpilogue epilogue) where V : struct, ISimd<V> where P : struct, IPanelView
     {
+        const int W = WeightData.PanelWidth;
         var residual = epilogue == MatMulEpilogue.Residual;
         ref var x = ref MemoryMarshal.GetReference(input);
-        ref var b = ref MemoryMarshal.GetReference(bias);
+        ref var o = ref Unsafe.Add(ref MemoryMarshal.GetReference(output), p * W);
+        ref var b = ref Unsafe.Add(ref MemoryMarshal.GetReference(bias), p * W);
+        nint first = panels.Block(p, 0), next = panels.Rows;
         var ahead = panels.PrefetchRows;
-        for (var c = 0; c < WeightData.PanelWidth; c += 2 * V.Count)
+        for (var c = 0; c < W; c += 2 * V.Count)
         {
-            var col0 = p * WeightData.PanelWidth + c;
-            var col1 = col0 + WeightData.PanelWidth;
-            var col2 = col1 + WeightData.PanelWidth;
-            var col3 = col2 + WeightData.PanelWidth;
-            V a0 = V.Load(ref Unsafe.Add(ref b, col0)), a1 = V.Load(ref Unsafe.Add(ref b, col0 + V.Count));
-            V a2 = V.Load(ref Unsafe.Add(ref b, col1)), a3 = V.Load(ref Unsafe.Add(ref b, col1 + V.Count));
-            V a4 = V.Load(ref Unsafe.Add(ref b, col2)), a5 = V.Load(ref Unsafe.Add(ref b, col2 + V.Count));
-            V a6 = V.Load(ref Unsafe.Add(ref b, col3)), a7 = V.Load(ref Unsafe.Add(ref b, col3 + V.Count));
+            V a0 = V.Load(ref Unsafe.Add(ref b, c)), a1 = V.Load(ref Unsafe.Add(ref b, c + V.Count));
+            V a2 = V.Load(ref Unsafe.Add(ref b, W + c)), a3 = V.Load(ref Unsafe.Add(ref b, W + c + V.Count));
+            V a4 = V.Load(ref Unsafe.Add(ref b, 2 * W + c)), a5 = V.Load(ref Unsafe.Add(ref b, 2 * W + c + V.Count));
+            V a6 = V.Load(ref Unsafe.Add(ref b, 3 * W + c)), a7 = V.Load(ref Unsafe.Add(ref b, 3 * W + c + V.Count));
             for (var k = 0; k < IC; k++)
             {
+                var block = first + k;
                 if (ahead > 0)
                 {
-                    panels.Prefetch(p, k + ahead);
-                    panels.Prefetch(p + 1, k + ahead);
-                    panels.Prefetch(p + 2, k + ahead);
-                    panels.Prefetch(p + 3, k + ahead);
+                    panels.Prefetch(block + ahead);
+                    panels.Prefetch(block + next + ahead);
+                    panels.Prefetch(block + 2 * next + ahead);
+                    panels.Prefetch(block + 3 * next + ahead);
                 }
                 var v = V.Broadcast(Unsafe.Add(ref x, k));
-                panels.Load<V>(p, k, c, out var w0, out var w1);
-                panels.Load<V>(p + 1, k, c, out var w2, out var w3);
+                panels.Load<V>(block, c, out var w0, out var w1);
+                panels.Load<V>(block + next, c, out var w2, out var w3);
                 a0 = V.Fma(v, w0, a0);
                 a1 = V.Fma(v, w1, a1);
                 a2 = V.Fma(v, w2, a2);
                 a3 = V.Fma(v, w3, a3);
-                panels.Load<V>(p + 2, k, c, out w0, out w1);
-                panels.Load<V>(p + 3, k, c, out w2, out w3);
+                panels.Load<V>(block + 2 * next, c, out w0, out w1);
+                panels.Load<V>(block + 3 * next, c, out w2, out w3);
                 a4 = V.Fma(v, w0, a4);
                 a5 = V.Fma(v, w1, a5);
                 a6 = V.Fma(v, w2, a6);
                 a7 = V.Fma(v, w3, a7);
             }
-            if (epilogue == MatMulEpilogue.BiasGelu)
-            {
-                a0 = VectorMath.Gelu(a0);
-                a1 = VectorMath.Gelu(a1);
-                a2 = VectorMath.Gelu(a2);
-                a3 = VectorMath.Gelu(a3);
-                a4 = VectorMath.Gelu(a4);
-                a5 = VectorMath.Gelu(a5);
-                a6 = VectorMath.Gelu(a6);
-                a7 = VectorMath.Gelu(a7);
-            }
-            Store(ref MemoryMarshal.GetReference(output.Slice(col0)), a0, a1, residual);
-            Store(ref MemoryMarshal.GetReference(output.Slice(col1)), a2, a3, residual);
-            Store(ref MemoryMarshal.GetReference(output.Slice(col2)), a4, a5, residual);
-            Store(ref MemoryMarshal.GetReference(output.Slice(col3)), a6, a7, residual);
+            Store(ref Unsafe.Add(ref o, c), a0, a1, residual);
+            Store(ref Unsafe.Add(ref o, W + c), a2, a3, residual);
+            Store(ref Unsafe.Add(ref o, 2 * W + c), a4, a5, residual);
+            Store(ref Unsafe.Add(ref o, 3 * W + c), a6, a7, residual);
         }
+        if (epilogue == MatMulEpilogue.BiasGelu) GeluInPlace<V>(output.Slice(p * W, 4 * W));
+    }
+
+    /// <summary>GELU on outputs just stored (still in L1): the same <see cref="VectorMath.Gelu"/> as in registers, so the same values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GeluInPlace<V>(Span<float> values) where V : struct, ISimd<V>
+    {
+        ref var g = ref MemoryMarshal.GetReference(values);
+        var j = 0;
+        for (; j + V.Count <= values.Length; j += V.Count) V.Store(ref Unsafe.Add(ref g, j), VectorMath.Gelu(V.Load(ref Unsafe.Add(ref g, j))));
+        for (; j < values.Length; j++) Unsafe.Add(ref g, j) = VectorMath.Gelu(new SimdScalar(Unsafe.Add(ref g, j))).Value;
     }
 
     /// <summary>Rows [r0, r1) of panel p's 32 columns, read from panel <paramref name="view"/> of <paramref name="panels"/>.</summary>
@@ -231,13 +232,7 @@ internal static class MatMul
                 // would push the accumulators out of theirs).
                 if (gelu)
                 {
-                    for (var i = 0; i < rows; i++)
-                    {
-                        ref var g = ref MemoryMarshal.GetReference(target.Slice(i * OC, width));
-                        var j = 0;
-                        for (; j + V.Count <= width; j += V.Count) V.Store(ref Unsafe.Add(ref g, j), VectorMath.Gelu(V.Load(ref Unsafe.Add(ref g, j))));
-                        for (; j < width; j++) Unsafe.Add(ref g, j) = VectorMath.Gelu(new SimdScalar(Unsafe.Add(ref g, j))).Value;
-                    }
+                    for (var i = 0; i < rows; i++) GeluInPlace<V>(target.Slice(i * OC, width));
                 }
             }
         }
@@ -256,9 +251,10 @@ internal static class MatMul
         ref var x4 = ref Unsafe.Add(ref x3, IC);
         ref var x5 = ref Unsafe.Add(ref x4, IC);
         V a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1, a30 = b0, a31 = b1, a40 = b0, a41 = b1, a50 = b0, a51 = b1;
+        var first = panels.Block(p, 0);
         for (var k = 0; k < IC; k++)
         {
-            panels.Load<V>(p, k, c, out var w0, out var w1);
+            panels.Load<V>(first + k, c, out var w0, out var w1);
             var v = V.Broadcast(Unsafe.Add(ref x0, k));
             a00 = V.Fma(v, w0, a00); a01 = V.Fma(v, w1, a01);
             v = V.Broadcast(Unsafe.Add(ref x1, k));
@@ -286,9 +282,10 @@ internal static class MatMul
         where V : struct, ISimd<V> where P : struct, IPanelView
     {
         V a0 = b0, a1 = b1;
+        var first = panels.Block(p, 0);
         for (var k = 0; k < IC; k++)
         {
-            panels.Load<V>(p, k, c, out var w0, out var w1);
+            panels.Load<V>(first + k, c, out var w0, out var w1);
             var v = V.Broadcast(Unsafe.Add(ref x, k));
             a0 = V.Fma(v, w0, a0);
             a1 = V.Fma(v, w1, a1);

@@ -182,18 +182,13 @@ internal static class MatMulTransposed
     {
         nint r0 = rows.Start(k), r1 = rows.Start(k + 1), r2 = rows.Start(k + 2), r3 = rows.Start(k + 3);
         V a00 = V.Zero, a01 = V.Zero, a02 = V.Zero, a03 = V.Zero;
+        // The rows a few tiles ahead, contiguous in the table, asked for a slice per step: 4 · V.Count values.
         var ahead = rows.PrefetchRows;
-        nint p0 = rows.Start(k + ahead), p1 = rows.Start(k + ahead + 1), p2 = rows.Start(k + ahead + 2), p3 = rows.Start(k + ahead + 3);
+        var next = rows.Start(k + ahead);
         var i = 0;
         for (; i <= IC - V.Count; i += V.Count)
         {
-            if (ahead > 0)
-            {
-                rows.Prefetch(p0, i);
-                rows.Prefetch(p1, i);
-                rows.Prefetch(p2, i);
-                rows.Prefetch(p3, i);
-            }
+            if (ahead > 0) rows.Prefetch(next + TileWeights * i, TileWeights * V.Count);
             var v0 = V.Load(ref Unsafe.Add(ref x0, i));
             a00 = V.Fma(v0, rows.Load<V>(r0, i), a00);
             a01 = V.Fma(v0, rows.Load<V>(r1, i), a01);

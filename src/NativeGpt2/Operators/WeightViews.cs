@@ -11,19 +11,38 @@ namespace NativeGpt2.Operators;
 /// </summary>
 internal interface IPanelView
 {
-    /// <summary>w[k, 32·panel + c … + 2·V.Count), as float32.</summary>
-    void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>;
+    /// <summary>
+    /// Row k of panel p as one index, p · rows + k: the panel's 32 values of that row are block b, so row k of
+    /// panel p + 1 is b + <see cref="Rows"/>, and a loop over k or over side-by-side panels only adds.
+    /// </summary>
+    nint Block(int panel, int k);
+
+    /// <summary>Rows per panel (IC): the distance in blocks from a panel to the next.</summary>
+    int Rows { get; }
+
+    /// <summary>Values [c, c + 2·V.Count) of block <paramref name="block"/>, as float32.</summary>
+    void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>;
 
     /// <summary>How many rows ahead a decoding step of four panels asks for (<see cref="Prefetch"/>): about 2 KB of a panel.</summary>
     int PrefetchRows { get; }
 
-    /// <summary>A hint: the cache line holding row k of the panel is wanted soon (k may be past the panel's end).</summary>
-    void Prefetch(int panel, int k);
+    /// <summary>A hint: the cache lines holding block <paramref name="block"/> are wanted soon (it may be past the end).</summary>
+    void Prefetch(nint block);
 }
 
 /// <summary>Cache hints that never fault: an address past the end of an array is only a wasted hint.</summary>
 internal static class CacheHint
 {
+    private const int LineBytes = 64;
+
+    /// <summary>Every cache line that elements [index, index + count) of the array span.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void PrefetchRange<T>(T[] array, nint index, int count)
+    {
+        var perLine = LineBytes / Unsafe.SizeOf<T>();
+        for (var i = 0; i < count; i += perLine) Prefetch(array, index + i);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void Prefetch<T>(T[] array, nint index)
     {
@@ -47,7 +66,7 @@ internal static class PanelWidening
         {
             for (var c = 0; c < WeightData.PanelWidth; c += 2 * V.Count)
             {
-                panels.Load<V>(panel, k, c, out var w0, out var w1);
+                panels.Load<V>(panels.Block(panel, k), c, out var w0, out var w1);
                 ref var at = ref Unsafe.Add(ref d, k * WeightData.PanelWidth + c);
                 V.Store(ref at, w0);
                 V.Store(ref Unsafe.Add(ref at, V.Count), w1);
@@ -71,22 +90,30 @@ internal interface IRowView
     /// <summary>How many rows ahead a decoding step asks for (<see cref="Prefetch"/>); 0 where the hardware's prefetcher keeps up alone.</summary>
     int PrefetchRows { get; }
 
-    /// <summary>A hint: the cache line holding row[k] of the row at <paramref name="start"/> is wanted soon.</summary>
-    void Prefetch(nint start, int k);
+    /// <summary>
+    /// A hint: values [<paramref name="start"/>, start + <paramref name="count"/>) of the table (counted from a
+    /// <see cref="Start"/>) are wanted soon; every cache line they span is asked for (it may be past the end).
+    /// </summary>
+    void Prefetch(nint start, int count);
 }
 
 internal readonly struct Float32Panels(float[] values, int rows) : IPanelView
 {
-    // Unused: float32 decodes one panel at a time, which the hardware prefetcher follows alone.
+    public int Rows => rows;
+
     public int PrefetchRows => 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(int panel, int k) => CacheHint.Prefetch(values, ((nint)panel * rows + k) * WeightData.PanelWidth);
+    public nint Block(int panel, int k) => (nint)panel * rows + k;
+
+    // Unused: float32 decodes one panel at a time, which the hardware prefetcher follows alone.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(nint block) => CacheHint.Prefetch(values, block * WeightData.PanelWidth);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
+    public void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>
     {
-        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), ((nint)panel * rows + k) * WeightData.PanelWidth + c);
+        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c);
         w0 = V.Load(ref at);
         w1 = V.Load(ref Unsafe.Add(ref at, V.Count));
     }
@@ -94,15 +121,20 @@ internal readonly struct Float32Panels(float[] values, int rows) : IPanelView
 
 internal readonly struct Float16Panels(Half[] values, int rows) : IPanelView
 {
+    public int Rows => rows;
+
     public int PrefetchRows => 32;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(int panel, int k) => CacheHint.Prefetch(values, ((nint)panel * rows + k) * WeightData.PanelWidth);
+    public nint Block(int panel, int k) => (nint)panel * rows + k;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
+    public void Prefetch(nint block) => CacheHint.Prefetch(values, block * WeightData.PanelWidth);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>
     {
-        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), ((nint)panel * rows + k) * WeightData.PanelWidth + c);
+        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c);
         w0 = V.LoadFloat16(ref at);
         w1 = V.LoadFloat16(ref Unsafe.Add(ref at, V.Count));
     }
@@ -111,15 +143,20 @@ internal readonly struct Float16Panels(Half[] values, int rows) : IPanelView
 /// <summary>Float16 panels known to hold no infinity or NaN (<see cref="Float16Data.AllFinite"/>): the cheaper widening.</summary>
 internal readonly struct FiniteFloat16Panels(Half[] values, int rows) : IPanelView
 {
+    public int Rows => rows;
+
     public int PrefetchRows => 32;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(int panel, int k) => CacheHint.Prefetch(values, ((nint)panel * rows + k) * WeightData.PanelWidth);
+    public nint Block(int panel, int k) => (nint)panel * rows + k;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
+    public void Prefetch(nint block) => CacheHint.Prefetch(values, block * WeightData.PanelWidth);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>
     {
-        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), ((nint)panel * rows + k) * WeightData.PanelWidth + c);
+        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c);
         w0 = V.LoadFiniteFloat16(ref at);
         w1 = V.LoadFiniteFloat16(ref Unsafe.Add(ref at, V.Count));
     }
@@ -127,15 +164,20 @@ internal readonly struct FiniteFloat16Panels(Half[] values, int rows) : IPanelVi
 
 internal readonly struct BFloat16Panels(ushort[] values, int rows) : IPanelView
 {
+    public int Rows => rows;
+
     public int PrefetchRows => 32;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(int panel, int k) => CacheHint.Prefetch(values, ((nint)panel * rows + k) * WeightData.PanelWidth);
+    public nint Block(int panel, int k) => (nint)panel * rows + k;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
+    public void Prefetch(nint block) => CacheHint.Prefetch(values, block * WeightData.PanelWidth);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>
     {
-        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), ((nint)panel * rows + k) * WeightData.PanelWidth + c);
+        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c);
         w0 = V.LoadBFloat16(ref at);
         w1 = V.LoadBFloat16(ref Unsafe.Add(ref at, V.Count));
     }
@@ -143,21 +185,25 @@ internal readonly struct BFloat16Panels(ushort[] values, int rows) : IPanelView
 
 internal readonly struct Q8Panels(sbyte[] values, float[] scales, int rows) : IPanelView
 {
+    public int Rows => rows;
+
     public int PrefetchRows => 64;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(int panel, int k)
+    public nint Block(int panel, int k) => (nint)panel * rows + k;
+
+    /// <summary>The block's 32 values (half a cache line), and every 16th block its line of scales.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(nint block)
     {
-        var block = (nint)panel * rows + k;
         CacheHint.Prefetch(values, block * WeightData.PanelWidth);
-        CacheHint.Prefetch(scales, block);
+        if ((block & 15) == 0) CacheHint.Prefetch(scales, block);
     }
 
-    /// <summary>w = q · scale, one scale for the panel's 32 columns of row k.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load<V>(int panel, int k, int c, out V w0, out V w1) where V : struct, ISimd<V>
+    public void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>
     {
-        var block = (nint)panel * rows + k;
+        // w = q · scale, one scale for the block's 32 values.
         ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c);
         var scale = V.Broadcast(Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), block));
         w0 = V.Multiply(V.LoadInt8(ref at), scale);
@@ -170,7 +216,7 @@ internal readonly struct Float32Rows(float[] values, int stride) : IRowView
     public int PrefetchRows => 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint start, int k) => CacheHint.Prefetch(values, start + k);
+    public void Prefetch(nint start, int count) => CacheHint.PrefetchRange(values, start, count);
 
     public nint Start(int row) => (nint)row * stride;
 
@@ -187,7 +233,7 @@ internal readonly struct WidenedRows(float[] values, int stride, int first) : IR
     public int PrefetchRows => 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint start, int k) => CacheHint.Prefetch(values, start + k);
+    public void Prefetch(nint start, int count) => CacheHint.PrefetchRange(values, start, count);
 
     public nint Start(int row) => (nint)(row - first) * stride;
 
@@ -203,7 +249,7 @@ internal readonly struct Float16Rows(Half[] values, int stride) : IRowView
     public int PrefetchRows => 8;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint start, int k) => CacheHint.Prefetch(values, start + k);
+    public void Prefetch(nint start, int count) => CacheHint.PrefetchRange(values, start, count);
 
     public nint Start(int row) => (nint)row * stride;
 
@@ -220,7 +266,7 @@ internal readonly struct FiniteFloat16Rows(Half[] values, int stride) : IRowView
     public int PrefetchRows => 8;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint start, int k) => CacheHint.Prefetch(values, start + k);
+    public void Prefetch(nint start, int count) => CacheHint.PrefetchRange(values, start, count);
 
     public nint Start(int row) => (nint)row * stride;
 
@@ -236,7 +282,7 @@ internal readonly struct BFloat16Rows(ushort[] values, int stride) : IRowView
     public int PrefetchRows => 8;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint start, int k) => CacheHint.Prefetch(values, start + k);
+    public void Prefetch(nint start, int count) => CacheHint.PrefetchRange(values, start, count);
 
     public nint Start(int row) => (nint)row * stride;
 
@@ -252,11 +298,12 @@ internal readonly struct Q8Rows(sbyte[] values, float[] scales, int blocks) : IR
 {
     public int PrefetchRows => 8;
 
+    /// <summary>The values' lines, and the line of scales where the range starts a group of 16 blocks (512 values).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint start, int k)
+    public void Prefetch(nint start, int count)
     {
-        CacheHint.Prefetch(values, start + k);
-        CacheHint.Prefetch(scales, (start + k) / WeightData.PanelWidth);
+        CacheHint.PrefetchRange(values, start, count);
+        if ((start & 511) == 0) CacheHint.Prefetch(scales, (nint)((nuint)start / WeightData.PanelWidth));
     }
 
     /// <summary>The row's first value; rows are whole blocks, so value i's scale is scales[i / 32].</summary>
