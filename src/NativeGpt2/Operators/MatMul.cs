@@ -51,10 +51,10 @@ internal static class MatMul
     {
         switch (weight)
         {
-            case Float32Data f: Run<V, Float32Panels>(new(f.Values, IC), output, input, bias, N, IC, OC, epilogue); break;
-            case Float16Data { AllFinite: true } f: Run<V, FiniteFloat16Panels>(new(f.Values, IC), output, input, bias, N, IC, OC, epilogue); break;
-            case Float16Data f: Run<V, Float16Panels>(new(f.Values, IC), output, input, bias, N, IC, OC, epilogue); break;
-            case BFloat16Data f: Run<V, BFloat16Panels>(new(f.Values, IC), output, input, bias, N, IC, OC, epilogue); break;
+            case Float32Data f: Run<V, Panels<float, Float32Widening>>(new(f.Values, IC), output, input, bias, N, IC, OC, epilogue); break;
+            case Float16Data { AllFinite: true } f: Run<V, Panels<Half, FiniteFloat16Widening>>(new(f.Values, IC), output, input, bias, N, IC, OC, epilogue); break;
+            case Float16Data f: Run<V, Panels<Half, Float16Widening>>(new(f.Values, IC), output, input, bias, N, IC, OC, epilogue); break;
+            case BFloat16Data f: Run<V, Panels<ushort, BFloat16Widening>>(new(f.Values, IC), output, input, bias, N, IC, OC, epilogue); break;
             case Q8Data q: Run<V, Q8Panels>(new(q.Values, q.Scales, IC), output, input, bias, N, IC, OC, epilogue); break;
             default: throw new ArgumentException($"unsupported weight storage {weight.GetType().Name}", nameof(weight));
         }
@@ -67,7 +67,7 @@ internal static class MatMul
         var fullPanels = OC / WeightData.PanelWidth;
         var rowBlock = N <= RowBlock ? N : RowBlock;
         var rowBlocks = (N + rowBlock - 1) / rowBlock;
-        if (N == 1 && typeof(P) != typeof(Float32Panels))
+        if (N == 1 && typeof(P) != typeof(Panels<float, Float32Widening>))
         {
             // Decoding 16- or 8-bit weights: four panels side by side, eight sums in flight, asking for the rows
             // they will read next. Widening costs instructions per byte, and one panel at a time left these
@@ -97,13 +97,13 @@ internal static class MatMul
             {
                 int p = item / rowBlocks, rb = item % rowBlocks;
                 int r0 = rb * rowBlock, r1 = Math.Min(N, r0 + rowBlock);
-                if (typeof(P) != typeof(Float32Panels) && r1 - r0 >= TileRows)
+                if (typeof(P) != typeof(Panels<float, Float32Widening>) && r1 - r0 >= TileRows)
                 {
                     // Several rows reuse the panel: widen it to float32 once rather than in every tile (exact,
                     // so the results are the same).
                     widened ??= ArrayPool<float>.Shared.Rent(IC * WeightData.PanelWidth);
                     PanelWidening.Widen<V, P>(panels, p, IC, widened);
-                    Panel<V, Float32Panels>(new(widened, IC), 0, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue);
+                    Panel<V, Panels<float, Float32Widening>>(new(widened, IC), 0, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue);
                 }
                 else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue);
             }

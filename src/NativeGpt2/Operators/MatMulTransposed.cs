@@ -45,10 +45,10 @@ internal static class MatMulTransposed
     {
         switch (weight)
         {
-            case Float32Data f: Run<V, Float32Rows>(new(f.Values, IC), output, input, N, IC, OC); break;
-            case Float16Data { AllFinite: true } f: Run<V, FiniteFloat16Rows>(new(f.Values, IC), output, input, N, IC, OC); break;
-            case Float16Data f: Run<V, Float16Rows>(new(f.Values, IC), output, input, N, IC, OC); break;
-            case BFloat16Data f: Run<V, BFloat16Rows>(new(f.Values, IC), output, input, N, IC, OC); break;
+            case Float32Data f: Run<V, TableRows<float, Float32Widening>>(new(f.Values, IC), output, input, N, IC, OC); break;
+            case Float16Data { AllFinite: true } f: Run<V, TableRows<Half, FiniteFloat16Widening>>(new(f.Values, IC), output, input, N, IC, OC); break;
+            case Float16Data f: Run<V, TableRows<Half, Float16Widening>>(new(f.Values, IC), output, input, N, IC, OC); break;
+            case BFloat16Data f: Run<V, TableRows<ushort, BFloat16Widening>>(new(f.Values, IC), output, input, N, IC, OC); break;
             case Q8Data q: Run<V, Q8Rows>(new(q.Values, q.Scales, q.Panels), output, input, N, IC, OC); break;
             default: throw new ArgumentException($"unsupported weight storage {weight.GetType().Name}", nameof(weight));
         }
@@ -61,7 +61,7 @@ internal static class MatMulTransposed
         // Several input rows reuse each weight row: a float16 or 8-bit panel is widened to float32 once per work
         // item (exactly, so the results are the same) rather than in every tile. bfloat16 widens with one shift,
         // cheaper inline.
-        var widen = (typeof(R) == typeof(Float16Rows) || typeof(R) == typeof(FiniteFloat16Rows) || typeof(R) == typeof(Q8Rows)) && N >= 2 * TileRows;
+        var widen = (typeof(R) == typeof(TableRows<Half, Float16Widening>) || typeof(R) == typeof(TableRows<Half, FiniteFloat16Widening>) || typeof(R) == typeof(Q8Rows)) && N >= 2 * TileRows;
         Parallelism.For(panels, (long)N * IC * PanelRows, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
         {
             var scratch = widen ? ArrayPool<float>.Shared.Rent(PanelRows * IC) : null;
@@ -114,7 +114,7 @@ internal static class MatMulTransposed
             Rows<V, R>(rows, ref x, ref o, n, 2, IC, OC, from, to);
             return;
         }
-        if (N == 1 && typeof(R) == typeof(Float32Rows))
+        if (N == 1 && typeof(R) == typeof(TableRows<float, Float32Widening>))
         {
             // Decoding float32: one weight row after another, the most sequential read of the table, which
             // is what bounds this case (it reads faster than four rows in step). Narrower formats take the

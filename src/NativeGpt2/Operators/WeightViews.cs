@@ -35,7 +35,7 @@ internal static class CacheHint
 {
     private const int LineBytes = 64;
 
-    /// <summary>Every cache line that elements [index, index + count) of the array span.</summary>
+    /// <summary>Hints for elements [index, index + count) of the array, one per 64 bytes from index on.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void PrefetchRange<T>(T[] array, nint index, int count)
     {
@@ -56,7 +56,7 @@ internal static class PanelWidening
 {
     /// <summary>
     /// Panel <paramref name="panel"/> (<paramref name="rows"/> × 32) as float32 in <paramref name="destination"/>, panel 0 of a
-    /// <see cref="Float32Panels"/> view over it: exactly the values <see cref="IPanelView.Load"/> gives.
+    /// <c>Panels&lt;float, Float32Widening&gt;</c> view over it: exactly the values <see cref="IPanelView.Load"/> gives.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Widen<V, P>(P panels, int panel, int rows, float[] destination) where V : struct, ISimd<V> where P : struct, IPanelView
@@ -97,76 +97,57 @@ internal interface IRowView
     void Prefetch(nint start, int count);
 }
 
-internal readonly struct Float32Panels(float[] values, int rows) : IPanelView
+/// <summary>How a stored element type becomes float32: the one thing the float32, float16 and bfloat16 views differ in.</summary>
+internal interface IWidening<T> where T : unmanaged
 {
-    public int Rows => rows;
+    /// <summary>V.Count elements from <paramref name="source"/> on, as float32.</summary>
+    static abstract V Load<V>(ref T source) where V : struct, ISimd<V>;
 
-    public int PrefetchRows => 0;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public nint Block(int panel, int k) => (nint)panel * rows + k;
-
-    // Unused: float32 decodes one panel at a time, which the hardware prefetcher follows alone.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint block) => CacheHint.Prefetch(values, block * WeightData.PanelWidth);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>
-    {
-        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c);
-        w0 = V.Load(ref at);
-        w1 = V.Load(ref Unsafe.Add(ref at, V.Count));
-    }
+    /// <summary>One element, as float32.</summary>
+    static abstract float Element(T value);
 }
 
-internal readonly struct Float16Panels(Half[] values, int rows) : IPanelView
+internal readonly struct Float32Widening : IWidening<float>
 {
-    public int Rows => rows;
-
-    public int PrefetchRows => 32;
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public nint Block(int panel, int k) => (nint)panel * rows + k;
+    public static V Load<V>(ref float source) where V : struct, ISimd<V> => V.Load(ref source);
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint block) => CacheHint.Prefetch(values, block * WeightData.PanelWidth);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>
-    {
-        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c);
-        w0 = V.LoadFloat16(ref at);
-        w1 = V.LoadFloat16(ref Unsafe.Add(ref at, V.Count));
-    }
+    public static float Element(float value) => value;
 }
 
-/// <summary>Float16 panels known to hold no infinity or NaN (<see cref="Float16Data.AllFinite"/>): the cheaper widening.</summary>
-internal readonly struct FiniteFloat16Panels(Half[] values, int rows) : IPanelView
+internal readonly struct Float16Widening : IWidening<Half>
 {
-    public int Rows => rows;
-
-    public int PrefetchRows => 32;
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public nint Block(int panel, int k) => (nint)panel * rows + k;
+    public static V Load<V>(ref Half source) where V : struct, ISimd<V> => V.LoadFloat16(ref source);
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint block) => CacheHint.Prefetch(values, block * WeightData.PanelWidth);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>
-    {
-        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c);
-        w0 = V.LoadFiniteFloat16(ref at);
-        w1 = V.LoadFiniteFloat16(ref Unsafe.Add(ref at, V.Count));
-    }
+    public static float Element(Half value) => (float)value;
 }
 
-internal readonly struct BFloat16Panels(ushort[] values, int rows) : IPanelView
+/// <summary>Float16 known to hold no infinity or NaN (<see cref="Float16Data.AllFinite"/>): the cheaper widening.</summary>
+internal readonly struct FiniteFloat16Widening : IWidening<Half>
 {
-    public int Rows => rows;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static V Load<V>(ref Half source) where V : struct, ISimd<V> => V.LoadFiniteFloat16(ref source);
 
-    public int PrefetchRows => 32;
+    public static float Element(Half value) => (float)value;
+}
+
+internal readonly struct BFloat16Widening : IWidening<ushort>
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static V Load<V>(ref ushort source) where V : struct, ISimd<V> => V.LoadBFloat16(ref source);
+
+    public static float Element(ushort value) => BFloat16Data.Widen(value);
+}
+
+/// <summary>Panels of float32, float16 or bfloat16 values, widened by <typeparamref name="W"/>.</summary>
+internal readonly struct Panels<T, W>(T[] values, int rows) : IPanelView where T : unmanaged where W : struct, IWidening<T>
+{
+    // About 2 KB of a panel ahead (32 rows of 16-bit values). Float32 does not use it: it decodes one panel
+    // at a time, which the hardware prefetcher follows alone.
+    public int PrefetchRows => 2048 / (WeightData.PanelWidth * Unsafe.SizeOf<T>());
+
+    public int Rows => rows;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public nint Block(int panel, int k) => (nint)panel * rows + k;
@@ -178,8 +159,8 @@ internal readonly struct BFloat16Panels(ushort[] values, int rows) : IPanelView
     public void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>
     {
         ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c);
-        w0 = V.LoadBFloat16(ref at);
-        w1 = V.LoadBFloat16(ref Unsafe.Add(ref at, V.Count));
+        w0 = W.Load<V>(ref at);
+        w1 = W.Load<V>(ref Unsafe.Add(ref at, V.Count));
     }
 }
 
@@ -211,9 +192,12 @@ internal readonly struct Q8Panels(sbyte[] values, float[] scales, int rows) : IP
     }
 }
 
-internal readonly struct Float32Rows(float[] values, int stride) : IRowView
+/// <summary>A row-major table of float32, float16 or bfloat16 values, widened by <typeparamref name="W"/>.</summary>
+internal readonly struct TableRows<T, W>(T[] values, int stride) : IRowView where T : unmanaged where W : struct, IWidening<T>
 {
-    public int PrefetchRows => 0;
+    // Eight rows (two tiles) ahead for 16-bit tables; float32 is read one row after another when decoding,
+    // which the hardware prefetcher follows alone.
+    public int PrefetchRows => Unsafe.SizeOf<T>() < sizeof(float) ? 8 : 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Prefetch(nint start, int count) => CacheHint.PrefetchRange(values, start, count);
@@ -222,9 +206,9 @@ internal readonly struct Float32Rows(float[] values, int stride) : IRowView
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public V Load<V>(nint start, int k) where V : struct, ISimd<V> =>
-        V.Load(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
+        W.Load<V>(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
 
-    public float Element(nint start, int k) => values[start + k];
+    public float Element(nint start, int k) => W.Element(values[start + k]);
 }
 
 /// <summary>float32 rows [first, first + n) of a table, widened into a scratch buffer: row r is at (r - first) · stride.</summary>
@@ -242,55 +226,6 @@ internal readonly struct WidenedRows(float[] values, int stride, int first) : IR
         V.Load(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
 
     public float Element(nint start, int k) => values[start + k];
-}
-
-internal readonly struct Float16Rows(Half[] values, int stride) : IRowView
-{
-    public int PrefetchRows => 8;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint start, int count) => CacheHint.PrefetchRange(values, start, count);
-
-    public nint Start(int row) => (nint)row * stride;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public V Load<V>(nint start, int k) where V : struct, ISimd<V> =>
-        V.LoadFloat16(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
-
-    public float Element(nint start, int k) => (float)values[start + k];
-}
-
-/// <summary>Float16 rows known to hold no infinity or NaN (<see cref="Float16Data.AllFinite"/>): the cheaper widening.</summary>
-internal readonly struct FiniteFloat16Rows(Half[] values, int stride) : IRowView
-{
-    public int PrefetchRows => 8;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint start, int count) => CacheHint.PrefetchRange(values, start, count);
-
-    public nint Start(int row) => (nint)row * stride;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public V Load<V>(nint start, int k) where V : struct, ISimd<V> =>
-        V.LoadFiniteFloat16(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
-
-    public float Element(nint start, int k) => (float)values[start + k];
-}
-
-internal readonly struct BFloat16Rows(ushort[] values, int stride) : IRowView
-{
-    public int PrefetchRows => 8;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint start, int count) => CacheHint.PrefetchRange(values, start, count);
-
-    public nint Start(int row) => (nint)row * stride;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public V Load<V>(nint start, int k) where V : struct, ISimd<V> =>
-        V.LoadBFloat16(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
-
-    public float Element(nint start, int k) => BFloat16Data.Widen(values[start + k]);
 }
 
 /// <summary>Row-major Q8: each row is blocks of 32 values (the last padded), one scale per block.</summary>
