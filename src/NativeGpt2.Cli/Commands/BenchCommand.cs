@@ -25,7 +25,7 @@ internal static class BenchCommand
         var backend = CommonOptions.Backend();
         var weights = CommonOptions.Weights();
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Tokens in the forward and prefill input, and the context decoding starts from.", DefaultValueFactory = _ => 128 };
-        var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to decode (0: measure no decoding).", DefaultValueFactory = _ => 64 };
+        var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to decode, timed after one untimed pass over the same tokens (0: measure no decoding).", DefaultValueFactory = _ => 64 };
         var threads = new Option<int?>("--threads") { Description = "CPU threads for the cpu backend (default: all cores)." };
         var launches = new Option<int?>("--launches") { Description = "Also time this many empty kernel launches (ILGPU backends)." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of the table." };

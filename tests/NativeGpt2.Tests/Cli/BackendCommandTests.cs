@@ -144,4 +144,17 @@ public class BackendCommandTests
         Assert.Equal(CliApp.UsageError, result.ExitCode);
         Assert.Contains(message, result.Error);
     }
+
+    [Fact]
+    public void Bench_decodes_up_to_the_last_position_of_the_context_and_no_further()
+    {
+        // tiny has 128 positions: 100 prompt tokens + 28 decoded fill them (the untimed warm-up pass reuses them).
+        var fits = CliRunner.Run("bench", "--model", Paths.Model("tiny"), "--backend", "cpu", "--prompt-tokens", "100", "--new-tokens", "28", "--json");
+        Assert.True(fits.ExitCode == 0, fits.Error);
+        Assert.True(JsonDocument.Parse(fits.Out).RootElement.GetProperty("decode_tokens_per_s").GetDouble() > 0);
+
+        var over = CliRunner.Run("bench", "--model", Paths.Model("tiny"), "--backend", "cpu", "--prompt-tokens", "100", "--new-tokens", "29");
+        Assert.Equal(CliApp.UsageError, over.ExitCode);
+        Assert.Contains("--prompt-tokens 100 + --new-tokens 29 exceed the context length of 128", over.Error);
+    }
 }
