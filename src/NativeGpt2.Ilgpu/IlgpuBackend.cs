@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Algorithms;
@@ -241,24 +242,37 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void CopyFromHost<T>(DeviceBuffer<T> destination, long offset, ReadOnlySpan<T> source) where T : unmanaged
+    public unsafe void CopyFromHost<T>(DeviceBuffer<T> destination, long offset, ReadOnlySpan<T> source) where T : unmanaged
     {
         if (source.IsEmpty) return;
         using var exclusive = Exclusive();
         // Kernels still running may read this buffer; ILGPU's CPU accelerator copies at once, not in stream order.
         _accelerator.Synchronize();
-        View(destination).SubView(offset, source.Length).CopyFromCPU(ref MemoryMarshal.GetReference(source), source.Length);
+        // ILGPU copies from the address of the reference it is given: the host memory stays pinned until the copy is
+        // done, or a garbage collection that moves the array mid-copy leaves the device reading the old place.
+        fixed (T* from = source)
+        {
+            View(destination).SubView(offset, source.Length).CopyFromCPU(ref Unsafe.AsRef<T>(from), source.Length);
+            _accelerator.Synchronize();
+        }
     }
 
     /// <inheritdoc />
-    public void Download<T>(Span<T> destination, DeviceBuffer<T> source, long offset) where T : unmanaged
+    public unsafe void Download<T>(Span<T> destination, DeviceBuffer<T> source, long offset) where T : unmanaged
     {
         if (destination.IsEmpty) return;
         using var exclusive = Exclusive();
         // The kernels that write this buffer must have finished: ILGPU's CPU accelerator copies at once, not in
         // stream order, and a recorded activation once came back as zeros.
         _accelerator.Synchronize();
-        View(source).SubView(offset, destination.Length).CopyToCPU(ref MemoryMarshal.GetReference(destination), destination.Length);
+        // Pinned until the copy is done, as above: a download into an array that a collection moved mid-copy landed
+        // in the array's old place and left the new one all zeros (ILGPU's CPU accelerator, about one run in a
+        // hundred of a loop that allocates).
+        fixed (T* to = destination)
+        {
+            View(source).SubView(offset, destination.Length).CopyToCPU(ref Unsafe.AsRef<T>(to), destination.Length);
+            _accelerator.Synchronize();
+        }
     }
 
     /// <inheritdoc />

@@ -119,6 +119,60 @@ public class BackendConformanceTests
 
     [SkippableTheory]
     [MemberData(nameof(Backends))]
+    public void Inputs_disposed_right_after_a_launch_are_still_read_whole(string name)
+    {
+        // Work large enough to be queued or running still when the lambda below disposes its inputs (a GPU runs
+        // launches asynchronously): disposing a buffer must not take it from a kernel that has yet to read it.
+        var backend = Prepare(name);
+        for (var attempt = 0; attempt < 3; attempt++)
+        {
+            var random = new Random(77 + attempt);
+            const int N = 48, IC = 96, OC = 3000;
+            var x = Numerics.RandomFloats(random, N * IC);
+            var w = Numerics.RandomFloats(random, OC * IC);
+            var expected = new float[N * OC];
+            MatMulTransposed.Reference(expected, x, w, N, IC, OC);
+            var actual = Run(backend, N * OC, o =>
+            {
+                using var input = backend.Upload(x);
+                using var weight = backend.PrepareTable(new Weight("wte", [OC, IC], w));
+                backend.MatMulTransposed(o, input, weight, N, IC, OC);
+            });
+            Numerics.AssertClose(expected, actual, Bound * Math.Sqrt(IC), $"{name} matmul-transposed, inputs disposed after the launch (attempt {attempt})");
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void Repeated_passes_give_the_same_output_across_garbage_collections(string name)
+    {
+        // Host arrays must stay put while a copy uses their address: ILGPU copies to and from raw addresses, and a
+        // collection that moved a fresh array before the copy into it had finished left it all zeros, about once in
+        // a few hundred of these rounds on ILGPU's CPU accelerator (the first collection of the loop, typically).
+        var backend = Prepare(name);
+        var random = new Random(7);
+        const int N = 40, IC = 150, OC = 70;
+        var x = Numerics.RandomFloats(random, N * IC);
+        var w = Numerics.RandomFloats(random, IC * OC);
+        var b = Numerics.RandomFloats(random, OC);
+        float[]? first = null;
+        for (var i = 0; i < 300; i++)
+        {
+            using var scope = backend.Enter();
+            using var weight = backend.PrepareMatrix(new Weight("w", [IC, OC], w));
+            using var bias = backend.Upload(b);
+            using var input = backend.Upload(x);
+            using var output = backend.Allocate<float>(N * OC);
+            backend.MatMul(output, input, weight, bias, N, IC, OC, MatMulEpilogue.BiasGelu);
+            var result = new float[N * OC];
+            backend.Download(result, output, 0);
+            first ??= result;
+            Assert.True(first.AsSpan().SequenceEqual(result), $"{name}: round {i} differs from the first ({result.Count(v => v == 0)} of {result.Length} values are 0)");
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
     public void MatMulTransposed_matches_the_reference(string name)
     {
         var backend = Prepare(name);
