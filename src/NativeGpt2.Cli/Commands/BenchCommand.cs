@@ -77,8 +77,9 @@ internal static class BenchCommand
             // the decoding itself: a shared machine's read rate drifts by tens of percent within minutes.
             var read = lm.Backbone.Weights.All.Where(w => !ReferenceEquals(w, lm.Backbone.Weights.PositionEmbedding)).ToList();
             var bytesPerToken = read.Sum(w => w.Storage.ByteLength);
+            var buffers = read.SelectMany(w => w.Storage.Buffers).ToList();
             Func<double>? measureBandwidth = lm.Backend is CpuBackend cpu
-                ? () => ReadBandwidth.Measure(read.SelectMany(w => w.Storage.Buffers).ToList(), cpu.Threads, passes: 2)
+                ? () => ReadBandwidth.Measure(buffers, cpu.Threads, passes: 2)
                 : null;
             var (decodeRate, bandwidth) = decode > 0
                 ? Decode(lm, batch, cache, decode, measureBandwidth, cancellation)
