@@ -17,11 +17,33 @@ run() { echo "+ $*"; "$@" || { echo "FAILED ($?): $*"; failures=$((failures + 1)
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv || true
 
-# 1. Every reference file on CUDA, each against the model it was made from.
+# 1. Quick agreement first: CPU against CUDA on every hidden state, attention and the logits, and greedy text
+#    (decoding: the fused LayerNorm + matrix-vector kernels and the one-launch decoding attention).
+run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --text "The meaning of life is that every backend agrees with every other one." --tolerance 2e-4
+bundled=reference-data/models/shakespeare-char
+expected=$($N generate --backend cpu --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
+actual=$($N generate --backend cuda --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
+if [ "$expected" == "$actual" ]; then echo "greedy: cuda equals cpu"; else echo "FAILED: greedy text differs"; failures=$((failures + 1)); fi
+expected=$($N generate --backend cpu --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
+actual=$($N generate --backend cuda --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
+if [ "$expected" == "$actual" ]; then echo "greedy synthetic:gpt2: cuda equals cpu"; else echo "FAILED: greedy text of synthetic:gpt2 differs"; failures=$((failures + 1)); fi
+
+# 2. Launch overhead (10,000 empty launches) and speed, batch 1, float32.
+run $N bench --backend cuda --model reference-data/models/tiny --prompt-tokens 16 --new-tokens 16 --launches 10000
+for model in gpt2 gpt2-medium gpt2-xl; do
+  timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 1024 --new-tokens 0 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || true
+  timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 128 --new-tokens 256 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || failures=$((failures + 1))
+done
+
+# 3. Where the time goes: every kernel timed, each waited for (so launch gaps are included), 124M decoding and prefill.
+NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -16
+NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 2>&1 | tail -16
+
+# 4. Every reference file on CUDA, each against the model it was made from.
 for ref in reference-data/refs/*.safetensors; do
   case=$(basename "$ref" .safetensors)
   model=${case%%.*}
-  # Greedy continuations are checked in step 3; scoring windows hold no activations to verify.
+  # Greedy continuations are checked in step 1; scoring windows hold no activations to verify.
   case $case in *.greedy|*.val_windows) continue ;; esac
   [ -e "reference-data/models/$model" ] || [ "$model" == synthetic-124M ] || { echo "skip $case: model not present"; continue; }
   case $model in
@@ -34,24 +56,10 @@ for layout in tiny-hub tiny-sharded; do
   run $N verify --backend cuda --model reference-data/models/$layout --reference reference-data/refs/tiny.left_padded.safetensors
 done
 
-# 2. CPU against CUDA on every hidden state, attention and the logits.
-run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --text "The meaning of life is that every backend agrees with every other one." --tolerance 2e-4
+# 5. The long crosschecks: 1,000 tokens of synthetic GPT-2, and all three backends on the bundled model.
 run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --ids "$(seq -s, 1 1000)" --tolerance 2e-4
 run $N crosscheck --model reference-data/models/shakespeare-char --backends cpu,ilgpu-cpu,cuda --text "ROMEO:
 What, ho!" --tolerance 2e-4
-
-# 3. Greedy generation on CUDA equals the float64 reference continuation of the bundled model.
-bundled=reference-data/models/shakespeare-char
-expected=$($N generate --backend cpu --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
-actual=$($N generate --backend cuda --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
-if [ "$expected" == "$actual" ]; then echo "greedy: cuda equals cpu"; else echo "FAILED: greedy text differs"; failures=$((failures + 1)); fi
-
-# 4. Launch overhead (10,000 empty launches) and speed, batch 1, float32.
-run $N bench --backend cuda --model reference-data/models/tiny --prompt-tokens 16 --new-tokens 16 --launches 10000
-for model in gpt2 gpt2-medium gpt2-xl; do
-  timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 1024 --new-tokens 0 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || true
-  timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 128 --new-tokens 256 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || failures=$((failures + 1))
-done
 
 echo "gpu-check: $failures failure(s)"
 exit $((failures > 0))

@@ -27,9 +27,6 @@ public sealed class IlgpuBackend : IBackend
     /// <summary>Threads per group on a real GPU; the simulator's device is smaller.</summary>
     private const int PreferredGroupSize = 256;
 
-    /// <summary>Rows up to which a projection runs as matrix-vector products (decoding) rather than tiles.</summary>
-    private const int MatVecRows = 4;
-
     private readonly Context _context;
     private readonly Accelerator _accelerator;
     private readonly object _gate = new();
@@ -37,21 +34,30 @@ public sealed class IlgpuBackend : IBackend
     private readonly int _groupSize;
     private readonly int _tileX, _tileY;
 
+    /// <summary>Threads per group of the head's matrix-vector kernel: at most <see cref="MatMulKernels.MaxHeadWarps"/> warps, for its shared memory.</summary>
+    private readonly int _headGroupSize;
+
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int> _embedding;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _add;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape> _appendKeyValues;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _gatherRows;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> _layerNorm;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _matMulTiled;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _matVec;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape,
+        SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>> _matMulTiled;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, MatMulShape> _matVec;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _matVecTransposed;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attentionPrefillWarps;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape, int> _attentionDecode;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AttentionShape, int> _attentionCombine;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
+        ArrayView<int>, AttentionShape, int> _attentionDecode;
 
-    // Partial results of split decoding attention; one pass runs at a time (Enter), so one buffer serves all.
-    private MemoryBuffer1D<float, Stride1D.Dense>? _attentionPartials;
+    // Partial sums of the kernels split across the GPU (decoding projections and attention), and their tickets (zero
+    // between launches: the group that takes the last one resets it). One pass runs at a time (Enter), so one set serves all.
+    private readonly Scratch<float> _matVecPartials;
+    private readonly Scratch<int> _matVecTickets;
+    private readonly Scratch<float> _attentionPartials;
+    private readonly Scratch<int> _attentionTickets;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _targetLogProbabilities;
     private readonly Action<KernelConfig, ArrayView<int>, ArrayView<float>, int, int> _argMax;
 
@@ -62,8 +68,6 @@ public sealed class IlgpuBackend : IBackend
     /// </summary>
     private readonly int _maxGroups;
 
-    /// <summary>Largest group the matrix-vector kernel uses (1,024 threads on a GPU), a whole number of warps.</summary>
-    private readonly int _maxMatVecGroupSize;
 
     private IlgpuBackend(string name, Context context, Accelerator accelerator, string description)
     {
@@ -73,15 +77,19 @@ public sealed class IlgpuBackend : IBackend
         _accelerator = accelerator;
         var warp = accelerator.WarpSize;
         _groupSize = Math.Max(warp, Math.Min(PreferredGroupSize, accelerator.MaxNumThreadsPerGroup) / warp * warp);
-        // The tile is TileX · TileY threads (a power-of-two split of the group), each computing 4 × 4 outputs.
-        _tileY = 1 << (int)Math.Floor(Math.Log2(_groupSize) / 2);
-        _tileX = _groupSize / _tileY;
-        if (4 * _tileX > MatMulKernels.MaxTile || 4 * _tileY > MatMulKernels.MaxTile || _tileX * _tileY != _groupSize)
-            throw new BackendUnavailableException(name, $"a group of {_groupSize} threads does not make a matmul tile");
-        if (warp > MatMulKernels.MaxWarp || _groupSize / warp > Math.Min(Reductions.MaxWarpsPerGroup, AttentionKernel.MaxDecodeWarps))
+        // The tile is TileX · TileY threads (a power-of-two split of at most 128 threads), each computing 4 × 8 outputs.
+        var tileThreads = Math.Min(_groupSize, 128);
+        _tileX = 1 << (int)Math.Floor(Math.Log2(tileThreads) / 2);
+        _tileY = tileThreads / _tileX;
+        if (8 * _tileX > MatMulKernels.MaxTile || 4 * _tileY > MatMulKernels.MaxTile || _tileX * _tileY != tileThreads)
+            throw new BackendUnavailableException(name, $"a group of {tileThreads} threads does not make a matmul tile");
+        if (warp > MatMulKernels.MaxWarp || _groupSize / warp > Math.Min(Math.Min(Reductions.MaxWarpsPerGroup, AttentionKernel.MaxDecodeWarps), MatMulKernels.MaxSlabChunks))
             throw new BackendUnavailableException(name, $"warps of {warp} threads are not supported (at most {MatMulKernels.MaxWarp})");
-
-        _maxMatVecGroupSize = Math.Max(_groupSize, Math.Min(1024, accelerator.MaxNumThreadsPerGroup) / warp * warp);
+        _headGroupSize = Math.Min(_groupSize, MatMulKernels.MaxHeadWarps * warp);
+        _matVecPartials = new Scratch<float>(accelerator);
+        _matVecTickets = new Scratch<int>(accelerator);
+        _attentionPartials = new Scratch<float>(accelerator);
+        _attentionTickets = new Scratch<int>(accelerator);
         _maxGroups = accelerator.AcceleratorType == AcceleratorType.CPU
             ? accelerator.NumMultiprocessors
             : accelerator.NumMultiprocessors * Math.Max(1, accelerator.MaxNumThreadsPerMultiprocessor / _groupSize) * 4;
@@ -91,13 +99,15 @@ public sealed class IlgpuBackend : IBackend
         _appendKeyValues = Profiled("AppendKeyValues", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(ElementwiseKernels.AppendKeyValues));
         _gatherRows = Profiled("GatherRows", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(ElementwiseKernels.GatherRows));
         _layerNorm = Profiled("LayerNorm", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(LayerNormKernel.Forward));
-        _matMulTiled = Profiled("MatMulTiled", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.Tiled));
-        _matVec = Profiled("MatVec", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.MatVec));
+        _matMulTiled = Profiled("MatMulTiled", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape,
+            SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>>(MatMulKernels.Tiled));
+        _matVec = Profiled("MatVec", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, MatMulShape>(MatMulKernels.MatVec));
         _matVecTransposed = Profiled("MatVecTransposed", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.MatVecTransposed));
         _attention = Profiled("AttentionPrefill", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.Prefill));
         _attentionPrefillWarps = Profiled("AttentionPrefillWarps", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.PrefillWarps));
-        _attentionDecode = Profiled("AttentionDecode", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape, int>(AttentionKernel.Decode));
-        _attentionCombine = Profiled("AttentionCombine", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AttentionShape, int>(AttentionKernel.Combine));
+        _attentionDecode = Profiled("AttentionDecode", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<int>, ArrayView<int>, AttentionShape, int>(AttentionKernel.Decode));
         _targetLogProbabilities = Profiled("TargetLogProbabilities", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(RowKernels.TargetLogProbabilities));
         _argMax = Profiled("ArgMax", accelerator.LoadStreamKernel<ArrayView<int>, ArrayView<float>, int, int>(RowKernels.ArgMax));
     }
@@ -115,6 +125,15 @@ public sealed class IlgpuBackend : IBackend
         _profile is null ? kernel : _profile.Timed(name, kernel);
 
     private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> Profiled<T1, T2, T3, T4, T5, T6, T7>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> kernel) =>
+        _profile is null ? kernel : _profile.Timed(name, kernel);
+
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> Profiled<T1, T2, T3, T4, T5, T6, T7, T8>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> kernel) =>
+        _profile is null ? kernel : _profile.Timed(name, kernel);
+
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> Profiled<T1, T2, T3, T4, T5, T6, T7, T8, T9>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> kernel) =>
+        _profile is null ? kernel : _profile.Timed(name, kernel);
+
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> Profiled<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> kernel) =>
         _profile is null ? kernel : _profile.Timed(name, kernel);
 
     /// <summary>The CUDA device <paramref name="deviceIndex"/>; needs only the NVIDIA driver (ILGPU emits PTX, the driver compiles it).</summary>
@@ -310,34 +329,69 @@ public sealed class IlgpuBackend : IBackend
     public void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceMatrix weight, DeviceBuffer<float> bias,
         int N, int IC, int OC, MatMulEpilogue epilogue)
     {
+        var shape = new MatMulShape(N, IC, OC, Kind(epilogue), hasBias: true, transposed: false);
         var w = ((IlgpuMatrix)weight).Buffer;
-        var kind = epilogue switch
+        if (N <= MatMulKernels.MaxMatVecRows)
         {
-            MatMulEpilogue.BiasGelu => MatMulShape.Gelu,
-            MatMulEpilogue.Residual => MatMulShape.Residual,
-            _ => MatMulShape.Bias,
-        };
-        var shape = new MatMulShape(N, IC, OC, kind, hasBias: true, transposed: false, _tileX, _tileY);
-        if (N <= MatVecRows && IC <= MatMulKernels.MaxChunks * MatMulKernels.Chunk)
-        {
-            // A warp per chunk of the inputs, up to the largest group: a block of columns sums its inputs side by side
-            // (c_proj's 3,072 inputs are 48 chunks), and the chunk sums still meet in order.
-            var chunks = (IC + MatMulKernels.Chunk - 1) / MatMulKernels.Chunk;
-            var threads = Math.Clamp(chunks * _accelerator.WarpSize, _groupSize, _maxMatVecGroupSize);
-            _matVec(new KernelConfig(Math.Min(Groups(OC, MatMulKernels.MaxWarp) * N, _maxGroups), threads), View(output), View(input), View(w), View(bias), shape);
+            LaunchMatVec(View(output), View(input), View(input), View(input), View(input), w, bias, shape);
             return;
         }
         LaunchTiled(output, input, w, bias, shape);
     }
 
     /// <inheritdoc />
+    /// <remarks>
+    /// Decoding (up to <see cref="MatMulKernels.MaxMatVecRows"/> rows) fuses the two: the matrix-vector kernel normalizes
+    /// its input as it stages it. More rows run the LayerNorm kernel, then the tiled matmul.
+    /// </remarks>
+    public void LayerNormMatMul(DeviceBuffer<float> output, DeviceBuffer<float> normalized, DeviceBuffer<float> input,
+        DeviceBuffer<float> normWeight, DeviceBuffer<float> normBias, float epsilon,
+        DeviceMatrix weight, DeviceBuffer<float> bias, int N, int IC, int OC, MatMulEpilogue epilogue)
+    {
+        var w = ((IlgpuMatrix)weight).Buffer;
+        if (N <= MatMulKernels.MaxMatVecRows)
+        {
+            var shape = new MatMulShape(N, IC, OC, Kind(epilogue), hasBias: true, transposed: false, normalize: true, epsilon);
+            LaunchMatVec(View(output), View(normalized), View(input), View(normWeight), View(normBias), w, bias, shape);
+            return;
+        }
+        LayerNorm(normalized, input, normWeight, normBias, N, IC, epsilon);
+        LaunchTiled(output, normalized, w, bias, new MatMulShape(N, IC, OC, Kind(epilogue), hasBias: true, transposed: false));
+    }
+
+    private static int Kind(MatMulEpilogue epilogue) => epilogue switch
+    {
+        MatMulEpilogue.BiasGelu => MatMulShape.Gelu,
+        MatMulEpilogue.Residual => MatMulShape.Residual,
+        _ => MatMulShape.Bias,
+    };
+
+    /// <summary>
+    /// The matrix-vector kernel in groups of the LayerNorm kernel's size (so a fused normalization matches it bit for
+    /// bit): a group per (block of columns, slab of one chunk per warp), with the partial sums and tickets it needs.
+    /// </summary>
+    private void LaunchMatVec(ArrayView<float> output, ArrayView<float> normalized, ArrayView<float> input, ArrayView<float> normWeight,
+        ArrayView<float> normBias, DeviceBuffer<float> weight, DeviceBuffer<float> bias, MatMulShape shape)
+    {
+        var chunks = Groups(shape.IC, MatMulKernels.Chunk);
+        var blocks = Groups(shape.OC, MatMulKernels.MaxWarp);
+        var slabs = Groups(chunks, _groupSize / _accelerator.WarpSize);
+        var partials = _matVecPartials.View((long)shape.N * chunks * shape.OC);
+        var tickets = _matVecTickets.View(blocks);
+        _matVec(Launch(blocks * slabs), output, normalized, input, normWeight, normBias, View(weight), View(bias), partials, tickets, shape);
+    }
+
+    /// <inheritdoc />
     public void MatMulTransposed(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceTable table, int N, int IC, int OC)
     {
         var weight = ((IlgpuTable)table).Buffer;
-        var shape = new MatMulShape(N, IC, OC, MatMulShape.Bias, hasBias: false, transposed: true, _tileX, _tileY);
-        if (N <= MatVecRows)
+        var shape = new MatMulShape(N, IC, OC, MatMulShape.Bias, hasBias: false, transposed: true);
+        if (N <= MatMulKernels.MaxMatVecRows)
         {
-            _matVecTransposed(Threads(N * OC), View(output), View(input), View(weight), shape);
+            // A warp per block of warp-size weight rows.
+            var warps = _headGroupSize / _accelerator.WarpSize;
+            var groups = Groups(Groups(OC, _accelerator.WarpSize) * N, warps);
+            _matVecTransposed(new KernelConfig(Math.Min(groups, _maxGroups), _headGroupSize), View(output), View(input), View(weight), shape);
             return;
         }
         LaunchTiled(output, input, weight, bias: weight, shape);
@@ -345,17 +399,15 @@ public sealed class IlgpuBackend : IBackend
 
     private void LaunchTiled(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float> bias, MatMulShape shape)
     {
-        _matMulTiled(Launch(Groups(shape.OC, 4 * _tileX) * Groups(shape.N, 4 * _tileY)), View(output), View(input), View(weight), View(bias), shape);
+        var groups = Math.Min(Groups(shape.OC, 8 * _tileX) * Groups(shape.N, 4 * _tileY), _maxGroups);
+        var aligned = shape.IC % 4 == 0 && shape.OC % 4 == 0 ? 1 : 0;
+        _matMulTiled(new KernelConfig(groups, _tileX * _tileY), View(output), View(input), View(weight), View(bias), shape,
+            SpecializedValue.New(_tileX), SpecializedValue.New(_tileY), SpecializedValue.New(aligned));
     }
 
     /// <inheritdoc />
     public void Add(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, long count) =>
         _add(Threads(count), View(output), View(a), View(b), (int)count);
-
-    /// <inheritdoc />
-    public void AppendKeyValues(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<float> qkv,
-        int B, int T, int past, int Tmax, int NH, int HS) =>
-        _appendKeyValues(Threads((long)B * T * NH * HS), View(keys), View(values), View(qkv), new AttentionShape(B, T, past, Tmax, NH, HS, writeProbabilities: false));
 
     /// <inheritdoc />
     public void Attention(DeviceBuffer<float> output, DeviceBuffer<float>? probabilities, DeviceBuffer<float> qkv,
@@ -367,20 +419,16 @@ public sealed class IlgpuBackend : IBackend
         var shape = new AttentionShape(B, T, past, Tmax, NH, HS, probabilities is not null);
         if (T == 1 && probabilities is null)
         {
-            // Decoding: few queries, many keys; split the keys into chunks worked on side by side.
+            // Decoding: few queries, many keys; split the keys into chunks worked on side by side, one launch with the append.
             var chunks = AttentionKernel.DecodeChunks(past);
-            var needed = (long)B * NH * chunks * (HS + 2);
-            if (_attentionPartials is null || _attentionPartials.Length < needed)
-            {
-                _attentionPartials?.Dispose();
-                _attentionPartials = _accelerator.Allocate1D<float>(needed);
-            }
-            var partials = _attentionPartials.View.SubView(0, needed);
+            var partials = _attentionPartials.View((long)B * NH * chunks * (HS + 2));
+            var tickets = _attentionTickets.View(B * NH);
             var warpsPerGroup = _groupSize / _accelerator.WarpSize;
-            _attentionDecode(Launch(Groups(chunks * NH * B, warpsPerGroup)), partials, View(qkv), View(keys), View(values), View(keyMask), shape, chunks);
-            _attentionCombine(Threads((long)HS * NH * B), View(output), partials, shape, chunks);
+            _attentionDecode(Launch(Groups(chunks * NH * B, warpsPerGroup)), View(output), partials, View(qkv), View(keys), View(values), View(keyMask),
+                tickets, shape, chunks);
             return;
         }
+        _appendKeyValues(Threads((long)B * T * NH * HS), View(keys), View(values), View(qkv), shape);
         if (probabilities is null)
         {
             // A warp per query; the tiled kernel below is kept for when the probabilities are written too.
@@ -463,6 +511,24 @@ public sealed class IlgpuBackend : IBackend
                 using var exclusive = backend.Exclusive();
                 Memory.Dispose();
             }
+        }
+    }
+
+    /// <summary>A device buffer that grows to the largest size asked for, zero-filled when (re)allocated.</summary>
+    private sealed class Scratch<T>(Accelerator accelerator) where T : unmanaged
+    {
+        private MemoryBuffer1D<T, Stride1D.Dense>? _buffer;
+
+        public ArrayView<T> View(long length)
+        {
+            length = Math.Max(length, 1);
+            if (_buffer is null || _buffer.Length < length)
+            {
+                _buffer?.Dispose();
+                _buffer = accelerator.Allocate1D<T>(length);
+                _buffer.MemSetToZero();
+            }
+            return _buffer.View.SubView(0, length);
         }
     }
 

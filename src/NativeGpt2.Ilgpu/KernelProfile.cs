@@ -33,6 +33,15 @@ internal sealed class KernelProfile(Accelerator accelerator)
     public Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> Timed<T1, T2, T3, T4, T5, T6, T7>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> kernel) =>
         (config, a, b, c, d, e, f, g) => { var start = Stopwatch.GetTimestamp(); kernel(config, a, b, c, d, e, f, g); Done(name, start); };
 
+    public Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> Timed<T1, T2, T3, T4, T5, T6, T7, T8>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> kernel) =>
+        (config, a, b, c, d, e, f, g, h) => { var start = Stopwatch.GetTimestamp(); kernel(config, a, b, c, d, e, f, g, h); Done(name, start); };
+
+    public Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> Timed<T1, T2, T3, T4, T5, T6, T7, T8, T9>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> kernel) =>
+        (config, a, b, c, d, e, f, g, h, i) => { var start = Stopwatch.GetTimestamp(); kernel(config, a, b, c, d, e, f, g, h, i); Done(name, start); };
+
+    public Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> Timed<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> kernel) =>
+        (config, a, b, c, d, e, f, g, h, i, j) => { var start = Stopwatch.GetTimestamp(); kernel(config, a, b, c, d, e, f, g, h, i, j); Done(name, start); };
+
     private void Done(string name, long start)
     {
         accelerator.Synchronize();

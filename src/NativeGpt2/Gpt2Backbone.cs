@@ -129,19 +129,18 @@ public sealed class Gpt2Backbone
             var block = w.Blocks[l];
 
             // x = x + attn(ln_1(x))
-            ops.LayerNorm(x.Ln, x.X, block.Ln1Weight, block.Ln1Bias, N, C, eps);                 // ln (N, C)
+            // ln = ln_1(x), qkv = ln · W + b                                      ln (N, C), qkv (N, 3C)
+            ops.LayerNormMatMul(x.Qkv, x.Ln, x.X, block.Ln1Weight, block.Ln1Bias, eps, block.Attn, block.AttnBias, N, C, 3 * C, MatMulEpilogue.Bias);
             record.Layer(l, "ln_1", x.Ln);
-            ops.MatMul(x.Qkv, x.Ln, block.Attn, block.AttnBias, N, C, 3 * C, MatMulEpilogue.Bias); // qkv (N, 3C)
-            ops.AppendKeyValues(cache.Keys[l], cache.Values[l], x.Qkv, B, T, past, cache.Capacity, NH, HS);
+            // The new keys and values join the cache; each query attends to the keys up to its own.
             var probabilities = record.AttentionBuffer(NH, past + T);                              // (B, NH, T, past + T) if asked
             ops.Attention(x.Attn, probabilities, x.Qkv, cache.Keys[l], cache.Values[l], cache.DeviceMask, B, T, past, cache.Capacity, NH, HS);
             record.Attention(l, probabilities, NH, past + T);
             AddProjection(pass, x.Attn, block.AttnProj, block.AttnProjBias, C, l, "attn");        // x += c_proj(attn)
 
             // x = x + mlp(ln_2(x)), mlp(h) = c_proj(gelu(c_fc(h)))
-            ops.LayerNorm(x.Ln, x.X, block.Ln2Weight, block.Ln2Bias, N, C, eps);
+            ops.LayerNormMatMul(x.Hidden, x.Ln, x.X, block.Ln2Weight, block.Ln2Bias, eps, block.Fc, block.FcBias, N, C, inner, MatMulEpilogue.BiasGelu); // h (N, 4C)
             record.Layer(l, "ln_2", x.Ln);
-            ops.MatMul(x.Hidden, x.Ln, block.Fc, block.FcBias, N, C, inner, MatMulEpilogue.BiasGelu); // h (N, 4C)
             AddProjection(pass, x.Hidden, block.FcProj, block.FcProjBias, inner, l, "mlp");          // x += c_proj(h)
 
             record.Layer(l, "out", x.X);

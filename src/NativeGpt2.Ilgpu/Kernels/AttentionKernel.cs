@@ -13,9 +13,8 @@ namespace NativeGpt2.Ilgpu.Kernels;
 /// mask (B, Tmax); out (B, T, C); probabilities (B, NH, T, past + T). Masked keys are skipped, not set
 /// to −∞, so a row's arithmetic does not change with padding in front of it. A query that sees no key gets zeros.</para>
 /// <para><see cref="Prefill"/>: one thread per query; a group takes consecutive queries of one (b, h) and
-/// stages tiles of keys and values in shared memory for all of them. <see cref="Decode"/> and
-/// <see cref="Combine"/>: one new token per row, so the keys are split into chunks processed side by side,
-/// then merged in chunk order. Chunks start at the row's first unmasked key, so a left-padded row splits
+/// stages tiles of keys and values in shared memory for all of them. <see cref="Decode"/>: one new token per
+/// row, so the keys are split into chunks processed side by side, then merged in chunk order. Chunks start at the row's first unmasked key, so a left-padded row splits
 /// its real keys exactly as the same row without padding: batched decoding equals one-by-one decoding.</para>
 /// </remarks>
 internal static class AttentionKernel
@@ -145,11 +144,17 @@ internal static class AttentionKernel
     /// <summary>
     /// One new token per row (T = 1): a warp per (chunk, h, b). Each takes keys [first + c·K, first + (c + 1)·K)
     /// of row b's cache, first being the row's first unmasked key, and keeps its own running m, l and weighted
-    /// sum of values (<see cref="Combine"/> merges the chunks). The lanes split the head's channels: lane i holds
-    /// channels i, i + W, …, a score is their warp sum, and every lane reads consecutive keys (coalesced).
+    /// sum of values in <paramref name="partial"/>. The lanes split the head's channels: lane i holds channels
+    /// i, i + W, …, a score is their warp sum, and every lane reads consecutive keys (coalesced).
     /// </summary>
-    public static void Decode(ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
-        ArrayView<int> mask, AttentionShape s, int chunks)
+    /// <remarks>
+    /// One launch does the whole step. The new token's key and value are read from qkv, and the warp of chunk 0
+    /// stores them in the cache at position past (no other warp reads that slot in this launch). The warp that
+    /// finishes a (b, h)'s last chunk (a ticket per (b, h), taken after a device-wide fence) merges the chunks in
+    /// chunk order (<see cref="CombineChannel"/>) into out and resets the ticket for the next launch.
+    /// </remarks>
+    public static void Decode(ArrayView<float> output, ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys,
+        ArrayView<float> values, ArrayView<int> mask, ArrayView<int> tickets, AttentionShape s, int chunks)
     {
         // Each lane touches only its own channels of its warp's rows: no barrier is needed between lanes.
         var q = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxHeadSize);
@@ -157,24 +162,45 @@ internal static class AttentionKernel
         var warps = Group.DimX / Warp.WarpSize;
         var mine = Warp.WarpIdx * MaxHeadSize;
         for (var i = Grid.IdxX * warps + Warp.WarpIdx; i < chunks * s.NH * s.B; i += Grid.DimX * warps)
-            DecodeOneChunk(partial, qkv, keys, values, mask, s, chunks, i % chunks, i / chunks % s.NH, i / (chunks * s.NH),
+            DecodeOneChunk(output, partial, qkv, keys, values, mask, tickets, s, chunks, i % chunks, i / chunks % s.NH, i / (chunks * s.NH),
                 q.SubView(mine, MaxHeadSize), acc.SubView(mine, MaxHeadSize));
     }
 
-    private static void DecodeOneChunk(ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
-        ArrayView<int> mask, AttentionShape s, int chunks, int c, int h, int b, ArrayView<float> q, ArrayView<float> acc)
+    private static void DecodeOneChunk(ArrayView<float> output, ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys,
+        ArrayView<float> values, ArrayView<int> mask, ArrayView<int> tickets, AttentionShape s, int chunks, int c, int h, int b,
+        ArrayView<float> q, ArrayView<float> acc)
     {
-        int C = s.NH * s.HS, last = s.Past, lane = Warp.LaneIdx;
+        int C = s.NH * s.HS, last = s.Past, lane = Warp.LaneIdx, fresh = b * 3 * C + h * s.HS;
+        if (c == 0)
+        {
+            var slot = ((b * s.NH + h) * s.Tmax + last) * s.HS;
+            for (var d = lane; d < s.HS; d += Warp.WarpSize)
+            {
+                keys[slot + d] = qkv[fresh + C + d];
+                values[slot + d] = qkv[fresh + 2 * C + d];
+            }
+        }
         var first = FirstKey(mask, b * s.Tmax, last);
-        var slot = ((b * s.NH + h) * chunks + c) * (s.HS + 2);
-        LoadQuery(q, acc, qkv, b * 3 * C + h * s.HS, s.HS);
-        var state = Attend(q, acc, keys, values, mask, s, h, b, first + c * DecodeChunk, XMath.Min(last, first + (c + 1) * DecodeChunk - 1));
-        for (var d = lane; d < s.HS; d += Warp.WarpSize) partial[slot + d] = acc[d];
+        var at = ((b * s.NH + h) * chunks + c) * (s.HS + 2);
+        LoadQuery(q, acc, qkv, fresh, s.HS);
+        var state = Attend(q, acc, keys, values, mask, s, h, b, first + c * DecodeChunk, XMath.Min(last, first + (c + 1) * DecodeChunk - 1), qkv, fresh);
+        for (var d = lane; d < s.HS; d += Warp.WarpSize) partial[at + d] = acc[d];
         if (lane == 0)
         {
-            partial[slot + s.HS] = state.M;
-            partial[slot + s.HS + 1] = state.L;
+            partial[at + s.HS] = state.M;
+            partial[at + s.HS + 1] = state.L;
         }
+
+        // The last chunk of (b, h) to finish merges them all.
+        MemoryFence.DeviceLevel();
+        Warp.Barrier();
+        var ticket = 0;
+        if (lane == 0) ticket = Atomic.Add(ref tickets[b * s.NH + h], 1);
+        ticket = Warp.Shuffle(ticket, 0);
+        if (ticket != chunks - 1) return;
+        MemoryFence.DeviceLevel();
+        for (var d = lane; d < s.HS; d += Warp.WarpSize) CombineChannel(output, partial, s, chunks, d, h, b);
+        if (lane == 0) tickets[b * s.NH + h] = 0;
     }
 
     /// <summary>
@@ -199,7 +225,7 @@ internal static class AttentionKernel
     {
         int C = s.NH * s.HS, last = s.Past + t;
         LoadQuery(q, acc, qkv, (b * s.T + t) * 3 * C + h * s.HS, s.HS);
-        var state = Attend(q, acc, keys, values, mask, s, h, b, FirstKey(mask, b * s.Tmax, last), last);
+        var state = Attend(q, acc, keys, values, mask, s, h, b, FirstKey(mask, b * s.Tmax, last), last, qkv, fresh: -1);
         // A query that sees no key (all masked) gets zeros.
         var inverse = state.L > 0f ? 1f / state.L : 0f;
         for (var d = Warp.LaneIdx; d < s.HS; d += Warp.WarpSize)
@@ -220,11 +246,13 @@ internal static class AttentionKernel
     /// One warp's online softmax over the unmasked keys [from, to] of head h, row b: lane i holds channels i, i + W, …
     /// of the query and of the weighted value sum in <paramref name="acc"/>; a score is the warp sum of the lanes'
     /// products (a butterfly: every lane ends with the same score and takes the same path); every lane reads
-    /// consecutive channels of a key (coalesced). Returns the running maximum m and sum l.
+    /// consecutive channels of a key (coalesced). Returns the running maximum m and sum l. Key s.Past, the new token's
+    /// when decoding, comes from qkv at <paramref name="fresh"/> (its query's place) if fresh ≥ 0, not from the cache.
     /// </summary>
     private static SoftmaxState Attend(ArrayView<float> q, ArrayView<float> acc, ArrayView<float> keys, ArrayView<float> values,
-        ArrayView<int> mask, AttentionShape s, int h, int b, int from, int to)
+        ArrayView<int> mask, AttentionShape s, int h, int b, int from, int to, ArrayView<float> qkv, int fresh)
     {
+        int C = s.NH * s.HS;
         int head = (b * s.NH + h) * s.Tmax, W = Warp.WarpSize, lane = Warp.LaneIdx;
         var m = float.NegativeInfinity;
         var l = 0f;
@@ -232,29 +260,24 @@ internal static class AttentionKernel
         {
             if (mask[b * s.Tmax + j] == 0) continue;
             var partialScore = 0f;
-            for (var d = lane; d < s.HS; d += W) partialScore += q[d] * keys[(head + j) * s.HS + d];
+            var fromQkv = fresh >= 0 && j == s.Past;
+            for (var d = lane; d < s.HS; d += W) partialScore += q[d] * (fromQkv ? qkv[fresh + C + d] : keys[(head + j) * s.HS + d]);
             var score = Reductions.WarpSum(partialScore) * s.Scale;
             var next = XMath.Max(m, score);
             var correction = XMath.Exp(m - next);
             var p = XMath.Exp(score - next);
             l = l * correction + p;
             for (var d = lane; d < s.HS; d += W)
-                acc[d] = acc[d] * correction + p * values[(head + j) * s.HS + d];
+                acc[d] = acc[d] * correction + p * (fromQkv ? qkv[fresh + 2 * C + d] : values[(head + j) * s.HS + d]);
             m = next;
         }
         return new SoftmaxState(m, l);
     }
 
     /// <summary>
-    /// Merges the chunks of <see cref="Decode"/> in chunk order: m = max_c m_c, l = Σ_c l_c·exp(m_c − m),
-    /// out = Σ_c acc_c·exp(m_c − m) / l. Thread per (d, h, b).
+    /// Merges the chunks of <see cref="Decode"/> for channel d of (h, b), in chunk order: m = max_c m_c,
+    /// l = Σ_c l_c·exp(m_c − m), out = Σ_c acc_c·exp(m_c − m) / l.
     /// </summary>
-    public static void Combine(ArrayView<float> output, ArrayView<float> partial, AttentionShape s, int chunks)
-    {
-        for (var i = Grid.GlobalIndex.X; i < s.HS * s.NH * s.B; i += Grid.DimX * Group.DimX)
-            CombineChannel(output, partial, s, chunks, i % s.HS, i / s.HS % s.NH, i / (s.HS * s.NH));
-    }
-
     private static void CombineChannel(ArrayView<float> output, ArrayView<float> partial, AttentionShape s, int chunks, int d, int h, int b)
     {
         var C = s.NH * s.HS;

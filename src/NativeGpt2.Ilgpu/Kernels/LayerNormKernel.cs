@@ -10,7 +10,9 @@ namespace NativeGpt2.Ilgpu.Kernels;
 /// <remarks>
 /// Shapes: out (N, C), input (N, C), weight (C), bias (C). A whole group per row, not a warp: decoding normalizes
 /// one row at a time, and one warp walking 768 channels three times was a fifth of a GPT-2 decoding step. Every row
-/// is summed in the same shape whatever N is, so a row's result does not depend on the batch.
+/// is summed in the same shape whatever N is, so a row's result does not depend on the batch. The decoding
+/// projections normalize their input themselves with <see cref="Statistics"/> and <see cref="Normalize"/>, in
+/// groups of the same size, so they produce the same values bit for bit.
 /// </remarks>
 internal static class LayerNormKernel
 {
@@ -21,21 +23,39 @@ internal static class LayerNormKernel
         // A group's rows are uniform across its threads, so every thread reaches the group sums below.
         for (var row = Grid.IdxX; row < N; row += Grid.DimX)
         {
-            int tid = Group.IdxX, G = Group.DimX, start = row * C;
-
-            // Two passes (mean, then squared deviations) rather than E[x²] − E[x]², which cancels badly.
-            var sum = 0f;
-            for (var c = tid; c < C; c += G) sum += input[start + c];
-            var mean = Reductions.GroupSum(sum, scratch) / C;
-            var squares = 0f;
-            for (var c = tid; c < C; c += G)
-            {
-                var d = input[start + c] - mean;
-                squares += d * d;
-            }
-            var rstd = XMath.Rsqrt(Reductions.GroupSum(squares, scratch) / C + epsilon);
-            for (var c = tid; c < C; c += G)
-                output[start + c] = (input[start + c] - mean) * rstd * weight[c] + bias[c];
+            int start = row * C;
+            var stats = Statistics(input, start, C, epsilon, scratch);
+            for (var c = Group.IdxX; c < C; c += Group.DimX)
+                output[start + c] = Normalize(input[start + c], stats, weight[c], bias[c]);
         }
     }
+
+    /// <summary>
+    /// The mean and 1 / √(var + eps) of input[start, start + C), in every thread of the group; every thread must call it.
+    /// Two passes (mean, then squared deviations) rather than E[x²] − E[x]², which cancels badly.
+    /// </summary>
+    public static RowStatistics Statistics(ArrayView<float> input, int start, int C, float epsilon, ArrayView<float> scratch)
+    {
+        int tid = Group.IdxX, G = Group.DimX;
+        var sum = 0f;
+        for (var c = tid; c < C; c += G) sum += input[start + c];
+        var mean = Reductions.GroupSum(sum, scratch) / C;
+        var squares = 0f;
+        for (var c = tid; c < C; c += G)
+        {
+            var d = input[start + c] - mean;
+            squares += d * d;
+        }
+        return new RowStatistics(mean, XMath.Rsqrt(Reductions.GroupSum(squares, scratch) / C + epsilon));
+    }
+
+    /// <summary>One channel normalized: (x − mean) · rstd · weight + bias.</summary>
+    public static float Normalize(float x, RowStatistics stats, float weight, float bias) => (x - stats.Mean) * stats.Rstd * weight + bias;
+}
+
+/// <summary>A row's mean and reciprocal standard deviation 1 / √(var + eps).</summary>
+internal readonly struct RowStatistics(float mean, float rstd)
+{
+    public readonly float Mean = mean;
+    public readonly float Rstd = rstd;
 }

@@ -1,13 +1,16 @@
 using ILGPU;
 using ILGPU.Algorithms;
+using ILGPU.Runtime;
+using ILGPU.Util;
 
 namespace NativeGpt2.Ilgpu.Kernels;
 
 /// <summary>
 /// The projections: <c>out = epilogue(input · W + bias)</c> for GPT-2's Conv1D weights W (IC, OC), and
 /// <c>out = input · Wᵀ</c> for the head over wte (OC = V, IC = C). Two kernels compute each: a tiled one
-/// (shared-memory tiles, a 4 × 4 register micro-tile per thread) for many rows, and a matrix-vector one
-/// for decoding (one thread per output column, the input split over warps).
+/// (shared-memory tiles, a 4 × 8 register micro-tile per thread) for many rows, and a matrix-vector one
+/// for decoding (a thread per output column and chunk of inputs, split across the GPU; for the head, a
+/// warp per block of weight rows).
 /// </summary>
 /// <remarks>
 /// <para>Every output is accumulated in one canonical order, whichever kernel computes it: the sum over
@@ -24,67 +27,79 @@ internal static class MatMulKernels
     /// <summary>Inputs per shared-memory tile: one chunk, so each tile's sum joins the total once.</summary>
     public const int TileK = Chunk;
 
-    /// <summary>Largest tile side: a 16 × 16 group of threads, each computing 4 × 4 outputs.</summary>
+    /// <summary>Largest tile side: 64 rows (16 threads × 4) by 64 columns (8 threads × 8).</summary>
     public const int MaxTile = 64;
 
-    /// <summary>Most chunks the matrix-vector kernel keeps per column (IC up to 8,192 inputs).</summary>
-    public const int MaxChunks = 128;
-
-    /// <summary>Widest warp the matrix-vector kernel's shared memory holds.</summary>
+    /// <summary>Columns of a matrix-vector block, and rows of a head tile: the widest warp the kernels hold.</summary>
     public const int MaxWarp = 32;
 
+    /// <summary>Most input rows the matrix-vector kernel takes (decoding: one per sequence of the batch).</summary>
+    public const int MaxMatVecRows = 4;
+
+    /// <summary>Most warps, and so chunks, per group of the matrix-vector kernel: its slab of inputs in shared memory.</summary>
+    public const int MaxSlabChunks = 8;
+
+    /// <summary>Most warps per group of the head kernel: each holds a tile of MaxWarp rows × (Chunk + 1) floats, 33 KB for four.</summary>
+    public const int MaxHeadWarps = 4;
+
     /// <summary>
-    /// Tiled matmul: groups of TileX · TileY threads, each group computing tiles of BM = 4 · TileY rows by
-    /// BN = 4 · TileX columns, every (grid size)-th tile of the output.
+    /// Tiled matmul: groups of TX · TY threads, each group computing tiles of BM = 4 · TY rows by BN = 8 · TX columns,
+    /// every (grid size)-th tile of the output. Thread (tx, ty) holds rows 4·ty + [0, 4) of columns 4·tx + [0, 4) and
+    /// BN/2 + 4·tx + [0, 4): consecutive lanes read consecutive 16-byte words of the weight tile, without bank conflicts.
     /// </summary>
-    public static void Tiled(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> bias, MatMulShape s)
+    /// <remarks>
+    /// The tile sides are specialized values, so the compiled kernel divides by constants. With
+    /// <paramref name="aligned"/> (IC and OC multiples of 4) the tiles are loaded 16 bytes at a time.
+    /// Shared memory: the input tile row-major (BM × 64, pitch 68: a thread reads 4 inputs of a row as one word) and the
+    /// weight tile k-major (64 × BN, pitch BN + 4), 35 KB at most, within the 48 KB ILGPU allows a group.
+    /// </remarks>
+    public static void Tiled(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> bias, MatMulShape s,
+        SpecializedValue<int> tileX, SpecializedValue<int> tileY, SpecializedValue<int> aligned)
     {
-        // As[k][r] holds input rows k-major, Bs[k][c] weight columns, so a thread reads 4 neighbours of each.
-        // Two 64 × 64 tiles are 32 KB, within the 48 KB of shared memory ILGPU allows a group.
-        var As = SharedMemory.Allocate<float>(TileK * MaxTile);
-        var Bs = SharedMemory.Allocate<float>(TileK * MaxTile);
-        int BM = 4 * s.TileY, BN = 4 * s.TileX;
+        var As = SharedMemory.Allocate<Float4>(MaxTile * APitch / 4);
+        var Bs = SharedMemory.Allocate<Float4>(TileK * (MaxTile + 4) / 4);
+        int BM = 4 * tileY.Value, BN = 8 * tileX.Value;
         int tilesAcross = (s.OC + BN - 1) / BN, tiles = tilesAcross * ((s.N + BM - 1) / BM);
         for (var tile = Grid.IdxX; tile < tiles; tile += Grid.DimX)
-            Tile(output, input, weight, bias, s, As, Bs, tile / tilesAcross * BM, tile % tilesAcross * BN);
+            Tile(output, input, weight, bias, s, As, Bs, tileX.Value, tileY.Value, aligned.Value != 0, tile / tilesAcross * BM, tile % tilesAcross * BN);
     }
+
+    /// <summary>Pitch of the input tile's rows in floats: 64 inputs and 4 of padding, a whole number of 16-byte words.</summary>
+    private const int APitch = TileK + 4;
 
     /// <summary>One BM × BN tile of the output, starting at (row0, col0).</summary>
     private static void Tile(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> bias, MatMulShape s,
-        ArrayView<float> As, ArrayView<float> Bs, int row0, int col0)
+        ArrayView<Float4> As, ArrayView<Float4> Bs, int TX, int TY, bool aligned, int row0, int col0)
     {
-        int G = Group.DimX, tid = Group.IdxX;
-        int tx = tid % s.TileX, ty = tid / s.TileX;
-        int BM = 4 * s.TileY, BN = 4 * s.TileX;
-        int r = ty * 4, c = tx * 4;
+        int tid = Group.IdxX, tx = tid % TX, ty = tid / TX;
+        int BN = 8 * TX, BPitch = BN + 4;
+        int r = ty * 4, c = tx * 4, c2 = BN / 2 + tx * 4;
 
         var chunk = new MicroTile();
         var total = new MicroTile();
-        if (s.HasBias != 0) total.SetRows(Bias(bias, col0 + c, s.OC), Bias(bias, col0 + c + 1, s.OC), Bias(bias, col0 + c + 2, s.OC), Bias(bias, col0 + c + 3, s.OC));
+        if (s.HasBias != 0)
+        {
+            total.SetRows(Bias(bias, col0 + c, s.OC), Bias(bias, col0 + c + 1, s.OC), Bias(bias, col0 + c + 2, s.OC), Bias(bias, col0 + c + 3, s.OC),
+                Bias(bias, col0 + c2, s.OC), Bias(bias, col0 + c2 + 1, s.OC), Bias(bias, col0 + c2 + 2, s.OC), Bias(bias, col0 + c2 + 3, s.OC));
+        }
 
         for (var k0 = 0; k0 < s.IC; k0 += TileK)
         {
-            for (var e = tid; e < BM * TileK; e += G)
-            {
-                int m = e / TileK, kk = e % TileK, row = row0 + m, k = k0 + kk;
-                As[kk * BM + m] = row < s.N && k < s.IC ? input[row * s.IC + k] : 0f;
-            }
-            for (var e = tid; e < TileK * BN; e += G)
-            {
-                // Conv1D: a weight row is contiguous along the outputs; transposed: along the inputs.
-                int kk = s.Transposed != 0 ? e % TileK : e / BN;
-                int n = s.Transposed != 0 ? e / TileK : e % BN;
-                int col = col0 + n, k = k0 + kk;
-                Bs[kk * BN + n] = col < s.OC && k < s.IC
-                    ? weight[s.Transposed != 0 ? col * s.IC + k : k * s.OC + col]
-                    : 0f;
-            }
+            if (aligned) StageAligned(input, weight, s, As, Bs, TX, TY, row0, col0, k0);
+            else Stage(input, weight, s, As.Cast<float>(), Bs.Cast<float>(), TX, TY, row0, col0, k0);
             Group.Barrier();
-            for (var kk = 0; kk < TileK; kk++)
+            for (var kk = 0; kk < TileK; kk += 4)
             {
-                var a = kk * BM + r;
-                var b = kk * BN + c;
-                chunk.Update(As[a], As[a + 1], As[a + 2], As[a + 3], Bs[b], Bs[b + 1], Bs[b + 2], Bs[b + 3]);
+                // Four inputs of each of the thread's rows, then four steps of the sum, in order of k.
+                Float4 a0 = As[(r * APitch + kk) / 4], a1 = As[((r + 1) * APitch + kk) / 4], a2 = As[((r + 2) * APitch + kk) / 4], a3 = As[((r + 3) * APitch + kk) / 4];
+                Float4 lo = Bs[(kk * BPitch + c) / 4], hi = Bs[(kk * BPitch + c2) / 4];
+                chunk.Update(a0.X, a1.X, a2.X, a3.X, lo, hi);
+                lo = Bs[((kk + 1) * BPitch + c) / 4]; hi = Bs[((kk + 1) * BPitch + c2) / 4];
+                chunk.Update(a0.Y, a1.Y, a2.Y, a3.Y, lo, hi);
+                lo = Bs[((kk + 2) * BPitch + c) / 4]; hi = Bs[((kk + 2) * BPitch + c2) / 4];
+                chunk.Update(a0.Z, a1.Z, a2.Z, a3.Z, lo, hi);
+                lo = Bs[((kk + 3) * BPitch + c) / 4]; hi = Bs[((kk + 3) * BPitch + c2) / 4];
+                chunk.Update(a0.W, a1.W, a2.W, a3.W, lo, hi);
             }
             Group.Barrier();
             // A tile is a chunk; zero padding beyond IC adds nothing to the last one.
@@ -92,97 +107,263 @@ internal static class MatMulKernels
         }
 
         Store(output, s, row0 + r, col0 + c, total.R00, total.R01, total.R02, total.R03);
+        Store(output, s, row0 + r, col0 + c2, total.R04, total.R05, total.R06, total.R07);
         Store(output, s, row0 + r + 1, col0 + c, total.R10, total.R11, total.R12, total.R13);
+        Store(output, s, row0 + r + 1, col0 + c2, total.R14, total.R15, total.R16, total.R17);
         Store(output, s, row0 + r + 2, col0 + c, total.R20, total.R21, total.R22, total.R23);
+        Store(output, s, row0 + r + 2, col0 + c2, total.R24, total.R25, total.R26, total.R27);
         Store(output, s, row0 + r + 3, col0 + c, total.R30, total.R31, total.R32, total.R33);
+        Store(output, s, row0 + r + 3, col0 + c2, total.R34, total.R35, total.R36, total.R37);
+    }
+
+    /// <summary>Inputs [k0, k0 + 64) of the tile's rows and the matching weights into shared memory, a float at a time (any IC, OC).</summary>
+    private static void Stage(ArrayView<float> input, ArrayView<float> weight, MatMulShape s, ArrayView<float> As, ArrayView<float> Bs,
+        int TX, int TY, int row0, int col0, int k0)
+    {
+        int G = Group.DimX, tid = Group.IdxX, BM = 4 * TY, BN = 8 * TX, BPitch = BN + 4;
+        for (var e = tid; e < BM * TileK; e += G)
+        {
+            int m = e / TileK, kk = e % TileK, row = row0 + m, k = k0 + kk;
+            As[m * APitch + kk] = row < s.N && k < s.IC ? input[row * s.IC + k] : 0f;
+        }
+        for (var e = tid; e < TileK * BN; e += G)
+        {
+            // Conv1D: a weight row is contiguous along the outputs; transposed: along the inputs.
+            int kk = s.Transposed != 0 ? e % TileK : e / BN;
+            int n = s.Transposed != 0 ? e / TileK : e % BN;
+            int col = col0 + n, k = k0 + kk;
+            Bs[kk * BPitch + n] = col < s.OC && k < s.IC
+                ? weight[s.Transposed != 0 ? col * s.IC + k : k * s.OC + col]
+                : 0f;
+        }
+    }
+
+    /// <summary>As <see cref="Stage"/>, 16 bytes at a time: IC and OC are multiples of 4, so a word never crosses a row's end.</summary>
+    private static void StageAligned(ArrayView<float> input, ArrayView<float> weight, MatMulShape s, ArrayView<Float4> As, ArrayView<Float4> Bs,
+        int TX, int TY, int row0, int col0, int k0)
+    {
+        int G = Group.DimX, tid = Group.IdxX, BM = 4 * TY, BN = 8 * TX, BPitch = BN + 4;
+        var input4 = input.Cast<Float4>();
+        var weight4 = weight.Cast<Float4>();
+        for (var e = tid; e < BM * TileK / 4; e += G)
+        {
+            int m = e / (TileK / 4), q = e % (TileK / 4), row = row0 + m, k = k0 + 4 * q;
+            As[(m * APitch) / 4 + q] = row < s.N && k < s.IC ? input4[(row * s.IC + k) / 4] : default;
+        }
+        if (s.Transposed == 0)
+        {
+            for (var e = tid; e < TileK * BN / 4; e += G)
+            {
+                int kk = e / (BN / 4), q = e % (BN / 4), col = col0 + 4 * q, k = k0 + kk;
+                Bs[(kk * BPitch) / 4 + q] = col < s.OC && k < s.IC ? weight4[(k * s.OC + col) / 4] : default;
+            }
+            return;
+        }
+        // Transposed: a weight row holds one output's inputs; four of them go down a column of the tile.
+        var bs = Bs.Cast<float>();
+        for (var e = tid; e < TileK * BN / 4; e += G)
+        {
+            int q = e % (TileK / 4), n = e / (TileK / 4), col = col0 + n, k = k0 + 4 * q;
+            var v = col < s.OC && k < s.IC ? weight4[(col * s.IC + k) / 4] : default;
+            bs[(4 * q) * BPitch + n] = v.X;
+            bs[(4 * q + 1) * BPitch + n] = v.Y;
+            bs[(4 * q + 2) * BPitch + n] = v.Z;
+            bs[(4 * q + 3) * BPitch + n] = v.W;
+        }
     }
 
     /// <summary>
-    /// Matrix-vector product for few rows (decoding) with a Conv1D weight: a group takes blocks of
-    /// <see cref="MaxWarp"/> consecutive columns of one row; lanes take columns (consecutive lanes,
-    /// consecutive columns, so reads along a weight row are coalesced) and each warp of the group takes every
-    /// (warps)-th chunk of the inputs. The chunk sums meet in shared memory and are added in order.
+    /// Matrix-vector products for few rows (decoding) with a Conv1D weight, split over the inputs across the whole
+    /// GPU. A work item is a block of <see cref="MaxWarp"/> consecutive columns and a slab of consecutive chunks, one
+    /// chunk per warp of the group; lanes take columns (consecutive lanes read consecutive weights: coalesced). Each
+    /// chunk sum goes to <paramref name="partials"/> (N, chunks, OC); the group that finishes a column block's last
+    /// slab (a ticket per block, taken after a device-wide fence) adds the chunk sums in order to the bias and
+    /// applies the epilogue, and resets the ticket for the next launch. So no group waits for another and the sum
+    /// keeps the canonical order whichever group finishes last.
     /// </summary>
-    public static void MatVec(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> bias, MatMulShape s)
+    /// <remarks>
+    /// With <see cref="MatMulShape.Normalize"/> the input is first layer-normalized (the block's ln_1 or ln_2) with
+    /// <see cref="LayerNormKernel.Statistics"/> in a group of the LayerNorm kernel's size, so the values are those
+    /// <see cref="LayerNormKernel.Forward"/> computes; the groups of column block 0 also store them in
+    /// <paramref name="normalized"/>. A group stages its slab of the (normalized) input rows in shared memory.
+    /// </remarks>
+    public static void MatVec(ArrayView<float> output, ArrayView<float> normalized, ArrayView<float> input,
+        ArrayView<float> normWeight, ArrayView<float> normBias, ArrayView<float> weight, ArrayView<float> bias,
+        ArrayView<float> partials, ArrayView<int> tickets, MatMulShape s)
     {
-        var partial = SharedMemory.Allocate<float>(MaxChunks * MaxWarp);
-        var across = (s.OC + MaxWarp - 1) / MaxWarp;
-        for (var block = Grid.IdxX; block < across * s.N; block += Grid.DimX)
-            Columns(output, input, weight, bias, s, partial, block / across, block % across * MaxWarp);
+        var xs = SharedMemory.Allocate<float>(MaxMatVecRows * MaxSlabChunks * Chunk);
+        var stats = SharedMemory.Allocate<float>(2 * MaxMatVecRows);
+        var scratch = SharedMemory.Allocate<float>(Reductions.MaxWarpsPerGroup);
+        var ticket = SharedMemory.Allocate<int>(1);
+        int tid = Group.IdxX, G = Group.DimX, warps = G / Warp.WarpSize;
+        int chunks = (s.IC + Chunk - 1) / Chunk, slabs = (chunks + warps - 1) / warps, blocks = (s.OC + MaxWarp - 1) / MaxWarp;
+
+        // Every group normalizes the rows it reads the same way, so each computes the statistics of all N rows once.
+        if (s.Normalize != 0)
+        {
+            for (var row = 0; row < s.N; row++)
+            {
+                var rowStats = LayerNormKernel.Statistics(input, row * s.IC, s.IC, s.Epsilon, scratch);
+                if (tid == 0)
+                {
+                    stats[2 * row] = rowStats.Mean;
+                    stats[2 * row + 1] = rowStats.Rstd;
+                }
+            }
+            Group.Barrier();
+        }
+
+        for (var item = Grid.IdxX; item < blocks * slabs; item += Grid.DimX)
+        {
+            int block = item % blocks, slab = item / blocks;
+            int k0 = slab * warps * Chunk, width = XMath.Min(s.IC, k0 + warps * Chunk) - k0;
+            for (var e = tid; e < s.N * width; e += G)
+            {
+                int row = e / width, k = k0 + e % width;
+                var x = input[row * s.IC + k];
+                if (s.Normalize != 0)
+                {
+                    x = LayerNormKernel.Normalize(x, new RowStatistics(stats[2 * row], stats[2 * row + 1]), normWeight[k], normBias[k]);
+                    if (block == 0) normalized[row * s.IC + k] = x;
+                }
+                xs[row * MaxSlabChunks * Chunk + k - k0] = x;
+            }
+            Group.Barrier();
+
+            SlabChunk(weight, partials, s, xs, chunks, block * MaxWarp, slab * warps + Warp.WarpIdx, k0);
+            // Every thread's partial sums are visible device-wide before the group takes its ticket.
+            MemoryFence.DeviceLevel();
+            Group.Barrier();
+            if (tid == 0) ticket[0] = Atomic.Add(ref tickets[block], 1);
+            Group.Barrier();
+            if (ticket[0] == slabs - 1)
+            {
+                MemoryFence.DeviceLevel();
+                for (var e = tid; e < s.N * MaxWarp; e += G)
+                {
+                    int row = e / MaxWarp, col = block * MaxWarp + e % MaxWarp;
+                    if (col >= s.OC) continue;
+                    var total = s.HasBias != 0 ? bias[col] : 0f;
+                    for (var c = 0; c < chunks; c++) total += partials[(row * chunks + c) * s.OC + col];
+                    output[row * s.OC + col] = Epilogue(total, s.Epilogue, output[row * s.OC + col]);
+                }
+                if (tid == 0) tickets[block] = 0;
+            }
+            // The staged inputs and the ticket may be overwritten by the next item only after they are read.
+            Group.Barrier();
+        }
     }
 
-    /// <summary>Columns [col0, col0 + MaxWarp) of one row.</summary>
-    private static void Columns(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> bias, MatMulShape s,
-        ArrayView<float> partial, int row, int col0)
+    /// <summary>This warp's chunk of the slab (if it has one): for every row, each of its lanes' columns summed over the chunk's inputs.</summary>
+    private static void SlabChunk(ArrayView<float> weight, ArrayView<float> partials, MatMulShape s, ArrayView<float> xs,
+        int chunks, int col0, int chunk, int k0)
     {
-        int W = Warp.WarpSize, warps = Group.DimX / W, slice = Warp.WarpIdx;
-        var chunks = (s.IC + Chunk - 1) / Chunk;
-        for (var lane = Warp.LaneIdx; lane < MaxWarp; lane += W)
+        if (chunk >= chunks) return;
+        int k = chunk * Chunk, count = XMath.Min(s.IC, k + Chunk) - k;
+        for (var lane = Warp.LaneIdx; lane < MaxWarp; lane += Warp.WarpSize)
         {
             var col = col0 + lane;
             if (col >= s.OC) break;
-            for (var chunk = slice; chunk < chunks; chunk += warps)
+            for (var row = 0; row < s.N; row++)
             {
-                var sum = 0f;
-                var end = XMath.Min(s.IC, (chunk + 1) * Chunk);
-                var k = chunk * Chunk;
-                var x = row * s.IC;
-                // Eight loads in flight before the sums that need them (ILGPU does not unroll); the sum keeps its order.
-                for (; k + 8 <= end; k += 8)
-                {
-                    float w0 = weight[k * s.OC + col], w1 = weight[(k + 1) * s.OC + col], w2 = weight[(k + 2) * s.OC + col], w3 = weight[(k + 3) * s.OC + col];
-                    float w4 = weight[(k + 4) * s.OC + col], w5 = weight[(k + 5) * s.OC + col], w6 = weight[(k + 6) * s.OC + col], w7 = weight[(k + 7) * s.OC + col];
-                    sum += input[x + k] * w0; sum += input[x + k + 1] * w1; sum += input[x + k + 2] * w2; sum += input[x + k + 3] * w3;
-                    sum += input[x + k + 4] * w4; sum += input[x + k + 5] * w5; sum += input[x + k + 6] * w6; sum += input[x + k + 7] * w7;
-                }
-                for (; k < end; k++) sum += input[x + k] * weight[k * s.OC + col];
-                partial[chunk * MaxWarp + lane] = sum;
+                var sum = ChunkSum(xs, row * MaxSlabChunks * Chunk + k - k0, weight, k * s.OC + col, s.OC, count);
+                partials[(row * chunks + chunk) * s.OC + col] = sum;
             }
         }
-        Group.Barrier();
-        for (var lane = Group.IdxX; lane < MaxWarp; lane += Group.DimX)
-        {
-            var col = col0 + lane;
-            if (col >= s.OC) break;
-            var total = s.HasBias != 0 ? bias[col] : 0f;
-            for (var chunk = 0; chunk < chunks; chunk++) total += partial[chunk * MaxWarp + lane];
-            output[row * s.OC + col] = Epilogue(total, s.Epilogue, output[row * s.OC + col]);
-        }
-        // The next block may overwrite the partial sums only after they are read.
-        Group.Barrier();
     }
 
     /// <summary>
-    /// Matrix-vector product for few rows with a transposed weight (OC, IC), the head over wte: one thread
-    /// per output, reading its weight row in order.
+    /// Σ_i x[i] · w[i · stride] for i in [0, count), summed in order from zero, with sixteen weight loads in flight
+    /// before the sums that need them (ILGPU does not unroll loops, so the batch is written out).
+    /// </summary>
+    private static float ChunkSum(ArrayView<float> xs, int x, ArrayView<float> weight, int w, int stride, int count)
+    {
+        var sum = 0f;
+        var i = 0;
+        for (; i + 16 <= count; i += 16)
+        {
+            float w0 = weight[w], w1 = weight[w + stride], w2 = weight[w + 2 * stride], w3 = weight[w + 3 * stride];
+            float w4 = weight[w + 4 * stride], w5 = weight[w + 5 * stride], w6 = weight[w + 6 * stride], w7 = weight[w + 7 * stride];
+            float w8 = weight[w + 8 * stride], w9 = weight[w + 9 * stride], w10 = weight[w + 10 * stride], w11 = weight[w + 11 * stride];
+            float w12 = weight[w + 12 * stride], w13 = weight[w + 13 * stride], w14 = weight[w + 14 * stride], w15 = weight[w + 15 * stride];
+            sum += xs[x + i] * w0; sum += xs[x + i + 1] * w1; sum += xs[x + i + 2] * w2; sum += xs[x + i + 3] * w3;
+            sum += xs[x + i + 4] * w4; sum += xs[x + i + 5] * w5; sum += xs[x + i + 6] * w6; sum += xs[x + i + 7] * w7;
+            sum += xs[x + i + 8] * w8; sum += xs[x + i + 9] * w9; sum += xs[x + i + 10] * w10; sum += xs[x + i + 11] * w11;
+            sum += xs[x + i + 12] * w12; sum += xs[x + i + 13] * w13; sum += xs[x + i + 14] * w14; sum += xs[x + i + 15] * w15;
+            w += 16 * stride;
+        }
+        for (; i < count; i++)
+        {
+            sum += xs[x + i] * weight[w];
+            w += stride;
+        }
+        return sum;
+    }
+
+    /// <summary>
+    /// Matrix-vector product for few rows with a transposed weight (OC, IC), the head over wte: a warp takes W
+    /// consecutive weight rows (W the warp size), one per lane. Chunk by chunk, the warp copies the W rows' next
+    /// <see cref="Chunk"/> inputs into shared memory with coalesced reads (consecutive lanes, consecutive addresses
+    /// of one row), and then each lane sums its own row from there, in order.
     /// </summary>
     public static void MatVecTransposed(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, MatMulShape s)
     {
-        for (var i = Grid.GlobalIndex.X; i < s.N * s.OC; i += Grid.DimX * Group.DimX)
-            TransposedOutput(output, input, weight, s, i / s.OC, i % s.OC);
+        const int Pitch = Chunk + 1;   // one padding column: lane r reads row r, bank (r + j) mod 32, no conflicts
+        var tiles = SharedMemory.Allocate<float>(MaxHeadWarps * MaxWarp * Pitch);
+        int W = Warp.WarpSize, warps = Group.DimX / W, lane = Warp.LaneIdx;
+        var tile = tiles.SubView(Warp.WarpIdx * MaxWarp * Pitch, MaxWarp * Pitch);
+        var blocks = (s.OC + W - 1) / W;
+        // Items are uniform across a warp: (row block, input row), the input rows of a block side by side.
+        for (var item = Grid.IdxX * warps + Warp.WarpIdx; item < blocks * s.N; item += Grid.DimX * warps)
+        {
+            int n = item % s.N, r0 = item / s.N * W, row = r0 + lane;
+            var total = 0f;
+            for (var k0 = 0; k0 < s.IC; k0 += Chunk)
+            {
+                var count = XMath.Min(Chunk, s.IC - k0);
+                // The previous chunk's rows are read before they are overwritten.
+                Warp.Barrier();
+                for (var r = 0; r < W; r += 8)
+                    StageRows(tile, weight, s, r0, r, W, k0, count, lane);
+                Warp.Barrier();
+                var sum = 0f;
+                var x = n * s.IC + k0;
+                for (var j = 0; j < count; j++) sum += input[x + j] * tile[lane * Pitch + j];
+                total += sum;
+            }
+            if (row < s.OC) output[n * s.OC + row] = total;
+        }
     }
 
-    private static void TransposedOutput(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, MatMulShape s, int row, int col)
+    /// <summary>Rows r0 + [r, r + 8) (those below the warp's W and OC) of inputs [k0, k0 + count) into the tile; sixteen loads in flight per lane.</summary>
+    private static void StageRows(ArrayView<float> tile, ArrayView<float> weight, MatMulShape s, int r0, int r, int W, int k0, int count, int lane)
     {
-        var total = 0f;
-        for (var k0 = 0; k0 < s.IC; k0 += Chunk)
+        const int Pitch = Chunk + 1;
+        for (var j = lane; j < count; j += 2 * W)
         {
-            var sum = 0f;
-            var end = XMath.Min(s.IC, k0 + Chunk);
-            int x = row * s.IC, w = col * s.IC, k = k0;
-            // Eight loads in flight before the sums that need them (ILGPU does not unroll); the sum keeps its order.
-            for (; k + 8 <= end; k += 8)
+            var j2 = j + W;
+            var second = j2 < count;
+            float a0 = Row(weight, s, r0, r, W, k0 + j), a1 = Row(weight, s, r0, r + 1, W, k0 + j), a2 = Row(weight, s, r0, r + 2, W, k0 + j), a3 = Row(weight, s, r0, r + 3, W, k0 + j);
+            float a4 = Row(weight, s, r0, r + 4, W, k0 + j), a5 = Row(weight, s, r0, r + 5, W, k0 + j), a6 = Row(weight, s, r0, r + 6, W, k0 + j), a7 = Row(weight, s, r0, r + 7, W, k0 + j);
+            float b0 = 0f, b1 = 0f, b2 = 0f, b3 = 0f, b4 = 0f, b5 = 0f, b6 = 0f, b7 = 0f;
+            if (second)
             {
-                float w0 = weight[w + k], w1 = weight[w + k + 1], w2 = weight[w + k + 2], w3 = weight[w + k + 3];
-                float w4 = weight[w + k + 4], w5 = weight[w + k + 5], w6 = weight[w + k + 6], w7 = weight[w + k + 7];
-                sum += input[x + k] * w0; sum += input[x + k + 1] * w1; sum += input[x + k + 2] * w2; sum += input[x + k + 3] * w3;
-                sum += input[x + k + 4] * w4; sum += input[x + k + 5] * w5; sum += input[x + k + 6] * w6; sum += input[x + k + 7] * w7;
+                b0 = Row(weight, s, r0, r, W, k0 + j2); b1 = Row(weight, s, r0, r + 1, W, k0 + j2); b2 = Row(weight, s, r0, r + 2, W, k0 + j2); b3 = Row(weight, s, r0, r + 3, W, k0 + j2);
+                b4 = Row(weight, s, r0, r + 4, W, k0 + j2); b5 = Row(weight, s, r0, r + 5, W, k0 + j2); b6 = Row(weight, s, r0, r + 6, W, k0 + j2); b7 = Row(weight, s, r0, r + 7, W, k0 + j2);
             }
-            for (; k < end; k++) sum += input[x + k] * weight[w + k];
-            total += sum;
+            tile[r * Pitch + j] = a0; tile[(r + 1) * Pitch + j] = a1; tile[(r + 2) * Pitch + j] = a2; tile[(r + 3) * Pitch + j] = a3;
+            tile[(r + 4) * Pitch + j] = a4; tile[(r + 5) * Pitch + j] = a5; tile[(r + 6) * Pitch + j] = a6; tile[(r + 7) * Pitch + j] = a7;
+            if (second)
+            {
+                tile[r * Pitch + j2] = b0; tile[(r + 1) * Pitch + j2] = b1; tile[(r + 2) * Pitch + j2] = b2; tile[(r + 3) * Pitch + j2] = b3;
+                tile[(r + 4) * Pitch + j2] = b4; tile[(r + 5) * Pitch + j2] = b5; tile[(r + 6) * Pitch + j2] = b6; tile[(r + 7) * Pitch + j2] = b7;
+            }
         }
-        output[row * s.OC + col] = total;
     }
+
+    /// <summary>weight[r0 + r, k], or 0 past the warp's rows or the matrix (a row the tile holds but no lane reads).</summary>
+    private static float Row(ArrayView<float> weight, MatMulShape s, int r0, int r, int W, int k) =>
+        r < W && r0 + r < s.OC ? weight[(r0 + r) * s.IC + k] : 0f;
 
     private static float Bias(ArrayView<float> bias, int col, int OC) => col < OC ? bias[col] : 0f;
 
@@ -214,8 +395,9 @@ internal static class MatMulKernels
     }
 }
 
-/// <summary>Sizes of one matmul, and what it does with its result.</summary>
-internal readonly struct MatMulShape(int N, int IC, int OC, int epilogue, bool hasBias, bool transposed, int tileX, int tileY)
+/// <summary>Sizes of one matmul, what it does with its result, and whether it first layer-normalizes its input (epsilon).</summary>
+internal readonly struct MatMulShape(int N, int IC, int OC, int epilogue, bool hasBias, bool transposed,
+    bool normalize = false, float epsilon = 0f)
 {
     public const int Bias = 0;
     public const int Gelu = 1;
@@ -227,40 +409,43 @@ internal readonly struct MatMulShape(int N, int IC, int OC, int epilogue, bool h
     public readonly int Epilogue = epilogue;
     public readonly int HasBias = hasBias ? 1 : 0;
     public readonly int Transposed = transposed ? 1 : 0;
-    public readonly int TileX = tileX;
-    public readonly int TileY = tileY;
+    public readonly int Normalize = normalize ? 1 : 0;
+    public readonly float Epsilon = epsilon;
 }
 
-/// <summary>A thread's 4 × 4 block of outputs, written out because ILGPU does not unroll loops.</summary>
+/// <summary>A thread's 4 × 8 block of outputs (rows i, columns j), written out because ILGPU does not unroll loops.</summary>
 internal struct MicroTile
 {
-    public float R00, R01, R02, R03, R10, R11, R12, R13, R20, R21, R22, R23, R30, R31, R32, R33;
+    public float R00, R01, R02, R03, R04, R05, R06, R07;
+    public float R10, R11, R12, R13, R14, R15, R16, R17;
+    public float R20, R21, R22, R23, R24, R25, R26, R27;
+    public float R30, R31, R32, R33, R34, R35, R36, R37;
 
-    /// <summary>Every row starts from the same four values (the bias of the four columns).</summary>
-    public void SetRows(float b0, float b1, float b2, float b3)
+    /// <summary>Every row starts from the same eight values (the bias of the eight columns).</summary>
+    public void SetRows(float b0, float b1, float b2, float b3, float b4, float b5, float b6, float b7)
     {
-        R00 = b0; R01 = b1; R02 = b2; R03 = b3;
-        R10 = b0; R11 = b1; R12 = b2; R13 = b3;
-        R20 = b0; R21 = b1; R22 = b2; R23 = b3;
-        R30 = b0; R31 = b1; R32 = b2; R33 = b3;
+        R00 = b0; R01 = b1; R02 = b2; R03 = b3; R04 = b4; R05 = b5; R06 = b6; R07 = b7;
+        R10 = b0; R11 = b1; R12 = b2; R13 = b3; R14 = b4; R15 = b5; R16 = b6; R17 = b7;
+        R20 = b0; R21 = b1; R22 = b2; R23 = b3; R24 = b4; R25 = b5; R26 = b6; R27 = b7;
+        R30 = b0; R31 = b1; R32 = b2; R33 = b3; R34 = b4; R35 = b5; R36 = b6; R37 = b7;
     }
 
-    /// <summary>R[i, j] += a[i] · b[j]: one step of the inner sum for 16 outputs.</summary>
-    public void Update(float a0, float a1, float a2, float a3, float b0, float b1, float b2, float b3)
+    /// <summary>R[i, j] += a[i] · b[j], b = (lo, hi): one step of the inner sum for 32 outputs.</summary>
+    public void Update(float a0, float a1, float a2, float a3, Float4 lo, Float4 hi)
     {
-        R00 += a0 * b0; R01 += a0 * b1; R02 += a0 * b2; R03 += a0 * b3;
-        R10 += a1 * b0; R11 += a1 * b1; R12 += a1 * b2; R13 += a1 * b3;
-        R20 += a2 * b0; R21 += a2 * b1; R22 += a2 * b2; R23 += a2 * b3;
-        R30 += a3 * b0; R31 += a3 * b1; R32 += a3 * b2; R33 += a3 * b3;
+        R00 += a0 * lo.X; R01 += a0 * lo.Y; R02 += a0 * lo.Z; R03 += a0 * lo.W; R04 += a0 * hi.X; R05 += a0 * hi.Y; R06 += a0 * hi.Z; R07 += a0 * hi.W;
+        R10 += a1 * lo.X; R11 += a1 * lo.Y; R12 += a1 * lo.Z; R13 += a1 * lo.W; R14 += a1 * hi.X; R15 += a1 * hi.Y; R16 += a1 * hi.Z; R17 += a1 * hi.W;
+        R20 += a2 * lo.X; R21 += a2 * lo.Y; R22 += a2 * lo.Z; R23 += a2 * lo.W; R24 += a2 * hi.X; R25 += a2 * hi.Y; R26 += a2 * hi.Z; R27 += a2 * hi.W;
+        R30 += a3 * lo.X; R31 += a3 * lo.Y; R32 += a3 * lo.Z; R33 += a3 * lo.W; R34 += a3 * hi.X; R35 += a3 * hi.Y; R36 += a3 * hi.Z; R37 += a3 * hi.W;
     }
 
     /// <summary>this += chunk, then chunk = 0: a finished chunk sum joins the total.</summary>
     public void AddAndClear(ref MicroTile chunk)
     {
-        R00 += chunk.R00; R01 += chunk.R01; R02 += chunk.R02; R03 += chunk.R03;
-        R10 += chunk.R10; R11 += chunk.R11; R12 += chunk.R12; R13 += chunk.R13;
-        R20 += chunk.R20; R21 += chunk.R21; R22 += chunk.R22; R23 += chunk.R23;
-        R30 += chunk.R30; R31 += chunk.R31; R32 += chunk.R32; R33 += chunk.R33;
+        R00 += chunk.R00; R01 += chunk.R01; R02 += chunk.R02; R03 += chunk.R03; R04 += chunk.R04; R05 += chunk.R05; R06 += chunk.R06; R07 += chunk.R07;
+        R10 += chunk.R10; R11 += chunk.R11; R12 += chunk.R12; R13 += chunk.R13; R14 += chunk.R14; R15 += chunk.R15; R16 += chunk.R16; R17 += chunk.R17;
+        R20 += chunk.R20; R21 += chunk.R21; R22 += chunk.R22; R23 += chunk.R23; R24 += chunk.R24; R25 += chunk.R25; R26 += chunk.R26; R27 += chunk.R27;
+        R30 += chunk.R30; R31 += chunk.R31; R32 += chunk.R32; R33 += chunk.R33; R34 += chunk.R34; R35 += chunk.R35; R36 += chunk.R36; R37 += chunk.R37;
         chunk = default;
     }
 }

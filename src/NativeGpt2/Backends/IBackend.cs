@@ -77,6 +77,16 @@ public interface IBackend : IDisposable
     void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceMatrix weight, DeviceBuffer<float> bias,
         int N, int IC, int OC, MatMulEpilogue epilogue);
 
+    /// <summary>
+    /// normalized = <see cref="LayerNorm"/>(input) over IC channels, then out = epilogue(normalized · weight + bias)
+    /// as <see cref="MatMul"/> computes it, both bit for bit: the two steps each sublayer of a block starts with,
+    /// in one call so that a backend may fuse them (a GPU then needs one launch, not two, per decoding step).
+    /// out, normalized and input are distinct buffers.
+    /// </summary>
+    void LayerNormMatMul(DeviceBuffer<float> output, DeviceBuffer<float> normalized, DeviceBuffer<float> input,
+        DeviceBuffer<float> normWeight, DeviceBuffer<float> normBias, float epsilon,
+        DeviceMatrix weight, DeviceBuffer<float> bias, int N, int IC, int OC, MatMulEpilogue epilogue);
+
     /// <summary>out = input · weightᵀ with weight (OC, IC) row-major: the LM head over wte (V, C); out (N, OC).</summary>
     void MatMulTransposed(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceTable weight, int N, int IC, int OC);
 
@@ -84,15 +94,9 @@ public interface IBackend : IDisposable
     void Add(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, long count);
 
     /// <summary>
-    /// Copies the keys and values of the T new tokens from qkv (B, T, 3C) into the cache (B, NH, Tmax, HS)
-    /// at positions [past, past + T).
-    /// </summary>
-    void AppendKeyValues(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<float> qkv,
-        int B, int T, int past, int Tmax, int NH, int HS);
-
-    /// <summary>
-    /// Causal self-attention of the T new queries over the cached keys: for query t of row b, the keys
-    /// j ≤ past + t whose mask is 1; out (B, T, C). Masked keys are left out, not set to −∞, so padding
+    /// Causal self-attention of the T new tokens over the cache, which it first extends with their keys and
+    /// values: qkv (B, T, 3C) holds them, and they go to positions [past, past + T) of keys and values
+    /// (B, NH, Tmax, HS). Query t of row b attends to the keys j ≤ past + t whose mask is 1; out (B, T, C). Masked keys are left out, not set to −∞, so padding
     /// never changes a row's arithmetic; a query that sees no key gets zeros. When
     /// <paramref name="probabilities"/> is given it receives the weights (B, NH, T, past + T).
     /// </summary>

@@ -87,8 +87,10 @@ public class BackendConformanceTests
         var backend = Prepare(name);
         foreach (var random in Cases(12))
         {
-            // Rows on both sides of the matrix-vector switch; inputs across several 64-input chunks.
-            int N = random.Next(2) == 0 ? random.Next(1, 5) : random.Next(5, 90), IC = random.Next(1, 200), OC = random.Next(1, 140);
+            // Rows on both sides of the matrix-vector switch; inputs across several 64-input chunks and slabs of chunks.
+            int N = random.Next(2) == 0 ? random.Next(1, 5) : random.Next(5, 90), IC = random.Next(1, 700), OC = random.Next(1, 140);
+            // Half the shapes in whole 16-byte words, as the models' are: kernels may load those differently.
+            if (random.Next(2) == 0) (IC, OC) = ((IC + 3) / 4 * 4, (OC + 3) / 4 * 4);
             var epilogue = (MatMulEpilogue)random.Next(3);
             var x = Numerics.RandomFloats(random, N * IC);
             var w = Numerics.RandomFloats(random, IC * OC);
@@ -114,6 +116,44 @@ public class BackendConformanceTests
                 backend.MatMul(o, input, weight, bias, N, IC, OC, epilogue);
             });
             Numerics.AssertClose(expected, actual, Bound * Math.Sqrt(IC), $"{name} matmul {epilogue} N={N} IC={IC} OC={OC}");
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void LayerNormMatMul_equals_LayerNorm_then_MatMul_bit_for_bit(string name)
+    {
+        // The fused call must give what the two steps give, or a row decoded alone (fused on a GPU) would differ from
+        // the same row in a batch (two steps).
+        var backend = Prepare(name);
+        foreach (var random in Cases(10))
+        {
+            int N = random.Next(2) == 0 ? random.Next(1, 5) : random.Next(5, 30), IC = random.Next(1, 700), OC = random.Next(1, 140);
+            var epilogue = (MatMulEpilogue)random.Next(3);
+            var x = Numerics.RandomFloats(random, N * IC, 3f);
+            var g = Numerics.RandomFloats(random, IC);
+            var beta = Numerics.RandomFloats(random, IC);
+            var w = Numerics.RandomFloats(random, IC * OC);
+            var b = Numerics.RandomFloats(random, OC);
+            var residual = Numerics.RandomFloats(random, N * OC);
+            using var scope = backend.Enter();
+            using var input = backend.Upload(x);
+            using var normWeight = backend.Upload(g);
+            using var normBias = backend.Upload(beta);
+            using var weight = backend.PrepareMatrix(new Weight("w", [IC, OC], w));
+            using var bias = backend.Upload(b);
+            using var twoStepsNormalized = backend.Allocate<float>(N * IC);
+            using var twoSteps = backend.Allocate<float>(N * OC);
+            using var fusedNormalized = backend.Allocate<float>(N * IC);
+            using var fused = backend.Allocate<float>(N * OC);
+            backend.CopyFromHost(twoSteps, 0, residual);
+            backend.CopyFromHost(fused, 0, residual);
+            backend.LayerNorm(twoStepsNormalized, input, normWeight, normBias, N, IC, 1e-5f);
+            backend.MatMul(twoSteps, twoStepsNormalized, weight, bias, N, IC, OC, epilogue);
+            backend.LayerNormMatMul(fused, fusedNormalized, input, normWeight, normBias, 1e-5f, weight, bias, N, IC, OC, epilogue);
+            var what = $"{name} layernorm-matmul {epilogue} N={N} IC={IC} OC={OC}";
+            Assert.True(Download(backend, twoStepsNormalized).AsSpan().SequenceEqual(Download(backend, fusedNormalized)), what + ": normalized input differs");
+            Assert.True(Download(backend, twoSteps).AsSpan().SequenceEqual(Download(backend, fused)), what + ": output differs");
         }
     }
 
@@ -164,6 +204,7 @@ public class BackendConformanceTests
         foreach (var random in Cases(10))
         {
             int N = random.Next(2) == 0 ? random.Next(1, 5) : random.Next(5, 70), IC = random.Next(1, 150), OC = random.Next(1, 300);
+            if (random.Next(2) == 0) (IC, OC) = ((IC + 3) / 4 * 4, (OC + 3) / 4 * 4);
             yield return (random, N, IC, OC);
         }
         for (var seed = 77; seed < 80; seed++) yield return (new Random(seed), 48, 96, 3000);
@@ -240,13 +281,14 @@ public class BackendConformanceTests
     public void Attention_over_a_cache_matches_the_reference(string name)
     {
         var backend = Prepare(name);
-        foreach (var random in Cases(10))
+        foreach (var random in Cases(16))
         {
-            int B = random.Next(1, 4), T = random.Next(1, 12), past = random.Next(0, 10), NH = random.Next(1, 4), HS = random.Next(1, 40);
-            int Tmax = past + T + random.Next(0, 5), C = NH * HS;
+            // Decoding (one new token, the keys split in chunks) in about half the cases.
+            int B = random.Next(1, 4), T = random.Next(2) == 0 ? 1 : random.Next(2, 12), past = random.Next(0, 40), NH = random.Next(1, 4), HS = random.Next(1, 40);
+            int Tmax = past + T + 1 + random.Next(0, 5), C = NH * HS;
             var withProbabilities = random.Next(2) == 0;
             // The cache's layout belongs to the backend, so its earlier positions are filled the way a model
-            // fills them: by appending the keys and values of `past` earlier tokens, then this pass's.
+            // fills them: by an attention call over `past` earlier tokens, which appends their keys and values.
             var earlier = Numerics.RandomFloats(random, B * past * 3 * C, 2f);
             var qkv = Numerics.RandomFloats(random, B * T * 3 * C, 2f);
             var mask = new int[B * Tmax];
@@ -267,16 +309,26 @@ public class BackendConformanceTests
             using var k = backend.Allocate<float>(expectedKeys.Length);
             using var v = backend.Allocate<float>(expectedValues.Length);
             using var e = backend.Upload(earlier.Length > 0 ? earlier : [0f]);
+            using var earlierOut = backend.Allocate<float>(B * past * C);
             using var q = backend.Upload(qkv);
             using var m = backend.Upload(mask);
             using var o = backend.Allocate<float>(expected.Length);
             using var p = withProbabilities ? backend.Allocate<float>(expectedProbabilities.Length) : null;
-            if (past > 0) backend.AppendKeyValues(k, v, e, B, past, 0, Tmax, NH, HS);
-            backend.AppendKeyValues(k, v, q, B, T, past, Tmax, NH, HS);
+            if (past > 0) backend.Attention(earlierOut, null, e, k, v, m, B, past, 0, Tmax, NH, HS);
             backend.Attention(o, p, q, k, v, m, B, T, past, Tmax, NH, HS);
             var what = $"{name} attention B={B} T={T} past={past} NH={NH} HS={HS}";
             Numerics.AssertClose(expected, Download(backend, o), Bound, what);
             if (p is not null) Numerics.AssertClose(expectedProbabilities, Download(backend, p), Bound, what + " probabilities");
+
+            // The cache now holds this pass's keys and values too (its layout is the backend's): one more token attends to them all.
+            var next = Numerics.RandomFloats(random, B * 3 * C, 2f);
+            CausalSelfAttention.AppendKeyValuesReference(expectedKeys, expectedValues, next, B, 1, past + T, Tmax, NH, HS);
+            var expectedNext = new float[B * C];
+            CausalSelfAttention.Reference(expectedNext, new float[B * NH * (past + T + 1)], next, expectedKeys, expectedValues, mask, B, 1, past + T, Tmax, NH, HS);
+            using var n = backend.Upload(next);
+            using var nextOut = backend.Allocate<float>(B * C);
+            backend.Attention(nextOut, null, n, k, v, m, B, 1, past + T, Tmax, NH, HS);
+            Numerics.AssertClose(expectedNext, Download(backend, nextOut), Bound, what + " next token");
         }
     }
 

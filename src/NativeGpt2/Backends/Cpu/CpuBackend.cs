@@ -111,6 +111,16 @@ public sealed class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
+    /// <remarks>The two steps one after the other: the normalization is a small part of the matmul's time here.</remarks>
+    public void LayerNormMatMul(DeviceBuffer<float> output, DeviceBuffer<float> normalized, DeviceBuffer<float> input,
+        DeviceBuffer<float> normWeight, DeviceBuffer<float> normBias, float epsilon,
+        DeviceMatrix weight, DeviceBuffer<float> bias, int N, int IC, int OC, MatMulEpilogue epilogue)
+    {
+        LayerNorm(normalized, input, normWeight, normBias, N, IC, epsilon);
+        MatMul(output, normalized, weight, bias, N, IC, OC, epilogue);
+    }
+
+    /// <inheritdoc />
     public void MatMulTransposed(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceTable weight, int N, int IC, int OC)
     {
         using var timing = new OperatorTiming("head", N, IC, OC);
@@ -125,18 +135,12 @@ public sealed class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void AppendKeyValues(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<float> qkv,
-        int B, int T, int past, int Tmax, int NH, int HS)
-    {
-        using var timing = new OperatorTiming("append-kv", B * T, NH * HS, NH * HS);
-        CausalSelfAttention.AppendKeyValues(Array(keys), Array(values), Array(qkv), B, T, past, Tmax, NH, HS);
-    }
-
-    /// <inheritdoc />
     public void Attention(DeviceBuffer<float> output, DeviceBuffer<float>? probabilities, DeviceBuffer<float> qkv,
         DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> keyMask,
         int B, int T, int past, int Tmax, int NH, int HS)
     {
+        using (new OperatorTiming("append-kv", B * T, NH * HS, NH * HS))
+            CausalSelfAttention.AppendKeyValues(Array(keys), Array(values), Array(qkv), B, T, past, Tmax, NH, HS);
         using var timing = new OperatorTiming("attention", B * T, NH * HS, NH * HS);
         CausalSelfAttention.Forward(Array(output), probabilities is null ? Memory<float>.Empty : Array(probabilities).AsMemory(0, B * NH * T * (past + T)),
             Array(qkv), Array(keys), Array(values), Array(keyMask), B, T, past, Tmax, NH, HS, Width);
