@@ -21,9 +21,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
 #    (decoding: the fused LayerNorm + matrix-vector kernels and the one-launch decoding attention).
 run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --text "The meaning of life is that every backend agrees with every other one." --tolerance 2e-4
 bundled=reference-data/models/shakespeare-char
-expected=$($N generate --backend cpu --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
-actual=$($N generate --backend cuda --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
-if [ "$expected" == "$actual" ]; then echo "greedy: cuda equals cpu"; else echo "FAILED: greedy text differs"; failures=$((failures + 1)); fi
+if [ -e $bundled ]; then
+  expected=$($N generate --backend cpu --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
+  actual=$($N generate --backend cuda --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
+  if [ "$expected" == "$actual" ]; then echo "greedy: cuda equals cpu"; else echo "FAILED: greedy text differs"; failures=$((failures + 1)); fi
+else
+  echo "skip greedy on $bundled: model not present"
+fi
 expected=$($N generate --backend cpu --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
 actual=$($N generate --backend cuda --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
 if [ "$expected" == "$actual" ]; then echo "greedy synthetic:gpt2: cuda equals cpu"; else echo "FAILED: greedy text of synthetic:gpt2 differs"; failures=$((failures + 1)); fi
@@ -58,7 +62,7 @@ done
 
 # 5. The long crosschecks: 1,000 tokens of synthetic GPT-2, and all three backends on the bundled model.
 run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --ids "$(seq -s, 1 1000)" --tolerance 2e-4
-run $N crosscheck --model reference-data/models/shakespeare-char --backends cpu,ilgpu-cpu,cuda --text "ROMEO:
+[ -e $bundled ] && run $N crosscheck --model $bundled --backends cpu,ilgpu-cpu,cuda --text "ROMEO:
 What, ho!" --tolerance 2e-4
 
 echo "gpu-check: $failures failure(s)"

@@ -34,6 +34,9 @@ public sealed class IlgpuBackend : IBackend
     private readonly int _groupSize;
     private readonly int _tileX, _tileY;
 
+    /// <summary>Threads per group of argmax, a group per row of logits: the most a group holds (1,024 on a GPU), so a row is read widely at once.</summary>
+    private readonly int _rowGroupSize;
+
     /// <summary>Threads per group of the head's matrix-vector kernel: at most <see cref="MatMulKernels.MaxHeadWarps"/> warps, for its shared memory.</summary>
     private readonly int _headGroupSize;
 
@@ -86,6 +89,7 @@ public sealed class IlgpuBackend : IBackend
         if (warp > MatMulKernels.MaxWarp || _groupSize / warp > Math.Min(Math.Min(Reductions.MaxWarpsPerGroup, AttentionKernel.MaxDecodeWarps), MatMulKernels.MaxSlabChunks))
             throw new BackendUnavailableException(name, $"warps of {warp} threads are not supported (at most {MatMulKernels.MaxWarp})");
         _headGroupSize = Math.Min(_groupSize, MatMulKernels.MaxHeadWarps * warp);
+        _rowGroupSize = Math.Max(_groupSize, Math.Min(Math.Min(1024, accelerator.MaxNumThreadsPerGroup), Reductions.MaxWarpsPerGroup * warp) / warp * warp);
         _matVecPartials = new Scratch<float>(accelerator);
         _matVecTickets = new Scratch<int>(accelerator);
         _attentionPartials = new Scratch<float>(accelerator);
@@ -420,7 +424,7 @@ public sealed class IlgpuBackend : IBackend
         if (T == 1 && probabilities is null)
         {
             // Decoding: few queries, many keys; split the keys into chunks worked on side by side, one launch with the append.
-            var chunks = AttentionKernel.DecodeChunks(past);
+            var chunks = AttentionKernel.DecodeChunks(past + 1);
             var partials = _attentionPartials.View((long)B * NH * chunks * (HS + 2));
             var tickets = _attentionTickets.View(B * NH);
             var warpsPerGroup = _groupSize / _accelerator.WarpSize;
@@ -450,7 +454,7 @@ public sealed class IlgpuBackend : IBackend
 
     /// <inheritdoc />
     public void ArgMax(DeviceBuffer<int> output, DeviceBuffer<float> logits, int N, int V) =>
-        _argMax(Launch(N), View(output), View(logits), N, V);
+        _argMax(new KernelConfig(Math.Min(N, _maxGroups), _rowGroupSize), View(output), View(logits), N, V);
 
     /// <summary>
     /// The time one launch of an empty kernel takes, averaged over <paramref name="launches"/> launches and

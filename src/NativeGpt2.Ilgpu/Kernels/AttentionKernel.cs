@@ -26,10 +26,16 @@ internal static class AttentionKernel
     public const int TileKeys = 32;
 
     /// <summary>
-    /// Keys per chunk in <see cref="Decode"/>: a warp walks its chunk key by key, so short chunks mean more warps side
-    /// by side (GPT-2 124M after 144 tokens: 19 chunks × 12 heads) and shorter chains; merging them is cheap.
+    /// Fewest keys per chunk in <see cref="Decode"/>: a warp walks its chunk key by key, so short chunks mean more warps side
+    /// by side (GPT-2 124M after 144 tokens: 19 chunks × 12 heads) and shorter chains.
     /// </summary>
     public const int DecodeChunk = 8;
+
+    /// <summary>
+    /// Most chunks a row's keys are split into: longer rows get longer chunks, so that merging them (one warp, a lane per
+    /// chunk) stays short. The split depends only on the row's own unmasked keys, never on the batch.
+    /// </summary>
+    public const int MaxDecodeChunks = 64;
 
     /// <summary>
     /// A group takes blocks of G consecutive queries of one (b, h); thread i of block (x, h, b) is query
@@ -150,8 +156,9 @@ internal static class AttentionKernel
     /// <remarks>
     /// One launch does the whole step. The new token's key and value are read from qkv, and the warp of chunk 0
     /// stores them in the cache at position past (no other warp reads that slot in this launch). The warp that
-    /// finishes a (b, h)'s last chunk (a ticket per (b, h), taken after a device-wide fence) merges the chunks in
-    /// chunk order (<see cref="CombineChannel"/>) into out and resets the ticket for the next launch.
+    /// finishes a (b, h)'s last chunk (a ticket per (b, h), taken after a device-wide fence) merges the chunks
+    /// (<see cref="Combine"/>) into out and resets the ticket for the next launch. Chunk sizes grow with the row so
+    /// that there are at most <see cref="MaxDecodeChunks"/>.
     /// </remarks>
     public static void Decode(ArrayView<float> output, ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys,
         ArrayView<float> values, ArrayView<int> mask, ArrayView<int> tickets, AttentionShape s, int chunks)
@@ -159,16 +166,17 @@ internal static class AttentionKernel
         // Each lane touches only its own channels of its warp's rows: no barrier is needed between lanes.
         var q = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxHeadSize);
         var acc = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxHeadSize);
+        var scales = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxDecodeChunks);
         var warps = Group.DimX / Warp.WarpSize;
         var mine = Warp.WarpIdx * MaxHeadSize;
         for (var i = Grid.IdxX * warps + Warp.WarpIdx; i < chunks * s.NH * s.B; i += Grid.DimX * warps)
             DecodeOneChunk(output, partial, qkv, keys, values, mask, tickets, s, chunks, i % chunks, i / chunks % s.NH, i / (chunks * s.NH),
-                q.SubView(mine, MaxHeadSize), acc.SubView(mine, MaxHeadSize));
+                q.SubView(mine, MaxHeadSize), acc.SubView(mine, MaxHeadSize), scales.SubView(Warp.WarpIdx * MaxDecodeChunks, MaxDecodeChunks));
     }
 
     private static void DecodeOneChunk(ArrayView<float> output, ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys,
         ArrayView<float> values, ArrayView<int> mask, ArrayView<int> tickets, AttentionShape s, int chunks, int c, int h, int b,
-        ArrayView<float> q, ArrayView<float> acc)
+        ArrayView<float> q, ArrayView<float> acc, ArrayView<float> scales)
     {
         int C = s.NH * s.HS, last = s.Past, lane = Warp.LaneIdx, fresh = b * 3 * C + h * s.HS;
         if (c == 0)
@@ -181,9 +189,10 @@ internal static class AttentionKernel
             }
         }
         var first = FirstKey(mask, b * s.Tmax, last);
+        var keysPerChunk = KeysPerChunk(last - first + 1);
         var at = ((b * s.NH + h) * chunks + c) * (s.HS + 2);
         LoadQuery(q, acc, qkv, fresh, s.HS);
-        var state = Attend(q, acc, keys, values, mask, s, h, b, first + c * DecodeChunk, XMath.Min(last, first + (c + 1) * DecodeChunk - 1), qkv, fresh);
+        var state = Attend(q, acc, keys, values, mask, s, h, b, first + c * keysPerChunk, XMath.Min(last, first + (c + 1) * keysPerChunk - 1), qkv, fresh);
         for (var d = lane; d < s.HS; d += Warp.WarpSize) partial[at + d] = acc[d];
         if (lane == 0)
         {
@@ -199,37 +208,161 @@ internal static class AttentionKernel
         ticket = Warp.Shuffle(ticket, 0);
         if (ticket != chunks - 1) return;
         MemoryFence.DeviceLevel();
-        for (var d = lane; d < s.HS; d += Warp.WarpSize) CombineChannel(output, partial, s, chunks, d, h, b);
+        Combine(output, partial, scales, s, chunks, h, b);
         if (lane == 0) tickets[b * s.NH + h] = 0;
     }
 
+    /// <summary>Keys per chunk for a row of n unmasked keys: at least <see cref="DecodeChunk"/>, at most <see cref="MaxDecodeChunks"/> chunks.</summary>
+    private static int KeysPerChunk(int n) => XMath.Max(DecodeChunk, (n + MaxDecodeChunks - 1) / MaxDecodeChunks);
+
     /// <summary>
-    /// Prefill without probabilities: a warp per (query t, h, b), each over all the keys its query sees, with the
-    /// running m, l and weighted sum of values of <see cref="Attend"/>, normalized at the end. Consecutive warps take
-    /// consecutive queries of one head, so they read the same keys from cache.
+    /// Merges the chunks of (h, b), one warp: m = max_c m_c and l = Σ_c l_c·exp(m_c − m) with the lanes taking chunks
+    /// (warp reductions of a fixed shape: chunks that saw no key add exact zeros), then for each channel, lanes taking
+    /// channels, out = Σ_c acc_c·exp(m_c − m) / l in chunk order. A chunk with no unmasked key has m = −∞ and counts for nothing.
+    /// </summary>
+    private static void Combine(ArrayView<float> output, ArrayView<float> partial, ArrayView<float> scales, AttentionShape s, int chunks, int h, int b)
+    {
+        int W = Warp.WarpSize, lane = Warp.LaneIdx, C = s.NH * s.HS, slot = s.HS + 2;
+        var base0 = (b * s.NH + h) * chunks * slot;
+        var m = float.NegativeInfinity;
+        for (var c = lane; c < chunks; c += W) m = XMath.Max(m, partial[base0 + c * slot + s.HS]);
+        m = Reductions.WarpMax(m);
+        var l = 0f;
+        for (var c = lane; c < chunks; c += W)
+        {
+            var chunkMax = partial[base0 + c * slot + s.HS];
+            var scale = chunkMax == float.NegativeInfinity ? 0f : XMath.Exp(chunkMax - m);
+            scales[c] = scale;
+            l += partial[base0 + c * slot + s.HS + 1] * scale;
+        }
+        l = Reductions.WarpSum(l);
+        Warp.Barrier();
+        for (var d = lane; d < s.HS; d += W)
+        {
+            var sum = WeightedSum(partial, base0 + d, slot, scales, chunks);
+            output[b * C + h * s.HS + d] = l > 0f ? sum / l : 0f;
+        }
+        // The scales may be overwritten by this warp's next merge only after every lane has read them.
+        Warp.Barrier();
+    }
+
+    /// <summary>Σ_c values[at + c·stride] · scales[c] in order of c, eight loads in flight.</summary>
+    private static float WeightedSum(ArrayView<float> values, int at, int stride, ArrayView<float> scales, int count)
+    {
+        var sum = 0f;
+        var c = 0;
+        for (; c + 8 <= count; c += 8)
+        {
+            float v0 = values[at], v1 = values[at + stride], v2 = values[at + 2 * stride], v3 = values[at + 3 * stride];
+            float v4 = values[at + 4 * stride], v5 = values[at + 5 * stride], v6 = values[at + 6 * stride], v7 = values[at + 7 * stride];
+            sum += v0 * scales[c]; sum += v1 * scales[c + 1]; sum += v2 * scales[c + 2]; sum += v3 * scales[c + 3];
+            sum += v4 * scales[c + 4]; sum += v5 * scales[c + 5]; sum += v6 * scales[c + 6]; sum += v7 * scales[c + 7];
+            at += 8 * stride;
+        }
+        for (; c < count; c++)
+        {
+            sum += values[at] * scales[c];
+            at += stride;
+        }
+        return sum;
+    }
+
+    /// <summary>
+    /// Prefill without probabilities: a warp per (query t, h, b), over the keys its query sees in blocks of W (the warp
+    /// size): lane i scores key j0 + i on its own, the block's maximum updates the running m and l (an online softmax
+    /// by blocks), and then the lanes, taking channels, add the block's weighted values in key order. Consecutive warps
+    /// take consecutive queries of one head, so they read the same keys from cache.
     /// </summary>
     public static void PrefillWarps(ArrayView<float> output, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
         ArrayView<int> mask, AttentionShape s)
     {
         var q = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxHeadSize);
         var acc = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxHeadSize);
+        var weights = SharedMemory.Allocate<float>(MaxDecodeWarps * 32);
         var warps = Group.DimX / Warp.WarpSize;
         var mine = Warp.WarpIdx * MaxHeadSize;
         for (var i = Grid.IdxX * warps + Warp.WarpIdx; i < s.T * s.NH * s.B; i += Grid.DimX * warps)
             PrefillOneQuery(output, qkv, keys, values, mask, s, i % s.T, i / s.T % s.NH, i / (s.T * s.NH),
-                q.SubView(mine, MaxHeadSize), acc.SubView(mine, MaxHeadSize));
+                q.SubView(mine, MaxHeadSize), acc.SubView(mine, MaxHeadSize), weights.SubView(Warp.WarpIdx * 32, 32));
     }
 
     private static void PrefillOneQuery(ArrayView<float> output, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
-        ArrayView<int> mask, AttentionShape s, int t, int h, int b, ArrayView<float> q, ArrayView<float> acc)
+        ArrayView<int> mask, AttentionShape s, int t, int h, int b, ArrayView<float> q, ArrayView<float> acc, ArrayView<float> weights)
     {
-        int C = s.NH * s.HS, last = s.Past + t;
+        int C = s.NH * s.HS, last = s.Past + t, W = Warp.WarpSize, lane = Warp.LaneIdx, head = (b * s.NH + h) * s.Tmax;
         LoadQuery(q, acc, qkv, (b * s.T + t) * 3 * C + h * s.HS, s.HS);
-        var state = Attend(q, acc, keys, values, mask, s, h, b, FirstKey(mask, b * s.Tmax, last), last, qkv, fresh: -1);
+        Warp.Barrier();
+        var m = float.NegativeInfinity;
+        var l = 0f;
+        for (var j0 = FirstKey(mask, b * s.Tmax, last); j0 <= last; j0 += W)
+        {
+            var j = j0 + lane;
+            var seen = j <= last && mask[b * s.Tmax + j] != 0;
+            var score = seen ? KeyDot(q, keys, (head + j) * s.HS, s.HS) * s.Scale : float.NegativeInfinity;
+            var blockMax = Reductions.WarpMax(score);
+            // Every key of the block masked: nothing changes.
+            if (blockMax == float.NegativeInfinity) continue;
+            var next = XMath.Max(m, blockMax);
+            var correction = XMath.Exp(m - next);
+            var p = seen ? XMath.Exp(score - next) : 0f;
+            l = l * correction + Reductions.WarpSum(p);
+            weights[lane] = p;
+            Warp.Barrier();
+            var count = XMath.Min(W, last - j0 + 1);
+            for (var d = lane; d < s.HS; d += W)
+                acc[d] = WeightedValues(acc[d] * correction, weights, values, (head + j0) * s.HS + d, s.HS, count);
+            Warp.Barrier();
+            m = next;
+        }
         // A query that sees no key (all masked) gets zeros.
-        var inverse = state.L > 0f ? 1f / state.L : 0f;
-        for (var d = Warp.LaneIdx; d < s.HS; d += Warp.WarpSize)
+        var inverse = l > 0f ? 1f / l : 0f;
+        for (var d = lane; d < s.HS; d += W)
             output[(b * s.T + t) * C + h * s.HS + d] = acc[d] * inverse;
+    }
+
+    /// <summary>Σ_d q[d] · k[at + d] in order of d, eight key loads in flight.</summary>
+    private static float KeyDot(ArrayView<float> q, ArrayView<float> k, int at, int HS)
+    {
+        var sum = 0f;
+        var d = 0;
+        for (; d + 8 <= HS; d += 8)
+        {
+            float k0 = k[at + d], k1 = k[at + d + 1], k2 = k[at + d + 2], k3 = k[at + d + 3];
+            float k4 = k[at + d + 4], k5 = k[at + d + 5], k6 = k[at + d + 6], k7 = k[at + d + 7];
+            sum += q[d] * k0; sum += q[d + 1] * k1; sum += q[d + 2] * k2; sum += q[d + 3] * k3;
+            sum += q[d + 4] * k4; sum += q[d + 5] * k5; sum += q[d + 6] * k6; sum += q[d + 7] * k7;
+        }
+        for (; d < HS; d++) sum += q[d] * k[at + d];
+        return sum;
+    }
+
+    /// <summary>
+    /// total + Σ_i w[i] · v[at + i·stride] over i in [0, count), in order of i; keys of weight 0 (masked, or too far below
+    /// the maximum to count) are skipped, so whatever a masked slot of the cache holds never enters. Eight loads in flight.
+    /// </summary>
+    private static float WeightedValues(float total, ArrayView<float> w, ArrayView<float> v, int at, int stride, int count)
+    {
+        var i = 0;
+        for (; i + 8 <= count; i += 8)
+        {
+            float v0 = v[at], v1 = v[at + stride], v2 = v[at + 2 * stride], v3 = v[at + 3 * stride];
+            float v4 = v[at + 4 * stride], v5 = v[at + 5 * stride], v6 = v[at + 6 * stride], v7 = v[at + 7 * stride];
+            if (w[i] != 0f) total += w[i] * v0;
+            if (w[i + 1] != 0f) total += w[i + 1] * v1;
+            if (w[i + 2] != 0f) total += w[i + 2] * v2;
+            if (w[i + 3] != 0f) total += w[i + 3] * v3;
+            if (w[i + 4] != 0f) total += w[i + 4] * v4;
+            if (w[i + 5] != 0f) total += w[i + 5] * v5;
+            if (w[i + 6] != 0f) total += w[i + 6] * v6;
+            if (w[i + 7] != 0f) total += w[i + 7] * v7;
+            at += 8 * stride;
+        }
+        for (; i < count; i++)
+        {
+            if (w[i] != 0f) total += w[i] * v[at];
+            at += stride;
+        }
+        return total;
     }
 
     /// <summary>The warp's query channels into <paramref name="q"/> (each lane its own), and its value sums cleared.</summary>
@@ -275,31 +408,10 @@ internal static class AttentionKernel
     }
 
     /// <summary>
-    /// Merges the chunks of <see cref="Decode"/> for channel d of (h, b), in chunk order: m = max_c m_c,
-    /// l = Σ_c l_c·exp(m_c − m), out = Σ_c acc_c·exp(m_c − m) / l.
+    /// Chunks a <see cref="Decode"/> launch holds for rows of at most <paramref name="keys"/> unmasked keys (a T = 1 pass
+    /// sees keys [0, past]): enough for any shorter row too; a row's chunks past its own count are empty.
     /// </summary>
-    private static void CombineChannel(ArrayView<float> output, ArrayView<float> partial, AttentionShape s, int chunks, int d, int h, int b)
-    {
-        var C = s.NH * s.HS;
-        var base0 = (b * s.NH + h) * chunks * (s.HS + 2);
-        var m = float.NegativeInfinity;
-        for (var c = 0; c < chunks; c++) m = XMath.Max(m, partial[base0 + c * (s.HS + 2) + s.HS]);
-        var l = 0f;
-        var sum = 0f;
-        for (var c = 0; c < chunks; c++)
-        {
-            var slot = base0 + c * (s.HS + 2);
-            var chunkMax = partial[slot + s.HS];
-            // A chunk with no unmasked key has m = −∞ and contributes nothing.
-            var scale = chunkMax == float.NegativeInfinity ? 0f : XMath.Exp(chunkMax - m);
-            l += partial[slot + s.HS + 1] * scale;
-            sum += partial[slot + d] * scale;
-        }
-        output[b * C + h * s.HS + d] = l > 0f ? sum / l : 0f;
-    }
-
-    /// <summary>Chunks <see cref="Decode"/> splits the keys [0, past] of a T = 1 pass into.</summary>
-    public static int DecodeChunks(int past) => past / DecodeChunk + 1;
+    public static int DecodeChunks(int keys) => XMath.Min(MaxDecodeChunks, (keys + DecodeChunk - 1) / DecodeChunk);
 
     /// <summary>The first unmasked key of a row among [0, last], or last + 1 when there is none.</summary>
     private static int FirstKey(ArrayView<int> mask, int rowStart, int last)

@@ -243,8 +243,7 @@ internal static class MatMulKernels
                 {
                     int row = e / MaxWarp, col = block * MaxWarp + e % MaxWarp;
                     if (col >= s.OC) continue;
-                    var total = s.HasBias != 0 ? bias[col] : 0f;
-                    for (var c = 0; c < chunks; c++) total += partials[(row * chunks + c) * s.OC + col];
+                    var total = AddInOrder(partials, row * chunks * s.OC + col, s.OC, chunks, s.HasBias != 0 ? bias[col] : 0f);
                     output[row * s.OC + col] = Epilogue(total, s.Epilogue, output[row * s.OC + col]);
                 }
                 if (tid == 0) tickets[block] = 0;
@@ -252,6 +251,28 @@ internal static class MatMulKernels
             // The staged inputs and the ticket may be overwritten by the next item only after they are read.
             Group.Barrier();
         }
+    }
+
+    /// <summary>
+    /// total + values[at] + values[at + stride] + … (count values), added one by one in that order, eight loads in flight
+    /// at a time: one after another, each load would wait for the previous sum.
+    /// </summary>
+    public static float AddInOrder(ArrayView<float> values, int at, int stride, int count, float total)
+    {
+        var c = 0;
+        for (; c + 8 <= count; c += 8)
+        {
+            float p0 = values[at], p1 = values[at + stride], p2 = values[at + 2 * stride], p3 = values[at + 3 * stride];
+            float p4 = values[at + 4 * stride], p5 = values[at + 5 * stride], p6 = values[at + 6 * stride], p7 = values[at + 7 * stride];
+            total += p0; total += p1; total += p2; total += p3; total += p4; total += p5; total += p6; total += p7;
+            at += 8 * stride;
+        }
+        for (; c < count; c++)
+        {
+            total += values[at];
+            at += stride;
+        }
+        return total;
     }
 
     /// <summary>This warp's chunk of the slab (if it has one): for every row, each of its lanes' columns summed over the chunk's inputs.</summary>
@@ -323,42 +344,70 @@ internal static class MatMulKernels
                 var count = XMath.Min(Chunk, s.IC - k0);
                 // The previous chunk's rows are read before they are overwritten.
                 Warp.Barrier();
-                for (var r = 0; r < W; r += 8)
+                for (var r = 0; r < W; r += 16)
                     StageRows(tile, weight, s, r0, r, W, k0, count, lane);
                 Warp.Barrier();
-                var sum = 0f;
-                var x = n * s.IC + k0;
-                for (var j = 0; j < count; j++) sum += input[x + j] * tile[lane * Pitch + j];
-                total += sum;
+                total += TileRowSum(tile, lane * Pitch, input, n * s.IC + k0, count);
             }
             if (row < s.OC) output[n * s.OC + row] = total;
         }
     }
 
-    /// <summary>Rows r0 + [r, r + 8) (those below the warp's W and OC) of inputs [k0, k0 + count) into the tile; sixteen loads in flight per lane.</summary>
+    /// <summary>
+    /// Rows r0 + [r, r + 16) (those below the warp's W and OC) of inputs [k0, k0 + count) into the tile: per lane, inputs j
+    /// and j + W of sixteen rows, thirty-two loads in flight.
+    /// </summary>
     private static void StageRows(ArrayView<float> tile, ArrayView<float> weight, MatMulShape s, int r0, int r, int W, int k0, int count, int lane)
     {
-        const int Pitch = Chunk + 1;
         for (var j = lane; j < count; j += 2 * W)
         {
-            var j2 = j + W;
-            var second = j2 < count;
-            float a0 = Row(weight, s, r0, r, W, k0 + j), a1 = Row(weight, s, r0, r + 1, W, k0 + j), a2 = Row(weight, s, r0, r + 2, W, k0 + j), a3 = Row(weight, s, r0, r + 3, W, k0 + j);
-            float a4 = Row(weight, s, r0, r + 4, W, k0 + j), a5 = Row(weight, s, r0, r + 5, W, k0 + j), a6 = Row(weight, s, r0, r + 6, W, k0 + j), a7 = Row(weight, s, r0, r + 7, W, k0 + j);
-            float b0 = 0f, b1 = 0f, b2 = 0f, b3 = 0f, b4 = 0f, b5 = 0f, b6 = 0f, b7 = 0f;
-            if (second)
-            {
-                b0 = Row(weight, s, r0, r, W, k0 + j2); b1 = Row(weight, s, r0, r + 1, W, k0 + j2); b2 = Row(weight, s, r0, r + 2, W, k0 + j2); b3 = Row(weight, s, r0, r + 3, W, k0 + j2);
-                b4 = Row(weight, s, r0, r + 4, W, k0 + j2); b5 = Row(weight, s, r0, r + 5, W, k0 + j2); b6 = Row(weight, s, r0, r + 6, W, k0 + j2); b7 = Row(weight, s, r0, r + 7, W, k0 + j2);
-            }
-            tile[r * Pitch + j] = a0; tile[(r + 1) * Pitch + j] = a1; tile[(r + 2) * Pitch + j] = a2; tile[(r + 3) * Pitch + j] = a3;
-            tile[(r + 4) * Pitch + j] = a4; tile[(r + 5) * Pitch + j] = a5; tile[(r + 6) * Pitch + j] = a6; tile[(r + 7) * Pitch + j] = a7;
-            if (second)
-            {
-                tile[r * Pitch + j2] = b0; tile[(r + 1) * Pitch + j2] = b1; tile[(r + 2) * Pitch + j2] = b2; tile[(r + 3) * Pitch + j2] = b3;
-                tile[(r + 4) * Pitch + j2] = b4; tile[(r + 5) * Pitch + j2] = b5; tile[(r + 6) * Pitch + j2] = b6; tile[(r + 7) * Pitch + j2] = b7;
-            }
+            StageColumn(tile, weight, s, r0, r, W, k0, j);
+            if (j + W < count) StageColumn(tile, weight, s, r0, r, W, k0, j + W);
         }
+    }
+
+    /// <summary>Input k0 + j of rows r0 + [r, r + 16) into column j of the tile: sixteen loads, then sixteen stores.</summary>
+    private static void StageColumn(ArrayView<float> tile, ArrayView<float> weight, MatMulShape s, int r0, int r, int W, int k0, int j)
+    {
+        const int Pitch = Chunk + 1;
+        int k = k0 + j;
+        float a0 = Row(weight, s, r0, r, W, k), a1 = Row(weight, s, r0, r + 1, W, k), a2 = Row(weight, s, r0, r + 2, W, k), a3 = Row(weight, s, r0, r + 3, W, k);
+        float a4 = Row(weight, s, r0, r + 4, W, k), a5 = Row(weight, s, r0, r + 5, W, k), a6 = Row(weight, s, r0, r + 6, W, k), a7 = Row(weight, s, r0, r + 7, W, k);
+        float a8 = Row(weight, s, r0, r + 8, W, k), a9 = Row(weight, s, r0, r + 9, W, k), a10 = Row(weight, s, r0, r + 10, W, k), a11 = Row(weight, s, r0, r + 11, W, k);
+        float a12 = Row(weight, s, r0, r + 12, W, k), a13 = Row(weight, s, r0, r + 13, W, k), a14 = Row(weight, s, r0, r + 14, W, k), a15 = Row(weight, s, r0, r + 15, W, k);
+        if (r < W) tile[r * Pitch + j] = a0;
+        if (r + 1 < W) tile[(r + 1) * Pitch + j] = a1;
+        if (r + 2 < W) tile[(r + 2) * Pitch + j] = a2;
+        if (r + 3 < W) tile[(r + 3) * Pitch + j] = a3;
+        if (r + 4 < W) tile[(r + 4) * Pitch + j] = a4;
+        if (r + 5 < W) tile[(r + 5) * Pitch + j] = a5;
+        if (r + 6 < W) tile[(r + 6) * Pitch + j] = a6;
+        if (r + 7 < W) tile[(r + 7) * Pitch + j] = a7;
+        if (r + 8 < W) tile[(r + 8) * Pitch + j] = a8;
+        if (r + 9 < W) tile[(r + 9) * Pitch + j] = a9;
+        if (r + 10 < W) tile[(r + 10) * Pitch + j] = a10;
+        if (r + 11 < W) tile[(r + 11) * Pitch + j] = a11;
+        if (r + 12 < W) tile[(r + 12) * Pitch + j] = a12;
+        if (r + 13 < W) tile[(r + 13) * Pitch + j] = a13;
+        if (r + 14 < W) tile[(r + 14) * Pitch + j] = a14;
+        if (r + 15 < W) tile[(r + 15) * Pitch + j] = a15;
+    }
+
+    /// <summary>Σ_j x[j] · tile[at + j] for j in [0, count), in order from zero, eight pairs of loads ahead of their sums.</summary>
+    private static float TileRowSum(ArrayView<float> tile, int at, ArrayView<float> x, int from, int count)
+    {
+        var sum = 0f;
+        var j = 0;
+        for (; j + 8 <= count; j += 8)
+        {
+            float t0 = tile[at + j], t1 = tile[at + j + 1], t2 = tile[at + j + 2], t3 = tile[at + j + 3];
+            float t4 = tile[at + j + 4], t5 = tile[at + j + 5], t6 = tile[at + j + 6], t7 = tile[at + j + 7];
+            float x0 = x[from + j], x1 = x[from + j + 1], x2 = x[from + j + 2], x3 = x[from + j + 3];
+            float x4 = x[from + j + 4], x5 = x[from + j + 5], x6 = x[from + j + 6], x7 = x[from + j + 7];
+            sum += x0 * t0; sum += x1 * t1; sum += x2 * t2; sum += x3 * t3; sum += x4 * t4; sum += x5 * t5; sum += x6 * t6; sum += x7 * t7;
+        }
+        for (; j < count; j++) sum += x[from + j] * tile[at + j];
+        return sum;
     }
 
     /// <summary>weight[r0 + r, k], or 0 past the warp's rows or the matrix (a row the tile holds but no lane reads).</summary>

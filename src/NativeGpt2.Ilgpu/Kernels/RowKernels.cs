@@ -58,15 +58,31 @@ internal static class RowKernels
         var bestIndex = int.MaxValue;
         var bad = 0f;
         // Each thread's first maximum over its stride; ties between threads go to the smaller index.
-        for (var v = Group.IdxX; v < V; v += Group.DimX)
+        // Four loads in flight, taken in the order of their indices.
+        int G = Group.DimX, v = Group.IdxX;
+        for (; v + 3 * G < V; v += 4 * G)
         {
-            var x = logits[start + v];
-            if (float.IsNaN(x) || float.IsPositiveInfinity(x)) bad = 1f;
-            else if (x > best) { best = x; bestIndex = v; }
+            float x0 = logits[start + v], x1 = logits[start + v + G], x2 = logits[start + v + 2 * G], x3 = logits[start + v + 3 * G];
+            Consider(x0, v, ref best, ref bestIndex, ref bad);
+            Consider(x1, v + G, ref best, ref bestIndex, ref bad);
+            Consider(x2, v + 2 * G, ref best, ref bestIndex, ref bad);
+            Consider(x3, v + 3 * G, ref best, ref bestIndex, ref bad);
         }
+        for (; v < V; v += G) Consider(logits[start + v], v, ref best, ref bestIndex, ref bad);
         bad = Reductions.GroupMax(bad, unusable);
         Reductions.GroupArgMax(ref best, ref bestIndex, values, indices);
         if (Group.IdxX == 0)
             output[row] = bad > 0 || bestIndex == int.MaxValue ? -1 : bestIndex;
+    }
+
+    /// <summary>One logit: unusable (NaN, +∞) or a new first maximum.</summary>
+    private static void Consider(float x, int index, ref float best, ref int bestIndex, ref float bad)
+    {
+        if (float.IsNaN(x) || float.IsPositiveInfinity(x)) bad = 1f;
+        else if (x > best)
+        {
+            best = x;
+            bestIndex = index;
+        }
     }
 }
