@@ -86,7 +86,7 @@ public sealed class IlgpuBackend : IBackend
         _tileY = tileThreads / _tileX;
         if (8 * _tileX > MatMulKernels.MaxTile || 4 * _tileY > MatMulKernels.MaxTile || _tileX * _tileY != tileThreads)
             throw new BackendUnavailableException(name, $"a group of {tileThreads} threads does not make a matmul tile");
-        if (warp > MatMulKernels.MaxWarp || _groupSize / warp > Math.Min(Math.Min(Reductions.MaxWarpsPerGroup, AttentionKernel.MaxDecodeWarps), MatMulKernels.MaxSlabChunks))
+        if (warp > Math.Min(MatMulKernels.MaxWarp, AttentionKernel.MaxBlockKeys) || _groupSize / warp > Math.Min(Reductions.MaxWarpsPerGroup, MatMulKernels.MaxSlabChunks))
             throw new BackendUnavailableException(name, $"warps of {warp} threads are not supported (at most {MatMulKernels.MaxWarp})");
         _headGroupSize = Math.Min(_groupSize, MatMulKernels.MaxHeadWarps * warp);
         _rowGroupSize = Math.Max(_groupSize, Math.Min(Math.Min(1024, accelerator.MaxNumThreadsPerGroup), Reductions.MaxWarpsPerGroup * warp) / warp * warp);
@@ -427,8 +427,7 @@ public sealed class IlgpuBackend : IBackend
             var chunks = AttentionKernel.DecodeChunks(past + 1);
             var partials = _attentionPartials.View((long)B * NH * chunks * (HS + 2));
             var tickets = _attentionTickets.View(B * NH);
-            var warpsPerGroup = _groupSize / _accelerator.WarpSize;
-            _attentionDecode(Launch(Groups(chunks * NH * B, warpsPerGroup)), View(output), partials, View(qkv), View(keys), View(values), View(keyMask),
+            _attentionDecode(AttentionLaunch(chunks * NH * B), View(output), partials, View(qkv), View(keys), View(values), View(keyMask),
                 tickets, shape, chunks);
             return;
         }
@@ -436,8 +435,7 @@ public sealed class IlgpuBackend : IBackend
         if (probabilities is null)
         {
             // A warp per query; the tiled kernel below is kept for when the probabilities are written too.
-            var warpsPerGroup = _groupSize / _accelerator.WarpSize;
-            _attentionPrefillWarps(Launch(Groups(T * NH * B, warpsPerGroup)), View(output), View(qkv), View(keys), View(values), View(keyMask), shape);
+            _attentionPrefillWarps(AttentionLaunch(T * NH * B), View(output), View(qkv), View(keys), View(values), View(keyMask), shape);
             return;
         }
         _attention(Launch(Groups(T, _groupSize) * NH * B),
@@ -491,6 +489,11 @@ public sealed class IlgpuBackend : IBackend
 
     /// <summary>A launch of <paramref name="groups"/> groups (at most <see cref="_maxGroups"/>: the kernels loop over the rest).</summary>
     private KernelConfig Launch(int groups) => new(Math.Min(groups, _maxGroups), _groupSize);
+
+    /// <summary>A launch of the warp-per-item attention kernels: groups of <see cref="AttentionKernel.BlockWarps"/> warps, for their shared memory.</summary>
+    private KernelConfig AttentionLaunch(int warps) =>
+        new(Math.Min(Groups(warps, AttentionKernel.BlockWarps), _maxGroups * (_groupSize / _accelerator.WarpSize) / AttentionKernel.BlockWarps),
+            AttentionKernel.BlockWarps * _accelerator.WarpSize);
 
     /// <summary>A launch with a thread per element, capped likewise.</summary>
     private KernelConfig Threads(long elements) => Launch((int)Math.Min(int.MaxValue, (elements + _groupSize - 1) / _groupSize));

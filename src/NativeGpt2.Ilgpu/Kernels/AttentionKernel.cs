@@ -26,10 +26,10 @@ internal static class AttentionKernel
     public const int TileKeys = 32;
 
     /// <summary>
-    /// Fewest keys per chunk in <see cref="Decode"/>: a warp walks its chunk key by key, so short chunks mean more warps side
-    /// by side (GPT-2 124M after 144 tokens: 19 chunks × 12 heads) and shorter chains.
+    /// Fewest keys per chunk in <see cref="Decode"/>: one block of a GPU warp (<see cref="AttendBlocks"/>), so a chunk's keys
+    /// are scored side by side; more, shorter chunks would only lengthen the merge.
     /// </summary>
-    public const int DecodeChunk = 8;
+    public const int DecodeChunk = 32;
 
     /// <summary>
     /// Most chunks a row's keys are split into: longer rows get longer chunks, so that merging them (one warp, a lane per
@@ -144,14 +144,22 @@ internal static class AttentionKernel
         return sum;
     }
 
-    /// <summary>Most warps per group <see cref="Decode"/> keeps a head's query and sums for, in shared memory.</summary>
-    public const int MaxDecodeWarps = 8;
+    /// <summary>
+    /// Warps per group of <see cref="Decode"/> and <see cref="PrefillWarps"/>: each warp stages a block of W keys in shared
+    /// memory (W × (MaxHeadSize + 1) floats, 16.5 KB on a GPU), so two fit in the 48 KB a group may have.
+    /// </summary>
+    public const int BlockWarps = 2;
+
+    /// <summary>Largest warp whose block of keys the shared memory holds.</summary>
+    public const int MaxBlockKeys = 32;
+
+    /// <summary>Pitch of a staged key in floats: one more than the head size, so lane i reading key i hits its own bank.</summary>
+    private const int KeyPitch = MaxHeadSize + 1;
 
     /// <summary>
     /// One new token per row (T = 1): a warp per (chunk, h, b). Each takes keys [first + c·K, first + (c + 1)·K)
     /// of row b's cache, first being the row's first unmasked key, and keeps its own running m, l and weighted
-    /// sum of values in <paramref name="partial"/>. The lanes split the head's channels: lane i holds channels
-    /// i, i + W, …, a score is their warp sum, and every lane reads consecutive keys (coalesced).
+    /// sum of values in <paramref name="partial"/> (<see cref="AttendBlocks"/>).
     /// </summary>
     /// <remarks>
     /// One launch does the whole step. The new token's key and value are read from qkv, and the warp of chunk 0
@@ -163,20 +171,15 @@ internal static class AttentionKernel
     public static void Decode(ArrayView<float> output, ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys,
         ArrayView<float> values, ArrayView<int> mask, ArrayView<int> tickets, AttentionShape s, int chunks)
     {
-        // Each lane touches only its own channels of its warp's rows: no barrier is needed between lanes.
-        var q = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxHeadSize);
-        var acc = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxHeadSize);
-        var scales = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxDecodeChunks);
+        var scratch = new WarpScratch(true);
         var warps = Group.DimX / Warp.WarpSize;
-        var mine = Warp.WarpIdx * MaxHeadSize;
         for (var i = Grid.IdxX * warps + Warp.WarpIdx; i < chunks * s.NH * s.B; i += Grid.DimX * warps)
-            DecodeOneChunk(output, partial, qkv, keys, values, mask, tickets, s, chunks, i % chunks, i / chunks % s.NH, i / (chunks * s.NH),
-                q.SubView(mine, MaxHeadSize), acc.SubView(mine, MaxHeadSize), scales.SubView(Warp.WarpIdx * MaxDecodeChunks, MaxDecodeChunks));
+            DecodeOneChunk(output, partial, qkv, keys, values, mask, tickets, s, chunks, i % chunks, i / chunks % s.NH, i / (chunks * s.NH), scratch);
     }
 
     private static void DecodeOneChunk(ArrayView<float> output, ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys,
         ArrayView<float> values, ArrayView<int> mask, ArrayView<int> tickets, AttentionShape s, int chunks, int c, int h, int b,
-        ArrayView<float> q, ArrayView<float> acc, ArrayView<float> scales)
+        WarpScratch scratch)
     {
         int C = s.NH * s.HS, last = s.Past, lane = Warp.LaneIdx, fresh = b * 3 * C + h * s.HS;
         if (c == 0)
@@ -191,9 +194,9 @@ internal static class AttentionKernel
         var first = FirstKey(mask, b * s.Tmax, last);
         var keysPerChunk = KeysPerChunk(last - first + 1);
         var at = ((b * s.NH + h) * chunks + c) * (s.HS + 2);
-        LoadQuery(q, acc, qkv, fresh, s.HS);
-        var state = Attend(q, acc, keys, values, mask, s, h, b, first + c * keysPerChunk, XMath.Min(last, first + (c + 1) * keysPerChunk - 1), qkv, fresh);
-        for (var d = lane; d < s.HS; d += Warp.WarpSize) partial[at + d] = acc[d];
+        LoadQuery(scratch.Q, scratch.Acc, qkv, fresh, s.HS);
+        var state = AttendBlocks(scratch, keys, values, mask, s, h, b, first + c * keysPerChunk, XMath.Min(last, first + (c + 1) * keysPerChunk - 1), qkv, fresh);
+        for (var d = lane; d < s.HS; d += Warp.WarpSize) partial[at + d] = scratch.Acc[d];
         if (lane == 0)
         {
             partial[at + s.HS] = state.M;
@@ -208,7 +211,7 @@ internal static class AttentionKernel
         ticket = Warp.Shuffle(ticket, 0);
         if (ticket != chunks - 1) return;
         MemoryFence.DeviceLevel();
-        Combine(output, partial, scales, s, chunks, h, b);
+        Combine(output, partial, scratch.Scales, s, chunks, h, b);
         if (lane == 0) tickets[b * s.NH + h] = 0;
     }
 
@@ -268,37 +271,60 @@ internal static class AttentionKernel
     }
 
     /// <summary>
-    /// Prefill without probabilities: a warp per (query t, h, b), over the keys its query sees in blocks of W (the warp
-    /// size): lane i scores key j0 + i on its own, the block's maximum updates the running m and l (an online softmax
-    /// by blocks), and then the lanes, taking channels, add the block's weighted values in key order. Consecutive warps
-    /// take consecutive queries of one head, so they read the same keys from cache.
+    /// Prefill without probabilities: a warp per (query t, h, b), over all the keys its query sees (<see cref="AttendBlocks"/>).
+    /// Consecutive warps take consecutive queries of one head, so they read the same keys from cache.
     /// </summary>
     public static void PrefillWarps(ArrayView<float> output, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
         ArrayView<int> mask, AttentionShape s)
     {
-        var q = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxHeadSize);
-        var acc = SharedMemory.Allocate<float>(MaxDecodeWarps * MaxHeadSize);
-        var weights = SharedMemory.Allocate<float>(MaxDecodeWarps * 32);
+        var scratch = new WarpScratch(false);
         var warps = Group.DimX / Warp.WarpSize;
-        var mine = Warp.WarpIdx * MaxHeadSize;
         for (var i = Grid.IdxX * warps + Warp.WarpIdx; i < s.T * s.NH * s.B; i += Grid.DimX * warps)
-            PrefillOneQuery(output, qkv, keys, values, mask, s, i % s.T, i / s.T % s.NH, i / (s.T * s.NH),
-                q.SubView(mine, MaxHeadSize), acc.SubView(mine, MaxHeadSize), weights.SubView(Warp.WarpIdx * 32, 32));
+            PrefillOneQuery(output, qkv, keys, values, mask, s, i % s.T, i / s.T % s.NH, i / (s.T * s.NH), scratch);
     }
 
     private static void PrefillOneQuery(ArrayView<float> output, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
-        ArrayView<int> mask, AttentionShape s, int t, int h, int b, ArrayView<float> q, ArrayView<float> acc, ArrayView<float> weights)
+        ArrayView<int> mask, AttentionShape s, int t, int h, int b, WarpScratch scratch)
     {
-        int C = s.NH * s.HS, last = s.Past + t, W = Warp.WarpSize, lane = Warp.LaneIdx, head = (b * s.NH + h) * s.Tmax;
-        LoadQuery(q, acc, qkv, (b * s.T + t) * 3 * C + h * s.HS, s.HS);
-        Warp.Barrier();
+        int C = s.NH * s.HS, last = s.Past + t;
+        LoadQuery(scratch.Q, scratch.Acc, qkv, (b * s.T + t) * 3 * C + h * s.HS, s.HS);
+        var state = AttendBlocks(scratch, keys, values, mask, s, h, b, FirstKey(mask, b * s.Tmax, last), last, qkv, fresh: -1);
+        // A query that sees no key (all masked) gets zeros.
+        var inverse = state.L > 0f ? 1f / state.L : 0f;
+        for (var d = Warp.LaneIdx; d < s.HS; d += Warp.WarpSize)
+            output[(b * s.T + t) * C + h * s.HS + d] = scratch.Acc[d] * inverse;
+    }
+
+    /// <summary>
+    /// One warp's online softmax over the unmasked keys [from, to] of head h, row b, in blocks of W keys (W the warp size):
+    /// the warp copies a block's keys into shared memory (lanes taking channels: coalesced), lane i scores key i of the
+    /// block from there, the block's maximum updates the running m and l, and then the lanes, taking channels, add the
+    /// block's weighted values in key order to the sums in scratch.Acc. Returns m and l. Key s.Past, the new token's when
+    /// decoding, comes from qkv at <paramref name="fresh"/> (its query's place) if fresh ≥ 0, not from the cache; it is
+    /// always the last key, so it is added last.
+    /// </summary>
+    private static SoftmaxState AttendBlocks(WarpScratch scratch, ArrayView<float> keys, ArrayView<float> values,
+        ArrayView<int> mask, AttentionShape s, int h, int b, int from, int to, ArrayView<float> qkv, int fresh)
+    {
+        int W = Warp.WarpSize, lane = Warp.LaneIdx, C = s.NH * s.HS, head = (b * s.NH + h) * s.Tmax;
         var m = float.NegativeInfinity;
         var l = 0f;
-        for (var j0 = FirstKey(mask, b * s.Tmax, last); j0 <= last; j0 += W)
+        for (var j0 = from; j0 <= to; j0 += W)
         {
-            var j = j0 + lane;
-            var seen = j <= last && mask[b * s.Tmax + j] != 0;
-            var score = seen ? KeyDot(q, keys, (head + j) * s.HS, s.HS) * s.Scale : float.NegativeInfinity;
+            var count = XMath.Min(W, to - j0 + 1);
+            // The new key, if this block holds it, is the block's last.
+            var cached = fresh >= 0 && j0 + count - 1 == s.Past ? count - 1 : count;
+            // The previous block's keys and weights are read before they are overwritten (and the query is in place).
+            Warp.Barrier();
+            StageKeys(scratch.Keys, keys, (head + j0) * s.HS, s.HS, cached);
+            if (cached < count)
+            {
+                for (var d = lane; d < s.HS; d += W) scratch.Keys[cached * KeyPitch + d] = qkv[fresh + C + d];
+            }
+            Warp.Barrier();
+
+            var seen = lane < count && mask[b * s.Tmax + j0 + lane] != 0;
+            var score = seen ? TileDot(scratch.Q, scratch.Keys, lane * KeyPitch, s.HS) * s.Scale : float.NegativeInfinity;
             var blockMax = Reductions.WarpMax(score);
             // Every key of the block masked: nothing changes.
             if (blockMax == float.NegativeInfinity) continue;
@@ -306,56 +332,66 @@ internal static class AttentionKernel
             var correction = XMath.Exp(m - next);
             var p = seen ? XMath.Exp(score - next) : 0f;
             l = l * correction + Reductions.WarpSum(p);
-            weights[lane] = p;
+            scratch.Weights[lane] = p;
             Warp.Barrier();
-            var count = XMath.Min(W, last - j0 + 1);
             for (var d = lane; d < s.HS; d += W)
-                acc[d] = WeightedValues(acc[d] * correction, weights, values, (head + j0) * s.HS + d, s.HS, count);
-            Warp.Barrier();
+            {
+                var sum = WeightedValues(scratch.Acc[d] * correction, scratch.Weights, values, (head + j0) * s.HS + d, s.HS, cached);
+                if (cached < count && scratch.Weights[cached] != 0f) sum += scratch.Weights[cached] * qkv[fresh + 2 * C + d];
+                scratch.Acc[d] = sum;
+            }
             m = next;
         }
-        // A query that sees no key (all masked) gets zeros.
-        var inverse = l > 0f ? 1f / l : 0f;
-        for (var d = lane; d < s.HS; d += W)
-            output[(b * s.T + t) * C + h * s.HS + d] = acc[d] * inverse;
+        return new SoftmaxState(m, l);
     }
 
-    /// <summary>Σ_d q[d] · k[at + d] in order of d, eight key loads in flight.</summary>
-    private static float KeyDot(ArrayView<float> q, ArrayView<float> k, int at, int HS)
+    /// <summary>
+    /// Keys at[0, count) (count ≤ W rows of HS channels from <paramref name="at"/>) into the warp's shared block, row i at
+    /// i · KeyPitch; lanes take channels, sixteen rows in flight.
+    /// </summary>
+    private static void StageKeys(ArrayView<float> block, ArrayView<float> keys, int at, int HS, int count)
+    {
+        int W = Warp.WarpSize;
+        for (var d = Warp.LaneIdx; d < HS; d += W)
+        {
+            var i = 0;
+            for (; i + 16 <= count; i += 16)
+            {
+                var a = Sixteen.Load(keys, at + i * HS + d, HS);
+                a.Store(block, i * KeyPitch + d, KeyPitch);
+            }
+            for (; i < count; i++) block[i * KeyPitch + d] = keys[at + i * HS + d];
+        }
+    }
+
+    /// <summary>Σ_d q[d] · block[at + d] in order of d: one staged key's score, before scaling.</summary>
+    private static float TileDot(ArrayView<float> q, ArrayView<float> block, int at, int HS)
     {
         var sum = 0f;
         var d = 0;
         for (; d + 8 <= HS; d += 8)
         {
-            float k0 = k[at + d], k1 = k[at + d + 1], k2 = k[at + d + 2], k3 = k[at + d + 3];
-            float k4 = k[at + d + 4], k5 = k[at + d + 5], k6 = k[at + d + 6], k7 = k[at + d + 7];
+            float k0 = block[at + d], k1 = block[at + d + 1], k2 = block[at + d + 2], k3 = block[at + d + 3];
+            float k4 = block[at + d + 4], k5 = block[at + d + 5], k6 = block[at + d + 6], k7 = block[at + d + 7];
             sum += q[d] * k0; sum += q[d + 1] * k1; sum += q[d + 2] * k2; sum += q[d + 3] * k3;
             sum += q[d + 4] * k4; sum += q[d + 5] * k5; sum += q[d + 6] * k6; sum += q[d + 7] * k7;
         }
-        for (; d < HS; d++) sum += q[d] * k[at + d];
+        for (; d < HS; d++) sum += q[d] * block[at + d];
         return sum;
     }
 
     /// <summary>
     /// total + Σ_i w[i] · v[at + i·stride] over i in [0, count), in order of i; keys of weight 0 (masked, or too far below
-    /// the maximum to count) are skipped, so whatever a masked slot of the cache holds never enters. Eight loads in flight.
+    /// the maximum to count) are skipped, so whatever a masked slot of the cache holds never enters. Sixteen loads in flight.
     /// </summary>
     private static float WeightedValues(float total, ArrayView<float> w, ArrayView<float> v, int at, int stride, int count)
     {
         var i = 0;
-        for (; i + 8 <= count; i += 8)
+        for (; i + 16 <= count; i += 16)
         {
-            float v0 = v[at], v1 = v[at + stride], v2 = v[at + 2 * stride], v3 = v[at + 3 * stride];
-            float v4 = v[at + 4 * stride], v5 = v[at + 5 * stride], v6 = v[at + 6 * stride], v7 = v[at + 7 * stride];
-            if (w[i] != 0f) total += w[i] * v0;
-            if (w[i + 1] != 0f) total += w[i + 1] * v1;
-            if (w[i + 2] != 0f) total += w[i + 2] * v2;
-            if (w[i + 3] != 0f) total += w[i + 3] * v3;
-            if (w[i + 4] != 0f) total += w[i + 4] * v4;
-            if (w[i + 5] != 0f) total += w[i + 5] * v5;
-            if (w[i + 6] != 0f) total += w[i + 6] * v6;
-            if (w[i + 7] != 0f) total += w[i + 7] * v7;
-            at += 8 * stride;
+            var x = Sixteen.Load(v, at, stride);
+            total = x.AddWeighted(total, w, i);
+            at += 16 * stride;
         }
         for (; i < count; i++)
         {
@@ -373,38 +409,6 @@ internal static class AttentionKernel
             q[d] = qkv[at + d];
             acc[d] = 0f;
         }
-    }
-
-    /// <summary>
-    /// One warp's online softmax over the unmasked keys [from, to] of head h, row b: lane i holds channels i, i + W, …
-    /// of the query and of the weighted value sum in <paramref name="acc"/>; a score is the warp sum of the lanes'
-    /// products (a butterfly: every lane ends with the same score and takes the same path); every lane reads
-    /// consecutive channels of a key (coalesced). Returns the running maximum m and sum l. Key s.Past, the new token's
-    /// when decoding, comes from qkv at <paramref name="fresh"/> (its query's place) if fresh ≥ 0, not from the cache.
-    /// </summary>
-    private static SoftmaxState Attend(ArrayView<float> q, ArrayView<float> acc, ArrayView<float> keys, ArrayView<float> values,
-        ArrayView<int> mask, AttentionShape s, int h, int b, int from, int to, ArrayView<float> qkv, int fresh)
-    {
-        int C = s.NH * s.HS;
-        int head = (b * s.NH + h) * s.Tmax, W = Warp.WarpSize, lane = Warp.LaneIdx;
-        var m = float.NegativeInfinity;
-        var l = 0f;
-        for (var j = from; j <= to; j++)
-        {
-            if (mask[b * s.Tmax + j] == 0) continue;
-            var partialScore = 0f;
-            var fromQkv = fresh >= 0 && j == s.Past;
-            for (var d = lane; d < s.HS; d += W) partialScore += q[d] * (fromQkv ? qkv[fresh + C + d] : keys[(head + j) * s.HS + d]);
-            var score = Reductions.WarpSum(partialScore) * s.Scale;
-            var next = XMath.Max(m, score);
-            var correction = XMath.Exp(m - next);
-            var p = XMath.Exp(score - next);
-            l = l * correction + p;
-            for (var d = lane; d < s.HS; d += W)
-                acc[d] = acc[d] * correction + p * (fromQkv ? qkv[fresh + 2 * C + d] : values[(head + j) * s.HS + d]);
-            m = next;
-        }
-        return new SoftmaxState(m, l);
     }
 
     /// <summary>
@@ -440,4 +444,33 @@ internal readonly struct AttentionShape(int B, int T, int past, int Tmax, int NH
     public readonly int HS = HS;
     public readonly float Scale = 1f / MathF.Sqrt(HS);
     public readonly int WriteProbabilities = writeProbabilities ? 1 : 0;
+}
+
+/// <summary>
+/// A warp's shared memory in the attention kernels: its query and value sums (MaxHeadSize each), a block of staged keys,
+/// the block's softmax weights, and (decoding) the merge's chunk scales. Every warp of the group gets its own slices.
+/// </summary>
+internal readonly struct WarpScratch
+{
+    public readonly ArrayView<float> Q;
+    public readonly ArrayView<float> Acc;
+    public readonly ArrayView<float> Keys;
+    public readonly ArrayView<float> Weights;
+    public readonly ArrayView<float> Scales;
+
+    public WarpScratch(bool merges)
+    {
+        const int Warps = AttentionKernel.BlockWarps, Head = AttentionKernel.MaxHeadSize, Block = AttentionKernel.MaxBlockKeys;
+        var q = SharedMemory.Allocate<float>(Warps * Head);
+        var acc = SharedMemory.Allocate<float>(Warps * Head);
+        var keys = SharedMemory.Allocate<float>(Warps * Block * (Head + 1));
+        var weights = SharedMemory.Allocate<float>(Warps * Block);
+        var scales = SharedMemory.Allocate<float>(Warps * AttentionKernel.MaxDecodeChunks);
+        var w = Warp.WarpIdx;
+        Q = q.SubView(w * Head, Head);
+        Acc = acc.SubView(w * Head, Head);
+        Keys = keys.SubView(w * Block * (Head + 1), Block * (Head + 1));
+        Weights = weights.SubView(w * Block, Block);
+        Scales = scales.SubView(w * AttentionKernel.MaxDecodeChunks, AttentionKernel.MaxDecodeChunks);
+    }
 }

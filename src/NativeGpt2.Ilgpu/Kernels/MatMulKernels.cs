@@ -294,23 +294,28 @@ internal static class MatMulKernels
     }
 
     /// <summary>
-    /// Σ_i x[i] · w[i · stride] for i in [0, count), summed in order from zero, with sixteen weight loads in flight
-    /// before the sums that need them (ILGPU does not unroll loops, so the batch is written out).
+    /// Σ_i x[i] · w[i · stride] for i in [0, count), summed in order from zero. A whole chunk's 64 weight loads are issued
+    /// before the sums that need them: a decoding projection is a few megabytes, so its time is a chain of memory
+    /// latencies, and this makes the chain one latency long per chunk.
     /// </summary>
     private static float ChunkSum(ArrayView<float> xs, int x, ArrayView<float> weight, int w, int stride, int count)
     {
         var sum = 0f;
         var i = 0;
+        if (count == Chunk)
+        {
+            var a = Sixteen.Load(weight, w, stride);
+            var b = Sixteen.Load(weight, w + 16 * stride, stride);
+            var c = Sixteen.Load(weight, w + 32 * stride, stride);
+            var d = Sixteen.Load(weight, w + 48 * stride, stride);
+            sum = a.Dot(sum, xs, x);
+            sum = b.Dot(sum, xs, x + 16);
+            sum = c.Dot(sum, xs, x + 32);
+            return d.Dot(sum, xs, x + 48);
+        }
         for (; i + 16 <= count; i += 16)
         {
-            float w0 = weight[w], w1 = weight[w + stride], w2 = weight[w + 2 * stride], w3 = weight[w + 3 * stride];
-            float w4 = weight[w + 4 * stride], w5 = weight[w + 5 * stride], w6 = weight[w + 6 * stride], w7 = weight[w + 7 * stride];
-            float w8 = weight[w + 8 * stride], w9 = weight[w + 9 * stride], w10 = weight[w + 10 * stride], w11 = weight[w + 11 * stride];
-            float w12 = weight[w + 12 * stride], w13 = weight[w + 13 * stride], w14 = weight[w + 14 * stride], w15 = weight[w + 15 * stride];
-            sum += xs[x + i] * w0; sum += xs[x + i + 1] * w1; sum += xs[x + i + 2] * w2; sum += xs[x + i + 3] * w3;
-            sum += xs[x + i + 4] * w4; sum += xs[x + i + 5] * w5; sum += xs[x + i + 6] * w6; sum += xs[x + i + 7] * w7;
-            sum += xs[x + i + 8] * w8; sum += xs[x + i + 9] * w9; sum += xs[x + i + 10] * w10; sum += xs[x + i + 11] * w11;
-            sum += xs[x + i + 12] * w12; sum += xs[x + i + 13] * w13; sum += xs[x + i + 14] * w14; sum += xs[x + i + 15] * w15;
+            sum = Sixteen.Load(weight, w, stride).Dot(sum, xs, x + i);
             w += 16 * stride;
         }
         for (; i < count; i++)
@@ -355,42 +360,63 @@ internal static class MatMulKernels
 
     /// <summary>
     /// Rows r0 + [r, r + 16) (those below the warp's W and OC) of inputs [k0, k0 + count) into the tile: per lane, inputs j
-    /// and j + W of sixteen rows, thirty-two loads in flight.
+    /// and j + W of sixteen rows, thirty-two loads in flight before the stores.
     /// </summary>
     private static void StageRows(ArrayView<float> tile, ArrayView<float> weight, MatMulShape s, int r0, int r, int W, int k0, int count, int lane)
     {
         for (var j = lane; j < count; j += 2 * W)
         {
-            StageColumn(tile, weight, s, r0, r, W, k0, j);
-            if (j + W < count) StageColumn(tile, weight, s, r0, r, W, k0, j + W);
+            var second = j + W < count;
+            var a = ColumnOfRows(weight, s, r0, r, W, k0 + j);
+            var b = second ? ColumnOfRows(weight, s, r0, r, W, k0 + j + W) : default;
+            StoreColumn(tile, a, r, W, j);
+            if (second) StoreColumn(tile, b, r, W, j + W);
         }
     }
 
-    /// <summary>Input k0 + j of rows r0 + [r, r + 16) into column j of the tile: sixteen loads, then sixteen stores.</summary>
-    private static void StageColumn(ArrayView<float> tile, ArrayView<float> weight, MatMulShape s, int r0, int r, int W, int k0, int j)
+    /// <summary>Input k of rows r0 + [r, r + 16).</summary>
+    private static Sixteen ColumnOfRows(ArrayView<float> weight, MatMulShape s, int r0, int r, int W, int k)
+    {
+        var x = new Sixteen();
+        x.V0 = Row(weight, s, r0, r + 0, W, k);
+        x.V1 = Row(weight, s, r0, r + 1, W, k);
+        x.V2 = Row(weight, s, r0, r + 2, W, k);
+        x.V3 = Row(weight, s, r0, r + 3, W, k);
+        x.V4 = Row(weight, s, r0, r + 4, W, k);
+        x.V5 = Row(weight, s, r0, r + 5, W, k);
+        x.V6 = Row(weight, s, r0, r + 6, W, k);
+        x.V7 = Row(weight, s, r0, r + 7, W, k);
+        x.V8 = Row(weight, s, r0, r + 8, W, k);
+        x.V9 = Row(weight, s, r0, r + 9, W, k);
+        x.V10 = Row(weight, s, r0, r + 10, W, k);
+        x.V11 = Row(weight, s, r0, r + 11, W, k);
+        x.V12 = Row(weight, s, r0, r + 12, W, k);
+        x.V13 = Row(weight, s, r0, r + 13, W, k);
+        x.V14 = Row(weight, s, r0, r + 14, W, k);
+        x.V15 = Row(weight, s, r0, r + 15, W, k);
+        return x;
+    }
+
+    /// <summary>Column j of tile rows [r, r + 16), those below W.</summary>
+    private static void StoreColumn(ArrayView<float> tile, Sixteen x, int r, int W, int j)
     {
         const int Pitch = Chunk + 1;
-        int k = k0 + j;
-        float a0 = Row(weight, s, r0, r, W, k), a1 = Row(weight, s, r0, r + 1, W, k), a2 = Row(weight, s, r0, r + 2, W, k), a3 = Row(weight, s, r0, r + 3, W, k);
-        float a4 = Row(weight, s, r0, r + 4, W, k), a5 = Row(weight, s, r0, r + 5, W, k), a6 = Row(weight, s, r0, r + 6, W, k), a7 = Row(weight, s, r0, r + 7, W, k);
-        float a8 = Row(weight, s, r0, r + 8, W, k), a9 = Row(weight, s, r0, r + 9, W, k), a10 = Row(weight, s, r0, r + 10, W, k), a11 = Row(weight, s, r0, r + 11, W, k);
-        float a12 = Row(weight, s, r0, r + 12, W, k), a13 = Row(weight, s, r0, r + 13, W, k), a14 = Row(weight, s, r0, r + 14, W, k), a15 = Row(weight, s, r0, r + 15, W, k);
-        if (r < W) tile[r * Pitch + j] = a0;
-        if (r + 1 < W) tile[(r + 1) * Pitch + j] = a1;
-        if (r + 2 < W) tile[(r + 2) * Pitch + j] = a2;
-        if (r + 3 < W) tile[(r + 3) * Pitch + j] = a3;
-        if (r + 4 < W) tile[(r + 4) * Pitch + j] = a4;
-        if (r + 5 < W) tile[(r + 5) * Pitch + j] = a5;
-        if (r + 6 < W) tile[(r + 6) * Pitch + j] = a6;
-        if (r + 7 < W) tile[(r + 7) * Pitch + j] = a7;
-        if (r + 8 < W) tile[(r + 8) * Pitch + j] = a8;
-        if (r + 9 < W) tile[(r + 9) * Pitch + j] = a9;
-        if (r + 10 < W) tile[(r + 10) * Pitch + j] = a10;
-        if (r + 11 < W) tile[(r + 11) * Pitch + j] = a11;
-        if (r + 12 < W) tile[(r + 12) * Pitch + j] = a12;
-        if (r + 13 < W) tile[(r + 13) * Pitch + j] = a13;
-        if (r + 14 < W) tile[(r + 14) * Pitch + j] = a14;
-        if (r + 15 < W) tile[(r + 15) * Pitch + j] = a15;
+        if (r + 0 < W) tile[(r + 0) * Pitch + j] = x.V0;
+        if (r + 1 < W) tile[(r + 1) * Pitch + j] = x.V1;
+        if (r + 2 < W) tile[(r + 2) * Pitch + j] = x.V2;
+        if (r + 3 < W) tile[(r + 3) * Pitch + j] = x.V3;
+        if (r + 4 < W) tile[(r + 4) * Pitch + j] = x.V4;
+        if (r + 5 < W) tile[(r + 5) * Pitch + j] = x.V5;
+        if (r + 6 < W) tile[(r + 6) * Pitch + j] = x.V6;
+        if (r + 7 < W) tile[(r + 7) * Pitch + j] = x.V7;
+        if (r + 8 < W) tile[(r + 8) * Pitch + j] = x.V8;
+        if (r + 9 < W) tile[(r + 9) * Pitch + j] = x.V9;
+        if (r + 10 < W) tile[(r + 10) * Pitch + j] = x.V10;
+        if (r + 11 < W) tile[(r + 11) * Pitch + j] = x.V11;
+        if (r + 12 < W) tile[(r + 12) * Pitch + j] = x.V12;
+        if (r + 13 < W) tile[(r + 13) * Pitch + j] = x.V13;
+        if (r + 14 < W) tile[(r + 14) * Pitch + j] = x.V14;
+        if (r + 15 < W) tile[(r + 15) * Pitch + j] = x.V15;
     }
 
     /// <summary>Σ_j x[j] · tile[at + j] for j in [0, count), in order from zero, eight pairs of loads ahead of their sums.</summary>
