@@ -531,6 +531,8 @@ public sealed class IlgpuBackend : IBackend
             length = Math.Max(length, 1);
             if (_buffer is null || _buffer.Length < length)
             {
+                // Launches still queued may use the old buffer.
+                if (_buffer is not null) accelerator.Synchronize();
                 _buffer?.Dispose();
                 _buffer = accelerator.Allocate1D<T>(length);
                 _buffer.MemSetToZero();
