@@ -200,10 +200,15 @@ public sealed partial class Gpt2CausalLM : IDisposable
         using var pass = Backbone.Run(batch, cache, ForwardOptions.None);
         int B = pass.B, T = pass.T, V = Config.VocabSize;
         var workspace = pass.Workspace;
-        var rows = workspace.Rows(B);
-        Backend.CopyFromHost(rows, 0, Enumerable.Range(0, B).Select(b => b * T + T - 1).ToArray());
-        var last = workspace.Gathered(B);
-        Backend.GatherRows(last, workspace.Output, rows, B, Config.EmbeddingSize);
+        // One token per row (a decoding step): the output rows are the last positions already, nothing to gather.
+        var last = workspace.Output;
+        if (T > 1)
+        {
+            var rows = workspace.Rows(B);
+            Backend.CopyFromHost(rows, 0, Enumerable.Range(0, B).Select(b => b * T + T - 1).ToArray());
+            last = workspace.Gathered(B);
+            Backend.GatherRows(last, workspace.Output, rows, B, Config.EmbeddingSize);
+        }
         var logits = workspace.Logits(B);
         Head.Project(logits, last, B);
         int[]? picks = null;
