@@ -129,7 +129,7 @@ public sealed class Gpt2Backbone
             var block = w.Blocks[l];
 
             // x = x + attn(ln_1(x))
-            // ln = ln_1(x), qkv = ln · W + b                                      ln (N, C), qkv (N, 3C)
+            // ln = ln_1(x), qkv = ln · c_attn.W + b (one call: a GPU fuses them)   ln (N, C), qkv (N, 3C)
             ops.LayerNormMatMul(x.Qkv, x.Ln, x.X, block.Ln1Weight, block.Ln1Bias, eps, block.Attn, block.AttnBias, N, C, 3 * C, MatMulEpilogue.Bias);
             record.Layer(l, "ln_1", x.Ln);
             // The new keys and values join the cache; each query attends to the keys up to its own.
@@ -139,7 +139,8 @@ public sealed class Gpt2Backbone
             AddProjection(pass, x.Attn, block.AttnProj, block.AttnProjBias, C, l, "attn");        // x += c_proj(attn)
 
             // x = x + mlp(ln_2(x)), mlp(h) = c_proj(gelu(c_fc(h)))
-            ops.LayerNormMatMul(x.Hidden, x.Ln, x.X, block.Ln2Weight, block.Ln2Bias, eps, block.Fc, block.FcBias, N, C, inner, MatMulEpilogue.BiasGelu); // h (N, 4C)
+            // ln = ln_2(x), h = gelu(ln · c_fc.W + b)                                h (N, 4C)
+            ops.LayerNormMatMul(x.Hidden, x.Ln, x.X, block.Ln2Weight, block.Ln2Bias, eps, block.Fc, block.FcBias, N, C, inner, MatMulEpilogue.BiasGelu);
             record.Layer(l, "ln_2", x.Ln);
             AddProjection(pass, x.Hidden, block.FcProj, block.FcProjBias, inner, l, "mlp");          // x += c_proj(h)
 
