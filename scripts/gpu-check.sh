@@ -39,9 +39,11 @@ for model in gpt2 gpt2-medium gpt2-xl; do
   timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 128 --new-tokens 256 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || failures=$((failures + 1))
 done
 
-# 3. Where the time goes: every kernel timed, each waited for (so launch gaps are included), 124M decoding and prefill.
+# 3. Where the time goes, 124M decoding and prefill: each kernel's device time (CUDA events, no launch waited for),
+#    then decoding once more with every launch waited for (what launching costs on top).
 NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -16
 NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 2>&1 | tail -16
+NATIVEGPT2_ILGPU_PROFILE=wait timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -16
 
 # 4. Every reference file on CUDA, each against the model it was made from.
 for ref in reference-data/refs/*.safetensors; do

@@ -97,7 +97,10 @@ public sealed class IlgpuBackend : IBackend
         _maxGroups = accelerator.AcceleratorType == AcceleratorType.CPU
             ? accelerator.NumMultiprocessors
             : accelerator.NumMultiprocessors * Math.Max(1, accelerator.MaxNumThreadsPerMultiprocessor / _groupSize) * 4;
-        _profile = KernelProfile.Requested ? new KernelProfile(accelerator) : null;
+        var profiling = KernelProfile.Requested;
+        // Stream markers need a context built with profiling on (Create* does it when the variable asks for device time).
+        if (profiling == KernelProfile.Mode.Device && !context.Properties.EnableProfiling) profiling = KernelProfile.Mode.Wait;
+        _profile = profiling == KernelProfile.Mode.Off ? null : new KernelProfile(accelerator, profiling);
         _embedding = Profiled("Embedding", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(ElementwiseKernels.Embedding));
         _add = Profiled("Add", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.Add));
         _appendKeyValues = Profiled("AppendKeyValues", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(ElementwiseKernels.AppendKeyValues));
@@ -147,7 +150,7 @@ public sealed class IlgpuBackend : IBackend
         Context? context = null;
         try
         {
-            context = Context.Create(builder => builder.Cuda().EnableAlgorithms());
+            context = Context.Create(builder => Profiled(builder.Cuda().EnableAlgorithms()));
             var devices = context.GetCudaDevices();
             if (devices.Count == 0)
                 throw new BackendUnavailableException("cuda", "no CUDA device found (no NVIDIA driver, or it reports no device); use --backend cpu");
@@ -180,7 +183,7 @@ public sealed class IlgpuBackend : IBackend
     internal static IlgpuBackend CreateCpuSimulator(int warp, int warps, int multiprocessors)
     {
         var device = new CPUDevice(numThreadsPerWarp: warp, numWarpsPerMultiprocessor: warps, numMultiprocessors: multiprocessors);
-        var context = Context.Create(builder => builder.CPU(device).EnableAlgorithms());
+        var context = Context.Create(builder => Profiled(builder.CPU(device).EnableAlgorithms()));
         try
         {
             var accelerator = context.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
@@ -193,6 +196,10 @@ public sealed class IlgpuBackend : IBackend
             throw;
         }
     }
+
+    /// <summary>The context builder with profiling on when <see cref="KernelProfile.Variable"/> asks for device time.</summary>
+    private static Context.Builder Profiled(Context.Builder builder) =>
+        KernelProfile.Requested == KernelProfile.Mode.Device ? builder.Profiling() : builder;
 
     /// <summary>Whether a CUDA device can be used here (the NVIDIA driver loads and reports one).</summary>
     public static bool CudaAvailable()
