@@ -198,25 +198,32 @@ internal static class MatMulKernels
         int tid = Group.IdxX, G = Group.DimX, warps = G / Warp.WarpSize;
         int chunks = (s.IC + Chunk - 1) / Chunk, slabs = (chunks + warps - 1) / warps, blocks = (s.OC + MaxWarp - 1) / MaxWarp;
 
-        // Every group normalizes the rows it reads the same way, so each computes the statistics of all N rows once.
-        if (s.Normalize != 0)
-        {
-            for (var row = 0; row < s.N; row++)
-            {
-                var rowStats = LayerNormKernel.Statistics(input, row * s.IC, s.IC, s.Epsilon, scratch);
-                if (tid == 0)
-                {
-                    stats[2 * row] = rowStats.Mean;
-                    stats[2 * row + 1] = rowStats.Rstd;
-                }
-            }
-            Group.Barrier();
-        }
-
         for (var item = Grid.IdxX; item < blocks * slabs; item += Grid.DimX)
         {
-            int block = item % blocks, slab = item / blocks;
+            int block = item % blocks, slab = item / blocks, chunk = slab * warps + Warp.WarpIdx;
             int k0 = slab * warps * Chunk, width = XMath.Min(s.IC, k0 + warps * Chunk) - k0;
+
+            // The weights of this lane's first column are requested first, so that their latency passes while the
+            // group computes the statistics and stages the inputs (the loads complete in registers across the barriers).
+            var firstColumn = block * MaxWarp + Warp.LaneIdx;
+            var preloaded = chunk < chunks && firstColumn < s.OC && (chunk + 1) * Chunk <= s.IC;
+            var first = preloaded ? WholeChunk.Load(weight, chunk * Chunk * s.OC + firstColumn, s.OC) : default;
+
+            // Every group normalizes the rows it reads the same way: it computes the statistics of all N rows once.
+            if (s.Normalize != 0 && item == Grid.IdxX)
+            {
+                for (var row = 0; row < s.N; row++)
+                {
+                    var rowStats = LayerNormKernel.Statistics(input, row * s.IC, s.IC, s.Epsilon, scratch);
+                    if (tid == 0)
+                    {
+                        stats[2 * row] = rowStats.Mean;
+                        stats[2 * row + 1] = rowStats.Rstd;
+                    }
+                }
+                Group.Barrier();
+            }
+
             for (var e = tid; e < s.N * width; e += G)
             {
                 int row = e / width, k = k0 + e % width;
@@ -230,7 +237,7 @@ internal static class MatMulKernels
             }
             Group.Barrier();
 
-            SlabChunk(weight, partials, s, xs, chunks, block * MaxWarp, slab * warps + Warp.WarpIdx, k0);
+            SlabChunk(weight, partials, s, xs, chunks, block * MaxWarp, chunk, k0, preloaded, first);
             // Every thread's partial sums are visible device-wide before the group takes its ticket.
             MemoryFence.DeviceLevel();
             Group.Barrier();
@@ -275,9 +282,12 @@ internal static class MatMulKernels
         return total;
     }
 
-    /// <summary>This warp's chunk of the slab (if it has one): for every row, each of its lanes' columns summed over the chunk's inputs.</summary>
+    /// <summary>
+    /// This warp's chunk of the slab (if it has one): for every row, each of its lanes' columns summed over the chunk's
+    /// inputs. A lane's first column uses the weights it loaded at the start (<paramref name="preloaded"/>).
+    /// </summary>
     private static void SlabChunk(ArrayView<float> weight, ArrayView<float> partials, MatMulShape s, ArrayView<float> xs,
-        int chunks, int col0, int chunk, int k0)
+        int chunks, int col0, int chunk, int k0, bool preloaded, WholeChunk first)
     {
         if (chunk >= chunks) return;
         int k = chunk * Chunk, count = XMath.Min(s.IC, k + Chunk) - k;
@@ -285,9 +295,11 @@ internal static class MatMulKernels
         {
             var col = col0 + lane;
             if (col >= s.OC) break;
+            var mine = preloaded && lane == Warp.LaneIdx;
             for (var row = 0; row < s.N; row++)
             {
-                var sum = ChunkSum(xs, row * MaxSlabChunks * Chunk + k - k0, weight, k * s.OC + col, s.OC, count);
+                var x = row * MaxSlabChunks * Chunk + k - k0;
+                var sum = mine ? first.Dot(xs, x) : ChunkSum(xs, x, weight, k * s.OC + col, s.OC, count);
                 partials[(row * chunks + chunk) * s.OC + col] = sum;
             }
         }
@@ -302,17 +314,7 @@ internal static class MatMulKernels
     {
         var sum = 0f;
         var i = 0;
-        if (count == Chunk)
-        {
-            var a = Sixteen.Load(weight, w, stride);
-            var b = Sixteen.Load(weight, w + 16 * stride, stride);
-            var c = Sixteen.Load(weight, w + 32 * stride, stride);
-            var d = Sixteen.Load(weight, w + 48 * stride, stride);
-            sum = a.Dot(sum, xs, x);
-            sum = b.Dot(sum, xs, x + 16);
-            sum = c.Dot(sum, xs, x + 32);
-            return d.Dot(sum, xs, x + 48);
-        }
+        if (count == Chunk) return WholeChunk.Load(weight, w, stride).Dot(xs, x);
         for (; i + 16 <= count; i += 16)
         {
             sum = Sixteen.Load(weight, w, stride).Dot(sum, xs, x + i);
@@ -523,4 +525,16 @@ internal struct MicroTile
         R30 += chunk.R30; R31 += chunk.R31; R32 += chunk.R32; R33 += chunk.R33; R34 += chunk.R34; R35 += chunk.R35; R36 += chunk.R36; R37 += chunk.R37;
         chunk = default;
     }
+}
+
+/// <summary>A chunk's 64 weights of one column in registers: four loads of sixteen, all in flight together.</summary>
+internal readonly struct WholeChunk(Sixteen a, Sixteen b, Sixteen c, Sixteen d)
+{
+    /// <summary>source[at + i · stride] for i in [0, 64).</summary>
+    public static WholeChunk Load(ArrayView<float> source, int at, int stride) =>
+        new(Sixteen.Load(source, at, stride), Sixteen.Load(source, at + 16 * stride, stride),
+            Sixteen.Load(source, at + 32 * stride, stride), Sixteen.Load(source, at + 48 * stride, stride));
+
+    /// <summary>Σ_i xs[x + i] · w_i over the 64 weights, in order from zero.</summary>
+    public float Dot(ArrayView<float> xs, int x) => d.Dot(c.Dot(b.Dot(a.Dot(0f, xs, x), xs, x + 16), xs, x + 32), xs, x + 48);
 }
