@@ -81,7 +81,7 @@ internal static class AttentionKernel
             for (var jj = 0; active && jj < count; jj++)
             {
                 if (tileMask[jj] == 0) continue;
-                var score = Dot(q, tileK, jj * s.HS, s.HS) * s.Scale;
+                var score = Sixteen.DotInOrder(q, 0, tileK, jj * s.HS, 1, s.HS) * s.Scale;
                 // Rescale what was summed under the old maximum (exp(−∞) = 0 for the first key).
                 var next = XMath.Max(m, score);
                 var correction = XMath.Exp(m - next);
@@ -115,7 +115,7 @@ internal static class AttentionKernel
                 var j = j0 + jj;
                 var weight = 0f;
                 if (j <= last && tileMask[jj] != 0)
-                    weight = XMath.Exp(Dot(q, tileK, jj * s.HS, s.HS) * s.Scale - m) * inverse;
+                    weight = XMath.Exp(Sixteen.DotInOrder(q, 0, tileK, jj * s.HS, 1, s.HS) * s.Scale - m) * inverse;
                 probabilities[rowStart + j] = weight;
             }
             Group.Barrier();
@@ -135,13 +135,6 @@ internal static class AttentionKernel
         }
         for (var jj = Group.IdxX; jj < TileKeys; jj += Group.DimX)
             tileMask[jj] = jj < count ? mask[b * s.Tmax + j0 + jj] : 0;
-    }
-
-    private static float Dot(ArrayView<float> q, ArrayView<float> k, int offset, int HS)
-    {
-        var sum = 0f;
-        for (var d = 0; d < HS; d++) sum += q[d] * k[offset + d];
-        return sum;
     }
 
     /// <summary>
@@ -171,7 +164,7 @@ internal static class AttentionKernel
     public static void Decode(ArrayView<float> output, ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys,
         ArrayView<float> values, ArrayView<int> mask, ArrayView<int> tickets, AttentionShape s, int chunks)
     {
-        var scratch = new WarpScratch(true);
+        var scratch = WarpScratch.Allocate();
         var warps = Group.DimX / Warp.WarpSize;
         for (var i = Grid.IdxX * warps + Warp.WarpIdx; i < chunks * s.NH * s.B; i += Grid.DimX * warps)
             DecodeOneChunk(output, partial, qkv, keys, values, mask, tickets, s, chunks, i % chunks, i / chunks % s.NH, i / (chunks * s.NH), scratch);
@@ -242,32 +235,11 @@ internal static class AttentionKernel
         Warp.Barrier();
         for (var d = lane; d < s.HS; d += W)
         {
-            var sum = WeightedSum(partial, base0 + d, slot, scales, chunks);
+            var sum = Sixteen.DotInOrder(scales, 0, partial, base0 + d, slot, chunks);
             output[b * C + h * s.HS + d] = l > 0f ? sum / l : 0f;
         }
         // The scales may be overwritten by this warp's next merge only after every lane has read them.
         Warp.Barrier();
-    }
-
-    /// <summary>Σ_c values[at + c·stride] · scales[c] in order of c, eight loads in flight.</summary>
-    private static float WeightedSum(ArrayView<float> values, int at, int stride, ArrayView<float> scales, int count)
-    {
-        var sum = 0f;
-        var c = 0;
-        for (; c + 8 <= count; c += 8)
-        {
-            float v0 = values[at], v1 = values[at + stride], v2 = values[at + 2 * stride], v3 = values[at + 3 * stride];
-            float v4 = values[at + 4 * stride], v5 = values[at + 5 * stride], v6 = values[at + 6 * stride], v7 = values[at + 7 * stride];
-            sum += v0 * scales[c]; sum += v1 * scales[c + 1]; sum += v2 * scales[c + 2]; sum += v3 * scales[c + 3];
-            sum += v4 * scales[c + 4]; sum += v5 * scales[c + 5]; sum += v6 * scales[c + 6]; sum += v7 * scales[c + 7];
-            at += 8 * stride;
-        }
-        for (; c < count; c++)
-        {
-            sum += values[at] * scales[c];
-            at += stride;
-        }
-        return sum;
     }
 
     /// <summary>
@@ -277,7 +249,7 @@ internal static class AttentionKernel
     public static void PrefillWarps(ArrayView<float> output, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
         ArrayView<int> mask, AttentionShape s)
     {
-        var scratch = new WarpScratch(false);
+        var scratch = WarpScratch.Allocate();
         var warps = Group.DimX / Warp.WarpSize;
         for (var i = Grid.IdxX * warps + Warp.WarpIdx; i < s.T * s.NH * s.B; i += Grid.DimX * warps)
             PrefillOneQuery(output, qkv, keys, values, mask, s, i % s.T, i / s.T % s.NH, i / (s.T * s.NH), scratch);
@@ -324,7 +296,7 @@ internal static class AttentionKernel
             Warp.Barrier();
 
             var seen = lane < count && mask[b * s.Tmax + j0 + lane] != 0;
-            var score = seen ? TileDot(scratch.Q, scratch.Keys, lane * KeyPitch, s.HS) * s.Scale : float.NegativeInfinity;
+            var score = seen ? Sixteen.DotInOrder(scratch.Q, 0, scratch.Keys, lane * KeyPitch, 1, s.HS) * s.Scale : float.NegativeInfinity;
             var blockMax = Reductions.WarpMax(score);
             // Every key of the block masked: nothing changes.
             if (blockMax == float.NegativeInfinity) continue;
@@ -362,22 +334,6 @@ internal static class AttentionKernel
             }
             for (; i < count; i++) block[i * KeyPitch + d] = keys[at + i * HS + d];
         }
-    }
-
-    /// <summary>Σ_d q[d] · block[at + d] in order of d: one staged key's score, before scaling.</summary>
-    private static float TileDot(ArrayView<float> q, ArrayView<float> block, int at, int HS)
-    {
-        var sum = 0f;
-        var d = 0;
-        for (; d + 8 <= HS; d += 8)
-        {
-            float k0 = block[at + d], k1 = block[at + d + 1], k2 = block[at + d + 2], k3 = block[at + d + 3];
-            float k4 = block[at + d + 4], k5 = block[at + d + 5], k6 = block[at + d + 6], k7 = block[at + d + 7];
-            sum += q[d] * k0; sum += q[d + 1] * k1; sum += q[d + 2] * k2; sum += q[d + 3] * k3;
-            sum += q[d + 4] * k4; sum += q[d + 5] * k5; sum += q[d + 6] * k6; sum += q[d + 7] * k7;
-        }
-        for (; d < HS; d++) sum += q[d] * block[at + d];
-        return sum;
     }
 
     /// <summary>
@@ -458,7 +414,17 @@ internal readonly struct WarpScratch
     public readonly ArrayView<float> Weights;
     public readonly ArrayView<float> Scales;
 
-    public WarpScratch(bool merges)
+    private WarpScratch(ArrayView<float> q, ArrayView<float> acc, ArrayView<float> keys, ArrayView<float> weights, ArrayView<float> scales)
+    {
+        Q = q;
+        Acc = acc;
+        Keys = keys;
+        Weights = weights;
+        Scales = scales;
+    }
+
+    /// <summary>The group's shared memory, and this warp's slices of it.</summary>
+    public static WarpScratch Allocate()
     {
         const int Warps = AttentionKernel.BlockWarps, Head = AttentionKernel.MaxHeadSize, Block = AttentionKernel.MaxBlockKeys;
         var q = SharedMemory.Allocate<float>(Warps * Head);
@@ -467,10 +433,8 @@ internal readonly struct WarpScratch
         var weights = SharedMemory.Allocate<float>(Warps * Block);
         var scales = SharedMemory.Allocate<float>(Warps * AttentionKernel.MaxDecodeChunks);
         var w = Warp.WarpIdx;
-        Q = q.SubView(w * Head, Head);
-        Acc = acc.SubView(w * Head, Head);
-        Keys = keys.SubView(w * Block * (Head + 1), Block * (Head + 1));
-        Weights = weights.SubView(w * Block, Block);
-        Scales = scales.SubView(w * AttentionKernel.MaxDecodeChunks, AttentionKernel.MaxDecodeChunks);
+        return new WarpScratch(q.SubView(w * Head, Head), acc.SubView(w * Head, Head),
+            keys.SubView(w * Block * (Head + 1), Block * (Head + 1)), weights.SubView(w * Block, Block),
+            scales.SubView(w * AttentionKernel.MaxDecodeChunks, AttentionKernel.MaxDecodeChunks));
     }
 }

@@ -42,6 +42,9 @@ internal static class MatMulKernels
     /// <summary>Most warps per group of the head kernel: each holds a tile of MaxWarp rows × (Chunk + 1) floats, 33 KB for four.</summary>
     public const int MaxHeadWarps = 4;
 
+    /// <summary>Pitch of a head tile's rows: one padding column, so lane r reading row r hits bank (r + j) mod 32, no conflicts.</summary>
+    private const int HeadPitch = Chunk + 1;
+
     /// <summary>
     /// Tiled matmul: groups of TX · TY threads, each group computing tiles of BM = 4 · TY rows by BN = 8 · TX columns,
     /// every (grid size)-th tile of the output. Thread (tx, ty) holds rows 4·ty + [0, 4) of columns 4·tx + [0, 4) and
@@ -264,7 +267,7 @@ internal static class MatMulKernels
     /// total + values[at] + values[at + stride] + … (count values), added one by one in that order, eight loads in flight
     /// at a time: one after another, each load would wait for the previous sum.
     /// </summary>
-    public static float AddInOrder(ArrayView<float> values, int at, int stride, int count, float total)
+    private static float AddInOrder(ArrayView<float> values, int at, int stride, int count, float total)
     {
         var c = 0;
         for (; c + 8 <= count; c += 8)
@@ -310,23 +313,8 @@ internal static class MatMulKernels
     /// before the sums that need them: a decoding projection is a few megabytes, so its time is a chain of memory
     /// latencies, and this makes the chain one latency long per chunk.
     /// </summary>
-    private static float ChunkSum(ArrayView<float> xs, int x, ArrayView<float> weight, int w, int stride, int count)
-    {
-        var sum = 0f;
-        var i = 0;
-        if (count == Chunk) return WholeChunk.Load(weight, w, stride).Dot(xs, x);
-        for (; i + 16 <= count; i += 16)
-        {
-            sum = Sixteen.Load(weight, w, stride).Dot(sum, xs, x + i);
-            w += 16 * stride;
-        }
-        for (; i < count; i++)
-        {
-            sum += xs[x + i] * weight[w];
-            w += stride;
-        }
-        return sum;
-    }
+    private static float ChunkSum(ArrayView<float> xs, int x, ArrayView<float> weight, int w, int stride, int count) =>
+        count == Chunk ? WholeChunk.Load(weight, w, stride).Dot(xs, x) : Sixteen.DotInOrder(xs, x, weight, w, stride, count);
 
     /// <summary>
     /// Matrix-vector product for few rows with a transposed weight (OC, IC), the head over wte: a warp takes W
@@ -336,10 +324,9 @@ internal static class MatMulKernels
     /// </summary>
     public static void MatVecTransposed(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, MatMulShape s)
     {
-        const int Pitch = Chunk + 1;   // one padding column: lane r reads row r, bank (r + j) mod 32, no conflicts
-        var tiles = SharedMemory.Allocate<float>(MaxHeadWarps * MaxWarp * Pitch);
+        var tiles = SharedMemory.Allocate<float>(MaxHeadWarps * MaxWarp * HeadPitch);
         int W = Warp.WarpSize, warps = Group.DimX / W, lane = Warp.LaneIdx;
-        var tile = tiles.SubView(Warp.WarpIdx * MaxWarp * Pitch, MaxWarp * Pitch);
+        var tile = tiles.SubView(Warp.WarpIdx * MaxWarp * HeadPitch, MaxWarp * HeadPitch);
         var blocks = (s.OC + W - 1) / W;
         // Items are uniform across a warp: (row block, input row), the input rows of a block side by side.
         for (var item = Grid.IdxX * warps + Warp.WarpIdx; item < blocks * s.N; item += Grid.DimX * warps)
@@ -354,7 +341,7 @@ internal static class MatMulKernels
                 for (var r = 0; r < W; r += 16)
                     StageRows(tile, weight, s, r0, r, W, k0, count, lane);
                 Warp.Barrier();
-                total += TileRowSum(tile, lane * Pitch, input, n * s.IC + k0, count);
+                total += Sixteen.DotInOrder(input, n * s.IC + k0, tile, lane * HeadPitch, 1, count);
             }
             if (row < s.OC) output[n * s.OC + row] = total;
         }
@@ -402,40 +389,22 @@ internal static class MatMulKernels
     /// <summary>Column j of tile rows [r, r + 16), those below W.</summary>
     private static void StoreColumn(ArrayView<float> tile, Sixteen x, int r, int W, int j)
     {
-        const int Pitch = Chunk + 1;
-        if (r + 0 < W) tile[(r + 0) * Pitch + j] = x.V0;
-        if (r + 1 < W) tile[(r + 1) * Pitch + j] = x.V1;
-        if (r + 2 < W) tile[(r + 2) * Pitch + j] = x.V2;
-        if (r + 3 < W) tile[(r + 3) * Pitch + j] = x.V3;
-        if (r + 4 < W) tile[(r + 4) * Pitch + j] = x.V4;
-        if (r + 5 < W) tile[(r + 5) * Pitch + j] = x.V5;
-        if (r + 6 < W) tile[(r + 6) * Pitch + j] = x.V6;
-        if (r + 7 < W) tile[(r + 7) * Pitch + j] = x.V7;
-        if (r + 8 < W) tile[(r + 8) * Pitch + j] = x.V8;
-        if (r + 9 < W) tile[(r + 9) * Pitch + j] = x.V9;
-        if (r + 10 < W) tile[(r + 10) * Pitch + j] = x.V10;
-        if (r + 11 < W) tile[(r + 11) * Pitch + j] = x.V11;
-        if (r + 12 < W) tile[(r + 12) * Pitch + j] = x.V12;
-        if (r + 13 < W) tile[(r + 13) * Pitch + j] = x.V13;
-        if (r + 14 < W) tile[(r + 14) * Pitch + j] = x.V14;
-        if (r + 15 < W) tile[(r + 15) * Pitch + j] = x.V15;
-    }
-
-    /// <summary>Σ_j x[j] · tile[at + j] for j in [0, count), in order from zero, eight pairs of loads ahead of their sums.</summary>
-    private static float TileRowSum(ArrayView<float> tile, int at, ArrayView<float> x, int from, int count)
-    {
-        var sum = 0f;
-        var j = 0;
-        for (; j + 8 <= count; j += 8)
-        {
-            float t0 = tile[at + j], t1 = tile[at + j + 1], t2 = tile[at + j + 2], t3 = tile[at + j + 3];
-            float t4 = tile[at + j + 4], t5 = tile[at + j + 5], t6 = tile[at + j + 6], t7 = tile[at + j + 7];
-            float x0 = x[from + j], x1 = x[from + j + 1], x2 = x[from + j + 2], x3 = x[from + j + 3];
-            float x4 = x[from + j + 4], x5 = x[from + j + 5], x6 = x[from + j + 6], x7 = x[from + j + 7];
-            sum += x0 * t0; sum += x1 * t1; sum += x2 * t2; sum += x3 * t3; sum += x4 * t4; sum += x5 * t5; sum += x6 * t6; sum += x7 * t7;
-        }
-        for (; j < count; j++) sum += x[from + j] * tile[at + j];
-        return sum;
+        if (r + 0 < W) tile[(r + 0) * HeadPitch + j] = x.V0;
+        if (r + 1 < W) tile[(r + 1) * HeadPitch + j] = x.V1;
+        if (r + 2 < W) tile[(r + 2) * HeadPitch + j] = x.V2;
+        if (r + 3 < W) tile[(r + 3) * HeadPitch + j] = x.V3;
+        if (r + 4 < W) tile[(r + 4) * HeadPitch + j] = x.V4;
+        if (r + 5 < W) tile[(r + 5) * HeadPitch + j] = x.V5;
+        if (r + 6 < W) tile[(r + 6) * HeadPitch + j] = x.V6;
+        if (r + 7 < W) tile[(r + 7) * HeadPitch + j] = x.V7;
+        if (r + 8 < W) tile[(r + 8) * HeadPitch + j] = x.V8;
+        if (r + 9 < W) tile[(r + 9) * HeadPitch + j] = x.V9;
+        if (r + 10 < W) tile[(r + 10) * HeadPitch + j] = x.V10;
+        if (r + 11 < W) tile[(r + 11) * HeadPitch + j] = x.V11;
+        if (r + 12 < W) tile[(r + 12) * HeadPitch + j] = x.V12;
+        if (r + 13 < W) tile[(r + 13) * HeadPitch + j] = x.V13;
+        if (r + 14 < W) tile[(r + 14) * HeadPitch + j] = x.V14;
+        if (r + 15 < W) tile[(r + 15) * HeadPitch + j] = x.V15;
     }
 
     /// <summary>weight[r0 + r, k], or 0 past the warp's rows or the matrix (a row the tile holds but no lane reads).</summary>

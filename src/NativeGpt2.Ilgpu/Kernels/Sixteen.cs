@@ -77,6 +77,28 @@ internal struct Sixteen
         return sum;
     }
 
+    /// <summary>
+    /// Σ_i x[xAt + i] · w[wAt + i · stride] for i in [0, count), summed in order from zero, sixteen of w's values loaded
+    /// ahead of their products: the in-order dot product every kernel here uses (a chunk of a projection, a key's score,
+    /// a row of the head, a merge of attention chunks).
+    /// </summary>
+    public static float DotInOrder(ArrayView<float> x, int xAt, ArrayView<float> w, int wAt, int stride, int count)
+    {
+        var sum = 0f;
+        var i = 0;
+        for (; i + 16 <= count; i += 16)
+        {
+            sum = Load(w, wAt, stride).Dot(sum, x, xAt + i);
+            wAt += 16 * stride;
+        }
+        for (; i < count; i++)
+        {
+            sum += x[xAt + i] * w[wAt];
+            wAt += stride;
+        }
+        return sum;
+    }
+
     /// <summary>total + Σ_i w[from + i] · V_i in order of i, skipping the values whose weight is 0.</summary>
     public readonly float AddWeighted(float total, ArrayView<float> w, int from)
     {

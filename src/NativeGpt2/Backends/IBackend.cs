@@ -96,9 +96,9 @@ public interface IBackend : IDisposable
     /// <summary>
     /// Causal self-attention of the T new tokens over the cache, which it first extends with their keys and
     /// values: qkv (B, T, 3C) holds them, and they go to positions [past, past + T) of keys and values
-    /// (B, NH, Tmax, HS). Query t of row b attends to the keys j ≤ past + t whose mask is 1; out (B, T, C). Masked keys are left out, not set to −∞, so padding
-    /// never changes a row's arithmetic; a query that sees no key gets zeros. When
-    /// <paramref name="probabilities"/> is given it receives the weights (B, NH, T, past + T).
+    /// (B, NH, Tmax, HS). Query t of row b attends to the keys j ≤ past + t whose mask is 1; out (B, T, C).
+    /// Masked keys are left out, not set to −∞, so padding never changes a row's arithmetic; a query that sees
+    /// no key gets zeros. When <paramref name="probabilities"/> is given it receives the weights (B, NH, T, past + T).
     /// </summary>
     void Attention(DeviceBuffer<float> output, DeviceBuffer<float>? probabilities, DeviceBuffer<float> qkv,
         DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> keyMask,
