@@ -52,6 +52,7 @@ public sealed class IlgpuBackend : IBackend
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _matVecTransposed;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attentionPrefillWarps;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attentionPrefillTiles;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
         ArrayView<int>, AttentionShape, int> _attentionDecode;
 
@@ -113,6 +114,7 @@ public sealed class IlgpuBackend : IBackend
         _matVecTransposed = Profiled("MatVecTransposed", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.MatVecTransposed));
         _attention = Profiled("AttentionPrefill", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.Prefill));
         _attentionPrefillWarps = Profiled("AttentionPrefillWarps", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.PrefillWarps));
+        _attentionPrefillTiles = Profiled("AttentionPrefillTiles", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.PrefillTiles));
         _attentionDecode = Profiled("AttentionDecode", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<int>, ArrayView<int>, AttentionShape, int>(AttentionKernel.Decode));
         _targetLogProbabilities = Profiled("TargetLogProbabilities", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(RowKernels.TargetLogProbabilities));
@@ -439,15 +441,30 @@ public sealed class IlgpuBackend : IBackend
             return;
         }
         _appendKeyValues(Threads((long)B * T * NH * HS), View(keys), View(values), View(qkv), shape);
+        if (probabilities is null && PrefillByQueryTiles && AttentionKernel.Tiles(HS))
+        {
+            // Tiles of queries sharing each staged block of keys.
+            var tiles = Groups(T, AttentionKernel.TileQueries) * NH * B;
+            _attentionPrefillTiles(new KernelConfig(Math.Min(tiles, _maxGroups), AttentionKernel.TileWarps * _accelerator.WarpSize),
+                View(output), View(qkv), View(keys), View(values), View(keyMask), shape);
+            return;
+        }
         if (probabilities is null)
         {
-            // A warp per query; the tiled kernel below is kept for when the probabilities are written too.
+            // A warp per query (heads the tiles do not take); the kernel below is kept for when the probabilities are written too.
             _attentionPrefillWarps(AttentionLaunch(T * NH * B), View(output), View(qkv), View(keys), View(values), View(keyMask), shape);
             return;
         }
         _attention(Launch(Groups(T, _groupSize) * NH * B),
             View(output), View(probabilities), View(qkv), View(keys), View(values), View(keyMask), shape);
     }
+
+    /// <summary>
+    /// Whether prefill attention without probabilities runs by tiles of queries (<see cref="AttentionKernel.PrefillTiles"/>,
+    /// the default) or a warp per query (<see cref="AttentionKernel.PrefillWarps"/>): the two give the same values, which
+    /// the tests check by switching this off.
+    /// </summary>
+    internal bool PrefillByQueryTiles { get; set; } = true;
 
     /// <inheritdoc />
     public void GatherRows(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<int> rows, int R, int C) =>

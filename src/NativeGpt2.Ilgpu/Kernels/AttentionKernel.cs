@@ -1,5 +1,6 @@
 using ILGPU;
 using ILGPU.Algorithms;
+using ILGPU.Util;
 
 namespace NativeGpt2.Ilgpu.Kernels;
 
@@ -267,6 +268,216 @@ internal static class AttentionKernel
             output[(b * s.T + t) * C + h * s.HS + d] = scratch.Acc[d] * inverse;
     }
 
+    /// <summary>Warps per group of <see cref="PrefillTiles"/>.</summary>
+    public const int TileWarps = 4;
+
+    /// <summary>Queries each warp of <see cref="PrefillTiles"/> holds.</summary>
+    public const int QueriesPerWarp = 8;
+
+    /// <summary>Queries per tile of <see cref="PrefillTiles"/>: those of all its warps.</summary>
+    public const int TileQueries = TileWarps * QueriesPerWarp;
+
+    /// <summary>Largest head size <see cref="PrefillTiles"/> takes (a key row is held in a lane's registers); larger heads run <see cref="PrefillWarps"/>.</summary>
+    public const int MaxTiledHeadSize = 64;
+
+    /// <summary>Pitch of a staged key in <see cref="PrefillTiles"/>, in floats: lane i reading key i's 16-byte words hits its own banks.</summary>
+    private const int TileKeyPitch = MaxTiledHeadSize + 4;
+
+    /// <summary>Pitch of the block's weights (key j's row holds the tile's queries), a whole number of 16-byte words.</summary>
+    private const int WeightPitch = TileQueries + 4;
+
+    /// <summary>
+    /// Whether <see cref="PrefillTiles"/> takes heads of <paramref name="HS"/> channels: at most <see cref="MaxTiledHeadSize"/>,
+    /// a multiple of 4 (its rows are read 16 bytes at a time).
+    /// </summary>
+    public static bool Tiles(int HS) => HS <= MaxTiledHeadSize && HS % 4 == 0;
+
+    /// <summary>
+    /// Prefill without probabilities by tiles of queries: a group of <see cref="TileWarps"/> warps takes
+    /// <see cref="TileQueries"/> consecutive queries of one (b, h), and stages each block of W keys and values (W the warp
+    /// size) once for all of them, where a warp per query (<see cref="PrefillWarps"/>) stages it once per query.
+    /// </summary>
+    /// <remarks>
+    /// Every query gets the arithmetic of <see cref="AttendBlocks"/>, operation for operation: blocks of W keys from
+    /// the row's first unmasked key, lane i scoring key i (an in-order dot product), the block's maximum and the sum of
+    /// its weights by the same warp reductions, and the weighted values added in key order, skipping weights of 0. So the
+    /// result of a query does not depend on the tile it falls in or on the other rows of the batch. Warp w holds queries
+    /// w·8 + [0, 8): it scores them against the lane's key (held in registers), and then, lanes taking channels, adds the
+    /// block's values into their sums, which live in shared memory with each query's running maximum and sum. The
+    /// longest tiles (the last queries) are handed out first.
+    /// </remarks>
+    public static void PrefillTiles(ArrayView<float> output, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
+        ArrayView<int> mask, AttentionShape s)
+    {
+        var queries = SharedMemory.Allocate<Float4>(TileQueries * MaxTiledHeadSize / 4);
+        var blockKeys = SharedMemory.Allocate<Float4>(MaxBlockKeys * TileKeyPitch / 4);
+        var blockValues = SharedMemory.Allocate<Float4>(MaxBlockKeys * MaxTiledHeadSize / 4);
+        var weights = SharedMemory.Allocate<Float4>(MaxBlockKeys * WeightPitch / 4);
+        var sums = SharedMemory.Allocate<float>(TileQueries * MaxTiledHeadSize);
+        var state = SharedMemory.Allocate<float>(3 * TileQueries);
+        var keyMask = SharedMemory.Allocate<int>(MaxBlockKeys);
+        var firstKey = SharedMemory.Allocate<int>(1);
+        var tile = new QueryTile(queries, blockKeys, blockValues, weights, sums, state, keyMask, firstKey);
+
+        // Unused channels of the staged keys and queries stay zero.
+        for (var e = Group.IdxX; e < MaxBlockKeys * TileKeyPitch / 4; e += Group.DimX) blockKeys[e] = default;
+        for (var e = Group.IdxX; e < TileQueries * MaxTiledHeadSize / 4; e += Group.DimX) queries[e] = default;
+        var tiles = (s.T + TileQueries - 1) / TileQueries;
+        var heads = s.NH * s.B;
+        for (var item = Grid.IdxX; item < tiles * heads; item += Grid.DimX)
+        {
+            var head = item % heads;
+            PrefillTile(output, qkv, keys, values, mask, s, tile, tiles - 1 - item / heads, head % s.NH, head / s.NH);
+        }
+    }
+
+    private static void PrefillTile(ArrayView<float> output, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
+        ArrayView<int> mask, AttentionShape s, QueryTile tile, int tileIndex, int h, int b)
+    {
+        int W = Warp.WarpSize, lane = Warp.LaneIdx, tid = Group.IdxX, G = Group.DimX, C = s.NH * s.HS, HS4 = s.HS / 4;
+        int t0 = tileIndex * TileQueries, q0 = Warp.WarpIdx * QueriesPerWarp, head = (b * s.NH + h) * s.Tmax;
+        var lastKey = s.Past + XMath.Min(s.T, t0 + TileQueries) - 1;
+
+        // The previous tile's sums and state are read before they are overwritten.
+        Group.Barrier();
+        if (tid == 0) tile.FirstKey[0] = lastKey + 1;
+        var qkv4 = qkv.Cast<Float4>();
+        for (var e = tid; e < TileQueries * HS4; e += G)
+        {
+            int q = e / HS4, d4 = e % HS4, t = t0 + q;
+            tile.Queries[q * (MaxTiledHeadSize / 4) + d4] = t < s.T ? qkv4[((b * s.T + t) * 3 * C + h * s.HS) / 4 + d4] : default;
+        }
+        for (var e = tid; e < TileQueries * s.HS; e += G) tile.Sums[e / s.HS * MaxTiledHeadSize + e % s.HS] = 0f;
+        for (var q = tid; q < TileQueries; q += G)
+        {
+            tile.State[q] = float.NegativeInfinity;
+            tile.State[TileQueries + q] = 0f;
+        }
+        Group.Barrier();
+        // The row's first unmasked key (for every query that sees one, its own first key): blocks start there.
+        for (var j = tid; j <= lastKey; j += G)
+        {
+            if (mask[b * s.Tmax + j] == 0) continue;
+            Atomic.Min(ref tile.FirstKey[0], j);
+            break;
+        }
+        Group.Barrier();
+
+        for (var j0 = tile.FirstKey[0]; j0 <= lastKey; j0 += W)
+        {
+            var count = XMath.Min(W, lastKey - j0 + 1);
+            StageBlock(tile, keys, values, mask, s, head, b, j0, count);
+            Group.Barrier();
+
+            var key = new KeyRow(tile.Keys, lane * (TileKeyPitch / 4), HS4);
+            for (var i = 0; i < QueriesPerWarp; i++)
+                ScoreBlock(tile, s, key, q0 + i, t0 + q0 + i, j0, count);
+            Warp.Barrier();
+            for (var d = lane; d < s.HS; d += W)
+                AddBlockValues(tile, d, q0, count);
+            // The block is read by every warp before the next one is staged.
+            Group.Barrier();
+        }
+
+        for (var i = 0; i < QueriesPerWarp; i++)
+        {
+            int q = q0 + i, t = t0 + q;
+            if (t >= s.T) break;
+            var l = tile.State[TileQueries + q];
+            var inverse = l > 0f ? 1f / l : 0f;
+            for (var d = lane; d < s.HS; d += W)
+                output[(b * s.T + t) * C + h * s.HS + d] = tile.Sums[q * MaxTiledHeadSize + d] * inverse;
+        }
+    }
+
+    /// <summary>Keys and values [j0, j0 + count) of one head into the tile (16 bytes at a time, eight loads in flight per thread), and their mask.</summary>
+    private static void StageBlock(QueryTile tile, ArrayView<float> keys, ArrayView<float> values, ArrayView<int> mask, AttentionShape s,
+        int head, int b, int j0, int count)
+    {
+        int G = Group.DimX, tid = Group.IdxX, HS4 = s.HS / 4, n = count * HS4, at = (head + j0) * HS4;
+        var keys4 = keys.Cast<Float4>();
+        var values4 = values.Cast<Float4>();
+        for (var e = tid; e < n; e += 4 * G)
+        {
+            int e1 = e + G, e2 = e + 2 * G, e3 = e + 3 * G;
+            var k0 = keys4[at + e];
+            var v0 = values4[at + e];
+            var k1 = e1 < n ? keys4[at + e1] : default;
+            var v1 = e1 < n ? values4[at + e1] : default;
+            var k2 = e2 < n ? keys4[at + e2] : default;
+            var v2 = e2 < n ? values4[at + e2] : default;
+            var k3 = e3 < n ? keys4[at + e3] : default;
+            var v3 = e3 < n ? values4[at + e3] : default;
+            StageWord(tile, e, HS4, k0, v0);
+            if (e1 < n) StageWord(tile, e1, HS4, k1, v1);
+            if (e2 < n) StageWord(tile, e2, HS4, k2, v2);
+            if (e3 < n) StageWord(tile, e3, HS4, k3, v3);
+        }
+        for (var j = tid; j < MaxBlockKeys; j += G)
+            tile.KeyMask[j] = j < count ? mask[b * s.Tmax + j0 + j] : 0;
+    }
+
+    private static void StageWord(QueryTile tile, int e, int HS4, Float4 key, Float4 value)
+    {
+        int j = e / HS4, d4 = e % HS4;
+        tile.Keys[j * (TileKeyPitch / 4) + d4] = key;
+        tile.Values[j * (MaxTiledHeadSize / 4) + d4] = value;
+    }
+
+    /// <summary>
+    /// Query q (token t) against the block, lane i scoring key j0 + i: the online-softmax step of <see cref="AttendBlocks"/>.
+    /// The weights go to the tile's weight rows, the correction of the query's sums to its state.
+    /// </summary>
+    private static void ScoreBlock(QueryTile tile, AttentionShape s, KeyRow key, int q, int t, int j0, int count)
+    {
+        int lane = Warp.LaneIdx, j = j0 + lane;
+        var seen = t < s.T && lane < count && tile.KeyMask[lane] != 0 && j <= s.Past + t;
+        var score = seen ? key.Dot(tile.Queries, q * (MaxTiledHeadSize / 4)) * s.Scale : float.NegativeInfinity;
+        var blockMax = Reductions.WarpMax(score);
+        var m = tile.State[q];
+        var correction = 1f;
+        var p = 0f;
+        // Every key of the block masked or in the query's future: nothing changes.
+        if (blockMax != float.NegativeInfinity)
+        {
+            var next = XMath.Max(m, blockMax);
+            correction = XMath.Exp(m - next);
+            p = seen ? XMath.Exp(score - next) : 0f;
+            var l = tile.State[TileQueries + q] * correction + Reductions.WarpSum(p);
+            // Every lane has read the state before lane 0 writes it.
+            Warp.Barrier();
+            if (lane == 0)
+            {
+                tile.State[q] = next;
+                tile.State[TileQueries + q] = l;
+            }
+        }
+        if (lane == 0) tile.State[2 * TileQueries + q] = correction;
+        if (lane < MaxBlockKeys) tile.Weights.Cast<float>()[lane * WeightPitch + q] = p;
+    }
+
+    /// <summary>
+    /// Channel d of the warp's eight queries: sum · correction, then the block's weighted values added in key order,
+    /// weights of 0 skipped (<see cref="WeightedValues"/>).
+    /// </summary>
+    private static void AddBlockValues(QueryTile tile, int d, int q0, int count)
+    {
+        var sums = tile.Sums;
+        var corrections = tile.State.SubView(2 * TileQueries + q0, QueriesPerWarp);
+        var a = new EightSums(
+            sums[(q0 + 0) * MaxTiledHeadSize + d] * corrections[0], sums[(q0 + 1) * MaxTiledHeadSize + d] * corrections[1],
+            sums[(q0 + 2) * MaxTiledHeadSize + d] * corrections[2], sums[(q0 + 3) * MaxTiledHeadSize + d] * corrections[3],
+            sums[(q0 + 4) * MaxTiledHeadSize + d] * corrections[4], sums[(q0 + 5) * MaxTiledHeadSize + d] * corrections[5],
+            sums[(q0 + 6) * MaxTiledHeadSize + d] * corrections[6], sums[(q0 + 7) * MaxTiledHeadSize + d] * corrections[7]);
+        var values = tile.Values.Cast<float>();
+        for (var j = 0; j < count; j++)
+        {
+            var v = values[j * MaxTiledHeadSize + d];
+            a.Add(tile.Weights[(j * WeightPitch + q0) / 4], tile.Weights[(j * WeightPitch + q0 + 4) / 4], v);
+        }
+        a.Store(sums, q0 * MaxTiledHeadSize + d, MaxTiledHeadSize);
+    }
+
     /// <summary>
     /// One warp's online softmax over the unmasked keys [from, to] of head h, row b, in blocks of W keys (W the warp size):
     /// the warp copies a block's keys into shared memory (lanes taking channels: coalesced), lane i scores key i of the
@@ -436,5 +647,115 @@ internal readonly struct WarpScratch
         return new WarpScratch(q.SubView(w * Head, Head), acc.SubView(w * Head, Head),
             keys.SubView(w * Block * (Head + 1), Block * (Head + 1)), weights.SubView(w * Block, Block),
             scales.SubView(w * AttentionKernel.MaxDecodeChunks, AttentionKernel.MaxDecodeChunks));
+    }
+}
+
+/// <summary>The shared memory of a <see cref="AttentionKernel.PrefillTiles"/> group.</summary>
+internal readonly struct QueryTile(ArrayView<Float4> queries, ArrayView<Float4> keys, ArrayView<Float4> values, ArrayView<Float4> weights,
+    ArrayView<float> sums, ArrayView<float> state, ArrayView<int> keyMask, ArrayView<int> firstKey)
+{
+    /// <summary>The tile's queries, a row of MaxTiledHeadSize channels each (unused channels zero).</summary>
+    public readonly ArrayView<Float4> Queries = queries;
+
+    /// <summary>The block's keys, a row of TileKeyPitch floats each (unused channels zero).</summary>
+    public readonly ArrayView<Float4> Keys = keys;
+
+    /// <summary>The block's values, a row of MaxTiledHeadSize channels each.</summary>
+    public readonly ArrayView<Float4> Values = values;
+
+    /// <summary>The block's softmax weights: key j's row holds one per query.</summary>
+    public readonly ArrayView<Float4> Weights = weights;
+
+    /// <summary>Each query's weighted sum of values, a row of MaxTiledHeadSize channels.</summary>
+    public readonly ArrayView<float> Sums = sums;
+
+    /// <summary>Each query's running maximum, running sum and the block's correction of its sums, TileQueries apart.</summary>
+    public readonly ArrayView<float> State = state;
+
+    /// <summary>The block's mask.</summary>
+    public readonly ArrayView<int> KeyMask = keyMask;
+
+    /// <summary>The row's first unmasked key.</summary>
+    public readonly ArrayView<int> FirstKey = firstKey;
+}
+
+/// <summary>A lane's key, up to 64 channels in registers, and its in-order dot product with a query.</summary>
+internal readonly struct KeyRow
+{
+    private readonly Float4 _k0, _k1, _k2, _k3, _k4, _k5, _k6, _k7, _k8, _k9, _k10, _k11, _k12, _k13, _k14, _k15;
+    private readonly int _words;
+
+    /// <summary>The first <paramref name="words"/> 16-byte words of the row at <paramref name="at"/> (the rest zero).</summary>
+    public KeyRow(ArrayView<Float4> source, int at, int words)
+    {
+        _words = words;
+        _k0 = source[at]; _k1 = source[at + 1]; _k2 = source[at + 2]; _k3 = source[at + 3];
+        _k4 = source[at + 4]; _k5 = source[at + 5]; _k6 = source[at + 6]; _k7 = source[at + 7];
+        _k8 = source[at + 8]; _k9 = source[at + 9]; _k10 = source[at + 10]; _k11 = source[at + 11];
+        _k12 = source[at + 12]; _k13 = source[at + 13]; _k14 = source[at + 14]; _k15 = source[at + 15];
+    }
+
+    /// <summary>Σ_d query[d] · key[d] over the row's channels, summed in order from zero, as <see cref="Sixteen.DotInOrder"/> does.</summary>
+    public float Dot(ArrayView<Float4> queries, int at)
+    {
+        var sum = 0f;
+        sum = Add(sum, queries[at], _k0);
+        if (_words > 1) sum = Add(sum, queries[at + 1], _k1);
+        if (_words > 2) sum = Add(sum, queries[at + 2], _k2);
+        if (_words > 3) sum = Add(sum, queries[at + 3], _k3);
+        if (_words > 4) sum = Add(sum, queries[at + 4], _k4);
+        if (_words > 5) sum = Add(sum, queries[at + 5], _k5);
+        if (_words > 6) sum = Add(sum, queries[at + 6], _k6);
+        if (_words > 7) sum = Add(sum, queries[at + 7], _k7);
+        if (_words > 8) sum = Add(sum, queries[at + 8], _k8);
+        if (_words > 9) sum = Add(sum, queries[at + 9], _k9);
+        if (_words > 10) sum = Add(sum, queries[at + 10], _k10);
+        if (_words > 11) sum = Add(sum, queries[at + 11], _k11);
+        if (_words > 12) sum = Add(sum, queries[at + 12], _k12);
+        if (_words > 13) sum = Add(sum, queries[at + 13], _k13);
+        if (_words > 14) sum = Add(sum, queries[at + 14], _k14);
+        if (_words > 15) sum = Add(sum, queries[at + 15], _k15);
+        return sum;
+    }
+
+    private static float Add(float sum, Float4 q, Float4 k)
+    {
+        sum += q.X * k.X;
+        sum += q.Y * k.Y;
+        sum += q.Z * k.Z;
+        sum += q.W * k.W;
+        return sum;
+    }
+}
+
+/// <summary>One channel's value sums for a warp's eight queries, in registers.</summary>
+internal struct EightSums(float a0, float a1, float a2, float a3, float a4, float a5, float a6, float a7)
+{
+    private float _a0 = a0, _a1 = a1, _a2 = a2, _a3 = a3, _a4 = a4, _a5 = a5, _a6 = a6, _a7 = a7;
+
+    /// <summary>Each sum += its query's weight · v, skipped where the weight is 0 (a masked or future key adds nothing).</summary>
+    public void Add(Float4 w0, Float4 w1, float v)
+    {
+        if (w0.X != 0f) _a0 += w0.X * v;
+        if (w0.Y != 0f) _a1 += w0.Y * v;
+        if (w0.Z != 0f) _a2 += w0.Z * v;
+        if (w0.W != 0f) _a3 += w0.W * v;
+        if (w1.X != 0f) _a4 += w1.X * v;
+        if (w1.Y != 0f) _a5 += w1.Y * v;
+        if (w1.Z != 0f) _a6 += w1.Z * v;
+        if (w1.W != 0f) _a7 += w1.W * v;
+    }
+
+    /// <summary>target[at + i · stride] = sum i.</summary>
+    public readonly void Store(ArrayView<float> target, int at, int stride)
+    {
+        target[at] = _a0;
+        target[at + stride] = _a1;
+        target[at + 2 * stride] = _a2;
+        target[at + 3 * stride] = _a3;
+        target[at + 4 * stride] = _a4;
+        target[at + 5 * stride] = _a5;
+        target[at + 6 * stride] = _a6;
+        target[at + 7 * stride] = _a7;
     }
 }
