@@ -249,13 +249,7 @@ internal static class MatMulKernels
             if (ticket[0] == slabs - 1)
             {
                 MemoryFence.DeviceLevel();
-                for (var e = tid; e < s.N * MaxWarp; e += G)
-                {
-                    int row = e / MaxWarp, col = block * MaxWarp + e % MaxWarp;
-                    if (col >= s.OC) continue;
-                    var total = AddInOrder(partials, row * chunks * s.OC + col, s.OC, chunks, s.HasBias != 0 ? bias[col] : 0f);
-                    output[row * s.OC + col] = Epilogue(total, s.Epilogue, output[row * s.OC + col]);
-                }
+                AddChunkSums(output, bias, partials, s, xs, chunks, block);
                 if (tid == 0) tickets[block] = 0;
             }
             // The staged inputs and the ticket may be overwritten by the next item only after they are read.
@@ -264,25 +258,43 @@ internal static class MatMulKernels
     }
 
     /// <summary>
-    /// total + values[at] + values[at + stride] + … (count values), added one by one in that order, eight loads in flight
-    /// at a time: one after another, each load would wait for the previous sum.
+    /// The last group of column block <paramref name="block"/>: each output's chunk sums added in order to its bias, then the
+    /// epilogue. The group first copies as many chunk sums of the block as <paramref name="xs"/> holds into it, all its
+    /// threads together with eight loads in flight each (coalesced: a chunk's sums for the block's columns are adjacent),
+    /// and then a thread per (row, column) adds them from there; one after another, each load would wait for the
+    /// previous sum, and the kernel's last step would be a chain of as many latencies as there are chunks.
     /// </summary>
-    private static float AddInOrder(ArrayView<float> values, int at, int stride, int count, float total)
+    private static void AddChunkSums(ArrayView<float> output, ArrayView<float> bias, ArrayView<float> partials, MatMulShape s,
+        ArrayView<float> xs, int chunks, int block)
     {
-        var c = 0;
-        for (; c + 8 <= count; c += 8)
+        int tid = Group.IdxX, G = Group.DimX;
+        var perPass = MaxMatVecRows * MaxSlabChunks * Chunk / (s.N * MaxWarp);
+        // A group smaller than the block's outputs (the CPU accelerator's) takes them in turns.
+        for (var e0 = 0; e0 < s.N * MaxWarp; e0 += G)
         {
-            float p0 = values[at], p1 = values[at + stride], p2 = values[at + 2 * stride], p3 = values[at + 3 * stride];
-            float p4 = values[at + 4 * stride], p5 = values[at + 5 * stride], p6 = values[at + 6 * stride], p7 = values[at + 7 * stride];
-            total += p0; total += p1; total += p2; total += p3; total += p4; total += p5; total += p6; total += p7;
-            at += 8 * stride;
+            int e = e0 + tid, row = e / MaxWarp, lane = e % MaxWarp, col = block * MaxWarp + lane;
+            var mine = e < s.N * MaxWarp && col < s.OC;
+            var total = mine && s.HasBias != 0 ? bias[col] : 0f;
+            for (var c0 = 0; c0 < chunks; c0 += perPass)
+            {
+                var count = XMath.Min(perPass, chunks - c0);
+                var n = s.N * count * MaxWarp;
+                for (var i = tid; i < n; i += 8 * G)
+                {
+                    var p = new Eight();
+                    p.Load(partials, i, G, n, count, chunks, c0, block, s.OC);
+                    p.Store(xs, i, G, n);
+                }
+                Group.Barrier();
+                if (mine)
+                {
+                    for (var c = 0; c < count; c++) total += xs[(row * count + c) * MaxWarp + lane];
+                }
+                // The sums are read before the next pass overwrites them.
+                Group.Barrier();
+            }
+            if (mine) output[row * s.OC + col] = Epilogue(total, s.Epilogue, output[row * s.OC + col]);
         }
-        for (; c < count; c++)
-        {
-            total += values[at];
-            at += stride;
-        }
-        return total;
     }
 
     /// <summary>
@@ -506,4 +518,47 @@ internal readonly struct WholeChunk(Sixteen a, Sixteen b, Sixteen c, Sixteen d)
 
     /// <summary>Σ_i xs[x + i] · w_i over the 64 weights, in order from zero.</summary>
     public float Dot(ArrayView<float> xs, int x) => d.Dot(c.Dot(b.Dot(a.Dot(0f, xs, x), xs, x + 16), xs, x + 32), xs, x + 48);
+}
+
+/// <summary>
+/// Eight chunk sums of one column block in registers, loaded together: elements e, e + G, …, e + 7G of the block's
+/// (row, chunk, column) sums for chunks [c0, c0 + count), those below n.
+/// </summary>
+internal struct Eight
+{
+    private float _v0, _v1, _v2, _v3, _v4, _v5, _v6, _v7;
+
+    public void Load(ArrayView<float> partials, int e, int G, int n, int count, int chunks, int c0, int block, int OC)
+    {
+        _v0 = Sum(partials, e, n, count, chunks, c0, block, OC);
+        _v1 = Sum(partials, e + G, n, count, chunks, c0, block, OC);
+        _v2 = Sum(partials, e + 2 * G, n, count, chunks, c0, block, OC);
+        _v3 = Sum(partials, e + 3 * G, n, count, chunks, c0, block, OC);
+        _v4 = Sum(partials, e + 4 * G, n, count, chunks, c0, block, OC);
+        _v5 = Sum(partials, e + 5 * G, n, count, chunks, c0, block, OC);
+        _v6 = Sum(partials, e + 6 * G, n, count, chunks, c0, block, OC);
+        _v7 = Sum(partials, e + 7 * G, n, count, chunks, c0, block, OC);
+    }
+
+    /// <summary>target[e + i · G] = value i, for those below n.</summary>
+    public readonly void Store(ArrayView<float> target, int e, int G, int n)
+    {
+        target[e] = _v0;
+        if (e + G < n) target[e + G] = _v1;
+        if (e + 2 * G < n) target[e + 2 * G] = _v2;
+        if (e + 3 * G < n) target[e + 3 * G] = _v3;
+        if (e + 4 * G < n) target[e + 4 * G] = _v4;
+        if (e + 5 * G < n) target[e + 5 * G] = _v5;
+        if (e + 6 * G < n) target[e + 6 * G] = _v6;
+        if (e + 7 * G < n) target[e + 7 * G] = _v7;
+    }
+
+    /// <summary>Element e of the pass: (row, chunk c0 + c, column) of the block, or 0 past n or the matrix's columns.</summary>
+    private static float Sum(ArrayView<float> partials, int e, int n, int count, int chunks, int c0, int block, int OC)
+    {
+        if (e >= n) return 0f;
+        int lane = e % MatMulKernels.MaxWarp, rc = e / MatMulKernels.MaxWarp, row = rc / count, c = c0 + rc % count;
+        var col = block * MatMulKernels.MaxWarp + lane;
+        return col < OC ? partials[(row * chunks + c) * OC + col] : 0f;
+    }
 }

@@ -235,28 +235,37 @@ public class BackendConformanceTests
     [MemberData(nameof(Backends))]
     public void A_row_of_a_projection_does_not_depend_on_the_other_rows(string name)
     {
-        // One row alone (the matrix-vector kernel) and the same row among 40 (the tiled kernel) agree
-        // exactly: what makes batched generation equal one-by-one generation.
+        // One row alone and four rows together (the matrix-vector kernel) and the same rows among 40 (the tiled kernel)
+        // agree exactly: what makes batched generation equal one-by-one generation. The wider input has more chunk sums
+        // than the matrix-vector kernel adds in one pass.
         var backend = Prepare(name);
-        var (x, w, b) = Projection();
-        const int N = ProjectionRows, IC = ProjectionInputs, OC = ProjectionOutputs;
-        using var scope = backend.Enter();
-        using var weight = backend.PrepareMatrix(new Weight("w", [IC, OC], w));
-        using var bias = backend.Upload(b);
-        using var all = backend.Upload(x);
-        using var allOut = backend.Allocate<float>(N * OC);
-        backend.MatMul(allOut, all, weight, bias, N, IC, OC, MatMulEpilogue.BiasGelu);
-        var batched = new float[N * OC];
-        backend.Download(batched, allOut, 0);
-        foreach (var row in new[] { 0, 17, 39 })
+        var random = new Random(21);
+        const int N = 40, OC = 70;
+        foreach (var IC in new[] { 150, 2200 })
         {
-            using var one = backend.Upload(x[(row * IC)..((row + 1) * IC)]);
-            using var oneOut = backend.Allocate<float>(OC);
-            backend.MatMul(oneOut, one, weight, bias, 1, IC, OC, MatMulEpilogue.BiasGelu);
-            var alone = new float[OC];
-            backend.Download(alone, oneOut, 0);
-            Assert.Equal(batched[(row * OC)..((row + 1) * OC)], alone);
+            var x = Numerics.RandomFloats(random, N * IC);
+            var w = Numerics.RandomFloats(random, IC * OC);
+            var b = Numerics.RandomFloats(random, OC);
+            using var scope = backend.Enter();
+            using var weight = backend.PrepareMatrix(new Weight("w", [IC, OC], w));
+            using var bias = backend.Upload(b);
+            var batched = Project(backend, x, weight, bias, N, IC, OC);
+            foreach (var (first, rows) in new[] { (0, 1), (17, 1), (39, 1), (20, 4) })
+            {
+                var alone = Project(backend, x[(first * IC)..((first + rows) * IC)], weight, bias, rows, IC, OC);
+                Assert.Equal(batched[(first * OC)..((first + rows) * OC)], alone);
+            }
         }
+    }
+
+    private static float[] Project(IBackend backend, float[] x, DeviceMatrix weight, DeviceBuffer<float> bias, int N, int IC, int OC)
+    {
+        using var input = backend.Upload(x);
+        using var output = backend.Allocate<float>(N * OC);
+        backend.MatMul(output, input, weight, bias, N, IC, OC, MatMulEpilogue.BiasGelu);
+        var host = new float[N * OC];
+        backend.Download(host, output, 0);
+        return host;
     }
 
     [SkippableTheory]
