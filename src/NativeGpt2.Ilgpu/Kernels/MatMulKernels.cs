@@ -162,11 +162,13 @@ internal static class MatMulKernels
             }
             return;
         }
-        // Transposed: a weight row holds one output's inputs; four of them go down a column of the tile.
+        // Transposed: a weight row holds one output's inputs; four of them go down a column of the tile. Consecutive
+        // threads take consecutive columns, so their stores fall in different banks (the word's other half of a 32-byte
+        // sector is read by the threads taking the next four inputs).
         var bs = Bs.Cast<float>();
         for (var e = tid; e < TileK * BN / 4; e += G)
         {
-            int q = e % (TileK / 4), n = e / (TileK / 4), col = col0 + n, k = k0 + 4 * q;
+            int n = e % BN, q = e / BN, col = col0 + n, k = k0 + 4 * q;
             var v = col < s.OC && k < s.IC ? weight4[(col * s.IC + k) / 4] : default;
             bs[(4 * q) * BPitch + n] = v.X;
             bs[(4 * q + 1) * BPitch + n] = v.Y;
