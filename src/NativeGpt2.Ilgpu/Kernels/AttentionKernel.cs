@@ -139,10 +139,10 @@ internal static class AttentionKernel
     }
 
     /// <summary>
-    /// Warps per group of <see cref="Decode"/> and <see cref="PrefillWarps"/>: each warp stages a block of W keys in shared
-    /// memory (W × (MaxHeadSize + 1) floats, 16.5 KB on a GPU), so two fit in the 48 KB a group may have.
+    /// Warps per group of <see cref="Decode"/> and <see cref="PrefillWarps"/>: each warp stages a block of W keys and their
+    /// values in shared memory (about 33 KB on a GPU), so one fits in the 48 KB a group may have.
     /// </summary>
-    public const int BlockWarps = 2;
+    public const int BlockWarps = 1;
 
     /// <summary>Largest warp whose block of keys the shared memory holds.</summary>
     public const int MaxBlockKeys = 32;
@@ -480,11 +480,11 @@ internal static class AttentionKernel
 
     /// <summary>
     /// One warp's online softmax over the unmasked keys [from, to] of head h, row b, in blocks of W keys (W the warp size):
-    /// the warp copies a block's keys into shared memory (lanes taking channels: coalesced), lane i scores key i of the
-    /// block from there, the block's maximum updates the running m and l, and then the lanes, taking channels, add the
-    /// block's weighted values in key order to the sums in scratch.Acc. Returns m and l. Key s.Past, the new token's when
-    /// decoding, comes from qkv at <paramref name="fresh"/> (its query's place) if fresh ≥ 0, not from the cache; it is
-    /// always the last key, so it is added last.
+    /// the warp copies a block's keys and values into shared memory (<see cref="StageWarpBlock"/>), lane i scores key i of
+    /// the block from there, the block's maximum updates the running m and l, and then the lanes, taking channels, add
+    /// the block's weighted values in key order to the sums in scratch.Acc. Returns m and l. Key s.Past, the new token's
+    /// when decoding, comes from qkv at <paramref name="fresh"/> (its query's place) if fresh ≥ 0, not from the cache;
+    /// it is always the last key, so it is added last.
     /// </summary>
     private static SoftmaxState AttendBlocks(WarpScratch scratch, ArrayView<float> keys, ArrayView<float> values,
         ArrayView<int> mask, AttentionShape s, int h, int b, int from, int to, ArrayView<float> qkv, int fresh)
@@ -497,12 +497,16 @@ internal static class AttentionKernel
             var count = XMath.Min(W, to - j0 + 1);
             // The new key, if this block holds it, is the block's last.
             var cached = fresh >= 0 && j0 + count - 1 == s.Past ? count - 1 : count;
-            // The previous block's keys and weights are read before they are overwritten (and the query is in place).
+            // The previous block's keys, values and weights are read before they are overwritten (and the query is in place).
             Warp.Barrier();
-            StageKeys(scratch.Keys, keys, (head + j0) * s.HS, s.HS, cached);
+            StageWarpBlock(scratch, keys, values, (head + j0) * s.HS, s.HS, cached);
             if (cached < count)
             {
-                for (var d = lane; d < s.HS; d += W) scratch.Keys[cached * KeyPitch + d] = qkv[fresh + C + d];
+                for (var d = lane; d < s.HS; d += W)
+                {
+                    scratch.Keys[cached * KeyPitch + d] = qkv[fresh + C + d];
+                    scratch.Values[cached * MaxHeadSize + d] = qkv[fresh + 2 * C + d];
+                }
             }
             Warp.Barrier();
 
@@ -518,32 +522,49 @@ internal static class AttentionKernel
             scratch.Weights[lane] = p;
             Warp.Barrier();
             for (var d = lane; d < s.HS; d += W)
-            {
-                var sum = WeightedValues(scratch.Acc[d] * correction, scratch.Weights, values, (head + j0) * s.HS + d, s.HS, cached);
-                if (cached < count && scratch.Weights[cached] != 0f) sum += scratch.Weights[cached] * qkv[fresh + 2 * C + d];
-                scratch.Acc[d] = sum;
-            }
+                scratch.Acc[d] = WeightedValues(scratch.Acc[d] * correction, scratch.Weights, scratch.Values, d, MaxHeadSize, count);
             m = next;
         }
         return new SoftmaxState(m, l);
     }
 
     /// <summary>
-    /// Keys at[0, count) (count ≤ W rows of HS channels from <paramref name="at"/>) into the warp's shared block, row i at
-    /// i · KeyPitch; lanes take channels, sixteen rows in flight.
+    /// Keys and values at[0, count) (count ≤ W rows of HS channels from <paramref name="at"/>) into the warp's shared
+    /// block: key i at i · KeyPitch, value i at i · MaxHeadSize. When HS is a multiple of 4 the lanes take 16-byte words,
+    /// eight of keys and eight of values in flight each; otherwise they take channels, sixteen of each in flight.
     /// </summary>
-    private static void StageKeys(ArrayView<float> block, ArrayView<float> keys, int at, int HS, int count)
+    private static void StageWarpBlock(WarpScratch scratch, ArrayView<float> keys, ArrayView<float> values, int at, int HS, int count)
     {
-        int W = Warp.WarpSize;
-        for (var d = Warp.LaneIdx; d < HS; d += W)
+        int W = Warp.WarpSize, lane = Warp.LaneIdx;
+        if (HS % 4 == 0)
+        {
+            int HS4 = HS / 4, n = count * HS4;
+            var keys4 = keys.Cast<Float4>().SubView(at / 4);
+            var values4 = values.Cast<Float4>().SubView(at / 4);
+            for (var e = lane; e < n; e += 8 * W)
+            {
+                var k = EightWords.Load(keys4, e, W, n);
+                var v = EightWords.Load(values4, e, W, n);
+                k.Store(scratch.Keys, e, W, n, HS4, KeyPitch);
+                v.Store(scratch.Values, e, W, n, HS4, MaxHeadSize);
+            }
+            return;
+        }
+        for (var d = lane; d < HS; d += W)
         {
             var i = 0;
             for (; i + 16 <= count; i += 16)
             {
-                var a = Sixteen.Load(keys, at + i * HS + d, HS);
-                a.Store(block, i * KeyPitch + d, KeyPitch);
+                var k = Sixteen.Load(keys, at + i * HS + d, HS);
+                var v = Sixteen.Load(values, at + i * HS + d, HS);
+                k.Store(scratch.Keys, i * KeyPitch + d, KeyPitch);
+                v.Store(scratch.Values, i * MaxHeadSize + d, MaxHeadSize);
             }
-            for (; i < count; i++) block[i * KeyPitch + d] = keys[at + i * HS + d];
+            for (; i < count; i++)
+            {
+                scratch.Keys[i * KeyPitch + d] = keys[at + i * HS + d];
+                scratch.Values[i * MaxHeadSize + d] = values[at + i * HS + d];
+            }
         }
     }
 
@@ -614,22 +635,25 @@ internal readonly struct AttentionShape(int B, int T, int past, int Tmax, int NH
 }
 
 /// <summary>
-/// A warp's shared memory in the attention kernels: its query and value sums (MaxHeadSize each), a block of staged keys,
-/// the block's softmax weights, and (decoding) the merge's chunk scales. Every warp of the group gets its own slices.
+/// A warp's shared memory in the attention kernels: its query and value sums (MaxHeadSize each), a block of staged keys
+/// and values, the block's softmax weights, and (decoding) the merge's chunk scales. Every warp of the group gets its own slices.
 /// </summary>
 internal readonly struct WarpScratch
 {
     public readonly ArrayView<float> Q;
     public readonly ArrayView<float> Acc;
     public readonly ArrayView<float> Keys;
+    public readonly ArrayView<float> Values;
     public readonly ArrayView<float> Weights;
     public readonly ArrayView<float> Scales;
 
-    private WarpScratch(ArrayView<float> q, ArrayView<float> acc, ArrayView<float> keys, ArrayView<float> weights, ArrayView<float> scales)
+    private WarpScratch(ArrayView<float> q, ArrayView<float> acc, ArrayView<float> keys, ArrayView<float> values, ArrayView<float> weights,
+        ArrayView<float> scales)
     {
         Q = q;
         Acc = acc;
         Keys = keys;
+        Values = values;
         Weights = weights;
         Scales = scales;
     }
@@ -641,12 +665,58 @@ internal readonly struct WarpScratch
         var q = SharedMemory.Allocate<float>(Warps * Head);
         var acc = SharedMemory.Allocate<float>(Warps * Head);
         var keys = SharedMemory.Allocate<float>(Warps * Block * (Head + 1));
+        var values = SharedMemory.Allocate<Float4>(Warps * Block * Head / 4);
         var weights = SharedMemory.Allocate<float>(Warps * Block);
         var scales = SharedMemory.Allocate<float>(Warps * AttentionKernel.MaxDecodeChunks);
         var w = Warp.WarpIdx;
         return new WarpScratch(q.SubView(w * Head, Head), acc.SubView(w * Head, Head),
-            keys.SubView(w * Block * (Head + 1), Block * (Head + 1)), weights.SubView(w * Block, Block),
-            scales.SubView(w * AttentionKernel.MaxDecodeChunks, AttentionKernel.MaxDecodeChunks));
+            keys.SubView(w * Block * (Head + 1), Block * (Head + 1)), values.Cast<float>().SubView(w * Block * Head, Block * Head),
+            weights.SubView(w * Block, Block), scales.SubView(w * AttentionKernel.MaxDecodeChunks, AttentionKernel.MaxDecodeChunks));
+    }
+}
+
+/// <summary>
+/// Eight 16-byte words of a block of keys or values in registers, loaded together: words e, e + W, …, e + 7W of the
+/// block (those below n), word e being channels [4·(e mod HS4), +4) of row e / HS4.
+/// </summary>
+internal struct EightWords
+{
+    private Float4 _w0, _w1, _w2, _w3, _w4, _w5, _w6, _w7;
+
+    public static EightWords Load(ArrayView<Float4> source, int e, int W, int n)
+    {
+        var x = new EightWords();
+        x._w0 = source[e];
+        if (e + W < n) x._w1 = source[e + W];
+        if (e + 2 * W < n) x._w2 = source[e + 2 * W];
+        if (e + 3 * W < n) x._w3 = source[e + 3 * W];
+        if (e + 4 * W < n) x._w4 = source[e + 4 * W];
+        if (e + 5 * W < n) x._w5 = source[e + 5 * W];
+        if (e + 6 * W < n) x._w6 = source[e + 6 * W];
+        if (e + 7 * W < n) x._w7 = source[e + 7 * W];
+        return x;
+    }
+
+    /// <summary>The words into rows of <paramref name="pitch"/> floats of <paramref name="target"/> (a float at a time: the pitch may be odd).</summary>
+    public readonly void Store(ArrayView<float> target, int e, int W, int n, int HS4, int pitch)
+    {
+        Put(target, _w0, e, HS4, pitch);
+        if (e + W < n) Put(target, _w1, e + W, HS4, pitch);
+        if (e + 2 * W < n) Put(target, _w2, e + 2 * W, HS4, pitch);
+        if (e + 3 * W < n) Put(target, _w3, e + 3 * W, HS4, pitch);
+        if (e + 4 * W < n) Put(target, _w4, e + 4 * W, HS4, pitch);
+        if (e + 5 * W < n) Put(target, _w5, e + 5 * W, HS4, pitch);
+        if (e + 6 * W < n) Put(target, _w6, e + 6 * W, HS4, pitch);
+        if (e + 7 * W < n) Put(target, _w7, e + 7 * W, HS4, pitch);
+    }
+
+    private static void Put(ArrayView<float> target, Float4 word, int e, int HS4, int pitch)
+    {
+        var at = e / HS4 * pitch + 4 * (e % HS4);
+        target[at] = word.X;
+        target[at + 1] = word.Y;
+        target[at + 2] = word.Z;
+        target[at + 3] = word.W;
     }
 }
 
