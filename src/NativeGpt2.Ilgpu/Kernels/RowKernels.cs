@@ -58,15 +58,27 @@ internal static class RowKernels
         var bestIndex = int.MaxValue;
         var bad = 0f;
         // Each thread's first maximum over its stride; ties between threads go to the smaller index.
-        // Four loads in flight, taken in the order of their indices.
+        // Sixteen loads in flight, taken in the order of their indices.
         int G = Group.DimX, v = Group.IdxX;
-        for (; v + 3 * G < V; v += 4 * G)
+        for (; v + 15 * G < V; v += 16 * G)
         {
-            float x0 = logits[start + v], x1 = logits[start + v + G], x2 = logits[start + v + 2 * G], x3 = logits[start + v + 3 * G];
-            Consider(x0, v, ref best, ref bestIndex, ref bad);
-            Consider(x1, v + G, ref best, ref bestIndex, ref bad);
-            Consider(x2, v + 2 * G, ref best, ref bestIndex, ref bad);
-            Consider(x3, v + 3 * G, ref best, ref bestIndex, ref bad);
+            var x = Sixteen.Load(logits, start + v, G);
+            Consider(x.V0, v, ref best, ref bestIndex, ref bad);
+            Consider(x.V1, v + G, ref best, ref bestIndex, ref bad);
+            Consider(x.V2, v + 2 * G, ref best, ref bestIndex, ref bad);
+            Consider(x.V3, v + 3 * G, ref best, ref bestIndex, ref bad);
+            Consider(x.V4, v + 4 * G, ref best, ref bestIndex, ref bad);
+            Consider(x.V5, v + 5 * G, ref best, ref bestIndex, ref bad);
+            Consider(x.V6, v + 6 * G, ref best, ref bestIndex, ref bad);
+            Consider(x.V7, v + 7 * G, ref best, ref bestIndex, ref bad);
+            Consider(x.V8, v + 8 * G, ref best, ref bestIndex, ref bad);
+            Consider(x.V9, v + 9 * G, ref best, ref bestIndex, ref bad);
+            Consider(x.V10, v + 10 * G, ref best, ref bestIndex, ref bad);
+            Consider(x.V11, v + 11 * G, ref best, ref bestIndex, ref bad);
+            Consider(x.V12, v + 12 * G, ref best, ref bestIndex, ref bad);
+            Consider(x.V13, v + 13 * G, ref best, ref bestIndex, ref bad);
+            Consider(x.V14, v + 14 * G, ref best, ref bestIndex, ref bad);
+            Consider(x.V15, v + 15 * G, ref best, ref bestIndex, ref bad);
         }
         for (; v < V; v += G) Consider(logits[start + v], v, ref best, ref bestIndex, ref bad);
         bad = Reductions.GroupMax(bad, unusable);
