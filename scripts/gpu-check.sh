@@ -21,7 +21,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
 #    (decoding: the fused LayerNorm + matrix-vector kernels and the one-launch decoding attention).
 run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --text "The meaning of life is that every backend agrees with every other one." --tolerance 2e-4
 bundled=reference-data/models/shakespeare-char
-if [ -e $bundled ]; then
+if [ -e $bundled/config.json ]; then
   expected=$($N generate --backend cpu --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
   actual=$($N generate --backend cuda --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
   if [ "$expected" == "$actual" ]; then echo "greedy: cuda equals cpu"; else echo "FAILED: greedy text differs"; failures=$((failures + 1)); fi
@@ -51,7 +51,7 @@ for ref in reference-data/refs/*.safetensors; do
   model=${case%%.*}
   # Greedy continuations are checked in step 1; scoring windows hold no activations to verify.
   case $case in *.greedy|*.val_windows) continue ;; esac
-  [ -e "reference-data/models/$model" ] || [ "$model" == synthetic-124M ] || { echo "skip $case: model not present"; continue; }
+  [ -e "reference-data/models/$model/config.json" ] || [ "$model" == synthetic-124M ] || { echo "skip $case: model not present"; continue; }
   case $model in
     synthetic-124M) spec=synthetic:gpt2 ;;
     *) spec=reference-data/models/$model ;;
@@ -64,7 +64,7 @@ done
 
 # 5. The long crosschecks: 1,000 tokens of synthetic GPT-2, and all three backends on the bundled model.
 run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --ids "$(seq -s, 1 1000)" --tolerance 2e-4
-[ -e $bundled ] && run $N crosscheck --model $bundled --backends cpu,ilgpu-cpu,cuda --text "ROMEO:
+[ -e $bundled/config.json ] && run $N crosscheck --model $bundled --backends cpu,ilgpu-cpu,cuda --text "ROMEO:
 What, ho!" --tolerance 2e-4
 
 echo "gpu-check: $failures failure(s)"
