@@ -68,7 +68,7 @@ internal static class MatMulKernels
     }
 
     /// <summary>Pitch of the input tile's rows in floats: 64 inputs and 4 of padding, a whole number of 16-byte words.</summary>
-    private const int APitch = TileK + 4;
+    public const int APitch = TileK + 4;
 
     /// <summary>One BM × BN tile of the output, starting at (row0, col0).</summary>
     private static void Tile(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> bias, MatMulShape s,
@@ -86,11 +86,24 @@ internal static class MatMulKernels
                 Bias(bias, col0 + c2, s.OC), Bias(bias, col0 + c2 + 1, s.OC), Bias(bias, col0 + c2 + 2, s.OC), Bias(bias, col0 + c2 + 3, s.OC));
         }
 
+        // Conv1D weights in whole 16-byte words: the next tile's first words are requested before the current tile's
+        // products, so their latency passes while the group computes.
+        var prefetch = aligned && s.Transposed == 0;
+        var words = prefetch ? TileWords.Load(input, weight, s, TX, TY, row0, col0, 0) : default;
         for (var k0 = 0; k0 < s.IC; k0 += TileK)
         {
-            if (aligned) StageAligned(input, weight, s, As, Bs, TX, TY, row0, col0, k0);
-            else Stage(input, weight, s, As.Cast<float>(), Bs.Cast<float>(), TX, TY, row0, col0, k0);
-            Group.Barrier();
+            if (prefetch)
+            {
+                words.Store(input, weight, s, As, Bs, TX, TY, row0, col0, k0);
+                Group.Barrier();
+                if (k0 + TileK < s.IC) words = TileWords.Load(input, weight, s, TX, TY, row0, col0, k0 + TileK);
+            }
+            else
+            {
+                if (aligned) StageAligned(input, weight, s, As, Bs, TX, TY, row0, col0, k0);
+                else Stage(input, weight, s, As.Cast<float>(), Bs.Cast<float>(), TX, TY, row0, col0, k0);
+                Group.Barrier();
+            }
             for (var kk = 0; kk < TileK; kk += 4)
             {
                 // Four inputs of each of the thread's rows, then four steps of the sum, in order of k.
@@ -562,5 +575,89 @@ internal struct Eight
         int lane = e % MatMulKernels.MaxWarp, rc = e / MatMulKernels.MaxWarp, row = rc / count, c = c0 + rc % count;
         var col = block * MatMulKernels.MaxWarp + lane;
         return col < OC ? partials[(row * chunks + c) * OC + col] : 0f;
+    }
+}
+
+/// <summary>
+/// A thread's share of the next input and weight tiles of <see cref="MatMulKernels.Tiled"/> (Conv1D weights, IC and OC
+/// multiples of 4), held in registers between the request and the store into shared memory: the input tile's 16-byte
+/// words tid + i·G and the weight tile's words tid + i·G, i in [0, 8) (G threads in the group; all of both tiles for a
+/// 64 × 64 tile of 128 threads). Words past those (smaller groups) are copied directly when the tile is stored.
+/// </summary>
+internal struct TileWords
+{
+    private const int Held = 8;
+    private Float4 _a0, _a1, _a2, _a3, _a4, _a5, _a6, _a7;
+    private Float4 _b0, _b1, _b2, _b3, _b4, _b5, _b6, _b7;
+
+    /// <summary>Requests the words of the tiles at inputs [k0, k0 + 64).</summary>
+    public static TileWords Load(ArrayView<float> input, ArrayView<float> weight, MatMulShape s, int TX, int TY, int row0, int col0, int k0)
+    {
+        int tid = Group.IdxX, G = Group.DimX;
+        var input4 = input.Cast<Float4>();
+        var weight4 = weight.Cast<Float4>();
+        var w = new TileWords();
+        w._a0 = A(input4, s, TY, row0, k0, tid);
+        w._a1 = A(input4, s, TY, row0, k0, tid + G);
+        w._a2 = A(input4, s, TY, row0, k0, tid + 2 * G);
+        w._a3 = A(input4, s, TY, row0, k0, tid + 3 * G);
+        w._a4 = A(input4, s, TY, row0, k0, tid + 4 * G);
+        w._a5 = A(input4, s, TY, row0, k0, tid + 5 * G);
+        w._a6 = A(input4, s, TY, row0, k0, tid + 6 * G);
+        w._a7 = A(input4, s, TY, row0, k0, tid + 7 * G);
+        w._b0 = B(weight4, s, TX, col0, k0, tid);
+        w._b1 = B(weight4, s, TX, col0, k0, tid + G);
+        w._b2 = B(weight4, s, TX, col0, k0, tid + 2 * G);
+        w._b3 = B(weight4, s, TX, col0, k0, tid + 3 * G);
+        w._b4 = B(weight4, s, TX, col0, k0, tid + 4 * G);
+        w._b5 = B(weight4, s, TX, col0, k0, tid + 5 * G);
+        w._b6 = B(weight4, s, TX, col0, k0, tid + 6 * G);
+        w._b7 = B(weight4, s, TX, col0, k0, tid + 7 * G);
+        return w;
+    }
+
+    /// <summary>The held words into the shared tiles, and the words past them read and stored directly.</summary>
+    public readonly void Store(ArrayView<float> input, ArrayView<float> weight, MatMulShape s, ArrayView<Float4> As, ArrayView<Float4> Bs,
+        int TX, int TY, int row0, int col0, int k0)
+    {
+        int tid = Group.IdxX, G = Group.DimX;
+        PutA(As, TY, tid, _a0); PutA(As, TY, tid + G, _a1); PutA(As, TY, tid + 2 * G, _a2); PutA(As, TY, tid + 3 * G, _a3);
+        PutA(As, TY, tid + 4 * G, _a4); PutA(As, TY, tid + 5 * G, _a5); PutA(As, TY, tid + 6 * G, _a6); PutA(As, TY, tid + 7 * G, _a7);
+        PutB(Bs, TX, tid, _b0); PutB(Bs, TX, tid + G, _b1); PutB(Bs, TX, tid + 2 * G, _b2); PutB(Bs, TX, tid + 3 * G, _b3);
+        PutB(Bs, TX, tid + 4 * G, _b4); PutB(Bs, TX, tid + 5 * G, _b5); PutB(Bs, TX, tid + 6 * G, _b6); PutB(Bs, TX, tid + 7 * G, _b7);
+        var input4 = input.Cast<Float4>();
+        var weight4 = weight.Cast<Float4>();
+        for (var e = tid + Held * G; e < InputWords(TY); e += G) PutA(As, TY, e, A(input4, s, TY, row0, k0, e));
+        for (var e = tid + Held * G; e < WeightWords(TX); e += G) PutB(Bs, TX, e, B(weight4, s, TX, col0, k0, e));
+    }
+
+    /// <summary>Words of the input tile: 4·TY rows of 16.</summary>
+    private static int InputWords(int TY) => 4 * TY * (MatMulKernels.TileK / 4);
+
+    /// <summary>Words of the weight tile: 64 rows of 2·TX.</summary>
+    private static int WeightWords(int TX) => MatMulKernels.TileK * 2 * TX;
+
+    /// <summary>Word e of the input tile: row e / 16, inputs k0 + 4·(e mod 16) + [0, 4); zero past the rows, the inputs or the tile.</summary>
+    private static Float4 A(ArrayView<Float4> input4, MatMulShape s, int TY, int row0, int k0, int e)
+    {
+        int m = e / (MatMulKernels.TileK / 4), row = row0 + m, k = k0 + 4 * (e % (MatMulKernels.TileK / 4));
+        return e < InputWords(TY) && row < s.N && k < s.IC ? input4[(row * s.IC + k) / 4] : default;
+    }
+
+    /// <summary>Word e of the weight tile: input k0 + e / (2·TX), columns col0 + 4·(e mod 2·TX) + [0, 4).</summary>
+    private static Float4 B(ArrayView<Float4> weight4, MatMulShape s, int TX, int col0, int k0, int e)
+    {
+        int kk = e / (2 * TX), col = col0 + 4 * (e % (2 * TX)), k = k0 + kk;
+        return e < WeightWords(TX) && col < s.OC && k < s.IC ? weight4[(k * s.OC + col) / 4] : default;
+    }
+
+    private static void PutA(ArrayView<Float4> As, int TY, int e, Float4 word)
+    {
+        if (e < InputWords(TY)) As[e / (MatMulKernels.TileK / 4) * (MatMulKernels.APitch / 4) + e % (MatMulKernels.TileK / 4)] = word;
+    }
+
+    private static void PutB(ArrayView<Float4> Bs, int TX, int e, Float4 word)
+    {
+        if (e < WeightWords(TX)) Bs[e / (2 * TX) * ((8 * TX + 4) / 4) + e % (2 * TX)] = word;
     }
 }
