@@ -391,6 +391,7 @@ public sealed class IlgpuBackend : IBackend
         var slabs = Groups(chunks, _groupSize / _accelerator.WarpSize);
         var partials = _matVecPartials.View((long)shape.N * chunks * shape.OC);
         var tickets = _matVecTickets.View(blocks);
+        _profile?.Describe($"{shape.N}x{shape.IC}x{shape.OC}", bytes: 4.0 * shape.IC * shape.OC);
         _matVec(Launch(blocks * slabs), output, normalized, input, normWeight, normBias, View(weight), View(bias), partials, tickets, shape);
     }
 
@@ -404,6 +405,7 @@ public sealed class IlgpuBackend : IBackend
             // A warp per block of warp-size weight rows.
             var warps = _headGroupSize / _accelerator.WarpSize;
             var groups = Groups(Groups(OC, _accelerator.WarpSize) * N, warps);
+            _profile?.Describe($"{N}x{IC}x{OC}", bytes: 4.0 * IC * OC);
             _matVecTransposed(new KernelConfig(Math.Min(groups, _maxGroups), _headGroupSize), View(output), View(input), View(weight), shape);
             return;
         }
@@ -422,6 +424,7 @@ public sealed class IlgpuBackend : IBackend
         while (tileY > 4 && Groups(shape.OC, 8 * _tileX) * Groups(shape.N, 4 * tileY) < 2 * _accelerator.NumMultiprocessors) tileY /= 2;
         var groups = Math.Min(Groups(shape.OC, 8 * _tileX) * Groups(shape.N, 4 * tileY), _maxGroups);
         var aligned = shape.IC % 4 == 0 && shape.OC % 4 == 0 ? 1 : 0;
+        _profile?.Describe($"{shape.N}x{shape.IC}x{shape.OC}, {4 * tileY}-row tiles", flops: 2.0 * shape.N * shape.IC * shape.OC);
         _matMulTiled(new KernelConfig(groups, _tileX * tileY), View(output), View(input), View(weight), View(bias), shape,
             SpecializedValue.New(_tileX), SpecializedValue.New(tileY), SpecializedValue.New(aligned));
     }
@@ -444,11 +447,14 @@ public sealed class IlgpuBackend : IBackend
             var chunks = AttentionKernel.DecodeChunks(past + 1);
             var partials = _attentionPartials.View((long)B * NH * chunks * (HS + 2));
             var tickets = _attentionTickets.View(B * NH);
+            _profile?.Describe($"up to {1 << (int)Math.Ceiling(Math.Log2(past + 1))} keys");
             _attentionDecode(AttentionLaunch(chunks * NH * B), View(output), partials, View(qkv), View(keys), View(values), View(keyMask),
                 tickets, shape, chunks);
             return;
         }
         _appendKeyValues(Threads((long)B * T * NH * HS), View(keys), View(values), View(qkv), shape);
+        // Scores and weighted values: 2 · HS multiply-adds for each (query, key seen) pair.
+        _profile?.Describe($"T={T} past={past}", flops: 4.0 * B * NH * HS * (T * (double)past + T * (T + 1.0) / 2));
         if (probabilities is null && PrefillByQueryTiles && AttentionKernel.Tiles(HS))
         {
             // Tiles of queries sharing each staged block of keys.

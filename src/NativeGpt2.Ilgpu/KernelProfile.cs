@@ -51,8 +51,24 @@ internal sealed class KernelProfile
 
     private readonly Accelerator _accelerator;
     private readonly Mode _mode;
-    private readonly Dictionary<string, (long Calls, TimeSpan Time)> _kernels = [];
-    private readonly List<(string Name, ProfilingMarker Start, ProfilingMarker End)> _pending = [];
+    private readonly Dictionary<string, Entry> _kernels = [];
+    private readonly List<(Launch Launch, ProfilingMarker Start, ProfilingMarker End)> _pending = [];
+
+    /// <summary>What the next launch on each thread works on, from <see cref="Describe"/>.</summary>
+    private readonly ThreadLocal<Launch?> _next = new();
+
+    /// <summary>A timed launch: the kernel, the shape it was given, and the bytes it reads and arithmetic it does (0 when not given).</summary>
+    private readonly record struct Launch(string Name, string Shape, double Bytes, double Flops);
+
+    /// <summary>The totals of one kernel at one shape.</summary>
+    public readonly record struct Entry(string Name, string Shape, long Calls, TimeSpan Time, double Bytes, double Flops);
+
+    /// <summary>
+    /// Names the shape of the next launch made on this thread (such as <c>1×768×2304</c>), so that the table keeps it
+    /// apart from the same kernel's other shapes, and what the launch must read (<paramref name="bytes"/>: its weights)
+    /// or compute (<paramref name="flops"/>), so that the table gives the rate it reached.
+    /// </summary>
+    public void Describe(string shape, double bytes = 0, double flops = 0) => _next.Value = new Launch("", shape, bytes, flops);
 
     /// <param name="accelerator">The accelerator; for <see cref="Mode.Device"/> its context must have been built with profiling on.</param>
     /// <param name="mode">How to time; not <see cref="Mode.Off"/>.</param>
@@ -89,49 +105,59 @@ internal sealed class KernelProfile
 
     private void Done(string name, (long Ticks, ProfilingMarker? Marker) start)
     {
+        // The description was for this launch only.
+        var launch = (_next.Value ?? new Launch(name, "", 0, 0)) with { Name = name };
+        _next.Value = null;
         lock (_kernels)
         {
             if (start.Marker is { } marker)
             {
-                _pending.Add((name, marker, _accelerator.AddProfilingMarker()));
+                _pending.Add((launch, marker, _accelerator.AddProfilingMarker()));
                 if (_pending.Count >= MaxPending) Measure();
                 return;
             }
             _accelerator.Synchronize();
-            Add(name, Stopwatch.GetElapsedTime(start.Ticks));
+            Add(launch, Stopwatch.GetElapsedTime(start.Ticks));
         }
     }
 
     /// <summary>Reads the pending markers (waiting for the last of them) and releases their events.</summary>
     private void Measure()
     {
-        foreach (var (name, start, end) in _pending)
+        foreach (var (launch, start, end) in _pending)
         {
             end.Synchronize();
-            Add(name, end - start);
+            Add(launch, end - start);
             start.Dispose();
             end.Dispose();
         }
         _pending.Clear();
     }
 
-    private void Add(string name, TimeSpan time)
+    private void Add(Launch launch, TimeSpan time)
     {
-        var (calls, total) = _kernels.GetValueOrDefault(name);
-        _kernels[name] = (calls + 1, total + time);
+        var key = launch.Shape.Length == 0 ? launch.Name : $"{launch.Name} {launch.Shape}";
+        var entry = _kernels.GetValueOrDefault(key, new Entry(launch.Name, launch.Shape, 0, TimeSpan.Zero, 0, 0));
+        _kernels[key] = entry with
+        {
+            Calls = entry.Calls + 1, Time = entry.Time + time, Bytes = entry.Bytes + launch.Bytes, Flops = entry.Flops + launch.Flops,
+        };
     }
 
-    /// <summary>The kernels timed so far: calls and total time, by name.</summary>
-    public IReadOnlyDictionary<string, (long Calls, TimeSpan Time)> Totals()
+    /// <summary>The kernels timed so far, by kernel and shape (the name alone for launches not described).</summary>
+    public IReadOnlyDictionary<string, Entry> Totals()
     {
         lock (_kernels)
         {
             Measure();
-            return new Dictionary<string, (long Calls, TimeSpan Time)>(_kernels);
+            return new Dictionary<string, Entry>(_kernels);
         }
     }
 
-    /// <summary>One line per kernel, the most time first: calls, total milliseconds, share, microseconds per call.</summary>
+    /// <summary>
+    /// One line per kernel and shape, the most time first: calls, total milliseconds, share, microseconds per call, and the
+    /// rate reached where the launches said what they read (GB/s) or compute (TFLOP/s).
+    /// </summary>
     public void Report(TextWriter writer)
     {
         var totals = Totals();
@@ -139,12 +165,17 @@ internal sealed class KernelProfile
         if (all == 0) return;
         var n = CultureInfo.InvariantCulture;
         writer.WriteLine(_mode == Mode.Device
-            ? "kernel                 calls     total ms   share   µs/call   (device time between stream markers)"
-            : "kernel                 calls     total ms   share   µs/call   (each launch waited for)");
-        foreach (var (name, (calls, time)) in totals.OrderByDescending(k => k.Value.Time))
+            ? "kernel                                   calls     total ms   share   µs/call        rate   (device time between stream markers)"
+            : "kernel                                   calls     total ms   share   µs/call        rate   (each launch waited for)");
+        foreach (var (key, entry) in totals.OrderByDescending(k => k.Value.Time))
         {
-            var ms = time.TotalMilliseconds;
-            writer.WriteLine(string.Create(n, $"{name,-20} {calls,7} {ms,12:F1} {100.0 * time.Ticks / all,6:F1}% {1000 * ms / calls,9:F1}"));
+            var ms = entry.Time.TotalMilliseconds;
+            var seconds = entry.Time.TotalSeconds;
+            var rate = seconds <= 0 ? ""
+                : entry.Bytes > 0 ? string.Create(n, $"{entry.Bytes / seconds / 1e9:F1} GB/s")
+                : entry.Flops > 0 ? string.Create(n, $"{entry.Flops / seconds / 1e12:F2} TFLOP/s")
+                : "";
+            writer.WriteLine(string.Create(n, $"{key,-38} {entry.Calls,7} {ms,12:F1} {100.0 * entry.Time.Ticks / all,6:F1}% {1000 * ms / entry.Calls,9:F1} {rate,14}"));
         }
     }
 }

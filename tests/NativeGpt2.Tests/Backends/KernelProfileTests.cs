@@ -37,9 +37,9 @@ public class KernelProfileTests
         using var sum = accelerator.Allocate1D<float>(4096);
         for (var i = 0; i < 5; i++) add(new KernelConfig(1, 16), sum.View, a.View, a.View, 4096);
 
-        var (calls, time) = profile.Totals()["Add"];
-        Assert.Equal(5, calls);
-        Assert.True(time > TimeSpan.Zero, $"{mode}: no time recorded");
+        var entry = profile.Totals()["Add"];
+        Assert.Equal(5, entry.Calls);
+        Assert.True(entry.Time > TimeSpan.Zero, $"{mode}: no time recorded");
         Assert.Equal(8190f, sum.GetAsArray1D()[4095]);
         var table = new StringWriter();
         profile.Report(table);
@@ -47,5 +47,41 @@ public class KernelProfileTests
         Assert.Contains(header, lines[0]);
         Assert.StartsWith("Add ", lines[1]);
         Assert.Equal("5", lines[1].Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
+    }
+
+    [Theory]
+    [InlineData("Device")]
+    [InlineData("Wait")]
+    public void Described_launches_are_kept_apart_by_shape_with_the_rate_they_reached(string modeName)
+    {
+        var mode = Enum.Parse<KernelProfile.Mode>(modeName);
+        using var context = Context.Create(builder => builder.CPU(new CPUDevice(4, 4, 1)).Profiling());
+        using var accelerator = context.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
+        var profile = new KernelProfile(accelerator, mode);
+        var add = profile.Timed("Add", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.Add));
+        using var a = accelerator.Allocate1D<float>(4096);
+        using var sum = accelerator.Allocate1D<float>(4096);
+        for (var i = 0; i < 3; i++)
+        {
+            profile.Describe("4096 floats", bytes: 2 * 4096 * 4);
+            add(new KernelConfig(1, 16), sum.View, a.View, a.View, 4096);
+        }
+        profile.Describe("1024 floats", flops: 1024);
+        add(new KernelConfig(1, 16), sum.View, a.View, a.View, 1024);
+        // A description holds for one launch only.
+        add(new KernelConfig(1, 16), sum.View, a.View, a.View, 16);
+
+        var totals = profile.Totals();
+        Assert.Equal(3, totals["Add 4096 floats"].Calls);
+        Assert.Equal(3 * 2 * 4096 * 4, totals["Add 4096 floats"].Bytes);
+        Assert.Equal(1, totals["Add 1024 floats"].Calls);
+        Assert.Equal(1, totals["Add"].Calls);
+        var table = new StringWriter();
+        profile.Report(table);
+        var lines = table.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(4, lines.Length);
+        Assert.Matches(@"^Add 4096 floats\s+3\s.*\sGB/s$", lines.Single(l => l.StartsWith("Add 4096")).TrimEnd());
+        Assert.Matches(@"^Add 1024 floats\s+1\s.*\sTFLOP/s$", lines.Single(l => l.StartsWith("Add 1024")).TrimEnd());
+        Assert.DoesNotMatch("/s$", lines.Single(l => l.StartsWith("Add ") && !l.StartsWith("Add 1") && !l.StartsWith("Add 4")).TrimEnd());
     }
 }
