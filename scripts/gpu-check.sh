@@ -41,9 +41,11 @@ done
 
 # 3. Where the time goes, 124M decoding and prefill: each kernel's device time (CUDA events, no launch waited for),
 #    then decoding once more with every launch waited for (what launching costs on top).
-NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -16
-NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 2>&1 | tail -16
-NATIVEGPT2_ILGPU_PROFILE=wait timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -16
+#    Each projection and attention shape has its own line, with the GB/s or TFLOP/s it reached.
+NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -40
+NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 2>&1 | tail -30
+NATIVEGPT2_ILGPU_PROFILE=1 timeout 150 $N bench --backend cuda --model synthetic:gpt2-xl --prompt-tokens 128 --new-tokens 64 2>&1 | tail -40
+NATIVEGPT2_ILGPU_PROFILE=wait timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -40
 
 # 4. Every reference file on CUDA, each against the model it was made from.
 for ref in reference-data/refs/*.safetensors; do
