@@ -43,7 +43,7 @@ internal static class MatMulKernels
     public const int MaxHeadWarps = 4;
 
     /// <summary>Pitch of a head tile's rows: one padding column, so lane r reading row r hits bank (r + j) mod 32, no conflicts.</summary>
-    private const int HeadPitch = Chunk + 1;
+    public const int HeadPitch = Chunk + 1;
 
     /// <summary>
     /// Tiled matmul: groups of TX · TY threads, each group computing tiles of BM = 4 · TY rows by BN = 8 · TX columns,
@@ -360,15 +360,33 @@ internal static class MatMulKernels
         {
             int n = item % s.N, r0 = item / s.N * W, row = r0 + lane;
             var total = 0f;
-            for (var k0 = 0; k0 < s.IC; k0 += Chunk)
+            if (s.IC % 4 == 0)
             {
-                var count = XMath.Min(Chunk, s.IC - k0);
-                // The previous chunk's rows are read before they are overwritten.
-                Warp.Barrier();
-                for (var r = 0; r < W; r += 16)
-                    StageRows(tile, weight, s, r0, r, W, k0, count, lane);
-                Warp.Barrier();
-                total += Sixteen.DotInOrder(input, n * s.IC + k0, tile, lane * HeadPitch, 1, count);
+                // Rows in whole 16-byte words: a lane holds sixteen words of the next chunk, requested before the
+                // current chunk's sums.
+                var words = HeadChunk.Load(weight, s, r0, 0);
+                for (var k0 = 0; k0 < s.IC; k0 += Chunk)
+                {
+                    var count = XMath.Min(Chunk, s.IC - k0);
+                    Warp.Barrier();
+                    words.Store(tile);
+                    Warp.Barrier();
+                    if (k0 + Chunk < s.IC) words = HeadChunk.Load(weight, s, r0, k0 + Chunk);
+                    total += Sixteen.DotInOrder(input, n * s.IC + k0, tile, lane * HeadPitch, 1, count);
+                }
+            }
+            else
+            {
+                for (var k0 = 0; k0 < s.IC; k0 += Chunk)
+                {
+                    var count = XMath.Min(Chunk, s.IC - k0);
+                    // The previous chunk's rows are read before they are overwritten.
+                    Warp.Barrier();
+                    for (var r = 0; r < W; r += 16)
+                        StageRows(tile, weight, s, r0, r, W, k0, count, lane);
+                    Warp.Barrier();
+                    total += Sixteen.DotInOrder(input, n * s.IC + k0, tile, lane * HeadPitch, 1, count);
+                }
             }
             if (row < s.OC) output[n * s.OC + row] = total;
         }
@@ -659,5 +677,66 @@ internal struct TileWords
     private static void PutB(ArrayView<Float4> Bs, int TX, int e, Float4 word)
     {
         if (e < WeightWords(TX)) Bs[e / (2 * TX) * ((8 * TX + 4) / 4) + e % (2 * TX)] = word;
+    }
+}
+
+/// <summary>
+/// A lane's share of a head tile (W weight rows × one chunk of 64 inputs, rows of whole 16-byte words) in registers:
+/// words lane + i·W, i in [0, 16), word w being inputs k0 + 4·(w mod 16) + [0, 4) of row r0 + w / 16. Sixteen loads
+/// of 16 bytes in flight per lane; each load instruction of the warp reads whole rows' runs of 256 bytes.
+/// </summary>
+internal struct HeadChunk
+{
+    private const int RowWords = MatMulKernels.Chunk / 4;
+    private Float4 _w0, _w1, _w2, _w3, _w4, _w5, _w6, _w7, _w8, _w9, _w10, _w11, _w12, _w13, _w14, _w15;
+
+    public static HeadChunk Load(ArrayView<float> weight, MatMulShape s, int r0, int k0)
+    {
+        int W = Warp.WarpSize, lane = Warp.LaneIdx;
+        var weight4 = weight.Cast<Float4>();
+        var x = new HeadChunk();
+        x._w0 = Word(weight4, s, r0, k0, lane);
+        x._w1 = Word(weight4, s, r0, k0, lane + W);
+        x._w2 = Word(weight4, s, r0, k0, lane + 2 * W);
+        x._w3 = Word(weight4, s, r0, k0, lane + 3 * W);
+        x._w4 = Word(weight4, s, r0, k0, lane + 4 * W);
+        x._w5 = Word(weight4, s, r0, k0, lane + 5 * W);
+        x._w6 = Word(weight4, s, r0, k0, lane + 6 * W);
+        x._w7 = Word(weight4, s, r0, k0, lane + 7 * W);
+        x._w8 = Word(weight4, s, r0, k0, lane + 8 * W);
+        x._w9 = Word(weight4, s, r0, k0, lane + 9 * W);
+        x._w10 = Word(weight4, s, r0, k0, lane + 10 * W);
+        x._w11 = Word(weight4, s, r0, k0, lane + 11 * W);
+        x._w12 = Word(weight4, s, r0, k0, lane + 12 * W);
+        x._w13 = Word(weight4, s, r0, k0, lane + 13 * W);
+        x._w14 = Word(weight4, s, r0, k0, lane + 14 * W);
+        x._w15 = Word(weight4, s, r0, k0, lane + 15 * W);
+        return x;
+    }
+
+    /// <summary>The words into the warp's tile: row w / 16 at HeadPitch floats a row (a float at a time: the pitch is odd).</summary>
+    public readonly void Store(ArrayView<float> tile)
+    {
+        int W = Warp.WarpSize, lane = Warp.LaneIdx;
+        Put(tile, lane, _w0); Put(tile, lane + W, _w1); Put(tile, lane + 2 * W, _w2); Put(tile, lane + 3 * W, _w3);
+        Put(tile, lane + 4 * W, _w4); Put(tile, lane + 5 * W, _w5); Put(tile, lane + 6 * W, _w6); Put(tile, lane + 7 * W, _w7);
+        Put(tile, lane + 8 * W, _w8); Put(tile, lane + 9 * W, _w9); Put(tile, lane + 10 * W, _w10); Put(tile, lane + 11 * W, _w11);
+        Put(tile, lane + 12 * W, _w12); Put(tile, lane + 13 * W, _w13); Put(tile, lane + 14 * W, _w14); Put(tile, lane + 15 * W, _w15);
+    }
+
+    /// <summary>Word w of the tile, or zeros past the matrix's rows or inputs (a row or input no lane sums).</summary>
+    private static Float4 Word(ArrayView<Float4> weight4, MatMulShape s, int r0, int k0, int w)
+    {
+        int row = r0 + w / RowWords, k = k0 + 4 * (w % RowWords);
+        return row < s.OC && k < s.IC ? weight4[(row * s.IC + k) / 4] : default;
+    }
+
+    private static void Put(ArrayView<float> tile, int w, Float4 word)
+    {
+        var at = w / RowWords * MatMulKernels.HeadPitch + 4 * (w % RowWords);
+        tile[at] = word.X;
+        tile[at + 1] = word.Y;
+        tile[at + 2] = word.Z;
+        tile[at + 3] = word.W;
     }
 }
