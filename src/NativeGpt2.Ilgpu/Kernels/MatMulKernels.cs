@@ -296,7 +296,7 @@ internal static class MatMulKernels
                 var n = s.N * count * MaxWarp;
                 for (var i = tid; i < n; i += 8 * G)
                 {
-                    var p = new Eight();
+                    var p = new EightChunkSums();
                     p.Load(partials, i, G, n, count, chunks, c0, block, s.OC);
                     p.Store(xs, i, G, n);
                 }
@@ -557,7 +557,7 @@ internal readonly struct WholeChunk(Sixteen a, Sixteen b, Sixteen c, Sixteen d)
 /// Eight chunk sums of one column block in registers, loaded together: elements e, e + G, …, e + 7G of the block's
 /// (row, chunk, column) sums for chunks [c0, c0 + count), those below n.
 /// </summary>
-internal struct Eight
+internal struct EightChunkSums
 {
     private float _v0, _v1, _v2, _v3, _v4, _v5, _v6, _v7;
 
