@@ -390,38 +390,25 @@ internal static class AttentionKernel
         }
     }
 
-    /// <summary>Keys and values [j0, j0 + count) of one head into the tile (16 bytes at a time, eight loads in flight per thread), and their mask.</summary>
+    /// <summary>
+    /// Keys and values [j0, j0 + count) of one head into the tile, 16 bytes at a time, eight words of keys and eight of
+    /// values in flight per thread (<see cref="EightWords"/>, as a warp stages its block), and their mask.
+    /// </summary>
     private static void StageBlock(QueryTile tile, ArrayView<float> keys, ArrayView<float> values, ArrayView<int> mask, AttentionShape s,
         int head, int b, int j0, int count)
     {
         int G = Group.DimX, tid = Group.IdxX, HS4 = s.HS / 4, n = count * HS4, at = (head + j0) * HS4;
-        var keys4 = keys.Cast<Float4>();
-        var values4 = values.Cast<Float4>();
-        for (var e = tid; e < n; e += 4 * G)
+        var keys4 = keys.Cast<Float4>().SubView(at);
+        var values4 = values.Cast<Float4>().SubView(at);
+        for (var e = tid; e < n; e += 8 * G)
         {
-            int e1 = e + G, e2 = e + 2 * G, e3 = e + 3 * G;
-            var k0 = keys4[at + e];
-            var v0 = values4[at + e];
-            var k1 = e1 < n ? keys4[at + e1] : default;
-            var v1 = e1 < n ? values4[at + e1] : default;
-            var k2 = e2 < n ? keys4[at + e2] : default;
-            var v2 = e2 < n ? values4[at + e2] : default;
-            var k3 = e3 < n ? keys4[at + e3] : default;
-            var v3 = e3 < n ? values4[at + e3] : default;
-            StageWord(tile, e, HS4, k0, v0);
-            if (e1 < n) StageWord(tile, e1, HS4, k1, v1);
-            if (e2 < n) StageWord(tile, e2, HS4, k2, v2);
-            if (e3 < n) StageWord(tile, e3, HS4, k3, v3);
+            var k = EightWords.Load(keys4, e, G, n);
+            var v = EightWords.Load(values4, e, G, n);
+            k.Store(tile.Keys.Cast<float>(), e, G, n, HS4, TileKeyPitch);
+            v.Store(tile.Values.Cast<float>(), e, G, n, HS4, MaxTiledHeadSize);
         }
         for (var j = tid; j < MaxBlockKeys; j += G)
             tile.KeyMask[j] = j < count ? mask[b * s.Tmax + j0 + j] : 0;
-    }
-
-    private static void StageWord(QueryTile tile, int e, int HS4, Float4 key, Float4 value)
-    {
-        int j = e / HS4, d4 = e % HS4;
-        tile.Keys[j * (TileKeyPitch / 4) + d4] = key;
-        tile.Values[j * (MaxTiledHeadSize / 4) + d4] = value;
     }
 
     /// <summary>
@@ -677,7 +664,8 @@ internal readonly struct WarpScratch
 
 /// <summary>
 /// Eight 16-byte words of a block of keys or values in registers, loaded together: words e, e + W, …, e + 7W of the
-/// block (those below n), word e being channels [4·(e mod HS4), +4) of row e / HS4.
+/// block (those below n; W the stride between the threads that share the block: a warp's, or a group's), word e being
+/// channels [4·(e mod HS4), +4) of row e / HS4.
 /// </summary>
 internal struct EightWords
 {
