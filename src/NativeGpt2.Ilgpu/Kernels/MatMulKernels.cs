@@ -355,38 +355,29 @@ internal static class MatMulKernels
         int W = Warp.WarpSize, warps = Group.DimX / W, lane = Warp.LaneIdx;
         var tile = tiles.SubView(Warp.WarpIdx * MaxWarp * HeadPitch, MaxWarp * HeadPitch);
         var blocks = (s.OC + W - 1) / W;
+        var aligned = s.IC % 4 == 0;
         // Items are uniform across a warp: (row block, input row), the input rows of a block side by side.
         for (var item = Grid.IdxX * warps + Warp.WarpIdx; item < blocks * s.N; item += Grid.DimX * warps)
         {
             int n = item % s.N, r0 = item / s.N * W, row = r0 + lane;
             var total = 0f;
-            if (s.IC % 4 == 0)
+            // Rows in whole 16-byte words: a lane holds sixteen words of the next chunk, requested before the current
+            // chunk's sums. Otherwise the chunk is staged a float at a time.
+            var words = aligned ? HeadChunk.Load(weight, s, r0, 0) : default;
+            for (var k0 = 0; k0 < s.IC; k0 += Chunk)
             {
-                // Rows in whole 16-byte words: a lane holds sixteen words of the next chunk, requested before the
-                // current chunk's sums.
-                var words = HeadChunk.Load(weight, s, r0, 0);
-                for (var k0 = 0; k0 < s.IC; k0 += Chunk)
+                var count = XMath.Min(Chunk, s.IC - k0);
+                // The previous chunk's rows are read before they are overwritten.
+                Warp.Barrier();
+                if (aligned) words.Store(tile);
+                else
                 {
-                    var count = XMath.Min(Chunk, s.IC - k0);
-                    Warp.Barrier();
-                    words.Store(tile);
-                    Warp.Barrier();
-                    if (k0 + Chunk < s.IC) words = HeadChunk.Load(weight, s, r0, k0 + Chunk);
-                    total += Sixteen.DotInOrder(input, n * s.IC + k0, tile, lane * HeadPitch, 1, count);
-                }
-            }
-            else
-            {
-                for (var k0 = 0; k0 < s.IC; k0 += Chunk)
-                {
-                    var count = XMath.Min(Chunk, s.IC - k0);
-                    // The previous chunk's rows are read before they are overwritten.
-                    Warp.Barrier();
                     for (var r = 0; r < W; r += 16)
                         StageRows(tile, weight, s, r0, r, W, k0, count, lane);
-                    Warp.Barrier();
-                    total += Sixteen.DotInOrder(input, n * s.IC + k0, tile, lane * HeadPitch, 1, count);
                 }
+                Warp.Barrier();
+                if (aligned && k0 + Chunk < s.IC) words = HeadChunk.Load(weight, s, r0, k0 + Chunk);
+                total += Sixteen.DotInOrder(input, n * s.IC + k0, tile, lane * HeadPitch, 1, count);
             }
             if (row < s.OC) output[n * s.OC + row] = total;
         }
