@@ -55,10 +55,13 @@ internal sealed class KernelProfile
     private readonly List<(Launch Launch, ProfilingMarker Start, ProfilingMarker End)> _pending = [];
 
     /// <summary>What the next launch on each thread works on, from <see cref="Describe"/>.</summary>
-    private readonly ThreadLocal<Launch?> _next = new();
+    private readonly ThreadLocal<Description?> _next = new();
 
-    /// <summary>A timed launch: the kernel, the shape it was given, and the bytes it reads and arithmetic it does (0 when not given).</summary>
-    private readonly record struct Launch(string Name, string Shape, double Bytes, double Flops);
+    /// <summary>The shape a launch was given, and the bytes it reads and arithmetic it does (0 when not given).</summary>
+    private readonly record struct Description(string Shape, double Bytes, double Flops);
+
+    /// <summary>A timed launch: the kernel and its description.</summary>
+    private readonly record struct Launch(string Name, Description What);
 
     /// <summary>The totals of one kernel at one shape.</summary>
     public readonly record struct Entry(string Name, string Shape, long Calls, TimeSpan Time, double Bytes, double Flops);
@@ -68,7 +71,7 @@ internal sealed class KernelProfile
     /// apart from the same kernel's other shapes, and what the launch must read (<paramref name="bytes"/>: its weights)
     /// or compute (<paramref name="flops"/>), so that the table gives the rate it reached.
     /// </summary>
-    public void Describe(string shape, double bytes = 0, double flops = 0) => _next.Value = new Launch("", shape, bytes, flops);
+    public void Describe(string shape, double bytes = 0, double flops = 0) => _next.Value = new Description(shape, bytes, flops);
 
     /// <param name="accelerator">The accelerator; for <see cref="Mode.Device"/> its context must have been built with profiling on.</param>
     /// <param name="mode">How to time; not <see cref="Mode.Off"/>.</param>
@@ -106,7 +109,7 @@ internal sealed class KernelProfile
     private void Done(string name, (long Ticks, ProfilingMarker? Marker) start)
     {
         // The description was for this launch only.
-        var launch = (_next.Value ?? new Launch(name, "", 0, 0)) with { Name = name };
+        var launch = new Launch(name, _next.Value ?? new Description("", 0, 0));
         _next.Value = null;
         lock (_kernels)
         {
@@ -136,11 +139,12 @@ internal sealed class KernelProfile
 
     private void Add(Launch launch, TimeSpan time)
     {
-        var key = launch.Shape.Length == 0 ? launch.Name : $"{launch.Name} {launch.Shape}";
-        var entry = _kernels.GetValueOrDefault(key, new Entry(launch.Name, launch.Shape, 0, TimeSpan.Zero, 0, 0));
+        var (name, what) = launch;
+        var key = what.Shape.Length == 0 ? name : $"{name} {what.Shape}";
+        var entry = _kernels.GetValueOrDefault(key, new Entry(name, what.Shape, 0, TimeSpan.Zero, 0, 0));
         _kernels[key] = entry with
         {
-            Calls = entry.Calls + 1, Time = entry.Time + time, Bytes = entry.Bytes + launch.Bytes, Flops = entry.Flops + launch.Flops,
+            Calls = entry.Calls + 1, Time = entry.Time + time, Bytes = entry.Bytes + what.Bytes, Flops = entry.Flops + what.Flops,
         };
     }
 
