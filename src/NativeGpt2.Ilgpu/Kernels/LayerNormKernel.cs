@@ -34,18 +34,18 @@ internal static class LayerNormKernel
     /// The mean and 1 / √(var + eps) of input[start, start + C), in every thread of the group; every thread must call it.
     /// Two passes (mean, then squared deviations) rather than E[x²] − E[x]², which cancels badly.
     /// </summary>
+    /// <remarks>
+    /// A thread requests four of its channels at once (<see cref="FourChannels"/>) and adds them in order of c: one load
+    /// after another, each waiting for the sum before it, made the row's first read a chain of C / G memory latencies.
+    /// </remarks>
     public static RowStatistics Statistics(ArrayView<float> input, int start, int C, float epsilon, ArrayView<float> scratch)
     {
         int tid = Group.IdxX, G = Group.DimX;
         var sum = 0f;
-        for (var c = tid; c < C; c += G) sum += input[start + c];
+        for (var c = tid; c < C; c += 4 * G) sum = FourChannels.Load(input, start, c, G, C).Sum(sum);
         var mean = Reductions.GroupSum(sum, scratch) / C;
         var squares = 0f;
-        for (var c = tid; c < C; c += G)
-        {
-            var d = input[start + c] - mean;
-            squares += d * d;
-        }
+        for (var c = tid; c < C; c += 4 * G) squares = FourChannels.Load(input, start, c, G, C).SquaredDeviations(squares, mean);
         return new RowStatistics(mean, XMath.Rsqrt(Reductions.GroupSum(squares, scratch) / C + epsilon));
     }
 
@@ -58,4 +58,37 @@ internal readonly struct RowStatistics(float mean, float rstd)
 {
     public readonly float Mean = mean;
     public readonly float Rstd = rstd;
+}
+
+/// <summary>Channels c, c + G, c + 2G and c + 3G of a row (those below C), loaded together.</summary>
+internal readonly struct FourChannels(float a, float b, float c, float d, int count)
+{
+    public static FourChannels Load(ArrayView<float> row, int start, int c, int G, int C) => new(
+        row[start + c],
+        c + G < C ? row[start + c + G] : 0f,
+        c + 2 * G < C ? row[start + c + 2 * G] : 0f,
+        c + 3 * G < C ? row[start + c + 3 * G] : 0f,
+        XMath.Min(4, (C - c + G - 1) / G));
+
+    /// <summary>sum + the channels, added in order.</summary>
+    public float Sum(float sum)
+    {
+        sum += a;
+        if (count > 1) sum += b;
+        if (count > 2) sum += c;
+        if (count > 3) sum += d;
+        return sum;
+    }
+
+    /// <summary>squares + (x − mean)² of each channel, added in order.</summary>
+    public float SquaredDeviations(float squares, float mean)
+    {
+        squares = Square(squares, a - mean);
+        if (count > 1) squares = Square(squares, b - mean);
+        if (count > 2) squares = Square(squares, c - mean);
+        if (count > 3) squares = Square(squares, d - mean);
+        return squares;
+    }
+
+    private static float Square(float squares, float deviation) => squares + deviation * deviation;
 }
