@@ -47,6 +47,21 @@ NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic
 NATIVEGPT2_ILGPU_PROFILE=1 timeout 150 $N bench --backend cuda --model synthetic:gpt2-xl --prompt-tokens 128 --new-tokens 64 2>&1 | tail -40
 NATIVEGPT2_ILGPU_PROFILE=wait timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -40
 
+# 3b. The same with only the general kernels (NATIVEGPT2_ILGPU_KERNELS=general: the split matrix-vector kernel for every
+#     decoding projection, a warp per query for prefill attention), to compare them with the shape-specific ones in one run:
+#     agreement with the CPU, speed (bench-cuda-general.jsonl), and the device-time profile.
+export NATIVEGPT2_ILGPU_KERNELS=general
+run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --text "The meaning of life is that every backend agrees with every other one." --tolerance 2e-4
+general=$($N generate --backend cuda --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
+if [ "$expected" == "$general" ]; then echo "greedy synthetic:gpt2, general kernels: cuda equals cpu"; else echo "FAILED: greedy text of synthetic:gpt2 differs with the general kernels"; failures=$((failures + 1)); fi
+for model in gpt2 gpt2-xl; do
+  timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 1024 --new-tokens 0 --json 2>&1 | tee -a "$RESULTS/bench-cuda-general.jsonl" || true
+  timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 128 --new-tokens 256 --json 2>&1 | tee -a "$RESULTS/bench-cuda-general.jsonl" || true
+done
+NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -40
+NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 2>&1 | tail -30
+unset NATIVEGPT2_ILGPU_KERNELS
+
 # 4. Every reference file on CUDA, each against the model it was made from.
 for ref in reference-data/refs/*.safetensors; do
   case=$(basename "$ref" .safetensors)

@@ -49,6 +49,8 @@ public sealed class IlgpuBackend : IBackend
         SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>> _matMulTiled;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, MatMulShape> _matVec;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, MatMulShape, SpecializedValue<int>> _matVecColumns;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _matVecTransposed;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attentionPrefillWarps;
@@ -76,7 +78,7 @@ public sealed class IlgpuBackend : IBackend
     private IlgpuBackend(string name, Context context, Accelerator accelerator, string description)
     {
         Name = name;
-        Description = description;
+        Description = GeneralKernelsRequested ? $"{description}; general kernels only ({KernelsVariable}=general)" : description;
         _context = context;
         _accelerator = accelerator;
         var warp = accelerator.WarpSize;
@@ -111,6 +113,8 @@ public sealed class IlgpuBackend : IBackend
             SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>>(MatMulKernels.Tiled));
         _matVec = Profiled("MatVec", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, MatMulShape>(MatMulKernels.MatVec));
+        _matVecColumns = Profiled("MatVecColumns", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, MatMulShape, SpecializedValue<int>>(MatMulKernels.MatVecColumns));
         _matVecTransposed = Profiled("MatVecTransposed", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.MatVecTransposed));
         _attention = Profiled("AttentionPrefill", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.Prefill));
         _attentionPrefillWarps = Profiled("AttentionPrefillWarps", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.PrefillWarps));
@@ -380,13 +384,25 @@ public sealed class IlgpuBackend : IBackend
     };
 
     /// <summary>
-    /// The matrix-vector kernel in groups of the LayerNorm kernel's size (so a fused normalization matches it bit for
-    /// bit): a group per (block of columns, slab of one chunk per warp), with the partial sums and tickets it needs.
+    /// A decoding projection, in groups of the LayerNorm kernel's size (so a fused normalization matches it bit for bit).
+    /// Where the rows' inputs and chunk sums fit in shared memory, a group per block of 16 columns (8 when 16 would leave
+    /// multiprocessors without a block) over all the inputs (<see cref="MatMulKernels.MatVecColumns"/>); otherwise, or
+    /// with <see cref="MatVecColumnWidth"/> 0, the kernel split over the inputs across groups, a group per (block of
+    /// columns, slab of one chunk per warp), with the partial sums and tickets it needs (<see cref="MatMulKernels.MatVec"/>).
     /// </summary>
     private void LaunchMatVec(ArrayView<float> output, ArrayView<float> normalized, ArrayView<float> input, ArrayView<float> normWeight,
         ArrayView<float> normBias, DeviceBuffer<float> weight, DeviceBuffer<float> bias, MatMulShape shape)
     {
         var chunks = Groups(shape.IC, MatMulKernels.Chunk);
+        var columns = MatVecColumnWidth ?? (Groups(shape.OC, 16) >= _accelerator.NumMultiprocessors ? 16 : 8);
+        if (columns > 0 && shape.N * shape.IC <= MatMulKernels.MaxColumnInputs && shape.N * chunks * columns <= MatMulKernels.MaxColumnSums)
+        {
+            // A group per block of columns over all the inputs: one phase, nothing to merge across groups.
+            _profile?.Describe($"{shape.N}x{shape.IC}x{shape.OC}, {columns} columns a group", bytes: 4.0 * shape.IC * shape.OC);
+            _matVecColumns(Launch(Groups(shape.OC, columns)), output, normalized, input, normWeight, normBias, View(weight), View(bias), shape,
+                SpecializedValue.New(columns));
+            return;
+        }
         var blocks = Groups(shape.OC, MatMulKernels.MaxWarp);
         var slabs = Groups(chunks, _groupSize / _accelerator.WarpSize);
         var partials = _matVecPartials.View((long)shape.N * chunks * shape.OC);
@@ -478,7 +494,24 @@ public sealed class IlgpuBackend : IBackend
     /// the default) or a warp per query (<see cref="AttentionKernel.PrefillWarps"/>): the two give the same values, which
     /// the tests check by switching this off.
     /// </summary>
-    internal bool PrefillByQueryTiles { get; set; } = true;
+    internal bool PrefillByQueryTiles { get; set; } = !GeneralKernelsRequested;
+
+    /// <summary>
+    /// Columns per group of the decoding projections' column-block kernel (<see cref="MatMulKernels.MatVecColumns"/>): 8 or
+    /// 16, or 0 for the split kernel (<see cref="MatMulKernels.MatVec"/>) whatever the shape; null (the default) chooses by
+    /// shape. The kernels give the same values, which the tests check by setting this.
+    /// </summary>
+    internal int? MatVecColumnWidth { get; set; } = GeneralKernelsRequested ? 0 : null;
+
+    /// <summary>
+    /// Set to <c>general</c>, the backend runs only its general kernels: the split matrix-vector kernel for every decoding
+    /// projection and a warp per query for prefill attention, where by default it picks the kernels made for the shape.
+    /// Both give the same values; the variable is there to compare their speed on a device, or to rule a kernel out.
+    /// </summary>
+    public const string KernelsVariable = "NATIVEGPT2_ILGPU_KERNELS";
+
+    private static bool GeneralKernelsRequested =>
+        string.Equals(Environment.GetEnvironmentVariable(KernelsVariable), "general", StringComparison.OrdinalIgnoreCase);
 
     /// <inheritdoc />
     public void GatherRows(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<int> rows, int R, int C) =>

@@ -9,8 +9,8 @@ namespace NativeGpt2.Ilgpu.Kernels;
 /// The projections: <c>out = epilogue(input · W + bias)</c> for GPT-2's Conv1D weights W (IC, OC), and
 /// <c>out = input · Wᵀ</c> for the head over wte (OC = V, IC = C). Two kernels compute each: a tiled one
 /// (shared-memory tiles, a 4 × 8 register micro-tile per thread) for many rows, and a matrix-vector one
-/// for decoding (a thread per output column and chunk of inputs, split across the GPU; for the head, a
-/// warp per block of weight rows).
+/// for decoding (a thread per output column and chunk of inputs: a group per block of columns, or split
+/// across groups when the inputs are too many to stage; for the head, a warp per block of weight rows).
 /// </summary>
 /// <remarks>
 /// <para>Every output is accumulated in one canonical order, whichever kernel computes it: the sum over
@@ -272,6 +272,97 @@ internal static class MatMulKernels
         }
     }
 
+    /// <summary>Most inputs (rows × IC) <see cref="MatVecColumns"/> stages in shared memory: 32 KB.</summary>
+    public const int MaxColumnInputs = 8192;
+
+    /// <summary>Most chunk sums (rows × chunks × columns) <see cref="MatVecColumns"/> keeps in shared memory: 8 KB.</summary>
+    public const int MaxColumnSums = 2048;
+
+    /// <summary>
+    /// Matrix-vector products for few rows (decoding) with a Conv1D weight, a group per block of
+    /// <paramref name="columns"/> consecutive columns over all the inputs: no partial sums leave the group, so there is
+    /// no second phase (no fence, ticket or reload of partial sums, which <see cref="MatVec"/> needs). Thread e of the
+    /// group takes (chunk e / columns, column e mod columns), then e + G, and so on: consecutive lanes read consecutive
+    /// columns (runs of 4 · columns bytes, several chunks' rows per load instruction), and each thread's weights for its
+    /// next pair are requested before it sums the current one. The chunk sums go to shared memory, and a thread per
+    /// (row, column) adds them in order to the bias: the canonical order of every kernel here.
+    /// </summary>
+    /// <remarks>
+    /// For shapes whose staged inputs fit (<see cref="MaxColumnInputs"/>, <see cref="MaxColumnSums"/>); the launch chooses
+    /// 16 columns (a 64-byte run per row) when that still gives every multiprocessor a block, else 8. The optional
+    /// normalization is <see cref="MatVec"/>'s: statistics of every row in each group, in a group of the LayerNorm
+    /// kernel's size; column block 0 also stores the normalized rows in <paramref name="normalized"/>.
+    /// </remarks>
+    public static void MatVecColumns(ArrayView<float> output, ArrayView<float> normalized, ArrayView<float> input,
+        ArrayView<float> normWeight, ArrayView<float> normBias, ArrayView<float> weight, ArrayView<float> bias,
+        MatMulShape s, SpecializedValue<int> columns)
+    {
+        var xs = SharedMemory.Allocate<float>(MaxColumnInputs);
+        var sums = SharedMemory.Allocate<float>(MaxColumnSums);
+        var stats = SharedMemory.Allocate<float>(2 * MaxMatVecRows);
+        var scratch = SharedMemory.Allocate<float>(Reductions.MaxWarpsPerGroup);
+        int tid = Group.IdxX, G = Group.DimX, CB = columns.Value;
+        int chunks = (s.IC + Chunk - 1) / Chunk, pairs = chunks * CB, blocks = (s.OC + CB - 1) / CB;
+
+        for (var block = Grid.IdxX; block < blocks; block += Grid.DimX)
+        {
+            var col0 = block * CB;
+            // This thread's first weights are requested before anything else, so that their latency passes while the group
+            // computes the statistics and stages the inputs.
+            var current = ColumnChunk(weight, s, col0, CB, tid, pairs);
+
+            if (s.Normalize != 0 && block == Grid.IdxX)
+            {
+                for (var row = 0; row < s.N; row++)
+                {
+                    var rowStats = LayerNormKernel.Statistics(input, row * s.IC, s.IC, s.Epsilon, scratch);
+                    if (tid == 0)
+                    {
+                        stats[2 * row] = rowStats.Mean;
+                        stats[2 * row + 1] = rowStats.Rstd;
+                    }
+                }
+                Group.Barrier();
+            }
+            for (var e = tid; e < s.N * s.IC; e += 4 * G)
+                FourInputs.Load(input, normWeight, normBias, s, e, G).Store(xs, normalized, stats, s, e, G, block == 0);
+            Group.Barrier();
+
+            for (var e = tid; e < pairs; e += G)
+            {
+                var next = ColumnChunk(weight, s, col0, CB, e + G, pairs);
+                int chunk = e / CB, j = e % CB, col = col0 + j, k = chunk * Chunk, count = XMath.Min(s.IC, k + Chunk) - k;
+                for (var row = 0; row < s.N; row++)
+                {
+                    var sum = col >= s.OC ? 0f
+                        : count == Chunk ? current.Dot(xs, row * s.IC + k)
+                        : Sixteen.DotInOrder(xs, row * s.IC + k, weight, k * s.OC + col, s.OC, count);
+                    sums[(row * chunks + chunk) * CB + j] = sum;
+                }
+                current = next;
+            }
+            Group.Barrier();
+
+            for (var e = tid; e < s.N * CB; e += G)
+            {
+                int row = e / CB, j = e % CB, col = col0 + j;
+                if (col >= s.OC) continue;
+                var total = s.HasBias != 0 ? bias[col] : 0f;
+                for (var c = 0; c < chunks; c++) total += sums[(row * chunks + c) * CB + j];
+                output[row * s.OC + col] = Epilogue(total, s.Epilogue, output[row * s.OC + col]);
+            }
+            // The staged inputs and sums are read before the next block overwrites them.
+            Group.Barrier();
+        }
+    }
+
+    /// <summary>The 64 weights of pair e (chunk e / CB, column col0 + e mod CB) of a column block, or nothing for a pair past the block, the matrix's columns or its last whole chunk.</summary>
+    private static WholeChunk ColumnChunk(ArrayView<float> weight, MatMulShape s, int col0, int CB, int e, int pairs)
+    {
+        int chunk = e / CB, col = col0 + e % CB;
+        return e < pairs && col < s.OC && (chunk + 1) * Chunk <= s.IC ? WholeChunk.Load(weight, chunk * Chunk * s.OC + col, s.OC) : default;
+    }
+
     /// <summary>
     /// The last group of column block <paramref name="block"/>: each output's chunk sums added in order to its bias, then the
     /// epilogue. The group first copies as many chunk sums of the block as <paramref name="xs"/> holds into it, all its
@@ -529,6 +620,47 @@ internal struct MicroTile
         R20 += chunk.R20; R21 += chunk.R21; R22 += chunk.R22; R23 += chunk.R23; R24 += chunk.R24; R25 += chunk.R25; R26 += chunk.R26; R27 += chunk.R27;
         R30 += chunk.R30; R31 += chunk.R31; R32 += chunk.R32; R33 += chunk.R33; R34 += chunk.R34; R35 += chunk.R35; R36 += chunk.R36; R37 += chunk.R37;
         chunk = default;
+    }
+}
+
+/// <summary>
+/// Elements e, e + G, e + 2G and e + 3G of a projection's input rows (those below N · IC), with their channels' LayerNorm
+/// weight and bias when the projection normalizes: twelve loads in flight, where one element at a time waited for each.
+/// </summary>
+internal readonly struct FourInputs(Float4 x, Float4 weight, Float4 bias)
+{
+    public static FourInputs Load(ArrayView<float> input, ArrayView<float> normWeight, ArrayView<float> normBias, MatMulShape s, int e, int G)
+    {
+        var n = s.N * s.IC;
+        var x = new Float4(input[e], e + G < n ? input[e + G] : 0f, e + 2 * G < n ? input[e + 2 * G] : 0f, e + 3 * G < n ? input[e + 3 * G] : 0f);
+        if (s.Normalize == 0) return new FourInputs(x, default, default);
+        return new FourInputs(x,
+            new Float4(normWeight[e % s.IC], Channel(normWeight, e + G, n, s.IC), Channel(normWeight, e + 2 * G, n, s.IC), Channel(normWeight, e + 3 * G, n, s.IC)),
+            new Float4(normBias[e % s.IC], Channel(normBias, e + G, n, s.IC), Channel(normBias, e + 2 * G, n, s.IC), Channel(normBias, e + 3 * G, n, s.IC)));
+    }
+
+    /// <summary>The elements (normalized with the rows' statistics, if the projection normalizes) into xs at their own index, and into normalized too if asked.</summary>
+    public void Store(ArrayView<float> xs, ArrayView<float> normalized, ArrayView<float> stats, MatMulShape s, int e, int G, bool storeNormalized)
+    {
+        var n = s.N * s.IC;
+        Put(xs, normalized, stats, s, e, x.X, weight.X, bias.X, storeNormalized);
+        if (e + G < n) Put(xs, normalized, stats, s, e + G, x.Y, weight.Y, bias.Y, storeNormalized);
+        if (e + 2 * G < n) Put(xs, normalized, stats, s, e + 2 * G, x.Z, weight.Z, bias.Z, storeNormalized);
+        if (e + 3 * G < n) Put(xs, normalized, stats, s, e + 3 * G, x.W, weight.W, bias.W, storeNormalized);
+    }
+
+    private static float Channel(ArrayView<float> values, int e, int n, int IC) => e < n ? values[e % IC] : 0f;
+
+    private static void Put(ArrayView<float> xs, ArrayView<float> normalized, ArrayView<float> stats, MatMulShape s, int e, float x, float weight, float bias,
+        bool storeNormalized)
+    {
+        if (s.Normalize != 0)
+        {
+            var row = e / s.IC;
+            x = LayerNormKernel.Normalize(x, new RowStatistics(stats[2 * row], stats[2 * row + 1]), weight, bias);
+            if (storeNormalized) normalized[e] = x;
+        }
+        xs[e] = x;
     }
 }
 

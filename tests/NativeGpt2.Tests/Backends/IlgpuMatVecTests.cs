@@ -1,0 +1,132 @@
+using NativeGpt2.Backends;
+using NativeGpt2.Ilgpu;
+using NativeGpt2.Ilgpu.Kernels;
+using NativeGpt2.Operators;
+using NativeGpt2.Tests.Support;
+using NativeGpt2.Weights;
+using Xunit;
+
+namespace NativeGpt2.Tests.Backends;
+
+/// <summary>
+/// The ILGPU backend's two decoding-projection kernels, by blocks of 8 or 16 columns over all the inputs and split over
+/// the inputs across groups: the same values for every epilogue, with and without the fused LayerNorm, on shapes with
+/// partial chunks and partial column blocks, and the same as the double-precision reference within its bound.
+/// </summary>
+[Collection(IlgpuAccelerators.Name)]
+public class IlgpuMatVecTests
+{
+    public static TheoryData<string> Accelerators => [TestBackends.IlgpuCpu, TestBackends.Cuda];
+
+    /// <summary>Column widths to compare: 0 is the split kernel.</summary>
+    private static readonly int[] Widths = [0, 8, 16];
+
+    [SkippableTheory]
+    [MemberData(nameof(Accelerators))]
+    public void Column_blocks_equal_the_split_kernel(string name)
+    {
+        TestBackends.SkipIfUnavailable(name);
+        var backend = (IlgpuBackend)TestBackends.Get(name);
+        for (var seed = 0; seed < 10; seed++)
+        {
+            var random = new Random(500 + seed);
+            // Inputs from under one chunk to a dozen, whole chunks or not; outputs that leave a partial block of 8 or 16.
+            int N = random.Next(1, MatMulKernels.MaxMatVecRows + 1), IC = random.Next(1, 13) * MatMulKernels.Chunk - (random.Next(2) == 0 ? 0 : random.Next(1, 60));
+            var OC = random.Next(1, 90);
+            var epilogue = (MatMulEpilogue)random.Next(3);
+            var normalize = random.Next(2) == 0;
+            var x = Numerics.RandomFloats(random, N * IC, 3f);
+            var g = Numerics.RandomFloats(random, IC);
+            var beta = Numerics.RandomFloats(random, IC);
+            var w = Numerics.RandomFloats(random, IC * OC);
+            var b = Numerics.RandomFloats(random, OC);
+            var residual = Numerics.RandomFloats(random, N * OC);
+            var what = $"{name} N={N} IC={IC} OC={OC} {epilogue}{(normalize ? " after LayerNorm" : "")}";
+
+            var results = Widths.Select(columns => Project(backend, columns, normalize, x, g, beta, w, b, residual, N, IC, OC, epilogue)).ToArray();
+            for (var i = 1; i < Widths.Length; i++)
+            {
+                // The CPU accelerator runs both kernels' operations exactly as written; a GPU compiler may fuse a product
+                // and a sum differently in each kernel.
+                if (name == TestBackends.IlgpuCpu)
+                {
+                    Assert.True(results[0].Normalized.AsSpan().SequenceEqual(results[i].Normalized), $"{what}: {Widths[i]} columns, normalized input differs");
+                    Assert.True(results[0].Output.AsSpan().SequenceEqual(results[i].Output), $"{what}: {Widths[i]} columns, output differs");
+                }
+                else Numerics.AssertClose(results[0].Output, results[i].Output, 1e-6, $"{what}: {Widths[i]} columns");
+            }
+
+            var input = x;
+            if (normalize)
+            {
+                input = new float[N * IC];
+                LayerNorm.Reference(input, x, g, beta, N, IC, 1e-5f);
+            }
+            var expected = new float[N * OC];
+            MatMul.Reference(expected, input, w, b, N, IC, OC);
+            for (var i = 0; i < expected.Length; i++)
+            {
+                expected[i] = epilogue switch
+                {
+                    MatMulEpilogue.BiasGelu => (float)(0.5 * expected[i] * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (expected[i] + 0.044715 * Math.Pow(expected[i], 3))))),
+                    MatMulEpilogue.Residual => (float)((double)residual[i] + expected[i]),
+                    _ => expected[i],
+                };
+            }
+            foreach (var (columns, result) in Widths.Zip(results))
+                Numerics.AssertClose(expected, result.Output, 2e-5 * Math.Sqrt(IC), $"{what}: {columns} columns against the reference");
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Accelerators))]
+    public void Shapes_too_large_for_column_blocks_take_the_split_kernel(string name)
+    {
+        // Four rows of 3,072 inputs (a 124M MLP projection decoding four sequences) do not fit the staged inputs: the
+        // launch must fall back, not overrun shared memory.
+        TestBackends.SkipIfUnavailable(name);
+        var backend = (IlgpuBackend)TestBackends.Get(name);
+        var random = new Random(9);
+        const int N = 4, IC = 3072, OC = 20;
+        Assert.True(N * IC > MatMulKernels.MaxColumnInputs);
+        var x = Numerics.RandomFloats(random, N * IC);
+        var w = Numerics.RandomFloats(random, IC * OC);
+        var b = Numerics.RandomFloats(random, OC);
+        var zeros = new float[N * OC];
+        var split = Project(backend, 0, false, x, x, x, w, b, zeros, N, IC, OC, MatMulEpilogue.Bias);
+        var chosen = Project(backend, 16, false, x, x, x, w, b, zeros, N, IC, OC, MatMulEpilogue.Bias);
+        Assert.Equal(split.Output, chosen.Output);
+        var expected = new float[N * OC];
+        MatMul.Reference(expected, x, w, b, N, IC, OC);
+        Numerics.AssertClose(expected, chosen.Output, 2e-5 * Math.Sqrt(IC), $"{name} N={N} IC={IC} OC={OC}");
+    }
+
+    private static (float[] Output, float[] Normalized) Project(IlgpuBackend backend, int columns, bool normalize, float[] x, float[] g, float[] beta,
+        float[] w, float[] b, float[] residual, int N, int IC, int OC, MatMulEpilogue epilogue)
+    {
+        backend.MatVecColumnWidth = columns;
+        try
+        {
+            using var scope = backend.Enter();
+            using var input = backend.Upload(x);
+            using var normWeight = backend.Upload(g);
+            using var normBias = backend.Upload(beta);
+            using var weight = backend.PrepareMatrix(new Weight("w", [IC, OC], w));
+            using var bias = backend.Upload(b);
+            using var normalized = backend.Allocate<float>(N * IC);
+            using var output = backend.Allocate<float>(N * OC);
+            backend.CopyFromHost(output, 0, residual);
+            if (normalize) backend.LayerNormMatMul(output, normalized, input, normWeight, normBias, 1e-5f, weight, bias, N, IC, OC, epilogue);
+            else backend.MatMul(output, input, weight, bias, N, IC, OC, epilogue);
+            var host = new float[N * OC];
+            backend.Download(host, output, 0);
+            var hostNormalized = new float[N * IC];
+            if (normalize) backend.Download(hostNormalized, normalized, 0);
+            return (host, hostNormalized);
+        }
+        finally
+        {
+            backend.MatVecColumnWidth = null;
+        }
+    }
+}
