@@ -75,8 +75,11 @@ internal static class MatMulKernels
         ArrayView<Float4> As, ArrayView<Float4> Bs, int TX, int TY, bool aligned, int row0, int col0)
     {
         int tid = Group.IdxX, tx = tid % TX, ty = tid / TX;
-        int BN = 8 * TX, BPitch = BN + 4;
+        int BN = 8 * TX, BPitch4 = (BN + 4) / 4;
         int r = ty * 4, c = tx * 4, c2 = BN / 2 + tx * 4;
+        // The thread's first row of the input tile, and its two runs of four columns in the weight tile (16-byte words).
+        var aRows = As.SubView(r * (APitch / 4));
+        ArrayView<Float4> bLo = Bs.SubView(c / 4), bHi = Bs.SubView(c2 / 4);
 
         var chunk = new MicroTile();
         var total = new MicroTile();
@@ -104,18 +107,19 @@ internal static class MatMulKernels
                 else Stage(input, weight, s, As.Cast<float>(), Bs.Cast<float>(), TX, TY, row0, col0, k0);
                 Group.Barrier();
             }
-            for (var kk = 0; kk < TileK; kk += 4)
+            for (var q = 0; q < TileK / 4; q++)
             {
-                // Four inputs of each of the thread's rows, then four steps of the sum, in order of k.
-                Float4 a0 = As[(r * APitch + kk) / 4], a1 = As[((r + 1) * APitch + kk) / 4], a2 = As[((r + 2) * APitch + kk) / 4], a3 = As[((r + 3) * APitch + kk) / 4];
-                Float4 lo = Bs[(kk * BPitch + c) / 4], hi = Bs[(kk * BPitch + c2) / 4];
-                chunk.Update(a0.X, a1.X, a2.X, a3.X, lo, hi);
-                lo = Bs[((kk + 1) * BPitch + c) / 4]; hi = Bs[((kk + 1) * BPitch + c2) / 4];
-                chunk.Update(a0.Y, a1.Y, a2.Y, a3.Y, lo, hi);
-                lo = Bs[((kk + 2) * BPitch + c) / 4]; hi = Bs[((kk + 2) * BPitch + c2) / 4];
-                chunk.Update(a0.Z, a1.Z, a2.Z, a3.Z, lo, hi);
-                lo = Bs[((kk + 3) * BPitch + c) / 4]; hi = Bs[((kk + 3) * BPitch + c2) / 4];
-                chunk.Update(a0.W, a1.W, a2.W, a3.W, lo, hi);
+                // Four inputs of each of the thread's rows, then four steps of the sum, in order of k. Each index is a view
+                // fixed for the tile plus a multiple of the loop counter, so the compiler can fold it into the load.
+                Float4 a0 = aRows[q], a1 = aRows[APitch / 4 + q], a2 = aRows[2 * APitch / 4 + q], a3 = aRows[3 * APitch / 4 + q];
+                var b = 4 * q * BPitch4;
+                chunk.Update(a0.X, a1.X, a2.X, a3.X, bLo[b], bHi[b]);
+                b += BPitch4;
+                chunk.Update(a0.Y, a1.Y, a2.Y, a3.Y, bLo[b], bHi[b]);
+                b += BPitch4;
+                chunk.Update(a0.Z, a1.Z, a2.Z, a3.Z, bLo[b], bHi[b]);
+                b += BPitch4;
+                chunk.Update(a0.W, a1.W, a2.W, a3.W, bLo[b], bHi[b]);
             }
             Group.Barrier();
             // A tile is a chunk; zero padding beyond IC adds nothing to the last one.
