@@ -232,19 +232,7 @@ internal static class MatMulKernels
             var first = preloaded ? WholeChunk.Load(weight, chunk * Chunk * s.OC + firstColumn, s.OC) : default;
 
             // Every group normalizes the rows it reads the same way: it computes the statistics of all N rows once.
-            if (s.Normalize != 0 && item == Grid.IdxX)
-            {
-                for (var row = 0; row < s.N; row++)
-                {
-                    var rowStats = LayerNormKernel.Statistics(input, row * s.IC, s.IC, s.Epsilon, scratch);
-                    if (tid == 0)
-                    {
-                        stats[2 * row] = rowStats.Mean;
-                        stats[2 * row + 1] = rowStats.Rstd;
-                    }
-                }
-                Group.Barrier();
-            }
+            if (s.Normalize != 0 && item == Grid.IdxX) RowStatisticsOfAll(input, s, stats, scratch);
 
             for (var e = tid; e < s.N * width; e += G)
             {
@@ -315,19 +303,7 @@ internal static class MatMulKernels
             // computes the statistics and stages the inputs.
             var current = ColumnChunk(weight, s, col0, CB, tid, pairs);
 
-            if (s.Normalize != 0 && block == Grid.IdxX)
-            {
-                for (var row = 0; row < s.N; row++)
-                {
-                    var rowStats = LayerNormKernel.Statistics(input, row * s.IC, s.IC, s.Epsilon, scratch);
-                    if (tid == 0)
-                    {
-                        stats[2 * row] = rowStats.Mean;
-                        stats[2 * row + 1] = rowStats.Rstd;
-                    }
-                }
-                Group.Barrier();
-            }
+            if (s.Normalize != 0 && block == Grid.IdxX) RowStatisticsOfAll(input, s, stats, scratch);
             for (var e = tid; e < s.N * s.IC; e += 4 * G)
                 FourInputs.Load(input, normWeight, normBias, s, e, G).Store(xs, normalized, stats, s, e, G, block == 0);
             Group.Barrier();
@@ -358,6 +334,24 @@ internal static class MatMulKernels
             // The staged inputs and sums are read before the next block overwrites them.
             Group.Barrier();
         }
+    }
+
+    /// <summary>
+    /// The mean and 1 / √(var + eps) of each of the N input rows into stats (2·row, 2·row + 1), as the LayerNorm kernel
+    /// computes them; every thread of the group must call it.
+    /// </summary>
+    private static void RowStatisticsOfAll(ArrayView<float> input, MatMulShape s, ArrayView<float> stats, ArrayView<float> scratch)
+    {
+        for (var row = 0; row < s.N; row++)
+        {
+            var rowStats = LayerNormKernel.Statistics(input, row * s.IC, s.IC, s.Epsilon, scratch);
+            if (Group.IdxX == 0)
+            {
+                stats[2 * row] = rowStats.Mean;
+                stats[2 * row + 1] = rowStats.Rstd;
+            }
+        }
+        Group.Barrier();
     }
 
     /// <summary>The 64 weights of pair e (chunk e / CB, column col0 + e mod CB) of a column block, or nothing for a pair past the block, the matrix's columns or its last whole chunk.</summary>
