@@ -179,10 +179,12 @@ internal static class AttentionKernel
         if (c == 0)
         {
             var slot = ((b * s.NH + h) * s.Tmax + last) * s.HS;
-            for (var d = lane; d < s.HS; d += Warp.WarpSize)
+            for (var d = lane; d < s.HS; d += 4 * Warp.WarpSize)
             {
-                keys[slot + d] = qkv[fresh + C + d];
-                values[slot + d] = qkv[fresh + 2 * C + d];
+                var key = FourChannels.Load(qkv, fresh + C, d, Warp.WarpSize, s.HS);
+                var value = FourChannels.Load(qkv, fresh + 2 * C, d, Warp.WarpSize, s.HS);
+                key.Store(keys, slot, d, Warp.WarpSize);
+                value.Store(values, slot, d, Warp.WarpSize);
             }
         }
         var first = FirstKey(mask, b * s.Tmax, last);
@@ -400,6 +402,8 @@ internal static class AttentionKernel
         int G = Group.DimX, tid = Group.IdxX, HS4 = s.HS / 4, n = count * HS4, at = (head + j0) * HS4;
         var keys4 = keys.Cast<Float4>().SubView(at);
         var values4 = values.Cast<Float4>().SubView(at);
+        // The thread's first key's mask is requested with the keys, not after them.
+        var firstMask = tid < count ? mask[b * s.Tmax + j0 + tid] : 0;
         for (var e = tid; e < n; e += 8 * G)
         {
             var k = EightWords.Load(keys4, e, G, n);
@@ -407,7 +411,8 @@ internal static class AttentionKernel
             k.Store(tile.Keys.Cast<float>(), e, G, n, HS4, TileKeyPitch);
             v.Store(tile.Values.Cast<float>(), e, G, n, HS4, MaxTiledHeadSize);
         }
-        for (var j = tid; j < MaxBlockKeys; j += G)
+        if (tid < MaxBlockKeys) tile.KeyMask[tid] = firstMask;
+        for (var j = tid + G; j < MaxBlockKeys; j += G)
             tile.KeyMask[j] = j < count ? mask[b * s.Tmax + j0 + j] : 0;
     }
 
@@ -484,6 +489,8 @@ internal static class AttentionKernel
             var count = XMath.Min(W, to - j0 + 1);
             // The new key, if this block holds it, is the block's last.
             var cached = fresh >= 0 && j0 + count - 1 == s.Past ? count - 1 : count;
+            // The keys' mask is requested with the block, not after it.
+            var unmasked = lane < count && mask[b * s.Tmax + j0 + lane] != 0;
             // The previous block's keys, values and weights are read before they are overwritten (and the query is in place).
             Warp.Barrier();
             StageWarpBlock(scratch, keys, values, (head + j0) * s.HS, s.HS, cached);
@@ -497,7 +504,7 @@ internal static class AttentionKernel
             }
             Warp.Barrier();
 
-            var seen = lane < count && mask[b * s.Tmax + j0 + lane] != 0;
+            var seen = unmasked;
             var score = seen ? Sixteen.DotInOrder(scratch.Q, 0, scratch.Keys, lane * KeyPitch, 1, s.HS) * s.Scale : float.NegativeInfinity;
             var blockMax = Reductions.WarpMax(score);
             // Every key of the block masked: nothing changes.
@@ -579,11 +586,9 @@ internal static class AttentionKernel
     /// <summary>The warp's query channels into <paramref name="q"/> (each lane its own), and its value sums cleared.</summary>
     private static void LoadQuery(ArrayView<float> q, ArrayView<float> acc, ArrayView<float> qkv, int at, int HS)
     {
-        for (var d = Warp.LaneIdx; d < HS; d += Warp.WarpSize)
-        {
-            q[d] = qkv[at + d];
-            acc[d] = 0f;
-        }
+        int W = Warp.WarpSize, lane = Warp.LaneIdx;
+        for (var d = lane; d < HS; d += 4 * W) FourChannels.Load(qkv, at, d, W, HS).Store(q, 0, d, W);
+        for (var d = lane; d < HS; d += W) acc[d] = 0f;
     }
 
     /// <summary>

@@ -59,36 +59,3 @@ internal readonly struct RowStatistics(float mean, float rstd)
     public readonly float Mean = mean;
     public readonly float Rstd = rstd;
 }
-
-/// <summary>Channels c, c + G, c + 2G and c + 3G of a row (those below C), loaded together.</summary>
-internal readonly struct FourChannels(float a, float b, float c, float d, int count)
-{
-    public static FourChannels Load(ArrayView<float> row, int start, int c, int G, int C) => new(
-        row[start + c],
-        c + G < C ? row[start + c + G] : 0f,
-        c + 2 * G < C ? row[start + c + 2 * G] : 0f,
-        c + 3 * G < C ? row[start + c + 3 * G] : 0f,
-        XMath.Min(4, (C - c + G - 1) / G));
-
-    /// <summary>sum + the channels, added in order.</summary>
-    public float Sum(float sum)
-    {
-        sum += a;
-        if (count > 1) sum += b;
-        if (count > 2) sum += c;
-        if (count > 3) sum += d;
-        return sum;
-    }
-
-    /// <summary>squares + (x − mean)² of each channel, added in order.</summary>
-    public float SquaredDeviations(float squares, float mean)
-    {
-        squares = Square(squares, a - mean);
-        if (count > 1) squares = Square(squares, b - mean);
-        if (count > 2) squares = Square(squares, c - mean);
-        if (count > 3) squares = Square(squares, d - mean);
-        return squares;
-    }
-
-    private static float Square(float squares, float deviation) => squares + deviation * deviation;
-}
