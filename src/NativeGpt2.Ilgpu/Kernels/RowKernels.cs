@@ -20,14 +20,18 @@ internal static class RowKernels
     private static void TargetLogProbability(ArrayView<float> output, ArrayView<float> logits, ArrayView<int> targets, int V, int row, ArrayView<float> scratch)
     {
         var start = row * V;
+        // A thread's logits in its stride order, sixteen loads in flight (then the tail one by one).
+        int G = Group.DimX, v = Group.IdxX;
         var max = float.NegativeInfinity;
-        for (var v = Group.IdxX; v < V; v += Group.DimX) max = XMath.Max(max, logits[start + v]);
+        for (; v + 15 * G < V; v += 16 * G) max = Sixteen.Load(logits, start + v, G).Max(max);
+        for (; v < V; v += G) max = XMath.Max(max, logits[start + v]);
         max = Reductions.GroupMax(max, scratch);
         // Subtract the maximum so exp cannot overflow; an infinite maximum is its own log-sum-exp.
         var sum = 0f;
         if (!float.IsInfinity(max))
         {
-            for (var v = Group.IdxX; v < V; v += Group.DimX) sum += XMath.Exp(logits[start + v] - max);
+            for (v = Group.IdxX; v + 15 * G < V; v += 16 * G) sum = Sixteen.Load(logits, start + v, G).SumOfExponentials(sum, max);
+            for (; v < V; v += G) sum += XMath.Exp(logits[start + v] - max);
         }
         sum = Reductions.GroupSum(sum, scratch);
         if (Group.IdxX == 0)

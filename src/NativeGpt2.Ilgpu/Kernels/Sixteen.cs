@@ -1,4 +1,5 @@
 using ILGPU;
+using ILGPU.Algorithms;
 
 namespace NativeGpt2.Ilgpu.Kernels;
 
@@ -119,5 +120,25 @@ internal struct Sixteen
         if (w[from + 14] != 0f) total += w[from + 14] * V14;
         if (w[from + 15] != 0f) total += w[from + 15] * V15;
         return total;
+    }
+
+    /// <summary>The largest of <paramref name="max"/> and the sixteen values, taken in index order.</summary>
+    public readonly float Max(float max)
+    {
+        max = XMath.Max(max, V0); max = XMath.Max(max, V1); max = XMath.Max(max, V2); max = XMath.Max(max, V3);
+        max = XMath.Max(max, V4); max = XMath.Max(max, V5); max = XMath.Max(max, V6); max = XMath.Max(max, V7);
+        max = XMath.Max(max, V8); max = XMath.Max(max, V9); max = XMath.Max(max, V10); max = XMath.Max(max, V11);
+        max = XMath.Max(max, V12); max = XMath.Max(max, V13); max = XMath.Max(max, V14); max = XMath.Max(max, V15);
+        return max;
+    }
+
+    /// <summary>sum + Σ_i exp(V_i − shift), added in index order.</summary>
+    public readonly float SumOfExponentials(float sum, float shift)
+    {
+        sum += XMath.Exp(V0 - shift); sum += XMath.Exp(V1 - shift); sum += XMath.Exp(V2 - shift); sum += XMath.Exp(V3 - shift);
+        sum += XMath.Exp(V4 - shift); sum += XMath.Exp(V5 - shift); sum += XMath.Exp(V6 - shift); sum += XMath.Exp(V7 - shift);
+        sum += XMath.Exp(V8 - shift); sum += XMath.Exp(V9 - shift); sum += XMath.Exp(V10 - shift); sum += XMath.Exp(V11 - shift);
+        sum += XMath.Exp(V12 - shift); sum += XMath.Exp(V13 - shift); sum += XMath.Exp(V14 - shift); sum += XMath.Exp(V15 - shift);
+        return sum;
     }
 }
