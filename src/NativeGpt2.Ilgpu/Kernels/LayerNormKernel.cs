@@ -25,8 +25,15 @@ internal static class LayerNormKernel
         {
             int start = row * C;
             var stats = Statistics(input, start, C, epsilon, scratch);
-            for (var c = Group.IdxX; c < C; c += Group.DimX)
-                output[start + c] = Normalize(input[start + c], stats, weight[c], bias[c]);
+            // Four channels a thread with their weights and biases requested together, as in the statistics.
+            int G = Group.DimX;
+            for (var c = Group.IdxX; c < C; c += 4 * G)
+            {
+                var x = FourChannels.Load(input, start, c, G, C);
+                var w = FourChannels.Load(weight, 0, c, G, C);
+                var b = FourChannels.Load(bias, 0, c, G, C);
+                x.Normalize(stats, w, b).Store(output, start, c, G);
+            }
         }
     }
 
