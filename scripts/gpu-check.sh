@@ -54,8 +54,8 @@ export NATIVEGPT2_ILGPU_KERNELS=general
 run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --text "The meaning of life is that every backend agrees with every other one." --tolerance 2e-4
 general=$($N generate --backend cuda --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
 if [ "$expected" == "$general" ]; then echo "greedy synthetic:gpt2, general kernels: cuda equals cpu"; else echo "FAILED: greedy text of synthetic:gpt2 differs with the general kernels"; failures=$((failures + 1)); fi
+timeout 150 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 --json 2>&1 | tee -a "$RESULTS/bench-cuda-general.jsonl" || true
 for model in gpt2 gpt2-xl; do
-  timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 1024 --new-tokens 0 --json 2>&1 | tee -a "$RESULTS/bench-cuda-general.jsonl" || true
   timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 128 --new-tokens 256 --json 2>&1 | tee -a "$RESULTS/bench-cuda-general.jsonl" || true
 done
 NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -40
