@@ -275,8 +275,8 @@ internal static class MatMulKernels
     /// <paramref name="columns"/> consecutive columns over all the inputs: no partial sums leave the group, so there is
     /// no second phase (no fence, ticket or reload of partial sums, which <see cref="MatVec"/> needs). Thread e of the
     /// group takes (chunk e / columns, column e mod columns), then e + G, and so on: consecutive lanes read consecutive
-    /// columns (runs of 4 · columns bytes, several chunks' rows per load instruction), and each thread's weights for its
-    /// next pair are requested before it sums the current one. The chunk sums go to shared memory, and a thread per
+    /// columns (runs of 4 · columns bytes, several chunks' rows per load instruction), a pair's 64 weights in flight
+    /// together, the first pair's requested before anything else. The chunk sums go to shared memory, and a thread per
     /// (row, column) adds them in order to the bias: the canonical order of every kernel here.
     /// </summary>
     /// <remarks>
@@ -310,7 +310,9 @@ internal static class MatMulKernels
 
             for (var e = tid; e < pairs; e += G)
             {
-                var next = ColumnChunk(weight, s, col0, CB, e + G, pairs);
+                // Later pairs (inputs of more than G / CB chunks) load their weights here: holding the next pair's in
+                // registers too would leave room for one group per multiprocessor instead of two.
+                if (e != tid) current = ColumnChunk(weight, s, col0, CB, e, pairs);
                 int chunk = e / CB, j = e % CB, col = col0 + j, k = chunk * Chunk, count = XMath.Min(s.IC, k + Chunk) - k;
                 for (var row = 0; row < s.N; row++)
                 {
@@ -319,7 +321,6 @@ internal static class MatMulKernels
                         : Sixteen.DotInOrder(xs, row * s.IC + k, weight, k * s.OC + col, s.OC, count);
                     sums[(row * chunks + chunk) * CB + j] = sum;
                 }
-                current = next;
             }
             Group.Barrier();
 
