@@ -33,6 +33,12 @@ internal static class MatMul
     // Rows per work item when there are many: a multiple of the tile, small enough to spread N = 128 over the cores.
     private const int RowBlock = 48;
 
+    // How far ahead (in rows of a panel, 128 bytes each in float32) a decoding step asks for the panel it streams.
+    // Measured over the 48 projections of a 124M step, runs of each distance interleaved in one process (AMD EPYC
+    // Zen 5, 2 threads): 48 to 192 rows (6-24 KB) ahead read 10-13 % faster than leaving the stream to the hardware
+    // prefetcher, while 8 or 16 rows (1-2 KB) ahead were 1-3 % slower.
+    private const int Float32RowsAhead = 64;
+
     /// <summary>Runs the matmul on the weight's format at the given SIMD width, spread over the cores.</summary>
     public static void Forward(Memory<float> output, ReadOnlyMemory<float> input, WeightData weight, ReadOnlyMemory<float> bias,
         int N, int IC, int OC, MatMulEpilogue epilogue, VectorWidth width)
@@ -221,8 +227,11 @@ internal static class MatMul
                 if (rows == TileRows) Tile6<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, stride, b0, b1, residual);
                 else
                 {
+                    // Decoding (an item of fewer rows than a tile): the first row streams the panel from memory, asking
+                    // for it ahead in float32; the others find it in cache.
+                    var ahead = r1 - r0 < TileRows && r == r0 && typeof(P) == typeof(Panels<float, Float32Widening>) ? Float32RowsAhead : 0;
                     for (var i = 0; i < rows; i++)
-                        Tile1<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)(r + i) * IC), IC, ref Unsafe.Add(ref o, i * stride), b0, b1, residual);
+                        Tile1<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)(r + i) * IC), IC, ref Unsafe.Add(ref o, i * stride), b0, b1, residual, i == 0 ? ahead : 0);
                 }
                 if (!full)
                 {
@@ -278,13 +287,15 @@ internal static class MatMul
 
     /// <summary>One row: decoding, and the rows a 6-row tile leaves over. Each output is summed exactly as in <see cref="Tile6"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile1<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, V b0, V b1, bool residual)
+    private static void Tile1<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, V b0, V b1, bool residual, int ahead)
         where V : struct, ISimd<V> where P : struct, IPanelView
     {
         V a0 = b0, a1 = b1;
         var first = panels.Block(p, 0);
         for (var k = 0; k < IC; k++)
         {
+            // Asking for rows past the panel's end is harmless: they are the next panel's, usually this thread's next.
+            if (ahead > 0) panels.Prefetch(first + k + ahead);
             panels.Load<V>(first + k, c, out var w0, out var w1);
             var v = V.Broadcast(Unsafe.Add(ref x, k));
             a0 = V.Fma(v, w0, a0);

@@ -25,6 +25,11 @@ internal static class MatMulTransposed
     // Weight rows per work item: the item's slice of the table is read once per block of input rows.
     private const int PanelRows = 128;
 
+    // How far ahead a float32 decoding step asks for the table's rows. Measured on the 124M head, runs of each
+    // distance interleaved in one process (AMD EPYC Zen 5, 2 threads): two rows ahead read 8-9 % faster than leaving
+    // the stream to the hardware prefetcher, four 7 %, eight 3 %.
+    private const int Float32RowsAhead = 2;
+
     /// <summary>Runs the projection at the given SIMD width, spread over the cores.</summary>
     public static void Forward(Memory<float> output, ReadOnlyMemory<float> input, WeightData weight, int N, int IC, int OC, VectorWidth width)
     {
@@ -117,9 +122,14 @@ internal static class MatMulTransposed
         if (N == 1 && typeof(R) == typeof(TableRows<float, Float32Widening>))
         {
             // Decoding float32: one weight row after another, the most sequential read of the table, which
-            // is what bounds this case (it reads faster than four rows in step). Narrower formats take the
-            // 1 × 4 tile below: widening makes one sum at a time too slow to keep up with memory.
-            for (var k = from; k < to; k++) Unsafe.Add(ref o, k) = Dot<V, R>(rows, ref x, IC, k);
+            // is what bounds this case (it reads faster than four rows in step), each row asked for
+            // Float32RowsAhead rows before it is summed. Narrower formats take the 1 × 4 tile below: widening
+            // makes one sum at a time too slow to keep up with memory.
+            for (var k = from; k < to; k++)
+            {
+                rows.Prefetch(rows.Start(k + Float32RowsAhead), IC);
+                Unsafe.Add(ref o, k) = Dot<V, R>(rows, ref x, IC, k);
+            }
             return;
         }
         // The rows a tile leaves over: four weight rows at a time, four sums in flight.

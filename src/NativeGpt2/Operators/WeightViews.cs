@@ -143,8 +143,8 @@ internal readonly struct BFloat16Widening : IWidening<ushort>
 /// <summary>Panels of float32, float16 or bfloat16 values, widened by <typeparamref name="W"/>.</summary>
 internal readonly struct Panels<T, W>(T[] values, int rows) : IPanelView where T : unmanaged where W : struct, IWidening<T>
 {
-    // About 2 KB of a panel ahead (32 rows of 16-bit values). Float32 does not use it: it decodes one panel
-    // at a time, which the hardware prefetcher follows alone.
+    // About 2 KB of a panel ahead (32 rows of 16-bit values), for four panels read side by side. Float32 decodes
+    // one panel at a time and asks further ahead itself (MatMul.Float32RowsAhead).
     public int PrefetchRows => 2048 / (WeightData.PanelWidth * Unsafe.SizeOf<T>());
 
     public int Rows => rows;
@@ -152,8 +152,9 @@ internal readonly struct Panels<T, W>(T[] values, int rows) : IPanelView where T
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public nint Block(int panel, int k) => (nint)panel * rows + k;
 
+    /// <summary>Every line of the block: one for 16-bit values, two for float32 (128 bytes).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint block) => CacheHint.Prefetch(values, block * WeightData.PanelWidth);
+    public void Prefetch(nint block) => CacheHint.PrefetchRange(values, block * WeightData.PanelWidth, WeightData.PanelWidth);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>
@@ -195,8 +196,8 @@ internal readonly struct Q8Panels(sbyte[] values, float[] scales, int rows) : IP
 /// <summary>A row-major table of float32, float16 or bfloat16 values, widened by <typeparamref name="W"/>.</summary>
 internal readonly struct TableRows<T, W>(T[] values, int stride) : IRowView where T : unmanaged where W : struct, IWidening<T>
 {
-    // Eight rows (two tiles) ahead for 16-bit tables; float32 is read one row after another when decoding,
-    // which the hardware prefetcher follows alone.
+    // Eight rows (two tiles) ahead for 16-bit tables; float32 decoding reads one row after another and asks
+    // for its rows itself (MatMulTransposed.Float32RowsAhead).
     public int PrefetchRows => Unsafe.SizeOf<T>() < sizeof(float) ? 8 : 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
