@@ -33,11 +33,15 @@ internal static class MatMul
     // Rows per work item when there are many: a multiple of the tile, small enough to spread N = 128 over the cores.
     private const int RowBlock = 48;
 
-    // How far ahead (in rows of a panel, 128 bytes each in float32) a decoding step asks for the panel it streams.
-    // Measured over the 48 projections of a 124M step, runs of each distance interleaved in one process (AMD EPYC
-    // Zen 5, 2 threads): 48 to 192 rows (6-24 KB) ahead read 10-13 % faster than leaving the stream to the hardware
-    // prefetcher, while 8 or 16 rows (1-2 KB) ahead were 1-3 % slower.
+    // How far ahead (in rows of a panel, 128 bytes each in float32) the pass that streams a float32 panel from memory
+    // asks for it. Measured over the 48 projections of 124M, runs of each distance interleaved in one process (AMD EPYC
+    // Zen 5, 2 threads): decoding read 10-13 % faster at 48 to 192 rows (6-24 KB) ahead than leaving the stream to the
+    // hardware prefetcher, and 1-3 % slower at 8 or 16 rows (1-2 KB); a 128-row prompt's projections ran 4-5 % faster
+    // at 64 to 256 rows ahead.
     private const int Float32RowsAhead = 64;
+
+    /// <summary>How far ahead a view streamed from memory is asked for: <see cref="Float32RowsAhead"/> for float32 panels; others widen first or ask their own way.</summary>
+    private static int Float32Ahead<P>() where P : struct, IPanelView => typeof(P) == typeof(Panels<float, Float32Widening>) ? Float32RowsAhead : 0;
 
     /// <summary>Runs the matmul on the weight's format at the given SIMD width, spread over the cores.</summary>
     public static void Forward(Memory<float> output, ReadOnlyMemory<float> input, WeightData weight, ReadOnlyMemory<float> bias,
@@ -89,7 +93,7 @@ internal static class MatMul
                     else
                     {
                         for (; p < Math.Min(panelCount, (g + 1) * PanelsSideBySide); p++)
-                            Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, 0, 1, IC, OC, epilogue);
+                            Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, 0, 1, IC, OC, epilogue, ahead: 0);
                     }
                 }
             });
@@ -109,9 +113,9 @@ internal static class MatMul
                     // so the results are the same).
                     widened ??= ArrayPool<float>.Shared.Rent(IC * WeightData.PanelWidth);
                     PanelWidening.Widen<V, P>(panels, p, IC, widened);
-                    Panel<V, Panels<float, Float32Widening>>(new(widened, IC), 0, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue);
+                    Panel<V, Panels<float, Float32Widening>>(new(widened, IC), 0, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, ahead: 0);
                 }
-                else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue);
+                else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, Float32Ahead<P>());
             }
             if (widened is not null) ArrayPool<float>.Shared.Return(widened);
         });
@@ -184,7 +188,7 @@ internal static class MatMul
     /// <summary>Rows [r0, r1) of panel p's 32 columns, read from panel <paramref name="view"/> of <paramref name="panels"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Panel<V, P>(P panels, int view, int p, Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> bias,
-        int r0, int r1, int IC, int OC, MatMulEpilogue epilogue) where V : struct, ISimd<V> where P : struct, IPanelView
+        int r0, int r1, int IC, int OC, MatMulEpilogue epilogue, int ahead) where V : struct, ISimd<V> where P : struct, IPanelView
     {
         var col0 = p * WeightData.PanelWidth;
         var columns = Math.Min(WeightData.PanelWidth, OC - col0);
@@ -224,14 +228,14 @@ internal static class MatMul
                 {
                     for (var i = 0; i < rows; i++) target.Slice(i * OC, width).CopyTo(scratch.Slice(i * stride, width));
                 }
-                if (rows == TileRows) Tile6<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, stride, b0, b1, residual);
+                // The pass that first reads the panel from memory asks for it ahead: the first tile of row 0, or the first
+                // row of a decoding step's item (fewer rows than a tile); the others find the panel in cache.
+                var first = r == 0 || (r1 - r0 < TileRows && r == r0) ? ahead : 0;
+                if (rows == TileRows) Tile6<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, stride, b0, b1, residual, first);
                 else
                 {
-                    // Decoding (an item of fewer rows than a tile): the first row streams the panel from memory, asking
-                    // for it ahead in float32; the others find it in cache.
-                    var ahead = r1 - r0 < TileRows && r == r0 && typeof(P) == typeof(Panels<float, Float32Widening>) ? Float32RowsAhead : 0;
                     for (var i = 0; i < rows; i++)
-                        Tile1<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)(r + i) * IC), IC, ref Unsafe.Add(ref o, i * stride), b0, b1, residual, i == 0 ? ahead : 0);
+                        Tile1<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)(r + i) * IC), IC, ref Unsafe.Add(ref o, i * stride), b0, b1, residual, i == 0 ? first : 0);
                 }
                 if (!full)
                 {
@@ -250,7 +254,7 @@ internal static class MatMul
     // The tiles make no calls: values live across a call would be spilled to the stack in the inner loop.
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile6<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, int stride, V b0, V b1, bool residual)
+    private static void Tile6<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, int stride, V b0, V b1, bool residual, int ahead)
         where V : struct, ISimd<V> where P : struct, IPanelView
     {
         ref var x0 = ref x;
@@ -263,6 +267,7 @@ internal static class MatMul
         var first = panels.Block(p, 0);
         for (var k = 0; k < IC; k++)
         {
+            if (ahead > 0) panels.Prefetch(first + k + ahead);
             panels.Load<V>(first + k, c, out var w0, out var w1);
             var v = V.Broadcast(Unsafe.Add(ref x0, k));
             a00 = V.Fma(v, w0, a00); a01 = V.Fma(v, w1, a01);
