@@ -96,17 +96,7 @@ public class BackendConformanceTests
             var w = Numerics.RandomFloats(random, IC * OC);
             var b = Numerics.RandomFloats(random, OC);
             var residual = Numerics.RandomFloats(random, N * OC);
-            var expected = new float[N * OC];
-            MatMul.Reference(expected, x, w, b, N, IC, OC);
-            for (var i = 0; i < expected.Length; i++)
-            {
-                expected[i] = epilogue switch
-                {
-                    MatMulEpilogue.BiasGelu => GeluReference(expected[i]),
-                    MatMulEpilogue.Residual => (float)((double)residual[i] + expected[i]),
-                    _ => expected[i],
-                };
-            }
+            var expected = ProjectionReference.Expected(x, w, b, residual, N, IC, OC, epilogue);
             var actual = Run(backend, N * OC, o =>
             {
                 using var input = backend.Upload(x);
@@ -410,12 +400,6 @@ public class BackendConformanceTests
         Assert.Equal([Array.IndexOf(rows[0], rows[0].Max()), 500, -1, -1, -1], actual);
     }
 
-    private static float GeluReference(float x)
-    {
-        var y = new float[1];
-        Gelu.Reference(y, [x]);
-        return y[0];
-    }
 
     private static float[] Run(IBackend backend, int outputLength, Action<DeviceBuffer<float>> operation)
     {

@@ -62,17 +62,7 @@ public class IlgpuMatVecTests
                 input = new float[N * IC];
                 LayerNorm.Reference(input, x, g, beta, N, IC, 1e-5f);
             }
-            var expected = new float[N * OC];
-            MatMul.Reference(expected, input, w, b, N, IC, OC);
-            for (var i = 0; i < expected.Length; i++)
-            {
-                expected[i] = epilogue switch
-                {
-                    MatMulEpilogue.BiasGelu => (float)(0.5 * expected[i] * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (expected[i] + 0.044715 * Math.Pow(expected[i], 3))))),
-                    MatMulEpilogue.Residual => (float)((double)residual[i] + expected[i]),
-                    _ => expected[i],
-                };
-            }
+            var expected = ProjectionReference.Expected(input, w, b, residual, N, IC, OC, epilogue);
             foreach (var (columns, result) in Widths.Zip(results))
                 Numerics.AssertClose(expected, result.Output, 2e-5 * Math.Sqrt(IC), $"{what}: {columns} columns against the reference");
         }
@@ -96,8 +86,7 @@ public class IlgpuMatVecTests
         var split = Project(backend, 0, false, x, x, x, w, b, zeros, N, IC, OC, MatMulEpilogue.Bias);
         var chosen = Project(backend, 16, false, x, x, x, w, b, zeros, N, IC, OC, MatMulEpilogue.Bias);
         Assert.Equal(split.Output, chosen.Output);
-        var expected = new float[N * OC];
-        MatMul.Reference(expected, x, w, b, N, IC, OC);
+        var expected = ProjectionReference.Expected(x, w, b, zeros, N, IC, OC, MatMulEpilogue.Bias);
         Numerics.AssertClose(expected, chosen.Output, 2e-5 * Math.Sqrt(IC), $"{name} N={N} IC={IC} OC={OC}");
     }
 

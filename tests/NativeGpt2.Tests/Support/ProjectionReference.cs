@@ -1,0 +1,28 @@
+using NativeGpt2.Backends;
+using NativeGpt2.Operators;
+
+namespace NativeGpt2.Tests.Support;
+
+/// <summary>What a projection with an epilogue must give: the double-precision operator references, then the epilogue.</summary>
+public static class ProjectionReference
+{
+    /// <summary>
+    /// x (N, IC) · w (IC, OC) + b by <see cref="MatMul.Reference"/>, then GELU (<see cref="Gelu.Reference"/>) or the add to
+    /// <paramref name="residual"/> (N, OC) that the epilogue asks for.
+    /// </summary>
+    public static float[] Expected(float[] x, float[] w, float[] b, float[] residual, int N, int IC, int OC, MatMulEpilogue epilogue)
+    {
+        var expected = new float[N * OC];
+        MatMul.Reference(expected, x, w, b, N, IC, OC);
+        switch (epilogue)
+        {
+            case MatMulEpilogue.BiasGelu:
+                Gelu.Reference(expected, expected);
+                break;
+            case MatMulEpilogue.Residual:
+                for (var i = 0; i < expected.Length; i++) expected[i] = (float)((double)residual[i] + expected[i]);
+                break;
+        }
+        return expected;
+    }
+}
