@@ -490,21 +490,22 @@ internal static class AttentionKernel
             // The new key, if this block holds it, is the block's last.
             var cached = fresh >= 0 && j0 + count - 1 == s.Past ? count - 1 : count;
             // The keys' mask is requested with the block, not after it.
-            var unmasked = lane < count && mask[b * s.Tmax + j0 + lane] != 0;
+            var seen = lane < count && mask[b * s.Tmax + j0 + lane] != 0;
             // The previous block's keys, values and weights are read before they are overwritten (and the query is in place).
             Warp.Barrier();
             StageWarpBlock(scratch, keys, values, (head + j0) * s.HS, s.HS, cached);
             if (cached < count)
             {
-                for (var d = lane; d < s.HS; d += W)
+                for (var d = lane; d < s.HS; d += 4 * W)
                 {
-                    scratch.Keys[cached * KeyPitch + d] = qkv[fresh + C + d];
-                    scratch.Values[cached * MaxHeadSize + d] = qkv[fresh + 2 * C + d];
+                    var key = FourChannels.Load(qkv, fresh + C, d, W, s.HS);
+                    var value = FourChannels.Load(qkv, fresh + 2 * C, d, W, s.HS);
+                    key.Store(scratch.Keys, cached * KeyPitch, d, W);
+                    value.Store(scratch.Values, cached * MaxHeadSize, d, W);
                 }
             }
             Warp.Barrier();
 
-            var seen = unmasked;
             var score = seen ? Sixteen.DotInOrder(scratch.Q, 0, scratch.Keys, lane * KeyPitch, 1, s.HS) * s.Scale : float.NegativeInfinity;
             var blockMax = Reductions.WarpMax(score);
             // Every key of the block masked: nothing changes.

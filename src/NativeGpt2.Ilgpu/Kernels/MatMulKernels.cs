@@ -626,29 +626,30 @@ internal struct MicroTile
 /// Elements e, e + G, e + 2G and e + 3G of a projection's input rows (those below N · IC), with their channels' LayerNorm
 /// weight and bias when the projection normalizes: twelve loads in flight, where one element at a time waited for each.
 /// </summary>
-internal readonly struct FourInputs(Float4 x, Float4 weight, Float4 bias)
+internal readonly struct FourInputs(FourChannels x, Float4 weight, Float4 bias)
 {
     public static FourInputs Load(ArrayView<float> input, ArrayView<float> normWeight, ArrayView<float> normBias, MatMulShape s, int e, int G)
     {
         var n = s.N * s.IC;
-        var x = new Float4(input[e], e + G < n ? input[e + G] : 0f, e + 2 * G < n ? input[e + 2 * G] : 0f, e + 3 * G < n ? input[e + 3 * G] : 0f);
-        if (s.Normalize == 0) return new FourInputs(x, default, default);
-        return new FourInputs(x,
-            new Float4(normWeight[e % s.IC], Channel(normWeight, e + G, n, s.IC), Channel(normWeight, e + 2 * G, n, s.IC), Channel(normWeight, e + 3 * G, n, s.IC)),
-            new Float4(normBias[e % s.IC], Channel(normBias, e + G, n, s.IC), Channel(normBias, e + 2 * G, n, s.IC), Channel(normBias, e + 3 * G, n, s.IC)));
+        var x = FourChannels.Load(input, 0, e, G, n);
+        return s.Normalize == 0 ? new FourInputs(x, default, default)
+            : new FourInputs(x, OfChannels(normWeight, s, e, G), OfChannels(normBias, s, e, G));
     }
 
     /// <summary>The elements (normalized with the rows' statistics, if the projection normalizes) into xs at their own index, and into normalized too if asked.</summary>
     public void Store(ArrayView<float> xs, ArrayView<float> normalized, ArrayView<float> stats, MatMulShape s, int e, int G, bool storeNormalized)
     {
-        var n = s.N * s.IC;
-        Put(xs, normalized, stats, s, e, x.X, weight.X, bias.X, storeNormalized);
-        if (e + G < n) Put(xs, normalized, stats, s, e + G, x.Y, weight.Y, bias.Y, storeNormalized);
-        if (e + 2 * G < n) Put(xs, normalized, stats, s, e + 2 * G, x.Z, weight.Z, bias.Z, storeNormalized);
-        if (e + 3 * G < n) Put(xs, normalized, stats, s, e + 3 * G, x.W, weight.W, bias.W, storeNormalized);
+        Put(xs, normalized, stats, s, e, x.V0, weight.X, bias.X, storeNormalized);
+        if (x.Count > 1) Put(xs, normalized, stats, s, e + G, x.V1, weight.Y, bias.Y, storeNormalized);
+        if (x.Count > 2) Put(xs, normalized, stats, s, e + 2 * G, x.V2, weight.Z, bias.Z, storeNormalized);
+        if (x.Count > 3) Put(xs, normalized, stats, s, e + 3 * G, x.V3, weight.W, bias.W, storeNormalized);
     }
 
-    private static float Channel(ArrayView<float> values, int e, int n, int IC) => e < n ? values[e % IC] : 0f;
+    /// <summary>The LayerNorm weight or bias of the channel of each of elements e, e + G, e + 2G, e + 3G (0 past N · IC).</summary>
+    private static Float4 OfChannels(ArrayView<float> values, MatMulShape s, int e, int G) =>
+        new(values[e % s.IC], Channel(values, s, e + G), Channel(values, s, e + 2 * G), Channel(values, s, e + 3 * G));
+
+    private static float Channel(ArrayView<float> values, MatMulShape s, int e) => e < s.N * s.IC ? values[e % s.IC] : 0f;
 
     private static void Put(ArrayView<float> xs, ArrayView<float> normalized, ArrayView<float> stats, MatMulShape s, int e, float x, float weight, float bias,
         bool storeNormalized)
