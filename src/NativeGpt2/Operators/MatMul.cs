@@ -228,9 +228,9 @@ internal static class MatMul
                 {
                     for (var i = 0; i < rows; i++) target.Slice(i * OC, width).CopyTo(scratch.Slice(i * stride, width));
                 }
-                // The pass that first reads the panel from memory asks for it ahead: the first tile of row 0, or the first
-                // row of a decoding step's item (fewer rows than a tile); the others find the panel in cache.
-                var first = r == 0 || (r1 - r0 < TileRows && r == r0) ? ahead : 0;
+                // The pass that first reads the panel from memory asks for it ahead: the tile (or, decoding, the row) that
+                // starts at row 0; the others find the panel in cache.
+                var first = r == 0 ? ahead : 0;
                 if (rows == TileRows) Tile6<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, stride, b0, b1, residual, first);
                 else
                 {
