@@ -54,7 +54,7 @@ internal static class MatMulKernels
     /// The tile sides are specialized values, so the compiled kernel divides by constants. With
     /// <paramref name="aligned"/> (IC and OC multiples of 4) the tiles are loaded 16 bytes at a time.
     /// Shared memory: the input tile row-major (BM × 64, pitch 68: a thread reads 4 inputs of a row as one word) and the
-    /// weight tile k-major (64 × BN, pitch BN + 4), 35 KB at most, within the 48 KB ILGPU allows a group.
+    /// weight tile k-major (64 × BN, pitch BN + 4: <see cref="WeightTilePitch"/>), 35 KB at most, within the 48 KB ILGPU allows a group.
     /// </remarks>
     public static void Tiled(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> bias, MatMulShape s,
         SpecializedValue<int> tileX, SpecializedValue<int> tileY, SpecializedValue<int> aligned)
@@ -70,12 +70,15 @@ internal static class MatMulKernels
     /// <summary>Pitch of the input tile's rows in floats: 64 inputs and 4 of padding, a whole number of 16-byte words.</summary>
     public const int APitch = TileK + 4;
 
+    /// <summary>Pitch of the weight tile's rows in floats for TX threads across: its 8·TX columns and 4 of padding, a whole number of 16-byte words.</summary>
+    public static int WeightTilePitch(int TX) => 8 * TX + 4;
+
     /// <summary>One BM × BN tile of the output, starting at (row0, col0).</summary>
     private static void Tile(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> bias, MatMulShape s,
         ArrayView<Float4> As, ArrayView<Float4> Bs, int TX, int TY, bool aligned, int row0, int col0)
     {
         int tid = Group.IdxX, tx = tid % TX, ty = tid / TX;
-        int BN = 8 * TX, BPitch4 = (BN + 4) / 4;
+        int BN = 8 * TX, BPitch4 = WeightTilePitch(TX) / 4;
         int r = ty * 4, c = tx * 4, c2 = BN / 2 + tx * 4;
         // The thread's first row of the input tile, and its two runs of four columns in the weight tile (16-byte words).
         var aRows = As.SubView(r * (APitch / 4));
@@ -140,7 +143,7 @@ internal static class MatMulKernels
     private static void Stage(ArrayView<float> input, ArrayView<float> weight, MatMulShape s, ArrayView<float> As, ArrayView<float> Bs,
         int TX, int TY, int row0, int col0, int k0)
     {
-        int G = Group.DimX, tid = Group.IdxX, BM = 4 * TY, BN = 8 * TX, BPitch = BN + 4;
+        int G = Group.DimX, tid = Group.IdxX, BM = 4 * TY, BN = 8 * TX, BPitch = WeightTilePitch(TX);
         for (var e = tid; e < BM * TileK; e += G)
         {
             int m = e / TileK, kk = e % TileK, row = row0 + m, k = k0 + kk;
@@ -162,7 +165,7 @@ internal static class MatMulKernels
     private static void StageAligned(ArrayView<float> input, ArrayView<float> weight, MatMulShape s, ArrayView<Float4> As, ArrayView<Float4> Bs,
         int TX, int TY, int row0, int col0, int k0)
     {
-        int G = Group.DimX, tid = Group.IdxX, BM = 4 * TY, BN = 8 * TX, BPitch = BN + 4;
+        int G = Group.DimX, tid = Group.IdxX, BM = 4 * TY, BN = 8 * TX, BPitch = WeightTilePitch(TX);
         var input4 = input.Cast<Float4>();
         var weight4 = weight.Cast<Float4>();
         for (var e = tid; e < BM * TileK / 4; e += G)
@@ -799,7 +802,7 @@ internal struct TileWords
 
     private static void PutB(ArrayView<Float4> Bs, int TX, int e, Float4 word)
     {
-        if (e < WeightWords(TX)) Bs[e / (2 * TX) * ((8 * TX + 4) / 4) + e % (2 * TX)] = word;
+        if (e < WeightWords(TX)) Bs[e / (2 * TX) * (MatMulKernels.WeightTilePitch(TX) / 4) + e % (2 * TX)] = word;
     }
 }
 
