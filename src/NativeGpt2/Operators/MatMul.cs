@@ -123,11 +123,11 @@ internal static class MatMul
 
     /// <summary>
     /// One row (a decoding step) of four full panels p … p + 3: each output summed exactly as <see cref="Tile1"/>
-    /// sums it, with the eight registers' sums independent so they overlap. The loop only adds to block indices
-    /// (<see cref="IPanelView.Block"/>), and GELU runs on the stored outputs, so the loop keeps its registers.
+    /// sums it, with the eight registers' sums independent so they overlap. The loop only adds to a byte offset
+    /// (<see cref="IPanelView.At"/>), and GELU runs on the stored outputs, so the loop keeps its registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RowOfFourPanels<V, P>(P panels, int p, Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> bias,
+    private static unsafe void RowOfFourPanels<V, P>(P panels, int p, Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> bias,
         int IC, MatMulEpilogue epilogue) where V : struct, ISimd<V> where P : struct, IPanelView
     {
         const int W = WeightData.PanelWidth;
@@ -136,32 +136,42 @@ internal static class MatMul
         ref var o = ref Unsafe.Add(ref MemoryMarshal.GetReference(output), p * W);
         ref var b = ref Unsafe.Add(ref MemoryMarshal.GetReference(bias), p * W);
         nint first = panels.Block(p, 0), next = panels.Rows;
-        var ahead = panels.PrefetchRows;
+        nint step = panels.BlockBytes, panelBytes = next * step;
         for (var c = 0; c < W; c += 2 * V.Count)
         {
             V a0 = V.Load(ref Unsafe.Add(ref b, c)), a1 = V.Load(ref Unsafe.Add(ref b, c + V.Count));
             V a2 = V.Load(ref Unsafe.Add(ref b, W + c)), a3 = V.Load(ref Unsafe.Add(ref b, W + c + V.Count));
             V a4 = V.Load(ref Unsafe.Add(ref b, 2 * W + c)), a5 = V.Load(ref Unsafe.Add(ref b, 2 * W + c + V.Count));
             V a6 = V.Load(ref Unsafe.Add(ref b, 3 * W + c)), a7 = V.Load(ref Unsafe.Add(ref b, 3 * W + c + V.Count));
-            for (var k = 0; k < IC; k++)
+            // The pass over the first columns reads the blocks from memory and asks for them ahead; a second pass
+            // (Vector256: 16 of the 32 columns each) finds them in cache.
+            nint ahead = c == 0 ? panels.PrefetchRows * step : 0;
+            // Row 0 of each panel; row k is `offset` bytes on (so no reference ever points past a panel's end).
+            ref var p0 = ref panels.At(first, c);
+            ref var p1 = ref Unsafe.Add(ref p0, panelBytes);
+            ref var p2 = ref Unsafe.Add(ref p1, panelBytes);
+            ref var p3 = ref Unsafe.Add(ref p2, panelBytes);
+            nint offset = 0;
+            for (var k = 0; k < IC; k++, offset += step)
             {
                 var block = first + k;
                 if (ahead > 0)
                 {
-                    panels.Prefetch(block + ahead);
-                    panels.Prefetch(block + next + ahead);
-                    panels.Prefetch(block + 2 * next + ahead);
-                    panels.Prefetch(block + 3 * next + ahead);
+                    var soon = (byte*)Unsafe.AsPointer(ref Unsafe.Add(ref p0, offset)) + ahead;
+                    panels.Prefetch(soon, block);
+                    panels.Prefetch(soon + panelBytes, block + next);
+                    panels.Prefetch(soon + 2 * panelBytes, block + 2 * next);
+                    panels.Prefetch(soon + 3 * panelBytes, block + 3 * next);
                 }
                 var v = V.Broadcast(Unsafe.Add(ref x, k));
-                panels.Load<V>(block, c, out var w0, out var w1);
-                panels.Load<V>(block + next, c, out var w2, out var w3);
+                panels.Load<V>(ref Unsafe.Add(ref p0, offset), block, out var w0, out var w1);
+                panels.Load<V>(ref Unsafe.Add(ref p1, offset), block + next, out var w2, out var w3);
                 a0 = V.Fma(v, w0, a0);
                 a1 = V.Fma(v, w1, a1);
                 a2 = V.Fma(v, w2, a2);
                 a3 = V.Fma(v, w3, a3);
-                panels.Load<V>(block + 2 * next, c, out w0, out w1);
-                panels.Load<V>(block + 3 * next, c, out w2, out w3);
+                panels.Load<V>(ref Unsafe.Add(ref p2, offset), block + 2 * next, out w0, out w1);
+                panels.Load<V>(ref Unsafe.Add(ref p3, offset), block + 3 * next, out w2, out w3);
                 a4 = V.Fma(v, w0, a4);
                 a5 = V.Fma(v, w1, a5);
                 a6 = V.Fma(v, w2, a6);
@@ -254,7 +264,7 @@ internal static class MatMul
     // The tiles make no calls: values live across a call would be spilled to the stack in the inner loop.
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile6<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, int stride, V b0, V b1, bool residual, int ahead)
+    private static unsafe void Tile6<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, int stride, V b0, V b1, bool residual, int ahead)
         where V : struct, ISimd<V> where P : struct, IPanelView
     {
         ref var x0 = ref x;
@@ -265,10 +275,12 @@ internal static class MatMul
         ref var x5 = ref Unsafe.Add(ref x4, IC);
         V a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1, a30 = b0, a31 = b1, a40 = b0, a41 = b1, a50 = b0, a51 = b1;
         var first = panels.Block(p, 0);
-        for (var k = 0; k < IC; k++)
+        nint step = panels.BlockBytes, soon = ahead * step, offset = 0;
+        ref var at = ref panels.At(first, c);
+        for (var k = 0; k < IC; k++, offset += step)
         {
-            if (ahead > 0) panels.Prefetch(first + k + ahead);
-            panels.Load<V>(first + k, c, out var w0, out var w1);
+            if (ahead > 0) panels.Prefetch((byte*)Unsafe.AsPointer(ref Unsafe.Add(ref at, offset)) + soon, first + k + ahead);
+            panels.Load<V>(ref Unsafe.Add(ref at, offset), first + k, out var w0, out var w1);
             var v = V.Broadcast(Unsafe.Add(ref x0, k));
             a00 = V.Fma(v, w0, a00); a01 = V.Fma(v, w1, a01);
             v = V.Broadcast(Unsafe.Add(ref x1, k));
@@ -292,16 +304,18 @@ internal static class MatMul
 
     /// <summary>One row: decoding, and the rows a 6-row tile leaves over. Each output is summed exactly as in <see cref="Tile6"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile1<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, V b0, V b1, bool residual, int ahead)
+    private static unsafe void Tile1<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, V b0, V b1, bool residual, int ahead)
         where V : struct, ISimd<V> where P : struct, IPanelView
     {
         V a0 = b0, a1 = b1;
         var first = panels.Block(p, 0);
-        for (var k = 0; k < IC; k++)
+        nint step = panels.BlockBytes, soon = ahead * step, offset = 0;
+        ref var at = ref panels.At(first, c);
+        for (var k = 0; k < IC; k++, offset += step)
         {
             // Asking for rows past the panel's end is harmless: they are the next panel's, usually this thread's next.
-            if (ahead > 0) panels.Prefetch(first + k + ahead);
-            panels.Load<V>(first + k, c, out var w0, out var w1);
+            if (ahead > 0) panels.Prefetch((byte*)Unsafe.AsPointer(ref Unsafe.Add(ref at, offset)) + soon, first + k + ahead);
+            panels.Load<V>(ref Unsafe.Add(ref at, offset), first + k, out var w0, out var w1);
             var v = V.Broadcast(Unsafe.Add(ref x, k));
             a0 = V.Fma(v, w0, a0);
             a1 = V.Fma(v, w1, a1);

@@ -13,21 +13,37 @@ internal interface IPanelView
 {
     /// <summary>
     /// Row k of panel p as one index, p · rows + k: the panel's 32 values of that row are block b, so row k of
-    /// panel p + 1 is b + <see cref="Rows"/>, and a loop over k or over side-by-side panels only adds.
+    /// panel p + 1 is b + <see cref="Rows"/>.
     /// </summary>
     nint Block(int panel, int k);
 
     /// <summary>Rows per panel (IC): the distance in blocks from a panel to the next.</summary>
     int Rows { get; }
 
-    /// <summary>Values [c, c + 2·V.Count) of block <paramref name="block"/>, as float32.</summary>
-    void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>;
+    /// <summary>Bytes from one block's values to the next's: the step from row k of a panel to row k + 1.</summary>
+    int BlockBytes { get; }
+
+    /// <summary>
+    /// Value <paramref name="c"/> of block <paramref name="block"/>, as a reference that a loop over the rows advances
+    /// by <see cref="BlockBytes"/> (row k of the next panel is <see cref="Rows"/> · BlockBytes further on): the loop
+    /// then only adds, where an address recomputed from the block index for every load cost about four instructions.
+    /// </summary>
+    ref byte At(nint block, int c);
+
+    /// <summary>
+    /// Values [c, c + 2·V.Count) of block <paramref name="block"/>, as float32, from <paramref name="at"/> =
+    /// <see cref="At"/>(block, c) (the block index is for what is stored beside the values: q8's scales).
+    /// </summary>
+    void Load<V>(ref byte at, nint block, out V w0, out V w1) where V : struct, ISimd<V>;
 
     /// <summary>How many rows ahead a decoding step of four panels asks for (<see cref="Prefetch"/>): about 2 KB of a panel.</summary>
     int PrefetchRows { get; }
 
-    /// <summary>A hint: the cache lines holding block <paramref name="block"/> are wanted soon (it may be past the end).</summary>
-    void Prefetch(nint block);
+    /// <summary>
+    /// A hint: the block <paramref name="block"/>, whose values start at <paramref name="at"/>, is wanted soon. A raw
+    /// address, never read, so it may be past the end of the array.
+    /// </summary>
+    unsafe void Prefetch(byte* at, nint block);
 }
 
 /// <summary>Cache hints that never fault: an address past the end of an array is only a wasted hint.</summary>
@@ -41,6 +57,14 @@ internal static class CacheHint
     {
         var perLine = LineBytes / Unsafe.SizeOf<T>();
         for (var i = 0; i < count; i += perLine) Prefetch(array, index + i);
+    }
+
+    /// <summary>Hints for [at, at + bytes), one per 64 bytes: a raw address, so nothing is read and the GC is not involved.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void PrefetchBytes(byte* at, int bytes)
+    {
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
+        for (var i = 0; i < bytes; i += LineBytes) System.Runtime.Intrinsics.X86.Sse.Prefetch0(at + i);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -66,7 +90,8 @@ internal static class PanelWidening
         {
             for (var c = 0; c < WeightData.PanelWidth; c += 2 * V.Count)
             {
-                panels.Load<V>(panels.Block(panel, k), c, out var w0, out var w1);
+                var block = panels.Block(panel, k);
+                panels.Load<V>(ref panels.At(block, c), block, out var w0, out var w1);
                 ref var at = ref Unsafe.Add(ref d, k * WeightData.PanelWidth + c);
                 V.Store(ref at, w0);
                 V.Store(ref Unsafe.Add(ref at, V.Count), w1);
@@ -152,17 +177,23 @@ internal readonly struct Panels<T, W>(T[] values, int rows) : IPanelView where T
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public nint Block(int panel, int k) => (nint)panel * rows + k;
 
-    /// <summary>Every line of the block: one for 16-bit values, two for float32 (128 bytes).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint block) => CacheHint.PrefetchRange(values, block * WeightData.PanelWidth, WeightData.PanelWidth);
+    public int BlockBytes => WeightData.PanelWidth * Unsafe.SizeOf<T>();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>
+    public ref byte At(nint block, int c) =>
+        ref Unsafe.As<T, byte>(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load<V>(ref byte at, nint block, out V w0, out V w1) where V : struct, ISimd<V>
     {
-        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c);
-        w0 = W.Load<V>(ref at);
-        w1 = W.Load<V>(ref Unsafe.Add(ref at, V.Count));
+        ref var first = ref Unsafe.As<byte, T>(ref at);
+        w0 = W.Load<V>(ref first);
+        w1 = W.Load<V>(ref Unsafe.Add(ref first, V.Count));
     }
+
+    /// <summary>Every line of the block: one for 16-bit values, two for float32 (128 bytes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public unsafe void Prefetch(byte* at, nint block) => CacheHint.PrefetchBytes(at, BlockBytes);
 }
 
 internal readonly struct Q8Panels(sbyte[] values, float[] scales, int rows) : IPanelView
@@ -174,22 +205,31 @@ internal readonly struct Q8Panels(sbyte[] values, float[] scales, int rows) : IP
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public nint Block(int panel, int k) => (nint)panel * rows + k;
 
-    /// <summary>The block's 32 values (half a cache line), and every 16th block its line of scales.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(nint block)
-    {
-        CacheHint.Prefetch(values, block * WeightData.PanelWidth);
-        if ((block & 15) == 0) CacheHint.Prefetch(scales, block);
-    }
+    public int BlockBytes => WeightData.PanelWidth;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load<V>(nint block, int c, out V w0, out V w1) where V : struct, ISimd<V>
+    public ref byte At(nint block, int c) =>
+        ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load<V>(ref byte at, nint block, out V w0, out V w1) where V : struct, ISimd<V>
     {
         // w = q · scale, one scale for the block's 32 values.
-        ref var at = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c);
+        ref var q = ref Unsafe.As<byte, sbyte>(ref at);
         var scale = V.Broadcast(Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), block));
-        w0 = V.Multiply(V.LoadInt8(ref at), scale);
-        w1 = V.Multiply(V.LoadInt8(ref Unsafe.Add(ref at, V.Count)), scale);
+        w0 = V.Multiply(V.LoadInt8(ref q), scale);
+        w1 = V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, V.Count)), scale);
+    }
+
+    /// <summary>
+    /// The line where the block's 32 values (half a line) start: a block split over two lines has its second asked
+    /// for by the next block's hint. Every 16th block, its line of scales.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public unsafe void Prefetch(byte* at, nint block)
+    {
+        CacheHint.PrefetchBytes(at, 1);
+        if ((block & 15) == 0) CacheHint.Prefetch(scales, block);
     }
 }
 
