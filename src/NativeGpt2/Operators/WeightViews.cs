@@ -24,9 +24,10 @@ internal interface IPanelView
     int BlockBytes { get; }
 
     /// <summary>
-    /// Value <paramref name="c"/> of block <paramref name="block"/>, as a reference that a loop over the rows advances
-    /// by <see cref="BlockBytes"/> (row k of the next panel is <see cref="Rows"/> · BlockBytes further on): the loop
-    /// then only adds, where an address recomputed from the block index for every load cost about four instructions.
+    /// Value <paramref name="c"/> of block <paramref name="block"/>, as a reference: a loop over the rows keeps it and
+    /// adds <see cref="BlockBytes"/> to an offset per row (row k of the next panel is <see cref="Rows"/> · BlockBytes
+    /// further on), so it only adds, where an address recomputed from the block index for every load cost about four
+    /// instructions; and the reference itself never points past the panel.
     /// </summary>
     ref byte At(nint block, int c);
 
