@@ -287,12 +287,16 @@ internal readonly struct Q8Rows(sbyte[] values, float[] scales, int blocks) : IR
     public nint Start(int row) => (nint)row * blocks * WeightData.PanelWidth;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public V Load<V>(nint start, int k) where V : struct, ISimd<V>
-    {
-        var at = start + k;
-        var scale = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), (nint)((nuint)at / WeightData.PanelWidth));
-        return V.Multiply(V.LoadInt8(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), at)), V.Broadcast(scale));
-    }
+    public V Load<V>(nint start, int k) where V : struct, ISimd<V> => V.Multiply(Integers<V>(start, k), V.Broadcast(Scale(start, k)));
+
+    /// <summary>The scale of the block holding value <paramref name="k"/> of the row at <paramref name="start"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public float Scale(nint start, int k) => Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), (nint)((nuint)(start + k) / WeightData.PanelWidth));
+
+    /// <summary>row[k … k + V.Count) before the scale: <see cref="Load"/> is these times <see cref="Scale"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public V Integers<V>(nint start, int k) where V : struct, ISimd<V> =>
+        V.LoadInt8(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
 
     public float Element(nint start, int k) => values[start + k] * scales[(start + k) / WeightData.PanelWidth];
 }
