@@ -190,17 +190,34 @@ internal static class MatMulTransposed
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Tile1x4<V, R>(R rows, ref float x0, int IC, int k, ref float o) where V : struct, ISimd<V> where R : struct, IRowView
     {
-        if (typeof(R) == typeof(Q8Rows))
-        {
-            Tile1x4<V>(Unsafe.As<R, Q8Rows>(ref rows), ref x0, IC, k, ref o);
-            return;
-        }
         nint r0 = rows.Start(k), r1 = rows.Start(k + 1), r2 = rows.Start(k + 2), r3 = rows.Start(k + 3);
         V a00 = V.Zero, a01 = V.Zero, a02 = V.Zero, a03 = V.Zero;
         // The rows a few tiles ahead, contiguous in the table, asked for a slice per step: 4 · V.Count values.
         var ahead = rows.PrefetchRows;
         var next = rows.Start(k + ahead);
         var i = 0;
+        if (typeof(R) == typeof(Q8Rows))
+        {
+            // q8, the same sums block by block: each row's block scale read and broadcast once per 32 values instead
+            // of once per register (an index computation, a load and a broadcast every 8 or 16 values, which made
+            // the q8 head a third of a 256-bit decoding step). The loop below takes a last partial block.
+            const int B = WeightData.PanelWidth;
+            var q8 = Unsafe.As<R, Q8Rows>(ref rows);
+            for (; i + B <= IC; i += B)
+            {
+                q8.Prefetch(next + TileWeights * i, TileWeights * B);
+                V s0 = V.Broadcast(q8.Scale(r0, i)), s1 = V.Broadcast(q8.Scale(r1, i));
+                V s2 = V.Broadcast(q8.Scale(r2, i)), s3 = V.Broadcast(q8.Scale(r3, i));
+                for (var j = i; j < i + B; j += V.Count)
+                {
+                    var v0 = V.Load(ref Unsafe.Add(ref x0, j));
+                    a00 = V.Fma(v0, V.Multiply(q8.Integers<V>(r0, j), s0), a00);
+                    a01 = V.Fma(v0, V.Multiply(q8.Integers<V>(r1, j), s1), a01);
+                    a02 = V.Fma(v0, V.Multiply(q8.Integers<V>(r2, j), s2), a02);
+                    a03 = V.Fma(v0, V.Multiply(q8.Integers<V>(r3, j), s3), a03);
+                }
+            }
+        }
         for (; i <= IC - V.Count; i += V.Count)
         {
             if (ahead > 0) rows.Prefetch(next + TileWeights * i, TileWeights * V.Count);
@@ -211,44 +228,6 @@ internal static class MatMulTransposed
             a03 = V.Fma(v0, rows.Load<V>(r3, i), a03);
         }
         Finish<V, R>(rows, ref o, ref x0, IC, r0, r1, r2, r3, i, a00, a01, a02, a03);
-    }
-
-    /// <summary>
-    /// <see cref="Tile1x4{V, R}"/> over q8 rows, the same sums: each row's block scale is read and broadcast once per
-    /// block of 32 values instead of once per register (an index computation, a load and a broadcast for every 8 or
-    /// 16 values, which made the q8 head a third of a 256-bit decoding step).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile1x4<V>(Q8Rows rows, ref float x0, int IC, int k, ref float o) where V : struct, ISimd<V>
-    {
-        const int B = WeightData.PanelWidth;
-        nint r0 = rows.Start(k), r1 = rows.Start(k + 1), r2 = rows.Start(k + 2), r3 = rows.Start(k + 3);
-        V a00 = V.Zero, a01 = V.Zero, a02 = V.Zero, a03 = V.Zero;
-        var next = rows.Start(k + rows.PrefetchRows);
-        var i = 0;
-        for (; i + B <= IC; i += B)
-        {
-            rows.Prefetch(next + TileWeights * i, TileWeights * B);
-            V s0 = V.Broadcast(rows.Scale(r0, i)), s1 = V.Broadcast(rows.Scale(r1, i));
-            V s2 = V.Broadcast(rows.Scale(r2, i)), s3 = V.Broadcast(rows.Scale(r3, i));
-            for (var j = i; j < i + B; j += V.Count)
-            {
-                var v0 = V.Load(ref Unsafe.Add(ref x0, j));
-                a00 = V.Fma(v0, V.Multiply(rows.Integers<V>(r0, j), s0), a00);
-                a01 = V.Fma(v0, V.Multiply(rows.Integers<V>(r1, j), s1), a01);
-                a02 = V.Fma(v0, V.Multiply(rows.Integers<V>(r2, j), s2), a02);
-                a03 = V.Fma(v0, V.Multiply(rows.Integers<V>(r3, j), s3), a03);
-            }
-        }
-        for (; i <= IC - V.Count; i += V.Count)
-        {
-            var v0 = V.Load(ref Unsafe.Add(ref x0, i));
-            a00 = V.Fma(v0, rows.Load<V>(r0, i), a00);
-            a01 = V.Fma(v0, rows.Load<V>(r1, i), a01);
-            a02 = V.Fma(v0, rows.Load<V>(r2, i), a02);
-            a03 = V.Fma(v0, rows.Load<V>(r3, i), a03);
-        }
-        Finish<V, Q8Rows>(rows, ref o, ref x0, IC, r0, r1, r2, r3, i, a00, a01, a02, a03);
     }
 
     /// <summary>3 input rows × weight rows [k, k + 4): twelve dot products in flight.</summary>
