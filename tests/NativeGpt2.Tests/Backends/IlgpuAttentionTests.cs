@@ -13,7 +13,7 @@ namespace NativeGpt2.Tests.Backends;
 [Collection(IlgpuAccelerators.Name)]
 public class IlgpuAttentionTests
 {
-    public static TheoryData<string> Accelerators => [TestBackends.IlgpuCpu, TestBackends.Cuda];
+    public static TheoryData<string> Accelerators => TestBackends.Ilgpu;
 
     [SkippableTheory]
     [MemberData(nameof(Accelerators))]

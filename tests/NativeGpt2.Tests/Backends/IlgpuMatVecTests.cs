@@ -16,7 +16,7 @@ namespace NativeGpt2.Tests.Backends;
 [Collection(IlgpuAccelerators.Name)]
 public class IlgpuMatVecTests
 {
-    public static TheoryData<string> Accelerators => [TestBackends.IlgpuCpu, TestBackends.Cuda];
+    public static TheoryData<string> Accelerators => TestBackends.Ilgpu;
 
     /// <summary>Column widths to compare: 0 is the split kernel.</summary>
     private static readonly int[] Widths = [0, 8, 16];

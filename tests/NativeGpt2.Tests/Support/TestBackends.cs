@@ -32,6 +32,9 @@ public static class TestBackends
     /// <summary>Backends for [Theory] data: every name, with CUDA included so its tests can report their skip.</summary>
     public static TheoryData<string> All => [Cpu, IlgpuCpu, Cuda];
 
+    /// <summary>The ILGPU accelerators, for tests of the ILGPU backend's own kernels (CUDA included, as in <see cref="All"/>).</summary>
+    public static TheoryData<string> Ilgpu => [IlgpuCpu, Cuda];
+
     /// <summary>The names usable on this machine, for property tests that draw a backend.</summary>
     public static string[] Available => CudaSkipReason is null ? [Cpu, IlgpuCpu, Cuda] : [Cpu, IlgpuCpu];
 
