@@ -17,7 +17,7 @@ namespace NativeGpt2.Operators;
 /// tail. Every output is computed that way whatever tile computes it, so a row's logits do not depend on
 /// the batch.
 /// </remarks>
-internal static class MatMulTransposed
+internal static partial class MatMulTransposed
 {
     private const int TileRows = 3;
     private const int TileWeights = 4;
@@ -50,6 +50,8 @@ internal static class MatMulTransposed
     {
         switch (weight)
         {
+            // Many rows of a float32 table, with Vector512: the same sums on a tile that broadcasts inputs over transposed panels.
+            case Float32Data f when typeof(V) == typeof(Simd512) && N >= PanelRowsFrom: OverPanels(output, input, f.Values, N, IC, OC); break;
             case Float32Data f: Run<V, TableRows<float, Float32Widening>>(new(f.Values, IC), output, input, N, IC, OC); break;
             case Float16Data { AllFinite: true } f: Run<V, TableRows<Half, FiniteFloat16Widening>>(new(f.Values, IC), output, input, N, IC, OC); break;
             case Float16Data f: Run<V, TableRows<Half, Float16Widening>>(new(f.Values, IC), output, input, N, IC, OC); break;

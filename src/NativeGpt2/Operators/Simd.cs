@@ -96,11 +96,16 @@ internal interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
     /// <summary>Count signed bytes converted to float.</summary>
     static abstract TSelf LoadInt8(ref sbyte source);
 
+    /// <summary>
+    /// The lanes added by halving: lane j + lane j + Count/2 for j &lt; Count/2, then the same on those, down to one
+    /// (<see cref="Operators.MatMul"/> adds partial sums in this order when it stands in for a dot product's lanes).
+    /// </summary>
     static abstract float Sum(TSelf value);
 
     /// <summary>The largest lane.</summary>
     static abstract float Max(TSelf value);
 }
+
 
 internal readonly struct Simd512(Vector512<float> value) : ISimd<Simd512>
 {
@@ -156,6 +161,110 @@ internal readonly struct Simd512(Vector512<float> value) : ISimd<Simd512>
     public static float Max(Simd512 value) => Simd256.Max(new(Vector256.Max(value.Value.GetLower(), value.Value.GetUpper())));
 
     public static float Sum(Simd512 value) => Simd256.Sum(new(value.Value.GetLower() + value.Value.GetUpper()));
+
+    /// <summary>
+    /// The 16 × 16 block whose rows start <paramref name="sourceStride"/> floats apart from <paramref name="source"/>,
+    /// transposed into rows <paramref name="destinationStride"/> apart: destination[c · destinationStride + r] =
+    /// source[r · sourceStride + c]. Moves only.
+    /// </summary>
+    /// <remarks>
+    /// In registers: each of four stages swaps one bit of the row index with the same bit of the lane index. At stage b
+    /// (1, 2, 4, 8), rows r and r + b (r without bit b) trade what the other needs: lane c of the new low row is lane c
+    /// without bit b of the low row (when c has bit b clear) or of the high row (when set); the new high row takes lane
+    /// c with bit b set, likewise. As vpermt2ps indices, 16 + … picks the high row: 64 shuffles for 256 values.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Transpose(ref float source, nint sourceStride, ref float destination, nint destinationStride)
+    {
+        if (!Avx512F.IsSupported)
+        {
+            for (var r = 0; r < 16; r++)
+            {
+                for (var c = 0; c < 16; c++) Unsafe.Add(ref destination, c * destinationStride + r) = Unsafe.Add(ref source, r * sourceStride + c);
+            }
+            return;
+        }
+        var r0 = Vector512.LoadUnsafe(ref source);
+        var r1 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 1 * sourceStride));
+        var r2 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 2 * sourceStride));
+        var r3 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 3 * sourceStride));
+        var r4 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 4 * sourceStride));
+        var r5 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 5 * sourceStride));
+        var r6 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 6 * sourceStride));
+        var r7 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 7 * sourceStride));
+        var r8 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 8 * sourceStride));
+        var r9 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 9 * sourceStride));
+        var r10 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 10 * sourceStride));
+        var r11 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 11 * sourceStride));
+        var r12 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 12 * sourceStride));
+        var r13 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 13 * sourceStride));
+        var r14 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 14 * sourceStride));
+        var r15 = Vector512.LoadUnsafe(ref Unsafe.Add(ref source, 15 * sourceStride));
+        Vector512<int> low1 = Vector512.Create(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+        Vector512<int> high1 = Vector512.Create(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+        Swap(ref r0, ref r1, low1, high1);
+        Swap(ref r2, ref r3, low1, high1);
+        Swap(ref r4, ref r5, low1, high1);
+        Swap(ref r6, ref r7, low1, high1);
+        Swap(ref r8, ref r9, low1, high1);
+        Swap(ref r10, ref r11, low1, high1);
+        Swap(ref r12, ref r13, low1, high1);
+        Swap(ref r14, ref r15, low1, high1);
+        Vector512<int> low2 = Vector512.Create(0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+        Vector512<int> high2 = Vector512.Create(2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+        Swap(ref r0, ref r2, low2, high2);
+        Swap(ref r1, ref r3, low2, high2);
+        Swap(ref r4, ref r6, low2, high2);
+        Swap(ref r5, ref r7, low2, high2);
+        Swap(ref r8, ref r10, low2, high2);
+        Swap(ref r9, ref r11, low2, high2);
+        Swap(ref r12, ref r14, low2, high2);
+        Swap(ref r13, ref r15, low2, high2);
+        Vector512<int> low4 = Vector512.Create(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+        Vector512<int> high4 = Vector512.Create(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+        Swap(ref r0, ref r4, low4, high4);
+        Swap(ref r1, ref r5, low4, high4);
+        Swap(ref r2, ref r6, low4, high4);
+        Swap(ref r3, ref r7, low4, high4);
+        Swap(ref r8, ref r12, low4, high4);
+        Swap(ref r9, ref r13, low4, high4);
+        Swap(ref r10, ref r14, low4, high4);
+        Swap(ref r11, ref r15, low4, high4);
+        Vector512<int> low8 = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+        Vector512<int> high8 = Vector512.Create(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+        Swap(ref r0, ref r8, low8, high8);
+        Swap(ref r1, ref r9, low8, high8);
+        Swap(ref r2, ref r10, low8, high8);
+        Swap(ref r3, ref r11, low8, high8);
+        Swap(ref r4, ref r12, low8, high8);
+        Swap(ref r5, ref r13, low8, high8);
+        Swap(ref r6, ref r14, low8, high8);
+        Swap(ref r7, ref r15, low8, high8);
+        r0.StoreUnsafe(ref destination);
+        r1.StoreUnsafe(ref Unsafe.Add(ref destination, 1 * destinationStride));
+        r2.StoreUnsafe(ref Unsafe.Add(ref destination, 2 * destinationStride));
+        r3.StoreUnsafe(ref Unsafe.Add(ref destination, 3 * destinationStride));
+        r4.StoreUnsafe(ref Unsafe.Add(ref destination, 4 * destinationStride));
+        r5.StoreUnsafe(ref Unsafe.Add(ref destination, 5 * destinationStride));
+        r6.StoreUnsafe(ref Unsafe.Add(ref destination, 6 * destinationStride));
+        r7.StoreUnsafe(ref Unsafe.Add(ref destination, 7 * destinationStride));
+        r8.StoreUnsafe(ref Unsafe.Add(ref destination, 8 * destinationStride));
+        r9.StoreUnsafe(ref Unsafe.Add(ref destination, 9 * destinationStride));
+        r10.StoreUnsafe(ref Unsafe.Add(ref destination, 10 * destinationStride));
+        r11.StoreUnsafe(ref Unsafe.Add(ref destination, 11 * destinationStride));
+        r12.StoreUnsafe(ref Unsafe.Add(ref destination, 12 * destinationStride));
+        r13.StoreUnsafe(ref Unsafe.Add(ref destination, 13 * destinationStride));
+        r14.StoreUnsafe(ref Unsafe.Add(ref destination, 14 * destinationStride));
+        r15.StoreUnsafe(ref Unsafe.Add(ref destination, 15 * destinationStride));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Swap(ref Vector512<float> low, ref Vector512<float> high, Vector512<int> lowIndices, Vector512<int> highIndices)
+    {
+        var a = low;
+        low = Avx512F.PermuteVar16x32x2(a, lowIndices, high);
+        high = Avx512F.PermuteVar16x32x2(a, highIndices, high);
+    }
 }
 
 internal readonly struct Simd256(Vector256<float> value) : ISimd<Simd256>

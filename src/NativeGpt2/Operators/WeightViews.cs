@@ -68,6 +68,13 @@ internal static class CacheHint
         for (var i = 0; i < bytes; i += LineBytes) System.Runtime.Intrinsics.X86.Sse.Prefetch0(at + i);
     }
 
+    /// <summary>A hint for the line holding <paramref name="at"/>: a raw address, so nothing is read and the GC is not involved.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void PrefetchLine(byte* at)
+    {
+        if (System.Runtime.Intrinsics.X86.Sse.IsSupported) System.Runtime.Intrinsics.X86.Sse.Prefetch0(at);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void Prefetch<T>(T[] array, nint index)
     {

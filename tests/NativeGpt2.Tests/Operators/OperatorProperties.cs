@@ -205,6 +205,64 @@ public class OperatorProperties
             Assert.Equal(actual.AsSpan(row * oc, oc).ToArray(), alone);
         });
 
+    [Property(MaxTest = 60)]
+    public Property MatMulTransposed_float32_batches_on_the_panel_tile_equal_every_row_alone() =>
+        Prop.ForAll((from n in Gen.Choose(64, 90) from ic in Size(100) from oc in Size(150) from seed in Seed select (n, ic, oc, seed)).ToArbitrary(), c =>
+        {
+            // Many rows of a float32 table run on transposed panels with Vector512, one row on the register tiles: every
+            // row of the batch is the row alone, bit for bit, whatever the lanes' tail, the last panel or the last tile.
+            var (n, ic, oc, seed) = c;
+            var random = new Random(seed);
+            var input = Numerics.RandomFloats(random, n * ic);
+            var weight = WeightData.Wrap(Numerics.RandomFloats(random, oc * ic), oc, ic);
+            var batched = new float[n * oc];
+            MatMulTransposed.Forward(batched, input, weight, n, ic, oc, VectorWidth.Vector512);
+            for (var row = 0; row < n; row++)
+            {
+                var alone = new float[oc];
+                MatMulTransposed.Forward(alone, input.AsMemory(row * ic, ic), weight, 1, ic, oc, VectorWidth.Vector512);
+                Assert.Equal(alone, batched.AsSpan(row * oc, oc).ToArray());
+            }
+        });
+
+    [Fact]
+    public void A_16_by_16_block_transposes_exactly()
+    {
+        var random = new Random(16);
+        const int stride = 37, destinationStride = 41;
+        var source = Numerics.RandomFloats(random, 16 * stride);
+        var transposed = new float[16 * destinationStride];
+        Simd512.Transpose(ref source[0], stride, ref transposed[0], destinationStride);
+        for (var r = 0; r < 16; r++)
+        {
+            for (var c = 0; c < 16; c++) Assert.Equal(source[r * stride + c], transposed[c * destinationStride + r]);
+        }
+    }
+
+    [Fact]
+    public void Sums_add_lanes_by_halving_at_every_width()
+    {
+        // The order the head's panel route reproduces column by column: lane j + lane j + Count/2, and so on.
+        Check<Simd512>();
+        Check<Simd256>();
+        Check<SimdScalar>();
+
+        static void Check<V>() where V : struct, ISimd<V>
+        {
+            var random = new Random(V.Count);
+            for (var trial = 0; trial < 100; trial++)
+            {
+                var lanes = Numerics.RandomFloats(random, V.Count);
+                var expected = (float[])lanes.Clone();
+                for (var half = V.Count / 2; half > 0; half /= 2)
+                {
+                    for (var j = 0; j < half; j++) expected[j] += expected[j + half];
+                }
+                Assert.Equal(expected[0], V.Sum(V.Load(ref lanes[0])));
+            }
+        }
+    }
+
     [Property(MaxTest = 300)]
     public Property ArgMax_equals_the_scalar_definition_with_ties_signed_zeros_and_specials() =>
         Prop.ForAll((from n in Gen.Choose(1, 4) from v in Gen.Choose(1, 90) from seed in Seed select (n, v, seed)).ToArbitrary(), c =>
