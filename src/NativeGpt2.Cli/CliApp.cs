@@ -53,7 +53,7 @@ public static class CliApp
         }
         catch (Exception e) when (ExitCodeFor(e) is { } code)
         {
-            stderr.WriteLine($"error: {OneLine(e)}");
+            stderr.WriteLine($"error: {UserMessage(e)}");
             if (verbose) stderr.WriteLine(e);
             return code;
         }
@@ -96,6 +96,20 @@ public static class CliApp
     /// <summary>The message on one line: multi-line messages (a list of tensor problems, an argument's actual value) are joined.</summary>
     internal static string OneLine(Exception e) =>
         string.Join("; ", e.Message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
+
+    /// <summary>
+    /// The message on one line, without what only a caller of the library can use: an argument's " (Parameter 'name')"
+    /// (the library's parameter, not the command's option) goes, and its actual value reads ", got 999".
+    /// </summary>
+    internal static string UserMessage(Exception e)
+    {
+        if (e is not ArgumentException { ParamName: { } name } argument) return OneLine(e);
+        var message = argument.Message;
+        var suffix = message.IndexOf($" (Parameter '{name}')", StringComparison.Ordinal);
+        if (suffix >= 0) message = message[..suffix];
+        var actual = e is ArgumentOutOfRangeException { ActualValue: { } value } ? $", got {Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture)}" : "";
+        return OneLine(message) + actual;
+    }
 
     /// <summary>Which failures are the user's to fix (and so get one line, not a stack trace).</summary>
     internal static int? ExitCodeFor(Exception e) => e switch

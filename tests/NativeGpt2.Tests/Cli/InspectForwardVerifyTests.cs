@@ -102,6 +102,16 @@ public class InspectForwardVerifyTests
         Assert.DoesNotContain("   at ", result.Error);
     }
 
+    [Theory]
+    [InlineData("1,2,999", "token id at index 2 is outside the vocabulary [0, 512), got 999")]
+    [InlineData("-1", "token id at index 0 is outside the vocabulary [0, 512), got -1")]
+    public void An_argument_the_model_refuses_is_one_line_without_the_library_parameter_name(string ids, string message)
+    {
+        var result = CliRunner.Run("forward", "--model", Paths.Model("tiny"), "--backend", "cpu", "--ids", ids, "--out", Path.Combine(Path.GetTempPath(), "unused.safetensors"));
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.Equal($"error: {message}", result.Error.Trim());
+    }
+
     [Fact]
     public void Missing_model_exits_1_with_one_error_line()
     {
