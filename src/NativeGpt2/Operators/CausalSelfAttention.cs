@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -216,7 +215,7 @@ internal static class CausalSelfAttention
             Unsafe.Add(ref r, j) = e;
             sum += e;
         }
-        TensorPrimitives.Multiply(x, 1f / sum, x);
+        VectorMath.Scale(x, 1f / sum);
     }
 
     /// <summary>

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Numerics.Tensors;
 using NativeGpt2.Weights;
 
 namespace NativeGpt2.Operators;
@@ -22,7 +21,7 @@ internal static class Embedding
         {
             var row = output.Slice(n * C, C);
             wte.GetRow(ids[n], row);
-            TensorPrimitives.Add(row, wpe.Slice(positions[n] * C, C), row);
+            VectorMath.Add(row, wpe.Slice(positions[n] * C, C), row);
         }
     }
 

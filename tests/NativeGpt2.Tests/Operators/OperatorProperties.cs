@@ -286,9 +286,9 @@ public class OperatorProperties
 
     [Property(MaxTest = 200)]
     public Property LayerNorm_equals_reference() =>
-        Prop.ForAll((from n in Size(8) from ch in Size(300) from seed in Seed select (n, ch, seed)).ToArbitrary(), c =>
+        Prop.ForAll((from n in Size(8) from ch in Size(300) from seed in Seed from width in Width select (n, ch, seed, width)).ToArbitrary(), c =>
         {
-            var (n, ch, seed) = c;
+            var (n, ch, seed, width) = c;
             var random = new Random(seed);
             var input = Numerics.RandomFloats(random, n * ch, 3f);
             var weight = Numerics.RandomFloats(random, ch);
@@ -296,20 +296,20 @@ public class OperatorProperties
             var expected = new float[n * ch];
             var actual = new float[n * ch];
             LayerNorm.Reference(expected, input, weight, bias, n, ch, 1e-5f);
-            LayerNorm.Forward(actual, input, weight, bias, n, ch, 1e-5f);
-            Numerics.AssertClose(expected, actual, Tolerances.OperatorRelative, $"layernorm N={n} C={ch}");
+            LayerNorm.Forward(actual, input, weight, bias, n, ch, 1e-5f, width);
+            Numerics.AssertClose(expected, actual, Tolerances.OperatorRelative, $"layernorm {width} N={n} C={ch}");
         });
 
     [Property(MaxTest = 200)]
     public Property LayerNorm_output_has_mean_0_and_variance_1_before_the_affine_step() =>
-        Prop.ForAll((from ch in Gen.Choose(2, 300) from seed in Seed from offset in Gen.Choose(-100, 100) select (ch, seed, offset)).ToArbitrary(), c =>
+        Prop.ForAll((from ch in Gen.Choose(2, 300) from seed in Seed from offset in Gen.Choose(-100, 100) from width in Width select (ch, seed, offset, width)).ToArbitrary(), c =>
         {
-            var (ch, seed, offset) = c;
+            var (ch, seed, offset, width) = c;
             var random = new Random(seed);
             // An offset and a spread far from 0 and 1, so the normalisation has work to do.
             var input = Numerics.RandomFloats(random, ch, 5f).Select(v => v + offset).ToArray();
             var output = new float[ch];
-            LayerNorm.Forward(output, input, Enumerable.Repeat(1f, ch).ToArray(), new float[ch], 1, ch, 1e-12f);
+            LayerNorm.Forward(output, input, Enumerable.Repeat(1f, ch).ToArray(), new float[ch], 1, ch, 1e-12f, width);
             var mean = output.Average(v => (double)v);
             var variance = output.Average(v => (v - mean) * (v - mean));
             // Float32 inputs far from zero relative to their spread lose digits in x - mean (about one

@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Numerics.Tensors;
 using NativeGpt2.Operators;
 using NativeGpt2.Weights;
 
@@ -99,7 +98,7 @@ public sealed class CpuBackend : IBackend
         int N, int C, float epsilon)
     {
         using var timing = new OperatorTiming("layernorm", N, C, C);
-        Operators.LayerNorm.Forward(Array(output), Array(input), Array(weight), Array(bias), N, C, epsilon);
+        Operators.LayerNorm.Forward(Array(output), Array(input), Array(weight), Array(bias), N, C, epsilon, Width);
     }
 
     /// <inheritdoc />
@@ -131,7 +130,7 @@ public sealed class CpuBackend : IBackend
     public void Add(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, long count)
     {
         using var timing = new OperatorTiming("add", 1, (int)count, (int)count);
-        TensorPrimitives.Add(Array(a).AsSpan(0, (int)count), Array(b).AsSpan(0, (int)count), Array(output).AsSpan(0, (int)count));
+        VectorMath.Add(Array(a).AsSpan(0, (int)count), Array(b).AsSpan(0, (int)count), Array(output).AsSpan(0, (int)count));
     }
 
     /// <inheritdoc />
