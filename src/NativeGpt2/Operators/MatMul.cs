@@ -209,6 +209,15 @@ internal static class MatMul
         // (the panel is zero-padded) and its valid columns copied out.
         Span<float> scratch = stackalloc float[TileRows * 2 * 16];
         Span<float> padded = stackalloc float[2 * 16];
+        // Two to five rows left over (a short prompt's last rows, or a few sequences decoding together) run the 6-row
+        // tile on a copy padded with zero rows: one pass over the panel instead of one per row, each row summed as ever.
+        var leftover = (r1 - r0) % TileRows;
+        var spare = leftover > 1 ? ArrayPool<float>.Shared.Rent(TileRows * IC) : null;
+        if (spare is not null)
+        {
+            input.Slice((r1 - leftover) * IC, leftover * IC).CopyTo(spare);
+            spare.AsSpan(leftover * IC, (TileRows - leftover) * IC).Clear();
+        }
         for (var c = 0; c < columns; c += 2 * V.Count)
         {
             var width = Math.Min(2 * V.Count, columns - c);
@@ -231,10 +240,12 @@ internal static class MatMul
             {
                 var rows = Math.Min(TileRows, r1 - r);
                 var target = output.Slice(r * OC + col0 + c);
-                // Where the tile writes: the output itself, or the scratch tile (2·V.Count columns a row).
-                var stride = full ? OC : 2 * V.Count;
-                ref var o = ref full ? ref MemoryMarshal.GetReference(target) : ref scratch[0];
-                if (!full && residual)
+                // Where the tile writes: the output itself, or the scratch tile (2·V.Count columns a row) for a partial
+                // last panel or the padded leftover rows.
+                var viaScratch = !full || rows is > 1 and < TileRows;
+                var stride = viaScratch ? 2 * V.Count : OC;
+                ref var o = ref viaScratch ? ref scratch[0] : ref MemoryMarshal.GetReference(target);
+                if (viaScratch && residual)
                 {
                     for (var i = 0; i < rows; i++) target.Slice(i * OC, width).CopyTo(scratch.Slice(i * stride, width));
                 }
@@ -242,12 +253,9 @@ internal static class MatMul
                 // starts at row 0; the others find the panel in cache.
                 var first = r == 0 ? ahead : 0;
                 if (rows == TileRows) Tile6<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, stride, b0, b1, residual, first);
-                else
-                {
-                    for (var i = 0; i < rows; i++)
-                        Tile1<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)(r + i) * IC), IC, ref Unsafe.Add(ref o, i * stride), b0, b1, residual, i == 0 ? first : 0);
-                }
-                if (!full)
+                else if (rows > 1) Tile6<V, P>(panels, view, c, ref spare![0], IC, ref o, stride, b0, b1, residual, first);
+                else Tile1<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, b0, b1, residual, first);
+                if (viaScratch)
                 {
                     for (var i = 0; i < rows; i++) scratch.Slice(i * stride, width).CopyTo(target.Slice(i * OC, width));
                 }
@@ -259,6 +267,7 @@ internal static class MatMul
                 }
             }
         }
+        if (spare is not null) ArrayPool<float>.Shared.Return(spare);
     }
 
     // The tiles make no calls: values live across a call would be spilled to the stack in the inner loop.
