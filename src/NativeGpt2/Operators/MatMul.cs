@@ -17,7 +17,8 @@ namespace NativeGpt2.Operators;
 /// twice per panel with Vector256): per input channel it loads two registers of weights (widened from
 /// 16 or 8 bits in the registers), broadcasts six inputs and issues twelve fused multiply-adds. Work items
 /// are (panel, block of rows): a panel of 32 columns × IC rows streams through the cache once per block.
-/// A decoding step (one row) of 16- or 8-bit weights reads four panels side by side instead, eight sums in
+/// Two to five rows left over in a block run the same tile on a copy padded with zero rows; a lone row its
+/// own loop. A decoding step (one row) of 16- or 8-bit weights reads four panels side by side instead, eight sums in
 /// flight, and asks for the rows 2 KB ahead (<see cref="IPanelView.Prefetch"/>).</para>
 /// <para>Every output is computed the same way whatever tile, width or batch computes it: start from the
 /// bias and add x[n, i] · w[i, o] for i = 0, 1, … with one fused multiply-add each. So batched generation
