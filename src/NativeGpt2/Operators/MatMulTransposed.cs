@@ -150,9 +150,19 @@ internal static partial class MatMulTransposed
         for (; k + TileWeights <= to; k += TileWeights)
         {
             ref var ok = ref Unsafe.Add(ref on, k);
-            if (count == 6) Tile6x4<V, R>(rows, ref xn, IC, k, ref ok, OC);
-            else if (count == 3) Tile3x4<V, R>(rows, ref xn, IC, k, ref ok, OC);
-            else if (count == 2) Tile2x4<V, R>(rows, ref xn, IC, k, ref ok, OC);
+            // The first rows of the batch read the table from memory: they ask for the next tile's weight rows as they go
+            // (a separate compilation of the tile, so the others carry no test for it).
+            var ahead = rows.Start(k + TileWeights);
+            if (n == 0)
+            {
+                if (count == 6) Tile6x4<V, R, AskAhead>(rows, ref xn, IC, k, ref ok, OC, ahead);
+                else if (count == 3) Tile3x4<V, R, AskAhead>(rows, ref xn, IC, k, ref ok, OC, ahead);
+                else if (count == 2) Tile2x4<V, R, AskAhead>(rows, ref xn, IC, k, ref ok, OC, ahead);
+                else Tile1x4<V, R>(rows, ref xn, IC, k, ref ok);
+            }
+            else if (count == 6) Tile6x4<V, R, InCache>(rows, ref xn, IC, k, ref ok, OC, ahead);
+            else if (count == 3) Tile3x4<V, R, InCache>(rows, ref xn, IC, k, ref ok, OC, ahead);
+            else if (count == 2) Tile2x4<V, R, InCache>(rows, ref xn, IC, k, ref ok, OC, ahead);
             else Tile1x4<V, R>(rows, ref xn, IC, k, ref ok);
         }
         for (; k < to; k++)
@@ -164,7 +174,8 @@ internal static partial class MatMulTransposed
 
     /// <summary>2 input rows × weight rows [k, k + 4): eight dot products in flight.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile2x4<V, R>(R rows, ref float x0, int IC, int k, ref float o, int OC) where V : struct, ISimd<V> where R : struct, IRowView
+    private static void Tile2x4<V, R, A>(R rows, ref float x0, int IC, int k, ref float o, int OC, nint ahead)
+        where V : struct, ISimd<V> where R : struct, IRowView where A : struct, IReadAhead
     {
         nint r0 = rows.Start(k), r1 = rows.Start(k + 1), r2 = rows.Start(k + 2), r3 = rows.Start(k + 3);
         ref var x1 = ref Unsafe.Add(ref x0, IC);
@@ -173,6 +184,8 @@ internal static partial class MatMulTransposed
         var i = 0;
         for (; i <= IC - V.Count; i += V.Count)
         {
+            // Values [ahead, ahead + 4·IC): the next tile's rows, a slice per step. A hint: past the table's end is harmless.
+            if (A.Asks) rows.Prefetch(ahead + TileWeights * i, TileWeights * V.Count);
             var v0 = V.Load(ref Unsafe.Add(ref x0, i));
             var v1 = V.Load(ref Unsafe.Add(ref x1, i));
             var w = rows.Load<V>(r0, i);
@@ -234,7 +247,8 @@ internal static partial class MatMulTransposed
 
     /// <summary>3 input rows × weight rows [k, k + 4): twelve dot products in flight.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile3x4<V, R>(R rows, ref float x0, int IC, int k, ref float o, int OC) where V : struct, ISimd<V> where R : struct, IRowView
+    private static void Tile3x4<V, R, A>(R rows, ref float x0, int IC, int k, ref float o, int OC, nint ahead)
+        where V : struct, ISimd<V> where R : struct, IRowView where A : struct, IReadAhead
     {
         nint r0 = rows.Start(k), r1 = rows.Start(k + 1), r2 = rows.Start(k + 2), r3 = rows.Start(k + 3);
         ref var x1 = ref Unsafe.Add(ref x0, IC);
@@ -245,6 +259,8 @@ internal static partial class MatMulTransposed
         var i = 0;
         for (; i <= IC - V.Count; i += V.Count)
         {
+            // Values [ahead, ahead + 4·IC): the next tile's rows, a slice per step. A hint: past the table's end is harmless.
+            if (A.Asks) rows.Prefetch(ahead + TileWeights * i, TileWeights * V.Count);
             var v0 = V.Load(ref Unsafe.Add(ref x0, i));
             var v1 = V.Load(ref Unsafe.Add(ref x1, i));
             var v2 = V.Load(ref Unsafe.Add(ref x2, i));
@@ -264,7 +280,8 @@ internal static partial class MatMulTransposed
 
     /// <summary>6 input rows × weight rows [k, k + 4): twenty-four dot products in flight (Vector512 only: 32 registers).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile6x4<V, R>(R rows, ref float x0, int IC, int k, ref float o, int OC) where V : struct, ISimd<V> where R : struct, IRowView
+    private static void Tile6x4<V, R, A>(R rows, ref float x0, int IC, int k, ref float o, int OC, nint ahead)
+        where V : struct, ISimd<V> where R : struct, IRowView where A : struct, IReadAhead
     {
         nint r0 = rows.Start(k), r1 = rows.Start(k + 1), r2 = rows.Start(k + 2), r3 = rows.Start(k + 3);
         ref var x1 = ref Unsafe.Add(ref x0, IC);
@@ -281,6 +298,8 @@ internal static partial class MatMulTransposed
         var i = 0;
         for (; i <= IC - V.Count; i += V.Count)
         {
+            // Values [ahead, ahead + 4·IC): the next tile's rows, a slice per step. A hint: past the table's end is harmless.
+            if (A.Asks) rows.Prefetch(ahead + TileWeights * i, TileWeights * V.Count);
             var v0 = V.Load(ref Unsafe.Add(ref x0, i));
             var v1 = V.Load(ref Unsafe.Add(ref x1, i));
             var v2 = V.Load(ref Unsafe.Add(ref x2, i));
@@ -352,4 +371,22 @@ internal static partial class MatMulTransposed
             }
         }
     }
+}
+
+/// <summary>Whether a tile asks for the next tile's weight rows as it goes: a type, so each choice is its own compilation.</summary>
+internal interface IReadAhead
+{
+    static abstract bool Asks { get; }
+}
+
+/// <summary>The tile that first reads a slice of the table from memory.</summary>
+internal readonly struct AskAhead : IReadAhead
+{
+    public static bool Asks => true;
+}
+
+/// <summary>The tiles that find the slice in cache.</summary>
+internal readonly struct InCache : IReadAhead
+{
+    public static bool Asks => false;
 }
