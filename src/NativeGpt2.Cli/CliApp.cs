@@ -98,17 +98,23 @@ public static class CliApp
         string.Join("; ", e.Message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
 
     /// <summary>
-    /// The message on one line, without what only a caller of the library can use: an argument's " (Parameter 'name')"
-    /// (the library's parameter, not the command's option) goes, and its actual value reads ", got 999".
+    /// The message on one line, without what only a caller of the library can use (<see cref="ArgumentMessage"/> for an
+    /// argument the library names).
     /// </summary>
-    internal static string UserMessage(Exception e)
+    internal static string UserMessage(Exception e) =>
+        e is ArgumentException { ParamName: not null } argument ? OneLine(ArgumentMessage(argument)) : OneLine(e);
+
+    /// <summary>
+    /// An argument's message without its " (Parameter 'name')" (the library's parameter, not the command's option), its
+    /// actual value reading ", got 999".
+    /// </summary>
+    internal static string ArgumentMessage(ArgumentException e)
     {
-        if (e is not ArgumentException { ParamName: { } name } argument) return OneLine(e);
-        var message = argument.Message;
-        var suffix = message.IndexOf($" (Parameter '{name}')", StringComparison.Ordinal);
+        var message = e.Message;
+        var suffix = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
         if (suffix >= 0) message = message[..suffix];
         var actual = e is ArgumentOutOfRangeException { ActualValue: { } value } ? $", got {Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture)}" : "";
-        return OneLine(message) + actual;
+        return message + actual;
     }
 
     /// <summary>Which failures are the user's to fix (and so get one line, not a stack trace).</summary>

@@ -70,11 +70,7 @@ internal static class CommonOptions
                 { } name => "--" + System.Text.RegularExpressions.Regex.Replace(name, "(?<=[a-z])([A-Z])", "-$1").ToLowerInvariant(),
                 null => "option",
             };
-            var message = e.Message;
-            var suffix = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
-            if (suffix >= 0) message = message[..suffix];
-            var actual = e is ArgumentOutOfRangeException { ActualValue: { } value } ? $", got {Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture)}" : "";
-            throw new UsageException($"{option} {message}{actual}");
+            throw new UsageException($"{option} {CliApp.ArgumentMessage(e)}");
         }
     }
 
