@@ -312,7 +312,7 @@ internal static class MatMul
         Store(ref Unsafe.Add(ref o, 5 * stride), a50, a51, residual);
     }
 
-    /// <summary>One row: decoding, and the rows a 6-row tile leaves over. Each output is summed exactly as in <see cref="Tile6"/>.</summary>
+    /// <summary>One row: decoding, and a lone row a 6-row tile leaves over. Each output is summed exactly as in <see cref="Tile6"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Tile1<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, V b0, V b1, bool residual, int ahead)
         where V : struct, ISimd<V> where P : struct, IPanelView

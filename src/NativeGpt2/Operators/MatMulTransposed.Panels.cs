@@ -92,13 +92,14 @@ internal static partial class MatMulTransposed
         for (var tile = 0; tile < tiles; tile++)
         {
             var to = packed.AsSpan(tile * R * S * C, R * S * C);
-            for (var m = 0; m < R; m++)
+            var rows = Math.Min(R, N - tile * R);
+            if (rows < R) to.Clear();
+            for (var m = 0; m < rows; m++)
             {
-                var n = tile * R + m;
-                var row = n < N ? input.Slice(n * IC, IC) : default;
+                var row = input.Slice((tile * R + m) * IC, IC);
                 for (var j = 0; j < C; j++)
                 {
-                    for (var s = 0; s < S; s++) to[(j * S + s) * R + m] = n < N ? row[s * C + j] : 0f;
+                    for (var s = 0; s < S; s++) to[(j * S + s) * R + m] = row[s * C + j];
                 }
             }
         }

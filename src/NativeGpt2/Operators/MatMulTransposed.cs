@@ -153,23 +153,25 @@ internal static partial class MatMulTransposed
             // The first rows of the batch read the table from memory: they ask for the next tile's weight rows as they go
             // (a separate compilation of the tile, so the others carry no test for it).
             var ahead = rows.Start(k + TileWeights);
-            if (n == 0)
-            {
-                if (count == 6) Tile6x4<V, R, AskAhead>(rows, ref xn, IC, k, ref ok, OC, ahead);
-                else if (count == 3) Tile3x4<V, R, AskAhead>(rows, ref xn, IC, k, ref ok, OC, ahead);
-                else if (count == 2) Tile2x4<V, R, AskAhead>(rows, ref xn, IC, k, ref ok, OC, ahead);
-                else Tile1x4<V, R>(rows, ref xn, IC, k, ref ok);
-            }
-            else if (count == 6) Tile6x4<V, R, InCache>(rows, ref xn, IC, k, ref ok, OC, ahead);
-            else if (count == 3) Tile3x4<V, R, InCache>(rows, ref xn, IC, k, ref ok, OC, ahead);
-            else if (count == 2) Tile2x4<V, R, InCache>(rows, ref xn, IC, k, ref ok, OC, ahead);
-            else Tile1x4<V, R>(rows, ref xn, IC, k, ref ok);
+            if (n == 0) Tile<V, R, AskAhead>(rows, count, ref xn, IC, k, ref ok, OC, ahead);
+            else Tile<V, R, InCache>(rows, count, ref xn, IC, k, ref ok, OC, ahead);
         }
         for (; k < to; k++)
         {
             for (var r = 0; r < count; r++)
                 Unsafe.Add(ref on, (nint)r * OC + k) = Dot<V, R>(rows, ref Unsafe.Add(ref xn, (nint)r * IC), IC, k);
         }
+    }
+
+    /// <summary>Input rows [0, count) from <paramref name="x0"/> × weight rows [k, k + 4), by the tile for that count.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Tile<V, R, A>(R rows, int count, ref float x0, int IC, int k, ref float o, int OC, nint ahead)
+        where V : struct, ISimd<V> where R : struct, IRowView where A : struct, IReadAhead
+    {
+        if (count == 6) Tile6x4<V, R, A>(rows, ref x0, IC, k, ref o, OC, ahead);
+        else if (count == 3) Tile3x4<V, R, A>(rows, ref x0, IC, k, ref o, OC, ahead);
+        else if (count == 2) Tile2x4<V, R, A>(rows, ref x0, IC, k, ref o, OC, ahead);
+        else Tile1x4<V, R>(rows, ref x0, IC, k, ref o);
     }
 
     /// <summary>2 input rows × weight rows [k, k + 4): eight dot products in flight.</summary>
