@@ -72,7 +72,7 @@ public static class CliApp
     /// </summary>
     private static string ParseErrorLine(ParseResult parse)
     {
-        var errors = parse.Errors.Select(e => OneLine(e.Message)).ToList();
+        var errors = parse.Errors.Select(e => ReadableTypes(OneLine(e.Message))).ToList();
         if (errors.Count > 1) errors.RemoveAll(e => e.StartsWith("Required command was not provided", StringComparison.Ordinal));
         var suggestion = "";
         if (parse.Action is ParseErrorAction action)
@@ -89,6 +89,20 @@ public static class CliApp
         }
         return errors[0] + suggestion;
     }
+
+    /// <summary>
+    /// "Cannot parse argument 'abc' for option '--seed' as expected type 'System.Nullable`1[System.Int32]'" says
+    /// what is expected in words: "… as an integer".
+    /// </summary>
+    private static string ReadableTypes(string message) =>
+        System.Text.RegularExpressions.Regex.Replace(message, @"as expected type '(?:System\.Nullable`1\[)?System\.(\w+)\]?'", m => "as " + m.Groups[1].Value switch
+        {
+            "Int32" or "Int64" or "Int16" => "an integer",
+            "UInt32" or "UInt64" or "UInt16" => "a whole number",
+            "Single" or "Double" or "Decimal" => "a number",
+            "Boolean" => "true or false",
+            var other => $"a value of type {other}",
+        });
 
     private static string OneLine(string message) =>
         string.Join(" ", message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));

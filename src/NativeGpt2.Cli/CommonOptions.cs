@@ -70,22 +70,49 @@ internal static class CommonOptions
                 { } name => "--" + System.Text.RegularExpressions.Regex.Replace(name, "(?<=[a-z])([A-Z])", "-$1").ToLowerInvariant(),
                 null => "option",
             };
-            throw new UsageException($"{option} {CliApp.ArgumentMessage(e)}");
+            var message = OptionNames(CliApp.ArgumentMessage(e));
+            throw new UsageException(message.StartsWith(option + " ", StringComparison.Ordinal) ? message : $"{option} {message}");
         }
     }
 
-    /// <summary>Parses <c>1,2,3</c> into token ids.</summary>
+    /// <summary>
+    /// A library message with the <see cref="GenerationOptions"/> properties it names (<c>MaxNewTokens</c>,
+    /// <c>SlidingWindow</c>) written as the options that set them (<c>--max-new-tokens</c>, <c>--sliding-window</c>).
+    /// </summary>
+    private static string OptionNames(string message) =>
+        System.Text.RegularExpressions.Regex.Replace(message, @"\b(MaxNewTokens|SlidingWindow|TopK|TopP|RepetitionPenalty|AllowSpecialTokens)\b",
+            m => "--" + System.Text.RegularExpressions.Regex.Replace(m.Value, "(?<=[a-z])([A-Z])", "-$1").ToLowerInvariant()
+                .Replace("--allow-special-tokens", "--allow-special", StringComparison.Ordinal));
+
+    /// <summary>Parses <c>1,2,3</c> into token ids: an empty entry (<c>1,,2</c>) is an error, not skipped.</summary>
     public static int[] ParseIds(string text, string option)
     {
-        var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-        if (parts.Length == 0) throw new UsageException($"{option}: give at least one token id, e.g. 1,2,3");
+        if (string.IsNullOrWhiteSpace(text)) throw new UsageException($"{option}: give at least one token id, e.g. 1,2,3");
+        var parts = text.Split(',', StringSplitOptions.TrimEntries);
         var ids = new int[parts.Length];
         for (var i = 0; i < parts.Length; i++)
         {
+            if (parts[i].Length == 0)
+                throw new UsageException($"{option}: entry {i + 1} of {parts.Length} is empty; give ids separated by single commas, e.g. 1,2,3");
             if (!int.TryParse(parts[i], System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out ids[i]))
                 throw new UsageException($"{option}: '{parts[i]}' is not an integer token id");
         }
         return ids;
+    }
+
+    /// <summary>
+    /// Checks token ids against the model before it runs: each inside the vocabulary and, when
+    /// <paramref name="contextLength"/> is given, no more of them than the context holds.
+    /// </summary>
+    public static void CheckIds(IReadOnlyList<int> ids, int vocabSize, string option, int? contextLength = null)
+    {
+        if (ids.Count > contextLength)
+            throw new UsageException($"{option}: {ids.Count} tokens exceed the context length of {contextLength}");
+        for (var i = 0; i < ids.Count; i++)
+        {
+            if ((uint)ids[i] >= (uint)vocabSize)
+                throw new UsageException($"{option}: token id {ids[i]} at index {i} is outside the vocabulary [0, {vocabSize})");
+        }
     }
 }
 

@@ -68,8 +68,9 @@ public static class OpenAIEndpoints
         {
             // The library names its own parameters (MaxNewTokens); the client knows the request's (max_tokens).
             var param = e.ParamName is { } name ? RequestNames.GetValueOrDefault(name, name) : null;
-            var message = OneLine(e).Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal);
-            await WriteErrorAsync(http, OpenAIError.BadRequest(param is null ? message : $"{param}: {message}", param)).ConfigureAwait(false);
+            var message = RequestWords(OneLine(e).Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal));
+            var prefixed = param is null || message.StartsWith(param + " ", StringComparison.Ordinal) ? message : $"{param}: {message}";
+            await WriteErrorAsync(http, OpenAIError.BadRequest(prefixed, param)).ConfigureAwait(false);
         }
         catch (NativeGpt2Exception e)
         {
@@ -89,6 +90,16 @@ public static class OpenAIEndpoints
         ["RepetitionPenalty"] = "repetition_penalty", ["StopStrings"] = "stop", ["LogProbs"] = "logprobs",
         ["prompts"] = "prompt", ["prompt"] = "prompt", ["texts"] = "input", ["sequences"] = "input",
     };
+
+    /// <summary>
+    /// A library message in the request's words: the options it names become the request's fields (<c>MaxNewTokens</c>
+    /// becomes <c>max_tokens</c>), and its advice to enable <c>SlidingWindow</c>, which requests cannot, is left out.
+    /// </summary>
+    private static string RequestWords(string message)
+    {
+        message = message.Replace(", or enable SlidingWindow", "", StringComparison.Ordinal);
+        return System.Text.RegularExpressions.Regex.Replace(message, @"\b[A-Z][A-Za-z]+\b", m => RequestNames.GetValueOrDefault(m.Value, m.Value));
+    }
 
     /// <summary>JSON as APIs write it: characters such as ' and + as themselves (the body is never HTML).</summary>
     internal static readonly JsonSerializerOptions Json = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };

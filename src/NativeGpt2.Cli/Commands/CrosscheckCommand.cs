@@ -66,7 +66,7 @@ internal static class CrosscheckCommand
                     ? CommonOptions.ParseIds(idsValue, "--ids")
                     : (first.Tokenizer ?? throw new UsageException($"--text: model '{first.Source}' has no tokenizer; give --ids")).Encode(textValue!);
                 if (tokens.Length == 0) throw new UsageException("--text: the text encodes to no tokens");
-                CommonOptions.ValidateAsUsage(() => CheckIds(tokens, first.Config));
+                CommonOptions.CheckIds(tokens, first.Config.VocabSize, idsValue is not null ? "--ids" : "--text", first.Config.ContextLength);
 
                 foreach (var m in models) context.Out.WriteLine($"backend {m.Backend.Name}: {m.Backend.Description}");
                 context.Out.WriteLine($"input   {tokens.Length} tokens");
@@ -79,17 +79,6 @@ internal static class CrosscheckCommand
             }
         });
         return command;
-    }
-
-    private static void CheckIds(int[] tokens, Gpt2Config config)
-    {
-        if (tokens.Length > config.ContextLength)
-            throw new ArgumentOutOfRangeException("ids", tokens.Length, $"{tokens.Length} tokens exceed the context length of {config.ContextLength}");
-        foreach (var id in tokens)
-        {
-            if ((uint)id >= (uint)config.VocabSize)
-                throw new ArgumentOutOfRangeException("ids", id, $"token id is outside the vocabulary [0, {config.VocabSize})");
-        }
     }
 
     private static int Print(IReadOnlyList<BackendComparison> rows, double tolerance, TextWriter o)

@@ -21,6 +21,7 @@ internal static class ForwardCommand
         {
             var tokens = CommonOptions.ParseIds(parse.GetValue(ids)!, "--ids");
             using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
+            CommonOptions.CheckIds(tokens, lm.Config.VocabSize, "--ids", lm.Config.ContextLength);
             var result = lm.Forward(TokenBatch.FromIds(tokens), options: new ForwardOptions { OutputHiddenStates = true });
 
             var writer = new SafetensorsWriter()

@@ -36,8 +36,7 @@ internal static class TokenizeCommand
         {
             var tokenizer = await Task.Run(() => Gpt2Tokenizer.ForModel(parse.GetValue(model)!, context.LoadOptions, cancellation), cancellation);
             var tokens = CommonOptions.ParseIds(parse.GetValue(ids)!, "--ids");
-            if (tokens.FirstOrDefault(id => (uint)id >= (uint)tokenizer.VocabSize) is var bad && (uint)bad >= (uint)tokenizer.VocabSize)
-                throw new UsageException($"--ids: token id {bad} is outside the vocabulary [0, {tokenizer.VocabSize})");
+            CommonOptions.CheckIds(tokens, tokenizer.VocabSize, "--ids");
             context.Out.WriteLine(tokenizer.Decode(tokens));
             return CliApp.Success;
         });

@@ -114,7 +114,8 @@ internal sealed class GenerationSession : IDisposable
             // In 64 bits: MaxNewTokens may be int.MaxValue.
             if (!options.SlidingWindow && (long)prompt.Length + options.MaxNewTokens > context)
                 throw new ArgumentOutOfRangeException(nameof(options.MaxNewTokens), options.MaxNewTokens,
-                    $"prompt {b} has {prompt.Length} tokens; with {options.MaxNewTokens} new tokens that exceeds the context length of {context} (shorten the prompt, lower MaxNewTokens, or enable SlidingWindow)");
+                    $"MaxNewTokens is too large: {(prompts.Count == 1 ? "the prompt" : $"prompt {b}")} has {prompt.Length} token{(prompt.Length == 1 ? "" : "s")}, and with {options.MaxNewTokens} new ones "
+                    + $"that exceeds the context length of {context} (shorten the prompt, lower MaxNewTokens to at most {Math.Max(context - prompt.Length, 0)}, or enable SlidingWindow)");
             prepared[b] = prompt;
         }
         return prepared;

@@ -103,9 +103,12 @@ public class InspectForwardVerifyTests
     }
 
     [Theory]
-    [InlineData("1,2,999", "token id at index 2 is outside the vocabulary [0, 512), got 999")]
-    [InlineData("-1", "token id at index 0 is outside the vocabulary [0, 512), got -1")]
-    public void An_argument_the_model_refuses_is_one_line_without_the_library_parameter_name(string ids, string message)
+    [InlineData("1,2,999", "--ids: token id 999 at index 2 is outside the vocabulary [0, 512)")]
+    [InlineData("-1", "--ids: token id -1 at index 0 is outside the vocabulary [0, 512)")]
+    [InlineData("1,,2", "--ids: entry 2 of 3 is empty; give ids separated by single commas, e.g. 1,2,3")]
+    [InlineData("1,2,", "--ids: entry 3 of 3 is empty; give ids separated by single commas, e.g. 1,2,3")]
+    [InlineData(" ", "--ids: give at least one token id, e.g. 1,2,3")]
+    public void Ids_the_model_cannot_take_are_one_line_naming_the_option(string ids, string message)
     {
         var result = CliRunner.Run("forward", "--model", Paths.Model("tiny"), "--backend", "cpu", "--ids", ids, "--out", Path.Combine(Path.GetTempPath(), "unused.safetensors"));
         Assert.Equal(CliApp.UsageError, result.ExitCode);

@@ -242,9 +242,23 @@ public class FileAndNumberRulesTests : IDisposable
 
         Assert.Equal(CliApp.UsageError, result.ExitCode);
         Assert.Equal("", result.Out);
-        Assert.StartsWith("error: --max-new-tokens", result.Error);
+        Assert.StartsWith("error: --max-new-tokens is too large: the prompt has 6 tokens", result.Error);
         Assert.Contains("exceeds the context length of 256", result.Error);
+        // What to do, in the command's own words: the largest value that fits, and the option that lifts the limit.
+        Assert.Contains("lower --max-new-tokens to at most 250, or enable --sliding-window", result.Error);
+        Assert.DoesNotContain("MaxNewTokens", result.Error);
         Assert.DoesNotContain("capacity", result.Error);
+    }
+
+    [Theory]
+    [InlineData("--seed", "abc", "Cannot parse argument 'abc' for option '--seed' as an integer.")]
+    [InlineData("--temperature", "warm", "Cannot parse argument 'warm' for option '--temperature' as a number.")]
+    public void A_value_of_the_wrong_kind_says_what_kind_in_words(string option, string value, string message)
+    {
+        var result = CliRunner.Run("generate", "--prompt", "ROMEO:", option, value);
+
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.Equal($"error: {message} (see nativegpt2 --help)", result.Error.Trim());
     }
 
     [Fact]

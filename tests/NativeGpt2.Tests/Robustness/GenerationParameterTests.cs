@@ -60,8 +60,17 @@ public class GenerationParameterTests
     {
         var prompt = new string('a', 300);
         var error = Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.Generate(prompt, new GenerationOptions { MaxNewTokens = 1 }));
-        Assert.Contains("300 tokens", error.Message);
+        Assert.Contains("the prompt has 300 tokens", error.Message);
         Assert.Contains("SlidingWindow", error.Message);
+        Assert.Equal("MaxNewTokens", error.ParamName);
+    }
+
+    [Fact]
+    public void In_a_batch_the_prompt_that_does_not_fit_is_named_with_the_largest_count_that_would()
+    {
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.Generate(["ROMEO:", new string('a', 200)], new GenerationOptions { MaxNewTokens = 100 }));
+        Assert.StartsWith("MaxNewTokens is too large: prompt 1 has 200 tokens", error.Message);
+        Assert.Contains("at most 56", error.Message);
     }
 
     [Fact]

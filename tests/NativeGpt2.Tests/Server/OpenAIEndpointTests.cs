@@ -133,6 +133,18 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
         if (param is not null) Assert.Equal(param, error.GetProperty("param").GetString());
     }
 
+    [Fact]
+    public async Task Max_tokens_beyond_the_context_says_how_many_fit_in_the_request_s_words()
+    {
+        var (status, body) = await PostAsync("/v1/completions", """{"prompt":"ROMEO:","max_tokens":5000}""");
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        var message = body.GetProperty("error").GetProperty("message").GetString()!;
+        Assert.StartsWith("max_tokens is too large: the prompt has 6 tokens", message);
+        Assert.Contains("lower max_tokens to at most 250)", message);
+        Assert.DoesNotContain("MaxNewTokens", message);
+        Assert.DoesNotContain("SlidingWindow", message);
+    }
+
     [Theory]
     [InlineData("/v1/chat/completions", """{"messages":"hi"}""", "messages")]
     [InlineData("/v1/chat/completions", """{"messages":[{"role":"wizard","content":"hi"}]}""", "messages[0].role")]
