@@ -23,7 +23,10 @@ public sealed class KvCache : IDisposable
     {
     }
 
-    /// <summary>A cache over existing buffers of at least B·NH·capacity·HS floats per layer (a workspace's scratch cache), or new ones when null.</summary>
+    /// <summary>
+    /// A cache over existing buffers of at least B·NH·<see cref="SlotStride"/>(capacity)·HS floats per layer and
+    /// B·<see cref="SlotStride"/>(capacity) mask entries (a workspace's scratch cache), or new ones when null.
+    /// </summary>
     internal KvCache(Gpt2Config config, IBackend backend, int batchSize, int capacity,
         DeviceBuffer<float>[]? keys, DeviceBuffer<float>[]? values, DeviceBuffer<int>? mask)
     {
@@ -32,11 +35,12 @@ public sealed class KvCache : IDisposable
         ArgumentOutOfRangeException.ThrowIfGreaterThan(capacity, config.ContextLength);
         BatchSize = batchSize;
         Capacity = capacity;
+        Stride = SlotStride(capacity);
         Backend = backend;
-        var perLayer = (long)batchSize * config.HeadCount * capacity * config.HeadSize;
+        var perLayer = (long)batchSize * config.HeadCount * Stride * config.HeadSize;
         if (perLayer > Array.MaxLength)
             throw new ArgumentOutOfRangeException(nameof(batchSize), $"a cache of batch {batchSize} × {capacity} positions exceeds the largest .NET array per layer");
-        Mask = new int[batchSize * capacity];
+        Mask = new int[batchSize * Stride];
         NextPosition = new int[batchSize];
         _ownsBuffers = keys is null;
         if (!_ownsBuffers)
@@ -70,19 +74,34 @@ public sealed class KvCache : IDisposable
     /// <summary>Positions the cache can hold (at most the model's context length).</summary>
     public int Capacity { get; }
 
+    /// <summary>
+    /// Slots per row and head in the buffers: <see cref="Capacity"/> rounded up to a multiple of 16 that is an odd
+    /// multiple of 16, so that the rows of keys a CPU backend caches transposed (one row of <see cref="Stride"/> floats
+    /// per channel) start on different cache sets; 1,024 floats (4 KB) apart, all 64 rows of a head fell on the same
+    /// few sets and attention read them from L2. At most 31 slots more than the capacity.
+    /// </summary>
+    internal int Stride { get; }
+
+    /// <summary>The slots per row and head for a capacity: see <see cref="Stride"/>.</summary>
+    internal static int SlotStride(int capacity)
+    {
+        var stride = (capacity + 15) / 16 * 16;
+        return stride / 16 % 2 == 0 ? stride + 16 : stride;
+    }
+
     /// <summary>Positions filled so far (including padding).</summary>
     public int Length { get; internal set; }
 
     /// <summary>The backend whose memory holds the keys and values.</summary>
     internal IBackend Backend { get; }
 
-    /// <summary>Keys per layer (B, NH, Capacity, HS).</summary>
+    /// <summary>Keys per layer (B, NH, Stride, HS), positions [0, Capacity) of each used.</summary>
     internal DeviceBuffer<float>[] Keys { get; }
 
-    /// <summary>Values per layer (B, NH, Capacity, HS).</summary>
+    /// <summary>Values per layer (B, NH, Stride, HS), positions [0, Capacity) of each used.</summary>
     internal DeviceBuffer<float>[] Values { get; }
 
-    /// <summary>Attention mask of the cached positions (B, Capacity) on the backend.</summary>
+    /// <summary>Attention mask of the cached positions (B, Stride) on the backend.</summary>
     internal DeviceBuffer<int> DeviceMask { get; } = null!;
 
     /// <summary>The same mask on the host: 1 for a real token, 0 for padding or an empty slot.</summary>
@@ -100,10 +119,10 @@ public sealed class KvCache : IDisposable
         var past = Length;
         for (var b = 0; b < BatchSize; b++)
         {
-            var row = Mask.AsSpan(b * Capacity + past, T);
+            var row = Mask.AsSpan(b * Stride + past, T);
             if (attentionMask is null) row.Fill(1);
             else attentionMask.AsSpan(b * T, T).CopyTo(row);
-            if (!_maskStale) Backend.CopyFromHost(DeviceMask, b * Capacity + past, row);
+            if (!_maskStale) Backend.CopyFromHost(DeviceMask, b * Stride + past, row);
         }
         if (_maskStale)
         {
@@ -124,7 +143,7 @@ public sealed class KvCache : IDisposable
         ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Length);
         for (var b = 0; b < BatchSize; b++)
         {
-            var row = Mask.AsSpan(b * Capacity, Capacity);
+            var row = Mask.AsSpan(b * Stride, Capacity);
             row[length..].Clear();
             NextPosition[b] = row[..length].Count(1);
         }

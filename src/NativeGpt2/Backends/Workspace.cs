@@ -79,23 +79,25 @@ internal sealed class Workspace : IDisposable
     public DeviceBuffer<float> Probabilities(long count) => Grow(ref _probabilities, count);
 
     /// <summary>
-    /// A cache for a pass that has none: (B, NH, T, HS) keys and values per layer over this workspace's
-    /// own buffers, reused from pass to pass.
+    /// A cache for a pass that has none: (B, NH, T, HS) keys and values per layer (with <see cref="KvCache.Stride"/>
+    /// slots for T) over this workspace's own buffers, reused from pass to pass.
     /// </summary>
     public KvCache ScratchCache(int batchSize, int length)
     {
-        var perLayer = (long)Tokens * _config.EmbeddingSize;
-        if (_scratchKeys is null)
+        var slots = (long)batchSize * KvCache.SlotStride(length);
+        var perLayer = slots * _config.EmbeddingSize;
+        if (_scratchKeys is null || _scratchKeys[0].Length < perLayer)
         {
-            _scratchKeys = new DeviceBuffer<float>[_config.LayerCount];
-            _scratchValues = new DeviceBuffer<float>[_config.LayerCount];
+            _scratchKeys ??= new DeviceBuffer<float>[_config.LayerCount];
+            _scratchValues ??= new DeviceBuffer<float>[_config.LayerCount];
             for (var l = 0; l < _config.LayerCount; l++)
             {
-                _scratchKeys[l] = Own(_backend.Allocate<float>(perLayer));
-                _scratchValues[l] = Own(_backend.Allocate<float>(perLayer));
+                DeviceBuffer<float>? keys = _scratchKeys[l], values = _scratchValues[l];
+                _scratchKeys[l] = Grow(ref keys, perLayer);
+                _scratchValues[l] = Grow(ref values, perLayer);
             }
-            _scratchMask = Own(_backend.Allocate<int>(Tokens));
         }
+        Grow(ref _scratchMask, slots);
         return new KvCache(_config, _backend, batchSize, length, _scratchKeys, _scratchValues!, _scratchMask!);
     }
 

@@ -41,16 +41,24 @@ internal static class CausalSelfAttention
                 int b = item / NH, h = item % NH;
                 for (var t = 0; t < Tq; t++)
                     x.Slice((b * Tq + t) * 3 * C + 2 * C + h * HS, HS).CopyTo(v.Slice((item * Tmax + past + t) * HS, HS));
-                // Keys: one channel at a time, so the writes run along a row of the transposed cache.
-                for (var d = 0; d < HS; d++)
+                // Keys, transposed: a block of positions at a time (their HS channels stay in L1), one channel at a time
+                // within it, so the writes run along a row of the transposed cache.
+                for (var t0 = 0; t0 < Tq; t0 += KeyBlock)
                 {
-                    var row = k.Slice((item * HS + d) * Tmax + past, Tq);
-                    var from = b * Tq * 3 * C + C + h * HS + d;
-                    for (var t = 0; t < Tq; t++) row[t] = x[from + t * 3 * C];
+                    var count = Math.Min(KeyBlock, Tq - t0);
+                    for (var d = 0; d < HS; d++)
+                    {
+                        var row = k.Slice((item * HS + d) * Tmax + past + t0, count);
+                        var from = (b * Tq + t0) * 3 * C + C + h * HS + d;
+                        for (var t = 0; t < row.Length; t++) row[t] = x[from + t * 3 * C];
+                    }
                 }
             }
         });
     }
+
+    // Positions per block when keys are written transposed.
+    private const int KeyBlock = 32;
 
     /// <summary>The reference's cache layout, keys (B, NH, Tmax, HS) like the values: what <see cref="Reference"/> reads.</summary>
     public static void AppendKeyValuesReference(Span<float> keys, Span<float> values, ReadOnlySpan<float> qkv,
@@ -72,6 +80,9 @@ internal static class CausalSelfAttention
 
     // Register tiles: 4 queries × 2 registers, of keys for the scores and of value channels for the output.
     private const int TileQueries = 4;
+
+    // With Vector512: 6 queries × 4 registers.
+    private const int WideTileRows = 6;
 
     /// <summary>
     /// Fused causal attention at the given SIMD width. Work items are (b, h, tile of queries): the tile's
@@ -229,49 +240,130 @@ internal static class CausalSelfAttention
         where V : struct, ISimd<V>
     {
         var i = 0;
-        for (; i + TileQueries <= rowCount; i += TileQueries)
+        // Vector512's 32 registers hold a 6 × 4 tile: ten loads per 24 multiply-adds, where 4 × 2 has six per eight.
+        if (typeof(V) == typeof(Simd512))
         {
-            ref var a0 = ref Unsafe.Add(ref a, (nint)i * lda);
-            ref var a1 = ref Unsafe.Add(ref a0, lda);
-            ref var a2 = ref Unsafe.Add(ref a1, lda);
-            ref var a3 = ref Unsafe.Add(ref a2, lda);
-            ref var c0 = ref Unsafe.Add(ref c, (nint)i * ldc);
-            var n = 0;
-            for (; n + 2 * V.Count <= columns; n += 2 * V.Count)
+            for (; i + WideTileRows <= rowCount; i += WideTileRows)
             {
-                V s00 = V.Zero, s01 = V.Zero, s10 = V.Zero, s11 = V.Zero, s20 = V.Zero, s21 = V.Zero, s30 = V.Zero, s31 = V.Zero;
-                for (var k = 0; k < depth; k++)
-                {
-                    ref var br = ref Unsafe.Add(ref b, (nint)k * ldb + n);
-                    var b0 = V.Load(ref br);
-                    var b1 = V.Load(ref Unsafe.Add(ref br, V.Count));
-                    var x = V.Broadcast(Unsafe.Add(ref a0, k));
-                    s00 = V.Fma(x, b0, s00); s01 = V.Fma(x, b1, s01);
-                    x = V.Broadcast(Unsafe.Add(ref a1, k));
-                    s10 = V.Fma(x, b0, s10); s11 = V.Fma(x, b1, s11);
-                    x = V.Broadcast(Unsafe.Add(ref a2, k));
-                    s20 = V.Fma(x, b0, s20); s21 = V.Fma(x, b1, s21);
-                    x = V.Broadcast(Unsafe.Add(ref a3, k));
-                    s30 = V.Fma(x, b0, s30); s31 = V.Fma(x, b1, s31);
-                }
-                ref var o = ref Unsafe.Add(ref c0, n);
-                V.Store(ref o, s00); V.Store(ref Unsafe.Add(ref o, V.Count), s01);
-                o = ref Unsafe.Add(ref o, ldc);
-                V.Store(ref o, s10); V.Store(ref Unsafe.Add(ref o, V.Count), s11);
-                o = ref Unsafe.Add(ref o, ldc);
-                V.Store(ref o, s20); V.Store(ref Unsafe.Add(ref o, V.Count), s21);
-                o = ref Unsafe.Add(ref o, ldc);
-                V.Store(ref o, s30); V.Store(ref Unsafe.Add(ref o, V.Count), s31);
+                ref var ci = ref Unsafe.Add(ref c, (nint)i * ldc);
+                ref var ai = ref Unsafe.Add(ref a, (nint)i * lda);
+                var n = WideTile<V>(ref ci, ldc, ref ai, lda, ref b, ldb, columns, depth);
+                // Fewer than four registers of columns left: the first four rows on the 4 × 2 tile, the other two alone.
+                NarrowTile<V>(ref ci, ldc, ref ai, lda, ref b, ldb, n, columns, depth);
+                for (var r = TileQueries; r < WideTileRows; r++)
+                    TileProductRow<V>(ref Unsafe.Add(ref ci, (nint)r * ldc), ref Unsafe.Add(ref ai, (nint)r * lda), ref b, ldb, n, columns, depth);
             }
-            for (var r = 0; r < TileQueries; r++)
-                TileProductRow<V>(ref Unsafe.Add(ref c0, (nint)r * ldc), ref Unsafe.Add(ref a0, (nint)r * lda), ref b, ldb, n, columns, depth);
         }
+        for (; i + TileQueries <= rowCount; i += TileQueries)
+            NarrowTile<V>(ref Unsafe.Add(ref c, (nint)i * ldc), ldc, ref Unsafe.Add(ref a, (nint)i * lda), lda, ref b, ldb, 0, columns, depth);
         for (; i < rowCount; i++)
             TileProductRow<V>(ref Unsafe.Add(ref c, (nint)i * ldc), ref Unsafe.Add(ref a, (nint)i * lda), ref b, ldb, 0, columns, depth);
     }
 
+    /// <summary>Four rows of <see cref="TileProduct{V}"/> for columns [from, columns): 4 rows × 2 registers at a time, then row by row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void NarrowTile<V>(ref float c, int ldc, ref float a, int lda, ref float b, int ldb, int from, int columns, int depth)
+        where V : struct, ISimd<V>
+    {
+        ref var a0 = ref a;
+        ref var a1 = ref Unsafe.Add(ref a0, lda);
+        ref var a2 = ref Unsafe.Add(ref a1, lda);
+        ref var a3 = ref Unsafe.Add(ref a2, lda);
+        var n = from;
+        for (; n + 2 * V.Count <= columns; n += 2 * V.Count)
+        {
+            V s00 = V.Zero, s01 = V.Zero, s10 = V.Zero, s11 = V.Zero, s20 = V.Zero, s21 = V.Zero, s30 = V.Zero, s31 = V.Zero;
+            for (var k = 0; k < depth; k++)
+            {
+                ref var br = ref Unsafe.Add(ref b, (nint)k * ldb + n);
+                var b0 = V.Load(ref br);
+                var b1 = V.Load(ref Unsafe.Add(ref br, V.Count));
+                var x = V.Broadcast(Unsafe.Add(ref a0, k));
+                s00 = V.Fma(x, b0, s00); s01 = V.Fma(x, b1, s01);
+                x = V.Broadcast(Unsafe.Add(ref a1, k));
+                s10 = V.Fma(x, b0, s10); s11 = V.Fma(x, b1, s11);
+                x = V.Broadcast(Unsafe.Add(ref a2, k));
+                s20 = V.Fma(x, b0, s20); s21 = V.Fma(x, b1, s21);
+                x = V.Broadcast(Unsafe.Add(ref a3, k));
+                s30 = V.Fma(x, b0, s30); s31 = V.Fma(x, b1, s31);
+            }
+            ref var o = ref Unsafe.Add(ref c, n);
+            V.Store(ref o, s00); V.Store(ref Unsafe.Add(ref o, V.Count), s01);
+            o = ref Unsafe.Add(ref o, ldc);
+            V.Store(ref o, s10); V.Store(ref Unsafe.Add(ref o, V.Count), s11);
+            o = ref Unsafe.Add(ref o, ldc);
+            V.Store(ref o, s20); V.Store(ref Unsafe.Add(ref o, V.Count), s21);
+            o = ref Unsafe.Add(ref o, ldc);
+            V.Store(ref o, s30); V.Store(ref Unsafe.Add(ref o, V.Count), s31);
+        }
+        for (var r = 0; r < TileQueries; r++)
+            TileProductRow<V>(ref Unsafe.Add(ref c, (nint)r * ldc), ref Unsafe.Add(ref a, (nint)r * lda), ref b, ldb, n, columns, depth);
+    }
+
     /// <summary>
-    /// One row of <see cref="TileProduct{V}"/> for columns [from, columns): eight registers, two, one, then single columns.
+    /// Six rows of <see cref="TileProduct{V}"/>: 6 rows × 4 registers of columns at a time; returns the columns done.
+    /// Every sum is the same multiply-adds in the same order as in the narrower tiles.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int WideTile<V>(ref float c, int ldc, ref float a, int lda, ref float b, int ldb, int columns, int depth)
+        where V : struct, ISimd<V>
+    {
+        ref var a0 = ref a;
+        ref var a1 = ref Unsafe.Add(ref a0, lda);
+        ref var a2 = ref Unsafe.Add(ref a1, lda);
+        ref var a3 = ref Unsafe.Add(ref a2, lda);
+        ref var a4 = ref Unsafe.Add(ref a3, lda);
+        ref var a5 = ref Unsafe.Add(ref a4, lda);
+        var n = 0;
+        for (; n + 4 * V.Count <= columns; n += 4 * V.Count)
+        {
+            V s00 = V.Zero, s01 = V.Zero, s02 = V.Zero, s03 = V.Zero;
+            V s10 = V.Zero, s11 = V.Zero, s12 = V.Zero, s13 = V.Zero;
+            V s20 = V.Zero, s21 = V.Zero, s22 = V.Zero, s23 = V.Zero;
+            V s30 = V.Zero, s31 = V.Zero, s32 = V.Zero, s33 = V.Zero;
+            V s40 = V.Zero, s41 = V.Zero, s42 = V.Zero, s43 = V.Zero;
+            V s50 = V.Zero, s51 = V.Zero, s52 = V.Zero, s53 = V.Zero;
+            for (var k = 0; k < depth; k++)
+            {
+                ref var br = ref Unsafe.Add(ref b, (nint)k * ldb + n);
+                var b0 = V.Load(ref br);
+                var b1 = V.Load(ref Unsafe.Add(ref br, V.Count));
+                var b2 = V.Load(ref Unsafe.Add(ref br, 2 * V.Count));
+                var b3 = V.Load(ref Unsafe.Add(ref br, 3 * V.Count));
+                var x = V.Broadcast(Unsafe.Add(ref a0, k));
+                s00 = V.Fma(x, b0, s00); s01 = V.Fma(x, b1, s01); s02 = V.Fma(x, b2, s02); s03 = V.Fma(x, b3, s03);
+                x = V.Broadcast(Unsafe.Add(ref a1, k));
+                s10 = V.Fma(x, b0, s10); s11 = V.Fma(x, b1, s11); s12 = V.Fma(x, b2, s12); s13 = V.Fma(x, b3, s13);
+                x = V.Broadcast(Unsafe.Add(ref a2, k));
+                s20 = V.Fma(x, b0, s20); s21 = V.Fma(x, b1, s21); s22 = V.Fma(x, b2, s22); s23 = V.Fma(x, b3, s23);
+                x = V.Broadcast(Unsafe.Add(ref a3, k));
+                s30 = V.Fma(x, b0, s30); s31 = V.Fma(x, b1, s31); s32 = V.Fma(x, b2, s32); s33 = V.Fma(x, b3, s33);
+                x = V.Broadcast(Unsafe.Add(ref a4, k));
+                s40 = V.Fma(x, b0, s40); s41 = V.Fma(x, b1, s41); s42 = V.Fma(x, b2, s42); s43 = V.Fma(x, b3, s43);
+                x = V.Broadcast(Unsafe.Add(ref a5, k));
+                s50 = V.Fma(x, b0, s50); s51 = V.Fma(x, b1, s51); s52 = V.Fma(x, b2, s52); s53 = V.Fma(x, b3, s53);
+            }
+            ref var o = ref Unsafe.Add(ref c, n);
+            Store4(ref o, s00, s01, s02, s03);
+            Store4(ref Unsafe.Add(ref o, ldc), s10, s11, s12, s13);
+            Store4(ref Unsafe.Add(ref o, 2 * ldc), s20, s21, s22, s23);
+            Store4(ref Unsafe.Add(ref o, 3 * ldc), s30, s31, s32, s33);
+            Store4(ref Unsafe.Add(ref o, 4 * ldc), s40, s41, s42, s43);
+            Store4(ref Unsafe.Add(ref o, 5 * ldc), s50, s51, s52, s53);
+        }
+        return n;
+
+        static void Store4(ref float o, V s0, V s1, V s2, V s3)
+        {
+            V.Store(ref o, s0);
+            V.Store(ref Unsafe.Add(ref o, V.Count), s1);
+            V.Store(ref Unsafe.Add(ref o, 2 * V.Count), s2);
+            V.Store(ref Unsafe.Add(ref o, 3 * V.Count), s3);
+        }
+    }
+
+    /// <summary>
+    /// One row of <see cref="TileProduct{V}"/> for columns [from, columns): eight registers, four, two, one, then single columns.
     /// A decoding step is this row alone: eight registers read 8 · V.Count consecutive floats of each row of b
     /// (512 bytes with Vector512) per visit, where two registers left the prefetcher 64 short streams to follow.
     /// </summary>
@@ -304,6 +396,25 @@ internal static class CausalSelfAttention
             V.Store(ref Unsafe.Add(ref o, 5 * V.Count), s5);
             V.Store(ref Unsafe.Add(ref o, 6 * V.Count), s6);
             V.Store(ref Unsafe.Add(ref o, 7 * V.Count), s7);
+        }
+        // Four registers: a decoding step's weighted values, 64 channels with Vector512, in one pass over the positions.
+        for (; n + 4 * V.Count <= columns; n += 4 * V.Count)
+        {
+            V s0 = V.Zero, s1 = V.Zero, s2 = V.Zero, s3 = V.Zero;
+            for (var k = 0; k < depth; k++)
+            {
+                ref var br = ref Unsafe.Add(ref b, (nint)k * ldb + n);
+                var x = V.Broadcast(Unsafe.Add(ref a, k));
+                s0 = V.Fma(x, V.Load(ref br), s0);
+                s1 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, V.Count)), s1);
+                s2 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, 2 * V.Count)), s2);
+                s3 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, 3 * V.Count)), s3);
+            }
+            ref var o = ref Unsafe.Add(ref c, n);
+            V.Store(ref o, s0);
+            V.Store(ref Unsafe.Add(ref o, V.Count), s1);
+            V.Store(ref Unsafe.Add(ref o, 2 * V.Count), s2);
+            V.Store(ref Unsafe.Add(ref o, 3 * V.Count), s3);
         }
         for (; n + 2 * V.Count <= columns; n += 2 * V.Count)
         {

@@ -422,41 +422,64 @@ public class OperatorProperties
 
     [Property(MaxTest = 150)]
     public Property Attention_equals_reference_with_cache_and_padding() =>
-        Prop.ForAll((from batch in Size(3) from tq in Size(9) from past in Gen.Choose(0, 12) from nh in Size(4) from hs in Size(40) from seed in Seed from width in Width select (batch, tq, past, nh, hs, seed, width)).ToArbitrary(), c =>
+        Prop.ForAll((from batch in Size(3) from tq in Size(9) from past in Gen.Choose(0, 12) from nh in Size(4) from hs in Size(40) from seed in Seed from width in Width select (batch, tq, past, nh, hs, seed, width)).ToArbitrary(),
+            c => AttentionEqualsReference(c.batch, c.tq, c.past, c.nh, c.hs, c.seed, c.width));
+
+    /// <summary>
+    /// Shapes where the products' widest tiles run: six or more queries of a tile, 64 or more keys and channels
+    /// (Vector512's 6 × 4 registers), with the rows and columns those tiles leave over.
+    /// </summary>
+    [Property(MaxTest = 40)]
+    public Property Attention_equals_reference_on_long_rows() =>
+        Prop.ForAll((from tq in Gen.Choose(6, 40) from past in Gen.Choose(0, 90) from hs in Gen.Choose(60, 72) from seed in Seed from width in Width select (tq, past, hs, seed, width)).ToArbitrary(),
+            c => AttentionEqualsReference(1, c.tq, c.past, 2, c.hs, c.seed, c.width));
+
+    private static void AttentionEqualsReference(int batch, int tq, int past, int nh, int hs, int seed, VectorWidth width)
+    {
+        var random = new Random(seed);
+        var capacity = past + tq + random.Next(3);
+        var ch = nh * hs;
+        var qkv = Numerics.RandomFloats(random, batch * tq * 3 * ch, 2f);
+        // The cache's earlier positions come from a qkv of `past` earlier tokens, appended in each layout.
+        var earlier = Numerics.RandomFloats(random, batch * past * 3 * ch, 2f);
+        // Some rows left-padded; occasionally a row masked entirely, which must give zeros, not NaN.
+        var mask = Enumerable.Range(0, batch * capacity).Select(_ => random.NextDouble() < 0.2 ? 0 : 1).ToArray();
+        var referenceKeys = new float[batch * nh * capacity * hs];
+        var referenceValues = new float[batch * nh * capacity * hs];
+        CausalSelfAttention.AppendKeyValuesReference(referenceKeys, referenceValues, earlier, batch, past, 0, capacity, nh, hs);
+        CausalSelfAttention.AppendKeyValuesReference(referenceKeys, referenceValues, qkv, batch, tq, past, capacity, nh, hs);
+        var keys = new float[batch * nh * capacity * hs];
+        var values = new float[batch * nh * capacity * hs];
+        CausalSelfAttention.AppendKeyValues(keys, values, earlier, batch, past, 0, capacity, nh, hs);
+        CausalSelfAttention.AppendKeyValues(keys, values, qkv, batch, tq, past, capacity, nh, hs);
+
+        var tk = past + tq;
+        var expected = new float[batch * tq * ch];
+        var actual = new float[batch * tq * ch];
+        var expectedProbabilities = new float[batch * nh * tq * tk];
+        var actualProbabilities = new float[batch * nh * tq * tk];
+        CausalSelfAttention.Reference(expected, expectedProbabilities, qkv, referenceKeys, referenceValues, mask, batch, tq, past, capacity, nh, hs);
+        CausalSelfAttention.Forward(actual, actualProbabilities, qkv, keys, values, mask, batch, tq, past, capacity, nh, hs, width);
+        Numerics.AssertClose(expected, actual, Tolerances.OperatorRelative, "attention output");
+        Numerics.AssertClose(expectedProbabilities, actualProbabilities, Tolerances.OperatorRelative, "attention probabilities");
+
+        // Causality: no query gives weight to a key after its own position.
+        for (var b = 0; b < batch; b++)
+        for (var h = 0; h < nh; h++)
+        for (var t = 0; t < tq; t++)
+        for (var j = past + t + 1; j < tk; j++)
+            Assert.Equal(0f, actualProbabilities[((b * nh + h) * tq + t) * tk + j]);
+    }
+
+    [Fact]
+    public void Cache_slots_per_head_are_an_odd_multiple_of_16_at_least_the_capacity()
+    {
+        for (var capacity = 1; capacity <= 4096; capacity++)
         {
-            var (batch, tq, past, nh, hs, seed, width) = c;
-            var random = new Random(seed);
-            var capacity = past + tq + random.Next(3);
-            var ch = nh * hs;
-            var qkv = Numerics.RandomFloats(random, batch * tq * 3 * ch, 2f);
-            // The cache's earlier positions come from a qkv of `past` earlier tokens, appended in each layout.
-            var earlier = Numerics.RandomFloats(random, batch * past * 3 * ch, 2f);
-            // Some rows left-padded; occasionally a row masked entirely, which must give zeros, not NaN.
-            var mask = Enumerable.Range(0, batch * capacity).Select(_ => random.NextDouble() < 0.2 ? 0 : 1).ToArray();
-            var referenceKeys = new float[batch * nh * capacity * hs];
-            var referenceValues = new float[batch * nh * capacity * hs];
-            CausalSelfAttention.AppendKeyValuesReference(referenceKeys, referenceValues, earlier, batch, past, 0, capacity, nh, hs);
-            CausalSelfAttention.AppendKeyValuesReference(referenceKeys, referenceValues, qkv, batch, tq, past, capacity, nh, hs);
-            var keys = new float[batch * nh * capacity * hs];
-            var values = new float[batch * nh * capacity * hs];
-            CausalSelfAttention.AppendKeyValues(keys, values, earlier, batch, past, 0, capacity, nh, hs);
-            CausalSelfAttention.AppendKeyValues(keys, values, qkv, batch, tq, past, capacity, nh, hs);
-
-            var tk = past + tq;
-            var expected = new float[batch * tq * ch];
-            var actual = new float[batch * tq * ch];
-            var expectedProbabilities = new float[batch * nh * tq * tk];
-            var actualProbabilities = new float[batch * nh * tq * tk];
-            CausalSelfAttention.Reference(expected, expectedProbabilities, qkv, referenceKeys, referenceValues, mask, batch, tq, past, capacity, nh, hs);
-            CausalSelfAttention.Forward(actual, actualProbabilities, qkv, keys, values, mask, batch, tq, past, capacity, nh, hs, width);
-            Numerics.AssertClose(expected, actual, Tolerances.OperatorRelative, "attention output");
-            Numerics.AssertClose(expectedProbabilities, actualProbabilities, Tolerances.OperatorRelative, "attention probabilities");
-
-            // Causality: no query gives weight to a key after its own position.
-            for (var b = 0; b < batch; b++)
-            for (var h = 0; h < nh; h++)
-            for (var t = 0; t < tq; t++)
-            for (var j = past + t + 1; j < tk; j++)
-                Assert.Equal(0f, actualProbabilities[((b * nh + h) * tq + t) * tk + j]);
-        });
+            var stride = KvCache.SlotStride(capacity);
+            Assert.InRange(stride, capacity, capacity + 31);
+            Assert.Equal(0, stride % 16);
+            Assert.Equal(1, stride / 16 % 2);
+        }
+    }
 }
