@@ -66,9 +66,15 @@ public static class SideBySide
         return Enumerable.Range(0, T).Select(_ => random.Next(50257)).ToArray();
     }
 
-    /// <summary>The median and the fastest of at least five runs (up to 30 within 5 s), after one untimed run.</summary>
+    /// <summary>
+    /// The median and the fastest of at least five runs (up to 30 within 5 s), after a full collection and one untimed
+    /// run: the logits of the lengths before (up to 200 MB a run at T = 1,024) are collected before the clock starts,
+    /// not in the middle of this length's runs.
+    /// </summary>
     private static (double Median, double Best) Median(Action run)
     {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
         run();
         var times = new List<double>();
         var total = Stopwatch.StartNew();
