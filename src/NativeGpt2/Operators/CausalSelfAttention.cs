@@ -248,9 +248,21 @@ internal static class CausalSelfAttention
                 ref var ci = ref Unsafe.Add(ref c, (nint)i * ldc);
                 ref var ai = ref Unsafe.Add(ref a, (nint)i * lda);
                 var n = WideTile<V>(ref ci, ldc, ref ai, lda, ref b, ldb, columns, depth);
-                // Fewer than four registers of columns left: the first four rows on the 4 × 2 tile, the other two alone.
-                NarrowTile<V>(ref ci, ldc, ref ai, lda, ref b, ldb, n, columns, depth);
-                for (var r = TileQueries; r < WideTileRows; r++)
+                // Fewer than four registers of columns left: two at a time, then the rows alone.
+                n = SixRowsTwoRegisters<V>(ref ci, ldc, ref ai, lda, ref b, ldb, n, columns, depth);
+                for (var r = 0; r < WideTileRows; r++)
+                    TileProductRow<V>(ref Unsafe.Add(ref ci, (nint)r * ldc), ref Unsafe.Add(ref ai, (nint)r * lda), ref b, ldb, n, columns, depth);
+            }
+        }
+        else if (typeof(V) == typeof(Simd256))
+        {
+            // Vector256's 16 registers hold a 6 × 2 tile: eight loads per 12 multiply-adds.
+            for (; i + WideTileRows <= rowCount; i += WideTileRows)
+            {
+                ref var ci = ref Unsafe.Add(ref c, (nint)i * ldc);
+                ref var ai = ref Unsafe.Add(ref a, (nint)i * lda);
+                var n = SixRowsTwoRegisters<V>(ref ci, ldc, ref ai, lda, ref b, ldb, 0, columns, depth);
+                for (var r = 0; r < WideTileRows; r++)
                     TileProductRow<V>(ref Unsafe.Add(ref ci, (nint)r * ldc), ref Unsafe.Add(ref ai, (nint)r * lda), ref b, ldb, n, columns, depth);
             }
         }
@@ -360,6 +372,59 @@ internal static class CausalSelfAttention
             V.Store(ref Unsafe.Add(ref o, 2 * V.Count), s2);
             V.Store(ref Unsafe.Add(ref o, 3 * V.Count), s3);
         }
+    }
+
+    /// <summary>
+    /// Six rows of <see cref="TileProduct{V}"/> for columns [from, columns), 6 rows × 2 registers at a time; returns the
+    /// columns done.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int SixRowsTwoRegisters<V>(ref float c, int ldc, ref float a, int lda, ref float b, int ldb, int from, int columns, int depth)
+        where V : struct, ISimd<V>
+    {
+        ref var a0 = ref a;
+        ref var a1 = ref Unsafe.Add(ref a0, lda);
+        ref var a2 = ref Unsafe.Add(ref a1, lda);
+        ref var a3 = ref Unsafe.Add(ref a2, lda);
+        ref var a4 = ref Unsafe.Add(ref a3, lda);
+        ref var a5 = ref Unsafe.Add(ref a4, lda);
+        var n = from;
+        for (; n + 2 * V.Count <= columns; n += 2 * V.Count)
+        {
+            V s00 = V.Zero, s01 = V.Zero, s10 = V.Zero, s11 = V.Zero, s20 = V.Zero, s21 = V.Zero;
+            V s30 = V.Zero, s31 = V.Zero, s40 = V.Zero, s41 = V.Zero, s50 = V.Zero, s51 = V.Zero;
+            for (var k = 0; k < depth; k++)
+            {
+                ref var br = ref Unsafe.Add(ref b, (nint)k * ldb + n);
+                var b0 = V.Load(ref br);
+                var b1 = V.Load(ref Unsafe.Add(ref br, V.Count));
+                var x = V.Broadcast(Unsafe.Add(ref a0, k));
+                s00 = V.Fma(x, b0, s00); s01 = V.Fma(x, b1, s01);
+                x = V.Broadcast(Unsafe.Add(ref a1, k));
+                s10 = V.Fma(x, b0, s10); s11 = V.Fma(x, b1, s11);
+                x = V.Broadcast(Unsafe.Add(ref a2, k));
+                s20 = V.Fma(x, b0, s20); s21 = V.Fma(x, b1, s21);
+                x = V.Broadcast(Unsafe.Add(ref a3, k));
+                s30 = V.Fma(x, b0, s30); s31 = V.Fma(x, b1, s31);
+                x = V.Broadcast(Unsafe.Add(ref a4, k));
+                s40 = V.Fma(x, b0, s40); s41 = V.Fma(x, b1, s41);
+                x = V.Broadcast(Unsafe.Add(ref a5, k));
+                s50 = V.Fma(x, b0, s50); s51 = V.Fma(x, b1, s51);
+            }
+            ref var o = ref Unsafe.Add(ref c, n);
+            V.Store(ref o, s00); V.Store(ref Unsafe.Add(ref o, V.Count), s01);
+            o = ref Unsafe.Add(ref o, ldc);
+            V.Store(ref o, s10); V.Store(ref Unsafe.Add(ref o, V.Count), s11);
+            o = ref Unsafe.Add(ref o, ldc);
+            V.Store(ref o, s20); V.Store(ref Unsafe.Add(ref o, V.Count), s21);
+            o = ref Unsafe.Add(ref o, ldc);
+            V.Store(ref o, s30); V.Store(ref Unsafe.Add(ref o, V.Count), s31);
+            o = ref Unsafe.Add(ref o, ldc);
+            V.Store(ref o, s40); V.Store(ref Unsafe.Add(ref o, V.Count), s41);
+            o = ref Unsafe.Add(ref o, ldc);
+            V.Store(ref o, s50); V.Store(ref Unsafe.Add(ref o, V.Count), s51);
+        }
+        return n;
     }
 
     /// <summary>
