@@ -104,6 +104,7 @@ internal static class MatMul
         Parallelism.For(panelCount * rowBlocks, (long)rowBlock * IC * WeightData.PanelWidth, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
         {
             float[]? widened = null;
+            var widenedPanel = -1;
             for (var item = start; item < end; item++)
             {
                 int p = item / rowBlocks, rb = item % rowBlocks;
@@ -111,9 +112,10 @@ internal static class MatMul
                 if (typeof(P) != typeof(Panels<float, Float32Widening>) && r1 - r0 >= TileRows)
                 {
                     // Several rows reuse the panel: widen it to float32 once rather than in every tile (exact,
-                    // so the results are the same).
+                    // so the results are the same), and once for this thread's row blocks of it that follow.
                     widened ??= ArrayPool<float>.Shared.Rent(IC * WeightData.PanelWidth);
-                    PanelWidening.Widen<V, P>(panels, p, IC, widened);
+                    if (p != widenedPanel) PanelWidening.Widen<V, P>(panels, p, IC, widened);
+                    widenedPanel = p;
                     Panel<V, Panels<float, Float32Widening>>(new(widened, IC), 0, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, ahead: 0);
                 }
                 else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, Float32Ahead<P>());
