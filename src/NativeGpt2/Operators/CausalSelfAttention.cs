@@ -78,11 +78,8 @@ internal static class CausalSelfAttention
     // Queries per work item: one (b, h) and a run of consecutive queries, which read the same keys.
     private const int QueryTile = 32;
 
-    // Register tiles: 4 queries × 2 registers, of keys for the scores and of value channels for the output.
-    private const int TileQueries = 4;
-
-    // With Vector512: 6 queries × 4 registers.
-    private const int WideTileRows = 6;
+    // Register tiles: 6 queries × 2 or 4 registers, of keys for the scores and of value channels for the output.
+    private const int TileRows = 6;
 
     /// <summary>
     /// Fused causal attention at the given SIMD width. Work items are (b, h, tile of queries): the tile's
@@ -231,7 +228,7 @@ internal static class CausalSelfAttention
 
     /// <summary>
     /// c[i, n] = Σ_k a[i, k]·b[k, n] for rows i &lt; rowCount, columns n &lt; columns and k &lt; depth, each sum over k in
-    /// order: 4 rows × 2 registers of columns at a time. Row i of a starts at a[i · lda], row k of b at b[k · ldb],
+    /// order, on register tiles of 6 rows. Row i of a starts at a[i · lda], row k of b at b[k · ldb],
     /// row i of c at c[i · ldc]. Attention's two products are this: the scores q · Kᵀ (a = the queries, b = the keys,
     /// cached transposed) and the weighted values p · V (a = the probabilities, b = the values).
     /// </summary>
@@ -240,76 +237,19 @@ internal static class CausalSelfAttention
         where V : struct, ISimd<V>
     {
         var i = 0;
-        // Vector512's 32 registers hold a 6 × 4 tile: ten loads per 24 multiply-adds, where 4 × 2 has six per eight.
-        if (typeof(V) == typeof(Simd512))
+        for (; i + TileRows <= rowCount; i += TileRows)
         {
-            for (; i + WideTileRows <= rowCount; i += WideTileRows)
-            {
-                ref var ci = ref Unsafe.Add(ref c, (nint)i * ldc);
-                ref var ai = ref Unsafe.Add(ref a, (nint)i * lda);
-                var n = WideTile<V>(ref ci, ldc, ref ai, lda, ref b, ldb, columns, depth);
-                // Fewer than four registers of columns left: two at a time, then the rows alone.
-                n = SixRowsTwoRegisters<V>(ref ci, ldc, ref ai, lda, ref b, ldb, n, columns, depth);
-                for (var r = 0; r < WideTileRows; r++)
-                    TileProductRow<V>(ref Unsafe.Add(ref ci, (nint)r * ldc), ref Unsafe.Add(ref ai, (nint)r * lda), ref b, ldb, n, columns, depth);
-            }
+            ref var ci = ref Unsafe.Add(ref c, (nint)i * ldc);
+            ref var ai = ref Unsafe.Add(ref a, (nint)i * lda);
+            // Vector512's 32 registers hold 6 rows × 4 registers of sums (ten loads per 24 multiply-adds); the columns
+            // left over, and every column at the other widths, go 6 rows × 2 registers at a time, then row by row.
+            var n = typeof(V) == typeof(Simd512) ? WideTile<V>(ref ci, ldc, ref ai, lda, ref b, ldb, columns, depth) : 0;
+            n = SixRowsTwoRegisters<V>(ref ci, ldc, ref ai, lda, ref b, ldb, n, columns, depth);
+            for (var r = 0; r < TileRows; r++)
+                TileProductRow<V>(ref Unsafe.Add(ref ci, (nint)r * ldc), ref Unsafe.Add(ref ai, (nint)r * lda), ref b, ldb, n, columns, depth);
         }
-        else if (typeof(V) == typeof(Simd256))
-        {
-            // Vector256's 16 registers hold a 6 × 2 tile: eight loads per 12 multiply-adds.
-            for (; i + WideTileRows <= rowCount; i += WideTileRows)
-            {
-                ref var ci = ref Unsafe.Add(ref c, (nint)i * ldc);
-                ref var ai = ref Unsafe.Add(ref a, (nint)i * lda);
-                var n = SixRowsTwoRegisters<V>(ref ci, ldc, ref ai, lda, ref b, ldb, 0, columns, depth);
-                for (var r = 0; r < WideTileRows; r++)
-                    TileProductRow<V>(ref Unsafe.Add(ref ci, (nint)r * ldc), ref Unsafe.Add(ref ai, (nint)r * lda), ref b, ldb, n, columns, depth);
-            }
-        }
-        for (; i + TileQueries <= rowCount; i += TileQueries)
-            NarrowTile<V>(ref Unsafe.Add(ref c, (nint)i * ldc), ldc, ref Unsafe.Add(ref a, (nint)i * lda), lda, ref b, ldb, 0, columns, depth);
         for (; i < rowCount; i++)
             TileProductRow<V>(ref Unsafe.Add(ref c, (nint)i * ldc), ref Unsafe.Add(ref a, (nint)i * lda), ref b, ldb, 0, columns, depth);
-    }
-
-    /// <summary>Four rows of <see cref="TileProduct{V}"/> for columns [from, columns): 4 rows × 2 registers at a time, then row by row.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void NarrowTile<V>(ref float c, int ldc, ref float a, int lda, ref float b, int ldb, int from, int columns, int depth)
-        where V : struct, ISimd<V>
-    {
-        ref var a0 = ref a;
-        ref var a1 = ref Unsafe.Add(ref a0, lda);
-        ref var a2 = ref Unsafe.Add(ref a1, lda);
-        ref var a3 = ref Unsafe.Add(ref a2, lda);
-        var n = from;
-        for (; n + 2 * V.Count <= columns; n += 2 * V.Count)
-        {
-            V s00 = V.Zero, s01 = V.Zero, s10 = V.Zero, s11 = V.Zero, s20 = V.Zero, s21 = V.Zero, s30 = V.Zero, s31 = V.Zero;
-            for (var k = 0; k < depth; k++)
-            {
-                ref var br = ref Unsafe.Add(ref b, (nint)k * ldb + n);
-                var b0 = V.Load(ref br);
-                var b1 = V.Load(ref Unsafe.Add(ref br, V.Count));
-                var x = V.Broadcast(Unsafe.Add(ref a0, k));
-                s00 = V.Fma(x, b0, s00); s01 = V.Fma(x, b1, s01);
-                x = V.Broadcast(Unsafe.Add(ref a1, k));
-                s10 = V.Fma(x, b0, s10); s11 = V.Fma(x, b1, s11);
-                x = V.Broadcast(Unsafe.Add(ref a2, k));
-                s20 = V.Fma(x, b0, s20); s21 = V.Fma(x, b1, s21);
-                x = V.Broadcast(Unsafe.Add(ref a3, k));
-                s30 = V.Fma(x, b0, s30); s31 = V.Fma(x, b1, s31);
-            }
-            ref var o = ref Unsafe.Add(ref c, n);
-            V.Store(ref o, s00); V.Store(ref Unsafe.Add(ref o, V.Count), s01);
-            o = ref Unsafe.Add(ref o, ldc);
-            V.Store(ref o, s10); V.Store(ref Unsafe.Add(ref o, V.Count), s11);
-            o = ref Unsafe.Add(ref o, ldc);
-            V.Store(ref o, s20); V.Store(ref Unsafe.Add(ref o, V.Count), s21);
-            o = ref Unsafe.Add(ref o, ldc);
-            V.Store(ref o, s30); V.Store(ref Unsafe.Add(ref o, V.Count), s31);
-        }
-        for (var r = 0; r < TileQueries; r++)
-            TileProductRow<V>(ref Unsafe.Add(ref c, (nint)r * ldc), ref Unsafe.Add(ref a, (nint)r * lda), ref b, ldb, n, columns, depth);
     }
 
     /// <summary>
