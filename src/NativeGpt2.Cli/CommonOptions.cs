@@ -67,11 +67,16 @@ internal static class CommonOptions
             var option = e.ParamName switch
             {
                 "StopStrings" => "--stop",
+                "prompts" or "prompt" => "--prompt",
                 { } name => "--" + System.Text.RegularExpressions.Regex.Replace(name, "(?<=[a-z])([A-Z])", "-$1").ToLowerInvariant(),
                 null => "option",
             };
             var message = OptionNames(CliApp.ArgumentMessage(e));
-            throw new UsageException(message.StartsWith(option + " ", StringComparison.Ordinal) ? message : $"{option} {message}");
+            // "--top-p must be in (0, 1]", "--max-new-tokens is too large: …", "--prompt: the prompt has 300 tokens, …".
+            throw new UsageException(
+                message.StartsWith(option + " ", StringComparison.Ordinal) ? message
+                : System.Text.RegularExpressions.Regex.IsMatch(message, "^(must|is|are|has|cannot) ") ? $"{option} {message}"
+                : $"{option}: {message}");
         }
     }
 

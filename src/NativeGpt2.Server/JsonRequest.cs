@@ -40,13 +40,50 @@ internal sealed class JsonRequest : IDisposable
             buffer.Write(chunk, 0, read);
         }
         if (buffer.Length == 0) throw OpenAIError.BadRequest("the request has no body: send a JSON object");
+        var body = buffer.GetBuffer().AsMemory(0, (int)buffer.Length);
+        // The parser checks the structure only; text inside strings is decoded when read, and would fail there.
+        if (!System.Text.Unicode.Utf8.IsValid(body.Span))
+            throw OpenAIError.BadRequest("the request body is not valid UTF-8: send JSON as UTF-8 text");
+        JsonDocument? document = null;
         try
         {
-            return new JsonRequest(JsonDocument.Parse(buffer.GetBuffer().AsMemory(0, (int)buffer.Length), Strict));
+            // Parsing compares property names (duplicates are refused), so a name can fail to decode here already.
+            document = JsonDocument.Parse(body, Strict);
+            CheckStrings(document.RootElement);
+            return new JsonRequest(document);
         }
         catch (JsonException e)
         {
             throw OpenAIError.BadRequest($"the request body is not valid JSON: {e.Message}");
+        }
+        catch (InvalidOperationException)
+        {
+            document?.Dispose();
+            throw OpenAIError.BadRequest("the request body holds a string that is not text: an escaped lone surrogate such as \\ud800");
+        }
+    }
+
+    /// <summary>
+    /// Decodes every string and property name once: an escaped lone surrogate (<c>"\ud800"</c>) is valid JSON but not
+    /// text, and would otherwise fail (<see cref="InvalidOperationException"/>) wherever the field is read.
+    /// </summary>
+    private static void CheckStrings(JsonElement element)
+    {
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.String:
+                element.GetString();
+                break;
+            case JsonValueKind.Array:
+                foreach (var item in element.EnumerateArray()) CheckStrings(item);
+                break;
+            case JsonValueKind.Object:
+                foreach (var property in element.EnumerateObject())
+                {
+                    _ = property.Name;
+                    CheckStrings(property.Value);
+                }
+                break;
         }
     }
 

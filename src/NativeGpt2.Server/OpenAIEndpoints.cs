@@ -93,11 +93,13 @@ public static class OpenAIEndpoints
 
     /// <summary>
     /// A library message in the request's words: the options it names become the request's fields (<c>MaxNewTokens</c>
-    /// becomes <c>max_tokens</c>), and its advice to enable <c>SlidingWindow</c>, which requests cannot, is left out.
+    /// becomes <c>max_tokens</c>), and its advice to enable <c>SlidingWindow</c>, which requests cannot, is left out, as is the value the client sent (".. Actual value was 5000.").
     /// </summary>
     private static string RequestWords(string message)
     {
         message = message.Replace(", or enable SlidingWindow", "", StringComparison.Ordinal);
+        // The client sent the value; the exception's "Actual value was …" line repeats it.
+        message = System.Text.RegularExpressions.Regex.Replace(message, @";? ?Actual value was [^;]*$", "");
         return System.Text.RegularExpressions.Regex.Replace(message, @"\b[A-Z][A-Za-z]+\b", m => RequestNames.GetValueOrDefault(m.Value, m.Value));
     }
 

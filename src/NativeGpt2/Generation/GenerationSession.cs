@@ -111,11 +111,15 @@ internal sealed class GenerationSession : IDisposable
                 if ((uint)id >= (uint)config.VocabSize)
                     throw new ArgumentOutOfRangeException(nameof(prompts), id, $"prompt {b} holds a token id outside the vocabulary [0, {config.VocabSize})");
             }
+            var which = prompts.Count == 1 ? "the prompt" : $"prompt {b}";
+            if (!options.SlidingWindow && prompt.Length >= context)
+                throw new ArgumentOutOfRangeException(nameof(prompts), prompt.Length,
+                    $"{which} has {prompt.Length} tokens, and the context length of {context} leaves no room for a new one (shorten it to at most {context - 1} tokens, or enable SlidingWindow)");
             // In 64 bits: MaxNewTokens may be int.MaxValue.
             if (!options.SlidingWindow && (long)prompt.Length + options.MaxNewTokens > context)
                 throw new ArgumentOutOfRangeException(nameof(options.MaxNewTokens), options.MaxNewTokens,
-                    $"MaxNewTokens is too large: {(prompts.Count == 1 ? "the prompt" : $"prompt {b}")} has {prompt.Length} token{(prompt.Length == 1 ? "" : "s")}, and with {options.MaxNewTokens} new ones "
-                    + $"that exceeds the context length of {context} (shorten the prompt, lower MaxNewTokens to at most {Math.Max(context - prompt.Length, 0)}, or enable SlidingWindow)");
+                    $"MaxNewTokens is too large: {which} has {prompt.Length} token{(prompt.Length == 1 ? "" : "s")}, and with {options.MaxNewTokens} new ones "
+                    + $"that exceeds the context length of {context} (shorten the prompt, lower MaxNewTokens to at most {context - prompt.Length}, or enable SlidingWindow)");
             prepared[b] = prompt;
         }
         return prepared;

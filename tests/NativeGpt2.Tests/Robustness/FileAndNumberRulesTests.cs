@@ -250,6 +250,16 @@ public class FileAndNumberRulesTests : IDisposable
         Assert.DoesNotContain("capacity", result.Error);
     }
 
+    [Fact]
+    public void A_prompt_that_fills_the_context_is_a_usage_error_naming_the_prompt()
+    {
+        var result = CliRunner.Run("generate", "--prompt", new string('a', 300), "--max-new-tokens", "5");
+
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.Equal("", result.Out);
+        Assert.StartsWith("error: --prompt: the prompt has 300 tokens, and the context length of 256 leaves no room for a new one (shorten it to at most 255 tokens, or enable --sliding-window)", result.Error);
+    }
+
     [Theory]
     [InlineData("--seed", "abc", "Cannot parse argument 'abc' for option '--seed' as an integer.")]
     [InlineData("--temperature", "warm", "Cannot parse argument 'warm' for option '--temperature' as a number.")]

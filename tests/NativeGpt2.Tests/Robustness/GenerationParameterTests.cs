@@ -60,9 +60,9 @@ public class GenerationParameterTests
     {
         var prompt = new string('a', 300);
         var error = Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.Generate(prompt, new GenerationOptions { MaxNewTokens = 1 }));
-        Assert.Contains("the prompt has 300 tokens", error.Message);
+        Assert.StartsWith("the prompt has 300 tokens, and the context length of 256 leaves no room for a new one (shorten it to at most 255 tokens", error.Message);
         Assert.Contains("SlidingWindow", error.Message);
-        Assert.Equal("MaxNewTokens", error.ParamName);
+        Assert.Equal("prompts", error.ParamName);
     }
 
     [Fact]

@@ -133,6 +133,41 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
         if (param is not null) Assert.Equal(param, error.GetProperty("param").GetString());
     }
 
+    public static TheoryData<string, byte[]> NotText() => new()
+    {
+        { "not valid UTF-8", [.. "{\"prompt\":\""u8, 0xFF, 0xFE, .. "\",\"max_tokens\":2}"u8] },
+        { "not text", Encoding.UTF8.GetBytes("""{"prompt":"\ud800","max_tokens":2}""") },
+        { "not text", Encoding.UTF8.GetBytes("""{"\ud800":1,"prompt":"hi"}""") },
+        { "not text", Encoding.UTF8.GetBytes("""{"messages":[{"role":"user","content":"a\udc00"}]}""") },
+    };
+
+    [Theory]
+    [MemberData(nameof(NotText))]
+    public async Task A_body_whose_strings_are_not_text_is_a_400_not_a_crash(string message, byte[] body)
+    {
+        foreach (var path in new[] { "/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/tokenize" })
+        {
+            using var content = new ByteArrayContent(body);
+            content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+            using var response = await Http.PostAsync(path, content);
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            var error = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("error");
+            Assert.Equal("invalid_request_error", error.GetProperty("type").GetString());
+            Assert.Contains(message, error.GetProperty("message").GetString());
+        }
+    }
+
+    [Fact]
+    public async Task A_prompt_that_fills_the_context_is_named_as_the_problem()
+    {
+        var (status, body) = await PostAsync("/v1/completions", JsonSerializer.Serialize(new { prompt = new string('a', 300), max_tokens = 1 }));
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        var error = body.GetProperty("error");
+        Assert.Equal("prompt", error.GetProperty("param").GetString());
+        Assert.Equal("prompt: the prompt has 300 tokens, and the context length of 256 leaves no room for a new one (shorten it to at most 255 tokens)",
+            error.GetProperty("message").GetString());
+    }
+
     [Fact]
     public async Task Max_tokens_beyond_the_context_says_how_many_fit_in_the_request_s_words()
     {
