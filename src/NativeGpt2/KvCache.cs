@@ -75,10 +75,10 @@ public sealed class KvCache : IDisposable
     public int Capacity { get; }
 
     /// <summary>
-    /// Slots per row and head in the buffers: <see cref="Capacity"/> rounded up to a multiple of 16 that is an odd
-    /// multiple of 16, so that the rows of keys a CPU backend caches transposed (one row of <see cref="Stride"/> floats
-    /// per channel) start on different cache sets; 1,024 floats (4 KB) apart, all 64 rows of a head fell on the same
-    /// few sets and attention read them from L2. At most 31 slots more than the capacity.
+    /// Slots per row and head in the buffers: <see cref="Capacity"/> rounded up to the next odd multiple of 16, so that
+    /// the rows of keys a CPU backend caches transposed (one row of <see cref="Stride"/> floats per channel) start on
+    /// different cache sets; 1,024 floats (4 KB) apart, all 64 rows of a head fell on the same few sets and attention
+    /// read them from L2. At most 31 slots more than the capacity.
     /// </summary>
     internal int Stride { get; }
 
