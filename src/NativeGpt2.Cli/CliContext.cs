@@ -29,11 +29,14 @@ internal sealed class CliContext(TextWriter stdout, TextWriter stderr) : IDispos
         builder.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
     })).CreateLogger("nativegpt2");
 
+    /// <summary>A progress bar on stderr when stderr is a terminal; null otherwise (redirected, or a test's writer).</summary>
+    public IProgress<LoadProgress>? ProgressBar => ReferenceEquals(Error, Console.Error) && !Console.IsErrorRedirected ? new ConsoleProgressBar(Error) : null;
+
     /// <summary>Load options that log here and draw a progress bar when stderr is a terminal.</summary>
     public ModelLoadOptions LoadOptions => new()
     {
         Logger = Logger,
-        Progress = ReferenceEquals(Error, Console.Error) && !Console.IsErrorRedirected ? new ConsoleProgressBar(Error) : null,
+        Progress = ProgressBar,
         Hub = new HubOptions { Offline = Offline },
     };
 

@@ -12,6 +12,16 @@ public sealed record ScoreOptions
     /// A smaller stride gives each scored token more context at more cost.
     /// </summary>
     public int? Stride { get; init; }
+
+    /// <summary>Told after each window how many tokens are scored so far (a long text takes many windows).</summary>
+    public IProgress<ScoreProgress>? Progress { get; init; }
+}
+
+/// <summary>How far <see cref="Gpt2CausalLM.Score"/> has got: <paramref name="Scored"/> of <paramref name="Total"/> tokens.</summary>
+public sealed record ScoreProgress(int Scored, int Total)
+{
+    /// <summary>The fraction done, from 0 to 1.</summary>
+    public double Fraction => Total == 0 ? 1 : (double)Scored / Total;
 }
 
 /// <summary>How well a model predicts a text.</summary>
@@ -69,6 +79,7 @@ public sealed partial class Gpt2CausalLM
                     throw new NumericalException($"the log-probability of token {target} is NaN; the model's weights are not usable");
             }
             scoredUpTo = end;
+            options?.Progress?.Report(new ScoreProgress(end - 1, n - 1));
             if (end == n) break;
         }
         var meanNll = -logProbs.Average();

@@ -27,7 +27,9 @@ internal static class ScoreCommand
             var bytes = Loading.ModelFiles.ReadBounded(path.FullName, Loading.ModelFiles.MaxTextBytes);
             var text = new StreamReader(new MemoryStream(bytes), System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: true).ReadToEnd();
             using var lm = Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation).GetAwaiter().GetResult();
-            var result = lm.Score(text, new ScoreOptions { Context = parse.GetValue(window), Stride = parse.GetValue(stride) }, cancellation);
+            var bar = context.ProgressBar;
+            var progress = bar is null ? null : new ScoringBar(bar);
+            var result = lm.Score(text, new ScoreOptions { Context = parse.GetValue(window), Stride = parse.GetValue(stride), Progress = progress }, cancellation);
             if (parse.GetValue(json))
             {
                 context.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
@@ -47,5 +49,11 @@ internal static class ScoreCommand
             return Task.FromResult(CliApp.Success);
         });
         return command;
+    }
+
+    /// <summary>Scoring's progress on the progress bar, as it is reported (no thread hop, so in order).</summary>
+    private sealed class ScoringBar(IProgress<LoadProgress> bar) : IProgress<ScoreProgress>
+    {
+        public void Report(ScoreProgress value) => bar.Report(new LoadProgress($"scoring {value.Total:N0} tokens", value.Fraction));
     }
 }

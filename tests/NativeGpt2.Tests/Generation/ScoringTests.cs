@@ -93,4 +93,22 @@ public class ScoringTests
     [Fact]
     public void Fewer_than_two_tokens_cannot_be_scored() =>
         Assert.Throws<ArgumentException>(() => Shakespeare.ScoreIds([5]));
+
+    [Fact]
+    public void Scoring_reports_its_progress_window_by_window_up_to_every_token()
+    {
+        var ids = Enumerable.Range(0, 700).Select(i => i * 7 % 60).ToArray();
+        var reports = new List<ScoreProgress>();
+        var result = Shakespeare.ScoreIds(ids, new ScoreOptions { Context = 256, Stride = 128, Progress = new Recorder(reports) });
+
+        // Windows of 256 advancing by 128: tokens 1..255 first, then 128 more a window, the last one shorter.
+        Assert.Equal([255, 383, 511, 639, 699], reports.Select(r => r.Scored));
+        Assert.All(reports, r => Assert.Equal(result.TokenCount, r.Total));
+        Assert.Equal(1.0, reports[^1].Fraction);
+    }
+
+    private sealed class Recorder(List<ScoreProgress> reports) : IProgress<ScoreProgress>
+    {
+        public void Report(ScoreProgress value) => reports.Add(value);
+    }
 }
