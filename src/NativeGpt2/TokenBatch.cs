@@ -11,8 +11,10 @@ public sealed class TokenBatch
     public TokenBatch(int[] ids, int batchSize, int sequenceLength, int[]? attentionMask = null, int[]? positionIds = null)
     {
         ArgumentNullException.ThrowIfNull(ids);
-        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
-        ArgumentOutOfRangeException.ThrowIfLessThan(sequenceLength, 1);
+        if (batchSize < 1)
+            throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "a batch needs at least one sequence");
+        if (sequenceLength < 1)
+            throw new ArgumentOutOfRangeException(nameof(sequenceLength), sequenceLength, "a sequence needs at least one token (an empty prompt can start from <|endoftext|>)");
         var count = (long)batchSize * sequenceLength;
         if (ids.Length != count)
             throw new ArgumentException($"ids holds {ids.Length} values; batch {batchSize} × length {sequenceLength} needs {count}", nameof(ids));

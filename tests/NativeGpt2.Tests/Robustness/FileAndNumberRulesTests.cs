@@ -229,6 +229,20 @@ public class FileAndNumberRulesTests : IDisposable
         Assert.Equal(4, model.Backbone.Forward(TokenBatch.FromIds([1, 2])).LastHiddenState.Shape[2]);
     }
 
+    [Theory]
+    [InlineData(0, 3, "batchSize", "a batch needs at least one sequence")]
+    [InlineData(1, 0, "sequenceLength", "a sequence needs at least one token")]
+    public void An_empty_batch_says_what_is_missing(int batchSize, int length, string parameter, string message)
+    {
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => new TokenBatch(new int[batchSize * length], batchSize, length));
+        Assert.Equal(parameter, error.ParamName);
+        Assert.StartsWith(message, error.Message);
+    }
+
+    [Fact]
+    public void No_ids_at_all_is_an_empty_sequence() =>
+        Assert.StartsWith("a sequence needs at least one token", Assert.Throws<ArgumentOutOfRangeException>(() => TokenBatch.FromIds(Array.Empty<int>())).Message);
+
     private static Weight Zeros(string name, Gpt2Config config)
     {
         var shape = Gpt2Weights.ExpectedTensors(config).Single(t => t.Name == name).Shape;
