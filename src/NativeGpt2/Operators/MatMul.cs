@@ -208,6 +208,14 @@ internal static class MatMul
         var residual = epilogue == MatMulEpilogue.Residual;
         var gelu = epilogue == MatMulEpilogue.BiasGelu;
         ref var x = ref MemoryMarshal.GetReference(input);
+        if (typeof(V) == typeof(Simd256) && r1 - r0 == 1 && columns == WeightData.PanelWidth)
+        {
+            // A lone row with Vector256: the panel's 32 columns in four registers, one pass over the panel.
+            ref var o = ref MemoryMarshal.GetReference(output.Slice(r0 * OC + col0, WeightData.PanelWidth));
+            Tile1Of4<V, P>(panels, view, ref Unsafe.Add(ref x, (nint)r0 * IC), IC, ref o, ref MemoryMarshal.GetReference(bias.Slice(col0)), residual, ahead);
+            if (gelu) GeluInPlace<V>(output.Slice(r0 * OC + col0, WeightData.PanelWidth));
+            return;
+        }
         // The last panel of a matrix whose OC is not a multiple of 32 is computed into a scratch tile
         // (the panel is zero-padded) and its valid columns copied out.
         Span<float> scratch = stackalloc float[TileRows * 2 * 16];
@@ -333,6 +341,35 @@ internal static class MatMul
             a1 = V.Fma(v, w1, a1);
         }
         Store(ref o, a0, a1, residual);
+    }
+
+    /// <summary>
+    /// One row against a whole panel in four registers (Vector256: 32 columns), so the panel is read once, row by row,
+    /// where <see cref="Tile1"/> takes it in two passes of 16 columns. Each output summed as in <see cref="Tile1"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Tile1Of4<V, P>(P panels, int p, ref float x, int IC, ref float o, ref float bias, bool residual, int ahead)
+        where V : struct, ISimd<V> where P : struct, IPanelView
+    {
+        V a0 = V.Load(ref bias), a1 = V.Load(ref Unsafe.Add(ref bias, V.Count));
+        V a2 = V.Load(ref Unsafe.Add(ref bias, 2 * V.Count)), a3 = V.Load(ref Unsafe.Add(ref bias, 3 * V.Count));
+        var first = panels.Block(p, 0);
+        nint step = panels.BlockBytes, soon = ahead * step, offset = 0;
+        ref var at = ref panels.At(first, 0);
+        ref var half = ref panels.At(first, 2 * V.Count);
+        for (var k = 0; k < IC; k++, offset += step)
+        {
+            if (ahead > 0) panels.Prefetch((byte*)Unsafe.AsPointer(ref Unsafe.Add(ref at, offset)) + soon, first + k + ahead);
+            panels.Load<V>(ref Unsafe.Add(ref at, offset), first + k, out var w0, out var w1);
+            panels.Load<V>(ref Unsafe.Add(ref half, offset), first + k, out var w2, out var w3);
+            var v = V.Broadcast(Unsafe.Add(ref x, k));
+            a0 = V.Fma(v, w0, a0);
+            a1 = V.Fma(v, w1, a1);
+            a2 = V.Fma(v, w2, a2);
+            a3 = V.Fma(v, w3, a3);
+        }
+        Store(ref o, a0, a1, residual);
+        Store(ref Unsafe.Add(ref o, 2 * V.Count), a2, a3, residual);
     }
 
     /// <summary>Stores two registers, or adds them to what is there (the residual epilogue).</summary>
