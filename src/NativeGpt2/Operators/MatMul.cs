@@ -18,8 +18,9 @@ namespace NativeGpt2.Operators;
 /// 16 or 8 bits in the registers), broadcasts six inputs and issues twelve fused multiply-adds. Work items
 /// are (panel, block of rows): a panel of 32 columns × IC rows streams through the cache once per block.
 /// Two to five rows left over in a block run the same tile on a copy padded with zero rows; a lone row its
-/// own loop. A decoding step (one row) of 16- or 8-bit weights reads four panels side by side instead, eight sums in
-/// flight, and asks for the rows 2 KB ahead (<see cref="IPanelView.Prefetch"/>).</para>
+/// own loop (with Vector256, the panel's 32 columns in four registers, one pass). A decoding step (one row) of 16- or
+/// 8-bit weights reads four panels side by side instead, eight sums in flight, and asks for the rows 2 KB ahead
+/// (<see cref="IPanelView.Prefetch"/>).</para>
 /// <para>Every output is computed the same way whatever tile, width or batch computes it: start from the
 /// bias and add x[n, i] · w[i, o] for i = 0, 1, … with one fused multiply-add each. So batched generation
 /// equals one-by-one generation, and the three widths give identical results.</para>
