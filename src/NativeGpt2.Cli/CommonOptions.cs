@@ -64,13 +64,7 @@ internal static class CommonOptions
         }
         catch (ArgumentException e)
         {
-            var option = e.ParamName switch
-            {
-                "StopStrings" => "--stop",
-                "prompts" or "prompt" => "--prompt",
-                { } name => "--" + System.Text.RegularExpressions.Regex.Replace(name, "(?<=[a-z])([A-Z])", "-$1").ToLowerInvariant(),
-                null => "option",
-            };
+            var option = e.ParamName is { } name ? OptionFor(name) : "option";
             var message = OptionNames(CliApp.ArgumentMessage(e));
             // "--top-p must be in (0, 1]", "--max-new-tokens is too large: …", "--prompt: the prompt has 300 tokens, …".
             throw new UsageException(
@@ -85,9 +79,16 @@ internal static class CommonOptions
     /// <c>SlidingWindow</c>) written as the options that set them (<c>--max-new-tokens</c>, <c>--sliding-window</c>).
     /// </summary>
     private static string OptionNames(string message) =>
-        System.Text.RegularExpressions.Regex.Replace(message, @"\b(MaxNewTokens|SlidingWindow|TopK|TopP|RepetitionPenalty|AllowSpecialTokens)\b",
-            m => "--" + System.Text.RegularExpressions.Regex.Replace(m.Value, "(?<=[a-z])([A-Z])", "-$1").ToLowerInvariant()
-                .Replace("--allow-special-tokens", "--allow-special", StringComparison.Ordinal));
+        System.Text.RegularExpressions.Regex.Replace(message, @"\b(MaxNewTokens|SlidingWindow|TopK|TopP|RepetitionPenalty|AllowSpecialTokens)\b", m => OptionFor(m.Value));
+
+    /// <summary>The option that sets a library parameter: <c>TopP</c> is <c>--top-p</c>, <c>StopStrings</c> <c>--stop</c>.</summary>
+    private static string OptionFor(string parameter) => parameter switch
+    {
+        "StopStrings" => "--stop",
+        "AllowSpecialTokens" => "--allow-special",
+        "prompts" or "prompt" => "--prompt",
+        _ => "--" + System.Text.RegularExpressions.Regex.Replace(parameter, "(?<=[a-z])([A-Z])", "-$1").ToLowerInvariant(),
+    };
 
     /// <summary>Parses <c>1,2,3</c> into token ids: an empty entry (<c>1,,2</c>) is an error, not skipped.</summary>
     public static int[] ParseIds(string text, string option)
