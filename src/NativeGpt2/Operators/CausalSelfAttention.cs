@@ -243,7 +243,7 @@ internal static class CausalSelfAttention
             ref var ai = ref Unsafe.Add(ref a, (nint)i * lda);
             // Vector512's 32 registers hold 6 rows × 4 registers of sums (ten loads per 24 multiply-adds); the columns
             // left over, and every column at the other widths, go 6 rows × 2 registers at a time, then row by row.
-            var n = typeof(V) == typeof(Simd512) ? WideTile<V>(ref ci, ldc, ref ai, lda, ref b, ldb, columns, depth) : 0;
+            var n = typeof(V) == typeof(Simd512) ? SixRowsFourRegisters<V>(ref ci, ldc, ref ai, lda, ref b, ldb, columns, depth) : 0;
             n = SixRowsTwoRegisters<V>(ref ci, ldc, ref ai, lda, ref b, ldb, n, columns, depth);
             for (var r = 0; r < TileRows; r++)
                 TileProductRow<V>(ref Unsafe.Add(ref ci, (nint)r * ldc), ref Unsafe.Add(ref ai, (nint)r * lda), ref b, ldb, n, columns, depth);
@@ -257,7 +257,7 @@ internal static class CausalSelfAttention
     /// Every sum is the same multiply-adds in the same order as in the narrower tiles.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int WideTile<V>(ref float c, int ldc, ref float a, int lda, ref float b, int ldb, int columns, int depth)
+    private static int SixRowsFourRegisters<V>(ref float c, int ldc, ref float a, int lda, ref float b, int ldb, int columns, int depth)
         where V : struct, ISimd<V>
     {
         ref var a0 = ref a;

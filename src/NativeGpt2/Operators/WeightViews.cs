@@ -236,7 +236,7 @@ internal readonly struct Q8Panels(sbyte[] values, float[] scales, int rows) : IP
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public unsafe void Prefetch(byte* at, nint block)
     {
-        CacheHint.PrefetchBytes(at, 1);
+        CacheHint.PrefetchLine(at);
         if ((block & 15) == 0) CacheHint.Prefetch(scales, block);
     }
 }
