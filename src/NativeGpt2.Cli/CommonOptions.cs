@@ -90,6 +90,51 @@ internal static class CommonOptions
         _ => "--" + System.Text.RegularExpressions.Regex.Replace(parameter, "(?<=[a-z])([A-Z])", "-$1").ToLowerInvariant(),
     };
 
+    /// <summary>
+    /// <c>--out FILE</c>: where a command writes its result. A folder is refused when the command line is parsed, before
+    /// any model is loaded; a file already there is replaced.
+    /// </summary>
+    public static Option<FileInfo> OutputFile(string description)
+    {
+        var option = new Option<FileInfo>("--out", "-o") { Description = description, Required = true };
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<FileInfo>() is { } file && Directory.Exists(file.FullName))
+                result.AddError($"--out: {file.FullName} is a folder; name a file (in it, or elsewhere)");
+        });
+        return option;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="write"/> on the full path of <paramref name="file"/> after creating its folder, and reports a file
+    /// that cannot be written as an <see cref="IOException"/> that names the option and the path (exit code 1).
+    /// </summary>
+    public static async Task<string> WriteOutputAsync(FileInfo file, string option, Func<string, Task> write)
+    {
+        var path = file.FullName;
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            await write(path);
+            return path;
+        }
+        catch (IOException e) when (e.Message.StartsWith($"cannot write {path}: ", StringComparison.Ordinal))
+        {
+            throw new IOException($"{option}: {e.Message}", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            var reason = e switch
+            {
+                UnauthorizedAccessException => "permission denied",
+                DirectoryNotFoundException => "its folder does not exist",
+                FileNotFoundException missing when missing.FileName == path => "its folder does not take new files",
+                _ => e.Message,
+            };
+            throw new IOException($"{option}: cannot write {path}: {reason}", e);
+        }
+    }
+
     /// <summary>Parses <c>1,2,3</c> into token ids: an empty entry (<c>1,,2</c>) is an error, not skipped.</summary>
     public static int[] ParseIds(string text, string option)
     {

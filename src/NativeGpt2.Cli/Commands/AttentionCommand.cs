@@ -18,7 +18,7 @@ internal static class AttentionCommand
         var backend = CommonOptions.Backend();
         var weights = CommonOptions.Weights();
         var text = new Option<string>("--text", "-t") { Description = $"The text whose attention to draw (at most {MaxTokens} tokens).", Required = true };
-        var output = new Option<FileInfo>("--out", "-o") { Description = "Where to write the picture (SVG).", Required = true };
+        var output = CommonOptions.OutputFile("Where to write the picture (SVG).");
         var layer = new Option<int?>("--layer") { Description = "Only this layer (from 0)." };
         var head = new Option<int?>("--head") { Description = "Only this head (from 0)." };
         var command = new Command("attention", "Draw the attention probabilities of a text as heatmaps (SVG), every layer × head or the ones asked for.")
@@ -50,8 +50,7 @@ internal static class AttentionCommand
             var tokens = ids.Select(id => TokenLabels.Text(tokenizer, id)).ToArray();
             var columns = onlyHead is null ? config.HeadCount : 1;
             var svg = AttentionSvg.Render(tokens, panels, columns, $"Attention of {Path.GetFileName(lm.Source)} over {TokenLabels.Quoted(input.Text)}: rows attend to columns");
-            var path = parse.GetValue(output)!.FullName;
-            await File.WriteAllTextAsync(path, svg, cancellation);
+            await CommonOptions.WriteOutputAsync(parse.GetValue(output)!, "--out", path => File.WriteAllTextAsync(path, svg, cancellation));
             context.Out.WriteLine($"wrote {parse.GetValue(output)!.Name}: {panels.Count} heatmap(s) of {T} × {T} tokens");
             return CliApp.Success;
         });

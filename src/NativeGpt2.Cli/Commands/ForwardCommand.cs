@@ -15,7 +15,7 @@ internal static class ForwardCommand
         var backend = CommonOptions.Backend();
         var weights = CommonOptions.Weights();
         var ids = new Option<string>("--ids") { Description = "Token ids, comma-separated: 1,2,3.", Required = true };
-        var output = new Option<FileInfo>("--out", "-o") { Description = "Where to write the activations (safetensors).", Required = true };
+        var output = CommonOptions.OutputFile("Where to write the activations (safetensors).");
         var command = new Command("forward", "Run one forward pass and save input_ids, hidden_states.0..L and logits as safetensors.") { model, backend, weights, ids, output };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -32,8 +32,11 @@ internal static class ForwardCommand
             for (var i = 0; i < hidden.Count; i++)
                 writer.Add($"hidden_states.{i}", hidden[i].Data, Shape(hidden[i]));
             writer.Add("logits", result.Logits.Data, Shape(result.Logits));
-            var path = parse.GetValue(output)!.FullName;
-            writer.Save(path);
+            var path = await CommonOptions.WriteOutputAsync(parse.GetValue(output)!, "--out", path =>
+            {
+                writer.Save(path);
+                return Task.CompletedTask;
+            });
             context.Out.WriteLine($"wrote {path}: input_ids [1, {tokens.Length}], hidden_states.0..{hidden.Count - 1}, logits {result.Logits.ShapeText}");
             return CliApp.Success;
         });

@@ -48,15 +48,17 @@ public sealed class SafetensorsWriter
         return this;
     }
 
-    /// <summary>Writes the file atomically.</summary>
+    /// <summary>Writes the file atomically, creating its folder when missing; a file already at <paramref name="path"/> is replaced.</summary>
+    /// <exception cref="IOException">The file cannot be written: the message names <paramref name="path"/> and why.</exception>
     public void Save(string path)
     {
+        if (Directory.Exists(path)) throw new IOException($"cannot write {path}: it is a folder");
         var header = BuildHeader();
         var directory = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
-        Directory.CreateDirectory(directory);
         var temporary = System.IO.Path.Combine(directory, $".{System.IO.Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
         try
         {
+            Directory.CreateDirectory(directory);
             using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write))
             {
                 Span<byte> prefix = stackalloc byte[SafetensorsHeader.PrefixLength];
@@ -67,11 +69,25 @@ public sealed class SafetensorsWriter
             }
             File.Move(temporary, path, overwrite: true);
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Named by the file asked for, not the temporary one beside it.
+            throw new IOException($"cannot write {path}: {WriteFailure(e, temporary)}", e);
+        }
         finally
         {
             if (File.Exists(temporary)) File.Delete(temporary);
         }
     }
+
+    /// <summary>Why a file could not be written, in words that do not name the temporary file.</summary>
+    private static string WriteFailure(Exception e, string temporary) => e switch
+    {
+        UnauthorizedAccessException => "permission denied",
+        DirectoryNotFoundException => "its folder does not exist",
+        FileNotFoundException missing when missing.FileName == temporary => "its folder does not take new files",
+        _ => e.Message,
+    };
 
     private byte[] BuildHeader()
     {

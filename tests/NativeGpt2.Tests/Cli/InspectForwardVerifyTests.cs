@@ -150,6 +150,48 @@ public class CliErrorTests
         Assert.Contains("wpe.weight: missing", line);
     }
 
+    [Theory]
+    [InlineData("forward", "--ids", "1,2")]
+    [InlineData("attention", "--text", "ROMEO:")]
+    public void An_output_path_that_is_a_folder_is_refused_before_the_model_loads(string command, string option, string value)
+    {
+        using var temp = new TempDirectory();
+        // No such model: the folder is reported first, so nothing was loaded.
+        var result = CliRunner.Run(command, "--model", "/no/such/model", option, value, "--out", temp.Path);
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        var line = Assert.Single(result.Error.Trim().Split('\n'));
+        Assert.StartsWith($"error: --out: {temp.Path} is a folder; name a file", line);
+    }
+
+    [Theory]
+    [InlineData("forward", "--ids", "1,2", "out.safetensors")]
+    [InlineData("attention", "--text", "ROMEO:", "out.svg")]
+    public void An_output_file_is_written_into_a_folder_created_for_it(string command, string option, string value, string name)
+    {
+        using var temp = new TempDirectory();
+        var path = Path.Combine(temp.Path, "new", "deeper", name);
+        var result = CliRunner.Run(command, "--model", Paths.Model("shakespeare-char"), "--backend", "cpu", option, value, "--out", path);
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        Assert.True(new FileInfo(path).Length > 0);
+    }
+
+    [Theory]
+    [InlineData("forward", "--ids", "1,2", "out.safetensors")]
+    [InlineData("attention", "--text", "ROMEO:", "out.svg")]
+    public void An_output_file_that_cannot_be_written_is_one_line_naming_the_option_and_the_path(string command, string option, string value, string name)
+    {
+        using var temp = new TempDirectory();
+        // Its folder would have to be made inside a file: refused whoever runs the test.
+        File.WriteAllText(temp.File("a-file"), "");
+        var path = Path.Combine(temp.File("a-file"), name);
+        var result = CliRunner.Run(command, "--model", Paths.Model("shakespeare-char"), "--backend", "cpu", option, value, "--out", path);
+        Assert.Equal(CliApp.BadInput, result.ExitCode);
+        var line = Assert.Single(result.Error.Trim().Split('\n'));
+        Assert.StartsWith($"error: --out: cannot write {path}: ", line);
+        Assert.DoesNotContain(".tmp", line);
+        Assert.False(File.Exists(path));
+    }
+
     [Fact]
     public void Verbose_adds_the_stack_trace()
     {

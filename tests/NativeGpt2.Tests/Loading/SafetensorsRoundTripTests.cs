@@ -35,6 +35,35 @@ public class SafetensorsRoundTripTests
     }
 
     [Fact]
+    public void Saving_over_a_file_replaces_it_and_into_a_missing_folder_creates_it()
+    {
+        using var temp = new TempDirectory();
+        var path = Path.Combine(temp.Path, "made", "x.safetensors");
+        new SafetensorsWriter().Add("a", [1f], 1).Save(path);
+        new SafetensorsWriter().Add("b", [2f, 3f], 2).Save(path);
+        using var file = SafetensorsFile.Open(path);
+        Assert.Equal([2f, 3f], file.ReadFloat32(file.GetInfo("b")));
+        Assert.Single(file.Header.Tensors);
+    }
+
+    [Fact]
+    public void A_file_that_cannot_be_written_is_an_IOException_naming_it_not_the_temporary_file()
+    {
+        using var temp = new TempDirectory();
+        var writer = new SafetensorsWriter().Add("a", [1f], 1);
+
+        var folder = Assert.Throws<IOException>(() => writer.Save(temp.Path));
+        Assert.Equal($"cannot write {temp.Path}: it is a folder", folder.Message);
+
+        File.WriteAllText(temp.File("a-file"), "");
+        var inside = Path.Combine(temp.File("a-file"), "x.safetensors");
+        var blocked = Assert.Throws<IOException>(() => writer.Save(inside));
+        Assert.StartsWith($"cannot write {inside}: ", blocked.Message);
+        Assert.DoesNotContain(".tmp", blocked.Message);
+        Assert.Equal("", File.ReadAllText(temp.File("a-file")));
+    }
+
+    [Fact]
     public void Bfloat16_and_float16_widen_exactly()
     {
         using var temp = new TempDirectory();
