@@ -120,4 +120,13 @@ public class GenerateScoreTokenizeTests
         Assert.Equal(CliApp.BadInput, result.ExitCode);
         Assert.Contains("no tokenizer", result.Error);
     }
+
+    [Fact]
+    public void Generate_on_an_ids_only_model_says_which_command_takes_ids()
+    {
+        var result = CliRunner.Run("generate", "--model", Paths.Model("tiny"), "--backend", "cpu", "--prompt", "x");
+        Assert.Equal(CliApp.BadInput, result.ExitCode);
+        var line = Assert.Single(result.Error.Trim().Split('\n'));
+        Assert.Equal($"error: model '{Paths.Model("tiny")}' has no tokenizer (no vocab.json and merges.txt), so --prompt cannot be read; 'nativegpt2 forward --ids' runs it on token ids", line);
+    }
 }
