@@ -19,16 +19,16 @@ namespace NativeGpt2.Tokenization;
 /// other control characters are bytes like any other. Decoding maps ids back to bytes, then UTF-8 with
 /// U+FFFD for invalid sequences.
 /// </remarks>
-public sealed partial class Gpt2Tokenizer
+public sealed class Gpt2Tokenizer
 {
     /// <summary>GPT-2's end-of-text token, also its beginning-of-text token.</summary>
     public const string EndOfText = "<|endoftext|>";
 
-    /// <summary>GPT-2's pre-tokenization pattern: contractions, letter runs, digit runs, other symbols, whitespace.</summary>
+    /// <summary>
+    /// GPT-2's pre-tokenization pattern: contractions, letter runs, digit runs, other symbols, whitespace. It is applied
+    /// to code points, not UTF-16 units (see <see cref="PreTokenizer"/>), so letters and digits beyond U+FFFF count as such.
+    /// </summary>
     public const string PreTokenizationPattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
-
-    [GeneratedRegex(PreTokenizationPattern)]
-    private static partial Regex PreTokenization();
 
     private static readonly Lazy<Gpt2Tokenizer> Gpt2Vocabulary = new(LoadGpt2Vocabulary);
 
@@ -196,9 +196,9 @@ public sealed partial class Gpt2Tokenizer
         if (text.Length == 0) return;
         // Lone surrogates have no UTF-8 encoding; replace them the way UTF-8 encoders do.
         text = ReplaceLoneSurrogates(text);
-        foreach (var match in PreTokenization().EnumerateMatches(text))
+        foreach (var (start, length) in PreTokenizer.Pieces(text))
         {
-            var piece = text.AsSpan(match.Index, match.Length);
+            var piece = text.AsSpan(start, length);
             if (piece.Length > LongPieceLength)
                 _heap.Value.Encode(Encoding.UTF8.GetBytes(piece.ToArray()), ids);
             else

@@ -49,6 +49,30 @@ public class TokenizerTests
         }
     }
 
+    /// <summary>
+    /// The 2,000 generated strings of refs/tokenizer-generated.json (ids from OpenAI's encoder algorithm): every one gives
+    /// its ids and decodes back. The failures are listed together, each with its text, so one run shows all of them.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Vocabularies))]
+    public void Every_generated_string_gives_the_reference_encoders_ids(string source)
+    {
+        var tokenizer = Tokenizer(source);
+        using var generated = JsonDocument.Parse(File.ReadAllText(Paths.Ref("tokenizer-generated.json")));
+        var cases = generated.RootElement.GetProperty("cases").EnumerateArray().ToList();
+        Assert.Equal(2000, cases.Count);
+        var wrong = new List<string>();
+        foreach (var c in cases)
+        {
+            var text = c.GetProperty("text").GetString()!;
+            var ids = c.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+            var encoded = tokenizer.Encode(text);
+            if (!ids.SequenceEqual(encoded)) wrong.Add($"{JsonSerializer.Serialize(text)}: [{string.Join(",", ids)}] but got [{string.Join(",", encoded)}]");
+            else if (tokenizer.Decode(encoded) != text) wrong.Add($"{JsonSerializer.Serialize(text)}: does not decode back");
+        }
+        Assert.True(wrong.Count == 0, $"{wrong.Count} of {cases.Count} strings:\n{string.Join("\n", wrong.Take(20))}");
+    }
+
     [Theory]
     [MemberData(nameof(Vocabularies))]
     public void End_of_text_is_plain_text_unless_special_tokens_are_allowed(string source)
