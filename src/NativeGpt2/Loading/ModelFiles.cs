@@ -70,7 +70,7 @@ internal static class ModelFiles
         {
             info = info.ResolveLinkTarget(returnFinalTarget: true) as FileInfo is { Exists: true } target
                 ? target
-                : throw new ModelFormatException(path, null, "is a symbolic link to a file that does not exist");
+                : throw new ModelFormatException(path, null, $"is a symbolic link to {info.LinkTarget}, which is not an existing file (a pipe such as <(…) is not one); only regular files are read");
         }
         // A FIFO, a character or block device and /proc files all report length 0 on Unix; so does an
         // empty file, and none of them is a usable model file. Rejecting them here, before open(), is what

@@ -74,6 +74,19 @@ public class FileAndNumberRulesTests : IDisposable
     }
 
     [Fact]
+    public void A_link_to_nothing_says_where_it_points()
+    {
+        var directory = CopyOf("tiny");
+        File.Delete(Path.Combine(directory, "config.json"));
+        File.CreateSymbolicLink(Path.Combine(directory, "config.json"), "gone.json");
+
+        var error = LoadFails(directory);
+
+        Assert.Equal(Path.Combine(directory, "config.json"), error.FilePath);
+        Assert.Contains("is a symbolic link to gone.json, which is not an existing file", error.Message);
+    }
+
+    [Fact]
     public void Json_files_over_their_cap_are_rejected_before_they_are_read()
     {
         var directory = CopyOf("tiny");
