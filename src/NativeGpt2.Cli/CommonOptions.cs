@@ -124,14 +124,7 @@ internal static class CommonOptions
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            var reason = e switch
-            {
-                UnauthorizedAccessException => "permission denied",
-                DirectoryNotFoundException => "its folder does not exist",
-                FileNotFoundException missing when missing.FileName == path => "its folder does not take new files",
-                _ => e.Message,
-            };
-            throw new IOException($"{option}: cannot write {path}: {reason}", e);
+            throw new IOException($"{option}: cannot write {path}: {WriteFailure.Reason(e, path)}", e);
         }
     }
 

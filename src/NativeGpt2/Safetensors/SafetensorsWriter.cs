@@ -72,22 +72,13 @@ public sealed class SafetensorsWriter
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             // Named by the file asked for, not the temporary one beside it.
-            throw new IOException($"cannot write {path}: {WriteFailure(e, temporary)}", e);
+            throw new IOException($"cannot write {path}: {WriteFailure.Reason(e, temporary)}", e);
         }
         finally
         {
             if (File.Exists(temporary)) File.Delete(temporary);
         }
     }
-
-    /// <summary>Why a file could not be written, in words that do not name the temporary file.</summary>
-    private static string WriteFailure(Exception e, string temporary) => e switch
-    {
-        UnauthorizedAccessException => "permission denied",
-        DirectoryNotFoundException => "its folder does not exist",
-        FileNotFoundException missing when missing.FileName == temporary => "its folder does not take new files",
-        _ => e.Message,
-    };
 
     private byte[] BuildHeader()
     {
