@@ -35,10 +35,11 @@ internal static partial class MatMulTransposed
 
     /// <summary>
     /// From how many input rows a float32 table takes this route, with Vector512: below, transposing the panels costs more
-    /// than the faster tile saves (measured on the 124M head, AMD EPYC Zen 5, 2 threads: 5-30 % slower at 6 to 32 rows,
-    /// 4 % faster at 64, 11 % at 128). With Vector256 the row tiles are as fast as this one already (230 GFLOP/s of 258).
+    /// than the faster tile saves (measured on the 124M head, AMD EPYC Zen 5, 2 threads, against the row tiles: 15 % slower
+    /// at 16 rows, 5 % slower at 24, 9 % faster at 32, 10-14 % at 48). With Vector256 the row tiles are as fast as this one
+    /// already (230 GFLOP/s of 258).
     /// </summary>
-    private const int PanelRowsFrom = 64;
+    internal const int PanelRowsFrom = 32;
 
     /// <summary><c>out = input · tableᵀ</c> for a batch of rows, on transposed panels: see the remarks of this part of the class.</summary>
     private static void OverPanels(Memory<float> output, ReadOnlyMemory<float> input, float[] table, int N, int IC, int OC)
@@ -65,7 +66,7 @@ internal static partial class MatMulTransposed
                         TransposeInLanes(table, p, IC, OC, panel);
                         transposed = p;
                     }
-                    PanelInLanes(panel, p, output.Span, input.Span, packed, rb * rowBlock, Math.Min(N, (rb + 1) * rowBlock), IC, OC);
+                    PanelInLanes(panel, p, table, output.Span, input.Span, packed, rb * rowBlock, Math.Min(N, (rb + 1) * rowBlock), N, IC, OC);
                 }
                 ArrayPool<float>.Shared.Return(panel);
             });
@@ -129,14 +130,10 @@ internal static partial class MatMulTransposed
             return;
         }
         // Channels [s·C, s·C + C) of rows [g, g + C) are a block transposed in registers into panel rows j·S + s,
-        // j = 0 … C − 1: S · 32 floats apart. The next panel's rows follow this one's in memory and are asked for in
-        // even slices meanwhile, since 32 rows read a block at a time are more streams than the hardware's prefetcher
-        // follows (a raw address, never read: past the table's end it is only a wasted hint).
-        var next = (byte*)Unsafe.AsPointer(ref t) + (nint)W * IC * sizeof(float);
+        // j = 0 … C − 1: S · 32 floats apart. The rows were asked for while the previous panel was computed (Lanes12).
         for (var s = 0; s < S; s++)
         {
             var i = s * V.Count;
-            for (var r = 0; r < W; r++) CacheHint.PrefetchLine(next + ((nint)r * IC + i) * sizeof(float));
             for (var g = 0; g < W; g += V.Count)
                 V.Transpose(ref Unsafe.Add(ref t, (nint)g * IC + i), IC, ref Unsafe.Add(ref d, (nint)s * W + g), (nint)S * W);
         }
@@ -147,13 +144,18 @@ internal static partial class MatMulTransposed
     }
 
     /// <summary>
-    /// Input rows [r0, r1) against the 32 table rows of <paramref name="panel"/>, 2·C columns at a time: every lane's sums
-    /// folded by the tile (from the packed input), then the last IC % C channels one at a time (from the input itself), as
-    /// <see cref="Finish"/> adds them.
+    /// Input rows [r0, r1) of N against the 32 table rows of <paramref name="panel"/> (panel <paramref name="p"/> of
+    /// <paramref name="table"/>), 2·C columns at a time: every lane's sums folded by the tile (from the packed input), then
+    /// the last IC % C channels one at a time (from the input itself), as <see cref="Finish"/> adds them.
     /// </summary>
+    /// <remarks>
+    /// The next panel's rows, which follow this panel's in the table, are asked for meanwhile, a slice after each lane of
+    /// each tile, so that reading them from memory overlaps this panel's sums. Asked for in one burst while transposing,
+    /// they had stalled it: 25.5 → 23.2 ms for the 124M head at 128 rows, 90 → 88 ms at 512 (AMD EPYC Zen 5, 2 threads).
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PanelInLanes(float[] panel, int p, Span<float> output, ReadOnlySpan<float> input, float[] packed,
-        int r0, int r1, int IC, int OC)
+    private static unsafe void PanelInLanes(float[] panel, int p, float[] table, Span<float> output, ReadOnlySpan<float> input, float[] packed,
+        int r0, int r1, int N, int IC, int OC)
     {
         const int W = PanelWidth;
         var C = V.Count;
@@ -167,12 +169,17 @@ internal static partial class MatMulTransposed
         ref var x = ref MemoryMarshal.GetReference(input);
         ref var weights = ref MemoryMarshal.GetArrayDataReference(panel);
         ref var o = ref MemoryMarshal.GetReference(output);
+        // A raw address, never read: past the table's end it is only a wasted hint.
+        var next = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(table)) + (nint)(p + 1) * W * IC * sizeof(float);
+        var lanes = (N + R - 1) / R * C;
+        var slice = (W * IC * sizeof(float) / 64 + lanes - 1) / lanes * 64;
         for (var c = 0; c < columns; c += 2 * C)
         {
             for (var r = r0; r < r1; r += R)
             {
                 ref var tile = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(packed), (nint)r * S * C);
-                Lanes12(ref Unsafe.Add(ref weights, c), ref tile, S, ref pending[0]);
+                // Only the first pass over the columns asks; there is one pass with Vector512's 32 columns.
+                Lanes12(ref Unsafe.Add(ref weights, c), ref tile, S, ref pending[0], next + (nint)(r / R) * C * slice, c == 0 ? slice : 0);
                 for (var i = 0; i < R && r + i < r1; i++)
                 {
                     ref var xi = ref Unsafe.Add(ref x, (nint)(r + i) * IC);
@@ -206,9 +213,11 @@ internal static partial class MatMulTransposed
     /// 12 input rows × 2 registers of columns, for every lane in bit-reversed order: the sum over its S panel rows, then
     /// folded into <paramref name="pending"/> (levels of 24 registers): the t-th lane (from 1) adds the pending sum of each
     /// level while t is even there, and leaves its own at the first level it does not fill. The totals end at level 4.
+    /// After each lane's sums it asks for <paramref name="slice"/> bytes from <paramref name="ahead"/> on, the next slice
+    /// after each lane.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Lanes12(ref float panel, ref float x, int S, ref float pending)
+    private static unsafe void Lanes12(ref float panel, ref float x, int S, ref float pending, byte* ahead, int slice)
     {
         const int W = PanelWidth;
         var C = V.Count;
@@ -252,6 +261,7 @@ internal static partial class MatMulTransposed
                 v = V.Broadcast(Unsafe.Add(ref xk, 11));
                 a110 = V.Fma(v, w0, a110); a111 = V.Fma(v, w1, a111);
             }
+            CacheHint.PrefetchBytes(ahead + (nint)t * slice, slice);
             var l = 0;
             for (var u = t + 1; (u & 1) == 0; u >>= 1, l++)
             {
