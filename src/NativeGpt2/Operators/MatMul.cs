@@ -18,9 +18,9 @@ namespace NativeGpt2.Operators;
 /// 16 or 8 bits in the registers), broadcasts six inputs and issues twelve fused multiply-adds. Work items
 /// are (panel, block of rows): a panel of 32 columns × IC rows streams through the cache once per block.
 /// Two to five rows left over in a block run the same tile on a copy padded with zero rows; a lone row its
-/// own loop (with Vector256, the panel's 32 columns in four registers, one pass). A decoding step (one row) of 16- or
-/// 8-bit weights reads four panels side by side instead, eight sums in flight, and asks for the rows 2 KB ahead
-/// (<see cref="IPanelView.Prefetch"/>).</para>
+/// own loop (with Vector256, the panel's 32 columns in four registers, one pass), asking for the panel 8 KB ahead. A
+/// decoding step (one row) of 16-bit weights reads four panels side by side instead, eight sums in flight, and asks for
+/// the rows 2 KB ahead (<see cref="IPanelView.Prefetch"/>).</para>
 /// <para>Every output is computed the same way whatever tile, width or batch computes it: start from the
 /// bias and add x[n, i] · w[i, o] for i = 0, 1, … with one fused multiply-add each. So batched generation
 /// equals one-by-one generation, and the three widths give identical results.</para>
@@ -35,15 +35,12 @@ internal static class MatMul
     // Rows per work item when there are many: a multiple of the tile, small enough to spread N = 128 over the cores.
     private const int RowBlock = 48;
 
-    // How far ahead (in rows of a panel, 128 bytes each in float32) the pass that streams a float32 panel from memory
-    // asks for it. Measured over the 48 projections of 124M, runs of each distance interleaved in one process (AMD EPYC
-    // Zen 5, 2 threads): decoding read 10-13 % faster at 48 to 192 rows (6-24 KB) ahead than leaving the stream to the
-    // hardware prefetcher, and 1-3 % slower at 8 or 16 rows (1-2 KB); a 128-row prompt's projections ran 4-5 % faster
-    // at 64 to 256 rows ahead.
-    private const int Float32RowsAhead = 64;
-
-    /// <summary>How far ahead a view streamed from memory is asked for: <see cref="Float32RowsAhead"/> for float32 panels; others widen first or ask their own way.</summary>
-    private static int Float32Ahead<P>() where P : struct, IPanelView => typeof(P) == typeof(Panels<float, Float32Widening>) ? Float32RowsAhead : 0;
+    /// <summary>
+    /// How far ahead the pass that streams a panel from memory asks for it (<see cref="IPanelView.PrefetchRows"/>):
+    /// float32 and 8-bit panels; 16-bit ones are widened first or, decoding, read four panels side by side.
+    /// </summary>
+    private static int StreamAhead<P>(P panels) where P : struct, IPanelView =>
+        typeof(P) == typeof(Panels<float, Float32Widening>) || typeof(P) == typeof(Q8Panels) ? panels.PrefetchRows : 0;
 
     /// <summary>Runs the matmul on the weight's format at the given SIMD width, spread over the cores.</summary>
     public static void Forward(Memory<float> output, ReadOnlyMemory<float> input, WeightData weight, ReadOnlyMemory<float> bias,
@@ -79,12 +76,13 @@ internal static class MatMul
         var fullPanels = OC / WeightData.PanelWidth;
         var rowBlock = N <= RowBlock ? N : RowBlock;
         var rowBlocks = (N + rowBlock - 1) / rowBlock;
-        if (N == 1 && typeof(P) != typeof(Panels<float, Float32Widening>))
+        if (N == 1 && typeof(P) != typeof(Panels<float, Float32Widening>) && typeof(P) != typeof(Q8Panels))
         {
-            // Decoding 16- or 8-bit weights: four panels side by side, eight sums in flight, asking for the rows
-            // they will read next. Widening costs instructions per byte, and one panel at a time left these
-            // formats at 60-70 % of the machine's read rate. (Float32 takes the per-panel path below: one
-            // stream per thread reads fastest, 54-56 GB/s where four panels side by side read 45, measured.)
+            // Decoding 16-bit weights: four panels side by side, eight sums in flight, asking for the rows they will
+            // read next. Widening costs instructions per byte, and one panel at a time left these formats at 60-70 %
+            // of the machine's read rate (and 4-10 % slower than this in the latest turns). Float32 and 8-bit panels
+            // take the per-panel path below: one stream per thread reads fastest (float32 54-56 GB/s where four panels
+            // side by side read 45; q8 decoding in the model 281-287 → 312-324 tokens/s, 73-76 → 82 % of the read rate).
             var groups = (panelCount + PanelsSideBySide - 1) / PanelsSideBySide;
             Parallelism.For(groups, (long)PanelsSideBySide * IC * WeightData.PanelWidth, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
             {
@@ -119,7 +117,7 @@ internal static class MatMul
                     widenedPanel = p;
                     Panel<V, Panels<float, Float32Widening>>(new(widened, IC), 0, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, ahead: 0);
                 }
-                else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, Float32Ahead<P>());
+                else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, StreamAhead(panels));
             }
             if (widened is not null) ArrayPool<float>.Shared.Return(widened);
         });

@@ -87,9 +87,9 @@ public class OperatorProperties
                      from epilogue in Gen.Elements(MatMulEpilogue.Bias, MatMulEpilogue.BiasGelu, MatMulEpilogue.Residual)
                      select (ic, oc, seed, width, format, epilogue)).ToArbitrary(), c =>
         {
-            // One row reads four panels side by side (and the panels left over, and a partial last panel, one
-            // at a time); a batch of seven widens the panels and runs the 6-row tile. Both sum every output in
-            // the same order, so the row is the same bit for bit.
+            // One row of 16-bit weights reads four panels side by side (and the panels left over, and a partial last
+            // panel, one at a time); of float32 and 8-bit weights, one panel at a time. A batch of seven widens the
+            // panels and runs the 6-row tile. All sum every output in the same order, so the row is the same bit for bit.
             var (ic, oc, seed, width, format, epilogue) = c;
             const int batch = 7;
             var random = new Random(seed);
