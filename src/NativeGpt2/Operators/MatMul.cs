@@ -69,7 +69,7 @@ internal static class MatMul
         }
     }
 
-    private static void Run<V, P>(P panels, Memory<float> output, ReadOnlyMemory<float> input, ReadOnlyMemory<float> bias,
+    private static unsafe void Run<V, P>(P panels, Memory<float> output, ReadOnlyMemory<float> input, ReadOnlyMemory<float> bias,
         int N, int IC, int OC, MatMulEpilogue epilogue) where V : struct, ISimd<V> where P : struct, IPanelView
     {
         var panelCount = (OC + WeightData.PanelWidth - 1) / WeightData.PanelWidth;
@@ -115,7 +115,11 @@ internal static class MatMul
                     widened ??= ArrayPool<float>.Shared.Rent(IC * WeightData.PanelWidth);
                     if (p != widenedPanel) PanelWidening.Widen<V, P>(panels, p, IC, widened);
                     widenedPanel = p;
-                    Panel<V, Panels<float, Float32Widening>>(new(widened, IC), 0, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, ahead: 0);
+                    // Its tiles ask for the next stored panel meanwhile, which follows this one: widening it then reads
+                    // from cache, not from memory in one burst (a raw address, never read: past the end only a wasted hint).
+                    var next = new NextPanel((byte*)Unsafe.AsPointer(ref panels.At(panels.Block(p, 0), 0)) + (nint)IC * panels.BlockBytes,
+                        IC * panels.BlockBytes, (N + TileRows - 1) / TileRows);
+                    Panel<V, Panels<float, Float32Widening>>(new(widened, IC), 0, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, ahead: 0, next);
                 }
                 else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, StreamAhead(panels));
             }
@@ -197,10 +201,13 @@ internal static class MatMul
         for (; j < values.Length; j++) Unsafe.Add(ref g, j) = VectorMath.Gelu(new SimdScalar(Unsafe.Add(ref g, j))).Value;
     }
 
-    /// <summary>Rows [r0, r1) of panel p's 32 columns, read from panel <paramref name="view"/> of <paramref name="panels"/>.</summary>
+    /// <summary>
+    /// Rows [r0, r1) of panel p's 32 columns, read from panel <paramref name="view"/> of <paramref name="panels"/>; each
+    /// 6-row tile asks for its slice of <paramref name="next"/>, if any, a line every few input channels.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Panel<V, P>(P panels, int view, int p, Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> bias,
-        int r0, int r1, int IC, int OC, MatMulEpilogue epilogue, int ahead) where V : struct, ISimd<V> where P : struct, IPanelView
+    private static unsafe void Panel<V, P>(P panels, int view, int p, Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> bias,
+        int r0, int r1, int IC, int OC, MatMulEpilogue epilogue, int ahead, NextPanel next = default) where V : struct, ISimd<V> where P : struct, IPanelView
     {
         var col0 = p * WeightData.PanelWidth;
         var columns = Math.Min(WeightData.PanelWidth, OC - col0);
@@ -262,8 +269,9 @@ internal static class MatMul
                 // The pass that first reads the panel from memory asks for it ahead: the tile (or, decoding, the row) that
                 // starts at row 0; the others find the panel in cache.
                 var first = r == 0 ? ahead : 0;
-                if (rows == TileRows) Tile6<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, stride, b0, b1, residual, first);
-                else if (rows > 1) Tile6<V, P>(panels, view, c, ref spare![0], IC, ref o, stride, b0, b1, residual, first);
+                var hint = c == 0 ? next.Slice(r / TileRows, IC) : default;
+                if (rows == TileRows) Tile6<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, stride, b0, b1, residual, first, hint);
+                else if (rows > 1) Tile6<V, P>(panels, view, c, ref spare![0], IC, ref o, stride, b0, b1, residual, first, hint);
                 else Tile1<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, b0, b1, residual, first);
                 if (viaScratch)
                 {
@@ -283,9 +291,11 @@ internal static class MatMul
     // The tiles make no calls: values live across a call would be spilled to the stack in the inner loop.
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Tile6<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, int stride, V b0, V b1, bool residual, int ahead)
+    private static unsafe void Tile6<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, int stride, V b0, V b1, bool residual, int ahead, Hint hint)
         where V : struct, ISimd<V> where P : struct, IPanelView
     {
+        var line = hint.At;
+        var countdown = hint.Every;
         ref var x0 = ref x;
         ref var x1 = ref Unsafe.Add(ref x0, IC);
         ref var x2 = ref Unsafe.Add(ref x1, IC);
@@ -299,6 +309,12 @@ internal static class MatMul
         for (var k = 0; k < IC; k++, offset += step)
         {
             if (ahead > 0) panels.Prefetch((byte*)Unsafe.AsPointer(ref Unsafe.Add(ref at, offset)) + soon, first + k + ahead);
+            if (--countdown == 0)
+            {
+                CacheHint.PrefetchLine(line);
+                line += 64;
+                countdown = hint.Every;
+            }
             panels.Load<V>(ref Unsafe.Add(ref at, offset), first + k, out var w0, out var w1);
             var v = V.Broadcast(Unsafe.Add(ref x0, k));
             a00 = V.Fma(v, w0, a00); a01 = V.Fma(v, w1, a01);
@@ -369,6 +385,25 @@ internal static class MatMul
         }
         Store(ref o, a0, a1, residual);
         Store(ref Unsafe.Add(ref o, 2 * V.Count), a2, a3, residual);
+    }
+
+    /// <summary>The next stored panel, <paramref name="bytes"/> from <paramref name="at"/>, asked for a slice per tile of <paramref name="tiles"/>.</summary>
+    private readonly unsafe struct NextPanel(byte* at, int bytes, int tiles)
+    {
+        /// <summary>Tile <paramref name="tile"/>'s slice, a line every few of its <paramref name="IC"/> input channels; none without a panel.</summary>
+        public Hint Slice(int tile, int IC)
+        {
+            if (at is null) return default;
+            var lines = Math.Max(1, ((bytes + 63) / 64 + tiles - 1) / tiles);
+            return new Hint(at + (nint)tile * lines * 64, Math.Max(1, IC / lines));
+        }
+    }
+
+    /// <summary>A line to ask for every <see cref="Every"/> input channels, from <see cref="At"/> on; none when Every is 0.</summary>
+    private readonly unsafe struct Hint(byte* at, int every)
+    {
+        public byte* At { get; } = at;
+        public int Every { get; } = every;
     }
 
     /// <summary>Stores two registers, or adds them to what is there (the residual epilogue).</summary>
