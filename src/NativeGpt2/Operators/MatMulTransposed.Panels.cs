@@ -41,8 +41,13 @@ internal static partial class MatMulTransposed
     /// </summary>
     internal const int PanelRowsFrom = 32;
 
-    /// <summary><c>out = input · tableᵀ</c> for a batch of rows, on transposed panels: see the remarks of this part of the class.</summary>
-    private static void OverPanels(Memory<float> output, ReadOnlyMemory<float> input, float[] table, int N, int IC, int OC)
+    /// <summary>
+    /// <c>out = input · tableᵀ</c> for a batch of rows, on transposed panels: see the remarks of this part of the class. A
+    /// float32 table (<paramref name="table"/>) is transposed as it is; a 16- or 8-bit one has each item's 32 rows
+    /// widened to float32 first, exactly, so the sums are the row tiles' in every format.
+    /// </summary>
+    private static unsafe void OverPanels<T>(Memory<float> output, ReadOnlyMemory<float> input, T rows, float[]? table, int N, int IC, int OC)
+        where T : struct, IRowView
     {
         const int R = LaneTileRows;
         var panelCount = (OC + PanelWidth - 1) / PanelWidth;
@@ -54,21 +59,32 @@ internal static partial class MatMulTransposed
         {
             Pack(input.Span, packed, N, IC);
             // Items run panel-major: each thread transposes its panel once and runs every block of rows against it.
+            // The bytes of a panel's rows as stored, which the next panel's hints cover.
+            var panelBytes = (int)(rows.Start(PanelWidth) - rows.Start(0)) * rows.ValueBytes;
             Parallelism.For(panelCount * rowBlocks, (long)rowBlock * IC * PanelWidth, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
             {
                 var panel = ArrayPool<float>.Shared.Rent(IC * PanelWidth);
+                var widened = table is null ? ArrayPool<float>.Shared.Rent(PanelWidth * IC) : null;
                 var transposed = -1;
                 for (var item = start; item < end; item++)
                 {
                     int p = item / rowBlocks, rb = item % rowBlocks;
                     if (p != transposed)
                     {
-                        TransposeInLanes(table, p, IC, OC, panel);
+                        if (table is not null) TransposeInLanes(table, p, IC, OC, panel);
+                        else
+                        {
+                            int from = p * PanelWidth, to = Math.Min(OC, from + PanelWidth);
+                            Widen<V, T>(rows, from, to, IC, widened!);
+                            TransposeInLanes(widened!, 0, IC, to - from, panel);
+                        }
                         transposed = p;
                     }
-                    PanelInLanes(panel, p, table, output.Span, input.Span, packed, rb * rowBlock, Math.Min(N, (rb + 1) * rowBlock), N, IC, OC);
+                    var next = rows.Address(rows.Start((p + 1) * PanelWidth));
+                    PanelInLanes(panel, p, next, panelBytes, output.Span, input.Span, packed, rb * rowBlock, Math.Min(N, (rb + 1) * rowBlock), N, IC, OC);
                 }
                 ArrayPool<float>.Shared.Return(panel);
+                if (widened is not null) ArrayPool<float>.Shared.Return(widened);
             });
         }
         finally
@@ -144,9 +160,10 @@ internal static partial class MatMulTransposed
     }
 
     /// <summary>
-    /// Input rows [r0, r1) of N against the 32 table rows of <paramref name="panel"/> (panel <paramref name="p"/> of
-    /// <paramref name="table"/>), 2·C columns at a time: every lane's sums folded by the tile (from the packed input), then
-    /// the last IC % C channels one at a time (from the input itself), as <see cref="Finish"/> adds them.
+    /// Input rows [r0, r1) of N against the 32 table rows of <paramref name="panel"/> (panel <paramref name="p"/> of the
+    /// table), 2·C columns at a time: every lane's sums folded by the tile (from the packed input), then the last IC % C
+    /// channels one at a time (from the input itself), as <see cref="Finish"/> adds them. The next panel's rows as stored
+    /// are <paramref name="nextBytes"/> from <paramref name="next"/>.
     /// </summary>
     /// <remarks>
     /// The next panel's rows, which follow this panel's in the table, are asked for meanwhile, a slice after each lane of
@@ -154,7 +171,7 @@ internal static partial class MatMulTransposed
     /// they had stalled it: 25.5 → 23.2 ms for the 124M head at 128 rows, 90 → 88 ms at 512 (AMD EPYC Zen 5, 2 threads).
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void PanelInLanes(float[] panel, int p, float[] table, Span<float> output, ReadOnlySpan<float> input, float[] packed,
+    private static unsafe void PanelInLanes(float[] panel, int p, byte* next, int nextBytes, Span<float> output, ReadOnlySpan<float> input, float[] packed,
         int r0, int r1, int N, int IC, int OC)
     {
         const int W = PanelWidth;
@@ -170,9 +187,8 @@ internal static partial class MatMulTransposed
         ref var weights = ref MemoryMarshal.GetArrayDataReference(panel);
         ref var o = ref MemoryMarshal.GetReference(output);
         // A raw address, never read: past the table's end it is only a wasted hint.
-        var next = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(table)) + (nint)(p + 1) * W * IC * sizeof(float);
         var lanes = (N + R - 1) / R * C;
-        var slice = (W * IC * sizeof(float) / 64 + lanes - 1) / lanes * 64;
+        var slice = ((nextBytes + 63) / 64 + lanes - 1) / lanes * 64;
         for (var c = 0; c < columns; c += 2 * C)
         {
             for (var r = r0; r < r1; r += R)

@@ -131,6 +131,15 @@ internal interface IRowView
     /// <see cref="Start"/>) are wanted soon; every cache line they span is asked for (it may be past the end).
     /// </summary>
     void Prefetch(nint start, int count);
+
+    /// <summary>
+    /// Where stored value <paramref name="start"/> (counted as <see cref="Start"/> counts) is, for cache hints only: a raw
+    /// address, never read, so it may be past the end, and a moving collection only makes the hint useless.
+    /// </summary>
+    unsafe byte* Address(nint start);
+
+    /// <summary>Bytes per stored value.</summary>
+    int ValueBytes { get; }
 }
 
 /// <summary>How a stored element type becomes float32: the one thing the float32, float16 and bfloat16 views differ in.</summary>
@@ -261,6 +270,10 @@ internal readonly struct TableRows<T, W>(T[] values, int stride) : IRowView wher
 
     public nint Start(int row) => (nint)row * stride;
 
+    public unsafe byte* Address(nint start) => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(values)) + start * sizeof(T);
+
+    public int ValueBytes => Unsafe.SizeOf<T>();
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public V Load<V>(nint start, int k) where V : struct, ISimd<V> =>
         W.Load<V>(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
@@ -277,6 +290,10 @@ internal readonly struct WidenedRows(float[] values, int stride, int first) : IR
     public void Prefetch(nint start, int count) => CacheHint.PrefetchRange(values, start, count);
 
     public nint Start(int row) => (nint)(row - first) * stride;
+
+    public unsafe byte* Address(nint start) => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(values)) + start * sizeof(float);
+
+    public int ValueBytes => sizeof(float);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public V Load<V>(nint start, int k) where V : struct, ISimd<V> =>
@@ -300,6 +317,11 @@ internal readonly struct Q8Rows(sbyte[] values, float[] scales, int blocks) : IR
 
     /// <summary>The row's first value; rows are whole blocks, so value i's scale is scales[i / 32].</summary>
     public nint Start(int row) => (nint)row * blocks * WeightData.PanelWidth;
+
+    /// <summary>The values' address (the scales, an eighth of the bytes, are read as one stream behind them).</summary>
+    public unsafe byte* Address(nint start) => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(values)) + start;
+
+    public int ValueBytes => sizeof(sbyte);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public V Load<V>(nint start, int k) where V : struct, ISimd<V> => V.Multiply(Integers<V>(start, k), V.Broadcast(Scale(start, k)));

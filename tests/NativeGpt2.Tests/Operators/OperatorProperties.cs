@@ -205,16 +205,18 @@ public class OperatorProperties
             Assert.Equal(actual.AsSpan(row * oc, oc).ToArray(), alone);
         });
 
-    [Property(MaxTest = 60)]
-    public Property MatMulTransposed_float32_batches_on_the_panel_tile_equal_every_row_alone() =>
-        Prop.ForAll((from n in Gen.Choose(MatMulTransposed.PanelRowsFrom, MatMulTransposed.PanelRowsFrom + 30) from ic in Size(100) from oc in Size(150) from seed in Seed select (n, ic, oc, seed)).ToArbitrary(), c =>
+    [Property(MaxTest = 80)]
+    public Property MatMulTransposed_batches_on_the_panel_tile_equal_every_row_alone_in_every_format() =>
+        Prop.ForAll((from n in Gen.Choose(MatMulTransposed.PanelRowsFrom, MatMulTransposed.PanelRowsFrom + 30) from ic in Size(100) from oc in Size(150)
+                     from seed in Seed from format in Format select (n, ic, oc, seed, format)).ToArbitrary(), c =>
         {
-            // Many rows of a float32 table run on transposed panels with Vector512, one row on the register tiles: every
-            // row of the batch is the row alone, bit for bit, whatever the lanes' tail, the last panel or the last tile.
-            var (n, ic, oc, seed) = c;
+            // Many rows run on transposed panels with Vector512 (float32 as stored, float16 and q8 widened first; bfloat16
+            // on the row tiles), one row on the register tiles: every row of the batch is the row alone, bit for bit,
+            // whatever the lanes' tail, the last panel or the last tile.
+            var (n, ic, oc, seed, format) = c;
             var random = new Random(seed);
             var input = Numerics.RandomFloats(random, n * ic);
-            var weight = WeightData.Wrap(Numerics.RandomFloats(random, oc * ic), oc, ic);
+            var (weight, _) = Stored(Numerics.RandomFloats(random, oc * ic), oc, ic, format, WeightLayout.RowMajor);
             var batched = new float[n * oc];
             MatMulTransposed.Forward(batched, input, weight, n, ic, oc, VectorWidth.Vector512);
             for (var row = 0; row < n; row++)
