@@ -46,11 +46,12 @@ public sealed partial class Gpt2CausalLM : IDisposable
         ArgumentNullException.ThrowIfNull(weights);
         ArgumentNullException.ThrowIfNull(backend);
         CheckShapes(config, weights);
-        if (tokenizer is not null && tokenizer.VocabSize != config.VocabSize)
-            throw new ModelFormatException(source, "vocab_size", $"config.json says {config.VocabSize} tokens but vocab.json has {tokenizer.VocabSize}");
+        if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
+            throw new ModelFormatException(source, "vocab_size", $"config.json says {config.VocabSize} tokens but the tokenizer has {tokenizer.VocabSize}");
         Config = config;
         Source = source;
-        Tokenizer = tokenizer;
+        // Rows past the tokenizer's tokens (a padded vocabulary) decode to nothing.
+        Tokenizer = tokenizer?.PaddedTo(config.VocabSize);
         Backend = backend;
         using (backend.Enter())
             _deviceWeights = new BackendWeights(backend, weights);
@@ -145,9 +146,12 @@ public sealed partial class Gpt2CausalLM : IDisposable
                 // The tokenizer first: it is cheap, and a malformed one should fail before the weights are read.
                 tokenizer = Gpt2Tokenizer.TryLoad(directory);
                 (config, weights) = await Task.Run(() => CheckpointLoader.Load(directory, logger, options.Progress, storage), cancellationToken).ConfigureAwait(false);
-                if (tokenizer is not null && tokenizer.VocabSize != config.VocabSize)
+                if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
                     throw new ModelFormatException(Path.Combine(directory, "vocab.json"), null,
-                        $"has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
+                        $"has {tokenizer.VocabSize} tokens (added tokens included) but config.json's vocab_size is {config.VocabSize}: the model has no row for the rest");
+                if (tokenizer is not null && tokenizer.VocabSize < config.VocabSize)
+                    logger.LogInformation("{Spec}: the tokenizer has {Tokens:N0} tokens and the model {Rows:N0} rows (a padded vocabulary): ids {First:N0}-{Last:N0} decode to nothing",
+                        spec, tokenizer.VocabSize, config.VocabSize, tokenizer.VocabSize, config.VocabSize - 1);
             }
             model = new Gpt2CausalLM(config, weights, tokenizer, spec, backend, owned);
         }

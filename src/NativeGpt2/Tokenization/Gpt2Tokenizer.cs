@@ -43,10 +43,12 @@ public sealed class Gpt2Tokenizer
     private readonly byte[][] _tokenBytes;
     private readonly Dictionary<string, int> _specialTokens;
     private readonly Lazy<Regex?> _specialSplit;
+    private readonly Func<Dictionary<(int, int), (int, int)>> _merges;
 
     private Gpt2Tokenizer(Tokenizer bpe, byte[][] tokenBytes, Dictionary<string, int> specialTokens, Func<Dictionary<(int, int), (int, int)>> merges)
     {
         _bpe = bpe;
+        _merges = merges;
         _heap = new Lazy<HeapBpe>(() => new HeapBpe(ByteTokens(tokenBytes), merges()));
         _tokenBytes = tokenBytes;
         _specialTokens = specialTokens;
@@ -58,6 +60,21 @@ public sealed class Gpt2Tokenizer
 
     /// <summary>Number of token ids.</summary>
     public int VocabSize => _tokenBytes.Length;
+
+    /// <summary>
+    /// This tokenizer for a model with more rows than it has tokens (a vocabulary padded to a multiple of 64, as nanoGPT
+    /// pads GPT-2's to 50,304): ids from <see cref="VocabSize"/> on decode to nothing, and no text encodes to them.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="vocabSize"/> is below <see cref="VocabSize"/>.</exception>
+    public Gpt2Tokenizer PaddedTo(int vocabSize)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(vocabSize, VocabSize);
+        if (vocabSize == VocabSize) return this;
+        var tokenBytes = new byte[vocabSize][];
+        Array.Copy(_tokenBytes, tokenBytes, _tokenBytes.Length);
+        Array.Fill(tokenBytes, [], _tokenBytes.Length, vocabSize - _tokenBytes.Length);
+        return new Gpt2Tokenizer(_bpe, tokenBytes, _specialTokens, _merges);
+    }
 
     /// <summary>Id of <c>&lt;|endoftext|&gt;</c>, if the vocabulary has it.</summary>
     public int? EndOfTextId { get; }
@@ -84,7 +101,10 @@ public sealed class Gpt2Tokenizer
         return TryLoad(directory) ?? throw new NativeGpt2Exception($"model '{spec}' has no tokenizer (no vocab.json and merges.txt)");
     }
 
-    /// <summary>Loads <c>vocab.json</c> and <c>merges.txt</c> from a model directory, or returns null if it has no <c>vocab.json</c>.</summary>
+    /// <summary>
+    /// Loads <c>vocab.json</c> and <c>merges.txt</c> from a model directory, with the tokens a fine-tune added in
+    /// <c>added_tokens.json</c> if there is one, or returns null if it has no <c>vocab.json</c>.
+    /// </summary>
     /// <exception cref="ModelFormatException">The files are malformed.</exception>
     public static Gpt2Tokenizer? TryLoad(string directory)
     {
@@ -93,8 +113,15 @@ public sealed class Gpt2Tokenizer
         if (!File.Exists(vocab)) return null;
         if (!File.Exists(merges))
             throw new ModelFormatException(merges, null, "vocab.json is present but merges.txt is missing (an empty merges.txt means no merges)");
-        return FromFiles(vocab, merges, directory);
+        var added = Path.Combine(directory, AddedTokensFile);
+        return FromFiles(vocab, merges, directory, File.Exists(added) ? added : null);
     }
+
+    /// <summary>
+    /// Where Hugging Face's tokenizers save the tokens added to a vocabulary (<c>tokenizer.add_tokens</c>, or a pad token
+    /// for fine-tuning): token → id, the ids following vocab.json's.
+    /// </summary>
+    public const string AddedTokensFile = "added_tokens.json";
 
     /// <summary>Builds the tokenizer from a <c>vocab.json</c> (token → id) and a <c>merges.txt</c> (one "a b" merge per line, by priority).</summary>
     /// <exception cref="ModelFormatException">Duplicate ids, ids with gaps, tokens that are not byte-level strings, or merges of unknown symbols.</exception>
@@ -103,13 +130,17 @@ public sealed class Gpt2Tokenizer
         return FromFiles(vocabPath, mergesPath, checkpoint: null);
     }
 
-    /// <summary><see cref="FromFiles(string, string)"/> for files that must not be links leaving <paramref name="checkpoint"/>.</summary>
-    internal static Gpt2Tokenizer FromFiles(string vocabPath, string mergesPath, string? checkpoint)
+    /// <summary>
+    /// <see cref="FromFiles(string, string)"/> for files that must not be links leaving <paramref name="checkpoint"/>, with the
+    /// tokens of <paramref name="addedTokensPath"/> (<see cref="AddedTokensFile"/>), if given, after vocab.json's.
+    /// </summary>
+    internal static Gpt2Tokenizer FromFiles(string vocabPath, string mergesPath, string? checkpoint, string? addedTokensPath = null)
     {
         var vocab = ReadVocab(vocabPath, checkpoint);
         var merges = ReadMerges(mergesPath, vocab, checkpoint);
+        var added = addedTokensPath is null ? [] : ReadAddedTokens(addedTokensPath, vocab, checkpoint);
 
-        var tokenBytes = new byte[vocab.Count][];
+        var tokenBytes = new byte[vocab.Count + added.Count][];
         var special = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var (token, id) in vocab)
         {
@@ -123,6 +154,16 @@ public sealed class Gpt2Tokenizer
             }
             tokenBytes[id] = ByteLevel.TokenBytes(token)
                 ?? throw new ModelFormatException(vocabPath, token, "token holds a character outside GPT-2's byte-level alphabet");
+        }
+
+        // Added tokens are special tokens: written in text, they are text unless special tokens are allowed, as
+        // <|endoftext|> is; their ids decode to the token's text.
+        foreach (var (token, id) in added)
+        {
+            if (special.Count == MaxSpecialTokens)
+                throw new ModelFormatException(addedTokensPath!, token, $"more than {MaxSpecialTokens} special and added tokens");
+            special[token] = id;
+            tokenBytes[id] = Encoding.UTF8.GetBytes(token);
         }
 
         var options = new BpeOptions(vocab)
@@ -252,6 +293,41 @@ public sealed class Gpt2Tokenizer
                 throw new ModelFormatException(path, owners[max], $"ids must be 0..{vocab.Count - 1} without gaps, found id {max}");
             return vocab;
         }
+    }
+
+    /// <summary>
+    /// added_tokens.json: token → id. An id below vocab.json's count must be that token's own (some files repeat them);
+    /// the others continue vocab.json's ids without gaps. Only the new ones are returned.
+    /// </summary>
+    private static List<(string Token, int Id)> ReadAddedTokens(string path, Dictionary<string, int> vocab, string? checkpoint)
+    {
+        using var document = Loading.JsonFile.Read(path, Loading.ModelFiles.MaxTokenizerFileBytes, checkpoint);
+        if (document.RootElement.ValueKind != JsonValueKind.Object)
+            throw new ModelFormatException(path, null, "must be a JSON object of token to id");
+        var added = new List<(string Token, int Id)>();
+        foreach (var entry in document.RootElement.EnumerateObject())
+        {
+            if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out var id) || id < 0)
+                throw new ModelFormatException(path, entry.Name, $"id must be a non-negative integer, found {entry.Value.GetRawText()}");
+            if (entry.Name.Length == 0)
+                throw new ModelFormatException(path, null, $"id {id} names an empty token");
+            if (vocab.TryGetValue(entry.Name, out var existing))
+            {
+                if (existing != id)
+                    throw new ModelFormatException(path, entry.Name, $"id {id}, but vocab.json gives this token id {existing}");
+                continue;
+            }
+            if (id < vocab.Count)
+                throw new ModelFormatException(path, entry.Name, $"id {id} is already vocab.json's id of another token");
+            added.Add((entry.Name, id));
+        }
+        added.Sort((a, b) => a.Id.CompareTo(b.Id));
+        for (var i = 0; i < added.Count; i++)
+        {
+            if (added[i].Id != vocab.Count + i)
+                throw new ModelFormatException(path, added[i].Token, $"ids must continue vocab.json's 0..{vocab.Count - 1} without gaps or repeats: expected {vocab.Count + i}, found {added[i].Id}");
+        }
+        return added;
     }
 
     private static List<string> ReadMerges(string path, Dictionary<string, int> vocab, string? checkpoint)

@@ -85,6 +85,55 @@ public class TokenizerRulesTests : IDisposable
         Assert.Equal(tokenizer.Encode("abc"), tokenizer.Encode("aé😀b\tc"));
     }
 
+    private Gpt2Tokenizer WithAddedTokens(string addedTokens)
+    {
+        File.WriteAllText(_temp.File("vocab.json"), """{"a": 0, "b": 1, "ab": 2, "<|endoftext|>": 3}""");
+        File.WriteAllText(_temp.File("merges.txt"), "a b\n");
+        File.WriteAllText(_temp.File(Gpt2Tokenizer.AddedTokensFile), addedTokens);
+        return Gpt2Tokenizer.TryLoad(_temp.Path)!;
+    }
+
+    [Fact]
+    public void Added_tokens_follow_the_vocabulary_and_are_special()
+    {
+        // As a fine-tune saves them: a pad token and another, after vocab.json's ids; a repeated vocab entry is allowed.
+        var tokenizer = WithAddedTokens("""{"[SEP]": 5, "<|pad|>": 4, "<|endoftext|>": 3}""");
+        Assert.Equal(6, tokenizer.VocabSize);
+        Assert.Equal(4, tokenizer.SpecialTokens["<|pad|>"]);
+        Assert.Equal(5, tokenizer.SpecialTokens["[SEP]"]);
+        Assert.Equal("ab<|pad|>[SEP]", tokenizer.Decode([2, 4, 5]));
+        Assert.Equal([2, 4, 0, 5], tokenizer.Encode("ab<|pad|>a[SEP]", allowSpecialTokens: true));
+        // Not allowed, they are text like any other (here only their a and b are in this small vocabulary).
+        Assert.DoesNotContain(4, tokenizer.Encode("ab<|pad|>"));
+    }
+
+    [Theory]
+    [InlineData("""{"<|pad|>": 5}""", "<|pad|>: ids must continue vocab.json's 0..3 without gaps or repeats: expected 4, found 5")]
+    [InlineData("""{"<|pad|>": 4, "[SEP]": 4}""", "[SEP]: ids must continue vocab.json's 0..3 without gaps or repeats: expected 5, found 4")]
+    [InlineData("""{"<|pad|>": 2}""", "<|pad|>: id 2 is already vocab.json's id of another token")]
+    [InlineData("""{"ab": 4}""", "ab: id 4, but vocab.json gives this token id 2")]
+    [InlineData("""{"<|pad|>": -1}""", "<|pad|>: id must be a non-negative integer")]
+    [InlineData("""{"": 4}""", "id 4 names an empty token")]
+    [InlineData("""["<|pad|>"]""", "must be a JSON object of token to id")]
+    public void Malformed_added_tokens_name_the_file_and_the_token(string addedTokens, string expected)
+    {
+        var error = Assert.ThrowsAny<ModelFormatException>(() => WithAddedTokens(addedTokens));
+        Assert.Equal(_temp.File(Gpt2Tokenizer.AddedTokensFile), error.FilePath);
+        Assert.Contains(expected, error.Message);
+    }
+
+    [Fact]
+    public void A_tokenizer_padded_to_a_larger_model_decodes_the_extra_ids_to_nothing()
+    {
+        var tokenizer = Gpt2Tokenizer.TryLoad(Paths.Model("shakespeare-char"))!;
+        var padded = tokenizer.PaddedTo(128);
+        Assert.Equal(128, padded.VocabSize);
+        Assert.Equal(tokenizer.Decode([20, 21]), padded.Decode([20, 100, 21, 127]));
+        Assert.Equal(tokenizer.Encode("ROMEO: what"), padded.Encode("ROMEO: what"));
+        Assert.Same(tokenizer, tokenizer.PaddedTo(tokenizer.VocabSize));
+        Assert.Throws<ArgumentOutOfRangeException>(() => tokenizer.PaddedTo(tokenizer.VocabSize - 1));
+    }
+
     [Fact]
     public void Decoding_an_id_outside_the_vocabulary_is_an_argument_error()
     {
