@@ -36,7 +36,7 @@ internal sealed class HubDownloader(HttpClient client, string endpoint, string r
         Directory.CreateDirectory(snapshot);
         File.Move(Path.Combine(staging.Path, CheckpointLoader.ConfigFileName), Path.Combine(snapshot, CheckpointLoader.ConfigFileName), overwrite: true);
 
-        foreach (var optional in new[] { "generation_config.json", "vocab.json", "merges.txt" })
+        foreach (var optional in new[] { "generation_config.json", "vocab.json", "merges.txt", Tokenization.Gpt2Tokenizer.AddedTokensFile })
             await EnsureAsync(optional, snapshot, staging, cancellationToken).ConfigureAwait(false);
         if (!await EnsureAsync(CheckpointLoader.SingleFileName, snapshot, staging, cancellationToken).ConfigureAwait(false))
         {
@@ -69,7 +69,7 @@ internal sealed class HubDownloader(HttpClient client, string endpoint, string r
     {
         CheckpointLoader.ConfigFileName or "generation_config.json" => ModelFiles.MaxConfigBytes,
         ShardIndex.FileName => ModelFiles.MaxIndexBytes,
-        "vocab.json" or "merges.txt" => ModelFiles.MaxTokenizerFileBytes,
+        "vocab.json" or "merges.txt" or Tokenization.Gpt2Tokenizer.AddedTokensFile => ModelFiles.MaxTokenizerFileBytes,
         _ => ModelFiles.MaxWeightsFileBytes,
     };
 

@@ -36,6 +36,21 @@ public class ModelHubTests
     }
 
     [Fact]
+    public void A_fine_tunes_added_tokens_are_downloaded_with_the_tokenizer()
+    {
+        using var cache = new TempDirectory();
+        using var source = new TempDirectory();
+        CheckpointBuilder.Gpt2MiniWithVocabRows(source.Path, 50_258, """{"<|pad|>": 50257}""");
+        using var server = new LocalHubServer(Repository, source.Path);
+
+        using var model = Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint));
+
+        var snapshot = Path.Combine(cache.Path, "models--test-org--tiny-gpt2", "snapshots", LocalHubServer.Commit);
+        Assert.True(File.Exists(Path.Combine(snapshot, NativeGpt2.Tokenization.Gpt2Tokenizer.AddedTokensFile)));
+        Assert.Equal("<|pad|>", model.Tokenizer!.Decode([50_257]));
+    }
+
+    [Fact]
     public void A_cached_model_loads_offline_without_the_network()
     {
         using var cache = new TempDirectory();

@@ -119,33 +119,12 @@ public class CheckpointLoadingTests
         Assert.Contains(error.Problems, p => p.StartsWith("lm_head.weight: missing"));
     }
 
-    /// <summary>
-    /// gpt2-mini (the real GPT-2 tokenizer files) with <paramref name="rows"/> rows of wte, the extra ones small values as
-    /// untrained rows are, and vocab_size saying so; with <paramref name="addedTokens"/> as added_tokens.json if given.
-    /// </summary>
-    private static string WithVocabRows(TempDirectory temp, int rows, string? addedTokens = null)
-    {
-        var builder = CheckpointBuilder.From(Paths.Model("gpt2-mini"));
-        var wte = builder.Tensors.Single(t => t.Name == "transformer.wte.weight");
-        var data = new byte[rows * wte.Shape[1] * sizeof(float)];
-        wte.Data.CopyTo(data, 0);
-        var random = new Random(7);
-        for (var i = wte.Data.Length; i < data.Length; i += sizeof(float))
-            BitConverter.TryWriteBytes(data.AsSpan(i), (float)(random.NextDouble() - 0.5) * 0.02f);
-        builder.Reshape("transformer.wte.weight", [rows, wte.Shape[1]], data);
-        builder.Config["vocab_size"] = rows;
-        builder.WriteTo(temp.Path);
-        foreach (var file in new[] { "vocab.json", "merges.txt" }) File.Copy(Path.Combine(Paths.Model("gpt2-mini"), file), temp.File(file));
-        if (addedTokens is not null) File.WriteAllText(temp.File(NativeGpt2.Tokenization.Gpt2Tokenizer.AddedTokensFile), addedTokens);
-        return temp.Path;
-    }
-
     [Fact]
     public void A_vocabulary_padded_past_the_tokenizer_loads_and_its_extra_ids_decode_to_nothing()
     {
         // nanoGPT trains GPT-2 with 50,304 rows (a multiple of 64); vocab.json has 50,257 tokens.
         using var temp = new TempDirectory();
-        using var padded = Gpt2CausalLM.Load(WithVocabRows(temp, 50_304), new ModelLoadOptions { Backend = "cpu" });
+        using var padded = Gpt2CausalLM.Load(CheckpointBuilder.Gpt2MiniWithVocabRows(temp.Path, 50_304), new ModelLoadOptions { Backend = "cpu" });
         using var original = Gpt2CausalLM.Load(Paths.Model("gpt2-mini"), new ModelLoadOptions { Backend = "cpu" });
         Assert.Equal(50_304, padded.Tokenizer!.VocabSize);
         Assert.Equal("", padded.Tokenizer.Decode([50_257, 50_303]));
@@ -167,7 +146,7 @@ public class CheckpointLoadingTests
     public void A_pad_token_added_by_a_fine_tune_is_a_token_of_the_model()
     {
         using var temp = new TempDirectory();
-        using var model = Gpt2CausalLM.Load(WithVocabRows(temp, 50_258, """{"<|pad|>": 50257}"""), new ModelLoadOptions { Backend = "cpu" });
+        using var model = Gpt2CausalLM.Load(CheckpointBuilder.Gpt2MiniWithVocabRows(temp.Path, 50_258, """{"<|pad|>": 50257}"""), new ModelLoadOptions { Backend = "cpu" });
         Assert.Equal(50_258, model.Tokenizer!.VocabSize);
         Assert.Equal("<|pad|>", model.Tokenizer.Decode([50_257]));
         Assert.Equal(50_257, model.Tokenizer.Encode("<|pad|>", allowSpecialTokens: true).Single());
@@ -177,7 +156,7 @@ public class CheckpointLoadingTests
     public void A_tokenizer_with_more_tokens_than_the_model_has_rows_is_an_error()
     {
         using var temp = new TempDirectory();
-        var directory = WithVocabRows(temp, 50_257, """{"<|pad|>": 50257}""");
+        var directory = CheckpointBuilder.Gpt2MiniWithVocabRows(temp.Path, 50_257, """{"<|pad|>": 50257}""");
         var error = Assert.Throws<ModelFormatException>(() => Gpt2CausalLM.Load(directory, new ModelLoadOptions { Backend = "cpu" }));
         Assert.Equal(temp.File("vocab.json"), error.FilePath);
         Assert.Contains("has 50258 tokens (added tokens included) but config.json's vocab_size is 50257", error.Message);

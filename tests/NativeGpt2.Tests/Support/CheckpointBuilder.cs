@@ -65,4 +65,26 @@ public sealed class CheckpointBuilder
         writer.Save(Path.Combine(directory, "model.safetensors"));
         return directory;
     }
+
+    /// <summary>
+    /// gpt2-mini (the real GPT-2 tokenizer files) with <paramref name="rows"/> rows of wte, the extra ones small values as
+    /// untrained rows are, and vocab_size saying so; with <paramref name="addedTokens"/> as added_tokens.json if given.
+    /// Written into <paramref name="directory"/>, which it returns.
+    /// </summary>
+    public static string Gpt2MiniWithVocabRows(string directory, int rows, string? addedTokens = null)
+    {
+        var builder = CheckpointBuilder.From(Paths.Model("gpt2-mini"));
+        var wte = builder.Tensors.Single(t => t.Name == "transformer.wte.weight");
+        var data = new byte[rows * wte.Shape[1] * sizeof(float)];
+        wte.Data.CopyTo(data, 0);
+        var random = new Random(7);
+        for (var i = wte.Data.Length; i < data.Length; i += sizeof(float))
+            BitConverter.TryWriteBytes(data.AsSpan(i), (float)(random.NextDouble() - 0.5) * 0.02f);
+        builder.Reshape("transformer.wte.weight", [rows, wte.Shape[1]], data);
+        builder.Config["vocab_size"] = rows;
+        builder.WriteTo(directory);
+        foreach (var file in new[] { "vocab.json", "merges.txt" }) File.Copy(Path.Combine(Paths.Model("gpt2-mini"), file), Path.Combine(directory, file));
+        if (addedTokens is not null) File.WriteAllText(Path.Combine(directory, NativeGpt2.Tokenization.Gpt2Tokenizer.AddedTokensFile), addedTokens);
+        return directory;
+    }
 }
