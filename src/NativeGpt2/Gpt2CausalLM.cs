@@ -24,12 +24,19 @@ public sealed partial class Gpt2CausalLM : IDisposable
     /// <summary>Prefix of a model spec that builds a full-size model from the synthetic-weights formula.</summary>
     public const string SyntheticPrefix = "synthetic:";
 
+    /// <summary>
+    /// How many more rows a model may have than its tokenizer has tokens: a vocabulary padded to a multiple of 64, 128 or
+    /// 256 (nanoGPT pads GPT-2's 50,257 to 50,304). The extra ids decode to nothing. More than this is taken for the
+    /// tokenizer of another model.
+    /// </summary>
+    public const int MaxPaddingRows = 255;
+
     private readonly ModelLifetime _lifetime;
     private readonly BackendWeights _deviceWeights;
     private readonly WorkspacePool _workspaces;
 
     /// <summary>Builds a model from weights already in memory, with an optional tokenizer, on the CPU backend.</summary>
-    /// <exception cref="ModelFormatException">The config is invalid, or the tokenizer's vocabulary size differs from the config's.</exception>
+    /// <exception cref="ModelFormatException">The config is invalid, or the tokenizer has more tokens than the config's vocabulary, or more than <see cref="MaxPaddingRows"/> fewer.</exception>
     /// <exception cref="ArgumentException">A weight is missing or has the wrong shape for the config.</exception>
     public Gpt2CausalLM(Gpt2Config config, Gpt2Weights weights, Gpt2Tokenizer? tokenizer = null, string source = "in-memory")
         : this(config, weights, tokenizer, source, CpuBackend.Instance, ownsBackend: false)
@@ -46,7 +53,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
         ArgumentNullException.ThrowIfNull(weights);
         ArgumentNullException.ThrowIfNull(backend);
         CheckShapes(config, weights);
-        if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
+        if (tokenizer is not null && (tokenizer.VocabSize > config.VocabSize || config.VocabSize - tokenizer.VocabSize > MaxPaddingRows))
             throw new ModelFormatException(source, "vocab_size", $"config.json says {config.VocabSize} tokens but the tokenizer has {tokenizer.VocabSize}");
         Config = config;
         Source = source;
@@ -149,6 +156,9 @@ public sealed partial class Gpt2CausalLM : IDisposable
                 if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
                     throw new ModelFormatException(Path.Combine(directory, "vocab.json"), null,
                         $"has {tokenizer.VocabSize} tokens (added tokens included) but config.json's vocab_size is {config.VocabSize}: the model has no row for the rest");
+                if (tokenizer is not null && config.VocabSize - tokenizer.VocabSize > MaxPaddingRows)
+                    throw new ModelFormatException(Path.Combine(directory, "vocab.json"), null,
+                        $"has {tokenizer.VocabSize} tokens (added tokens included) but config.json's vocab_size is {config.VocabSize}: more rows than padding explains (at most {MaxPaddingRows}); is this another model's tokenizer?");
                 if (tokenizer is not null && tokenizer.VocabSize < config.VocabSize)
                     logger.LogInformation("{Spec}: the tokenizer has {Tokens:N0} tokens and the model {Rows:N0} rows (a padded vocabulary): ids {First:N0}-{Last:N0} decode to nothing",
                         spec, tokenizer.VocabSize, config.VocabSize, tokenizer.VocabSize, config.VocabSize - 1);

@@ -117,7 +117,10 @@ public sealed record Gpt2Config
             var modelType = reader.String("model_type", required: false);
             if (modelType is not null && modelType != "gpt2")
                 throw new ModelFormatException(path, "model_type", $"'{modelType}' is not 'gpt2'");
-            foreach (var (flag, expected) in new[] { ("scale_attn_weights", true), ("scale_attn_by_inverse_layer_idx", false), ("reorder_and_upcast_attn", false), ("add_cross_attention", false) })
+            // reorder_and_upcast_attn is not among them: it upcasts attention to float32 for mixed-precision training,
+            // the same math in another order, and this engine's attention is float32 throughout.
+            _ = reader.Bool("reorder_and_upcast_attn");
+            foreach (var (flag, expected) in new[] { ("scale_attn_weights", true), ("scale_attn_by_inverse_layer_idx", false), ("add_cross_attention", false) })
             {
                 if (reader.Bool(flag) is { } value && value != expected)
                     throw new ModelFormatException(path, flag, $"{value.ToString().ToLowerInvariant()} is not supported (only GPT-2's default, {expected.ToString().ToLowerInvariant()})");

@@ -78,10 +78,25 @@ public class ConfigRulesTests
 
     [Theory]
     [InlineData("scale_attn_by_inverse_layer_idx", true)]
-    [InlineData("reorder_and_upcast_attn", true)]
     [InlineData("scale_attn_weights", false)]
     [InlineData("add_cross_attention", true)]
     public void Attention_variants_that_would_change_the_math_are_rejected(string field, bool value) => Rejects(c => c[field] = value, field);
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Upcasting_attention_for_mixed_precision_is_the_same_model(bool upcast)
+    {
+        // reorder_and_upcast_attn only moves a float16 training run's attention to float32: here it is float32 already.
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        builder.Config["reorder_and_upcast_attn"] = upcast;
+        using var model = Gpt2CausalLM.Load(builder.WriteTo(temp.Path), new ModelLoadOptions { Backend = "cpu" });
+        int[] ids = [1, 2, 3, 4];
+        Assert.Equal(Models.Get("tiny").Forward(TokenBatch.FromIds(ids)).Logits.Data, model.Forward(TokenBatch.FromIds(ids)).Logits.Data);
+        var error = Assert.ThrowsAny<ModelFormatException>(() => { builder.Config["reorder_and_upcast_attn"] = "yes"; Gpt2CausalLM.Load(builder.WriteTo(temp.Path)); });
+        Assert.Contains("reorder_and_upcast_attn", error.Message);
+    }
 
     [Fact]
     public void Special_token_ids_outside_the_vocabulary() => Rejects(c => c["eos_token_id"] = 512, "eos_token_id");
@@ -116,6 +131,6 @@ public class ConfigRulesTests
         File.Copy(Path.Combine(Paths.Model("shakespeare-char"), "merges.txt"), temp.File("merges.txt"));
         var error = Assert.Throws<ModelFormatException>(() => Gpt2CausalLM.Load(temp.Path));
         Assert.Equal(temp.File("vocab.json"), error.FilePath);
-        Assert.Contains("vocab_size is 512", error.Message);
+        Assert.Contains("vocab_size is 512: more rows than padding explains (at most 255); is this another model's tokenizer?", error.Message);
     }
 }
