@@ -452,11 +452,11 @@ public sealed class IlgpuBackend : IBackend
     /// <inheritdoc />
     public void Attention(DeviceBuffer<float> output, DeviceBuffer<float>? probabilities, DeviceBuffer<float> qkv,
         DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> keyMask,
-        int B, int T, int past, int Tmax, int NH, int HS)
+        int B, int T, int past, int Tmax, int NH, int HS, float scale)
     {
         if (HS > AttentionKernel.MaxHeadSize)
             throw new NotSupportedException($"head size {HS} exceeds {AttentionKernel.MaxHeadSize}, the most the {Name} attention kernels hold");
-        var shape = new AttentionShape(B, T, past, Tmax, NH, HS, probabilities is not null);
+        var shape = new AttentionShape(B, T, past, Tmax, NH, HS, scale, probabilities is not null);
         if (T == 1 && probabilities is null)
         {
             // Decoding: few queries, many keys; split the keys into chunks worked on side by side, one launch with the append.

@@ -134,7 +134,7 @@ public sealed class Gpt2Backbone
             record.Layer(l, "ln_1", x.Ln);
             // The new keys and values join the cache; each query attends to the keys up to its own.
             var probabilities = record.AttentionBuffer(NH, past + T);                              // (B, NH, T, past + T) if asked
-            ops.Attention(x.Attn, probabilities, x.Qkv, cache.Keys[l], cache.Values[l], cache.DeviceMask, B, T, past, cache.Stride, NH, HS);
+            ops.Attention(x.Attn, probabilities, x.Qkv, cache.Keys[l], cache.Values[l], cache.DeviceMask, B, T, past, cache.Stride, NH, HS, Config.AttentionScale(l));
             record.Attention(l, probabilities, NH, past + T);
             AddProjection(pass, x.Attn, block.AttnProj, block.AttnProjBias, C, l, "attn");        // x += c_proj(attn)
 

@@ -44,6 +44,19 @@ public sealed record Gpt2Config
     /// <summary>The MLP activation (<c>activation_function</c>); only the tanh-approximated GELU of GPT-2 is supported.</summary>
     public string ActivationFunction { get; init; } = "gelu_new";
 
+    /// <summary>Whether attention scores are divided by √HS (<c>scale_attn_weights</c>; GPT-2 does).</summary>
+    public bool ScaleAttentionWeights { get; init; } = true;
+
+    /// <summary>
+    /// Whether layer l's attention scores are also divided by l + 1 (<c>scale_attn_by_inverse_layer_idx</c>, as Stanford
+    /// CRFM's GPT-2 runs trained); GPT-2 does not.
+    /// </summary>
+    public bool ScaleAttentionByInverseLayerIndex { get; init; }
+
+    /// <summary>The factor on q·k before layer <paramref name="layer"/>'s softmax: 1/√HS for GPT-2, with the flags above.</summary>
+    public float AttentionScale(int layer) =>
+        (float)((ScaleAttentionWeights ? 1.0 / Math.Sqrt(HeadSize) : 1.0) / (ScaleAttentionByInverseLayerIndex ? layer + 1 : 1));
+
     /// <summary>Whether the LM head reads the token-embedding matrix (<c>tie_word_embeddings</c>).</summary>
     public bool TieWordEmbeddings { get; init; } = true;
 
@@ -117,14 +130,11 @@ public sealed record Gpt2Config
             var modelType = reader.String("model_type", required: false);
             if (modelType is not null && modelType != "gpt2")
                 throw new ModelFormatException(path, "model_type", $"'{modelType}' is not 'gpt2'");
-            // reorder_and_upcast_attn is not among them: it upcasts attention to float32 for mixed-precision training,
-            // the same math in another order, and this engine's attention is float32 throughout.
+            // reorder_and_upcast_attn upcasts attention to float32 for mixed-precision training, the same math in another
+            // order, and this engine's attention is float32 throughout: either value is this model.
             _ = reader.Bool("reorder_and_upcast_attn");
-            foreach (var (flag, expected) in new[] { ("scale_attn_weights", true), ("scale_attn_by_inverse_layer_idx", false), ("add_cross_attention", false) })
-            {
-                if (reader.Bool(flag) is { } value && value != expected)
-                    throw new ModelFormatException(path, flag, $"{value.ToString().ToLowerInvariant()} is not supported (only GPT-2's default, {expected.ToString().ToLowerInvariant()})");
-            }
+            if (reader.Bool("add_cross_attention") is true)
+                throw new ModelFormatException(path, "add_cross_attention", "true is not supported (only GPT-2's default, false): cross-attention needs an encoder");
 
             var c = reader.Int("n_embd");
             var config = new Gpt2Config
@@ -139,6 +149,8 @@ public sealed record Gpt2Config
                 LayerNormEpsilon = reader.Double("layer_norm_epsilon") ?? 1e-5,
                 ActivationFunction = reader.String("activation_function", required: false) ?? "gelu_new",
                 TieWordEmbeddings = reader.Bool("tie_word_embeddings") ?? true,
+                ScaleAttentionWeights = reader.Bool("scale_attn_weights") ?? true,
+                ScaleAttentionByInverseLayerIndex = reader.Bool("scale_attn_by_inverse_layer_idx") ?? false,
                 BosTokenId = reader.Int("bos_token_id", required: false),
                 EosTokenId = reader.Int("eos_token_id", required: false),
             };

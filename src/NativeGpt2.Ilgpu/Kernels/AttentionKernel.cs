@@ -615,7 +615,7 @@ internal readonly struct SoftmaxState(float m, float l)
 }
 
 /// <summary>Sizes of one attention call (and of an append to the cache): B rows of T new tokens after Past cached ones, NH heads of HS channels, Tmax cache slots.</summary>
-internal readonly struct AttentionShape(int B, int T, int past, int Tmax, int NH, int HS, bool writeProbabilities)
+internal readonly struct AttentionShape(int B, int T, int past, int Tmax, int NH, int HS, float scale, bool writeProbabilities)
 {
     public readonly int B = B;
     public readonly int T = T;
@@ -623,7 +623,7 @@ internal readonly struct AttentionShape(int B, int T, int past, int Tmax, int NH
     public readonly int Tmax = Tmax;
     public readonly int NH = NH;
     public readonly int HS = HS;
-    public readonly float Scale = 1f / MathF.Sqrt(HS);
+    public readonly float Scale = scale;
     public readonly int WriteProbabilities = writeProbabilities ? 1 : 0;
 }
 

@@ -99,10 +99,11 @@ public interface IBackend : IDisposable
     /// (B, NH, Tmax, HS). Query t of row b attends to the keys j ≤ past + t whose mask is 1; out (B, T, C).
     /// Masked keys are left out, not set to −∞, so padding never changes a row's arithmetic; a query that sees
     /// no key gets zeros. When <paramref name="probabilities"/> is given it receives the weights (B, NH, T, past + T).
+    /// The scores are <paramref name="scale"/> · q·k before the softmax (<see cref="Gpt2Config.AttentionScale"/>).
     /// </summary>
     void Attention(DeviceBuffer<float> output, DeviceBuffer<float>? probabilities, DeviceBuffer<float> qkv,
         DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> keyMask,
-        int B, int T, int past, int Tmax, int NH, int HS);
+        int B, int T, int past, int Tmax, int NH, int HS, float scale);
 
     /// <summary>out[r, :] = input[rows[r], :] for R rows of C values.</summary>
     void GatherRows(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<int> rows, int R, int C);

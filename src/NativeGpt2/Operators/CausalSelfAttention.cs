@@ -84,7 +84,8 @@ internal static class CausalSelfAttention
     /// <summary>
     /// Fused causal attention at the given SIMD width. Work items are (b, h, tile of queries): the tile's
     /// scores against the keys it can see, each row's softmax in place, then the tile's weighted sums of
-    /// values; no T × T matrix exists unless <paramref name="probabilities"/> asks for one.
+    /// values; no T × T matrix exists unless <paramref name="probabilities"/> asks for one. The scores are
+    /// <paramref name="scale"/> · q·k before the softmax (1/√HS for GPT-2).
     /// </summary>
     /// <remarks>
     /// A score is Σ_d q[d]·k[d] in order, one fused multiply-add each; an output channel is Σ_j p_j·v_j[c]
@@ -94,19 +95,19 @@ internal static class CausalSelfAttention
     /// </remarks>
     public static void Forward(Memory<float> output, Memory<float> probabilities, ReadOnlyMemory<float> qkv,
         ReadOnlyMemory<float> keys, ReadOnlyMemory<float> values, ReadOnlyMemory<int> keyMask,
-        int B, int Tq, int past, int Tmax, int NH, int HS, VectorWidth width)
+        int B, int Tq, int past, int Tmax, int NH, int HS, float scale, VectorWidth width)
     {
         switch (width)
         {
-            case VectorWidth.Vector512: Run<Simd512>(output, probabilities, qkv, keys, values, keyMask, B, Tq, past, Tmax, NH, HS); break;
-            case VectorWidth.Vector256: Run<Simd256>(output, probabilities, qkv, keys, values, keyMask, B, Tq, past, Tmax, NH, HS); break;
-            default: Run<SimdScalar>(output, probabilities, qkv, keys, values, keyMask, B, Tq, past, Tmax, NH, HS); break;
+            case VectorWidth.Vector512: Run<Simd512>(output, probabilities, qkv, keys, values, keyMask, B, Tq, past, Tmax, NH, HS, scale); break;
+            case VectorWidth.Vector256: Run<Simd256>(output, probabilities, qkv, keys, values, keyMask, B, Tq, past, Tmax, NH, HS, scale); break;
+            default: Run<SimdScalar>(output, probabilities, qkv, keys, values, keyMask, B, Tq, past, Tmax, NH, HS, scale); break;
         }
     }
 
     private static void Run<V>(Memory<float> output, Memory<float> probabilities, ReadOnlyMemory<float> qkv,
         ReadOnlyMemory<float> keys, ReadOnlyMemory<float> values, ReadOnlyMemory<int> keyMask,
-        int B, int Tq, int past, int Tmax, int NH, int HS) where V : struct, ISimd<V>
+        int B, int Tq, int past, int Tmax, int NH, int HS, float scale) where V : struct, ISimd<V>
     {
         var Tk = past + Tq;
         var tiles = (Tq + QueryTile - 1) / QueryTile;
@@ -121,7 +122,7 @@ internal static class CausalSelfAttention
                 int tile = item % tiles, h = item / tiles % NH, b = item / (tiles * NH);
                 int t0 = tile * QueryTile, t1 = Math.Min(Tq, t0 + QueryTile);
                 Tile<V>(output.Span, probabilities.Span, qkv.Span, keys.Span, values.Span, keyMask.Span, rows, visible,
-                    b, h, t0, t1, Tq, past, Tmax, NH, HS);
+                    b, h, t0, t1, Tq, past, Tmax, NH, HS, scale);
             }
             ArrayPool<float>.Shared.Return(rows);
             ArrayPool<float>.Shared.Return(visible);
@@ -132,7 +133,7 @@ internal static class CausalSelfAttention
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Tile<V>(Span<float> output, Span<float> probabilities, ReadOnlySpan<float> qkv,
         ReadOnlySpan<float> keys, ReadOnlySpan<float> values, ReadOnlySpan<int> keyMask, float[] rows, float[] visible,
-        int b, int h, int t0, int t1, int Tq, int past, int Tmax, int NH, int HS) where V : struct, ISimd<V>
+        int b, int h, int t0, int t1, int Tq, int past, int Tmax, int NH, int HS, float scale) where V : struct, ISimd<V>
     {
         var C = NH * HS;
         var Tk = past + Tq;
@@ -141,7 +142,6 @@ internal static class CausalSelfAttention
         var stride = width;
         var queries = qkv.Slice((b * Tq + t0) * 3 * C + h * HS);
         var mask = keyMask.IsEmpty ? ReadOnlySpan<int>.Empty : keyMask.Slice(b * Tmax, width);
-        var scale = 1f / MathF.Sqrt(HS);
 
         // scores (t1 − t0, width) = q · Kᵀ, the keys cached transposed (HS, Tmax).
         TileProduct<V>(ref MemoryMarshal.GetArrayDataReference(rows), stride, ref MemoryMarshal.GetReference(queries), 3 * C, t1 - t0,
@@ -450,14 +450,13 @@ internal static class CausalSelfAttention
         }
     }
 
-    /// <summary>Scalar reference in double, reading the same cache layout.</summary>
+    /// <summary>Scalar reference in double, reading the same cache layout; the scores are <paramref name="scale"/> · q·k.</summary>
     public static void Reference(Span<float> output, Span<float> probabilities, ReadOnlySpan<float> qkv,
         ReadOnlySpan<float> keys, ReadOnlySpan<float> values, ReadOnlySpan<int> keyMask,
-        int B, int Tq, int past, int Tmax, int NH, int HS)
+        int B, int Tq, int past, int Tmax, int NH, int HS, double scale)
     {
         var C = NH * HS;
         var Tk = past + Tq;
-        var scale = 1.0 / Math.Sqrt(HS);
         var weights = new double[Tk];
         for (var b = 0; b < B; b++)
         for (var h = 0; h < NH; h++)

@@ -287,6 +287,8 @@ public class BackendConformanceTests
             int B = random.Next(1, 4), T = random.Next(2) == 0 ? 1 : random.Next(2, 12), past = random.Next(4) == 0 ? random.Next(500, 700) : random.Next(0, 40), NH = random.Next(1, 4), HS = random.Next(1, 40);
             int Tmax = past + T + 1 + random.Next(0, 5), C = NH * HS;
             var withProbabilities = random.Next(2) == 0;
+            // GPT-2's 1/√HS, or that over a layer index + 1 (scale_attn_by_inverse_layer_idx), or 1 (no scaling).
+            var scale = random.Next(3) switch { 0 => 1f / MathF.Sqrt(HS), 1 => 1f / MathF.Sqrt(HS) / random.Next(2, 13), _ => 1f };
             // The cache's layout belongs to the backend, so its earlier positions are filled the way a model
             // fills them: by an attention call over `past` earlier tokens, which appends their keys and values.
             var earlier = Numerics.RandomFloats(random, B * past * 3 * C, 2f);
@@ -303,7 +305,7 @@ public class BackendConformanceTests
             CausalSelfAttention.AppendKeyValuesReference(expectedKeys, expectedValues, qkv, B, T, past, Tmax, NH, HS);
             var expected = new float[B * T * C];
             var expectedProbabilities = new float[B * NH * T * (past + T)];
-            CausalSelfAttention.Reference(expected, expectedProbabilities, qkv, expectedKeys, expectedValues, mask, B, T, past, Tmax, NH, HS);
+            CausalSelfAttention.Reference(expected, expectedProbabilities, qkv, expectedKeys, expectedValues, mask, B, T, past, Tmax, NH, HS, scale);
 
             using var scope = backend.Enter();
             using var k = backend.Allocate<float>(expectedKeys.Length);
@@ -314,9 +316,9 @@ public class BackendConformanceTests
             using var m = backend.Upload(mask);
             using var o = backend.Allocate<float>(expected.Length);
             using var p = withProbabilities ? backend.Allocate<float>(expectedProbabilities.Length) : null;
-            if (past > 0) backend.Attention(earlierOut, null, e, k, v, m, B, past, 0, Tmax, NH, HS);
-            backend.Attention(o, p, q, k, v, m, B, T, past, Tmax, NH, HS);
-            var what = $"{name} attention B={B} T={T} past={past} NH={NH} HS={HS}";
+            if (past > 0) backend.Attention(earlierOut, null, e, k, v, m, B, past, 0, Tmax, NH, HS, scale);
+            backend.Attention(o, p, q, k, v, m, B, T, past, Tmax, NH, HS, scale);
+            var what = $"{name} attention B={B} T={T} past={past} NH={NH} HS={HS} scale={scale}";
             Numerics.AssertClose(expected, Download(backend, o), Bound, what);
             if (p is not null) Numerics.AssertClose(expectedProbabilities, Download(backend, p), Bound, what + " probabilities");
 
@@ -324,10 +326,10 @@ public class BackendConformanceTests
             var next = Numerics.RandomFloats(random, B * 3 * C, 2f);
             CausalSelfAttention.AppendKeyValuesReference(expectedKeys, expectedValues, next, B, 1, past + T, Tmax, NH, HS);
             var expectedNext = new float[B * C];
-            CausalSelfAttention.Reference(expectedNext, new float[B * NH * (past + T + 1)], next, expectedKeys, expectedValues, mask, B, 1, past + T, Tmax, NH, HS);
+            CausalSelfAttention.Reference(expectedNext, new float[B * NH * (past + T + 1)], next, expectedKeys, expectedValues, mask, B, 1, past + T, Tmax, NH, HS, scale);
             using var n = backend.Upload(next);
             using var nextOut = backend.Allocate<float>(B * C);
-            backend.Attention(nextOut, null, n, k, v, m, B, 1, past + T, Tmax, NH, HS);
+            backend.Attention(nextOut, null, n, k, v, m, B, 1, past + T, Tmax, NH, HS, scale);
             Numerics.AssertClose(expectedNext, Download(backend, nextOut), Bound, what + " next token");
         }
     }

@@ -50,7 +50,7 @@ public class IlgpuAttentionTests
             CausalSelfAttention.AppendKeyValuesReference(expectedKeys, expectedValues, earlier, B, past, 0, Tmax, NH, HS);
             CausalSelfAttention.AppendKeyValuesReference(expectedKeys, expectedValues, qkv, B, T, past, Tmax, NH, HS);
             var expected = new float[B * T * C];
-            CausalSelfAttention.Reference(expected, new float[B * NH * T * (past + T)], qkv, expectedKeys, expectedValues, mask, B, T, past, Tmax, NH, HS);
+            CausalSelfAttention.Reference(expected, new float[B * NH * T * (past + T)], qkv, expectedKeys, expectedValues, mask, B, T, past, Tmax, NH, HS, 1f / MathF.Sqrt(HS));
             Numerics.AssertClose(expected, byTiles, 2e-5, what);
         }
     }
@@ -70,8 +70,8 @@ public class IlgpuAttentionTests
             using var q = backend.Upload(qkv);
             using var m = backend.Upload(mask);
             using var o = backend.Allocate<float>(B * T * C);
-            if (past > 0) backend.Attention(earlierOut, null, e, k, v, m, B, past, 0, Tmax, NH, HS);
-            backend.Attention(o, null, q, k, v, m, B, T, past, Tmax, NH, HS);
+            if (past > 0) backend.Attention(earlierOut, null, e, k, v, m, B, past, 0, Tmax, NH, HS, 1f / MathF.Sqrt(HS));
+            backend.Attention(o, null, q, k, v, m, B, T, past, Tmax, NH, HS, 1f / MathF.Sqrt(HS));
             var host = new float[B * T * C];
             backend.Download(host, o, 0);
             return host;

@@ -460,8 +460,10 @@ public class OperatorProperties
         var actual = new float[batch * tq * ch];
         var expectedProbabilities = new float[batch * nh * tq * tk];
         var actualProbabilities = new float[batch * nh * tq * tk];
-        CausalSelfAttention.Reference(expected, expectedProbabilities, qkv, referenceKeys, referenceValues, mask, batch, tq, past, capacity, nh, hs);
-        CausalSelfAttention.Forward(actual, actualProbabilities, qkv, keys, values, mask, batch, tq, past, capacity, nh, hs, width);
+        // GPT-2's 1/√HS, or a smaller one (scale_attn_by_inverse_layer_idx divides it by the layer index + 1).
+        var scale = 1f / MathF.Sqrt(hs) / (random.Next(2) == 0 ? 1 : random.Next(2, 9));
+        CausalSelfAttention.Reference(expected, expectedProbabilities, qkv, referenceKeys, referenceValues, mask, batch, tq, past, capacity, nh, hs, scale);
+        CausalSelfAttention.Forward(actual, actualProbabilities, qkv, keys, values, mask, batch, tq, past, capacity, nh, hs, scale, width);
         Numerics.AssertClose(expected, actual, Tolerances.OperatorRelative, "attention output");
         Numerics.AssertClose(expectedProbabilities, actualProbabilities, Tolerances.OperatorRelative, "attention probabilities");
 

@@ -76,11 +76,54 @@ public class ConfigRulesTests
     [Fact]
     public void Not_a_gpt2_model() => Rejects(c => c["model_type"] = "llama", "model_type");
 
+    [Fact]
+    public void Cross_attention_is_rejected() => Rejects(c => c["add_cross_attention"] = true, "add_cross_attention");
+
+    /// <summary>
+    /// tiny with layer l's query projection (c_attn's first C columns and biases) multiplied by <paramref name="factor"/>(l):
+    /// the same attention scores as scaling them.
+    /// </summary>
+    private static CheckpointBuilder TinyWithQueriesScaled(Func<int, double> factor)
+    {
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        const int C = 32;
+        for (var l = 0; l < 2; l++)
+        {
+            var f = (float)factor(l);
+            var weight = builder.Tensors.Single(t => t.Name == $"transformer.h.{l}.attn.c_attn.weight");
+            var w = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(weight.Data.AsSpan());
+            for (var i = 0; i < C; i++)
+                for (var o = 0; o < C; o++) w[i * 3 * C + o] *= f;
+            var bias = builder.Tensors.Single(t => t.Name == $"transformer.h.{l}.attn.c_attn.bias");
+            var b = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bias.Data.AsSpan());
+            for (var o = 0; o < C; o++) b[o] *= f;
+        }
+        return builder;
+    }
+
     [Theory]
     [InlineData("scale_attn_by_inverse_layer_idx", true)]
     [InlineData("scale_attn_weights", false)]
-    [InlineData("add_cross_attention", true)]
-    public void Attention_variants_that_would_change_the_math_are_rejected(string field, bool value) => Rejects(c => c[field] = value, field);
+    public void Attention_scaled_by_the_layer_index_or_not_at_all_equals_the_queries_scaled_so(string field, bool value)
+    {
+        // Stanford CRFM's GPT-2 runs divide layer l's scores by l + 1 as well; scale_attn_weights: false leaves out 1/√HS.
+        using var flagged = new TempDirectory();
+        using var scaled = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        builder.Config[field] = value;
+        using var byFlag = Gpt2CausalLM.Load(builder.WriteTo(flagged.Path), new ModelLoadOptions { Backend = "cpu" });
+        using var byWeights = Gpt2CausalLM.Load(TinyWithQueriesScaled(l => field == "scale_attn_weights" ? Math.Sqrt(8) : 1.0 / (l + 1)).WriteTo(scaled.Path),
+            new ModelLoadOptions { Backend = "cpu" });
+        Assert.Equal(field == "scale_attn_weights" ? 1f : 1f / MathF.Sqrt(8) / 2, byFlag.Config.AttentionScale(1));
+
+        int[] ids = [5, 17, 301, 42, 7, 99, 250];
+        var expected = byWeights.Forward(TokenBatch.FromIds(ids)).Logits.Data;
+        var actual = byFlag.Forward(TokenBatch.FromIds(ids)).Logits.Data;
+        Numerics.AssertClose(expected, actual, Tolerances.SmallModel, field);
+        // And not the model without the flag.
+        var plain = Models.Get("tiny").Forward(TokenBatch.FromIds(ids)).Logits.Data;
+        Assert.True(plain.Zip(actual).Max(p => Math.Abs(p.First - p.Second)) > 1e-3, "the flag changed nothing");
+    }
 
     [Theory]
     [InlineData(true)]

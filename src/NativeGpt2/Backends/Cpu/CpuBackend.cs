@@ -136,13 +136,13 @@ public sealed class CpuBackend : IBackend
     /// <inheritdoc />
     public void Attention(DeviceBuffer<float> output, DeviceBuffer<float>? probabilities, DeviceBuffer<float> qkv,
         DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> keyMask,
-        int B, int T, int past, int Tmax, int NH, int HS)
+        int B, int T, int past, int Tmax, int NH, int HS, float scale)
     {
         using (new OperatorTiming("append-kv", B * T, NH * HS, NH * HS))
             CausalSelfAttention.AppendKeyValues(Array(keys), Array(values), Array(qkv), B, T, past, Tmax, NH, HS);
         using var timing = new OperatorTiming("attention", B * T, NH * HS, NH * HS);
         CausalSelfAttention.Forward(Array(output), probabilities is null ? Memory<float>.Empty : Array(probabilities).AsMemory(0, B * NH * T * (past + T)),
-            Array(qkv), Array(keys), Array(values), Array(keyMask), B, T, past, Tmax, NH, HS, Width);
+            Array(qkv), Array(keys), Array(values), Array(keyMask), B, T, past, Tmax, NH, HS, scale, Width);
     }
 
     /// <inheritdoc />
