@@ -270,29 +270,38 @@ public sealed class Gpt2Tokenizer
 
     private static bool IsSpecial(string token) => token.Length > 4 && token.StartsWith("<|", StringComparison.Ordinal) && token.EndsWith("|>", StringComparison.Ordinal);
 
+    /// <summary>A JSON object of token → id (vocab.json, added_tokens.json), every id a non-negative 32-bit integer.</summary>
+    private static List<(string Token, int Id)> TokenIds(string path, string? checkpoint)
+    {
+        using var document = Loading.JsonFile.Read(path, Loading.ModelFiles.MaxTokenizerFileBytes, checkpoint);
+        if (document.RootElement.ValueKind != JsonValueKind.Object)
+            throw new ModelFormatException(path, null, "must be a JSON object of token to id");
+        var entries = new List<(string Token, int Id)>();
+        foreach (var entry in document.RootElement.EnumerateObject())
+        {
+            if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out var id) || id < 0)
+                throw new ModelFormatException(path, entry.Name, $"id must be a non-negative integer, found {entry.Value.GetRawText()}");
+            entries.Add((entry.Name, id));
+        }
+        return entries;
+    }
+
     private static Dictionary<string, int> ReadVocab(string path, string? checkpoint)
     {
-        using (var document = Loading.JsonFile.Read(path, Loading.ModelFiles.MaxTokenizerFileBytes, checkpoint))
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        var owners = new Dictionary<int, string>();
+        foreach (var (token, id) in TokenIds(path, checkpoint))
         {
-            if (document.RootElement.ValueKind != JsonValueKind.Object)
-                throw new ModelFormatException(path, null, "must be a JSON object of token to id");
-            var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-            var owners = new Dictionary<int, string>();
-            foreach (var entry in document.RootElement.EnumerateObject())
-            {
-                if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out var id) || id < 0)
-                    throw new ModelFormatException(path, entry.Name, $"id must be a non-negative integer, found {entry.Value.GetRawText()}");
-                vocab.Add(entry.Name, id);   // JsonFile.Parse has rejected duplicate tokens
-                if (!owners.TryAdd(id, entry.Name))
-                    throw new ModelFormatException(path, entry.Name, $"id {id} is already the id of '{owners[id]}'");
-            }
-            if (vocab.Count == 0)
-                throw new ModelFormatException(path, null, "the vocabulary is empty");
-            var max = owners.Keys.Max();
-            if (max != vocab.Count - 1)
-                throw new ModelFormatException(path, owners[max], $"ids must be 0..{vocab.Count - 1} without gaps, found id {max}");
-            return vocab;
+            vocab.Add(token, id);   // JsonFile.Parse has rejected duplicate tokens
+            if (!owners.TryAdd(id, token))
+                throw new ModelFormatException(path, token, $"id {id} is already the id of '{owners[id]}'");
         }
+        if (vocab.Count == 0)
+            throw new ModelFormatException(path, null, "the vocabulary is empty");
+        var max = owners.Keys.Max();
+        if (max != vocab.Count - 1)
+            throw new ModelFormatException(path, owners[max], $"ids must be 0..{vocab.Count - 1} without gaps, found id {max}");
+        return vocab;
     }
 
     /// <summary>
@@ -301,25 +310,20 @@ public sealed class Gpt2Tokenizer
     /// </summary>
     private static List<(string Token, int Id)> ReadAddedTokens(string path, Dictionary<string, int> vocab, string? checkpoint)
     {
-        using var document = Loading.JsonFile.Read(path, Loading.ModelFiles.MaxTokenizerFileBytes, checkpoint);
-        if (document.RootElement.ValueKind != JsonValueKind.Object)
-            throw new ModelFormatException(path, null, "must be a JSON object of token to id");
         var added = new List<(string Token, int Id)>();
-        foreach (var entry in document.RootElement.EnumerateObject())
+        foreach (var (token, id) in TokenIds(path, checkpoint))
         {
-            if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out var id) || id < 0)
-                throw new ModelFormatException(path, entry.Name, $"id must be a non-negative integer, found {entry.Value.GetRawText()}");
-            if (entry.Name.Length == 0)
+            if (token.Length == 0)
                 throw new ModelFormatException(path, null, $"id {id} names an empty token");
-            if (vocab.TryGetValue(entry.Name, out var existing))
+            if (vocab.TryGetValue(token, out var existing))
             {
                 if (existing != id)
-                    throw new ModelFormatException(path, entry.Name, $"id {id}, but vocab.json gives this token id {existing}");
+                    throw new ModelFormatException(path, token, $"id {id}, but vocab.json gives this token id {existing}");
                 continue;
             }
             if (id < vocab.Count)
-                throw new ModelFormatException(path, entry.Name, $"id {id} is already vocab.json's id of another token");
-            added.Add((entry.Name, id));
+                throw new ModelFormatException(path, token, $"id {id} is already vocab.json's id of another token");
+            added.Add((token, id));
         }
         added.Sort((a, b) => a.Id.CompareTo(b.Id));
         for (var i = 0; i < added.Count; i++)
