@@ -90,7 +90,8 @@ public sealed class Gpt2Tokenizer
 
     /// <summary>
     /// The tokenizer of the model a spec names, without loading its weights: the checkpoint's files, or the
-    /// original GPT-2 vocabulary for <c>synthetic:</c> models. (A hub model not yet cached is downloaded.)
+    /// original GPT-2 vocabulary for <c>synthetic:</c> models. (A hub model not yet cached is downloaded.) Padded to
+    /// config.json's vocab_size when the model has a few rows more than tokens, as <see cref="Gpt2CausalLM"/> pads it.
     /// </summary>
     /// <exception cref="NativeGpt2Exception">The model has no tokenizer files.</exception>
     public static Gpt2Tokenizer ForModel(string spec, ModelLoadOptions? options = null, CancellationToken cancellationToken = default)
@@ -98,7 +99,20 @@ public sealed class Gpt2Tokenizer
         ArgumentException.ThrowIfNullOrWhiteSpace(spec);
         if (Loading.ModelSpec.SyntheticConfig(spec) is not null) return Gpt2;
         var directory = Loading.ModelSpec.ResolveDirectory(spec, options ?? new ModelLoadOptions(), cancellationToken);
-        return TryLoad(directory) ?? throw new NativeGpt2Exception($"model '{spec}' has no tokenizer (no vocab.json and merges.txt)");
+        var tokenizer = TryLoad(directory) ?? throw new NativeGpt2Exception($"model '{spec}' has no tokenizer (no vocab.json and merges.txt)");
+        // A padded vocabulary: the model's ids past the tokens decode to nothing here too, as they do in the loaded model.
+        var rows = ConfigVocabSize(directory);
+        return rows > tokenizer.VocabSize && rows - tokenizer.VocabSize <= Gpt2CausalLM.MaxPaddingRows ? tokenizer.PaddedTo(rows.Value) : tokenizer;
+    }
+
+    /// <summary>config.json's vocab_size, if the directory has one and it is an integer; the rest of the config is not read.</summary>
+    private static int? ConfigVocabSize(string directory)
+    {
+        var path = Path.Combine(directory, "config.json");
+        if (!File.Exists(path)) return null;
+        using var document = Loading.JsonFile.Read(path, Loading.ModelFiles.MaxConfigBytes, directory);
+        return document.RootElement.ValueKind == JsonValueKind.Object && document.RootElement.TryGetProperty("vocab_size", out var size)
+            && size.ValueKind == JsonValueKind.Number && size.TryGetInt32(out var value) ? value : null;
     }
 
     /// <summary>

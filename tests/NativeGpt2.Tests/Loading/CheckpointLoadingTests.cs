@@ -143,6 +143,19 @@ public class CheckpointLoadingTests
     }
 
     [Fact]
+    public void The_tokenizer_alone_of_a_padded_model_is_padded_as_the_models()
+    {
+        using var temp = new TempDirectory();
+        var directory = CheckpointBuilder.Gpt2MiniWithVocabRows(temp.Path, 50_304);
+        var tokenizer = NativeGpt2.Tokenization.Gpt2Tokenizer.ForModel(directory);
+        Assert.Equal(50_304, tokenizer.VocabSize);
+        Assert.Equal("", tokenizer.Decode([50_300]));
+        var result = CliRunner.Run("detokenize", "--model", directory, "--ids", "15496,50300");
+        Assert.Equal(NativeGpt2.Cli.CliApp.Success, result.ExitCode);
+        Assert.Equal("Hello", result.Out.Trim());
+    }
+
+    [Fact]
     public void A_pad_token_added_by_a_fine_tune_is_a_token_of_the_model()
     {
         using var temp = new TempDirectory();
