@@ -19,12 +19,12 @@ public static class CliApp
     /// <summary>Exit code when the run was cancelled (Ctrl+C, SIGTERM), as shells report 128 + SIGINT.</summary>
     public const int Cancelled = 130;
 
-    /// <summary>Runs the command line and returns the exit code.</summary>
-    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellation = default)
+    /// <summary>Runs the command line and returns the exit code; <paramref name="stdin"/> stands for standard input when given.</summary>
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellation = default, Func<Stream>? stdin = null)
     {
         // The tool ships the ILGPU backends: cuda and ilgpu-cpu are known by name.
         Ilgpu.IlgpuBackendProvider.Register();
-        using var context = new CliContext(stdout, stderr);
+        using var context = new CliContext(stdout, stderr, stdin);
         var root = BuildRootCommand(context);
         var parse = root.Parse(args);
         var verbose = context.Verbose = parse.GetValue(CommonOptions.Verbose);

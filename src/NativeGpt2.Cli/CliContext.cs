@@ -4,9 +4,12 @@ using NativeGpt2.Hub;
 namespace NativeGpt2.Cli;
 
 /// <summary>The output streams and logging of one command-line run.</summary>
-internal sealed class CliContext(TextWriter stdout, TextWriter stderr) : IDisposable
+internal sealed class CliContext(TextWriter stdout, TextWriter stderr, Func<Stream>? stdin = null) : IDisposable
 {
     private ILoggerFactory? _loggers;
+
+    /// <summary>Opens standard input, for a file option given as <c>-</c>.</summary>
+    public Stream OpenInput() => (stdin ?? Console.OpenStandardInput)();
 
     /// <summary>Where results go.</summary>
     public TextWriter Out { get; } = stdout;

@@ -6,7 +6,7 @@ namespace NativeGpt2.Cli.Commands;
 
 /// <summary>
 /// <c>nativegpt2 score --model SPEC --file PATH [--context N] [--stride N] [--json]</c>: token count, mean
-/// negative log-likelihood (nats per token) and perplexity of a text file.
+/// negative log-likelihood (nats per token) and perplexity of a text file, or of standard input with <c>--file -</c>.
 /// </summary>
 internal static class ScoreCommand
 {
@@ -15,16 +15,14 @@ internal static class ScoreCommand
         var model = CommonOptions.Model();
         var backend = CommonOptions.Backend();
         var weights = CommonOptions.Weights();
-        var file = new Option<FileInfo>("--file", "-f") { Description = "UTF-8 text file to score.", Required = true };
+        var file = new Option<string>("--file", "-f") { Description = "UTF-8 text file to score; - reads standard input.", Required = true };
         var window = new Option<int?>("--context") { Description = "Tokens per window (default: the model's context length)." };
         var stride = new Option<int?>("--stride") { Description = "Tokens the window advances (default: a full window, no overlap)." };
         var json = new Option<bool>("--json") { Description = "Print {\"tokens\": N, \"mean_nll\": x, \"perplexity\": y}." };
         var command = new Command("score", "Mean negative log-likelihood and perplexity of a text (sliding window for long texts).") { model, backend, weights, file, window, stride, json };
         command.SetAction((parse, cancellation) =>
         {
-            var path = parse.GetValue(file)!;
-            // Regular files only, and bounded: a FIFO or /dev/zero would otherwise block or fill memory.
-            var bytes = Loading.ModelFiles.ReadBounded(path.FullName, Loading.ModelFiles.MaxTextBytes);
+            var bytes = ReadText(context, parse.GetValue(file)!);
             var text = new StreamReader(new MemoryStream(bytes), System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: true).ReadToEnd();
             using var lm = Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation).GetAwaiter().GetResult();
             var bar = context.ProgressBar;
@@ -49,6 +47,28 @@ internal static class ScoreCommand
             return Task.FromResult(CliApp.Success);
         });
         return command;
+    }
+
+    /// <summary>
+    /// The text's bytes: standard input for <c>-</c> (a pipe, read to its end), else a regular file. Both bounded by
+    /// <see cref="Loading.ModelFiles.MaxTextBytes"/>; a file is also checked first, so that a FIFO or /dev/zero named by
+    /// path neither blocks nor fills memory.
+    /// </summary>
+    private static byte[] ReadText(CliContext context, string file)
+    {
+        if (string.IsNullOrWhiteSpace(file)) throw new UsageException("--file: give a file path, or - for standard input");
+        if (file != "-") return Loading.ModelFiles.ReadBounded(Path.GetFullPath(file), Loading.ModelFiles.MaxTextBytes);
+        using var input = context.OpenInput();
+        using var bytes = new MemoryStream();
+        var buffer = new byte[81920];
+        int read;
+        while ((read = input.Read(buffer)) > 0)
+        {
+            if (bytes.Length + read > Loading.ModelFiles.MaxTextBytes)
+                throw new UsageException($"--file -: standard input holds more than the {Loading.ModelFiles.MaxTextBytes:N0} bytes a text may have");
+            bytes.Write(buffer, 0, read);
+        }
+        return bytes.ToArray();
     }
 
     /// <summary>Scoring's progress on the progress bar, as it is reported (no thread hop, so in order).</summary>

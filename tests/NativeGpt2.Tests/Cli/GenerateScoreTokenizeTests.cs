@@ -77,6 +77,20 @@ public class GenerateScoreTokenizeTests
     }
 
     [Fact]
+    public void Score_reads_standard_input_for_a_file_named_dash()
+    {
+        var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"))[..500];
+        var expected = Models.Get("shakespeare-char").Score(text, new ScoreOptions { Stride = 128 });
+        var result = CliRunner.RunWithInput(text, "score", "--model", Paths.Model("shakespeare-char"), "--file", "-", "--stride", "128", "--json");
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        Assert.Equal(expected.MeanNll, JsonDocument.Parse(result.Out).RootElement.GetProperty("mean_nll").GetDouble(), 12);
+
+        var empty = CliRunner.Run("score", "--model", Paths.Model("shakespeare-char"), "--file", "");
+        Assert.Equal(CliApp.UsageError, empty.ExitCode);
+        Assert.Equal("error: --file: give a file path, or - for standard input", empty.Error.Trim());
+    }
+
+    [Fact]
     public void Score_of_a_missing_file_is_bad_input()
     {
         var result = CliRunner.Run("score", "--model", Paths.Model("shakespeare-char"), "--file", "/no/such/file.txt");
