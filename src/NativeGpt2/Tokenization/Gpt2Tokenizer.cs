@@ -65,10 +65,11 @@ public sealed class Gpt2Tokenizer
     /// This tokenizer for a model with more rows than it has tokens (a vocabulary padded to a multiple of 64, as nanoGPT
     /// pads GPT-2's to 50,304): ids from <see cref="VocabSize"/> on decode to nothing, and no text encodes to them.
     /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="vocabSize"/> is below <see cref="VocabSize"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="vocabSize"/> is below <see cref="VocabSize"/> or above <see cref="Gpt2Config.MaxVocabSize"/>.</exception>
     public Gpt2Tokenizer PaddedTo(int vocabSize)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(vocabSize, VocabSize);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(vocabSize, Gpt2Config.MaxVocabSize);
         if (vocabSize == VocabSize) return this;
         var tokenBytes = new byte[vocabSize][];
         Array.Copy(_tokenBytes, tokenBytes, _tokenBytes.Length);

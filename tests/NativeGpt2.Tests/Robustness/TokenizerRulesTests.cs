@@ -132,6 +132,7 @@ public class TokenizerRulesTests : IDisposable
         Assert.Equal(tokenizer.Encode("ROMEO: what"), padded.Encode("ROMEO: what"));
         Assert.Same(tokenizer, tokenizer.PaddedTo(tokenizer.VocabSize));
         Assert.Throws<ArgumentOutOfRangeException>(() => tokenizer.PaddedTo(tokenizer.VocabSize - 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => tokenizer.PaddedTo(int.MaxValue));
     }
 
     [Fact]
