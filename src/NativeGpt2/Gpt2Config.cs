@@ -54,8 +54,13 @@ public sealed record Gpt2Config
     public bool ScaleAttentionByInverseLayerIndex { get; init; }
 
     /// <summary>The factor on q·k before layer <paramref name="layer"/>'s softmax: 1/√HS for GPT-2, with the flags above.</summary>
-    public float AttentionScale(int layer) =>
-        (float)((ScaleAttentionWeights ? 1.0 / Math.Sqrt(HeadSize) : 1.0) / (ScaleAttentionByInverseLayerIndex ? layer + 1 : 1));
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="layer"/> is not in [0, L).</exception>
+    public float AttentionScale(int layer)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(layer);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(layer, LayerCount);
+        return (float)((ScaleAttentionWeights ? 1.0 / Math.Sqrt(HeadSize) : 1.0) / (ScaleAttentionByInverseLayerIndex ? layer + 1 : 1));
+    }
 
     /// <summary>Whether the LM head reads the token-embedding matrix (<c>tie_word_embeddings</c>).</summary>
     public bool TieWordEmbeddings { get; init; } = true;

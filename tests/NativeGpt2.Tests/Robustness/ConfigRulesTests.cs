@@ -115,6 +115,8 @@ public class ConfigRulesTests
         using var byWeights = Gpt2CausalLM.Load(TinyWithQueriesScaled(l => field == "scale_attn_weights" ? Math.Sqrt(8) : 1.0 / (l + 1)).WriteTo(scaled.Path),
             new ModelLoadOptions { Backend = "cpu" });
         Assert.Equal(field == "scale_attn_weights" ? 1f : 1f / MathF.Sqrt(8) / 2, byFlag.Config.AttentionScale(1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => byFlag.Config.AttentionScale(-1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => byFlag.Config.AttentionScale(2));
 
         int[] ids = [5, 17, 301, 42, 7, 99, 250];
         var expected = byWeights.Forward(TokenBatch.FromIds(ids)).Logits.Data;
