@@ -60,7 +60,7 @@ internal static partial class MatMulTransposed
             Pack(input.Span, packed, N, IC);
             // Items run panel-major: each thread transposes its panel once and runs every block of rows against it.
             // The bytes of a panel's rows as stored, which the next panel's hints cover.
-            var panelBytes = (int)(rows.Start(PanelWidth) - rows.Start(0)) * rows.ValueBytes;
+            var panelBytes = (int)(rows.Address(rows.Start(PanelWidth)) - rows.Address(rows.Start(0)));
             Parallelism.For(panelCount * rowBlocks, (long)rowBlock * IC * PanelWidth, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
             {
                 var panel = ArrayPool<float>.Shared.Rent(IC * PanelWidth);
@@ -127,7 +127,7 @@ internal static partial class MatMulTransposed
     /// lane-major order. Moves only, so the values are exact.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void TransposeInLanes(float[] table, int p, int IC, int OC, float[] panel)
+    private static void TransposeInLanes(float[] table, int p, int IC, int OC, float[] panel)
     {
         const int W = PanelWidth;
         var k0 = p * W;

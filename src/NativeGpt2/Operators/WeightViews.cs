@@ -81,10 +81,13 @@ internal static class CacheHint
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void Prefetch<T>(T[] array, nint index)
     {
-        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
-        var at = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(array)) + index * Unsafe.SizeOf<T>();
-        System.Runtime.Intrinsics.X86.Sse.Prefetch0(at);
+        if (System.Runtime.Intrinsics.X86.Sse.IsSupported) System.Runtime.Intrinsics.X86.Sse.Prefetch0(Address(array, index));
     }
+
+    /// <summary>Where element <paramref name="index"/> of the array is, as a raw address for hints: it may be past the end.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe byte* Address<T>(T[] array, nint index) =>
+        (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(array)) + index * Unsafe.SizeOf<T>();
 }
 
 internal static class PanelWidening
@@ -137,9 +140,6 @@ internal interface IRowView
     /// address, never read, so it may be past the end, and a moving collection only makes the hint useless.
     /// </summary>
     unsafe byte* Address(nint start);
-
-    /// <summary>Bytes per stored value.</summary>
-    int ValueBytes { get; }
 }
 
 /// <summary>How a stored element type becomes float32: the one thing the float32, float16 and bfloat16 views differ in.</summary>
@@ -270,9 +270,7 @@ internal readonly struct TableRows<T, W>(T[] values, int stride) : IRowView wher
 
     public nint Start(int row) => (nint)row * stride;
 
-    public unsafe byte* Address(nint start) => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(values)) + start * sizeof(T);
-
-    public int ValueBytes => Unsafe.SizeOf<T>();
+    public unsafe byte* Address(nint start) => CacheHint.Address(values, start);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public V Load<V>(nint start, int k) where V : struct, ISimd<V> =>
@@ -291,9 +289,7 @@ internal readonly struct WidenedRows(float[] values, int stride, int first) : IR
 
     public nint Start(int row) => (nint)(row - first) * stride;
 
-    public unsafe byte* Address(nint start) => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(values)) + start * sizeof(float);
-
-    public int ValueBytes => sizeof(float);
+    public unsafe byte* Address(nint start) => CacheHint.Address(values, start);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public V Load<V>(nint start, int k) where V : struct, ISimd<V> =>
@@ -319,9 +315,7 @@ internal readonly struct Q8Rows(sbyte[] values, float[] scales, int blocks) : IR
     public nint Start(int row) => (nint)row * blocks * WeightData.PanelWidth;
 
     /// <summary>The values' address (the scales, an eighth of the bytes, are read as one stream behind them).</summary>
-    public unsafe byte* Address(nint start) => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(values)) + start;
-
-    public int ValueBytes => sizeof(sbyte);
+    public unsafe byte* Address(nint start) => CacheHint.Address(values, start);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public V Load<V>(nint start, int k) where V : struct, ISimd<V> => V.Multiply(Integers<V>(start, k), V.Broadcast(Scale(start, k)));
