@@ -53,7 +53,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
         ArgumentNullException.ThrowIfNull(weights);
         ArgumentNullException.ThrowIfNull(backend);
         CheckShapes(config, weights);
-        if (tokenizer is not null && (tokenizer.VocabSize > config.VocabSize || config.VocabSize - tokenizer.VocabSize > MaxPaddingRows))
+        if (tokenizer is not null && !tokenizer.FitsModelOf(config.VocabSize))
             throw new ModelFormatException(source, "vocab_size", $"config.json says {config.VocabSize} tokens but the tokenizer has {tokenizer.VocabSize}");
         Config = config;
         Source = source;

@@ -77,6 +77,12 @@ public sealed class Gpt2Tokenizer
         return new Gpt2Tokenizer(_bpe, tokenBytes, _specialTokens, _merges);
     }
 
+    /// <summary>
+    /// Whether a model of <paramref name="rows"/> vocabulary rows can use this tokenizer: one row per token, and at most
+    /// <see cref="Gpt2CausalLM.MaxPaddingRows"/> rows more (a padded vocabulary).
+    /// </summary>
+    internal bool FitsModelOf(int rows) => rows >= VocabSize && rows - VocabSize <= Gpt2CausalLM.MaxPaddingRows;
+
     /// <summary>Id of <c>&lt;|endoftext|&gt;</c>, if the vocabulary has it.</summary>
     public int? EndOfTextId { get; }
 
@@ -102,8 +108,7 @@ public sealed class Gpt2Tokenizer
         var directory = Loading.ModelSpec.ResolveDirectory(spec, options ?? new ModelLoadOptions(), cancellationToken);
         var tokenizer = TryLoad(directory) ?? throw new NativeGpt2Exception($"model '{spec}' has no tokenizer (no vocab.json and merges.txt)");
         // A padded vocabulary: the model's ids past the tokens decode to nothing here too, as they do in the loaded model.
-        var rows = ConfigVocabSize(directory);
-        return rows > tokenizer.VocabSize && rows - tokenizer.VocabSize <= Gpt2CausalLM.MaxPaddingRows ? tokenizer.PaddedTo(rows.Value) : tokenizer;
+        return ConfigVocabSize(directory) is { } rows && tokenizer.FitsModelOf(rows) ? tokenizer.PaddedTo(rows) : tokenizer;
     }
 
     /// <summary>config.json's vocab_size, if the directory has one and it is an integer; the rest of the config is not read.</summary>
