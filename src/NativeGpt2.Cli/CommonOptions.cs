@@ -106,25 +106,20 @@ internal static class CommonOptions
     }
 
     /// <summary>
-    /// Runs <paramref name="write"/> on the full path of <paramref name="file"/> after creating its folder, and reports a file
-    /// that cannot be written as an <see cref="IOException"/> that names the option and the path (exit code 1).
+    /// Writes <paramref name="file"/> whole or not at all (<see cref="AtomicFile"/>: its folder created when missing), and
+    /// reports a file that cannot be written as an <see cref="IOException"/> that names the option and the path (exit code 1).
+    /// Returns the full path written.
     /// </summary>
-    public static async Task<string> WriteOutputAsync(FileInfo file, string option, Func<string, Task> write)
+    public static string WriteOutput(FileInfo file, string option, Action<string> write)
     {
-        var path = file.FullName;
         try
         {
-            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            await write(path);
-            return path;
+            write(file.FullName);
+            return file.FullName;
         }
-        catch (IOException e) when (e.Message.StartsWith($"cannot write {path}: ", StringComparison.Ordinal))
+        catch (IOException e)
         {
             throw new IOException($"{option}: {e.Message}", e);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new IOException($"{option}: cannot write {path}: {WriteFailure.Reason(e, path)}", e);
         }
     }
 

@@ -52,32 +52,15 @@ public sealed class SafetensorsWriter
     /// <exception cref="IOException">The file cannot be written: the message names <paramref name="path"/> and why.</exception>
     public void Save(string path)
     {
-        if (Directory.Exists(path)) throw new IOException($"cannot write {path}: it is a folder");
         var header = BuildHeader();
-        var directory = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
-        var temporary = System.IO.Path.Combine(directory, $".{System.IO.Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
-        try
+        AtomicFile.Write(path, stream =>
         {
-            Directory.CreateDirectory(directory);
-            using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write))
-            {
-                Span<byte> prefix = stackalloc byte[SafetensorsHeader.PrefixLength];
-                BitConverter.TryWriteBytes(prefix, (ulong)header.Length);
-                stream.Write(prefix);
-                stream.Write(header);
-                foreach (var tensor in _tensors) stream.Write(tensor.Data);
-            }
-            File.Move(temporary, path, overwrite: true);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            // Named by the file asked for, not the temporary one beside it.
-            throw new IOException($"cannot write {path}: {WriteFailure.Reason(e, temporary)}", e);
-        }
-        finally
-        {
-            if (File.Exists(temporary)) File.Delete(temporary);
-        }
+            Span<byte> prefix = stackalloc byte[SafetensorsHeader.PrefixLength];
+            BitConverter.TryWriteBytes(prefix, (ulong)header.Length);
+            stream.Write(prefix);
+            stream.Write(header);
+            foreach (var tensor in _tensors) stream.Write(tensor.Data);
+        });
     }
 
     private byte[] BuildHeader()
