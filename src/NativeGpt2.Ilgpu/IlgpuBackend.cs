@@ -380,7 +380,12 @@ public sealed class IlgpuBackend : IBackend
     {
         MatMulEpilogue.BiasGelu => MatMulShape.Gelu,
         MatMulEpilogue.Residual => MatMulShape.Residual,
-        _ => MatMulShape.Bias,
+        MatMulEpilogue.BiasGeluErf => MatMulShape.GeluErf,
+        MatMulEpilogue.BiasRelu => MatMulShape.Relu,
+        MatMulEpilogue.BiasSilu => MatMulShape.Silu,
+        MatMulEpilogue.BiasQuickGelu => MatMulShape.QuickGelu,
+        MatMulEpilogue.Bias => MatMulShape.Bias,
+        _ => throw new ArgumentOutOfRangeException(nameof(epilogue), epilogue, null),
     };
 
     /// <summary>

@@ -119,6 +119,7 @@ public sealed class Gpt2Backbone
         int B = pass.B, T = pass.T, N = B * T;
         int C = Config.EmbeddingSize, NH = Config.HeadCount, HS = Config.HeadSize, inner = Config.InnerSize;
         var eps = (float)Config.LayerNormEpsilon;
+        var activation = Config.Activation.Epilogue();
 
         // x = wte[ids] + wpe[positions]                                         x (N, C)
         ops.Embedding(x.X, x.Ids, x.Positions, w.TokenEmbedding, w.PositionEmbedding, N, C);
@@ -138,9 +139,9 @@ public sealed class Gpt2Backbone
             record.Attention(l, probabilities, NH, past + T);
             AddProjection(pass, x.Attn, block.AttnProj, block.AttnProjBias, C, l, "attn");        // x += c_proj(attn)
 
-            // x = x + mlp(ln_2(x)), mlp(h) = c_proj(gelu(c_fc(h)))
+            // x = x + mlp(ln_2(x)), mlp(h) = c_proj(gelu(c_fc(h)))   (gelu: GPT-2's; the config may name another)
             // ln = ln_2(x), h = gelu(ln · c_fc.W + b)                                h (N, 4C)
-            ops.LayerNormMatMul(x.Hidden, x.Ln, x.X, block.Ln2Weight, block.Ln2Bias, eps, block.Fc, block.FcBias, N, C, inner, MatMulEpilogue.BiasGelu);
+            ops.LayerNormMatMul(x.Hidden, x.Ln, x.X, block.Ln2Weight, block.Ln2Bias, eps, block.Fc, block.FcBias, N, C, inner, activation);
             record.Layer(l, "ln_2", x.Ln);
             AddProjection(pass, x.Hidden, block.FcProj, block.FcProjBias, inner, l, "mlp");          // x += c_proj(h)
 

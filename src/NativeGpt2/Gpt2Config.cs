@@ -41,8 +41,15 @@ public sealed record Gpt2Config
     /// <summary>LayerNorm epsilon (<c>layer_norm_epsilon</c>).</summary>
     public double LayerNormEpsilon { get; init; } = 1e-5;
 
-    /// <summary>The MLP activation (<c>activation_function</c>); only the tanh-approximated GELU of GPT-2 is supported.</summary>
+    /// <summary>
+    /// The MLP activation's name in config.json (<c>activation_function</c>): GPT-2's <c>gelu_new</c>, or another of
+    /// <see cref="MlpActivations.ByName"/>.
+    /// </summary>
     public string ActivationFunction { get; init; } = "gelu_new";
+
+    /// <summary>What <see cref="ActivationFunction"/> computes.</summary>
+    /// <exception cref="KeyNotFoundException">The name is not one of <see cref="SupportedActivations"/> (<see cref="Validate"/> reports it).</exception>
+    public MlpActivation Activation => MlpActivations.ByName[ActivationFunction];
 
     /// <summary>Whether attention scores are divided by √HS (<c>scale_attn_weights</c>; GPT-2 does).</summary>
     public bool ScaleAttentionWeights { get; init; } = true;
@@ -87,8 +94,8 @@ public sealed record Gpt2Config
         }
     }
 
-    /// <summary>Activation names that mean the tanh approximation of GELU used by GPT-2.</summary>
-    public static IReadOnlyList<string> SupportedActivations { get; } = ["gelu_new", "gelu_pytorch_tanh"];
+    /// <summary>The <c>activation_function</c> names this engine computes (<see cref="MlpActivations.ByName"/>).</summary>
+    public static IReadOnlyList<string> SupportedActivations { get; } = [.. MlpActivations.ByName.Keys];
 
     /// <summary>GPT-2 small (124M): 768 channels, 12 layers, 12 heads.</summary>
     public static Gpt2Config Gpt2Small => Preset(768, 12, 12);

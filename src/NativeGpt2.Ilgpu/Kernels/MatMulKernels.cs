@@ -552,13 +552,31 @@ internal static class MatMulKernels
         if (col + 3 < s.OC) output[at + 3] = Epilogue(v3, s.Epilogue, output[at + 3]);
     }
 
-    /// <summary>What is stored: the value, gelu of it, or it added to what the output holds (the residual stream).</summary>
+    /// <summary>What is stored: the value, an activation of it, or it added to what the output holds (the residual stream).</summary>
     private static float Epilogue(float value, int kind, float existing) => kind switch
     {
         MatMulShape.Gelu => Gelu(value),
         MatMulShape.Residual => existing + value,
+        MatMulShape.GeluErf => GeluErf(value),
+        MatMulShape.Relu => XMath.Max(value, 0f),
+        MatMulShape.Silu => value / (1f + XMath.Exp(-value)),
+        MatMulShape.QuickGelu => value / (1f + XMath.Exp(-1.702f * value)),
         _ => value,
     };
+
+    /// <summary>
+    /// x·Φ(x) = max(x, 0) − 0.5·|x|·erfc(|x|/√2), as the CPU's <c>VectorMath.GeluErf</c> computes it (erfc by Numerical
+    /// Recipes' erfcc, relative error below 1.2e-7; |x| capped at 16, where the term is below 1e-37).
+    /// </summary>
+    public static float GeluErf(float x)
+    {
+        var m = XMath.Min(XMath.Abs(x), 16f);
+        var a = m * 0.70710678118654752f;
+        var t = 1f / (1f + 0.5f * a);
+        var p = -1.26551223f + t * (1.00002368f + t * (0.37409196f + t * (0.09678418f + t * (-0.18628806f + t * (0.27886807f
+            + t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+        return XMath.Max(x, 0f) - 0.5f * m * t * XMath.Exp(p - a * a);
+    }
 
     /// <summary>gelu(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), the tanh approximation GPT-2 uses.</summary>
     public static float Gelu(float x)
@@ -577,6 +595,10 @@ internal readonly struct MatMulShape(int N, int IC, int OC, int epilogue, bool h
     public const int Bias = 0;
     public const int Gelu = 1;
     public const int Residual = 2;
+    public const int GeluErf = 3;
+    public const int Relu = 4;
+    public const int Silu = 5;
+    public const int QuickGelu = 6;
 
     public readonly int N = N;
     public readonly int IC = IC;

@@ -124,9 +124,21 @@ public enum MatMulEpilogue
     /// <summary>out = x·W + b.</summary>
     Bias,
 
-    /// <summary>out = gelu(x·W + b): the MLP's first projection.</summary>
+    /// <summary>out = gelu(x·W + b), GPT-2's tanh approximation: the MLP's first projection.</summary>
     BiasGelu,
 
     /// <summary>out += x·W + b: a projection added into the residual stream.</summary>
     Residual,
+
+    /// <summary>out = x·Φ(x) of x·W + b, the erf GELU (<see cref="MlpActivation.Gelu"/>).</summary>
+    BiasGeluErf,
+
+    /// <summary>out = max(x·W + b, 0).</summary>
+    BiasRelu,
+
+    /// <summary>out = x·σ(x) of x·W + b.</summary>
+    BiasSilu,
+
+    /// <summary>out = x·σ(1.702·x) of x·W + b.</summary>
+    BiasQuickGelu,
 }

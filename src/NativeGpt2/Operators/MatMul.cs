@@ -8,7 +8,7 @@ namespace NativeGpt2.Operators;
 
 /// <summary>
 /// The projection of GPT-2's <c>Conv1D</c> layers: <c>out = epilogue(input · weight + bias)</c>, with the
-/// epilogue bias only, GELU, or an add into the existing output (the residual stream).
+/// epilogue bias only, the MLP's activation (GELU for GPT-2), or an add into the existing output (the residual stream).
 /// </summary>
 /// <remarks>
 /// <para>Shapes: out (N, OC), input (N, IC), weight (IC, OC) packed once at load into panels of 32 output
@@ -47,6 +47,7 @@ internal static class MatMul
         int N, int IC, int OC, MatMulEpilogue epilogue, VectorWidth width)
     {
         CheckShapes(output.Length, input.Length, weight, bias.Length, N, IC, OC);
+        if (!Enum.IsDefined(epilogue)) throw new ArgumentOutOfRangeException(nameof(epilogue), epilogue, "not a MatMulEpilogue");
         switch (width)
         {
             case VectorWidth.Vector512: Run<Simd512>(output, input, weight, bias, N, IC, OC, epilogue); break;
@@ -130,7 +131,7 @@ internal static class MatMul
     /// <summary>
     /// One row (a decoding step) of four full panels p … p + 3: each output summed exactly as <see cref="Tile1"/>
     /// sums it, with the eight registers' sums independent so they overlap. The loop only adds to a byte offset
-    /// (<see cref="IPanelView.At"/>), and GELU runs on the stored outputs, so the loop keeps its registers.
+    /// (<see cref="IPanelView.At"/>), and the activation runs on the stored outputs, so the loop keeps its registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void RowOfFourPanels<V, P>(P panels, int p, Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> bias,
@@ -188,17 +189,7 @@ internal static class MatMul
             Store(ref Unsafe.Add(ref o, 2 * W + c), a4, a5, residual);
             Store(ref Unsafe.Add(ref o, 3 * W + c), a6, a7, residual);
         }
-        if (epilogue == MatMulEpilogue.BiasGelu) GeluInPlace<V>(output.Slice(p * W, 4 * W));
-    }
-
-    /// <summary>GELU on outputs just stored (still in L1): the same <see cref="VectorMath.Gelu"/> as in registers, so the same values.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GeluInPlace<V>(Span<float> values) where V : struct, ISimd<V>
-    {
-        ref var g = ref MemoryMarshal.GetReference(values);
-        var j = 0;
-        for (; j + V.Count <= values.Length; j += V.Count) V.Store(ref Unsafe.Add(ref g, j), VectorMath.Gelu(V.Load(ref Unsafe.Add(ref g, j))));
-        for (; j < values.Length; j++) Unsafe.Add(ref g, j) = VectorMath.Gelu(new SimdScalar(Unsafe.Add(ref g, j))).Value;
+        if (epilogue.Activation() is { } activation) Activations.InPlace<V>(output.Slice(p * W, 4 * W), activation);
     }
 
     /// <summary>
@@ -212,14 +203,14 @@ internal static class MatMul
         var col0 = p * WeightData.PanelWidth;
         var columns = Math.Min(WeightData.PanelWidth, OC - col0);
         var residual = epilogue == MatMulEpilogue.Residual;
-        var gelu = epilogue == MatMulEpilogue.BiasGelu;
+        var activation = epilogue.Activation();
         ref var x = ref MemoryMarshal.GetReference(input);
         if (typeof(V) == typeof(Simd256) && r1 - r0 == 1 && columns == WeightData.PanelWidth)
         {
             // A lone row with Vector256: the panel's 32 columns in four registers, one pass over the panel.
             ref var o = ref MemoryMarshal.GetReference(output.Slice(r0 * OC + col0, WeightData.PanelWidth));
             Tile1Of4<V, P>(panels, view, ref Unsafe.Add(ref x, (nint)r0 * IC), IC, ref o, ref MemoryMarshal.GetReference(bias.Slice(col0)), residual, ahead);
-            if (gelu) GeluInPlace<V>(output.Slice(r0 * OC + col0, WeightData.PanelWidth));
+            if (activation is { } a) Activations.InPlace<V>(output.Slice(r0 * OC + col0, WeightData.PanelWidth), a);
             return;
         }
         // The last panel of a matrix whose OC is not a multiple of 32 is computed into a scratch tile
@@ -277,11 +268,11 @@ internal static class MatMul
                 {
                     for (var i = 0; i < rows; i++) scratch.Slice(i * stride, width).CopyTo(target.Slice(i * OC, width));
                 }
-                // GELU on the tile just written, still in L1 (not inside the tile: there its registers
+                // The activation on the tile just written, still in L1 (not inside the tile: there its registers
                 // would push the accumulators out of theirs).
-                if (gelu)
+                if (activation is { } a)
                 {
-                    for (var i = 0; i < rows; i++) GeluInPlace<V>(target.Slice(i * OC, width));
+                    for (var i = 0; i < rows; i++) Activations.InPlace<V>(target.Slice(i * OC, width), a);
                 }
             }
         }

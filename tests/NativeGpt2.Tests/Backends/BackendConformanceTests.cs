@@ -91,7 +91,7 @@ public class BackendConformanceTests
             int N = random.Next(2) == 0 ? random.Next(1, 5) : random.Next(5, 90), IC = random.Next(1, 700), OC = random.Next(1, 140);
             // Half the shapes in whole 16-byte words, as the models' are: kernels may load those differently.
             if (random.Next(2) == 0) (IC, OC) = ((IC + 3) / 4 * 4, (OC + 3) / 4 * 4);
-            var epilogue = (MatMulEpilogue)random.Next(3);
+            var epilogue = ProjectionReference.Epilogues[random.Next(ProjectionReference.Epilogues.Length)];
             var x = Numerics.RandomFloats(random, N * IC);
             var w = Numerics.RandomFloats(random, IC * OC);
             var b = Numerics.RandomFloats(random, OC);
@@ -119,7 +119,7 @@ public class BackendConformanceTests
         foreach (var random in Cases(10))
         {
             int N = random.Next(2) == 0 ? random.Next(1, 5) : random.Next(5, 30), IC = random.Next(1, 700), OC = random.Next(1, 140);
-            var epilogue = (MatMulEpilogue)random.Next(3);
+            var epilogue = ProjectionReference.Epilogues[random.Next(ProjectionReference.Epilogues.Length)];
             var x = Numerics.RandomFloats(random, N * IC, 3f);
             var g = Numerics.RandomFloats(random, IC);
             var beta = Numerics.RandomFloats(random, IC);

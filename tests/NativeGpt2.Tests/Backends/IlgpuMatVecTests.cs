@@ -33,7 +33,7 @@ public class IlgpuMatVecTests
             // Inputs from under one chunk to a dozen, whole chunks or not; outputs that leave a partial block of 8 or 16.
             int N = random.Next(1, MatMulKernels.MaxMatVecRows + 1), IC = random.Next(1, 13) * MatMulKernels.Chunk - (random.Next(2) == 0 ? 0 : random.Next(1, 60));
             var OC = random.Next(1, 90);
-            var epilogue = (MatMulEpilogue)random.Next(3);
+            var epilogue = ProjectionReference.Epilogues[random.Next(ProjectionReference.Epilogues.Length)];
             var normalize = random.Next(2) == 0;
             var x = Numerics.RandomFloats(random, N * IC, 3f);
             var g = Numerics.RandomFloats(random, IC);

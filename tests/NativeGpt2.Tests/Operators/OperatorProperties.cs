@@ -38,7 +38,7 @@ public class OperatorProperties
     [Property(MaxTest = 300)]
     public Property MatMul_equals_the_naive_triple_loop_at_every_width_and_format() =>
         Prop.ForAll((from n in Size() from ic in Size() from oc in Size(80) from seed in Seed from width in Width from format in Format
-                     from epilogue in Gen.Elements(MatMulEpilogue.Bias, MatMulEpilogue.BiasGelu, MatMulEpilogue.Residual)
+                     from epilogue in Gen.Elements(ProjectionReference.Epilogues)
                      select (n, ic, oc, seed, width, format, epilogue)).ToArbitrary(), c =>
         {
             var (n, ic, oc, seed, width, format, epilogue) = c;
@@ -51,7 +51,7 @@ public class OperatorProperties
             MatMul.Reference(expected, input, values, bias, n, ic, oc);
             for (var i = 0; i < expected.Length; i++)
             {
-                if (epilogue == MatMulEpilogue.BiasGelu) Gelu.Reference(expected.AsSpan(i, 1), [expected[i]]);
+                if (epilogue.Activation() is { } activation) expected[i] = (float)Activations.Reference(expected[i], activation);
                 if (epilogue == MatMulEpilogue.Residual) expected[i] += residual[i];
             }
             var actual = (float[])residual.Clone();
@@ -84,7 +84,7 @@ public class OperatorProperties
     [Property(MaxTest = 120)]
     public Property MatMul_decoding_a_wide_matrix_equals_the_reference_and_the_same_row_in_a_batch() =>
         Prop.ForAll((from ic in Size(100) from oc in Gen.Choose(100, 300) from seed in Seed from width in Width from format in Format
-                     from epilogue in Gen.Elements(MatMulEpilogue.Bias, MatMulEpilogue.BiasGelu, MatMulEpilogue.Residual)
+                     from epilogue in Gen.Elements(ProjectionReference.Epilogues)
                      select (ic, oc, seed, width, format, epilogue)).ToArbitrary(), c =>
         {
             // One row of 16-bit weights reads four panels side by side (and the panels left over, and a partial last
@@ -109,7 +109,7 @@ public class OperatorProperties
             MatMul.Reference(expected, input.AsSpan(row * ic, ic), values, bias, 1, ic, oc);
             for (var i = 0; i < oc; i++)
             {
-                if (epilogue == MatMulEpilogue.BiasGelu) Gelu.Reference(expected.AsSpan(i, 1), [expected[i]]);
+                if (epilogue.Activation() is { } activation) expected[i] = (float)Activations.Reference(expected[i], activation);
                 if (epilogue == MatMulEpilogue.Residual) expected[i] += residual[row * oc + i];
             }
             Numerics.AssertClose(expected, alone, Tolerances.OperatorRelative * Math.Sqrt(ic), $"decoding matmul {width} {format} {epilogue} IC={ic} OC={oc}");
@@ -323,26 +323,62 @@ public class OperatorProperties
             Assert.InRange(variance, 1 - 1e-4 - 2 * cancellation, 1 + 1e-4 + 2 * cancellation);
         });
 
-    [Property(MaxTest = 200)]
-    public Property Gelu_equals_reference() =>
-        Prop.ForAll((from n in Gen.Choose(1, 9000) from seed in Seed from width in Width select (n, seed, width)).ToArbitrary(), c =>
+    [Property(MaxTest = 300)]
+    public Property Activations_equal_reference() =>
+        Prop.ForAll((from n in Gen.Choose(1, 9000) from seed in Seed from width in Width from activation in Gen.Elements(Enum.GetValues<MlpActivation>())
+                     select (n, seed, width, activation)).ToArbitrary(), c =>
         {
-            var (n, seed, width) = c;
+            var (n, seed, width, activation) = c;
             var random = new Random(seed);
-            // Mostly the model's range, some far out where e^(-2u) clamps.
+            // Mostly the model's range, some far out where the exponentials clamp.
             var input = Numerics.RandomFloats(random, n, 6f);
             for (var i = 0; i < n; i += 50) input[i] *= 20f;
             var expected = new float[n];
             var actual = new float[n];
-            Gelu.Reference(expected, input);
-            Gelu.Forward(actual, input, width);
-            Numerics.AssertClose(expected, actual, Tolerances.OperatorRelative, $"gelu N={n} {width}");
+            Activations.Reference(expected, input, activation);
+            Activations.Forward(actual, input, activation, width);
+            Numerics.AssertClose(expected, actual, Tolerances.OperatorRelative, $"{activation} N={n} {width}");
 
             // The same per element at every width, wherever the element falls (vector or tail).
             var scalar = new float[n];
-            Gelu.Forward(scalar, input, VectorWidth.Scalar);
+            Activations.Forward(scalar, input, activation, VectorWidth.Scalar);
             Assert.Equal(scalar, actual);
         });
+
+    /// <summary>Values from C's erfc (Python's math.erfc); the exact GELU below is 0.5·x·erfc(−x/√2) by the same.</summary>
+    [Theory]
+    [InlineData(0.5, 0.4795001221869535)]
+    [InlineData(1.0, 0.15729920705028513)]
+    [InlineData(2.0, 0.004677734981047265)]
+    [InlineData(2.5, 4.069520174449589e-4)]
+    [InlineData(3.0, 2.2090496998585438e-5)]
+    [InlineData(5.0, 1.5374597944280351e-12)]
+    [InlineData(-1.0, 1.842700792949715)]
+    public void Erfc_reference_matches_an_independent_one(double z, double erfc) =>
+        Assert.Equal(erfc, Activations.Erfc(z), erfc * 1e-13);
+
+    [Theory]
+    [InlineData(1.0, 0.8413447460685429)]
+    [InlineData(-1.0, -0.15865525393145707)]
+    [InlineData(-3.0, -0.004049694094890287)]
+    [InlineData(-5.0, -1.4332578593959731e-6)]
+    [InlineData(-8.0, -4.9767684594174555e-15)]
+    [InlineData(4.0, 3.9998733150326675)]
+    public void Exact_gelu_keeps_its_relative_accuracy_far_out_at_every_width(double x, double gelu)
+    {
+        // x·Φ(x): on the negative side each value is a product, not 1 − erf(…) cancelling.
+        Assert.Equal(gelu, Activations.Reference(x, MlpActivation.Gelu), Math.Abs(gelu) * 1e-12);
+        foreach (var width in new[] { VectorWidth.Vector512, VectorWidth.Vector256, VectorWidth.Scalar })
+        {
+            var input = Enumerable.Repeat((float)x, 19).ToArray();
+            var actual = new float[input.Length];
+            Activations.Forward(actual, input, MlpActivation.Gelu, width);
+            Assert.All(actual, v => Assert.Equal(gelu, v, Math.Abs(gelu) * 1e-6));
+        }
+        var infinite = new float[16];
+        Activations.Forward(infinite, Enumerable.Repeat(float.PositiveInfinity, 16).ToArray(), MlpActivation.Gelu, VectorWidth.Vector256);
+        Assert.All(infinite, v => Assert.Equal(float.PositiveInfinity, v));
+    }
 
     [Property(MaxTest = 200)]
     public Property Softmax_rows_sum_to_1_and_equal_reference() =>

@@ -54,11 +54,17 @@ public class ConfigRulesTests
     }
 
     [Theory]
-    [InlineData("relu")]
-    [InlineData("gelu")]
-    [InlineData("swish")]
-    public void Unknown_or_unsupported_activation(string activation) =>
-        Assert.Contains("gelu_new", Rejects(c => c["activation_function"] = activation, "activation_function").Message);
+    [InlineData("gelu_10")]
+    [InlineData("tanh")]
+    [InlineData("Gelu_New")]
+    [InlineData("")]
+    public void Unknown_or_unsupported_activation(string activation)
+    {
+        var message = Rejects(c => c["activation_function"] = activation, "activation_function").Message;
+        Assert.Contains($"'{activation}' is not supported", message);
+        Assert.Contains("gelu_new", message);
+        Assert.Contains("quick_gelu", message);
+    }
 
     [Theory]
     [InlineData("n_embd", "\"32\"")]

@@ -6,22 +6,21 @@ namespace NativeGpt2.Tests.Support;
 /// <summary>What a projection with an epilogue must give: the double-precision operator references, then the epilogue.</summary>
 public static class ProjectionReference
 {
+    /// <summary>Every epilogue: bias only, each activation, the residual add.</summary>
+    public static MatMulEpilogue[] Epilogues { get; } = Enum.GetValues<MatMulEpilogue>();
+
     /// <summary>
-    /// x (N, IC) · w (IC, OC) + b by <see cref="MatMul.Reference"/>, then GELU (<see cref="Gelu.Reference"/>) or the add to
+    /// x (N, IC) · w (IC, OC) + b by <see cref="MatMul.Reference"/>, then the activation (<see cref="Activations.Reference(double, MlpActivation)"/>) or the add to
     /// <paramref name="residual"/> (N, OC) that the epilogue asks for.
     /// </summary>
     public static float[] Expected(float[] x, float[] w, float[] b, float[] residual, int N, int IC, int OC, MatMulEpilogue epilogue)
     {
         var expected = new float[N * OC];
         MatMul.Reference(expected, x, w, b, N, IC, OC);
-        switch (epilogue)
+        if (epilogue.Activation() is { } activation) Activations.Reference(expected, expected, activation);
+        if (epilogue == MatMulEpilogue.Residual)
         {
-            case MatMulEpilogue.BiasGelu:
-                Gelu.Reference(expected, expected);
-                break;
-            case MatMulEpilogue.Residual:
-                for (var i = 0; i < expected.Length; i++) expected[i] = (float)((double)residual[i] + expected[i]);
-                break;
+            for (var i = 0; i < expected.Length; i++) expected[i] = (float)((double)residual[i] + expected[i]);
         }
         return expected;
     }
