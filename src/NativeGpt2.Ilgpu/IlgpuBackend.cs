@@ -455,6 +455,11 @@ public sealed class IlgpuBackend : IBackend
         _add(Threads(count), View(output), View(a), View(b), (int)count);
 
     /// <inheritdoc />
+    public string? CannotRun(Gpt2Config config) => config.HeadSize > AttentionKernel.MaxHeadSize
+        ? $"heads of {config.HeadSize} channels (n_embd {config.EmbeddingSize} / n_head {config.HeadCount}) exceed {AttentionKernel.MaxHeadSize}, the most its attention kernels hold; use the cpu backend"
+        : null;
+
+    /// <inheritdoc />
     public void Attention(DeviceBuffer<float> output, DeviceBuffer<float>? probabilities, DeviceBuffer<float> qkv,
         DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> keyMask,
         int B, int T, int past, int Tmax, int NH, int HS, float scale)

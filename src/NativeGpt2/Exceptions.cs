@@ -101,8 +101,9 @@ public sealed class HubConfigurationException(string setting, string problem)
 }
 
 /// <summary>
-/// The backend asked for cannot run here: <c>cuda</c> without a CUDA device or driver, or a backend name
-/// whose package is not installed. <see cref="Backend"/> names it.
+/// The backend asked for cannot run here: <c>cuda</c> without a CUDA device or driver, a backend name
+/// whose package is not installed, or a model it cannot run (ILGPU's attention kernels hold heads of up to 128
+/// channels). <see cref="Backend"/> names it.
 /// </summary>
 public sealed class BackendUnavailableException(string backend, string problem, Exception? innerException = null)
     : NativeGpt2Exception($"backend '{backend}': {problem}", innerException)

@@ -47,12 +47,14 @@ public sealed partial class Gpt2CausalLM : IDisposable
     /// Builds a model on <paramref name="backend"/>: the weights are handed to it once, here. With
     /// <paramref name="ownsBackend"/>, disposing the model disposes the backend.
     /// </summary>
+    /// <exception cref="BackendUnavailableException">The backend cannot run a model of this shape (<see cref="IBackend.CannotRun"/>).</exception>
     public Gpt2CausalLM(Gpt2Config config, Gpt2Weights weights, Gpt2Tokenizer? tokenizer, string source, IBackend backend, bool ownsBackend)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(weights);
         ArgumentNullException.ThrowIfNull(backend);
         CheckShapes(config, weights);
+        if (backend.CannotRun(config) is { } reason) throw new BackendUnavailableException(backend.Name, reason);
         if (tokenizer is not null && !tokenizer.FitsModelOf(config.VocabSize))
             throw new ModelFormatException(source, "vocab_size", $"config.json says {config.VocabSize} tokens but the tokenizer has {tokenizer.VocabSize}");
         Config = config;
@@ -121,6 +123,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
     /// <exception cref="ModelNotFoundException">The spec names no loadable model.</exception>
     /// <exception cref="ModelFormatException">A file is malformed or does not fit the config.</exception>
     /// <exception cref="ModelDownloadException">A hub download failed.</exception>
+    /// <exception cref="BackendUnavailableException">The backend cannot run here, or cannot run this model.</exception>
     public static Gpt2CausalLM Load(string spec, ModelLoadOptions? options = null) =>
         LoadAsync(spec, options).GetAwaiter().GetResult();
 

@@ -23,6 +23,12 @@ public interface IBackend : IDisposable
     /// <summary>One line for the load log: the device, its memory and capability, or the CPU's vector width and threads.</summary>
     string Description { get; }
 
+    /// <summary>
+    /// Why this backend cannot run a model of <paramref name="config"/>'s shape (one line, with what to do instead), or
+    /// null when it can. Asked once, before the weights are handed over.
+    /// </summary>
+    string? CannotRun(Gpt2Config config) => null;
+
     /// <summary>Makes the backend usable on this thread for one pass; dispose the scope when the pass is done.</summary>
     IDisposable Enter();
 
