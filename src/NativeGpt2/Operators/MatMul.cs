@@ -18,9 +18,10 @@ namespace NativeGpt2.Operators;
 /// 16 or 8 bits in the registers), broadcasts six inputs and issues twelve fused multiply-adds. Work items
 /// are (panel, block of rows): a panel of 32 columns × IC rows streams through the cache once per block.
 /// Two to five rows left over in a block run the same tile on a copy padded with zero rows; a lone row its
-/// own loop (with Vector256, the panel's 32 columns in four registers, one pass), asking for the panel 8 KB ahead. A
-/// decoding step (one row) of 16-bit weights reads four panels side by side instead, eight sums in flight, and asks for
-/// the rows 2 KB ahead (<see cref="IPanelView.Prefetch"/>).</para>
+/// own loop (with Vector256, the panel's 32 columns in four registers, one pass), asking for the panel 8 KB ahead, in
+/// every format; so do up to five rows of 16-bit weights. A decoding step (one row) of 16-bit weights with Vector512
+/// reads four panels side by side instead, eight sums in flight, and asks for the rows 2 KB ahead in each
+/// (<see cref="IPanelView.Prefetch"/>).</para>
 /// <para>Every output is computed the same way whatever tile, width or batch computes it: start from the
 /// bias and add x[n, i] · w[i, o] for i = 0, 1, … with one fused multiply-add each. So batched generation
 /// equals one-by-one generation, and the three widths give identical results.</para>
@@ -35,12 +36,9 @@ internal static class MatMul
     // Rows per work item when there are many: a multiple of the tile, small enough to spread N = 128 over the cores.
     private const int RowBlock = 48;
 
-    /// <summary>
-    /// How far ahead the pass that streams a panel from memory asks for it (<see cref="IPanelView.PrefetchRows"/>):
-    /// float32 and 8-bit panels; 16-bit ones are widened first or, decoding, read four panels side by side.
-    /// </summary>
-    private static int StreamAhead<P>(P panels) where P : struct, IPanelView =>
-        typeof(P) == typeof(Panels<float, Float32Widening>) || typeof(P) == typeof(Q8Panels) ? panels.PrefetchRows : 0;
+    /// <summary>Whether <typeparamref name="P"/> holds 16-bit values (float16, bfloat16).</summary>
+    private static bool Holds16Bits<P>() where P : struct, IPanelView =>
+        typeof(P) != typeof(Panels<float, Float32Widening>) && typeof(P) != typeof(Q8Panels);
 
     /// <summary>Runs the matmul on the weight's format at the given SIMD width, spread over the cores.</summary>
     public static void Forward(Memory<float> output, ReadOnlyMemory<float> input, WeightData weight, ReadOnlyMemory<float> bias,
@@ -77,13 +75,14 @@ internal static class MatMul
         var fullPanels = OC / WeightData.PanelWidth;
         var rowBlock = N <= RowBlock ? N : RowBlock;
         var rowBlocks = (N + rowBlock - 1) / rowBlock;
-        if (N == 1 && typeof(P) != typeof(Panels<float, Float32Widening>) && typeof(P) != typeof(Q8Panels))
+        if (N == 1 && Holds16Bits<P>() && typeof(V) != typeof(Simd256))
         {
-            // Decoding 16-bit weights: four panels side by side, eight sums in flight, asking for the rows they will
-            // read next. Widening costs instructions per byte, and one panel at a time left these formats at 60-70 %
-            // of the machine's read rate (and 4-10 % slower than this in the latest turns). Float32 and 8-bit panels
-            // take the per-panel path below: one stream per thread reads fastest (float32 54-56 GB/s where four panels
-            // side by side read 45; q8 decoding in the model 281-287 → 312-324 tokens/s, 73-76 → 82 % of the read rate).
+            // Decoding 16-bit weights with Vector512: four panels side by side, eight sums in flight, asking for the rows
+            // they will read next. One panel at a time has two sums in flight there, and from cache it ran 20-40 % slower
+            // (from memory alike). Vector256 takes a panel in four registers (Tile1Of4), and there one panel at a time,
+            // 8 KB ahead, read 25-40 % faster from memory than this. Float32 and 8-bit panels take the per-panel path
+            // below: one stream per thread reads fastest (float32 54-56 GB/s where four panels side by side read 45;
+            // q8 decoding in the model 281-287 → 312-324 tokens/s, 73-76 → 82 % of the read rate).
             var groups = (panelCount + PanelsSideBySide - 1) / PanelsSideBySide;
             Parallelism.For(groups, (long)PanelsSideBySide * IC * WeightData.PanelWidth, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
             {
@@ -122,7 +121,7 @@ internal static class MatMul
                         IC * panels.BlockBytes, (N + TileRows - 1) / TileRows);
                     Panel<V, Panels<float, Float32Widening>>(new(widened, IC), 0, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, ahead: 0, next);
                 }
-                else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, StreamAhead(panels));
+                else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, panels.PrefetchRows);
             }
             if (widened is not null) ArrayPool<float>.Shared.Return(widened);
         });
@@ -152,7 +151,7 @@ internal static class MatMul
             V a6 = V.Load(ref Unsafe.Add(ref b, 3 * W + c)), a7 = V.Load(ref Unsafe.Add(ref b, 3 * W + c + V.Count));
             // The pass over the first columns reads the blocks from memory and asks for them ahead; a second pass
             // (Vector256: 16 of the 32 columns each) finds them in cache.
-            nint ahead = c == 0 ? panels.PrefetchRows * step : 0;
+            nint ahead = c == 0 ? panels.PrefetchRows / PanelsSideBySide * step : 0;
             // Row 0 of each panel; row k is `offset` bytes on (so no reference ever points past a panel's end).
             ref var p0 = ref panels.At(first, c);
             ref var p1 = ref Unsafe.Add(ref p0, panelBytes);
