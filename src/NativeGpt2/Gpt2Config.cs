@@ -75,8 +75,17 @@ public sealed record Gpt2Config
     /// <summary>Beginning-of-sequence token id (<c>bos_token_id</c>), if any.</summary>
     public int? BosTokenId { get; init; }
 
-    /// <summary>End-of-sequence token id (<c>eos_token_id</c>), if any.</summary>
+    /// <summary>End-of-sequence token id (<c>eos_token_id</c>, the first when it is a list), if any: where an empty prompt starts.</summary>
     public int? EosTokenId { get; init; }
+
+    /// <summary>
+    /// Further ids that end a sequence as <see cref="EosTokenId"/> does: the rest of <c>eos_token_id</c> when config.json
+    /// gives a list, as transformers allows (generation stops at any of them).
+    /// </summary>
+    public IReadOnlyList<int> AdditionalEosTokenIds { get; init; } = [];
+
+    /// <summary>The most ids <c>eos_token_id</c> may list.</summary>
+    public const int MaxEosTokenIds = 64;
 
     /// <summary>HS: channels per attention head.</summary>
     public int HeadSize => EmbeddingSize / HeadCount;
@@ -149,6 +158,7 @@ public sealed record Gpt2Config
                 throw new ModelFormatException(path, "add_cross_attention", "true is not supported (only GPT-2's default, false): cross-attention needs an encoder");
 
             var c = reader.Int("n_embd");
+            var eos = reader.IntOrInts("eos_token_id", MaxEosTokenIds);
             var config = new Gpt2Config
             {
                 VocabSize = reader.Int("vocab_size"),
@@ -164,7 +174,8 @@ public sealed record Gpt2Config
                 ScaleAttentionWeights = reader.Bool("scale_attn_weights") ?? true,
                 ScaleAttentionByInverseLayerIndex = reader.Bool("scale_attn_by_inverse_layer_idx") ?? false,
                 BosTokenId = reader.Int("bos_token_id", required: false),
-                EosTokenId = reader.Int("eos_token_id", required: false),
+                EosTokenId = eos.Count > 0 ? eos[0] : null,
+                AdditionalEosTokenIds = eos.Skip(1).Where(id => id != eos[0]).Distinct().ToArray(),
             };
             config.Validate(path);
             return config;
@@ -200,7 +211,10 @@ public sealed record Gpt2Config
             throw new ModelFormatException(source, "n_embd", $"the [{EmbeddingSize}, {3 * EmbeddingSize}] attention weight exceeds the largest .NET array");
         if (ParameterCount > MaxParameterCount)
             throw new ModelFormatException(source, null, $"{ParameterCount} parameters exceed the limit of {MaxParameterCount}");
-        foreach (var (field, id) in new[] { ("bos_token_id", BosTokenId), ("eos_token_id", EosTokenId) })
+        if (AdditionalEosTokenIds is null || AdditionalEosTokenIds.Count > MaxEosTokenIds)
+            throw new ModelFormatException(source, "eos_token_id", $"must list between 1 and {MaxEosTokenIds} ids");
+        foreach (var (field, id) in new[] { ("bos_token_id", BosTokenId), ("eos_token_id", EosTokenId) }
+                     .Concat(AdditionalEosTokenIds.Select(id => ("eos_token_id", (int?)id))))
         {
             if (id is { } value && (value < 0 || value >= VocabSize))
                 throw new ModelFormatException(source, field, $"{value} is outside the vocabulary [0, {VocabSize})");
@@ -228,6 +242,25 @@ public sealed record Gpt2Config
             // A value like 768.0 is an integer written as a float; anything else is not.
             if (value.TryGetDouble(out var d) && d == Math.Floor(d) && d is >= int.MinValue and <= int.MaxValue) return (int)d;
             throw new ModelFormatException(path, name, $"must be a 32-bit integer, found {value.GetRawText()}");
+        }
+
+        /// <summary>An integer, or a list of at most <paramref name="max"/> of them (empty when absent or null).</summary>
+        public IReadOnlyList<int> IntOrInts(string name, int max)
+        {
+            if (!root.TryGetProperty(name, out var value) || value.ValueKind != JsonValueKind.Array)
+                return Int(name, required: false) is { } single ? [single] : [];
+            var count = value.GetArrayLength();
+            if (count == 0 || count > max)
+                throw new ModelFormatException(path, name, $"must list between 1 and {max} ids, found {count}");
+            var ids = new int[count];
+            var i = 0;
+            foreach (var item in value.EnumerateArray())
+            {
+                if (item.ValueKind != JsonValueKind.Number || !item.TryGetInt32(out ids[i]))
+                    throw new ModelFormatException(path, name, $"must be an integer or a list of integers, found {item.GetRawText()} at index {i}");
+                i++;
+            }
+            return ids;
         }
 
         public double? Double(string name)

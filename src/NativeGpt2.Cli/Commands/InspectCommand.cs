@@ -30,7 +30,7 @@ internal static class InspectCommand
         o.WriteLine($"parameters    {c.ParameterCount.ToString("N0", n)}");
         o.WriteLine($"head          {(d.IsTied ? "tied: logits = hidden · wteᵀ (wte read in place)" : "untied: its own lm_head.weight")}");
         o.WriteLine($"dtypes        {string.Join(", ", d.WeightDTypes)}");
-        o.WriteLine($"special ids   bos={c.BosTokenId?.ToString(n) ?? "none"}  eos={c.EosTokenId?.ToString(n) ?? "none"}");
+        o.WriteLine($"special ids   bos={c.BosTokenId?.ToString(n) ?? "none"}  eos={(c.EosTokenId is null ? "none" : string.Join(",", c.AdditionalEosTokenIds.Prepend(c.EosTokenId.Value).Select(id => id.ToString(n))))}");
         foreach (var (file, bytes) in d.Files)
             o.WriteLine($"file          {file} ({bytes.ToString("N0", n)} bytes)");
         o.WriteLine();

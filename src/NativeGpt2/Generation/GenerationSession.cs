@@ -142,7 +142,7 @@ internal sealed class GenerationSession : IDisposable
             if (_options.LogProbs is { } top) row.LogProbs!.Add(Sampler.LogProbs(LogitsOf(b), id, top));
             row.Tokens.Add(id);
             row.Generated.Add(id);
-            if (_options.StopAtEndOfText && id == _endOfText)
+            if (_options.StopAtEndOfText && (id == _endOfText || _model.Config.AdditionalEosTokenIds.Contains(id)))
                 Finish(row, FinishReason.EndOfText);
             else
             {

@@ -152,6 +152,44 @@ public class ConfigRulesTests
     [Fact]
     public void Special_token_ids_outside_the_vocabulary() => Rejects(c => c["eos_token_id"] = 512, "eos_token_id");
 
+    [Theory]
+    [InlineData("[]", "between 1 and 64")]
+    [InlineData("[5, \"x\"]", "at index 1")]
+    [InlineData("[5, 1.5]", "at index 1")]
+    [InlineData("[5, 512]", "outside the vocabulary")]
+    [InlineData("{\"id\": 5}", "must be an integer")]
+    public void A_malformed_list_of_end_ids(string json, string problem) =>
+        Assert.Contains(problem, Rejects(c => c["eos_token_id"] = JsonNode.Parse(json), "eos_token_id").Message);
+
+    [Fact]
+    public void Too_many_end_ids() =>
+        Assert.Contains("between 1 and 64", Rejects(c => c["eos_token_id"] = new JsonArray(Enumerable.Range(0, 65).Select(i => (JsonNode?)i).ToArray()), "eos_token_id").Message);
+
+    [Fact]
+    public void A_list_of_end_ids_ends_generation_at_any_of_them()
+    {
+        // transformers lets eos_token_id be a list; the first is where an empty prompt starts, and any ends a sequence.
+        int[] prompt = [5, 17, 301];
+        var greedy = new GenerationOptions { Greedy = true, MaxNewTokens = 8 };
+        var free = Models.Get("tiny").GenerateIds(prompt, greedy);
+        Assert.Equal(FinishReason.Length, free.FinishReason);
+        // The first generated token becomes a second end id.
+        const int at = 0;
+        var end = free.GeneratedIds[at];
+        Assert.NotEqual(511, end);
+
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        builder.Config["eos_token_id"] = new JsonArray(511, end, 511);
+        using var model = Gpt2CausalLM.Load(builder.WriteTo(temp.Path), new ModelLoadOptions { Backend = "cpu" });
+        Assert.Equal(511, model.Config.EosTokenId);
+        Assert.Equal([end], model.Config.AdditionalEosTokenIds);
+        var stopped = model.GenerateIds(prompt, greedy);
+        Assert.Equal(FinishReason.EndOfText, stopped.FinishReason);
+        Assert.Equal(free.GeneratedIds.Take(at + 1), stopped.GeneratedIds);
+        Assert.Equal(free.GeneratedIds, model.GenerateIds(prompt, greedy with { StopAtEndOfText = false }).GeneratedIds);
+    }
+
     [Fact]
     public void Malformed_json_names_the_file()
     {
