@@ -161,8 +161,9 @@ internal static partial class CheckpointLoader
                 var hint = name is "wte.weight" or "lm_head.weight" ? $" (config vocab_size {config.VocabSize}, n_embd {config.EmbeddingSize})" : "";
                 problems.Add($"{name}: shape {found.Info.ShapeText} in {Path.GetFileName(found.File.Path)}, expected {shapeText}{hint}");
             }
-            if (found.Info.DType is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16))
-                problems.Add($"{name}: dtype {found.Info.DType} is not F32, F16 or BF16");
+            // F64 (a model saved after .double(), as float64 references are computed) is rounded to float32 as it is read.
+            if (found.Info.DType is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16 or SafetensorsDType.F64))
+                problems.Add($"{name}: dtype {found.Info.DType} is not F32, F16, BF16 or F64");
         }
         if (problems.Count > 0)
             throw new CheckpointMismatchException(directory, problems);

@@ -187,6 +187,23 @@ public class CheckpointLoadingTests
     }
 
     [Fact]
+    public void Float64_weights_load_rounded_to_float32()
+    {
+        // tiny's float32 weights written as float64 (a model saved after .double()): exactly the same model.
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        foreach (var tensor in builder.Tensors.ToList())
+        {
+            var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(tensor.Data.AsSpan()).ToArray().Select(v => (double)v).ToArray();
+            builder.Remove(tensor.Name).Add(tensor.Name, SafetensorsDType.F64, tensor.Shape,
+                System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
+        }
+        using var model = Gpt2CausalLM.Load(builder.WriteTo(temp.Path), new ModelLoadOptions { Backend = "cpu" });
+        int[] ids = [5, 17, 301, 42];
+        Assert.Equal(Models.Get("tiny").Forward(TokenBatch.FromIds(ids)).Logits.Data, model.Forward(TokenBatch.FromIds(ids)).Logits.Data);
+    }
+
+    [Fact]
     public void Integer_weights_are_rejected_by_dtype()
     {
         using var temp = new TempDirectory();
