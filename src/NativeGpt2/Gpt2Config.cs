@@ -103,8 +103,8 @@ public sealed record Gpt2Config
         }
     }
 
-    /// <summary>The <c>activation_function</c> names this engine computes (<see cref="MlpActivations.ByName"/>).</summary>
-    public static IReadOnlyList<string> SupportedActivations { get; } = [.. MlpActivations.ByName.Keys];
+    /// <summary>The <c>activation_function</c> names this engine computes (<see cref="MlpActivations.Supported"/>), GPT-2's first.</summary>
+    public static IReadOnlyList<string> SupportedActivations { get; } = [.. MlpActivations.Supported.Select(s => s.Name)];
 
     /// <summary>GPT-2 small (124M): 768 channels, 12 layers, 12 heads.</summary>
     public static Gpt2Config Gpt2Small => Preset(768, 12, 12);

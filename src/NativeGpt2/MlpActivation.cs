@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using NativeGpt2.Backends;
 
 namespace NativeGpt2;
@@ -25,22 +26,26 @@ public enum MlpActivation
 public static class MlpActivations
 {
     /// <summary>
-    /// Each supported name and what it computes. transformers' <c>gelu_new</c>, <c>gelu_pytorch_tanh</c>,
+    /// Each supported name, GPT-2's first, and what it computes. transformers' <c>gelu_new</c>, <c>gelu_pytorch_tanh</c>,
     /// <c>gelu_fast</c> and <c>gelu_accurate</c> all write the same tanh formula; <c>gelu</c> and <c>gelu_python</c> the erf.
     /// </summary>
-    public static IReadOnlyDictionary<string, MlpActivation> ByName { get; } = new Dictionary<string, MlpActivation>(StringComparer.Ordinal)
-    {
-        ["gelu_new"] = MlpActivation.GeluTanh,
-        ["gelu_pytorch_tanh"] = MlpActivation.GeluTanh,
-        ["gelu_fast"] = MlpActivation.GeluTanh,
-        ["gelu_accurate"] = MlpActivation.GeluTanh,
-        ["gelu"] = MlpActivation.Gelu,
-        ["gelu_python"] = MlpActivation.Gelu,
-        ["relu"] = MlpActivation.Relu,
-        ["silu"] = MlpActivation.Silu,
-        ["swish"] = MlpActivation.Silu,
-        ["quick_gelu"] = MlpActivation.QuickGelu,
-    };
+    public static IReadOnlyList<(string Name, MlpActivation Activation)> Supported { get; } =
+    [
+        ("gelu_new", MlpActivation.GeluTanh),
+        ("gelu_pytorch_tanh", MlpActivation.GeluTanh),
+        ("gelu_fast", MlpActivation.GeluTanh),
+        ("gelu_accurate", MlpActivation.GeluTanh),
+        ("gelu", MlpActivation.Gelu),
+        ("gelu_python", MlpActivation.Gelu),
+        ("relu", MlpActivation.Relu),
+        ("silu", MlpActivation.Silu),
+        ("swish", MlpActivation.Silu),
+        ("quick_gelu", MlpActivation.QuickGelu),
+    ];
+
+    /// <summary><see cref="Supported"/> by name (case-sensitive, as transformers reads it).</summary>
+    public static IReadOnlyDictionary<string, MlpActivation> ByName { get; } =
+        Supported.ToFrozenDictionary(s => s.Name, s => s.Activation, StringComparer.Ordinal);
 
     /// <summary>The matmul epilogue that adds the bias and applies <paramref name="activation"/>.</summary>
     public static MatMulEpilogue Epilogue(this MlpActivation activation) => activation switch

@@ -18,7 +18,7 @@ public class ActivationFunctionTests
         get
         {
             var cases = new TheoryData<string, string>();
-            foreach (var name in MlpActivations.ByName.Keys)
+            foreach (var (name, _) in MlpActivations.Supported)
                 foreach (var backend in new[] { TestBackends.Cpu, TestBackends.IlgpuCpu, TestBackends.Cuda }) cases.Add(name, backend);
             return cases;
         }
