@@ -153,9 +153,28 @@ public sealed partial class Gpt2CausalLM : IDisposable
             else
             {
                 var directory = await ModelSpec.ResolveDirectoryAsync(spec, options, cancellationToken).ConfigureAwait(false);
-                // The tokenizer first: it is cheap, and a malformed one should fail before the weights are read.
-                tokenizer = Gpt2Tokenizer.TryLoad(directory);
-                (config, weights) = await Task.Run(() => CheckpointLoader.Load(directory, logger, options.Progress, storage), cancellationToken).ConfigureAwait(false);
+                // The tokenizer and the weights side by side (building the tokenizer is mostly compiling its code, one
+                // thread). Its errors come first: a malformed tokenizer stops the weights between tensors and is reported.
+                using var abandon = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                var reading = Task.Run(() => CheckpointLoader.Load(directory, logger, options.Progress, storage, abandon.Token), abandon.Token);
+                try
+                {
+                    tokenizer = await Task.Run(() => Gpt2Tokenizer.TryLoad(directory), cancellationToken).ConfigureAwait(false);
+                }
+                catch
+                {
+                    await abandon.CancelAsync().ConfigureAwait(false);
+                    try
+                    {
+                        await reading.ConfigureAwait(false);
+                    }
+                    catch (Exception)
+                    {
+                        // Stopped, or failed on its own: the tokenizer's error is the one to report.
+                    }
+                    throw;
+                }
+                (config, weights) = await reading.ConfigureAwait(false);
                 if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
                     throw new ModelFormatException(Path.Combine(directory, "vocab.json"), null,
                         $"has {tokenizer.VocabSize} tokens (added tokens included) but config.json's vocab_size is {config.VocabSize}: the model has no row for the rest");

@@ -21,11 +21,13 @@ internal static partial class CheckpointLoader
 
     private const string Prefix = "transformer.";
 
-    public static (Gpt2Config Config, Gpt2Weights Weights) Load(string directory, ILogger logger, IProgress<LoadProgress>? progress, WeightStorage? storage = null) =>
+    /// <summary>The config and weights of a checkpoint directory; <paramref name="cancellationToken"/> stops it between tensors.</summary>
+    public static (Gpt2Config Config, Gpt2Weights Weights) Load(string directory, ILogger logger, IProgress<LoadProgress>? progress,
+        WeightStorage? storage = null, CancellationToken cancellationToken = default) =>
         WithCheckpoint(directory, (config, files) =>
         {
             var (tensors, duplicates) = Catalogue(files, directory);
-            return (config, Read(config, directory, tensors, duplicates, logger, progress, storage ?? WeightStorage.Plain));
+            return (config, Read(config, directory, tensors, duplicates, logger, progress, storage ?? WeightStorage.Plain, cancellationToken));
         });
 
     /// <summary>
@@ -144,7 +146,7 @@ internal static partial class CheckpointLoader
 
     private static Gpt2Weights Read(Gpt2Config config, string directory,
         Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> tensors, List<string> problems,
-        ILogger logger, IProgress<LoadProgress>? progress, WeightStorage storage)
+        ILogger logger, IProgress<LoadProgress>? progress, WeightStorage storage, CancellationToken cancellationToken)
     {
         var expected = Gpt2Weights.ExpectedTensors(config).ToList();
         var kinds = Gpt2Weights.ExpectedTensorKinds(config).ToDictionary(t => t.Name, t => t.Kind);
@@ -182,7 +184,7 @@ internal static partial class CheckpointLoader
         var order = Enumerable.Range(0, expected.Count).OrderByDescending(i => tensors[expected[i].Name].Info.ByteLength).ToArray();
         try
         {
-            Parallel.ForEach(order, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, i =>
+            Parallel.ForEach(order, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellationToken }, i =>
             {
                 var (name, shape) = expected[i];
                 var (file, info) = tensors[name];

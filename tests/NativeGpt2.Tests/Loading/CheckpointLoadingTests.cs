@@ -187,6 +187,23 @@ public class CheckpointLoadingTests
     }
 
     [Fact]
+    public void A_malformed_tokenizer_is_reported_before_the_weights_problems()
+    {
+        // The tokenizer and the weights are read side by side; the tokenizer's error is the one reported.
+        using var temp = new TempDirectory();
+        CheckpointBuilder.From(Paths.Model("gpt2-mini")).Remove("transformer.ln_f.bias").WriteTo(temp.Path);
+        File.WriteAllText(temp.File("vocab.json"), "{\"a\": 0,");
+        File.Copy(Path.Combine(Paths.Model("gpt2-mini"), "merges.txt"), temp.File("merges.txt"));
+        var error = Assert.Throws<ModelFormatException>(() => Gpt2CausalLM.Load(temp.Path, new ModelLoadOptions { Backend = "cpu" }));
+        Assert.Equal(temp.File("vocab.json"), error.FilePath);
+        // Without the tokenizer's fault, the weights' is reported.
+        File.Delete(temp.File("vocab.json"));
+        File.Delete(temp.File("merges.txt"));
+        Assert.Contains(Assert.Throws<CheckpointMismatchException>(() => Gpt2CausalLM.Load(temp.Path, new ModelLoadOptions { Backend = "cpu" })).Problems,
+            p => p.StartsWith("ln_f.bias"));
+    }
+
+    [Fact]
     public void Float64_weights_load_rounded_to_float32()
     {
         // tiny's float32 weights written as float64 (a model saved after .double()): exactly the same model.
