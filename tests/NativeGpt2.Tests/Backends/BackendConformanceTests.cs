@@ -160,6 +160,22 @@ public class BackendConformanceTests
 
     [SkippableTheory]
     [MemberData(nameof(Backends))]
+    public void An_epilogue_that_is_not_one_is_refused(string name)
+    {
+        var backend = Prepare(name);
+        var (x, w, b) = Projection();
+        const int N = ProjectionRows, IC = ProjectionInputs, OC = ProjectionOutputs;
+        using var scope = backend.Enter();
+        using var weight = backend.PrepareMatrix(new Weight("w", [IC, OC], w));
+        using var bias = backend.Upload(b);
+        using var input = backend.Upload(x);
+        using var output = backend.Allocate<float>(N * OC);
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => backend.MatMul(output, input, weight, bias, N, IC, OC, (MatMulEpilogue)99));
+        Assert.Equal("epilogue", error.ParamName);
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
     public void Repeated_passes_give_the_same_output_across_garbage_collections(string name)
     {
         // Host arrays must stay put while a copy uses their address: ILGPU copies to and from raw addresses, and a
