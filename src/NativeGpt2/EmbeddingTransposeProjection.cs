@@ -74,7 +74,8 @@ public sealed class EmbeddingTransposeProjection
     private FloatTensor Forward(FloatTensor hidden, IReadOnlyList<int> positions, int B, int T)
     {
         var rows = Rows(positions, B, T);
-        var logits = new float[CheckLogitCount(rows.Length)];
+        // Every element is written (by the head, or by the copy back from a device), so it need not be cleared first.
+        var logits = GC.AllocateUninitializedArray<float>((int)CheckLogitCount(rows.Length));
         using var call = _lifetime.Enter();
         using var scope = _backend.Enter();
         using var input = _backend.Upload(hidden.Data);
