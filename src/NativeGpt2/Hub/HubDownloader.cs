@@ -38,6 +38,9 @@ internal sealed class HubDownloader(HttpClient client, string endpoint, string r
 
         foreach (var optional in new[] { "generation_config.json", "vocab.json", "merges.txt", Tokenization.Gpt2Tokenizer.AddedTokensFile })
             await EnsureAsync(optional, snapshot, staging, cancellationToken).ConfigureAwait(false);
+        // A repository without vocab.json may have its tokenizer in tokenizer.json alone (PreTrainedTokenizerFast saves only that).
+        if (!File.Exists(Path.Combine(snapshot, "vocab.json")))
+            await EnsureAsync(Tokenization.Gpt2Tokenizer.TokenizerJsonFile, snapshot, staging, cancellationToken).ConfigureAwait(false);
         if (!await EnsureAsync(CheckpointLoader.SingleFileName, snapshot, staging, cancellationToken).ConfigureAwait(false))
         {
             if (!await EnsureAsync(ShardIndex.FileName, snapshot, staging, cancellationToken).ConfigureAwait(false))
@@ -69,7 +72,7 @@ internal sealed class HubDownloader(HttpClient client, string endpoint, string r
     {
         CheckpointLoader.ConfigFileName or "generation_config.json" => ModelFiles.MaxConfigBytes,
         ShardIndex.FileName => ModelFiles.MaxIndexBytes,
-        "vocab.json" or "merges.txt" or Tokenization.Gpt2Tokenizer.AddedTokensFile => ModelFiles.MaxTokenizerFileBytes,
+        "vocab.json" or "merges.txt" or Tokenization.Gpt2Tokenizer.AddedTokensFile or Tokenization.Gpt2Tokenizer.TokenizerJsonFile => ModelFiles.MaxTokenizerFileBytes,
         _ => ModelFiles.MaxWeightsFileBytes,
     };
 

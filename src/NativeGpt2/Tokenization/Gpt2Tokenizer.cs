@@ -106,7 +106,7 @@ public sealed class Gpt2Tokenizer
         ArgumentException.ThrowIfNullOrWhiteSpace(spec);
         if (Loading.ModelSpec.SyntheticConfig(spec) is not null) return Gpt2;
         var directory = Loading.ModelSpec.ResolveDirectory(spec, options ?? new ModelLoadOptions(), cancellationToken);
-        var tokenizer = TryLoad(directory) ?? throw new NativeGpt2Exception($"model '{spec}' has no tokenizer (no vocab.json and merges.txt)");
+        var tokenizer = TryLoad(directory) ?? throw new NativeGpt2Exception($"model '{spec}' has no tokenizer (no vocab.json and merges.txt, nor tokenizer.json)");
         // A padded vocabulary: the model's ids past the tokens decode to nothing here too, as they do in the loaded model.
         return ConfigVocabSize(directory) is { } rows && tokenizer.FitsModelOf(rows) ? tokenizer.PaddedTo(rows) : tokenizer;
     }
@@ -123,14 +123,19 @@ public sealed class Gpt2Tokenizer
 
     /// <summary>
     /// Loads <c>vocab.json</c> and <c>merges.txt</c> from a model directory, with the tokens a fine-tune added in
-    /// <c>added_tokens.json</c> if there is one, or returns null if it has no <c>vocab.json</c>.
+    /// <c>added_tokens.json</c> if there is one; without <c>vocab.json</c>, the same from <c>tokenizer.json</c>
+    /// (<see cref="TokenizerJsonFile"/>); null if it has neither.
     /// </summary>
     /// <exception cref="ModelFormatException">The files are malformed.</exception>
     public static Gpt2Tokenizer? TryLoad(string directory)
     {
         var vocab = Path.Combine(directory, "vocab.json");
         var merges = Path.Combine(directory, "merges.txt");
-        if (!File.Exists(vocab)) return null;
+        if (!File.Exists(vocab))
+        {
+            var json = Path.Combine(directory, TokenizerJsonFile);
+            return File.Exists(json) ? FromTokenizerJson(json, directory) : null;
+        }
         if (!File.Exists(merges))
             throw new ModelFormatException(merges, null, "vocab.json is present but merges.txt is missing (an empty merges.txt means no merges)");
         var added = Path.Combine(directory, AddedTokensFile);
@@ -156,9 +161,108 @@ public sealed class Gpt2Tokenizer
     /// </summary>
     internal static Gpt2Tokenizer FromFiles(string vocabPath, string mergesPath, string? checkpoint, string? addedTokensPath = null)
     {
-        var vocab = ReadVocab(vocabPath, checkpoint);
-        var merges = ReadMerges(mergesPath, vocab, checkpoint);
-        var added = addedTokensPath is null ? [] : ReadAddedTokens(addedTokensPath, vocab, checkpoint);
+        var vocab = CheckVocab(TokenIds(vocabPath, checkpoint), vocabPath);
+        var merges = CheckMerges(MergeLines(mergesPath, checkpoint), vocab, mergesPath, "vocab.json");
+        var added = addedTokensPath is null ? [] : CheckAddedTokens(TokenIds(addedTokensPath, checkpoint), vocab, addedTokensPath, "vocab.json");
+        return Build(vocab, merges, added, vocabPath, mergesPath, addedTokensPath);
+    }
+
+    /// <summary>
+    /// Hugging Face's fast-tokenizer file, which a model may ship instead of <c>vocab.json</c> and <c>merges.txt</c>
+    /// (<c>PreTrainedTokenizerFast</c> saves only this): the same BPE, its vocabulary, merges and added tokens in one file.
+    /// </summary>
+    public const string TokenizerJsonFile = "tokenizer.json";
+
+    /// <summary>
+    /// The tokenizer of a <c>tokenizer.json</c>: a byte-level BPE model (GPT-2's) with no normalizer and GPT-2's
+    /// byte-level pre-tokenizer without a prefix space; its <c>added_tokens</c> past the vocabulary as special tokens,
+    /// as <c>added_tokens.json</c>'s are. Any other pipeline is refused naming the field, as its ids would differ.
+    /// </summary>
+    internal static Gpt2Tokenizer FromTokenizerJson(string path, string? checkpoint)
+    {
+        using var document = Loading.JsonFile.Read(path, Loading.ModelFiles.MaxTokenizerFileBytes, checkpoint);
+        var root = document.RootElement;
+        if (root.ValueKind != JsonValueKind.Object) throw new ModelFormatException(path, null, "must be a JSON object");
+        if (!root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
+            throw new ModelFormatException(path, "model", "required object is missing");
+        Expect(model, "type", "BPE", "a byte-level BPE, as GPT-2's");
+        foreach (var field in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
+            Expect(model, field, "", "GPT-2's BPE has none", "model.");
+        if (model.TryGetProperty("byte_fallback", out var fallback) && fallback.ValueKind == JsonValueKind.True)
+            throw new ModelFormatException(path, "model.byte_fallback", "true is not GPT-2's byte-level BPE");
+        if (root.TryGetProperty("normalizer", out var normalizer) && normalizer.ValueKind != JsonValueKind.Null)
+            throw new ModelFormatException(path, "normalizer", $"{Describe(normalizer)} is not supported: GPT-2's tokenizer has none");
+        if (!root.TryGetProperty("pre_tokenizer", out var pre) || pre.ValueKind != JsonValueKind.Object)
+            throw new ModelFormatException(path, "pre_tokenizer", "required object is missing (GPT-2's is ByteLevel)");
+        Expect(pre, "type", "ByteLevel", "GPT-2's pre-tokenizer", "pre_tokenizer.");
+        if (pre.TryGetProperty("add_prefix_space", out var prefix) && prefix.ValueKind == JsonValueKind.True)
+            throw new ModelFormatException(path, "pre_tokenizer.add_prefix_space", "true is not supported: GPT-2 adds no space before the text");
+        if (pre.TryGetProperty("use_regex", out var regex) && regex.ValueKind == JsonValueKind.False)
+            throw new ModelFormatException(path, "pre_tokenizer.use_regex", "false is not supported: GPT-2 splits the text with its pattern");
+
+        if (!model.TryGetProperty("vocab", out var vocabJson) || vocabJson.ValueKind != JsonValueKind.Object)
+            throw new ModelFormatException(path, "model.vocab", "required object of token to id is missing");
+        var vocab = CheckVocab(TokenIds(vocabJson, path, "model.vocab."), path);
+
+        if (!model.TryGetProperty("merges", out var mergesJson) || mergesJson.ValueKind != JsonValueKind.Array)
+            throw new ModelFormatException(path, "model.merges", "required array is missing");
+        var lines = new List<(string Where, string Merge)>();
+        var index = 0;
+        foreach (var merge in mergesJson.EnumerateArray())
+        {
+            var where = $"model.merges[{index++}]";
+            // "a b", or ["a", "b"] (tokenizers 0.20 and later); a symbol holding a space has no "a b" form.
+            if (merge.ValueKind == JsonValueKind.String) lines.Add((where, merge.GetString()!));
+            else if (merge.ValueKind == JsonValueKind.Array && merge.GetArrayLength() == 2 && merge.EnumerateArray().All(p => p.ValueKind == JsonValueKind.String)
+                     && merge.EnumerateArray().All(p => !p.GetString()!.Contains(' ')))
+                lines.Add((where, string.Join(' ', merge.EnumerateArray().Select(p => p.GetString()))));
+            else throw new ModelFormatException(path, where, $"a merge is \"a b\" or [\"a\", \"b\"], found {Describe(merge)}");
+        }
+        var merges = CheckMerges(lines, vocab, path, "model.vocab");
+
+        var addedEntries = new List<(string Token, int Id)>();
+        if (root.TryGetProperty("added_tokens", out var addedJson) && addedJson.ValueKind != JsonValueKind.Null)
+        {
+            if (addedJson.ValueKind != JsonValueKind.Array) throw new ModelFormatException(path, "added_tokens", "must be an array");
+            index = 0;
+            foreach (var token in addedJson.EnumerateArray())
+            {
+                var where = $"added_tokens[{index++}]";
+                if (token.ValueKind != JsonValueKind.Object
+                    || !token.TryGetProperty("id", out var id) || id.ValueKind != JsonValueKind.Number || !id.TryGetInt32(out var value) || value < 0
+                    || !token.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
+                    throw new ModelFormatException(path, where, $"must be an object with a non-negative integer id and a string content, found {Describe(token)}");
+                addedEntries.Add((content.GetString()!, value));
+            }
+        }
+        var added = CheckAddedTokens(addedEntries, vocab, path, "model.vocab");
+        return Build(vocab, merges, added, path, path, path);
+
+        void Expect(JsonElement parent, string field, string expected, string why, string prefixName = "model.")
+        {
+            var name = prefixName + field;
+            if (!parent.TryGetProperty(field, out var value) || value.ValueKind == JsonValueKind.Null)
+            {
+                if (expected.Length == 0) return;
+                if (field == "type") return;   // older files leave the type out
+                throw new ModelFormatException(path, name, "required field is missing");
+            }
+            if (value.ValueKind != JsonValueKind.String || value.GetString() != expected)
+                throw new ModelFormatException(path, name, $"{Describe(value)} is not supported ({why})");
+        }
+    }
+
+    /// <summary>A JSON value as the message shows it: at most 80 characters of its text.</summary>
+    private static string Describe(JsonElement value)
+    {
+        var text = value.GetRawText();
+        return text.Length <= 80 ? text : text[..80] + "…";
+    }
+
+    /// <summary>The tokenizer from checked vocabulary, merges and added tokens; the paths name the files in errors.</summary>
+    private static Gpt2Tokenizer Build(Dictionary<string, int> vocab, List<string> merges, List<(string Token, int Id)> added,
+        string vocabPath, string mergesPath, string? addedTokensPath)
+    {
 
         var tokenBytes = new byte[vocab.Count + added.Count][];
         var special = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -296,21 +400,27 @@ public sealed class Gpt2Tokenizer
         using var document = Loading.JsonFile.Read(path, Loading.ModelFiles.MaxTokenizerFileBytes, checkpoint);
         if (document.RootElement.ValueKind != JsonValueKind.Object)
             throw new ModelFormatException(path, null, "must be a JSON object of token to id");
+        return TokenIds(document.RootElement, path, "");
+    }
+
+    /// <summary>The entries of a JSON object of token → id; errors name the file and <paramref name="prefix"/> + the token.</summary>
+    private static List<(string Token, int Id)> TokenIds(JsonElement tokens, string path, string prefix)
+    {
         var entries = new List<(string Token, int Id)>();
-        foreach (var entry in document.RootElement.EnumerateObject())
+        foreach (var entry in tokens.EnumerateObject())
         {
             if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out var id) || id < 0)
-                throw new ModelFormatException(path, entry.Name, $"id must be a non-negative integer, found {entry.Value.GetRawText()}");
+                throw new ModelFormatException(path, prefix + entry.Name, $"id must be a non-negative integer, found {entry.Value.GetRawText()}");
             entries.Add((entry.Name, id));
         }
         return entries;
     }
 
-    private static Dictionary<string, int> ReadVocab(string path, string? checkpoint)
+    private static Dictionary<string, int> CheckVocab(List<(string Token, int Id)> entries, string path)
     {
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         var owners = new Dictionary<int, string>();
-        foreach (var (token, id) in TokenIds(path, checkpoint))
+        foreach (var (token, id) in entries)
         {
             vocab.Add(token, id);   // JsonFile.Parse has rejected duplicate tokens
             if (!owners.TryAdd(id, token))
@@ -328,37 +438,37 @@ public sealed class Gpt2Tokenizer
     /// added_tokens.json: token → id. An id below vocab.json's count must be that token's own (some files repeat them);
     /// the others continue vocab.json's ids without gaps. Only the new ones are returned.
     /// </summary>
-    private static List<(string Token, int Id)> ReadAddedTokens(string path, Dictionary<string, int> vocab, string? checkpoint)
+    private static List<(string Token, int Id)> CheckAddedTokens(List<(string Token, int Id)> entries, Dictionary<string, int> vocab, string path, string vocabName)
     {
         var added = new List<(string Token, int Id)>();
-        foreach (var (token, id) in TokenIds(path, checkpoint))
+        foreach (var (token, id) in entries)
         {
             if (token.Length == 0)
                 throw new ModelFormatException(path, null, $"id {id} names an empty token");
             if (vocab.TryGetValue(token, out var existing))
             {
                 if (existing != id)
-                    throw new ModelFormatException(path, token, $"id {id}, but vocab.json gives this token id {existing}");
+                    throw new ModelFormatException(path, token, $"id {id}, but {vocabName} gives this token id {existing}");
                 continue;
             }
             if (id < vocab.Count)
-                throw new ModelFormatException(path, token, $"id {id} is already vocab.json's id of another token");
+                throw new ModelFormatException(path, token, $"id {id} is already {vocabName}'s id of another token");
             added.Add((token, id));
         }
         added.Sort((a, b) => a.Id.CompareTo(b.Id));
         for (var i = 0; i < added.Count; i++)
         {
             if (added[i].Id != vocab.Count + i)
-                throw new ModelFormatException(path, added[i].Token, $"ids must continue vocab.json's 0..{vocab.Count - 1} without gaps or repeats: expected {vocab.Count + i}, found {added[i].Id}");
+                throw new ModelFormatException(path, added[i].Token, $"ids must continue {vocabName}'s 0..{vocab.Count - 1} without gaps or repeats: expected {vocab.Count + i}, found {added[i].Id}");
         }
         return added;
     }
 
-    private static List<string> ReadMerges(string path, Dictionary<string, int> vocab, string? checkpoint)
+    /// <summary>merges.txt's merges with their line numbers: blank lines and a first <c>#version</c> line skipped.</summary>
+    private static List<(string Where, string Merge)> MergeLines(string path, string? checkpoint)
     {
         var content = Loading.ModelFiles.ReadBounded(path, Loading.ModelFiles.MaxTokenizerFileBytes, checkpoint, allowEmpty: true);
-        var merges = new List<string>();
-        var seen = new Dictionary<string, int>(StringComparer.Ordinal);
+        var lines = new List<(string Where, string Merge)>();
         var lineNumber = 0;
         using var reader = new StreamReader(new MemoryStream(content), Encoding.UTF8);
         while (reader.ReadLine() is { } raw)
@@ -366,16 +476,28 @@ public sealed class Gpt2Tokenizer
             lineNumber++;
             var line = raw.TrimEnd('\r');
             if (line.Length == 0 || (lineNumber == 1 && line.StartsWith("#version", StringComparison.Ordinal))) continue;
+            lines.Add(($"line {lineNumber}", line));
+        }
+        return lines;
+    }
+
+    /// <summary>Merges, each two symbols of the vocabulary (<paramref name="vocabName"/>) whose join is one too, none twice.</summary>
+    private static List<string> CheckMerges(List<(string Where, string Merge)> lines, Dictionary<string, int> vocab, string path, string vocabName)
+    {
+        var merges = new List<string>();
+        var seen = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (where, line) in lines)
+        {
             var parts = line.Split(' ');
             if (parts.Length != 2 || parts[0].Length == 0 || parts[1].Length == 0)
-                throw new ModelFormatException(path, $"line {lineNumber}", $"a merge is two symbols separated by one space, found '{line}'");
+                throw new ModelFormatException(path, where, $"a merge is two symbols separated by one space, found '{line}'");
             foreach (var symbol in new[] { parts[0], parts[1], parts[0] + parts[1] })
             {
                 if (!vocab.ContainsKey(symbol))
-                    throw new ModelFormatException(path, $"line {lineNumber}", $"merge '{line}' names '{symbol}', which is not in vocab.json");
+                    throw new ModelFormatException(path, where, $"merge '{line}' names '{symbol}', which is not in {vocabName}");
             }
-            if (!seen.TryAdd(line, lineNumber))
-                throw new ModelFormatException(path, $"line {lineNumber}", $"merge '{line}' is already listed on line {seen[line]}");
+            if (!seen.TryAdd(line, where))
+                throw new ModelFormatException(path, where, $"merge '{line}' is already listed on {seen[line]}");
             merges.Add(line);
         }
         return merges;

@@ -141,6 +141,6 @@ public class GenerateScoreTokenizeTests
         var result = CliRunner.Run("generate", "--model", Paths.Model("tiny"), "--backend", "cpu", "--prompt", "x");
         Assert.Equal(CliApp.BadInput, result.ExitCode);
         var line = Assert.Single(result.Error.Trim().Split('\n'));
-        Assert.Equal($"error: model '{Paths.Model("tiny")}' has no tokenizer (no vocab.json and merges.txt), so --prompt cannot be read; 'nativegpt2 forward --ids' runs it on token ids", line);
+        Assert.Equal($"error: model '{Paths.Model("tiny")}' has no tokenizer (no vocab.json and merges.txt, nor tokenizer.json), so --prompt cannot be read; 'nativegpt2 forward --ids' runs it on token ids", line);
     }
 }

@@ -51,6 +51,23 @@ public class ModelHubTests
     }
 
     [Fact]
+    public void A_repository_with_only_a_tokenizer_json_gives_a_model_with_a_tokenizer()
+    {
+        using var cache = new TempDirectory();
+        using var source = new TempDirectory();
+        foreach (var file in new[] { "config.json", "model.safetensors" })
+            File.Copy(Path.Combine(Paths.Model("gpt2-mini"), file), source.File(file));
+        File.WriteAllText(source.File(NativeGpt2.Tokenization.Gpt2Tokenizer.TokenizerJsonFile), TokenizerJson.FromVocabularyFiles(Paths.Model("gpt2-mini"), mergesAsPairs: true));
+        using var server = new LocalHubServer(Repository, source.Path);
+
+        using var model = Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint));
+
+        var snapshot = Path.Combine(cache.Path, "models--test-org--tiny-gpt2", "snapshots", LocalHubServer.Commit);
+        Assert.True(File.Exists(Path.Combine(snapshot, NativeGpt2.Tokenization.Gpt2Tokenizer.TokenizerJsonFile)));
+        Assert.Equal([464, 3616, 286, 1204, 318], model.Tokenizer!.Encode("The meaning of life is"));
+    }
+
+    [Fact]
     public void A_cached_model_loads_offline_without_the_network()
     {
         using var cache = new TempDirectory();

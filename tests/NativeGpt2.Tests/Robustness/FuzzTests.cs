@@ -118,6 +118,42 @@ public class FuzzTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposabl
             }, $"tokenizer {seed}");
         });
 
+    [Property(MaxTest = 500)]
+    public Property Mutated_tokenizer_json_files_load_or_fail_with_a_typed_error() =>
+        Prop.ForAll(Gen.Choose(0, int.MaxValue).ToArbitrary(), seed =>
+        {
+            var random = new Random(seed);
+            var directory = Path.Combine(_temp.Path, "tokenizer-json");
+            Directory.CreateDirectory(directory);
+            var vocab = File.ReadAllText(Path.Combine(Paths.Model("shakespeare-char"), "vocab.json"))
+                .Replace("\"<|endoftext|>\": 65", "\"ab\": 65, \"abc\": 66, \"<|endoftext|>\": 67");
+            var json = $$$"""
+                {"version": "1.0", "added_tokens": [{"id": 67, "content": "<|endoftext|>", "special": true}, {"id": 68, "content": "<|pad|>", "special": true}],
+                 "normalizer": null, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+                 "model": {"type": "BPE", "dropout": null, "continuing_subword_prefix": "", "end_of_word_suffix": "", "byte_fallback": false,
+                           "vocab": {{{vocab}}}, "merges": ["a b", ["ab", "c"]]}}
+                """;
+            json = random.Next(3) == 0 ? DuplicateKey(json, random) : MutateText(json, random);
+            File.WriteAllText(Path.Combine(directory, Gpt2Tokenizer.TokenizerJsonFile), json);
+            Guard.Within(CaseLimit, () =>
+            {
+                try
+                {
+                    var tokenizer = Gpt2Tokenizer.TryLoad(directory);
+                    tokenizer?.Decode(tokenizer.Encode("abc ab a, <|endoftext|><|pad|>", allowSpecialTokens: true));
+                    Count("loaded");
+                }
+                catch (NativeGpt2Exception e)
+                {
+                    Count(e.GetType().Name);
+                }
+                catch (Exception e)
+                {
+                    throw new Xunit.Sdk.XunitException($"tokenizer.json {seed}: untyped {e.GetType().Name}: {e.Message}\n{e.StackTrace}");
+                }
+            }, $"tokenizer.json {seed}");
+        });
+
     private string Prepare(string name, string config)
     {
         var directory = Path.Combine(_temp.Path, name);

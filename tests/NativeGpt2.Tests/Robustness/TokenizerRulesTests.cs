@@ -20,6 +20,55 @@ public class TokenizerRulesTests : IDisposable
         return error;
     }
 
+    private ModelFormatException RejectsTokenizerJson(Action<System.Text.Json.Nodes.JsonObject> edit, string field, string expectedText)
+    {
+        File.WriteAllText(_temp.File(Gpt2Tokenizer.TokenizerJsonFile), TokenizerJson.FromVocabularyFiles(Paths.Model("gpt2-mini"), mergesAsPairs: false, edit));
+        var error = Assert.ThrowsAny<ModelFormatException>(() => Gpt2Tokenizer.TryLoad(_temp.Path));
+        Assert.Equal(_temp.File(Gpt2Tokenizer.TokenizerJsonFile), error.FilePath);
+        Assert.Equal(field, error.Field);
+        Assert.Contains(expectedText, error.Message);
+        return error;
+    }
+
+    [Fact]
+    public void A_tokenizer_json_alone_loads_with_its_added_tokens()
+    {
+        // Merges as "a b" strings (the pair form runs through every tokenizer test); a pad token after the vocabulary.
+        File.WriteAllText(_temp.File(Gpt2Tokenizer.TokenizerJsonFile), TokenizerJson.FromVocabularyFiles(Paths.Model("gpt2-mini"), mergesAsPairs: false,
+            root => root["added_tokens"]!.AsArray().Add(new System.Text.Json.Nodes.JsonObject { ["id"] = 50257, ["content"] = "<|pad|>", ["special"] = true })));
+        var tokenizer = Gpt2Tokenizer.TryLoad(_temp.Path)!;
+        var reference = Gpt2Tokenizer.TryLoad(Paths.Model("gpt2-mini"))!;
+        Assert.Equal(50258, tokenizer.VocabSize);
+        const string text = "Hello, world! It's 2026 — ünïcödé and 𝔘's.";
+        Assert.Equal(reference.Encode(text), tokenizer.Encode(text));
+        Assert.Equal([50257], tokenizer.Encode("<|pad|>", allowSpecialTokens: true));
+        Assert.Equal("<|pad|>", tokenizer.Decode([50257]));
+        // vocab.json wins where both are present.
+        File.Copy(Path.Combine(Paths.Model("gpt2-mini"), "vocab.json"), _temp.File("vocab.json"));
+        File.Copy(Path.Combine(Paths.Model("gpt2-mini"), "merges.txt"), _temp.File("merges.txt"));
+        Assert.Equal(50257, Gpt2Tokenizer.TryLoad(_temp.Path)!.VocabSize);
+    }
+
+    [Fact]
+    public void A_tokenizer_json_that_is_not_gpt2s_pipeline_is_refused_naming_the_field()
+    {
+        RejectsTokenizerJson(r => r["model"]!["type"] = "WordPiece", "model.type", "\"WordPiece\" is not supported");
+        RejectsTokenizerJson(r => r["model"]!["continuing_subword_prefix"] = "##", "model.continuing_subword_prefix", "is not supported");
+        RejectsTokenizerJson(r => r["model"]!["byte_fallback"] = true, "model.byte_fallback", "not GPT-2's byte-level BPE");
+        RejectsTokenizerJson(r => r["normalizer"] = new System.Text.Json.Nodes.JsonObject { ["type"] = "NFC" }, "normalizer", "GPT-2's tokenizer has none");
+        RejectsTokenizerJson(r => r["pre_tokenizer"] = new System.Text.Json.Nodes.JsonObject { ["type"] = "Whitespace" }, "pre_tokenizer.type", "is not supported");
+        RejectsTokenizerJson(r => r["pre_tokenizer"]!["add_prefix_space"] = true, "pre_tokenizer.add_prefix_space", "GPT-2 adds no space");
+        RejectsTokenizerJson(r => r.Remove("pre_tokenizer"), "pre_tokenizer", "required object is missing");
+        RejectsTokenizerJson(r => r["model"]!.AsObject().Remove("vocab"), "model.vocab", "required object");
+        RejectsTokenizerJson(r => r["model"]!["merges"]!.AsArray()[0] = 5, "model.merges[0]", "a merge is");
+        RejectsTokenizerJson(r => r["model"]!["merges"]!.AsArray()[1] = "Ġ zzzz", "model.merges[1]", "which is not in model.vocab");
+        RejectsTokenizerJson(r => r["added_tokens"]!.AsArray().Add(new System.Text.Json.Nodes.JsonObject { ["id"] = 50300, ["content"] = "<|pad|>" }),
+            "<|pad|>", "ids must continue model.vocab's 0..50256");
+        RejectsTokenizerJson(r => r["added_tokens"]!.AsArray().Add(new System.Text.Json.Nodes.JsonObject { ["id"] = "x", ["content"] = "<|pad|>" }),
+            "added_tokens[1]", "non-negative integer id");
+        RejectsTokenizerJson(r => r["model"]!["vocab"]!["Ġthe"] = -1, "model.vocab.Ġthe", "non-negative integer");
+    }
+
     [Fact]
     public void A_small_valid_vocabulary_loads()
     {

@@ -12,6 +12,14 @@ public class TokenizerTests
 {
     private static readonly Lazy<Gpt2Tokenizer> FromFiles = new(() => Gpt2Tokenizer.TryLoad(Paths.Model("gpt2-mini"))!);
 
+    /// <summary>gpt2-mini's vocabulary and merges written as a tokenizer.json (merges as pairs, as tokenizers 0.20 saves them).</summary>
+    private static readonly Lazy<Gpt2Tokenizer> FromTokenizerJson = new(() =>
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp.File(Gpt2Tokenizer.TokenizerJsonFile), TokenizerJson.FromVocabularyFiles(Paths.Model("gpt2-mini"), mergesAsPairs: true));
+        return Gpt2Tokenizer.TryLoad(temp.Path)!;
+    });
+
     public sealed record Case(string Text, int[] Ids, string Decoded);
 
     private static readonly JsonElement References = JsonDocument.Parse(File.ReadAllText(Paths.Ref("tokenizer.json"))).RootElement;
@@ -31,16 +39,21 @@ public class TokenizerTests
         return new Case(c.GetProperty("text").GetString()!, c.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray(), c.GetProperty("decoded").GetString()!);
     }
 
-    public static TheoryData<string> Vocabularies() => ["files", "package"];
+    public static TheoryData<string> Vocabularies() => ["files", "package", "tokenizer.json"];
 
-    private static Gpt2Tokenizer Tokenizer(string source) => source == "files" ? FromFiles.Value : Gpt2Tokenizer.Gpt2;
+    private static Gpt2Tokenizer Tokenizer(string source) => source switch
+    {
+        "files" => FromFiles.Value,
+        "tokenizer.json" => FromTokenizerJson.Value,
+        _ => Gpt2Tokenizer.Gpt2,
+    };
 
     [Theory]
     [MemberData(nameof(CaseIndices))]
     public void Every_reference_string_gives_its_ids_and_decodes_back(int index, string label)
     {
         var reference = Reference(index);
-        foreach (var source in new[] { "files", "package" })
+        foreach (var source in new[] { "files", "package", "tokenizer.json" })
         {
             var tokenizer = Tokenizer(source);
             Assert.True(reference.Ids.SequenceEqual(tokenizer.Encode(reference.Text)), $"{source}: {label}: ids differ");
