@@ -98,24 +98,7 @@ public class FuzzTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposabl
             }
             File.WriteAllText(Path.Combine(directory, "vocab.json"), vocab);
             File.WriteAllText(Path.Combine(directory, "merges.txt"), merges);
-            Guard.Within(CaseLimit, () =>
-            {
-                try
-                {
-                    var tokenizer = Gpt2Tokenizer.TryLoad(directory);
-                    // A vocabulary that loads encodes and decodes without failing (what it maps "abc" to may change).
-                    tokenizer?.Decode(tokenizer.Encode("abc ab a, <|endoftext|>", allowSpecialTokens: true));
-                    Count("loaded");
-                }
-                catch (NativeGpt2Exception e)
-                {
-                    Count(e.GetType().Name);
-                }
-                catch (Exception e)
-                {
-                    throw new Xunit.Sdk.XunitException($"tokenizer {seed}: untyped {e.GetType().Name}: {e.Message}\n{e.StackTrace}");
-                }
-            }, $"tokenizer {seed}");
+            TokenizerLoadsOrFailsTyped(directory, $"tokenizer {seed}");
         });
 
     [Property(MaxTest = 500)]
@@ -135,24 +118,31 @@ public class FuzzTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposabl
                 """;
             json = random.Next(3) == 0 ? DuplicateKey(json, random) : MutateText(json, random);
             File.WriteAllText(Path.Combine(directory, Gpt2Tokenizer.TokenizerJsonFile), json);
-            Guard.Within(CaseLimit, () =>
-            {
-                try
-                {
-                    var tokenizer = Gpt2Tokenizer.TryLoad(directory);
-                    tokenizer?.Decode(tokenizer.Encode("abc ab a, <|endoftext|><|pad|>", allowSpecialTokens: true));
-                    Count("loaded");
-                }
-                catch (NativeGpt2Exception e)
-                {
-                    Count(e.GetType().Name);
-                }
-                catch (Exception e)
-                {
-                    throw new Xunit.Sdk.XunitException($"tokenizer.json {seed}: untyped {e.GetType().Name}: {e.Message}\n{e.StackTrace}");
-                }
-            }, $"tokenizer.json {seed}");
+            TokenizerLoadsOrFailsTyped(directory, $"tokenizer.json {seed}");
         });
+
+    /// <summary>
+    /// The directory's tokenizer loads, then encodes and decodes without failing (what it maps "abc" to may change), or
+    /// its loading fails with a <see cref="NativeGpt2Exception"/>; anything else fails the case.
+    /// </summary>
+    private void TokenizerLoadsOrFailsTyped(string directory, string label) =>
+        Guard.Within(CaseLimit, () =>
+        {
+            try
+            {
+                var tokenizer = Gpt2Tokenizer.TryLoad(directory);
+                tokenizer?.Decode(tokenizer.Encode("abc ab a, <|endoftext|><|pad|>", allowSpecialTokens: true));
+                Count("loaded");
+            }
+            catch (NativeGpt2Exception e)
+            {
+                Count(e.GetType().Name);
+            }
+            catch (Exception e)
+            {
+                throw new Xunit.Sdk.XunitException($"{label}: untyped {e.GetType().Name}: {e.Message}\n{e.StackTrace}");
+            }
+        }, label);
 
     private string Prepare(string name, string config)
     {
