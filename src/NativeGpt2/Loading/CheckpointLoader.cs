@@ -177,21 +177,22 @@ internal static partial class CheckpointLoader
 
         var totalBytes = expected.Sum(e => tensors[e.Name].Info.ByteLength);
         long readBytes = 0;
-        var weights = new Weight[expected.Count];
+        var weights = new Dictionary<string, Weight>(StringComparer.Ordinal);
         // Tensors are read side by side, the largest first (reads at offsets are independent, and converting or packing
         // a tensor costs about as much as reading it). 124M from the page cache on 2 cores, load_ms of bench: float32
         // 520-560 -> 490-530 ms, held as f16 630 -> 537, as q8 778 -> 568.
-        var order = Enumerable.Range(0, expected.Count).OrderByDescending(i => tensors[expected[i].Name].Info.ByteLength).ToArray();
+        var largestFirst = expected.OrderByDescending(e => tensors[e.Name].Info.ByteLength);
         try
         {
-            Parallel.ForEach(order, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellationToken }, i =>
+            Parallel.ForEach(largestFirst, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellationToken }, tensor =>
             {
-                var (name, shape) = expected[i];
+                var (name, shape) = tensor;
                 var (file, info) = tensors[name];
-                weights[i] = ReadWeight(file, info, name, shape, kinds[name], storage);
-                // One report at a time, each fraction larger than the last, whatever thread finished.
+                var weight = ReadWeight(file, info, name, shape, kinds[name], storage);
+                // One thread at a time records its tensor and reports, each fraction larger than the last.
                 lock (weights)
                 {
+                    weights[name] = weight;
                     readBytes += info.ByteLength;
                     progress?.Report(new LoadProgress($"reading {Path.GetFileName(file.Path)}", (double)readBytes / Math.Max(totalBytes, 1)));
                 }
@@ -204,8 +205,7 @@ internal static partial class CheckpointLoader
         }
         var dtypes = string.Join(", ", expected.Select(e => tensors[e.Name].Info.DType).Distinct());
         logger.LogInformation("Read {Count} tensors ({Bytes:N0} bytes, {DTypes}) from {Directory}", expected.Count, totalBytes, dtypes, directory);
-        var byName = expected.Select((e, i) => (e.Name, Weight: weights[i])).ToDictionary(p => p.Name, p => p.Weight, StringComparer.Ordinal);
-        return Gpt2Weights.Assemble(config, name => byName[name]);
+        return Gpt2Weights.Assemble(config, name => weights[name]);
     }
 
     /// <summary>
