@@ -175,12 +175,11 @@ public sealed partial class Gpt2CausalLM : IDisposable
                     throw;
                 }
                 (config, weights) = await reading.ConfigureAwait(false);
-                if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
-                    throw new ModelFormatException(Path.Combine(directory, "vocab.json"), null,
-                        $"has {tokenizer.VocabSize} tokens (added tokens included) but config.json's vocab_size is {config.VocabSize}: the model has no row for the rest");
-                if (tokenizer is not null && config.VocabSize - tokenizer.VocabSize > MaxPaddingRows)
-                    throw new ModelFormatException(Path.Combine(directory, "vocab.json"), null,
-                        $"has {tokenizer.VocabSize} tokens (added tokens included) but config.json's vocab_size is {config.VocabSize}: more rows than padding explains (at most {MaxPaddingRows}); is this another model's tokenizer?");
+                if (tokenizer is not null && !tokenizer.FitsModelOf(config.VocabSize))
+                    throw new ModelFormatException(Gpt2Tokenizer.VocabularyFile(directory)!, null,
+                        $"has {tokenizer.VocabSize} tokens (added tokens included) but config.json's vocab_size is {config.VocabSize}: "
+                        + (tokenizer.VocabSize > config.VocabSize ? "the model has no row for the rest"
+                            : $"more rows than padding explains (at most {MaxPaddingRows}); is this another model's tokenizer?"));
                 if (tokenizer is not null && tokenizer.VocabSize < config.VocabSize)
                     logger.LogInformation("{Spec}: the tokenizer has {Tokens:N0} tokens and the model {Rows:N0} rows (a padded vocabulary): ids {First:N0}-{Last:N0} decode to nothing",
                         spec, tokenizer.VocabSize, config.VocabSize, tokenizer.VocabSize, config.VocabSize - 1);

@@ -129,18 +129,22 @@ public sealed class Gpt2Tokenizer
     /// <exception cref="ModelFormatException">The files are malformed.</exception>
     public static Gpt2Tokenizer? TryLoad(string directory)
     {
-        var vocab = Path.Combine(directory, "vocab.json");
+        var vocab = VocabularyFile(directory);
+        if (vocab is null) return null;
+        if (Path.GetFileName(vocab) == TokenizerJsonFile) return FromTokenizerJson(vocab, directory);
         var merges = Path.Combine(directory, "merges.txt");
-        if (!File.Exists(vocab))
-        {
-            var json = Path.Combine(directory, TokenizerJsonFile);
-            return File.Exists(json) ? FromTokenizerJson(json, directory) : null;
-        }
         if (!File.Exists(merges))
             throw new ModelFormatException(merges, null, "vocab.json is present but merges.txt is missing (an empty merges.txt means no merges)");
         var added = Path.Combine(directory, AddedTokensFile);
         return FromFiles(vocab, merges, directory, File.Exists(added) ? added : null);
     }
+
+    /// <summary>
+    /// The file <see cref="TryLoad"/> reads a directory's vocabulary from: <c>vocab.json</c>, else <c>tokenizer.json</c>;
+    /// null when there is neither.
+    /// </summary>
+    internal static string? VocabularyFile(string directory) =>
+        new[] { "vocab.json", TokenizerJsonFile }.Select(name => Path.Combine(directory, name)).FirstOrDefault(File.Exists);
 
     /// <summary>
     /// Where Hugging Face's tokenizers save the tokens added to a vocabulary (<c>tokenizer.add_tokens</c>, or a pad token
@@ -185,16 +189,17 @@ public sealed class Gpt2Tokenizer
         if (root.ValueKind != JsonValueKind.Object) throw new ModelFormatException(path, null, "must be a JSON object");
         if (!root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
             throw new ModelFormatException(path, "model", "required object is missing");
-        Expect(model, "type", "BPE", "a byte-level BPE, as GPT-2's");
+        // Older files leave the model's type out; the affixes may be absent, null or empty.
+        Expect(model, "model.", "type", "BPE", "a byte-level BPE, as GPT-2's", required: false);
         foreach (var field in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
-            Expect(model, field, "", "GPT-2's BPE has none", "model.");
+            Expect(model, "model.", field, "", "GPT-2's BPE has none", required: false);
         if (model.TryGetProperty("byte_fallback", out var fallback) && fallback.ValueKind == JsonValueKind.True)
             throw new ModelFormatException(path, "model.byte_fallback", "true is not GPT-2's byte-level BPE");
         if (root.TryGetProperty("normalizer", out var normalizer) && normalizer.ValueKind != JsonValueKind.Null)
             throw new ModelFormatException(path, "normalizer", $"{Describe(normalizer)} is not supported: GPT-2's tokenizer has none");
         if (!root.TryGetProperty("pre_tokenizer", out var pre) || pre.ValueKind != JsonValueKind.Object)
             throw new ModelFormatException(path, "pre_tokenizer", "required object is missing (GPT-2's is ByteLevel)");
-        Expect(pre, "type", "ByteLevel", "GPT-2's pre-tokenizer", "pre_tokenizer.");
+        Expect(pre, "pre_tokenizer.", "type", "ByteLevel", "GPT-2's pre-tokenizer", required: true);
         if (pre.TryGetProperty("add_prefix_space", out var prefix) && prefix.ValueKind == JsonValueKind.True)
             throw new ModelFormatException(path, "pre_tokenizer.add_prefix_space", "true is not supported: GPT-2 adds no space before the text");
         if (pre.TryGetProperty("use_regex", out var regex) && regex.ValueKind == JsonValueKind.False)
@@ -238,17 +243,16 @@ public sealed class Gpt2Tokenizer
         var added = CheckAddedTokens(addedEntries, vocab, path, "model.vocab");
         return Build(vocab, merges, added, path, path, path);
 
-        void Expect(JsonElement parent, string field, string expected, string why, string prefixName = "model.")
+        // parent[field] is the string expected; absent or null only where not required.
+        void Expect(JsonElement parent, string prefix, string field, string expected, string why, bool required)
         {
-            var name = prefixName + field;
             if (!parent.TryGetProperty(field, out var value) || value.ValueKind == JsonValueKind.Null)
             {
-                if (expected.Length == 0) return;
-                if (field == "type") return;   // older files leave the type out
-                throw new ModelFormatException(path, name, "required field is missing");
+                if (required) throw new ModelFormatException(path, prefix + field, "required field is missing");
+                return;
             }
             if (value.ValueKind != JsonValueKind.String || value.GetString() != expected)
-                throw new ModelFormatException(path, name, $"{Describe(value)} is not supported ({why})");
+                throw new ModelFormatException(path, prefix + field, $"{Describe(value)} is not supported ({why})");
         }
     }
 
@@ -263,7 +267,6 @@ public sealed class Gpt2Tokenizer
     private static Gpt2Tokenizer Build(Dictionary<string, int> vocab, List<string> merges, List<(string Token, int Id)> added,
         string vocabPath, string mergesPath, string? addedTokensPath)
     {
-
         var tokenBytes = new byte[vocab.Count + added.Count][];
         var special = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var (token, id) in vocab)

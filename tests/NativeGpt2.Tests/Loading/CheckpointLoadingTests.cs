@@ -204,6 +204,18 @@ public class CheckpointLoadingTests
     }
 
     [Fact]
+    public void A_tokenizer_json_too_large_for_the_model_is_named()
+    {
+        // tiny's 512 rows against GPT-2's 50,257 tokens: the error names the file the vocabulary came from.
+        using var temp = new TempDirectory();
+        CheckpointBuilder.From(Paths.Model("tiny")).WriteTo(temp.Path);
+        File.WriteAllText(temp.File(NativeGpt2.Tokenization.Gpt2Tokenizer.TokenizerJsonFile), TokenizerJson.FromVocabularyFiles(Paths.Model("gpt2-mini"), mergesAsPairs: true));
+        var error = Assert.Throws<ModelFormatException>(() => Gpt2CausalLM.Load(temp.Path, new ModelLoadOptions { Backend = "cpu" }));
+        Assert.Equal(temp.File(NativeGpt2.Tokenization.Gpt2Tokenizer.TokenizerJsonFile), error.FilePath);
+        Assert.Contains("has 50257 tokens (added tokens included) but config.json's vocab_size is 512: the model has no row for the rest", error.Message);
+    }
+
+    [Fact]
     public void Float64_weights_load_rounded_to_float32()
     {
         // tiny's float32 weights written as float64 (a model saved after .double()): exactly the same model.

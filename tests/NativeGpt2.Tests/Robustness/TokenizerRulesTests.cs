@@ -59,6 +59,7 @@ public class TokenizerRulesTests : IDisposable
         RejectsTokenizerJson(r => r["pre_tokenizer"] = new System.Text.Json.Nodes.JsonObject { ["type"] = "Whitespace" }, "pre_tokenizer.type", "is not supported");
         RejectsTokenizerJson(r => r["pre_tokenizer"]!["add_prefix_space"] = true, "pre_tokenizer.add_prefix_space", "GPT-2 adds no space");
         RejectsTokenizerJson(r => r.Remove("pre_tokenizer"), "pre_tokenizer", "required object is missing");
+        RejectsTokenizerJson(r => r["pre_tokenizer"]!.AsObject().Remove("type"), "pre_tokenizer.type", "required field is missing");
         RejectsTokenizerJson(r => r["model"]!.AsObject().Remove("vocab"), "model.vocab", "required object");
         RejectsTokenizerJson(r => r["model"]!["merges"]!.AsArray()[0] = 5, "model.merges[0]", "a merge is");
         RejectsTokenizerJson(r => r["model"]!["merges"]!.AsArray()[1] = "Ġ zzzz", "model.merges[1]", "which is not in model.vocab");
