@@ -211,7 +211,7 @@ public sealed record Gpt2Config
             throw new ModelFormatException(source, "n_embd", $"the [{EmbeddingSize}, {3 * EmbeddingSize}] attention weight exceeds the largest .NET array");
         if (ParameterCount > MaxParameterCount)
             throw new ModelFormatException(source, null, $"{ParameterCount} parameters exceed the limit of {MaxParameterCount}");
-        if (AdditionalEosTokenIds is null || AdditionalEosTokenIds.Count > MaxEosTokenIds)
+        if (AdditionalEosTokenIds is null || 1 + AdditionalEosTokenIds.Count > MaxEosTokenIds)
             throw new ModelFormatException(source, "eos_token_id", $"must list between 1 and {MaxEosTokenIds} ids");
         foreach (var (field, id) in new[] { ("bos_token_id", BosTokenId), ("eos_token_id", EosTokenId) }
                      .Concat(AdditionalEosTokenIds.Select(id => ("eos_token_id", (int?)id))))

@@ -149,8 +149,8 @@ internal static class MatMul
             V a2 = V.Load(ref Unsafe.Add(ref b, W + c)), a3 = V.Load(ref Unsafe.Add(ref b, W + c + V.Count));
             V a4 = V.Load(ref Unsafe.Add(ref b, 2 * W + c)), a5 = V.Load(ref Unsafe.Add(ref b, 2 * W + c + V.Count));
             V a6 = V.Load(ref Unsafe.Add(ref b, 3 * W + c)), a7 = V.Load(ref Unsafe.Add(ref b, 3 * W + c + V.Count));
-            // The pass over the first columns reads the blocks from memory and asks for them ahead; a second pass
-            // (Vector256: 16 of the 32 columns each) finds them in cache.
+            // The pass over the first columns reads the blocks from memory and asks for them ahead; the further passes
+            // of a narrower width (the scalar path) find them in cache.
             nint ahead = c == 0 ? panels.PrefetchRows / PanelsSideBySide * step : 0;
             // Row 0 of each panel; row k is `offset` bytes on (so no reference ever points past a panel's end).
             ref var p0 = ref panels.At(first, c);

@@ -55,6 +55,9 @@ internal static class CacheHint
 {
     private const int LineBytes = 64;
 
+    /// <summary>How far ahead of its reads a pass streaming a panel from memory asks for it (<see cref="IPanelView.PrefetchRows"/>).</summary>
+    public const int StreamAheadBytes = 8192;
+
     /// <summary>Hints for elements [index, index + count) of the array, one per 64 bytes from index on.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void PrefetchRange<T>(T[] array, nint index, int count)
@@ -193,7 +196,7 @@ internal readonly struct Panels<T, W>(T[] values, int rows) : IPanelView where T
     // to 192 rows (6-24 KB) ahead than leaving the stream to the hardware prefetcher, and 1-3 % slower at 8 or 16 rows
     // (1-2 KB); a 128-row prompt's projections ran 4-5 % faster at 64 to 256 rows ahead. 16-bit values decoding one
     // panel at a time (Vector256): 64-256 rows ahead alike, 25-40 % faster than four panels side by side.
-    public int PrefetchRows => 8192 / BlockBytes;
+    public int PrefetchRows => CacheHint.StreamAheadBytes / BlockBytes;
 
     public int Rows => rows;
 
@@ -225,7 +228,7 @@ internal readonly struct Q8Panels(sbyte[] values, float[] scales, int rows) : IP
 
     // One panel at a time, 256 rows (8 KB) ahead, as float32. The 48 projections decoding, one binary taking turns
     // (AMD EPYC Zen 5, 2 threads): 4-8 KB ahead 1.96-2.00 ms, 2 KB 2.16-2.29, 16 KB 2.08-2.12.
-    public int PrefetchRows => 256;
+    public int PrefetchRows => CacheHint.StreamAheadBytes / BlockBytes;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public nint Block(int panel, int k) => (nint)panel * rows + k;
