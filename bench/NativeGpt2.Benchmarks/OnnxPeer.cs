@@ -15,6 +15,7 @@ public sealed class OnnxPeer : IDisposable
 {
     private readonly InferenceSession _session;
     private readonly string _directory;
+    private readonly RunOptions _runOptions = new();
 
     public OnnxPeer(string referenceData, int threads)
     {
@@ -38,12 +39,27 @@ public sealed class OnnxPeer : IDisposable
         _session = new InferenceSession(Path.Combine(_directory, "gpt2-124M.graph.onnx"), options);
     }
 
-    /// <summary>Logits (1, T, V) for one sequence.</summary>
+    /// <summary>Logits (1, T, V) for one sequence, in a new array.</summary>
     public float[] Forward(long[] ids)
     {
         using var input = OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]);
-        using var outputs = _session.Run(new RunOptions(), ["input_ids"], [input], _session.OutputNames);
+        using var outputs = _session.Run(_runOptions, ["input_ids"], [input], _session.OutputNames);
         return outputs[0].GetTensorDataAsSpan<float>().ToArray();
+    }
+
+    /// <summary>
+    /// Logits (1, T, V) for one sequence written into <paramref name="logits"/> (T·V values) through an I/O binding:
+    /// the graph's output is the caller's buffer, kept across calls, as <see cref="Gpt2CausalLM.ForwardInto"/> keeps
+    /// NativeGpt2's.
+    /// </summary>
+    public void ForwardInto(long[] ids, float[] logits)
+    {
+        using var input = OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]);
+        using var output = OrtValue.CreateTensorValueFromMemory(logits, [1, ids.Length, logits.Length / ids.Length]);
+        using var binding = _session.CreateIoBinding();
+        binding.BindInput("input_ids", input);
+        binding.BindOutput(_session.OutputNames[0], output);
+        _session.RunWithBinding(_runOptions, binding);
     }
 
     private static void WriteWeights(JsonElement tensors, string path)
@@ -62,5 +78,9 @@ public sealed class OnnxPeer : IDisposable
         File.Move(path + ".tmp", path, overwrite: true);
     }
 
-    public void Dispose() => _session.Dispose();
+    public void Dispose()
+    {
+        _session.Dispose();
+        _runOptions.Dispose();
+    }
 }

@@ -12,6 +12,11 @@ if (args.Contains("--check"))
     var ids = reference["input_ids"].AsInt32();
     var ours = model.Forward(TokenBatch.FromIds(ids)).Logits.Data;
     var theirs = onnx.Forward(ids.Select(i => (long)i).ToArray());
+    // The timed paths write into kept buffers: they must give the same logits as the plain calls.
+    var oursKept = model.ForwardInto(TokenBatch.FromIds(ids), FloatTensor.Zeros(1, ids.Length, model.Config.VocabSize)).Logits.Data;
+    var theirsKept = new float[theirs.Length];
+    onnx.ForwardInto(ids.Select(i => (long)i).ToArray(), theirsKept);
+    Console.WriteLine($"kept-buffer passes equal to the plain ones: NativeGpt2 {oursKept.AsSpan().SequenceEqual(ours)}, ONNX Runtime {theirsKept.AsSpan().SequenceEqual(theirs)}");
     var positions = reference["logit_positions"].AsInt32();
     var expected = reference["logits_at_positions"].AsFloat32();
     const int V = 50257;

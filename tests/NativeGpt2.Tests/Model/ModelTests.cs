@@ -57,6 +57,56 @@ public class ModelTests
         }
     }
 
+    [SkippableTheory]
+    [MemberData(nameof(BackendNames))]
+    public void Forward_into_a_kept_tensor_writes_what_forward_returns(string backend)
+    {
+        TestBackends.SkipIfUnavailable(backend);
+        var model = Models.Get("odd", backend);
+        var batch = new TokenBatch([5, 9, 2, 7, 1, 1000, 3, 3, 4, 8], 2, 5);
+        var expected = model.Forward(batch).Logits;
+        var kept = new FloatTensor(Enumerable.Repeat(float.NaN, expected.Data.Length).ToArray(), 2, 5, model.Config.VocabSize);
+        var output = model.ForwardInto(batch, kept);
+        Assert.Same(kept, output.Logits);
+        Assert.Equal(expected.Data, kept.Data);
+
+        // Used again, the tensor holds the new batch's logits and nothing of the first.
+        var other = new TokenBatch([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 2, 5);
+        model.ForwardInto(other, kept);
+        Assert.Equal(model.Forward(other).Logits.Data, kept.Data);
+
+        // With a cache, as prefill and decoding use it: the same logits as Forward with an equal cache.
+        var cacheA = model.CreateCache(2);
+        var cacheB = model.CreateCache(2);
+        model.Forward(batch, cacheA);
+        model.Forward(batch, cacheB);
+        var step = new TokenBatch([11, 12], 2, 1);
+        var next = new FloatTensor(new float[2 * model.Config.VocabSize], 2, 1, model.Config.VocabSize);
+        model.ForwardInto(step, next, cacheB);
+        Assert.Equal(model.Forward(step, cacheA).Logits.Data, next.Data);
+        Assert.Equal(cacheA.Length, cacheB.Length);
+    }
+
+    [Fact]
+    public void Forward_into_a_tensor_of_the_wrong_shape_is_refused_before_the_pass()
+    {
+        var model = Models.Get("odd");
+        var V = model.Config.VocabSize;
+        var cache = model.CreateCache(1);
+        var batch = TokenBatch.FromIds([1, 2, 3]);
+        foreach (var shape in new[] { new[] { 1, 2, V }, [3, V], [1, 3, V + 1], [3, 1, V] })
+        {
+            var error = Assert.Throws<ArgumentException>(() =>
+                model.ForwardInto(batch, new FloatTensor(new float[shape.Aggregate(1, (a, b) => a * b)], shape), cache));
+            Assert.Equal("logits", error.ParamName);
+            Assert.Contains($"[1, 3, {V}]", error.Message);
+        }
+        Assert.Equal(0, cache.Length);
+        Assert.Throws<ArgumentNullException>(() => model.ForwardInto(batch, null!));
+    }
+
+    public static TheoryData<string> BackendNames => TestBackends.All;
+
     [Fact]
     public void Verifier_flags_a_perturbed_reference_and_names_the_element()
     {

@@ -69,6 +69,7 @@ public class LifetimeAndConcurrencyTests
         model.Dispose(); // idempotent
 
         Assert.Throws<ObjectDisposedException>(() => model.Forward(TokenBatch.FromIds([1, 2])));
+        Assert.Throws<ObjectDisposedException>(() => model.ForwardInto(TokenBatch.FromIds([1, 2]), FloatTensor.Zeros(1, 2, model.Config.VocabSize)));
         Assert.Throws<ObjectDisposedException>(() => model.Generate("ROMEO:"));
         Assert.Throws<ObjectDisposedException>(() => model.GenerateIds([1]));
         Assert.Throws<ObjectDisposedException>(() => model.ScoreIds([1, 2]));
