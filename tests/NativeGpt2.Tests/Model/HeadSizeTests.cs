@@ -5,8 +5,9 @@ using Xunit;
 namespace NativeGpt2.Tests.Model;
 
 /// <summary>
-/// Heads wider than GPT-2's 64 channels (Cerebras-GPT has 80 and 128): every backend runs them up to 128 and agrees
-/// with the others; past what a backend's kernels hold, the model is refused at load, naming the head size.
+/// Heads of other widths than GPT-2's 64 channels, from one (the tiny test checkpoints on the hub have n_embd 2, n_head 2)
+/// to Cerebras-GPT's 80 and 128: every backend runs them up to 128 and agrees with the others; past what a backend's
+/// kernels hold, the model is refused at load, naming the head size.
 /// </summary>
 public class HeadSizeTests
 {
@@ -15,7 +16,7 @@ public class HeadSizeTests
         VocabSize = 300, ContextLength = 64, EmbeddingSize = 2 * headSize, LayerCount = 2, HeadCount = 2, InnerSize = 8 * headSize,
     };
 
-    public static TheoryData<int> HeadSizes => [80, 128];
+    public static TheoryData<int> HeadSizes => [1, 3, 80, 128];
 
     [SkippableTheory]
     [MemberData(nameof(HeadSizes))]
