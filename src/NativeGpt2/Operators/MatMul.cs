@@ -17,7 +17,7 @@ namespace NativeGpt2.Operators;
 /// twice per panel with Vector256): per input channel it loads two registers of weights (widened from
 /// 16 or 8 bits in the registers), broadcasts six inputs and issues twelve fused multiply-adds. Work items
 /// are (panel, block of rows): a panel of 32 columns × IC rows streams through the cache once per block.
-/// Two to five rows left over in a block run the same tile on a copy padded with zero rows; a lone row its
+/// Two to five rows left over (the last rows) run the same tile on a copy padded with zero rows, made once per call; a lone row its
 /// own loop (with Vector256, the panel's 32 columns in four registers, one pass), asking for the panel 8 KB ahead, in
 /// every format; so do up to five rows of 16-bit weights. A decoding step (one row) of 16-bit weights with Vector512
 /// reads four panels side by side instead, eight sums in flight, and asks for the rows 2 KB ahead in each
@@ -99,9 +99,19 @@ internal static class MatMul
             });
             return;
         }
+        // Two to five rows left over after the 6-row tiles (the last ones: a row block is a multiple of 6) are copied once,
+        // padded with zero rows to a whole tile, for every panel's last tile to read.
+        var leftover = N % TileRows;
+        var padded = leftover > 1 ? ArrayPool<float>.Shared.Rent(TileRows * IC) : null;
+        if (padded is not null)
+        {
+            input.Span.Slice((N - leftover) * IC, leftover * IC).CopyTo(padded);
+            padded.AsSpan(leftover * IC, (TileRows - leftover) * IC).Clear();
+        }
         // Items run panel-major: each thread streams its own panels, and a panel stays in cache across its row blocks.
         Parallelism.For(panelCount * rowBlocks, (long)rowBlock * IC * WeightData.PanelWidth, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
         {
+            var leftoverRows = padded.AsSpan(0, padded is null ? 0 : TileRows * IC);
             float[]? widened = null;
             var widenedPanel = -1;
             for (var item = start; item < end; item++)
@@ -119,12 +129,14 @@ internal static class MatMul
                     // from cache, not from memory in one burst (a raw address, never read: past the end only a wasted hint).
                     var next = new NextPanel((byte*)Unsafe.AsPointer(ref panels.At(panels.Block(p, 0), 0)) + (nint)IC * panels.BlockBytes,
                         IC * panels.BlockBytes, (N + TileRows - 1) / TileRows);
-                    Panel<V, Panels<float, Float32Widening>>(new(widened, IC), 0, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, ahead: 0, next);
+                    Panel<V, Panels<float, Float32Widening>>(new(widened, IC), 0, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, ahead: 0,
+                        leftoverRows, next);
                 }
-                else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, panels.PrefetchRows);
+                else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, panels.PrefetchRows, leftoverRows);
             }
             if (widened is not null) ArrayPool<float>.Shared.Return(widened);
         });
+        if (padded is not null) ArrayPool<float>.Shared.Return(padded);
     }
 
     /// <summary>
@@ -197,7 +209,8 @@ internal static class MatMul
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Panel<V, P>(P panels, int view, int p, Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> bias,
-        int r0, int r1, int IC, int OC, MatMulEpilogue epilogue, int ahead, NextPanel next = default) where V : struct, ISimd<V> where P : struct, IPanelView
+        int r0, int r1, int IC, int OC, MatMulEpilogue epilogue, int ahead, ReadOnlySpan<float> leftoverRows = default, NextPanel next = default)
+        where V : struct, ISimd<V> where P : struct, IPanelView
     {
         var col0 = p * WeightData.PanelWidth;
         var columns = Math.Min(WeightData.PanelWidth, OC - col0);
@@ -217,14 +230,9 @@ internal static class MatMul
         Span<float> scratch = stackalloc float[TileRows * 2 * 16];
         Span<float> padded = stackalloc float[2 * 16];
         // Two to five rows left over (a short prompt's last rows, or a few sequences decoding together) run the 6-row
-        // tile on a copy padded with zero rows: one pass over the panel instead of one per row, each row summed as ever.
-        var leftover = (r1 - r0) % TileRows;
-        var spare = leftover > 1 ? ArrayPool<float>.Shared.Rent(TileRows * IC) : null;
-        if (spare is not null)
-        {
-            input.Slice((r1 - leftover) * IC, leftover * IC).CopyTo(spare);
-            spare.AsSpan(leftover * IC, (TileRows - leftover) * IC).Clear();
-        }
+        // tile on a copy padded with zero rows (LeftoverRows, made once per call): one pass over the panel instead of one
+        // per row, each row summed as ever.
+        if ((r1 - r0) % TileRows > 1 && leftoverRows.Length < TileRows * IC) throw new ArgumentException("the leftover rows were not padded", nameof(leftoverRows));
         for (var c = 0; c < columns; c += 2 * V.Count)
         {
             var width = Math.Min(2 * V.Count, columns - c);
@@ -261,7 +269,7 @@ internal static class MatMul
                 var first = r == 0 ? ahead : 0;
                 var hint = c == 0 ? next.Slice(r / TileRows, IC) : default;
                 if (rows == TileRows) Tile6<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, stride, b0, b1, residual, first, hint);
-                else if (rows > 1) Tile6<V, P>(panels, view, c, ref spare![0], IC, ref o, stride, b0, b1, residual, first, hint);
+                else if (rows > 1) Tile6<V, P>(panels, view, c, ref MemoryMarshal.GetReference(leftoverRows), IC, ref o, stride, b0, b1, residual, first, hint);
                 else Tile1<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, b0, b1, residual, first);
                 if (viaScratch)
                 {
@@ -275,7 +283,6 @@ internal static class MatMul
                 }
             }
         }
-        if (spare is not null) ArrayPool<float>.Shared.Return(spare);
     }
 
     // The tiles make no calls: values live across a call would be spilled to the stack in the inner loop.
