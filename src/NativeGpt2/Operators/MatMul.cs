@@ -17,7 +17,8 @@ namespace NativeGpt2.Operators;
 /// twice per panel with Vector256): per input channel it loads two registers of weights (widened from
 /// 16 or 8 bits in the registers), broadcasts six inputs and issues twelve fused multiply-adds. Work items
 /// are (panel, block of rows): a panel of 32 columns × IC rows streams through the cache once per block.
-/// Two to five rows left over (the last rows) run the same tile on a copy padded with zero rows, made once per call; a lone row its
+/// Rows that six does not divide end a block in tiles of four or five (8 = 4 + 4, 9 = 5 + 4: eight sums or more in
+/// flight); a batch of two or three rows runs the 6-row tile on a copy padded with zero rows, made once per call; a lone row its
 /// own loop (with Vector256, the panel's 32 columns in four registers, one pass), asking for the panel 8 KB ahead, in
 /// every format; so do up to five rows of 16-bit weights. A decoding step (one row) of 16-bit weights with Vector512
 /// reads four panels side by side instead, eight sums in flight, and asks for the rows 2 KB ahead in each
@@ -75,6 +76,9 @@ internal static class MatMul
         var fullPanels = OC / WeightData.PanelWidth;
         var rowBlock = N <= RowBlock ? N : RowBlock;
         var rowBlocks = (N + rowBlock - 1) / rowBlock;
+        // Two or three rows after the last full block join it (50 = 44 + 6 rows of tiles: 6 × 7 + 4 + 4), so that only a
+        // batch of two or three rows needs the padded tile.
+        if (N > RowBlock && N % RowBlock is 2 or 3) rowBlocks--;
         if (N == 1 && Holds16Bits<P>() && typeof(V) != typeof(Simd256))
         {
             // Decoding 16-bit weights with Vector512: four panels side by side, eight sums in flight, asking for the rows
@@ -99,14 +103,13 @@ internal static class MatMul
             });
             return;
         }
-        // Two to five rows left over after the 6-row tiles (the last ones: a row block is a multiple of 6) are copied once,
-        // padded with zero rows to a whole tile, for every panel's last tile to read.
-        var leftover = N % TileRows;
-        var padded = leftover > 1 ? ArrayPool<float>.Shared.Rent(TileRows * IC) : null;
+        // Two or three rows in all (a batch decoding) are copied once, padded with zero rows to a whole tile, for every
+        // panel's tile to read.
+        var padded = N is 2 or 3 ? ArrayPool<float>.Shared.Rent(TileRows * IC) : null;
         if (padded is not null)
         {
-            input.Span.Slice((N - leftover) * IC, leftover * IC).CopyTo(padded);
-            padded.AsSpan(leftover * IC, (TileRows - leftover) * IC).Clear();
+            input.Span[..(N * IC)].CopyTo(padded);
+            padded.AsSpan(N * IC, (TileRows - N) * IC).Clear();
         }
         // Items run panel-major: each thread streams its own panels, and a panel stays in cache across its row blocks.
         Parallelism.For(panelCount * rowBlocks, (long)rowBlock * IC * WeightData.PanelWidth, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
@@ -117,7 +120,7 @@ internal static class MatMul
             for (var item = start; item < end; item++)
             {
                 int p = item / rowBlocks, rb = item % rowBlocks;
-                int r0 = rb * rowBlock, r1 = Math.Min(N, r0 + rowBlock);
+                int r0 = rb * rowBlock, r1 = rb == rowBlocks - 1 ? N : r0 + rowBlock;
                 if (typeof(P) != typeof(Panels<float, Float32Widening>) && r1 - r0 >= TileRows)
                 {
                     // Several rows reuse the panel: widen it to float32 once rather than in every tile (exact,
@@ -229,10 +232,9 @@ internal static class MatMul
         // (the panel is zero-padded) and its valid columns copied out.
         Span<float> scratch = stackalloc float[TileRows * 2 * 16];
         Span<float> padded = stackalloc float[2 * 16];
-        // Two to five rows left over (a short prompt's last rows, or a few sequences decoding together) run the 6-row
-        // tile on a copy padded with zero rows (LeftoverRows, made once per call): one pass over the panel instead of one
-        // per row, each row summed as ever.
-        if ((r1 - r0) % TileRows > 1 && leftoverRows.Length < TileRows * IC) throw new ArgumentException("the leftover rows were not padded", nameof(leftoverRows));
+        // A block of two or three rows (two or three sequences decoding together) runs the 6-row tile on a copy padded with
+        // zero rows (made once per call): one pass over the panel instead of one per row, each row summed as ever.
+        if (r1 - r0 is 2 or 3 && leftoverRows.Length < TileRows * IC) throw new ArgumentException("the rows were not padded", nameof(leftoverRows));
         for (var c = 0; c < columns; c += 2 * V.Count)
         {
             var width = Math.Min(2 * V.Count, columns - c);
@@ -251,13 +253,13 @@ internal static class MatMul
                 b0 = V.Load(ref padded[0]);
                 b1 = V.Load(ref padded[V.Count]);
             }
-            for (var r = r0; r < r1; r += TileRows)
+            for (int r = r0, rows; r < r1; r += rows)
             {
-                var rows = Math.Min(TileRows, r1 - r);
+                rows = TileRowsAt(r1 - r);
                 var target = output.Slice(r * OC + col0 + c);
                 // Where the tile writes: the output itself, or the scratch tile (2·V.Count columns a row) for a partial
-                // last panel or the padded leftover rows.
-                var viaScratch = !full || rows is > 1 and < TileRows;
+                // last panel or the padded rows of a block of two or three.
+                var viaScratch = !full || rows is 2 or 3;
                 var stride = viaScratch ? 2 * V.Count : OC;
                 ref var o = ref viaScratch ? ref scratch[0] : ref MemoryMarshal.GetReference(target);
                 if (viaScratch && residual)
@@ -268,9 +270,15 @@ internal static class MatMul
                 // starts at row 0; the others find the panel in cache.
                 var first = r == 0 ? ahead : 0;
                 var hint = c == 0 ? next.Slice(r / TileRows, IC) : default;
-                if (rows == TileRows) Tile6<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, stride, b0, b1, residual, first, hint);
-                else if (rows > 1) Tile6<V, P>(panels, view, c, ref MemoryMarshal.GetReference(leftoverRows), IC, ref o, stride, b0, b1, residual, first, hint);
-                else Tile1<V, P>(panels, view, c, ref Unsafe.Add(ref x, (nint)r * IC), IC, ref o, b0, b1, residual, first);
+                ref var xr = ref Unsafe.Add(ref x, (nint)r * IC);
+                switch (rows)
+                {
+                    case 6: Tile<V, P, SixRows>(panels, view, c, ref xr, IC, ref o, stride, b0, b1, residual, first, hint); break;
+                    case 5: Tile<V, P, FiveRows>(panels, view, c, ref xr, IC, ref o, stride, b0, b1, residual, first, hint); break;
+                    case 4: Tile<V, P, FourRows>(panels, view, c, ref xr, IC, ref o, stride, b0, b1, residual, first, hint); break;
+                    case 1: Tile1<V, P>(panels, view, c, ref xr, IC, ref o, b0, b1, residual, first); break;
+                    default: Tile<V, P, SixRows>(panels, view, c, ref MemoryMarshal.GetReference(leftoverRows), IC, ref o, stride, b0, b1, residual, first, hint); break;
+                }
                 if (viaScratch)
                 {
                     for (var i = 0; i < rows; i++) scratch.Slice(i * stride, width).CopyTo(target.Slice(i * OC, width));
@@ -285,11 +293,50 @@ internal static class MatMul
         }
     }
 
+    /// <summary>
+    /// The rows of the next tile when <paramref name="remaining"/> rows of a block are left: six while that leaves none or
+    /// four or more, then four or five (8 = 4 + 4, 9 = 5 + 4), so that every tile keeps eight sums or more in flight; a
+    /// lone last row (7 = 6 + 1) its own loop; a block of two or three rows the padded 6-row tile.
+    /// </summary>
+    private static int TileRowsAt(int remaining) => remaining switch
+    {
+        8 => 4,
+        9 => 5,
+        >= TileRows => TileRows,
+        _ => remaining,
+    };
+
     // The tiles make no calls: values live across a call would be spilled to the stack in the inner loop.
 
+    /// <summary>The rows a register tile sums: six, or four or five at the end of a block whose rows six do not divide.</summary>
+    private interface ITileRows
+    {
+        static abstract int Count { get; }
+    }
+
+    private struct SixRows : ITileRows
+    {
+        public static int Count => 6;
+    }
+
+    private struct FiveRows : ITileRows
+    {
+        public static int Count => 5;
+    }
+
+    private struct FourRows : ITileRows
+    {
+        public static int Count => 4;
+    }
+
+    /// <summary>
+    /// <typeparamref name="R"/> rows (4 to 6) × 2 registers of columns: eight to twelve sums in flight, each output summed
+    /// from the bias over the input channels in order, whatever the rows. The row count is a type, so each size compiles
+    /// to its own loop without the rows it does not have.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Tile6<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, int stride, V b0, V b1, bool residual, int ahead, Hint hint)
-        where V : struct, ISimd<V> where P : struct, IPanelView
+    private static unsafe void Tile<V, P, R>(P panels, int p, int c, ref float x, int IC, ref float o, int stride, V b0, V b1, bool residual, int ahead, Hint hint)
+        where V : struct, ISimd<V> where P : struct, IPanelView where R : struct, ITileRows
     {
         var line = hint.At;
         var countdown = hint.Every;
@@ -297,8 +344,9 @@ internal static class MatMul
         ref var x1 = ref Unsafe.Add(ref x0, IC);
         ref var x2 = ref Unsafe.Add(ref x1, IC);
         ref var x3 = ref Unsafe.Add(ref x2, IC);
-        ref var x4 = ref Unsafe.Add(ref x3, IC);
-        ref var x5 = ref Unsafe.Add(ref x4, IC);
+        // Rows a smaller tile does not have are never addressed: their references stay on its last row.
+        ref var x4 = ref R.Count > 4 ? ref Unsafe.Add(ref x3, IC) : ref x3;
+        ref var x5 = ref R.Count > 5 ? ref Unsafe.Add(ref x4, IC) : ref x4;
         V a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1, a30 = b0, a31 = b1, a40 = b0, a41 = b1, a50 = b0, a51 = b1;
         var first = panels.Block(p, 0);
         nint step = panels.BlockBytes, soon = ahead * step, offset = 0;
@@ -321,20 +369,26 @@ internal static class MatMul
             a20 = V.Fma(v, w0, a20); a21 = V.Fma(v, w1, a21);
             v = V.Broadcast(Unsafe.Add(ref x3, k));
             a30 = V.Fma(v, w0, a30); a31 = V.Fma(v, w1, a31);
-            v = V.Broadcast(Unsafe.Add(ref x4, k));
-            a40 = V.Fma(v, w0, a40); a41 = V.Fma(v, w1, a41);
-            v = V.Broadcast(Unsafe.Add(ref x5, k));
-            a50 = V.Fma(v, w0, a50); a51 = V.Fma(v, w1, a51);
+            if (R.Count > 4)
+            {
+                v = V.Broadcast(Unsafe.Add(ref x4, k));
+                a40 = V.Fma(v, w0, a40); a41 = V.Fma(v, w1, a41);
+            }
+            if (R.Count > 5)
+            {
+                v = V.Broadcast(Unsafe.Add(ref x5, k));
+                a50 = V.Fma(v, w0, a50); a51 = V.Fma(v, w1, a51);
+            }
         }
         Store(ref o, a00, a01, residual);
         Store(ref Unsafe.Add(ref o, stride), a10, a11, residual);
         Store(ref Unsafe.Add(ref o, 2 * stride), a20, a21, residual);
         Store(ref Unsafe.Add(ref o, 3 * stride), a30, a31, residual);
-        Store(ref Unsafe.Add(ref o, 4 * stride), a40, a41, residual);
-        Store(ref Unsafe.Add(ref o, 5 * stride), a50, a51, residual);
+        if (R.Count > 4) Store(ref Unsafe.Add(ref o, 4 * stride), a40, a41, residual);
+        if (R.Count > 5) Store(ref Unsafe.Add(ref o, 5 * stride), a50, a51, residual);
     }
 
-    /// <summary>One row: decoding, and a lone row a 6-row tile leaves over. Each output is summed exactly as in <see cref="Tile6"/>.</summary>
+    /// <summary>One row: decoding, and a lone row a 6-row tile leaves over. Each output is summed exactly as in <see cref="Tile{V, P, R}"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Tile1<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, V b0, V b1, bool residual, int ahead)
         where V : struct, ISimd<V> where P : struct, IPanelView
