@@ -78,8 +78,6 @@ internal static class CausalSelfAttention
     // Queries per work item: one (b, h) and a run of consecutive queries, which read the same keys.
     private const int QueryTile = 32;
 
-    // Register tiles: 6 queries × 2 or 4 registers, of keys for the scores and of value channels for the output.
-    private const int TileRows = 6;
 
     /// <summary>
     /// Fused causal attention at the given SIMD width. Work items are (b, h, tile of queries): the tile's
@@ -228,7 +226,7 @@ internal static class CausalSelfAttention
 
     /// <summary>
     /// c[i, n] = Σ_k a[i, k]·b[k, n] for rows i &lt; rowCount, columns n &lt; columns and k &lt; depth, each sum over k in
-    /// order, on register tiles of 6 rows. Row i of a starts at a[i · lda], row k of b at b[k · ldb],
+    /// order, on register tiles of 6, 5 or 4 rows. Row i of a starts at a[i · lda], row k of b at b[k · ldb],
     /// row i of c at c[i · ldc]. Attention's two products are this: the scores q · Kᵀ (a = the queries, b = the keys,
     /// cached transposed) and the weighted values p · V (a = the probabilities, b = the values).
     /// </summary>
@@ -237,35 +235,52 @@ internal static class CausalSelfAttention
         where V : struct, ISimd<V>
     {
         var i = 0;
-        for (; i + TileRows <= rowCount; i += TileRows)
+        // Tiles of six rows, the last ones of five or four (a tile of 32 queries: 6 × 4 + 4 + 4); fewer than four rows
+        // in all go row by row.
+        for (int rows; rowCount - i >= 4; i += rows)
         {
+            rows = RowTiles.Next(rowCount - i);
             ref var ci = ref Unsafe.Add(ref c, (nint)i * ldc);
             ref var ai = ref Unsafe.Add(ref a, (nint)i * lda);
-            // Vector512's 32 registers hold 6 rows × 4 registers of sums (ten loads per 24 multiply-adds); the columns
-            // left over, and every column at the other widths, go 6 rows × 2 registers at a time, then row by row.
-            var n = typeof(V) == typeof(Simd512) ? SixRowsFourRegisters<V>(ref ci, ldc, ref ai, lda, ref b, ldb, columns, depth) : 0;
-            n = SixRowsTwoRegisters<V>(ref ci, ldc, ref ai, lda, ref b, ldb, n, columns, depth);
-            for (var r = 0; r < TileRows; r++)
-                TileProductRow<V>(ref Unsafe.Add(ref ci, (nint)r * ldc), ref Unsafe.Add(ref ai, (nint)r * lda), ref b, ldb, n, columns, depth);
+            switch (rows)
+            {
+                case 6: Rows<V, SixRows>(ref ci, ldc, ref ai, lda, ref b, ldb, columns, depth); break;
+                case 5: Rows<V, FiveRows>(ref ci, ldc, ref ai, lda, ref b, ldb, columns, depth); break;
+                default: Rows<V, FourRows>(ref ci, ldc, ref ai, lda, ref b, ldb, columns, depth); break;
+            }
         }
         for (; i < rowCount; i++)
             TileProductRow<V>(ref Unsafe.Add(ref c, (nint)i * ldc), ref Unsafe.Add(ref a, (nint)i * lda), ref b, ldb, 0, columns, depth);
     }
 
+    /// <summary><typeparamref name="R"/> rows of <see cref="TileProduct{V}"/>, every column.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Rows<V, R>(ref float c, int ldc, ref float a, int lda, ref float b, int ldb, int columns, int depth)
+        where V : struct, ISimd<V> where R : struct, ITileRows
+    {
+        // Vector512's 32 registers hold R rows × 4 registers of sums (six rows: ten loads per 24 multiply-adds); the columns
+        // left over, and every column at the other widths, go R rows × 2 registers at a time, then row by row.
+        var n = typeof(V) == typeof(Simd512) ? RowsFourRegisters<V, R>(ref c, ldc, ref a, lda, ref b, ldb, columns, depth) : 0;
+        n = RowsTwoRegisters<V, R>(ref c, ldc, ref a, lda, ref b, ldb, n, columns, depth);
+        for (var r = 0; r < R.Count; r++)
+            TileProductRow<V>(ref Unsafe.Add(ref c, (nint)r * ldc), ref Unsafe.Add(ref a, (nint)r * lda), ref b, ldb, n, columns, depth);
+    }
+
     /// <summary>
-    /// Six rows of <see cref="TileProduct{V}"/>: 6 rows × 4 registers of columns at a time; returns the columns done.
-    /// Every sum is the same multiply-adds in the same order as in the narrower tiles.
+    /// <typeparamref name="R"/> rows of <see cref="TileProduct{V}"/>: R rows × 4 registers of columns at a time; returns the
+    /// columns done. Every sum is the same multiply-adds in the same order as in the narrower tiles.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int SixRowsFourRegisters<V>(ref float c, int ldc, ref float a, int lda, ref float b, int ldb, int columns, int depth)
-        where V : struct, ISimd<V>
+    private static int RowsFourRegisters<V, R>(ref float c, int ldc, ref float a, int lda, ref float b, int ldb, int columns, int depth)
+        where V : struct, ISimd<V> where R : struct, ITileRows
     {
         ref var a0 = ref a;
         ref var a1 = ref Unsafe.Add(ref a0, lda);
         ref var a2 = ref Unsafe.Add(ref a1, lda);
         ref var a3 = ref Unsafe.Add(ref a2, lda);
-        ref var a4 = ref Unsafe.Add(ref a3, lda);
-        ref var a5 = ref Unsafe.Add(ref a4, lda);
+        // Rows a smaller tile does not have are never addressed: their references stay on its last row.
+        ref var a4 = ref R.Count > 4 ? ref Unsafe.Add(ref a3, lda) : ref a3;
+        ref var a5 = ref R.Count > 5 ? ref Unsafe.Add(ref a4, lda) : ref a4;
         var n = 0;
         for (; n + 4 * V.Count <= columns; n += 4 * V.Count)
         {
@@ -290,18 +305,24 @@ internal static class CausalSelfAttention
                 s20 = V.Fma(x, b0, s20); s21 = V.Fma(x, b1, s21); s22 = V.Fma(x, b2, s22); s23 = V.Fma(x, b3, s23);
                 x = V.Broadcast(Unsafe.Add(ref a3, k));
                 s30 = V.Fma(x, b0, s30); s31 = V.Fma(x, b1, s31); s32 = V.Fma(x, b2, s32); s33 = V.Fma(x, b3, s33);
-                x = V.Broadcast(Unsafe.Add(ref a4, k));
-                s40 = V.Fma(x, b0, s40); s41 = V.Fma(x, b1, s41); s42 = V.Fma(x, b2, s42); s43 = V.Fma(x, b3, s43);
-                x = V.Broadcast(Unsafe.Add(ref a5, k));
-                s50 = V.Fma(x, b0, s50); s51 = V.Fma(x, b1, s51); s52 = V.Fma(x, b2, s52); s53 = V.Fma(x, b3, s53);
+                if (R.Count > 4)
+                {
+                    x = V.Broadcast(Unsafe.Add(ref a4, k));
+                    s40 = V.Fma(x, b0, s40); s41 = V.Fma(x, b1, s41); s42 = V.Fma(x, b2, s42); s43 = V.Fma(x, b3, s43);
+                }
+                if (R.Count > 5)
+                {
+                    x = V.Broadcast(Unsafe.Add(ref a5, k));
+                    s50 = V.Fma(x, b0, s50); s51 = V.Fma(x, b1, s51); s52 = V.Fma(x, b2, s52); s53 = V.Fma(x, b3, s53);
+                }
             }
             ref var o = ref Unsafe.Add(ref c, n);
             Store4(ref o, s00, s01, s02, s03);
             Store4(ref Unsafe.Add(ref o, ldc), s10, s11, s12, s13);
             Store4(ref Unsafe.Add(ref o, 2 * ldc), s20, s21, s22, s23);
             Store4(ref Unsafe.Add(ref o, 3 * ldc), s30, s31, s32, s33);
-            Store4(ref Unsafe.Add(ref o, 4 * ldc), s40, s41, s42, s43);
-            Store4(ref Unsafe.Add(ref o, 5 * ldc), s50, s51, s52, s53);
+            if (R.Count > 4) Store4(ref Unsafe.Add(ref o, 4 * ldc), s40, s41, s42, s43);
+            if (R.Count > 5) Store4(ref Unsafe.Add(ref o, 5 * ldc), s50, s51, s52, s53);
         }
         return n;
 
@@ -315,19 +336,20 @@ internal static class CausalSelfAttention
     }
 
     /// <summary>
-    /// Six rows of <see cref="TileProduct{V}"/> for columns [from, columns), 6 rows × 2 registers at a time; returns the
-    /// columns done.
+    /// <typeparamref name="R"/> rows of <see cref="TileProduct{V}"/> for columns [from, columns), R rows × 2 registers at a
+    /// time; returns the columns done.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int SixRowsTwoRegisters<V>(ref float c, int ldc, ref float a, int lda, ref float b, int ldb, int from, int columns, int depth)
-        where V : struct, ISimd<V>
+    private static int RowsTwoRegisters<V, R>(ref float c, int ldc, ref float a, int lda, ref float b, int ldb, int from, int columns, int depth)
+        where V : struct, ISimd<V> where R : struct, ITileRows
     {
         ref var a0 = ref a;
         ref var a1 = ref Unsafe.Add(ref a0, lda);
         ref var a2 = ref Unsafe.Add(ref a1, lda);
         ref var a3 = ref Unsafe.Add(ref a2, lda);
-        ref var a4 = ref Unsafe.Add(ref a3, lda);
-        ref var a5 = ref Unsafe.Add(ref a4, lda);
+        // Rows a smaller tile does not have are never addressed: their references stay on its last row.
+        ref var a4 = ref R.Count > 4 ? ref Unsafe.Add(ref a3, lda) : ref a3;
+        ref var a5 = ref R.Count > 5 ? ref Unsafe.Add(ref a4, lda) : ref a4;
         var n = from;
         for (; n + 2 * V.Count <= columns; n += 2 * V.Count)
         {
@@ -346,10 +368,16 @@ internal static class CausalSelfAttention
                 s20 = V.Fma(x, b0, s20); s21 = V.Fma(x, b1, s21);
                 x = V.Broadcast(Unsafe.Add(ref a3, k));
                 s30 = V.Fma(x, b0, s30); s31 = V.Fma(x, b1, s31);
-                x = V.Broadcast(Unsafe.Add(ref a4, k));
-                s40 = V.Fma(x, b0, s40); s41 = V.Fma(x, b1, s41);
-                x = V.Broadcast(Unsafe.Add(ref a5, k));
-                s50 = V.Fma(x, b0, s50); s51 = V.Fma(x, b1, s51);
+                if (R.Count > 4)
+                {
+                    x = V.Broadcast(Unsafe.Add(ref a4, k));
+                    s40 = V.Fma(x, b0, s40); s41 = V.Fma(x, b1, s41);
+                }
+                if (R.Count > 5)
+                {
+                    x = V.Broadcast(Unsafe.Add(ref a5, k));
+                    s50 = V.Fma(x, b0, s50); s51 = V.Fma(x, b1, s51);
+                }
             }
             ref var o = ref Unsafe.Add(ref c, n);
             V.Store(ref o, s00); V.Store(ref Unsafe.Add(ref o, V.Count), s01);
@@ -359,10 +387,16 @@ internal static class CausalSelfAttention
             V.Store(ref o, s20); V.Store(ref Unsafe.Add(ref o, V.Count), s21);
             o = ref Unsafe.Add(ref o, ldc);
             V.Store(ref o, s30); V.Store(ref Unsafe.Add(ref o, V.Count), s31);
-            o = ref Unsafe.Add(ref o, ldc);
-            V.Store(ref o, s40); V.Store(ref Unsafe.Add(ref o, V.Count), s41);
-            o = ref Unsafe.Add(ref o, ldc);
-            V.Store(ref o, s50); V.Store(ref Unsafe.Add(ref o, V.Count), s51);
+            if (R.Count > 4)
+            {
+                o = ref Unsafe.Add(ref o, ldc);
+                V.Store(ref o, s40); V.Store(ref Unsafe.Add(ref o, V.Count), s41);
+            }
+            if (R.Count > 5)
+            {
+                o = ref Unsafe.Add(ref o, ldc);
+                V.Store(ref o, s50); V.Store(ref Unsafe.Add(ref o, V.Count), s51);
+            }
         }
         return n;
     }

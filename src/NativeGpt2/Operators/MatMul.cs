@@ -29,7 +29,7 @@ namespace NativeGpt2.Operators;
 /// </remarks>
 internal static class MatMul
 {
-    private const int TileRows = 6;
+    private const int TileRows = RowTiles.Most;
 
     // Panels a decoding step reads side by side.
     private const int PanelsSideBySide = 4;
@@ -255,7 +255,7 @@ internal static class MatMul
             }
             for (int r = r0, rows; r < r1; r += rows)
             {
-                rows = TileRowsAt(r1 - r);
+                rows = RowTiles.Next(r1 - r);
                 var target = output.Slice(r * OC + col0 + c);
                 // Where the tile writes: the output itself, or the scratch tile (2·V.Count columns a row) for a partial
                 // last panel or the padded rows of a block of two or three.
@@ -293,46 +293,11 @@ internal static class MatMul
         }
     }
 
-    /// <summary>
-    /// The rows of the next tile when <paramref name="remaining"/> rows of a block are left: six while that leaves none or
-    /// four or more, then four or five (8 = 4 + 4, 9 = 5 + 4), so that every tile keeps eight sums or more in flight; a
-    /// lone last row (7 = 6 + 1) its own loop; a block of two or three rows the padded 6-row tile.
-    /// </summary>
-    private static int TileRowsAt(int remaining) => remaining switch
-    {
-        8 => 4,
-        9 => 5,
-        >= TileRows => TileRows,
-        _ => remaining,
-    };
-
     // The tiles make no calls: values live across a call would be spilled to the stack in the inner loop.
-
-    /// <summary>The rows a register tile sums: six, or four or five at the end of a block whose rows six do not divide.</summary>
-    private interface ITileRows
-    {
-        static abstract int Count { get; }
-    }
-
-    private struct SixRows : ITileRows
-    {
-        public static int Count => 6;
-    }
-
-    private struct FiveRows : ITileRows
-    {
-        public static int Count => 5;
-    }
-
-    private struct FourRows : ITileRows
-    {
-        public static int Count => 4;
-    }
 
     /// <summary>
     /// <typeparamref name="R"/> rows (4 to 6) × 2 registers of columns: eight to twelve sums in flight, each output summed
-    /// from the bias over the input channels in order, whatever the rows. The row count is a type, so each size compiles
-    /// to its own loop without the rows it does not have.
+    /// from the bias over the input channels in order, whatever the rows.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Tile<V, P, R>(P panels, int p, int c, ref float x, int IC, ref float o, int stride, V b0, V b1, bool residual, int ahead, Hint hint)
