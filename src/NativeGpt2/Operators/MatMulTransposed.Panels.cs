@@ -146,7 +146,7 @@ internal static partial class MatMulTransposed
             return;
         }
         // Channels [s·C, s·C + C) of rows [g, g + C) are a block transposed in registers into panel rows j·S + s,
-        // j = 0 … C − 1: S · 32 floats apart. The rows were asked for while the previous panel was computed (Lanes12).
+        // j = 0 … C − 1: S · 32 floats apart. The rows were asked for while the previous panel was computed (Lanes).
         for (var s = 0; s < S; s++)
         {
             var i = s * V.Count;
@@ -195,7 +195,15 @@ internal static partial class MatMulTransposed
             {
                 ref var tile = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(packed), (nint)r * S * C);
                 // Only the first pass over the columns asks; there is one pass with Vector512's 32 columns.
-                Lanes12(ref Unsafe.Add(ref weights, c), ref tile, S, ref pending[0], next + (nint)(r / R) * C * slice, c == 0 ? slice : 0);
+                // A last tile of fewer rows sums only as many rows as it has, rounded up to four (the packed input is
+                // padded with zero rows to twelve).
+                var hint = next + (nint)(r / R) * C * slice;
+                switch (r1 - r)
+                {
+                    case <= 4: Lanes<FourRows>(ref Unsafe.Add(ref weights, c), ref tile, S, ref pending[0], hint, c == 0 ? slice : 0); break;
+                    case <= 8: Lanes<EightRows>(ref Unsafe.Add(ref weights, c), ref tile, S, ref pending[0], hint, c == 0 ? slice : 0); break;
+                    default: Lanes<TwelveRows>(ref Unsafe.Add(ref weights, c), ref tile, S, ref pending[0], hint, c == 0 ? slice : 0); break;
+                }
                 for (var i = 0; i < R && r + i < r1; i++)
                 {
                     ref var xi = ref Unsafe.Add(ref x, (nint)(r + i) * IC);
@@ -226,14 +234,15 @@ internal static partial class MatMulTransposed
     // The tiles make no calls: values live across a call would be spilled to the stack in the inner loop.
 
     /// <summary>
-    /// 12 input rows × 2 registers of columns, for every lane in bit-reversed order: the sum over its S panel rows, then
-    /// folded into <paramref name="pending"/> (levels of 24 registers): the t-th lane (from 1) adds the pending sum of each
-    /// level while t is even there, and leaves its own at the first level it does not fill. The totals end at level 4.
-    /// After each lane's sums it asks for <paramref name="slice"/> bytes from <paramref name="ahead"/> on, the next slice
-    /// after each lane.
+    /// <typeparamref name="R"/> input rows (12, or 8 or 4 for a last tile of fewer rows) × 2 registers of columns, for every
+    /// lane in bit-reversed order: the sum over its S panel rows, then folded into <paramref name="pending"/> (levels of 24
+    /// registers, the first 2·R used): the t-th lane (from 1) adds the pending sum of each level while t is even there, and
+    /// leaves its own at the first level it does not fill. The totals end at level 4. The packed input holds 12 rows a
+    /// step whatever R. After each lane's sums it asks for <paramref name="slice"/> bytes from <paramref name="ahead"/> on,
+    /// the next slice after each lane.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Lanes12(ref float panel, ref float x, int S, ref float pending, byte* ahead, int slice)
+    private static unsafe void Lanes<R>(ref float panel, ref float x, int S, ref float pending, byte* ahead, int slice) where R : struct, ITileRows
     {
         const int W = PanelWidth;
         var C = V.Count;
@@ -260,22 +269,28 @@ internal static partial class MatMulTransposed
                 a020 = V.Fma(v, w0, a020); a021 = V.Fma(v, w1, a021);
                 v = V.Broadcast(Unsafe.Add(ref xk, 3));
                 a030 = V.Fma(v, w0, a030); a031 = V.Fma(v, w1, a031);
-                v = V.Broadcast(Unsafe.Add(ref xk, 4));
-                a040 = V.Fma(v, w0, a040); a041 = V.Fma(v, w1, a041);
-                v = V.Broadcast(Unsafe.Add(ref xk, 5));
-                a050 = V.Fma(v, w0, a050); a051 = V.Fma(v, w1, a051);
-                v = V.Broadcast(Unsafe.Add(ref xk, 6));
-                a060 = V.Fma(v, w0, a060); a061 = V.Fma(v, w1, a061);
-                v = V.Broadcast(Unsafe.Add(ref xk, 7));
-                a070 = V.Fma(v, w0, a070); a071 = V.Fma(v, w1, a071);
-                v = V.Broadcast(Unsafe.Add(ref xk, 8));
-                a080 = V.Fma(v, w0, a080); a081 = V.Fma(v, w1, a081);
-                v = V.Broadcast(Unsafe.Add(ref xk, 9));
-                a090 = V.Fma(v, w0, a090); a091 = V.Fma(v, w1, a091);
-                v = V.Broadcast(Unsafe.Add(ref xk, 10));
-                a100 = V.Fma(v, w0, a100); a101 = V.Fma(v, w1, a101);
-                v = V.Broadcast(Unsafe.Add(ref xk, 11));
-                a110 = V.Fma(v, w0, a110); a111 = V.Fma(v, w1, a111);
+                if (R.Count > 4)
+                {
+                    v = V.Broadcast(Unsafe.Add(ref xk, 4));
+                    a040 = V.Fma(v, w0, a040); a041 = V.Fma(v, w1, a041);
+                    v = V.Broadcast(Unsafe.Add(ref xk, 5));
+                    a050 = V.Fma(v, w0, a050); a051 = V.Fma(v, w1, a051);
+                    v = V.Broadcast(Unsafe.Add(ref xk, 6));
+                    a060 = V.Fma(v, w0, a060); a061 = V.Fma(v, w1, a061);
+                    v = V.Broadcast(Unsafe.Add(ref xk, 7));
+                    a070 = V.Fma(v, w0, a070); a071 = V.Fma(v, w1, a071);
+                }
+                if (R.Count > 8)
+                {
+                    v = V.Broadcast(Unsafe.Add(ref xk, 8));
+                    a080 = V.Fma(v, w0, a080); a081 = V.Fma(v, w1, a081);
+                    v = V.Broadcast(Unsafe.Add(ref xk, 9));
+                    a090 = V.Fma(v, w0, a090); a091 = V.Fma(v, w1, a091);
+                    v = V.Broadcast(Unsafe.Add(ref xk, 10));
+                    a100 = V.Fma(v, w0, a100); a101 = V.Fma(v, w1, a101);
+                    v = V.Broadcast(Unsafe.Add(ref xk, 11));
+                    a110 = V.Fma(v, w0, a110); a111 = V.Fma(v, w1, a111);
+                }
             }
             CacheHint.PrefetchBytes(ahead + (nint)t * slice, slice);
             var l = 0;
@@ -290,22 +305,28 @@ internal static partial class MatMulTransposed
                 a021 = V.Add(a021, V.Load(ref Unsafe.Add(ref at, 5 * C)));
                 a030 = V.Add(a030, V.Load(ref Unsafe.Add(ref at, 6 * C)));
                 a031 = V.Add(a031, V.Load(ref Unsafe.Add(ref at, 7 * C)));
-                a040 = V.Add(a040, V.Load(ref Unsafe.Add(ref at, 8 * C)));
-                a041 = V.Add(a041, V.Load(ref Unsafe.Add(ref at, 9 * C)));
-                a050 = V.Add(a050, V.Load(ref Unsafe.Add(ref at, 10 * C)));
-                a051 = V.Add(a051, V.Load(ref Unsafe.Add(ref at, 11 * C)));
-                a060 = V.Add(a060, V.Load(ref Unsafe.Add(ref at, 12 * C)));
-                a061 = V.Add(a061, V.Load(ref Unsafe.Add(ref at, 13 * C)));
-                a070 = V.Add(a070, V.Load(ref Unsafe.Add(ref at, 14 * C)));
-                a071 = V.Add(a071, V.Load(ref Unsafe.Add(ref at, 15 * C)));
-                a080 = V.Add(a080, V.Load(ref Unsafe.Add(ref at, 16 * C)));
-                a081 = V.Add(a081, V.Load(ref Unsafe.Add(ref at, 17 * C)));
-                a090 = V.Add(a090, V.Load(ref Unsafe.Add(ref at, 18 * C)));
-                a091 = V.Add(a091, V.Load(ref Unsafe.Add(ref at, 19 * C)));
-                a100 = V.Add(a100, V.Load(ref Unsafe.Add(ref at, 20 * C)));
-                a101 = V.Add(a101, V.Load(ref Unsafe.Add(ref at, 21 * C)));
-                a110 = V.Add(a110, V.Load(ref Unsafe.Add(ref at, 22 * C)));
-                a111 = V.Add(a111, V.Load(ref Unsafe.Add(ref at, 23 * C)));
+                if (R.Count > 4)
+                {
+                    a040 = V.Add(a040, V.Load(ref Unsafe.Add(ref at, 8 * C)));
+                    a041 = V.Add(a041, V.Load(ref Unsafe.Add(ref at, 9 * C)));
+                    a050 = V.Add(a050, V.Load(ref Unsafe.Add(ref at, 10 * C)));
+                    a051 = V.Add(a051, V.Load(ref Unsafe.Add(ref at, 11 * C)));
+                    a060 = V.Add(a060, V.Load(ref Unsafe.Add(ref at, 12 * C)));
+                    a061 = V.Add(a061, V.Load(ref Unsafe.Add(ref at, 13 * C)));
+                    a070 = V.Add(a070, V.Load(ref Unsafe.Add(ref at, 14 * C)));
+                    a071 = V.Add(a071, V.Load(ref Unsafe.Add(ref at, 15 * C)));
+                }
+                if (R.Count > 8)
+                {
+                    a080 = V.Add(a080, V.Load(ref Unsafe.Add(ref at, 16 * C)));
+                    a081 = V.Add(a081, V.Load(ref Unsafe.Add(ref at, 17 * C)));
+                    a090 = V.Add(a090, V.Load(ref Unsafe.Add(ref at, 18 * C)));
+                    a091 = V.Add(a091, V.Load(ref Unsafe.Add(ref at, 19 * C)));
+                    a100 = V.Add(a100, V.Load(ref Unsafe.Add(ref at, 20 * C)));
+                    a101 = V.Add(a101, V.Load(ref Unsafe.Add(ref at, 21 * C)));
+                    a110 = V.Add(a110, V.Load(ref Unsafe.Add(ref at, 22 * C)));
+                    a111 = V.Add(a111, V.Load(ref Unsafe.Add(ref at, 23 * C)));
+                }
             }
             ref var to = ref Unsafe.Add(ref pending, l * 24 * C);
             V.Store(ref to, a000);
@@ -316,22 +337,28 @@ internal static partial class MatMulTransposed
             V.Store(ref Unsafe.Add(ref to, 5 * C), a021);
             V.Store(ref Unsafe.Add(ref to, 6 * C), a030);
             V.Store(ref Unsafe.Add(ref to, 7 * C), a031);
-            V.Store(ref Unsafe.Add(ref to, 8 * C), a040);
-            V.Store(ref Unsafe.Add(ref to, 9 * C), a041);
-            V.Store(ref Unsafe.Add(ref to, 10 * C), a050);
-            V.Store(ref Unsafe.Add(ref to, 11 * C), a051);
-            V.Store(ref Unsafe.Add(ref to, 12 * C), a060);
-            V.Store(ref Unsafe.Add(ref to, 13 * C), a061);
-            V.Store(ref Unsafe.Add(ref to, 14 * C), a070);
-            V.Store(ref Unsafe.Add(ref to, 15 * C), a071);
-            V.Store(ref Unsafe.Add(ref to, 16 * C), a080);
-            V.Store(ref Unsafe.Add(ref to, 17 * C), a081);
-            V.Store(ref Unsafe.Add(ref to, 18 * C), a090);
-            V.Store(ref Unsafe.Add(ref to, 19 * C), a091);
-            V.Store(ref Unsafe.Add(ref to, 20 * C), a100);
-            V.Store(ref Unsafe.Add(ref to, 21 * C), a101);
-            V.Store(ref Unsafe.Add(ref to, 22 * C), a110);
-            V.Store(ref Unsafe.Add(ref to, 23 * C), a111);
+            if (R.Count > 4)
+            {
+                V.Store(ref Unsafe.Add(ref to, 8 * C), a040);
+                V.Store(ref Unsafe.Add(ref to, 9 * C), a041);
+                V.Store(ref Unsafe.Add(ref to, 10 * C), a050);
+                V.Store(ref Unsafe.Add(ref to, 11 * C), a051);
+                V.Store(ref Unsafe.Add(ref to, 12 * C), a060);
+                V.Store(ref Unsafe.Add(ref to, 13 * C), a061);
+                V.Store(ref Unsafe.Add(ref to, 14 * C), a070);
+                V.Store(ref Unsafe.Add(ref to, 15 * C), a071);
+            }
+            if (R.Count > 8)
+            {
+                V.Store(ref Unsafe.Add(ref to, 16 * C), a080);
+                V.Store(ref Unsafe.Add(ref to, 17 * C), a081);
+                V.Store(ref Unsafe.Add(ref to, 18 * C), a090);
+                V.Store(ref Unsafe.Add(ref to, 19 * C), a091);
+                V.Store(ref Unsafe.Add(ref to, 20 * C), a100);
+                V.Store(ref Unsafe.Add(ref to, 21 * C), a101);
+                V.Store(ref Unsafe.Add(ref to, 22 * C), a110);
+                V.Store(ref Unsafe.Add(ref to, 23 * C), a111);
+            }
         }
     }
 }

@@ -1,12 +1,23 @@
 namespace NativeGpt2.Operators;
 
 /// <summary>
-/// How many rows a register tile sums: six, or five or four at the end of a block of rows that six does not divide. The
-/// count is a type, so that each size compiles to its own loop without the rows it does not have.
+/// How many rows a register tile sums: six, or five or four at the end of a block of rows that six does not divide (the
+/// head's lane tile: twelve, or eight or four). The count is a type, so that each size compiles to its own loop without
+/// the rows it does not have.
 /// </summary>
 internal interface ITileRows
 {
     static abstract int Count { get; }
+}
+
+internal struct TwelveRows : ITileRows
+{
+    public static int Count => 12;
+}
+
+internal struct EightRows : ITileRows
+{
+    public static int Count => 8;
 }
 
 internal struct SixRows : ITileRows
