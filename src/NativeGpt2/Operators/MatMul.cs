@@ -76,7 +76,7 @@ internal static class MatMul
         var fullPanels = OC / WeightData.PanelWidth;
         var rowBlock = N <= RowBlock ? N : RowBlock;
         var rowBlocks = (N + rowBlock - 1) / rowBlock;
-        // Two or three rows after the last full block join it (50 = 44 + 6 rows of tiles: 6 × 7 + 4 + 4), so that only a
+        // Two or three rows after the last full block join it (50 rows: 6 × 7 + 4 + 4), so that only a
         // batch of two or three rows needs the padded tile.
         if (N > RowBlock && N % RowBlock is 2 or 3) rowBlocks--;
         if (N == 1 && Holds16Bits<P>() && typeof(V) != typeof(Simd256))

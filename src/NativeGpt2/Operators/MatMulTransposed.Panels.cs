@@ -18,7 +18,8 @@ namespace NativeGpt2.Operators;
 /// into a panel (IC × 32) whose rows, the input channels, are in lane-major order (<see cref="LanePosition"/>): lane j's
 /// channels are the S = IC / 16 contiguous rows [j·S, (j + 1)·S). The input is packed once per call in the order the tile
 /// reads it (<see cref="Pack"/>): per tile of 12 rows, per lane, per channel, the tile's rows side by side.</para>
-/// <para>The tile (12 input rows × 32 table rows, 24 sums in registers) sums one lane at a time, lanes in bit-reversed
+/// <para>The tile (12 input rows × 32 table rows, 24 sums in registers; a last tile of up to 8 or 4 rows sums only those)
+/// sums one lane at a time, lanes in bit-reversed
 /// order (0, 8, 4, 12, 2, …), and folds each lane's sums into the pending ones like a binary counter, which adds them in
 /// pairs exactly as halving does: lane 0 + lane 8, lane 4 + lane 12, then those two, and so on. The last channels follow
 /// in order (<see cref="PanelInLanes"/>).</para>
