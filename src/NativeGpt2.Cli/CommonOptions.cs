@@ -168,7 +168,7 @@ internal sealed record TextInput(Gpt2CausalLM Model, Tokenization.Gpt2Tokenizer 
         var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
         try
         {
-            var tokenizer = lm.Tokenizer ?? throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer (no vocab.json and merges.txt, nor tokenizer.json)");
+            var tokenizer = lm.Tokenizer ?? throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer ({Tokenization.Gpt2Tokenizer.NoTokenizerFiles})");
             var ids = tokenizer.Encode(text);
             var limit = Math.Min(maxTokens ?? int.MaxValue, lm.Config.ContextLength);
             if (ids.Length == 0) throw new UsageException("--text gives no tokens for this model: it is empty, or holds only characters the vocabulary lacks");

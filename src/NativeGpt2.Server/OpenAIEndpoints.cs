@@ -145,7 +145,7 @@ internal sealed class ServerRequest(HttpContext http, JsonRequest? body, Gpt2Cau
     public CancellationToken Aborted => Http.RequestAborted;
 
     public Tokenization.Gpt2Tokenizer Tokenizer =>
-        Model.Tokenizer ?? throw new OpenAIError(400, $"model '{ModelId}' has no tokenizer (no vocab.json and merges.txt, nor tokenizer.json): only token-id prompts work");
+        Model.Tokenizer ?? throw new OpenAIError(400, $"model '{ModelId}' has no tokenizer ({Tokenization.Gpt2Tokenizer.NoTokenizerFiles}): only token-id prompts work");
 
     /// <summary>Waits for a slot to run the model (after the request was checked); a full queue is a 503.</summary>
     public async Task EnterAsync()

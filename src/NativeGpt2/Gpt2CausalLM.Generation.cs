@@ -129,5 +129,5 @@ public sealed partial class Gpt2CausalLM
     }
 
     private Gpt2Tokenizer RequireTokenizer() =>
-        Tokenizer ?? throw new NativeGpt2Exception($"model '{Source}' has no tokenizer (no vocab.json and merges.txt, nor tokenizer.json): use GenerateIds with token ids");
+        Tokenizer ?? throw new NativeGpt2Exception($"model '{Source}' has no tokenizer ({Gpt2Tokenizer.NoTokenizerFiles}): use GenerateIds with token ids");
 }

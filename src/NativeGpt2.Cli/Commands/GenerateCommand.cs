@@ -52,7 +52,7 @@ internal static class GenerateCommand
             var text = parse.GetValue(prompt)!;
             using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
             if (lm.Tokenizer is null)
-                throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer (no vocab.json and merges.txt, nor tokenizer.json), so --prompt cannot be read; 'nativegpt2 forward --ids' runs it on token ids");
+                throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer ({Tokenization.Gpt2Tokenizer.NoTokenizerFiles}), so --prompt cannot be read; 'nativegpt2 forward --ids' runs it on token ids");
             // The prompt is checked against the context here, before anything is printed.
             IAsyncEnumerable<string> stream = null!;
             CommonOptions.ValidateAsUsage(() => stream = lm.GenerateStreamAsync(text, options, cancellation));

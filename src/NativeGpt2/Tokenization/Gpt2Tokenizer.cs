@@ -106,7 +106,7 @@ public sealed class Gpt2Tokenizer
         ArgumentException.ThrowIfNullOrWhiteSpace(spec);
         if (Loading.ModelSpec.SyntheticConfig(spec) is not null) return Gpt2;
         var directory = Loading.ModelSpec.ResolveDirectory(spec, options ?? new ModelLoadOptions(), cancellationToken);
-        var tokenizer = TryLoad(directory) ?? throw new NativeGpt2Exception($"model '{spec}' has no tokenizer (no vocab.json and merges.txt, nor tokenizer.json)");
+        var tokenizer = TryLoad(directory) ?? throw new NativeGpt2Exception($"model '{spec}' has no tokenizer ({NoTokenizerFiles})");
         // A padded vocabulary: the model's ids past the tokens decode to nothing here too, as they do in the loaded model.
         return ConfigVocabSize(directory) is { } rows && tokenizer.FitsModelOf(rows) ? tokenizer.PaddedTo(rows) : tokenizer;
     }
@@ -138,6 +138,9 @@ public sealed class Gpt2Tokenizer
         var added = Path.Combine(directory, AddedTokensFile);
         return FromFiles(vocab, merges, directory, File.Exists(added) ? added : null);
     }
+
+    /// <summary>What a model without a tokenizer lacks, as the errors that say so put it: the files <see cref="TryLoad"/> reads.</summary>
+    public const string NoTokenizerFiles = "no vocab.json and merges.txt, nor tokenizer.json";
 
     /// <summary>
     /// The file <see cref="TryLoad"/> reads a directory's vocabulary from: <c>vocab.json</c>, else <c>tokenizer.json</c>;
