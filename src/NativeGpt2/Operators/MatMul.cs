@@ -114,7 +114,7 @@ internal static class MatMul
         // Items run panel-major: each thread streams its own panels, and a panel stays in cache across its row blocks.
         Parallelism.For(panelCount * rowBlocks, (long)rowBlock * IC * WeightData.PanelWidth, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
         {
-            var leftoverRows = padded.AsSpan(0, padded is null ? 0 : TileRows * IC);
+            var paddedBatch = padded.AsSpan(0, padded is null ? 0 : TileRows * IC);
             float[]? widened = null;
             var widenedPanel = -1;
             for (var item = start; item < end; item++)
@@ -133,9 +133,9 @@ internal static class MatMul
                     var next = new NextPanel((byte*)Unsafe.AsPointer(ref panels.At(panels.Block(p, 0), 0)) + (nint)IC * panels.BlockBytes,
                         IC * panels.BlockBytes, (N + TileRows - 1) / TileRows);
                     Panel<V, Panels<float, Float32Widening>>(new(widened, IC), 0, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, ahead: 0,
-                        leftoverRows, next);
+                        paddedBatch, next);
                 }
-                else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, panels.PrefetchRows, leftoverRows);
+                else Panel<V, P>(panels, p, p, output.Span, input.Span, bias.Span, r0, r1, IC, OC, epilogue, panels.PrefetchRows, paddedBatch);
             }
             if (widened is not null) ArrayPool<float>.Shared.Return(widened);
         });
@@ -208,11 +208,12 @@ internal static class MatMul
 
     /// <summary>
     /// Rows [r0, r1) of panel p's 32 columns, read from panel <paramref name="view"/> of <paramref name="panels"/>; each
-    /// 6-row tile asks for its slice of <paramref name="next"/>, if any, a line every few input channels.
+    /// tile asks for its slice of <paramref name="next"/>, if any, a line every few input channels. A batch of two or three
+    /// rows reads <paramref name="paddedBatch"/> instead of the input: those rows, padded with zero rows to six.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Panel<V, P>(P panels, int view, int p, Span<float> output, ReadOnlySpan<float> input, ReadOnlySpan<float> bias,
-        int r0, int r1, int IC, int OC, MatMulEpilogue epilogue, int ahead, ReadOnlySpan<float> leftoverRows = default, NextPanel next = default)
+        int r0, int r1, int IC, int OC, MatMulEpilogue epilogue, int ahead, ReadOnlySpan<float> paddedBatch = default, NextPanel next = default)
         where V : struct, ISimd<V> where P : struct, IPanelView
     {
         var col0 = p * WeightData.PanelWidth;
@@ -234,7 +235,7 @@ internal static class MatMul
         Span<float> padded = stackalloc float[2 * 16];
         // A block of two or three rows (two or three sequences decoding together) runs the 6-row tile on a copy padded with
         // zero rows (made once per call): one pass over the panel instead of one per row, each row summed as ever.
-        if (r1 - r0 is 2 or 3 && leftoverRows.Length < TileRows * IC) throw new ArgumentException("the rows were not padded", nameof(leftoverRows));
+        if (r1 - r0 is 2 or 3 && paddedBatch.Length < TileRows * IC) throw new ArgumentException("the rows were not padded", nameof(paddedBatch));
         for (var c = 0; c < columns; c += 2 * V.Count)
         {
             var width = Math.Min(2 * V.Count, columns - c);
@@ -277,7 +278,7 @@ internal static class MatMul
                     case 5: Tile<V, P, FiveRows>(panels, view, c, ref xr, IC, ref o, stride, b0, b1, residual, first, hint); break;
                     case 4: Tile<V, P, FourRows>(panels, view, c, ref xr, IC, ref o, stride, b0, b1, residual, first, hint); break;
                     case 1: Tile1<V, P>(panels, view, c, ref xr, IC, ref o, b0, b1, residual, first); break;
-                    default: Tile<V, P, SixRows>(panels, view, c, ref MemoryMarshal.GetReference(leftoverRows), IC, ref o, stride, b0, b1, residual, first, hint); break;
+                    default: Tile<V, P, SixRows>(panels, view, c, ref MemoryMarshal.GetReference(paddedBatch), IC, ref o, stride, b0, b1, residual, first, hint); break;
                 }
                 if (viaScratch)
                 {
