@@ -11,7 +11,10 @@ public class GreedyReferenceTests
     /// <summary>A step whose top-1/top-2 logit gap is below this may legitimately differ: float32 rounding can flip it.</summary>
     private const double DecisiveMargin = 1e-3;
 
-    /// <summary>Every greedy reference on every backend (the full-size one not on ILGPU's simulated GPU, which is too slow for it).</summary>
+    /// <summary>
+    /// Every greedy reference on every backend (the full-size one not on ILGPU's simulated GPU, which is too slow for it), and
+    /// the smallest on the GPU-shaped simulator.
+    /// </summary>
     public static TheoryData<string, string, string, string> GreedyCases()
     {
         var data = new TheoryData<string, string, string, string>();
@@ -23,6 +26,8 @@ public class GreedyReferenceTests
             data.Add(backend, "gpt2-mini", "gpt2-mini.greedy", "");
             if (backend != TestBackends.IlgpuCpu) data.Add(backend, "synthetic:gpt2", "synthetic-124M", "greedy.");
         }
+        // The kernels as a GPU runs them (warps of 32, two groups at once): batched prompts through prefill and decoding.
+        data.Add(TestBackends.IlgpuCpuWarp32, "tiny", "tiny.greedy", "");
         return data;
     }
 

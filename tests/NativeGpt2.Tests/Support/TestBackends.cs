@@ -16,6 +16,14 @@ public static class TestBackends
     public const string IlgpuCpu = "ilgpu-cpu";
     public const string Cuda = "cuda";
 
+    /// <summary>
+    /// ILGPU's CPU accelerator shaped like a GPU: warps of 32 threads (CUDA's), groups of 128 and two groups at once,
+    /// where <see cref="IlgpuCpu"/> has warps of 4 and one group. The kernels split rows, channels and chunks by the warp
+    /// and merge the groups' sums, so this runs the lane counts and the cross-group merges a GPU runs. It is slower
+    /// (an OS thread per simulated thread), so only the kernel tests use it.
+    /// </summary>
+    public const string IlgpuCpuWarp32 = "ilgpu-cpu-warp32";
+
     /// <summary>Why CUDA tests are skipped on this machine, or null when a device is present.</summary>
     public static string? CudaSkipReason { get; } = IlgpuBackend.CudaAvailable() ? null : "no CUDA device on this machine (the same tests run on ilgpu-cpu)";
 
@@ -25,6 +33,7 @@ public static class TestBackends
     {
         Cpu => CpuBackend.Instance,
         IlgpuCpu => IlgpuBackend.CreateCpuSimulator(),
+        IlgpuCpuWarp32 => IlgpuBackend.CreateCpuSimulator(warp: 32, warps: 4, multiprocessors: 2),
         Cuda => IlgpuBackend.CreateCuda(),
         _ => throw new ArgumentOutOfRangeException(nameof(name), n, null),
     })).Value;
@@ -32,8 +41,14 @@ public static class TestBackends
     /// <summary>Backends for [Theory] data: every name, with CUDA included so its tests can report their skip.</summary>
     public static TheoryData<string> All => [Cpu, IlgpuCpu, Cuda];
 
+    /// <summary>
+    /// Every backend and the GPU-shaped simulator (<see cref="IlgpuCpuWarp32"/>), for the tests of single operations and
+    /// kernels on small shapes.
+    /// </summary>
+    public static TheoryData<string> AllWithWarp32 => [Cpu, IlgpuCpu, IlgpuCpuWarp32, Cuda];
+
     /// <summary>The ILGPU accelerators, for tests of the ILGPU backend's own kernels (CUDA included, as in <see cref="All"/>).</summary>
-    public static TheoryData<string> Ilgpu => [IlgpuCpu, Cuda];
+    public static TheoryData<string> Ilgpu => [IlgpuCpu, IlgpuCpuWarp32, Cuda];
 
     /// <summary>The names usable on this machine, for property tests that draw a backend.</summary>
     public static string[] Available => CudaSkipReason is null ? [Cpu, IlgpuCpu, Cuda] : [Cpu, IlgpuCpu];
