@@ -305,7 +305,7 @@ public class BackendConformanceTests
             if (random.Next(4) == 0) HS = random.Next(65, 129);
             // The GPU-shaped simulator, a thread per simulated thread, takes minutes to fill 500 positions: its long caches are
             // a quarter as long (still several decoding chunks), the rest of the case as drawn.
-            if (name == TestBackends.IlgpuCpuWarp32) past = past >= 500 ? past / 4 : past;
+            if (name == TestBackends.IlgpuCpuWarp32 && past >= 500) past /= 4;
             int Tmax = past + T + 1 + random.Next(0, 5), C = NH * HS;
             var withProbabilities = random.Next(2) == 0;
             // GPT-2's 1/√HS, or that over a layer index + 1 (scale_attn_by_inverse_layer_idx), or 1 (no scaling).
