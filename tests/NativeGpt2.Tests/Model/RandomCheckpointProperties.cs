@@ -13,7 +13,8 @@ namespace NativeGpt2.Tests.Model;
 /// <summary>
 /// Checkpoints of random shapes and config options, written to disk and loaded as a user's would be, against a float64
 /// forward pass written here from Hugging Face's <c>GPT2LMHeadModel</c> (none of the engine's operators): every hidden
-/// state, the logits, and the logits of KV-cached decoding from a random point of the prompt, on every backend.
+/// state, the logits, the logits of each row of a left-padded batch, and those of KV-cached decoding from a random point
+/// of the prompt, on every backend.
 /// </summary>
 /// <remarks>
 /// The reference files cover five fixed shapes; these cover the config space between them: heads of 1 to 33 channels,
@@ -68,6 +69,18 @@ public class RandomCheckpointProperties
             for (var i = 0; i <= test.Layers; i++)
                 Numerics.AssertClose(hidden[i], output.Backbone.HiddenStates[i].Data, Tolerances.SmallModel, $"hidden_states.{i}, {what}");
             Numerics.AssertClose(logits.SelectMany(row => row).ToArray(), output.Logits.Data, Tolerances.SmallModel, $"logits, {what}");
+
+            // In a left-padded batch with another prompt, each row's real positions give the logits the prompt gives alone.
+            var other = Enumerable.Range(0, random.Next(1, test.Context + 1)).Select(_ => random.Next(test.Vocab)).ToArray();
+            var otherLogits = Reference(test with { Ids = other }, weights).Logits;
+            var batch = TokenBatch.LeftPadded([test.Ids, other], padId: random.Next(test.Vocab));
+            var batched = model.Forward(batch).Logits;
+            foreach (var (b, expected) in new[] { (0, logits), (1, otherLogits) })
+            {
+                var pad = batch.SequenceLength - expected.Length;
+                for (var t = 0; t < expected.Length; t++)
+                    Numerics.AssertClose(expected[t], batched.Row(b, pad + t).ToArray(), Tolerances.SmallModel, $"batch row {b} position {t}, {what}");
+            }
 
             using var cache = model.CreateCache(1);
             var prefill = model.Forward(TokenBatch.FromIds(test.Ids[..test.Split]), cache);
