@@ -20,6 +20,15 @@ internal static class InspectCommand
         return command;
     }
 
+    /// <summary>How the scores are scaled before the softmax (<c>scale_attn_weights</c>, <c>scale_attn_by_inverse_layer_idx</c>).</summary>
+    private static string AttentionScores(Gpt2Config c) => (c.ScaleAttentionWeights, c.ScaleAttentionByInverseLayerIndex) switch
+    {
+        (true, false) => "softmax(q·kᵀ / √HS)",
+        (true, true) => "softmax(q·kᵀ / (√HS · (layer + 1)))  (scale_attn_by_inverse_layer_idx)",
+        (false, true) => "softmax(q·kᵀ / (layer + 1))  (scale_attn_weights false, scale_attn_by_inverse_layer_idx)",
+        (false, false) => "softmax(q·kᵀ), unscaled  (scale_attn_weights false)",
+    };
+
     private static void Print(ModelDescription d, TextWriter o)
     {
         var c = d.Config;
@@ -27,6 +36,7 @@ internal static class InspectCommand
         o.WriteLine($"model         {d.Source}");
         o.WriteLine($"architecture  GPT-2  V={c.VocabSize}  context={c.ContextLength}  C={c.EmbeddingSize}  L={c.LayerCount}  NH={c.HeadCount}  HS={c.HeadSize}  inner={c.InnerSize}");
         o.WriteLine($"activation    {c.ActivationFunction}, layer_norm_epsilon {c.LayerNormEpsilon.ToString(n)}");
+        o.WriteLine($"attention     {AttentionScores(c)}");
         o.WriteLine($"parameters    {c.ParameterCount.ToString("N0", n)}");
         o.WriteLine($"head          {(d.IsTied ? "tied: logits = hidden · wteᵀ (wte read in place)" : "untied: its own lm_head.weight")}");
         o.WriteLine($"dtypes        {string.Join(", ", d.WeightDTypes)}");

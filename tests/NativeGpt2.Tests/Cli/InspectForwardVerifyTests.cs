@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using NativeGpt2.Cli;
 using NativeGpt2.Tests.Support;
 using NativeGpt2.Verification;
@@ -16,9 +17,25 @@ public class InspectForwardVerifyTests
         Assert.Contains("L=2", result.Out);
         Assert.Contains("parameters    45,952", result.Out);
         Assert.Contains("tied", result.Out);
+        Assert.Matches(new Regex(@"^attention     softmax\(q·kᵀ / √HS\)\r?$", RegexOptions.Multiline), result.Out);
         Assert.Contains("dtypes        F32", result.Out);
         Assert.Matches(@"h\.0\.attn\.bias\s+F32\s+\[1, 1, 128, 128\]\s+ignored", result.Out);
         Assert.Matches(@"wte\.weight\s+F32\s+\[512, 32\]", result.Out);
+    }
+
+    [Theory]
+    [InlineData(true, true, "softmax(q·kᵀ / (√HS · (layer + 1)))")]
+    [InlineData(false, true, "softmax(q·kᵀ / (layer + 1))")]
+    [InlineData(false, false, "softmax(q·kᵀ), unscaled")]
+    public void Inspect_says_how_attention_scores_are_scaled(bool byHeadSize, bool byLayer, string expected)
+    {
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        builder.Config["scale_attn_weights"] = byHeadSize;
+        builder.Config["scale_attn_by_inverse_layer_idx"] = byLayer;
+        var result = CliRunner.Run("inspect", "--model", builder.WriteTo(temp.Path));
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        Assert.Contains("attention     " + expected, result.Out);
     }
 
     [Fact]
