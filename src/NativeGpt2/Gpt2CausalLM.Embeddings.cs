@@ -21,7 +21,7 @@ public sealed partial class Gpt2CausalLM
         for (var i = 0; i < texts.Count; i++)
         {
             if (string.IsNullOrEmpty(texts[i])) throw new ArgumentException($"text {i} is {(texts[i] is null ? "null" : "empty")}: there is nothing to embed", nameof(texts));
-            ids[i] = tokenizer.Encode(texts[i], options.AllowSpecialTokens);
+            ids[i] = Encode(tokenizer, texts[i], options.AllowSpecialTokens);
         }
         return EmbedIds(ids, options, cancellationToken);
     }

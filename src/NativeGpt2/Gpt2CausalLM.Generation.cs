@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging;
 using NativeGpt2.Generation;
 using NativeGpt2.Tokenization;
 
@@ -24,7 +25,7 @@ public sealed partial class Gpt2CausalLM
         ArgumentNullException.ThrowIfNull(prompts);
         var tokenizer = RequireTokenizer();
         options ??= new GenerationOptions();
-        var ids = prompts.Select(p => tokenizer.Encode(p ?? throw new ArgumentNullException(nameof(prompts)), options.AllowSpecialTokens)).ToArray();
+        var ids = prompts.Select(p => Encode(tokenizer, p ?? throw new ArgumentNullException(nameof(prompts)), options.AllowSpecialTokens)).ToArray();
         return Run(ids, options, tokenizer, cancellationToken);
     }
 
@@ -75,7 +76,7 @@ public sealed partial class Gpt2CausalLM
         ThrowIfDisposed();
         var tokenizer = RequireTokenizer();
         options ??= new GenerationOptions();
-        var ids = tokenizer.Encode(prompt, options.AllowSpecialTokens);
+        var ids = Encode(tokenizer, prompt, options.AllowSpecialTokens);
         GenerationSession.Prepare(Config, [ids], options, tokenizer);
         return Updates(ids, options, tokenizer, cancellationToken);
     }
@@ -130,4 +131,17 @@ public sealed partial class Gpt2CausalLM
 
     private Gpt2Tokenizer RequireTokenizer() =>
         Tokenizer ?? throw new NativeGpt2Exception($"model '{Source}' has no tokenizer ({Gpt2Tokenizer.NoTokenizerFiles}): use GenerateIds with token ids");
+
+    /// <summary>
+    /// <paramref name="text"/> as token ids, with a warning to the load's logger when the vocabulary has no token for some of
+    /// its characters (they are skipped, as Hugging Face skips them): a prompt that lost characters should not look whole.
+    /// </summary>
+    private int[] Encode(Gpt2Tokenizer tokenizer, string text, bool allowSpecialTokens)
+    {
+        var ids = tokenizer.Encode(text, allowSpecialTokens);
+        if (Logger.IsEnabled(LogLevel.Warning) && tokenizer.MissingCharacters(text) is { Count: > 0 } missing)
+            Logger.LogWarning("{Source}: the vocabulary has no token for {Missing}; the text is encoded without {Them}",
+                Source, Gpt2Tokenizer.Describe(missing), missing.Count == 1 ? "it" : "them");
+        return ids;
+    }
 }

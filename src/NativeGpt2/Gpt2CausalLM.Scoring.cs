@@ -38,7 +38,7 @@ public sealed partial class Gpt2CausalLM
     public ScoreResult Score(string text, ScoreOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(text);
-        return ScoreIds(RequireTokenizer().Encode(text), options, cancellationToken);
+        return ScoreIds(Encode(RequireTokenizer(), text, allowSpecialTokens: false), options, cancellationToken);
     }
 
     /// <summary>

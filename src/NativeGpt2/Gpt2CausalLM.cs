@@ -105,6 +105,9 @@ public sealed partial class Gpt2CausalLM : IDisposable
     /// <summary>The tokenizer from the checkpoint's vocab.json and merges.txt (the original GPT-2 vocabulary for synthetic models); null if the checkpoint has none.</summary>
     public Gpt2Tokenizer? Tokenizer { get; }
 
+    /// <summary><see cref="ModelLoadOptions.Logger"/> of the load, for warnings about the texts this model is given.</summary>
+    internal ILogger Logger { get; private set; } = NullLogger.Instance;
+
     /// <summary>Token ids (B, T) → hidden states (B, T, C).</summary>
     public Gpt2Backbone Backbone { get; }
 
@@ -191,6 +194,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
             if (owned) backend.Dispose();
             throw;
         }
+        model.Logger = logger;
         var loaded = model.Config;
         logger.LogInformation("Loaded {Spec}: {Parameters:N0} parameters, V={V} C={C} L={L} NH={NH} context={Context}, head {Head}",
             spec, loaded.ParameterCount, loaded.VocabSize, loaded.EmbeddingSize, loaded.LayerCount, loaded.HeadCount, loaded.ContextLength,

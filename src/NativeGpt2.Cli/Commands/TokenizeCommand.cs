@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using Microsoft.Extensions.Logging;
 using NativeGpt2.Tokenization;
 
 namespace NativeGpt2.Cli.Commands;
@@ -21,6 +22,9 @@ internal static class TokenizeCommand
         {
             var tokenizer = await Task.Run(() => Gpt2Tokenizer.ForModel(parse.GetValue(model)!, context.LoadOptions, cancellation), cancellation);
             var ids = tokenizer.Encode(parse.GetValue(text)!, parse.GetValue(special));
+            if (tokenizer.MissingCharacters(parse.GetValue(text)!) is { Count: > 0 } missing)
+                context.Logger.LogWarning("the vocabulary has no token for {Missing}; the text is encoded without {Them}",
+                    Gpt2Tokenizer.Describe(missing), missing.Count == 1 ? "it" : "them");
             context.Out.WriteLine(parse.GetValue(json) ? JsonSerializer.Serialize(new Dictionary<string, int[]> { ["ids"] = ids }) : string.Join(",", ids));
             return CliApp.Success;
         });

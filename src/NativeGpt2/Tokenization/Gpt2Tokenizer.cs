@@ -56,7 +56,11 @@ public sealed class Gpt2Tokenizer
         _specialSplit = new Lazy<Regex?>(() => specialTokens.Count == 0 ? null
             : new Regex("(" + string.Join("|", specialTokens.Keys.OrderByDescending(t => t.Length).Select(Regex.Escape)) + ")", RegexOptions.CultureInvariant));
         EndOfTextId = specialTokens.TryGetValue(EndOfText, out var id) ? id : null;
+        _everyByteHasToken = Array.TrueForAll(ByteTokens(tokenBytes), token => token >= 0);
     }
+
+    // GPT-2's vocabulary has a token for every byte, so every text encodes whole; a character-level one may not.
+    private readonly bool _everyByteHasToken;
 
     /// <summary>Number of token ids.</summary>
     public int VocabSize => _tokenBytes.Length;
@@ -337,6 +341,33 @@ public sealed class Gpt2Tokenizer
             EncodeOrdinary(text, ids);
         }
         return ids.ToArray();
+    }
+
+    /// <summary>
+    /// The characters of <paramref name="text"/> this vocabulary has no token for, each once, in order of appearance:
+    /// <see cref="Encode"/> skips them, as Hugging Face's tokenizer does. A character-level vocabulary (shakespeare-char's)
+    /// has tokens for its training text's characters only; GPT-2's has one for every byte, so for it this is always empty.
+    /// </summary>
+    public IReadOnlyList<string> MissingCharacters(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        if (_everyByteHasToken) return [];
+        var missing = new List<string>();
+        var seen = new HashSet<int>();
+        foreach (var rune in ReplaceLoneSurrogates(text).EnumerateRunes())
+        {
+            if (!seen.Add(rune.Value)) continue;
+            var character = rune.ToString();
+            if (Decode(Encode(character)) != character) missing.Add(character);
+        }
+        return missing;
+    }
+
+    /// <summary>Characters as a warning names them: 'é' (U+00E9), … (the first ten, then how many more).</summary>
+    internal static string Describe(IReadOnlyList<string> characters)
+    {
+        var named = characters.Take(10).Select(c => char.IsControl(c, 0) ? $"U+{char.ConvertToUtf32(c, 0):X4}" : $"'{c}' (U+{char.ConvertToUtf32(c, 0):X4})");
+        return string.Join(", ", named) + (characters.Count > 10 ? $" and {characters.Count - 10} more" : "");
     }
 
     /// <summary>Decodes ids to text (special tokens as their text, invalid UTF-8 as U+FFFD).</summary>

@@ -7,6 +7,29 @@ namespace NativeGpt2.Tests.Generation;
 [Collection(IlgpuAccelerators.Name)]
 public class GenerationTests
 {
+    [Fact]
+    public void Text_with_characters_the_vocabulary_lacks_is_encoded_without_them_and_a_warning_names_them()
+    {
+        // shakespeare-char has no token for 'é': "Café ROMEO:" is encoded as "Caf ROMEO:", as Hugging Face encodes it,
+        // and the load's logger hears of it from generation, scoring and embedding alike.
+        var logs = new CapturingLoggerProvider();
+        using var model = Gpt2CausalLM.Load(Paths.Model("shakespeare-char"), new ModelLoadOptions { Backend = TestBackends.Cpu, Logger = logs.CreateLogger("test") });
+        var options = new GenerationOptions { MaxNewTokens = 4, Greedy = true };
+        logs.Messages.Clear();
+        var plain = model.Generate("Caf ROMEO:", options);
+        Assert.Empty(logs.Messages);
+        var accented = model.Generate("Café ROMEO:", options);
+        Assert.Equal(plain.PromptIds, accented.PromptIds);
+        Assert.Equal(plain.GeneratedIds, accented.GeneratedIds);
+        Assert.Contains(logs.Messages, m => m.Contains("no token for 'é' (U+00E9); the text is encoded without it", StringComparison.Ordinal));
+
+        logs.Messages.Clear();
+        Assert.Equal(model.Score("Caf ROMEO:").MeanNll, model.Score("Café ROMEO:").MeanNll);
+        model.Embed("naïve");
+        Assert.Equal(2, logs.Messages.Count(m => m.Contains("no token for", StringComparison.Ordinal)));
+        Assert.Contains(logs.Messages, m => m.Contains("'ï' (U+00EF)", StringComparison.Ordinal));
+    }
+
     private static Gpt2CausalLM Shakespeare => Models.Get("shakespeare-char");
     private static Gpt2CausalLM Mini => Models.Get("gpt2-mini");
 

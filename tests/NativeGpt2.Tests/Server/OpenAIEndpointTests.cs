@@ -266,19 +266,4 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
         Assert.Equal(0, gate.Admitted);
         Assert.True(logs.Messages.Any(m => m.Contains("client disconnected", StringComparison.Ordinal)), string.Join("\n", logs.Messages));
     }
-
-    private sealed class CapturingLoggerProvider : ILoggerProvider
-    {
-        public System.Collections.Concurrent.ConcurrentQueue<string> Messages { get; } = new();
-        public ILogger CreateLogger(string categoryName) => new Logger(Messages);
-        public void Dispose() { }
-
-        private sealed class Logger(System.Collections.Concurrent.ConcurrentQueue<string> messages) : ILogger
-        {
-            public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-            public bool IsEnabled(LogLevel logLevel) => true;
-            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
-                messages.Enqueue(formatter(state, exception));
-        }
-    }
 }

@@ -145,6 +145,31 @@ public class TokenizerTests
             Assert.Equal(ids, Gpt2Tokenizer.Gpt2.Encode(text));
         });
 
+    [Property(MaxTest = 300)]
+    public Property A_character_vocabulary_skips_exactly_the_characters_it_names_missing() =>
+        Prop.ForAll(Gen.ArrayOf(Gen.Elements(Atoms)).Select(string.Concat).ToArbitrary(), text =>
+        {
+            // shakespeare-char has tokens for 65 ASCII characters: every other character is skipped, as Hugging Face skips
+            // it, and MissingCharacters names each of those once, in order. GPT-2's vocabulary has every byte: none missing.
+            var shakespeare = Gpt2Tokenizer.TryLoad(Paths.Model("shakespeare-char"))!;
+            var missing = shakespeare.MissingCharacters(text);
+            Assert.Equal(missing.Distinct(), missing);
+            var kept = string.Concat(text.EnumerateRunes().Select(r => r.ToString()).Where(c => !missing.Contains(c)));
+            Assert.Equal(kept, shakespeare.Decode(shakespeare.Encode(text)));
+            Assert.Empty(FromFiles.Value.MissingCharacters(text));
+        });
+
+    [Fact]
+    public void Missing_characters_are_named_in_order_of_appearance()
+    {
+        var shakespeare = Gpt2Tokenizer.TryLoad(Paths.Model("shakespeare-char"))!;
+        Assert.Equal(["é", "😀", "ï"], shakespeare.MissingCharacters("Café 😀 naïve, café"));
+        Assert.Empty(shakespeare.MissingCharacters("ROMEO:\nWhat, ho!"));
+        Assert.Equal(["\uFFFD"], shakespeare.MissingCharacters("a\uD800b"));
+        Assert.Equal("'é' (U+00E9), '😀' (U+1F600), U+0007", Gpt2Tokenizer.Describe(["é", "😀", "\u0007"]));
+        Assert.EndsWith("and 2 more", Gpt2Tokenizer.Describe(Enumerable.Range(0, 12).Select(i => ((char)('À' + i)).ToString()).ToList()));
+    }
+
     [Fact]
     public void Lone_surrogates_encode_as_the_replacement_character()
     {
