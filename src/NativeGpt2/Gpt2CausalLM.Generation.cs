@@ -138,10 +138,15 @@ public sealed partial class Gpt2CausalLM
     /// </summary>
     private int[] Encode(Gpt2Tokenizer tokenizer, string text, bool allowSpecialTokens)
     {
-        var ids = tokenizer.Encode(text, allowSpecialTokens);
+        WarnAboutMissingCharacters(tokenizer, text);
+        return tokenizer.Encode(text, allowSpecialTokens);
+    }
+
+    /// <summary>The warning of <see cref="Encode"/>, for callers that encode <paramref name="text"/> themselves (the chat client).</summary>
+    internal void WarnAboutMissingCharacters(Gpt2Tokenizer tokenizer, string text)
+    {
         if (Logger.IsEnabled(LogLevel.Warning) && tokenizer.MissingCharacters(text) is { Count: > 0 } missing)
             Logger.LogWarning("{Source}: the vocabulary has no token for {Missing}; the text is encoded without {Them}",
                 Source, Gpt2Tokenizer.Describe(missing), missing.Count == 1 ? "it" : "them");
-        return ids;
     }
 }

@@ -73,7 +73,9 @@ public sealed class Gpt2ChatClient : IChatClient
         if (maxOutput < 1 || maxOutput >= context)
             throw new ArgumentOutOfRangeException(nameof(options), maxOutput, $"MaxOutputTokens must be in [1, {context - 1}] for a context of {context}");
         // A conversation longer than the context keeps its most recent tokens.
-        var ids = Template.Encode(_model.Tokenizer!, messages, options?.Instructions, context - maxOutput);
+        var conversation = messages as IReadOnlyCollection<ChatMessage> ?? messages.ToList();
+        _model.WarnAboutMissingCharacters(_model.Tokenizer!, Template.Format(conversation, options?.Instructions));
+        var ids = Template.Encode(_model.Tokenizer!, conversation, options?.Instructions, context - maxOutput);
         var temperature = options?.Temperature ?? 1f;
         var generation = new GenerationOptions
         {

@@ -45,6 +45,24 @@ public class ChatClientTests
     }
 
     [Fact]
+    public async Task Characters_the_vocabulary_lacks_are_warned_about_and_the_messages_are_read_once()
+    {
+        var logs = new CapturingLoggerProvider();
+        using var model = Gpt2CausalLM.Load(Paths.Model("shakespeare-char"), new ModelLoadOptions { Backend = TestBackends.Cpu, Logger = logs.CreateLogger("test") });
+        using var client = new Gpt2ChatClient(model);
+        var reads = 0;
+        IEnumerable<ChatMessage> Once()
+        {
+            reads++;
+            yield return new ChatMessage(ChatRole.User, "Où est Roméo?");
+        }
+        var response = await client.GetResponseAsync(Once(), new ChatOptions { Temperature = 0, MaxOutputTokens = 5 });
+        Assert.Equal(1, reads);
+        Assert.Equal(model.Tokenizer!.Encode("User: O est Romo?\nAssistant:").Length, response.Usage!.InputTokenCount);
+        Assert.Contains(logs.Messages, m => m.Contains("no token for 'ù' (U+00F9), 'é' (U+00E9); the text is encoded without them", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task Streaming_gives_the_same_text_in_pieces_then_the_finish_reason_and_usage()
     {
         using var client = new Gpt2ChatClient(Shakespeare, modelId: "shakespeare");
