@@ -20,21 +20,21 @@ namespace NativeGpt2.Tests.Model;
 /// The reference files cover five fixed shapes; these cover the config space between them: heads of 1 to 33 channels,
 /// one to three layers, any vocabulary and context, <c>n_inner</c> given or not, every activation function, both
 /// attention scalings switched on or off, tied or untied heads, F32, F16 and BF16 tensors, keys with or without the
-/// <c>transformer.</c> prefix.
+/// <c>transformer.</c> prefix, in one file or in shards with an index.
 /// </remarks>
 [Collection(IlgpuAccelerators.Name)]
 public class RandomCheckpointProperties
 {
     /// <summary>A random GPT-2 config and prompt; <see cref="Split"/> is where cached decoding starts.</summary>
     private sealed record Case(int Heads, int HeadSize, int Layers, int Vocab, int Context, int? Inner, string Activation,
-        double Epsilon, bool ScaleWeights, bool ScaleByLayer, bool Tied, SafetensorsDType DType, bool Prefixed, int[] Ids, int Split)
+        double Epsilon, bool ScaleWeights, bool ScaleByLayer, bool Tied, SafetensorsDType DType, bool Prefixed, int Shards, int[] Ids, int Split)
     {
         public int C => Heads * HeadSize;
         public int InnerSize => Inner ?? 4 * C;
 
         public override string ToString() =>
             $"C={C} NH={Heads} L={Layers} V={Vocab} P={Context} n_inner={Inner?.ToString() ?? "null"} {Activation} eps={Epsilon} " +
-            $"scale_attn_weights={ScaleWeights} by_layer={ScaleByLayer} tied={Tied} {DType} prefix={Prefixed} T={Ids.Length} split={Split}";
+            $"scale_attn_weights={ScaleWeights} by_layer={ScaleByLayer} tied={Tied} {DType} prefix={Prefixed} shards={Shards} T={Ids.Length} split={Split}";
 
         public static Case Draw(Random random)
         {
@@ -46,7 +46,7 @@ public class RandomCheckpointProperties
                 MlpActivations.Supported[random.Next(MlpActivations.Supported.Count)].Name,
                 random.GetItems([1e-5, 1e-6, 1e-3], 1)[0], random.Next(5) > 0, random.Next(3) == 0, random.Next(3) > 0,
                 random.GetItems([SafetensorsDType.F32, SafetensorsDType.F16, SafetensorsDType.BF16], 1)[0], random.Next(2) == 0,
-                Enumerable.Range(0, length).Select(_ => random.Next(vocab)).ToArray(), random.Next(1, length + 1));
+                random.Next(3) == 0 ? random.Next(2, 6) : 1, Enumerable.Range(0, length).Select(_ => random.Next(vocab)).ToArray(), random.Next(1, length + 1));
         }
     }
 
@@ -143,7 +143,11 @@ public class RandomCheckpointProperties
             ["scale_attn_by_inverse_layer_idx"] = test.ScaleByLayer, ["tie_word_embeddings"] = test.Tied,
         };
         File.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString());
-        var writer = new SafetensorsWriter();
+        // One file, or Shards files and model.safetensors.index.json, each tensor in a shard drawn for it.
+        var writers = Enumerable.Range(0, test.Shards).Select(_ => new SafetensorsWriter()).ToArray();
+        var files = Enumerable.Range(1, test.Shards).Select(i => test.Shards == 1 ? "model.safetensors" : $"model-{i:D5}-of-{test.Shards:D5}.safetensors").ToArray();
+        var weightMap = new JsonObject();
+        var shardOf = new Random(test.Ids.Length * 31 + test.C);
         foreach (var (name, (shape, values)) in weights)
         {
             var stored = name == "lm_head.weight" || !test.Prefixed ? name : "transformer." + name;
@@ -153,9 +157,14 @@ public class RandomCheckpointProperties
                 SafetensorsDType.BF16 => values.SelectMany(v => BitConverter.GetBytes(BFloat16Data.Round(v))).ToArray(),
                 _ => values.SelectMany(BitConverter.GetBytes).ToArray(),
             };
-            writer.Add(stored, test.DType, bytes, shape);
+            var shard = shardOf.Next(test.Shards);
+            writers[shard].Add(stored, test.DType, bytes, shape);
+            weightMap[stored] = files[shard];
         }
-        writer.Save(Path.Combine(directory, "model.safetensors"));
+        for (var i = 0; i < test.Shards; i++) writers[i].Save(Path.Combine(directory, files[i]));
+        if (test.Shards > 1)
+            File.WriteAllText(Path.Combine(directory, "model.safetensors.index.json"),
+                new JsonObject { ["metadata"] = new JsonObject(), ["weight_map"] = weightMap }.ToJsonString());
     }
 
     /// <summary>
