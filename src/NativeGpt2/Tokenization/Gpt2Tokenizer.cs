@@ -45,6 +45,9 @@ public sealed class Gpt2Tokenizer
     private readonly Lazy<Regex?> _specialSplit;
     private readonly Func<Dictionary<(int, int), (int, int)>> _merges;
 
+    // GPT-2's vocabulary has a token for every byte, so every text encodes whole; a character-level one may not.
+    private readonly bool _everyByteHasToken;
+
     private Gpt2Tokenizer(Tokenizer bpe, byte[][] tokenBytes, Dictionary<string, int> specialTokens, Func<Dictionary<(int, int), (int, int)>> merges)
     {
         _bpe = bpe;
@@ -58,9 +61,6 @@ public sealed class Gpt2Tokenizer
         EndOfTextId = specialTokens.TryGetValue(EndOfText, out var id) ? id : null;
         _everyByteHasToken = Array.TrueForAll(ByteTokens(tokenBytes), token => token >= 0);
     }
-
-    // GPT-2's vocabulary has a token for every byte, so every text encodes whole; a character-level one may not.
-    private readonly bool _everyByteHasToken;
 
     /// <summary>Number of token ids.</summary>
     public int VocabSize => _tokenBytes.Length;
