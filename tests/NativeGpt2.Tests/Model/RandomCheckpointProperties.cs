@@ -13,8 +13,8 @@ namespace NativeGpt2.Tests.Model;
 /// <summary>
 /// Checkpoints of random shapes and config options, written to disk and loaded as a user's would be, against a float64
 /// forward pass written here from Hugging Face's <c>GPT2LMHeadModel</c> (none of the engine's operators): every hidden
-/// state, the logits, the logits of each row of a left-padded batch, and those of KV-cached decoding from a random point
-/// of the prompt, on every backend.
+/// state, the logits, the token log-probabilities of scoring, the logits of each row of a left-padded batch, and those of
+/// KV-cached decoding from a random point of the prompt, on every backend.
 /// </summary>
 /// <remarks>
 /// The reference files cover five fixed shapes; these cover the config space between them: heads of 1 to 33 channels,
@@ -80,6 +80,14 @@ public class RandomCheckpointProperties
                 var pad = batch.SequenceLength - expected.Length;
                 for (var t = 0; t < expected.Length; t++)
                     Numerics.AssertClose(expected[t], batched.Row(b, pad + t).ToArray(), Tolerances.SmallModel, $"batch row {b} position {t}, {what}");
+            }
+
+            // Scoring: log p(token t | tokens before it) is the reference's log-softmax at the next token.
+            if (test.Ids.Length >= 2)
+            {
+                var scored = model.ScoreIds(test.Ids).TokenLogProbs;
+                var expected = Enumerable.Range(1, test.Ids.Length - 1).Select(t => (float)LogSoftmax(logits[t - 1], test.Ids[t])).ToArray();
+                Numerics.AssertClose(expected, scored.Select(v => (float)v).ToArray(), Tolerances.SmallModel, $"token log-probabilities, {what}");
             }
 
             using var cache = model.CreateCache(1);
@@ -248,6 +256,12 @@ public class RandomCheckpointProperties
         var variance = x.Select(v => (v - mean) * (v - mean)).Average();
         var inverse = 1 / Math.Sqrt(variance + epsilon);
         return x.Select((v, c) => (v - mean) * inverse * gain[c] + bias[c]).ToArray();
+    }
+
+    private static double LogSoftmax(float[] logits, int id)
+    {
+        var max = logits.Max();
+        return logits[id] - max - Math.Log(logits.Sum(v => Math.Exp(v - max)));
     }
 
     private static float[] Flatten(double[][] rows) => rows.SelectMany(row => row.Select(v => (float)v)).ToArray();
