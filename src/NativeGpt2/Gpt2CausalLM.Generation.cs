@@ -146,7 +146,6 @@ public sealed partial class Gpt2CausalLM
     internal void WarnAboutMissingCharacters(Gpt2Tokenizer tokenizer, string text)
     {
         if (Logger.IsEnabled(LogLevel.Warning) && tokenizer.MissingCharacters(text) is { Count: > 0 } missing)
-            Logger.LogWarning("{Source}: the vocabulary has no token for {Missing}; the text is encoded without {Them}",
-                Source, Gpt2Tokenizer.Describe(missing), missing.Count == 1 ? "it" : "them");
+            Logger.LogWarning("{Source}: {Warning}", Source, Gpt2Tokenizer.MissingCharactersWarning(missing));
     }
 }

@@ -21,10 +21,10 @@ internal static class TokenizeCommand
         command.SetAction(async (parse, cancellation) =>
         {
             var tokenizer = await Task.Run(() => Gpt2Tokenizer.ForModel(parse.GetValue(model)!, context.LoadOptions, cancellation), cancellation);
-            var ids = tokenizer.Encode(parse.GetValue(text)!, parse.GetValue(special));
-            if (tokenizer.MissingCharacters(parse.GetValue(text)!) is { Count: > 0 } missing)
-                context.Logger.LogWarning("the vocabulary has no token for {Missing}; the text is encoded without {Them}",
-                    Gpt2Tokenizer.Describe(missing), missing.Count == 1 ? "it" : "them");
+            var input = parse.GetValue(text)!;
+            var ids = tokenizer.Encode(input, parse.GetValue(special));
+            if (tokenizer.MissingCharacters(input) is { Count: > 0 } missing)
+                context.Logger.LogWarning("{Warning}", Gpt2Tokenizer.MissingCharactersWarning(missing));
             context.Out.WriteLine(parse.GetValue(json) ? JsonSerializer.Serialize(new Dictionary<string, int[]> { ["ids"] = ids }) : string.Join(",", ids));
             return CliApp.Success;
         });

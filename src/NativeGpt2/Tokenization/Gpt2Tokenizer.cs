@@ -45,21 +45,22 @@ public sealed class Gpt2Tokenizer
     private readonly Lazy<Regex?> _specialSplit;
     private readonly Func<Dictionary<(int, int), (int, int)>> _merges;
 
-    // GPT-2's vocabulary has a token for every byte, so every text encodes whole; a character-level one may not.
-    private readonly bool _everyByteHasToken;
+    // The single-byte token of each byte value, -1 where there is none: GPT-2's vocabulary has one for every byte, so every
+    // text encodes whole; a character-level one may not.
+    private readonly int[] _byteTokens;
 
     private Gpt2Tokenizer(Tokenizer bpe, byte[][] tokenBytes, Dictionary<string, int> specialTokens, Func<Dictionary<(int, int), (int, int)>> merges)
     {
         _bpe = bpe;
         _merges = merges;
-        _heap = new Lazy<HeapBpe>(() => new HeapBpe(ByteTokens(tokenBytes), merges()));
+        _byteTokens = ByteTokens(tokenBytes);
+        _heap = new Lazy<HeapBpe>(() => new HeapBpe(_byteTokens, merges()));
         _tokenBytes = tokenBytes;
         _specialTokens = specialTokens;
         // Only text encoded with special tokens allowed needs the splitting pattern: build it then, once.
         _specialSplit = new Lazy<Regex?>(() => specialTokens.Count == 0 ? null
             : new Regex("(" + string.Join("|", specialTokens.Keys.OrderByDescending(t => t.Length).Select(Regex.Escape)) + ")", RegexOptions.CultureInvariant));
         EndOfTextId = specialTokens.TryGetValue(EndOfText, out var id) ? id : null;
-        _everyByteHasToken = Array.TrueForAll(ByteTokens(tokenBytes), token => token >= 0);
     }
 
     /// <summary>Number of token ids.</summary>
@@ -351,7 +352,7 @@ public sealed class Gpt2Tokenizer
     public IReadOnlyList<string> MissingCharacters(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        if (_everyByteHasToken) return [];
+        if (Array.TrueForAll(_byteTokens, token => token >= 0)) return [];
         var missing = new List<string>();
         var seen = new HashSet<int>();
         foreach (var rune in ReplaceLoneSurrogates(text).EnumerateRunes())
@@ -362,6 +363,13 @@ public sealed class Gpt2Tokenizer
         }
         return missing;
     }
+
+    /// <summary>
+    /// The warning for <paramref name="missing"/> (<see cref="MissingCharacters"/>, not empty), one sentence for every caller
+    /// that encodes a text: "the vocabulary has no token for 'é' (U+00E9); the text is encoded without it".
+    /// </summary>
+    internal static string MissingCharactersWarning(IReadOnlyList<string> missing) =>
+        $"the vocabulary has no token for {Describe(missing)}; the text is encoded without {(missing.Count == 1 ? "it" : "them")}";
 
     /// <summary>Characters as a warning names them: 'é' (U+00E9), … (the first ten, then how many more).</summary>
     internal static string Describe(IReadOnlyList<string> characters)
