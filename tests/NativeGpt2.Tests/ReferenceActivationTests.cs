@@ -76,6 +76,26 @@ public class ReferenceActivationTests(ITestOutputHelper output)
     public void Matches_reference_activations_in_every_weight_format(string model, string referenceCase, WeightFormat format, double tolerance) =>
         Check(TestBackends.Cpu, model, referenceCase, tolerance, format);
 
+    /// <summary>
+    /// The short cases of every model and layout with the CPU backend forced to each SIMD width, so that the paths this
+    /// machine does not take by default (Vector256 on AVX-512, Vector128 as on Arm64, scalar) run the whole model too.
+    /// </summary>
+    public static TheoryData<string, string, string, double> WidthCases()
+    {
+        var data = new TheoryData<string, string, string, double>();
+        foreach (var width in TestBackends.CpuWidths)
+        {
+            foreach (var row in CasesOn(includeLong: false))
+                data.Add(width, (string)row[0], (string)row[1], (double)row[2]);
+        }
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(WidthCases))]
+    public void Matches_reference_activations_at_every_cpu_vector_width(string backend, string model, string referenceCase, double tolerance) =>
+        Check(backend, model, referenceCase, tolerance);
+
     [SkippableTheory]
     [MemberData(nameof(BackendCases))]
     public void Matches_reference_activations_on_the_ilgpu_backends(string backend, string model, string referenceCase, double tolerance)

@@ -24,6 +24,7 @@ internal static class Activations
         {
             case VectorWidth.Vector512: InPlace<Simd512>(values, activation); break;
             case VectorWidth.Vector256: InPlace<Simd256>(values, activation); break;
+            case VectorWidth.Vector128: InPlace<Simd128>(values, activation); break;
             default: InPlace<SimdScalar>(values, activation); break;
         }
     }

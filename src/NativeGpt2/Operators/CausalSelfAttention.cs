@@ -99,6 +99,7 @@ internal static class CausalSelfAttention
         {
             case VectorWidth.Vector512: Run<Simd512>(output, probabilities, qkv, keys, values, keyMask, B, Tq, past, Tmax, NH, HS, scale); break;
             case VectorWidth.Vector256: Run<Simd256>(output, probabilities, qkv, keys, values, keyMask, B, Tq, past, Tmax, NH, HS, scale); break;
+            case VectorWidth.Vector128: Run<Simd128>(output, probabilities, qkv, keys, values, keyMask, B, Tq, past, Tmax, NH, HS, scale); break;
             default: Run<SimdScalar>(output, probabilities, qkv, keys, values, keyMask, B, Tq, past, Tmax, NH, HS, scale); break;
         }
     }

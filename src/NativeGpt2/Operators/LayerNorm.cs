@@ -18,6 +18,7 @@ internal static class LayerNorm
         {
             case VectorWidth.Vector512: Run<Simd512>(output, input, weight, bias, N, C, epsilon); break;
             case VectorWidth.Vector256: Run<Simd256>(output, input, weight, bias, N, C, epsilon); break;
+            case VectorWidth.Vector128: Run<Simd128>(output, input, weight, bias, N, C, epsilon); break;
             default: Run<SimdScalar>(output, input, weight, bias, N, C, epsilon); break;
         }
     }

@@ -19,13 +19,13 @@ namespace NativeGpt2.Operators;
 /// are (panel, block of rows): a panel of 32 columns × IC rows streams through the cache once per block.
 /// Rows that six does not divide end a block in tiles of four or five (8 = 4 + 4, 9 = 5 + 4: eight sums or more in
 /// flight); a batch of two or three rows runs the 6-row tile on a copy padded with zero rows, made once per call; a lone row its
-/// own loop (with Vector256, the panel's 32 columns in four registers, one pass), asking for the panel 8 KB ahead, in
+/// own loop (with Vector256, the panel's 32 columns in four registers, one pass; Vector128, two), asking for the panel 8 KB ahead, in
 /// every format; so do up to five rows of 16-bit weights. A decoding step (one row) of 16-bit weights with Vector512
 /// reads four panels side by side instead, eight sums in flight, and asks for the rows 2 KB ahead in each
 /// (<see cref="IPanelView.Prefetch"/>).</para>
 /// <para>Every output is computed the same way whatever tile, width or batch computes it: start from the
 /// bias and add x[n, i] · w[i, o] for i = 0, 1, … with one fused multiply-add each. So batched generation
-/// equals one-by-one generation, and the three widths give identical results.</para>
+/// equals one-by-one generation, and the four widths give identical results.</para>
 /// </remarks>
 internal static class MatMul
 {
@@ -51,6 +51,7 @@ internal static class MatMul
         {
             case VectorWidth.Vector512: Run<Simd512>(output, input, weight, bias, N, IC, OC, epilogue); break;
             case VectorWidth.Vector256: Run<Simd256>(output, input, weight, bias, N, IC, OC, epilogue); break;
+            case VectorWidth.Vector128: Run<Simd128>(output, input, weight, bias, N, IC, OC, epilogue); break;
             default: Run<SimdScalar>(output, input, weight, bias, N, IC, OC, epilogue); break;
         }
     }
@@ -79,7 +80,7 @@ internal static class MatMul
         // Two or three rows after the last full block join it (50 rows: 6 × 7 + 4 + 4), so that only a
         // batch of two or three rows needs the padded tile.
         if (N > RowBlock && N % RowBlock is 2 or 3) rowBlocks--;
-        if (N == 1 && Holds16Bits<P>() && typeof(V) != typeof(Simd256))
+        if (N == 1 && Holds16Bits<P>() && !LoneRowInFourRegisters<V>())
         {
             // Decoding 16-bit weights with Vector512: four panels side by side, eight sums in flight, asking for the rows
             // they will read next. One panel at a time has two sums in flight there, and from cache it ran 20-40 % slower
@@ -221,11 +222,15 @@ internal static class MatMul
         var residual = epilogue == MatMulEpilogue.Residual;
         var activation = epilogue.Activation();
         ref var x = ref MemoryMarshal.GetReference(input);
-        if (typeof(V) == typeof(Simd256) && r1 - r0 == 1 && columns == WeightData.PanelWidth)
+        if (LoneRowInFourRegisters<V>() && r1 - r0 == 1 && columns == WeightData.PanelWidth)
         {
-            // A lone row with Vector256: the panel's 32 columns in four registers, one pass over the panel.
+            // A lone row with Vector256: the panel's 32 columns in four registers, one pass over the panel (Vector128: two
+            // passes of 16 columns, the second reading the panel from cache).
             ref var o = ref MemoryMarshal.GetReference(output.Slice(r0 * OC + col0, WeightData.PanelWidth));
-            Tile1Of4<V, P>(panels, view, ref Unsafe.Add(ref x, (nint)r0 * IC), IC, ref o, ref MemoryMarshal.GetReference(bias.Slice(col0)), residual, ahead);
+            ref var xr = ref Unsafe.Add(ref x, (nint)r0 * IC);
+            ref var b = ref MemoryMarshal.GetReference(bias.Slice(col0));
+            for (var c = 0; c < WeightData.PanelWidth; c += 4 * V.Count)
+                Tile1Of4<V, P>(panels, view, c, ref xr, IC, ref Unsafe.Add(ref o, c), ref Unsafe.Add(ref b, c), residual, c == 0 ? ahead : 0);
             if (activation is { } a) Activations.InPlace<V>(output.Slice(r0 * OC + col0, WeightData.PanelWidth), a);
             return;
         }
@@ -375,20 +380,24 @@ internal static class MatMul
         Store(ref o, a0, a1, residual);
     }
 
+    /// <summary>Whether a lone row takes a panel four registers at a time (<see cref="Tile1Of4"/>): the 256- and 128-bit paths.</summary>
+    private static bool LoneRowInFourRegisters<V>() where V : struct, ISimd<V> => typeof(V) == typeof(Simd256) || typeof(V) == typeof(Simd128);
+
     /// <summary>
-    /// One row against a whole panel in four registers (Vector256: 32 columns), so the panel is read once, row by row,
-    /// where <see cref="Tile1"/> takes it in two passes of 16 columns. Each output summed as in <see cref="Tile1"/>.
+    /// One row against four registers of a panel's columns from column <paramref name="c"/> on (Vector256: all 32, so the
+    /// panel is read once, row by row, where <see cref="Tile1"/> takes it in two passes of 16 columns; Vector128: 16).
+    /// Each output summed as in <see cref="Tile1"/>; <paramref name="o"/> and <paramref name="bias"/> start at column c.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Tile1Of4<V, P>(P panels, int p, ref float x, int IC, ref float o, ref float bias, bool residual, int ahead)
+    private static unsafe void Tile1Of4<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, ref float bias, bool residual, int ahead)
         where V : struct, ISimd<V> where P : struct, IPanelView
     {
         V a0 = V.Load(ref bias), a1 = V.Load(ref Unsafe.Add(ref bias, V.Count));
         V a2 = V.Load(ref Unsafe.Add(ref bias, 2 * V.Count)), a3 = V.Load(ref Unsafe.Add(ref bias, 3 * V.Count));
         var first = panels.Block(p, 0);
         nint step = panels.BlockBytes, soon = ahead * step, offset = 0;
-        ref var at = ref panels.At(first, 0);
-        ref var half = ref panels.At(first, 2 * V.Count);
+        ref var at = ref panels.At(first, c);
+        ref var half = ref panels.At(first, c + 2 * V.Count);
         for (var k = 0; k < IC; k++, offset += step)
         {
             if (ahead > 0) panels.Prefetch((byte*)Unsafe.AsPointer(ref Unsafe.Add(ref at, offset)) + soon, first + k + ahead);

@@ -42,6 +42,7 @@ internal static partial class MatMulTransposed
         {
             case VectorWidth.Vector512: Run<Simd512>(output, input, weight, N, IC, OC); break;
             case VectorWidth.Vector256: Run<Simd256>(output, input, weight, N, IC, OC); break;
+            case VectorWidth.Vector128: Run<Simd128>(output, input, weight, N, IC, OC); break;
             default: Run<SimdScalar>(output, input, weight, N, IC, OC); break;
         }
     }

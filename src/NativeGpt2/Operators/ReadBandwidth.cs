@@ -82,6 +82,18 @@ internal static class ReadBandwidth
             }
             sum = Vector256.Sum(a + b + c + d);
         }
+        else if (Vector128.IsHardwareAccelerated)
+        {
+            Vector128<ulong> a = default, b = default, c = default, d = default;
+            for (; i + 8 <= words.Length; i += 8)
+            {
+                a += Vector128.LoadUnsafe(ref w, (nuint)i);
+                b += Vector128.LoadUnsafe(ref w, (nuint)(i + 2));
+                c += Vector128.LoadUnsafe(ref w, (nuint)(i + 4));
+                d += Vector128.LoadUnsafe(ref w, (nuint)(i + 6));
+            }
+            sum = Vector128.Sum(a + b + c + d);
+        }
         for (; i < words.Length; i++) sum += Unsafe.Add(ref w, i);
         foreach (var t in bytes[(words.Length * sizeof(ulong))..]) sum += t;
         return sum;

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.Arm;
 using System.Runtime.Intrinsics.X86;
 
 namespace NativeGpt2.Operators;
@@ -7,10 +8,13 @@ namespace NativeGpt2.Operators;
 /// <summary>The SIMD width the CPU operators run at.</summary>
 public enum VectorWidth
 {
-    /// <summary>One float at a time: the path for machines without 256-bit SIMD, and a reference for the others.</summary>
+    /// <summary>One float at a time: the path for machines without SIMD fused multiply-adds, and a reference for the others.</summary>
     Scalar = 1,
 
-    /// <summary>8 floats (AVX2 on x86, two NEON registers elsewhere).</summary>
+    /// <summary>4 floats: NEON on Arm64 (Apple silicon, Graviton, Ampere), or SSE with FMA on x86.</summary>
+    Vector128 = 4,
+
+    /// <summary>8 floats (AVX2 on x86).</summary>
     Vector256 = 8,
 
     /// <summary>16 floats (AVX-512).</summary>
@@ -20,16 +24,21 @@ public enum VectorWidth
 /// <summary>Which <see cref="VectorWidth"/> this machine runs by default, and the switch that forces a narrower one.</summary>
 public static class CpuVectors
 {
-    /// <summary>Environment variable that forces a width: <c>512</c>, <c>256</c> or <c>scalar</c>.</summary>
+    /// <summary>Environment variable that forces a width: <c>512</c>, <c>256</c>, <c>128</c> or <c>scalar</c>.</summary>
     public const string Variable = "NATIVEGPT2_CPU_VECTOR";
 
     /// <summary>The widest width the hardware accelerates, unless <see cref="Variable"/> asks for another.</summary>
     public static VectorWidth Default { get; } = FromEnvironment(Environment.GetEnvironmentVariable(Variable));
 
-    /// <summary>The widest width the hardware accelerates.</summary>
+    /// <summary>
+    /// The widest width the hardware accelerates. 128-bit vectors count only with a fused multiply-add instruction
+    /// (NEON has one; x86 needs FMA): every path fuses its multiply-adds, and without the instruction each one is a
+    /// library call, as slow at any width.
+    /// </summary>
     public static VectorWidth Widest =>
         Vector512.IsHardwareAccelerated ? VectorWidth.Vector512
         : Vector256.IsHardwareAccelerated ? VectorWidth.Vector256
+        : Vector128.IsHardwareAccelerated && (Fma.IsSupported || AdvSimd.IsSupported) ? VectorWidth.Vector128
         : VectorWidth.Scalar;
 
     internal static VectorWidth FromEnvironment(string? value) => value?.Trim().ToLowerInvariant() switch
@@ -37,8 +46,9 @@ public static class CpuVectors
         null or "" => Widest,
         "512" or "vector512" => VectorWidth.Vector512,
         "256" or "vector256" => VectorWidth.Vector256,
+        "128" or "vector128" => VectorWidth.Vector128,
         "scalar" or "1" => VectorWidth.Scalar,
-        _ => throw new ArgumentException($"{Variable}='{value}' is not a vector width (512, 256 or scalar)"),
+        _ => throw new ArgumentException($"{Variable}='{value}' is not a vector width (512, 256, 128 or scalar)"),
     };
 
     /// <summary>e.g. <c>Vector512 (AVX-512F, FMA)</c>; a width wider than the hardware's is emulated (correct, slow).</summary>
@@ -47,9 +57,11 @@ public static class CpuVectors
         var features = new List<string>();
         if (Avx512F.IsSupported) features.Add("AVX-512F");
         else if (Avx2.IsSupported) features.Add("AVX2");
+        else if (Sse41.IsSupported) features.Add("SSE4.1");
         if (Fma.IsSupported) features.Add("FMA");
+        if (AdvSimd.IsSupported) features.Add("NEON");
         var emulated = width > Widest ? ", emulated" : "";
-        return $"{width} ({string.Join(", ", features.DefaultIfEmpty("no x86 SIMD"))}{emulated})";
+        return $"{width} ({string.Join(", ", features.DefaultIfEmpty("no SIMD"))}{emulated})";
     }
 }
 
@@ -333,6 +345,66 @@ internal readonly struct Simd256(Vector256<float> value) : ISimd<Simd256>
     }
 }
 
+/// <summary>
+/// Four floats: NEON on Arm64, SSE with FMA on x86. The narrow loads read 8 or 4 bytes and widen them with the
+/// platform-neutral <c>Vector128.WidenLower</c> (one <c>uxtl</c>/<c>sxtl</c>, or one <c>pmovzx</c>/<c>pmovsx</c>, a step).
+/// </summary>
+internal readonly struct Simd128(Vector128<float> value) : ISimd<Simd128>
+{
+    public readonly Vector128<float> Value = value;
+
+    public static int Count => Vector128<float>.Count;
+    public static Simd128 Zero => new(Vector128<float>.Zero);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Broadcast(float value) => new(Vector128.Create(value));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Load(ref float source) => new(Vector128.LoadUnsafe(ref source));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(ref float destination, Simd128 value) => value.Value.StoreUnsafe(ref destination);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Fma(Simd128 a, Simd128 b, Simd128 c) => new(Vector128.FusedMultiplyAdd(a.Value, b.Value, c.Value));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Add(Simd128 a, Simd128 b) => new(a.Value + b.Value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Multiply(Simd128 a, Simd128 b) => new(a.Value * b.Value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Max(Simd128 a, Simd128 b) => new(Vector128.Max(a.Value, b.Value));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Min(Simd128 a, Simd128 b) => new(Vector128.Min(a.Value, b.Value));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Subtract(Simd128 a, Simd128 b) => new(a.Value - b.Value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Divide(Simd128 a, Simd128 b) => new(a.Value / b.Value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Pow2OfRounded(Simd128 t) => new(((t.Value.AsInt32() - Vector128.Create(VectorMath.RoundingBits - 127)) << 23).AsSingle());
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 LoadFloat16(ref Half source) => new(HalfBits.Widen(Vector128.WidenLower(Load4(ref Unsafe.As<Half, ushort>(ref source)))));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 LoadFiniteFloat16(ref Half source) =>
+        new(HalfBits.WidenFinite(Vector128.WidenLower(Load4(ref Unsafe.As<Half, ushort>(ref source)).AsInt16())));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 LoadBFloat16(ref ushort source) => new((Vector128.WidenLower(Load4(ref source)) << 16).AsSingle());
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 LoadInt8(ref sbyte source)
+    {
+        var bytes = Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref source))).AsSByte();
+        return new(Vector128.ConvertToSingle(Vector128.WidenLower(Vector128.WidenLower(bytes))));
+    }
+
+    /// <summary>Four 16-bit values in the low half of a register (an 8-byte read).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<ushort> Load4(ref ushort source) =>
+        Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(ref Unsafe.As<ushort, byte>(ref source))).AsUInt16();
+
+    /// <summary>(v0 + v2) + (v1 + v3): the halves, then the pair, as the wider registers end.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Simd128 value)
+    {
+        var pair = value.Value + Vector128.Shuffle(value.Value, Vector128.Create(2, 3, 0, 1));
+        return pair.ToScalar() + pair.GetElement(1);
+    }
+
+    public static float Max(Simd128 value)
+    {
+        var pair = Vector128.Max(value.Value, Vector128.Shuffle(value.Value, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Max(pair.ToScalar(), pair.GetElement(1));
+    }
+}
+
 internal readonly struct SimdScalar(float value) : ISimd<SimdScalar>
 {
     public readonly float Value = value;
@@ -398,5 +470,20 @@ internal static class HalfBits
         var special = Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(0x7C00u));
         var bits = Vector256.ConditionalSelect(special, (magnitude << 13) | Vector256.Create(0x7F800000u), scaled.AsUInt32());
         return (bits | ((h & Vector256.Create(0x8000u)) << 16)).AsSingle();
+    }
+
+    /// <inheritdoc cref="WidenFinite(Vector512{int})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> WidenFinite(Vector128<int> h) =>
+        ((h << 13) & Vector128.Create(SignExponentMantissa)).AsSingle() * Vector128.Create(TwoTo112).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Widen(Vector128<uint> h)
+    {
+        var magnitude = h & Vector128.Create(0x7FFFu);
+        var scaled = (magnitude << 13).AsSingle() * Vector128.Create(TwoTo112).AsSingle();
+        var special = Vector128.GreaterThanOrEqual(magnitude, Vector128.Create(0x7C00u));
+        var bits = Vector128.ConditionalSelect(special, (magnitude << 13) | Vector128.Create(0x7F800000u), scaled.AsUInt32());
+        return (bits | ((h & Vector128.Create(0x8000u)) << 16)).AsSingle();
     }
 }

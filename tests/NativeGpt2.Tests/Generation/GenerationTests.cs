@@ -36,7 +36,8 @@ public class GenerationTests
     public static TheoryData<string, bool> BackendsAndModes()
     {
         var data = new TheoryData<string, bool>();
-        foreach (var backend in new[] { TestBackends.Cpu, TestBackends.IlgpuCpu, TestBackends.Cuda })
+        string[] backends = [TestBackends.Cpu, TestBackends.IlgpuCpu, TestBackends.Cuda, .. TestBackends.CpuWidths];
+        foreach (var backend in backends)
         {
             data.Add(backend, true);
             data.Add(backend, false);
@@ -44,7 +45,10 @@ public class GenerationTests
         return data;
     }
 
-    /// <summary>Exactly equal, token for token, on every backend: every kernel sums a row the same way whatever else is in the batch.</summary>
+    /// <summary>
+    /// Exactly equal, token for token, on every backend and at every CPU vector width: every kernel sums a row the same way
+    /// whatever else is in the batch.
+    /// </summary>
     [SkippableTheory]
     [MemberData(nameof(BackendsAndModes))]
     public void Batched_left_padded_generation_equals_one_by_one(string backend, bool greedy)

@@ -22,7 +22,10 @@ public class OperatorProperties
 
     private static Gen<int> Seed => Gen.Choose(0, int.MaxValue);
 
-    private static Gen<VectorWidth> Width => Gen.Elements(VectorWidth.Vector512, VectorWidth.Vector256, VectorWidth.Scalar);
+    /// <summary>Every SIMD width: 512 and 256 bits (AVX-512, AVX2), 128 (NEON, SSE with FMA) and scalar.</summary>
+    private static readonly VectorWidth[] Widths = [VectorWidth.Vector512, VectorWidth.Vector256, VectorWidth.Vector128, VectorWidth.Scalar];
+
+    private static Gen<VectorWidth> Width => Gen.Elements(Widths);
 
     private static Gen<WeightFormat> Format => Gen.Elements(WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16, WeightFormat.Q8);
 
@@ -35,7 +38,7 @@ public class OperatorProperties
         return (data, values);
     }
 
-    [Property(MaxTest = 300)]
+    [Property(MaxTest = 400)]
     public Property MatMul_equals_the_naive_triple_loop_at_every_width_and_format() =>
         Prop.ForAll((from n in Size() from ic in Size() from oc in Size(80) from seed in Seed from width in Width from format in Format
                      from epilogue in Gen.Elements(ProjectionReference.Epilogues)
@@ -74,7 +77,7 @@ public class OperatorProperties
             var bias = Numerics.RandomFloats(random, oc);
             var batched = new float[n * oc];
             MatMul.Forward(batched, input, weight, bias, n, ic, oc, MatMulEpilogue.Bias, VectorWidth.Vector512);
-            foreach (var (width, row) in new[] { VectorWidth.Vector512, VectorWidth.Vector256, VectorWidth.Scalar }.SelectMany(w => new[] { (w, random.Next(n)), (w, n - 1) }))
+            foreach (var (width, row) in Widths.SelectMany(w => new[] { (w, random.Next(n)), (w, n - 1) }))
             {
                 var alone = new float[oc];
                 MatMul.Forward(alone, input.AsMemory(row * ic, ic), weight, bias, 1, ic, oc, MatMulEpilogue.Bias, width);
@@ -133,17 +136,26 @@ public class OperatorProperties
             var finiteNarrow = new float[16];
             Simd256.Store(ref finiteNarrow[0], Simd256.LoadFiniteFloat16(ref all[i]));
             Simd256.Store(ref finiteNarrow[8], Simd256.LoadFiniteFloat16(ref all[i + 8]));
+            var quarter = new float[16];
+            var finiteQuarter = new float[16];
+            for (var j = 0; j < 16; j += 4)
+            {
+                Simd128.Store(ref quarter[j], Simd128.LoadFloat16(ref all[i + j]));
+                Simd128.Store(ref finiteQuarter[j], Simd128.LoadFiniteFloat16(ref all[i + j]));
+            }
             for (var j = 0; j < 16; j++)
             {
                 var h = all[i + j];
                 var expected = (float)h;
                 AssertSameFloat(expected, wide[j], h);
                 AssertSameFloat(expected, narrow[j], h);
+                AssertSameFloat(expected, quarter[j], h);
                 Assert.Equal(expected, SimdScalar.LoadFiniteFloat16(ref all[i + j]).Value);
                 if (Half.IsFinite(h))
                 {
                     AssertSameFloat(expected, finiteWide[j], h);
                     AssertSameFloat(expected, finiteNarrow[j], h);
+                    AssertSameFloat(expected, finiteQuarter[j], h);
                 }
             }
         }
@@ -176,7 +188,7 @@ public class OperatorProperties
         var bias = new float[oc];
         var expected = new float[oc];
         MatMul.Reference(expected, input, stored, bias, 1, ic, oc);
-        foreach (var width in new[] { VectorWidth.Vector512, VectorWidth.Vector256, VectorWidth.Scalar })
+        foreach (var width in Widths)
         {
             var actual = new float[oc];
             MatMul.Forward(actual, input, weight, bias, 1, ic, oc, MatMulEpilogue.Bias, width);
@@ -242,12 +254,37 @@ public class OperatorProperties
         }
     }
 
+    [Theory]
+    [InlineData("512", VectorWidth.Vector512)]
+    [InlineData(" Vector256 ", VectorWidth.Vector256)]
+    [InlineData("128", VectorWidth.Vector128)]
+    [InlineData("vector128", VectorWidth.Vector128)]
+    [InlineData("SCALAR", VectorWidth.Scalar)]
+    [InlineData("1", VectorWidth.Scalar)]
+    public void The_width_switch_names_every_width(string value, VectorWidth expected) =>
+        Assert.Equal(expected, CpuVectors.FromEnvironment(value));
+
+    [Theory]
+    [InlineData("64")]
+    [InlineData("avx2")]
+    public void The_width_switch_rejects_what_is_not_a_width_and_lists_the_choices(string value)
+    {
+        var e = Assert.Throws<ArgumentException>(() => CpuVectors.FromEnvironment(value));
+        Assert.Contains("512, 256, 128 or scalar", e.Message);
+        Assert.Contains(CpuVectors.Variable, e.Message);
+    }
+
+    [Fact]
+    public void No_value_for_the_switch_picks_the_widest_accelerated_width() =>
+        Assert.Equal(CpuVectors.Widest, CpuVectors.FromEnvironment(null));
+
     [Fact]
     public void Sums_add_lanes_by_halving_at_every_width()
     {
         // The order the head's panel route reproduces column by column: lane j + lane j + Count/2, and so on.
         Check<Simd512>();
         Check<Simd256>();
+        Check<Simd128>();
         Check<SimdScalar>();
 
         static void Check<V>() where V : struct, ISimd<V>
@@ -369,7 +406,7 @@ public class OperatorProperties
     {
         // x·Φ(x): on the negative side each value is a product, not 1 − erf(…) cancelling.
         Assert.Equal(gelu, Activations.Reference(x, MlpActivation.Gelu), Math.Abs(gelu) * 1e-12);
-        foreach (var width in new[] { VectorWidth.Vector512, VectorWidth.Vector256, VectorWidth.Scalar })
+        foreach (var width in Widths)
         {
             var input = Enumerable.Repeat((float)x, 19).ToArray();
             var actual = new float[input.Length];

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using NativeGpt2.Backends;
 using NativeGpt2.Backends.Cpu;
 using NativeGpt2.Ilgpu;
+using NativeGpt2.Operators;
 using Xunit;
 
 namespace NativeGpt2.Tests.Support;
@@ -24,6 +25,15 @@ public static class TestBackends
     /// </summary>
     public const string IlgpuCpuWarp32 = "ilgpu-cpu-warp32";
 
+    /// <summary>
+    /// The CPU backend at each SIMD width, forced: 512 and 256 bits (AVX-512, AVX2), 128 (NEON on Arm64, SSE with FMA) and
+    /// scalar. A width the machine lacks is emulated by the runtime (correct, slower), so every path runs on any machine.
+    /// </summary>
+    public const string CpuVector512 = "cpu-vector512", CpuVector256 = "cpu-vector256", CpuVector128 = "cpu-vector128", CpuScalar = "cpu-scalar";
+
+    /// <summary>The CPU backend at every forced width.</summary>
+    public static string[] CpuWidths => [CpuVector512, CpuVector256, CpuVector128, CpuScalar];
+
     /// <summary>Why CUDA tests are skipped on this machine, or null when a device is present.</summary>
     public static string? CudaSkipReason { get; } = IlgpuBackend.CudaAvailable() ? null : "no CUDA device on this machine (the same tests run on ilgpu-cpu)";
 
@@ -35,6 +45,10 @@ public static class TestBackends
         IlgpuCpu => IlgpuBackend.CreateCpuSimulator(),
         IlgpuCpuWarp32 => IlgpuBackend.CreateCpuSimulator(warp: 32, warps: 4, multiprocessors: 2),
         Cuda => IlgpuBackend.CreateCuda(),
+        CpuVector512 => new CpuBackend(Environment.ProcessorCount, VectorWidth.Vector512),
+        CpuVector256 => new CpuBackend(Environment.ProcessorCount, VectorWidth.Vector256),
+        CpuVector128 => new CpuBackend(Environment.ProcessorCount, VectorWidth.Vector128),
+        CpuScalar => new CpuBackend(Environment.ProcessorCount, VectorWidth.Scalar),
         _ => throw new ArgumentOutOfRangeException(nameof(name), n, null),
     })).Value;
 
