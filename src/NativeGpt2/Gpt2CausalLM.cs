@@ -201,6 +201,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
             model.IsTied ? "tied to wte" : "untied lm_head");
         logger.LogInformation("Backend {Name}: {Description}; weights {Formats}", backend.Name, backend.Description,
             string.Join(", ", model.Backbone.Weights.All.Select(w => w.Format).Distinct()));
+        if (backend.Advice is { } advice) logger.LogWarning("Backend {Name}: {Advice}", backend.Name, advice);
         if (model.Tokenizer is null) logger.LogInformation("No vocab.json in {Spec}: the model takes token ids only", spec);
         return model;
     }

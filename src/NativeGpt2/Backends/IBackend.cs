@@ -24,6 +24,12 @@ public interface IBackend : IDisposable
     string Description { get; }
 
     /// <summary>
+    /// A setup problem the user can fix, as one warning for the load log (e.g. an app compiled ahead of time for an
+    /// instruction set that leaves this CPU's wider vectors unused), or null.
+    /// </summary>
+    string? Advice => null;
+
+    /// <summary>
     /// Why this backend cannot run a model of <paramref name="config"/>'s shape (one line, with what to do instead), or
     /// null when it can. Asked once, before the weights are handed over.
     /// </summary>

@@ -51,6 +51,25 @@ public static class CpuVectors
         _ => throw new ArgumentException($"{Variable}='{value}' is not a vector width (512, 256, 128 or scalar)"),
     };
 
+    /// <summary>
+    /// What the runtime leaves unused of this CPU's vector units, and how to get it, or null. It happens to an app
+    /// compiled ahead of time (Native AOT) for the default x86-64 baseline, which has neither AVX2 nor FMA whatever the
+    /// machine it runs on: the operators then run 4 floats at a time, or one, where the CPU takes 8 or 16.
+    /// </summary>
+    public static string? UnusedHardware()
+    {
+        if (!X86Base.IsSupported || Widest >= VectorWidth.Vector256) return null;
+        var (_, _, features, _) = X86Base.CpuId(1, 0);
+        var (_, extended, _, _) = X86Base.CpuId(7, 0);
+        bool fma = (features & (1 << 12)) != 0, avx2 = (extended & (1 << 5)) != 0, avx512 = (extended & (1 << 16)) != 0;
+        if (!fma || !avx2) return null;
+        var target = avx512 ? "x86-64-v4 (AVX-512)" : "x86-64-v3 (AVX2 and FMA)";
+        var how = RuntimeFeature.IsDynamicCodeCompiled
+            ? "256-bit vectors are switched off for this process (DOTNET_EnableAVX2=0, DOTNET_EnableFMA=0 or DOTNET_PreferredVectorBitWidth=128)"
+            : $"this app was compiled ahead of time for an instruction set without them; publish it with <IlcInstructionSet>native</IlcInstructionSet> (this CPU's) or {target}";
+        return $"this CPU has {(avx512 ? "AVX-512, " : "")}AVX2 and FMA, but the operators run {Widest} ({(int)Widest} float{(Widest == VectorWidth.Scalar ? "" : "s")} at a time), several times slower: {how}";
+    }
+
     /// <summary>e.g. <c>Vector512 (AVX-512F, FMA)</c>; a width wider than the hardware's is emulated (correct, slow).</summary>
     public static string Describe(VectorWidth width)
     {

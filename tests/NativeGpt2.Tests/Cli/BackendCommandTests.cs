@@ -1,4 +1,6 @@
 using NativeGpt2.Operators;
+using System.Diagnostics;
+using System.Runtime.Intrinsics.X86;
 using System.Text.Json;
 using NativeGpt2.Cli;
 using NativeGpt2.Tests.Support;
@@ -80,6 +82,34 @@ public class BackendCommandTests
         Assert.Equal(CliApp.UsageError, neither.ExitCode);
         Assert.Equal(CliApp.UsageError, both.ExitCode);
         Assert.Contains("exactly one of --text or --ids", both.Error);
+    }
+
+    [SkippableFact]
+    public void A_process_without_256_bit_vectors_runs_at_128_bits_warns_why_and_generates_the_same_text()
+    {
+        // DOTNET_PreferredVectorBitWidth=128 leaves the runtime 128-bit vectors only, as on Arm64 (NEON) or in an app
+        // compiled ahead of time for the x86-64 baseline: the CPU backend then takes Vector128, and says what it leaves.
+        Skip.IfNot(Avx2.IsSupported && Fma.IsSupported, "needs an x86 CPU with AVX2 and FMA, for the runtime to leave them unused");
+        string[] generate = ["generate", "--model", Paths.Model("shakespeare-char"), "--prompt", "ROMEO:", "--greedy", "--max-new-tokens", "40"];
+        var start = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "NativeGpt2.Cli.dll"), .. generate, "--verbose"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            Environment = { ["DOTNET_PreferredVectorBitWidth"] = "128" },
+        };
+        start.Environment.Remove(CpuVectors.Variable);
+        using var process = Process.Start(start)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        var stdout = process.StandardOutput.ReadToEnd();
+        Assert.True(process.WaitForExit(TimeSpan.FromMinutes(2)), "the CLI did not finish");
+        Assert.True(process.ExitCode == 0, stderr.Result);
+
+        Assert.Contains("CPU: Vector128 (", stderr.Result);
+        Assert.Contains("the operators run Vector128 (4 floats at a time)", stderr.Result);
+        Assert.Contains("DOTNET_PreferredVectorBitWidth", stderr.Result);
+        var widest = CliRunner.Run(generate);
+        Assert.Equal(CliApp.Success, widest.ExitCode);
+        Assert.Equal(widest.Out, stdout);
     }
 
     [Fact]

@@ -45,6 +45,10 @@ public sealed class CpuBackend : IBackend
     public string Description => $"CPU: {CpuVectors.Describe(Width)}, {Threads} threads";
 
     /// <inheritdoc />
+    /// <remarks>At the default width only: a width forced narrower is the caller's choice.</remarks>
+    public string? Advice => Width == CpuVectors.Widest ? CpuVectors.UnusedHardware() : null;
+
+    /// <inheritdoc />
     public IDisposable Enter() => Parallelism.Limit(Threads);
 
     /// <inheritdoc />
