@@ -5,7 +5,7 @@ namespace NativeGpt2.Server;
 /// <summary>
 /// A request body read strictly: a bounded size, well-formed JSON with no duplicate fields, an object at the
 /// top, and each known field of the type and range it must have. Unknown fields are ignored, as OpenAI's
-/// clients send fields this server has no use for (<c>user</c>, <c>frequency_penalty</c>, …). Every failure
+/// clients send fields this server has no use for (<c>user</c>, <c>store</c>, …). Every failure
 /// is an <see cref="OpenAIError"/> (400) naming the field.
 /// </summary>
 internal sealed class JsonRequest : IDisposable
@@ -135,6 +135,27 @@ internal sealed class JsonRequest : IDisposable
         if (stops.Length > max) throw OpenAIError.BadRequest($"'{name}' may hold at most {max} sequences, not {stops.Length}", name);
         if (stops.Any(s => s.Length == 0)) throw OpenAIError.BadRequest($"'{name}' must not hold an empty string", name);
         return stops;
+    }
+
+    /// <summary>
+    /// <c>logit_bias</c>: an object from token ids (as strings, JSON's only keys) to a bias in [-max, max]; null when
+    /// absent. Ids outside the vocabulary are refused: the bias would apply to no token.
+    /// </summary>
+    public IReadOnlyDictionary<int, float>? LogitBias(string name, int vocabularySize, float max)
+    {
+        if (Field(name) is not { } value) return null;
+        if (value.ValueKind != JsonValueKind.Object) throw WrongType(name, "an object mapping token ids to biases");
+        var biases = new Dictionary<int, float>();
+        foreach (var entry in value.EnumerateObject())
+        {
+            if (!int.TryParse(entry.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var id) || id >= vocabularySize)
+                throw OpenAIError.BadRequest($"'{name}' keys must be token ids in [0, {vocabularySize - 1}], not \"{entry.Name}\"", name);
+            if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetDouble(out var bias) || !double.IsFinite(bias))
+                throw OpenAIError.BadRequest($"'{name}' values must be numbers (token {id})", name);
+            if (Math.Abs(bias) > max) throw OpenAIError.BadRequest($"'{name}' values must be in [-{max}, {max}], not {bias} (token {id})", name);
+            if (!biases.TryAdd(id, (float)bias)) throw OpenAIError.BadRequest($"'{name}' names token {id} twice", name);
+        }
+        return biases;
     }
 
     /// <summary>An array of token ids.</summary>

@@ -3,7 +3,8 @@ namespace NativeGpt2;
 /// <summary>
 /// How to pick new tokens. The defaults sample from the full distribution at temperature 1; set
 /// <see cref="Greedy"/> (or <see cref="Temperature"/> 0) for the single most likely continuation.
-/// Processing follows Hugging Face: repetition penalty, then temperature, then top-k, then top-p.
+/// Processing follows Hugging Face: repetition penalty, then temperature, then top-k, then top-p; OpenAI's
+/// presence and frequency penalties and logit bias adjust the logits after the repetition penalty, before the rest.
 /// </summary>
 public sealed record GenerationOptions
 {
@@ -24,6 +25,30 @@ public sealed record GenerationOptions
 
     /// <summary>Penalty for tokens already in the prompt or output (logit / r if positive, · r if negative); 1 means none. Must be &gt; 0.</summary>
     public float RepetitionPenalty { get; init; } = 1f;
+
+    /// <summary>
+    /// OpenAI's presence penalty: subtracted once from the logit of every token the output already holds (not the
+    /// prompt), in [-2, 2]; positive values favour new tokens. 0 (the default) means none.
+    /// </summary>
+    public float PresencePenalty { get; init; }
+
+    /// <summary>
+    /// OpenAI's frequency penalty: subtracted from a token's logit once for each time the output already holds it (not
+    /// the prompt), in [-2, 2]; positive values discourage repeating lines. 0 (the default) means none.
+    /// </summary>
+    public float FrequencyPenalty { get; init; }
+
+    /// <summary>
+    /// Added to these tokens' logits before every pick (OpenAI's <c>logit_bias</c>): values in [-100, 100], where -100
+    /// in effect bans a token and 100 in effect forces it. Ids must be in the model's vocabulary. Null or empty: none.
+    /// </summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
+
+    /// <summary>The most a presence or frequency penalty may be, either way.</summary>
+    public const float MaxPresenceOrFrequencyPenalty = 2f;
+
+    /// <summary>The most a logit bias may be, either way.</summary>
+    public const float MaxLogitBias = 100f;
 
     /// <summary>Seed of the random source: the same seed, prompt and options give the same output. Null: a fresh random seed.</summary>
     public int? Seed { get; init; }
@@ -57,6 +82,10 @@ public sealed record GenerationOptions
     /// <summary>Whether tokens are picked by argmax: <see cref="Greedy"/>, or temperature 0.</summary>
     public bool IsGreedy => Greedy || Temperature == 0f;
 
+    /// <summary>Whether any penalty or bias changes the logits before a pick.</summary>
+    internal bool AdjustsLogits =>
+        RepetitionPenalty != 1f || PresencePenalty != 0f || FrequencyPenalty != 0f || LogitBias is { Count: > 0 };
+
     /// <summary>Checks every option, naming the one out of range.</summary>
     /// <exception cref="ArgumentOutOfRangeException">An option is outside its allowed range.</exception>
     /// <exception cref="ArgumentException">A stop string is null or empty.</exception>
@@ -72,6 +101,20 @@ public sealed record GenerationOptions
             throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "must be in (0, 1] (1 means no limit)");
         if (!(RepetitionPenalty > 0) || float.IsInfinity(RepetitionPenalty))
             throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), RepetitionPenalty, "must be a finite number > 0 (1 means none)");
+        foreach (var (name, penalty) in new[] { (nameof(PresencePenalty), PresencePenalty), (nameof(FrequencyPenalty), FrequencyPenalty) })
+        {
+            if (!(Math.Abs(penalty) <= MaxPresenceOrFrequencyPenalty))
+                throw new ArgumentOutOfRangeException(name, penalty, $"must be in [-{MaxPresenceOrFrequencyPenalty}, {MaxPresenceOrFrequencyPenalty}] (0 means none)");
+        }
+        if (LogitBias is not null)
+        {
+            foreach (var (id, bias) in LogitBias)
+            {
+                if (id < 0) throw new ArgumentOutOfRangeException(nameof(LogitBias), id, "token ids must be >= 0");
+                if (!(Math.Abs(bias) <= MaxLogitBias))
+                    throw new ArgumentOutOfRangeException(nameof(LogitBias), bias, $"the bias of token {id} must be in [-{MaxLogitBias}, {MaxLogitBias}]");
+            }
+        }
         if (LogProbs is < 0 or > MaxLogProbs)
             throw new ArgumentOutOfRangeException(nameof(LogProbs), LogProbs, $"must be in [0, {MaxLogProbs}] (null: none)");
         ArgumentNullException.ThrowIfNull(StopStrings, nameof(StopStrings));

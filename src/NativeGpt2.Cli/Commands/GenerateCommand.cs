@@ -4,7 +4,8 @@ namespace NativeGpt2.Cli.Commands;
 
 /// <summary>
 /// <c>nativegpt2 generate [--model SPEC] --prompt TEXT [--max-new-tokens N] [--greedy] [--temperature T]
-/// [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--stop STR]...</c>: streams the prompt's
+/// [--top-k K] [--top-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--logit-bias ID=B]...
+/// [--seed S] [--stop STR]...</c>: streams the prompt's
 /// continuation to stdout as it is produced.
 /// </summary>
 internal static class GenerateCommand
@@ -22,6 +23,16 @@ internal static class GenerateCommand
         var topK = new Option<int>("--top-k") { Description = "Sample among the K most likely tokens; 0 for no limit.", DefaultValueFactory = _ => defaults.TopK };
         var topP = new Option<float>("--top-p") { Description = "Sample from the smallest set of tokens with probability ≥ P; 1 for no limit.", DefaultValueFactory = _ => defaults.TopP };
         var repetitionPenalty = new Option<float>("--repetition-penalty") { Description = "Penalty > 1 for tokens already seen; 1 for none.", DefaultValueFactory = _ => defaults.RepetitionPenalty };
+        var presencePenalty = new Option<float>("--presence-penalty") { Description = "Subtracted once from the logit of each token the output already holds, in [-2, 2]; 0 for none.", DefaultValueFactory = _ => defaults.PresencePenalty };
+        var frequencyPenalty = new Option<float>("--frequency-penalty") { Description = "Subtracted from a token's logit for each time the output already holds it, in [-2, 2]; 0 for none.", DefaultValueFactory = _ => defaults.FrequencyPenalty };
+        var logitBias = new Option<string[]>("--logit-bias") { Description = "ID=BIAS: added to that token's logit, BIAS in [-100, 100] (-100 bans it); may be repeated.", AllowMultipleArgumentsPerToken = false };
+        logitBias.Validators.Add(result =>
+        {
+            foreach (var entry in result.GetValueOrDefault<string[]>() ?? [])
+            {
+                if (ParseBias(entry) is null) result.AddError($"--logit-bias: '{entry}' is not ID=BIAS, e.g. 50256=-100");
+            }
+        });
         var seed = new Option<int?>("--seed") { Description = "Seed for reproducible sampling (default: random)." };
         var stop = new Option<string[]>("--stop") { Description = "Stop before this text; may be repeated.", AllowMultipleArgumentsPerToken = false };
         var slidingWindow = new Option<bool>("--sliding-window") { Description = "Allow prompt + new tokens beyond the context length by sliding the window." };
@@ -29,7 +40,8 @@ internal static class GenerateCommand
 
         var command = new Command("generate", "Continue a prompt, streaming the text as it is produced.")
         {
-            model, backend, weights, prompt, maxNewTokens, greedy, temperature, topK, topP, repetitionPenalty, seed, stop, slidingWindow, special,
+            model, backend, weights, prompt, maxNewTokens, greedy, temperature, topK, topP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias,
+            seed, stop, slidingWindow, special,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -41,6 +53,9 @@ internal static class GenerateCommand
                 TopK = parse.GetValue(topK),
                 TopP = parse.GetValue(topP),
                 RepetitionPenalty = parse.GetValue(repetitionPenalty),
+                PresencePenalty = parse.GetValue(presencePenalty),
+                FrequencyPenalty = parse.GetValue(frequencyPenalty),
+                LogitBias = parse.GetValue(logitBias) is { Length: > 0 } biases ? Biases(biases) : null,
                 Seed = parse.GetValue(seed),
                 StopStrings = parse.GetValue(stop) ?? [],
                 SlidingWindow = parse.GetValue(slidingWindow),
@@ -67,5 +82,28 @@ internal static class GenerateCommand
             return CliApp.Success;
         });
         return command;
+    }
+
+    /// <summary>ID=BIAS as a token id and a number, or null when it is not that.</summary>
+    private static (int Id, float Bias)? ParseBias(string entry)
+    {
+        var parts = entry.Split('=', 2);
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
+        return parts.Length == 2
+            && int.TryParse(parts[0].Trim(), System.Globalization.NumberStyles.Integer, invariant, out var id)
+            && float.TryParse(parts[1].Trim(), System.Globalization.NumberStyles.Float, invariant, out var bias)
+            ? (id, bias) : null;
+    }
+
+    /// <summary>The biases of the --logit-bias entries (validated already); a token named twice keeps the last.</summary>
+    private static Dictionary<int, float> Biases(string[] entries)
+    {
+        var biases = new Dictionary<int, float>();
+        foreach (var entry in entries)
+        {
+            var (id, bias) = ParseBias(entry)!.Value;
+            biases[id] = bias;
+        }
+        return biases;
     }
 }

@@ -86,6 +86,8 @@ public sealed class Gpt2ChatClient : IChatClient
             TopK = options?.TopK ?? 0,
             Seed = options?.Seed is { } seed ? unchecked((int)(seed ^ (seed >> 32))) : null,
             RepetitionPenalty = options?.AdditionalProperties?.TryGetValue("repetition_penalty", out float penalty) == true ? penalty : 1f,
+            PresencePenalty = options?.PresencePenalty ?? 0f,
+            FrequencyPenalty = options?.FrequencyPenalty ?? 0f,
             StopStrings = [.. Template.StopSequences, .. options?.StopSequences ?? []],
         };
         generation.Validate();

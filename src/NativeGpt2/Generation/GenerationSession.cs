@@ -78,7 +78,7 @@ internal sealed class GenerationSession : IDisposable
     }
 
     /// <summary>Greedy without a repetition penalty picks on the backend; anything else needs the logits here.</summary>
-    private bool PicksOnBackend => _options.IsGreedy && _options.RepetitionPenalty == 1f && _options.LogProbs is null;
+    private bool PicksOnBackend => _options.IsGreedy && !_options.AdjustsLogits && _options.LogProbs is null;
 
     /// <summary>The config's eos_token_id, else the tokenizer's &lt;|endoftext|&gt;: where an empty prompt starts and where generation stops.</summary>
     private static int? EndOfText(Gpt2Config config, Gpt2Tokenizer? tokenizer) => config.EosTokenId ?? tokenizer?.EndOfTextId;
@@ -95,6 +95,8 @@ internal sealed class GenerationSession : IDisposable
         if (options.StopStrings.Count > 0 && tokenizer is null)
             throw new ArgumentException("stop strings need a tokenizer to decode the output; this model has none", nameof(options));
         if (prompts.Count == 0) throw new ArgumentException("at least one prompt is needed", nameof(prompts));
+        if (options.LogitBias?.Keys.FirstOrDefault(id => id >= config.VocabSize, -1) is >= 0 and var outside)
+            throw new ArgumentOutOfRangeException(nameof(options.LogitBias), outside, $"LogitBias names token {outside}, outside the vocabulary [0, {config.VocabSize})");
         var eos = EndOfText(config, tokenizer);
         var context = config.ContextLength;
         var prepared = new int[prompts.Count][];
@@ -138,7 +140,7 @@ internal sealed class GenerationSession : IDisposable
             row.LastPiece = "";
             if (row.FinishReason is not null) continue;
 
-            var id = _next.Picks?[b] is int pick and >= 0 ? pick : Sampler.Sample(LogitsOf(b), _options, row.Tokens, row.Random);
+            var id = _next.Picks?[b] is int pick and >= 0 ? pick : Sampler.Sample(LogitsOf(b), _options, row.Tokens, row.Random, row.Generated);
             if (_options.LogProbs is { } top) row.LogProbs!.Add(Sampler.LogProbs(LogitsOf(b), id, top));
             row.Tokens.Add(id);
             row.Generated.Add(id);

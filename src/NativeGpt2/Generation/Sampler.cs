@@ -3,29 +3,38 @@ namespace NativeGpt2.Generation;
 
 /// <summary>
 /// Picks the next token from logits: a pure function of the logits, the options, the tokens so far
-/// (for the repetition penalty) and a seeded random source.
+/// (prompt and output, for the repetition penalty; the output alone, for the presence and frequency penalties)
+/// and a seeded random source.
 /// </summary>
 public static class Sampler
 {
     /// <summary>The next token id.</summary>
+    /// <param name="logits">The model's logits at the position to fill.</param>
+    /// <param name="options">The options; see <see cref="GenerationOptions"/> for the order they apply in.</param>
+    /// <param name="previousTokens">Prompt and output so far: what the repetition penalty looks at.</param>
+    /// <param name="random">The seeded random source.</param>
+    /// <param name="generatedTokens">The output so far: what the presence and frequency penalties count (null: none yet).</param>
     /// <exception cref="NumericalException">The logits contain NaN: nothing can be sampled from them.</exception>
-    public static int Sample(ReadOnlySpan<float> logits, GenerationOptions options, IReadOnlyCollection<int> previousTokens, Random random)
+    public static int Sample(ReadOnlySpan<float> logits, GenerationOptions options, IReadOnlyCollection<int> previousTokens, Random random,
+        IReadOnlyList<int>? generatedTokens = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(random);
-        var scores = Penalized(logits, options.RepetitionPenalty, previousTokens);
+        var scores = Adjusted(logits, options, previousTokens, generatedTokens);
         if (options.IsGreedy) return ArgMax(scores);
         return Draw(Distribution(scores, options), random);
     }
 
     /// <summary>
-    /// The distribution a token is drawn from after repetition penalty, temperature, top-k and top-p:
+    /// The distribution a token is drawn from after the penalties and bias, temperature, top-k and top-p:
     /// V probabilities summing to 1, zero outside the kept tokens. For greedy options, one-hot on the argmax.
+    /// Parameters as in <see cref="Sample"/>.
     /// </summary>
-    public static double[] Distribution(ReadOnlySpan<float> logits, GenerationOptions options, IReadOnlyCollection<int> previousTokens)
+    public static double[] Distribution(ReadOnlySpan<float> logits, GenerationOptions options, IReadOnlyCollection<int> previousTokens,
+        IReadOnlyList<int>? generatedTokens = null)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var scores = Penalized(logits, options.RepetitionPenalty, previousTokens);
+        var scores = Adjusted(logits, options, previousTokens, generatedTokens);
         if (options.IsGreedy)
         {
             var oneHot = new double[scores.Length];
@@ -63,6 +72,34 @@ public static class Sampler
             }
         }
         return new TokenLogProbs(id, logits[id] - logSum, best);
+    }
+
+    /// <summary>
+    /// The logits after the repetition penalty (Hugging Face's, over prompt and output), then OpenAI's presence and
+    /// frequency penalties (over the output: logit − count · frequency − [count &gt; 0] · presence) and logit bias.
+    /// </summary>
+    private static float[] Adjusted(ReadOnlySpan<float> logits, GenerationOptions options, IReadOnlyCollection<int> previousTokens, IReadOnlyList<int>? generatedTokens)
+    {
+        var scores = Penalized(logits, options.RepetitionPenalty, previousTokens);
+        if ((options.PresencePenalty != 0f || options.FrequencyPenalty != 0f) && generatedTokens is { Count: > 0 })
+        {
+            var counts = new Dictionary<int, int>();
+            foreach (var id in generatedTokens)
+            {
+                if ((uint)id < (uint)scores.Length) counts[id] = counts.GetValueOrDefault(id) + 1;
+            }
+            foreach (var (id, count) in counts) scores[id] -= count * options.FrequencyPenalty + options.PresencePenalty;
+        }
+        if (options.LogitBias is { } bias)
+        {
+            foreach (var (id, value) in bias)
+            {
+                if ((uint)id >= (uint)scores.Length)
+                    throw new ArgumentOutOfRangeException(nameof(options), id, $"LogitBias names token {id}, outside the vocabulary [0, {scores.Length})");
+                scores[id] += value;
+            }
+        }
+        return scores;
     }
 
     private static float[] Penalized(ReadOnlySpan<float> logits, float penalty, IReadOnlyCollection<int> previousTokens)

@@ -20,12 +20,14 @@ public class GenerateScoreTokenizeTests
     public void Generate_passes_every_sampling_option_through()
     {
         string[] args = ["generate", "--model", Paths.Model("shakespeare-char"), "--prompt", "JULIET:", "--max-new-tokens", "50",
-            "--temperature", "0.7", "--top-k", "20", "--top-p", "0.9", "--repetition-penalty", "1.2", "--seed", "17", "--stop", "\n\n", "--stop", "xyz"];
+            "--temperature", "0.7", "--top-k", "20", "--top-p", "0.9", "--repetition-penalty", "1.2", "--presence-penalty", "0.4",
+            "--frequency-penalty", "-0.3", "--logit-bias", "1=-100", "--logit-bias", " 7 = 2.5", "--seed", "17", "--stop", "\n\n", "--stop", "xyz"];
         var first = CliRunner.Run(args);
         Assert.Equal(CliApp.Success, first.ExitCode);
         var options = new GenerationOptions
         {
             MaxNewTokens = 50, Temperature = 0.7f, TopK = 20, TopP = 0.9f, RepetitionPenalty = 1.2f, Seed = 17, StopStrings = ["\n\n", "xyz"],
+            PresencePenalty = 0.4f, FrequencyPenalty = -0.3f, LogitBias = new Dictionary<int, float> { [1] = -100, [7] = 2.5f },
         };
         Assert.Equal("JULIET:" + Models.Get("shakespeare-char").Generate("JULIET:", options).Text + Environment.NewLine, first.Out);
         Assert.Equal(first.Out, CliRunner.Run(args).Out);
@@ -37,6 +39,11 @@ public class GenerateScoreTokenizeTests
     [InlineData("--temperature", "NaN", "--temperature must be a finite number >= 0")]
     [InlineData("--max-new-tokens", "0", "--max-new-tokens must be at least 1")]
     [InlineData("--repetition-penalty", "0", "--repetition-penalty must be a finite number > 0")]
+    [InlineData("--presence-penalty", "2.5", "--presence-penalty must be in [-2, 2]")]
+    [InlineData("--frequency-penalty", "-3", "--frequency-penalty must be in [-2, 2]")]
+    [InlineData("--logit-bias", "5", "--logit-bias: '5' is not ID=BIAS")]
+    [InlineData("--logit-bias", "x=1", "--logit-bias: 'x=1' is not ID=BIAS")]
+    [InlineData("--logit-bias", "5=101", "--logit-bias: the bias of token 5 must be in [-100, 100]")]
     public void Generate_rejects_out_of_range_options_as_usage_errors(string option, string value, string message)
     {
         var result = CliRunner.Run("generate", "--prompt", "x", option, value);

@@ -90,6 +90,42 @@ public class GenerationTests
         }
     }
 
+    /// <summary>
+    /// OpenAI's penalties count what each sequence has generated, so a batch still equals its prompts alone; and a
+    /// greedy pick with a bias is made on the host from the adjusted logits, not by the backend's plain argmax.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
+    public void Presence_and_frequency_penalties_and_logit_bias_act_per_sequence_on_every_backend(string backend)
+    {
+        TestBackends.SkipIfUnavailable(backend);
+        var model = Models.Get("shakespeare-char", backend);
+        string[] prompts = ["ROMEO:\n", "First Citizen:\nBefore we proceed", "O"];
+        // Fewer tokens on ILGPU's simulated GPU, which runs an OS thread per GPU thread.
+        var simulated = backend == TestBackends.IlgpuCpu;
+        var tokens = simulated ? 6 : 16;
+        var penalized = new GenerationOptions { MaxNewTokens = tokens, Seed = 3, PresencePenalty = 1.5f, FrequencyPenalty = 0.8f, StopAtEndOfText = false };
+        var batched = model.Generate(prompts, penalized);
+        for (var i = 0; i < prompts.Length; i++)
+            Assert.Equal(model.Generate(prompts[i], penalized).GeneratedIds, batched[i].GeneratedIds);
+
+        var greedy = new GenerationOptions { Greedy = true, MaxNewTokens = tokens, StopAtEndOfText = false };
+        var e = model.Tokenizer!.Encode("e").Single();
+        var forced = model.Generate("ROMEO:\n", greedy with { LogitBias = new Dictionary<int, float> { [e] = 100 } });
+        Assert.All(forced.GeneratedIds, id => Assert.Equal(e, id));
+        // The rest is the host's arithmetic, the same whatever computed the logits: once, on the fast backends.
+        if (simulated) return;
+
+        // Greedy with penalties on the output only departs from plain greedy where plain greedy repeats itself: the first
+        // token that differs is one plain greedy had already produced.
+        var plain = model.Generate("ROMEO:\n", greedy).GeneratedIds;
+        var spread = model.Generate("ROMEO:\n", greedy with { FrequencyPenalty = 2f, PresencePenalty = 2f }).GeneratedIds;
+        var first = Enumerable.Range(0, tokens).First(i => plain[i] != spread[i]);
+        Assert.Contains(plain[first], plain.Take(first));
+        var banned = model.Generate("ROMEO:\n", greedy with { LogitBias = plain.Distinct().ToDictionary(id => id, _ => -100f) });
+        Assert.DoesNotContain(banned.GeneratedIds, plain.Contains);
+    }
+
     [SkippableTheory]
     [MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
     public void Batched_generation_with_a_real_bpe_vocabulary_equals_one_by_one(string backend)

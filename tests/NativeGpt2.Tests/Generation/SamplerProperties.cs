@@ -79,6 +79,50 @@ public class SamplerProperties
         Assert.True(chiSquare < 20.5, $"chi-square {chiSquare:F2}; counts {string.Join(", ", counts)}");
     }
 
+    [Property(MaxTest = 200)]
+    public Property Presence_and_frequency_penalties_and_logit_bias_shift_the_logits_as_OpenAI_defines_them() =>
+        Prop.ForAll((from logits in Logits() from seed in Gen.Choose(0, int.MaxValue) select (logits, seed)).ToArbitrary(), c =>
+        {
+            // logit[j] − count[j] · frequency − [count[j] > 0] · presence + bias[j], count over the output only; then
+            // temperature, top-k and top-p as ever. The prompt's tokens (the repetition penalty's) play no part.
+            var (logits, seed) = c;
+            var random = new Random(seed);
+            var V = logits.Length;
+            var generated = Enumerable.Range(0, random.Next(12)).Select(_ => random.Next(V)).ToArray();
+            var prompt = Enumerable.Range(0, 5).Select(_ => random.Next(V)).ToArray();
+            var bias = Enumerable.Range(0, random.Next(4)).Select(_ => random.Next(V)).Distinct().ToDictionary(id => id, _ => (float)Math.Round(random.NextDouble() * 20 - 10, 2));
+            var options = new GenerationOptions
+            {
+                PresencePenalty = (float)Math.Round(random.NextDouble() * 4 - 2, 2),
+                FrequencyPenalty = (float)Math.Round(random.NextDouble() * 4 - 2, 2),
+                LogitBias = bias,
+                Temperature = 0.7f,
+                TopK = random.Next(2) * random.Next(1, V),
+            };
+            var expected = (float[])logits.Clone();
+            foreach (var group in generated.GroupBy(id => id))
+                expected[group.Key] -= group.Count() * options.FrequencyPenalty + options.PresencePenalty;
+            foreach (var (id, b) in bias) expected[id] += b;
+            var plain = options with { PresencePenalty = 0, FrequencyPenalty = 0, LogitBias = null };
+            Assert.Equal(Sampler.Distribution(expected, plain, prompt), Sampler.Distribution(logits, options, prompt, generated));
+            Assert.Equal(Sampler.Sample(expected, plain, prompt, new Random(seed)), Sampler.Sample(logits, options, prompt, new Random(seed), generated));
+            // Greedy picks the argmax of the adjusted logits too.
+            Assert.Equal(Sampler.Sample(expected, new GenerationOptions { Greedy = true }, prompt, random),
+                Sampler.Sample(logits, options with { Greedy = true }, prompt, random, generated));
+        });
+
+    [Fact]
+    public void A_logit_bias_of_minus_100_bans_a_token_and_plus_100_forces_one()
+    {
+        float[] logits = [5f, 1f, 0f, -3f];
+        var banned = Sampler.Distribution(logits, new GenerationOptions { LogitBias = new Dictionary<int, float> { [0] = -100 } }, []);
+        Assert.True(banned[0] < 1e-40);
+        var forced = Sampler.Distribution(logits, new GenerationOptions { LogitBias = new Dictionary<int, float> { [3] = 100 } }, []);
+        Assert.All(forced.Take(3), p => Assert.True(p < 1e-30));
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => Sampler.Sample(logits, new GenerationOptions { LogitBias = new Dictionary<int, float> { [4] = 1 } }, [], new Random(1)));
+        Assert.Contains("outside the vocabulary [0, 4)", error.Message);
+    }
+
     [Fact]
     public void Repetition_penalty_makes_seen_tokens_less_likely()
     {

@@ -21,7 +21,22 @@ public class GenerationParameterTests
         { "TopK", new GenerationOptions { TopK = -1 } },
         { "RepetitionPenalty", new GenerationOptions { RepetitionPenalty = 0f } },
         { "RepetitionPenalty", new GenerationOptions { RepetitionPenalty = float.NaN } },
+        { "PresencePenalty", new GenerationOptions { PresencePenalty = 2.01f } },
+        { "PresencePenalty", new GenerationOptions { PresencePenalty = float.NaN } },
+        { "FrequencyPenalty", new GenerationOptions { FrequencyPenalty = -2.5f } },
+        { "FrequencyPenalty", new GenerationOptions { FrequencyPenalty = float.NegativeInfinity } },
+        { "LogitBias", new GenerationOptions { LogitBias = new Dictionary<int, float> { [3] = 100.5f } } },
+        { "LogitBias", new GenerationOptions { LogitBias = new Dictionary<int, float> { [3] = float.NaN } } },
+        { "LogitBias", new GenerationOptions { LogitBias = new Dictionary<int, float> { [-1] = 1 } } },
     };
+
+    [Fact]
+    public void A_logit_bias_for_a_token_outside_the_vocabulary_is_rejected_before_anything_runs()
+    {
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.Generate("ROMEO:", new GenerationOptions { LogitBias = new Dictionary<int, float> { [66] = 5 } }));
+        Assert.Equal("LogitBias", error.ParamName);
+        Assert.Contains("token 66, outside the vocabulary [0, 66)", error.Message);
+    }
 
     [Theory]
     [MemberData(nameof(OutOfRange))]

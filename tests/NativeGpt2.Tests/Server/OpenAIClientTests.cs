@@ -18,13 +18,31 @@ public class OpenAIClientTests(ServerFixture server) : IClassFixture<ServerFixtu
     private static readonly ChatMessage[] Conversation = [new SystemChatMessage("A scene from a play."), new UserChatMessage("Who is there?")];
 
     /// <summary>What the library's chat client answers, greedy: the server must say the same.</summary>
-    private static async Task<string> ExpectedReply(int maxTokens)
+    private static async Task<string> ExpectedReply(int maxTokens, float? presencePenalty = null, float? frequencyPenalty = null)
     {
         using var chat = new NativeGpt2.AI.Gpt2ChatClient(Shakespeare);
         var reply = await chat.GetResponseAsync(
             [new(Microsoft.Extensions.AI.ChatRole.System, "A scene from a play."), new(Microsoft.Extensions.AI.ChatRole.User, "Who is there?")],
-            new Microsoft.Extensions.AI.ChatOptions { Temperature = 0, MaxOutputTokens = maxTokens });
+            new Microsoft.Extensions.AI.ChatOptions { Temperature = 0, MaxOutputTokens = maxTokens, PresencePenalty = presencePenalty, FrequencyPenalty = frequencyPenalty });
         return reply.Text;
+    }
+
+    [Fact]
+    public async Task Presence_and_frequency_penalties_and_logit_biases_reach_the_sampler()
+    {
+        var chat = Client.GetChatClient(ServerFixture.ModelId);
+        var penalized = await chat.CompleteChatAsync(Conversation,
+            new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 30, PresencePenalty = 1.5f, FrequencyPenalty = 1f });
+        var expected = await ExpectedReply(30, 1.5f, 1f);
+        Assert.Equal(expected, penalized.Value.Content.Single().Text);
+        Assert.NotEqual(await ExpectedReply(30), expected);
+
+        // "e" at +100: every token of the reply is "e" (the reply has no leading space to trim: the template's space is not an "e").
+        var e = Shakespeare.Tokenizer!.Encode("e").Single();
+        var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 8 };
+        options.LogitBiases[e] = 100;
+        var forced = await chat.CompleteChatAsync(Conversation, options);
+        Assert.Equal("eeeeeeee", forced.Value.Content.Single().Text);
     }
 
     [Fact]

@@ -54,6 +54,22 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     }
 
     [Fact]
+    public async Task Completions_take_OpenAIs_penalties_and_logit_bias_as_the_library_does()
+    {
+        var ids = Shakespeare.Tokenizer!.Encode("z");
+        var (status, body) = await PostAsync("/v1/completions",
+            $$$"""{"prompt":"ROMEO:\n","max_tokens":30,"temperature":0.9,"seed":5,"presence_penalty":0.5,"frequency_penalty":1.25,"logit_bias":{"{{{ids[0]}}}":-100}}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var expected = Shakespeare.Generate("ROMEO:\n", new GenerationOptions
+        {
+            MaxNewTokens = 30, Temperature = 0.9f, Seed = 5, PresencePenalty = 0.5f, FrequencyPenalty = 1.25f,
+            LogitBias = new Dictionary<int, float> { [ids[0]] = -100 },
+        });
+        Assert.Equal(expected.Text, body.GetProperty("choices")[0].GetProperty("text").GetString());
+        Assert.DoesNotContain(ids[0], expected.GeneratedIds);
+    }
+
+    [Fact]
     public async Task Completion_log_probabilities_list_each_token_with_its_alternatives()
     {
         var (_, body) = await PostAsync("/v1/completions", """{"prompt":"ROMEO:\n","max_tokens":5,"temperature":0,"logprobs":3}""");
@@ -123,6 +139,15 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     [InlineData("""{"prompt":"x","model":42}""", "model")]
     [InlineData("""{"prompt":"x","seed":1.5}""", "seed")]
     [InlineData("""{"prompt":"x","n":0}""", "n")]
+    [InlineData("""{"prompt":"x","presence_penalty":2.5}""", "presence_penalty")]
+    [InlineData("""{"prompt":"x","frequency_penalty":"high"}""", "frequency_penalty")]
+    [InlineData("""{"prompt":"x","logit_bias":[1]}""", "logit_bias")]
+    [InlineData("""{"prompt":"x","logit_bias":{"a":1}}""", "logit_bias")]
+    [InlineData("""{"prompt":"x","logit_bias":{"-1":1}}""", "logit_bias")]
+    [InlineData("""{"prompt":"x","logit_bias":{"66":1}}""", "logit_bias")]
+    [InlineData("""{"prompt":"x","logit_bias":{"5":101}}""", "logit_bias")]
+    [InlineData("""{"prompt":"x","logit_bias":{"5":"1"}}""", "logit_bias")]
+    [InlineData("""{"prompt":"x","logit_bias":{"5":1,"05":2}}""", "logit_bias")]
     public async Task A_bad_completion_request_is_a_400_naming_the_field(string json, string? param)
     {
         var (status, body) = await PostAsync("/v1/completions", json);
