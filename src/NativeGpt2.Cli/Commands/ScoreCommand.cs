@@ -22,8 +22,8 @@ internal static class ScoreCommand
         var command = new Command("score", "Mean negative log-likelihood and perplexity of a text (sliding window for long texts).") { model, backend, weights, file, window, stride, json };
         command.SetAction((parse, cancellation) =>
         {
-            var bytes = ReadText(context, parse.GetValue(file)!);
-            var text = new StreamReader(new MemoryStream(bytes), System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: true).ReadToEnd();
+            var path = parse.GetValue(file)!;
+            var text = Decode(ReadText(context, path), path == "-" ? "standard input" : path);
             using var lm = Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation).GetAwaiter().GetResult();
             var bar = context.ProgressBar;
             var progress = bar is null ? null : new ScoringBar(bar);
@@ -69,6 +69,24 @@ internal static class ScoreCommand
             bytes.Write(buffer, 0, read);
         }
         return bytes.ToArray();
+    }
+
+    /// <summary>
+    /// The text of <paramref name="bytes"/>: UTF-8 (a byte-order mark is dropped), or UTF-16/32 where a byte-order mark
+    /// says so. Bytes that are not UTF-8 are an error naming where, not replacement characters: those would be scored
+    /// as U+FFFD and change the perplexity without a word.
+    /// </summary>
+    private static string Decode(byte[] bytes, string source)
+    {
+        ReadOnlySpan<byte> utf8Bom = [0xEF, 0xBB, 0xBF];
+        if (bytes.Length >= 2 && (bytes[0], bytes[1]) is (0xFF, 0xFE) or (0xFE, 0xFF) || bytes.AsSpan().StartsWith<byte>([0, 0, 0xFE, 0xFF]))
+            return new StreamReader(new MemoryStream(bytes), System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: true).ReadToEnd();
+        var start = bytes.AsSpan().StartsWith(utf8Bom) ? utf8Bom.Length : 0;
+        var body = bytes.AsSpan(start);
+        var chars = new char[body.Length];
+        if (System.Text.Unicode.Utf8.ToUtf16(body, chars, out var read, out var written, replaceInvalidSequences: false) != System.Buffers.OperationStatus.Done)
+            throw new NativeGpt2Exception($"{source}: not UTF-8 text (byte {start + read:N0} of {bytes.Length:N0} is 0x{bytes[start + read]:X2}); score reads UTF-8, or UTF-16 with a byte-order mark");
+        return new string(chars, 0, written);
     }
 
     /// <summary>Scoring's progress on the progress bar, as it is reported (no thread hop, so in order).</summary>

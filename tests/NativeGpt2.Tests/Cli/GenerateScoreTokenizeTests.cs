@@ -106,6 +106,36 @@ public class GenerateScoreTokenizeTests
     }
 
     [Fact]
+    public void Score_reads_UTF8_or_a_byte_order_mark_and_refuses_other_bytes_naming_where()
+    {
+        // Bytes that are not UTF-8 would become U+FFFD and be scored as such: an error instead, as Python's open() gives.
+        using var directory = new TempDirectory();
+        const string Text = "ROMEO:\nWhat, ho! apothecary!";
+        string[] score = ["score", "--model", Paths.Model("shakespeare-char"), "--json", "--file"];
+        var utf8 = CliRunner.Run([.. score, Write("utf8.txt", System.Text.Encoding.UTF8.GetBytes(Text))]);
+        Assert.Equal(CliApp.Success, utf8.ExitCode);
+        foreach (var encoding in new System.Text.Encoding[] { new System.Text.UTF8Encoding(true), System.Text.Encoding.Unicode, System.Text.Encoding.BigEndianUnicode, System.Text.Encoding.UTF32 })
+        {
+            var marked = CliRunner.Run([.. score, Write($"{encoding.WebName}.txt", [.. encoding.GetPreamble(), .. encoding.GetBytes(Text)])]);
+            Assert.Equal(utf8.Out, marked.Out);
+        }
+
+        var latin1 = Write("latin1.txt", [.. System.Text.Encoding.UTF8.GetBytes("ROMEO: caf"), 0xE9, .. System.Text.Encoding.UTF8.GetBytes(" au lait")]);
+        var refused = CliRunner.Run([.. score, latin1]);
+        Assert.Equal(CliApp.BadInput, refused.ExitCode);
+        Assert.Equal($"error: {latin1}: not UTF-8 text (byte 10 of 19 is 0xE9); score reads UTF-8, or UTF-16 with a byte-order mark", refused.Error.Trim());
+        var cut = CliRunner.RunWithInput(null, [.. score, Write("cut.txt", [.. System.Text.Encoding.UTF8.GetBytes("ROMEO: caf"), 0xC3])]);
+        Assert.Contains("not UTF-8 text (byte 10 of 11 is 0xC3)", cut.Error);
+
+        string Write(string name, byte[] bytes)
+        {
+            var path = Path.Combine(directory.Path, name);
+            File.WriteAllBytes(path, bytes);
+            return path;
+        }
+    }
+
+    [Fact]
     public void Tokenize_and_detokenize_round_trip()
     {
         var tokens = CliRunner.Run("tokenize", "--model", Paths.Model("gpt2-mini"), "--text", "Hello, world!");
