@@ -57,7 +57,13 @@ public sealed class ChatTemplate
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxTokens, 1);
-        var ids = tokenizer.Encode(Format(messages, instructions));
+        return EncodeFormatted(tokenizer, Format(messages, instructions), maxTokens);
+    }
+
+    /// <summary>A prompt <see cref="Format"/> made, encoded as <see cref="Encode"/> encodes it.</summary>
+    internal static int[] EncodeFormatted(Gpt2Tokenizer tokenizer, string prompt, int maxTokens)
+    {
+        var ids = tokenizer.Encode(prompt);
         return ids.Length > maxTokens ? ids[^maxTokens..] : ids;
     }
 

@@ -14,8 +14,8 @@ namespace NativeGpt2.AI;
 /// <see cref="DefaultMaxOutputTokens"/>), <see cref="ChatOptions.Seed"/>, <see cref="ChatOptions.StopSequences"/>
 /// (added to the template's) and <see cref="ChatOptions.Instructions"/>. A conversation longer than the context
 /// keeps its most recent tokens. GPT-2 cannot call tools or promise JSON: options asking for either are
-/// rejected with <see cref="NotSupportedException"/>; the frequency and presence penalties have no GPT-2
-/// counterpart and are ignored (<c>AdditionalProperties["repetition_penalty"]</c> sets Hugging Face's).
+/// rejected with <see cref="NotSupportedException"/>. The frequency and presence penalties are OpenAI's
+/// (<see cref="GenerationOptions.FrequencyPenalty"/>); <c>AdditionalProperties["repetition_penalty"]</c> sets Hugging Face's.
 /// </remarks>
 public sealed class Gpt2ChatClient : IChatClient
 {
@@ -73,9 +73,9 @@ public sealed class Gpt2ChatClient : IChatClient
         if (maxOutput < 1 || maxOutput >= context)
             throw new ArgumentOutOfRangeException(nameof(options), maxOutput, $"MaxOutputTokens must be in [1, {context - 1}] for a context of {context}");
         // A conversation longer than the context keeps its most recent tokens.
-        var conversation = messages as IReadOnlyCollection<ChatMessage> ?? messages.ToList();
-        _model.WarnAboutMissingCharacters(_model.Tokenizer!, Template.Format(conversation, options?.Instructions));
-        var ids = Template.Encode(_model.Tokenizer!, conversation, options?.Instructions, context - maxOutput);
+        var prompt = Template.Format(messages, options?.Instructions);
+        _model.WarnAboutMissingCharacters(_model.Tokenizer!, prompt);
+        var ids = ChatTemplate.EncodeFormatted(_model.Tokenizer!, prompt, context - maxOutput);
         var temperature = options?.Temperature ?? 1f;
         var generation = new GenerationOptions
         {
