@@ -20,6 +20,8 @@ internal static class Completions
         var options = Options(request, body.Int("max_tokens", 1, int.MaxValue) ?? request.ServerOptions.DefaultMaxTokens,
             logProbs: body.Int("logprobs", 0, GenerationOptions.MaxLogProbs), stops: []);
         if (body.Bool("echo") == true) throw OpenAIError.BadRequest("'echo' is not supported", "echo");
+        if (body.String("suffix") is { Length: > 0 }) throw OpenAIError.BadRequest("'suffix' is not supported: GPT-2 continues text, it does not fill in", "suffix");
+        if (body.Int("best_of", 1, int.MaxValue) is > 1) throw OpenAIError.BadRequest("'best_of' must be 1: one candidate per request", "best_of");
         var stream = body.Bool("stream") ?? false;
         var includeUsage = IncludeUsage(body, stream);
         // Checks the prompt against the context before a slot is taken or anything is sent.
@@ -80,6 +82,7 @@ internal static class Completions
         var body = request.Body;
         var model = request.Model;
         var messages = Messages(body);
+        RefuseToolsAndJson(body);
         var context = model.Config.ContextLength;
         var maxTokens = body.Int("max_completion_tokens", 1, int.MaxValue) ?? body.Int("max_tokens", 1, int.MaxValue) ?? Gpt2ChatClient.DefaultMaxOutputTokensFor(context);
         if (maxTokens >= context)
@@ -223,6 +226,25 @@ internal static class Completions
     }
 
     /// <summary><c>messages</c>: objects with a <c>role</c> and a <c>content</c> string, array of text parts, or null.</summary>
+    /// <summary>
+    /// Tools and JSON output are refused, as <see cref="Gpt2ChatClient"/> refuses them: GPT-2 can neither call a tool nor
+    /// promise JSON, and answering in free text as if the request had been honoured would mislead the client.
+    /// </summary>
+    private static void RefuseToolsAndJson(JsonRequest body)
+    {
+        foreach (var name in new[] { "tools", "functions" })
+        {
+            if (body.Field(name) is not { } list) continue;
+            if (list.ValueKind != JsonValueKind.Array) throw JsonRequest.WrongType(name, "an array");
+            if (list.GetArrayLength() > 0) throw OpenAIError.BadRequest($"'{name}' is not supported: GPT-2 cannot call tools", name);
+        }
+        if (body.Field("response_format") is not { } format) return;
+        if (format.ValueKind != JsonValueKind.Object || !format.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String)
+            throw JsonRequest.WrongType("response_format", "an object with a string 'type'");
+        if (type.GetString() != "text")
+            throw OpenAIError.BadRequest($"'response_format' type '{type.GetString()}' is not supported: GPT-2 cannot promise JSON output; use 'text'", "response_format");
+    }
+
     private static List<ChatMessage> Messages(JsonRequest body)
     {
         if (body.Field("messages") is not { ValueKind: JsonValueKind.Array } array)

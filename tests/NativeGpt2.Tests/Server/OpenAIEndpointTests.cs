@@ -210,6 +210,14 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     [InlineData("/v1/chat/completions", """{"messages":[{"role":"wizard","content":"hi"}]}""", "messages[0].role")]
     [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}""", "messages[0].content")]
     [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"top_logprobs":2}""", "top_logprobs")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}""", "tools")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"tools":{}}""", "tools")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"functions":[{"name":"f"}]}""", "functions")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}""", "response_format")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{}}}""", "response_format")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"response_format":"json"}""", "response_format")]
+    [InlineData("/v1/completions", """{"prompt":"x","suffix":"end"}""", "suffix")]
+    [InlineData("/v1/completions", """{"prompt":"x","best_of":3}""", "best_of")]
     [InlineData("/v1/embeddings", """{"input":""}""", "input")]
     [InlineData("/v1/embeddings", """{"input":[true]}""", "input")]
     [InlineData("/v1/embeddings", """{"input":"x","dimensions":3}""", "dimensions")]
@@ -226,8 +234,17 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     [Fact]
     public async Task Unknown_fields_are_ignored()
     {
-        var (status, _) = await PostAsync("/v1/completions", """{"prompt":"x","max_tokens":2,"user":"u1","frequency_penalty":0.5,"whatever":{"a":[1]}}""");
+        var (status, _) = await PostAsync("/v1/completions", """{"prompt":"x","max_tokens":2,"user":"u1","store":true,"whatever":{"a":[1]}}""");
         Assert.Equal(HttpStatusCode.OK, status);
+    }
+
+    [Theory]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"max_tokens":2,"tools":[],"response_format":{"type":"text"},"tool_choice":"none"}""")]
+    [InlineData("/v1/completions", """{"prompt":"x","max_tokens":2,"suffix":"","best_of":1}""")]
+    public async Task Tools_json_and_insertion_fields_that_ask_for_nothing_are_accepted(string path, string json)
+    {
+        var (status, body) = await PostAsync(path, json);
+        Assert.True(status == HttpStatusCode.OK, body.ToString());
     }
 
     [Fact]
