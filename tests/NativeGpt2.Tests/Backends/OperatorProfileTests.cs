@@ -21,12 +21,12 @@ public class OperatorProfileTests
     [Fact]
     public void Calls_add_up_per_operator_and_shape_and_the_table_puts_the_most_time_first()
     {
+        // Exact durations: a wall-clock interval would grow whenever the machine pauses the test.
         var profile = new OperatorProfile();
-        var clock = Stopwatch.GetTimestamp();
-        profile.Add("matmul", 1, 768, 3072, clock - Stopwatch.Frequency / 100);   // 10 ms
-        profile.Add("matmul", 1, 768, 3072, clock - Stopwatch.Frequency / 100);   // and 10 ms more
-        profile.Add("matmul", 1, 3072, 768, clock - Stopwatch.Frequency / 1000);  // another shape, 1 ms
-        profile.Add("layernorm", 1, 768, 768, clock - Stopwatch.Frequency / 200); // 5 ms
+        profile.AddTicks("matmul", 1, 768, 3072, Stopwatch.Frequency / 100);   // 10 ms
+        profile.AddTicks("matmul", 1, 768, 3072, Stopwatch.Frequency / 100);   // and 10 ms more
+        profile.AddTicks("matmul", 1, 3072, 768, Stopwatch.Frequency / 1000);  // another shape, 1 ms
+        profile.AddTicks("layernorm", 1, 768, 768, Stopwatch.Frequency / 200); // 5 ms
         var table = new StringWriter();
         profile.Report(table);
         var lines = table.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
@@ -35,7 +35,7 @@ public class OperatorProfileTests
         Assert.Equal(4, lines.Length);
         var first = lines[1].Split(' ', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(["matmul", "1", "768", "3072", "2"], first[..5]);
-        Assert.InRange(double.Parse(first[5], System.Globalization.CultureInfo.InvariantCulture), 20, 40);
+        Assert.Equal(20.0, double.Parse(first[5], System.Globalization.CultureInfo.InvariantCulture), 1e-9);
         Assert.StartsWith("layernorm", lines[2]);
         Assert.Contains(" 3072     768 ", lines[3]);
     }

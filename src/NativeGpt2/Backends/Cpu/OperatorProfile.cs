@@ -29,9 +29,11 @@ internal sealed class OperatorProfile
     }
 
     /// <summary>Adds the time since <paramref name="start"/> (a <see cref="Stopwatch.GetTimestamp"/>) to the operator's line for this shape.</summary>
-    public void Add(string name, int n, int input, int output, long start)
+    public void Add(string name, int n, int input, int output, long start) => AddTicks(name, n, input, output, Stopwatch.GetTimestamp() - start);
+
+    /// <summary>Adds <paramref name="ticks"/> (of <see cref="Stopwatch.Frequency"/>) to the operator's line for this shape.</summary>
+    internal void AddTicks(string name, int n, int input, int output, long ticks)
     {
-        var ticks = Stopwatch.GetTimestamp() - start;
         lock (_lines)
         {
             var (calls, total) = _lines.GetValueOrDefault((name, n, input, output));
