@@ -225,7 +225,6 @@ internal static class Completions
         (int[], string) Text(string text) => (request.Tokenizer.Encode(text), text);
     }
 
-    /// <summary><c>messages</c>: objects with a <c>role</c> and a <c>content</c> string, array of text parts, or null.</summary>
     /// <summary>
     /// Tools and JSON output are refused, as <see cref="Gpt2ChatClient"/> refuses them: GPT-2 can neither call a tool nor
     /// promise JSON, and answering in free text as if the request had been honoured would mislead the client.
@@ -245,6 +244,7 @@ internal static class Completions
             throw OpenAIError.BadRequest($"'response_format' type '{type.GetString()}' is not supported: GPT-2 cannot promise JSON output; use 'text'", "response_format");
     }
 
+    /// <summary><c>messages</c>: objects with a <c>role</c> and a <c>content</c> string, array of text parts, or null.</summary>
     private static List<ChatMessage> Messages(JsonRequest body)
     {
         if (body.Field("messages") is not { ValueKind: JsonValueKind.Array } array)

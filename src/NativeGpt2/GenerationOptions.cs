@@ -86,6 +86,17 @@ public sealed record GenerationOptions
     internal bool AdjustsLogits =>
         RepetitionPenalty != 1f || PresencePenalty != 0f || FrequencyPenalty != 0f || LogitBias is { Count: > 0 };
 
+    /// <summary>Checks that <see cref="LogitBias"/> names only tokens of a vocabulary of <paramref name="vocabularySize"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A token id is outside [0, vocabularySize).</exception>
+    internal void CheckLogitBias(int vocabularySize)
+    {
+        foreach (var id in LogitBias?.Keys ?? [])
+        {
+            if ((uint)id >= (uint)vocabularySize)
+                throw new ArgumentOutOfRangeException(nameof(LogitBias), id, $"LogitBias names token {id}, outside the vocabulary [0, {vocabularySize})");
+        }
+    }
+
     /// <summary>Checks every option, naming the one out of range.</summary>
     /// <exception cref="ArgumentOutOfRangeException">An option is outside its allowed range.</exception>
     /// <exception cref="ArgumentException">A stop string is null or empty.</exception>

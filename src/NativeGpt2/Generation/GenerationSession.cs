@@ -77,7 +77,7 @@ internal sealed class GenerationSession : IDisposable
         }
     }
 
-    /// <summary>Greedy without a repetition penalty picks on the backend; anything else needs the logits here.</summary>
+    /// <summary>Greedy without a penalty or bias picks on the backend; anything else needs the logits here.</summary>
     private bool PicksOnBackend => _options.IsGreedy && !_options.AdjustsLogits && _options.LogProbs is null;
 
     /// <summary>The config's eos_token_id, else the tokenizer's &lt;|endoftext|&gt;: where an empty prompt starts and where generation stops.</summary>
@@ -95,8 +95,7 @@ internal sealed class GenerationSession : IDisposable
         if (options.StopStrings.Count > 0 && tokenizer is null)
             throw new ArgumentException("stop strings need a tokenizer to decode the output; this model has none", nameof(options));
         if (prompts.Count == 0) throw new ArgumentException("at least one prompt is needed", nameof(prompts));
-        if (options.LogitBias?.Keys.FirstOrDefault(id => id >= config.VocabSize, -1) is >= 0 and var outside)
-            throw new ArgumentOutOfRangeException(nameof(options.LogitBias), outside, $"LogitBias names token {outside}, outside the vocabulary [0, {config.VocabSize})");
+        options.CheckLogitBias(config.VocabSize);
         var eos = EndOfText(config, tokenizer);
         var context = config.ContextLength;
         var prepared = new int[prompts.Count][];

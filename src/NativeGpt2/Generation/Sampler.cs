@@ -92,12 +92,8 @@ public static class Sampler
         }
         if (options.LogitBias is { } bias)
         {
-            foreach (var (id, value) in bias)
-            {
-                if ((uint)id >= (uint)scores.Length)
-                    throw new ArgumentOutOfRangeException(nameof(options), id, $"LogitBias names token {id}, outside the vocabulary [0, {scores.Length})");
-                scores[id] += value;
-            }
+            options.CheckLogitBias(scores.Length);
+            foreach (var (id, value) in bias) scores[id] += value;
         }
         return scores;
     }

@@ -59,6 +59,12 @@ public class GenerationTests
         // Fewer tokens on ILGPU's simulated GPU, which runs an OS thread per GPU thread.
         var tokens = backend == TestBackends.IlgpuCpu ? 12 : 40;
         var options = new GenerationOptions { Greedy = greedy, MaxNewTokens = tokens, Seed = 11, TopK = 30, Temperature = 0.9f, StopAtEndOfText = false };
+        AssertBatchEqualsOneByOne(model, prompts, options);
+    }
+
+    /// <summary>Each prompt of a left-padded batch gives the tokens and text it gives alone.</summary>
+    private static void AssertBatchEqualsOneByOne(Gpt2CausalLM model, string[] prompts, GenerationOptions options)
+    {
         var batched = model.Generate(prompts, options);
         for (var i = 0; i < prompts.Length; i++)
         {
@@ -83,10 +89,7 @@ public class GenerationTests
         var options = new GenerationOptions { Greedy = greedy, MaxNewTokens = 30, Seed = 11, TopK = 30, Temperature = 0.9f, StopAtEndOfText = false };
         foreach (var name in new[] { "shakespeare-char", "gpt2-mini" })
         {
-            var model = Models.Get(name, TestBackends.Cpu, format);
-            var batched = model.Generate(prompts, options);
-            for (var i = 0; i < prompts.Length; i++)
-                Assert.Equal(model.Generate(prompts[i], options).GeneratedIds, batched[i].GeneratedIds);
+            AssertBatchEqualsOneByOne(Models.Get(name, TestBackends.Cpu, format), prompts, options);
         }
     }
 
@@ -105,9 +108,7 @@ public class GenerationTests
         var simulated = backend == TestBackends.IlgpuCpu;
         var tokens = simulated ? 6 : 16;
         var penalized = new GenerationOptions { MaxNewTokens = tokens, Seed = 3, PresencePenalty = 1.5f, FrequencyPenalty = 0.8f, StopAtEndOfText = false };
-        var batched = model.Generate(prompts, penalized);
-        for (var i = 0; i < prompts.Length; i++)
-            Assert.Equal(model.Generate(prompts[i], penalized).GeneratedIds, batched[i].GeneratedIds);
+        AssertBatchEqualsOneByOne(model, prompts, penalized);
 
         var greedy = new GenerationOptions { Greedy = true, MaxNewTokens = tokens, StopAtEndOfText = false };
         var e = model.Tokenizer!.Encode("e").Single();
@@ -134,9 +135,7 @@ public class GenerationTests
         var mini = Models.Get("gpt2-mini", backend);
         string[] prompts = ["The meaning of life is", "Hello", "In 1999, the city of Paris"];
         var options = new GenerationOptions { MaxNewTokens = 12, Seed = 5, StopAtEndOfText = false };
-        var batched = mini.Generate(prompts, options);
-        for (var i = 0; i < prompts.Length; i++)
-            Assert.Equal(mini.Generate(prompts[i], options).GeneratedIds, batched[i].GeneratedIds);
+        AssertBatchEqualsOneByOne(mini, prompts, options);
     }
 
     [Fact]
