@@ -84,6 +84,12 @@ public sealed record Gpt2Config
     /// </summary>
     public IReadOnlyList<int> AdditionalEosTokenIds { get; init; } = [];
 
+    /// <summary>
+    /// The sizes config.json left out, each with the default it took (e.g. <c>n_positions 1024</c>), as transformers
+    /// fills them from GPT-2 small's: named when the weights disagree with them.
+    /// </summary>
+    public IReadOnlyList<string> DefaultedSizes { get; init; } = [];
+
     /// <summary>The most ids <c>eos_token_id</c> may list.</summary>
     public const int MaxEosTokenIds = 64;
 
@@ -148,7 +154,7 @@ public sealed record Gpt2Config
                 throw new ModelFormatException(path, null, $"must be a JSON object, found {root.ValueKind}");
             var reader = new ConfigReader(root, path);
 
-            var modelType = reader.String("model_type", required: false);
+            var modelType = reader.String("model_type");
             if (modelType is not null && modelType != "gpt2")
                 throw new ModelFormatException(path, "model_type", $"'{modelType}' is not 'gpt2'");
             // reorder_and_upcast_attn upcasts attention to float32 for mixed-precision training, the same math in another
@@ -157,30 +163,46 @@ public sealed record Gpt2Config
             if (reader.Bool("add_cross_attention") is true)
                 throw new ModelFormatException(path, "add_cross_attention", "true is not supported (only GPT-2's default, false): cross-attention needs an encoder");
 
-            var c = reader.Int("n_embd");
-            var eos = reader.IntOrInts("eos_token_id", MaxEosTokenIds);
+            // As transformers reads the file: a size left out takes GPT2Config's default (GPT-2 small's), and the names
+            // of its attribute_map (hidden_size, max_position_embeddings, num_hidden_layers, num_attention_heads) stand
+            // for GPT-2's own.
+            var small = Gpt2Small;
+            var defaulted = new List<string>();
+            var c = reader.Size("n_embd", "hidden_size", small.EmbeddingSize, defaulted);
+            var vocabSize = reader.Size("vocab_size", alias: null, small.VocabSize, defaulted);
+            // bos_token_id and eos_token_id default to GPT-2's <|endoftext|> (50256) where the vocabulary has it; an
+            // explicit null means none.
+            var bos = reader.Present("bos_token_id") ? reader.Int("bos_token_id") : DefaultSpecialToken(vocabSize);
+            var eos = reader.Present("eos_token_id") ? reader.IntOrInts("eos_token_id", MaxEosTokenIds) : DefaultSpecialToken(vocabSize) is { } id ? [id] : [];
             var config = new Gpt2Config
             {
-                VocabSize = reader.Int("vocab_size"),
-                ContextLength = reader.Int("n_positions"),
+                VocabSize = vocabSize,
+                ContextLength = reader.Size("n_positions", "max_position_embeddings", small.ContextLength, defaulted),
                 EmbeddingSize = c,
-                LayerCount = reader.Int("n_layer"),
-                HeadCount = reader.Int("n_head"),
+                LayerCount = reader.Size("n_layer", "num_hidden_layers", small.LayerCount, defaulted),
+                HeadCount = reader.Size("n_head", "num_attention_heads", small.HeadCount, defaulted),
                 // n_inner null means 4·C; an out-of-range C is reported by Validate, so it must not overflow here.
-                InnerSize = reader.Int("n_inner", required: false) ?? (c is > 0 and <= MaxEmbeddingSize ? 4 * c : 0),
+                InnerSize = reader.Int("n_inner") ?? (c is > 0 and <= MaxEmbeddingSize ? 4 * c : 0),
                 LayerNormEpsilon = reader.Double("layer_norm_epsilon") ?? 1e-5,
-                ActivationFunction = reader.String("activation_function", required: false) ?? "gelu_new",
+                ActivationFunction = reader.String("activation_function") ?? "gelu_new",
                 TieWordEmbeddings = reader.Bool("tie_word_embeddings") ?? true,
                 ScaleAttentionWeights = reader.Bool("scale_attn_weights") ?? true,
                 ScaleAttentionByInverseLayerIndex = reader.Bool("scale_attn_by_inverse_layer_idx") ?? false,
-                BosTokenId = reader.Int("bos_token_id", required: false),
+                BosTokenId = bos,
                 EosTokenId = eos.Count > 0 ? eos[0] : null,
                 AdditionalEosTokenIds = eos.Skip(1).Where(id => id != eos[0]).Distinct().ToArray(),
+                DefaultedSizes = defaulted,
             };
             config.Validate(path);
             return config;
         }
     }
+
+    /// <summary>transformers' default bos_token_id and eos_token_id, <c>&lt;|endoftext|&gt;</c>, when the vocabulary has that id.</summary>
+    private static int? DefaultSpecialToken(int vocabSize) => EndOfTextTokenId < vocabSize ? EndOfTextTokenId : null;
+
+    /// <summary>GPT-2's <c>&lt;|endoftext|&gt;</c> id, its bos and eos token.</summary>
+    private const int EndOfTextTokenId = 50256;
 
     /// <summary>
     /// Checks that the sizes describe a GPT-2 that can be built: everything positive, C divisible by NH,
@@ -229,13 +251,36 @@ public sealed record Gpt2Config
 
     private readonly struct ConfigReader(JsonElement root, string path)
     {
-        public int Int(string name) =>
-            Int(name, required: true) ?? throw new ModelFormatException(path, name, "required field is missing");
+        /// <summary>Whether the field is in the file at all (null included).</summary>
+        public bool Present(string name) => root.TryGetProperty(name, out _);
 
-        public int? Int(string name, bool required)
+        /// <summary>
+        /// A size: the field, else its <paramref name="alias"/> (refused when both are there and differ), else
+        /// <paramref name="fallback"/>, recorded in <paramref name="defaulted"/>. A size written as null is refused:
+        /// transformers would fail on it too.
+        /// </summary>
+        public int Size(string name, string? alias, int fallback, List<string> defaulted)
         {
-            if (!root.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null)
-                return required ? throw new ModelFormatException(path, name, "required field is missing") : null;
+            var value = SizeField(name);
+            var aliased = alias is null ? null : SizeField(alias);
+            if (value is { } v && aliased is { } a && v != a)
+                throw new ModelFormatException(path, alias, $"{a} contradicts {name} {v} (both name the same size)");
+            if ((value ?? aliased) is { } found) return found;
+            defaulted.Add($"{name} {fallback}");
+            return fallback;
+        }
+
+        private int? SizeField(string name)
+        {
+            if (Present(name) && root.GetProperty(name).ValueKind == JsonValueKind.Null)
+                throw new ModelFormatException(path, name, "must be an integer, found null");
+            return Int(name);
+        }
+
+        /// <summary>An integer field; null when it is absent or null.</summary>
+        public int? Int(string name)
+        {
+            if (!root.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null) return null;
             if (value.ValueKind != JsonValueKind.Number)
                 throw new ModelFormatException(path, name, $"must be an integer, found {value.ValueKind} {value.GetRawText()}");
             if (value.TryGetInt32(out var result)) return result;
@@ -248,7 +293,7 @@ public sealed record Gpt2Config
         public IReadOnlyList<int> IntOrInts(string name, int max)
         {
             if (!root.TryGetProperty(name, out var value) || value.ValueKind != JsonValueKind.Array)
-                return Int(name, required: false) is { } single ? [single] : [];
+                return Int(name) is { } single ? [single] : [];
             var count = value.GetArrayLength();
             if (count == 0 || count > max)
                 throw new ModelFormatException(path, name, $"must list between 1 and {max} ids, found {count}");
@@ -282,10 +327,9 @@ public sealed record Gpt2Config
             };
         }
 
-        public string? String(string name, bool required)
+        public string? String(string name)
         {
-            if (!root.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null)
-                return required ? throw new ModelFormatException(path, name, "required field is missing") : null;
+            if (!root.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null) return null;
             if (value.ValueKind != JsonValueKind.String)
                 throw new ModelFormatException(path, name, $"must be a string, found {value.ValueKind} {value.GetRawText()}");
             return value.GetString();

@@ -35,6 +35,8 @@ internal static class InspectCommand
         var n = CultureInfo.InvariantCulture;
         o.WriteLine($"model         {d.Source}");
         o.WriteLine($"architecture  GPT-2  V={c.VocabSize}  context={c.ContextLength}  C={c.EmbeddingSize}  L={c.LayerCount}  NH={c.HeadCount}  HS={c.HeadSize}  inner={c.InnerSize}");
+        if (c.DefaultedSizes.Count > 0)
+            o.WriteLine($"defaults      {string.Join(", ", c.DefaultedSizes)} (left out of config.json: transformers' GPT-2 small values)");
         o.WriteLine($"activation    {c.ActivationFunction}, layer_norm_epsilon {c.LayerNormEpsilon.ToString(n)}");
         o.WriteLine($"attention     {AttentionScores(c)}");
         o.WriteLine($"parameters    {c.ParameterCount.ToString("N0", n)}");

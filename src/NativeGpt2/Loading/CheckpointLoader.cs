@@ -168,7 +168,12 @@ internal static partial class CheckpointLoader
                 problems.Add($"{name}: dtype {found.Info.DType} is not F32, F16, BF16 or F64");
         }
         if (problems.Count > 0)
-            throw new CheckpointMismatchException(directory, problems);
+        {
+            // Sizes the config left out are GPT-2 small's, which a smaller checkpoint's tensors then contradict.
+            var note = config.DefaultedSizes.Count == 0 ? null
+                : $"{ConfigFileName} leaves out {string.Join(", ", config.DefaultedSizes)}: those are transformers' defaults (GPT-2 small's); write this checkpoint's sizes into it";
+            throw new CheckpointMismatchException(directory, problems, note);
+        }
 
         var used = expected.Select(e => e.Name).ToHashSet();
         var unused = tensors.Keys.Where(n => !used.Contains(n) && !AttentionBuffer().IsMatch(n) && !(n == "lm_head.weight" && config.TieWordEmbeddings)).ToList();

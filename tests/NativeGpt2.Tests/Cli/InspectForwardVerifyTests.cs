@@ -39,6 +39,25 @@ public class InspectForwardVerifyTests
     }
 
     [Fact]
+    public void Inspect_names_the_sizes_config_json_leaves_out_and_loading_names_them_in_its_error()
+    {
+        Assert.DoesNotContain("defaults", CliRunner.Run("inspect", "--model", Paths.Model("tiny")).Out);
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        builder.Config.Remove("n_positions");
+        builder.Config.Remove("n_layer");
+        var directory = builder.WriteTo(temp.Path);
+        var inspected = CliRunner.Run("inspect", "--model", directory);
+        Assert.Equal(CliApp.Success, inspected.ExitCode);
+        Assert.Contains("context=1024", inspected.Out);
+        Assert.Contains("defaults      n_positions 1024, n_layer 12 (left out of config.json", inspected.Out);
+        var generated = CliRunner.Run("generate", "--model", directory, "--prompt", "hi", "--max-new-tokens", "1");
+        Assert.Equal(1, generated.ExitCode);
+        Assert.Contains("config.json leaves out n_positions 1024, n_layer 12", generated.Error);
+        Assert.Contains("wpe.weight: shape [128, 32]", generated.Error);
+    }
+
+    [Fact]
     public void Inspect_reports_an_untied_half_precision_and_sharded_checkpoint()
     {
         Assert.Contains("untied", CliRunner.Run("inspect", "--model", Paths.Model("tiny-untied")).Out);

@@ -76,8 +76,73 @@ public class ConfigRulesTests
     [InlineData("n_head", "[4]")]
     public void Wrong_json_types(string field, string json) => Rejects(c => c[field] = JsonNode.Parse(json), field);
 
+    private static Gpt2Config Parse(string json) => Gpt2Config.Parse(Encoding.UTF8.GetBytes(json), "config.json");
+
     [Fact]
-    public void Required_fields_must_be_present() => Rejects(c => c.Remove("n_layer"), "n_layer");
+    public void Sizes_left_out_take_the_defaults_transformers_gives_them()
+    {
+        // transformers' GPT2Config fills what config.json leaves out with GPT-2 small's values, <|endoftext|> included.
+        var empty = Parse("{}");
+        var small = Gpt2Config.Gpt2Small;
+        Assert.Equal((small.VocabSize, small.ContextLength, small.EmbeddingSize, small.LayerCount, small.HeadCount, small.InnerSize),
+            (empty.VocabSize, empty.ContextLength, empty.EmbeddingSize, empty.LayerCount, empty.HeadCount, empty.InnerSize));
+        Assert.Equal((50256, 50256), (empty.BosTokenId, empty.EosTokenId));
+        Assert.Equal(["n_embd 768", "vocab_size 50257", "n_positions 1024", "n_layer 12", "n_head 12"], empty.DefaultedSizes);
+        Assert.Equal(1e-5, empty.LayerNormEpsilon);
+        Assert.Equal("gelu_new", empty.ActivationFunction);
+
+        // <|endoftext|>'s id only where the vocabulary has it; null says "none" outright.
+        var small66 = Parse("""{"vocab_size": 66, "n_embd": 32, "n_head": 4}""");
+        Assert.Null(small66.BosTokenId);
+        Assert.Null(small66.EosTokenId);
+        Assert.Equal(["n_positions 1024", "n_layer 12"], small66.DefaultedSizes);
+        var none = Parse("""{"bos_token_id": null, "eos_token_id": null}""");
+        Assert.Null(none.BosTokenId);
+        Assert.Null(none.EosTokenId);
+        Assert.Empty(Parse(TinyConfig).DefaultedSizes);
+    }
+
+    [Fact]
+    public void The_attribute_map_names_of_the_sizes_load_the_same_model()
+    {
+        // hidden_size, max_position_embeddings, num_hidden_layers and num_attention_heads are transformers' other names
+        // for n_embd, n_positions, n_layer and n_head.
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        foreach (var (name, alias) in new[] { ("n_embd", "hidden_size"), ("n_positions", "max_position_embeddings"), ("n_layer", "num_hidden_layers"), ("n_head", "num_attention_heads") })
+        {
+            builder.Config[alias] = builder.Config[name]!.DeepClone();
+            builder.Config.Remove(name);
+        }
+        using var model = Gpt2CausalLM.Load(builder.WriteTo(temp.Path), new ModelLoadOptions { Backend = "cpu" });
+        Assert.Equal((32, 128, 2, 4), (model.Config.EmbeddingSize, model.Config.ContextLength, model.Config.LayerCount, model.Config.HeadCount));
+        int[] ids = [5, 17, 301, 42];
+        Assert.Equal(Models.Get("tiny").Forward(TokenBatch.FromIds(ids)).Logits.Data, model.Forward(TokenBatch.FromIds(ids)).Logits.Data);
+
+        // Both names at once: the same value is one size; different values contradict each other.
+        Assert.Equal(32, Parse("""{"n_embd": 32, "hidden_size": 32, "n_head": 4}""").EmbeddingSize);
+        Assert.Contains("64 contradicts n_embd 32", Rejects(c => c["hidden_size"] = 64, "hidden_size").Message);
+        Rejects(c => c["num_hidden_layers"] = 3, "num_hidden_layers");
+    }
+
+    [Theory]
+    [InlineData("n_layer")]
+    [InlineData("vocab_size")]
+    [InlineData("max_position_embeddings")]
+    public void A_size_written_as_null_is_refused(string field) =>
+        Assert.Contains("must be an integer, found null", Rejects(c => c[field] = null, field).Message);
+
+    [Fact]
+    public void Sizes_left_out_that_the_tensors_contradict_are_named_with_the_defaults_they_took()
+    {
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        builder.Config.Remove("n_positions");
+        var error = Assert.Throws<CheckpointMismatchException>(() => Gpt2CausalLM.Load(builder.WriteTo(temp.Path)));
+        Assert.Contains(error.Problems, p => p.StartsWith("wpe.weight: shape [128, 32]") && p.Contains("expected [1024, 32]"));
+        Assert.Single(error.Problems);
+        Assert.EndsWith($"{Environment.NewLine}config.json leaves out n_positions 1024: those are transformers' defaults (GPT-2 small's); write this checkpoint's sizes into it", error.Message);
+    }
 
     [Fact]
     public void Not_a_gpt2_model() => Rejects(c => c["model_type"] = "llama", "model_type");
