@@ -72,10 +72,13 @@ public sealed record Gpt2Config
     /// <summary>Whether the LM head reads the token-embedding matrix (<c>tie_word_embeddings</c>).</summary>
     public bool TieWordEmbeddings { get; init; } = true;
 
-    /// <summary>Beginning-of-sequence token id (<c>bos_token_id</c>), if any.</summary>
+    /// <summary>Beginning-of-sequence token id (<c>bos_token_id</c>; a checkpoint's generation_config.json's when it gives one), if any.</summary>
     public int? BosTokenId { get; init; }
 
-    /// <summary>End-of-sequence token id (<c>eos_token_id</c>, the first when it is a list), if any: where an empty prompt starts.</summary>
+    /// <summary>
+    /// End-of-sequence token id (<c>eos_token_id</c>, the first when it is a list; a checkpoint's generation_config.json's
+    /// when it gives one, as transformers' <c>generate</c> uses), if any: where an empty prompt starts.
+    /// </summary>
     public int? EosTokenId { get; init; }
 
     /// <summary>
@@ -196,6 +199,30 @@ public sealed record Gpt2Config
             config.Validate(path);
             return config;
         }
+    }
+
+    /// <summary>
+    /// This config with the special ids a <c>generation_config.json</c> gives (<c>bos_token_id</c>, <c>eos_token_id</c>,
+    /// an id or a list), which are the ones transformers' <c>generate</c> uses; an id the file leaves out or writes as
+    /// null stays config.json's. Its other fields (sampling defaults and the like) are not read.
+    /// </summary>
+    /// <exception cref="ModelFormatException">The file is not a JSON object, or an id is malformed or outside the vocabulary.</exception>
+    internal Gpt2Config WithGenerationConfig(ReadOnlySpan<byte> json, string path)
+    {
+        using var document = Loading.JsonFile.Parse(json.ToArray(), path);
+        var root = document.RootElement;
+        if (root.ValueKind != JsonValueKind.Object)
+            throw new ModelFormatException(path, null, $"must be a JSON object, found {root.ValueKind}");
+        var reader = new ConfigReader(root, path);
+        var eos = reader.IntOrInts("eos_token_id", MaxEosTokenIds);
+        var config = this with
+        {
+            BosTokenId = reader.Int("bos_token_id") ?? BosTokenId,
+            EosTokenId = eos.Count > 0 ? eos[0] : EosTokenId,
+            AdditionalEosTokenIds = eos.Count > 0 ? eos.Skip(1).Where(id => id != eos[0]).Distinct().ToArray() : AdditionalEosTokenIds,
+        };
+        config.Validate(path);
+        return config;
     }
 
     /// <summary>transformers' default bos_token_id and eos_token_id, <c>&lt;|endoftext|&gt;</c>, when the vocabulary has that id.</summary>

@@ -36,7 +36,7 @@ internal sealed class HubDownloader(HttpClient client, string endpoint, string r
         Directory.CreateDirectory(snapshot);
         File.Move(Path.Combine(staging.Path, CheckpointLoader.ConfigFileName), Path.Combine(snapshot, CheckpointLoader.ConfigFileName), overwrite: true);
 
-        foreach (var optional in new[] { "generation_config.json", "vocab.json", "merges.txt", Tokenization.Gpt2Tokenizer.AddedTokensFile })
+        foreach (var optional in new[] { CheckpointLoader.GenerationConfigFileName, "vocab.json", "merges.txt", Tokenization.Gpt2Tokenizer.AddedTokensFile })
             await EnsureAsync(optional, snapshot, staging, cancellationToken).ConfigureAwait(false);
         // A repository without vocab.json may have its tokenizer in tokenizer.json alone (PreTrainedTokenizerFast saves only that).
         if (!File.Exists(Path.Combine(snapshot, "vocab.json")))
@@ -70,7 +70,7 @@ internal sealed class HubDownloader(HttpClient client, string endpoint, string r
     /// <summary>The most bytes a file of this name may have, checked against Content-Length and while receiving.</summary>
     private static long MaxBytes(string file) => file switch
     {
-        CheckpointLoader.ConfigFileName or "generation_config.json" => ModelFiles.MaxConfigBytes,
+        CheckpointLoader.ConfigFileName or CheckpointLoader.GenerationConfigFileName => ModelFiles.MaxConfigBytes,
         ShardIndex.FileName => ModelFiles.MaxIndexBytes,
         "vocab.json" or "merges.txt" or Tokenization.Gpt2Tokenizer.AddedTokensFile or Tokenization.Gpt2Tokenizer.TokenizerJsonFile => ModelFiles.MaxTokenizerFileBytes,
         _ => ModelFiles.MaxWeightsFileBytes,

@@ -13,6 +13,9 @@ namespace NativeGpt2.Loading;
 internal static partial class CheckpointLoader
 {
     public const string ConfigFileName = "config.json";
+
+    /// <summary>Where transformers keeps the special ids <c>generate</c> uses (<see cref="Gpt2Config.WithGenerationConfig"/>).</summary>
+    public const string GenerationConfigFileName = "generation_config.json";
     public const string SingleFileName = "model.safetensors";
 
     // Causal-mask buffers that older checkpoints saved as if they were weights.
@@ -40,6 +43,9 @@ internal static partial class CheckpointLoader
         if (!File.Exists(configPath))
             throw new ModelNotFoundException(directory, $"no {ConfigFileName} in this directory");
         var config = Gpt2Config.Load(configPath, directory);
+        var generationConfigPath = Path.Combine(directory, GenerationConfigFileName);
+        if (File.Exists(generationConfigPath))
+            config = config.WithGenerationConfig(ModelFiles.ReadBounded(generationConfigPath, ModelFiles.MaxConfigBytes, directory), generationConfigPath);
         var files = OpenCheckpoint(directory);
         try
         {

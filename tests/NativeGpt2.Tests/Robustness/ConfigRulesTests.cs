@@ -256,6 +256,57 @@ public class ConfigRulesTests
     }
 
     [Fact]
+    public void Generation_config_json_gives_the_special_ids_generation_uses()
+    {
+        // transformers' generate takes bos_token_id and eos_token_id from generation_config.json, which a fine-tune may
+        // set apart from config.json's (e.g. an added end-of-turn token).
+        int[] prompt = [5, 17, 301];
+        var greedy = new GenerationOptions { Greedy = true, MaxNewTokens = 8 };
+        var free = Models.Get("tiny").GenerateIds(prompt, greedy);
+        Assert.Equal(FinishReason.Length, free.FinishReason);
+        var end = free.GeneratedIds[0];
+        Assert.DoesNotContain(511, free.GeneratedIds);
+
+        using var temp = new TempDirectory();
+        var directory = CheckpointBuilder.From(Paths.Model("tiny")).WriteTo(temp.Path);
+        var generationConfig = Path.Combine(directory, "generation_config.json");
+        File.WriteAllText(generationConfig, $$"""{"_from_model_config": false, "bos_token_id": 3, "eos_token_id": [{{end}}, 511], "do_sample": true}""");
+        using (var model = Gpt2CausalLM.Load(directory, new ModelLoadOptions { Backend = "cpu" }))
+        {
+            Assert.Equal((3, end), (model.Config.BosTokenId, model.Config.EosTokenId));
+            Assert.Equal([511], model.Config.AdditionalEosTokenIds);
+            var stopped = model.GenerateIds(prompt, greedy);
+            Assert.Equal(FinishReason.EndOfText, stopped.FinishReason);
+            Assert.Equal(free.GeneratedIds.Take(1), stopped.GeneratedIds);
+        }
+
+        // Ids the file leaves out or writes as null stay config.json's.
+        File.WriteAllText(generationConfig, """{"bos_token_id": null, "max_length": 50}""");
+        using (var model = Gpt2CausalLM.Load(directory, new ModelLoadOptions { Backend = "cpu" }))
+        {
+            Assert.Equal((511, 511), (model.Config.BosTokenId, model.Config.EosTokenId));
+            Assert.Empty(model.Config.AdditionalEosTokenIds);
+        }
+    }
+
+    [Theory]
+    [InlineData("[1, 2]", null, "must be a JSON object")]
+    [InlineData("{\"eos_token_id\": 512}", "eos_token_id", "outside the vocabulary")]
+    [InlineData("{\"bos_token_id\": \"a\"}", "bos_token_id", "must be an integer")]
+    [InlineData("{\"eos_token_id\": [1, \"x\"]}", "eos_token_id", "at index 1")]
+    [InlineData("{\"eos_token_id\": 1,", null, "not valid JSON")]
+    public void A_malformed_generation_config_json_is_named(string json, string? field, string problem)
+    {
+        using var temp = new TempDirectory();
+        var directory = CheckpointBuilder.From(Paths.Model("tiny")).WriteTo(temp.Path);
+        File.WriteAllText(Path.Combine(directory, "generation_config.json"), json);
+        var error = Assert.ThrowsAny<ModelFormatException>(() => Gpt2CausalLM.Load(directory, new ModelLoadOptions { Backend = "cpu" }));
+        Assert.Equal(Path.Combine(directory, "generation_config.json"), error.FilePath);
+        Assert.Equal(field, error.Field);
+        Assert.Contains(problem, error.Message);
+    }
+
+    [Fact]
     public void Malformed_json_names_the_file()
     {
         var error = Assert.ThrowsAny<ModelFormatException>(() => Gpt2Config.Parse("{\"n_embd\": 32,"u8, "config.json"));
