@@ -397,6 +397,30 @@ internal static class MatMul
         var first = panels.Block(p, 0);
         nint step = panels.BlockBytes, soon = ahead * step, offset = 0;
         ref var at = ref panels.At(first, c);
+        if (typeof(P) == typeof(Q8Panels))
+        {
+            // 8-bit weights, w = q · scale as Q8Panels.Load computes it, but with the block scales' reference found once,
+            // where each load found it from the block index (an index, a null check and a second row reference per
+            // input channel, in a loop short of instructions). The 48 projections of a decoding step (AMD EPYC Zen 5,
+            // 2 threads, old and new taking turns, medians): Vector256 3.5-4.8 → 2.9-3.3 ms, Vector128 8.6-9.6 → 6.7-7.7;
+            // one layer's from cache, Vector256, 0.20-0.27 → 0.18-0.22. With Vector512 (Tile1) the same change gained
+            // nothing measurable.
+            ref var scales = ref Unsafe.As<P, Q8Panels>(ref panels).ScaleAt(first);
+            for (var k = 0; k < IC; k++, offset += step)
+            {
+                if (ahead > 0) panels.Prefetch((byte*)Unsafe.AsPointer(ref Unsafe.Add(ref at, offset)) + soon, first + k + ahead);
+                ref var q = ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref at, offset));
+                var scale = V.Broadcast(Unsafe.Add(ref scales, k));
+                var v = V.Broadcast(Unsafe.Add(ref x, k));
+                a0 = V.Fma(v, V.Multiply(V.LoadInt8(ref q), scale), a0);
+                a1 = V.Fma(v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, V.Count)), scale), a1);
+                a2 = V.Fma(v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, 2 * V.Count)), scale), a2);
+                a3 = V.Fma(v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, 3 * V.Count)), scale), a3);
+            }
+            Store(ref o, a0, a1, residual);
+            Store(ref Unsafe.Add(ref o, 2 * V.Count), a2, a3, residual);
+            return;
+        }
         ref var half = ref panels.At(first, c + 2 * V.Count);
         for (var k = 0; k < IC; k++, offset += step)
         {

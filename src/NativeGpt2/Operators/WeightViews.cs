@@ -239,6 +239,10 @@ internal readonly struct Q8Panels(sbyte[] values, float[] scales, int rows) : IP
     public ref byte At(nint block, int c) =>
         ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), block * WeightData.PanelWidth + c));
 
+    /// <summary>The scale of <paramref name="block"/>, followed by the next blocks' scales.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref float ScaleAt(nint block) => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), block);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load<V>(ref byte at, nint block, out V w0, out V w1) where V : struct, ISimd<V>
     {
