@@ -226,20 +226,24 @@ internal static partial class MatMulTransposed
             // q8, the same sums block by block: each row's block scale read and broadcast once per 32 values instead
             // of once per register (an index computation, a load and a broadcast every 8 or 16 values, which made
             // the q8 head a third of a 256-bit decoding step). The loop below takes a last partial block.
+            // Each row's values and scales are addressed from references found once (Q8Rows.Integers and Scale find
+            // them from the row's start in every load: an address computation and a null check each).
             const int B = WeightData.PanelWidth;
             var q8 = Unsafe.As<R, Q8Rows>(ref rows);
-            for (; i + B <= IC; i += B)
+            ref sbyte q0 = ref q8.ValueAt(r0), q1 = ref q8.ValueAt(r1), q2 = ref q8.ValueAt(r2), q3 = ref q8.ValueAt(r3);
+            ref float c0 = ref q8.ScaleAt(r0), c1 = ref q8.ScaleAt(r1), c2 = ref q8.ScaleAt(r2), c3 = ref q8.ScaleAt(r3);
+            for (var block = 0; i + B <= IC; i += B, block++)
             {
                 q8.Prefetch(next + TileWeights * i, TileWeights * B);
-                V s0 = V.Broadcast(q8.Scale(r0, i)), s1 = V.Broadcast(q8.Scale(r1, i));
-                V s2 = V.Broadcast(q8.Scale(r2, i)), s3 = V.Broadcast(q8.Scale(r3, i));
+                V s0 = V.Broadcast(Unsafe.Add(ref c0, block)), s1 = V.Broadcast(Unsafe.Add(ref c1, block));
+                V s2 = V.Broadcast(Unsafe.Add(ref c2, block)), s3 = V.Broadcast(Unsafe.Add(ref c3, block));
                 for (var j = i; j < i + B; j += V.Count)
                 {
                     var v0 = V.Load(ref Unsafe.Add(ref x0, j));
-                    a00 = V.Fma(v0, V.Multiply(q8.Integers<V>(r0, j), s0), a00);
-                    a01 = V.Fma(v0, V.Multiply(q8.Integers<V>(r1, j), s1), a01);
-                    a02 = V.Fma(v0, V.Multiply(q8.Integers<V>(r2, j), s2), a02);
-                    a03 = V.Fma(v0, V.Multiply(q8.Integers<V>(r3, j), s3), a03);
+                    a00 = V.Fma(v0, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q0, j)), s0), a00);
+                    a01 = V.Fma(v0, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q1, j)), s1), a01);
+                    a02 = V.Fma(v0, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q2, j)), s2), a02);
+                    a03 = V.Fma(v0, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q3, j)), s3), a03);
                 }
             }
         }

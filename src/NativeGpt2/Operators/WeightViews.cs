@@ -327,6 +327,14 @@ internal readonly struct Q8Rows(sbyte[] values, float[] scales, int blocks) : IR
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public V Load<V>(nint start, int k) where V : struct, ISimd<V> => V.Multiply(Integers<V>(start, k), V.Broadcast(Scale(start, k)));
 
+    /// <summary>The row's first value, followed by the rest of the row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref sbyte ValueAt(nint start) => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start);
+
+    /// <summary>The scale of the row's first block, followed by the scales of its next blocks.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref float ScaleAt(nint start) => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), (nint)((nuint)start / WeightData.PanelWidth));
+
     /// <summary>The scale of the block holding value <paramref name="k"/> of the row at <paramref name="start"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public float Scale(nint start, int k) => Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), (nint)((nuint)(start + k) / WeightData.PanelWidth));
