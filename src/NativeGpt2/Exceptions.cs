@@ -49,10 +49,16 @@ public class ModelFormatException : NativeGpt2Exception
 public sealed class CheckpointMismatchException : ModelFormatException
 {
     /// <summary>Creates the exception for a checkpoint location and its list of problems.</summary>
+    public CheckpointMismatchException(string checkpointPath, IReadOnlyList<string> problems)
+        : this(checkpointPath, problems, note: null)
+    {
+    }
+
+    /// <summary>Creates the exception for a checkpoint location, its list of problems, and a line that follows them.</summary>
     /// <param name="checkpointPath">The checkpoint directory.</param>
     /// <param name="problems">One line per problem, each naming its tensor.</param>
     /// <param name="note">What the message adds after the problems (which sizes the config left out), if anything.</param>
-    public CheckpointMismatchException(string checkpointPath, IReadOnlyList<string> problems, string? note = null)
+    public CheckpointMismatchException(string checkpointPath, IReadOnlyList<string> problems, string? note)
         : base(checkpointPath, null,
             $"{problems.Count} tensor problem(s) for a GPT-2 of this config:{Environment.NewLine}  " +
             string.Join(Environment.NewLine + "  ", problems) + (note is null ? "" : Environment.NewLine + note))
