@@ -204,7 +204,8 @@ public sealed record Gpt2Config
     /// <summary>
     /// This config with the special ids a <c>generation_config.json</c> gives (<c>bos_token_id</c>, <c>eos_token_id</c>,
     /// an id or a list), which are the ones transformers' <c>generate</c> uses; an id the file leaves out or writes as
-    /// null stays config.json's. Its other fields (sampling defaults and the like) are not read.
+    /// null stays config.json's. Its other fields (sampling defaults and the like) are not read. The loader skips, with a
+    /// warning, a file this refuses.
     /// </summary>
     /// <exception cref="ModelFormatException">The file is not a JSON object, or an id is malformed or outside the vocabulary.</exception>
     internal Gpt2Config WithGenerationConfig(ReadOnlySpan<byte> json, string path)

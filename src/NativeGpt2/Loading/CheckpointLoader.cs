@@ -1,5 +1,6 @@
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using NativeGpt2.Safetensors;
 using NativeGpt2.Weights;
 
@@ -27,7 +28,7 @@ internal static partial class CheckpointLoader
     /// <summary>The config and weights of a checkpoint directory; <paramref name="cancellationToken"/> stops it between tensors.</summary>
     public static (Gpt2Config Config, Gpt2Weights Weights) Load(string directory, ILogger logger, IProgress<LoadProgress>? progress,
         WeightStorage? storage = null, CancellationToken cancellationToken = default) =>
-        WithCheckpoint(directory, (config, files) =>
+        WithCheckpoint(directory, logger, (config, files) =>
         {
             var (tensors, duplicates) = Catalogue(files, directory);
             return (config, Read(config, directory, tensors, duplicates, logger, progress, storage ?? WeightStorage.Plain, cancellationToken));
@@ -37,15 +38,12 @@ internal static partial class CheckpointLoader
     /// Reads the config, opens the checkpoint's files, runs <paramref name="use"/>, and closes every file
     /// whatever happens, so a failed load leaves no handle open.
     /// </summary>
-    private static T WithCheckpoint<T>(string directory, Func<Gpt2Config, List<SafetensorsFile>, T> use)
+    private static T WithCheckpoint<T>(string directory, ILogger logger, Func<Gpt2Config, List<SafetensorsFile>, T> use)
     {
         var configPath = Path.Combine(directory, ConfigFileName);
         if (!File.Exists(configPath))
             throw new ModelNotFoundException(directory, $"no {ConfigFileName} in this directory");
-        var config = Gpt2Config.Load(configPath, directory);
-        var generationConfigPath = Path.Combine(directory, GenerationConfigFileName);
-        if (File.Exists(generationConfigPath))
-            config = config.WithGenerationConfig(ModelFiles.ReadBounded(generationConfigPath, ModelFiles.MaxConfigBytes, directory), generationConfigPath);
+        var config = WithGenerationConfig(Gpt2Config.Load(configPath, directory), directory, logger);
         var files = OpenCheckpoint(directory);
         try
         {
@@ -57,9 +55,29 @@ internal static partial class CheckpointLoader
         }
     }
 
+    /// <summary>
+    /// <paramref name="config"/> with the special ids of the directory's generation_config.json, if it has one. A file that
+    /// cannot be used (malformed, or an id outside the vocabulary) is skipped with a warning, as transformers falls back to
+    /// the model's config then: the model itself is sound, and config.json's ids stand.
+    /// </summary>
+    private static Gpt2Config WithGenerationConfig(Gpt2Config config, string directory, ILogger logger)
+    {
+        var path = Path.Combine(directory, GenerationConfigFileName);
+        if (!File.Exists(path)) return config;
+        try
+        {
+            return config.WithGenerationConfig(ModelFiles.ReadBounded(path, ModelFiles.MaxConfigBytes, directory), path);
+        }
+        catch (ModelFormatException e)
+        {
+            logger.LogWarning("{Problem}; using config.json's special ids instead", e.Message);
+            return config;
+        }
+    }
+
     /// <summary>Describes a checkpoint directory from its config and headers, reading no weights.</summary>
     public static ModelDescription Describe(string directory) =>
-        WithCheckpoint(directory, (config, files) =>
+        WithCheckpoint(directory, NullLogger.Instance, (config, files) =>
         {
             var expected = Gpt2Weights.ExpectedTensors(config).Select(e => e.Name).ToHashSet();
             var tensors = new List<TensorDescription>();

@@ -295,15 +295,22 @@ public class ConfigRulesTests
     [InlineData("{\"bos_token_id\": \"a\"}", "bos_token_id", "must be an integer")]
     [InlineData("{\"eos_token_id\": [1, \"x\"]}", "eos_token_id", "at index 1")]
     [InlineData("{\"eos_token_id\": 1,", null, "not valid JSON")]
-    public void A_malformed_generation_config_json_is_named(string json, string? field, string problem)
+    public void A_generation_config_json_that_cannot_be_used_is_skipped_with_a_warning_naming_it(string json, string? field, string problem)
     {
+        // As transformers falls back to the model's config: the weights are sound, so the model loads with config.json's ids.
         using var temp = new TempDirectory();
-        var directory = CheckpointBuilder.From(Paths.Model("tiny")).WriteTo(temp.Path);
-        File.WriteAllText(Path.Combine(directory, "generation_config.json"), json);
-        var error = Assert.ThrowsAny<ModelFormatException>(() => Gpt2CausalLM.Load(directory, new ModelLoadOptions { Backend = "cpu" }));
-        Assert.Equal(Path.Combine(directory, "generation_config.json"), error.FilePath);
-        Assert.Equal(field, error.Field);
-        Assert.Contains(problem, error.Message);
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        builder.Config["eos_token_id"] = 7;
+        var directory = builder.WriteTo(temp.Path);
+        var path = Path.Combine(directory, "generation_config.json");
+        File.WriteAllText(path, json);
+        var logs = new CapturingLoggerProvider();
+        using var model = Gpt2CausalLM.Load(directory, new ModelLoadOptions { Backend = "cpu", Logger = logs.CreateLogger("test") });
+        Assert.Equal(7, model.Config.EosTokenId);
+        var warning = Assert.Single(logs.Messages, m => m.Contains("generation_config.json"));
+        Assert.StartsWith(field is null ? $"{path}: " : $"{path}: {field}: ", warning);
+        Assert.Contains(problem, warning);
+        Assert.EndsWith("using config.json's special ids instead", warning);
     }
 
     [Fact]
