@@ -1,6 +1,5 @@
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using NativeGpt2.Safetensors;
 using NativeGpt2.Weights;
 
@@ -75,9 +74,9 @@ internal static partial class CheckpointLoader
         }
     }
 
-    /// <summary>Describes a checkpoint directory from its config and headers, reading no weights.</summary>
-    public static ModelDescription Describe(string directory) =>
-        WithCheckpoint(directory, NullLogger.Instance, (config, files) =>
+    /// <summary>Describes a checkpoint directory from its config and headers, reading no weights; <paramref name="logger"/> hears of a generation_config.json skipped.</summary>
+    public static ModelDescription Describe(string directory, ILogger logger) =>
+        WithCheckpoint(directory, logger, (config, files) =>
         {
             var expected = Gpt2Weights.ExpectedTensors(config).Select(e => e.Name).ToHashSet();
             var tensors = new List<TensorDescription>();

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging.Abstractions;
 using NativeGpt2.Loading;
 using NativeGpt2.Safetensors;
 using NativeGpt2.Weights;
@@ -56,7 +57,8 @@ public static class ModelInspector
                 .ToList();
             return new ModelDescription(spec, config, [], tensors);
         }
-        var directory = ModelSpec.ResolveDirectory(spec, options ?? new ModelLoadOptions(), cancellationToken);
-        return Loading.CheckpointLoader.Describe(directory) with { Source = spec };
+        options ??= new ModelLoadOptions();
+        var directory = ModelSpec.ResolveDirectory(spec, options, cancellationToken);
+        return Loading.CheckpointLoader.Describe(directory, options.Logger ?? NullLogger.Instance) with { Source = spec };
     }
 }

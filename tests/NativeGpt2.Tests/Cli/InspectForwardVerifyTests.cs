@@ -58,6 +58,28 @@ public class InspectForwardVerifyTests
     }
 
     [Fact]
+    public void Inspect_shows_generation_config_json_ids_and_warns_of_one_it_skips()
+    {
+        using var temp = new TempDirectory();
+        var directory = CheckpointBuilder.From(Paths.Model("tiny")).WriteTo(temp.Path);
+        var path = Path.Combine(directory, "generation_config.json");
+        File.WriteAllText(path, """{"eos_token_id": [3, 4]}""");
+        var used = CliRunner.Run("inspect", "--model", directory);
+        Assert.Equal(CliApp.Success, used.ExitCode);
+        Assert.Contains("special ids   bos=511  eos=3,4", used.Out);
+
+        // A file it cannot use: config.json's ids, and the load options' logger hears why (the CLI's logs go to stderr).
+        File.WriteAllText(path, """{"eos_token_id": 99999}""");
+        var skipped = CliRunner.Run("inspect", "--model", directory);
+        Assert.Equal(CliApp.Success, skipped.ExitCode);
+        Assert.Contains("special ids   bos=511  eos=511", skipped.Out);
+        var logs = new CapturingLoggerProvider();
+        var description = NativeGpt2.Loading.ModelInspector.Inspect(directory, new ModelLoadOptions { Logger = logs.CreateLogger("test") });
+        Assert.Equal(511, description.Config.EosTokenId);
+        Assert.Equal($"{path}: eos_token_id: 99999 is outside the vocabulary [0, 512); using config.json's special ids instead", Assert.Single(logs.Messages));
+    }
+
+    [Fact]
     public void Inspect_reports_an_untied_half_precision_and_sharded_checkpoint()
     {
         Assert.Contains("untied", CliRunner.Run("inspect", "--model", Paths.Model("tiny-untied")).Out);
