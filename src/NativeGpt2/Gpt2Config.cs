@@ -194,7 +194,7 @@ public sealed record Gpt2Config
                 BosTokenId = bos,
                 EosTokenId = eos.Count > 0 ? eos[0] : null,
                 AdditionalEosTokenIds = eos.Skip(1).Where(id => id != eos[0]).Distinct().ToArray(),
-                DefaultedSizes = defaulted,
+                DefaultedSizes = defaulted.Count == 0 ? [] : defaulted.ToArray(),
             };
             config.Validate(path);
             return config;

@@ -100,6 +100,8 @@ public class ConfigRulesTests
         Assert.Null(none.BosTokenId);
         Assert.Null(none.EosTokenId);
         Assert.Empty(Parse(TinyConfig).DefaultedSizes);
+        // A config is a value: the same file parses to equal records.
+        Assert.Equal(Parse(TinyConfig), Parse(TinyConfig));
     }
 
     [Fact]
