@@ -226,8 +226,8 @@ internal static partial class MatMulTransposed
             // q8, the same sums block by block: each row's block scale read and broadcast once per 32 values instead
             // of once per register (an index computation, a load and a broadcast every 8 or 16 values, which made
             // the q8 head a third of a 256-bit decoding step). The loop below takes a last partial block.
-            // Each row's values and scales are addressed from references found once (Q8Rows.Integers and Scale find
-            // them from the row's start in every load: an address computation and a null check each).
+            // Each row's values and scales are addressed from references found once (Q8Rows.Load finds them from the
+            // row's start in every load: an address computation and a null check each).
             const int B = WeightData.PanelWidth;
             var q8 = Unsafe.As<R, Q8Rows>(ref rows);
             ref sbyte q0 = ref q8.ValueAt(r0), q1 = ref q8.ValueAt(r1), q2 = ref q8.ValueAt(r2), q3 = ref q8.ValueAt(r3);

@@ -248,7 +248,7 @@ internal readonly struct Q8Panels(sbyte[] values, float[] scales, int rows) : IP
     {
         // w = q · scale, one scale for the block's 32 values.
         ref var q = ref Unsafe.As<byte, sbyte>(ref at);
-        var scale = V.Broadcast(Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), block));
+        var scale = V.Broadcast(ScaleAt(block));
         w0 = V.Multiply(V.LoadInt8(ref q), scale);
         w1 = V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, V.Count)), scale);
     }
@@ -324,25 +324,17 @@ internal readonly struct Q8Rows(sbyte[] values, float[] scales, int blocks) : IR
     /// <summary>The values' address (the scales, an eighth of the bytes, are read as one stream behind them).</summary>
     public unsafe byte* Address(nint start) => CacheHint.Address(values, start);
 
+    /// <summary>row[k … k + V.Count): the integers at <see cref="ValueAt"/> times their block's <see cref="ScaleAt"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public V Load<V>(nint start, int k) where V : struct, ISimd<V> => V.Multiply(Integers<V>(start, k), V.Broadcast(Scale(start, k)));
+    public V Load<V>(nint start, int k) where V : struct, ISimd<V> => V.Multiply(V.LoadInt8(ref ValueAt(start + k)), V.Broadcast(ScaleAt(start + k)));
 
-    /// <summary>The row's first value, followed by the rest of the row.</summary>
+    /// <summary>Value <paramref name="index"/> of the table, followed by the rest of its row.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ref sbyte ValueAt(nint start) => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start);
+    public ref sbyte ValueAt(nint index) => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), index);
 
-    /// <summary>The scale of the row's first block, followed by the scales of its next blocks.</summary>
+    /// <summary>The scale of the block holding value <paramref name="index"/> (at a row's start, its first block), followed by the next blocks' scales.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ref float ScaleAt(nint start) => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), (nint)((nuint)start / WeightData.PanelWidth));
-
-    /// <summary>The scale of the block holding value <paramref name="k"/> of the row at <paramref name="start"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public float Scale(nint start, int k) => Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), (nint)((nuint)(start + k) / WeightData.PanelWidth));
-
-    /// <summary>row[k … k + V.Count) before the scale: <see cref="Load"/> is these times <see cref="Scale"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public V Integers<V>(nint start, int k) where V : struct, ISimd<V> =>
-        V.LoadInt8(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(values), start + k));
+    public ref float ScaleAt(nint index) => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(scales), (nint)((nuint)index / WeightData.PanelWidth));
 
     public float Element(nint start, int k) => values[start + k] * scales[(start + k) / WeightData.PanelWidth];
 }
