@@ -152,10 +152,7 @@ public sealed record Gpt2Config
     {
         using (var document = Loading.JsonFile.Parse(json.ToArray(), path))
         {
-            var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-                throw new ModelFormatException(path, null, $"must be a JSON object, found {root.ValueKind}");
-            var reader = new ConfigReader(root, path);
+            var reader = ConfigReader.Of(document, path);
 
             var modelType = reader.String("model_type");
             if (modelType is not null && modelType != "gpt2")
@@ -193,7 +190,7 @@ public sealed record Gpt2Config
                 ScaleAttentionByInverseLayerIndex = reader.Bool("scale_attn_by_inverse_layer_idx") ?? false,
                 BosTokenId = bos,
                 EosTokenId = eos.Count > 0 ? eos[0] : null,
-                AdditionalEosTokenIds = eos.Skip(1).Where(id => id != eos[0]).Distinct().ToArray(),
+                AdditionalEosTokenIds = AfterTheFirst(eos),
                 DefaultedSizes = defaulted.Count == 0 ? [] : defaulted.ToArray(),
             };
             config.Validate(path);
@@ -211,20 +208,20 @@ public sealed record Gpt2Config
     internal Gpt2Config WithGenerationConfig(ReadOnlySpan<byte> json, string path)
     {
         using var document = Loading.JsonFile.Parse(json.ToArray(), path);
-        var root = document.RootElement;
-        if (root.ValueKind != JsonValueKind.Object)
-            throw new ModelFormatException(path, null, $"must be a JSON object, found {root.ValueKind}");
-        var reader = new ConfigReader(root, path);
+        var reader = ConfigReader.Of(document, path);
         var eos = reader.IntOrInts("eos_token_id", MaxEosTokenIds);
         var config = this with
         {
             BosTokenId = reader.Int("bos_token_id") ?? BosTokenId,
             EosTokenId = eos.Count > 0 ? eos[0] : EosTokenId,
-            AdditionalEosTokenIds = eos.Count > 0 ? eos.Skip(1).Where(id => id != eos[0]).Distinct().ToArray() : AdditionalEosTokenIds,
+            AdditionalEosTokenIds = eos.Count > 0 ? AfterTheFirst(eos) : AdditionalEosTokenIds,
         };
         config.Validate(path);
         return config;
     }
+
+    /// <summary>The ids of an <c>eos_token_id</c> list after its first, each once and none equal to the first.</summary>
+    private static int[] AfterTheFirst(IReadOnlyList<int> eos) => eos.Skip(1).Where(id => id != eos[0]).Distinct().ToArray();
 
     /// <summary>transformers' default bos_token_id and eos_token_id, <c>&lt;|endoftext|&gt;</c>, when the vocabulary has that id.</summary>
     private static int? DefaultSpecialToken(int vocabSize) => EndOfTextTokenId < vocabSize ? EndOfTextTokenId : null;
@@ -279,6 +276,13 @@ public sealed record Gpt2Config
 
     private readonly struct ConfigReader(JsonElement root, string path)
     {
+        /// <summary>A reader of the document's top-level object; <paramref name="path"/> names the file in errors.</summary>
+        /// <exception cref="ModelFormatException">The document is not a JSON object.</exception>
+        public static ConfigReader Of(JsonDocument document, string path) =>
+            document.RootElement.ValueKind == JsonValueKind.Object
+                ? new ConfigReader(document.RootElement, path)
+                : throw new ModelFormatException(path, null, $"must be a JSON object, found {document.RootElement.ValueKind}");
+
         /// <summary>Whether the field is in the file at all (null included).</summary>
         public bool Present(string name) => root.TryGetProperty(name, out _);
 
@@ -300,7 +304,7 @@ public sealed record Gpt2Config
 
         private int? SizeField(string name)
         {
-            if (Present(name) && root.GetProperty(name).ValueKind == JsonValueKind.Null)
+            if (root.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.Null)
                 throw new ModelFormatException(path, name, "must be an integer, found null");
             return Int(name);
         }
