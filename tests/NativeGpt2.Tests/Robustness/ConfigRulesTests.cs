@@ -232,14 +232,21 @@ public class ConfigRulesTests
     public void Too_many_end_ids() =>
         Assert.Contains("between 1 and 64", Rejects(c => c["eos_token_id"] = new JsonArray(Enumerable.Range(0, 65).Select(i => (JsonNode?)i).ToArray()), "eos_token_id").Message);
 
-    [Fact]
-    public void A_list_of_end_ids_ends_generation_at_any_of_them()
+    /// <summary>tiny's greedy continuation of a prompt that runs to its length: what the end-id tests then stop early.</summary>
+    private static (int[] Prompt, GenerationOptions Greedy, GenerationResult Free) GreedyRunToTheLength()
     {
-        // transformers lets eos_token_id be a list; the first is where an empty prompt starts, and any ends a sequence.
         int[] prompt = [5, 17, 301];
         var greedy = new GenerationOptions { Greedy = true, MaxNewTokens = 8 };
         var free = Models.Get("tiny").GenerateIds(prompt, greedy);
         Assert.Equal(FinishReason.Length, free.FinishReason);
+        return (prompt, greedy, free);
+    }
+
+    [Fact]
+    public void A_list_of_end_ids_ends_generation_at_any_of_them()
+    {
+        // transformers lets eos_token_id be a list; the first is where an empty prompt starts, and any ends a sequence.
+        var (prompt, greedy, free) = GreedyRunToTheLength();
         // The first generated token becomes a second end id.
         const int at = 0;
         var end = free.GeneratedIds[at];
@@ -262,10 +269,7 @@ public class ConfigRulesTests
     {
         // transformers' generate takes bos_token_id and eos_token_id from generation_config.json, which a fine-tune may
         // set apart from config.json's (e.g. an added end-of-turn token).
-        int[] prompt = [5, 17, 301];
-        var greedy = new GenerationOptions { Greedy = true, MaxNewTokens = 8 };
-        var free = Models.Get("tiny").GenerateIds(prompt, greedy);
-        Assert.Equal(FinishReason.Length, free.FinishReason);
+        var (prompt, greedy, free) = GreedyRunToTheLength();
         var end = free.GeneratedIds[0];
         Assert.DoesNotContain(511, free.GeneratedIds);
 
