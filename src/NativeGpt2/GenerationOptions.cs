@@ -154,10 +154,13 @@ public enum FinishReason
 public sealed record GenerationResult(string Text, IReadOnlyList<int> PromptIds, IReadOnlyList<int> GeneratedIds, FinishReason FinishReason,
     IReadOnlyList<TokenLogProbs>? LogProbs = null);
 
-/// <summary>A generated token's log-probability under the model, and the most likely tokens at its place.</summary>
-/// <param name="Id">The token generated.</param>
+/// <summary>A token's log-probability under the model, and the most likely tokens at its place: one generated, or one scored.</summary>
+/// <param name="Id">The token generated (or scored).</param>
 /// <param name="LogProb">Its natural-log probability.</param>
-/// <param name="Top">The <see cref="GenerationOptions.LogProbs"/> most likely tokens, most likely first (ties: lower id first).</param>
+/// <param name="Top">
+/// The <see cref="GenerationOptions.LogProbs"/> (or <see cref="ScoreOptions.TopLogProbs"/>) most likely tokens, most likely
+/// first (ties: lower id first).
+/// </param>
 public sealed record TokenLogProbs(int Id, double LogProb, IReadOnlyList<TokenAlternative> Top);
 
 /// <summary>A token and its natural-log probability.</summary>

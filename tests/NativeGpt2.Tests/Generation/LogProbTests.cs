@@ -29,6 +29,16 @@ public class LogProbTests
             if (greedy && top > 0) Assert.Equal(logProbs[i].Id, alternatives[0].Id);
             if (top > 0) Assert.True(alternatives[0].LogProb >= logProbs[i].LogProb - 1e-9);
         }
+
+        // Scoring with alternatives lists the same ones at each generated token's place.
+        var listed = Shakespeare.ScoreIds([.. result.PromptIds, .. result.GeneratedIds], new ScoreOptions { TopLogProbs = top }).Tokens!;
+        for (var i = 0; i < logProbs.Count; i++)
+        {
+            var token = listed[result.PromptIds.Count - 1 + i];
+            Assert.Equal(logProbs[i].Id, token.Id);
+            Assert.Equal(logProbs[i].LogProb, token.LogProb, 4);
+            Assert.Equal(logProbs[i].Top.Select(a => a.Id), token.Top.Select(a => a.Id));
+        }
     }
 
     [Fact]

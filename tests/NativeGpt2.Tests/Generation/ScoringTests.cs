@@ -84,6 +84,50 @@ public class ScoringTests
         Assert.True(strided.MeanNll < disjoint.MeanNll, "more context should predict better on average");
     }
 
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
+    public void Asked_for_alternatives_each_scored_token_lists_them_and_keeps_its_log_probability(string backend)
+    {
+        TestBackends.SkipIfUnavailable(backend);
+        var model = Models.Get("shakespeare-char", backend);
+        var ids = model.Tokenizer!.Encode(File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"))[..60]);
+        // Windows of 48 advancing by 32, so that the list is filled across windows as the values are.
+        var windows = new ScoreOptions { Context = 48, Stride = 32 };
+        var plain = model.ScoreIds(ids, windows);
+        var listed = model.ScoreIds(ids, windows with { TopLogProbs = 4 });
+        Assert.Null(plain.Tokens);
+        var tokens = listed.Tokens!;
+        Assert.Equal(ids.Skip(1), tokens.Select(t => t.Id));
+        Assert.Equal(listed.TokenLogProbs, tokens.Select(t => t.LogProb));
+        for (var i = 0; i < tokens.Count; i++)
+        {
+            // Computed in double from the logits rather than by the backend's float log-softmax: the same to about 1e-6.
+            Assert.Equal(plain.TokenLogProbs[i], tokens[i].LogProb, 4);
+            var top = tokens[i].Top;
+            Assert.Equal(4, top.Count);
+            for (var k = 1; k < top.Count; k++) Assert.True(top[k - 1].LogProb >= top[k].LogProb);
+            Assert.True(top[0].LogProb >= tokens[i].LogProb);
+            // The token is among the alternatives exactly when it is at least as likely as the last of them.
+            var among = top.FirstOrDefault(a => a.Id == tokens[i].Id);
+            if (tokens[i].LogProb > top[^1].LogProb) Assert.Equal(tokens[i].LogProb, among.LogProb);
+            if (tokens[i].LogProb < top[^1].LogProb) Assert.DoesNotContain(top, a => a.Id == tokens[i].Id);
+        }
+        Assert.Equal(plain.MeanNll, listed.MeanNll, 5);
+    }
+
+    [Fact]
+    public void Zero_alternatives_list_each_token_alone() =>
+        Assert.All(Shakespeare.Score("ROMEO: What, ho!", new ScoreOptions { TopLogProbs = 0 }).Tokens!, t => Assert.Empty(t.Top));
+
+    [Theory]
+    [InlineData(-1)]
+    [InlineData(GenerationOptions.MaxLogProbs + 1)]
+    public void Out_of_range_alternatives_are_rejected(int top)
+    {
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.ScoreIds([1, 2, 3], new ScoreOptions { TopLogProbs = top }));
+        Assert.Equal(nameof(ScoreOptions.TopLogProbs), error.ParamName);
+    }
+
     [Theory]
     [InlineData(1, null)]
     [InlineData(257, null)]
