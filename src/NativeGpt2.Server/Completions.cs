@@ -17,23 +17,46 @@ internal static class Completions
         var body = request.Body;
         var model = request.Model;
         var (prompt, promptText) = Prompt(request);
-        var options = Options(request, body.Int("max_tokens", 1, int.MaxValue) ?? request.ServerOptions.DefaultMaxTokens,
-            logProbs: body.Int("logprobs", 0, GenerationOptions.MaxLogProbs), stops: []);
-        if (body.Bool("echo") == true) throw OpenAIError.BadRequest("'echo' is not supported", "echo");
+        var echo = body.Bool("echo") ?? false;
+        // With echo, max_tokens 0 asks for the prompt alone: with logprobs, how an evaluation harness scores a text.
+        var maxTokens = body.Int("max_tokens", echo ? 0 : 1, int.MaxValue) ?? request.ServerOptions.DefaultMaxTokens;
+        var logProbCount = body.Int("logprobs", 0, GenerationOptions.MaxLogProbs);
+        var options = Options(request, Math.Max(maxTokens, 1), logProbCount, stops: []);
         if (body.String("suffix") is { Length: > 0 }) throw OpenAIError.BadRequest("'suffix' is not supported: GPT-2 continues text, it does not fill in", "suffix");
         if (body.Int("best_of", 1, int.MaxValue) is > 1) throw OpenAIError.BadRequest("'best_of' must be 1: one candidate per request", "best_of");
         var stream = body.Bool("stream") ?? false;
         var includeUsage = IncludeUsage(body, stream);
         // Checks the prompt against the context before a slot is taken or anything is sent.
-        var updates = model.GenerateUpdatesAsync(prompt, options, request.Aborted);
+        if (maxTokens == 0 && prompt.Length > model.Config.ContextLength)
+            throw OpenAIError.BadRequest($"prompt: the prompt has {prompt.Length} tokens, more than the context length of {model.Config.ContextLength}", "prompt");
+        var updates = maxTokens == 0 ? AsyncEnumerable.Empty<GenerationUpdate>() : model.GenerateUpdatesAsync(prompt, options, request.Aborted);
+        var tokenizer = echo || logProbCount is not null ? request.Tokenizer : null;
         await request.EnterAsync().ConfigureAwait(false);
 
         var id = "cmpl-" + Guid.NewGuid().ToString("N");
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var response = request.Http.Response;
+        JsonObject Chunk(string text, JsonNode? logprobs, string? finish) => new()
+        {
+            ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = request.ModelId,
+            ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["text"] = text, ["logprobs"] = logprobs, ["finish_reason"] = finish }),
+        };
         var text = new StringBuilder();
-        var logprobs = options.LogProbs is null ? null : new CompletionLogProbs(request.Tokenizer, promptText.Length);
+        var logprobs = logProbCount is null ? null : new CompletionLogProbs(tokenizer!, echo ? 0 : promptText.Length);
+        if (stream) ServerSentEvents.Start(response);
+        if (echo)
+        {
+            var echoed = await Task.Run(() => Echo(model, tokenizer!, prompt, logProbCount, request.Aborted), request.Aborted).ConfigureAwait(false);
+            text.Append(echoed.Text);
+            var columns = logprobs is null ? null : new CompletionLogProbs(tokenizer!, 0);
+            for (var i = 0; i < prompt.Length; i++)
+            {
+                columns?.Add(prompt[i], echoed.LogProbs?[i], echoed.Pieces[i]);
+                logprobs?.Add(prompt[i], echoed.LogProbs?[i], echoed.Pieces[i]);
+            }
+            if (stream) await ServerSentEvents.WriteAsync(response, Chunk(echoed.Text, columns?.ToJson(), maxTokens == 0 ? "length" : null), request.Aborted).ConfigureAwait(false);
+        }
         GenerationUpdate? last = null;
-        if (stream) ServerSentEvents.Start(request.Http.Response);
         await foreach (var update in updates.ConfigureAwait(false))
         {
             last = update;
@@ -44,16 +67,9 @@ internal static class Completions
             logprobs?.Add(update);
             if (!stream) continue;
             if (update.Text.Length == 0 && update.LogProbs is null && update.FinishReason is null) continue;
-            await ServerSentEvents.WriteAsync(request.Http.Response, new JsonObject
-            {
-                ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = request.ModelId,
-                ["choices"] = new JsonArray(new JsonObject
-                {
-                    ["index"] = 0, ["text"] = update.Text, ["logprobs"] = piece?.ToJson(), ["finish_reason"] = Finish(update.FinishReason),
-                }),
-            }, request.Aborted).ConfigureAwait(false);
+            await ServerSentEvents.WriteAsync(response, Chunk(update.Text, piece?.ToJson(), Finish(update.FinishReason)), request.Aborted).ConfigureAwait(false);
         }
-        var usage = Usage(last);
+        var usage = Usage(last, prompt.Length);
         if (stream)
         {
             if (includeUsage)
@@ -66,15 +82,33 @@ internal static class Completions
             await ServerSentEvents.DoneAsync(request.Http.Response, request.Aborted).ConfigureAwait(false);
             return;
         }
-        await OpenAIEndpoints.WriteJsonAsync(request.Http.Response, new JsonObject
+        var whole = Chunk(text.ToString(), logprobs?.ToJson(), last is null ? "length" : Finish(last.FinishReason));
+        whole["usage"] = usage;
+        await OpenAIEndpoints.WriteJsonAsync(response, whole).ConfigureAwait(false);
+    }
+
+    /// <summary>The prompt as <c>echo</c> returns it: its text, and each token's share of that text.</summary>
+    /// <param name="Text">The prompt's tokens decoded (the prompt itself, for a text prompt).</param>
+    /// <param name="Pieces">The text each token released, decoded as generation decodes: a character split across tokens comes with its last.</param>
+    /// <param name="LogProbs">With <c>logprobs</c>: null for the first token, which nothing predicts, then each token's log-probability after those before it.</param>
+    private sealed record EchoedPrompt(string Text, string[] Pieces, TokenLogProbs?[]? LogProbs);
+
+    private static EchoedPrompt Echo(Gpt2CausalLM model, Tokenization.Gpt2Tokenizer tokenizer, int[] prompt, int? top, CancellationToken cancellationToken)
+    {
+        var decoder = tokenizer.CreateStreamingDecoder();
+        var pieces = prompt.Select(decoder.Append).ToArray();
+        if (pieces.Length > 0) pieces[^1] += decoder.Flush();
+        TokenLogProbs?[]? logProbs = null;
+        if (top is not null)
         {
-            ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = request.ModelId,
-            ["choices"] = new JsonArray(new JsonObject
+            logProbs = new TokenLogProbs?[prompt.Length];
+            if (prompt.Length >= 2)
             {
-                ["index"] = 0, ["text"] = text.ToString(), ["logprobs"] = logprobs?.ToJson(), ["finish_reason"] = Finish(last?.FinishReason),
-            }),
-            ["usage"] = usage,
-        }).ConfigureAwait(false);
+                var scored = model.ScoreIds(prompt, new ScoreOptions { TopLogProbs = top }, cancellationToken).Tokens!;
+                for (var i = 0; i < scored.Count; i++) logProbs[i + 1] = scored[i];
+            }
+        }
+        return new EchoedPrompt(string.Concat(pieces), pieces, logProbs);
     }
 
     public static async Task ChatAsync(ServerRequest request)
@@ -132,7 +166,7 @@ internal static class Completions
             await ServerSentEvents.WriteAsync(response, Chunk(new JsonObject { ["content"] = piece },
                 entry is null ? null : new JsonObject { ["content"] = new JsonArray(entry) }, null), request.Aborted).ConfigureAwait(false);
         }
-        var usage = Usage(last);
+        var usage = Usage(last, prompt.Length);
         if (stream)
         {
             await ServerSentEvents.WriteAsync(response, Chunk(new JsonObject(), null, Finish(last?.FinishReason)), request.Aborted).ConfigureAwait(false);
@@ -295,11 +329,12 @@ internal static class Completions
         _ => "stop",
     };
 
-    private static JsonObject Usage(GenerationUpdate? last) => new()
+    /// <summary>Token counts: the prompt's as generation counted it (an empty prompt is its start token), or as given when nothing was generated.</summary>
+    private static JsonObject Usage(GenerationUpdate? last, int promptTokens) => new()
     {
-        ["prompt_tokens"] = last?.PromptTokenCount ?? 0,
+        ["prompt_tokens"] = last?.PromptTokenCount ?? promptTokens,
         ["completion_tokens"] = last?.GeneratedTokenCount ?? 0,
-        ["total_tokens"] = (last?.PromptTokenCount ?? 0) + (last?.GeneratedTokenCount ?? 0),
+        ["total_tokens"] = (last?.PromptTokenCount ?? promptTokens) + (last?.GeneratedTokenCount ?? 0),
     };
 
     /// <summary>A token as text: its bytes as UTF-8, a broken character shown as U+FFFD (the bytes say exactly).</summary>
@@ -327,15 +362,23 @@ internal static class Completions
 
         public void Add(GenerationUpdate update)
         {
-            if (update.LogProbs is not { } lp) return;
-            var token = TokenText(tokenizer, lp.Id);
-            _tokens.Add(token);
-            _logProbs.Add(lp.LogProb);
-            var top = new JsonObject();
-            foreach (var alternative in lp.Top) top.TryAdd(TokenText(tokenizer, alternative.Id), alternative.LogProb);
+            if (update.LogProbs is { } lp) Add(lp.Id, lp, update.Text);
+        }
+
+        /// <summary>Token <paramref name="id"/>, which released <paramref name="text"/>; null columns when nothing predicted it (an echoed prompt's first token).</summary>
+        public void Add(int id, TokenLogProbs? lp, string text)
+        {
+            _tokens.Add(TokenText(tokenizer, id));
+            _logProbs.Add(lp is null ? null : JsonValue.Create(lp.LogProb));
+            JsonObject? top = null;
+            if (lp is not null)
+            {
+                top = [];
+                foreach (var alternative in lp.Top) top.TryAdd(TokenText(tokenizer, alternative.Id), alternative.LogProb);
+            }
             _top.Add(top);
             _offsets.Add(Offset);
-            Offset += update.Text.Length;
+            Offset += text.Length;
         }
 
         public JsonObject ToJson() => new()

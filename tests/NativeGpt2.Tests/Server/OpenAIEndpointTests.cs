@@ -89,6 +89,90 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     }
 
     [Fact]
+    public async Task Echo_with_no_new_tokens_scores_the_prompt_as_evaluation_harnesses_ask()
+    {
+        const string Prompt = "ROMEO:\nWhat light through yonder window breaks?";
+        var (status, body) = await PostAsync("/v1/completions", JsonSerializer.Serialize(new { prompt = Prompt, max_tokens = 0, echo = true, logprobs = 2 }));
+        Assert.Equal(HttpStatusCode.OK, status);
+        var choice = body.GetProperty("choices")[0];
+        Assert.Equal(Prompt, choice.GetProperty("text").GetString());
+        Assert.Equal("length", choice.GetProperty("finish_reason").GetString());
+        var ids = Shakespeare.Tokenizer!.Encode(Prompt);
+        Assert.Equal(ids.Length, body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(0, body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+
+        var logprobs = choice.GetProperty("logprobs");
+        var tokens = logprobs.GetProperty("tokens").EnumerateArray().Select(t => t.GetString()).ToArray();
+        Assert.Equal(Prompt, string.Concat(tokens));
+        Assert.Equal(Enumerable.Range(0, ids.Length), logprobs.GetProperty("text_offset").EnumerateArray().Select(o => o.GetInt32()));
+        // Nothing predicts the first token; every other is scored after the ones before it, as the library scores it.
+        Assert.Equal(JsonValueKind.Null, logprobs.GetProperty("token_logprobs")[0].ValueKind);
+        Assert.Equal(JsonValueKind.Null, logprobs.GetProperty("top_logprobs")[0].ValueKind);
+        var scored = Shakespeare.ScoreIds(ids).TokenLogProbs;
+        for (var i = 1; i < ids.Length; i++)
+        {
+            Assert.Equal(scored[i - 1], logprobs.GetProperty("token_logprobs")[i].GetDouble(), 4);
+            var top = logprobs.GetProperty("top_logprobs")[i].EnumerateObject().ToArray();
+            Assert.Equal(2, top.Length);
+            Assert.True(top[0].Value.GetDouble() >= logprobs.GetProperty("token_logprobs")[i].GetDouble());
+        }
+    }
+
+    [Fact]
+    public async Task Echo_puts_the_prompt_before_the_continuation_whole_or_streamed()
+    {
+        var expected = Shakespeare.Generate("ROMEO:\n", new GenerationOptions { Greedy = true, MaxNewTokens = 12, LogProbs = 1 });
+        var (_, body) = await PostAsync("/v1/completions", """{"prompt":"ROMEO:\n","max_tokens":12,"temperature":0,"echo":true,"logprobs":1}""");
+        var choice = body.GetProperty("choices")[0];
+        Assert.Equal("ROMEO:\n" + expected.Text, choice.GetProperty("text").GetString());
+        var logprobs = choice.GetProperty("logprobs");
+        Assert.Equal(7 + 12, logprobs.GetProperty("tokens").GetArrayLength());
+        // The continuation's columns are a plain completion's: its offsets go on from the end of the prompt.
+        for (var i = 0; i < 12; i++)
+        {
+            Assert.Equal(expected.LogProbs![i].LogProb, logprobs.GetProperty("token_logprobs")[7 + i].GetDouble(), 9);
+            Assert.Equal(7 + i, logprobs.GetProperty("text_offset")[7 + i].GetInt32());
+        }
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = new StringContent("""{"prompt":"ROMEO:\n","max_tokens":12,"temperature":0,"echo":true,"stream":true}""", Encoding.UTF8, "application/json"),
+        };
+        using var response = await Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        var events = (await response.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("data: [DONE]", events[^1]);
+        var texts = events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0].GetProperty("text").GetString()).ToArray();
+        Assert.Equal("ROMEO:\n", texts[0]);
+        Assert.Equal("ROMEO:\n" + expected.Text, string.Concat(texts));
+    }
+
+    [Fact]
+    public async Task Echo_splits_a_multibyte_prompt_into_tokens_whose_offsets_add_up_to_its_text()
+    {
+        await using var app = await ServerFixture.StartAsync(model: "gpt2-mini");
+        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        const string Prompt = "naïve café, 日本語 and 🙂🙂 ok";
+        using var response = await http.PostAsync("/v1/completions",
+            new StringContent(JsonSerializer.Serialize(new { prompt = Prompt, max_tokens = 0, echo = true, logprobs = 0 }), Encoding.UTF8, "application/json"));
+        var choice = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("choices")[0];
+        Assert.Equal(Prompt, choice.GetProperty("text").GetString());
+        var logprobs = choice.GetProperty("logprobs");
+        var offsets = logprobs.GetProperty("text_offset").EnumerateArray().Select(o => o.GetInt32()).ToArray();
+        var tokens = logprobs.GetProperty("tokens").EnumerateArray().Select(t => t.GetString()!).ToArray();
+        Assert.Equal(tokens.Length, offsets.Length);
+        Assert.True(tokens.Length > Prompt.Split(' ').Length, "the emoji and the CJK characters take several tokens");
+        Assert.Equal(0, offsets[0]);
+        for (var i = 1; i < offsets.Length; i++) Assert.InRange(offsets[i], offsets[i - 1], Prompt.Length);
+        // A token that holds whole characters starts where its text stands in the prompt.
+        for (var i = 0; i < tokens.Length; i++)
+        {
+            if (!tokens[i].Contains('\uFFFD')) Assert.Equal(tokens[i], Prompt.Substring(offsets[i], tokens[i].Length));
+        }
+        Assert.Equal(JsonValueKind.Null, logprobs.GetProperty("token_logprobs")[0].ValueKind);
+        Assert.All(logprobs.GetProperty("top_logprobs").EnumerateArray().Skip(1), top => Assert.Empty(top.EnumerateObject()));
+    }
+
+    [Fact]
     public async Task A_streamed_completion_is_server_sent_events_ending_with_done()
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
@@ -148,6 +232,9 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     [InlineData("""{"prompt":"x","logit_bias":{"5":101}}""", "logit_bias")]
     [InlineData("""{"prompt":"x","logit_bias":{"5":"1"}}""", "logit_bias")]
     [InlineData("""{"prompt":"x","logit_bias":{"5":1,"05":2}}""", "logit_bias")]
+    [InlineData("""{"prompt":"x","max_tokens":0}""", "max_tokens")]
+    [InlineData("""{"prompt":"x","echo":"yes"}""", "echo")]
+    [InlineData("""{"prompt":"x","echo":true,"max_tokens":-1}""", "max_tokens")]
     public async Task A_bad_completion_request_is_a_400_naming_the_field(string json, string? param)
     {
         var (status, body) = await PostAsync("/v1/completions", json);
@@ -191,6 +278,15 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
         Assert.Equal("prompt", error.GetProperty("param").GetString());
         Assert.Equal("prompt: the prompt has 300 tokens, and the context length of 256 leaves no room for a new one (shorten it to at most 255 tokens)",
             error.GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public async Task An_echoed_prompt_longer_than_the_context_is_named_as_the_problem()
+    {
+        var (status, body) = await PostAsync("/v1/completions", JsonSerializer.Serialize(new { prompt = new string('a', 300), max_tokens = 0, echo = true }));
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal("prompt", body.GetProperty("error").GetProperty("param").GetString());
+        Assert.Equal("prompt: the prompt has 300 tokens, more than the context length of 256", body.GetProperty("error").GetProperty("message").GetString());
     }
 
     [Fact]
