@@ -12,11 +12,14 @@ internal static class Completions
     /// <summary>Stop sequences a request may add (OpenAI allows 4).</summary>
     private const int MaxStopSequences = 16;
 
+    /// <summary>Prompts one completions request may hold, each its own choice, run one after another.</summary>
+    private const int MaxPrompts = 64;
+
     public static async Task CompleteAsync(ServerRequest request)
     {
         var body = request.Body;
         var model = request.Model;
-        var (prompt, promptText) = Prompt(request);
+        var prompts = Prompts(request);
         var echo = body.Bool("echo") ?? false;
         // With echo, max_tokens 0 asks for the prompt alone: with logprobs, how an evaluation harness scores a text.
         var maxTokens = body.Int("max_tokens", echo ? 0 : 1, int.MaxValue) ?? request.ServerOptions.DefaultMaxTokens;
@@ -26,63 +29,90 @@ internal static class Completions
         if (body.Int("best_of", 1, int.MaxValue) is > 1) throw OpenAIError.BadRequest("'best_of' must be 1: one candidate per request", "best_of");
         var stream = body.Bool("stream") ?? false;
         var includeUsage = IncludeUsage(body, stream);
-        // Checks the prompt against the context before a slot is taken or anything is sent.
-        if (maxTokens == 0 && prompt.Length > model.Config.ContextLength)
-            throw OpenAIError.BadRequest($"prompt: the prompt has {prompt.Length} tokens, more than the context length of {model.Config.ContextLength}", "prompt");
-        var updates = maxTokens == 0 ? AsyncEnumerable.Empty<GenerationUpdate>() : model.GenerateUpdatesAsync(prompt, options, request.Aborted);
+        // Every prompt is checked against the context before a slot is taken or anything is sent.
+        var runs = new IAsyncEnumerable<GenerationUpdate>[prompts.Length];
+        for (var i = 0; i < prompts.Length; i++)
+        {
+            var prompt = prompts[i].Ids;
+            var which = prompts.Length > 1 ? $" (prompt[{i}])" : "";
+            if (maxTokens == 0 && prompt.Length > model.Config.ContextLength)
+                throw OpenAIError.BadRequest($"prompt: the prompt has {prompt.Length} tokens, more than the context length of {model.Config.ContextLength}{which}", "prompt");
+            try
+            {
+                runs[i] = maxTokens == 0 ? AsyncEnumerable.Empty<GenerationUpdate>() : model.GenerateUpdatesAsync(prompt, options, request.Aborted);
+            }
+            catch (ArgumentException e) when (which.Length > 0)
+            {
+                // The first line: an out-of-range value's second repeats what the client sent.
+                var message = e.Message.Split('\n')[0].Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal);
+                throw new ArgumentException(message + which, e.ParamName, e);
+            }
+        }
         var tokenizer = echo || logProbCount is not null ? request.Tokenizer : null;
         await request.EnterAsync().ConfigureAwait(false);
 
         var id = "cmpl-" + Guid.NewGuid().ToString("N");
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var response = request.Http.Response;
-        JsonObject Chunk(string text, JsonNode? logprobs, string? finish) => new()
-        {
-            ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = request.ModelId,
-            ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["text"] = text, ["logprobs"] = logprobs, ["finish_reason"] = finish }),
-        };
-        var text = new StringBuilder();
-        var logprobs = logProbCount is null ? null : new CompletionLogProbs(tokenizer!, echo ? 0 : promptText.Length);
+        JsonObject Reply(JsonArray choices) => new() { ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = request.ModelId, ["choices"] = choices };
+        JsonObject Choice(int index, string text, JsonNode? logprobs, string? finish) =>
+            new() { ["index"] = index, ["text"] = text, ["logprobs"] = logprobs, ["finish_reason"] = finish };
+        var choices = new JsonArray();
+        int promptTokens = 0, completionTokens = 0;
         if (stream) ServerSentEvents.Start(response);
-        if (echo)
+        // One prompt after another; streamed, each chunk names its prompt by its index.
+        for (var index = 0; index < prompts.Length; index++)
         {
-            var echoed = await Task.Run(() => Echo(model, tokenizer!, prompt, logProbCount, request.Aborted), request.Aborted).ConfigureAwait(false);
-            text.Append(echoed.Text);
-            var columns = logprobs is null ? null : new CompletionLogProbs(tokenizer!, 0);
-            for (var i = 0; i < prompt.Length; i++)
+            var (prompt, promptText) = prompts[index];
+            var text = new StringBuilder();
+            var logprobs = logProbCount is null ? null : new CompletionLogProbs(tokenizer!, echo ? 0 : promptText.Length);
+            if (echo)
             {
-                columns?.Add(prompt[i], echoed.LogProbs?[i], echoed.Pieces[i]);
-                logprobs?.Add(prompt[i], echoed.LogProbs?[i], echoed.Pieces[i]);
+                var echoed = await Task.Run(() => Echo(model, tokenizer!, prompt, logProbCount, request.Aborted), request.Aborted).ConfigureAwait(false);
+                text.Append(echoed.Text);
+                var columns = logprobs is null ? null : new CompletionLogProbs(tokenizer!, 0);
+                for (var i = 0; i < prompt.Length; i++)
+                {
+                    columns?.Add(prompt[i], echoed.LogProbs?[i], echoed.Pieces[i]);
+                    logprobs?.Add(prompt[i], echoed.LogProbs?[i], echoed.Pieces[i]);
+                }
+                if (stream)
+                {
+                    var chunk = Reply([Choice(index, echoed.Text, columns?.ToJson(), maxTokens == 0 ? "length" : null)]);
+                    await ServerSentEvents.WriteAsync(response, chunk, request.Aborted).ConfigureAwait(false);
+                }
             }
-            if (stream) await ServerSentEvents.WriteAsync(response, Chunk(echoed.Text, columns?.ToJson(), maxTokens == 0 ? "length" : null), request.Aborted).ConfigureAwait(false);
+            GenerationUpdate? last = null;
+            await foreach (var update in runs[index].ConfigureAwait(false))
+            {
+                last = update;
+                text.Append(update.Text);
+                // A streamed chunk carries its own token's columns, at the offset the whole text has reached.
+                var piece = stream && logprobs is not null ? new CompletionLogProbs(tokenizer!, logprobs.Offset) : null;
+                piece?.Add(update);
+                logprobs?.Add(update);
+                if (!stream) continue;
+                if (update.Text.Length == 0 && update.LogProbs is null && update.FinishReason is null) continue;
+                var chunk = Reply([Choice(index, update.Text, piece?.ToJson(), Finish(update.FinishReason))]);
+                await ServerSentEvents.WriteAsync(response, chunk, request.Aborted).ConfigureAwait(false);
+            }
+            promptTokens += last?.PromptTokenCount ?? prompt.Length;
+            completionTokens += last?.GeneratedTokenCount ?? 0;
+            if (!stream) choices.Add(Choice(index, text.ToString(), logprobs?.ToJson(), last is null ? "length" : Finish(last.FinishReason)));
         }
-        GenerationUpdate? last = null;
-        await foreach (var update in updates.ConfigureAwait(false))
-        {
-            last = update;
-            text.Append(update.Text);
-            // A streamed chunk carries its own token's columns, at the offset the whole text has reached.
-            var piece = stream && logprobs is not null ? new CompletionLogProbs(request.Tokenizer, logprobs.Offset) : null;
-            piece?.Add(update);
-            logprobs?.Add(update);
-            if (!stream) continue;
-            if (update.Text.Length == 0 && update.LogProbs is null && update.FinishReason is null) continue;
-            await ServerSentEvents.WriteAsync(response, Chunk(update.Text, piece?.ToJson(), Finish(update.FinishReason)), request.Aborted).ConfigureAwait(false);
-        }
-        var usage = Usage(last, prompt.Length);
+        var usage = Usage(promptTokens, completionTokens);
         if (stream)
         {
             if (includeUsage)
             {
-                await ServerSentEvents.WriteAsync(request.Http.Response, new JsonObject
-                {
-                    ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = request.ModelId, ["choices"] = new JsonArray(), ["usage"] = usage,
-                }, request.Aborted).ConfigureAwait(false);
+                var chunk = Reply([]);
+                chunk["usage"] = usage;
+                await ServerSentEvents.WriteAsync(response, chunk, request.Aborted).ConfigureAwait(false);
             }
-            await ServerSentEvents.DoneAsync(request.Http.Response, request.Aborted).ConfigureAwait(false);
+            await ServerSentEvents.DoneAsync(response, request.Aborted).ConfigureAwait(false);
             return;
         }
-        var whole = Chunk(text.ToString(), logprobs?.ToJson(), last is null ? "length" : Finish(last.FinishReason));
+        var whole = Reply(choices);
         whole["usage"] = usage;
         await OpenAIEndpoints.WriteJsonAsync(response, whole).ConfigureAwait(false);
     }
@@ -166,7 +196,7 @@ internal static class Completions
             await ServerSentEvents.WriteAsync(response, Chunk(new JsonObject { ["content"] = piece },
                 entry is null ? null : new JsonObject { ["content"] = new JsonArray(entry) }, null), request.Aborted).ConfigureAwait(false);
         }
-        var usage = Usage(last, prompt.Length);
+        var usage = Usage(last?.PromptTokenCount ?? prompt.Length, last?.GeneratedTokenCount ?? 0);
         if (stream)
         {
             await ServerSentEvents.WriteAsync(response, Chunk(new JsonObject(), null, Finish(last?.FinishReason)), request.Aborted).ConfigureAwait(false);
@@ -238,23 +268,24 @@ internal static class Completions
         };
     }
 
-    /// <summary><c>prompt</c>: a string, an array of one string, an array of token ids, or an array of one such array.</summary>
-    private static (int[] Ids, string Text) Prompt(ServerRequest request)
+    /// <summary>
+    /// <c>prompt</c>: a string, an array of token ids, or an array of several of one of those (at most
+    /// <see cref="MaxPrompts"/>), each its own choice.
+    /// </summary>
+    private static (int[] Ids, string Text)[] Prompts(ServerRequest request)
     {
         var vocabulary = request.Model.Config.VocabSize;
         if (request.Body.Field("prompt") is not { } prompt) throw OpenAIError.BadRequest("'prompt' is required", "prompt");
-        const string Expected = "a string, an array of token ids, or an array holding one of those";
-        if (prompt.ValueKind == JsonValueKind.String) return Text(prompt.GetString()!);
+        const string Expected = "a string, an array of token ids, or an array of several strings or of several such arrays";
+        if (prompt.ValueKind == JsonValueKind.String) return [Text(prompt.GetString()!)];
         if (prompt.ValueKind != JsonValueKind.Array) throw JsonRequest.WrongType("prompt", Expected);
         var items = prompt.EnumerateArray().ToArray();
-        if (items.Length > 0 && items.All(i => i.ValueKind == JsonValueKind.Number)) return (JsonRequest.Ids(prompt, "prompt", vocabulary), "");
-        if (items.Length != 1) throw OpenAIError.BadRequest(items.Length == 0 ? "'prompt' is empty" : "one prompt per request: 'prompt' holds " + items.Length, "prompt");
-        return items[0].ValueKind switch
-        {
-            JsonValueKind.String => Text(items[0].GetString()!),
-            JsonValueKind.Array => (JsonRequest.Ids(items[0], "prompt", vocabulary), ""),
-            _ => throw JsonRequest.WrongType("prompt", Expected),
-        };
+        if (items.Length == 0) throw OpenAIError.BadRequest("'prompt' is empty", "prompt");
+        if (items.All(i => i.ValueKind == JsonValueKind.Number)) return [(JsonRequest.Ids(prompt, "prompt", vocabulary), "")];
+        if (items.Length > MaxPrompts) throw OpenAIError.BadRequest($"'prompt' holds {items.Length} prompts; at most {MaxPrompts} per request", "prompt");
+        if (items.All(i => i.ValueKind == JsonValueKind.String)) return [.. items.Select(i => Text(i.GetString()!))];
+        if (items.All(i => i.ValueKind == JsonValueKind.Array)) return [.. items.Select(i => (JsonRequest.Ids(i, "prompt", vocabulary), ""))];
+        throw JsonRequest.WrongType("prompt", Expected);
 
         (int[], string) Text(string text) => (request.Tokenizer.Encode(text), text);
     }
@@ -329,12 +360,12 @@ internal static class Completions
         _ => "stop",
     };
 
-    /// <summary>Token counts: the prompt's as generation counted it (an empty prompt is its start token), or as given when nothing was generated.</summary>
-    private static JsonObject Usage(GenerationUpdate? last, int promptTokens) => new()
+    /// <summary>Token counts: a prompt's as generation counted it (an empty prompt is its start token), or as given when nothing was generated.</summary>
+    private static JsonObject Usage(int promptTokens, int completionTokens) => new()
     {
-        ["prompt_tokens"] = last?.PromptTokenCount ?? promptTokens,
-        ["completion_tokens"] = last?.GeneratedTokenCount ?? 0,
-        ["total_tokens"] = (last?.PromptTokenCount ?? promptTokens) + (last?.GeneratedTokenCount ?? 0),
+        ["prompt_tokens"] = promptTokens,
+        ["completion_tokens"] = completionTokens,
+        ["total_tokens"] = promptTokens + completionTokens,
     };
 
     /// <summary>A token as text: its bytes as UTF-8, a broken character shown as U+FFFD (the bytes say exactly).</summary>

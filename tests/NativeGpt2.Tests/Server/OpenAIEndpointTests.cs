@@ -173,6 +173,47 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     }
 
     [Fact]
+    public async Task Several_prompts_are_several_choices_each_as_the_prompt_alone_gives_it()
+    {
+        var prompts = new[] { "ROMEO:\n", "JULIET:\n", "KING HENRY:\n" };
+        var expected = prompts.Select(p => Shakespeare.Generate(p, new GenerationOptions { Greedy = true, MaxNewTokens = 8 })).ToArray();
+        var (status, body) = await PostAsync("/v1/completions", JsonSerializer.Serialize(new { prompt = prompts, max_tokens = 8, temperature = 0 }));
+        Assert.Equal(HttpStatusCode.OK, status);
+        var choices = body.GetProperty("choices").EnumerateArray().ToArray();
+        Assert.Equal([0, 1, 2], choices.Select(c => c.GetProperty("index").GetInt32()));
+        Assert.Equal(expected.Select(e => e.Text), choices.Select(c => c.GetProperty("text").GetString()));
+        Assert.Equal(expected.Sum(e => e.PromptIds.Count), body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(24, body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+
+        // Token-id prompts, echoed and scored with no new tokens, streamed: a harness's batch of texts to score.
+        var ids = prompts.Select(p => Shakespeare.Tokenizer!.Encode(p)).ToArray();
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = new StringContent(JsonSerializer.Serialize(new { prompt = ids, max_tokens = 0, echo = true, logprobs = 1, stream = true }), Encoding.UTF8, "application/json"),
+        };
+        using var response = await Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        var events = (await response.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        var streamed = events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0]).ToArray();
+        Assert.Equal([0, 1, 2], streamed.Select(c => c.GetProperty("index").GetInt32()));
+        Assert.Equal(prompts, streamed.Select(c => c.GetProperty("text").GetString()));
+        for (var p = 0; p < prompts.Length; p++)
+        {
+            var scored = Shakespeare.ScoreIds(ids[p]).TokenLogProbs;
+            var values = streamed[p].GetProperty("logprobs").GetProperty("token_logprobs");
+            for (var i = 1; i < ids[p].Length; i++) Assert.Equal(scored[i - 1], values[i].GetDouble(), 4);
+        }
+    }
+
+    [Fact]
+    public async Task A_prompt_of_several_that_does_not_fit_is_named_by_its_index()
+    {
+        var (status, body) = await PostAsync("/v1/completions", JsonSerializer.Serialize(new { prompt = new[] { "ROMEO:", new string('a', 300) }, max_tokens = 1 }));
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal("prompt", body.GetProperty("error").GetProperty("param").GetString());
+        Assert.EndsWith("(prompt[1])", body.GetProperty("error").GetProperty("message").GetString());
+    }
+
+    [Fact]
     public async Task A_streamed_completion_is_server_sent_events_ending_with_done()
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
@@ -234,6 +275,9 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     [InlineData("""{"prompt":"x","logit_bias":{"5":1,"05":2}}""", "logit_bias")]
     [InlineData("""{"prompt":"x","max_tokens":0}""", "max_tokens")]
     [InlineData("""{"prompt":"x","echo":"yes"}""", "echo")]
+    [InlineData("""{"prompt":[]}""", "prompt")]
+    [InlineData("""{"prompt":["a",[1]]}""", "prompt")]
+    [InlineData("""{"prompt":[[1],[99999]]}""", "prompt")]
     [InlineData("""{"prompt":"x","echo":true,"max_tokens":-1}""", "max_tokens")]
     public async Task A_bad_completion_request_is_a_400_naming_the_field(string json, string? param)
     {
