@@ -84,6 +84,36 @@ public class GenerateScoreTokenizeTests
     }
 
     [Fact]
+    public void Score_lists_each_token_with_its_likeliest_alternatives_when_asked()
+    {
+        using var temp = new TempDirectory();
+        var file = temp.File("text.txt");
+        File.WriteAllText(file, "ROMEO:\nWhat, ho!");
+        var expected = Models.Get("shakespeare-char").Score("ROMEO:\nWhat, ho!", new ScoreOptions { TopLogProbs = 3 }).Tokens!;
+
+        var json = CliRunner.Run("score", "--model", Paths.Model("shakespeare-char"), "--file", file, "--top", "3", "--json");
+        Assert.Equal(CliApp.Success, json.ExitCode);
+        var listed = JsonDocument.Parse(json.Out).RootElement.GetProperty("per_token").EnumerateArray().ToArray();
+        Assert.Equal(expected.Select(t => t.Id), listed.Select(t => t.GetProperty("id").GetInt32()));
+        Assert.Equal("ROMEO:\nWhat, ho!"[1..], string.Concat(listed.Select(t => t.GetProperty("text").GetString())));
+        for (var i = 0; i < listed.Length; i++)
+        {
+            Assert.Equal(expected[i].LogProb, listed[i].GetProperty("logprob").GetDouble(), 12);
+            Assert.Equal(expected[i].Top.Select(a => a.Id), listed[i].GetProperty("top").EnumerateArray().Select(a => a.GetProperty("id").GetInt32()));
+        }
+
+        // The table: a line per token after the summary, the token quoted so that the line break shows.
+        var text = CliRunner.Run("score", "--model", Paths.Model("shakespeare-char"), "--file", file, "--per-token");
+        var lines = text.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(3 + expected.Count, lines.Length);
+        Assert.Matches(@"^\s+6  ""\\n""\s+-\d\.\d{4}$", lines[3 + 5]);
+
+        var refused = CliRunner.Run("score", "--model", Paths.Model("shakespeare-char"), "--file", file, "--top", "21");
+        Assert.Equal(CliApp.UsageError, refused.ExitCode);
+        Assert.Equal("error: --top must be in [1, 20], got 21", refused.Error.Trim());
+    }
+
+    [Fact]
     public void Score_reads_standard_input_for_a_file_named_dash()
     {
         var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"))[..500];
