@@ -226,7 +226,8 @@ internal static class Completions
 
     /// <summary>
     /// The options both endpoints share: OpenAI's sampling fields (<c>presence_penalty</c>, <c>frequency_penalty</c> and
-    /// <c>logit_bias</c> included); <c>top_k</c> and <c>repetition_penalty</c> are extensions, as in llama.cpp's server.
+    /// <c>logit_bias</c> included); <c>top_k</c> and <c>repetition_penalty</c> are extensions, as in llama.cpp's server,
+    /// and <c>min_tokens</c> (vLLM's name) and <c>no_repeat_ngram_size</c> (Hugging Face's) too.
     /// </summary>
     private static GenerationOptions Options(ServerRequest request, int maxTokens, int? logProbs, IReadOnlyList<string> stops)
     {
@@ -244,6 +245,8 @@ internal static class Completions
             TopP = body.Number("top_p", 0, 1) is { } p ? (p == 0 ? throw OpenAIError.BadRequest("'top_p' must be in (0, 1]", "top_p") : p) : 1f,
             TopK = body.Int("top_k", 0, int.MaxValue) ?? 0,
             RepetitionPenalty = body.Number("repetition_penalty", 1e-3, 1e3) ?? 1f,
+            NoRepeatNgramSize = body.Int("no_repeat_ngram_size", 0, int.MaxValue) ?? 0,
+            MinNewTokens = body.Int("min_tokens", 0, int.MaxValue) ?? 0,
             PresencePenalty = body.Number("presence_penalty", -GenerationOptions.MaxPresenceOrFrequencyPenalty, GenerationOptions.MaxPresenceOrFrequencyPenalty) ?? 0f,
             FrequencyPenalty = body.Number("frequency_penalty", -GenerationOptions.MaxPresenceOrFrequencyPenalty, GenerationOptions.MaxPresenceOrFrequencyPenalty) ?? 0f,
             LogitBias = body.LogitBias("logit_bias", request.Model.Config.VocabSize, GenerationOptions.MaxLogitBias),

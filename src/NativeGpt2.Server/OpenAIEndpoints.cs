@@ -88,7 +88,7 @@ public static class OpenAIEndpoints
     {
         ["MaxNewTokens"] = "max_tokens", ["Temperature"] = "temperature", ["TopP"] = "top_p", ["TopK"] = "top_k",
         ["RepetitionPenalty"] = "repetition_penalty", ["StopStrings"] = "stop", ["LogProbs"] = "logprobs",
-        ["PresencePenalty"] = "presence_penalty", ["FrequencyPenalty"] = "frequency_penalty", ["LogitBias"] = "logit_bias",
+        ["PresencePenalty"] = "presence_penalty", ["FrequencyPenalty"] = "frequency_penalty", ["LogitBias"] = "logit_bias", ["MinNewTokens"] = "min_tokens", ["NoRepeatNgramSize"] = "no_repeat_ngram_size",
         ["prompts"] = "prompt", ["prompt"] = "prompt", ["texts"] = "input", ["sequences"] = "input",
     };
 

@@ -4,7 +4,8 @@ namespace NativeGpt2;
 /// How to pick new tokens. The defaults sample from the full distribution at temperature 1; set
 /// <see cref="Greedy"/> (or <see cref="Temperature"/> 0) for the single most likely continuation.
 /// Processing follows Hugging Face: repetition penalty, then temperature, then top-k, then top-p; OpenAI's
-/// presence and frequency penalties and logit bias adjust the logits after the repetition penalty, before the rest.
+/// presence and frequency penalties and logit bias adjust the logits after the repetition penalty, before the rest;
+/// the tokens <see cref="NoRepeatNgramSize"/> and <see cref="MinNewTokens"/> rule out get probability 0 whatever follows.
 /// </summary>
 public sealed record GenerationOptions
 {
@@ -44,6 +45,20 @@ public sealed record GenerationOptions
     /// </summary>
     public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
 
+    /// <summary>
+    /// Never repeat an n-gram of this many tokens: a token that would complete an n-gram the prompt or the output already
+    /// holds gets probability 0 (Hugging Face's <c>no_repeat_ngram_size</c>; 1 bans every token seen). 0 (the default)
+    /// means no limit. Should it rule out every token, generation stops with a <see cref="NativeGpt2Exception"/>.
+    /// </summary>
+    public int NoRepeatNgramSize { get; init; }
+
+    /// <summary>
+    /// Generate at least this many tokens before the end-of-text token may end generation: until then it gets probability 0
+    /// (Hugging Face's <c>min_new_tokens</c>; a stop string can still end generation sooner). 0 (the default) means none;
+    /// at most <see cref="MaxNewTokens"/>.
+    /// </summary>
+    public int MinNewTokens { get; init; }
+
     /// <summary>The most a presence or frequency penalty may be, either way.</summary>
     public const float MaxPresenceOrFrequencyPenalty = 2f;
 
@@ -82,9 +97,9 @@ public sealed record GenerationOptions
     /// <summary>Whether tokens are picked by argmax: <see cref="Greedy"/>, or temperature 0.</summary>
     public bool IsGreedy => Greedy || Temperature == 0f;
 
-    /// <summary>Whether any penalty or bias changes the logits before a pick.</summary>
+    /// <summary>Whether any penalty, bias or ban changes the logits before a pick.</summary>
     internal bool AdjustsLogits =>
-        RepetitionPenalty != 1f || PresencePenalty != 0f || FrequencyPenalty != 0f || LogitBias is { Count: > 0 };
+        RepetitionPenalty != 1f || PresencePenalty != 0f || FrequencyPenalty != 0f || LogitBias is { Count: > 0 } || NoRepeatNgramSize > 0;
 
     /// <summary>Checks that <see cref="LogitBias"/> names only tokens of a vocabulary of <paramref name="vocabularySize"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A token id is outside [0, vocabularySize).</exception>
@@ -126,6 +141,10 @@ public sealed record GenerationOptions
                     throw new ArgumentOutOfRangeException(nameof(LogitBias), bias, $"the bias of token {id} must be in [-{MaxLogitBias}, {MaxLogitBias}]");
             }
         }
+        if (NoRepeatNgramSize < 0)
+            throw new ArgumentOutOfRangeException(nameof(NoRepeatNgramSize), NoRepeatNgramSize, "must be >= 0 (0 means no limit)");
+        if (MinNewTokens < 0 || MinNewTokens > MaxNewTokens)
+            throw new ArgumentOutOfRangeException(nameof(MinNewTokens), MinNewTokens, $"must be in [0, {MaxNewTokens}] (MaxNewTokens; 0 means none)");
         if (LogProbs is < 0 or > MaxLogProbs)
             throw new ArgumentOutOfRangeException(nameof(LogProbs), LogProbs, $"must be in [0, {MaxLogProbs}] (null: none)");
         ArgumentNullException.ThrowIfNull(StopStrings, nameof(StopStrings));

@@ -5,7 +5,7 @@ namespace NativeGpt2.Cli.Commands;
 /// <summary>
 /// <c>nativegpt2 generate [--model SPEC] --prompt TEXT [--max-new-tokens N] [--greedy] [--temperature T]
 /// [--top-k K] [--top-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--logit-bias ID=B]...
-/// [--seed S] [--stop STR]...</c>: streams the prompt's
+/// [--no-repeat-ngram-size N] [--min-new-tokens N] [--seed S] [--stop STR]...</c>: streams the prompt's
 /// continuation to stdout as it is produced.
 /// </summary>
 internal static class GenerateCommand
@@ -33,6 +33,8 @@ internal static class GenerateCommand
                 if (ParseBias(entry) is null) result.AddError($"--logit-bias: '{entry}' is not ID=BIAS, e.g. 50256=-100");
             }
         });
+        var noRepeat = new Option<int>("--no-repeat-ngram-size") { Description = "Never repeat an n-gram of N tokens (prompt included); 0 for no limit.", DefaultValueFactory = _ => defaults.NoRepeatNgramSize };
+        var minNewTokens = new Option<int>("--min-new-tokens") { Description = "Generate at least N tokens before <|endoftext|> may end the text; 0 for none.", DefaultValueFactory = _ => defaults.MinNewTokens };
         var seed = new Option<int?>("--seed") { Description = "Seed for reproducible sampling (default: random)." };
         var stop = new Option<string[]>("--stop") { Description = "Stop before this text; may be repeated.", AllowMultipleArgumentsPerToken = false };
         var slidingWindow = new Option<bool>("--sliding-window") { Description = "Allow prompt + new tokens beyond the context length by sliding the window." };
@@ -41,7 +43,7 @@ internal static class GenerateCommand
         var command = new Command("generate", "Continue a prompt, streaming the text as it is produced.")
         {
             model, backend, weights, prompt, maxNewTokens, greedy, temperature, topK, topP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias,
-            seed, stop, slidingWindow, special,
+            noRepeat, minNewTokens, seed, stop, slidingWindow, special,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -56,6 +58,8 @@ internal static class GenerateCommand
                 PresencePenalty = parse.GetValue(presencePenalty),
                 FrequencyPenalty = parse.GetValue(frequencyPenalty),
                 LogitBias = parse.GetValue(logitBias) is { Length: > 0 } biases ? Biases(biases) : null,
+                NoRepeatNgramSize = parse.GetValue(noRepeat),
+                MinNewTokens = parse.GetValue(minNewTokens),
                 Seed = parse.GetValue(seed),
                 StopStrings = parse.GetValue(stop) ?? [],
                 SlidingWindow = parse.GetValue(slidingWindow),

@@ -78,7 +78,7 @@ internal sealed class GenerationSession : IDisposable
     }
 
     /// <summary>Greedy without a penalty or bias picks on the backend; anything else needs the logits here.</summary>
-    private bool PicksOnBackend => _options.IsGreedy && !_options.AdjustsLogits && _options.LogProbs is null;
+    private bool PicksOnBackend => _options.IsGreedy && !_options.AdjustsLogits && _options.LogProbs is null && _options.MinNewTokens == 0;
 
     /// <summary>The config's eos_token_id, else the tokenizer's &lt;|endoftext|&gt;: where an empty prompt starts and where generation stops.</summary>
     private static int? EndOfText(Gpt2Config config, Gpt2Tokenizer? tokenizer) => config.EosTokenId ?? tokenizer?.EndOfTextId;
@@ -139,7 +139,7 @@ internal sealed class GenerationSession : IDisposable
             row.LastPiece = "";
             if (row.FinishReason is not null) continue;
 
-            var id = _next.Picks?[b] is int pick and >= 0 ? pick : Sampler.Sample(LogitsOf(b), _options, row.Tokens, row.Random, row.Generated);
+            var id = _next.Picks?[b] is int pick and >= 0 ? pick : Sampler.Sample(PickableLogitsOf(b, row), _options, row.Tokens, row.Random, row.Generated);
             if (_options.LogProbs is { } top) row.LogProbs!.Add(Sampler.LogProbs(LogitsOf(b), id, top));
             row.Tokens.Add(id);
             row.Generated.Add(id);
@@ -165,6 +165,20 @@ internal sealed class GenerationSession : IDisposable
         // Finished sequences still take a slot in the batch; they repeat their last token and their output is ignored.
         var next = _rows.Select(r => r.Tokens[^1]).ToArray();
         _next = _model.Next(new TokenBatch(next, _rows.Length, 1), _cache, PicksOnBackend);
+    }
+
+    /// <summary>Row b's logits, with the end-of-text tokens at −∞ while the row is short of <see cref="GenerationOptions.MinNewTokens"/>.</summary>
+    private ReadOnlySpan<float> PickableLogitsOf(int b, Row row)
+    {
+        var logits = LogitsOf(b);
+        if (!_options.StopAtEndOfText || row.Generated.Count >= _options.MinNewTokens) return logits;
+        var copy = logits.ToArray();
+        if (_endOfText is { } end && (uint)end < (uint)copy.Length) copy[end] = float.NegativeInfinity;
+        foreach (var id in _model.Config.AdditionalEosTokenIds)
+        {
+            if ((uint)id < (uint)copy.Length) copy[id] = float.NegativeInfinity;
+        }
+        return copy;
     }
 
     private ReadOnlySpan<float> LogitsOf(int row)

@@ -11,7 +11,7 @@ public static class Sampler
     /// <summary>The next token id.</summary>
     /// <param name="logits">The model's logits at the position to fill.</param>
     /// <param name="options">The options; see <see cref="GenerationOptions"/> for the order they apply in.</param>
-    /// <param name="previousTokens">Prompt and output so far: what the repetition penalty looks at.</param>
+    /// <param name="previousTokens">Prompt and output so far, in order: what the repetition penalty and the n-gram rule look at.</param>
     /// <param name="random">The seeded random source.</param>
     /// <param name="generatedTokens">The output so far: what the presence and frequency penalties count (null: none yet).</param>
     /// <exception cref="NumericalException">The logits contain NaN: nothing can be sampled from them.</exception>
@@ -95,7 +95,30 @@ public static class Sampler
             options.CheckLogitBias(scores.Length);
             foreach (var (id, value) in bias) scores[id] += value;
         }
+        if (options.NoRepeatNgramSize > 0) BanRepeatedNgrams(scores, options.NoRepeatNgramSize, previousTokens);
         return scores;
+    }
+
+    /// <summary>
+    /// Hugging Face's no-repeat-n-gram rule: every token that follows an earlier occurrence of the last n − 1 tokens
+    /// (for n = 1, every token so far) gets −∞, so that no n-gram occurs twice. Nothing is banned before the tokens
+    /// reach n − 1.
+    /// </summary>
+    /// <exception cref="NativeGpt2Exception">The rule leaves no token to pick.</exception>
+    private static void BanRepeatedNgrams(float[] scores, int n, IReadOnlyCollection<int>? previousTokens)
+    {
+        if (previousTokens is null || previousTokens.Count + 1 < n) return;
+        var tokens = previousTokens as IReadOnlyList<int> ?? [.. previousTokens];
+        var prefix = tokens.Count - (n - 1);
+        for (var start = 0; start + n <= tokens.Count; start++)
+        {
+            var matches = true;
+            for (var i = 0; i < n - 1 && matches; i++) matches = tokens[start + i] == tokens[prefix + i];
+            var next = tokens[start + n - 1];
+            if (matches && (uint)next < (uint)scores.Length) scores[next] = float.NegativeInfinity;
+        }
+        if (Array.TrueForAll(scores, float.IsNegativeInfinity))
+            throw new NativeGpt2Exception($"NoRepeatNgramSize {n} rules out every token of the vocabulary after {tokens.Count} tokens: there is nothing left to generate");
     }
 
     private static float[] Penalized(ReadOnlySpan<float> logits, float penalty, IReadOnlyCollection<int> previousTokens)

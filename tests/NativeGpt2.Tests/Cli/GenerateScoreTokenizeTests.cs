@@ -62,6 +62,19 @@ public class GenerateScoreTokenizeTests
     }
 
     [Fact]
+    public void Generate_takes_the_n_gram_and_minimum_length_rules()
+    {
+        var expected = Models.Get("shakespeare-char").Generate("ROMEO:", new GenerationOptions { Greedy = true, MaxNewTokens = 50, NoRepeatNgramSize = 2, MinNewTokens = 3 });
+        var result = CliRunner.Run("generate", "--prompt", "ROMEO:", "--greedy", "-n", "50", "--no-repeat-ngram-size", "2", "--min-new-tokens", "3");
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        Assert.Equal("ROMEO:" + expected.Text + Environment.NewLine, result.Out);
+
+        var refused = CliRunner.Run("generate", "--prompt", "ROMEO:", "-n", "5", "--min-new-tokens", "6");
+        Assert.Equal(CliApp.UsageError, refused.ExitCode);
+        Assert.Equal("error: --min-new-tokens must be in [0, 5] (--max-new-tokens; 0 means none), got 6", refused.Error.Trim());
+    }
+
+    [Fact]
     public void Score_prints_tokens_mean_nll_and_perplexity_and_json()
     {
         using var temp = new TempDirectory();

@@ -214,6 +214,16 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     }
 
     [Fact]
+    public async Task N_gram_and_minimum_length_rules_are_taken_as_the_library_takes_them()
+    {
+        var (status, body) = await PostAsync("/v1/completions", """{"prompt":"ROMEO:\n","max_tokens":60,"temperature":0,"no_repeat_ngram_size":3,"min_tokens":10}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var expected = Shakespeare.Generate("ROMEO:\n", new GenerationOptions { Greedy = true, MaxNewTokens = 60, NoRepeatNgramSize = 3, MinNewTokens = 10 });
+        Assert.Equal(expected.Text, body.GetProperty("choices")[0].GetProperty("text").GetString());
+        Assert.NotEqual(Shakespeare.Generate("ROMEO:\n", new GenerationOptions { Greedy = true, MaxNewTokens = 60 }).Text, expected.Text);
+    }
+
+    [Fact]
     public async Task A_streamed_completion_is_server_sent_events_ending_with_done()
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
@@ -275,6 +285,8 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     [InlineData("""{"prompt":"x","logit_bias":{"5":1,"05":2}}""", "logit_bias")]
     [InlineData("""{"prompt":"x","max_tokens":0}""", "max_tokens")]
     [InlineData("""{"prompt":"x","echo":"yes"}""", "echo")]
+    [InlineData("""{"prompt":"x","no_repeat_ngram_size":-1}""", "no_repeat_ngram_size")]
+    [InlineData("""{"prompt":"x","max_tokens":2,"min_tokens":3}""", "min_tokens")]
     [InlineData("""{"prompt":[]}""", "prompt")]
     [InlineData("""{"prompt":["a",[1]]}""", "prompt")]
     [InlineData("""{"prompt":[[1],[99999]]}""", "prompt")]
