@@ -59,6 +59,26 @@ public sealed record GenerationOptions
     /// </summary>
     public int MinNewTokens { get; init; }
 
+    /// <summary>
+    /// Beam search over this many sequences (Hugging Face's <c>num_beams</c> without sampling; 1, the default, picks one
+    /// token at a time). Each step ranks every beam's continuations by their summed log-probability and keeps the best
+    /// <c>NumBeams</c>; a beam that emits end-of-text becomes a finished hypothesis, scored by that sum over its length
+    /// to the power <see cref="LengthPenalty"/>, and the best hypothesis is the result. Deterministic: temperature,
+    /// top-k, top-p and the seed do not apply. Whole sequences only (no streaming); it takes
+    /// <see cref="NoRepeatNgramSize"/> and <see cref="MinNewTokens"/> but no penalty, bias, stop string, log-probabilities
+    /// or sliding window. At most <see cref="MaxBeams"/>.
+    /// </summary>
+    public int NumBeams { get; init; } = 1;
+
+    /// <summary>The most beams <see cref="NumBeams"/> may ask for.</summary>
+    public const int MaxBeams = 32;
+
+    /// <summary>
+    /// Beam search's length normalization (Hugging Face's <c>length_penalty</c>): a hypothesis scores its summed
+    /// log-probability over (its new tokens)^LengthPenalty; above 0 favours longer ones, below 0 shorter. Default 1.
+    /// </summary>
+    public float LengthPenalty { get; init; } = 1f;
+
     /// <summary>The most a presence or frequency penalty may be, either way.</summary>
     public const float MaxPresenceOrFrequencyPenalty = 2f;
 
@@ -147,6 +167,22 @@ public sealed record GenerationOptions
             throw new ArgumentOutOfRangeException(nameof(MinNewTokens), MinNewTokens, $"must be in [0, {MaxNewTokens}] (MaxNewTokens; 0 means none)");
         if (LogProbs is < 0 or > MaxLogProbs)
             throw new ArgumentOutOfRangeException(nameof(LogProbs), LogProbs, $"must be in [0, {MaxLogProbs}] (null: none)");
+        if (NumBeams is < 1 or > MaxBeams)
+            throw new ArgumentOutOfRangeException(nameof(NumBeams), NumBeams, $"must be in [1, {MaxBeams}] (1: no beam search)");
+        if (!float.IsFinite(LengthPenalty))
+            throw new ArgumentOutOfRangeException(nameof(LengthPenalty), LengthPenalty, "must be a finite number");
+        if (NumBeams > 1)
+        {
+            foreach (var (name, set) in new[]
+            {
+                (nameof(RepetitionPenalty), RepetitionPenalty != 1f), (nameof(PresencePenalty), PresencePenalty != 0f),
+                (nameof(FrequencyPenalty), FrequencyPenalty != 0f), (nameof(LogitBias), LogitBias is { Count: > 0 }),
+                (nameof(StopStrings), StopStrings is { Count: > 0 }), (nameof(LogProbs), LogProbs is not null), (nameof(SlidingWindow), SlidingWindow),
+            })
+            {
+                if (set) throw new ArgumentException($"{name} does not apply to beam search (NumBeams {NumBeams}): leave it unset, or use NumBeams 1", name);
+            }
+        }
         ArgumentNullException.ThrowIfNull(StopStrings, nameof(StopStrings));
         if (StopStrings.Any(string.IsNullOrEmpty))
             throw new ArgumentException("stop strings must not be null or empty", nameof(StopStrings));

@@ -78,6 +78,8 @@ public sealed partial class Gpt2CausalLM
         options ??= new GenerationOptions();
         var ids = Encode(tokenizer, prompt, options.AllowSpecialTokens);
         GenerationSession.Prepare(Config, [ids], options, tokenizer);
+        if (options.NumBeams > 1)
+            throw new ArgumentException($"beam search (NumBeams {options.NumBeams}) returns whole sequences: use Generate, or NumBeams 1 to stream", nameof(options.NumBeams));
         return Updates(ids, options, tokenizer, cancellationToken);
     }
 
@@ -94,6 +96,8 @@ public sealed partial class Gpt2CausalLM
         options ??= new GenerationOptions();
         var ids = promptIds.ToArray();
         GenerationSession.Prepare(Config, [ids], options, tokenizer);
+        if (options.NumBeams > 1)
+            throw new ArgumentException($"beam search (NumBeams {options.NumBeams}) returns whole sequences: use Generate, or NumBeams 1 to stream", nameof(options.NumBeams));
         return Updates(ids, options, tokenizer, cancellationToken);
     }
 
@@ -113,6 +117,14 @@ public sealed partial class Gpt2CausalLM
 
     private IReadOnlyList<GenerationResult> Run(int[][] prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer, CancellationToken cancellationToken)
     {
+        if (options.NumBeams > 1)
+        {
+            // Each prompt is searched alone, its beams the cache's rows.
+            ThrowIfDisposed();
+            var prepared = GenerationSession.Prepare(Config, prompts, options, tokenizer);
+            var ends = GenerationSession.EndOfTextIds(Config, tokenizer, options);
+            return [.. prepared.Select(prompt => BeamSearch.Run(this, prompt, options, tokenizer, ends, cancellationToken))];
+        }
         using var session = Start(prompts, options, tokenizer);
         while (!session.IsFinished)
         {

@@ -17,6 +17,9 @@ public sealed class KvCache : IDisposable
     private readonly bool _ownsBuffers;
     private bool _maskStale = true;
 
+    /// <summary>Buffers <see cref="GatherFrom"/> writes into when it gathers within this cache, then swaps in; made on first use.</summary>
+    private DeviceBuffer<float>[]? _spareKeys, _spareValues;
+
     /// <summary>A cache with buffers of its own.</summary>
     internal KvCache(Gpt2Config config, IBackend backend, int batchSize, int capacity)
         : this(config, backend, batchSize, capacity, null, null, null)
@@ -37,7 +40,8 @@ public sealed class KvCache : IDisposable
         Capacity = capacity;
         Stride = SlotStride(capacity);
         Backend = backend;
-        var perLayer = (long)batchSize * config.HeadCount * Stride * config.HeadSize;
+        RowFloats = config.HeadCount * Stride * config.HeadSize;
+        var perLayer = (long)batchSize * RowFloats;
         if (perLayer > Array.MaxLength)
             throw new ArgumentOutOfRangeException(nameof(batchSize), $"a cache of batch {batchSize} × {capacity} positions exceeds the largest .NET array per layer");
         Mask = new int[batchSize * Stride];
@@ -88,6 +92,9 @@ public sealed class KvCache : IDisposable
         var stride = (capacity + 15) / 16 * 16;
         return stride / 16 % 2 == 0 ? stride + 16 : stride;
     }
+
+    /// <summary>Floats one row (one sequence) takes in a layer's keys, and in its values.</summary>
+    internal int RowFloats { get; }
 
     /// <summary>Positions filled so far (including padding).</summary>
     public int Length { get; internal set; }
@@ -151,6 +158,66 @@ public sealed class KvCache : IDisposable
         _maskStale = true;
     }
 
+    /// <summary>
+    /// Row b takes what row <paramref name="rows"/>[b] of <paramref name="source"/> holds: its keys and values, mask and
+    /// positions. Beam search follows its surviving beams this way, and spreads a prompt cached once in a one-row cache
+    /// over every beam. <paramref name="source"/> may be this cache; otherwise it must have the same capacity.
+    /// </summary>
+    internal void GatherFrom(KvCache source, int[] rows)
+    {
+        if (!_ownsBuffers) throw new InvalidOperationException("a workspace's scratch cache cannot gather rows");
+        if (rows.Length != BatchSize) throw new ArgumentException($"{rows.Length} rows named for a cache of {BatchSize}", nameof(rows));
+        if (source.Stride != Stride || source.RowFloats != RowFloats || source.Keys.Length != Keys.Length)
+            throw new ArgumentException("the caches differ in shape or capacity", nameof(source));
+        foreach (var row in rows)
+            ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)row, (uint)source.BatchSize, nameof(rows));
+        var within = ReferenceEquals(source, this);
+        if (within && rows.Select((row, b) => row == b).All(same => same)) return;
+        // Within one cache a row may be read after another row took its place: gather into the spare buffers, then swap.
+        var keys = within ? _spareKeys ??= AllocateLike(Keys) : Keys;
+        var values = within ? _spareValues ??= AllocateLike(Values) : Values;
+        using var indices = Backend.Upload(rows);
+        for (var l = 0; l < Keys.Length; l++)
+        {
+            Backend.GatherRows(keys[l], source.Keys[l], indices, BatchSize, RowFloats);
+            Backend.GatherRows(values[l], source.Values[l], indices, BatchSize, RowFloats);
+        }
+        if (within)
+        {
+            for (var l = 0; l < Keys.Length; l++)
+            {
+                (Keys[l], _spareKeys![l]) = (_spareKeys[l], Keys[l]);
+                (Values[l], _spareValues![l]) = (_spareValues[l], Values[l]);
+            }
+        }
+        var mask = new int[Mask.Length];
+        var positions = new int[BatchSize];
+        for (var b = 0; b < BatchSize; b++)
+        {
+            source.Mask.AsSpan(rows[b] * Stride, Stride).CopyTo(mask.AsSpan(b * Stride, Stride));
+            positions[b] = source.NextPosition[rows[b]];
+        }
+        mask.CopyTo(Mask, 0);
+        positions.CopyTo(NextPosition, 0);
+        Length = source.Length;
+        _maskStale = true;
+    }
+
+    private DeviceBuffer<float>[] AllocateLike(DeviceBuffer<float>[] buffers)
+    {
+        var spare = new DeviceBuffer<float>[buffers.Length];
+        try
+        {
+            for (var l = 0; l < spare.Length; l++) spare[l] = Backend.Allocate<float>((long)BatchSize * RowFloats);
+        }
+        catch
+        {
+            foreach (var buffer in spare) buffer?.Dispose();
+            throw;
+        }
+        return spare;
+    }
+
     /// <summary>Forgets every cached token, keeping the buffers.</summary>
     public void Reset()
     {
@@ -164,7 +231,7 @@ public sealed class KvCache : IDisposable
     public void Dispose()
     {
         if (!_ownsBuffers) return;
-        foreach (var buffer in Keys.Concat(Values)) buffer?.Dispose();
+        foreach (var buffer in Keys.Concat(Values).Concat(_spareKeys ?? []).Concat(_spareValues ?? [])) buffer?.Dispose();
         DeviceMask?.Dispose();
     }
 }

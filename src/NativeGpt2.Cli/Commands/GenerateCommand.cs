@@ -5,8 +5,8 @@ namespace NativeGpt2.Cli.Commands;
 /// <summary>
 /// <c>nativegpt2 generate [--model SPEC] --prompt TEXT [--max-new-tokens N] [--greedy] [--temperature T]
 /// [--top-k K] [--top-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--logit-bias ID=B]...
-/// [--no-repeat-ngram-size N] [--min-new-tokens N] [--seed S] [--stop STR]...</c>: streams the prompt's
-/// continuation to stdout as it is produced.
+/// [--no-repeat-ngram-size N] [--min-new-tokens N] [--num-beams K] [--length-penalty L] [--seed S] [--stop STR]...</c>:
+/// streams the prompt's continuation to stdout as it is produced (beam search prints it when the search ends).
 /// </summary>
 internal static class GenerateCommand
 {
@@ -35,6 +35,8 @@ internal static class GenerateCommand
         });
         var noRepeat = new Option<int>("--no-repeat-ngram-size") { Description = "Never repeat an n-gram of N tokens (prompt included); 0 for no limit.", DefaultValueFactory = _ => defaults.NoRepeatNgramSize };
         var minNewTokens = new Option<int>("--min-new-tokens") { Description = "Generate at least N tokens before <|endoftext|> may end the text; 0 for none.", DefaultValueFactory = _ => defaults.MinNewTokens };
+        var numBeams = new Option<int>("--num-beams") { Description = $"Beam search over K sequences (1 to {GenerationOptions.MaxBeams}; 1: none); the text is printed when the search ends.", DefaultValueFactory = _ => defaults.NumBeams };
+        var lengthPenalty = new Option<float>("--length-penalty") { Description = "Beam search: a finished sequence scores its log-probability over (its length)^L; above 0 favours longer ones.", DefaultValueFactory = _ => defaults.LengthPenalty };
         var seed = new Option<int?>("--seed") { Description = "Seed for reproducible sampling (default: random)." };
         var stop = new Option<string[]>("--stop") { Description = "Stop before this text; may be repeated.", AllowMultipleArgumentsPerToken = false };
         var slidingWindow = new Option<bool>("--sliding-window") { Description = "Allow prompt + new tokens beyond the context length by sliding the window." };
@@ -43,7 +45,7 @@ internal static class GenerateCommand
         var command = new Command("generate", "Continue a prompt, streaming the text as it is produced.")
         {
             model, backend, weights, prompt, maxNewTokens, greedy, temperature, topK, topP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias,
-            noRepeat, minNewTokens, seed, stop, slidingWindow, special,
+            noRepeat, minNewTokens, numBeams, lengthPenalty, seed, stop, slidingWindow, special,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -60,6 +62,8 @@ internal static class GenerateCommand
                 LogitBias = parse.GetValue(logitBias) is { Length: > 0 } biases ? Biases(biases) : null,
                 NoRepeatNgramSize = parse.GetValue(noRepeat),
                 MinNewTokens = parse.GetValue(minNewTokens),
+                NumBeams = parse.GetValue(numBeams),
+                LengthPenalty = parse.GetValue(lengthPenalty),
                 Seed = parse.GetValue(seed),
                 StopStrings = parse.GetValue(stop) ?? [],
                 SlidingWindow = parse.GetValue(slidingWindow),
@@ -72,6 +76,14 @@ internal static class GenerateCommand
             using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
             if (lm.Tokenizer is null)
                 throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer ({Tokenization.Gpt2Tokenizer.NoTokenizerFiles}), so --prompt cannot be read; 'nativegpt2 forward --ids' runs it on token ids");
+            if (options.NumBeams > 1)
+            {
+                // Beam search knows its text only at the end; the prompt is checked before the search starts.
+                CommonOptions.ValidateAsUsage(() => Generation.GenerationSession.Prepare(lm.Config, [lm.Tokenizer.Encode(text, options.AllowSpecialTokens)], options, lm.Tokenizer));
+                var result = await Task.Run(() => lm.Generate(text, options, cancellation), cancellation);
+                await context.Out.WriteLineAsync(text + result.Text);
+                return CliApp.Success;
+            }
             // The prompt is checked against the context here, before anything is printed.
             IAsyncEnumerable<string> stream = null!;
             CommonOptions.ValidateAsUsage(() => stream = lm.GenerateStreamAsync(text, options, cancellation));

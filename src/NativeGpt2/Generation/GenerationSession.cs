@@ -80,6 +80,16 @@ internal sealed class GenerationSession : IDisposable
     /// <summary>Greedy without a penalty or bias picks on the backend; anything else needs the logits here.</summary>
     private bool PicksOnBackend => _options.IsGreedy && !_options.AdjustsLogits && _options.LogProbs is null && _options.MinNewTokens == 0;
 
+    /// <summary>The ids that end generation: the end-of-text token and the config's other eos ids; none when the options don't stop there.</summary>
+    public static IReadOnlySet<int> EndOfTextIds(Gpt2Config config, Gpt2Tokenizer? tokenizer, GenerationOptions options)
+    {
+        var ids = new HashSet<int>();
+        if (!options.StopAtEndOfText) return ids;
+        if (EndOfText(config, tokenizer) is { } end) ids.Add(end);
+        ids.UnionWith(config.AdditionalEosTokenIds);
+        return ids;
+    }
+
     /// <summary>The config's eos_token_id, else the tokenizer's &lt;|endoftext|&gt;: where an empty prompt starts and where generation stops.</summary>
     private static int? EndOfText(Gpt2Config config, Gpt2Tokenizer? tokenizer) => config.EosTokenId ?? tokenizer?.EndOfTextId;
 

@@ -75,6 +75,19 @@ public class GenerateScoreTokenizeTests
     }
 
     [Fact]
+    public void Generate_searches_beams_and_prints_the_best_sequence()
+    {
+        var expected = Models.Get("shakespeare-char").Generate("ROMEO:", new GenerationOptions { NumBeams = 3, MaxNewTokens = 40, LengthPenalty = 0.8f });
+        var result = CliRunner.Run("generate", "--prompt", "ROMEO:", "-n", "40", "--num-beams", "3", "--length-penalty", "0.8");
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        Assert.Equal("ROMEO:" + expected.Text + Environment.NewLine, result.Out);
+
+        var refused = CliRunner.Run("generate", "--prompt", "ROMEO:", "--num-beams", "2", "--stop", "\n");
+        Assert.Equal(CliApp.UsageError, refused.ExitCode);
+        Assert.Equal("error: --stop does not apply to beam search (--num-beams 2): leave it unset, or use --num-beams 1", refused.Error.Trim());
+    }
+
+    [Fact]
     public void Score_prints_tokens_mean_nll_and_perplexity_and_json()
     {
         using var temp = new TempDirectory();

@@ -1,0 +1,192 @@
+using NativeGpt2.Generation;
+using NativeGpt2.Tests.Support;
+using Xunit;
+
+namespace NativeGpt2.Tests.Generation;
+
+/// <summary><see cref="GenerationOptions.NumBeams"/>: Hugging Face's beam search, against searches written out without a cache.</summary>
+[Collection(IlgpuAccelerators.Name)]
+public class BeamSearchTests
+{
+    private static Gpt2CausalLM Shakespeare => Models.Get("shakespeare-char");
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(5)]
+    [InlineData(16)]
+    public void Two_steps_find_the_likeliest_pair_whose_first_token_is_among_the_k_likeliest(int k)
+    {
+        var model = Models.Get("tiny");
+        int[] prompt = [5, 77, 300];
+        var result = model.GenerateIds(prompt, new GenerationOptions { NumBeams = k, MaxNewTokens = 2, StopAtEndOfText = false });
+
+        // Step one keeps the k likeliest first tokens; step two picks the best pair among their continuations.
+        var first = LogSoftmax(Last(model, prompt));
+        var kept = Enumerable.Range(0, first.Length).OrderByDescending(v => first[v]).ThenBy(v => v).Take(k);
+        var best = kept.SelectMany(t1 => LogSoftmax(Last(model, [.. prompt, t1])).Select((lp, t2) => (Score: first[t1] + lp, Pair: new[] { t1, t2 })))
+            .MaxBy(c => c.Score).Pair;
+        Assert.Equal(best, result.GeneratedIds);
+        Assert.Equal(FinishReason.Length, result.FinishReason);
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Cases))]
+    public void The_search_with_a_cache_finds_what_the_search_without_one_finds(string backend, int k, float lengthPenalty, int noRepeat, int minNew)
+    {
+        TestBackends.SkipIfUnavailable(backend);
+        var model = Models.Get("tiny", backend);
+        var options = new GenerationOptions { NumBeams = k, MaxNewTokens = 7, LengthPenalty = lengthPenalty, NoRepeatNgramSize = noRepeat, MinNewTokens = minNew };
+        // The simulated GPU runs one prompt (its cache gathers are what it adds), the CPU both.
+        foreach (int[] prompt in ((int[][])[[400, 12, 12, 12, 9], [1, 2, 3]]).Take(backend == TestBackends.Cpu ? 2 : 1))
+        {
+            var expected = Reference(model, prompt, options, endOfText: 511);
+            Assert.Equal(expected, model.GenerateIds(prompt, options).GeneratedIds);
+        }
+    }
+
+    public static TheoryData<string, int, float, int, int> Cases()
+    {
+        var cases = new TheoryData<string, int, float, int, int>();
+        foreach (var backend in new[] { TestBackends.Cpu, TestBackends.IlgpuCpu, TestBackends.Cuda }) cases.Add(backend, 8, 0.5f, 2, 3);
+        cases.Add("cpu", 3, 1f, 0, 0);
+        cases.Add("cpu", 32, -1f, 1, 0);
+        cases.Add("cpu", 4, 2f, 3, 7);
+        return cases;
+    }
+
+    [Theory]
+    [InlineData(3, 1f)]
+    [InlineData(6, 0.3f)]
+    public void Beams_that_end_their_text_become_hypotheses_and_the_best_one_wins(int k, float lengthPenalty)
+    {
+        // Every token used once at most: after the 65 others only <|endoftext|> is left, so every beam ends with it.
+        var options = new GenerationOptions { NumBeams = k, MaxNewTokens = 80, NoRepeatNgramSize = 1, LengthPenalty = lengthPenalty };
+        var prompt = Shakespeare.Tokenizer!.Encode("A");
+        var eos = Shakespeare.Config.EosTokenId!.Value;
+        var result = Shakespeare.Generate("A", options);
+        Assert.Equal(Reference(Shakespeare, prompt, options, eos), result.GeneratedIds);
+        Assert.Equal(eos, result.GeneratedIds[^1]);
+        Assert.Equal(FinishReason.EndOfText, result.FinishReason);
+        Assert.Equal(Shakespeare.Tokenizer.Decode(result.GeneratedIds.SkipLast(1)), result.Text);
+    }
+
+    [Fact]
+    public void Each_prompt_of_a_batch_is_searched_as_if_alone()
+    {
+        var options = new GenerationOptions { NumBeams = 4, MaxNewTokens = 30 };
+        var batch = Shakespeare.Generate(["ROMEO:", "JULIET:\n"], options);
+        Assert.Equal(Shakespeare.Generate("ROMEO:", options).GeneratedIds, batch[0].GeneratedIds);
+        Assert.Equal(Shakespeare.Generate("JULIET:\n", options).GeneratedIds, batch[1].GeneratedIds);
+    }
+
+    [Fact]
+    public void Options_beam_search_cannot_honour_are_refused_by_name()
+    {
+        Assert.Equal(nameof(GenerationOptions.NumBeams), Assert.Throws<ArgumentOutOfRangeException>(new GenerationOptions { NumBeams = 0 }.Validate).ParamName);
+        Assert.Equal(nameof(GenerationOptions.NumBeams), Assert.Throws<ArgumentOutOfRangeException>(new GenerationOptions { NumBeams = GenerationOptions.MaxBeams + 1 }.Validate).ParamName);
+        Assert.Equal(nameof(GenerationOptions.LengthPenalty), Assert.Throws<ArgumentOutOfRangeException>(new GenerationOptions { LengthPenalty = float.NaN }.Validate).ParamName);
+        foreach (var (options, name) in new (GenerationOptions, string)[]
+        {
+            (new() { NumBeams = 2, RepetitionPenalty = 1.2f }, nameof(GenerationOptions.RepetitionPenalty)),
+            (new() { NumBeams = 2, StopStrings = ["\n"] }, nameof(GenerationOptions.StopStrings)),
+            (new() { NumBeams = 2, LogProbs = 1 }, nameof(GenerationOptions.LogProbs)),
+            (new() { NumBeams = 2, LogitBias = new Dictionary<int, float> { [1] = 1 } }, nameof(GenerationOptions.LogitBias)),
+            (new() { NumBeams = 2, SlidingWindow = true }, nameof(GenerationOptions.SlidingWindow)),
+        })
+        {
+            var error = Assert.Throws<ArgumentException>(() => Shakespeare.Generate("A", options));
+            Assert.Equal(name, error.ParamName);
+            Assert.Contains("beam search", error.Message);
+        }
+        var streaming = Assert.Throws<ArgumentException>(() => Shakespeare.GenerateStreamAsync("A", new GenerationOptions { NumBeams = 2 }));
+        Assert.Equal(nameof(GenerationOptions.NumBeams), streaming.ParamName);
+    }
+
+    [Fact]
+    public void Hypotheses_keep_the_k_best_by_length_normalized_score()
+    {
+        var kept = new BeamHypotheses(2, lengthPenalty: 1f);
+        kept.Add([1], -2, 1);          // -2
+        Assert.False(kept.IsDone(-0.1, 1));
+        kept.Add([2, 3], -3, 2);       // -1.5
+        kept.Add([4, 5, 6], -9, 3);    // -3: worse than both, not kept
+        Assert.Equal([2, 3], kept.Best());
+        kept.Add([7, 8], -1, 2);       // -0.5: replaces -2
+        Assert.Equal(2, kept.Count);
+        Assert.Equal([7, 8], kept.Best());
+        // Done when no running beam can beat the worst kept (-1.5) even at the length it has reached.
+        Assert.True(kept.IsDone(-4, 2));
+        Assert.False(kept.IsDone(-2, 2));
+    }
+
+    /// <summary>Beam search written out plainly: a full forward pass per beam and step, every candidate sorted.</summary>
+    private static List<int> Reference(Gpt2CausalLM model, int[] prompt, GenerationOptions options, int endOfText)
+    {
+        var k = options.NumBeams;
+        var beams = new List<(List<int> Tokens, double Score)> { ([], 0) };
+        var hypotheses = new List<(double Score, List<int> Tokens)>();
+        double worst = 1e9;
+        void Add(List<int> tokens, double sum, int length)
+        {
+            var score = sum / Math.Pow(length, options.LengthPenalty);
+            if (hypotheses.Count >= k && !(score > worst)) return;
+            hypotheses.Add((score, tokens));
+            if (hypotheses.Count > k)
+            {
+                hypotheses.RemoveAt(hypotheses.FindIndex(h => h.Score == hypotheses.Min(m => m.Score)));
+                worst = hypotheses.Min(h => h.Score);
+            }
+            else worst = Math.Min(worst, score);
+        }
+        var done = false;
+        for (var step = 1; step <= options.MaxNewTokens && !done; step++)
+        {
+            var candidates = new List<(double Score, int Flat, int Beam, int Token)>();
+            for (var b = 0; b < beams.Count; b++)
+            {
+                var sequence = prompt.Concat(beams[b].Tokens).ToList();
+                var logProbs = LogSoftmax(Last(model, [.. sequence]));
+                var n = options.NoRepeatNgramSize;
+                for (var start = 0; n > 0 && sequence.Count + 1 >= n && start + n <= sequence.Count; start++)
+                {
+                    if (sequence.Skip(start).Take(n - 1).SequenceEqual(sequence.Skip(sequence.Count - (n - 1)))) logProbs[sequence[start + n - 1]] = double.NegativeInfinity;
+                }
+                if (beams[b].Tokens.Count < options.MinNewTokens) logProbs[endOfText] = double.NegativeInfinity;
+                for (var v = 0; v < logProbs.Length; v++)
+                {
+                    if (!double.IsNegativeInfinity(logProbs[v])) candidates.Add((beams[b].Score + logProbs[v], b * logProbs.Length + v, b, v));
+                }
+            }
+            var ranked = candidates.OrderByDescending(c => c.Score).ThenBy(c => c.Flat).Take(2 * k).ToList();
+            var next = new List<(List<int> Tokens, double Score)>();
+            for (var rank = 0; rank < ranked.Count && next.Count < k; rank++)
+            {
+                var c = ranked[rank];
+                if (c.Token != endOfText) next.Add(([.. beams[c.Beam].Tokens, c.Token], c.Score));
+                else if (rank < k) Add([.. beams[c.Beam].Tokens, c.Token], c.Score, step);
+            }
+            done = next.Count == 0 || hypotheses.Count >= k && worst >= ranked[0].Score / Math.Pow(step, options.LengthPenalty);
+            while (next.Count is > 0 && next.Count < k) next.Add((next[^1].Tokens, double.NegativeInfinity));
+            if (!done) beams = next;
+        }
+        if (!done)
+        {
+            foreach (var (tokens, score) in beams) Add(tokens, score, tokens.Count);
+        }
+        var best = hypotheses[0];
+        foreach (var h in hypotheses)
+        {
+            if (h.Score >= best.Score) best = h;
+        }
+        return best.Tokens;
+    }
+
+    private static float[] Last(Gpt2CausalLM model, int[] ids) => model.Forward(TokenBatch.FromIds(ids)).Logits.Row(0, ids.Length - 1).ToArray();
+
+    private static double[] LogSoftmax(float[] logits)
+    {
+        var max = logits.Max();
+        var logSum = max + Math.Log(logits.Sum(x => Math.Exp(x - max)));
+        return [.. logits.Select(x => x - logSum)];
+    }
+}
