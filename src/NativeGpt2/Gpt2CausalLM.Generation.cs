@@ -78,8 +78,7 @@ public sealed partial class Gpt2CausalLM
         options ??= new GenerationOptions();
         var ids = Encode(tokenizer, prompt, options.AllowSpecialTokens);
         GenerationSession.Prepare(Config, [ids], options, tokenizer);
-        if (options.NumBeams > 1)
-            throw new ArgumentException($"beam search (NumBeams {options.NumBeams}) returns whole sequences: use Generate, or NumBeams 1 to stream", nameof(options.NumBeams));
+        RefuseBeams(options);
         return Updates(ids, options, tokenizer, cancellationToken);
     }
 
@@ -96,9 +95,15 @@ public sealed partial class Gpt2CausalLM
         options ??= new GenerationOptions();
         var ids = promptIds.ToArray();
         GenerationSession.Prepare(Config, [ids], options, tokenizer);
+        RefuseBeams(options);
+        return Updates(ids, options, tokenizer, cancellationToken);
+    }
+
+    /// <summary>Streaming goes token by token; beam search knows its sequence only at the end.</summary>
+    private static void RefuseBeams(GenerationOptions options)
+    {
         if (options.NumBeams > 1)
             throw new ArgumentException($"beam search (NumBeams {options.NumBeams}) returns whole sequences: use Generate, or NumBeams 1 to stream", nameof(options.NumBeams));
-        return Updates(ids, options, tokenizer, cancellationToken);
     }
 
     private async IAsyncEnumerable<GenerationUpdate> Updates(int[] ids, GenerationOptions options, Gpt2Tokenizer tokenizer,

@@ -16,6 +16,7 @@ internal sealed class GenerationSession : IDisposable
     private readonly Row[] _rows;
     private readonly KvCache _cache;
     private readonly int? _endOfText;
+    private readonly IReadOnlySet<int> _ends;
     private readonly int _padId;
     private NextTokens _next;
 
@@ -43,6 +44,7 @@ internal sealed class GenerationSession : IDisposable
         _options = options;
         var context = model.Config.ContextLength;
         _endOfText = EndOfText(model.Config, tokenizer);
+        _ends = EndOfTextIds(model.Config, tokenizer, options);
         _padId = _endOfText ?? 0;
 
         var seed = options.Seed ?? Random.Shared.Next();
@@ -153,7 +155,7 @@ internal sealed class GenerationSession : IDisposable
             if (_options.LogProbs is { } top) row.LogProbs!.Add(Sampler.LogProbs(LogitsOf(b), id, top));
             row.Tokens.Add(id);
             row.Generated.Add(id);
-            if (_options.StopAtEndOfText && (id == _endOfText || _model.Config.AdditionalEosTokenIds.Contains(id)))
+            if (_ends.Contains(id))
                 Finish(row, FinishReason.EndOfText);
             else
             {
@@ -181,10 +183,9 @@ internal sealed class GenerationSession : IDisposable
     private ReadOnlySpan<float> PickableLogitsOf(int b, Row row)
     {
         var logits = LogitsOf(b);
-        if (!_options.StopAtEndOfText || row.Generated.Count >= _options.MinNewTokens) return logits;
+        if (row.Generated.Count >= _options.MinNewTokens || _ends.Count == 0) return logits;
         var copy = logits.ToArray();
-        if (_endOfText is { } end && (uint)end < (uint)copy.Length) copy[end] = float.NegativeInfinity;
-        foreach (var id in _model.Config.AdditionalEosTokenIds)
+        foreach (var id in _ends)
         {
             if ((uint)id < (uint)copy.Length) copy[id] = float.NegativeInfinity;
         }
