@@ -3,7 +3,7 @@ namespace NativeGpt2;
 /// <summary>
 /// How to pick new tokens. The defaults sample from the full distribution at temperature 1; set
 /// <see cref="Greedy"/> (or <see cref="Temperature"/> 0) for the single most likely continuation.
-/// Processing follows Hugging Face: repetition penalty, then temperature, then top-k, then top-p; OpenAI's
+/// Processing follows Hugging Face: repetition penalty, then temperature, then top-k, then top-p, then min-p; OpenAI's
 /// presence and frequency penalties and logit bias adjust the logits after the repetition penalty, before the rest;
 /// the tokens <see cref="NoRepeatNgramSize"/> and <see cref="MinNewTokens"/> rule out get probability 0 whatever follows.
 /// </summary>
@@ -23,6 +23,12 @@ public sealed record GenerationOptions
 
     /// <summary>Nucleus sampling: sample only from the smallest set of most likely tokens whose probability reaches p, in (0, 1]; 1 means no limit.</summary>
     public float TopP { get; init; } = 1f;
+
+    /// <summary>
+    /// Min-p sampling: keep only the tokens at least this fraction as likely as the most likely one (after temperature,
+    /// top-k and top-p), in [0, 1]; 0 (the default) means no limit. Hugging Face's <c>min_p</c>, llama.cpp's and vLLM's.
+    /// </summary>
+    public float MinP { get; init; }
 
     /// <summary>Penalty for tokens already in the prompt or output (logit / r if positive, · r if negative); 1 means none. Must be &gt; 0.</summary>
     public float RepetitionPenalty { get; init; } = 1f;
@@ -64,7 +70,7 @@ public sealed record GenerationOptions
     /// token at a time). Each step ranks every beam's continuations by their summed log-probability and keeps the best
     /// <c>NumBeams</c>; a beam that emits end-of-text becomes a finished hypothesis, scored by that sum over its length
     /// to the power <see cref="LengthPenalty"/>, and the best hypothesis is the result. Deterministic: temperature,
-    /// top-k, top-p and the seed do not apply. Whole sequences only (no streaming); it takes
+    /// top-k, top-p, min-p and the seed do not apply. Whole sequences only (no streaming); it takes
     /// <see cref="NoRepeatNgramSize"/> and <see cref="MinNewTokens"/> but no penalty, bias, stop string, log-probabilities
     /// or sliding window. At most <see cref="MaxBeams"/>.
     /// </summary>
@@ -145,6 +151,8 @@ public sealed record GenerationOptions
             throw new ArgumentOutOfRangeException(nameof(TopK), TopK, "must be >= 0 (0 means no limit)");
         if (!(TopP > 0 && TopP <= 1))
             throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "must be in (0, 1] (1 means no limit)");
+        if (!(MinP >= 0 && MinP <= 1))
+            throw new ArgumentOutOfRangeException(nameof(MinP), MinP, "must be in [0, 1] (0 means no limit)");
         if (!(RepetitionPenalty > 0) || float.IsInfinity(RepetitionPenalty))
             throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), RepetitionPenalty, "must be a finite number > 0 (1 means none)");
         foreach (var (name, penalty) in new[] { (nameof(PresencePenalty), PresencePenalty), (nameof(FrequencyPenalty), FrequencyPenalty) })

@@ -4,7 +4,7 @@ namespace NativeGpt2.Cli.Commands;
 
 /// <summary>
 /// <c>nativegpt2 generate [--model SPEC] --prompt TEXT [--max-new-tokens N] [--greedy] [--temperature T]
-/// [--top-k K] [--top-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--logit-bias ID=B]...
+/// [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--logit-bias ID=B]...
 /// [--no-repeat-ngram-size N] [--min-new-tokens N] [--num-beams K] [--length-penalty L] [--seed S] [--stop STR]...</c>:
 /// streams the prompt's continuation to stdout as it is produced (beam search prints it when the search ends).
 /// </summary>
@@ -22,6 +22,7 @@ internal static class GenerateCommand
         var temperature = new Option<float>("--temperature") { Description = "Sampling temperature; 0 is greedy.", DefaultValueFactory = _ => defaults.Temperature };
         var topK = new Option<int>("--top-k") { Description = "Sample among the K most likely tokens; 0 for no limit.", DefaultValueFactory = _ => defaults.TopK };
         var topP = new Option<float>("--top-p") { Description = "Sample from the smallest set of tokens with probability ≥ P; 1 for no limit.", DefaultValueFactory = _ => defaults.TopP };
+        var minP = new Option<float>("--min-p") { Description = "Sample only among tokens at least P times as likely as the most likely; 0 for no limit.", DefaultValueFactory = _ => defaults.MinP };
         var repetitionPenalty = new Option<float>("--repetition-penalty") { Description = "Penalty > 1 for tokens already seen; 1 for none.", DefaultValueFactory = _ => defaults.RepetitionPenalty };
         var presencePenalty = new Option<float>("--presence-penalty") { Description = "Subtracted once from the logit of each token the output already holds, in [-2, 2]; 0 for none.", DefaultValueFactory = _ => defaults.PresencePenalty };
         var frequencyPenalty = new Option<float>("--frequency-penalty") { Description = "Subtracted from a token's logit for each time the output already holds it, in [-2, 2]; 0 for none.", DefaultValueFactory = _ => defaults.FrequencyPenalty };
@@ -44,7 +45,7 @@ internal static class GenerateCommand
 
         var command = new Command("generate", "Continue a prompt, streaming the text as it is produced.")
         {
-            model, backend, weights, prompt, maxNewTokens, greedy, temperature, topK, topP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias,
+            model, backend, weights, prompt, maxNewTokens, greedy, temperature, topK, topP, minP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias,
             noRepeat, minNewTokens, numBeams, lengthPenalty, seed, stop, slidingWindow, special,
         };
         command.SetAction(async (parse, cancellation) =>
@@ -56,6 +57,7 @@ internal static class GenerateCommand
                 Temperature = parse.GetValue(temperature),
                 TopK = parse.GetValue(topK),
                 TopP = parse.GetValue(topP),
+                MinP = parse.GetValue(minP),
                 RepetitionPenalty = parse.GetValue(repetitionPenalty),
                 PresencePenalty = parse.GetValue(presencePenalty),
                 FrequencyPenalty = parse.GetValue(frequencyPenalty),

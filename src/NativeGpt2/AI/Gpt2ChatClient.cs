@@ -15,7 +15,8 @@ namespace NativeGpt2.AI;
 /// (added to the template's) and <see cref="ChatOptions.Instructions"/>. A conversation longer than the context
 /// keeps its most recent tokens. GPT-2 cannot call tools or promise JSON: options asking for either are
 /// rejected with <see cref="NotSupportedException"/>. The frequency and presence penalties are OpenAI's
-/// (<see cref="GenerationOptions.FrequencyPenalty"/>); <c>AdditionalProperties["repetition_penalty"]</c> sets Hugging Face's.
+/// (<see cref="GenerationOptions.FrequencyPenalty"/>); <c>AdditionalProperties["repetition_penalty"]</c> sets Hugging Face's, and
+/// <c>AdditionalProperties["min_p"]</c> min-p sampling (<see cref="GenerationOptions.MinP"/>).
 /// </remarks>
 public sealed class Gpt2ChatClient : IChatClient
 {
@@ -86,6 +87,7 @@ public sealed class Gpt2ChatClient : IChatClient
             TopK = options?.TopK ?? 0,
             Seed = options?.Seed is { } seed ? unchecked((int)(seed ^ (seed >> 32))) : null,
             RepetitionPenalty = options?.AdditionalProperties?.TryGetValue("repetition_penalty", out float penalty) == true ? penalty : 1f,
+            MinP = options?.AdditionalProperties?.TryGetValue("min_p", out float minP) == true ? minP : 0f,
             PresencePenalty = options?.PresencePenalty ?? 0f,
             FrequencyPenalty = options?.FrequencyPenalty ?? 0f,
             StopStrings = [.. Template.StopSequences, .. options?.StopSequences ?? []],

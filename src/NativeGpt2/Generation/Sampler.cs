@@ -26,7 +26,7 @@ public static class Sampler
     }
 
     /// <summary>
-    /// The distribution a token is drawn from after the penalties and bias, temperature, top-k and top-p:
+    /// The distribution a token is drawn from after the penalties and bias, temperature, top-k, top-p and min-p:
     /// V probabilities summing to 1, zero outside the kept tokens. For greedy options, one-hot on the argmax.
     /// Parameters as in <see cref="Sample"/>.
     /// </summary>
@@ -178,6 +178,13 @@ public static class Sampler
             while (keep < order.Length && (keep == 0 || cumulative < options.TopP))
                 cumulative += probabilities[order[keep++]];
             for (var r = keep; r < order.Length; r++) probabilities[order[r]] = 0;
+            Normalize(probabilities);
+        }
+        if (options.MinP > 0f)
+        {
+            // Tokens less likely than min-p times the most likely one go (the most likely always stays).
+            var floor = options.MinP * probabilities.Max();
+            for (var i = 0; i < V; i++) if (probabilities[i] < floor) probabilities[i] = 0;
             Normalize(probabilities);
         }
         return probabilities;

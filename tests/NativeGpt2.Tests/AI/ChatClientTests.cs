@@ -86,6 +86,23 @@ public class ChatClientTests
     }
 
     [Fact]
+    public async Task Additional_properties_set_the_repetition_penalty_and_min_p()
+    {
+        using var client = new Gpt2ChatClient(Shakespeare);
+        var options = new ChatOptions
+        {
+            Temperature = 0.9f, Seed = 3, MaxOutputTokens = 40,
+            AdditionalProperties = new() { ["repetition_penalty"] = 1.3f, ["min_p"] = 0.1f },
+        };
+        var response = await client.GetResponseAsync(Conversation, options);
+        var expected = Shakespeare.Generate(ChatTemplate.Plain.Format(Conversation), new GenerationOptions
+        {
+            Temperature = 0.9f, Seed = 3, MaxNewTokens = 40, RepetitionPenalty = 1.3f, MinP = 0.1f, StopStrings = ChatTemplate.Plain.StopSequences,
+        });
+        Assert.Equal(expected.Text.StartsWith(' ') ? expected.Text[1..] : expected.Text, response.Text);
+    }
+
+    [Fact]
     public async Task A_stop_sequence_ends_the_reply_before_it()
     {
         using var client = new Gpt2ChatClient(Shakespeare);

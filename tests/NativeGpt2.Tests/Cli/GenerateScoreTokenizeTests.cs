@@ -20,13 +20,13 @@ public class GenerateScoreTokenizeTests
     public void Generate_passes_every_sampling_option_through()
     {
         string[] args = ["generate", "--model", Paths.Model("shakespeare-char"), "--prompt", "JULIET:", "--max-new-tokens", "50",
-            "--temperature", "0.7", "--top-k", "20", "--top-p", "0.9", "--repetition-penalty", "1.2", "--presence-penalty", "0.4",
+            "--temperature", "0.7", "--top-k", "20", "--top-p", "0.9", "--min-p", "0.05", "--repetition-penalty", "1.2", "--presence-penalty", "0.4",
             "--frequency-penalty", "-0.3", "--logit-bias", "1=-100", "--logit-bias", " 7 = 2.5", "--seed", "17", "--stop", "\n\n", "--stop", "xyz"];
         var first = CliRunner.Run(args);
         Assert.Equal(CliApp.Success, first.ExitCode);
         var options = new GenerationOptions
         {
-            MaxNewTokens = 50, Temperature = 0.7f, TopK = 20, TopP = 0.9f, RepetitionPenalty = 1.2f, Seed = 17, StopStrings = ["\n\n", "xyz"],
+            MaxNewTokens = 50, Temperature = 0.7f, TopK = 20, TopP = 0.9f, MinP = 0.05f, RepetitionPenalty = 1.2f, Seed = 17, StopStrings = ["\n\n", "xyz"],
             PresencePenalty = 0.4f, FrequencyPenalty = -0.3f, LogitBias = new Dictionary<int, float> { [1] = -100, [7] = 2.5f },
         };
         Assert.Equal("JULIET:" + Models.Get("shakespeare-char").Generate("JULIET:", options).Text + Environment.NewLine, first.Out);

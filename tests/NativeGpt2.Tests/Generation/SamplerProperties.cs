@@ -48,6 +48,22 @@ public class SamplerProperties
             Assert.Equal(1.0, kept.Sum(), 9);
         });
 
+    [Property(MaxTest = 300)]
+    public Property MinP_keeps_the_tokens_at_least_p_times_as_likely_as_the_best() =>
+        Prop.ForAll((from logits in Logits() from p in Gen.Choose(0, 100) from seed in Gen.Choose(0, int.MaxValue) select (logits, p / 100f, seed)).ToArbitrary(), c =>
+        {
+            var (logits, p, seed) = c;
+            var full = Sampler.Distribution(logits, new GenerationOptions { Temperature = 0.8f }, []);
+            var options = new GenerationOptions { Temperature = 0.8f, MinP = p };
+            var kept = Sampler.Distribution(logits, options, []);
+            var floor = p * full.Max();
+            var keptMass = full.Where(q => q >= floor).Sum();
+            for (var i = 0; i < logits.Length; i++)
+                Assert.Equal(full[i] >= floor ? full[i] / keptMass : 0, kept[i], 12);
+            var random = new Random(seed);
+            for (var i = 0; i < 30; i++) Assert.True(full[Sampler.Sample(logits, options, [], random)] >= floor);
+        });
+
     [Property(MaxTest = 200)]
     public Property Temperature_towards_zero_equals_greedy() =>
         Prop.ForAll((from logits in Logits() from seed in Gen.Choose(0, int.MaxValue) select (logits, seed)).ToArbitrary(), c =>

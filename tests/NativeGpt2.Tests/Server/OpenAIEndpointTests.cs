@@ -58,11 +58,11 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     {
         var ids = Shakespeare.Tokenizer!.Encode("z");
         var (status, body) = await PostAsync("/v1/completions",
-            $$$"""{"prompt":"ROMEO:\n","max_tokens":30,"temperature":0.9,"seed":5,"presence_penalty":0.5,"frequency_penalty":1.25,"logit_bias":{"{{{ids[0]}}}":-100}}""");
+            $$$"""{"prompt":"ROMEO:\n","max_tokens":30,"temperature":0.9,"seed":5,"min_p":0.02,"presence_penalty":0.5,"frequency_penalty":1.25,"logit_bias":{"{{{ids[0]}}}":-100}}""");
         Assert.Equal(HttpStatusCode.OK, status);
         var expected = Shakespeare.Generate("ROMEO:\n", new GenerationOptions
         {
-            MaxNewTokens = 30, Temperature = 0.9f, Seed = 5, PresencePenalty = 0.5f, FrequencyPenalty = 1.25f,
+            MaxNewTokens = 30, Temperature = 0.9f, Seed = 5, MinP = 0.02f, PresencePenalty = 0.5f, FrequencyPenalty = 1.25f,
             LogitBias = new Dictionary<int, float> { [ids[0]] = -100 },
         });
         Assert.Equal(expected.Text, body.GetProperty("choices")[0].GetProperty("text").GetString());
@@ -286,6 +286,7 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     [InlineData("""{"prompt":"x","max_tokens":0}""", "max_tokens")]
     [InlineData("""{"prompt":"x","echo":"yes"}""", "echo")]
     [InlineData("""{"prompt":"x","no_repeat_ngram_size":-1}""", "no_repeat_ngram_size")]
+    [InlineData("""{"prompt":"x","min_p":1.5}""", "min_p")]
     [InlineData("""{"prompt":"x","max_tokens":2,"min_tokens":3}""", "min_tokens")]
     [InlineData("""{"prompt":[]}""", "prompt")]
     [InlineData("""{"prompt":["a",[1]]}""", "prompt")]
