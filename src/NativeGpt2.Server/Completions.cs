@@ -15,6 +15,9 @@ internal static class Completions
     /// <summary>Prompts one completions request may hold, each its own choice, run one after another.</summary>
     private const int MaxPrompts = 64;
 
+    /// <summary>Choices (<c>n</c>) a request may ask for of each prompt; a completions request's prompts × n may not exceed <see cref="MaxPrompts"/>.</summary>
+    private const int MaxChoices = 16;
+
     public static async Task CompleteAsync(ServerRequest request)
     {
         var body = request.Body;
@@ -29,8 +32,12 @@ internal static class Completions
         if (body.Int("best_of", 1, int.MaxValue) is > 1) throw OpenAIError.BadRequest("'best_of' must be 1: one candidate per request", "best_of");
         var stream = body.Bool("stream") ?? false;
         var includeUsage = IncludeUsage(body, stream);
-        // Every prompt is checked against the context before a slot is taken or anything is sent.
-        var runs = new IAsyncEnumerable<GenerationUpdate>[prompts.Length];
+        var n = Choices(body);
+        if (prompts.Length * n > MaxPrompts)
+            throw OpenAIError.BadRequest($"{prompts.Length} prompts × n {n} is {prompts.Length * n} choices; at most {MaxPrompts} per request", "n");
+        // Every prompt is checked against the context before a slot is taken or anything is sent. Choice i·n + j is
+        // prompt i's j-th, in that order.
+        var runs = new IAsyncEnumerable<GenerationUpdate>[prompts.Length * n];
         for (var i = 0; i < prompts.Length; i++)
         {
             var prompt = prompts[i].Ids;
@@ -39,7 +46,8 @@ internal static class Completions
                 throw OpenAIError.BadRequest($"prompt: the prompt has {prompt.Length} tokens, more than the context length of {model.Config.ContextLength}{which}", "prompt");
             try
             {
-                runs[i] = maxTokens == 0 ? AsyncEnumerable.Empty<GenerationUpdate>() : model.GenerateUpdatesAsync(prompt, options, request.Aborted);
+                for (var j = 0; j < n; j++)
+                    runs[i * n + j] = maxTokens == 0 ? AsyncEnumerable.Empty<GenerationUpdate>() : model.GenerateUpdatesAsync(prompt, Nth(options, j), request.Aborted);
             }
             catch (ArgumentException e) when (which.Length > 0)
             {
@@ -60,21 +68,23 @@ internal static class Completions
         var choices = new JsonArray();
         int promptTokens = 0, completionTokens = 0;
         if (stream) ServerSentEvents.Start(response);
-        // One prompt after another; streamed, each chunk names its prompt by its index.
-        for (var index = 0; index < prompts.Length; index++)
+        // One choice after another; streamed, each chunk names its choice by its index.
+        EchoedPrompt? echoed = null;
+        for (var index = 0; index < runs.Length; index++)
         {
-            var (prompt, promptText) = prompts[index];
+            var (prompt, promptText) = prompts[index / n];
             var text = new StringBuilder();
             var logprobs = logProbCount is null ? null : new CompletionLogProbs(tokenizer!, echo ? 0 : promptText.Length);
             if (echo)
             {
-                var echoed = await Task.Run(() => Echo(model, tokenizer!, prompt, logProbCount, request.Aborted), request.Aborted).ConfigureAwait(false);
-                text.Append(echoed.Text);
+                // A prompt's choices echo it alike: it is scored once.
+                if (index % n == 0) echoed = await Task.Run(() => Echo(model, tokenizer!, prompt, logProbCount, request.Aborted), request.Aborted).ConfigureAwait(false);
+                text.Append(echoed!.Text);
                 var columns = logprobs is null ? null : new CompletionLogProbs(tokenizer!, 0);
                 for (var i = 0; i < prompt.Length; i++)
                 {
-                    columns?.Add(prompt[i], echoed.LogProbs?[i], echoed.Pieces[i]);
-                    logprobs?.Add(prompt[i], echoed.LogProbs?[i], echoed.Pieces[i]);
+                    columns?.Add(prompt[i], echoed!.LogProbs?[i], echoed.Pieces[i]);
+                    logprobs?.Add(prompt[i], echoed!.LogProbs?[i], echoed.Pieces[i]);
                 }
                 if (stream)
                 {
@@ -96,7 +106,8 @@ internal static class Completions
                 var chunk = Reply([Choice(index, update.Text, piece?.ToJson(), Finish(update.FinishReason))]);
                 await ServerSentEvents.WriteAsync(response, chunk, request.Aborted).ConfigureAwait(false);
             }
-            promptTokens += last?.PromptTokenCount ?? prompt.Length;
+            // A prompt counts once, however many choices it has (as OpenAI counts it).
+            if (index % n == 0) promptTokens += last?.PromptTokenCount ?? prompt.Length;
             completionTokens += last?.GeneratedTokenCount ?? 0;
             if (!stream) choices.Add(Choice(index, text.ToString(), logprobs?.ToJson(), last is null ? "length" : Finish(last.FinishReason)));
         }
@@ -158,70 +169,76 @@ internal static class Completions
         var options = Options(request, maxTokens, wantLogProbs ? top ?? 0 : null, template.StopSequences);
         var stream = body.Bool("stream") ?? false;
         var includeUsage = IncludeUsage(body, stream);
+        var n = Choices(body);
         // A conversation longer than the context keeps its most recent tokens.
         var prompt = template.Encode(request.Tokenizer, messages, null, context - maxTokens);
-        var updates = model.GenerateUpdatesAsync(prompt, options, request.Aborted);
+        var runs = Enumerable.Range(0, n).Select(j => model.GenerateUpdatesAsync(prompt, Nth(options, j), request.Aborted)).ToArray();
         await request.EnterAsync().ConfigureAwait(false);
 
         var id = "chatcmpl-" + Guid.NewGuid().ToString("N");
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var response = request.Http.Response;
-        JsonObject Chunk(JsonObject delta, JsonNode? logprobs, string? finish) => new()
+        JsonObject Reply(string kind, JsonArray choices) => new() { ["id"] = id, ["object"] = kind, ["created"] = created, ["model"] = request.ModelId, ["choices"] = choices };
+        JsonObject Chunk(int index, JsonObject delta, JsonNode? logprobs, string? finish) =>
+            Reply("chat.completion.chunk", [new JsonObject { ["index"] = index, ["delta"] = delta, ["logprobs"] = logprobs, ["finish_reason"] = finish }]);
+        var choices = new JsonArray();
+        int promptTokens = 0, completionTokens = 0;
+        if (stream) ServerSentEvents.Start(response);
+        // One choice after another; streamed, each chunk names its choice by its index, the first of each with the role.
+        for (var index = 0; index < n; index++)
         {
-            ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = request.ModelId,
-            ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["delta"] = delta, ["logprobs"] = logprobs, ["finish_reason"] = finish }),
-        };
-        var text = new StringBuilder();
-        var content = new JsonArray();
-        var started = false;
-        GenerationUpdate? last = null;
-        if (stream)
-        {
-            ServerSentEvents.Start(response);
-            await ServerSentEvents.WriteAsync(response, Chunk(new JsonObject { ["role"] = "assistant", ["content"] = "" }, null, null), request.Aborted).ConfigureAwait(false);
-        }
-        await foreach (var update in updates.ConfigureAwait(false))
-        {
-            last = update;
-            // The reply follows "Assistant:" after one space, which is the template's, not the reply's.
-            var piece = ChatTemplate.TrimReplyStart(update.Text, ref started);
-            text.Append(piece);
-            var entry = update.LogProbs is { } lp ? ChatLogProb(request.Tokenizer, lp) : null;
-            if (!stream)
+            var text = new StringBuilder();
+            var content = new JsonArray();
+            var started = false;
+            GenerationUpdate? last = null;
+            if (stream)
+                await ServerSentEvents.WriteAsync(response, Chunk(index, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null, null), request.Aborted).ConfigureAwait(false);
+            await foreach (var update in runs[index].ConfigureAwait(false))
             {
-                if (entry is not null) content.Add(entry);
+                last = update;
+                // The reply follows "Assistant:" after one space, which is the template's, not the reply's.
+                var piece = ChatTemplate.TrimReplyStart(update.Text, ref started);
+                text.Append(piece);
+                var entry = update.LogProbs is { } lp ? ChatLogProb(request.Tokenizer, lp) : null;
+                if (!stream)
+                {
+                    if (entry is not null) content.Add(entry);
+                    continue;
+                }
+                if (piece.Length == 0 && entry is null) continue;
+                await ServerSentEvents.WriteAsync(response, Chunk(index, new JsonObject { ["content"] = piece },
+                    entry is null ? null : new JsonObject { ["content"] = new JsonArray(entry) }, null), request.Aborted).ConfigureAwait(false);
+            }
+            if (index == 0) promptTokens = last?.PromptTokenCount ?? prompt.Length;
+            completionTokens += last?.GeneratedTokenCount ?? 0;
+            if (stream)
+            {
+                await ServerSentEvents.WriteAsync(response, Chunk(index, new JsonObject(), null, Finish(last?.FinishReason)), request.Aborted).ConfigureAwait(false);
                 continue;
             }
-            if (piece.Length == 0 && entry is null) continue;
-            await ServerSentEvents.WriteAsync(response, Chunk(new JsonObject { ["content"] = piece },
-                entry is null ? null : new JsonObject { ["content"] = new JsonArray(entry) }, null), request.Aborted).ConfigureAwait(false);
+            choices.Add(new JsonObject
+            {
+                ["index"] = index,
+                ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = text.ToString() },
+                ["logprobs"] = wantLogProbs ? new JsonObject { ["content"] = content } : null,
+                ["finish_reason"] = Finish(last?.FinishReason),
+            });
         }
-        var usage = Usage(last?.PromptTokenCount ?? prompt.Length, last?.GeneratedTokenCount ?? 0);
+        var usage = Usage(promptTokens, completionTokens);
         if (stream)
         {
-            await ServerSentEvents.WriteAsync(response, Chunk(new JsonObject(), null, Finish(last?.FinishReason)), request.Aborted).ConfigureAwait(false);
             if (includeUsage)
             {
-                await ServerSentEvents.WriteAsync(response, new JsonObject
-                {
-                    ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = request.ModelId, ["choices"] = new JsonArray(), ["usage"] = usage,
-                }, request.Aborted).ConfigureAwait(false);
+                var chunk = Reply("chat.completion.chunk", []);
+                chunk["usage"] = usage;
+                await ServerSentEvents.WriteAsync(response, chunk, request.Aborted).ConfigureAwait(false);
             }
             await ServerSentEvents.DoneAsync(response, request.Aborted).ConfigureAwait(false);
             return;
         }
-        await OpenAIEndpoints.WriteJsonAsync(response, new JsonObject
-        {
-            ["id"] = id, ["object"] = "chat.completion", ["created"] = created, ["model"] = request.ModelId,
-            ["choices"] = new JsonArray(new JsonObject
-            {
-                ["index"] = 0,
-                ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = text.ToString() },
-                ["logprobs"] = wantLogProbs ? new JsonObject { ["content"] = content } : null,
-                ["finish_reason"] = Finish(last?.FinishReason),
-            }),
-            ["usage"] = usage,
-        }).ConfigureAwait(false);
+        var whole = Reply("chat.completion", choices);
+        whole["usage"] = usage;
+        await OpenAIEndpoints.WriteJsonAsync(response, whole).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -234,7 +251,6 @@ internal static class Completions
         var body = request.Body;
         // One model is served, whatever the request names; the name must still be a string.
         _ = body.String("model");
-        if (body.Int("n", 1, int.MaxValue) is > 1) throw OpenAIError.BadRequest("'n' must be 1: one choice per request", "n");
         var temperature = body.Number("temperature", 0, 2) ?? 1f;
         var seed = body.Long("seed");
         var options = new GenerationOptions
@@ -258,6 +274,16 @@ internal static class Completions
         options.Validate();
         return options;
     }
+
+    /// <summary><c>n</c>: choices of each prompt, 1 to <see cref="MaxChoices"/>.</summary>
+    private static int Choices(JsonRequest body) => body.Int("n", 1, MaxChoices) ?? 1;
+
+    /// <summary>
+    /// The options of a prompt's j-th choice: with a seed, seed + j, so that the choices differ yet each is reproducible
+    /// (greedy choices are alike); without one, each draws its own.
+    /// </summary>
+    private static GenerationOptions Nth(GenerationOptions options, int j) =>
+        j == 0 || options.Seed is null ? options : options with { Seed = unchecked(options.Seed.Value + j) };
 
     private static bool IncludeUsage(JsonRequest body, bool stream)
     {

@@ -224,6 +224,33 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     }
 
     [Fact]
+    public async Task N_choices_of_each_prompt_draw_with_seed_plus_their_rank()
+    {
+        var (status, body) = await PostAsync("/v1/completions", """{"prompt":["ROMEO:","JULIET:"],"n":3,"max_tokens":12,"temperature":0.9,"seed":40}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var choices = body.GetProperty("choices").EnumerateArray().ToArray();
+        Assert.Equal(Enumerable.Range(0, 6), choices.Select(c => c.GetProperty("index").GetInt32()));
+        for (var index = 0; index < 6; index++)
+        {
+            var prompt = index < 3 ? "ROMEO:" : "JULIET:";
+            var expected = Shakespeare.Generate(prompt, new GenerationOptions { MaxNewTokens = 12, Temperature = 0.9f, Seed = 40 + index % 3 });
+            Assert.Equal(expected.Text, choices[index].GetProperty("text").GetString());
+        }
+        // Each prompt counts once, each choice's tokens count.
+        Assert.Equal(Shakespeare.Tokenizer!.Encode("ROMEO:").Length + Shakespeare.Tokenizer.Encode("JULIET:").Length, body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(6 * 12, body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+
+        // The chat endpoint alike: choice j is what a request with seed + j answers.
+        const string Chat = """{"messages":[{"role":"user","content":"Who is there?"}],"max_tokens":10,"temperature":0.8,"seed":SEED,"n":N}""";
+        var (_, two) = await PostAsync("/v1/chat/completions", Chat.Replace("SEED", "9").Replace("N", "2"));
+        var (_, second) = await PostAsync("/v1/chat/completions", Chat.Replace("SEED", "10").Replace("N", "1"));
+        Assert.Equal(2, two.GetProperty("choices").GetArrayLength());
+        Assert.Equal(1, two.GetProperty("choices")[1].GetProperty("index").GetInt32());
+        Assert.Equal(second.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString(),
+            two.GetProperty("choices")[1].GetProperty("message").GetProperty("content").GetString());
+    }
+
+    [Fact]
     public async Task A_streamed_completion_is_server_sent_events_ending_with_done()
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
@@ -264,7 +291,8 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     [InlineData("""{"prompt":"x","stop":[1]}""", "stop")]
     [InlineData("""{"prompt":"x","stop":""}""", "stop")]
     [InlineData("""{"prompt":"x","stream":"yes"}""", "stream")]
-    [InlineData("""{"prompt":"x","n":2}""", "n")]
+    [InlineData("""{"prompt":"x","n":17}""", "n")]
+    [InlineData("""{"prompt":["a","b","c","d","e"],"n":16}""", "n")]
     [InlineData("""{"prompt":"x","logprobs":99}""", "logprobs")]
     [InlineData("""{"prompt":[99999]}""", "prompt")]
     [InlineData("""{"prompt":{"a":1}}""", "prompt")]
