@@ -118,19 +118,8 @@ internal static class BeamSearch
     {
         var banned = new HashSet<int>();
         if (beam.Count < options.MinNewTokens) banned.UnionWith(endOfText);
-        var n = options.NoRepeatNgramSize;
-        if (n == 0) return banned;
-        var tokens = new List<int>(prompt.Length + beam.Count);
-        tokens.AddRange(prompt);
-        tokens.AddRange(beam);
-        if (tokens.Count + 1 < n) return banned;
-        var prefix = tokens.Count - (n - 1);
-        for (var start = 0; start + n <= tokens.Count; start++)
-        {
-            var matches = true;
-            for (var i = 0; i < n - 1 && matches; i++) matches = tokens[start + i] == tokens[prefix + i];
-            if (matches && (uint)tokens[start + n - 1] < (uint)V) banned.Add(tokens[start + n - 1]);
-        }
+        if (options.NoRepeatNgramSize > 0)
+            banned.UnionWith(Sampler.RepeatedNgramEnds([.. prompt, .. beam], options.NoRepeatNgramSize).Where(id => (uint)id < (uint)V));
         return banned;
     }
 }

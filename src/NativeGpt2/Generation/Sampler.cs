@@ -107,18 +107,30 @@ public static class Sampler
     /// <exception cref="NativeGpt2Exception">The rule leaves no token to pick.</exception>
     private static void BanRepeatedNgrams(float[] scores, int n, IReadOnlyCollection<int>? previousTokens)
     {
-        if (previousTokens is null || previousTokens.Count + 1 < n) return;
+        if (previousTokens is null) return;
         var tokens = previousTokens as IReadOnlyList<int> ?? [.. previousTokens];
+        foreach (var id in RepeatedNgramEnds(tokens, n))
+        {
+            if ((uint)id < (uint)scores.Length) scores[id] = float.NegativeInfinity;
+        }
+        if (Array.TrueForAll(scores, float.IsNegativeInfinity))
+            throw new NativeGpt2Exception($"NoRepeatNgramSize {n} rules out every token of the vocabulary after {tokens.Count} tokens: there is nothing left to generate");
+    }
+
+    /// <summary>
+    /// The tokens that would complete an n-gram <paramref name="tokens"/> already holds: each one that follows an earlier
+    /// occurrence of its last n − 1 tokens (for n = 1, every token). None before the tokens reach n − 1.
+    /// </summary>
+    internal static IEnumerable<int> RepeatedNgramEnds(IReadOnlyList<int> tokens, int n)
+    {
+        if (n < 1 || tokens.Count + 1 < n) yield break;
         var prefix = tokens.Count - (n - 1);
         for (var start = 0; start + n <= tokens.Count; start++)
         {
             var matches = true;
             for (var i = 0; i < n - 1 && matches; i++) matches = tokens[start + i] == tokens[prefix + i];
-            var next = tokens[start + n - 1];
-            if (matches && (uint)next < (uint)scores.Length) scores[next] = float.NegativeInfinity;
+            if (matches) yield return tokens[start + n - 1];
         }
-        if (Array.TrueForAll(scores, float.IsNegativeInfinity))
-            throw new NativeGpt2Exception($"NoRepeatNgramSize {n} rules out every token of the vocabulary after {tokens.Count} tokens: there is nothing left to generate");
     }
 
     private static float[] Penalized(ReadOnlySpan<float> logits, float penalty, IReadOnlyCollection<int> previousTokens)
