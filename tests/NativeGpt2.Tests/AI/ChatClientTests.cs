@@ -86,20 +86,27 @@ public class ChatClientTests
     }
 
     [Fact]
-    public async Task Additional_properties_set_the_repetition_penalty_and_min_p()
+    public async Task Additional_properties_set_the_repetition_penalty_min_p_and_the_n_gram_rule()
     {
         using var client = new Gpt2ChatClient(Shakespeare);
         var options = new ChatOptions
         {
             Temperature = 0.9f, Seed = 3, MaxOutputTokens = 40,
-            AdditionalProperties = new() { ["repetition_penalty"] = 1.3f, ["min_p"] = 0.1f },
+            AdditionalProperties = new() { ["repetition_penalty"] = 1.3f, ["min_p"] = 0.1f, ["no_repeat_ngram_size"] = 4, ["min_tokens"] = 2 },
         };
         var response = await client.GetResponseAsync(Conversation, options);
         var expected = Shakespeare.Generate(ChatTemplate.Plain.Format(Conversation), new GenerationOptions
         {
-            Temperature = 0.9f, Seed = 3, MaxNewTokens = 40, RepetitionPenalty = 1.3f, MinP = 0.1f, StopStrings = ChatTemplate.Plain.StopSequences,
+            Temperature = 0.9f, Seed = 3, MaxNewTokens = 40, RepetitionPenalty = 1.3f, MinP = 0.1f, NoRepeatNgramSize = 4, MinNewTokens = 2,
+            StopStrings = ChatTemplate.Plain.StopSequences,
         });
         Assert.Equal(expected.Text.StartsWith(' ') ? expected.Text[1..] : expected.Text, response.Text);
+        // The n-gram rule changes this reply: without it the same seed gives another.
+        var without = Shakespeare.Generate(ChatTemplate.Plain.Format(Conversation), new GenerationOptions
+        {
+            Temperature = 0.9f, Seed = 3, MaxNewTokens = 40, RepetitionPenalty = 1.3f, MinP = 0.1f, StopStrings = ChatTemplate.Plain.StopSequences,
+        });
+        Assert.NotEqual(without.Text, expected.Text);
     }
 
     [Fact]
