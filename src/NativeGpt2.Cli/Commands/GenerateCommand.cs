@@ -80,9 +80,10 @@ internal static class GenerateCommand
                 throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer ({Tokenization.Gpt2Tokenizer.NoTokenizerFiles}), so --prompt cannot be read; 'nativegpt2 forward --ids' runs it on token ids");
             if (options.NumBeams > 1)
             {
-                // Beam search knows its text only at the end; the prompt is checked before the search starts.
-                CommonOptions.ValidateAsUsage(() => Generation.GenerationSession.Prepare(lm.Config, [lm.Tokenizer.Encode(text, options.AllowSpecialTokens)], options, lm.Tokenizer));
-                var result = await Task.Run(() => lm.Generate(text, options, cancellation), cancellation);
+                // Beam search knows its text only at the end. Generate checks the prompt before the search starts, and
+                // that is the only ArgumentException it throws: a usage error, as with streaming.
+                GenerationResult result = null!;
+                CommonOptions.ValidateAsUsage(() => result = lm.Generate(text, options, cancellation));
                 await context.Out.WriteLineAsync(text + result.Text);
                 return CliApp.Success;
             }
