@@ -80,7 +80,8 @@ internal static class Completions
                 // A prompt's choices echo it alike: it is scored once.
                 if (index % n == 0) echoed = await Task.Run(() => Echo(model, tokenizer!, prompt, logProbCount, request.Aborted), request.Aborted).ConfigureAwait(false);
                 text.Append(echoed!.Text);
-                var columns = logprobs is null ? null : new CompletionLogProbs(tokenizer!, 0);
+                // Streamed, the echo chunk carries the prompt's columns on their own; the choice's go on after them.
+                var columns = stream && logprobs is not null ? new CompletionLogProbs(tokenizer!, 0) : null;
                 for (var i = 0; i < prompt.Length; i++)
                 {
                     columns?.Add(prompt[i], echoed!.LogProbs?[i], echoed.Pieces[i]);
