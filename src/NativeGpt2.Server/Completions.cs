@@ -245,7 +245,8 @@ internal static class Completions
     /// <summary>
     /// The options both endpoints share: OpenAI's sampling fields (<c>presence_penalty</c>, <c>frequency_penalty</c> and
     /// <c>logit_bias</c> included); <c>top_k</c>, <c>min_p</c> and <c>repetition_penalty</c> are extensions, as in llama.cpp's server,
-    /// and <c>min_tokens</c> (vLLM's name) and <c>no_repeat_ngram_size</c> (Hugging Face's) too.
+    /// and <c>min_tokens</c> (vLLM's name), <c>no_repeat_ngram_size</c> and <c>penalty_alpha</c> (contrastive search with
+    /// <c>top_k</c> candidates; Hugging Face's names) too.
     /// </summary>
     private static GenerationOptions Options(ServerRequest request, int maxTokens, int? logProbs, IReadOnlyList<string> stops)
     {
@@ -265,6 +266,7 @@ internal static class Completions
             RepetitionPenalty = body.Number("repetition_penalty", 1e-3, 1e3) ?? 1f,
             NoRepeatNgramSize = body.Int("no_repeat_ngram_size", 0, int.MaxValue) ?? 0,
             MinNewTokens = body.Int("min_tokens", 0, int.MaxValue) ?? 0,
+            PenaltyAlpha = body.Number("penalty_alpha", 0, 1) ?? 0f,
             PresencePenalty = body.Number("presence_penalty", -GenerationOptions.MaxPresenceOrFrequencyPenalty, GenerationOptions.MaxPresenceOrFrequencyPenalty) ?? 0f,
             FrequencyPenalty = body.Number("frequency_penalty", -GenerationOptions.MaxPresenceOrFrequencyPenalty, GenerationOptions.MaxPresenceOrFrequencyPenalty) ?? 0f,
             LogitBias = body.LogitBias("logit_bias", request.Model.Config.VocabSize, GenerationOptions.MaxLogitBias),

@@ -89,6 +89,7 @@ public static class OpenAIEndpoints
         ["MaxNewTokens"] = "max_tokens", ["Temperature"] = "temperature", ["TopP"] = "top_p", ["TopK"] = "top_k", ["MinP"] = "min_p",
         ["RepetitionPenalty"] = "repetition_penalty", ["StopStrings"] = "stop", ["LogProbs"] = "logprobs",
         ["PresencePenalty"] = "presence_penalty", ["FrequencyPenalty"] = "frequency_penalty", ["LogitBias"] = "logit_bias", ["MinNewTokens"] = "min_tokens", ["NoRepeatNgramSize"] = "no_repeat_ngram_size",
+        ["PenaltyAlpha"] = "penalty_alpha",
         ["prompts"] = "prompt", ["prompt"] = "prompt", ["texts"] = "input", ["sequences"] = "input",
     };
 

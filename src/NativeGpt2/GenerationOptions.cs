@@ -85,6 +85,25 @@ public sealed record GenerationOptions
     /// </summary>
     public float LengthPenalty { get; init; } = 1f;
 
+    /// <summary>
+    /// Contrastive search (Hugging Face's <c>penalty_alpha</c>; Su et al., 2022): each step takes the <see cref="TopK"/>
+    /// most likely tokens v and keeps the one with the best (1 − α)·p(v) − α·max_j cos(h_v, h_j), where h_v is the final
+    /// hidden state the model gives v and h_j those of every token before it (prompt and output), so that a continuation
+    /// saying again what the text has said loses to a fresh one. In [0, 1]; 0 (the default) means none. It needs a
+    /// <see cref="TopK"/> of 2 to <see cref="MaxContrastiveCandidates"/>, and is deterministic: temperature, top-p, min-p
+    /// and the seed do not apply. The penalties, bias and rules shape p(v), as Hugging Face's logits processors do (a
+    /// token they rule out is never a candidate); stop strings, log-probabilities, streaming and batches work as for any
+    /// decoding, beams and the sliding window do not. Each step runs the candidates through the model together: one
+    /// batched step of <see cref="TopK"/> rows a sequence.
+    /// </summary>
+    public float PenaltyAlpha { get; init; }
+
+    /// <summary>The most candidates (<see cref="TopK"/>) contrastive search may compare.</summary>
+    public const int MaxContrastiveCandidates = 32;
+
+    /// <summary>Whether tokens are picked by contrastive search (<see cref="PenaltyAlpha"/> above 0).</summary>
+    internal bool IsContrastive => PenaltyAlpha > 0f;
+
     /// <summary>The most a presence or frequency penalty may be, either way.</summary>
     public const float MaxPresenceOrFrequencyPenalty = 2f;
 
@@ -179,6 +198,18 @@ public sealed record GenerationOptions
             throw new ArgumentOutOfRangeException(nameof(NumBeams), NumBeams, $"must be in [1, {MaxBeams}] (1: no beam search)");
         if (!float.IsFinite(LengthPenalty))
             throw new ArgumentOutOfRangeException(nameof(LengthPenalty), LengthPenalty, "must be a finite number");
+        if (!(PenaltyAlpha >= 0 && PenaltyAlpha <= 1))
+            throw new ArgumentOutOfRangeException(nameof(PenaltyAlpha), PenaltyAlpha, "must be in [0, 1] (0 means no contrastive search)");
+        if (IsContrastive)
+        {
+            if (TopK is < 2 or > MaxContrastiveCandidates)
+                throw new ArgumentOutOfRangeException(nameof(TopK), TopK,
+                    $"contrastive search (PenaltyAlpha {PenaltyAlpha}) compares TopK candidates: TopK must be in [2, {MaxContrastiveCandidates}]");
+            if (NumBeams > 1)
+                throw new ArgumentException($"NumBeams does not apply to contrastive search (PenaltyAlpha {PenaltyAlpha}): use one or the other", nameof(NumBeams));
+            if (SlidingWindow)
+                throw new ArgumentException($"SlidingWindow does not apply to contrastive search (PenaltyAlpha {PenaltyAlpha}): it compares every token of the text", nameof(SlidingWindow));
+        }
         if (NumBeams > 1)
         {
             foreach (var (name, set) in new[]

@@ -256,15 +256,22 @@ public sealed partial class Gpt2CausalLM : IDisposable
     /// <summary>
     /// Runs a batch through the model and takes each row's next-token logits at its last position, all on the
     /// backend: with <paramref name="greedy"/>, only the argmax of each row comes back (4 bytes a row), else
-    /// the (B, V) logits. What generation runs every step.
+    /// the (B, V) logits. What generation runs every step. With <paramref name="hiddenStates"/>, the final hidden states
+    /// of every position (B·T rows of C, after ln_f) come back too: contrastive search compares them.
     /// </summary>
-    internal NextTokens Next(TokenBatch batch, KvCache cache, bool greedy)
+    internal NextTokens Next(TokenBatch batch, KvCache cache, bool greedy, bool hiddenStates = false)
     {
         using var call = _lifetime.Enter();
         using var scope = Backend.Enter();
         using var pass = Backbone.Run(batch, cache, ForwardOptions.None);
         int B = pass.B, T = pass.T, V = Config.VocabSize;
         var workspace = pass.Workspace;
+        float[]? hidden = null;
+        if (hiddenStates)
+        {
+            hidden = new float[B * T * Config.EmbeddingSize];
+            Backend.Download(hidden, workspace.Output, 0);
+        }
         // One token per row (a decoding step): the output rows are the last positions already, nothing to gather.
         var last = workspace.Output;
         if (T > 1)
@@ -284,11 +291,11 @@ public sealed partial class Gpt2CausalLM : IDisposable
             picks = new int[B];
             Backend.Download(picks, device, 0);
             // A row with NaN or +∞ is -1: its logits come back so the sampler can say what is wrong.
-            if (!picks.Contains(-1)) return new NextTokens(picks, null);
+            if (!picks.Contains(-1)) return new NextTokens(picks, null, hidden);
         }
         var host = new float[B * V];
         Backend.Download(host, logits, 0);
-        return new NextTokens(picks, host);
+        return new NextTokens(picks, host, hidden);
     }
 
     /// <summary>Creates a key/value cache for incremental decoding (see <see cref="Gpt2Backbone.CreateCache"/>).</summary>
@@ -381,6 +388,7 @@ internal sealed class ModelLifetime(Action? release = null)
 
 /// <summary>
 /// What one generation step brings back from the backend: each row's argmax when decoding greedily
-/// (-1 where a row holds NaN or +∞), and the (B, V) logits when sampling or when a row could not be chosen.
+/// (-1 where a row holds NaN or +∞), the (B, V) logits when sampling or when a row could not be chosen, and the final
+/// hidden states of every position (B·T·C) when asked for.
 /// </summary>
-internal sealed record NextTokens(int[]? Picks, float[]? Logits);
+internal sealed record NextTokens(int[]? Picks, float[]? Logits, float[]? Hidden = null);

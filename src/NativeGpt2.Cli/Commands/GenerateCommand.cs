@@ -38,6 +38,7 @@ internal static class GenerateCommand
         var minNewTokens = new Option<int>("--min-new-tokens") { Description = "Generate at least N tokens before <|endoftext|> may end the text; 0 for none.", DefaultValueFactory = _ => defaults.MinNewTokens };
         var numBeams = new Option<int>("--num-beams") { Description = $"Beam search over K sequences (1 to {GenerationOptions.MaxBeams}; 1: none); the text is printed when the search ends.", DefaultValueFactory = _ => defaults.NumBeams };
         var lengthPenalty = new Option<float>("--length-penalty") { Description = "Beam search: a finished sequence scores its log-probability over (its length)^L; above 0 favours longer ones.", DefaultValueFactory = _ => defaults.LengthPenalty };
+        var penaltyAlpha = new Option<float>("--penalty-alpha") { Description = "Contrastive search: among the --top-k likeliest tokens, keep the best (1 - A)·p - A·(likeness to the text so far), A in [0, 1]; 0: none.", DefaultValueFactory = _ => defaults.PenaltyAlpha };
         var seed = new Option<int?>("--seed") { Description = "Seed for reproducible sampling (default: random)." };
         var stop = new Option<string[]>("--stop") { Description = "Stop before this text; may be repeated.", AllowMultipleArgumentsPerToken = false };
         var slidingWindow = new Option<bool>("--sliding-window") { Description = "Allow prompt + new tokens beyond the context length by sliding the window." };
@@ -46,7 +47,7 @@ internal static class GenerateCommand
         var command = new Command("generate", "Continue a prompt, streaming the text as it is produced.")
         {
             model, backend, weights, prompt, maxNewTokens, greedy, temperature, topK, topP, minP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias,
-            noRepeat, minNewTokens, numBeams, lengthPenalty, seed, stop, slidingWindow, special,
+            noRepeat, minNewTokens, numBeams, lengthPenalty, penaltyAlpha, seed, stop, slidingWindow, special,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -66,6 +67,7 @@ internal static class GenerateCommand
                 MinNewTokens = parse.GetValue(minNewTokens),
                 NumBeams = parse.GetValue(numBeams),
                 LengthPenalty = parse.GetValue(lengthPenalty),
+                PenaltyAlpha = parse.GetValue(penaltyAlpha),
                 Seed = parse.GetValue(seed),
                 StopStrings = parse.GetValue(stop) ?? [],
                 SlidingWindow = parse.GetValue(slidingWindow),

@@ -18,7 +18,8 @@ namespace NativeGpt2.AI;
 /// (<see cref="GenerationOptions.FrequencyPenalty"/>); <c>AdditionalProperties["repetition_penalty"]</c> sets Hugging Face's, and
 /// <c>AdditionalProperties["min_p"]</c> min-p sampling (<see cref="GenerationOptions.MinP"/>), <c>["no_repeat_ngram_size"]</c> and
 /// <c>["min_tokens"]</c> the n-gram and minimum-length rules (<see cref="GenerationOptions.NoRepeatNgramSize"/>,
-/// <see cref="GenerationOptions.MinNewTokens"/>).
+/// <see cref="GenerationOptions.MinNewTokens"/>), and <c>["penalty_alpha"]</c> contrastive search among
+/// <see cref="ChatOptions.TopK"/> candidates (<see cref="GenerationOptions.PenaltyAlpha"/>).
 /// </remarks>
 public sealed class Gpt2ChatClient : IChatClient
 {
@@ -92,6 +93,7 @@ public sealed class Gpt2ChatClient : IChatClient
             MinP = options?.AdditionalProperties?.TryGetValue("min_p", out float minP) == true ? minP : 0f,
             NoRepeatNgramSize = options?.AdditionalProperties?.TryGetValue("no_repeat_ngram_size", out int noRepeat) == true ? noRepeat : 0,
             MinNewTokens = options?.AdditionalProperties?.TryGetValue("min_tokens", out int minTokens) == true ? minTokens : 0,
+            PenaltyAlpha = options?.AdditionalProperties?.TryGetValue("penalty_alpha", out float alpha) == true ? alpha : 0f,
             PresencePenalty = options?.PresencePenalty ?? 0f,
             FrequencyPenalty = options?.FrequencyPenalty ?? 0f,
             StopStrings = [.. Template.StopSequences, .. options?.StopSequences ?? []],

@@ -18,6 +18,7 @@ internal sealed class GenerationSession : IDisposable
     private readonly int? _endOfText;
     private readonly IReadOnlySet<int> _ends;
     private readonly int _padId;
+    private readonly ContrastiveSearch? _contrastive;
     private NextTokens _next;
 
     /// <summary>State of one sequence.</summary>
@@ -66,11 +67,17 @@ internal sealed class GenerationSession : IDisposable
 
         var longest = _rows.Max(r => r.PromptIds.Length);
         var capacity = options.SlidingWindow ? context : longest + options.MaxNewTokens;
+        if (options.IsContrastive)
+        {
+            _contrastive = new ContrastiveSearch(_rows.Length, options.TopK, options.PenaltyAlpha, model.Config.EmbeddingSize);
+            (_cache, _next) = StartContrastive(capacity);
+            return;
+        }
         _cache = model.CreateCache(_rows.Length, capacity);
         // A prompt longer than the window keeps its most recent tokens.
         try
         {
-            _next = Prefill(_rows.Select(r => r.Tokens.TakeLast(context).ToArray()).ToArray());
+            _next = Prefill(_rows.Select(r => r.Tokens.TakeLast(context).ToArray()).ToArray(), _cache);
         }
         catch
         {
@@ -79,8 +86,31 @@ internal sealed class GenerationSession : IDisposable
         }
     }
 
+    /// <summary>
+    /// Runs the prompts once, keeping their hidden states, and returns a cache of k rows a sequence, each a copy of the
+    /// sequence's (every step of contrastive search runs its k candidates there), with the prompts' next-token logits.
+    /// </summary>
+    private (KvCache, NextTokens) StartContrastive(int capacity)
+    {
+        var k = _contrastive!.K;
+        var cache = _model.CreateCache(_rows.Length * k, capacity);
+        try
+        {
+            using var prompts = _model.CreateCache(_rows.Length, capacity);
+            var next = Prefill([.. _rows.Select(r => r.PromptIds)], prompts, hiddenStates: true);
+            _contrastive.AddPrompts(next.Hidden!, _rows.Max(r => r.PromptIds.Length), [.. _rows.Select(r => r.PromptIds.Length)]);
+            cache.GatherFrom(prompts, [.. Enumerable.Range(0, cache.BatchSize).Select(row => row / k)]);
+            return (cache, next with { Hidden = null });
+        }
+        catch
+        {
+            cache.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Greedy without a penalty or bias picks on the backend; anything else needs the logits here.</summary>
-    private bool PicksOnBackend => _options.IsGreedy && !_options.AdjustsLogits && _options.LogProbs is null && _options.MinNewTokens == 0;
+    private bool PicksOnBackend => _options.IsGreedy && !_options.IsContrastive && !_options.AdjustsLogits && _options.LogProbs is null && _options.MinNewTokens == 0;
 
     /// <summary>The ids that end generation: the end-of-text token and the config's other eos ids; none when the options don't stop there.</summary>
     public static IReadOnlySet<int> EndOfTextIds(Gpt2Config config, Gpt2Tokenizer? tokenizer, GenerationOptions options)
@@ -145,13 +175,16 @@ internal sealed class GenerationSession : IDisposable
     /// <summary>Samples the next token of every unfinished sequence and advances the model past them.</summary>
     public void Step()
     {
+        // Contrastive search runs its candidates before it picks: the picked ones are then in the cache already.
+        var (contrastivePicks, following) = _contrastive is null ? (null, null) : RunCandidates();
         for (var b = 0; b < _rows.Length; b++)
         {
             var row = _rows[b];
             row.LastPiece = "";
             if (row.FinishReason is not null) continue;
 
-            var id = _next.Picks?[b] is int pick and >= 0 ? pick : Sampler.Sample(PickableLogitsOf(b, row), _options, row.Tokens, row.Random, row.Generated);
+            var id = contrastivePicks?[b]
+                ?? (_next.Picks?[b] is int pick and >= 0 ? pick : Sampler.Sample(PickableLogitsOf(b, row), _options, row.Tokens, row.Random, row.Generated));
             if (_options.LogProbs is { } top) row.LogProbs!.Add(Sampler.LogProbs(LogitsOf(b), id, top));
             row.Tokens.Add(id);
             row.Generated.Add(id);
@@ -165,18 +198,59 @@ internal sealed class GenerationSession : IDisposable
             }
         }
         if (IsFinished) return;
+        if (following is not null)
+        {
+            _next = following;
+            return;
+        }
 
         if (_cache.Length == _cache.Capacity)
         {
             // The window is full: keep the newer half of each sequence and recompute its cache.
             var keep = Math.Max(1, _cache.Capacity / 2);
             _cache.Reset();
-            _next = Prefill(_rows.Select(r => r.Tokens.TakeLast(keep).ToArray()).ToArray());
+            _next = Prefill(_rows.Select(r => r.Tokens.TakeLast(keep).ToArray()).ToArray(), _cache);
             return;
         }
         // Finished sequences still take a slot in the batch; they repeat their last token and their output is ignored.
         var next = _rows.Select(r => r.Tokens[^1]).ToArray();
         _next = _model.Next(new TokenBatch(next, _rows.Length, 1), _cache, PicksOnBackend);
+    }
+
+    /// <summary>
+    /// A step of contrastive search: each unfinished sequence's candidates (from the logits of its last step) run through
+    /// the model as k rows of one batch; each sequence picks its best, and the picked rows' cache and logits become every
+    /// row's of that sequence. Returns the picks (null for finished sequences) and the picked rows' logits.
+    /// </summary>
+    private (int?[] Picks, NextTokens Following) RunCandidates()
+    {
+        int B = _rows.Length, k = _contrastive!.K, V = _model.Config.VocabSize;
+        var candidates = new (int Id, double Probability)[B][];
+        var tokens = new int[B * k];
+        for (var b = 0; b < B; b++)
+        {
+            var row = _rows[b];
+            if (row.FinishReason is null)
+                candidates[b] = Sampler.Candidates(PickableLogitsOf(b, row), _options, row.Tokens, row.Generated, k);
+            // Fewer candidates than rows (tokens ruled out), or a finished sequence: the spare rows repeat a token, unread.
+            for (var j = 0; j < k; j++)
+                tokens[b * k + j] = candidates[b] is { } c ? c[Math.Min(j, c.Length - 1)].Id : row.Tokens[^1];
+        }
+        var run = _model.Next(new TokenBatch(tokens, B * k, 1), _cache, greedy: false, hiddenStates: true);
+
+        var picks = new int?[B];
+        var logits = new float[B * V];
+        var sources = Enumerable.Range(0, B * k).ToArray();
+        for (var b = 0; b < B; b++)
+        {
+            if (candidates[b] is not { } c) continue;
+            var best = _contrastive.Select(b, c, run.Hidden!);
+            picks[b] = c[best].Id;
+            Array.Copy(run.Logits!, (b * k + best) * V, logits, b * V, V);
+            Array.Fill(sources, b * k + best, b * k, k);
+        }
+        _cache.GatherFrom(_cache, sources);
+        return (picks, new NextTokens(null, logits));
     }
 
     /// <summary>Row b's logits, with the end-of-text tokens at −∞ while the row is short of <see cref="GenerationOptions.MinNewTokens"/>.</summary>
@@ -198,12 +272,12 @@ internal sealed class GenerationSession : IDisposable
         return _next.Logits.AsSpan(row * V, V);
     }
 
-    private NextTokens Prefill(int[][] sequences)
+    private NextTokens Prefill(int[][] sequences, KvCache cache, bool hiddenStates = false)
     {
         var batch = sequences.All(s => s.Length == sequences[0].Length)
             ? new TokenBatch(sequences.SelectMany(s => s).ToArray(), sequences.Length, sequences[0].Length)
             : TokenBatch.LeftPadded(sequences, _padId);
-        return _model.Next(batch, _cache, PicksOnBackend);
+        return _model.Next(batch, cache, PicksOnBackend, hiddenStates);
     }
 
     /// <summary>Releases the cache's memory.</summary>

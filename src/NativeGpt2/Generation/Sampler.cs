@@ -75,6 +75,31 @@ public static class Sampler
     }
 
     /// <summary>
+    /// Contrastive search's candidates: the <paramref name="k"/> most likely tokens under softmax of the logits after the
+    /// penalties, bias and n-gram rule (no temperature), most likely first (ties: lower id first), with their
+    /// probabilities. Tokens at −∞ (ruled out) are never candidates, so there may be fewer than k.
+    /// </summary>
+    internal static (int Id, double Probability)[] Candidates(ReadOnlySpan<float> logits, GenerationOptions options, IReadOnlyCollection<int> previousTokens,
+        IReadOnlyList<int>? generatedTokens, int k)
+    {
+        var scores = Adjusted(logits, options, previousTokens, generatedTokens);
+        double max = scores.Max(), sum = 0;
+        foreach (var x in scores) sum += Math.Exp(x - max);
+        var best = new List<(int Id, double Probability)>(k + 1);
+        for (var i = 0; i < scores.Length; i++)
+        {
+            if (float.IsNegativeInfinity(scores[i])) continue;
+            var p = Math.Exp(scores[i] - max) / sum;
+            if (best.Count == k && p <= best[^1].Probability) continue;
+            var at = best.Count;
+            while (at > 0 && best[at - 1].Probability < p) at--;
+            best.Insert(at, (i, p));
+            if (best.Count > k) best.RemoveAt(k);
+        }
+        return [.. best];
+    }
+
+    /// <summary>
     /// The logits after the repetition penalty (Hugging Face's, over prompt and output), then OpenAI's presence and
     /// frequency penalties (over the output: logit − count · frequency − [count &gt; 0] · presence) and logit bias.
     /// </summary>

@@ -110,6 +110,21 @@ public class ChatClientTests
     }
 
     [Fact]
+    public async Task Penalty_alpha_in_additional_properties_runs_contrastive_search()
+    {
+        using var client = new Gpt2ChatClient(Shakespeare);
+        var options = new ChatOptions { TopK = 4, MaxOutputTokens = 40, AdditionalProperties = new() { ["penalty_alpha"] = 0.6f } };
+        var response = await client.GetResponseAsync(Conversation, options);
+        var expected = Shakespeare.Generate(ChatTemplate.Plain.Format(Conversation), new GenerationOptions
+        {
+            PenaltyAlpha = 0.6f, TopK = 4, MaxNewTokens = 40, StopStrings = ChatTemplate.Plain.StopSequences,
+        });
+        Assert.Equal(expected.Text.StartsWith(' ') ? expected.Text[1..] : expected.Text, response.Text);
+        // Contrastive search is deterministic: no seed, the same reply.
+        Assert.Equal(response.Text, (await client.GetResponseAsync(Conversation, options)).Text);
+    }
+
+    [Fact]
     public async Task A_stop_sequence_ends_the_reply_before_it()
     {
         using var client = new Gpt2ChatClient(Shakespeare);

@@ -88,6 +88,19 @@ public class GenerateScoreTokenizeTests
     }
 
     [Fact]
+    public void Generate_runs_contrastive_search_with_penalty_alpha_and_top_k()
+    {
+        var expected = Models.Get("shakespeare-char").Generate("ROMEO:", new GenerationOptions { PenaltyAlpha = 0.6f, TopK = 4, MaxNewTokens = 40 });
+        var result = CliRunner.Run("generate", "--prompt", "ROMEO:", "-n", "40", "--penalty-alpha", "0.6", "--top-k", "4");
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        Assert.Equal("ROMEO:" + expected.Text + Environment.NewLine, result.Out);
+
+        var refused = CliRunner.Run("generate", "--prompt", "ROMEO:", "--penalty-alpha", "0.6");
+        Assert.Equal(CliApp.UsageError, refused.ExitCode);
+        Assert.Equal("error: --top-k: contrastive search (--penalty-alpha 0.6) compares --top-k candidates: --top-k must be in [2, 32], got 0", refused.Error.Trim());
+    }
+
+    [Fact]
     public void Score_prints_tokens_mean_nll_and_perplexity_and_json()
     {
         using var temp = new TempDirectory();

@@ -224,6 +224,21 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     }
 
     [Fact]
+    public async Task Penalty_alpha_runs_contrastive_search_among_top_k_candidates()
+    {
+        var (status, body) = await PostAsync("/v1/completions", """{"prompt":"ROMEO:\n","max_tokens":50,"penalty_alpha":0.6,"top_k":4}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var expected = Shakespeare.Generate("ROMEO:\n", new GenerationOptions { PenaltyAlpha = 0.6f, TopK = 4, MaxNewTokens = 50 });
+        Assert.Equal(expected.Text, body.GetProperty("choices")[0].GetProperty("text").GetString());
+        Assert.NotEqual(Shakespeare.Generate("ROMEO:\n", new GenerationOptions { Greedy = true, MaxNewTokens = 50 }).Text, expected.Text);
+
+        var (refused, error) = await PostAsync("/v1/completions", """{"prompt":"x","penalty_alpha":0.6,"top_k":1}""");
+        Assert.Equal(HttpStatusCode.BadRequest, refused);
+        Assert.Equal("top_k", error.GetProperty("error").GetProperty("param").GetString());
+        Assert.Contains("contrastive search (penalty_alpha 0.6)", error.GetProperty("error").GetProperty("message").GetString());
+    }
+
+    [Fact]
     public async Task N_choices_of_each_prompt_draw_with_seed_plus_their_rank()
     {
         var (status, body) = await PostAsync("/v1/completions", """{"prompt":["ROMEO:","JULIET:"],"n":3,"max_tokens":12,"temperature":0.9,"seed":40}""");
@@ -315,6 +330,7 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     [InlineData("""{"prompt":"x","echo":"yes"}""", "echo")]
     [InlineData("""{"prompt":"x","no_repeat_ngram_size":-1}""", "no_repeat_ngram_size")]
     [InlineData("""{"prompt":"x","min_p":1.5}""", "min_p")]
+    [InlineData("""{"prompt":"x","penalty_alpha":-0.5,"top_k":4}""", "penalty_alpha")]
     [InlineData("""{"prompt":"x","max_tokens":2,"min_tokens":3}""", "min_tokens")]
     [InlineData("""{"prompt":[]}""", "prompt")]
     [InlineData("""{"prompt":["a",[1]]}""", "prompt")]
