@@ -44,6 +44,7 @@ public sealed class IlgpuBackend : IBackend
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _add;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape> _appendKeyValues;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _gatherRows;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int> _copyCacheSlot;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> _layerNorm;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape,
         SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>> _matMulTiled;
@@ -108,6 +109,7 @@ public sealed class IlgpuBackend : IBackend
         _add = Profiled("Add", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.Add));
         _appendKeyValues = Profiled("AppendKeyValues", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(ElementwiseKernels.AppendKeyValues));
         _gatherRows = Profiled("GatherRows", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(ElementwiseKernels.GatherRows));
+        _copyCacheSlot = Profiled("CopyCacheSlot", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int>(ElementwiseKernels.CopyCacheSlot));
         _layerNorm = Profiled("LayerNorm", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(LayerNormKernel.Forward));
         _matMulTiled = Profiled("MatMulTiled", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape,
             SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>>(MatMulKernels.Tiled));
@@ -526,6 +528,10 @@ public sealed class IlgpuBackend : IBackend
     /// <inheritdoc />
     public void GatherRows(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<int> rows, int R, int C) =>
         _gatherRows(Threads((long)R * C), View(output), View(input), View(rows), R, C);
+
+    /// <inheritdoc />
+    public void CopyCacheSlot(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> rows, int B, int slot, int Tmax, int NH, int HS) =>
+        _copyCacheSlot(Threads((long)B * NH * HS), View(keys), View(values), View(rows), B, slot, Tmax, NH, HS);
 
     /// <inheritdoc />
     public void TargetLogProbabilities(DeviceBuffer<float> output, DeviceBuffer<float> logits, DeviceBuffer<int> targets, int N, int V) =>

@@ -15,6 +15,7 @@ namespace NativeGpt2;
 public sealed class KvCache : IDisposable
 {
     private readonly bool _ownsBuffers;
+    private readonly int _heads, _headSize;
     private bool _maskStale = true;
 
     /// <summary>Buffers <see cref="GatherFrom"/> writes into when it gathers within this cache, then swaps in; made on first use.</summary>
@@ -41,6 +42,7 @@ public sealed class KvCache : IDisposable
         Stride = SlotStride(capacity);
         Backend = backend;
         RowFloats = config.HeadCount * Stride * config.HeadSize;
+        (_heads, _headSize) = (config.HeadCount, config.HeadSize);
         var perLayer = (long)batchSize * RowFloats;
         if (perLayer > Array.MaxLength)
             throw new ArgumentOutOfRangeException(nameof(batchSize), $"a cache of batch {batchSize} × {capacity} positions exceeds the largest .NET array per layer");
@@ -200,6 +202,32 @@ public sealed class KvCache : IDisposable
         mask.CopyTo(Mask, 0);
         positions.CopyTo(NextPosition, 0);
         Length = source.Length;
+        _maskStale = true;
+    }
+
+    /// <summary>
+    /// Position <paramref name="slot"/> of row b takes row <paramref name="rows"/>[b]'s, in every layer (keys, values and
+    /// mask): contrastive search spreads the candidate it keeps over the rows of its other candidates, whose caches differ
+    /// only there. A row named as a source must keep its own slot (rows[rows[b]] = rows[b]).
+    /// </summary>
+    internal void CopySlot(int slot, int[] rows)
+    {
+        if (rows.Length != BatchSize) throw new ArgumentException($"{rows.Length} rows named for a cache of {BatchSize}", nameof(rows));
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)slot, (uint)Length, nameof(slot));
+        foreach (var row in rows)
+        {
+            ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)row, (uint)BatchSize, nameof(rows));
+            if (rows[row] != row) throw new ArgumentException($"row {row} is copied from and also overwritten", nameof(rows));
+        }
+        if (rows.Select((row, b) => row == b).All(same => same)) return;
+        using var indices = Backend.Upload(rows);
+        for (var l = 0; l < Keys.Length; l++)
+            Backend.CopyCacheSlot(Keys[l], Values[l], indices, BatchSize, slot, Stride, _heads, _headSize);
+        for (var b = 0; b < BatchSize; b++)
+        {
+            Mask[b * Stride + slot] = Mask[rows[b] * Stride + slot];
+            NextPosition[b] = NextPosition[rows[b]];
+        }
         _maskStale = true;
     }
 

@@ -55,6 +55,23 @@ internal static class ElementwiseKernels
         if (flag < 0) output[0] = flag;
     }
 
+    /// <summary>
+    /// Slot <paramref name="slot"/> of cache row r takes row rows[r]'s, keys and values (B, NH, Tmax, HS); one thread per
+    /// (r, head, channel), rows with rows[r] = r left alone.
+    /// </summary>
+    public static void CopyCacheSlot(ArrayView<float> keys, ArrayView<float> values, ArrayView<int> rows, int B, int slot, int Tmax, int NH, int HS)
+    {
+        for (var i = Grid.GlobalIndex.X; i < B * NH * HS; i += Grid.DimX * Group.DimX)
+        {
+            int r = i / (NH * HS), h = i / HS % NH, d = i % HS, source = rows[r];
+            if (source == r) continue;
+            var to = (((long)r * NH + h) * Tmax + slot) * HS + d;
+            var from = (((long)source * NH + h) * Tmax + slot) * HS + d;
+            keys[to] = keys[from];
+            values[to] = values[from];
+        }
+    }
+
     /// <summary>out[r, c] = input[rows[r], c]; one thread per (r, c) of out (R, C).</summary>
     public static void GatherRows(ArrayView<float> output, ArrayView<float> input, ArrayView<int> rows, int R, int C)
     {

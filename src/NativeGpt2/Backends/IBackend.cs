@@ -120,6 +120,14 @@ public interface IBackend : IDisposable
     /// <summary>out[r, :] = input[rows[r], :] for R rows of C values.</summary>
     void GatherRows(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<int> rows, int R, int C);
 
+    /// <summary>
+    /// Position <paramref name="slot"/> of cache row r takes row rows[r]'s, keys and values of every head, in one layer's
+    /// cache of B rows (in the layout <see cref="Attention"/> keeps); a row with rows[r] = r is left as it is. No row read
+    /// is written (rows[rows[r]] = rows[r]), so the copy is in place. Contrastive search spreads the candidate it keeps
+    /// over its candidates' rows this way: one position a step, where gathering whole rows reads the cache's capacity.
+    /// </summary>
+    void CopyCacheSlot(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> rows, int B, int slot, int Tmax, int NH, int HS);
+
     /// <summary>out[n] = logits[n, targets[n]] − log Σ_v exp(logits[n, v]): each row's log-probability of its target.</summary>
     void TargetLogProbabilities(DeviceBuffer<float> output, DeviceBuffer<float> logits, DeviceBuffer<int> targets, int N, int V);
 

@@ -219,8 +219,9 @@ internal sealed class GenerationSession : IDisposable
 
     /// <summary>
     /// A step of contrastive search: each unfinished sequence's candidates (from the logits of its last step) run through
-    /// the model as k rows of one batch; each sequence picks its best, and the picked rows' cache and logits become every
-    /// row's of that sequence. Returns the picks (null for finished sequences) and the picked rows' logits.
+    /// the model as k rows of one batch; each sequence picks its best, whose logits are the sequence's next and whose new
+    /// cache position is copied into the sequence's other rows (the rows differ nowhere else). Returns the picks (null
+    /// for finished sequences) and the picked rows' logits.
     /// </summary>
     private (int?[] Picks, NextTokens Following) RunCandidates()
     {
@@ -249,7 +250,7 @@ internal sealed class GenerationSession : IDisposable
             Array.Copy(run.Logits!, (b * k + best) * V, logits, b * V, V);
             Array.Fill(sources, b * k + best, b * k, k);
         }
-        _cache.GatherFrom(_cache, sources);
+        _cache.CopySlot(_cache.Length - 1, sources);
         return (picks, new NextTokens(null, logits));
     }
 

@@ -376,6 +376,45 @@ public class BackendConformanceTests
 
     [SkippableTheory]
     [MemberData(nameof(Backends))]
+    public void CopyCacheSlot_gives_rows_the_keys_and_values_of_another_at_one_position(string name)
+    {
+        var backend = Prepare(name);
+        var random = new Random(12);
+        int B = 5, T = 3, Tmax = 7, NH = 3, HS = 20, C = NH * HS;
+        var scale = 1f / MathF.Sqrt(HS);
+        // Rows 1 and 4 take position 1 of rows 0 and 3; the others keep theirs.
+        int[] rows = [0, 0, 2, 3, 3];
+        var qkv = Numerics.RandomFloats(random, B * T * 3 * C, 2f);
+        var mask = Enumerable.Repeat(1, B * Tmax).ToArray();
+        var expectedKeys = new float[B * NH * Tmax * HS];
+        var expectedValues = new float[B * NH * Tmax * HS];
+        var copied = (float[])qkv.Clone();
+        for (var b = 0; b < B; b++) qkv.AsSpan((rows[b] * T + 1) * 3 * C, 3 * C).CopyTo(copied.AsSpan((b * T + 1) * 3 * C, 3 * C));
+        CausalSelfAttention.AppendKeyValuesReference(expectedKeys, expectedValues, copied, B, T, 0, Tmax, NH, HS);
+
+        // The cache is in the backend's own layout: a token attending to every position reads what each row holds.
+        var next = Numerics.RandomFloats(random, B * 3 * C, 2f);
+        CausalSelfAttention.AppendKeyValuesReference(expectedKeys, expectedValues, next, B, 1, T, Tmax, NH, HS);
+        var expected = new float[B * C];
+        CausalSelfAttention.Reference(expected, new float[B * NH * (T + 1)], next, expectedKeys, expectedValues, mask, B, 1, T, Tmax, NH, HS, scale);
+
+        using var scope = backend.Enter();
+        using var k = backend.Allocate<float>(expectedKeys.Length);
+        using var v = backend.Allocate<float>(expectedValues.Length);
+        using var q = backend.Upload(qkv);
+        using var m = backend.Upload(mask);
+        using var r = backend.Upload(rows);
+        using var n = backend.Upload(next);
+        using var prompt = backend.Allocate<float>(B * T * C);
+        using var o = backend.Allocate<float>(B * C);
+        backend.Attention(prompt, null, q, k, v, m, B, T, 0, Tmax, NH, HS, scale);
+        backend.CopyCacheSlot(k, v, r, B, 1, Tmax, NH, HS);
+        backend.Attention(o, null, n, k, v, m, B, 1, T, Tmax, NH, HS, scale);
+        Numerics.AssertClose(expected, Download(backend, o), Bound, $"{name} attention after CopyCacheSlot");
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
     public void Target_log_probabilities_match_the_reference(string name)
     {
         var backend = Prepare(name);

@@ -160,6 +160,26 @@ public sealed class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
+    public void CopyCacheSlot(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> rows, int B, int slot, int Tmax, int NH, int HS)
+    {
+        var k = Array(keys);
+        var v = Array(values);
+        var from = Array(rows);
+        for (var r = 0; r < B; r++)
+        {
+            var source = from[r];
+            if (source == r) continue;
+            for (var h = 0; h < NH; h++)
+            {
+                // Values (B, NH, Tmax, HS): the slot's channels side by side. Keys transposed (B, NH, HS, Tmax): a channel per row.
+                long to = (long)r * NH + h, at = (long)source * NH + h;
+                v.AsSpan((int)((at * Tmax + slot) * HS), HS).CopyTo(v.AsSpan((int)((to * Tmax + slot) * HS), HS));
+                for (var d = 0; d < HS; d++) k[(to * HS + d) * Tmax + slot] = k[(at * HS + d) * Tmax + slot];
+            }
+        }
+    }
+
+    /// <inheritdoc />
     public void TargetLogProbabilities(DeviceBuffer<float> output, DeviceBuffer<float> logits, DeviceBuffer<int> targets, int N, int V)
     {
         using var timing = new OperatorTiming("log-softmax", N, V, 1);
