@@ -122,6 +122,13 @@ internal static partial class MatMulTransposed
             for (; n + 2 * TileRows <= N; n += 2 * TileRows)
                 Rows<V, R>(rows, ref x, ref o, n, 2 * TileRows, IC, OC, from, to);
         }
+        if (V.Count == 16 && N - n == 4)
+        {
+            // Four rows left (four sequences decoding together: beams, contrastive candidates, a batch): one pass of a
+            // 4-row tile, where a 3-row pass and a 1-row pass read the panel twice.
+            Rows<V, R>(rows, ref x, ref o, n, 4, IC, OC, from, to);
+            return;
+        }
         for (; n + TileRows <= N; n += TileRows)
             Rows<V, R>(rows, ref x, ref o, n, TileRows, IC, OC, from, to);
         if (n + 2 == N)
@@ -177,6 +184,7 @@ internal static partial class MatMulTransposed
         where V : struct, ISimd<V> where R : struct, IRowView where A : struct, IReadAhead
     {
         if (count == 6) Tile6x4<V, R, A>(rows, ref x0, IC, k, ref o, OC, ahead);
+        else if (count == 4) Tile4x4<V, R, A>(rows, ref x0, IC, k, ref o, OC, ahead);
         else if (count == 3) Tile3x4<V, R, A>(rows, ref x0, IC, k, ref o, OC, ahead);
         else if (count == 2) Tile2x4<V, R, A>(rows, ref x0, IC, k, ref o, OC, ahead);
         else Tile1x4<V, R>(rows, ref x0, IC, k, ref o);
@@ -290,6 +298,43 @@ internal static partial class MatMulTransposed
         Finish<V, R>(rows, ref o, ref x0, IC, r0, r1, r2, r3, i, a00, a01, a02, a03);
         Finish<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, r0, r1, r2, r3, i, a10, a11, a12, a13);
         Finish<V, R>(rows, ref Unsafe.Add(ref o, 2 * OC), ref x2, IC, r0, r1, r2, r3, i, a20, a21, a22, a23);
+    }
+
+    /// <summary>4 input rows × weight rows [k, k + 4): sixteen dot products in flight (Vector512 only: 32 registers).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile4x4<V, R, A>(R rows, ref float x0, int IC, int k, ref float o, int OC, nint ahead)
+        where V : struct, ISimd<V> where R : struct, IRowView where A : struct, IReadAhead
+    {
+        nint r0 = rows.Start(k), r1 = rows.Start(k + 1), r2 = rows.Start(k + 2), r3 = rows.Start(k + 3);
+        ref var x1 = ref Unsafe.Add(ref x0, IC);
+        ref var x2 = ref Unsafe.Add(ref x1, IC);
+        ref var x3 = ref Unsafe.Add(ref x2, IC);
+        V a00 = V.Zero, a01 = V.Zero, a02 = V.Zero, a03 = V.Zero;
+        V a10 = V.Zero, a11 = V.Zero, a12 = V.Zero, a13 = V.Zero;
+        V a20 = V.Zero, a21 = V.Zero, a22 = V.Zero, a23 = V.Zero;
+        V a30 = V.Zero, a31 = V.Zero, a32 = V.Zero, a33 = V.Zero;
+        var i = 0;
+        for (; i <= IC - V.Count; i += V.Count)
+        {
+            // Values [ahead, ahead + 4·IC): the next tile's rows, a slice per step. A hint: past the table's end is harmless.
+            if (A.Asks) rows.Prefetch(ahead + TileWeights * i, TileWeights * V.Count);
+            var v0 = V.Load(ref Unsafe.Add(ref x0, i));
+            var v1 = V.Load(ref Unsafe.Add(ref x1, i));
+            var v2 = V.Load(ref Unsafe.Add(ref x2, i));
+            var v3 = V.Load(ref Unsafe.Add(ref x3, i));
+            var w = rows.Load<V>(r0, i);
+            a00 = V.Fma(v0, w, a00); a10 = V.Fma(v1, w, a10); a20 = V.Fma(v2, w, a20); a30 = V.Fma(v3, w, a30);
+            w = rows.Load<V>(r1, i);
+            a01 = V.Fma(v0, w, a01); a11 = V.Fma(v1, w, a11); a21 = V.Fma(v2, w, a21); a31 = V.Fma(v3, w, a31);
+            w = rows.Load<V>(r2, i);
+            a02 = V.Fma(v0, w, a02); a12 = V.Fma(v1, w, a12); a22 = V.Fma(v2, w, a22); a32 = V.Fma(v3, w, a32);
+            w = rows.Load<V>(r3, i);
+            a03 = V.Fma(v0, w, a03); a13 = V.Fma(v1, w, a13); a23 = V.Fma(v2, w, a23); a33 = V.Fma(v3, w, a33);
+        }
+        Finish<V, R>(rows, ref o, ref x0, IC, r0, r1, r2, r3, i, a00, a01, a02, a03);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, r0, r1, r2, r3, i, a10, a11, a12, a13);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, 2 * OC), ref x2, IC, r0, r1, r2, r3, i, a20, a21, a22, a23);
+        Finish<V, R>(rows, ref Unsafe.Add(ref o, 3 * OC), ref x3, IC, r0, r1, r2, r3, i, a30, a31, a32, a33);
     }
 
     /// <summary>6 input rows × weight rows [k, k + 4): twenty-four dot products in flight (Vector512 only: 32 registers).</summary>
