@@ -44,7 +44,7 @@ public sealed class IlgpuBackend : IBackend
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _add;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape> _appendKeyValues;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _gatherRows;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int> _copyCacheSlot;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, CacheSlots> _gatherCacheSlots;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> _layerNorm;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape,
         SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>> _matMulTiled;
@@ -109,7 +109,7 @@ public sealed class IlgpuBackend : IBackend
         _add = Profiled("Add", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.Add));
         _appendKeyValues = Profiled("AppendKeyValues", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(ElementwiseKernels.AppendKeyValues));
         _gatherRows = Profiled("GatherRows", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(ElementwiseKernels.GatherRows));
-        _copyCacheSlot = Profiled("CopyCacheSlot", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int>(ElementwiseKernels.CopyCacheSlot));
+        _gatherCacheSlots = Profiled("GatherCacheSlots", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, CacheSlots>(ElementwiseKernels.GatherCacheSlots));
         _layerNorm = Profiled("LayerNorm", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(LayerNormKernel.Forward));
         _matMulTiled = Profiled("MatMulTiled", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape,
             SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>>(MatMulKernels.Tiled));
@@ -530,8 +530,13 @@ public sealed class IlgpuBackend : IBackend
         _gatherRows(Threads((long)R * C), View(output), View(input), View(rows), R, C);
 
     /// <inheritdoc />
-    public void CopyCacheSlot(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> rows, int B, int slot, int Tmax, int NH, int HS) =>
-        _copyCacheSlot(Threads((long)B * NH * HS), View(keys), View(values), View(rows), B, slot, Tmax, NH, HS);
+    public void GatherCacheSlots(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<float> sourceKeys, DeviceBuffer<float> sourceValues,
+        DeviceBuffer<int> rows, int B, int from, int to, int Tmax, int NH, int HS)
+    {
+        if (to <= from) return;
+        _gatherCacheSlots(Threads((long)B * NH * (to - from) * HS), View(keys), View(values), View(sourceKeys), View(sourceValues), View(rows),
+            new CacheSlots(B, from, to - from, Tmax, NH, HS));
+    }
 
     /// <inheritdoc />
     public void TargetLogProbabilities(DeviceBuffer<float> output, DeviceBuffer<float> logits, DeviceBuffer<int> targets, int N, int V) =>

@@ -165,7 +165,14 @@ public sealed class KvCache : IDisposable
     /// positions. Beam search follows its surviving beams this way, and spreads a prompt cached once in a one-row cache
     /// over every beam. <paramref name="source"/> may be this cache; otherwise it must have the same capacity.
     /// </summary>
-    internal void GatherFrom(KvCache source, int[] rows)
+    /// <param name="source">The cache the rows come from.</param>
+    /// <param name="rows">For each row b of this cache, the row of <paramref name="source"/> it takes.</param>
+    /// <param name="shared">
+    /// Positions [0, shared) are not copied: every row of this cache already holds there what the gathered rows hold, and
+    /// has since before this cache's first gather within itself (a prompt every beam shares, spread over the rows before
+    /// the search).
+    /// </param>
+    internal void GatherFrom(KvCache source, int[] rows, int shared = 0)
     {
         if (!_ownsBuffers) throw new InvalidOperationException("a workspace's scratch cache cannot gather rows");
         if (rows.Length != BatchSize) throw new ArgumentException($"{rows.Length} rows named for a cache of {BatchSize}", nameof(rows));
@@ -175,15 +182,16 @@ public sealed class KvCache : IDisposable
             ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)row, (uint)source.BatchSize, nameof(rows));
         var within = ReferenceEquals(source, this);
         if (within && rows.Select((row, b) => row == b).All(same => same)) return;
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(shared, source.Length);
         // Within one cache a row may be read after another row took its place: gather into the spare buffers, then swap.
-        var keys = within ? _spareKeys ??= AllocateLike(Keys) : Keys;
-        var values = within ? _spareValues ??= AllocateLike(Values) : Values;
+        // Fresh spare buffers hold no shared positions yet: their first gather copies every position.
+        if (within && _spareKeys is null) (_spareKeys, _spareValues, shared) = (AllocateLike(Keys), AllocateLike(Values), 0);
+        var keys = within ? _spareKeys! : Keys;
+        var values = within ? _spareValues! : Values;
         using var indices = Backend.Upload(rows);
+        // Only the filled positions: the rest of a row is never read before it is written.
         for (var l = 0; l < Keys.Length; l++)
-        {
-            Backend.GatherRows(keys[l], source.Keys[l], indices, BatchSize, RowFloats);
-            Backend.GatherRows(values[l], source.Values[l], indices, BatchSize, RowFloats);
-        }
+            Backend.GatherCacheSlots(keys[l], values[l], source.Keys[l], source.Values[l], indices, BatchSize, shared, source.Length, Stride, _heads, _headSize);
         if (within)
         {
             for (var l = 0; l < Keys.Length; l++)
@@ -222,7 +230,7 @@ public sealed class KvCache : IDisposable
         if (rows.Select((row, b) => row == b).All(same => same)) return;
         using var indices = Backend.Upload(rows);
         for (var l = 0; l < Keys.Length; l++)
-            Backend.CopyCacheSlot(Keys[l], Values[l], indices, BatchSize, slot, Stride, _heads, _headSize);
+            Backend.GatherCacheSlots(Keys[l], Values[l], Keys[l], Values[l], indices, BatchSize, slot, slot + 1, Stride, _heads, _headSize);
         for (var b = 0; b < BatchSize; b++)
         {
             Mask[b * Stride + slot] = Mask[rows[b] * Stride + slot];

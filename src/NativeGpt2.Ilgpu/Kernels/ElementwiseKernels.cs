@@ -56,21 +56,23 @@ internal static class ElementwiseKernels
     }
 
     /// <summary>
-    /// Slot <paramref name="slot"/> of cache row r takes row rows[r]'s, keys and values (B, NH, Tmax, HS); one thread per
-    /// (r, head, channel), rows with rows[r] = r left alone.
+    /// Positions [from, from + count) of cache row r take those of source row rows[r], keys and values (B, NH, Tmax, HS);
+    /// one thread per (r, head, position, channel). A row copied onto itself writes what it reads.
     /// </summary>
-    public static void CopyCacheSlot(ArrayView<float> keys, ArrayView<float> values, ArrayView<int> rows, int B, int slot, int Tmax, int NH, int HS)
+    public static void GatherCacheSlots(ArrayView<float> keys, ArrayView<float> values, ArrayView<float> sourceKeys, ArrayView<float> sourceValues,
+        ArrayView<int> rows, CacheSlots s)
     {
-        for (var i = Grid.GlobalIndex.X; i < B * NH * HS; i += Grid.DimX * Group.DimX)
+        int HS = s.HS, count = s.Count, NH = s.NH;
+        for (var i = Grid.GlobalIndex.X; i < s.B * NH * count * HS; i += Grid.DimX * Group.DimX)
         {
-            int r = i / (NH * HS), h = i / HS % NH, d = i % HS, source = rows[r];
-            if (source == r) continue;
-            var to = (((long)r * NH + h) * Tmax + slot) * HS + d;
-            var from = (((long)source * NH + h) * Tmax + slot) * HS + d;
-            keys[to] = keys[from];
-            values[to] = values[from];
+            int d = i % HS, t = s.From + i / HS % count, h = i / (HS * count) % NH, r = i / (HS * count * NH);
+            var into = (((long)r * NH + h) * s.Tmax + t) * HS + d;
+            var at = (((long)rows[r] * NH + h) * s.Tmax + t) * HS + d;
+            keys[into] = sourceKeys[at];
+            values[into] = sourceValues[at];
         }
     }
+
 
     /// <summary>out[r, c] = input[rows[r], c]; one thread per (r, c) of out (R, C).</summary>
     public static void GatherRows(ArrayView<float> output, ArrayView<float> input, ArrayView<int> rows, int R, int C)
@@ -81,4 +83,15 @@ internal static class ElementwiseKernels
             output[i] = input[rows[r] * C + c];
         }
     }
+}
+
+/// <summary>Which positions <see cref="ElementwiseKernels.GatherCacheSlots"/> copies: [From, From + Count) of B rows of NH heads × Tmax slots × HS.</summary>
+internal readonly struct CacheSlots(int B, int from, int count, int Tmax, int NH, int HS)
+{
+    public readonly int B = B;
+    public readonly int From = from;
+    public readonly int Count = count;
+    public readonly int Tmax = Tmax;
+    public readonly int NH = NH;
+    public readonly int HS = HS;
 }

@@ -58,7 +58,8 @@ internal static class BeamSearch
 
             beams = [.. next.Select(n => new List<int>(beams[n.Beam]) { n.Token })];
             scores = [.. next.Select(n => n.Score)];
-            cache.GatherFrom(cache, [.. next.Select(n => n.Beam)]);
+            // The beams share the prompt: only the positions after it differ.
+            cache.GatherFrom(cache, [.. next.Select(n => n.Beam)], shared: prompt.Length);
             if (step == options.MaxNewTokens) break;
             logits = model.Next(new TokenBatch([.. next.Select(n => n.Token)], k, 1), cache, greedy: false).Logits!;
         }

@@ -376,7 +376,7 @@ public class BackendConformanceTests
 
     [SkippableTheory]
     [MemberData(nameof(Backends))]
-    public void CopyCacheSlot_gives_rows_the_keys_and_values_of_another_at_one_position(string name)
+    public void GatherCacheSlots_gives_rows_the_keys_and_values_of_another_at_one_position(string name)
     {
         var backend = Prepare(name);
         var random = new Random(12);
@@ -408,9 +408,52 @@ public class BackendConformanceTests
         using var prompt = backend.Allocate<float>(B * T * C);
         using var o = backend.Allocate<float>(B * C);
         backend.Attention(prompt, null, q, k, v, m, B, T, 0, Tmax, NH, HS, scale);
-        backend.CopyCacheSlot(k, v, r, B, 1, Tmax, NH, HS);
+        backend.GatherCacheSlots(k, v, k, v, r, B, 1, 2, Tmax, NH, HS);
         backend.Attention(o, null, n, k, v, m, B, 1, T, Tmax, NH, HS, scale);
-        Numerics.AssertClose(expected, Download(backend, o), Bound, $"{name} attention after CopyCacheSlot");
+        Numerics.AssertClose(expected, Download(backend, o), Bound, $"{name} attention after GatherCacheSlots");
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void GatherCacheSlots_takes_a_range_of_positions_from_another_cache(string name)
+    {
+        var backend = Prepare(name);
+        var random = new Random(13);
+        int B = 5, S = 3, T = 4, Tmax = 9, NH = 2, HS = 24, C = NH * HS;
+        var scale = 1f / MathF.Sqrt(HS);
+        // Positions 1 and 2 of each row come from a row of a cache of three; positions 0 and 3 stay.
+        int[] rows = [2, 0, 0, 1, 2];
+        var own = Numerics.RandomFloats(random, B * T * 3 * C, 2f);
+        var other = Numerics.RandomFloats(random, S * T * 3 * C, 2f);
+        var gathered = (float[])own.Clone();
+        for (var b = 0; b < B; b++)
+            other.AsSpan((rows[b] * T + 1) * 3 * C, 2 * 3 * C).CopyTo(gathered.AsSpan((b * T + 1) * 3 * C, 2 * 3 * C));
+        var mask = Enumerable.Repeat(1, B * Tmax).ToArray();
+        var expectedKeys = new float[B * NH * Tmax * HS];
+        var expectedValues = new float[B * NH * Tmax * HS];
+        CausalSelfAttention.AppendKeyValuesReference(expectedKeys, expectedValues, gathered, B, T, 0, Tmax, NH, HS);
+        var next = Numerics.RandomFloats(random, B * 3 * C, 2f);
+        CausalSelfAttention.AppendKeyValuesReference(expectedKeys, expectedValues, next, B, 1, T, Tmax, NH, HS);
+        var expected = new float[B * C];
+        CausalSelfAttention.Reference(expected, new float[B * NH * (T + 1)], next, expectedKeys, expectedValues, mask, B, 1, T, Tmax, NH, HS, scale);
+
+        using var scope = backend.Enter();
+        using var k = backend.Allocate<float>(expectedKeys.Length);
+        using var v = backend.Allocate<float>(expectedValues.Length);
+        using var sk = backend.Allocate<float>(S * NH * Tmax * HS);
+        using var sv = backend.Allocate<float>(S * NH * Tmax * HS);
+        using var q = backend.Upload(own);
+        using var sq = backend.Upload(other);
+        using var m = backend.Upload(mask);
+        using var r = backend.Upload(rows);
+        using var n = backend.Upload(next);
+        using var prompt = backend.Allocate<float>(B * T * C);
+        using var o = backend.Allocate<float>(B * C);
+        backend.Attention(prompt, null, q, k, v, m, B, T, 0, Tmax, NH, HS, scale);
+        backend.Attention(prompt, null, sq, sk, sv, m, S, T, 0, Tmax, NH, HS, scale);
+        backend.GatherCacheSlots(k, v, sk, sv, r, B, 1, 3, Tmax, NH, HS);
+        backend.Attention(o, null, n, k, v, m, B, 1, T, Tmax, NH, HS, scale);
+        Numerics.AssertClose(expected, Download(backend, o), Bound, $"{name} attention after GatherCacheSlots from another cache");
     }
 
     [SkippableTheory]

@@ -160,21 +160,24 @@ public sealed class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void CopyCacheSlot(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<int> rows, int B, int slot, int Tmax, int NH, int HS)
+    public void GatherCacheSlots(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<float> sourceKeys, DeviceBuffer<float> sourceValues,
+        DeviceBuffer<int> rows, int B, int from, int to, int Tmax, int NH, int HS)
     {
-        var k = Array(keys);
-        var v = Array(values);
-        var from = Array(rows);
+        float[] k = Array(keys), v = Array(values), sk = Array(sourceKeys), sv = Array(sourceValues);
+        var sources = Array(rows);
+        var count = to - from;
         for (var r = 0; r < B; r++)
         {
-            var source = from[r];
-            if (source == r) continue;
+            var source = sources[r];
+            if (source == r && ReferenceEquals(k, sk)) continue;
             for (var h = 0; h < NH; h++)
             {
-                // Values (B, NH, Tmax, HS): the slot's channels side by side. Keys transposed (B, NH, HS, Tmax): a channel per row.
-                long to = (long)r * NH + h, at = (long)source * NH + h;
-                v.AsSpan((int)((at * Tmax + slot) * HS), HS).CopyTo(v.AsSpan((int)((to * Tmax + slot) * HS), HS));
-                for (var d = 0; d < HS; d++) k[(to * HS + d) * Tmax + slot] = k[(at * HS + d) * Tmax + slot];
+                // Values (B, NH, Tmax, HS): the positions' channels side by side. Keys transposed (B, NH, HS, Tmax): a run of
+                // positions per channel.
+                long into = (long)r * NH + h, at = (long)source * NH + h;
+                sv.AsSpan((int)((at * Tmax + from) * HS), count * HS).CopyTo(v.AsSpan((int)((into * Tmax + from) * HS), count * HS));
+                for (var d = 0; d < HS; d++)
+                    sk.AsSpan((int)((at * HS + d) * Tmax + from), count).CopyTo(k.AsSpan((int)((into * HS + d) * Tmax + from), count));
             }
         }
     }
