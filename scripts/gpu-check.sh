@@ -25,6 +25,12 @@ if [ -e $bundled/config.json ]; then
   expected=$($N generate --backend cpu --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
   actual=$($N generate --backend cuda --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
   if [ "$expected" == "$actual" ]; then echo "greedy: cuda equals cpu"; else echo "FAILED: greedy text differs"; failures=$((failures + 1)); fi
+  # Beam and contrastive search: several rows a step, and the cache's positions gathered between rows (GatherCacheSlots).
+  for search in "--num-beams 4" "--penalty-alpha 0.6 --top-k 4"; do
+    expected=$($N generate --backend cpu --model $bundled --prompt "ROMEO:" --max-new-tokens 60 $search)
+    actual=$($N generate --backend cuda --model $bundled --prompt "ROMEO:" --max-new-tokens 60 $search)
+    if [ "$expected" == "$actual" ]; then echo "$search: cuda equals cpu"; else echo "FAILED: $search text differs"; failures=$((failures + 1)); fi
+  done
 else
   echo "skip greedy on $bundled: model not present"
 fi
