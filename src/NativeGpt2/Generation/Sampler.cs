@@ -200,21 +200,33 @@ public static class Sampler
         if (options.TopK > 0 && options.TopK < V)
         {
             // Keep every token whose logit is at least the k-th largest (ties at the boundary stay, as in Hugging Face).
-            var sorted = (float[])scores.Clone();
-            Array.Sort(sorted);
-            var kth = sorted[V - options.TopK];
+            var kth = KthLargest(scores, options.TopK);
             for (var i = 0; i < V; i++) if (scores[i] < kth) probabilities[i] = 0;
             Normalize(probabilities);
         }
         if (options.TopP < 1f)
         {
-            // The smallest set of most likely tokens whose total probability reaches p (never empty).
-            var order = Enumerable.Range(0, V).Where(i => probabilities[i] > 0).OrderByDescending(i => probabilities[i]).ThenBy(i => i).ToArray();
+            // The smallest set of most likely tokens whose total probability reaches p (never empty), most likely first
+            // (ties: lower id first). Only the likeliest tokens can be in it: those of the top powers of two of probability
+            // that hold p of the mass (and a margin for rounding) are sorted, the rest never are.
+            var ids = Likeliest(probabilities, options.TopP + 1e-9);
+            var keys = new double[ids.Length];
+            for (var j = 0; j < ids.Length; j++) keys[j] = -probabilities[ids[j]];
+            Array.Sort(keys, ids);
+            for (int start = 0, end; start < ids.Length; start = end)
+            {
+                for (end = start + 1; end < ids.Length && keys[end] == keys[start]; end++) { }
+                if (end - start > 1) Array.Sort(ids, start, end - start);
+            }
+            var kept = new bool[V];
             double cumulative = 0;
             var keep = 0;
-            while (keep < order.Length && (keep == 0 || cumulative < options.TopP))
-                cumulative += probabilities[order[keep++]];
-            for (var r = keep; r < order.Length; r++) probabilities[order[r]] = 0;
+            while (keep < ids.Length && (keep == 0 || cumulative < options.TopP))
+            {
+                kept[ids[keep]] = true;
+                cumulative += probabilities[ids[keep++]];
+            }
+            for (var i = 0; i < V; i++) if (!kept[i]) probabilities[i] = 0;
             Normalize(probabilities);
         }
         if (options.MinP > 0f)
@@ -225,6 +237,66 @@ public static class Sampler
             Normalize(probabilities);
         }
         return probabilities;
+    }
+
+    /// <summary>
+    /// The ids of the tokens whose probability is at least 2^-e for the smallest e at which those tokens hold
+    /// <paramref name="mass"/> (all tokens of nonzero probability when none does), in id order: every token left out is
+    /// less likely than every token taken.
+    /// </summary>
+    private static int[] Likeliest(double[] probabilities, double mass)
+    {
+        const int Buckets = 64;
+        // Bucket e holds the tokens with probability in [2^-e, 2^-(e-1)); the last also every smaller one.
+        Span<double> held = stackalloc double[Buckets + 1];
+        foreach (var p in probabilities)
+        {
+            if (p > 0) held[Math.Min(-Math.ILogB(p), Buckets)] += p;
+        }
+        var last = 0;
+        for (double total = held[0]; total < mass && last < Buckets; ) total += held[++last];
+        var ids = new List<int>();
+        for (var i = 0; i < probabilities.Length; i++)
+        {
+            if (probabilities[i] > 0 && Math.Min(-Math.ILogB(probabilities[i]), Buckets) <= last) ids.Add(i);
+        }
+        return [.. ids];
+    }
+
+    /// <summary>The k-th largest of <paramref name="scores"/>, counting equal values apart (as sorting them would), k ≥ 1.</summary>
+    private static float KthLargest(float[] scores, int k)
+    {
+        // A min-heap of the k largest so far: its root is the k-th largest of what has been seen. O(V log k).
+        var heap = new float[k];
+        var count = 0;
+        foreach (var x in scores)
+        {
+            if (count < k)
+            {
+                var at = count++;
+                while (at > 0 && heap[(at - 1) / 2] > x)
+                {
+                    heap[at] = heap[(at - 1) / 2];
+                    at = (at - 1) / 2;
+                }
+                heap[at] = x;
+            }
+            else if (x > heap[0])
+            {
+                var at = 0;
+                while (true)
+                {
+                    var child = 2 * at + 1;
+                    if (child >= k) break;
+                    if (child + 1 < k && heap[child + 1] < heap[child]) child++;
+                    if (heap[child] >= x) break;
+                    heap[at] = heap[child];
+                    at = child;
+                }
+                heap[at] = x;
+            }
+        }
+        return heap[0];
     }
 
     private static void Normalize(double[] probabilities)

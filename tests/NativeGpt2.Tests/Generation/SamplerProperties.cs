@@ -48,6 +48,48 @@ public class SamplerProperties
             Assert.Equal(1.0, kept.Sum(), 9);
         });
 
+    [Property(MaxTest = 200)]
+    public Property TopK_and_TopP_equal_a_full_sort_of_the_vocabulary() =>
+        Prop.ForAll((from v in Gen.Choose(1, 3000) from spread in Gen.Choose(0, 40) from p in Gen.Choose(1, 100) from k in Gen.Choose(0, 50)
+                     from seed in Gen.Choose(0, int.MaxValue) select (v, spread, p / 100f, k, seed)).ToArbitrary(), c =>
+        {
+            // Probabilities over many powers of two (a wide spread) or few (none), with ties, as the sampler's shortcuts see them.
+            var (V, spread, p, k, seed) = c;
+            var random = new Random(seed);
+            var logits = Enumerable.Range(0, V).Select(_ => (float)Math.Round(random.NextDouble() * spread, random.Next(3))).ToArray();
+            var options = new GenerationOptions { TopP = p, TopK = k, Temperature = 0.7f };
+            Assert.Equal(Reference(logits, options), Sampler.Distribution(logits, options, []));
+        });
+
+    /// <summary>Softmax, top-k and top-p written out with full sorts: what the sampler computed before it took shortcuts.</summary>
+    private static double[] Reference(float[] scores, GenerationOptions options)
+    {
+        var V = scores.Length;
+        var max = scores.Max();
+        var probabilities = scores.Select(x => Math.Exp((x - (double)max) / options.Temperature)).ToArray();
+        Normalize(probabilities);
+        if (options.TopK > 0 && options.TopK < V)
+        {
+            var kth = scores.OrderBy(x => x).ElementAt(V - options.TopK);
+            for (var i = 0; i < V; i++) if (scores[i] < kth) probabilities[i] = 0;
+            Normalize(probabilities);
+        }
+        if (options.TopP >= 1f) return probabilities;
+        var order = Enumerable.Range(0, V).Where(i => probabilities[i] > 0).OrderByDescending(i => probabilities[i]).ThenBy(i => i).ToArray();
+        double cumulative = 0;
+        var keep = 0;
+        while (keep < order.Length && (keep == 0 || cumulative < options.TopP)) cumulative += probabilities[order[keep++]];
+        for (var r = keep; r < order.Length; r++) probabilities[order[r]] = 0;
+        Normalize(probabilities);
+        return probabilities;
+
+        static void Normalize(double[] q)
+        {
+            var sum = q.Sum();
+            for (var i = 0; i < q.Length; i++) q[i] /= sum;
+        }
+    }
+
     [Property(MaxTest = 300)]
     public Property MinP_keeps_the_tokens_at_least_p_times_as_likely_as_the_best() =>
         Prop.ForAll((from logits in Logits() from p in Gen.Choose(0, 100) from seed in Gen.Choose(0, int.MaxValue) select (logits, p / 100f, seed)).ToArbitrary(), c =>
