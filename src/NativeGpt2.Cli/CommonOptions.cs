@@ -87,6 +87,7 @@ internal static class CommonOptions
         "StopStrings" => "--stop",
         "AllowSpecialTokens" => "--allow-special",
         "prompts" or "prompt" => "--prompt",
+        "count" => "--num-return-sequences",
         _ => "--" + System.Text.RegularExpressions.Regex.Replace(parameter, "(?<=[a-z])([A-Z])", "-$1").ToLowerInvariant(),
     };
 

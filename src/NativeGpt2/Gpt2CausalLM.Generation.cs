@@ -29,6 +29,62 @@ public sealed partial class Gpt2CausalLM
         return Run(ids, options, tokenizer, cancellationToken);
     }
 
+    /// <summary>
+    /// Several continuations of one prompt, in one batch. With beam search (<see cref="GenerationOptions.NumBeams"/>), the
+    /// <paramref name="count"/> best sequences the search finds, best first (Hugging Face's <c>num_return_sequences</c>);
+    /// otherwise <paramref name="count"/> sequences decoded side by side, the j-th drawn with seed
+    /// <see cref="GenerationOptions.Seed"/> + j (each what <see cref="Generate(string, GenerationOptions?, CancellationToken)"/>
+    /// gives with that seed), or each with a fresh seed when there is none. Greedy and contrastive decoding give
+    /// <paramref name="count"/> equal sequences.
+    /// </summary>
+    /// <param name="prompt">The text to continue.</param>
+    /// <param name="count">How many sequences: 1 to <see cref="MaxSequences"/>, and at most NumBeams with beam search.</param>
+    /// <param name="options">Decoding options.</param>
+    /// <param name="cancellationToken">Checked between tokens.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> or an option is out of range.</exception>
+    public IReadOnlyList<GenerationResult> GenerateSequences(string prompt, int count, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        var tokenizer = RequireTokenizer();
+        options ??= new GenerationOptions();
+        CheckSequenceCount(count, options);
+        return Sequences(Encode(tokenizer, prompt, options.AllowSpecialTokens), count, options, tokenizer, cancellationToken);
+    }
+
+    /// <summary><see cref="GenerateSequences(string, int, GenerationOptions?, CancellationToken)"/> from token ids.</summary>
+    public IReadOnlyList<GenerationResult> GenerateSequencesIds(IReadOnlyList<int> prompt, int count, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        options ??= new GenerationOptions();
+        CheckSequenceCount(count, options);
+        return Sequences([.. prompt], count, options, Tokenizer, cancellationToken);
+    }
+
+    /// <summary>The most sequences <see cref="GenerateSequences(string, int, GenerationOptions?, CancellationToken)"/> returns.</summary>
+    public const int MaxSequences = 64;
+
+    private static void CheckSequenceCount(int count, GenerationOptions options)
+    {
+        var most = options.NumBeams > 1 ? Math.Min(options.NumBeams, MaxSequences) : MaxSequences;
+        if (count < 1 || count > most)
+            throw new ArgumentOutOfRangeException(nameof(count), count, options.NumBeams > 1
+                ? $"must be in [1, {most}]: beam search (NumBeams {options.NumBeams}) finds at most NumBeams sequences"
+                : $"must be in [1, {most}]");
+    }
+
+    private IReadOnlyList<GenerationResult> Sequences(int[] prompt, int count, GenerationOptions options, Gpt2Tokenizer? tokenizer, CancellationToken cancellationToken)
+    {
+        if (options.NumBeams > 1)
+        {
+            ThrowIfDisposed();
+            var prepared = GenerationSession.Prepare(Config, [prompt], options, tokenizer)[0];
+            return BeamSearch.Run(this, prepared, options, tokenizer, GenerationSession.EndOfTextIds(Config, tokenizer, options), cancellationToken, count);
+        }
+        var first = options.Seed ?? Random.Shared.Next();
+        int[] seeds = [.. Enumerable.Range(0, count).Select(j => options.Seed is null && j > 0 ? Random.Shared.Next() : unchecked(first + j))];
+        return Run([.. Enumerable.Repeat(prompt, count)], options, tokenizer, cancellationToken, seeds);
+    }
+
     /// <summary>Generates from token ids, for models without a tokenizer or callers who tokenize themselves.</summary>
     /// <param name="prompt">Prompt token ids; empty starts from the end-of-text token.</param>
     /// <param name="options">Decoding options; stop strings need a tokenizer.</param>
@@ -120,7 +176,8 @@ public sealed partial class Gpt2CausalLM
         }
     }
 
-    private IReadOnlyList<GenerationResult> Run(int[][] prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer, CancellationToken cancellationToken)
+    private IReadOnlyList<GenerationResult> Run(int[][] prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer, CancellationToken cancellationToken,
+        IReadOnlyList<int>? seeds = null)
     {
         if (options.NumBeams > 1)
         {
@@ -128,9 +185,9 @@ public sealed partial class Gpt2CausalLM
             ThrowIfDisposed();
             var prepared = GenerationSession.Prepare(Config, prompts, options, tokenizer);
             var ends = GenerationSession.EndOfTextIds(Config, tokenizer, options);
-            return [.. prepared.Select(prompt => BeamSearch.Run(this, prompt, options, tokenizer, ends, cancellationToken))];
+            return [.. prepared.Select(prompt => BeamSearch.Run(this, prompt, options, tokenizer, ends, cancellationToken)[0])];
         }
-        using var session = Start(prompts, options, tokenizer);
+        using var session = Start(prompts, options, tokenizer, seeds);
         while (!session.IsFinished)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -140,10 +197,10 @@ public sealed partial class Gpt2CausalLM
         return Enumerable.Range(0, prompts.Length).Select(session.Result).ToArray();
     }
 
-    private GenerationSession Start(int[][] prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer)
+    private GenerationSession Start(int[][] prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer, IReadOnlyList<int>? seeds = null)
     {
         ThrowIfDisposed();
-        return new GenerationSession(this, prompts, options, tokenizer);
+        return new GenerationSession(this, prompts, options, tokenizer, seeds);
     }
 
     private Gpt2Tokenizer RequireTokenizer() =>

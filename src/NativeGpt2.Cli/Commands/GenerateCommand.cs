@@ -39,6 +39,7 @@ internal static class GenerateCommand
         var numBeams = new Option<int>("--num-beams") { Description = $"Beam search over K sequences (1 to {GenerationOptions.MaxBeams}; 1: none); the text is printed when the search ends.", DefaultValueFactory = _ => defaults.NumBeams };
         var lengthPenalty = new Option<float>("--length-penalty") { Description = "Beam search: a finished sequence scores its log-probability over (its length)^L; above 0 favours longer ones.", DefaultValueFactory = _ => defaults.LengthPenalty };
         var penaltyAlpha = new Option<float>("--penalty-alpha") { Description = "Contrastive search: among the --top-k likeliest tokens, keep the best (1 - A)·p - A·(likeness to the text so far), A in [0, 1]; 0: none.", DefaultValueFactory = _ => defaults.PenaltyAlpha };
+        var sequences = new Option<int>("--num-return-sequences") { Description = $"Print N continuations (1 to {Gpt2CausalLM.MaxSequences}), separated by lines of ---: the search's N best with --num-beams, else N drawn in one batch with seeds S, S + 1, ….", DefaultValueFactory = _ => 1 };
         var seed = new Option<int?>("--seed") { Description = "Seed for reproducible sampling (default: random)." };
         var stop = new Option<string[]>("--stop") { Description = "Stop before this text; may be repeated.", AllowMultipleArgumentsPerToken = false };
         var slidingWindow = new Option<bool>("--sliding-window") { Description = "Allow prompt + new tokens beyond the context length by sliding the window." };
@@ -47,7 +48,7 @@ internal static class GenerateCommand
         var command = new Command("generate", "Continue a prompt, streaming the text as it is produced.")
         {
             model, backend, weights, prompt, maxNewTokens, greedy, temperature, topK, topP, minP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias,
-            noRepeat, minNewTokens, numBeams, lengthPenalty, penaltyAlpha, seed, stop, slidingWindow, special,
+            noRepeat, minNewTokens, numBeams, lengthPenalty, penaltyAlpha, sequences, seed, stop, slidingWindow, special,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -80,6 +81,14 @@ internal static class GenerateCommand
             using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
             if (lm.Tokenizer is null)
                 throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer ({Tokenization.Gpt2Tokenizer.NoTokenizerFiles}), so --prompt cannot be read; 'nativegpt2 forward --ids' runs it on token ids");
+            if (parse.GetValue(sequences) is var count and not 1)
+            {
+                // Several sequences are printed when all are done, each as the prompt and its continuation.
+                IReadOnlyList<GenerationResult> results = null!;
+                CommonOptions.ValidateAsUsage(() => results = lm.GenerateSequences(text, count, options, cancellation));
+                await context.Out.WriteLineAsync(string.Join(Environment.NewLine + "---" + Environment.NewLine, results.Select(r => text + r.Text)));
+                return CliApp.Success;
+            }
             if (options.NumBeams > 1)
             {
                 // Beam search knows its text only at the end. Generate checks the prompt before the search starts, and

@@ -13,12 +13,13 @@ namespace NativeGpt2.Generation;
 /// an end-of-text continuation among the first k becomes a finished hypothesis; the others fill the k beams of the next
 /// step. The search ends when k hypotheses are finished and none of the running beams could still beat the worst of them
 /// (their best score over the current length), or after <see cref="GenerationOptions.MaxNewTokens"/> steps, when the
-/// running beams join the hypotheses. The result is the hypothesis with the best score.
+/// running beams join the hypotheses. The results are the hypotheses with the best scores, best first.
 /// </remarks>
 internal static class BeamSearch
 {
-    public static GenerationResult Run(Gpt2CausalLM model, int[] prompt, GenerationOptions options, Gpt2Tokenizer? tokenizer,
-        IReadOnlySet<int> endOfText, CancellationToken cancellationToken)
+    /// <summary>The <paramref name="count"/> (at most k) best sequences the search finds for <paramref name="prompt"/>, best first.</summary>
+    public static IReadOnlyList<GenerationResult> Run(Gpt2CausalLM model, int[] prompt, GenerationOptions options, Gpt2Tokenizer? tokenizer,
+        IReadOnlySet<int> endOfText, CancellationToken cancellationToken, int count = 1)
     {
         int k = options.NumBeams, V = model.Config.VocabSize;
         var capacity = prompt.Length + options.MaxNewTokens;
@@ -71,10 +72,15 @@ internal static class BeamSearch
             }
         }
 
-        var best = hypotheses.Best();
-        var ended = best.Count > 0 && endOfText.Contains(best[^1]);
-        var text = tokenizer?.Decode(ended ? best.Take(best.Count - 1) : best) ?? "";
-        return new GenerationResult(text, prompt, best, ended ? FinishReason.EndOfText : FinishReason.Length);
+        var best = hypotheses.Ranked(count);
+        return best.Count == 0 ? [Result([])] : [.. best.Select(Result)];
+
+        GenerationResult Result(IReadOnlyList<int> tokens)
+        {
+            var ended = tokens.Count > 0 && endOfText.Contains(tokens[^1]);
+            var text = tokenizer?.Decode(ended ? tokens.Take(tokens.Count - 1) : tokens) ?? "";
+            return new GenerationResult(text, prompt, tokens, ended ? FinishReason.EndOfText : FinishReason.Length);
+        }
     }
 
     /// <summary>The <paramref name="count"/> best continuations of all beams, best first: (score, beam, token).</summary>
@@ -159,14 +165,12 @@ internal sealed class BeamHypotheses(int k, float lengthPenalty)
         _kept.Count >= k && _worst >= bestRunningSum / Math.Pow(length, lengthPenalty);
 
     /// <summary>The tokens of the best-scoring hypothesis (of equals, the one kept last).</summary>
-    public IReadOnlyList<int> Best()
-    {
-        if (_kept.Count == 0) return [];
-        var best = 0;
-        for (var i = 1; i < _kept.Count; i++)
-        {
-            if (_kept[i].Score >= _kept[best].Score) best = i;
-        }
-        return _kept[best].Tokens;
-    }
+    public IReadOnlyList<int> Best() => Ranked(1) is [var best] ? best : [];
+
+    /// <summary>
+    /// The tokens of the <paramref name="count"/> best-scoring hypotheses, best first; of equals, the one kept last first
+    /// (Hugging Face sorts them by score, a stable sort, and takes them from the end).
+    /// </summary>
+    public IReadOnlyList<IReadOnlyList<int>> Ranked(int count) =>
+        [.. _kept.Select((h, i) => (h.Score, Index: i, h.Tokens)).OrderByDescending(h => h.Score).ThenByDescending(h => h.Index).Take(count).Select(h => h.Tokens)];
 }

@@ -38,7 +38,13 @@ internal sealed class GenerationSession : IDisposable
         public List<TokenLogProbs>? LogProbs { get; init; }
     }
 
-    public GenerationSession(Gpt2CausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer)
+    /// <param name="model">The model.</param>
+    /// <param name="prompts">The prompts, one sequence each.</param>
+    /// <param name="options">The options every sequence decodes with.</param>
+    /// <param name="tokenizer">Decodes the text, when the model has one.</param>
+    /// <param name="seeds">Each sequence's seed; null: <see cref="GenerationOptions.Seed"/> (or one fresh seed) for every one.</param>
+    public GenerationSession(Gpt2CausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer,
+        IReadOnlyList<int>? seeds = null)
     {
         var prepared = Prepare(model.Config, prompts, options, tokenizer);
         _model = model;
@@ -57,7 +63,7 @@ internal sealed class GenerationSession : IDisposable
             {
                 PromptIds = prompt,
                 // Each sequence draws from its own source seeded alike, so it samples exactly what it would alone.
-                Random = new Random(seed),
+                Random = new Random(seeds?[b] ?? seed),
                 Decoder = tokenizer?.CreateStreamingDecoder(),
                 Stops = options.StopStrings.Count > 0 ? new StopStringMatcher(options.StopStrings) : null,
                 LogProbs = options.LogProbs is null ? null : [],

@@ -88,6 +88,21 @@ public class GenerateScoreTokenizeTests
     }
 
     [Fact]
+    public void Generate_prints_several_sequences_separated_by_dashes()
+    {
+        var options = new GenerationOptions { NumBeams = 4, MaxNewTokens = 25 };
+        var expected = Models.Get("shakespeare-char").GenerateSequences("ROMEO:", 3, options);
+        var result = CliRunner.Run("generate", "--prompt", "ROMEO:", "-n", "25", "--num-beams", "4", "--num-return-sequences", "3");
+        Assert.Equal(CliApp.Success, result.ExitCode);
+        var nl = Environment.NewLine;
+        Assert.Equal(string.Join(nl + "---" + nl, expected.Select(r => "ROMEO:" + r.Text)) + nl, result.Out);
+
+        var refused = CliRunner.Run("generate", "--prompt", "ROMEO:", "--num-beams", "2", "--num-return-sequences", "3");
+        Assert.Equal(CliApp.UsageError, refused.ExitCode);
+        Assert.Equal("error: --num-return-sequences must be in [1, 2]: beam search (--num-beams 2) finds at most --num-beams sequences, got 3", refused.Error.Trim());
+    }
+
+    [Fact]
     public void Generate_runs_contrastive_search_with_penalty_alpha_and_top_k()
     {
         var expected = Models.Get("shakespeare-char").Generate("ROMEO:", new GenerationOptions { PenaltyAlpha = 0.6f, TopK = 4, MaxNewTokens = 40 });

@@ -39,8 +39,11 @@ public class BeamSearchTests
         // The simulated GPU runs one prompt (its cache gathers are what it adds), the CPU both.
         foreach (int[] prompt in ((int[][])[[400, 12, 12, 12, 9], [1, 2, 3]]).Take(backend == TestBackends.Cpu ? 2 : 1))
         {
-            var expected = Reference(model, prompt, options, endOfText: 511);
-            Assert.Equal(expected, model.GenerateIds(prompt, options).GeneratedIds);
+            var expected = Ranked(model, prompt, options, endOfText: 511);
+            Assert.Equal(expected[0], model.GenerateIds(prompt, options).GeneratedIds);
+            // The k best, as Hugging Face's num_return_sequences returns them.
+            var sequences = model.GenerateSequencesIds(prompt, k, options);
+            Assert.Equal(expected.Take(k).ToArray(), sequences.Select(r => r.GeneratedIds.ToList()).ToArray());
         }
     }
 
@@ -64,10 +67,30 @@ public class BeamSearchTests
         var prompt = Shakespeare.Tokenizer!.Encode("A");
         var eos = Shakespeare.Config.EosTokenId!.Value;
         var result = Shakespeare.Generate("A", options);
-        Assert.Equal(Reference(Shakespeare, prompt, options, eos), result.GeneratedIds);
+        Assert.Equal(Ranked(Shakespeare, prompt, options, eos)[0], result.GeneratedIds);
         Assert.Equal(eos, result.GeneratedIds[^1]);
         Assert.Equal(FinishReason.EndOfText, result.FinishReason);
         Assert.Equal(Shakespeare.Tokenizer.Decode(result.GeneratedIds.SkipLast(1)), result.Text);
+    }
+
+    [Fact]
+    public void Several_sequences_are_the_search_s_best_or_draws_with_consecutive_seeds()
+    {
+        var beams = new GenerationOptions { NumBeams = 5, MaxNewTokens = 30, LengthPenalty = 0.7f };
+        var best = Shakespeare.GenerateSequences("ROMEO:", 3, beams);
+        Assert.Equal(3, best.Count);
+        Assert.Equal(Shakespeare.Generate("ROMEO:", beams).GeneratedIds, best[0].GeneratedIds);
+        Assert.Equal(3, best.Select(r => string.Join(',', r.GeneratedIds)).Distinct().Count());
+        Assert.All(best, r => Assert.Equal(Shakespeare.Tokenizer!.Decode(r.GeneratedIds.Where(id => id != Shakespeare.Config.EosTokenId)), r.Text));
+
+        var sampled = new GenerationOptions { Temperature = 0.9f, TopP = 0.95f, MaxNewTokens = 40, Seed = 17 };
+        var drawn = Shakespeare.GenerateSequences("JULIET:", 4, sampled);
+        for (var j = 0; j < 4; j++)
+            Assert.Equal(Shakespeare.Generate("JULIET:", sampled with { Seed = 17 + j }).Text, drawn[j].Text);
+
+        Assert.Equal("count", Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.GenerateSequences("A", 6, beams)).ParamName);
+        Assert.Equal("count", Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.GenerateSequences("A", 0)).ParamName);
+        Assert.Equal("count", Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.GenerateSequences("A", Gpt2CausalLM.MaxSequences + 1)).ParamName);
     }
 
     [Fact]
@@ -119,8 +142,8 @@ public class BeamSearchTests
         Assert.False(kept.IsDone(-2, 2));
     }
 
-    /// <summary>Beam search written out plainly: a full forward pass per beam and step, every candidate sorted.</summary>
-    private static List<int> Reference(Gpt2CausalLM model, int[] prompt, GenerationOptions options, int endOfText)
+    /// <summary>Beam search written out plainly: a full forward pass per beam and step, every candidate sorted. Every hypothesis, best first.</summary>
+    private static List<List<int>> Ranked(Gpt2CausalLM model, int[] prompt, GenerationOptions options, int endOfText)
     {
         var k = options.NumBeams;
         var beams = new List<(List<int> Tokens, double Score)> { ([], 0) };
@@ -173,12 +196,8 @@ public class BeamSearchTests
         {
             foreach (var (tokens, score) in beams) Add(tokens, score, tokens.Count);
         }
-        var best = hypotheses[0];
-        foreach (var h in hypotheses)
-        {
-            if (h.Score >= best.Score) best = h;
-        }
-        return best.Tokens;
+        // Best first; of equal scores, the one kept last first.
+        return [.. hypotheses.Select((h, i) => (h, i)).OrderByDescending(x => x.h.Score).ThenByDescending(x => x.i).Select(x => x.h.Tokens)];
     }
 
     private static float[] Last(Gpt2CausalLM model, int[] ids) => model.Forward(TokenBatch.FromIds(ids)).Logits.Row(0, ids.Length - 1).ToArray();
