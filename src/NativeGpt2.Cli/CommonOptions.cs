@@ -79,7 +79,7 @@ internal static class CommonOptions
     /// <c>SlidingWindow</c>) written as the options that set them (<c>--max-new-tokens</c>, <c>--sliding-window</c>).
     /// </summary>
     private static string OptionNames(string message) =>
-        System.Text.RegularExpressions.Regex.Replace(message, @"\b(MaxNewTokens|MinNewTokens|NoRepeatNgramSize|NumBeams|LengthPenalty|PenaltyAlpha|StopStrings|SlidingWindow|TopK|TopP|MinP|RepetitionPenalty|PresencePenalty|FrequencyPenalty|LogitBias|AllowSpecialTokens)\b", m => OptionFor(m.Value));
+        System.Text.RegularExpressions.Regex.Replace(message, @"\b(MaxNewTokens|MinNewTokens|NoRepeatNgramSize|NumBeams|LengthPenalty|PenaltyAlpha|StopStrings|SlidingWindow|TopK|TopP|MinP|TypicalP|RepetitionPenalty|PresencePenalty|FrequencyPenalty|LogitBias|AllowSpecialTokens)\b", m => OptionFor(m.Value));
 
     /// <summary>The option that sets a library parameter: <c>TopP</c> is <c>--top-p</c>, <c>StopStrings</c> <c>--stop</c>.</summary>
     private static string OptionFor(string parameter) => parameter switch

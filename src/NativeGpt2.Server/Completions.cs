@@ -244,7 +244,7 @@ internal static class Completions
 
     /// <summary>
     /// The options both endpoints share: OpenAI's sampling fields (<c>presence_penalty</c>, <c>frequency_penalty</c> and
-    /// <c>logit_bias</c> included); <c>top_k</c>, <c>min_p</c> and <c>repetition_penalty</c> are extensions, as in llama.cpp's server,
+    /// <c>logit_bias</c> included); <c>top_k</c>, <c>min_p</c>, <c>typical_p</c> and <c>repetition_penalty</c> are extensions, as in llama.cpp's server,
     /// and <c>min_tokens</c> (vLLM's name), <c>no_repeat_ngram_size</c> and <c>penalty_alpha</c> (contrastive search with
     /// <c>top_k</c> candidates; Hugging Face's names) too.
     /// </summary>
@@ -263,6 +263,7 @@ internal static class Completions
             TopP = body.Number("top_p", 0, 1) is { } p ? (p == 0 ? throw OpenAIError.BadRequest("'top_p' must be in (0, 1]", "top_p") : p) : 1f,
             TopK = body.Int("top_k", 0, int.MaxValue) ?? 0,
             MinP = body.Number("min_p", 0, 1) ?? 0f,
+            TypicalP = body.Number("typical_p", 0, 1) is { } typical ? (typical == 0 ? throw OpenAIError.BadRequest("'typical_p' must be in (0, 1]", "typical_p") : typical) : 1f,
             RepetitionPenalty = body.Number("repetition_penalty", 1e-3, 1e3) ?? 1f,
             NoRepeatNgramSize = body.Int("no_repeat_ngram_size", 0, int.MaxValue) ?? 0,
             MinNewTokens = body.Int("min_tokens", 0, int.MaxValue) ?? 0,

@@ -86,7 +86,7 @@ public static class OpenAIEndpoints
     /// <summary>Request fields for the library's parameter names.</summary>
     private static readonly Dictionary<string, string> RequestNames = new()
     {
-        ["MaxNewTokens"] = "max_tokens", ["Temperature"] = "temperature", ["TopP"] = "top_p", ["TopK"] = "top_k", ["MinP"] = "min_p",
+        ["MaxNewTokens"] = "max_tokens", ["Temperature"] = "temperature", ["TopP"] = "top_p", ["TopK"] = "top_k", ["MinP"] = "min_p", ["TypicalP"] = "typical_p",
         ["RepetitionPenalty"] = "repetition_penalty", ["StopStrings"] = "stop", ["LogProbs"] = "logprobs",
         ["PresencePenalty"] = "presence_penalty", ["FrequencyPenalty"] = "frequency_penalty", ["LogitBias"] = "logit_bias", ["MinNewTokens"] = "min_tokens", ["NoRepeatNgramSize"] = "no_repeat_ngram_size",
         ["PenaltyAlpha"] = "penalty_alpha",

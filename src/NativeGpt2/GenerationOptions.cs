@@ -3,7 +3,7 @@ namespace NativeGpt2;
 /// <summary>
 /// How to pick new tokens. The defaults sample from the full distribution at temperature 1; set
 /// <see cref="Greedy"/> (or <see cref="Temperature"/> 0) for the single most likely continuation.
-/// Processing follows Hugging Face: repetition penalty, then temperature, then top-k, then top-p, then min-p; OpenAI's
+/// Processing follows Hugging Face: repetition penalty, then temperature, then top-k, then top-p, then min-p, then typical-p; OpenAI's
 /// presence and frequency penalties and logit bias adjust the logits after the repetition penalty, before the rest;
 /// the tokens <see cref="NoRepeatNgramSize"/> and <see cref="MinNewTokens"/> rule out get probability 0 whatever follows.
 /// </summary>
@@ -29,6 +29,13 @@ public sealed record GenerationOptions
     /// top-k and top-p), in [0, 1]; 0 (the default) means no limit. Hugging Face's <c>min_p</c>, llama.cpp's and vLLM's.
     /// </summary>
     public float MinP { get; init; }
+
+    /// <summary>
+    /// Locally typical sampling (Hugging Face's <c>typical_p</c>, Meister et al., 2022): keep the tokens whose information
+    /// −log p is closest to the distribution's entropy, the fewest whose probability reaches this mass (after temperature,
+    /// top-k, top-p and min-p), in (0, 1]; 1 (the default) means no limit.
+    /// </summary>
+    public float TypicalP { get; init; } = 1f;
 
     /// <summary>Penalty for tokens already in the prompt or output (logit / r if positive, · r if negative); 1 means none. Must be &gt; 0.</summary>
     public float RepetitionPenalty { get; init; } = 1f;
@@ -172,6 +179,8 @@ public sealed record GenerationOptions
             throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "must be in (0, 1] (1 means no limit)");
         if (!(MinP >= 0 && MinP <= 1))
             throw new ArgumentOutOfRangeException(nameof(MinP), MinP, "must be in [0, 1] (0 means no limit)");
+        if (!(TypicalP > 0 && TypicalP <= 1))
+            throw new ArgumentOutOfRangeException(nameof(TypicalP), TypicalP, "must be in (0, 1] (1 means no limit)");
         if (!(RepetitionPenalty > 0) || float.IsInfinity(RepetitionPenalty))
             throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), RepetitionPenalty, "must be a finite number > 0 (1 means none)");
         foreach (var (name, penalty) in new[] { (nameof(PresencePenalty), PresencePenalty), (nameof(FrequencyPenalty), FrequencyPenalty) })

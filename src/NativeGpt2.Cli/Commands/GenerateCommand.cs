@@ -23,6 +23,7 @@ internal static class GenerateCommand
         var topK = new Option<int>("--top-k") { Description = "Sample among the K most likely tokens; 0 for no limit.", DefaultValueFactory = _ => defaults.TopK };
         var topP = new Option<float>("--top-p") { Description = "Sample from the smallest set of tokens with probability ≥ P; 1 for no limit.", DefaultValueFactory = _ => defaults.TopP };
         var minP = new Option<float>("--min-p") { Description = "Sample only among tokens at least P times as likely as the most likely; 0 for no limit.", DefaultValueFactory = _ => defaults.MinP };
+        var typicalP = new Option<float>("--typical-p") { Description = "Sample among the tokens whose surprise is nearest the entropy, the fewest holding probability P; 1 for no limit.", DefaultValueFactory = _ => defaults.TypicalP };
         var repetitionPenalty = new Option<float>("--repetition-penalty") { Description = "Penalty > 1 for tokens already seen; 1 for none.", DefaultValueFactory = _ => defaults.RepetitionPenalty };
         var presencePenalty = new Option<float>("--presence-penalty") { Description = "Subtracted once from the logit of each token the output already holds, in [-2, 2]; 0 for none.", DefaultValueFactory = _ => defaults.PresencePenalty };
         var frequencyPenalty = new Option<float>("--frequency-penalty") { Description = "Subtracted from a token's logit for each time the output already holds it, in [-2, 2]; 0 for none.", DefaultValueFactory = _ => defaults.FrequencyPenalty };
@@ -47,7 +48,7 @@ internal static class GenerateCommand
 
         var command = new Command("generate", "Continue a prompt, streaming the text as it is produced.")
         {
-            model, backend, weights, prompt, maxNewTokens, greedy, temperature, topK, topP, minP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias,
+            model, backend, weights, prompt, maxNewTokens, greedy, temperature, topK, topP, minP, typicalP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias,
             noRepeat, minNewTokens, numBeams, lengthPenalty, penaltyAlpha, sequences, seed, stop, slidingWindow, special,
         };
         command.SetAction(async (parse, cancellation) =>
@@ -60,6 +61,7 @@ internal static class GenerateCommand
                 TopK = parse.GetValue(topK),
                 TopP = parse.GetValue(topP),
                 MinP = parse.GetValue(minP),
+                TypicalP = parse.GetValue(typicalP),
                 RepetitionPenalty = parse.GetValue(repetitionPenalty),
                 PresencePenalty = parse.GetValue(presencePenalty),
                 FrequencyPenalty = parse.GetValue(frequencyPenalty),

@@ -16,7 +16,8 @@ namespace NativeGpt2.AI;
 /// keeps its most recent tokens. GPT-2 cannot call tools or promise JSON: options asking for either are
 /// rejected with <see cref="NotSupportedException"/>. The frequency and presence penalties are OpenAI's
 /// (<see cref="GenerationOptions.FrequencyPenalty"/>); <c>AdditionalProperties["repetition_penalty"]</c> sets Hugging Face's, and
-/// <c>AdditionalProperties["min_p"]</c> min-p sampling (<see cref="GenerationOptions.MinP"/>), <c>["no_repeat_ngram_size"]</c> and
+/// <c>AdditionalProperties["min_p"]</c> min-p sampling (<see cref="GenerationOptions.MinP"/>), <c>["typical_p"]</c> typical
+/// sampling (<see cref="GenerationOptions.TypicalP"/>), <c>["no_repeat_ngram_size"]</c> and
 /// <c>["min_tokens"]</c> the n-gram and minimum-length rules (<see cref="GenerationOptions.NoRepeatNgramSize"/>,
 /// <see cref="GenerationOptions.MinNewTokens"/>), and <c>["penalty_alpha"]</c> contrastive search among
 /// <see cref="ChatOptions.TopK"/> candidates (<see cref="GenerationOptions.PenaltyAlpha"/>).
@@ -91,6 +92,7 @@ public sealed class Gpt2ChatClient : IChatClient
             Seed = options?.Seed is { } seed ? unchecked((int)(seed ^ (seed >> 32))) : null,
             RepetitionPenalty = options?.AdditionalProperties?.TryGetValue("repetition_penalty", out float penalty) == true ? penalty : 1f,
             MinP = options?.AdditionalProperties?.TryGetValue("min_p", out float minP) == true ? minP : 0f,
+            TypicalP = options?.AdditionalProperties?.TryGetValue("typical_p", out float typicalP) == true ? typicalP : 1f,
             NoRepeatNgramSize = options?.AdditionalProperties?.TryGetValue("no_repeat_ngram_size", out int noRepeat) == true ? noRepeat : 0,
             MinNewTokens = options?.AdditionalProperties?.TryGetValue("min_tokens", out int minTokens) == true ? minTokens : 0,
             PenaltyAlpha = options?.AdditionalProperties?.TryGetValue("penalty_alpha", out float alpha) == true ? alpha : 0f,

@@ -236,7 +236,36 @@ public static class Sampler
             for (var i = 0; i < V; i++) if (probabilities[i] < floor) probabilities[i] = 0;
             Normalize(probabilities);
         }
+        if (options.TypicalP < 1f) KeepTypical(probabilities, options.TypicalP);
         return probabilities;
+    }
+
+    /// <summary>
+    /// Hugging Face's typical-p rule: with H the entropy of the distribution, the tokens ordered by |−log p − H| (ties: lower
+    /// id first) are kept up to and including the one at which their probability reaches <paramref name="mass"/>, with every
+    /// token as typical as that one; the rest get 0.
+    /// </summary>
+    private static void KeepTypical(double[] probabilities, double mass)
+    {
+        double entropy = 0;
+        foreach (var p in probabilities)
+        {
+            if (p > 0) entropy -= p * Math.Log(p);
+        }
+        var ids = Enumerable.Range(0, probabilities.Length).Where(i => probabilities[i] > 0).ToArray();
+        var distance = new double[ids.Length];
+        for (var j = 0; j < ids.Length; j++) distance[j] = Math.Abs(-Math.Log(probabilities[ids[j]]) - entropy);
+        var order = Enumerable.Range(0, ids.Length).OrderBy(j => distance[j]).ThenBy(j => ids[j]).ToArray();
+        // The first token at which the cumulative probability reaches the mass (the last one if it never does).
+        double cumulative = 0;
+        var last = 0;
+        while (last < order.Length - 1 && (cumulative += probabilities[ids[order[last]]]) < mass) last++;
+        var threshold = distance[order[last]];
+        for (var j = 0; j < ids.Length; j++)
+        {
+            if (distance[j] > threshold) probabilities[ids[j]] = 0;
+        }
+        Normalize(probabilities);
     }
 
     /// <summary>

@@ -92,19 +92,19 @@ public class ChatClientTests
         var options = new ChatOptions
         {
             Temperature = 0.9f, Seed = 3, MaxOutputTokens = 40,
-            AdditionalProperties = new() { ["repetition_penalty"] = 1.3f, ["min_p"] = 0.1f, ["no_repeat_ngram_size"] = 4, ["min_tokens"] = 2 },
+            AdditionalProperties = new() { ["repetition_penalty"] = 1.3f, ["min_p"] = 0.1f, ["typical_p"] = 0.9f, ["no_repeat_ngram_size"] = 4, ["min_tokens"] = 2 },
         };
         var response = await client.GetResponseAsync(Conversation, options);
         var expected = Shakespeare.Generate(ChatTemplate.Plain.Format(Conversation), new GenerationOptions
         {
-            Temperature = 0.9f, Seed = 3, MaxNewTokens = 40, RepetitionPenalty = 1.3f, MinP = 0.1f, NoRepeatNgramSize = 4, MinNewTokens = 2,
+            Temperature = 0.9f, Seed = 3, MaxNewTokens = 40, RepetitionPenalty = 1.3f, MinP = 0.1f, TypicalP = 0.9f, NoRepeatNgramSize = 4, MinNewTokens = 2,
             StopStrings = ChatTemplate.Plain.StopSequences,
         });
         Assert.Equal(expected.Text.StartsWith(' ') ? expected.Text[1..] : expected.Text, response.Text);
         // The n-gram rule changes this reply: without it the same seed gives another.
         var without = Shakespeare.Generate(ChatTemplate.Plain.Format(Conversation), new GenerationOptions
         {
-            Temperature = 0.9f, Seed = 3, MaxNewTokens = 40, RepetitionPenalty = 1.3f, MinP = 0.1f, StopStrings = ChatTemplate.Plain.StopSequences,
+            Temperature = 0.9f, Seed = 3, MaxNewTokens = 40, RepetitionPenalty = 1.3f, MinP = 0.1f, TypicalP = 0.9f, StopStrings = ChatTemplate.Plain.StopSequences,
         });
         Assert.NotEqual(without.Text, expected.Text);
     }

@@ -110,6 +110,10 @@ public class GenerateScoreTokenizeTests
         Assert.Equal(CliApp.Success, result.ExitCode);
         Assert.Equal("ROMEO:" + expected.Text + Environment.NewLine, result.Out);
 
+        var typical = CliRunner.Run("generate", "--prompt", "ROMEO:", "--typical-p", "0");
+        Assert.Equal(CliApp.UsageError, typical.ExitCode);
+        Assert.Equal("error: --typical-p must be in (0, 1] (1 means no limit), got 0", typical.Error.Trim());
+
         var refused = CliRunner.Run("generate", "--prompt", "ROMEO:", "--penalty-alpha", "0.6");
         Assert.Equal(CliApp.UsageError, refused.ExitCode);
         Assert.Equal("error: --top-k: contrastive search (--penalty-alpha 0.6) compares --top-k candidates: --top-k must be in [2, 32], got 0", refused.Error.Trim());

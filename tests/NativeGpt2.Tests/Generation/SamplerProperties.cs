@@ -91,6 +91,31 @@ public class SamplerProperties
     }
 
     [Property(MaxTest = 300)]
+    public Property TypicalP_keeps_the_fewest_most_typical_tokens_reaching_the_mass() =>
+        Prop.ForAll((from logits in Logits() from p in Gen.Choose(1, 100) select (logits, p / 100.0)).ToArbitrary(), c =>
+        {
+            var (logits, mass) = c;
+            var full = Sampler.Distribution(logits, new GenerationOptions { Temperature = 0.9f }, []);
+            var kept = Sampler.Distribution(logits, new GenerationOptions { Temperature = 0.9f, TypicalP = (float)mass }, []);
+            // How far each token's information is from the entropy, as Hugging Face measures typicality.
+            var entropy = -full.Where(q => q > 0).Sum(q => q * Math.Log(q));
+            var distance = full.Select(q => q > 0 ? Math.Abs(-Math.Log(q) - entropy) : double.PositiveInfinity).ToArray();
+            var keptIds = Enumerable.Range(0, logits.Length).Where(i => kept[i] > 0).ToList();
+            var dropped = Enumerable.Range(0, logits.Length).Where(i => full[i] > 0 && kept[i] == 0).ToList();
+            var threshold = keptIds.Max(i => distance[i]);
+            // Every kept token is at least as typical as every dropped one…
+            Assert.All(dropped, i => Assert.True(distance[i] > threshold));
+            // …the kept ones reach the mass (float rounding aside) unless every token is kept…
+            var keptMass = keptIds.Sum(i => full[i]);
+            Assert.True(dropped.Count == 0 || keptMass >= (float)mass - 1e-6, $"kept mass {keptMass} < {mass}");
+            // …and without the least typical of them the rest would not.
+            var inner = keptIds.Where(i => distance[i] < threshold).Sum(i => full[i]);
+            Assert.True(inner < (float)mass + 1e-6, $"the more typical tokens alone hold {inner} >= {mass}");
+            Assert.Equal(1.0, kept.Sum(), 9);
+            foreach (var i in keptIds) Assert.Equal(full[i] / keptMass, kept[i], 12);
+        });
+
+    [Property(MaxTest = 300)]
     public Property MinP_keeps_the_tokens_at_least_p_times_as_likely_as_the_best() =>
         Prop.ForAll((from logits in Logits() from p in Gen.Choose(0, 100) from seed in Gen.Choose(0, int.MaxValue) select (logits, p / 100f, seed)).ToArbitrary(), c =>
         {

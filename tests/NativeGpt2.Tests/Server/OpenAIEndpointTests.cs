@@ -224,6 +224,17 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     }
 
     [Fact]
+    public async Task Typical_p_is_taken_as_the_library_takes_it()
+    {
+        var (status, body) = await PostAsync("/v1/completions", """{"prompt":"ROMEO:\n","max_tokens":40,"temperature":1.2,"seed":9,"typical_p":0.3}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var options = new GenerationOptions { Temperature = 1.2f, Seed = 9, MaxNewTokens = 40, TypicalP = 0.3f };
+        var expected = Shakespeare.Generate("ROMEO:\n", options);
+        Assert.Equal(expected.Text, body.GetProperty("choices")[0].GetProperty("text").GetString());
+        Assert.NotEqual(Shakespeare.Generate("ROMEO:\n", options with { TypicalP = 1f }).Text, expected.Text);
+    }
+
+    [Fact]
     public async Task Penalty_alpha_runs_contrastive_search_among_top_k_candidates()
     {
         var (status, body) = await PostAsync("/v1/completions", """{"prompt":"ROMEO:\n","max_tokens":50,"penalty_alpha":0.6,"top_k":4}""");
@@ -330,6 +341,8 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     [InlineData("""{"prompt":"x","echo":"yes"}""", "echo")]
     [InlineData("""{"prompt":"x","no_repeat_ngram_size":-1}""", "no_repeat_ngram_size")]
     [InlineData("""{"prompt":"x","min_p":1.5}""", "min_p")]
+    [InlineData("""{"prompt":"x","typical_p":0}""", "typical_p")]
+    [InlineData("""{"prompt":"x","typical_p":1.5}""", "typical_p")]
     [InlineData("""{"prompt":"x","penalty_alpha":-0.5,"top_k":4}""", "penalty_alpha")]
     [InlineData("""{"prompt":"x","max_tokens":2,"min_tokens":3}""", "min_tokens")]
     [InlineData("""{"prompt":[]}""", "prompt")]
