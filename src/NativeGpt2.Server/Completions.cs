@@ -29,15 +29,21 @@ internal static class Completions
         var logProbCount = body.Int("logprobs", 0, GenerationOptions.MaxLogProbs);
         var options = Options(request, Math.Max(maxTokens, 1), logProbCount, stops: []);
         if (body.String("suffix") is { Length: > 0 }) throw OpenAIError.BadRequest("'suffix' is not supported: GPT-2 continues text, it does not fill in", "suffix");
-        if (body.Int("best_of", 1, int.MaxValue) is > 1) throw OpenAIError.BadRequest("'best_of' must be 1: one candidate per request", "best_of");
         var stream = body.Bool("stream") ?? false;
         var includeUsage = IncludeUsage(body, stream);
         var n = Choices(body);
-        if (prompts.Length * n > MaxPrompts)
-            throw OpenAIError.BadRequest($"{prompts.Length} prompts × n {n} is {prompts.Length * n} choices; at most {MaxPrompts} per request", "n");
-        // Every prompt is checked against the context before a slot is taken or anything is sent. Choice i·n + j is
-        // prompt i's j-th, in that order.
-        var runs = new IAsyncEnumerable<GenerationUpdate>[prompts.Length * n];
+        // best_of: that many candidates of each prompt, of which the n with the highest log-probability per token return.
+        var bestOf = body.Int("best_of", 1, MaxChoices) ?? 1;
+        if (bestOf > 1 && stream) throw OpenAIError.BadRequest("'best_of' cannot be used with 'stream': the best candidates are known only at the end", "best_of");
+        if (bestOf > 1 && bestOf < n) throw OpenAIError.BadRequest($"'best_of' ({bestOf}) must be at least 'n' ({n})", "best_of");
+        var candidates = Math.Max(n, bestOf);
+        if (prompts.Length * candidates > MaxPrompts)
+            throw OpenAIError.BadRequest($"{prompts.Length} prompts × {(bestOf > 1 ? $"best_of {bestOf}" : $"n {n}")} is {prompts.Length * candidates} choices; at most {MaxPrompts} per request", bestOf > 1 ? "best_of" : "n");
+        // Ranking the candidates needs their tokens' log-probabilities, whether or not the reply shows them.
+        if (bestOf > 1 && options.LogProbs is null) options = options with { LogProbs = 0 };
+        // Every prompt is checked against the context before a slot is taken or anything is sent. Candidate i·c + j is
+        // prompt i's j-th, in that order (c: n, or best_of).
+        var runs = new IAsyncEnumerable<GenerationUpdate>[prompts.Length * candidates];
         for (var i = 0; i < prompts.Length; i++)
         {
             var prompt = prompts[i].Ids;
@@ -46,8 +52,8 @@ internal static class Completions
                 throw OpenAIError.BadRequest($"prompt: the prompt has {prompt.Length} tokens, more than the context length of {model.Config.ContextLength}{which}", "prompt");
             try
             {
-                for (var j = 0; j < n; j++)
-                    runs[i * n + j] = maxTokens == 0 ? AsyncEnumerable.Empty<GenerationUpdate>() : model.GenerateUpdatesAsync(prompt, Nth(options, j), request.Aborted);
+                for (var j = 0; j < candidates; j++)
+                    runs[i * candidates + j] = maxTokens == 0 ? AsyncEnumerable.Empty<GenerationUpdate>() : model.GenerateUpdatesAsync(prompt, Nth(options, j), request.Aborted);
             }
             catch (ArgumentException e) when (which.Length > 0)
             {
@@ -70,15 +76,16 @@ internal static class Completions
         if (stream) ServerSentEvents.Start(response);
         // One choice after another; streamed, each chunk names its choice by its index.
         EchoedPrompt? echoed = null;
+        var ranked = new List<(double Score, JsonObject Choice)>();
         for (var index = 0; index < runs.Length; index++)
         {
-            var (prompt, promptText) = prompts[index / n];
+            var (prompt, promptText) = prompts[index / candidates];
             var text = new StringBuilder();
             var logprobs = logProbCount is null ? null : new CompletionLogProbs(tokenizer!, echo ? 0 : promptText.Length);
             if (echo)
             {
                 // A prompt's choices echo it alike: it is scored once.
-                if (index % n == 0) echoed = await Task.Run(() => Echo(model, tokenizer!, prompt, logProbCount, request.Aborted), request.Aborted).ConfigureAwait(false);
+                if (index % candidates == 0) echoed = await Task.Run(() => Echo(model, tokenizer!, prompt, logProbCount, request.Aborted), request.Aborted).ConfigureAwait(false);
                 text.Append(echoed!.Text);
                 // Streamed, the echo chunk carries the prompt's columns on their own; the choice's go on after them.
                 var columns = stream && logprobs is not null ? new CompletionLogProbs(tokenizer!, 0) : null;
@@ -94,9 +101,11 @@ internal static class Completions
                 }
             }
             GenerationUpdate? last = null;
+            double sumLogProbs = 0;
             await foreach (var update in runs[index].ConfigureAwait(false))
             {
                 last = update;
+                sumLogProbs += update.LogProbs?.LogProb ?? 0;
                 text.Append(update.Text);
                 // A streamed chunk carries its own token's columns, at the offset the whole text has reached.
                 var piece = stream && logprobs is not null ? new CompletionLogProbs(tokenizer!, logprobs.Offset) : null;
@@ -108,9 +117,26 @@ internal static class Completions
                 await ServerSentEvents.WriteAsync(response, chunk, request.Aborted).ConfigureAwait(false);
             }
             // A prompt counts once, however many choices it has (as OpenAI counts it).
-            if (index % n == 0) promptTokens += last?.PromptTokenCount ?? prompt.Length;
+            if (index % candidates == 0) promptTokens += last?.PromptTokenCount ?? prompt.Length;
+            // Every candidate's tokens count, as OpenAI bills best_of.
             completionTokens += last?.GeneratedTokenCount ?? 0;
-            if (!stream) choices.Add(Choice(index, text.ToString(), logprobs?.ToJson(), last is null ? "length" : Finish(last.FinishReason)));
+            if (stream) continue;
+            var choice = Choice(index, text.ToString(), logprobs?.ToJson(), last is null ? "length" : Finish(last.FinishReason));
+            if (bestOf == 1)
+            {
+                choices.Add(choice);
+                continue;
+            }
+            ranked.Add((last is { GeneratedTokenCount: > 0 } ? sumLogProbs / last.GeneratedTokenCount : 0, choice));
+            if (index % candidates < candidates - 1) continue;
+            // A prompt's candidates are all in: its n best by log-probability per token (of equals, the earlier) are its choices.
+            var first = index / candidates * n;
+            foreach (var (best, r) in ranked.Select((c, j) => (c, j)).OrderByDescending(c => c.c.Score).ThenBy(c => c.j).Take(n).Select((c, r) => (c.c.Choice, r)))
+            {
+                best["index"] = first + r;
+                choices.Add(best);
+            }
+            ranked.Clear();
         }
         var usage = Usage(promptTokens, completionTokens);
         if (stream)

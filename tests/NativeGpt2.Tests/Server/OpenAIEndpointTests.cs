@@ -235,6 +235,36 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     }
 
     [Fact]
+    public async Task Best_of_returns_the_n_candidates_with_the_highest_log_probability_per_token()
+    {
+        var (status, body) = await PostAsync("/v1/completions", """{"prompt":["ROMEO:","JULIET:"],"n":2,"best_of":5,"max_tokens":15,"temperature":1.3,"seed":21}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var choices = body.GetProperty("choices").EnumerateArray().ToArray();
+        Assert.Equal([0, 1, 2, 3], choices.Select(c => c.GetProperty("index").GetInt32()));
+        Assert.All(choices, c => Assert.Equal(JsonValueKind.Null, c.GetProperty("logprobs").ValueKind));
+        var generated = 0;
+        foreach (var (prompt, i) in new[] { ("ROMEO:", 0), ("JULIET:", 1) })
+        {
+            // The five candidates are the draws with seeds 21 … 25; the two with the best mean log-probability return, best first.
+            var candidates = Enumerable.Range(0, 5)
+                .Select(j => Shakespeare.Generate(prompt, new GenerationOptions { Temperature = 1.3f, Seed = 21 + j, MaxNewTokens = 15, LogProbs = 0 }))
+                .ToArray();
+            generated += candidates.Sum(c => c.GeneratedIds.Count);
+            var best = candidates.Select((c, j) => (c, j)).OrderByDescending(x => x.c.LogProbs!.Average(t => t.LogProb)).ThenBy(x => x.j).Take(2).Select(x => x.c.Text);
+            Assert.Equal(best, choices.Skip(2 * i).Take(2).Select(c => c.GetProperty("text").GetString()));
+        }
+        // Every candidate's tokens are billed; each prompt once.
+        Assert.Equal(generated, body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        Assert.Equal(Shakespeare.Tokenizer!.Encode("ROMEO:").Length + Shakespeare.Tokenizer.Encode("JULIET:").Length,
+            body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+
+        // With logprobs, the chosen candidates show theirs.
+        var (_, shown) = await PostAsync("/v1/completions", """{"prompt":"ROMEO:","best_of":3,"max_tokens":5,"seed":2,"logprobs":1}""");
+        var choice = Assert.Single(shown.GetProperty("choices").EnumerateArray());
+        Assert.Equal(5, choice.GetProperty("logprobs").GetProperty("tokens").GetArrayLength());
+    }
+
+    [Fact]
     public async Task Penalty_alpha_runs_contrastive_search_among_top_k_candidates()
     {
         var (status, body) = await PostAsync("/v1/completions", """{"prompt":"ROMEO:\n","max_tokens":50,"penalty_alpha":0.6,"top_k":4}""");
@@ -427,7 +457,10 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{}}}""", "response_format")]
     [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"response_format":"json"}""", "response_format")]
     [InlineData("/v1/completions", """{"prompt":"x","suffix":"end"}""", "suffix")]
-    [InlineData("/v1/completions", """{"prompt":"x","best_of":3}""", "best_of")]
+    [InlineData("/v1/completions", """{"prompt":"x","best_of":3,"stream":true}""", "best_of")]
+    [InlineData("/v1/completions", """{"prompt":"x","best_of":2,"n":3}""", "best_of")]
+    [InlineData("/v1/completions", """{"prompt":"x","best_of":17}""", "best_of")]
+    [InlineData("/v1/completions", """{"prompt":["a","b","c","d","e"],"best_of":16}""", "best_of")]
     [InlineData("/v1/embeddings", """{"input":""}""", "input")]
     [InlineData("/v1/embeddings", """{"input":[true]}""", "input")]
     [InlineData("/v1/embeddings", """{"input":"x","dimensions":3}""", "dimensions")]
