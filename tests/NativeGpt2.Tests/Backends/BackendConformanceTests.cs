@@ -376,58 +376,29 @@ public class BackendConformanceTests
 
     [SkippableTheory]
     [MemberData(nameof(Backends))]
-    public void GatherCacheSlots_gives_rows_the_keys_and_values_of_another_at_one_position(string name)
+    public void GatherCacheSlots_gives_rows_the_positions_of_other_rows(string name)
     {
         var backend = Prepare(name);
-        var random = new Random(12);
-        int B = 5, T = 3, Tmax = 7, NH = 3, HS = 20, C = NH * HS;
-        var scale = 1f / MathF.Sqrt(HS);
-        // Rows 1 and 4 take position 1 of rows 0 and 3; the others keep theirs.
-        int[] rows = [0, 0, 2, 3, 3];
-        var qkv = Numerics.RandomFloats(random, B * T * 3 * C, 2f);
-        var mask = Enumerable.Repeat(1, B * Tmax).ToArray();
-        var expectedKeys = new float[B * NH * Tmax * HS];
-        var expectedValues = new float[B * NH * Tmax * HS];
-        var copied = (float[])qkv.Clone();
-        for (var b = 0; b < B; b++) qkv.AsSpan((rows[b] * T + 1) * 3 * C, 3 * C).CopyTo(copied.AsSpan((b * T + 1) * 3 * C, 3 * C));
-        CausalSelfAttention.AppendKeyValuesReference(expectedKeys, expectedValues, copied, B, T, 0, Tmax, NH, HS);
-
-        // The cache is in the backend's own layout: a token attending to every position reads what each row holds.
-        var next = Numerics.RandomFloats(random, B * 3 * C, 2f);
-        CausalSelfAttention.AppendKeyValuesReference(expectedKeys, expectedValues, next, B, 1, T, Tmax, NH, HS);
-        var expected = new float[B * C];
-        CausalSelfAttention.Reference(expected, new float[B * NH * (T + 1)], next, expectedKeys, expectedValues, mask, B, 1, T, Tmax, NH, HS, scale);
-
-        using var scope = backend.Enter();
-        using var k = backend.Allocate<float>(expectedKeys.Length);
-        using var v = backend.Allocate<float>(expectedValues.Length);
-        using var q = backend.Upload(qkv);
-        using var m = backend.Upload(mask);
-        using var r = backend.Upload(rows);
-        using var n = backend.Upload(next);
-        using var prompt = backend.Allocate<float>(B * T * C);
-        using var o = backend.Allocate<float>(B * C);
-        backend.Attention(prompt, null, q, k, v, m, B, T, 0, Tmax, NH, HS, scale);
-        backend.GatherCacheSlots(k, v, k, v, r, B, 1, 2, Tmax, NH, HS);
-        backend.Attention(o, null, n, k, v, m, B, 1, T, Tmax, NH, HS, scale);
-        Numerics.AssertClose(expected, Download(backend, o), Bound, $"{name} attention after GatherCacheSlots");
+        // In place, one position (contrastive search): rows 1 and 4 take position 1 of rows 0 and 3, the others keep theirs.
+        GatherAndAttend(backend, new Random(12), B: 5, sources: null, T: 3, Tmax: 7, NH: 3, HS: 20, rows: [0, 0, 2, 3, 3], from: 1, to: 2);
+        // From another cache of three rows, a range (beam search): positions 1 and 2 of every row; 0 and 3 stay.
+        GatherAndAttend(backend, new Random(13), B: 5, sources: 3, T: 4, Tmax: 9, NH: 2, HS: 24, rows: [2, 0, 0, 1, 2], from: 1, to: 3);
     }
 
-    [SkippableTheory]
-    [MemberData(nameof(Backends))]
-    public void GatherCacheSlots_takes_a_range_of_positions_from_another_cache(string name)
+    /// <summary>
+    /// Fills a cache of B rows (and a source cache of <paramref name="sources"/> rows, or none: the cache itself) with T
+    /// tokens each through <see cref="IBackend.Attention"/>, gathers positions [from, to), and has one more token attend to
+    /// every position: the cache is in the backend's own layout, so attention is what reads what each row holds.
+    /// </summary>
+    private static void GatherAndAttend(IBackend backend, Random random, int B, int? sources, int T, int Tmax, int NH, int HS, int[] rows, int from, int to)
     {
-        var backend = Prepare(name);
-        var random = new Random(13);
-        int B = 5, S = 3, T = 4, Tmax = 9, NH = 2, HS = 24, C = NH * HS;
+        int C = NH * HS, S = sources ?? B;
         var scale = 1f / MathF.Sqrt(HS);
-        // Positions 1 and 2 of each row come from a row of a cache of three; positions 0 and 3 stay.
-        int[] rows = [2, 0, 0, 1, 2];
         var own = Numerics.RandomFloats(random, B * T * 3 * C, 2f);
-        var other = Numerics.RandomFloats(random, S * T * 3 * C, 2f);
+        var other = sources is null ? own : Numerics.RandomFloats(random, S * T * 3 * C, 2f);
         var gathered = (float[])own.Clone();
         for (var b = 0; b < B; b++)
-            other.AsSpan((rows[b] * T + 1) * 3 * C, 2 * 3 * C).CopyTo(gathered.AsSpan((b * T + 1) * 3 * C, 2 * 3 * C));
+            other.AsSpan((rows[b] * T + from) * 3 * C, (to - from) * 3 * C).CopyTo(gathered.AsSpan((b * T + from) * 3 * C, (to - from) * 3 * C));
         var mask = Enumerable.Repeat(1, B * Tmax).ToArray();
         var expectedKeys = new float[B * NH * Tmax * HS];
         var expectedValues = new float[B * NH * Tmax * HS];
@@ -440,8 +411,8 @@ public class BackendConformanceTests
         using var scope = backend.Enter();
         using var k = backend.Allocate<float>(expectedKeys.Length);
         using var v = backend.Allocate<float>(expectedValues.Length);
-        using var sk = backend.Allocate<float>(S * NH * Tmax * HS);
-        using var sv = backend.Allocate<float>(S * NH * Tmax * HS);
+        using var sk = sources is null ? null : backend.Allocate<float>(S * NH * Tmax * HS);
+        using var sv = sources is null ? null : backend.Allocate<float>(S * NH * Tmax * HS);
         using var q = backend.Upload(own);
         using var sq = backend.Upload(other);
         using var m = backend.Upload(mask);
@@ -450,10 +421,10 @@ public class BackendConformanceTests
         using var prompt = backend.Allocate<float>(B * T * C);
         using var o = backend.Allocate<float>(B * C);
         backend.Attention(prompt, null, q, k, v, m, B, T, 0, Tmax, NH, HS, scale);
-        backend.Attention(prompt, null, sq, sk, sv, m, S, T, 0, Tmax, NH, HS, scale);
-        backend.GatherCacheSlots(k, v, sk, sv, r, B, 1, 3, Tmax, NH, HS);
+        if (sources is not null) backend.Attention(prompt, null, sq, sk!, sv!, m, S, T, 0, Tmax, NH, HS, scale);
+        backend.GatherCacheSlots(k, v, sk ?? k, sv ?? v, r, B, from, to, Tmax, NH, HS);
         backend.Attention(o, null, n, k, v, m, B, 1, T, Tmax, NH, HS, scale);
-        Numerics.AssertClose(expected, Download(backend, o), Bound, $"{name} attention after GatherCacheSlots from another cache");
+        Numerics.AssertClose(expected, Download(backend, o), Bound, $"{backend.Name} attention after GatherCacheSlots [{from}, {to}) from {(sources is null ? "the cache itself" : $"{S} rows")}");
     }
 
     [SkippableTheory]
