@@ -34,8 +34,8 @@ public sealed partial class Gpt2CausalLM
     /// <paramref name="count"/> best sequences the search finds, best first (Hugging Face's <c>num_return_sequences</c>);
     /// otherwise <paramref name="count"/> sequences decoded side by side, the j-th drawn with seed
     /// <see cref="GenerationOptions.Seed"/> + j (each what <see cref="Generate(string, GenerationOptions?, CancellationToken)"/>
-    /// gives with that seed), or each with a fresh seed when there is none. Greedy and contrastive decoding give
-    /// <paramref name="count"/> equal sequences.
+    /// gives with that seed), or each with a fresh seed when there is none. Greedy and contrastive decoding, which draw
+    /// nothing, run once and give that sequence <paramref name="count"/> times.
     /// </summary>
     /// <param name="prompt">The text to continue.</param>
     /// <param name="count">How many sequences: 1 to <see cref="MaxSequences"/>, and at most NumBeams with beam search.</param>
@@ -79,6 +79,11 @@ public sealed partial class Gpt2CausalLM
             ThrowIfDisposed();
             var prepared = GenerationSession.Prepare(Config, [prompt], options, tokenizer)[0];
             return BeamSearch.Run(this, prepared, options, tokenizer, GenerationSession.EndOfTextIds(Config, tokenizer, options), cancellationToken, count);
+        }
+        if (options.IsGreedy || options.IsContrastive)
+        {
+            var result = Run([prompt], options, tokenizer, cancellationToken)[0];
+            return [.. Enumerable.Repeat(result, count)];
         }
         var first = options.Seed ?? Random.Shared.Next();
         int[] seeds = [.. Enumerable.Range(0, count).Select(j => options.Seed is null && j > 0 ? Random.Shared.Next() : unchecked(first + j))];

@@ -88,6 +88,16 @@ public class BeamSearchTests
         for (var j = 0; j < 4; j++)
             Assert.Equal(Shakespeare.Generate("JULIET:", sampled with { Seed = 17 + j }).Text, drawn[j].Text);
 
+        // Greedy and contrastive decoding draw nothing: one sequence, as many times as asked.
+        foreach (var deterministic in new GenerationOptions[] { new() { Greedy = true, MaxNewTokens = 20 }, new() { PenaltyAlpha = 0.5f, TopK = 3, MaxNewTokens = 20 } })
+        {
+            var expected = Shakespeare.Generate("JULIET:", deterministic);
+            var results = Shakespeare.GenerateSequences("JULIET:", 3, deterministic);
+            Assert.Equal(3, results.Count);
+            Assert.All(results, r => Assert.Equal(expected.GeneratedIds, r.GeneratedIds));
+            Assert.All(results, r => Assert.Equal(expected.Text, r.Text));
+        }
+
         Assert.Equal("count", Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.GenerateSequences("A", 6, beams)).ParamName);
         Assert.Equal("count", Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.GenerateSequences("A", 0)).ParamName);
         Assert.Equal("count", Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.GenerateSequences("A", Gpt2CausalLM.MaxSequences + 1)).ParamName);
