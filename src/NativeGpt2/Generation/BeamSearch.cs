@@ -19,7 +19,7 @@ internal static class BeamSearch
 {
     /// <summary>The <paramref name="count"/> (at most k) best sequences the search finds for <paramref name="prompt"/>, best first.</summary>
     public static IReadOnlyList<GenerationResult> Run(Gpt2CausalLM model, int[] prompt, GenerationOptions options, Gpt2Tokenizer? tokenizer,
-        IReadOnlySet<int> endOfText, CancellationToken cancellationToken, int count = 1)
+        IReadOnlySet<int> endOfText, CancellationToken cancellationToken, int count)
     {
         int k = options.NumBeams, V = model.Config.VocabSize;
         var capacity = prompt.Length + options.MaxNewTokens;
@@ -94,16 +94,12 @@ internal static class BeamSearch
         {
             var row = logits.AsSpan(b * V, V);
             var banned = Banned(prompt, beams[b], options, endOfText, V);
-            double max = double.NegativeInfinity;
             foreach (var x in row)
             {
                 if (float.IsNaN(x) || float.IsPositiveInfinity(x))
                     throw new NumericalException($"the logits of beam {b} contain {x}; the model's weights or inputs are not usable");
-                max = Math.Max(max, x);
             }
-            double sum = 0;
-            foreach (var x in row) sum += Math.Exp(x - max);
-            var logSum = max + Math.Log(sum);
+            var logSum = Sampler.LogSumExp(row);
             for (var v = 0; v < V; v++)
             {
                 if (banned.Contains(v) || float.IsNegativeInfinity(row[v])) continue;

@@ -52,26 +52,38 @@ public static class Sampler
     {
         if ((uint)id >= (uint)logits.Length) throw new ArgumentOutOfRangeException(nameof(id), id, "not a token of these logits");
         ArgumentOutOfRangeException.ThrowIfNegative(top);
+        var logSum = LogSumExp(logits);
+        var best = new List<(int Id, double Value)>(top + 1);
+        if (top > 0)
+        {
+            for (var i = 0; i < logits.Length; i++) KeepHighest(best, i, logits[i] - logSum, top);
+        }
+        return new TokenLogProbs(id, logits[id] - logSum, [.. best.Select(b => new TokenAlternative(b.Id, b.Value))]);
+    }
+
+    /// <summary>log Σ exp(logits), in double, the largest subtracted first: log-softmax(x) = x − this.</summary>
+    internal static double LogSumExp(ReadOnlySpan<float> logits)
+    {
         double max = float.NegativeInfinity;
         foreach (var x in logits) max = Math.Max(max, x);
         double sum = 0;
         foreach (var x in logits) sum += Math.Exp(x - max);
-        var logSum = max + Math.Log(sum);
-        var best = new List<TokenAlternative>(top + 1);
-        if (top > 0)
-        {
-            for (var i = 0; i < logits.Length; i++)
-            {
-                // Insertion into a short sorted list: V × top at most 20, far below the softmax's cost.
-                var lp = logits[i] - logSum;
-                if (best.Count == top && lp <= best[^1].LogProb) continue;
-                var at = best.Count;
-                while (at > 0 && best[at - 1].LogProb < lp) at--;
-                best.Insert(at, new TokenAlternative(i, lp));
-                if (best.Count > top) best.RemoveAt(top);
-            }
-        }
-        return new TokenLogProbs(id, logits[id] - logSum, best);
+        return max + Math.Log(sum);
+    }
+
+    /// <summary>
+    /// Keeps (<paramref name="id"/>, <paramref name="value"/>) in <paramref name="best"/> if it is among the
+    /// <paramref name="count"/> highest values offered so far: the list stays sorted highest first, and of equal values the
+    /// one offered first stays first (offered in id order: the lower id). Insertion into a short list: count is at most a
+    /// few dozen, far below the cost of the V values offered.
+    /// </summary>
+    private static void KeepHighest(List<(int Id, double Value)> best, int id, double value, int count)
+    {
+        if (best.Count == count && value <= best[^1].Value) return;
+        var at = best.Count;
+        while (at > 0 && best[at - 1].Value < value) at--;
+        best.Insert(at, (id, value));
+        if (best.Count > count) best.RemoveAt(count);
     }
 
     /// <summary>
@@ -85,16 +97,10 @@ public static class Sampler
         var scores = Adjusted(logits, options, previousTokens, generatedTokens);
         double max = scores.Max(), sum = 0;
         foreach (var x in scores) sum += Math.Exp(x - max);
-        var best = new List<(int Id, double Probability)>(k + 1);
+        var best = new List<(int Id, double Value)>(k + 1);
         for (var i = 0; i < scores.Length; i++)
         {
-            if (float.IsNegativeInfinity(scores[i])) continue;
-            var p = Math.Exp(scores[i] - max) / sum;
-            if (best.Count == k && p <= best[^1].Probability) continue;
-            var at = best.Count;
-            while (at > 0 && best[at - 1].Probability < p) at--;
-            best.Insert(at, (i, p));
-            if (best.Count > k) best.RemoveAt(k);
+            if (!float.IsNegativeInfinity(scores[i])) KeepHighest(best, i, Math.Exp(scores[i] - max) / sum, k);
         }
         return [.. best];
     }
@@ -296,36 +302,13 @@ public static class Sampler
     private static float KthLargest(float[] scores, int k)
     {
         // A min-heap of the k largest so far: its root is the k-th largest of what has been seen. O(V log k).
-        var heap = new float[k];
-        var count = 0;
+        var heap = new PriorityQueue<float, float>(k);
         foreach (var x in scores)
         {
-            if (count < k)
-            {
-                var at = count++;
-                while (at > 0 && heap[(at - 1) / 2] > x)
-                {
-                    heap[at] = heap[(at - 1) / 2];
-                    at = (at - 1) / 2;
-                }
-                heap[at] = x;
-            }
-            else if (x > heap[0])
-            {
-                var at = 0;
-                while (true)
-                {
-                    var child = 2 * at + 1;
-                    if (child >= k) break;
-                    if (child + 1 < k && heap[child + 1] < heap[child]) child++;
-                    if (heap[child] >= x) break;
-                    heap[at] = heap[child];
-                    at = child;
-                }
-                heap[at] = x;
-            }
+            if (heap.Count < k) heap.Enqueue(x, x);
+            else if (x > heap.Peek()) heap.EnqueueDequeue(x, x);
         }
-        return heap[0];
+        return heap.Peek();
     }
 
     private static void Normalize(double[] probabilities)
