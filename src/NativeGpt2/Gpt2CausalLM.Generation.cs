@@ -74,12 +74,7 @@ public sealed partial class Gpt2CausalLM
 
     private IReadOnlyList<GenerationResult> Sequences(int[] prompt, int count, GenerationOptions options, Gpt2Tokenizer? tokenizer, CancellationToken cancellationToken)
     {
-        if (options.NumBeams > 1)
-        {
-            ThrowIfDisposed();
-            var prepared = GenerationSession.Prepare(Config, [prompt], options, tokenizer)[0];
-            return BeamSearch.Run(this, prepared, options, tokenizer, GenerationSession.EndOfTextIds(Config, tokenizer, options), cancellationToken, count);
-        }
+        if (options.NumBeams > 1) return Search([prompt], options, tokenizer, cancellationToken, count)[0];
         if (options.IsGreedy || options.IsContrastive)
         {
             var result = Run([prompt], options, tokenizer, cancellationToken)[0];
@@ -184,14 +179,7 @@ public sealed partial class Gpt2CausalLM
     private IReadOnlyList<GenerationResult> Run(int[][] prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer, CancellationToken cancellationToken,
         IReadOnlyList<int>? seeds = null)
     {
-        if (options.NumBeams > 1)
-        {
-            // Each prompt is searched alone, its beams the cache's rows.
-            ThrowIfDisposed();
-            var prepared = GenerationSession.Prepare(Config, prompts, options, tokenizer);
-            var ends = GenerationSession.EndOfTextIds(Config, tokenizer, options);
-            return [.. prepared.Select(prompt => BeamSearch.Run(this, prompt, options, tokenizer, ends, cancellationToken)[0])];
-        }
+        if (options.NumBeams > 1) return [.. Search(prompts, options, tokenizer, cancellationToken, count: 1).Select(found => found[0])];
         using var session = Start(prompts, options, tokenizer, seeds);
         while (!session.IsFinished)
         {
@@ -200,6 +188,16 @@ public sealed partial class Gpt2CausalLM
             session.Step();
         }
         return Enumerable.Range(0, prompts.Length).Select(session.Result).ToArray();
+    }
+
+    /// <summary>Beam search of each prompt alone, its beams the cache's rows: each prompt's <paramref name="count"/> best sequences, best first.</summary>
+    private IReadOnlyList<IReadOnlyList<GenerationResult>> Search(int[][] prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer,
+        CancellationToken cancellationToken, int count)
+    {
+        ThrowIfDisposed();
+        var prepared = GenerationSession.Prepare(Config, prompts, options, tokenizer);
+        var ends = GenerationSession.EndOfTextIds(Config, tokenizer, options);
+        return [.. prepared.Select(prompt => BeamSearch.Run(this, prompt, options, tokenizer, ends, cancellationToken, count))];
     }
 
     private GenerationSession Start(int[][] prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer, IReadOnlyList<int>? seeds = null)

@@ -15,7 +15,6 @@ internal sealed class GenerationSession : IDisposable
     private readonly GenerationOptions _options;
     private readonly Row[] _rows;
     private readonly KvCache _cache;
-    private readonly int? _endOfText;
     private readonly IReadOnlySet<int> _ends;
     private readonly int _padId;
     private readonly ContrastiveSearch? _contrastive;
@@ -50,9 +49,8 @@ internal sealed class GenerationSession : IDisposable
         _model = model;
         _options = options;
         var context = model.Config.ContextLength;
-        _endOfText = EndOfText(model.Config, tokenizer);
         _ends = EndOfTextIds(model.Config, tokenizer, options);
-        _padId = _endOfText ?? 0;
+        _padId = EndOfText(model.Config, tokenizer) ?? 0;
 
         var seed = options.Seed ?? Random.Shared.Next();
         _rows = new Row[prepared.Length];
