@@ -12,7 +12,7 @@ internal static class Completions
     /// <summary>Stop sequences a request may add (OpenAI allows 4).</summary>
     private const int MaxStopSequences = 16;
 
-    /// <summary>Prompts one completions request may hold, each its own choice, run one after another.</summary>
+    /// <summary>Prompts one completions request may hold, each its own choice.</summary>
     private const int MaxPrompts = 64;
 
     /// <summary>Choices (<c>n</c>) a request may ask for of each prompt; a completions request's prompts × n may not exceed <see cref="MaxPrompts"/>.</summary>
@@ -43,7 +43,6 @@ internal static class Completions
         if (bestOf > 1 && options.LogProbs is null) options = options with { LogProbs = 0 };
         // Every prompt is checked against the context before a slot is taken or anything is sent. Candidate i·c + j is
         // prompt i's j-th, in that order (c: n, or best_of).
-        var runs = new IAsyncEnumerable<GenerationUpdate>[prompts.Length * candidates];
         for (var i = 0; i < prompts.Length; i++)
         {
             var prompt = prompts[i].Ids;
@@ -52,8 +51,8 @@ internal static class Completions
                 throw OpenAIError.BadRequest($"prompt: the prompt has {prompt.Length} tokens, more than the context length of {model.Config.ContextLength}{which}", "prompt");
             try
             {
-                for (var j = 0; j < candidates; j++)
-                    runs[i * candidates + j] = maxTokens == 0 ? AsyncEnumerable.Empty<GenerationUpdate>() : model.GenerateUpdatesAsync(prompt, Nth(options, j), request.Aborted);
+                // Checks the prompt and options as decoding will; runs nothing.
+                if (maxTokens > 0) _ = model.GenerateUpdatesAsync(prompt, options, request.Aborted);
             }
             catch (ArgumentException e) when (which.Length > 0)
             {
@@ -71,72 +70,56 @@ internal static class Completions
         JsonObject Reply(JsonArray choices) => new() { ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = request.ModelId, ["choices"] = choices };
         JsonObject Choice(int index, string text, JsonNode? logprobs, string? finish) =>
             new() { ["index"] = index, ["text"] = text, ["logprobs"] = logprobs, ["finish_reason"] = finish };
-        var choices = new JsonArray();
-        int promptTokens = 0, completionTokens = 0;
         if (stream) ServerSentEvents.Start(response);
-        // One choice after another; streamed, each chunk names its choice by its index.
-        EchoedPrompt? echoed = null;
-        var ranked = new List<(double Score, JsonObject Choice)>();
+
+        var runs = new CompletionRun[prompts.Length * candidates];
         for (var index = 0; index < runs.Length; index++)
         {
             var (prompt, promptText) = prompts[index / candidates];
-            var text = new StringBuilder();
-            var logprobs = logProbCount is null ? null : new CompletionLogProbs(tokenizer!, echo ? 0 : promptText.Length);
-            if (echo)
+            var run = runs[index] = new CompletionRun(prompt, logProbCount is null ? null : new CompletionLogProbs(tokenizer!, echo ? 0 : promptText.Length));
+            if (!echo) continue;
+            // A prompt's choices echo it alike: it is scored once. Streamed, every choice's echo comes before the tokens of any.
+            var echoed = index % candidates == 0
+                ? await Task.Run(() => Echo(model, tokenizer!, prompt, logProbCount, request.Aborted), request.Aborted).ConfigureAwait(false)
+                : runs[index - 1].Echoed!;
+            run.Echo(echoed);
+            if (!stream) continue;
+            // The echo chunk carries the prompt's columns on their own; the choice's go on after them.
+            var columns = logProbCount is null ? null : new CompletionLogProbs(tokenizer!, 0);
+            for (var i = 0; i < prompt.Length; i++) columns?.Add(prompt[i], echoed.LogProbs?[i], echoed.Pieces[i]);
+            var chunk = Reply([Choice(index, echoed.Text, columns?.ToJson(), maxTokens == 0 ? "length" : null)]);
+            await ServerSentEvents.WriteAsync(response, chunk, request.Aborted).ConfigureAwait(false);
+        }
+
+        if (maxTokens > 0)
+        {
+            // Without a seed, each candidate draws its own.
+            var seeds = options.Seed is { } seed ? runs.Select((_, index) => unchecked(seed + index % candidates)).ToArray() : null;
+            await foreach (var update in DecodeAsync(request, [.. runs.Select(r => r.Prompt)], options, seeds).ConfigureAwait(false))
             {
-                // A prompt's choices echo it alike: it is scored once.
-                if (index % candidates == 0) echoed = await Task.Run(() => Echo(model, tokenizer!, prompt, logProbCount, request.Aborted), request.Aborted).ConfigureAwait(false);
-                text.Append(echoed!.Text);
-                // Streamed, the echo chunk carries the prompt's columns on their own; the choice's go on after them.
-                var columns = stream && logprobs is not null ? new CompletionLogProbs(tokenizer!, 0) : null;
-                for (var i = 0; i < prompt.Length; i++)
-                {
-                    columns?.Add(prompt[i], echoed!.LogProbs?[i], echoed.Pieces[i]);
-                    logprobs?.Add(prompt[i], echoed!.LogProbs?[i], echoed.Pieces[i]);
-                }
-                if (stream)
-                {
-                    var chunk = Reply([Choice(index, echoed.Text, columns?.ToJson(), maxTokens == 0 ? "length" : null)]);
-                    await ServerSentEvents.WriteAsync(response, chunk, request.Aborted).ConfigureAwait(false);
-                }
-            }
-            GenerationUpdate? last = null;
-            double sumLogProbs = 0;
-            await foreach (var update in runs[index].ConfigureAwait(false))
-            {
-                last = update;
-                sumLogProbs += update.LogProbs?.LogProb ?? 0;
-                text.Append(update.Text);
+                var run = runs[update.Sequence];
                 // A streamed chunk carries its own token's columns, at the offset the whole text has reached.
-                var piece = stream && logprobs is not null ? new CompletionLogProbs(tokenizer!, logprobs.Offset) : null;
+                var piece = stream && run.LogProbs is not null ? new CompletionLogProbs(tokenizer!, run.LogProbs.Offset) : null;
                 piece?.Add(update);
-                logprobs?.Add(update);
+                run.Add(update);
                 if (!stream) continue;
                 if (update.Text.Length == 0 && update.LogProbs is null && update.FinishReason is null) continue;
-                var chunk = Reply([Choice(index, update.Text, piece?.ToJson(), Finish(update.FinishReason))]);
+                var chunk = Reply([Choice(update.Sequence, update.Text, piece?.ToJson(), Finish(update.FinishReason))]);
                 await ServerSentEvents.WriteAsync(response, chunk, request.Aborted).ConfigureAwait(false);
             }
-            // A prompt counts once, however many choices it has (as OpenAI counts it).
-            if (index % candidates == 0) promptTokens += last?.PromptTokenCount ?? prompt.Length;
-            // Every candidate's tokens count, as OpenAI bills best_of.
-            completionTokens += last?.GeneratedTokenCount ?? 0;
-            if (stream) continue;
-            var choice = Choice(index, text.ToString(), logprobs?.ToJson(), last is null ? "length" : Finish(last.FinishReason));
-            if (bestOf == 1)
-            {
-                choices.Add(choice);
-                continue;
-            }
-            ranked.Add((last is { GeneratedTokenCount: > 0 } ? sumLogProbs / last.GeneratedTokenCount : 0, choice));
-            if (index % candidates < candidates - 1) continue;
-            // A prompt's candidates are all in: its n best by log-probability per token (of equals, the earlier) are its choices.
-            var first = index / candidates * n;
-            foreach (var (best, r) in ranked.Select((c, j) => (c, j)).OrderByDescending(c => c.c.Score).ThenBy(c => c.j).Take(n).Select((c, r) => (c.c.Choice, r)))
-            {
-                best["index"] = first + r;
-                choices.Add(best);
-            }
-            ranked.Clear();
+        }
+
+        // A prompt counts once, however many choices it has (as OpenAI counts it); every candidate's tokens count, as OpenAI bills best_of.
+        var promptTokens = runs.Where((_, index) => index % candidates == 0).Sum(r => r.Last?.PromptTokenCount ?? r.Prompt.Length);
+        var completionTokens = runs.Sum(r => r.Last?.GeneratedTokenCount ?? 0);
+        var choices = new JsonArray();
+        for (var i = 0; i < prompts.Length && !stream; i++)
+        {
+            // A prompt's n best candidates by log-probability per token (of equals, the earlier) are its choices; without best_of, all of them.
+            var ofPrompt = runs.Skip(i * candidates).Take(candidates).Select((run, j) => (run, j));
+            if (bestOf > 1) ofPrompt = ofPrompt.OrderByDescending(c => c.run.MeanLogProb).ThenBy(c => c.j).Take(n);
+            foreach (var (run, r) in ofPrompt.Select((c, r) => (c.run, r)))
+                choices.Add(Choice(i * n + r, run.Text.ToString(), run.LogProbs?.ToJson(), run.Last is null ? "length" : Finish(run.Last.FinishReason)));
         }
         var usage = Usage(promptTokens, completionTokens);
         if (stream)
@@ -153,6 +136,50 @@ internal static class Completions
         var whole = Reply(choices);
         whole["usage"] = usage;
         await OpenAIEndpoints.WriteJsonAsync(response, whole).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Decodes <paramref name="prompts"/> in batches of at most <see cref="NativeGpt2ServerOptions.MaxBatchSize"/>, one batch after
+    /// another; each update's <see cref="GenerationUpdate.Sequence"/> is its prompt's index in <paramref name="prompts"/>.
+    /// </summary>
+    private static async IAsyncEnumerable<GenerationUpdate> DecodeAsync(ServerRequest request, int[][] prompts, GenerationOptions options, int[]? seeds)
+    {
+        var size = request.ServerOptions.MaxBatchSize;
+        for (var start = 0; start < prompts.Length; start += size)
+        {
+            var count = Math.Min(size, prompts.Length - start);
+            var batch = request.Model.GenerateUpdatesAsync(prompts[start..(start + count)], options, seeds?[start..(start + count)], request.Aborted);
+            await foreach (var update in batch.ConfigureAwait(false)) yield return update with { Sequence = start + update.Sequence };
+        }
+    }
+
+    /// <summary>One candidate of a completions request as its tokens come in: its text, its log-probability columns, its last update.</summary>
+    private sealed class CompletionRun(int[] prompt, CompletionLogProbs? logProbs)
+    {
+        public int[] Prompt { get; } = prompt;
+        public StringBuilder Text { get; } = new();
+        public CompletionLogProbs? LogProbs { get; } = logProbs;
+        public EchoedPrompt? Echoed { get; private set; }
+        public GenerationUpdate? Last { get; private set; }
+        private double _sumLogProbs;
+
+        /// <summary>Log-probability per generated token: how <c>best_of</c> ranks candidates (0 for none).</summary>
+        public double MeanLogProb => Last is { GeneratedTokenCount: > 0 } last ? _sumLogProbs / last.GeneratedTokenCount : 0;
+
+        public void Echo(EchoedPrompt echoed)
+        {
+            Echoed = echoed;
+            Text.Append(echoed.Text);
+            for (var i = 0; i < Prompt.Length; i++) LogProbs?.Add(Prompt[i], echoed.LogProbs?[i], echoed.Pieces[i]);
+        }
+
+        public void Add(GenerationUpdate update)
+        {
+            Last = update;
+            _sumLogProbs += update.LogProbs?.LogProb ?? 0;
+            Text.Append(update.Text);
+            LogProbs?.Add(update);
+        }
     }
 
     /// <summary>The prompt as <c>echo</c> returns it: its text, and each token's share of that text.</summary>
@@ -199,7 +226,8 @@ internal static class Completions
         var n = Choices(body);
         // A conversation longer than the context keeps its most recent tokens.
         var prompt = template.Encode(request.Tokenizer, messages, null, context - maxTokens);
-        var runs = Enumerable.Range(0, n).Select(j => model.GenerateUpdatesAsync(prompt, Nth(options, j), request.Aborted)).ToArray();
+        // Checks the prompt and options as decoding will; runs nothing.
+        _ = model.GenerateUpdatesAsync(prompt, options, request.Aborted);
         await request.EnterAsync().ConfigureAwait(false);
 
         var id = "chatcmpl-" + Guid.NewGuid().ToString("N");
@@ -208,47 +236,51 @@ internal static class Completions
         JsonObject Reply(string kind, JsonArray choices) => new() { ["id"] = id, ["object"] = kind, ["created"] = created, ["model"] = request.ModelId, ["choices"] = choices };
         JsonObject Chunk(int index, JsonObject delta, JsonNode? logprobs, string? finish) =>
             Reply("chat.completion.chunk", [new JsonObject { ["index"] = index, ["delta"] = delta, ["logprobs"] = logprobs, ["finish_reason"] = finish }]);
-        var choices = new JsonArray();
-        int promptTokens = 0, completionTokens = 0;
-        if (stream) ServerSentEvents.Start(response);
-        // One choice after another; streamed, each chunk names its choice by its index, the first of each with the role.
-        for (var index = 0; index < n; index++)
+        var texts = Enumerable.Range(0, n).Select(_ => new StringBuilder()).ToArray();
+        var contents = Enumerable.Range(0, n).Select(_ => new JsonArray()).ToArray();
+        var started = new bool[n];
+        var lasts = new GenerationUpdate?[n];
+        if (stream)
         {
-            var text = new StringBuilder();
-            var content = new JsonArray();
-            var started = false;
-            GenerationUpdate? last = null;
-            if (stream)
+            ServerSentEvents.Start(response);
+            // Each choice's first chunk carries the role; then the choices' tokens come as they are decoded, each naming its choice.
+            for (var index = 0; index < n; index++)
                 await ServerSentEvents.WriteAsync(response, Chunk(index, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null, null), request.Aborted).ConfigureAwait(false);
-            await foreach (var update in runs[index].ConfigureAwait(false))
+        }
+        // Choice j draws with seed + j; without a seed, each draws its own.
+        var seeds = options.Seed is { } seed ? Enumerable.Range(0, n).Select(j => unchecked(seed + j)).ToArray() : null;
+        await foreach (var update in DecodeAsync(request, [.. Enumerable.Repeat(prompt, n)], options, seeds).ConfigureAwait(false))
+        {
+            var index = update.Sequence;
+            lasts[index] = update;
+            // The reply follows "Assistant:" after one space, which is the template's, not the reply's.
+            var piece = ChatTemplate.TrimReplyStart(update.Text, ref started[index]);
+            texts[index].Append(piece);
+            var entry = update.LogProbs is { } lp ? ChatLogProb(request.Tokenizer, lp) : null;
+            if (!stream)
             {
-                last = update;
-                // The reply follows "Assistant:" after one space, which is the template's, not the reply's.
-                var piece = ChatTemplate.TrimReplyStart(update.Text, ref started);
-                text.Append(piece);
-                var entry = update.LogProbs is { } lp ? ChatLogProb(request.Tokenizer, lp) : null;
-                if (!stream)
-                {
-                    if (entry is not null) content.Add(entry);
-                    continue;
-                }
-                if (piece.Length == 0 && entry is null) continue;
+                if (entry is not null) contents[index].Add(entry);
+                continue;
+            }
+            if (piece.Length > 0 || entry is not null)
+            {
                 await ServerSentEvents.WriteAsync(response, Chunk(index, new JsonObject { ["content"] = piece },
                     entry is null ? null : new JsonObject { ["content"] = new JsonArray(entry) }, null), request.Aborted).ConfigureAwait(false);
             }
-            if (index == 0) promptTokens = last?.PromptTokenCount ?? prompt.Length;
-            completionTokens += last?.GeneratedTokenCount ?? 0;
-            if (stream)
-            {
-                await ServerSentEvents.WriteAsync(response, Chunk(index, new JsonObject(), null, Finish(last?.FinishReason)), request.Aborted).ConfigureAwait(false);
-                continue;
-            }
+            if (update.FinishReason is not null)
+                await ServerSentEvents.WriteAsync(response, Chunk(index, new JsonObject(), null, Finish(update.FinishReason)), request.Aborted).ConfigureAwait(false);
+        }
+        var promptTokens = lasts[0]?.PromptTokenCount ?? prompt.Length;
+        var completionTokens = lasts.Sum(last => last?.GeneratedTokenCount ?? 0);
+        var choices = new JsonArray();
+        for (var index = 0; index < n && !stream; index++)
+        {
             choices.Add(new JsonObject
             {
                 ["index"] = index,
-                ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = text.ToString() },
-                ["logprobs"] = wantLogProbs ? new JsonObject { ["content"] = content } : null,
-                ["finish_reason"] = Finish(last?.FinishReason),
+                ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = texts[index].ToString() },
+                ["logprobs"] = wantLogProbs ? new JsonObject { ["content"] = contents[index] } : null,
+                ["finish_reason"] = Finish(lasts[index]?.FinishReason),
             });
         }
         var usage = Usage(promptTokens, completionTokens);
@@ -307,13 +339,6 @@ internal static class Completions
 
     /// <summary><c>n</c>: choices of each prompt, 1 to <see cref="MaxChoices"/>.</summary>
     private static int Choices(JsonRequest body) => body.Int("n", 1, MaxChoices) ?? 1;
-
-    /// <summary>
-    /// The options of a prompt's j-th choice: with a seed, seed + j, so that the choices differ yet each is reproducible
-    /// (greedy choices are alike); without one, each draws its own.
-    /// </summary>
-    private static GenerationOptions Nth(GenerationOptions options, int j) =>
-        j == 0 || options.Seed is null ? options : options with { Seed = unchecked(options.Seed.Value + j) };
 
     private static bool IncludeUsage(JsonRequest body, bool stream)
     {

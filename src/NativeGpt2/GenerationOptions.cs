@@ -276,4 +276,12 @@ public readonly record struct TokenAlternative(int Id, double LogProb);
 /// <param name="PromptTokenCount">Tokens in the prompt.</param>
 /// <param name="GeneratedTokenCount">Tokens generated so far, this one included.</param>
 /// <param name="FinishReason">Set on the last update: why generation stopped.</param>
-public sealed record GenerationUpdate(string Text, int TokenId, TokenLogProbs? LogProbs, int PromptTokenCount, int GeneratedTokenCount, FinishReason? FinishReason);
+public sealed record GenerationUpdate(string Text, int TokenId, TokenLogProbs? LogProbs, int PromptTokenCount, int GeneratedTokenCount, FinishReason? FinishReason)
+{
+    /// <summary>
+    /// Which sequence of a batch this token belongs to: its prompt's index in
+    /// <see cref="Gpt2CausalLM.GenerateUpdatesAsync(IReadOnlyList{IReadOnlyList{int}}, GenerationOptions?, IReadOnlyList{int}?, CancellationToken)"/>;
+    /// 0 when one prompt is streamed.
+    /// </summary>
+    public int Sequence { get; init; }
+}

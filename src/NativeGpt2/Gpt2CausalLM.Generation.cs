@@ -80,8 +80,8 @@ public sealed partial class Gpt2CausalLM
             var result = Run([prompt], options, tokenizer, cancellationToken)[0];
             return [.. Enumerable.Repeat(result, count)];
         }
-        var first = options.Seed ?? Random.Shared.Next();
-        int[] seeds = [.. Enumerable.Range(0, count).Select(j => options.Seed is null && j > 0 ? Random.Shared.Next() : unchecked(first + j))];
+        // Without a seed, each row draws its own.
+        int[]? seeds = options.Seed is { } seed ? [.. Enumerable.Range(0, count).Select(j => unchecked(seed + j))] : null;
         return Run([.. Enumerable.Repeat(prompt, count)], options, tokenizer, cancellationToken, seeds);
     }
 
@@ -135,7 +135,7 @@ public sealed partial class Gpt2CausalLM
         var ids = Encode(tokenizer, prompt, options.AllowSpecialTokens);
         GenerationSession.Prepare(Config, [ids], options, tokenizer);
         RefuseBeams(options);
-        return Updates(ids, options, tokenizer, cancellationToken);
+        return Updates([ids], options, tokenizer, seeds: null, cancellationToken);
     }
 
     /// <summary>
@@ -152,7 +152,62 @@ public sealed partial class Gpt2CausalLM
         var ids = promptIds.ToArray();
         GenerationSession.Prepare(Config, [ids], options, tokenizer);
         RefuseBeams(options);
-        return Updates(ids, options, tokenizer, cancellationToken);
+        return Updates([ids], options, tokenizer, seeds: null, cancellationToken);
+    }
+
+    /// <summary>
+    /// Streams several sequences decoded side by side in one left-padded batch, as
+    /// <see cref="Generate(IReadOnlyList{string}, GenerationOptions?, CancellationToken)"/> decodes them: each step brings one update
+    /// for every sequence still running, in prompt order, naming it by <see cref="GenerationUpdate.Sequence"/>. A sequence's
+    /// updates are exactly those streaming its prompt alone gives with its seed, and a step of the batch costs little more
+    /// than a step of one sequence where decoding waits on reading the weights (the CPU at small batches, the GPU): the way to
+    /// serve several choices of one prompt, or several prompts, at once.
+    /// </summary>
+    /// <param name="prompts">The prompts, one sequence each (1 to <see cref="MaxSequences"/>; the same prompt may come more than once).</param>
+    /// <param name="options">Decoding options, shared by every sequence.</param>
+    /// <param name="seeds">
+    /// Each sequence's seed, as many as there are prompts; null: <see cref="GenerationOptions.Seed"/> for every sequence, or
+    /// without it a fresh seed each.
+    /// </param>
+    /// <param name="cancellationToken">Checked between steps.</param>
+    /// <remarks>Options and prompts are checked when this method is called, before the first update is awaited.</remarks>
+    /// <exception cref="ArgumentOutOfRangeException">An option or a token id is out of range, a prompt plus new tokens exceed the context without a sliding window, or the counts of prompts and seeds are wrong.</exception>
+    public IAsyncEnumerable<GenerationUpdate> GenerateUpdatesAsync(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions? options = null,
+        IReadOnlyList<int>? seeds = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        ThrowIfDisposed();
+        var tokenizer = RequireTokenizer();
+        options ??= new GenerationOptions();
+        var ids = prompts.Select(p => (p ?? throw new ArgumentNullException(nameof(prompts))).ToArray()).ToArray();
+        return BatchUpdates(ids, options, tokenizer, seeds, cancellationToken);
+    }
+
+    /// <summary>
+    /// <see cref="GenerateUpdatesAsync(IReadOnlyList{IReadOnlyList{int}}, GenerationOptions?, IReadOnlyList{int}?, CancellationToken)"/>
+    /// from texts.
+    /// </summary>
+    public IAsyncEnumerable<GenerationUpdate> GenerateUpdatesAsync(IReadOnlyList<string> prompts, GenerationOptions? options = null,
+        IReadOnlyList<int>? seeds = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        ThrowIfDisposed();
+        var tokenizer = RequireTokenizer();
+        options ??= new GenerationOptions();
+        var ids = prompts.Select(p => Encode(tokenizer, p ?? throw new ArgumentNullException(nameof(prompts)), options.AllowSpecialTokens)).ToArray();
+        return BatchUpdates(ids, options, tokenizer, seeds, cancellationToken);
+    }
+
+    private IAsyncEnumerable<GenerationUpdate> BatchUpdates(int[][] prompts, GenerationOptions options, Gpt2Tokenizer tokenizer, IReadOnlyList<int>? seeds,
+        CancellationToken cancellationToken)
+    {
+        if (prompts.Length > MaxSequences)
+            throw new ArgumentOutOfRangeException(nameof(prompts), prompts.Length, $"at most {MaxSequences} sequences are decoded in one batch");
+        if (seeds is not null && seeds.Count != prompts.Length)
+            throw new ArgumentOutOfRangeException(nameof(seeds), seeds.Count, $"give one seed per prompt: {prompts.Length} prompts, {seeds.Count} seeds");
+        GenerationSession.Prepare(Config, prompts, options, tokenizer);
+        RefuseBeams(options);
+        return Updates(prompts, options, tokenizer, seeds is null ? null : [.. seeds], cancellationToken);
     }
 
     /// <summary>Streaming goes token by token; beam search knows its sequence only at the end.</summary>
@@ -162,17 +217,27 @@ public sealed partial class Gpt2CausalLM
             throw new ArgumentException($"beam search (NumBeams {options.NumBeams}) returns whole sequences: use Generate, or NumBeams 1 to stream", nameof(options.NumBeams));
     }
 
-    private async IAsyncEnumerable<GenerationUpdate> Updates(int[] ids, GenerationOptions options, Gpt2Tokenizer tokenizer,
+    private async IAsyncEnumerable<GenerationUpdate> Updates(int[][] prompts, GenerationOptions options, Gpt2Tokenizer tokenizer, int[]? seeds,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        using var session = await Task.Run(() => Start([ids], options, tokenizer), cancellationToken).ConfigureAwait(false);
-        var row = session.Rows[0];
+        using var session = await Task.Run(() => Start(prompts, options, tokenizer, seeds), cancellationToken).ConfigureAwait(false);
+        var rows = session.Rows;
+        var running = new bool[rows.Count];
         while (!session.IsFinished)
         {
             cancellationToken.ThrowIfCancellationRequested();
             ThrowIfDisposed();
+            for (var b = 0; b < rows.Count; b++) running[b] = rows[b].FinishReason is null;
             await Task.Run(session.Step, cancellationToken).ConfigureAwait(false);
-            yield return new GenerationUpdate(row.LastPiece, row.Generated[^1], row.LogProbs?[^1], row.PromptIds.Length, row.Generated.Count, row.FinishReason);
+            for (var b = 0; b < rows.Count; b++)
+            {
+                if (!running[b]) continue;
+                var row = rows[b];
+                yield return new GenerationUpdate(row.LastPiece, row.Generated[^1], row.LogProbs?[^1], row.PromptIds.Length, row.Generated.Count, row.FinishReason)
+                {
+                    Sequence = b,
+                };
+            }
         }
     }
 

@@ -9,7 +9,7 @@ using NativeGpt2.Server;
 namespace NativeGpt2.Cli.Commands;
 
 /// <summary>
-/// <c>nativegpt2 serve [--model SPEC] [--urls URL] [--max-concurrent N] [--max-queue N] [--model-id NAME]</c>:
+/// <c>nativegpt2 serve [--model SPEC] [--urls URL] [--max-concurrent N] [--max-queue N] [--max-batch-size N] [--model-id NAME]</c>:
 /// the OpenAI-compatible API (<see cref="OpenAIEndpoints"/>) until Ctrl+C or SIGTERM.
 /// </summary>
 internal static class ServeCommand
@@ -25,15 +25,23 @@ internal static class ServeCommand
         var defaults = new NativeGpt2ServerOptions();
         var concurrent = new Option<int>("--max-concurrent") { Description = $"Requests that run the model at once (default {defaults.MaxConcurrentRequests}).", DefaultValueFactory = _ => defaults.MaxConcurrentRequests };
         var queue = new Option<int>("--max-queue") { Description = $"Requests that may wait; beyond that the answer is 503 (default {defaults.MaxQueuedRequests}).", DefaultValueFactory = _ => defaults.MaxQueuedRequests };
+        var batch = new Option<int>("--max-batch-size")
+        {
+            Description = $"Choices of a request decoded side by side in one batch (default {defaults.MaxBatchSize}, at most {Gpt2CausalLM.MaxSequences}; 1: one after another).",
+            DefaultValueFactory = _ => defaults.MaxBatchSize,
+        };
         var modelId = new Option<string?>("--model-id") { Description = "The model name in responses and /v1/models (default: the model spec)." };
         var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/embeddings, /v1/models, /tokenize, /detokenize, /health.")
         {
-            model, backend, weights, urls, concurrent, queue, modelId,
+            model, backend, weights, urls, concurrent, queue, batch, modelId,
         };
         command.SetAction(async (parse, cancellation) =>
         {
             var spec = parse.GetValue(model) ?? CommonOptions.BundledModel;
-            var server = new NativeGpt2ServerOptions { MaxConcurrentRequests = parse.GetValue(concurrent), MaxQueuedRequests = parse.GetValue(queue) };
+            var server = new NativeGpt2ServerOptions
+            {
+                MaxConcurrentRequests = parse.GetValue(concurrent), MaxQueuedRequests = parse.GetValue(queue), MaxBatchSize = parse.GetValue(batch),
+            };
             CommonOptions.ValidateAsUsage(server.Validate);
             var addresses = CheckedUrls(parse.GetValue(urls)!);
             var load = context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights));
@@ -50,7 +58,7 @@ internal static class ServeCommand
             builder.Services.AddSingleton<IHostLifetime, NoSignalLifetime>();
             builder.Services.AddNativeGpt2Server(spec,
                 o => { o.Load = load; o.ModelId = parse.GetValue(modelId) ?? (spec == CommonOptions.BundledModel ? "shakespeare-char" : spec); },
-                o => { o.MaxConcurrentRequests = server.MaxConcurrentRequests; o.MaxQueuedRequests = server.MaxQueuedRequests; });
+                o => { o.MaxConcurrentRequests = server.MaxConcurrentRequests; o.MaxQueuedRequests = server.MaxQueuedRequests; o.MaxBatchSize = server.MaxBatchSize; });
             await using var app = builder.Build();
             app.MapNativeGpt2OpenAI();
 

@@ -41,7 +41,7 @@ internal sealed class GenerationSession : IDisposable
     /// <param name="prompts">The prompts, one sequence each.</param>
     /// <param name="options">The options every sequence decodes with.</param>
     /// <param name="tokenizer">Decodes the text, when the model has one.</param>
-    /// <param name="seeds">Each sequence's seed; null: <see cref="GenerationOptions.Seed"/> (or one fresh seed) for every one.</param>
+    /// <param name="seeds">Each sequence's seed; null: <see cref="GenerationOptions.Seed"/> for every one, or without it a fresh seed each.</param>
     public GenerationSession(Gpt2CausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions options, Gpt2Tokenizer? tokenizer,
         IReadOnlyList<int>? seeds = null)
     {
@@ -52,7 +52,6 @@ internal sealed class GenerationSession : IDisposable
         _ends = EndOfTextIds(model.Config, tokenizer, options);
         _padId = EndOfText(model.Config, tokenizer) ?? 0;
 
-        var seed = options.Seed ?? Random.Shared.Next();
         _rows = new Row[prepared.Length];
         for (var b = 0; b < prepared.Length; b++)
         {
@@ -60,8 +59,9 @@ internal sealed class GenerationSession : IDisposable
             _rows[b] = new Row
             {
                 PromptIds = prompt,
-                // Each sequence draws from its own source seeded alike, so it samples exactly what it would alone.
-                Random = new Random(seeds?[b] ?? seed),
+                // Each sequence draws from its own source, seeded as it would be alone, so it samples exactly what it would alone.
+                // Without a seed each draws its own: the same prompt twice in a batch gives two draws, not one twice.
+                Random = new Random(seeds?[b] ?? options.Seed ?? Random.Shared.Next()),
                 Decoder = tokenizer?.CreateStreamingDecoder(),
                 Stops = options.StopStrings.Count > 0 ? new StopStringMatcher(options.StopStrings) : null,
                 LogProbs = options.LogProbs is null ? null : [],

@@ -66,12 +66,16 @@ public class ServeCommandTests
         Assert.Equal($"error: Failed to bind to address http://127.0.0.1:{port}: address already in use.", result.Error.Trim());
     }
 
-    [Fact]
-    public void A_bad_queue_size_is_a_usage_error()
+    [Theory]
+    [InlineData("--max-concurrent", "0", "must be at least 1")]
+    [InlineData("--max-batch-size", "0", "must be from 1 to 64")]
+    [InlineData("--max-batch-size", "65", "must be from 1 to 64")]
+    public void A_bad_queue_or_batch_size_is_a_usage_error(string option, string value, string rule)
     {
-        var result = CliRunner.Run("serve", "--model", Paths.Model("shakespeare-char"), "--max-concurrent", "0");
+        var result = CliRunner.Run("serve", "--model", Paths.Model("shakespeare-char"), option, value);
         Assert.Equal(CliApp.UsageError, result.ExitCode);
-        Assert.Contains("--max-concurrent", result.Error);
+        Assert.Contains(option, result.Error);
+        Assert.Contains(rule, result.Error);
     }
 }
 

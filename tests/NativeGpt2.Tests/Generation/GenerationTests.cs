@@ -192,6 +192,68 @@ public class GenerationTests
         Assert.DoesNotContain("\n\n", string.Concat(pieces));
     }
 
+    /// <summary>
+    /// A batch streamed: each step brings one update per running sequence, in prompt order, and each sequence's updates are
+    /// those streaming its prompt alone with its seed gives, whatever finishes early (a stop string, end-of-text, a length).
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_streamed_batch_gives_each_sequence_the_updates_it_gives_alone(bool contrastive)
+    {
+        string[] prompts = ["ROMEO:\n", "First Citizen:\nBefore we proceed", "ROMEO:\n", "O"];
+        int[] seeds = [4, 9, 5, 4];
+        var common = new GenerationOptions { MaxNewTokens = 60, StopStrings = ["\n"], LogProbs = 2 };
+        var options = contrastive ? common with { PenaltyAlpha = 0.6f, TopK = 4 } : common with { Temperature = 1.1f };
+        var updates = new List<GenerationUpdate>();
+        await foreach (var update in Shakespeare.GenerateUpdatesAsync(prompts, options, seeds)) updates.Add(update);
+
+        for (var b = 0; b < prompts.Length; b++)
+        {
+            var alone = new List<GenerationUpdate>();
+            await foreach (var update in Shakespeare.GenerateUpdatesAsync(prompts[b], options with { Seed = seeds[b] })) alone.Add(update);
+            var mine = updates.Where(u => u.Sequence == b).ToArray();
+            Assert.Equal(alone.Select(u => (u.Text, u.TokenId, u.LogProbs!.LogProb, u.PromptTokenCount, u.GeneratedTokenCount, u.FinishReason)),
+                mine.Select(u => (u.Text, u.TokenId, u.LogProbs!.LogProb, u.PromptTokenCount, u.GeneratedTokenCount, u.FinishReason)));
+            Assert.Equal(Shakespeare.Generate(prompts[b], options with { Seed = seeds[b] }).Text, string.Concat(mine.Select(u => u.Text)));
+        }
+        // Step by step: the sequences still running, in order, each one token further.
+        var step = 0;
+        for (var i = 0; i < updates.Count; step++)
+        {
+            var previous = -1;
+            for (; i < updates.Count && updates[i].GeneratedTokenCount == step + 1; i++)
+            {
+                Assert.True(updates[i].Sequence > previous);
+                previous = updates[i].Sequence;
+            }
+            Assert.True(previous >= 0, $"no update for step {step}");
+        }
+        // The sequences ended at different steps: the batch ran on with some of them finished.
+        Assert.True(updates.Where(u => u.FinishReason is not null).Select(u => u.GeneratedTokenCount).Distinct().Count() > 1,
+            string.Join(", ", updates.Where(u => u.FinishReason is not null).Select(u => $"{u.Sequence}: {u.GeneratedTokenCount} {u.FinishReason}")));
+    }
+
+    [Fact]
+    public async Task A_streamed_batch_without_a_seed_draws_each_sequence_on_its_own_and_checks_its_arguments()
+    {
+        var options = new GenerationOptions { MaxNewTokens = 40, Temperature = 1.2f, StopAtEndOfText = false };
+        var texts = new string[3];
+        await foreach (var update in Shakespeare.GenerateUpdatesAsync(["ROMEO:", "ROMEO:", "ROMEO:"], options)) texts[update.Sequence] += update.Text;
+        // Three draws of 40 characters at temperature 1.2: alike only by a chance far below one in a billion.
+        Assert.Equal(3, texts.Distinct().Count());
+        Assert.Equal(3, Shakespeare.Generate(["ROMEO:", "ROMEO:", "ROMEO:"], options).Select(r => r.Text).Distinct().Count());
+
+        var seeds = Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.GenerateUpdatesAsync(["a", "b"], options, seeds: [1]));
+        Assert.Equal("seeds", seeds.ParamName);
+        var many = Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.GenerateUpdatesAsync(Enumerable.Repeat("a", Gpt2CausalLM.MaxSequences + 1).ToArray(), options));
+        Assert.Equal("prompts", many.ParamName);
+        Assert.Throws<ArgumentException>(() => Shakespeare.GenerateUpdatesAsync(["a", "b"], options with { NumBeams = 2 }));
+        var ids = Shakespeare.Tokenizer!.Encode("ROMEO:");
+        var tooLong = Assert.Throws<ArgumentOutOfRangeException>(() => Shakespeare.GenerateUpdatesAsync([ids, [.. ids, .. ids]], options with { MaxNewTokens = Shakespeare.Config.ContextLength - ids.Length }));
+        Assert.Contains("prompt 1", tooLong.Message);
+    }
+
     [Fact]
     public async Task Streaming_multibyte_text_emits_only_whole_characters()
     {

@@ -306,6 +306,82 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
             two.GetProperty("choices")[1].GetProperty("message").GetProperty("content").GetString());
     }
 
+    /// <summary>Server-sent events of a streamed reply, without the closing [DONE], as JSON.</summary>
+    private static async Task<JsonElement[]> StreamAsync(HttpClient http, string path, string json)
+    {
+        using var response = await http.PostAsync(path, new StringContent(json, Encoding.UTF8, "application/json"));
+        var events = (await response.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("data: [DONE]", events[^1]);
+        return [.. events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.Clone())];
+    }
+
+    /// <summary>
+    /// A request's choices decode side by side, in batches of at most MaxBatchSize: however the batches are cut, each choice
+    /// is what it is alone (the same text, log-probabilities and finish), and streamed, each choice's chunks add up to it.
+    /// </summary>
+    [Fact]
+    public async Task Choices_decode_in_batches_and_are_the_same_however_the_batches_are_cut()
+    {
+        const string Request = """{"prompt":["ROMEO:\n","First Citizen:\nBefore we proceed","O"],"n":2,"max_tokens":30,"temperature":1.1,"seed":8,"stop":"\n","logprobs":1,"echo":true}""";
+        var (status, body) = await PostAsync("/v1/completions", Request);
+        Assert.Equal(HttpStatusCode.OK, status);
+        var choices = body.GetProperty("choices").EnumerateArray().ToArray();
+        Assert.Equal(6, choices.Length);
+        // Cut into one choice a batch, and into batches of 4 and 2.
+        foreach (var size in new[] { 1, 4 })
+        {
+            await using var app = await ServerFixture.StartAsync(o => o.MaxBatchSize = size);
+            using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+            using var response = await http.PostAsync("/v1/completions", new StringContent(Request, Encoding.UTF8, "application/json"));
+            var cut = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
+            Assert.Equal(body.GetProperty("usage").ToString(), cut.GetProperty("usage").ToString());
+            Assert.Equal(choices.Select(c => c.ToString()), cut.GetProperty("choices").EnumerateArray().Select(c => c.ToString()));
+        }
+        // Each choice as the library streams it alone: prompt i's choice j draws with seed 8 + j.
+        var finishes = new HashSet<string>();
+        for (var index = 0; index < 6; index++)
+        {
+            var prompt = new[] { "ROMEO:\n", "First Citizen:\nBefore we proceed", "O" }[index / 2];
+            var alone = Shakespeare.Generate(prompt, new GenerationOptions { MaxNewTokens = 30, Temperature = 1.1f, Seed = 8 + index % 2, StopStrings = ["\n"] });
+            Assert.Equal(prompt + alone.Text, choices[index].GetProperty("text").GetString());
+            finishes.Add(choices[index].GetProperty("finish_reason").GetString()!);
+        }
+        Assert.Equal(["length", "stop"], finishes.Order());
+
+        // Streamed: the chunks of the choices interleave, each naming its choice; each choice's add up to it, its finish last.
+        var chunks = await StreamAsync(Http, "/v1/completions", Request.Replace("\"echo\":true", "\"echo\":true,\"stream\":true"));
+        for (var index = 0; index < 6; index++)
+        {
+            var mine = chunks.Select(c => c.GetProperty("choices")[0]).Where(c => c.GetProperty("index").GetInt32() == index).ToArray();
+            Assert.Equal(choices[index].GetProperty("text").GetString(), string.Concat(mine.Select(c => c.GetProperty("text").GetString())));
+            Assert.Equal(choices[index].GetProperty("finish_reason").GetString(), mine[^1].GetProperty("finish_reason").GetString());
+            Assert.All(mine[..^1], c => Assert.Equal(JsonValueKind.Null, c.GetProperty("finish_reason").ValueKind));
+        }
+        var order = chunks.Select(c => c.GetProperty("choices")[0].GetProperty("index").GetInt32()).ToArray();
+        Assert.Contains(order.Zip(order.Skip(1)), pair => pair.First > pair.Second);
+    }
+
+    [Fact]
+    public async Task Streamed_chat_choices_each_start_with_the_role_and_end_with_their_finish()
+    {
+        const string Chat = """{"messages":[{"role":"user","content":"Who is there?"}],"max_tokens":24,"temperature":0.9,"seed":3,"n":3,"logprobs":true}""";
+        var (_, whole) = await PostAsync("/v1/chat/completions", Chat);
+        var chunks = await StreamAsync(Http, "/v1/chat/completions", Chat.Replace("\"n\":3", "\"n\":3,\"stream\":true"));
+        for (var index = 0; index < 3; index++)
+        {
+            var mine = chunks.Select(c => c.GetProperty("choices")[0]).Where(c => c.GetProperty("index").GetInt32() == index).ToArray();
+            Assert.Equal("assistant", mine[0].GetProperty("delta").GetProperty("role").GetString());
+            Assert.All(mine[1..], c => Assert.False(c.GetProperty("delta").TryGetProperty("role", out _)));
+            var expected = whole.GetProperty("choices")[index];
+            var content = string.Concat(mine.Select(c => c.GetProperty("delta").TryGetProperty("content", out var piece) ? piece.GetString() : ""));
+            Assert.Equal(expected.GetProperty("message").GetProperty("content").GetString(), content);
+            Assert.Equal(expected.GetProperty("logprobs").GetProperty("content").GetArrayLength(),
+                mine.Count(c => c.GetProperty("logprobs").ValueKind == JsonValueKind.Object));
+            Assert.Equal(expected.GetProperty("finish_reason").GetString(), mine[^1].GetProperty("finish_reason").GetString());
+            Assert.Single(mine, c => c.GetProperty("finish_reason").ValueKind == JsonValueKind.String);
+        }
+    }
+
     [Fact]
     public async Task A_streamed_completion_is_server_sent_events_ending_with_done()
     {
