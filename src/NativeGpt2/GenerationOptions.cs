@@ -93,6 +93,15 @@ public sealed record GenerationOptions
     public float LengthPenalty { get; init; } = 1f;
 
     /// <summary>
+    /// When beam search ends before <see cref="MaxNewTokens"/> (Hugging Face's <c>early_stopping</c>): with
+    /// <see cref="BeamStopping.Heuristic"/> (the default, its <c>False</c>) once <see cref="NumBeams"/> hypotheses are finished
+    /// and no running beam, scored at the length it has reached, beats the worst of them; with <see cref="BeamStopping.Early"/>
+    /// (its <c>True</c>) as soon as they are finished; with <see cref="BeamStopping.Never"/> (its <c>"never"</c>, canonical beam
+    /// search) only when no running beam could beat the worst at any length it may still reach.
+    /// </summary>
+    public BeamStopping EarlyStopping { get; init; } = BeamStopping.Heuristic;
+
+    /// <summary>
     /// Contrastive search (Hugging Face's <c>penalty_alpha</c>; Su et al., 2022): each step takes the <see cref="TopK"/>
     /// most likely tokens v and keeps the one with the best (1 − α)·p(v) − α·max_j cos(h_v, h_j), where h_v is the final
     /// hidden state the model gives v and h_j those of every token before it (prompt and output), so that a continuation
@@ -207,6 +216,8 @@ public sealed record GenerationOptions
             throw new ArgumentOutOfRangeException(nameof(NumBeams), NumBeams, $"must be in [1, {MaxBeams}] (1: no beam search)");
         if (!float.IsFinite(LengthPenalty))
             throw new ArgumentOutOfRangeException(nameof(LengthPenalty), LengthPenalty, "must be a finite number");
+        if (!Enum.IsDefined(EarlyStopping))
+            throw new ArgumentOutOfRangeException(nameof(EarlyStopping), EarlyStopping, "must be Heuristic, Early or Never");
         if (!(PenaltyAlpha >= 0 && PenaltyAlpha <= 1))
             throw new ArgumentOutOfRangeException(nameof(PenaltyAlpha), PenaltyAlpha, "must be in [0, 1] (0 means no contrastive search)");
         if (IsContrastive)
@@ -235,6 +246,24 @@ public sealed record GenerationOptions
         if (StopStrings.Any(string.IsNullOrEmpty))
             throw new ArgumentException("stop strings must not be null or empty", nameof(StopStrings));
     }
+}
+
+/// <summary>When beam search may end before its last step (<see cref="GenerationOptions.EarlyStopping"/>; Hugging Face's <c>early_stopping</c>).</summary>
+public enum BeamStopping
+{
+    /// <summary>
+    /// <c>early_stopping=False</c>, the default: once <see cref="GenerationOptions.NumBeams"/> hypotheses are finished and the
+    /// best running beam, its score over the length it has reached, is no better than the worst of them.
+    /// </summary>
+    Heuristic,
+    /// <summary><c>early_stopping=True</c>: as soon as <see cref="GenerationOptions.NumBeams"/> hypotheses are finished.</summary>
+    Early,
+    /// <summary>
+    /// <c>early_stopping="never"</c>: once no running beam could beat the worst finished hypothesis at any length up to
+    /// <see cref="GenerationOptions.MaxNewTokens"/> (with a positive <see cref="GenerationOptions.LengthPenalty"/>, a longer
+    /// beam scores its sum over a larger power, so the best it can reach is its sum over the longest length).
+    /// </summary>
+    Never,
 }
 
 /// <summary>Why generation of a sequence ended.</summary>

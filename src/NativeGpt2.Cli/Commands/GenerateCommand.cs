@@ -5,7 +5,8 @@ namespace NativeGpt2.Cli.Commands;
 /// <summary>
 /// <c>nativegpt2 generate [--model SPEC] --prompt TEXT [--max-new-tokens N] [--greedy] [--temperature T]
 /// [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--logit-bias ID=B]...
-/// [--no-repeat-ngram-size N] [--min-new-tokens N] [--num-beams K] [--length-penalty L] [--seed S] [--stop STR]...</c>:
+/// [--no-repeat-ngram-size N] [--min-new-tokens N] [--num-beams K] [--length-penalty L] [--early-stopping false|true|never]
+/// [--penalty-alpha A] [--num-return-sequences N] [--seed S] [--stop STR]...</c>:
 /// streams the prompt's continuation to stdout as it is produced (beam search prints it when the search ends).
 /// </summary>
 internal static class GenerateCommand
@@ -39,6 +40,12 @@ internal static class GenerateCommand
         var minNewTokens = new Option<int>("--min-new-tokens") { Description = "Generate at least N tokens before <|endoftext|> may end the text; 0 for none.", DefaultValueFactory = _ => defaults.MinNewTokens };
         var numBeams = new Option<int>("--num-beams") { Description = $"Beam search over K sequences (1 to {GenerationOptions.MaxBeams}; 1: none); the text is printed when the search ends.", DefaultValueFactory = _ => defaults.NumBeams };
         var lengthPenalty = new Option<float>("--length-penalty") { Description = "Beam search: a finished sequence scores its log-probability over (its length)^L; above 0 favours longer ones.", DefaultValueFactory = _ => defaults.LengthPenalty };
+        var earlyStopping = new Option<string>("--early-stopping")
+        {
+            Description = "Beam search: false ends when no running beam can beat the finished ones at its length, true as soon as K are finished, never when none could at any length (as Hugging Face's early_stopping).",
+            DefaultValueFactory = _ => "false",
+        };
+        earlyStopping.AcceptOnlyFromAmong("false", "true", "never");
         var penaltyAlpha = new Option<float>("--penalty-alpha") { Description = "Contrastive search: among the --top-k likeliest tokens, keep the best (1 - A)·p - A·(likeness to the text so far), A in [0, 1]; 0: none.", DefaultValueFactory = _ => defaults.PenaltyAlpha };
         var sequences = new Option<int>("--num-return-sequences") { Description = $"Print N continuations (1 to {Gpt2CausalLM.MaxSequences}), separated by lines of ---: the search's N best with --num-beams, else N drawn in one batch with seeds S, S + 1, ….", DefaultValueFactory = _ => 1 };
         var seed = new Option<int?>("--seed") { Description = "Seed for reproducible sampling (default: random)." };
@@ -49,7 +56,7 @@ internal static class GenerateCommand
         var command = new Command("generate", "Continue a prompt, streaming the text as it is produced.")
         {
             model, backend, weights, prompt, maxNewTokens, greedy, temperature, topK, topP, minP, typicalP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias,
-            noRepeat, minNewTokens, numBeams, lengthPenalty, penaltyAlpha, sequences, seed, stop, slidingWindow, special,
+            noRepeat, minNewTokens, numBeams, lengthPenalty, earlyStopping, penaltyAlpha, sequences, seed, stop, slidingWindow, special,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -70,6 +77,7 @@ internal static class GenerateCommand
                 MinNewTokens = parse.GetValue(minNewTokens),
                 NumBeams = parse.GetValue(numBeams),
                 LengthPenalty = parse.GetValue(lengthPenalty),
+                EarlyStopping = parse.GetValue(earlyStopping) switch { "true" => BeamStopping.Early, "never" => BeamStopping.Never, _ => BeamStopping.Heuristic },
                 PenaltyAlpha = parse.GetValue(penaltyAlpha),
                 Seed = parse.GetValue(seed),
                 StopStrings = parse.GetValue(stop) ?? [],

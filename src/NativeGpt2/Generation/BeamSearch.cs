@@ -3,17 +3,17 @@ using NativeGpt2.Tokenization;
 namespace NativeGpt2.Generation;
 
 /// <summary>
-/// Beam search as Hugging Face's <c>generate</c> runs it with <c>num_beams</c> &gt; 1 and no sampling (<c>early_stopping</c>
-/// false): one row of the key/value cache per beam, reordered after every step to follow the beams that survive.
+/// Beam search as Hugging Face's <c>generate</c> runs it with <c>num_beams</c> &gt; 1 and no sampling: one row of the
+/// key/value cache per beam, reordered after every step to follow the beams that survive.
 /// </summary>
 /// <remarks>
 /// A step scores every continuation v of every beam b as score(b) + log p(v | beam b), the log-probability taken from
 /// the log-softmax of the logits with the n-gram and minimum-length rules' tokens at −∞ (not renormalized), and ranks
 /// the best (1 + number of end-of-text ids) · k of them, highest first, ties to the lower beam and token. In that order
 /// an end-of-text continuation among the first k becomes a finished hypothesis; the others fill the k beams of the next
-/// step. The search ends when k hypotheses are finished and none of the running beams could still beat the worst of them
-/// (their best score over the current length), or after <see cref="GenerationOptions.MaxNewTokens"/> steps, when the
-/// running beams join the hypotheses. The results are the hypotheses with the best scores, best first.
+/// step. The search ends when k hypotheses are finished and, as <see cref="GenerationOptions.EarlyStopping"/> says, at once
+/// or when none of the running beams could still beat the worst of them, or after <see cref="GenerationOptions.MaxNewTokens"/>
+/// steps, when the running beams join the hypotheses. The results are the hypotheses with the best scores, best first.
 /// </remarks>
 internal static class BeamSearch
 {
@@ -37,7 +37,7 @@ internal static class BeamSearch
         var beams = Enumerable.Range(0, k).Select(_ => new List<int>()).ToArray();
         // Only the first beam is live at the start: the others hold the same prompt and must not be picked twice.
         var scores = Enumerable.Range(0, k).Select(b => b == 0 ? 0.0 : -1e9).ToArray();
-        var hypotheses = new BeamHypotheses(k, options.LengthPenalty);
+        var hypotheses = new BeamHypotheses(k, options.LengthPenalty, options.EarlyStopping, options.MaxNewTokens);
         var done = false;
         for (var step = 1; ; step++)
         {
@@ -131,7 +131,11 @@ internal static class BeamSearch
 /// The k best finished hypotheses of a beam search, as Hugging Face's <c>BeamHypotheses</c> keeps them: each scored by its
 /// summed log-probability over (its new tokens)^lengthPenalty.
 /// </summary>
-internal sealed class BeamHypotheses(int k, float lengthPenalty)
+/// <param name="k">Hypotheses kept: the beams.</param>
+/// <param name="lengthPenalty">The power of the length a summed log-probability is divided by.</param>
+/// <param name="stopping">When <see cref="IsDone"/> ends the search once k are kept.</param>
+/// <param name="maxLength">The most new tokens a hypothesis may reach (<see cref="BeamStopping.Never"/> scores the best running beam there).</param>
+internal sealed class BeamHypotheses(int k, float lengthPenalty, BeamStopping stopping = BeamStopping.Heuristic, int maxLength = int.MaxValue)
 {
     private readonly List<(double Score, IReadOnlyList<int> Tokens)> _kept = [];
     private double _worst = 1e9;
@@ -154,11 +158,17 @@ internal sealed class BeamHypotheses(int k, float lengthPenalty)
     }
 
     /// <summary>
-    /// Whether the search can stop: k hypotheses are kept and the best running score, over the length it has reached, is no
-    /// better than the worst of them (Hugging Face's heuristic for <c>early_stopping</c> false).
+    /// Whether the search can stop: k hypotheses are kept, and then at once (<see cref="BeamStopping.Early"/>), or when the best
+    /// running sum over the length it has reached (<see cref="BeamStopping.Heuristic"/>), or over the length where it would
+    /// score best (<see cref="BeamStopping.Never"/>: the longest when lengthPenalty is above 0), is no better than the worst of them.
     /// </summary>
-    public bool IsDone(double bestRunningSum, int length) =>
-        _kept.Count >= k && _worst >= bestRunningSum / Math.Pow(length, lengthPenalty);
+    public bool IsDone(double bestRunningSum, int length)
+    {
+        if (_kept.Count < k) return false;
+        if (stopping == BeamStopping.Early) return true;
+        var best = stopping == BeamStopping.Never && lengthPenalty > 0 ? maxLength : length;
+        return _worst >= bestRunningSum / Math.Pow(best, lengthPenalty);
+    }
 
     /// <summary>The tokens of the best-scoring hypothesis (of equals, the one kept last).</summary>
     public IReadOnlyList<int> Best() => Ranked(1) is [var best] ? best : [];

@@ -85,6 +85,14 @@ public class GenerateScoreTokenizeTests
         var refused = CliRunner.Run("generate", "--prompt", "ROMEO:", "--num-beams", "2", "--stop", "\n");
         Assert.Equal(CliApp.UsageError, refused.ExitCode);
         Assert.Equal("error: --stop does not apply to beam search (--num-beams 2): leave it unset, or use --num-beams 1", refused.Error.Trim());
+
+        // Hugging Face's early_stopping values; the modes themselves are checked against the search written out (BeamSearchTests).
+        var never = Models.Get("shakespeare-char").Generate("ROMEO:", new GenerationOptions { NumBeams = 3, MaxNewTokens = 20, EarlyStopping = BeamStopping.Never });
+        var stopped = CliRunner.Run("generate", "--prompt", "ROMEO:", "-n", "20", "--num-beams", "3", "--early-stopping", "never");
+        Assert.Equal("ROMEO:" + never.Text + Environment.NewLine, stopped.Out);
+        var unknown = CliRunner.Run("generate", "--prompt", "ROMEO:", "--num-beams", "3", "--early-stopping", "soon");
+        Assert.Equal(CliApp.UsageError, unknown.ExitCode);
+        Assert.Contains("'soon' not recognized. Must be one of", unknown.Error);
     }
 
     [Fact]

@@ -58,12 +58,16 @@ public class BeamSearchTests
     }
 
     [Theory]
-    [InlineData(3, 1f)]
-    [InlineData(6, 0.3f)]
-    public void Beams_that_end_their_text_become_hypotheses_and_the_best_one_wins(int k, float lengthPenalty)
+    [InlineData(3, 1f, BeamStopping.Heuristic)]
+    [InlineData(6, 0.3f, BeamStopping.Heuristic)]
+    [InlineData(3, 1f, BeamStopping.Early)]
+    [InlineData(6, 0.3f, BeamStopping.Early)]
+    [InlineData(3, 1f, BeamStopping.Never)]
+    [InlineData(6, -0.5f, BeamStopping.Never)]
+    public void Beams_that_end_their_text_become_hypotheses_and_the_best_one_wins(int k, float lengthPenalty, BeamStopping stopping)
     {
         // Every token used once at most: after the 65 others only <|endoftext|> is left, so every beam ends with it.
-        var options = new GenerationOptions { NumBeams = k, MaxNewTokens = 80, NoRepeatNgramSize = 1, LengthPenalty = lengthPenalty };
+        var options = new GenerationOptions { NumBeams = k, MaxNewTokens = 80, NoRepeatNgramSize = 1, LengthPenalty = lengthPenalty, EarlyStopping = stopping };
         var prompt = Shakespeare.Tokenizer!.Encode("A");
         var eos = Shakespeare.Config.EosTokenId!.Value;
         var result = Shakespeare.Generate("A", options);
@@ -71,6 +75,48 @@ public class BeamSearchTests
         Assert.Equal(eos, result.GeneratedIds[^1]);
         Assert.Equal(FinishReason.EndOfText, result.FinishReason);
         Assert.Equal(Shakespeare.Tokenizer.Decode(result.GeneratedIds.SkipLast(1)), result.Text);
+    }
+
+    /// <summary>
+    /// Hugging Face's <c>early_stopping</c>, each mode against the search written out, on a model whose end-of-text is as
+    /// likely as its favourite token (so that beams finish at many lengths): after [1, 2, 3] with two beams, True stops
+    /// with the first two hypotheses, False (the heuristic) later, "never" later still, and each finds another sequence.
+    /// </summary>
+    [Fact]
+    public void Early_stopping_ends_the_search_as_each_of_hugging_faces_modes_does()
+    {
+        using var temp = new TempDirectory();
+        using var model = Gpt2CausalLM.Load(TinyEndingLikeItsFavouriteToken(temp.Path), new ModelLoadOptions { Backend = TestBackends.Cpu });
+        int[] prompt = [1, 2, 3];
+        foreach (var (k, lengthPenalty) in new[] { (2, 1f), (4, 2f), (8, -1f) })
+        {
+            var found = new List<IReadOnlyList<int>>();
+            foreach (var stopping in Enum.GetValues<BeamStopping>())
+            {
+                var options = new GenerationOptions { NumBeams = k, MaxNewTokens = 20, LengthPenalty = lengthPenalty, EarlyStopping = stopping };
+                var expected = Ranked(model, prompt, options, endOfText: 511);
+                var result = model.GenerateIds(prompt, options);
+                Assert.Equal(expected[0], result.GeneratedIds);
+                Assert.Equal(expected.Take(k).ToArray(), model.GenerateSequencesIds(prompt, k, options).Select(r => r.GeneratedIds.ToList()).ToArray());
+                found.Add(result.GeneratedIds);
+            }
+            // With two beams the three modes part ways: False (the heuristic) 12 tokens, True 3, "never" 18.
+            if (k == 2) Assert.Equal([12, 3, 18], found.Select(f => f.Count));
+        }
+        Assert.Equal(nameof(GenerationOptions.EarlyStopping),
+            Assert.Throws<ArgumentOutOfRangeException>(new GenerationOptions { EarlyStopping = (BeamStopping)7 }.Validate).ParamName);
+    }
+
+    /// <summary>The tiny model with end-of-text's embedding row that of the token its greedy decoding favours, written into <paramref name="directory"/>.</summary>
+    private static string TinyEndingLikeItsFavouriteToken(string directory)
+    {
+        var greedy = Models.Get("tiny").GenerateIds([1, 2, 3], new GenerationOptions { Greedy = true, MaxNewTokens = 40 }).GeneratedIds;
+        var favourite = greedy.GroupBy(t => t).MaxBy(g => g.Count())!.Key;
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        var wte = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(builder.Tensors.Single(t => t.Name == "transformer.wte.weight").Data.AsSpan());
+        const int C = 32, EndOfText = 511;
+        wte.Slice(favourite * C, C).CopyTo(wte.Slice(EndOfText * C, C));
+        return builder.WriteTo(directory);
     }
 
     [Fact]
@@ -198,7 +244,11 @@ public class BeamSearchTests
                 if (c.Token != endOfText) next.Add(([.. beams[c.Beam].Tokens, c.Token], c.Score));
                 else if (rank < k) Add([.. beams[c.Beam].Tokens, c.Token], c.Score, step);
             }
-            done = next.Count == 0 || hypotheses.Count >= k && worst >= ranked[0].Score / Math.Pow(step, options.LengthPenalty);
+            // Hugging Face's early_stopping: True stops once k are finished; False when the best running beam, at the length it
+            // has reached, cannot beat the worst of them; "never" at the length where it would score best.
+            var reachable = options.EarlyStopping == BeamStopping.Never && options.LengthPenalty > 0 ? options.MaxNewTokens : step;
+            done = next.Count == 0 || hypotheses.Count >= k
+                && (options.EarlyStopping == BeamStopping.Early || worst >= ranked[0].Score / Math.Pow(reachable, options.LengthPenalty));
             while (next.Count is > 0 && next.Count < k) next.Add((next[^1].Tokens, double.NegativeInfinity));
             if (!done) beams = next;
         }
