@@ -531,11 +531,11 @@ public sealed class IlgpuBackend : IBackend
 
     /// <inheritdoc />
     public void GatherCacheSlots(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<float> sourceKeys, DeviceBuffer<float> sourceValues,
-        DeviceBuffer<int> rows, int B, int from, int to, int Tmax, int NH, int HS)
+        DeviceBuffer<int> rows, int B, int from, int to, int Tmax, int NH, int HS, int sourceFrom, int sourceTmax)
     {
         if (to <= from) return;
         _gatherCacheSlots(Threads((long)B * NH * (to - from) * HS), View(keys), View(values), View(sourceKeys), View(sourceValues), View(rows),
-            new CacheSlots(B, from, to - from, Tmax, NH, HS));
+            new CacheSlots(B, from, to - from, Tmax, NH, HS, sourceFrom, sourceTmax));
     }
 
     /// <inheritdoc />

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Threading.Channels;
 using Microsoft.Extensions.AI;
 using NativeGpt2.AI;
 
@@ -139,11 +140,36 @@ internal static class Completions
     }
 
     /// <summary>
-    /// Decodes <paramref name="prompts"/> in batches of at most <see cref="NativeGpt2ServerOptions.MaxBatchSize"/>, one batch after
-    /// another; each update's <see cref="GenerationUpdate.Sequence"/> is its prompt's index in <paramref name="prompts"/>.
+    /// Decodes <paramref name="prompts"/> (the j-th with seed <paramref name="seeds"/>[j], or each with a fresh one) in the
+    /// server's shared batch, beside every other request's sequences; each update's <see cref="GenerationUpdate.Sequence"/> is
+    /// its prompt's index in <paramref name="prompts"/>. Contrastive search, which runs k candidates a sequence, decodes
+    /// the request's sequences in batches of their own, at most <see cref="NativeGpt2ServerOptions.MaxBatchSize"/> at a time.
     /// </summary>
     private static async IAsyncEnumerable<GenerationUpdate> DecodeAsync(ServerRequest request, int[][] prompts, GenerationOptions options, int[]? seeds)
     {
+        if (options.PenaltyAlpha == 0)
+        {
+            var merged = Channel.CreateUnbounded<GenerationUpdate>(new UnboundedChannelOptions { SingleReader = true });
+            var batcher = request.Batcher;
+            // Ends the sequences if this reply ends before they do (a failed write).
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(request.Aborted);
+            async Task Forward(int j)
+            {
+                var sequence = batcher.GenerateUpdatesAsync(prompts[j], seeds is null ? options : options with { Seed = seeds[j] }, stop.Token);
+                await foreach (var update in sequence.ConfigureAwait(false)) merged.Writer.TryWrite(update with { Sequence = j });
+            }
+            var forwarding = Task.WhenAll(Enumerable.Range(0, prompts.Length).Select(Forward));
+            _ = forwarding.ContinueWith(done => merged.Writer.TryComplete(done.Exception?.InnerException), TaskScheduler.Default);
+            try
+            {
+                await foreach (var update in merged.Reader.ReadAllAsync(request.Aborted).ConfigureAwait(false)) yield return update;
+            }
+            finally
+            {
+                stop.Cancel();
+            }
+            yield break;
+        }
         var size = request.ServerOptions.MaxBatchSize;
         for (var start = 0; start < prompts.Length; start += size)
         {

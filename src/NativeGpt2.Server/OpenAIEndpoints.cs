@@ -146,6 +146,9 @@ internal sealed class ServerRequest(HttpContext http, JsonRequest? body, Gpt2Cau
     public string ModelId => ModelOptions.ModelId ?? Model.Source;
     public CancellationToken Aborted => Http.RequestAborted;
 
+    /// <summary>The batch every request's sequences decode in.</summary>
+    public Generation.GenerationBatcher Batcher => Http.RequestServices.GetRequiredService<Generation.GenerationBatcher>();
+
     public Tokenization.Gpt2Tokenizer Tokenizer =>
         Model.Tokenizer ?? throw new OpenAIError(400, $"model '{ModelId}' has no tokenizer ({Tokenization.Gpt2Tokenizer.NoTokenizerFiles}): only token-id prompts work");
 

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using NativeGpt2.AI;
+using NativeGpt2.Generation;
 
 namespace NativeGpt2.Server;
 
@@ -26,6 +27,8 @@ public static class ServerServiceCollectionExtensions
         options.Validate();
         services.TryAddSingleton(options);
         services.TryAddSingleton(provider => new RequestGate(provider.GetRequiredService<NativeGpt2ServerOptions>()));
+        // Every request's sequences decode in one shared batch; disposed before the model, which it was made after.
+        services.TryAddSingleton(provider => new GenerationBatcher(provider.GetRequiredService<Gpt2CausalLM>(), provider.GetRequiredService<NativeGpt2ServerOptions>().MaxBatchSize));
         return services;
     }
 }

@@ -191,7 +191,7 @@ public sealed class KvCache : IDisposable
         using var indices = Backend.Upload(rows);
         // Only the filled positions: the rest of a row is never read before it is written.
         for (var l = 0; l < Keys.Length; l++)
-            Backend.GatherCacheSlots(keys[l], values[l], source.Keys[l], source.Values[l], indices, BatchSize, shared, source.Length, Stride, _heads, _headSize);
+            Backend.GatherCacheSlots(keys[l], values[l], source.Keys[l], source.Values[l], indices, BatchSize, shared, source.Length, Stride, _heads, _headSize, shared, Stride);
         if (within)
         {
             for (var l = 0; l < Keys.Length; l++)
@@ -230,12 +230,41 @@ public sealed class KvCache : IDisposable
         if (rows.Select((row, b) => row == b).All(same => same)) return;
         using var indices = Backend.Upload(rows);
         for (var l = 0; l < Keys.Length; l++)
-            Backend.GatherCacheSlots(Keys[l], Values[l], Keys[l], Values[l], indices, BatchSize, slot, slot + 1, Stride, _heads, _headSize);
+            Backend.GatherCacheSlots(Keys[l], Values[l], Keys[l], Values[l], indices, BatchSize, slot, slot + 1, Stride, _heads, _headSize, slot, Stride);
         for (var b = 0; b < BatchSize; b++)
         {
             Mask[b * Stride + slot] = Mask[rows[b] * Stride + slot];
             NextPosition[b] = NextPosition[rows[b]];
         }
+        _maskStale = true;
+    }
+
+    /// <summary>
+    /// Row <paramref name="row"/> takes the last <paramref name="count"/> filled positions of row <paramref name="sourceRow"/> of
+    /// <paramref name="source"/> (a sequence's tokens, which end where the source's filled positions end) at positions
+    /// [<paramref name="at"/>, at + count), with their mask and the row's next position; its other positions are masked out.
+    /// The caches may differ in capacity and rows, not in model. <see cref="Length"/> is the caller's to set.
+    /// </summary>
+    internal void Place(int row, KvCache source, int sourceRow, int count, int at)
+    {
+        if (!_ownsBuffers) throw new InvalidOperationException("a workspace's scratch cache cannot take rows");
+        if (source.Keys.Length != Keys.Length || source._heads != _heads || source._headSize != _headSize)
+            throw new ArgumentException("the caches belong to different models", nameof(source));
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)row, (uint)BatchSize, nameof(row));
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)sourceRow, (uint)source.BatchSize, nameof(sourceRow));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan((uint)count, (uint)source.Length, nameof(count));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan((uint)at + (uint)count, (uint)Capacity, nameof(at));
+        var rows = new int[BatchSize];
+        Array.Fill(rows, -1);
+        rows[row] = sourceRow;
+        using var indices = Backend.Upload(rows);
+        var from = source.Length - count;
+        for (var l = 0; l < Keys.Length; l++)
+            Backend.GatherCacheSlots(Keys[l], Values[l], source.Keys[l], source.Values[l], indices, BatchSize, at, at + count, Stride, _heads, _headSize, from, source.Stride);
+        var mask = Mask.AsSpan(row * Stride, Stride);
+        mask.Clear();
+        source.Mask.AsSpan(sourceRow * source.Stride + from, count).CopyTo(mask[at..]);
+        NextPosition[row] = source.NextPosition[sourceRow];
         _maskStale = true;
     }
 

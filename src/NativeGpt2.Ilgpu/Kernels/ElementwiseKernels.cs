@@ -56,8 +56,9 @@ internal static class ElementwiseKernels
     }
 
     /// <summary>
-    /// Positions [from, from + count) of cache row r take those of source row rows[r], keys and values (B, NH, Tmax, HS);
-    /// one thread per (r, head, position, channel). A row copied onto itself writes what it reads.
+    /// Positions [from, from + count) of cache row r take positions [sourceFrom, sourceFrom + count) of source row rows[r]
+    /// (none when rows[r] &lt; 0), keys and values (B, NH, Tmax, HS; the source's sourceTmax slots); one thread per (r, head,
+    /// position, channel). A row copied onto itself writes what it reads.
     /// </summary>
     public static void GatherCacheSlots(ArrayView<float> keys, ArrayView<float> values, ArrayView<float> sourceKeys, ArrayView<float> sourceValues,
         ArrayView<int> rows, CacheSlots s)
@@ -65,9 +66,11 @@ internal static class ElementwiseKernels
         int HS = s.HS, count = s.Count, NH = s.NH;
         for (var i = Grid.GlobalIndex.X; i < s.B * NH * count * HS; i += Grid.DimX * Group.DimX)
         {
-            int d = i % HS, t = s.From + i / HS % count, h = i / (HS * count) % NH, r = i / (HS * count * NH);
-            var into = (((long)r * NH + h) * s.Tmax + t) * HS + d;
-            var at = (((long)rows[r] * NH + h) * s.Tmax + t) * HS + d;
+            int d = i % HS, t = i / HS % count, h = i / (HS * count) % NH, r = i / (HS * count * NH);
+            var source = rows[r];
+            if (source < 0) continue;
+            var into = (((long)r * NH + h) * s.Tmax + s.From + t) * HS + d;
+            var at = (((long)source * NH + h) * s.SourceTmax + s.SourceFrom + t) * HS + d;
             keys[into] = sourceKeys[at];
             values[into] = sourceValues[at];
         }
@@ -85,9 +88,14 @@ internal static class ElementwiseKernels
     }
 }
 
-/// <summary>Which positions <see cref="ElementwiseKernels.GatherCacheSlots"/> copies: [From, From + Count) of B rows of NH heads × Tmax slots × HS.</summary>
-internal readonly struct CacheSlots(int B, int from, int count, int Tmax, int NH, int HS)
+/// <summary>
+/// Which positions <see cref="ElementwiseKernels.GatherCacheSlots"/> copies: [From, From + Count) of B rows of NH heads × Tmax
+/// slots × HS, from [SourceFrom, SourceFrom + Count) of a source of SourceTmax slots.
+/// </summary>
+internal readonly struct CacheSlots(int B, int from, int count, int Tmax, int NH, int HS, int sourceFrom, int sourceTmax)
 {
+    public readonly int SourceFrom = sourceFrom;
+    public readonly int SourceTmax = sourceTmax;
     public readonly int B = B;
     public readonly int From = from;
     public readonly int Count = count;

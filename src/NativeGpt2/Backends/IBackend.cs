@@ -121,15 +121,16 @@ public interface IBackend : IDisposable
     void GatherRows(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<int> rows, int R, int C);
 
     /// <summary>
-    /// Positions [from, to) of cache row r take those of row rows[r] of the source, keys and values of every head, in one
-    /// layer's cache of B rows (in the layout <see cref="Attention"/> keeps, Tmax slots a head, as the source's); other
-    /// positions are left as they are. The source may be the cache itself when no row read is written (rows[rows[r]] =
-    /// rows[r]). Beam search follows its beams this way over the positions they do not share, and contrastive search
-    /// spreads the candidate it keeps over its other candidates' rows, one position a step: gathering whole rows would
-    /// read and write the cache's capacity.
+    /// Positions [from, to) of cache row r take positions [sourceFrom, sourceFrom + to − from) of row rows[r] of the source,
+    /// keys and values of every head, in one layer's cache of B rows (in the layout <see cref="Attention"/> keeps, Tmax slots
+    /// a head; the source's sourceTmax); a row r with rows[r] &lt; 0, and other positions, are left as they are. The source
+    /// may be the cache itself when no row read is written (rows[rows[r]] = rows[r], sourceFrom = from). Beam search follows
+    /// its beams this way over the positions they do not share, contrastive search spreads the candidate it keeps over its
+    /// other candidates' rows, one position a step (gathering whole rows would read and write the cache's capacity), and
+    /// <see cref="Generation.GenerationBatcher"/> moves each sequence it decodes into a new cache, at the positions the batch gives it.
     /// </summary>
     void GatherCacheSlots(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<float> sourceKeys, DeviceBuffer<float> sourceValues,
-        DeviceBuffer<int> rows, int B, int from, int to, int Tmax, int NH, int HS);
+        DeviceBuffer<int> rows, int B, int from, int to, int Tmax, int NH, int HS, int sourceFrom, int sourceTmax);
 
     /// <summary>out[n] = logits[n, targets[n]] − log Σ_v exp(logits[n, v]): each row's log-probability of its target.</summary>
     void TargetLogProbabilities(DeviceBuffer<float> output, DeviceBuffer<float> logits, DeviceBuffer<int> targets, int N, int V);

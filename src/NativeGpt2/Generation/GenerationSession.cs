@@ -52,22 +52,9 @@ internal sealed class GenerationSession : IDisposable
         _ends = EndOfTextIds(model.Config, tokenizer, options);
         _padId = EndOfText(model.Config, tokenizer) ?? 0;
 
-        _rows = new Row[prepared.Length];
-        for (var b = 0; b < prepared.Length; b++)
-        {
-            var prompt = prepared[b];
-            _rows[b] = new Row
-            {
-                PromptIds = prompt,
-                // Each sequence draws from its own source, seeded as it would be alone, so it samples exactly what it would alone.
-                // Without a seed each draws its own: the same prompt twice in a batch gives two draws, not one twice.
-                Random = new Random(seeds?[b] ?? options.Seed ?? Random.Shared.Next()),
-                Decoder = tokenizer?.CreateStreamingDecoder(),
-                Stops = options.StopStrings.Count > 0 ? new StopStringMatcher(options.StopStrings) : null,
-                LogProbs = options.LogProbs is null ? null : [],
-            };
-            _rows[b].Tokens.AddRange(prompt);
-        }
+        // Each sequence draws from its own source, seeded as it would be alone, so it samples exactly what it would alone.
+        // Without a seed each draws its own: the same prompt twice in a batch gives two draws, not one twice.
+        _rows = [.. prepared.Select((prompt, b) => NewRow(prompt, seeds?[b] ?? options.Seed, options, tokenizer))];
 
         var longest = _rows.Max(r => r.PromptIds.Length);
         var capacity = options.SlidingWindow ? context : longest + options.MaxNewTokens;
@@ -111,6 +98,21 @@ internal sealed class GenerationSession : IDisposable
             cache.Dispose();
             throw;
         }
+    }
+
+    /// <summary>A sequence about to continue <paramref name="prompt"/>, drawing with <paramref name="seed"/> (or a fresh seed).</summary>
+    internal static Row NewRow(int[] prompt, int? seed, GenerationOptions options, Gpt2Tokenizer? tokenizer)
+    {
+        var row = new Row
+        {
+            PromptIds = prompt,
+            Random = new Random(seed ?? Random.Shared.Next()),
+            Decoder = tokenizer?.CreateStreamingDecoder(),
+            Stops = options.StopStrings.Count > 0 ? new StopStringMatcher(options.StopStrings) : null,
+            LogProbs = options.LogProbs is null ? null : [],
+        };
+        row.Tokens.AddRange(prompt);
+        return row;
     }
 
     /// <summary>Greedy without a penalty or bias picks on the backend; anything else needs the logits here.</summary>
@@ -188,18 +190,8 @@ internal sealed class GenerationSession : IDisposable
             if (row.FinishReason is not null) continue;
 
             var id = contrastivePicks?[b]
-                ?? (_next.Picks?[b] is int pick and >= 0 ? pick : Sampler.Sample(PickableLogitsOf(b, row), _options, row.Tokens, row.Random, row.Generated));
-            if (_options.LogProbs is { } top) row.LogProbs!.Add(Sampler.LogProbs(LogitsOf(b), id, top));
-            row.Tokens.Add(id);
-            row.Generated.Add(id);
-            if (_ends.Contains(id))
-                Finish(row, FinishReason.EndOfText);
-            else
-            {
-                Emit(row, row.Decoder?.Append(id) ?? "");
-                if (row.Stops?.Stopped == true) Finish(row, FinishReason.StopString);
-                else if (row.Generated.Count == _options.MaxNewTokens) Finish(row, FinishReason.Length);
-            }
+                ?? (_next.Picks?[b] is int pick and >= 0 ? pick : Sampler.Sample(Pickable(LogitsOf(b), row, _options, _ends), _options, row.Tokens, row.Random, row.Generated));
+            Advance(row, id, _next.Logits is null ? default : LogitsOf(b), _options, _ends);
         }
         if (IsFinished) return;
         if (following is not null)
@@ -236,7 +228,7 @@ internal sealed class GenerationSession : IDisposable
         {
             var row = _rows[b];
             if (row.FinishReason is null)
-                candidates[b] = Sampler.Candidates(PickableLogitsOf(b, row), _options, row.Tokens, row.Generated, k);
+                candidates[b] = Sampler.Candidates(Pickable(LogitsOf(b), row, _options, _ends), _options, row.Tokens, row.Generated, k);
             // Fewer candidates than rows (tokens ruled out), or a finished sequence: the spare rows repeat a token, unread.
             for (var j = 0; j < k; j++)
                 tokens[b * k + j] = candidates[b] is { } c ? c[Math.Min(j, c.Length - 1)].Id : row.Tokens[^1];
@@ -258,13 +250,33 @@ internal sealed class GenerationSession : IDisposable
         return (picks, new NextTokens(null, logits));
     }
 
-    /// <summary>Row b's logits, with the end-of-text tokens at −∞ while the row is short of <see cref="GenerationOptions.MinNewTokens"/>.</summary>
-    private ReadOnlySpan<float> PickableLogitsOf(int b, Row row)
+    /// <summary>
+    /// Token <paramref name="id"/> is <paramref name="row"/>'s next: its log-probabilities from <paramref name="logits"/> when
+    /// asked for, the text it releases (held back while it may be the start of a stop string), and the end of the row at
+    /// end-of-text, a stop string or the length.
+    /// </summary>
+    internal static void Advance(Row row, int id, ReadOnlySpan<float> logits, GenerationOptions options, IReadOnlySet<int> ends)
     {
-        var logits = LogitsOf(b);
-        if (row.Generated.Count >= _options.MinNewTokens || _ends.Count == 0) return logits;
+        row.LastPiece = "";
+        if (options.LogProbs is { } top) row.LogProbs!.Add(Sampler.LogProbs(logits, id, top));
+        row.Tokens.Add(id);
+        row.Generated.Add(id);
+        if (ends.Contains(id))
+            Finish(row, FinishReason.EndOfText);
+        else
+        {
+            Emit(row, row.Decoder?.Append(id) ?? "");
+            if (row.Stops?.Stopped == true) Finish(row, FinishReason.StopString);
+            else if (row.Generated.Count == options.MaxNewTokens) Finish(row, FinishReason.Length);
+        }
+    }
+
+    /// <summary>A row's logits, with the end-of-text tokens at −∞ while the row is short of <see cref="GenerationOptions.MinNewTokens"/>.</summary>
+    internal static ReadOnlySpan<float> Pickable(ReadOnlySpan<float> logits, Row row, GenerationOptions options, IReadOnlySet<int> ends)
+    {
+        if (row.Generated.Count >= options.MinNewTokens || ends.Count == 0) return logits;
         var copy = logits.ToArray();
-        foreach (var id in _ends)
+        foreach (var id in ends)
         {
             if ((uint)id < (uint)copy.Length) copy[id] = float.NegativeInfinity;
         }

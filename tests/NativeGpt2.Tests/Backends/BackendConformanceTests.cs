@@ -383,6 +383,9 @@ public class BackendConformanceTests
         GatherAndAttend(backend, new Random(12), B: 5, sources: null, T: 3, Tmax: 7, NH: 3, HS: 20, rows: [0, 0, 2, 3, 3], from: 1, to: 2);
         // From another cache of three rows, a range (beam search): positions 1 and 2 of every row; 0 and 3 stay.
         GatherAndAttend(backend, new Random(13), B: 5, sources: 3, T: 4, Tmax: 9, NH: 2, HS: 24, rows: [2, 0, 0, 1, 2], from: 1, to: 3);
+        // Moved (a batch of sequences rebuilt): positions 2 to 4 of rows 1 and 2 take 0 to 2 of a source with other slots
+        // per head; rows 0 and 3 (-1) keep theirs.
+        GatherAndAttend(backend, new Random(14), B: 4, sources: 3, T: 5, Tmax: 11, NH: 2, HS: 17, rows: [-1, 2, 0, -1], from: 2, to: 5, sourceFrom: 0, sourceTmax: 7);
     }
 
     /// <summary>
@@ -390,15 +393,18 @@ public class BackendConformanceTests
     /// tokens each through <see cref="IBackend.Attention"/>, gathers positions [from, to), and has one more token attend to
     /// every position: the cache is in the backend's own layout, so attention is what reads what each row holds.
     /// </summary>
-    private static void GatherAndAttend(IBackend backend, Random random, int B, int? sources, int T, int Tmax, int NH, int HS, int[] rows, int from, int to)
+    private static void GatherAndAttend(IBackend backend, Random random, int B, int? sources, int T, int Tmax, int NH, int HS, int[] rows, int from, int to,
+        int? sourceFrom = null, int? sourceTmax = null)
     {
-        int C = NH * HS, S = sources ?? B;
+        int C = NH * HS, S = sources ?? B, at = sourceFrom ?? from, sourceSlots = sourceTmax ?? Tmax;
         var scale = 1f / MathF.Sqrt(HS);
         var own = Numerics.RandomFloats(random, B * T * 3 * C, 2f);
         var other = sources is null ? own : Numerics.RandomFloats(random, S * T * 3 * C, 2f);
         var gathered = (float[])own.Clone();
         for (var b = 0; b < B; b++)
-            other.AsSpan((rows[b] * T + from) * 3 * C, (to - from) * 3 * C).CopyTo(gathered.AsSpan((b * T + from) * 3 * C, (to - from) * 3 * C));
+        {
+            if (rows[b] >= 0) other.AsSpan((rows[b] * T + at) * 3 * C, (to - from) * 3 * C).CopyTo(gathered.AsSpan((b * T + from) * 3 * C, (to - from) * 3 * C));
+        }
         var mask = Enumerable.Repeat(1, B * Tmax).ToArray();
         var expectedKeys = new float[B * NH * Tmax * HS];
         var expectedValues = new float[B * NH * Tmax * HS];
@@ -411,8 +417,9 @@ public class BackendConformanceTests
         using var scope = backend.Enter();
         using var k = backend.Allocate<float>(expectedKeys.Length);
         using var v = backend.Allocate<float>(expectedValues.Length);
-        using var sk = sources is null ? null : backend.Allocate<float>(S * NH * Tmax * HS);
-        using var sv = sources is null ? null : backend.Allocate<float>(S * NH * Tmax * HS);
+        using var sk = sources is null ? null : backend.Allocate<float>(S * NH * sourceSlots * HS);
+        using var sv = sources is null ? null : backend.Allocate<float>(S * NH * sourceSlots * HS);
+        using var sm = backend.Upload(Enumerable.Repeat(1, S * sourceSlots).ToArray());
         using var q = backend.Upload(own);
         using var sq = backend.Upload(other);
         using var m = backend.Upload(mask);
@@ -421,8 +428,8 @@ public class BackendConformanceTests
         using var prompt = backend.Allocate<float>(B * T * C);
         using var o = backend.Allocate<float>(B * C);
         backend.Attention(prompt, null, q, k, v, m, B, T, 0, Tmax, NH, HS, scale);
-        if (sources is not null) backend.Attention(prompt, null, sq, sk!, sv!, m, S, T, 0, Tmax, NH, HS, scale);
-        backend.GatherCacheSlots(k, v, sk ?? k, sv ?? v, r, B, from, to, Tmax, NH, HS);
+        if (sources is not null) backend.Attention(prompt, null, sq, sk!, sv!, sm, S, T, 0, sourceSlots, NH, HS, scale);
+        backend.GatherCacheSlots(k, v, sk ?? k, sv ?? v, r, B, from, to, Tmax, NH, HS, at, sourceSlots);
         backend.Attention(o, null, n, k, v, m, B, 1, T, Tmax, NH, HS, scale);
         Numerics.AssertClose(expected, Download(backend, o), Bound, $"{backend.Name} attention after GatherCacheSlots [{from}, {to}) from {(sources is null ? "the cache itself" : $"{S} rows")}");
     }

@@ -161,23 +161,24 @@ public sealed class CpuBackend : IBackend
 
     /// <inheritdoc />
     public void GatherCacheSlots(DeviceBuffer<float> keys, DeviceBuffer<float> values, DeviceBuffer<float> sourceKeys, DeviceBuffer<float> sourceValues,
-        DeviceBuffer<int> rows, int B, int from, int to, int Tmax, int NH, int HS)
+        DeviceBuffer<int> rows, int B, int from, int to, int Tmax, int NH, int HS, int sourceFrom, int sourceTmax)
     {
         float[] k = Array(keys), v = Array(values), sk = Array(sourceKeys), sv = Array(sourceValues);
         var sources = Array(rows);
         var count = to - from;
+        if (count <= 0) return;
         for (var r = 0; r < B; r++)
         {
             var source = sources[r];
-            if (source == r && ReferenceEquals(k, sk)) continue;
+            if (source < 0 || source == r && ReferenceEquals(k, sk) && sourceFrom == from) continue;
             for (var h = 0; h < NH; h++)
             {
                 // Values (B, NH, Tmax, HS): the positions' channels side by side. Keys transposed (B, NH, HS, Tmax): a run of
                 // positions per channel.
                 long into = (long)r * NH + h, at = (long)source * NH + h;
-                sv.AsSpan((int)((at * Tmax + from) * HS), count * HS).CopyTo(v.AsSpan((int)((into * Tmax + from) * HS), count * HS));
+                sv.AsSpan((int)((at * sourceTmax + sourceFrom) * HS), count * HS).CopyTo(v.AsSpan((int)((into * Tmax + from) * HS), count * HS));
                 for (var d = 0; d < HS; d++)
-                    sk.AsSpan((int)((at * HS + d) * Tmax + from), count).CopyTo(k.AsSpan((int)((into * HS + d) * Tmax + from), count));
+                    sk.AsSpan((int)((at * HS + d) * sourceTmax + sourceFrom), count).CopyTo(k.AsSpan((int)((into * HS + d) * Tmax + from), count));
             }
         }
     }

@@ -1,0 +1,318 @@
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using NativeGpt2.Tokenization;
+
+namespace NativeGpt2.Generation;
+
+/// <summary>
+/// Decodes the sequences of many callers as the rows of one batch (continuous batching): a sequence joins the batch at the
+/// next step after it is asked for, and leaves it when it ends, while the others go on. A decoding step reads every weight
+/// once for all its rows, so where decoding waits on memory (the CPU at small batches, a GPU) several callers are served
+/// about as fast as one. Each sequence is exactly what <see cref="Gpt2CausalLM.GenerateUpdatesAsync(IReadOnlyList{int}, GenerationOptions?, CancellationToken)"/>
+/// gives it alone with its seed, whatever else shares the batch: rows never change each other's arithmetic.
+/// </summary>
+/// <remarks>
+/// One thread of its own runs the batch. Each step it takes in the sequences that arrived (at most
+/// <see cref="MaxBatchSize"/> rows; the rest wait, first come first served), runs their prompts together, picks a token for
+/// every row on the host (each row with its own options and seed), and runs the rows that go on through the model as one
+/// batch of single tokens. When the rows change, or the cache fills, the rows move into a new cache sized for them, each
+/// sequence's positions ending where the batch's end, so that no row keeps the positions a finished one held. Safe to use
+/// from any number of threads; dispose it before the model.
+/// </remarks>
+public sealed class GenerationBatcher : IDisposable
+{
+    private readonly Gpt2CausalLM _model;
+    private readonly Channel<Sequence> _arrivals = Channel.CreateUnbounded<Sequence>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly CancellationTokenSource _disposed = new();
+    private readonly Thread _thread;
+
+    /// <summary>A sequence being decoded: its row's state, its options and where its updates go.</summary>
+    private sealed class Sequence(GenerationSession.Row row, GenerationOptions options, IReadOnlySet<int> ends, CancellationTokenSource cancellation)
+    {
+        public GenerationSession.Row Row { get; } = row;
+        public GenerationOptions Options { get; } = options;
+        public IReadOnlySet<int> Ends { get; } = ends;
+        public CancellationTokenSource Cancellation { get; } = cancellation;
+        public Channel<GenerationUpdate> Updates { get; } = Channel.CreateUnbounded<GenerationUpdate>(new UnboundedChannelOptions { SingleWriter = true, SingleReader = true });
+
+        /// <summary>The logits its next token is picked from: its row of the last step's (or of its prompt's) logits.</summary>
+        public float[] Logits { get; set; } = [];
+        public int LogitsRow { get; set; }
+
+        /// <summary>Its row in the cache that holds it: the batch's, or the cache its prompt ran in (<see cref="Prefilled"/>).</summary>
+        public int CacheRow { get; set; }
+        public bool Prefilled { get; set; }
+
+        /// <summary>Positions its cache row holds: every token but the last picked, which the next step runs.</summary>
+        public int Held => Row.Tokens.Count - 1;
+
+        /// <summary>Its updates are complete: finished, cancelled, or failed.</summary>
+        public bool Ended { get; set; }
+
+        public bool IsDone => Ended || Row.FinishReason is not null || Cancellation.IsCancellationRequested;
+    }
+
+    /// <param name="model">The model every sequence runs on.</param>
+    /// <param name="maxBatchSize">Rows decoded at once, 1 to <see cref="Gpt2CausalLM.MaxSequences"/> (default 8); sequences beyond wait their turn.</param>
+    public GenerationBatcher(Gpt2CausalLM model, int maxBatchSize = 8)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (maxBatchSize is < 1 or > Gpt2CausalLM.MaxSequences)
+            throw new ArgumentOutOfRangeException(nameof(maxBatchSize), maxBatchSize, $"must be from 1 to {Gpt2CausalLM.MaxSequences}");
+        _model = model;
+        MaxBatchSize = maxBatchSize;
+        _thread = new Thread(Run) { IsBackground = true, Name = "NativeGpt2 generation batcher" };
+        _thread.Start();
+    }
+
+    /// <summary>The most rows a step decodes.</summary>
+    public int MaxBatchSize { get; }
+
+    /// <summary>
+    /// Streams the continuation of <paramref name="prompt"/>, decoded in the shared batch: the updates
+    /// <see cref="Gpt2CausalLM.GenerateUpdatesAsync(IReadOnlyList{int}, GenerationOptions?, CancellationToken)"/> gives, with
+    /// <see cref="GenerationOptions.Seed"/> (or a fresh seed). The sequence joins the batch when this is first enumerated;
+    /// cancelling, or leaving the enumeration, takes it out at the next step.
+    /// </summary>
+    /// <remarks>Options and the prompt are checked when this method is called. Beam search, contrastive search and the sliding window decode on their own: use the model.</remarks>
+    /// <exception cref="ArgumentException">An option is out of range or one of those above, or the prompt does not fit the context.</exception>
+    /// <exception cref="ObjectDisposedException">The batcher or the model is disposed.</exception>
+    public IAsyncEnumerable<GenerationUpdate> GenerateUpdatesAsync(IReadOnlyList<int> prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        ObjectDisposedException.ThrowIf(_disposed.IsCancellationRequested, this);
+        _model.ThrowIfDisposed();
+        options ??= new GenerationOptions();
+        var tokenizer = _model.Tokenizer;
+        var ids = GenerationSession.Prepare(_model.Config, [prompt.ToArray()], options, tokenizer)[0];
+        foreach (var (name, set, what) in new[]
+        {
+            (nameof(GenerationOptions.NumBeams), options.NumBeams > 1, "beam search"),
+            (nameof(GenerationOptions.PenaltyAlpha), options.IsContrastive, "contrastive search"),
+            (nameof(GenerationOptions.SlidingWindow), options.SlidingWindow, "the sliding window"),
+        })
+        {
+            if (set) throw new ArgumentException($"{what} decodes on its own, not in a shared batch: use the model's Generate or GenerateUpdatesAsync", name);
+        }
+        return Decode(ids, options, tokenizer, cancellationToken);
+    }
+
+    /// <summary><see cref="GenerateUpdatesAsync(IReadOnlyList{int}, GenerationOptions?, CancellationToken)"/> from text.</summary>
+    /// <exception cref="NativeGpt2Exception">The model has no tokenizer.</exception>
+    public IAsyncEnumerable<GenerationUpdate> GenerateUpdatesAsync(string prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        var tokenizer = _model.Tokenizer ?? throw new NativeGpt2Exception($"model '{_model.Source}' has no tokenizer ({Gpt2Tokenizer.NoTokenizerFiles}): pass token ids");
+        return GenerateUpdatesAsync(tokenizer.Encode(prompt, (options ?? new GenerationOptions()).AllowSpecialTokens), options, cancellationToken);
+    }
+
+    private async IAsyncEnumerable<GenerationUpdate> Decode(int[] prompt, GenerationOptions options, Gpt2Tokenizer? tokenizer,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        // The batch's thread disposes it when it is done with the sequence.
+        var cancellation = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposed.Token);
+        var ends = GenerationSession.EndOfTextIds(_model.Config, tokenizer, options);
+        var sequence = new Sequence(GenerationSession.NewRow(prompt, options.Seed, options, tokenizer), options, ends, cancellation);
+        if (!_arrivals.Writer.TryWrite(sequence))
+        {
+            cancellation.Dispose();
+            throw new ObjectDisposedException(nameof(GenerationBatcher));
+        }
+        var updates = sequence.Updates.Reader;
+        try
+        {
+            while (true)
+            {
+                bool more;
+                try
+                {
+                    more = await updates.WaitToReadAsync(cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (_disposed.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                {
+                    throw new ObjectDisposedException(nameof(GenerationBatcher));
+                }
+                if (!more) yield break;
+                while (updates.TryRead(out var update)) yield return update;
+            }
+        }
+        finally
+        {
+            // Left early or cancelled: the batch drops the row at its next step.
+            Cancel(sequence);
+        }
+    }
+
+    private static void Cancel(Sequence sequence)
+    {
+        try
+        {
+            sequence.Cancellation.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The batch was done with it already.
+        }
+    }
+
+    private void Run()
+    {
+        List<Sequence> live = [];
+        KvCache? cache = null;
+        while (true)
+        {
+            if (live.Count == 0)
+            {
+                cache?.Dispose();
+                cache = null;
+                // Idle: wait for a sequence, or for the end.
+                try
+                {
+                    if (!_arrivals.Reader.WaitToReadAsync(_disposed.Token).AsTask().GetAwaiter().GetResult()) break;
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+            }
+            KvCache? prompts = null;
+            var joining = new List<Sequence>();
+            try
+            {
+                while (live.Count + joining.Count < MaxBatchSize && _arrivals.Reader.TryRead(out var arrival))
+                {
+                    if (arrival.IsDone) Complete(arrival);
+                    else joining.Add(arrival);
+                }
+                if (joining.Count > 0) prompts = RunPrompts(joining);
+
+                // Every row picks its token from its logits, each with its own options and seed.
+                List<Sequence> going = [];
+                foreach (var sequence in live.Concat(joining))
+                {
+                    if (!sequence.IsDone) Pick(sequence);
+                    if (!sequence.IsDone) going.Add(sequence);
+                    else if (!sequence.Ended) Complete(sequence);
+                }
+                // New rows, rows gone, or no room for another position: the rows that go on move into a cache of their own.
+                if (going.Count > 0 && (joining.Count > 0 || going.Count < live.Count || cache!.Length == cache.Capacity))
+                {
+                    var moved = Rebuild(going, cache, prompts);
+                    cache?.Dispose();
+                    cache = moved;
+                }
+                live = going;
+                if (live.Count == 0) continue;
+                var step = _model.Next(new TokenBatch([.. live.Select(s => s.Row.Tokens[^1])], live.Count, 1), cache!, greedy: false);
+                for (var b = 0; b < live.Count; b++) (live[b].Logits, live[b].LogitsRow) = (step.Logits!, b);
+            }
+            catch (Exception e)
+            {
+                // The model failed (disposed, or out of memory): every row in the batch fails with it.
+                foreach (var sequence in live.Concat(joining).Where(s => !s.Ended)) End(sequence, e);
+                live.Clear();
+                cache?.Dispose();
+                cache = null;
+            }
+            finally
+            {
+                prompts?.Dispose();
+            }
+        }
+        cache?.Dispose();
+        foreach (var sequence in live) End(sequence, new ObjectDisposedException(nameof(GenerationBatcher)));
+        while (_arrivals.Reader.TryRead(out var waiting)) End(waiting, new ObjectDisposedException(nameof(GenerationBatcher)));
+    }
+
+    /// <summary>Runs the prompts of the sequences joining the batch, left-padded into one batch: their caches and their first logits.</summary>
+    private KvCache RunPrompts(List<Sequence> joining)
+    {
+        var prompts = joining.Select(s => s.Row.PromptIds).ToArray();
+        var cache = _model.CreateCache(prompts.Length, prompts.Max(p => p.Length));
+        try
+        {
+            var batch = prompts.All(p => p.Length == prompts[0].Length)
+                ? new TokenBatch([.. prompts.SelectMany(p => p)], prompts.Length, prompts[0].Length)
+                : TokenBatch.LeftPadded(prompts, padId: 0);
+            var logits = _model.Next(batch, cache, greedy: false).Logits!;
+            for (var b = 0; b < joining.Count; b++)
+            {
+                (joining[b].Logits, joining[b].LogitsRow) = (logits, b);
+                (joining[b].CacheRow, joining[b].Prefilled) = (b, true);
+            }
+            return cache;
+        }
+        catch
+        {
+            cache.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Picks the sequence's next token and sends the update; a sampling failure (NaN logits) ends that sequence alone.</summary>
+    private void Pick(Sequence sequence)
+    {
+        var row = sequence.Row;
+        var V = _model.Config.VocabSize;
+        try
+        {
+            var logits = sequence.Logits.AsSpan(sequence.LogitsRow * V, V);
+            var id = Sampler.Sample(GenerationSession.Pickable(logits, row, sequence.Options, sequence.Ends), sequence.Options, row.Tokens, row.Random, row.Generated);
+            GenerationSession.Advance(row, id, logits, sequence.Options, sequence.Ends);
+        }
+        catch (Exception e) when (e is NumericalException or NativeGpt2Exception)
+        {
+            End(sequence, e);
+            return;
+        }
+        sequence.Updates.Writer.TryWrite(new GenerationUpdate(row.LastPiece, row.Generated[^1], row.LogProbs?[^1], row.PromptIds.Length, row.Generated.Count, row.FinishReason));
+    }
+
+    /// <summary>Ends a sequence that finished or was cancelled.</summary>
+    private static void Complete(Sequence sequence) =>
+        End(sequence, sequence.Row.FinishReason is null ? new OperationCanceledException("the sequence was cancelled") : null);
+
+    /// <summary>Ends a sequence's updates (with <paramref name="error"/>, if any) and releases its cancellation source.</summary>
+    private static void End(Sequence sequence, Exception? error)
+    {
+        sequence.Updates.Writer.TryComplete(error);
+        sequence.Ended = true;
+        sequence.Cancellation.Dispose();
+    }
+
+    /// <summary>
+    /// A cache for <paramref name="going"/>, each row's positions ending where the batch's end (the longest row's start at 0),
+    /// with room for the most tokens any row may still take (at most the context).
+    /// </summary>
+    private KvCache Rebuild(List<Sequence> going, KvCache? batch, KvCache? prompts)
+    {
+        var length = going.Max(s => s.Held);
+        var room = going.Max(s => s.Options.MaxNewTokens - s.Row.Generated.Count);
+        var cache = _model.CreateCache(going.Count, Math.Min(_model.Config.ContextLength, length + room));
+        try
+        {
+            for (var r = 0; r < going.Count; r++)
+            {
+                var sequence = going[r];
+                cache.Place(r, sequence.Prefilled ? prompts! : batch!, sequence.CacheRow, sequence.Held, length - sequence.Held);
+            }
+        }
+        catch
+        {
+            cache.Dispose();
+            throw;
+        }
+        cache.Length = length;
+        for (var r = 0; r < going.Count; r++) (going[r].CacheRow, going[r].Prefilled) = (r, false);
+        return cache;
+    }
+
+    /// <summary>Ends the batch: sequences still decoding or waiting end with <see cref="ObjectDisposedException"/>.</summary>
+    public void Dispose()
+    {
+        if (_disposed.IsCancellationRequested) return;
+        _arrivals.Writer.TryComplete();
+        _disposed.Cancel();
+        if (Thread.CurrentThread != _thread) _thread.Join();
+    }
+}

@@ -1,0 +1,122 @@
+using NativeGpt2.Generation;
+using NativeGpt2.Tests.Support;
+using Xunit;
+
+namespace NativeGpt2.Tests.Generation;
+
+/// <summary><see cref="GenerationBatcher"/>: sequences of many callers in one batch, each what it is alone.</summary>
+[Collection(IlgpuAccelerators.Name)]
+public class GenerationBatcherTests
+{
+    private static Gpt2CausalLM Shakespeare => Models.Get("shakespeare-char");
+
+    /// <summary>The updates of one sequence, as comparable values.</summary>
+    private static async Task<List<(string Text, int Id, double? LogProb, int Prompt, int Generated, FinishReason? Finish)>> Collect(
+        IAsyncEnumerable<GenerationUpdate> updates, Func<int, Task>? afterEach = null)
+    {
+        var list = new List<(string, int, double?, int, int, FinishReason?)>();
+        await foreach (var u in updates)
+        {
+            list.Add((u.Text, u.TokenId, u.LogProbs?.LogProb, u.PromptTokenCount, u.GeneratedTokenCount, u.FinishReason));
+            if (afterEach is not null) await afterEach(list.Count);
+        }
+        return list;
+    }
+
+    private static Task<List<(string Text, int Id, double? LogProb, int Prompt, int Generated, FinishReason? Finish)>> Alone(Gpt2CausalLM model, string prompt, GenerationOptions options) =>
+        Collect(model.GenerateUpdatesAsync(prompt, options));
+
+    /// <summary>
+    /// Sequences of different prompts and options, asked for at once and one after another while others run (so the batch
+    /// takes rows in and lets rows go, moving them into new caches), each as it is alone: text, tokens, log-probabilities and
+    /// finish; on every backend.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
+    public async Task Each_sequence_of_the_shared_batch_is_what_it_is_alone(string backend)
+    {
+        TestBackends.SkipIfUnavailable(backend);
+        var model = Models.Get("shakespeare-char", backend);
+        // Fewer tokens on ILGPU's simulated GPU, which runs an OS thread per GPU thread.
+        var tokens = backend == TestBackends.IlgpuCpu ? 10 : 40;
+        var requests = new (string Prompt, GenerationOptions Options)[]
+        {
+            ("ROMEO:\n", new() { MaxNewTokens = tokens, Seed = 1, LogProbs = 2 }),
+            ("First Citizen:\nBefore we proceed", new() { MaxNewTokens = tokens / 2, Seed = 2, Temperature = 0.7f, TopK = 10 }),
+            ("O", new() { MaxNewTokens = tokens, Greedy = true, StopStrings = ["\n"] }),
+            ("KING HENRY VI:\nWhat, will", new() { MaxNewTokens = tokens, Seed = 4, TopP = 0.9f, RepetitionPenalty = 1.3f, FrequencyPenalty = 0.5f, MinNewTokens = 3 }),
+            ("ROMEO:\n", new() { MaxNewTokens = tokens, Seed = 5, StopStrings = ["e"] }),
+        };
+        using var batcher = new GenerationBatcher(model, maxBatchSize: 3);
+        // The first two at once; the others join while they run, and with three rows at most the last wait for rows to end.
+        var first = Collect(batcher.GenerateUpdatesAsync(requests[0].Prompt, requests[0].Options));
+        var joined = new TaskCompletionSource();
+        var second = Collect(batcher.GenerateUpdatesAsync(requests[1].Prompt, requests[1].Options), count =>
+        {
+            if (count == 3) joined.TrySetResult();
+            return Task.CompletedTask;
+        });
+        await joined.Task;
+        var rest = requests.Skip(2).Select(r => Collect(batcher.GenerateUpdatesAsync(r.Prompt, r.Options))).ToArray();
+        var results = await Task.WhenAll([first, second, .. rest]);
+        for (var i = 0; i < requests.Length; i++)
+        {
+            var alone = await Alone(model, requests[i].Prompt, requests[i].Options);
+            Assert.Equal(alone, results[i]);
+        }
+        Assert.Contains(results, r => r[^1].Finish == FinishReason.StopString);
+    }
+
+    [Fact]
+    public async Task A_cancelled_or_abandoned_sequence_leaves_the_batch_and_the_others_go_on()
+    {
+        using var batcher = new GenerationBatcher(Shakespeare);
+        var options = new GenerationOptions { MaxNewTokens = 60, Seed = 3 };
+        using var cancel = new CancellationTokenSource();
+        var cancelled = Collect(batcher.GenerateUpdatesAsync("ROMEO:", options with { Seed = 9 }, cancel.Token), count =>
+        {
+            if (count == 5) cancel.Cancel();
+            return Task.CompletedTask;
+        });
+        var abandoned = Task.Run(async () =>
+        {
+            await foreach (var _ in batcher.GenerateUpdatesAsync("JULIET:", options)) break;
+        });
+        var kept = Collect(batcher.GenerateUpdatesAsync("JULIET:", options));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
+        await abandoned;
+        Assert.Equal(await Alone(Shakespeare, "JULIET:", options), await kept);
+    }
+
+    [Fact]
+    public async Task Options_it_cannot_batch_are_refused_and_a_disposed_batcher_ends_its_sequences()
+    {
+        var batcher = new GenerationBatcher(Shakespeare, maxBatchSize: 1);
+        foreach (var (options, name) in new (GenerationOptions, string)[]
+        {
+            (new() { NumBeams = 2 }, nameof(GenerationOptions.NumBeams)),
+            (new() { PenaltyAlpha = 0.5f, TopK = 3 }, nameof(GenerationOptions.PenaltyAlpha)),
+            (new() { SlidingWindow = true }, nameof(GenerationOptions.SlidingWindow)),
+        })
+        {
+            Assert.Equal(name, Assert.Throws<ArgumentException>(() => batcher.GenerateUpdatesAsync("A", options)).ParamName);
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => batcher.GenerateUpdatesAsync("A", new GenerationOptions { MaxNewTokens = 10_000 }));
+        Assert.Equal("maxBatchSize", Assert.Throws<ArgumentOutOfRangeException>(() => new GenerationBatcher(Shakespeare, 0)).ParamName);
+
+        // One row at a time: the second waits behind the first, and the batcher's end ends both.
+        var long1 = new GenerationOptions { MaxNewTokens = 240, Seed = 1 };
+        var started = new TaskCompletionSource();
+        var running = Collect(batcher.GenerateUpdatesAsync("ROMEO:", long1), _ =>
+        {
+            started.TrySetResult();
+            return Task.CompletedTask;
+        });
+        var waiting = Collect(batcher.GenerateUpdatesAsync("JULIET:", long1));
+        await started.Task;
+        batcher.Dispose();
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => running);
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => waiting);
+        Assert.Throws<ObjectDisposedException>(() => batcher.GenerateUpdatesAsync("A"));
+    }
+}
