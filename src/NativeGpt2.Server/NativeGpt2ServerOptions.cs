@@ -16,10 +16,11 @@ public sealed class NativeGpt2ServerOptions
     public int DefaultMaxTokens { get; set; } = 16;
 
     /// <summary>
-    /// Sequences a request decodes side by side in one batch (default 8, at most <see cref="Gpt2CausalLM.MaxSequences"/>): a completions
-    /// request's prompts × <c>n</c> (or <c>best_of</c>), a chat request's <c>n</c>. A decoding step of a batch costs little more
-    /// than a step of one sequence, so several choices come about as fast as one; each batch holds a key/value cache of
-    /// its size, so a lower value bounds a request's memory (1: one choice after another).
+    /// Sequences decoded side by side in the server's shared batch (default 8, at most <see cref="Gpt2CausalLM.MaxSequences"/>):
+    /// every request's, a completions request's prompts × <c>n</c> (or <c>best_of</c>) and a chat request's <c>n</c> among them;
+    /// more wait their turn. A decoding step of a batch costs little more than a step of one sequence, so several come about
+    /// as fast as one; the batch holds a key/value cache of its rows, so a lower value bounds the server's memory (1: one
+    /// sequence after another).
     /// </summary>
     public int MaxBatchSize { get; set; } = 8;
 

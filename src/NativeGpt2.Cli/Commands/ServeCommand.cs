@@ -27,7 +27,7 @@ internal static class ServeCommand
         var queue = new Option<int>("--max-queue") { Description = $"Requests that may wait; beyond that the answer is 503 (default {defaults.MaxQueuedRequests}).", DefaultValueFactory = _ => defaults.MaxQueuedRequests };
         var batch = new Option<int>("--max-batch-size")
         {
-            Description = $"Choices of a request decoded side by side in one batch (default {defaults.MaxBatchSize}, at most {Gpt2CausalLM.MaxSequences}; 1: one after another).",
+            Description = $"Sequences of all requests decoded side by side in one shared batch (default {defaults.MaxBatchSize}, at most {Gpt2CausalLM.MaxSequences}; 1: one after another).",
             DefaultValueFactory = _ => defaults.MaxBatchSize,
         };
         var modelId = new Option<string?>("--model-id") { Description = "The model name in responses and /v1/models (default: the model spec)." };

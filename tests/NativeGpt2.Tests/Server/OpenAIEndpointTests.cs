@@ -361,6 +361,24 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
         Assert.Contains(order.Zip(order.Skip(1)), pair => pair.First > pair.Second);
     }
 
+    /// <summary>Requests running at once share one batch; each reply is what the library gives its prompt and seed alone.</summary>
+    [Fact]
+    public async Task Concurrent_requests_share_the_batch_and_each_gets_its_own_continuation()
+    {
+        var requests = Enumerable.Range(0, 4).Select(i => (Prompt: new[] { "ROMEO:\n", "JULIET:", "O", "First Citizen:\n" }[i], Seed: 30 + i, Tokens: 20 + 7 * i)).ToArray();
+        var replies = await Task.WhenAll(requests.Select(r =>
+            PostAsync("/v1/completions", JsonSerializer.Serialize(new { prompt = r.Prompt, max_tokens = r.Tokens, seed = r.Seed, temperature = 0.9, logprobs = 1 }))));
+        for (var i = 0; i < requests.Length; i++)
+        {
+            var (prompt, seed, tokens) = requests[i];
+            Assert.Equal(HttpStatusCode.OK, replies[i].Status);
+            var expected = Shakespeare.Generate(prompt, new GenerationOptions { MaxNewTokens = tokens, Seed = seed, Temperature = 0.9f, LogProbs = 1 });
+            var choice = replies[i].Body.GetProperty("choices")[0];
+            Assert.Equal(expected.Text, choice.GetProperty("text").GetString());
+            Assert.Equal(expected.LogProbs!.Select(t => t.LogProb), choice.GetProperty("logprobs").GetProperty("token_logprobs").EnumerateArray().Select(v => v.GetDouble()));
+        }
+    }
+
     [Fact]
     public async Task Streamed_chat_choices_each_start_with_the_role_and_end_with_their_finish()
     {
