@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using System.Threading.Channels;
 using Microsoft.Extensions.AI;
 using NativeGpt2.AI;
+using NativeGpt2.Generation;
 
 namespace NativeGpt2.Server;
 
@@ -143,7 +144,7 @@ internal static class Completions
     /// Decodes <paramref name="prompts"/> (the j-th with seed <paramref name="seeds"/>[j], or each with a fresh one) in the
     /// server's shared batch, beside every other request's sequences; each update's <see cref="GenerationUpdate.Sequence"/> is
     /// its prompt's index in <paramref name="prompts"/>. Contrastive search, which runs k candidates a sequence, decodes
-    /// the request's sequences in batches of their own, at most <see cref="NativeGpt2ServerOptions.MaxBatchSize"/> at a time.
+    /// the request's sequences in batches of their own, at most the shared batch's <see cref="GenerationBatcher.MaxBatchSize"/> at a time.
     /// </summary>
     private static async IAsyncEnumerable<GenerationUpdate> DecodeAsync(ServerRequest request, int[][] prompts, GenerationOptions options, int[]? seeds)
     {
@@ -170,7 +171,7 @@ internal static class Completions
             }
             yield break;
         }
-        var size = request.ServerOptions.MaxBatchSize;
+        var size = request.Batcher.MaxBatchSize;
         for (var start = 0; start < prompts.Length; start += size)
         {
             var count = Math.Min(size, prompts.Length - start);

@@ -15,23 +15,12 @@ public sealed class NativeGpt2ServerOptions
     /// <summary>Completion tokens when a request gives no <c>max_tokens</c> (default 16, as OpenAI's completions API).</summary>
     public int DefaultMaxTokens { get; set; } = 16;
 
-    /// <summary>
-    /// Sequences decoded side by side in the server's shared batch (default 8, at most <see cref="Gpt2CausalLM.MaxSequences"/>):
-    /// every request's, a completions request's prompts × <c>n</c> (or <c>best_of</c>) and a chat request's <c>n</c> among them;
-    /// more wait their turn. A decoding step of a batch costs little more than a step of one sequence, so several come about
-    /// as fast as one; the batch holds a key/value cache of its rows, so a lower value bounds the server's memory (1: one
-    /// sequence after another).
-    /// </summary>
-    public int MaxBatchSize { get; set; } = 8;
-
     /// <summary>Checks every limit, naming the one out of range.</summary>
     public void Validate()
     {
         if (MaxConcurrentRequests < 1) throw new ArgumentOutOfRangeException(nameof(MaxConcurrentRequests), MaxConcurrentRequests, "must be at least 1");
         if (MaxQueuedRequests < 0) throw new ArgumentOutOfRangeException(nameof(MaxQueuedRequests), MaxQueuedRequests, "must be at least 0");
         if (MaxRequestBodyBytes < 1024) throw new ArgumentOutOfRangeException(nameof(MaxRequestBodyBytes), MaxRequestBodyBytes, "must be at least 1024");
-        if (MaxBatchSize is < 1 or > Gpt2CausalLM.MaxSequences)
-            throw new ArgumentOutOfRangeException(nameof(MaxBatchSize), MaxBatchSize, $"must be from 1 to {Gpt2CausalLM.MaxSequences}");
         if (DefaultMaxTokens < 1) throw new ArgumentOutOfRangeException(nameof(DefaultMaxTokens), DefaultMaxTokens, "must be at least 1");
     }
 }

@@ -23,12 +23,13 @@ internal static class ServeCommand
         var weights = CommonOptions.Weights();
         var urls = new Option<string>("--urls") { Description = $"Addresses to listen on, ';'-separated (default {DefaultUrls}; port 0 picks a free one).", DefaultValueFactory = _ => DefaultUrls };
         var defaults = new NativeGpt2ServerOptions();
+        var modelDefaults = new AI.NativeGpt2ServiceOptions();
         var concurrent = new Option<int>("--max-concurrent") { Description = $"Requests that run the model at once (default {defaults.MaxConcurrentRequests}).", DefaultValueFactory = _ => defaults.MaxConcurrentRequests };
         var queue = new Option<int>("--max-queue") { Description = $"Requests that may wait; beyond that the answer is 503 (default {defaults.MaxQueuedRequests}).", DefaultValueFactory = _ => defaults.MaxQueuedRequests };
         var batch = new Option<int>("--max-batch-size")
         {
-            Description = $"Sequences of all requests decoded side by side in one shared batch (default {defaults.MaxBatchSize}, at most {Gpt2CausalLM.MaxSequences}; 1: one after another).",
-            DefaultValueFactory = _ => defaults.MaxBatchSize,
+            Description = $"Sequences of all requests decoded side by side in one shared batch (default {modelDefaults.MaxBatchSize}, at most {Gpt2CausalLM.MaxSequences}; 1: one after another).",
+            DefaultValueFactory = _ => modelDefaults.MaxBatchSize,
         };
         var modelId = new Option<string?>("--model-id") { Description = "The model name in responses and /v1/models (default: the model spec)." };
         var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/embeddings, /v1/models, /tokenize, /detokenize, /health.")
@@ -38,11 +39,10 @@ internal static class ServeCommand
         command.SetAction(async (parse, cancellation) =>
         {
             var spec = parse.GetValue(model) ?? CommonOptions.BundledModel;
-            var server = new NativeGpt2ServerOptions
-            {
-                MaxConcurrentRequests = parse.GetValue(concurrent), MaxQueuedRequests = parse.GetValue(queue), MaxBatchSize = parse.GetValue(batch),
-            };
+            var server = new NativeGpt2ServerOptions { MaxConcurrentRequests = parse.GetValue(concurrent), MaxQueuedRequests = parse.GetValue(queue) };
             CommonOptions.ValidateAsUsage(server.Validate);
+            var batchSize = parse.GetValue(batch);
+            CommonOptions.ValidateAsUsage(new AI.NativeGpt2ServiceOptions { MaxBatchSize = batchSize }.Validate);
             var addresses = CheckedUrls(parse.GetValue(urls)!);
             var load = context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights));
 
@@ -57,8 +57,8 @@ internal static class ServeCommand
             // Our own signal handling (Program.cs) stops the server; the host must not also claim Ctrl+C.
             builder.Services.AddSingleton<IHostLifetime, NoSignalLifetime>();
             builder.Services.AddNativeGpt2Server(spec,
-                o => { o.Load = load; o.ModelId = parse.GetValue(modelId) ?? (spec == CommonOptions.BundledModel ? "shakespeare-char" : spec); },
-                o => { o.MaxConcurrentRequests = server.MaxConcurrentRequests; o.MaxQueuedRequests = server.MaxQueuedRequests; o.MaxBatchSize = server.MaxBatchSize; });
+                o => { o.Load = load; o.ModelId = parse.GetValue(modelId) ?? (spec == CommonOptions.BundledModel ? "shakespeare-char" : spec); o.MaxBatchSize = batchSize; },
+                o => { o.MaxConcurrentRequests = server.MaxConcurrentRequests; o.MaxQueuedRequests = server.MaxQueuedRequests; });
             await using var app = builder.Build();
             app.MapNativeGpt2OpenAI();
 

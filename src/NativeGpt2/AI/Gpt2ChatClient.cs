@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using Microsoft.Extensions.AI;
+using NativeGpt2.Generation;
 
 namespace NativeGpt2.AI;
 
@@ -25,16 +26,24 @@ namespace NativeGpt2.AI;
 public sealed class Gpt2ChatClient : IChatClient
 {
     private readonly Gpt2CausalLM _model;
+    private readonly GenerationBatcher? _batcher;
     private readonly ChatClientMetadata _metadata;
 
     /// <summary>A chat client over <paramref name="model"/>, which the caller keeps and disposes.</summary>
     /// <param name="model">A model with a tokenizer.</param>
     /// <param name="modelId">The name reported as the model id (default: the model's source).</param>
     /// <param name="template">How messages become a prompt (default <see cref="ChatTemplate.Plain"/>).</param>
-    public Gpt2ChatClient(Gpt2CausalLM model, string? modelId = null, ChatTemplate? template = null)
+    /// <param name="batcher">
+    /// A batch over the same model that replies decode in beside other callers' sequences (contrastive search excepted),
+    /// which the caller keeps and disposes; null (the default): each reply decodes on its own.
+    /// </param>
+    public Gpt2ChatClient(Gpt2CausalLM model, string? modelId = null, ChatTemplate? template = null, GenerationBatcher? batcher = null)
     {
         _model = model ?? throw new ArgumentNullException(nameof(model));
         if (model.Tokenizer is null) throw new ArgumentException($"model '{model.Source}' has no tokenizer, which chat needs", nameof(model));
+        if (batcher is not null && !ReferenceEquals(batcher.Model, model))
+            throw new ArgumentException("the batcher decodes with another model", nameof(batcher));
+        _batcher = batcher;
         Template = template ?? ChatTemplate.Plain;
         ModelId = modelId ?? model.Source;
         _metadata = new ChatClientMetadata("NativeGpt2", null, ModelId);
@@ -110,7 +119,10 @@ public sealed class Gpt2ChatClient : IChatClient
         var created = DateTimeOffset.UtcNow;
         var started = false;
         GenerationUpdate? last = null;
-        await foreach (var update in _model.GenerateUpdatesAsync(prompt, options, cancellationToken).ConfigureAwait(false))
+        var updates = _batcher is not null && options.PenaltyAlpha == 0
+            ? _batcher.GenerateUpdatesAsync(prompt, options, cancellationToken)
+            : _model.GenerateUpdatesAsync(prompt, options, cancellationToken);
+        await foreach (var update in updates.ConfigureAwait(false))
         {
             last = update;
             // The reply follows "Assistant:" after one space, which is the template's, not the reply's.

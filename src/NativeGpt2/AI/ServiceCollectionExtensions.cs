@@ -2,6 +2,7 @@ using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
+using NativeGpt2.Generation;
 
 namespace NativeGpt2.AI;
 
@@ -19,6 +20,21 @@ public sealed class NativeGpt2ServiceOptions
 
     /// <summary>The model id reported by the clients (default: the model spec).</summary>
     public string? ModelId { get; set; }
+
+    /// <summary>
+    /// Rows of the <see cref="GenerationBatcher"/> the chat client and the server decode in (default 8, at most
+    /// <see cref="Gpt2CausalLM.MaxSequences"/>): every caller's sequences share it, and more wait their turn. A decoding step
+    /// of a batch costs little more than a step of one sequence, so several come about as fast as one; the batch holds a
+    /// key/value cache of its rows, so a lower value bounds the memory (1: one sequence after another).
+    /// </summary>
+    public int MaxBatchSize { get; set; } = 8;
+
+    /// <summary>Checks the options, naming the one out of range.</summary>
+    public void Validate()
+    {
+        if (MaxBatchSize is < 1 or > Gpt2CausalLM.MaxSequences)
+            throw new ArgumentOutOfRangeException(nameof(MaxBatchSize), MaxBatchSize, $"must be from 1 to {Gpt2CausalLM.MaxSequences}");
+    }
 }
 
 /// <summary>Registers a NativeGpt2 model and its Microsoft.Extensions.AI clients in a service collection.</summary>
@@ -26,9 +42,10 @@ public static class ServiceCollectionExtensions
 {
     /// <summary>
     /// Registers, as singletons, the <see cref="Gpt2CausalLM"/> loaded from <paramref name="model"/> (on first use;
-    /// the container disposes it), an <see cref="IChatClient"/> and an <see cref="IEmbeddingGenerator{String, Embedding}"/>
-    /// over it, and the <see cref="NativeGpt2ServiceOptions"/> themselves (for the server's endpoints). Registrations
-    /// already present for those services are kept.
+    /// the container disposes it), the <see cref="GenerationBatcher"/> its callers' sequences decode in, an
+    /// <see cref="IChatClient"/> decoding there and an <see cref="IEmbeddingGenerator{String, Embedding}"/> over the model,
+    /// and the <see cref="NativeGpt2ServiceOptions"/> themselves (for the server's endpoints). Registrations already present
+    /// for those services are kept.
     /// </summary>
     /// <param name="services">The service collection.</param>
     /// <param name="model">A checkpoint directory, a hub name or <c>synthetic:NAME</c>, as for <see cref="Gpt2CausalLM.Load"/>.</param>
@@ -39,6 +56,7 @@ public static class ServiceCollectionExtensions
         ArgumentException.ThrowIfNullOrWhiteSpace(model);
         var options = new NativeGpt2ServiceOptions();
         configure?.Invoke(options);
+        options.Validate();
         var modelId = options.ModelId ??= model;
         services.TryAddSingleton(options);
         services.TryAddSingleton(provider =>
@@ -48,7 +66,10 @@ public static class ServiceCollectionExtensions
                 : options.Load;
             return Gpt2CausalLM.Load(model, load);
         });
-        services.TryAddSingleton<IChatClient>(provider => new Gpt2ChatClient(provider.GetRequiredService<Gpt2CausalLM>(), modelId, options.ChatTemplate));
+        // Made after the model, so the container disposes it first.
+        services.TryAddSingleton(provider => new GenerationBatcher(provider.GetRequiredService<Gpt2CausalLM>(), options.MaxBatchSize));
+        services.TryAddSingleton<IChatClient>(provider =>
+            new Gpt2ChatClient(provider.GetRequiredService<Gpt2CausalLM>(), modelId, options.ChatTemplate, provider.GetRequiredService<GenerationBatcher>()));
         services.TryAddSingleton<IEmbeddingGenerator<string, Embedding<float>>>(provider =>
             new Gpt2EmbeddingGenerator(provider.GetRequiredService<Gpt2CausalLM>(), options.Embeddings, modelId));
         return services;

@@ -68,6 +68,9 @@ public sealed class GenerationBatcher : IDisposable
     /// <summary>The most rows a step decodes.</summary>
     public int MaxBatchSize { get; }
 
+    /// <summary>The model every sequence runs on.</summary>
+    public Gpt2CausalLM Model => _model;
+
     /// <summary>
     /// Streams the continuation of <paramref name="prompt"/>, decoded in the shared batch: the updates
     /// <see cref="Gpt2CausalLM.GenerateUpdatesAsync(IReadOnlyList{int}, GenerationOptions?, CancellationToken)"/> gives, with

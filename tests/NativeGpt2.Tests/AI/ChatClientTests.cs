@@ -193,10 +193,11 @@ public class ChatClientTests
     public async Task One_call_registers_the_model_the_chat_client_and_the_embedding_generator()
     {
         var services = new ServiceCollection();
-        services.AddNativeGpt2(Paths.Model("shakespeare-char"), o => o.ModelId = "bard");
+        services.AddNativeGpt2(Paths.Model("shakespeare-char"), o => (o.ModelId, o.MaxBatchSize) = ("bard", 3));
         Gpt2CausalLM model;
         await using (var provider = services.BuildServiceProvider())
         {
+            Assert.Equal(3, provider.GetRequiredService<NativeGpt2.Generation.GenerationBatcher>().MaxBatchSize);
             var chat = provider.GetRequiredService<IChatClient>();
             var embeddings = provider.GetRequiredService<IEmbeddingGenerator<string, Embedding<float>>>();
             model = provider.GetRequiredService<Gpt2CausalLM>();
@@ -209,5 +210,26 @@ public class ChatClientTests
         }
         // The container loaded the model, so it disposed it.
         Assert.Throws<ObjectDisposedException>(() => model.Embed("ROMEO"));
+        Assert.Equal(nameof(NativeGpt2ServiceOptions.MaxBatchSize),
+            Assert.Throws<ArgumentOutOfRangeException>(() => new ServiceCollection().AddNativeGpt2("gpt2", o => o.MaxBatchSize = 0)).ParamName);
+    }
+
+    /// <summary>Replies decoded in a shared batch, several at once, are the replies each call gets on its own.</summary>
+    [Fact]
+    public async Task Replies_decoded_in_a_shared_batch_are_those_each_gets_alone()
+    {
+        using var batcher = new NativeGpt2.Generation.GenerationBatcher(Shakespeare, maxBatchSize: 4);
+        var shared = new Gpt2ChatClient(Shakespeare, batcher: batcher);
+        var alone = new Gpt2ChatClient(Shakespeare);
+        var options = Enumerable.Range(0, 5).Select(i => new ChatOptions { MaxOutputTokens = 20 + 5 * i, Seed = 10 + i, Temperature = 0.9f }).ToArray();
+        var replies = await Task.WhenAll(options.Select(o => shared.GetResponseAsync(Conversation, o)));
+        for (var i = 0; i < options.Length; i++)
+        {
+            var expected = await alone.GetResponseAsync(Conversation, options[i]);
+            Assert.Equal(expected.Text, replies[i].Text);
+            Assert.Equal(expected.Usage!.OutputTokenCount, replies[i].Usage!.OutputTokenCount);
+        }
+        using var other = Gpt2CausalLM.Load(Paths.Model("shakespeare-char"), new ModelLoadOptions { Backend = TestBackends.Cpu });
+        Assert.Equal("batcher", Assert.Throws<ArgumentException>(() => new Gpt2ChatClient(other, batcher: batcher)).ParamName);
     }
 }

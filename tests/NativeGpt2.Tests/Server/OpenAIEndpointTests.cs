@@ -330,7 +330,7 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
         // Cut into one choice a batch, and into batches of 4 and 2.
         foreach (var size in new[] { 1, 4 })
         {
-            await using var app = await ServerFixture.StartAsync(o => o.MaxBatchSize = size);
+            await using var app = await ServerFixture.StartAsync(batchSize: size);
             using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
             using var response = await http.PostAsync("/v1/completions", new StringContent(Request, Encoding.UTF8, "application/json"));
             var cut = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;

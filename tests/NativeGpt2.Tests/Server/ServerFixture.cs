@@ -16,13 +16,20 @@ public sealed class ServerFixture : IAsyncLifetime
 
     public Uri BaseAddress { get; private set; } = null!;
 
-    /// <summary>Starts a server over a bundled model (shakespeare-char unless <paramref name="model"/> names another); <paramref name="server"/> sets its limits.</summary>
-    public static async Task<WebApplication> StartAsync(Action<NativeGpt2ServerOptions>? server = null, string model = ModelId)
+    /// <summary>
+    /// Starts a server over a bundled model (shakespeare-char unless <paramref name="model"/> names another); <paramref name="server"/>
+    /// sets its limits, <paramref name="batchSize"/> the shared batch's rows.
+    /// </summary>
+    public static async Task<WebApplication> StartAsync(Action<NativeGpt2ServerOptions>? server = null, string model = ModelId, int? batchSize = null)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Logging.ClearProviders();
-        builder.Services.AddNativeGpt2Server(Paths.Model(model), o => o.ModelId = model, server);
+        builder.Services.AddNativeGpt2Server(Paths.Model(model), o =>
+        {
+            o.ModelId = model;
+            if (batchSize is { } rows) o.MaxBatchSize = rows;
+        }, server);
         var app = builder.Build();
         app.MapNativeGpt2OpenAI();
         await app.StartAsync();
