@@ -247,7 +247,6 @@ public sealed class KvCache : IDisposable
     /// </summary>
     internal void Place(int row, KvCache source, int sourceRow, int count, int at)
     {
-        if (!_ownsBuffers) throw new InvalidOperationException("a workspace's scratch cache cannot take rows");
         if (source.Keys.Length != Keys.Length || source._heads != _heads || source._headSize != _headSize)
             throw new ArgumentException("the caches belong to different models", nameof(source));
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)row, (uint)BatchSize, nameof(row));
