@@ -89,6 +89,23 @@ public class GenerationBatcherTests
     }
 
     [Fact]
+    public async Task A_model_disposed_under_the_batch_ends_its_sequences_with_that_error()
+    {
+        var model = Gpt2CausalLM.Load(Paths.Model("shakespeare-char"), new ModelLoadOptions { Backend = TestBackends.Cpu });
+        using var batcher = new GenerationBatcher(model);
+        var started = new TaskCompletionSource();
+        var running = Collect(batcher.GenerateUpdatesAsync("ROMEO:", new GenerationOptions { MaxNewTokens = 240, Seed = 2 }), _ =>
+        {
+            started.TrySetResult();
+            return Task.CompletedTask;
+        });
+        await started.Task;
+        model.Dispose();
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => running);
+        Assert.Throws<ObjectDisposedException>(() => batcher.GenerateUpdatesAsync("A"));
+    }
+
+    [Fact]
     public async Task Options_it_cannot_batch_are_refused_and_a_disposed_batcher_ends_its_sequences()
     {
         var batcher = new GenerationBatcher(Shakespeare, maxBatchSize: 1);
