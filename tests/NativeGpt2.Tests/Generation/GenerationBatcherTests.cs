@@ -67,6 +67,58 @@ public class GenerationBatcherTests
         Assert.Contains(results, r => r[^1].Finish == FinishReason.StopString);
     }
 
+    /// <summary>
+    /// Random mixes: prompts from one token to nearly the whole context, lengths that fill it, every sampling rule, and
+    /// sequences arriving while others are part-way (each after a random number of another's updates), at batch sizes from
+    /// one to eight rows. Every sequence is what it is alone.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public async Task Random_arrivals_lengths_and_options_each_give_what_they_give_alone(int seed)
+    {
+        var random = new Random(seed);
+        var model = Shakespeare;
+        var context = model.Config.ContextLength;
+        var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"));
+        using var batcher = new GenerationBatcher(model, maxBatchSize: random.Next(1, 9));
+        var requests = Enumerable.Range(0, 7).Select(_ =>
+        {
+            var length = random.Next(4) == 0 ? random.Next(150, context - 10) : random.Next(1, 40);
+            var start = random.Next(text.Length - 1000);
+            var prompt = model.Tokenizer!.Encode(text.Substring(start, 1000))[..length];
+            var options = new GenerationOptions
+            {
+                MaxNewTokens = random.Next(1, Math.Min(80, context - length) + 1),
+                Seed = random.Next(),
+                Temperature = random.Next(3) == 0 ? 0f : 0.5f + (float)random.NextDouble(),
+                TopK = random.Next(2) == 0 ? 0 : random.Next(1, 20),
+                TopP = random.Next(2) == 0 ? 1f : 0.8f,
+                StopStrings = random.Next(3) == 0 ? ["\n"] : [],
+                LogProbs = random.Next(2) == 0 ? null : random.Next(0, 3),
+                PresencePenalty = random.Next(3) == 0 ? 0.7f : 0f,
+            };
+            return (Prompt: prompt, Options: options with { Greedy = options.Temperature == 0f }, After: random.Next(0, 12));
+        }).ToArray();
+
+        // Sequence i is asked for once sequence i − 1 has given After updates (or has ended).
+        var results = new Task<List<(string, int, double?, int, int, FinishReason?)>>[requests.Length];
+        for (var i = 0; i < requests.Length; i++)
+        {
+            var reached = new TaskCompletionSource();
+            var after = i + 1 < requests.Length ? requests[i + 1].After : 0;
+            results[i] = Collect(batcher.GenerateUpdatesAsync(requests[i].Prompt, requests[i].Options), count =>
+            {
+                if (count >= after) reached.TrySetResult();
+                return Task.CompletedTask;
+            });
+            await Task.WhenAny(reached.Task, results[i]);
+        }
+        for (var i = 0; i < requests.Length; i++)
+            Assert.Equal(await Collect(model.GenerateUpdatesAsync(requests[i].Prompt, requests[i].Options)), await results[i]);
+    }
+
     [Fact]
     public async Task A_cancelled_or_abandoned_sequence_leaves_the_batch_and_the_others_go_on()
     {
