@@ -188,6 +188,8 @@ public sealed class KvCache : IDisposable
         if (within && _spareKeys is null) (_spareKeys, _spareValues, shared) = (AllocateLike(Keys), AllocateLike(Values), 0);
         var keys = within ? _spareKeys! : Keys;
         var values = within ? _spareValues! : Values;
+        // Between passes: the backend is this thread's only inside a scope (a GPU's context bound, no other pass on it).
+        using var scope = Backend.Enter();
         using var indices = Backend.Upload(rows);
         // Only the filled positions: the rest of a row is never read before it is written.
         for (var l = 0; l < Keys.Length; l++)
@@ -228,6 +230,8 @@ public sealed class KvCache : IDisposable
             if (rows[row] != row) throw new ArgumentException($"row {row} is copied from and also overwritten", nameof(rows));
         }
         if (rows.Select((row, b) => row == b).All(same => same)) return;
+        // Between passes: the backend is this thread's only inside a scope (a GPU's context bound, no other pass on it).
+        using var scope = Backend.Enter();
         using var indices = Backend.Upload(rows);
         for (var l = 0; l < Keys.Length; l++)
             Backend.GatherCacheSlots(Keys[l], Values[l], Keys[l], Values[l], indices, BatchSize, slot, slot + 1, Stride, _heads, _headSize, slot, Stride);
@@ -256,6 +260,8 @@ public sealed class KvCache : IDisposable
         var rows = new int[BatchSize];
         Array.Fill(rows, -1);
         rows[row] = sourceRow;
+        // Between passes: the backend is this thread's only inside a scope (a GPU's context bound, no other pass on it).
+        using var scope = Backend.Enter();
         using var indices = Backend.Upload(rows);
         var from = source.Length - count;
         for (var l = 0; l < Keys.Length; l++)
