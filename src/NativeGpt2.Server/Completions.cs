@@ -143,12 +143,12 @@ internal static class Completions
     /// <summary>
     /// Decodes <paramref name="prompts"/> (the j-th with seed <paramref name="seeds"/>[j], or each with a fresh one) in the
     /// server's shared batch, beside every other request's sequences; each update's <see cref="GenerationUpdate.Sequence"/> is
-    /// its prompt's index in <paramref name="prompts"/>. Contrastive search, which runs k candidates a sequence, decodes
-    /// the request's sequences in batches of their own, at most the shared batch's <see cref="GenerationBatcher.MaxBatchSize"/> at a time.
+    /// its prompt's index in <paramref name="prompts"/>. Options the shared batch does not take (contrastive search, which runs
+    /// k candidates a sequence) decode the request's sequences in batches of their own, at most the shared batch's <see cref="GenerationBatcher.MaxBatchSize"/> at a time.
     /// </summary>
     private static async IAsyncEnumerable<GenerationUpdate> DecodeAsync(ServerRequest request, int[][] prompts, GenerationOptions options, int[]? seeds)
     {
-        if (options.PenaltyAlpha == 0)
+        if (GenerationBatcher.CanBatch(options))
         {
             var merged = Channel.CreateUnbounded<GenerationUpdate>(new UnboundedChannelOptions { SingleReader = true });
             var batcher = request.Batcher;

@@ -132,10 +132,7 @@ public sealed partial class Gpt2CausalLM
         ThrowIfDisposed();
         var tokenizer = RequireTokenizer();
         options ??= new GenerationOptions();
-        var ids = Encode(tokenizer, prompt, options.AllowSpecialTokens);
-        GenerationSession.Prepare(Config, [ids], options, tokenizer);
-        RefuseBeams(options);
-        return Updates([ids], options, tokenizer, seeds: null, cancellationToken);
+        return BatchUpdates([Encode(tokenizer, prompt, options.AllowSpecialTokens)], options, tokenizer, seeds: null, cancellationToken);
     }
 
     /// <summary>
@@ -149,10 +146,7 @@ public sealed partial class Gpt2CausalLM
         ThrowIfDisposed();
         var tokenizer = RequireTokenizer();
         options ??= new GenerationOptions();
-        var ids = promptIds.ToArray();
-        GenerationSession.Prepare(Config, [ids], options, tokenizer);
-        RefuseBeams(options);
-        return Updates([ids], options, tokenizer, seeds: null, cancellationToken);
+        return BatchUpdates([promptIds.ToArray()], options, tokenizer, seeds: null, cancellationToken);
     }
 
     /// <summary>
@@ -231,12 +225,7 @@ public sealed partial class Gpt2CausalLM
             await Task.Run(session.Step, cancellationToken).ConfigureAwait(false);
             for (var b = 0; b < rows.Count; b++)
             {
-                if (!running[b]) continue;
-                var row = rows[b];
-                yield return new GenerationUpdate(row.LastPiece, row.Generated[^1], row.LogProbs?[^1], row.PromptIds.Length, row.Generated.Count, row.FinishReason)
-                {
-                    Sequence = b,
-                };
+                if (running[b]) yield return GenerationSession.Update(rows[b], b);
             }
         }
     }

@@ -186,14 +186,8 @@ public sealed class KvCache : IDisposable
         // Within one cache a row may be read after another row took its place: gather into the spare buffers, then swap.
         // Fresh spare buffers hold no shared positions yet: their first gather copies every position.
         if (within && _spareKeys is null) (_spareKeys, _spareValues, shared) = (AllocateLike(Keys), AllocateLike(Values), 0);
-        var keys = within ? _spareKeys! : Keys;
-        var values = within ? _spareValues! : Values;
-        // Between passes: the backend is this thread's only inside a scope (a GPU's context bound, no other pass on it).
-        using var scope = Backend.Enter();
-        using var indices = Backend.Upload(rows);
         // Only the filled positions: the rest of a row is never read before it is written.
-        for (var l = 0; l < Keys.Length; l++)
-            Backend.GatherCacheSlots(keys[l], values[l], source.Keys[l], source.Values[l], indices, BatchSize, shared, source.Length, Stride, _heads, _headSize, shared, Stride);
+        CopySlots(within ? _spareKeys! : Keys, within ? _spareValues! : Values, source, rows, shared, source.Length, shared);
         if (within)
         {
             for (var l = 0; l < Keys.Length; l++)
@@ -230,11 +224,7 @@ public sealed class KvCache : IDisposable
             if (rows[row] != row) throw new ArgumentException($"row {row} is copied from and also overwritten", nameof(rows));
         }
         if (rows.Select((row, b) => row == b).All(same => same)) return;
-        // Between passes: the backend is this thread's only inside a scope (a GPU's context bound, no other pass on it).
-        using var scope = Backend.Enter();
-        using var indices = Backend.Upload(rows);
-        for (var l = 0; l < Keys.Length; l++)
-            Backend.GatherCacheSlots(Keys[l], Values[l], Keys[l], Values[l], indices, BatchSize, slot, slot + 1, Stride, _heads, _headSize, slot, Stride);
+        CopySlots(Keys, Values, this, rows, slot, slot + 1, slot);
         for (var b = 0; b < BatchSize; b++)
         {
             Mask[b * Stride + slot] = Mask[rows[b] * Stride + slot];
@@ -260,17 +250,27 @@ public sealed class KvCache : IDisposable
         var rows = new int[BatchSize];
         Array.Fill(rows, -1);
         rows[row] = sourceRow;
-        // Between passes: the backend is this thread's only inside a scope (a GPU's context bound, no other pass on it).
-        using var scope = Backend.Enter();
-        using var indices = Backend.Upload(rows);
         var from = source.Length - count;
-        for (var l = 0; l < Keys.Length; l++)
-            Backend.GatherCacheSlots(Keys[l], Values[l], source.Keys[l], source.Values[l], indices, BatchSize, at, at + count, Stride, _heads, _headSize, from, source.Stride);
+        CopySlots(Keys, Values, source, rows, at, at + count, from);
         var mask = Mask.AsSpan(row * Stride, Stride);
         mask.Clear();
         source.Mask.AsSpan(sourceRow * source.Stride + from, count).CopyTo(mask[at..]);
         NextPosition[row] = source.NextPosition[sourceRow];
         _maskStale = true;
+    }
+
+    /// <summary>
+    /// In every layer, positions [<paramref name="from"/>, <paramref name="to"/>) of row b of <paramref name="keys"/> and
+    /// <paramref name="values"/> (this cache's shape) take positions from <paramref name="sourceFrom"/> of row rows[b] of
+    /// <paramref name="source"/>; rows named −1 are left as they are.
+    /// </summary>
+    private void CopySlots(DeviceBuffer<float>[] keys, DeviceBuffer<float>[] values, KvCache source, int[] rows, int from, int to, int sourceFrom)
+    {
+        // Between passes: the backend is this thread's only inside a scope (a GPU's context bound, no other pass on it).
+        using var scope = Backend.Enter();
+        using var indices = Backend.Upload(rows);
+        for (var l = 0; l < keys.Length; l++)
+            Backend.GatherCacheSlots(keys[l], values[l], source.Keys[l], source.Values[l], indices, BatchSize, from, to, Stride, _heads, _headSize, sourceFrom, source.Stride);
     }
 
     private DeviceBuffer<float>[] AllocateLike(DeviceBuffer<float>[] buffers)

@@ -94,12 +94,12 @@ internal static class ElementwiseKernels
 /// </summary>
 internal readonly struct CacheSlots(int B, int from, int count, int Tmax, int NH, int HS, int sourceFrom, int sourceTmax)
 {
-    public readonly int SourceFrom = sourceFrom;
-    public readonly int SourceTmax = sourceTmax;
     public readonly int B = B;
     public readonly int From = from;
     public readonly int Count = count;
     public readonly int Tmax = Tmax;
     public readonly int NH = NH;
     public readonly int HS = HS;
+    public readonly int SourceFrom = sourceFrom;
+    public readonly int SourceTmax = sourceTmax;
 }

@@ -119,7 +119,7 @@ public sealed class Gpt2ChatClient : IChatClient
         var created = DateTimeOffset.UtcNow;
         var started = false;
         GenerationUpdate? last = null;
-        var updates = _batcher is not null && options.PenaltyAlpha == 0
+        var updates = _batcher is not null && GenerationBatcher.CanBatch(options)
             ? _batcher.GenerateUpdatesAsync(prompt, options, cancellationToken)
             : _model.GenerateUpdatesAsync(prompt, options, cancellationToken);
         await foreach (var update in updates.ConfigureAwait(false))

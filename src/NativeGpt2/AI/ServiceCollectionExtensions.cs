@@ -32,8 +32,7 @@ public sealed class NativeGpt2ServiceOptions
     /// <summary>Checks the options, naming the one out of range.</summary>
     public void Validate()
     {
-        if (MaxBatchSize is < 1 or > Gpt2CausalLM.MaxSequences)
-            throw new ArgumentOutOfRangeException(nameof(MaxBatchSize), MaxBatchSize, $"must be from 1 to {Gpt2CausalLM.MaxSequences}");
+        GenerationBatcher.CheckBatchSize(MaxBatchSize, nameof(MaxBatchSize));
     }
 }
 

@@ -58,8 +58,7 @@ public sealed class GenerationBatcher : IDisposable
     public GenerationBatcher(Gpt2CausalLM model, int maxBatchSize = 8)
     {
         ArgumentNullException.ThrowIfNull(model);
-        if (maxBatchSize is < 1 or > Gpt2CausalLM.MaxSequences)
-            throw new ArgumentOutOfRangeException(nameof(maxBatchSize), maxBatchSize, $"must be from 1 to {Gpt2CausalLM.MaxSequences}");
+        CheckBatchSize(maxBatchSize, nameof(maxBatchSize));
         _model = model;
         MaxBatchSize = maxBatchSize;
         _thread = new Thread(Run) { IsBackground = true, Name = "NativeGpt2 generation batcher" };
@@ -68,6 +67,31 @@ public sealed class GenerationBatcher : IDisposable
 
     /// <summary>The most rows a step decodes.</summary>
     public int MaxBatchSize { get; }
+
+    /// <summary>A batch size out of [1, <see cref="Gpt2CausalLM.MaxSequences"/>] is refused under <paramref name="name"/>.</summary>
+    internal static void CheckBatchSize(int size, string name)
+    {
+        if (size is < 1 or > Gpt2CausalLM.MaxSequences)
+            throw new ArgumentOutOfRangeException(name, size, $"must be from 1 to {Gpt2CausalLM.MaxSequences}");
+    }
+
+    /// <summary>
+    /// Whether sequences with these options decode in a shared batch: beam search, contrastive search and the sliding window
+    /// decode on their own, through the model.
+    /// </summary>
+    public static bool CanBatch(GenerationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return !Unbatched(options).Any();
+    }
+
+    /// <summary>The options set that keep a sequence out of a shared batch: the option's name, and what it asks for.</summary>
+    private static IEnumerable<(string Name, string What)> Unbatched(GenerationOptions options)
+    {
+        if (options.NumBeams > 1) yield return (nameof(GenerationOptions.NumBeams), "beam search");
+        if (options.IsContrastive) yield return (nameof(GenerationOptions.PenaltyAlpha), "contrastive search");
+        if (options.SlidingWindow) yield return (nameof(GenerationOptions.SlidingWindow), "the sliding window");
+    }
 
     /// <summary>The model every sequence runs on.</summary>
     public Gpt2CausalLM Model => _model;
@@ -89,15 +113,8 @@ public sealed class GenerationBatcher : IDisposable
         options ??= new GenerationOptions();
         var tokenizer = _model.Tokenizer;
         var ids = GenerationSession.Prepare(_model.Config, [prompt.ToArray()], options, tokenizer)[0];
-        foreach (var (name, set, what) in new[]
-        {
-            (nameof(GenerationOptions.NumBeams), options.NumBeams > 1, "beam search"),
-            (nameof(GenerationOptions.PenaltyAlpha), options.IsContrastive, "contrastive search"),
-            (nameof(GenerationOptions.SlidingWindow), options.SlidingWindow, "the sliding window"),
-        })
-        {
-            if (set) throw new ArgumentException($"{what} decodes on its own, not in a shared batch: use the model's Generate or GenerateUpdatesAsync", name);
-        }
+        if (Unbatched(options).FirstOrDefault() is ({ } name, var what))
+            throw new ArgumentException($"{what} decodes on its own, not in a shared batch: use the model's Generate or GenerateUpdatesAsync", name);
         return Decode(ids, options, tokenizer, cancellationToken);
     }
 
@@ -225,12 +242,11 @@ public sealed class GenerationBatcher : IDisposable
         {
             if (live.Count == 0)
             {
-                // Idle: the buffers go back, to be made again for the next sequences.
+                // Idle: the buffers go back, to be made again for the next sequences; wait for a sequence, or for the end.
                 cache?.Dispose();
                 cache = null;
                 current.Dispose();
                 spare.Dispose();
-                // Idle: wait for a sequence, or for the end.
                 try
                 {
                     if (!_arrivals.Reader.WaitToReadAsync(_disposed.Token).AsTask().GetAwaiter().GetResult()) break;
@@ -299,10 +315,8 @@ public sealed class GenerationBatcher : IDisposable
         var cache = _model.CreateCache(prompts.Length, prompts.Max(p => p.Length));
         try
         {
-            var batch = prompts.All(p => p.Length == prompts[0].Length)
-                ? new TokenBatch([.. prompts.SelectMany(p => p)], prompts.Length, prompts[0].Length)
-                : TokenBatch.LeftPadded(prompts, padId: 0);
-            var logits = _model.Next(batch, cache, greedy: false).Logits!;
+            // Padding is masked out: its id never reaches a row's arithmetic.
+            var logits = _model.Next(GenerationSession.PromptBatch(prompts, padId: 0), cache, greedy: false).Logits!;
             for (var b = 0; b < joining.Count; b++)
             {
                 (joining[b].Logits, joining[b].LogitsRow) = (logits, b);
@@ -333,7 +347,7 @@ public sealed class GenerationBatcher : IDisposable
             End(sequence, e);
             return;
         }
-        sequence.Updates.Writer.TryWrite(new GenerationUpdate(row.LastPiece, row.Generated[^1], row.LogProbs?[^1], row.PromptIds.Length, row.Generated.Count, row.FinishReason));
+        sequence.Updates.Writer.TryWrite(GenerationSession.Update(row, sequence: 0));
     }
 
     /// <summary>Ends a sequence that finished or was cancelled.</summary>

@@ -311,13 +311,14 @@ internal sealed class GenerationSession : IDisposable
         return _next.Logits.AsSpan(row * V, V);
     }
 
-    private NextTokens Prefill(int[][] sequences, KvCache cache, bool hiddenStates = false)
-    {
-        var batch = sequences.All(s => s.Length == sequences[0].Length)
+    private NextTokens Prefill(int[][] sequences, KvCache cache, bool hiddenStates = false) =>
+        _model.Next(PromptBatch(sequences, _padId), cache, PicksOnBackend, hiddenStates);
+
+    /// <summary>Prompts as one batch: as they are when their lengths agree, else left-padded with <paramref name="padId"/>.</summary>
+    internal static TokenBatch PromptBatch(int[][] sequences, int padId) =>
+        sequences.All(s => s.Length == sequences[0].Length)
             ? new TokenBatch(sequences.SelectMany(s => s).ToArray(), sequences.Length, sequences[0].Length)
-            : TokenBatch.LeftPadded(sequences, _padId);
-        return _model.Next(batch, cache, PicksOnBackend, hiddenStates);
-    }
+            : TokenBatch.LeftPadded(sequences, padId);
 
     /// <summary>Releases the cache's memory.</summary>
     public void Dispose() => _cache.Dispose();
@@ -341,6 +342,10 @@ internal sealed class GenerationSession : IDisposable
             row.LastPiece += text;
         }
     }
+
+    /// <summary>What a row's latest step gave, as streaming reports it, naming the row as <paramref name="sequence"/>.</summary>
+    internal static GenerationUpdate Update(Row row, int sequence) =>
+        new(row.LastPiece, row.Generated[^1], row.LogProbs?[^1], row.PromptIds.Length, row.Generated.Count, row.FinishReason) { Sequence = sequence };
 
     public GenerationResult Result(int b)
     {
