@@ -254,6 +254,17 @@ public sealed partial class Gpt2CausalLM : IDisposable
     }
 
     /// <summary>
+    /// Runs a batch into <paramref name="cache"/> and nothing more: a prompt's part whose logits no one reads (the shared
+    /// batch runs a long prompt in parts of this kind, then its last part through <see cref="Next"/>).
+    /// </summary>
+    internal void Extend(TokenBatch batch, KvCache cache)
+    {
+        using var call = _lifetime.Enter();
+        using var scope = Backend.Enter();
+        using var pass = Backbone.Run(batch, cache, ForwardOptions.None);
+    }
+
+    /// <summary>
     /// Runs a batch through the model and takes each row's next-token logits at its last position, all on the
     /// backend: with <paramref name="greedy"/>, only the argmax of each row comes back (4 bytes a row), else
     /// the (B, V) logits. What generation runs every step. With <paramref name="hiddenStates"/>, the final hidden states

@@ -65,6 +65,26 @@ public sealed class TokenBatch
         return new TokenBatch(ids, B, T, mask, positions);
     }
 
+    /// <summary>
+    /// Columns [<paramref name="start"/>, <paramref name="start"/> + <paramref name="count"/>) of every row, with their mask
+    /// and position ids: a batch run in parts through a cache (parts after the first derive the same positions from it).
+    /// </summary>
+    internal TokenBatch Columns(int start, int count)
+    {
+        if (start == 0 && count == SequenceLength) return this;
+        ArgumentOutOfRangeException.ThrowIfNegative(start);
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(start + count, SequenceLength, nameof(count));
+        int[]? Slice(int[]? values)
+        {
+            if (values is null) return null;
+            var part = new int[BatchSize * count];
+            for (var b = 0; b < BatchSize; b++) Array.Copy(values, b * SequenceLength + start, part, b * count, count);
+            return part;
+        }
+        return new TokenBatch(Slice(Ids)!, BatchSize, count, Slice(AttentionMask), Slice(PositionIds));
+    }
+
     /// <summary>Token ids (B, T), row-major.</summary>
     public int[] Ids { get; }
 

@@ -31,10 +31,15 @@ internal static class ServeCommand
             Description = $"Sequences of all requests decoded side by side in one shared batch (default {modelDefaults.MaxBatchSize}, at most {Gpt2CausalLM.MaxSequences}; 1: one after another).",
             DefaultValueFactory = _ => modelDefaults.MaxBatchSize,
         };
+        var chunk = new Option<int>("--prefill-chunk-tokens")
+        {
+            Description = $"Prompt tokens run a step while other sequences decode: a longer prompt runs in parts, and the others go on between them (default {modelDefaults.PrefillChunkTokens}).",
+            DefaultValueFactory = _ => modelDefaults.PrefillChunkTokens,
+        };
         var modelId = new Option<string?>("--model-id") { Description = "The model name in responses and /v1/models (default: the model spec)." };
         var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/embeddings, /v1/models, /tokenize, /detokenize, /health.")
         {
-            model, backend, weights, urls, concurrent, queue, batch, modelId,
+            model, backend, weights, urls, concurrent, queue, batch, chunk, modelId,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -42,7 +47,8 @@ internal static class ServeCommand
             var server = new NativeGpt2ServerOptions { MaxConcurrentRequests = parse.GetValue(concurrent), MaxQueuedRequests = parse.GetValue(queue) };
             CommonOptions.ValidateAsUsage(server.Validate);
             var batchSize = parse.GetValue(batch);
-            CommonOptions.ValidateAsUsage(new AI.NativeGpt2ServiceOptions { MaxBatchSize = batchSize }.Validate);
+            var chunkTokens = parse.GetValue(chunk);
+            CommonOptions.ValidateAsUsage(new AI.NativeGpt2ServiceOptions { MaxBatchSize = batchSize, PrefillChunkTokens = chunkTokens }.Validate);
             var addresses = CheckedUrls(parse.GetValue(urls)!);
             var load = context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights));
 
@@ -57,7 +63,7 @@ internal static class ServeCommand
             // Our own signal handling (Program.cs) stops the server; the host must not also claim Ctrl+C.
             builder.Services.AddSingleton<IHostLifetime, NoSignalLifetime>();
             builder.Services.AddNativeGpt2Server(spec,
-                o => { o.Load = load; o.ModelId = parse.GetValue(modelId) ?? (spec == CommonOptions.BundledModel ? "shakespeare-char" : spec); o.MaxBatchSize = batchSize; },
+                o => { o.Load = load; o.ModelId = parse.GetValue(modelId) ?? (spec == CommonOptions.BundledModel ? "shakespeare-char" : spec); o.MaxBatchSize = batchSize; o.PrefillChunkTokens = chunkTokens; },
                 o => { o.MaxConcurrentRequests = server.MaxConcurrentRequests; o.MaxQueuedRequests = server.MaxQueuedRequests; });
             await using var app = builder.Build();
             app.MapNativeGpt2OpenAI();

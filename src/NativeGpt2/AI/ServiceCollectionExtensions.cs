@@ -29,10 +29,18 @@ public sealed class NativeGpt2ServiceOptions
     /// </summary>
     public int MaxBatchSize { get; set; } = 8;
 
+    /// <summary>
+    /// Prompt tokens the <see cref="GenerationBatcher"/> runs a step while other sequences decode (default
+    /// <see cref="GenerationBatcher.DefaultPrefillChunkTokens"/>, at least 1): a long prompt runs in parts of this size, so the
+    /// sequences already decoding wait at most one part's pass between tokens (see <see cref="GenerationBatcher.PrefillChunkTokens"/>).
+    /// </summary>
+    public int PrefillChunkTokens { get; set; } = GenerationBatcher.DefaultPrefillChunkTokens;
+
     /// <summary>Checks the options, naming the one out of range.</summary>
     public void Validate()
     {
         GenerationBatcher.CheckBatchSize(MaxBatchSize, nameof(MaxBatchSize));
+        GenerationBatcher.CheckPrefillChunk(PrefillChunkTokens, nameof(PrefillChunkTokens));
     }
 }
 
@@ -66,7 +74,7 @@ public static class ServiceCollectionExtensions
             return Gpt2CausalLM.Load(model, load);
         });
         // Made after the model, so the container disposes it first.
-        services.TryAddSingleton(provider => new GenerationBatcher(provider.GetRequiredService<Gpt2CausalLM>(), options.MaxBatchSize));
+        services.TryAddSingleton(provider => new GenerationBatcher(provider.GetRequiredService<Gpt2CausalLM>(), options.MaxBatchSize, options.PrefillChunkTokens));
         services.TryAddSingleton<IChatClient>(provider =>
             new Gpt2ChatClient(provider.GetRequiredService<Gpt2CausalLM>(), modelId, options.ChatTemplate, provider.GetRequiredService<GenerationBatcher>()));
         services.TryAddSingleton<IEmbeddingGenerator<string, Embedding<float>>>(provider =>

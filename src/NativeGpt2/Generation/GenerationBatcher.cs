@@ -16,7 +16,9 @@ namespace NativeGpt2.Generation;
 /// One thread of its own runs the batch. Each step it takes in the sequences that arrived (at most
 /// <see cref="MaxBatchSize"/> rows; the rest wait, first come first served), runs their prompts together, picks a token for
 /// every row on the host (each row with its own options and seed), and runs the rows that go on through the model as one
-/// batch of single tokens. When the rows change, or the cache fills, the rows move into a new cache sized for them, each
+/// batch of single tokens. Prompts longer than <see cref="PrefillChunkTokens"/> run a part of that many tokens a step, so
+/// that the rows already decoding go on between the parts instead of waiting for the whole prompt (chunked prefill); when
+/// no row is decoding, a prompt runs whole. When the rows change, or the cache fills, the rows move into a new cache sized for them, each
 /// sequence's positions ending where the batch's end, so that no row keeps the positions a finished one held. Safe to use
 /// from any number of threads; dispose it before the model.
 /// </remarks>
@@ -40,7 +42,7 @@ public sealed class GenerationBatcher : IDisposable
         public float[] Logits { get; set; } = [];
         public int LogitsRow { get; set; }
 
-        /// <summary>Its row in the cache that holds it: the batch's, or the cache its prompt ran in (<see cref="Prefilled"/>).</summary>
+        /// <summary>Its row in the cache that holds it: the batch's, or its prompt group's (<see cref="Prefilled"/>).</summary>
         public int CacheRow { get; set; }
         public bool Prefilled { get; set; }
 
@@ -53,20 +55,42 @@ public sealed class GenerationBatcher : IDisposable
         public bool IsDone => Ended || Row.FinishReason is not null || Cancellation.IsCancellationRequested;
     }
 
+    /// <summary>The default of <see cref="PrefillChunkTokens"/>.</summary>
+    public const int DefaultPrefillChunkTokens = 256;
+
     /// <param name="model">The model every sequence runs on.</param>
     /// <param name="maxBatchSize">Rows decoded at once, 1 to <see cref="Gpt2CausalLM.MaxSequences"/> (default 8); sequences beyond wait their turn.</param>
-    public GenerationBatcher(Gpt2CausalLM model, int maxBatchSize = 8)
+    /// <param name="prefillChunkTokens">
+    /// Prompt tokens run a step while other rows decode (default <see cref="DefaultPrefillChunkTokens"/>, at least 1): see
+    /// <see cref="PrefillChunkTokens"/>.
+    /// </param>
+    public GenerationBatcher(Gpt2CausalLM model, int maxBatchSize = 8, int prefillChunkTokens = DefaultPrefillChunkTokens)
     {
         ArgumentNullException.ThrowIfNull(model);
         CheckBatchSize(maxBatchSize, nameof(maxBatchSize));
+        CheckPrefillChunk(prefillChunkTokens, nameof(prefillChunkTokens));
         _model = model;
         MaxBatchSize = maxBatchSize;
+        PrefillChunkTokens = prefillChunkTokens;
         _thread = new Thread(Run) { IsBackground = true, Name = "NativeGpt2 generation batcher" };
         _thread.Start();
     }
 
     /// <summary>The most rows a step decodes.</summary>
     public int MaxBatchSize { get; }
+
+    /// <summary>
+    /// The most prompt tokens (all joining prompts together, at least a position of each) run in one step while other rows
+    /// are decoding: the longest a decoding row waits for a prompt is a pass over this many tokens, and a prompt of n tokens
+    /// joining a busy batch takes about n ÷ this many steps to start. When no row is decoding, a prompt runs whole.
+    /// </summary>
+    public int PrefillChunkTokens { get; }
+
+    /// <summary>A prompt part of fewer than one token is refused under <paramref name="name"/>.</summary>
+    internal static void CheckPrefillChunk(int tokens, string name)
+    {
+        if (tokens < 1) throw new ArgumentOutOfRangeException(name, tokens, "must be at least 1");
+    }
 
     /// <summary>A batch size out of [1, <see cref="Gpt2CausalLM.MaxSequences"/>] is refused under <paramref name="name"/>.</summary>
     internal static void CheckBatchSize(int size, string name)
@@ -95,6 +119,12 @@ public sealed class GenerationBatcher : IDisposable
 
     /// <summary>The model every sequence runs on.</summary>
     public Gpt2CausalLM Model => _model;
+
+    /// <summary>
+    /// Raised on the batch's thread at each step, before its rows decode: the prompt positions the step ran (all prompts
+    /// together), and the rows it is about to decode. What the tests watch the batch's schedule through.
+    /// </summary>
+    internal event Action<(int PromptTokens, int DecodingRows)>? Stepped;
 
     /// <summary>
     /// Streams the continuation of <paramref name="prompt"/>, decoded in the shared batch: the updates
@@ -230,42 +260,109 @@ public sealed class GenerationBatcher : IDisposable
         }
     }
 
+    /// <summary>
+    /// The prompts of sequences that arrived together, left-padded into one batch and run into a cache of their own: whole,
+    /// or a part each step while the batch's other rows go on decoding.
+    /// </summary>
+    private sealed class PromptGroup
+    {
+        private readonly TokenBatch _prompts;
+
+        public PromptGroup(List<Sequence> members, CacheBuffers buffers)
+        {
+            // Padding is masked out: its id never reaches a row's arithmetic.
+            _prompts = GenerationSession.PromptBatch([.. members.Select(s => s.Row.PromptIds)], padId: 0);
+            Cache = buffers.Cache(members.Count, _prompts.SequenceLength);
+            Members = members;
+        }
+
+        public List<Sequence> Members { get; }
+
+        /// <summary>The prompts' keys and values: every position once the last part has run.</summary>
+        public KvCache Cache { get; }
+
+        /// <summary>
+        /// Runs the next part, at most <paramref name="tokens"/> tokens (at least a position of each prompt). True once the
+        /// last part has run: every member then has its first logits and its row of <see cref="Cache"/>.
+        /// </summary>
+        public bool Advance(Gpt2CausalLM model, int tokens)
+        {
+            int done = Cache.Length, length = _prompts.SequenceLength;
+            var part = _prompts.Columns(done, Math.Min(length - done, Math.Max(1, tokens / Members.Count)));
+            if (done + part.SequenceLength < length)
+            {
+                model.Extend(part, Cache);
+                return false;
+            }
+            var logits = model.Next(part, Cache, greedy: false).Logits!;
+            for (var b = 0; b < Members.Count; b++)
+            {
+                (Members[b].Logits, Members[b].LogitsRow) = (logits, b);
+                (Members[b].CacheRow, Members[b].Prefilled) = (b, true);
+            }
+            return true;
+        }
+    }
+
     private void Run()
     {
         List<Sequence> live = [];
         KvCache? cache = null;
-        // The batch's cache lives in one set of buffers and moves into the other.
+        // Prompts that arrived together and are running, a part a step, while the live rows decode.
+        PromptGroup? group = null;
+        // The batch's cache lives in one set of buffers and moves into the other; the prompts run in a third.
         using var current = new CacheBuffers(_model);
         using var spare = new CacheBuffers(_model);
+        using var prompting = new CacheBuffers(_model);
         var (into, from) = (spare, current);
         while (true)
         {
-            if (live.Count == 0)
+            if (live.Count == 0 && group is null)
             {
-                // Idle: the buffers go back, to be made again for the next sequences; wait for a sequence, or for the end.
                 cache?.Dispose();
                 cache = null;
-                current.Dispose();
-                spare.Dispose();
-                try
+                // Idle: wait for a sequence, or for the end. After a while the buffers go back, to be made again for the next
+                // sequences (made afresh, they cost a page fault a page).
+                if (!WaitForArrival(IdleRelease))
                 {
-                    if (!_arrivals.Reader.WaitToReadAsync(_disposed.Token).AsTask().GetAwaiter().GetResult()) break;
-                }
-                catch (OperationCanceledException)
-                {
-                    break;
+                    current.Dispose();
+                    spare.Dispose();
+                    prompting.Dispose();
+                    if (!WaitForArrival(Timeout.InfiniteTimeSpan)) break;
                 }
             }
-            KvCache? prompts = null;
-            var joining = new List<Sequence>();
+            List<Sequence> arrived = [];
+            List<Sequence> joining = [];
+            PromptGroup? joined = null;
             try
             {
-                while (live.Count + joining.Count < MaxBatchSize && _arrivals.Reader.TryRead(out var arrival))
+                if (group is null)
                 {
-                    if (arrival.IsDone) Complete(arrival);
-                    else joining.Add(arrival);
+                    while (live.Count + arrived.Count < MaxBatchSize && _arrivals.Reader.TryRead(out var arrival))
+                    {
+                        if (arrival.IsDone) Complete(arrival);
+                        else arrived.Add(arrival);
+                    }
+                    if (arrived.Count > 0) group = new PromptGroup(arrived, prompting);
                 }
-                if (joining.Count > 0) prompts = RunPrompts(joining);
+                if (group is not null && group.Members.All(s => s.IsDone))
+                {
+                    // Every prompt of the group was cancelled before it finished running.
+                    foreach (var sequence in group.Members.Where(s => !s.Ended)) Complete(sequence);
+                    group = null;
+                }
+                var promptTokens = 0;
+                if (group is not null)
+                {
+                    var before = group.Cache.Length;
+                    var last = group.Advance(_model, live.Count == 0 ? int.MaxValue : PrefillChunkTokens);
+                    promptTokens = (group.Cache.Length - before) * group.Members.Count;
+                    if (last)
+                    {
+                        (joined, group) = (group, null);
+                        joining = joined.Members;
+                    }
+                }
 
                 // Every row picks its token from its logits, each with its own options and seed, side by side.
                 var batch = live.Concat(joining).ToArray();
@@ -282,52 +379,45 @@ public sealed class GenerationBatcher : IDisposable
                 // New rows, rows gone, or no room for another position: the rows that go on move into a cache of their own.
                 if (going.Count > 0 && (joining.Count > 0 || going.Count < live.Count || cache!.Length == cache.Capacity))
                 {
-                    cache = Rebuild(going, cache, prompts, into);
+                    cache = Rebuild(going, cache, joined?.Cache, into);
                     (into, from) = (from, into);
                 }
                 live = going;
+                Stepped?.Invoke((promptTokens, live.Count));
                 if (live.Count == 0) continue;
                 var step = _model.Next(new TokenBatch([.. live.Select(s => s.Row.Tokens[^1])], live.Count, 1), cache!, greedy: false);
                 for (var b = 0; b < live.Count; b++) (live[b].Logits, live[b].LogitsRow) = (step.Logits!, b);
             }
             catch (Exception e)
             {
-                // The model failed (disposed, or out of memory): every row in the batch fails with it.
-                foreach (var sequence in live.Concat(joining).Where(s => !s.Ended)) End(sequence, e);
+                // The model failed (disposed, or out of memory): every row in the batch, and every prompt running, fails with it.
+                foreach (var sequence in live.Concat(arrived).Concat(joining).Concat(group?.Members ?? []).Distinct().Where(s => !s.Ended)) End(sequence, e);
                 live.Clear();
                 cache?.Dispose();
                 cache = null;
-            }
-            finally
-            {
-                prompts?.Dispose();
+                group = null;
             }
         }
         cache?.Dispose();
-        foreach (var sequence in live) End(sequence, new ObjectDisposedException(nameof(GenerationBatcher)));
+        foreach (var sequence in live.Concat(group?.Members ?? []).Where(s => !s.Ended)) End(sequence, new ObjectDisposedException(nameof(GenerationBatcher)));
         while (_arrivals.Reader.TryRead(out var waiting)) End(waiting, new ObjectDisposedException(nameof(GenerationBatcher)));
     }
 
-    /// <summary>Runs the prompts of the sequences joining the batch, left-padded into one batch: their caches and their first logits.</summary>
-    private KvCache RunPrompts(List<Sequence> joining)
+    /// <summary>How long the batch keeps its buffers when no sequence is left: traffic that pauses briefly finds them made.</summary>
+    private static readonly TimeSpan IdleRelease = TimeSpan.FromSeconds(2);
+
+    /// <summary>Waits up to <paramref name="timeout"/> for a sequence to arrive: false when none came or the batcher was disposed.</summary>
+    private bool WaitForArrival(TimeSpan timeout)
     {
-        var prompts = joining.Select(s => s.Row.PromptIds).ToArray();
-        var cache = _model.CreateCache(prompts.Length, prompts.Max(p => p.Length));
         try
         {
-            // Padding is masked out: its id never reaches a row's arithmetic.
-            var logits = _model.Next(GenerationSession.PromptBatch(prompts, padId: 0), cache, greedy: false).Logits!;
-            for (var b = 0; b < joining.Count; b++)
-            {
-                (joining[b].Logits, joining[b].LogitsRow) = (logits, b);
-                (joining[b].CacheRow, joining[b].Prefilled) = (b, true);
-            }
-            return cache;
+            using var wait = CancellationTokenSource.CreateLinkedTokenSource(_disposed.Token);
+            wait.CancelAfter(timeout);
+            return _arrivals.Reader.WaitToReadAsync(wait.Token).AsTask().GetAwaiter().GetResult();
         }
-        catch
+        catch (OperationCanceledException)
         {
-            cache.Dispose();
-            throw;
+            return false;
         }
     }
 

@@ -70,6 +70,7 @@ public class ServeCommandTests
     [InlineData("--max-concurrent", "0", "must be at least 1")]
     [InlineData("--max-batch-size", "0", "must be from 1 to 64")]
     [InlineData("--max-batch-size", "65", "must be from 1 to 64")]
+    [InlineData("--prefill-chunk-tokens", "0", "must be at least 1")]
     public void A_bad_queue_or_batch_size_is_a_usage_error(string option, string value, string rule)
     {
         var result = CliRunner.Run("serve", "--model", Paths.Model("shakespeare-char"), option, value);

@@ -47,7 +47,8 @@ public class GenerationBatcherTests
             ("KING HENRY VI:\nWhat, will", new() { MaxNewTokens = tokens, Seed = 4, TopP = 0.9f, RepetitionPenalty = 1.3f, FrequencyPenalty = 0.5f, MinNewTokens = 3 }),
             ("ROMEO:\n", new() { MaxNewTokens = tokens, Seed = 5, StopStrings = ["e"] }),
         };
-        using var batcher = new GenerationBatcher(model, maxBatchSize: 3);
+        // Prompts that join while others decode run 4 positions a step (chunked prefill).
+        using var batcher = new GenerationBatcher(model, maxBatchSize: 3, prefillChunkTokens: 4);
         // The first two at once; the others join while they run, and with three rows at most the last wait for rows to end.
         var first = Collect(batcher.GenerateUpdatesAsync(requests[0].Prompt, requests[0].Options));
         var joined = new TaskCompletionSource();
@@ -70,7 +71,7 @@ public class GenerationBatcherTests
     /// <summary>
     /// Random mixes: prompts from one token to nearly the whole context, lengths that fill it, every sampling rule, and
     /// sequences arriving while others are part-way (each after a random number of another's updates), at batch sizes from
-    /// one to eight rows. Every sequence is what it is alone.
+    /// one to eight rows and prompt parts from one token to whole. Every sequence is what it is alone.
     /// </summary>
     [Theory]
     [InlineData(1)]
@@ -82,7 +83,8 @@ public class GenerationBatcherTests
         var model = Shakespeare;
         var context = model.Config.ContextLength;
         var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"));
-        using var batcher = new GenerationBatcher(model, maxBatchSize: random.Next(1, 9));
+        var chunk = random.Next(3) == 0 ? GenerationBatcher.DefaultPrefillChunkTokens : random.Next(1, 64);
+        using var batcher = new GenerationBatcher(model, maxBatchSize: random.Next(1, 9), prefillChunkTokens: chunk);
         var requests = Enumerable.Range(0, 7).Select(_ =>
         {
             var length = random.Next(4) == 0 ? random.Next(150, context - 10) : random.Next(1, 40);
@@ -117,6 +119,71 @@ public class GenerationBatcherTests
         }
         for (var i = 0; i < requests.Length; i++)
             Assert.Equal(await Collect(model.GenerateUpdatesAsync(requests[i].Prompt, requests[i].Options)), await results[i]);
+    }
+
+    /// <summary>
+    /// A prompt that joins while a row decodes runs in parts of at most the chunk's tokens, the row decoding a token after
+    /// each part; a prompt that arrives when nothing decodes runs whole. Both sequences are what they are alone.
+    /// </summary>
+    [Fact]
+    public async Task A_long_prompt_runs_in_parts_between_the_decoding_steps_and_whole_when_nothing_decodes()
+    {
+        var model = Shakespeare;
+        var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"));
+        int[] first = model.Tokenizer!.Encode(text[..40]), second = model.Tokenizer.Encode(text[1000..1100]);
+        var (firstOptions, secondOptions) = (new GenerationOptions { MaxNewTokens = 150, Seed = 7 }, new GenerationOptions { MaxNewTokens = 20, Seed = 8 });
+        const int chunk = 16;
+        using var batcher = new GenerationBatcher(model, prefillChunkTokens: chunk);
+        var steps = new List<(int PromptTokens, int DecodingRows)>();
+        // The batch's thread holds its first decoding step until the second sequence has arrived: it joins at the next step.
+        var decoding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var arrived = new ManualResetEventSlim();
+        batcher.Stepped += step =>
+        {
+            steps.Add(step);
+            if (step.DecodingRows > 0 && decoding.TrySetResult()) arrived.Wait(TimeSpan.FromMinutes(1));
+        };
+        var running = Collect(batcher.GenerateUpdatesAsync(first, firstOptions));
+        await decoding.Task;
+        var joining = Collect(batcher.GenerateUpdatesAsync(second, secondOptions));
+        arrived.Set();
+        Assert.Equal(await Collect(model.GenerateUpdatesAsync(first, firstOptions)), await running);
+        Assert.Equal(await Collect(model.GenerateUpdatesAsync(second, secondOptions)), await joining);
+
+        // The first prompt alone, whole; then the second, 16 positions a step, each step decoding the first sequence (and,
+        // after the last part, the second too).
+        Assert.Equal((first.Length, 1), steps[0]);
+        var parts = steps.Skip(1).Where(s => s.PromptTokens > 0).ToList();
+        Assert.Equal(Enumerable.Repeat(chunk, second.Length / chunk).Append(second.Length % chunk).Where(n => n > 0), parts.Select(p => p.PromptTokens));
+        Assert.Equal([.. Enumerable.Repeat(1, parts.Count - 1), 2], parts.Select(p => p.DecodingRows));
+        Assert.All(steps, s => Assert.True(s.DecodingRows == 0 || s == steps[0] || s.PromptTokens <= chunk, $"a decoding step waited for {s.PromptTokens} prompt tokens"));
+    }
+
+    /// <summary>A sequence cancelled while its prompt runs in parts leaves before its first token; the others go on.</summary>
+    [Fact]
+    public async Task A_sequence_cancelled_while_its_prompt_runs_leaves_and_the_others_go_on()
+    {
+        var model = Shakespeare;
+        var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"));
+        var options = new GenerationOptions { MaxNewTokens = 120, Seed = 5 };
+        using var batcher = new GenerationBatcher(model, prefillChunkTokens: 8);
+        using var cancel = new CancellationTokenSource();
+        var decoding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var arrived = new ManualResetEventSlim();
+        var parts = 0;
+        batcher.Stepped += step =>
+        {
+            if (step.DecodingRows > 0 && decoding.TrySetResult()) arrived.Wait(TimeSpan.FromMinutes(1));
+            // The joining prompt's second part has run: cancel it.
+            else if (step.PromptTokens > 0 && ++parts == 2) cancel.Cancel();
+        };
+        var running = Collect(batcher.GenerateUpdatesAsync("ROMEO:", options));
+        await decoding.Task;
+        var cancelled = Collect(batcher.GenerateUpdatesAsync(text[..120], options with { Seed = 6 }, cancel.Token));
+        arrived.Set();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
+        Assert.Equal(await Alone(model, "ROMEO:", options), await running);
+        Assert.InRange(parts, 2, 3);
     }
 
     [Fact]
@@ -172,6 +239,7 @@ public class GenerationBatcherTests
         }
         Assert.Throws<ArgumentOutOfRangeException>(() => batcher.GenerateUpdatesAsync("A", new GenerationOptions { MaxNewTokens = 10_000 }));
         Assert.Equal("maxBatchSize", Assert.Throws<ArgumentOutOfRangeException>(() => new GenerationBatcher(Shakespeare, 0)).ParamName);
+        Assert.Equal("prefillChunkTokens", Assert.Throws<ArgumentOutOfRangeException>(() => new GenerationBatcher(Shakespeare, 2, 0)).ParamName);
 
         // One row at a time: the second waits behind the first, and the batcher's end ends both.
         var long1 = new GenerationOptions { MaxNewTokens = 240, Seed = 1 };
