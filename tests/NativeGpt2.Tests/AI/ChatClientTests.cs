@@ -193,11 +193,12 @@ public class ChatClientTests
     public async Task One_call_registers_the_model_the_chat_client_and_the_embedding_generator()
     {
         var services = new ServiceCollection();
-        services.AddNativeGpt2(Paths.Model("shakespeare-char"), o => (o.ModelId, o.MaxBatchSize) = ("bard", 3));
+        services.AddNativeGpt2(Paths.Model("shakespeare-char"), o => (o.ModelId, o.MaxBatchSize, o.PrefillChunkTokens) = ("bard", 3, 32));
         Gpt2CausalLM model;
         await using (var provider = services.BuildServiceProvider())
         {
-            Assert.Equal(3, provider.GetRequiredService<NativeGpt2.Generation.GenerationBatcher>().MaxBatchSize);
+            var batcher = provider.GetRequiredService<NativeGpt2.Generation.GenerationBatcher>();
+            Assert.Equal((3, 32), (batcher.MaxBatchSize, batcher.PrefillChunkTokens));
             var chat = provider.GetRequiredService<IChatClient>();
             var embeddings = provider.GetRequiredService<IEmbeddingGenerator<string, Embedding<float>>>();
             model = provider.GetRequiredService<Gpt2CausalLM>();
@@ -212,6 +213,8 @@ public class ChatClientTests
         Assert.Throws<ObjectDisposedException>(() => model.Embed("ROMEO"));
         Assert.Equal(nameof(NativeGpt2ServiceOptions.MaxBatchSize),
             Assert.Throws<ArgumentOutOfRangeException>(() => new ServiceCollection().AddNativeGpt2("gpt2", o => o.MaxBatchSize = 0)).ParamName);
+        Assert.Equal(nameof(NativeGpt2ServiceOptions.PrefillChunkTokens),
+            Assert.Throws<ArgumentOutOfRangeException>(() => new ServiceCollection().AddNativeGpt2("gpt2", o => o.PrefillChunkTokens = 0)).ParamName);
     }
 
     /// <summary>Replies decoded in a shared batch, several at once, are the replies each call gets on its own.</summary>
