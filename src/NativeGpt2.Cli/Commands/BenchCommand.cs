@@ -10,9 +10,9 @@ using NativeGpt2.Operators;
 namespace NativeGpt2.Cli.Commands;
 
 /// <summary>
-/// <c>nativegpt2 bench --model SPEC [--backend B] [--prompt-tokens N] [--new-tokens N] [--threads N] [--json]</c>:
+/// <c>nativegpt2 bench --model SPEC [--backend B] [--prompt-tokens N] [--new-tokens N] [--batch N] [--threads N] [--json]</c>:
 /// load time, a full forward with logits at every position, prefill (last logits only) and KV-cached
-/// decoding, each in tokens per second, and peak resident memory.
+/// decoding, each in tokens per second (all rows of the batch together), and peak resident memory.
 /// </summary>
 internal static class BenchCommand
 {
@@ -26,18 +26,25 @@ internal static class BenchCommand
         var weights = CommonOptions.Weights();
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Tokens in the forward and prefill input, and the context decoding starts from.", DefaultValueFactory = _ => 128 };
         var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to decode, timed after one untimed pass over the same tokens (0: measure no decoding).", DefaultValueFactory = _ => 64 };
+        var batchSize = new Option<int>("--batch")
+        {
+            Description = $"Sequences run side by side, each of --prompt-tokens random tokens and decoding --new-tokens (default 1, at most {Gpt2CausalLM.MaxSequences}); rates count the tokens of all of them.",
+            DefaultValueFactory = _ => 1,
+        };
         var threads = new Option<int?>("--threads") { Description = "CPU threads for the cpu backend (default: all cores)." };
         var launches = new Option<int?>("--launches") { Description = "Also time this many empty kernel launches (ILGPU backends)." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of the table." };
         var command = new Command("bench", "Measure load time, forward, prefill and decoding speed, and peak memory.")
         {
-            model, backend, weights, promptTokens, newTokens, threads, launches, json,
+            model, backend, weights, promptTokens, newTokens, batchSize, threads, launches, json,
         };
         command.SetAction(async (parse, cancellation) =>
         {
             var (prompt, decode) = (parse.GetValue(promptTokens), parse.GetValue(newTokens));
             if (prompt < 1) throw new UsageException($"--prompt-tokens must be at least 1, got {prompt}");
             if (decode < 0) throw new UsageException($"--new-tokens must be at least 0, got {decode}");
+            var rows = parse.GetValue(batchSize);
+            if (rows is < 1 or > Gpt2CausalLM.MaxSequences) throw new UsageException($"--batch must be from 1 to {Gpt2CausalLM.MaxSequences}, got {rows}");
             var threadCount = parse.GetValue(threads);
             if (threadCount is < 1) throw new UsageException($"--threads must be at least 1, got {threadCount}");
             var launchCount = parse.GetValue(launches);
@@ -60,15 +67,15 @@ internal static class BenchCommand
                 throw new UsageException($"--prompt-tokens {prompt} + --new-tokens {decode} exceed the context length of {config.ContextLength}");
 
             var random = new Random(1234);
-            var ids = Enumerable.Range(0, prompt).Select(_ => random.Next(config.VocabSize)).ToArray();
-            var batch = TokenBatch.FromIds(ids);
+            var ids = Enumerable.Range(0, rows * prompt).Select(_ => random.Next(config.VocabSize)).ToArray();
+            var batch = new TokenBatch(ids, rows, prompt);
 
             // Full forward, logits at every position, into one tensor kept across the passes (as a caller running many
-            // passes would keep it), so that the passes time the model rather than fresh memory for 4·T·V bytes.
-            var logits = FloatTensor.Zeros(1, prompt, config.VocabSize);
+            // passes would keep it), so that the passes time the model rather than fresh memory for 4·B·T·V bytes.
+            var logits = FloatTensor.Zeros(rows, prompt, config.VocabSize);
             var forward = Median(() => lm.ForwardInto(batch, logits), cancellation);
-            // Prefill: the prompt into a cache, logits at the last position only.
-            using var cache = lm.CreateCache(1, (int)positions);
+            // Prefill: the prompts into a cache, logits at the last position only.
+            using var cache = lm.CreateCache(rows, (int)positions);
             var prefill = Median(() =>
             {
                 cache.Reset();
@@ -92,8 +99,8 @@ internal static class BenchCommand
             process.Refresh();
             var result = new BenchResult(
                 lm.Source, lm.Backend.Name, lm.Backend.Description, (lm.Backend as CpuBackend)?.Threads ?? 1,
-                (lm.Backend as CpuBackend)?.Width.ToString(), WeightFormats(read), prompt, decode, config.ParameterCount,
-                loadMs, prompt / forward.TotalSeconds, prompt / prefill.TotalSeconds, decodeRate,
+                (lm.Backend as CpuBackend)?.Width.ToString(), WeightFormats(read), rows, prompt, decode, config.ParameterCount,
+                loadMs, rows * prompt / forward.TotalSeconds, rows * prompt / prefill.TotalSeconds, decodeRate,
                 bytesPerToken, bandwidth, process.PeakWorkingSet64 / (1024.0 * 1024.0), launchMicroseconds);
             if (parse.GetValue(json)) context.Out.WriteLine(result.ToJson());
             else result.Print(context.Out);
@@ -113,7 +120,7 @@ internal static class BenchCommand
     private const int DecodeStretches = 4;
 
     /// <summary>
-    /// Tokens per second decoding one token at a time through the cache after the prompt; and, when
+    /// Tokens per second (every row's) decoding one token a row at a time through the cache after the prompts; and, when
     /// <paramref name="measureBandwidth"/> is given, the mean of the read rates measured before each of
     /// <see cref="DecodeStretches"/> stretches of the decoding, so both sample the same minutes. The same tokens
     /// are decoded once untimed first, so that what is timed runs code the JIT has already optimized: a step
@@ -136,23 +143,26 @@ internal static class BenchCommand
             elapsed += clock.Elapsed;
             done += count;
         }
-        return (tokens / elapsed.TotalSeconds, rates.Count > 0 ? rates.Average() : null);
+        return ((double)prompt.BatchSize * tokens / elapsed.TotalSeconds, rates.Count > 0 ? rates.Average() : null);
 
-        int Prefill()
+        int[] Prefill()
         {
             cache.Reset();
-            return Math.Max(0, lm.Next(prompt, cache, greedy: true).Picks![0]);
+            return Picked(lm.Next(prompt, cache, greedy: true));
         }
 
-        int Steps(int next, int count)
+        int[] Steps(int[] next, int count)
         {
             for (var i = 0; i < count; i++)
             {
                 cancellation.ThrowIfCancellationRequested();
-                next = Math.Max(0, lm.Next(TokenBatch.FromIds([next]), cache, greedy: true).Picks![0]);
+                next = Picked(lm.Next(new TokenBatch(next, next.Length, 1), cache, greedy: true));
             }
             return next;
         }
+
+        // A row whose logits were not finite picks -1: it goes on from token 0.
+        static int[] Picked(NextTokens step) => [.. step.Picks!.Select(id => Math.Max(0, id))];
     }
 
     /// <summary>Runs <paramref name="stage"/> once to warm up, then until <see cref="StageTime"/> has passed (at least three times); the median.</summary>
@@ -176,12 +186,15 @@ internal static class BenchCommand
 /// <summary>One bench run's numbers.</summary>
 internal sealed record BenchResult(
     string Model, string Backend, string BackendDescription, int Threads, string? VectorWidth, string WeightFormat,
-    int PromptTokens, int NewTokens, long Parameters,
+    int Batch, int PromptTokens, int NewTokens, long Parameters,
     double LoadMs, double ForwardTokensPerSecond, double PrefillTokensPerSecond, double? DecodeTokensPerSecond,
     long WeightBytesPerToken, double? ReadBytesPerSecond, double PeakRssMb, double? LaunchOverheadMicroseconds)
 {
-    /// <summary>Decoding's bound on this machine: the read rate over the bytes a step reads.</summary>
-    public double? DecodeBound => ReadBytesPerSecond / WeightBytesPerToken;
+    /// <summary>
+    /// Decoding's bound on this machine: the read rate over the bytes a step reads, times the rows a step decodes (a step
+    /// reads every weight once for all its rows; with many rows the multiply-adds bind first).
+    /// </summary>
+    public double? DecodeBound => Batch * ReadBytesPerSecond / WeightBytesPerToken;
 
     /// <summary>Measured decoding as a fraction of <see cref="DecodeBound"/>.</summary>
     public double? DecodeFractionOfBound => DecodeTokensPerSecond / DecodeBound;
@@ -196,6 +209,7 @@ internal sealed record BenchResult(
             ["threads"] = Threads,
             ["vector_width"] = VectorWidth,
             ["weights"] = WeightFormat,
+            ["batch"] = Batch,
             ["prompt_tokens"] = PromptTokens,
             ["new_tokens"] = NewTokens,
             ["parameters"] = Parameters,
@@ -220,10 +234,12 @@ internal sealed record BenchResult(
         o.WriteLine($"backend    {Backend}: {BackendDescription}");
         o.WriteLine(string.Create(n, $"weights    {WeightFormat}, {WeightBytesPerToken / 1e6:F1} MB read per decoded token"));
         o.WriteLine(string.Create(n, $"load       {LoadMs:F0} ms"));
-        o.WriteLine(string.Create(n, $"forward    {ForwardTokensPerSecond,10:F1} tokens/s  (T = {PromptTokens}, logits at every position)"));
-        o.WriteLine(string.Create(n, $"prefill    {PrefillTokensPerSecond,10:F1} tokens/s  (T = {PromptTokens}, logits at the last position)"));
+        var rows = Batch == 1 ? "" : string.Create(n, $"B = {Batch}, ");
+        var each = Batch == 1 ? "" : " each";
+        o.WriteLine(string.Create(n, $"forward    {ForwardTokensPerSecond,10:F1} tokens/s  ({rows}T = {PromptTokens}, logits at every position)"));
+        o.WriteLine(string.Create(n, $"prefill    {PrefillTokensPerSecond,10:F1} tokens/s  ({rows}T = {PromptTokens}, logits at the last position)"));
         if (DecodeTokensPerSecond is { } decode)
-            o.WriteLine(string.Create(n, $"decode     {decode,10:F1} tokens/s  ({NewTokens} tokens after {PromptTokens}, KV cache)"));
+            o.WriteLine(string.Create(n, $"decode     {decode,10:F1} tokens/s  ({rows}{NewTokens} tokens{each} after {PromptTokens}, KV cache)"));
         if (ReadBytesPerSecond is { } read)
         {
             o.WriteLine(string.Create(n, $"memory     {read / 1e9,10:F1} GB/s read (measured over the weights): decoding bound {DecodeBound:F1} tokens/s"));

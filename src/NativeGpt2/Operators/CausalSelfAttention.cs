@@ -31,7 +31,11 @@ internal static class CausalSelfAttention
         int B, int Tq, int past, int Tmax, int NH, int HS)
     {
         var C = NH * HS;
-        Parallelism.For(B * NH, 2L * Tq * HS, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
+        // A decoding step writes one position: each key channel lands on a cache line of its own (the keys are transposed),
+        // one miss each. Counted as the work it is (a miss costs about as long as a few hundred multiply-adds), the lines of
+        // a batch's rows are written side by side by the cores rather than one after another by one.
+        var work = 2L * Tq * HS + (long)HS * Math.Max(0, KeyBlock - Tq) * 16;
+        Parallelism.For(B * NH, work, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
         {
             var k = keys.Span;
             var v = values.Span;

@@ -18,7 +18,8 @@ namespace NativeGpt2.Operators;
 /// 16 or 8 bits in the registers), broadcasts six inputs and issues twelve fused multiply-adds. Work items
 /// are (panel, block of rows): a panel of 32 columns × IC rows streams through the cache once per block.
 /// Rows that six does not divide end a block in tiles of four or five (8 = 4 + 4, 9 = 5 + 4: eight sums or more in
-/// flight); a batch of two or three rows runs the 6-row tile on a copy padded with zero rows, made once per call; a lone row its
+/// flight), except that with Vector512 seven or eight rows left are one tile (a batch of eight sequences decoding
+/// together reads each panel once: 16 sums in 32 registers); a batch of two or three rows runs the 6-row tile on a copy padded with zero rows, made once per call; a lone row its
 /// own loop (with Vector256, the panel's 32 columns in four registers, one pass; Vector128, two), asking for the panel 8 KB ahead, in
 /// every format; so do up to five rows of 16-bit weights. A decoding step (one row) of 16-bit weights with Vector512
 /// reads four panels side by side instead, eight sums in flight, and asks for the rows 2 KB ahead in each
@@ -30,6 +31,9 @@ namespace NativeGpt2.Operators;
 internal static class MatMul
 {
     private const int TileRows = RowTiles.Most;
+
+    // The most rows a 512-bit tile sums: a batch of seven or eight rows (sequences decoding together) in one pass.
+    private const int WideTileRows = 8;
 
     // Panels a decoding step reads side by side.
     private const int PanelsSideBySide = 4;
@@ -236,7 +240,7 @@ internal static class MatMul
         }
         // The last panel of a matrix whose OC is not a multiple of 32 is computed into a scratch tile
         // (the panel is zero-padded) and its valid columns copied out.
-        Span<float> scratch = stackalloc float[TileRows * 2 * 16];
+        Span<float> scratch = stackalloc float[WideTileRows * 2 * 16];
         Span<float> padded = stackalloc float[2 * 16];
         // A block of two or three rows (two or three sequences decoding together) runs the 6-row tile on a copy padded with
         // zero rows (made once per call): one pass over the panel instead of one per row, each row summed as ever.
@@ -261,7 +265,7 @@ internal static class MatMul
             }
             for (int r = r0, rows; r < r1; r += rows)
             {
-                rows = RowTiles.Next(r1 - r);
+                rows = RowTiles.Next(r1 - r, wide: typeof(V) == typeof(Simd512));
                 var target = output.Slice(r * OC + col0 + c);
                 // Where the tile writes: the output itself, or the scratch tile (2·V.Count columns a row) for a partial
                 // last panel or the padded rows of a block of two or three.
@@ -279,6 +283,8 @@ internal static class MatMul
                 ref var xr = ref Unsafe.Add(ref x, (nint)r * IC);
                 switch (rows)
                 {
+                    case 8: Tile<V, P, EightRows>(panels, view, c, ref xr, IC, ref o, stride, b0, b1, residual, first, hint); break;
+                    case 7: Tile<V, P, SevenRows>(panels, view, c, ref xr, IC, ref o, stride, b0, b1, residual, first, hint); break;
                     case 6: Tile<V, P, SixRows>(panels, view, c, ref xr, IC, ref o, stride, b0, b1, residual, first, hint); break;
                     case 5: Tile<V, P, FiveRows>(panels, view, c, ref xr, IC, ref o, stride, b0, b1, residual, first, hint); break;
                     case 4: Tile<V, P, FourRows>(panels, view, c, ref xr, IC, ref o, stride, b0, b1, residual, first, hint); break;
@@ -302,8 +308,9 @@ internal static class MatMul
     // The tiles make no calls: values live across a call would be spilled to the stack in the inner loop.
 
     /// <summary>
-    /// <typeparamref name="R"/> rows (4 to 6) × 2 registers of columns: eight to twelve sums in flight, each output summed
-    /// from the bias over the input channels in order, whatever the rows.
+    /// <typeparamref name="R"/> rows (4 to 6; 7 or 8 with Vector512, whose 32 registers hold their 16 sums) × 2 registers of
+    /// columns: eight to sixteen sums in flight, each output summed from the bias over the input channels in order,
+    /// whatever the rows.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Tile<V, P, R>(P panels, int p, int c, ref float x, int IC, ref float o, int stride, V b0, V b1, bool residual, int ahead, Hint hint)
@@ -318,7 +325,10 @@ internal static class MatMul
         // Rows a smaller tile does not have are never addressed: their references stay on its last row.
         ref var x4 = ref R.Count > 4 ? ref Unsafe.Add(ref x3, IC) : ref x3;
         ref var x5 = ref R.Count > 5 ? ref Unsafe.Add(ref x4, IC) : ref x4;
+        ref var x6 = ref R.Count > 6 ? ref Unsafe.Add(ref x5, IC) : ref x5;
+        ref var x7 = ref R.Count > 7 ? ref Unsafe.Add(ref x6, IC) : ref x6;
         V a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1, a30 = b0, a31 = b1, a40 = b0, a41 = b1, a50 = b0, a51 = b1;
+        V a60 = b0, a61 = b1, a70 = b0, a71 = b1;
         var first = panels.Block(p, 0);
         nint step = panels.BlockBytes, soon = ahead * step, offset = 0;
         ref var at = ref panels.At(first, c);
@@ -350,6 +360,16 @@ internal static class MatMul
                 v = V.Broadcast(Unsafe.Add(ref x5, k));
                 a50 = V.Fma(v, w0, a50); a51 = V.Fma(v, w1, a51);
             }
+            if (R.Count > 6)
+            {
+                v = V.Broadcast(Unsafe.Add(ref x6, k));
+                a60 = V.Fma(v, w0, a60); a61 = V.Fma(v, w1, a61);
+            }
+            if (R.Count > 7)
+            {
+                v = V.Broadcast(Unsafe.Add(ref x7, k));
+                a70 = V.Fma(v, w0, a70); a71 = V.Fma(v, w1, a71);
+            }
         }
         Store(ref o, a00, a01, residual);
         Store(ref Unsafe.Add(ref o, stride), a10, a11, residual);
@@ -357,6 +377,8 @@ internal static class MatMul
         Store(ref Unsafe.Add(ref o, 3 * stride), a30, a31, residual);
         if (R.Count > 4) Store(ref Unsafe.Add(ref o, 4 * stride), a40, a41, residual);
         if (R.Count > 5) Store(ref Unsafe.Add(ref o, 5 * stride), a50, a51, residual);
+        if (R.Count > 6) Store(ref Unsafe.Add(ref o, 6 * stride), a60, a61, residual);
+        if (R.Count > 7) Store(ref Unsafe.Add(ref o, 7 * stride), a70, a71, residual);
     }
 
     /// <summary>One row: decoding, and a lone row a 6-row tile leaves over. Each output is summed exactly as in <see cref="Tile{V, P, R}"/>.</summary>

@@ -1,8 +1,8 @@
 namespace NativeGpt2.Operators;
 
 /// <summary>
-/// How many rows a register tile sums: six, or five or four at the end of a block of rows that six does not divide (the
-/// head's lane tile: twelve, or eight or four). The count is a type, so that each size compiles to its own loop without
+/// How many rows a register tile sums: six, or five or four at the end of a block of rows that six does not divide, or
+/// seven or eight for a batch of that many rows where the registers allow (the head's lane tile: twelve, or eight or four). The count is a type, so that each size compiles to its own loop without
 /// the rows it does not have.
 /// </summary>
 internal interface ITileRows
@@ -18,6 +18,11 @@ internal struct TwelveRows : ITileRows
 internal struct EightRows : ITileRows
 {
     public static int Count => 8;
+}
+
+internal struct SevenRows : ITileRows
+{
+    public static int Count => 7;
 }
 
 internal struct SixRows : ITileRows
@@ -52,4 +57,11 @@ internal static class RowTiles
         >= Most => Most,
         _ => remaining,
     };
+
+    /// <summary>
+    /// <see cref="Next(int)"/>, except that seven or eight rows left are one tile where a tile of that many fits the
+    /// registers (<paramref name="wide"/>: 32 vector registers, two a row, as with AVX-512): one pass over the weights
+    /// where 8 = 4 + 4 takes two, and 7 = 6 + 1 two. A decoding batch of eight sequences is eight rows.
+    /// </summary>
+    public static int Next(int remaining, bool wide) => wide && remaining is 7 or 8 ? remaining : Next(remaining);
 }
