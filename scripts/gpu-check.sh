@@ -44,6 +44,10 @@ for model in gpt2 gpt2-medium gpt2-xl; do
   timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 1024 --new-tokens 0 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || true
   timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 128 --new-tokens 256 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || failures=$((failures + 1))
 done
+# Eight sequences decoding side by side (what the server's shared batch runs): every row's tokens counted.
+for model in gpt2 gpt2-xl; do
+  timeout 150 $N bench --backend cuda --model synthetic:$model --batch 8 --prompt-tokens 128 --new-tokens 128 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || failures=$((failures + 1))
+done
 
 # 3. Where the time goes, 124M decoding and prefill: each kernel's device time (CUDA events, no launch waited for),
 #    then decoding once more with every launch waited for (what launching costs on top).

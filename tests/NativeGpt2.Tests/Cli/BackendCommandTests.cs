@@ -122,6 +122,7 @@ public class BackendCommandTests
         var root = json.RootElement;
         Assert.Equal("cpu", root.GetProperty("backend").GetString());
         Assert.Equal(1, root.GetProperty("threads").GetInt32());
+        Assert.Equal(1, root.GetProperty("batch").GetInt32());
         foreach (var key in new[] { "forward_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s", "load_ms", "peak_rss_mb", "read_bandwidth_gb_s", "decode_bound_tokens_per_s", "decode_fraction_of_bound" })
             Assert.True(root.GetProperty(key).GetDouble() > 0, key);
         Assert.Equal(CpuVectors.Default.ToString(), root.GetProperty("vector_width").GetString());
@@ -168,11 +169,33 @@ public class BackendCommandTests
     [Theory]
     [InlineData("--prompt-tokens", "0", "--prompt-tokens must be at least 1")]
     [InlineData("--new-tokens", "200", "exceed the context length of 128")]
+    [InlineData("--batch", "0", "--batch must be from 1 to 64, got 0")]
+    [InlineData("--batch", "65", "--batch must be from 1 to 64, got 65")]
     public void Bench_rejects_sizes_it_cannot_run(string option, string value, string message)
     {
         var result = CliRunner.Run("bench", "--model", Paths.Model("tiny"), "--backend", "cpu", option, value);
         Assert.Equal(CliApp.UsageError, result.ExitCode);
         Assert.Contains(message, result.Error);
+    }
+
+    /// <summary>
+    /// <c>--batch N</c> runs N sequences side by side: the rates count every row's tokens, and the decoding bound is N
+    /// times one row's (a step reads every weight once for all its rows).
+    /// </summary>
+    [Fact]
+    public void Bench_runs_a_batch_and_counts_every_row()
+    {
+        var result = CliRunner.Run("bench", "--model", Paths.Model("tiny"), "--backend", "cpu", "--batch", "3", "--prompt-tokens", "100", "--new-tokens", "28", "--json");
+        Assert.True(result.ExitCode == 0, result.Error);
+        var root = JsonDocument.Parse(result.Out).RootElement;
+        Assert.Equal(3, root.GetProperty("batch").GetInt32());
+        var bound = 3 * root.GetProperty("read_bandwidth_gb_s").GetDouble() * 1e9 / root.GetProperty("weight_bytes_per_token").GetDouble();
+        Assert.Equal(bound, root.GetProperty("decode_bound_tokens_per_s").GetDouble(), bound * 0.01);
+        foreach (var key in new[] { "forward_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s" })
+            Assert.True(root.GetProperty(key).GetDouble() > 0, key);
+        var table = CliRunner.Run("bench", "--model", Paths.Model("tiny"), "--backend", "cpu", "--batch", "2", "--prompt-tokens", "8", "--new-tokens", "4");
+        Assert.Contains("(B = 2, T = 8, logits at every position)", table.Out);
+        Assert.Contains("(B = 2, 4 tokens each after 8, KV cache)", table.Out);
     }
 
     [Fact]
