@@ -379,6 +379,59 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
         }
     }
 
+    /// <summary>
+    /// Long prompts that join while another request decodes run in parts (here 8 positions a step); every reply is still
+    /// what the library gives its prompt and seed alone.
+    /// </summary>
+    [Fact]
+    public async Task Long_prompts_joining_a_busy_batch_run_in_parts_and_each_reply_is_its_own()
+    {
+        await using var app = await ServerFixture.StartAsync(prefillChunkTokens: 8);
+        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"));
+        (string Prompt, int Seed, int Tokens)[] requests = [("R", 1, 200), (text[..150], 2, 40), (text[500..690], 3, 30), (text[1000..1100], 4, 50)];
+        async Task<JsonElement> Post((string Prompt, int Seed, int Tokens) r)
+        {
+            var json = JsonSerializer.Serialize(new { prompt = r.Prompt, max_tokens = r.Tokens, seed = r.Seed, temperature = 0.9 });
+            using var response = await http.PostAsync("/v1/completions", new StringContent(json, Encoding.UTF8, "application/json"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            return JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone();
+        }
+        // The first streams 200 tokens; the long prompts are sent once its first token has come, so they join while it decodes.
+        using var streamed = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = new StringContent(JsonSerializer.Serialize(new { prompt = requests[0].Prompt, max_tokens = requests[0].Tokens, seed = requests[0].Seed, temperature = 0.9, stream = true }),
+                Encoding.UTF8, "application/json"),
+        };
+        using var response = await http.SendAsync(streamed, HttpCompletionOption.ResponseHeadersRead);
+        using var events = new StreamReader(await response.Content.ReadAsStreamAsync());
+        var pieces = new StringBuilder();
+        async Task<bool> ReadChunk()
+        {
+            while (await events.ReadLineAsync() is { } line)
+            {
+                if (line == "data: [DONE]") return false;
+                if (line.StartsWith("data: ", StringComparison.Ordinal))
+                {
+                    pieces.Append(JsonDocument.Parse(line["data: ".Length..]).RootElement.GetProperty("choices")[0].GetProperty("text").GetString());
+                    return true;
+                }
+            }
+            return false;
+        }
+        Assert.True(await ReadChunk());
+        var joined = requests.Skip(1).Select(Post).ToArray();
+        while (await ReadChunk()) { }
+        var texts = new List<string?> { pieces.ToString() };
+        foreach (var reply in await Task.WhenAll(joined)) texts.Add(reply.GetProperty("choices")[0].GetProperty("text").GetString());
+        for (var i = 0; i < requests.Length; i++)
+        {
+            var (prompt, seed, tokens) = requests[i];
+            var expected = Shakespeare.Generate(prompt, new GenerationOptions { MaxNewTokens = tokens, Seed = seed, Temperature = 0.9f });
+            Assert.Equal(expected.Text, texts[i]);
+        }
+    }
+
     [Fact]
     public async Task Streamed_chat_choices_each_start_with_the_role_and_end_with_their_finish()
     {

@@ -18,9 +18,10 @@ public sealed class ServerFixture : IAsyncLifetime
 
     /// <summary>
     /// Starts a server over a bundled model (shakespeare-char unless <paramref name="model"/> names another); <paramref name="server"/>
-    /// sets its limits, <paramref name="batchSize"/> the shared batch's rows.
+    /// sets its limits, <paramref name="batchSize"/> the shared batch's rows, <paramref name="prefillChunkTokens"/> its prompt parts.
     /// </summary>
-    public static async Task<WebApplication> StartAsync(Action<NativeGpt2ServerOptions>? server = null, string model = ModelId, int? batchSize = null)
+    public static async Task<WebApplication> StartAsync(Action<NativeGpt2ServerOptions>? server = null, string model = ModelId, int? batchSize = null,
+        int? prefillChunkTokens = null)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls("http://127.0.0.1:0");
@@ -29,6 +30,7 @@ public sealed class ServerFixture : IAsyncLifetime
         {
             o.ModelId = model;
             if (batchSize is { } rows) o.MaxBatchSize = rows;
+            if (prefillChunkTokens is { } tokens) o.PrefillChunkTokens = tokens;
         }, server);
         var app = builder.Build();
         app.MapNativeGpt2OpenAI();
