@@ -307,6 +307,7 @@ public sealed class GenerationBatcher : IDisposable
     private void Run()
     {
         List<Sequence> live = [];
+        // The batch's cache: a view over one of the kept sets of buffers below, owning no memory of its own.
         KvCache? cache = null;
         // Prompts that arrived together and are running, a part a step, while the live rows decode.
         PromptGroup? group = null;
@@ -319,7 +320,6 @@ public sealed class GenerationBatcher : IDisposable
         {
             if (live.Count == 0 && group is null)
             {
-                cache?.Dispose();
                 cache = null;
                 // Idle: wait for a sequence, or for the end. After a while the buffers go back, to be made again for the next
                 // sequences (made afresh, they cost a page fault a page).
@@ -393,12 +393,10 @@ public sealed class GenerationBatcher : IDisposable
                 // The model failed (disposed, or out of memory): every row in the batch, and every prompt running, fails with it.
                 foreach (var sequence in live.Concat(arrived).Concat(joining).Concat(group?.Members ?? []).Distinct().Where(s => !s.Ended)) End(sequence, e);
                 live.Clear();
-                cache?.Dispose();
                 cache = null;
                 group = null;
             }
         }
-        cache?.Dispose();
         foreach (var sequence in live.Concat(group?.Members ?? []).Where(s => !s.Ended)) End(sequence, new ObjectDisposedException(nameof(GenerationBatcher)));
         while (_arrivals.Reader.TryRead(out var waiting)) End(waiting, new ObjectDisposedException(nameof(GenerationBatcher)));
     }

@@ -132,7 +132,7 @@ public class GenerateScoreTokenizeTests
     {
         using var temp = new TempDirectory();
         var file = temp.File("text.txt");
-        File.WriteAllText(file, File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"))[..700]);
+        File.WriteAllText(file, Paths.ShakespeareValidationText[..700]);
         var expected = Models.Get("shakespeare-char").Score(File.ReadAllText(file), new ScoreOptions { Stride = 128 });
 
         var json = CliRunner.Run("score", "--model", Paths.Model("shakespeare-char"), "--file", file, "--stride", "128", "--json");
@@ -182,7 +182,7 @@ public class GenerateScoreTokenizeTests
     [Fact]
     public void Score_reads_standard_input_for_a_file_named_dash()
     {
-        var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"))[..500];
+        var text = Paths.ShakespeareValidationText[..500];
         var expected = Models.Get("shakespeare-char").Score(text, new ScoreOptions { Stride = 128 });
         var result = CliRunner.RunWithInput(text, "score", "--model", Paths.Model("shakespeare-char"), "--file", "-", "--stride", "128", "--json");
         Assert.Equal(CliApp.Success, result.ExitCode);

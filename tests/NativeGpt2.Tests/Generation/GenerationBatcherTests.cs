@@ -82,7 +82,7 @@ public class GenerationBatcherTests
         var random = new Random(seed);
         var model = Shakespeare;
         var context = model.Config.ContextLength;
-        var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"));
+        var text = Paths.ShakespeareValidationText;
         var chunk = random.Next(3) == 0 ? GenerationBatcher.DefaultPrefillChunkTokens : random.Next(1, 64);
         using var batcher = new GenerationBatcher(model, maxBatchSize: random.Next(1, 9), prefillChunkTokens: chunk);
         var requests = Enumerable.Range(0, 7).Select(_ =>
@@ -129,7 +129,7 @@ public class GenerationBatcherTests
     public async Task A_long_prompt_runs_in_parts_between_the_decoding_steps_and_whole_when_nothing_decodes()
     {
         var model = Shakespeare;
-        var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"));
+        var text = Paths.ShakespeareValidationText;
         int[] first = model.Tokenizer!.Encode(text[..40]), second = model.Tokenizer.Encode(text[1000..1100]);
         var (firstOptions, secondOptions) = (new GenerationOptions { MaxNewTokens = 150, Seed = 7 }, new GenerationOptions { MaxNewTokens = 20, Seed = 8 });
         const int chunk = 16;
@@ -164,7 +164,7 @@ public class GenerationBatcherTests
     public async Task A_sequence_cancelled_while_its_prompt_runs_leaves_and_the_others_go_on()
     {
         var model = Shakespeare;
-        var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"));
+        var text = Paths.ShakespeareValidationText;
         var options = new GenerationOptions { MaxNewTokens = 120, Seed = 5 };
         using var batcher = new GenerationBatcher(model, prefillChunkTokens: 8);
         using var cancel = new CancellationTokenSource();

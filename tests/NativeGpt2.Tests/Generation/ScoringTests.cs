@@ -50,7 +50,7 @@ public class ScoringTests
     [InlineData(WeightFormat.Q8)]
     public void Narrower_weights_cost_almost_no_perplexity(WeightFormat format)
     {
-        var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"));
+        var text = Paths.ShakespeareValidationText;
         var full = Models.Get("shakespeare-char", TestBackends.Cpu, WeightFormat.F32).Score(text);
         var narrow = Models.Get("shakespeare-char", TestBackends.Cpu, format).Score(text);
         Assert.Equal(full.TokenCount, narrow.TokenCount);
@@ -62,7 +62,7 @@ public class ScoringTests
     [Fact]
     public void Text_is_scored_through_the_tokenizer()
     {
-        var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"))[..300];
+        var text = Paths.ShakespeareValidationText[..300];
         var result = Shakespeare.Score(text);
         Assert.Equal(299, result.TokenCount);
         Assert.Equal(Math.Exp(result.MeanNll), result.Perplexity, 1e-9);
@@ -73,7 +73,7 @@ public class ScoringTests
     [Fact]
     public void Sliding_window_scores_every_token_once_and_agrees_with_a_full_window_where_they_overlap()
     {
-        var ids = Shakespeare.Tokenizer!.Encode(File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"))[..600]);
+        var ids = Shakespeare.Tokenizer!.Encode(Paths.ShakespeareValidationText[..600]);
         var strided = Shakespeare.ScoreIds(ids, new ScoreOptions { Context = 256, Stride = 128 });
         var disjoint = Shakespeare.ScoreIds(ids, new ScoreOptions { Context = 256 });
         Assert.Equal(ids.Length - 1, strided.TokenCount);
@@ -90,7 +90,7 @@ public class ScoringTests
     {
         TestBackends.SkipIfUnavailable(backend);
         var model = Models.Get("shakespeare-char", backend);
-        var ids = model.Tokenizer!.Encode(File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"))[..60]);
+        var ids = model.Tokenizer!.Encode(Paths.ShakespeareValidationText[..60]);
         // Windows of 48 advancing by 32, so that the list is filled across windows as the values are.
         var windows = new ScoreOptions { Context = 48, Stride = 32 };
         var plain = model.ScoreIds(ids, windows);

@@ -388,7 +388,7 @@ public class OpenAIEndpointTests(ServerFixture server) : IClassFixture<ServerFix
     {
         await using var app = await ServerFixture.StartAsync(prefillChunkTokens: 8);
         using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
-        var text = File.ReadAllText(Path.Combine(Paths.ReferenceData, "data", "tinyshakespeare-val.txt"));
+        var text = Paths.ShakespeareValidationText;
         (string Prompt, int Seed, int Tokens)[] requests = [("R", 1, 200), (text[..150], 2, 40), (text[500..690], 3, 30), (text[1000..1100], 4, 50)];
         async Task<JsonElement> Post((string Prompt, int Seed, int Tokens) r)
         {

@@ -22,6 +22,9 @@ public static class Paths
     /// <summary>A checkpoint directory under reference-data/models.</summary>
     public static string Model(string name) => Path.Combine(ReferenceData, "models", name);
 
+    /// <summary>The text of reference-data/data/tinyshakespeare-val.txt: the bundled model's held-out text.</summary>
+    public static string ShakespeareValidationText => File.ReadAllText(Path.Combine(ReferenceData, "data", "tinyshakespeare-val.txt"));
+
     /// <summary>A file under reference-data/refs.</summary>
     public static string Ref(string file) => Path.Combine(ReferenceData, "refs", file);
 }
