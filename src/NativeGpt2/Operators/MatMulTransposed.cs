@@ -13,8 +13,8 @@ namespace NativeGpt2.Operators;
 /// <remarks>
 /// Shapes: out (N, OC), input (N, IC), weight (OC, IC) row-major. Each output is the dot product of an
 /// input row and a weight row, both contiguous: a register tile of 3 input rows × 4 weight rows keeps
-/// twelve accumulators, each summing IC / width lanes, then its lanes in a fixed order, then the IC % width
-/// tail. Every output is computed that way whatever tile computes it, so a row's logits do not depend on
+/// twelve accumulators (6 × 4, or 7 or 8 rows × 2, with Vector512's 32 registers), each summing IC / width
+/// lanes, then its lanes in a fixed order, then the IC % width tail. Every output is computed that way whatever tile computes it, so a row's logits do not depend on
 /// the batch.
 /// </remarks>
 internal static partial class MatMulTransposed
@@ -119,8 +119,16 @@ internal static partial class MatMulTransposed
         // Six rows a tile where 32 registers hold 24 accumulators (Vector512); three rows otherwise.
         if (V.Count == 16)
         {
-            for (; n + 2 * TileRows <= N; n += 2 * TileRows)
+            for (; n + 2 * TileRows <= N && N - n is not (7 or 8); n += 2 * TileRows)
                 Rows<V, R>(rows, ref x, ref o, n, 2 * TileRows, IC, OC, from, to);
+            if (N - n is 7 or 8)
+            {
+                // Seven or eight rows (a batch of that many sequences decoding): one pass of a tile two weight rows wide,
+                // where 6 + 2 or 6 + 1 read the panel twice.
+                if (N - n == 8) TwoWide<V, R, EightRows>(rows, ref x, ref o, n, IC, OC, from, to);
+                else TwoWide<V, R, SevenRows>(rows, ref x, ref o, n, IC, OC, from, to);
+                return;
+            }
         }
         if (V.Count == 16 && N - n == 4)
         {
@@ -176,6 +184,84 @@ internal static partial class MatMulTransposed
             for (var r = 0; r < count; r++)
                 Unsafe.Add(ref on, (nint)r * OC + k) = Dot<V, R>(rows, ref Unsafe.Add(ref xn, (nint)r * IC), IC, k);
         }
+    }
+
+    /// <summary>Input rows [n, n + T.Count) against weight rows [from, to), two weight rows a tile (Vector512 only).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TwoWide<V, R, T>(R rows, ref float x, ref float o, int n, int IC, int OC, int from, int to)
+        where V : struct, ISimd<V> where R : struct, IRowView where T : struct, ITileRows
+    {
+        ref var xn = ref Unsafe.Add(ref x, (nint)n * IC);
+        ref var on = ref Unsafe.Add(ref o, (nint)n * OC);
+        var k = from;
+        for (; k + 2 <= to; k += 2)
+        {
+            ref var ok = ref Unsafe.Add(ref on, k);
+            var ahead = rows.Start(k + 2);
+            if (n == 0) Tile8x2<V, R, T, AskAhead>(rows, ref xn, IC, k, ref ok, OC, ahead);
+            else Tile8x2<V, R, T, InCache>(rows, ref xn, IC, k, ref ok, OC, ahead);
+        }
+        for (; k < to; k++)
+        {
+            for (var r = 0; r < T.Count; r++)
+                Unsafe.Add(ref on, (nint)r * OC + k) = Dot<V, R>(rows, ref Unsafe.Add(ref xn, (nint)r * IC), IC, k);
+        }
+    }
+
+    /// <summary>
+    /// 7 or 8 input rows × weight rows [k, k + 2): sixteen dot products in flight, the two weight vectors and the
+    /// input vector of the row being summed in three more of the 32 registers (Vector512 only).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile8x2<V, R, T, A>(R rows, ref float x0, int IC, int k, ref float o, int OC, nint ahead)
+        where V : struct, ISimd<V> where R : struct, IRowView where T : struct, ITileRows where A : struct, IReadAhead
+    {
+        nint r0 = rows.Start(k), r1 = rows.Start(k + 1);
+        ref var x1 = ref Unsafe.Add(ref x0, IC);
+        ref var x2 = ref Unsafe.Add(ref x1, IC);
+        ref var x3 = ref Unsafe.Add(ref x2, IC);
+        ref var x4 = ref Unsafe.Add(ref x3, IC);
+        ref var x5 = ref Unsafe.Add(ref x4, IC);
+        ref var x6 = ref Unsafe.Add(ref x5, IC);
+        // The eighth row's reference when there are seven: never read.
+        ref var x7 = ref T.Count == 8 ? ref Unsafe.Add(ref x6, IC) : ref x6;
+        V a00 = V.Zero, a01 = V.Zero, a10 = V.Zero, a11 = V.Zero, a20 = V.Zero, a21 = V.Zero, a30 = V.Zero, a31 = V.Zero;
+        V a40 = V.Zero, a41 = V.Zero, a50 = V.Zero, a51 = V.Zero, a60 = V.Zero, a61 = V.Zero, a70 = V.Zero, a71 = V.Zero;
+        var i = 0;
+        for (; i <= IC - V.Count; i += V.Count)
+        {
+            // Values [ahead, ahead + 2·IC): the next tile's rows, a slice per step. A hint: past the table's end is harmless.
+            if (A.Asks) rows.Prefetch(ahead + 2 * i, 2 * V.Count);
+            var w0 = rows.Load<V>(r0, i);
+            var w1 = rows.Load<V>(r1, i);
+            var v = V.Load(ref Unsafe.Add(ref x0, i));
+            a00 = V.Fma(v, w0, a00); a01 = V.Fma(v, w1, a01);
+            v = V.Load(ref Unsafe.Add(ref x1, i));
+            a10 = V.Fma(v, w0, a10); a11 = V.Fma(v, w1, a11);
+            v = V.Load(ref Unsafe.Add(ref x2, i));
+            a20 = V.Fma(v, w0, a20); a21 = V.Fma(v, w1, a21);
+            v = V.Load(ref Unsafe.Add(ref x3, i));
+            a30 = V.Fma(v, w0, a30); a31 = V.Fma(v, w1, a31);
+            v = V.Load(ref Unsafe.Add(ref x4, i));
+            a40 = V.Fma(v, w0, a40); a41 = V.Fma(v, w1, a41);
+            v = V.Load(ref Unsafe.Add(ref x5, i));
+            a50 = V.Fma(v, w0, a50); a51 = V.Fma(v, w1, a51);
+            v = V.Load(ref Unsafe.Add(ref x6, i));
+            a60 = V.Fma(v, w0, a60); a61 = V.Fma(v, w1, a61);
+            if (T.Count == 8)
+            {
+                v = V.Load(ref Unsafe.Add(ref x7, i));
+                a70 = V.Fma(v, w0, a70); a71 = V.Fma(v, w1, a71);
+            }
+        }
+        FinishTwo<V, R>(rows, ref o, ref x0, IC, r0, r1, i, a00, a01);
+        FinishTwo<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, r0, r1, i, a10, a11);
+        FinishTwo<V, R>(rows, ref Unsafe.Add(ref o, 2 * OC), ref x2, IC, r0, r1, i, a20, a21);
+        FinishTwo<V, R>(rows, ref Unsafe.Add(ref o, 3 * OC), ref x3, IC, r0, r1, i, a30, a31);
+        FinishTwo<V, R>(rows, ref Unsafe.Add(ref o, 4 * OC), ref x4, IC, r0, r1, i, a40, a41);
+        FinishTwo<V, R>(rows, ref Unsafe.Add(ref o, 5 * OC), ref x5, IC, r0, r1, i, a50, a51);
+        FinishTwo<V, R>(rows, ref Unsafe.Add(ref o, 6 * OC), ref x6, IC, r0, r1, i, a60, a61);
+        if (T.Count == 8) FinishTwo<V, R>(rows, ref Unsafe.Add(ref o, 7 * OC), ref x7, IC, r0, r1, i, a70, a71);
     }
 
     /// <summary>Input rows [0, count) from <paramref name="x0"/> × weight rows [k, k + 4), by the tile for that count.</summary>
@@ -400,6 +486,22 @@ internal static partial class MatMulTransposed
         Unsafe.Add(ref o, 1) = s1;
         Unsafe.Add(ref o, 2) = s2;
         Unsafe.Add(ref o, 3) = s3;
+    }
+
+    /// <summary><see cref="Finish"/> for a tile two weight rows wide.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FinishTwo<V, R>(R rows, ref float o, ref float x, int IC, nint r0, nint r1, int i, V a0, V a1)
+        where V : struct, ISimd<V> where R : struct, IRowView
+    {
+        float s0 = V.Sum(a0), s1 = V.Sum(a1);
+        for (; i < IC; i++)
+        {
+            var p = Unsafe.Add(ref x, i);
+            s0 = MathF.FusedMultiplyAdd(p, rows.Element(r0, i), s0);
+            s1 = MathF.FusedMultiplyAdd(p, rows.Element(r1, i), s1);
+        }
+        o = s0;
+        Unsafe.Add(ref o, 1) = s1;
     }
 
     /// <summary>One output, accumulated exactly as every tile accumulates each of its outputs.</summary>

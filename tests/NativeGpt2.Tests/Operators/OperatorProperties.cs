@@ -200,7 +200,8 @@ public class OperatorProperties
 
     [Property(MaxTest = 300)]
     public Property MatMulTransposed_equals_the_naive_triple_loop_at_every_width_and_format() =>
-        Prop.ForAll((from n in Size() from ic in Size() from oc in Size(150) from seed in Seed from width in Width from format in Format select (n, ic, oc, seed, width, format)).ToArbitrary(), c =>
+        // 7, 8, 13 and 14 rows end in the two-wide tile of seven or eight rows with Vector512; drawn more often than Size would.
+        Prop.ForAll((from n in Gen.OneOf(Size(), Gen.Elements(7, 8, 13, 14)) from ic in Size() from oc in Size(150) from seed in Seed from width in Width from format in Format select (n, ic, oc, seed, width, format)).ToArbitrary(), c =>
         {
             var (n, ic, oc, seed, width, format) = c;
             var random = new Random(seed);
