@@ -13,10 +13,13 @@ namespace NativeGpt2.Generation;
 /// gives it alone with its seed, whatever else shares the batch: rows never change each other's arithmetic.
 /// </summary>
 /// <remarks>
-/// One thread of its own runs the batch. Each step it takes in the sequences that arrived (at most
-/// <see cref="MaxBatchSize"/> rows; the rest wait, first come first served), runs their prompts together, picks a token for
+/// One thread of its own runs the batch. Each step it takes in a group of the sequences that arrived (at most
+/// <see cref="MaxBatchSize"/> rows; the rest wait), runs their prompts together, picks a token for
 /// every row on the host (each row with its own options and seed), and runs the rows that go on through the model as one
-/// batch of single tokens. Prompts longer than <see cref="PrefillChunkTokens"/> run a part of that many tokens a step, so
+/// batch of single tokens. Prompts that run together are padded to the longest, so a group is formed from prompts of
+/// similar length: the shortest waiting prompt leads and takes in the others whose padding stays small, and a sequence
+/// that waited through a group it was not in leads the next one (short prompts are not held behind a long one, and no
+/// prompt waits for more than one group once it is the oldest waiting). Prompts longer than <see cref="PrefillChunkTokens"/> run a part of that many tokens a step, so
 /// that the rows already decoding go on between the parts instead of waiting for the whole prompt (chunked prefill); when
 /// no row is decoding, a prompt runs whole. When the rows change, or the cache fills, the rows move into a new cache sized for them, each
 /// sequence's positions ending where the batch's end, so that no row keeps the positions a finished one held. Safe to use
@@ -53,6 +56,9 @@ public sealed class GenerationBatcher : IDisposable
         public bool Ended { get; set; }
 
         public bool IsDone => Ended || Row.FinishReason is not null || Cancellation.IsCancellationRequested;
+
+        /// <summary>It was the oldest waiting sequence when a prompt group formed without it: it leads the next group.</summary>
+        public bool PassedOver { get; set; }
     }
 
     /// <summary>The default of <see cref="PrefillChunkTokens"/>.</summary>
@@ -261,7 +267,7 @@ public sealed class GenerationBatcher : IDisposable
     }
 
     /// <summary>
-    /// The prompts of sequences that arrived together, left-padded into one batch and run into a cache of their own: whole,
+    /// The prompts of sequences gathered into one group, left-padded into one batch and run into a cache of their own: whole,
     /// or a part each step while the batch's other rows go on decoding.
     /// </summary>
     private sealed class PromptGroup
@@ -309,8 +315,10 @@ public sealed class GenerationBatcher : IDisposable
         List<Sequence> live = [];
         // The batch's cache: a view over one of the kept sets of buffers below, owning no memory of its own.
         KvCache? cache = null;
-        // Prompts that arrived together and are running, a part a step, while the live rows decode.
+        // Prompts that run together, a part a step, while the live rows decode.
         PromptGroup? group = null;
+        // Sequences that arrived and wait for a group, oldest first.
+        List<Sequence> waiting = [];
         // The batch's cache lives in one set of buffers and moves into the other; the prompts run in a third.
         using var current = new CacheBuffers(_model);
         using var spare = new CacheBuffers(_model);
@@ -318,7 +326,7 @@ public sealed class GenerationBatcher : IDisposable
         var (into, from) = (spare, current);
         while (true)
         {
-            if (live.Count == 0 && group is null)
+            if (live.Count == 0 && group is null && waiting.Count == 0)
             {
                 cache = null;
                 // Idle: wait for a sequence, or for the end. After a while the buffers go back, to be made again for the next
@@ -336,14 +344,13 @@ public sealed class GenerationBatcher : IDisposable
             PromptGroup? joined = null;
             try
             {
-                if (group is null)
+                while (_arrivals.Reader.TryRead(out var arrival)) waiting.Add(arrival);
+                foreach (var sequence in waiting.Where(s => s.IsDone)) Complete(sequence);
+                waiting.RemoveAll(s => s.Ended);
+                if (group is null && waiting.Count > 0 && live.Count < MaxBatchSize)
                 {
-                    while (live.Count + arrived.Count < MaxBatchSize && _arrivals.Reader.TryRead(out var arrival))
-                    {
-                        if (arrival.IsDone) Complete(arrival);
-                        else arrived.Add(arrival);
-                    }
-                    if (arrived.Count > 0) group = new PromptGroup(arrived, prompting);
+                    arrived = Gather(waiting, MaxBatchSize - live.Count);
+                    group = new PromptGroup(arrived, prompting);
                 }
                 if (group is not null && group.Members.All(s => s.IsDone))
                 {
@@ -397,8 +404,31 @@ public sealed class GenerationBatcher : IDisposable
                 group = null;
             }
         }
-        foreach (var sequence in live.Concat(group?.Members ?? []).Where(s => !s.Ended)) End(sequence, new ObjectDisposedException(nameof(GenerationBatcher)));
-        while (_arrivals.Reader.TryRead(out var waiting)) End(waiting, new ObjectDisposedException(nameof(GenerationBatcher)));
+        foreach (var sequence in live.Concat(group?.Members ?? []).Concat(waiting).Where(s => !s.Ended)) End(sequence, new ObjectDisposedException(nameof(GenerationBatcher)));
+        while (_arrivals.Reader.TryRead(out var unread)) End(unread, new ObjectDisposedException(nameof(GenerationBatcher)));
+    }
+
+    /// <summary>
+    /// The next prompt group, at most <paramref name="room"/> sequences, taken out of <paramref name="waiting"/> (oldest
+    /// first). The oldest leads when it was passed over before, else the shortest prompt; the others join shortest first while
+    /// the group's padding stays within a quarter of its padded positions, or the whole group within a prompt part.
+    /// </summary>
+    private List<Sequence> Gather(List<Sequence> waiting, int room)
+    {
+        var lead = waiting[0].PassedOver ? waiting[0] : waiting.MinBy(s => s.Row.PromptIds.Length)!;
+        List<Sequence> group = [lead];
+        long longest = lead.Row.PromptIds.Length, total = longest;
+        foreach (var candidate in waiting.Where(s => s != lead).OrderBy(s => s.Row.PromptIds.Length))
+        {
+            if (group.Count == room) break;
+            long length = candidate.Row.PromptIds.Length, padded = (group.Count + 1) * Math.Max(longest, length);
+            if (padded > PrefillChunkTokens && padded - (total + length) > padded / 4) continue;
+            group.Add(candidate);
+            (longest, total) = (Math.Max(longest, length), total + length);
+        }
+        if (!group.Contains(waiting[0])) waiting[0].PassedOver = true;
+        waiting.RemoveAll(group.Contains);
+        return group;
     }
 
     /// <summary>How long the batch keeps its buffers when no sequence is left: traffic that pauses briefly finds them made.</summary>

@@ -159,6 +159,56 @@ public class GenerationBatcherTests
         Assert.All(steps, s => Assert.True(s.DecodingRows == 0 || s == steps[0] || s.PromptTokens <= chunk, $"a decoding step waited for {s.PromptTokens} prompt tokens"));
     }
 
+    /// <summary>
+    /// Prompts of different lengths waiting together: the short ones run first, as one group, while the long one waits
+    /// rather than padding them to its length; the long one, passed over once, leads the next group even though a shorter
+    /// prompt has arrived meanwhile; that one runs last. Every sequence is what it is alone.
+    /// </summary>
+    [Fact]
+    public async Task Short_prompts_run_before_a_long_one_that_arrived_with_them_and_a_passed_over_prompt_leads_the_next_group()
+    {
+        var model = Shakespeare;
+        var text = Paths.ShakespeareValidationText;
+        var options = new GenerationOptions { MaxNewTokens = 30, Seed = 11 };
+        int[] running = model.Tokenizer!.Encode("ROMEO:"), longest = model.Tokenizer.Encode(text[..100]);
+        int[] shortA = model.Tokenizer.Encode(text[200..240]), shortB = model.Tokenizer.Encode(text[300..340]), latest = model.Tokenizer.Encode(text[400..405]);
+        const int chunk = 16;
+        using var batcher = new GenerationBatcher(model, prefillChunkTokens: chunk);
+        var steps = new List<(int PromptTokens, int DecodingRows)>();
+        var decoding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var firstPart = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var waiting = new ManualResetEventSlim();
+        using var joined = new ManualResetEventSlim();
+        batcher.Stepped += step =>
+        {
+            steps.Add(step);
+            // Held: the first decoding step until the long prompt and the two short ones wait; the short ones' first part
+            // until the latest prompt waits too.
+            if (step.DecodingRows > 0 && decoding.TrySetResult()) waiting.Wait(TimeSpan.FromMinutes(1));
+            else if (step.PromptTokens > 0 && firstPart.TrySetResult()) joined.Wait(TimeSpan.FromMinutes(1));
+        };
+        var sequences = new List<(int[] Prompt, GenerationOptions Options, Task<List<(string, int, double?, int, int, FinishReason?)>> Updates)>();
+        void Ask(int[] prompt, GenerationOptions o) => sequences.Add((prompt, o, Collect(batcher.GenerateUpdatesAsync(prompt, o))));
+        Ask(running, options with { MaxNewTokens = 200 });
+        await decoding.Task;
+        Ask(longest, options with { Seed = 12 });
+        Ask(shortA, options with { Seed = 13 });
+        Ask(shortB, options with { Seed = 14 });
+        waiting.Set();
+        await firstPart.Task;
+        Ask(latest, options with { Seed = 15 });
+        joined.Set();
+        foreach (var (prompt, o, updates) in sequences)
+            Assert.Equal(await Collect(model.GenerateUpdatesAsync(prompt, o)), await updates);
+
+        // The two short prompts (40 tokens each) in parts of 8 columns, then the long one alone in parts of 16, then the latest.
+        static IEnumerable<int> Parts(int tokens, int rows) =>
+            Enumerable.Range(0, (tokens + chunk / rows - 1) / (chunk / rows)).Select(i => rows * Math.Min(chunk / rows, tokens - i * (chunk / rows)));
+        Assert.Equal(shortA.Length, shortB.Length);
+        var expected = Parts(shortA.Length, 2).Concat(Parts(longest.Length, 1)).Concat(Parts(latest.Length, 1));
+        Assert.Equal(expected, steps.Skip(1).Where(s => s.PromptTokens > 0).Select(s => s.PromptTokens));
+    }
+
     /// <summary>A sequence cancelled while its prompt runs in parts leaves before its first token; the others go on.</summary>
     [Fact]
     public async Task A_sequence_cancelled_while_its_prompt_runs_leaves_and_the_others_go_on()
