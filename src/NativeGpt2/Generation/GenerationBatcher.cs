@@ -17,9 +17,8 @@ namespace NativeGpt2.Generation;
 /// <see cref="MaxBatchSize"/> rows; the rest wait), runs their prompts together, picks a token for
 /// every row on the host (each row with its own options and seed), and runs the rows that go on through the model as one
 /// batch of single tokens. Prompts that run together are padded to the longest, so a group is formed from prompts of
-/// similar length: the shortest waiting prompt leads and takes in the others whose padding stays small, and a sequence
-/// that waited through a group it was not in leads the next one (short prompts are not held behind a long one, and no
-/// prompt waits for more than one group once it is the oldest waiting). Prompts longer than <see cref="PrefillChunkTokens"/> run a part of that many tokens a step, so
+/// similar length: the shortest waiting prompt leads and takes in the others whose padding
+/// stays small, and the oldest, once passed over, leads the next group. Prompts longer than <see cref="PrefillChunkTokens"/> run a part of that many tokens a step, so
 /// that the rows already decoding go on between the parts instead of waiting for the whole prompt (chunked prefill); when
 /// no row is decoding, a prompt runs whole. When the rows change, or the cache fills, the rows move into a new cache sized for them, each
 /// sequence's positions ending where the batch's end, so that no row keeps the positions a finished one held. Safe to use
@@ -409,24 +408,14 @@ public sealed class GenerationBatcher : IDisposable
     }
 
     /// <summary>
-    /// The next prompt group, at most <paramref name="room"/> sequences, taken out of <paramref name="waiting"/> (oldest
-    /// first). The oldest leads when it was passed over before, else the shortest prompt; the others join shortest first while
-    /// the group's padding stays within a quarter of its padded positions, or the whole group within a prompt part.
+    /// The next prompt group, at most <paramref name="room"/> sequences, taken out of <paramref name="waiting"/> (oldest first)
+    /// by <see cref="PromptGrouping.Choose"/>; the oldest, if left out, leads the next group.
     /// </summary>
     private List<Sequence> Gather(List<Sequence> waiting, int room)
     {
-        var lead = waiting[0].PassedOver ? waiting[0] : waiting.MinBy(s => s.Row.PromptIds.Length)!;
-        List<Sequence> group = [lead];
-        long longest = lead.Row.PromptIds.Length, total = longest;
-        foreach (var candidate in waiting.Where(s => s != lead).OrderBy(s => s.Row.PromptIds.Length))
-        {
-            if (group.Count == room) break;
-            long length = candidate.Row.PromptIds.Length, padded = (group.Count + 1) * Math.Max(longest, length);
-            if (padded > PrefillChunkTokens && padded - (total + length) > padded / 4) continue;
-            group.Add(candidate);
-            (longest, total) = (Math.Max(longest, length), total + length);
-        }
-        if (!group.Contains(waiting[0])) waiting[0].PassedOver = true;
+        var chosen = PromptGrouping.Choose([.. waiting.Select(s => s.Row.PromptIds.Length)], waiting[0].PassedOver, room, PrefillChunkTokens);
+        var group = chosen.Select(i => waiting[i]).ToList();
+        if (!chosen.Contains(0)) waiting[0].PassedOver = true;
         waiting.RemoveAll(group.Contains);
         return group;
     }
