@@ -7,27 +7,22 @@ One request streams 120 tokens; after its tenth, a second request with a prompt 
 asks for 8. Prints one JSON line: the joiner's time to its first token, the first request's longest and median gap
 between tokens, how many of its gaps overlapped the join, and the gaps over 40 ms (index, ms).
 """
-import http.client, json, statistics, sys, threading, time
+import json, statistics, sys, threading, time
+
+from serving import stream
 
 port = int(sys.argv[1])
 prompt_tokens = int(sys.argv[2]) if len(sys.argv) > 2 else 900
 
 
-def stream(body, times):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    connection.request("POST", "/v1/completions", json.dumps(body), {"content-type": "application/json"})
-    for line in connection.getresponse():
-        if line.startswith(b"data: {"):
-            times.append(time.perf_counter())
-
 
 running, joining = [], []
-first = threading.Thread(target=stream, args=({"prompt": "The meaning of life is", "max_tokens": 120, "stream": True, "seed": 1}, running))
+first = threading.Thread(target=stream, args=(port, {"prompt": "The meaning of life is", "max_tokens": 120, "stream": True, "seed": 1}, running))
 first.start()
 while len(running) < 10:
     time.sleep(0.001)
 start = time.perf_counter()
-second = threading.Thread(target=stream, args=({"prompt": list(range(100, 100 + prompt_tokens)), "max_tokens": 8, "stream": True, "seed": 2}, joining))
+second = threading.Thread(target=stream, args=(port, {"prompt": list(range(100, 100 + prompt_tokens)), "max_tokens": 8, "stream": True, "seed": 2}, joining))
 second.start()
 second.join()
 first.join()

@@ -9,7 +9,9 @@ of SHORT_TOKENS ids each are sent at once, each asking for 16 tokens. Prints one
 token and to its last (ms from when they were sent), and the first request's longest and median gap between two tokens,
 and its gaps over 100 ms (index, ms from the newcomers' sending to the gap's start, length).
 """
-import http.client, json, statistics, sys, threading, time
+import json, statistics, sys, threading, time
+
+from serving import stream
 
 port = int(sys.argv[1])
 long_tokens = int(sys.argv[2]) if len(sys.argv) > 2 else 900
@@ -17,22 +19,15 @@ short_count = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 short_tokens = int(sys.argv[4]) if len(sys.argv) > 4 else 10
 
 
-def stream(body, times):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    connection.request("POST", "/v1/completions", json.dumps(body), {"content-type": "application/json"})
-    for line in connection.getresponse():
-        if line.startswith(b"data: {"):
-            times.append(time.perf_counter())
-
 
 running = []
-first = threading.Thread(target=stream, args=({"prompt": "The meaning of life is", "max_tokens": 150, "stream": True, "seed": 1}, running))
+first = threading.Thread(target=stream, args=(port, {"prompt": "The meaning of life is", "max_tokens": 150, "stream": True, "seed": 1}, running))
 first.start()
 while len(running) < 10:
     time.sleep(0.001)
 prompts = [list(range(100, 100 + long_tokens))] + [list(range(200 + 50 * i, 200 + 50 * i + short_tokens)) for i in range(short_count)]
 times = [[] for _ in prompts]
-threads = [threading.Thread(target=stream, args=({"prompt": p, "max_tokens": 16, "stream": True, "seed": 2 + i}, times[i])) for i, p in enumerate(prompts)]
+threads = [threading.Thread(target=stream, args=(port, {"prompt": p, "max_tokens": 16, "stream": True, "seed": 2 + i}, times[i])) for i, p in enumerate(prompts)]
 start = time.perf_counter()
 for t in threads:
     t.start()
