@@ -18,7 +18,8 @@ namespace NativeGpt2.Generation;
 /// every row on the host (each row with its own options and seed), and runs the rows that go on through the model as one
 /// batch of single tokens. Prompts that run together are padded to the longest, so a group is formed from prompts of
 /// similar length: the shortest waiting prompt leads and takes in the others whose padding
-/// stays small, and the oldest, once passed over, leads the next group. Prompts longer than <see cref="PrefillChunkTokens"/> run a part of that many tokens a step, so
+/// stays small, and the oldest, once passed over, leads the next group. A group that would run in under half the positions
+/// the running group has left goes first, between two of its parts; a group is set aside so at most once. Prompts longer than <see cref="PrefillChunkTokens"/> run a part of that many tokens a step, so
 /// that the rows already decoding go on between the parts instead of waiting for the whole prompt (chunked prefill); when
 /// no row is decoding, a prompt runs whole. When the rows change, or the cache fills, the rows move into a new cache sized for them, each
 /// sequence's positions ending where the batch's end, so that no row keeps the positions a finished one held. Safe to use
@@ -278,10 +279,19 @@ public sealed class GenerationBatcher : IDisposable
             // Padding is masked out: its id never reaches a row's arithmetic.
             _prompts = GenerationSession.PromptBatch([.. members.Select(s => s.Row.PromptIds)], padId: 0);
             Cache = buffers.Cache(members.Count, _prompts.SequenceLength);
-            Members = members;
+            (Members, Buffers) = (members, buffers);
         }
 
         public List<Sequence> Members { get; }
+
+        /// <summary>The kept buffers <see cref="Cache"/> lives in.</summary>
+        public CacheBuffers Buffers { get; }
+
+        /// <summary>Positions left to run, padding included, over all members.</summary>
+        public long Remaining => (long)Members.Count * (_prompts.SequenceLength - Cache.Length);
+
+        /// <summary>It was set aside once for a shorter group: it is not set aside again.</summary>
+        public bool WasPaused { get; set; }
 
         /// <summary>The prompts' keys and values: every position once the last part has run.</summary>
         public KvCache Cache { get; }
@@ -314,17 +324,20 @@ public sealed class GenerationBatcher : IDisposable
         List<Sequence> live = [];
         // The batch's cache: a view over one of the kept sets of buffers below, owning no memory of its own.
         KvCache? cache = null;
-        // Prompts that run together, a part a step, while the live rows decode.
-        PromptGroup? group = null;
+        // Prompts that run together, a part a step, while the live rows decode; and a group set aside while a much shorter
+        // one that formed as it ran goes first (once: a group set aside, then resumed, runs to its end).
+        PromptGroup? group = null, paused = null;
         // Sequences that arrived and wait for a group, oldest first.
         List<Sequence> waiting = [];
-        // The batch's cache lives in one set of buffers and moves into the other; the prompts run in a third.
+        // The batch's cache lives in one set of buffers and moves into the other; the prompt groups run in two more.
         using var current = new CacheBuffers(_model);
         using var spare = new CacheBuffers(_model);
         using var prompting = new CacheBuffers(_model);
+        using var promptingAside = new CacheBuffers(_model);
         var (into, from) = (spare, current);
         while (true)
         {
+            if (group is null && paused is not null) (group, paused) = (paused, null);
             if (live.Count == 0 && group is null && waiting.Count == 0)
             {
                 cache = null;
@@ -335,6 +348,7 @@ public sealed class GenerationBatcher : IDisposable
                     current.Dispose();
                     spare.Dispose();
                     prompting.Dispose();
+                    promptingAside.Dispose();
                     if (!WaitForArrival(Timeout.InfiniteTimeSpan)) break;
                 }
             }
@@ -348,14 +362,28 @@ public sealed class GenerationBatcher : IDisposable
                 waiting.RemoveAll(s => s.Ended);
                 if (group is null && waiting.Count > 0 && live.Count < MaxBatchSize)
                 {
-                    arrived = Gather(waiting, MaxBatchSize - live.Count);
+                    arrived = Take(waiting, Choose(waiting, MaxBatchSize - live.Count));
                     group = new PromptGroup(arrived, prompting);
                 }
-                if (group is not null && group.Members.All(s => s.IsDone))
+                else if (group is { WasPaused: false } && paused is null && waiting.Count > 0 && live.Count + group.Members.Count < MaxBatchSize)
                 {
+                    // A group that would run in under half the positions the running one has left goes first: short prompts
+                    // arriving just after a long one start at once instead of after all its parts.
+                    var chosen = Choose(waiting, MaxBatchSize - live.Count - group.Members.Count);
+                    if (2 * (long)chosen.Count * chosen.Max(i => waiting[i].Row.PromptIds.Length) < group.Remaining)
+                    {
+                        arrived = Take(waiting, chosen);
+                        (paused, group) = (group, new PromptGroup(arrived, group.Buffers == prompting ? promptingAside : prompting));
+                        paused.WasPaused = true;
+                    }
+                }
+                foreach (var set in new[] { group, paused })
+                {
+                    if (set is null || !set.Members.All(s => s.IsDone)) continue;
                     // Every prompt of the group was cancelled before it finished running.
-                    foreach (var sequence in group.Members.Where(s => !s.Ended)) Complete(sequence);
-                    group = null;
+                    foreach (var sequence in set.Members.Where(s => !s.Ended)) Complete(sequence);
+                    if (set == group) (group, paused) = (paused, null);
+                    else paused = null;
                 }
                 var promptTokens = 0;
                 if (group is not null)
@@ -397,23 +425,25 @@ public sealed class GenerationBatcher : IDisposable
             catch (Exception e)
             {
                 // The model failed (disposed, or out of memory): every row in the batch, and every prompt running, fails with it.
-                foreach (var sequence in live.Concat(arrived).Concat(joining).Concat(group?.Members ?? []).Distinct().Where(s => !s.Ended)) End(sequence, e);
+                foreach (var sequence in live.Concat(arrived).Concat(joining).Concat(group?.Members ?? []).Concat(paused?.Members ?? []).Distinct().Where(s => !s.Ended))
+                    End(sequence, e);
                 live.Clear();
                 cache = null;
-                group = null;
+                (group, paused) = (null, null);
             }
         }
-        foreach (var sequence in live.Concat(group?.Members ?? []).Concat(waiting).Where(s => !s.Ended)) End(sequence, new ObjectDisposedException(nameof(GenerationBatcher)));
+        foreach (var sequence in live.Concat(group?.Members ?? []).Concat(paused?.Members ?? []).Concat(waiting).Where(s => !s.Ended))
+            End(sequence, new ObjectDisposedException(nameof(GenerationBatcher)));
         while (_arrivals.Reader.TryRead(out var unread)) End(unread, new ObjectDisposedException(nameof(GenerationBatcher)));
     }
 
-    /// <summary>
-    /// The next prompt group, at most <paramref name="room"/> sequences, taken out of <paramref name="waiting"/> (oldest first)
-    /// by <see cref="PromptGrouping.Choose"/>; the oldest, if left out, leads the next group.
-    /// </summary>
-    private List<Sequence> Gather(List<Sequence> waiting, int room)
+    /// <summary>The next prompt group of at most <paramref name="room"/> sequences (<see cref="PromptGrouping.Choose"/>): indices into <paramref name="waiting"/>.</summary>
+    private List<int> Choose(List<Sequence> waiting, int room) =>
+        PromptGrouping.Choose([.. waiting.Select(s => s.Row.PromptIds.Length)], waiting[0].PassedOver, room, PrefillChunkTokens);
+
+    /// <summary>Takes the <paramref name="chosen"/> sequences out of <paramref name="waiting"/>; the oldest, if left out, leads the next group.</summary>
+    private static List<Sequence> Take(List<Sequence> waiting, List<int> chosen)
     {
-        var chosen = PromptGrouping.Choose([.. waiting.Select(s => s.Row.PromptIds.Length)], waiting[0].PassedOver, room, PrefillChunkTokens);
         var group = chosen.Select(i => waiting[i]).ToList();
         if (!chosen.Contains(0)) waiting[0].PassedOver = true;
         waiting.RemoveAll(group.Contains);

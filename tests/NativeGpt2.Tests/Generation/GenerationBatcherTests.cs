@@ -70,7 +70,7 @@ public class GenerationBatcherTests
 
     /// <summary>
     /// Random mixes: prompts from one token to nearly the whole context, lengths that fill it, every sampling rule, and
-    /// sequences arriving while others are part-way (each after a random number of another's updates), at batch sizes from
+    /// sequences arriving while others are part-way (each after a random number of another's updates, or at once), at batch sizes from
     /// one to eight rows and prompt parts from one token to whole. Every sequence is what it is alone.
     /// </summary>
     [Theory]
@@ -101,10 +101,11 @@ public class GenerationBatcherTests
                 LogProbs = random.Next(2) == 0 ? null : random.Next(0, 3),
                 PresencePenalty = random.Next(3) == 0 ? 0.7f : 0f,
             };
-            return (Prompt: prompt, Options: options with { Greedy = options.Temperature == 0f }, After: random.Next(0, 12));
+            return (Prompt: prompt, Options: options with { Greedy = options.Temperature == 0f }, After: random.Next(-3, 12), Delay: random.Next(1, 30));
         }).ToArray();
 
-        // Sequence i is asked for once sequence i − 1 has given After updates (or has ended).
+        // Sequence i is asked for once sequence i − 1 has given After updates (or has ended); when After < 0, Delay ms after i − 1
+        // was asked for, so that it may arrive while i − 1's prompt runs (and go between its parts).
         var results = new Task<List<(string, int, double?, int, int, FinishReason?)>>[requests.Length];
         for (var i = 0; i < requests.Length; i++)
         {
@@ -115,7 +116,8 @@ public class GenerationBatcherTests
                 if (count >= after) reached.TrySetResult();
                 return Task.CompletedTask;
             });
-            await Task.WhenAny(reached.Task, results[i]);
+            if (after >= 0) await Task.WhenAny(reached.Task, results[i]);
+            else await Task.Delay(requests[i + 1].Delay);
         }
         for (var i = 0; i < requests.Length; i++)
             Assert.Equal(await Collect(model.GenerateUpdatesAsync(requests[i].Prompt, requests[i].Options)), await results[i]);
@@ -162,7 +164,7 @@ public class GenerationBatcherTests
     /// <summary>
     /// Prompts of different lengths waiting together: the short ones run first, as one group, while the long one waits
     /// rather than padding them to its length; the long one, passed over once, leads the next group even though a shorter
-    /// prompt has arrived meanwhile; that one runs last. Every sequence is what it is alone.
+    /// prompt has arrived meanwhile, which then goes between its parts. Every sequence is what it is alone.
     /// </summary>
     [Fact]
     public async Task Short_prompts_run_before_a_long_one_that_arrived_with_them_and_a_passed_over_prompt_leads_the_next_group()
@@ -201,12 +203,106 @@ public class GenerationBatcherTests
         foreach (var (prompt, o, updates) in sequences)
             Assert.Equal(await Collect(model.GenerateUpdatesAsync(prompt, o)), await updates);
 
-        // The two short prompts (40 tokens each) in parts of 8 columns, then the long one alone in parts of 16, then the latest.
+        // The two short prompts (40 tokens each) in parts of 8 columns; then the long one's first part, alone; the latest,
+        // shorter than half of what the long one has left, between its parts; the rest of the long one.
         static IEnumerable<int> Parts(int tokens, int rows) =>
             Enumerable.Range(0, (tokens + chunk / rows - 1) / (chunk / rows)).Select(i => rows * Math.Min(chunk / rows, tokens - i * (chunk / rows)));
         Assert.Equal(shortA.Length, shortB.Length);
-        var expected = Parts(shortA.Length, 2).Concat(Parts(longest.Length, 1)).Concat(Parts(latest.Length, 1));
+        var expected = Parts(shortA.Length, 2).Append(chunk).Concat(Parts(latest.Length, 1)).Concat(Parts(longest.Length - chunk, 1));
         Assert.Equal(expected, steps.Skip(1).Where(s => s.PromptTokens > 0).Select(s => s.PromptTokens));
+    }
+
+    /// <summary>
+    /// Short prompts arriving while a long one runs in parts go first, between two of its parts, and the long one then
+    /// runs to its end: a prompt arriving after that waits for it, rather than setting it aside a second time. Every
+    /// sequence is what it is alone.
+    /// </summary>
+    [Fact]
+    public async Task Short_prompts_arriving_while_a_long_one_runs_go_between_its_parts_once()
+    {
+        var model = Shakespeare;
+        var text = Paths.ShakespeareValidationText;
+        var options = new GenerationOptions { MaxNewTokens = 30, Seed = 21 };
+        int[] running = model.Tokenizer!.Encode("ROMEO:"), longest = model.Tokenizer.Encode(text[..100]);
+        int[] shortA = model.Tokenizer.Encode(text[200..205]), shortB = model.Tokenizer.Encode(text[300..305]), latest = model.Tokenizer.Encode(text[400..405]);
+        const int chunk = 16;
+        using var batcher = new GenerationBatcher(model, prefillChunkTokens: chunk);
+        var steps = new List<(int PromptTokens, int DecodingRows)>();
+        var decoding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var longPart = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var shortPart = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var longWaiting = new ManualResetEventSlim();
+        using var shortWaiting = new ManualResetEventSlim();
+        using var latestWaiting = new ManualResetEventSlim();
+        batcher.Stepped += step =>
+        {
+            steps.Add(step);
+            // Held: the first decoding step until the long prompt waits; its first part until the short ones wait; theirs
+            // until the latest waits.
+            if (step.DecodingRows > 0 && decoding.TrySetResult()) longWaiting.Wait(TimeSpan.FromMinutes(1));
+            else if (step.PromptTokens == chunk && longPart.TrySetResult()) shortWaiting.Wait(TimeSpan.FromMinutes(1));
+            else if (step.PromptTokens == shortA.Length + shortB.Length && shortPart.TrySetResult()) latestWaiting.Wait(TimeSpan.FromMinutes(1));
+        };
+        var sequences = new List<(int[] Prompt, GenerationOptions Options, Task<List<(string, int, double?, int, int, FinishReason?)>> Updates)>();
+        void Ask(int[] prompt, GenerationOptions o) => sequences.Add((prompt, o, Collect(batcher.GenerateUpdatesAsync(prompt, o))));
+        Ask(running, options with { MaxNewTokens = 200 });
+        await decoding.Task;
+        Ask(longest, options with { Seed = 22 });
+        longWaiting.Set();
+        await longPart.Task;
+        Ask(shortA, options with { Seed = 23 });
+        Ask(shortB, options with { Seed = 24 });
+        shortWaiting.Set();
+        await shortPart.Task;
+        Ask(latest, options with { Seed = 25 });
+        latestWaiting.Set();
+        foreach (var (prompt, o, updates) in sequences)
+            Assert.Equal(await Collect(model.GenerateUpdatesAsync(prompt, o)), await updates);
+
+        // The long prompt's first part; the two short ones, whole; the rest of the long one; the latest.
+        Assert.Equal(shortA.Length, shortB.Length);
+        var rest = Enumerable.Repeat(chunk, (longest.Length - chunk) / chunk).Append((longest.Length - chunk) % chunk).Where(n => n > 0);
+        int[] expected = [chunk, 2 * shortA.Length, .. rest, latest.Length];
+        Assert.Equal(expected, steps.Skip(1).Where(s => s.PromptTokens > 0).Select(s => s.PromptTokens));
+    }
+
+    /// <summary>A long prompt set aside for short ones and cancelled meanwhile leaves; the short ones and a later prompt go on.</summary>
+    [Fact]
+    public async Task A_prompt_set_aside_and_cancelled_leaves_and_the_others_go_on()
+    {
+        var model = Shakespeare;
+        var text = Paths.ShakespeareValidationText;
+        var options = new GenerationOptions { MaxNewTokens = 20, Seed = 31 };
+        const int chunk = 16;
+        using var batcher = new GenerationBatcher(model, prefillChunkTokens: chunk);
+        using var cancel = new CancellationTokenSource();
+        var decoding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var longPart = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var longWaiting = new ManualResetEventSlim();
+        using var shortWaiting = new ManualResetEventSlim();
+        var steps = new List<(int PromptTokens, int DecodingRows)>();
+        batcher.Stepped += step =>
+        {
+            steps.Add(step);
+            if (step.DecodingRows > 0 && decoding.TrySetResult()) longWaiting.Wait(TimeSpan.FromMinutes(1));
+            else if (step.PromptTokens == chunk && longPart.TrySetResult()) shortWaiting.Wait(TimeSpan.FromMinutes(1));
+            // The short prompt's step: the long one is set aside; cancel it.
+            else if (step.PromptTokens == 5) cancel.Cancel();
+        };
+        var running = Collect(batcher.GenerateUpdatesAsync("ROMEO:", options with { MaxNewTokens = 150 }));
+        await decoding.Task;
+        var cancelled = Collect(batcher.GenerateUpdatesAsync(text[..100], options with { Seed = 32 }, cancel.Token));
+        longWaiting.Set();
+        await longPart.Task;
+        var shortPrompt = Collect(batcher.GenerateUpdatesAsync(text[200..205], options with { Seed = 33 }));
+        shortWaiting.Set();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
+        Assert.Equal(await Alone(model, text[200..205], options with { Seed = 33 }), await shortPrompt);
+        Assert.Equal(await Alone(model, text[300..340], options with { Seed = 34 }), await Collect(batcher.GenerateUpdatesAsync(text[300..340], options with { Seed = 34 })));
+        Assert.Equal(await Alone(model, "ROMEO:", options with { MaxNewTokens = 150 }), await running);
+        // The long prompt ran one part, then the short one; after that only the later prompt's 40 positions ran.
+        Assert.Equal([chunk, 5], steps.Skip(1).Where(s => s.PromptTokens > 0).Take(2).Select(s => s.PromptTokens));
+        Assert.Equal(40, steps.SkipWhile(s => s.PromptTokens != 5).Skip(1).Sum(s => s.PromptTokens));
     }
 
     /// <summary>A sequence cancelled while its prompt runs in parts leaves before its first token; the others go on.</summary>
