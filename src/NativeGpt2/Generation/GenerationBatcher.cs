@@ -17,10 +17,11 @@ namespace NativeGpt2.Generation;
 /// <see cref="MaxBatchSize"/> rows; the rest wait), runs their prompts together, picks a token for
 /// every row on the host (each row with its own options and seed), and runs the rows that go on through the model as one
 /// batch of single tokens. Prompts that run together are padded to the longest, so a group is formed from prompts of
-/// similar length: the shortest waiting prompt leads and takes in the others whose padding
-/// stays small, and the oldest, once passed over, leads the next group. A group that would run in under half the positions
-/// the running group has left goes first, between two of its parts; a group is set aside so at most once. Prompts longer than <see cref="PrefillChunkTokens"/> run a part of that many tokens a step, so
-/// that the rows already decoding go on between the parts instead of waiting for the whole prompt (chunked prefill); when
+/// similar length: the shortest waiting prompt leads and takes in the others whose padding stays small, and the oldest,
+/// once passed over, leads the next group. Prompts longer than <see cref="PrefillChunkTokens"/> run a part of that many
+/// tokens a step, so that the rows already decoding go on between the parts instead of waiting for the whole prompt
+/// (chunked prefill), and a group that forms meanwhile and would run in under half the positions the running group has
+/// left goes first, between two of its parts (no group is set aside more than once); when
 /// no row is decoding, a prompt runs whole. When the rows change, or the cache fills, the rows move into a new cache sized for them, each
 /// sequence's positions ending where the batch's end, so that no row keeps the positions a finished one held. Safe to use
 /// from any number of threads; dispose it before the model.
