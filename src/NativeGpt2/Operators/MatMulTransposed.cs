@@ -14,8 +14,8 @@ namespace NativeGpt2.Operators;
 /// Shapes: out (N, OC), input (N, IC), weight (OC, IC) row-major. Each output is the dot product of an
 /// input row and a weight row, both contiguous: a register tile of 3 input rows × 4 weight rows keeps
 /// twelve accumulators (6 × 4, or 7 or 8 rows × 2, with Vector512's 32 registers), each summing IC / width
-/// lanes, then its lanes in a fixed order, then the IC % width tail. Every output is computed that way whatever tile computes it, so a row's logits do not depend on
-/// the batch.
+/// lanes, then its lanes in a fixed order, then the IC % width tail. Every output is computed that way
+/// whatever tile computes it, so a row's logits do not depend on the batch.
 /// </remarks>
 internal static partial class MatMulTransposed
 {
