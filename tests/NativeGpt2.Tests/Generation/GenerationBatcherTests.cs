@@ -23,6 +23,20 @@ public class GenerationBatcherTests
         return list;
     }
 
+    /// <summary>Sequences asked of a batcher as a test goes, each compared at the end with generating it alone.</summary>
+    private sealed class Asked(GenerationBatcher batcher)
+    {
+        private readonly List<(int[] Prompt, GenerationOptions Options, Task<List<(string, int, double?, int, int, FinishReason?)>> Updates)> _sequences = [];
+
+        public void Ask(int[] prompt, GenerationOptions options) => _sequences.Add((prompt, options, Collect(batcher.GenerateUpdatesAsync(prompt, options))));
+
+        public async Task AssertEachAsAloneAsync(Gpt2CausalLM model)
+        {
+            foreach (var (prompt, options, updates) in _sequences)
+                Assert.Equal(await Collect(model.GenerateUpdatesAsync(prompt, options)), await updates);
+        }
+    }
+
     private static Task<List<(string Text, int Id, double? LogProb, int Prompt, int Generated, FinishReason? Finish)>> Alone(Gpt2CausalLM model, string prompt, GenerationOptions options) =>
         Collect(model.GenerateUpdatesAsync(prompt, options));
 
@@ -189,19 +203,17 @@ public class GenerationBatcherTests
             if (step.DecodingRows > 0 && decoding.TrySetResult()) waiting.Wait(TimeSpan.FromMinutes(1));
             else if (step.PromptTokens > 0 && firstPart.TrySetResult()) joined.Wait(TimeSpan.FromMinutes(1));
         };
-        var sequences = new List<(int[] Prompt, GenerationOptions Options, Task<List<(string, int, double?, int, int, FinishReason?)>> Updates)>();
-        void Ask(int[] prompt, GenerationOptions o) => sequences.Add((prompt, o, Collect(batcher.GenerateUpdatesAsync(prompt, o))));
-        Ask(running, options with { MaxNewTokens = 200 });
+        var asked = new Asked(batcher);
+        asked.Ask(running, options with { MaxNewTokens = 200 });
         await decoding.Task;
-        Ask(longest, options with { Seed = 12 });
-        Ask(shortA, options with { Seed = 13 });
-        Ask(shortB, options with { Seed = 14 });
+        asked.Ask(longest, options with { Seed = 12 });
+        asked.Ask(shortA, options with { Seed = 13 });
+        asked.Ask(shortB, options with { Seed = 14 });
         waiting.Set();
         await firstPart.Task;
-        Ask(latest, options with { Seed = 15 });
+        asked.Ask(latest, options with { Seed = 15 });
         joined.Set();
-        foreach (var (prompt, o, updates) in sequences)
-            Assert.Equal(await Collect(model.GenerateUpdatesAsync(prompt, o)), await updates);
+        await asked.AssertEachAsAloneAsync(model);
 
         // The two short prompts (40 tokens each) in parts of 8 columns; then the long one's first part, alone; the latest,
         // shorter than half of what the long one has left, between its parts; the rest of the long one.
@@ -248,21 +260,19 @@ public class GenerationBatcherTests
             else if (step.PromptTokens == chunk && longPart.TrySetResult()) shortWaiting.Wait(TimeSpan.FromMinutes(1));
             else if (step.PromptTokens == shortA.Length + shortB.Length && shortPart.TrySetResult()) latestWaiting.Wait(TimeSpan.FromMinutes(1));
         };
-        var sequences = new List<(int[] Prompt, GenerationOptions Options, Task<List<(string, int, double?, int, int, FinishReason?)>> Updates)>();
-        void Ask(int[] prompt, GenerationOptions o) => sequences.Add((prompt, o, Collect(batcher.GenerateUpdatesAsync(prompt, o))));
-        Ask(running, options with { MaxNewTokens = simulated ? 10 : 200 });
+        var asked = new Asked(batcher);
+        asked.Ask(running, options with { MaxNewTokens = simulated ? 10 : 200 });
         await decoding.Task;
-        Ask(longest, options with { Seed = 22 });
+        asked.Ask(longest, options with { Seed = 22 });
         longWaiting.Set();
         await longPart.Task;
-        Ask(shortA, options with { Seed = 23 });
-        Ask(shortB, options with { Seed = 24 });
+        asked.Ask(shortA, options with { Seed = 23 });
+        asked.Ask(shortB, options with { Seed = 24 });
         shortWaiting.Set();
         await shortPart.Task;
-        Ask(latest, options with { Seed = 25 });
+        asked.Ask(latest, options with { Seed = 25 });
         latestWaiting.Set();
-        foreach (var (prompt, o, updates) in sequences)
-            Assert.Equal(await Collect(model.GenerateUpdatesAsync(prompt, o)), await updates);
+        await asked.AssertEachAsAloneAsync(model);
 
         // The long prompt's first part; the two short ones, whole; the rest of the long one; the latest.
         Assert.Equal(shortA.Length, shortB.Length);
