@@ -125,8 +125,7 @@ internal static partial class MatMulTransposed
             {
                 // Seven or eight rows (a batch of that many sequences decoding): one pass of a tile two weight rows wide,
                 // where 6 + 2 or 6 + 1 read the panel twice.
-                if (N - n == 8) TwoWide<V, R, EightRows>(rows, ref x, ref o, n, IC, OC, from, to);
-                else TwoWide<V, R, SevenRows>(rows, ref x, ref o, n, IC, OC, from, to);
+                Rows<V, R>(rows, ref x, ref o, n, N - n, IC, OC, from, to);
                 return;
             }
         }
@@ -169,41 +168,20 @@ internal static partial class MatMulTransposed
     {
         ref var xn = ref Unsafe.Add(ref x, (nint)n * IC);
         ref var on = ref Unsafe.Add(ref o, (nint)n * OC);
+        var width = WeightsPerTile(count);
         var k = from;
-        for (; k + TileWeights <= to; k += TileWeights)
+        for (; k + width <= to; k += width)
         {
             ref var ok = ref Unsafe.Add(ref on, k);
             // The first rows of the batch read the table from memory: they ask for the next tile's weight rows as they go
             // (a separate compilation of the tile, so the others carry no test for it).
-            var ahead = rows.Start(k + TileWeights);
+            var ahead = rows.Start(k + width);
             if (n == 0) Tile<V, R, AskAhead>(rows, count, ref xn, IC, k, ref ok, OC, ahead);
             else Tile<V, R, InCache>(rows, count, ref xn, IC, k, ref ok, OC, ahead);
         }
         for (; k < to; k++)
         {
             for (var r = 0; r < count; r++)
-                Unsafe.Add(ref on, (nint)r * OC + k) = Dot<V, R>(rows, ref Unsafe.Add(ref xn, (nint)r * IC), IC, k);
-        }
-    }
-
-    /// <summary>Input rows [n, n + T.Count) against weight rows [from, to), two weight rows a tile (Vector512 only).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void TwoWide<V, R, T>(R rows, ref float x, ref float o, int n, int IC, int OC, int from, int to)
-        where V : struct, ISimd<V> where R : struct, IRowView where T : struct, ITileRows
-    {
-        ref var xn = ref Unsafe.Add(ref x, (nint)n * IC);
-        ref var on = ref Unsafe.Add(ref o, (nint)n * OC);
-        var k = from;
-        for (; k + 2 <= to; k += 2)
-        {
-            ref var ok = ref Unsafe.Add(ref on, k);
-            var ahead = rows.Start(k + 2);
-            if (n == 0) Tile8x2<V, R, T, AskAhead>(rows, ref xn, IC, k, ref ok, OC, ahead);
-            else Tile8x2<V, R, T, InCache>(rows, ref xn, IC, k, ref ok, OC, ahead);
-        }
-        for (; k < to; k++)
-        {
-            for (var r = 0; r < T.Count; r++)
                 Unsafe.Add(ref on, (nint)r * OC + k) = Dot<V, R>(rows, ref Unsafe.Add(ref xn, (nint)r * IC), IC, k);
         }
     }
@@ -264,12 +242,20 @@ internal static partial class MatMulTransposed
         if (T.Count == 8) FinishTwo<V, R>(rows, ref Unsafe.Add(ref o, 7 * OC), ref x7, IC, r0, r1, i, a70, a71);
     }
 
-    /// <summary>Input rows [0, count) from <paramref name="x0"/> × weight rows [k, k + 4), by the tile for that count.</summary>
+    /// <summary>Weight rows a tile of <paramref name="count"/> input rows sums: two for seven or eight (Vector512 only), else four.</summary>
+    private static int WeightsPerTile(int count) => count is 7 or 8 ? 2 : TileWeights;
+
+    /// <summary>
+    /// Input rows [0, count) from <paramref name="x0"/> × weight rows [k, k + <see cref="WeightsPerTile"/>(count)), by the
+    /// tile for that count.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Tile<V, R, A>(R rows, int count, ref float x0, int IC, int k, ref float o, int OC, nint ahead)
         where V : struct, ISimd<V> where R : struct, IRowView where A : struct, IReadAhead
     {
-        if (count == 6) Tile6x4<V, R, A>(rows, ref x0, IC, k, ref o, OC, ahead);
+        if (count == 8) Tile8x2<V, R, EightRows, A>(rows, ref x0, IC, k, ref o, OC, ahead);
+        else if (count == 7) Tile8x2<V, R, SevenRows, A>(rows, ref x0, IC, k, ref o, OC, ahead);
+        else if (count == 6) Tile6x4<V, R, A>(rows, ref x0, IC, k, ref o, OC, ahead);
         else if (count == 4) Tile4x4<V, R, A>(rows, ref x0, IC, k, ref o, OC, ahead);
         else if (count == 3) Tile3x4<V, R, A>(rows, ref x0, IC, k, ref o, OC, ahead);
         else if (count == 2) Tile2x4<V, R, A>(rows, ref x0, IC, k, ref o, OC, ahead);
