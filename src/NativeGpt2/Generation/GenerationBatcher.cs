@@ -353,7 +353,8 @@ public sealed class GenerationBatcher : IDisposable
                     if (!WaitForArrival(Timeout.InfiniteTimeSpan)) break;
                 }
             }
-            List<Sequence> arrived = [];
+            // The sequences taken out of waiting for a new group this step: they fail with the step if the group cannot be made.
+            List<Sequence> gathered = [];
             List<Sequence> joining = [];
             PromptGroup? joined = null;
             try
@@ -363,8 +364,8 @@ public sealed class GenerationBatcher : IDisposable
                 waiting.RemoveAll(s => s.Ended);
                 if (group is null && waiting.Count > 0 && live.Count < MaxBatchSize)
                 {
-                    arrived = Take(waiting, Choose(waiting, MaxBatchSize - live.Count));
-                    group = new PromptGroup(arrived, prompting);
+                    gathered = Take(waiting, Choose(waiting, MaxBatchSize - live.Count));
+                    group = new PromptGroup(gathered, prompting);
                 }
                 else if (group is { WasPaused: false } && paused is null && waiting.Count > 0 && live.Count + group.Members.Count < MaxBatchSize)
                 {
@@ -373,8 +374,8 @@ public sealed class GenerationBatcher : IDisposable
                     var chosen = Choose(waiting, MaxBatchSize - live.Count - group.Members.Count);
                     if (2 * (long)chosen.Count * chosen.Max(i => waiting[i].Row.PromptIds.Length) < group.Remaining)
                     {
-                        arrived = Take(waiting, chosen);
-                        (paused, group) = (group, new PromptGroup(arrived, group.Buffers == prompting ? promptingAside : prompting));
+                        gathered = Take(waiting, chosen);
+                        (paused, group) = (group, new PromptGroup(gathered, group.Buffers == prompting ? promptingAside : prompting));
                         paused.WasPaused = true;
                     }
                 }
@@ -426,7 +427,7 @@ public sealed class GenerationBatcher : IDisposable
             catch (Exception e)
             {
                 // The model failed (disposed, or out of memory): every row in the batch, and every prompt running, fails with it.
-                foreach (var sequence in live.Concat(arrived).Concat(joining).Concat(group?.Members ?? []).Concat(paused?.Members ?? []).Distinct().Where(s => !s.Ended))
+                foreach (var sequence in live.Concat(gathered).Concat(joining).Concat(group?.Members ?? []).Concat(paused?.Members ?? []).Distinct().Where(s => !s.Ended))
                     End(sequence, e);
                 live.Clear();
                 cache = null;
