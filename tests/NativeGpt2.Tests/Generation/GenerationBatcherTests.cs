@@ -166,6 +166,8 @@ public class GenerationBatcherTests
         Assert.Equal(await Collect(model.GenerateUpdatesAsync(first, firstOptions)), await running);
         Assert.Equal(await Collect(model.GenerateUpdatesAsync(second, secondOptions)), await joining);
 
+        // The batch's thread records a step just after its last sequence ends: stop it before the steps are read.
+        batcher.Dispose();
         // The first prompt alone, whole; then the second, 16 positions a step, each step decoding the first sequence (and,
         // after the last part, the second too).
         Assert.Equal((first.Length, 1), steps[0]);
@@ -215,6 +217,8 @@ public class GenerationBatcherTests
         joined.Set();
         await asked.AssertEachAsAloneAsync(model);
 
+        // The batch's thread records a step just after its last sequence ends: stop it before the steps are read.
+        batcher.Dispose();
         // The two short prompts (40 tokens each) in parts of 8 columns; then the long one's first part, alone; the latest,
         // shorter than half of what the long one has left, between its parts; the rest of the long one.
         static IEnumerable<int> Parts(int tokens, int rows) =>
@@ -274,6 +278,8 @@ public class GenerationBatcherTests
         latestWaiting.Set();
         await asked.AssertEachAsAloneAsync(model);
 
+        // The batch's thread records a step just after its last sequence ends: stop it before the steps are read.
+        batcher.Dispose();
         // The long prompt's first part; the two short ones, whole; the rest of the long one; the latest.
         Assert.Equal(shortA.Length, shortB.Length);
         var rest = Enumerable.Repeat(chunk, (longest.Length - chunk) / chunk).Append((longest.Length - chunk) % chunk).Where(n => n > 0);
@@ -315,6 +321,8 @@ public class GenerationBatcherTests
         Assert.Equal(await Alone(model, text[200..205], options with { Seed = 33 }), await shortPrompt);
         Assert.Equal(await Alone(model, text[300..340], options with { Seed = 34 }), await Collect(batcher.GenerateUpdatesAsync(text[300..340], options with { Seed = 34 })));
         Assert.Equal(await Alone(model, "ROMEO:", options with { MaxNewTokens = 150 }), await running);
+        // The batch's thread records a step just after its last sequence ends: stop it before the steps are read.
+        batcher.Dispose();
         // The long prompt ran one part, then the short one; after that only the later prompt's 40 positions ran.
         Assert.Equal([chunk, 5], steps.Skip(1).Where(s => s.PromptTokens > 0).Take(2).Select(s => s.PromptTokens));
         Assert.Equal(40, steps.SkipWhile(s => s.PromptTokens != 5).Skip(1).Sum(s => s.PromptTokens));
