@@ -37,6 +37,74 @@ public class GenerationBatcherTests
         }
     }
 
+    /// <summary>
+    /// The steps a batcher runs, recorded from its thread, with holds: the thread waits at the first step a hold matches
+    /// until the test releases it, so that a test asks for sequences between two known steps.
+    /// </summary>
+    private sealed class Schedule : IDisposable
+    {
+        private readonly GenerationBatcher _batcher;
+        private readonly List<(int PromptTokens, int DecodingRows)> _steps = [];
+        private readonly List<Hold> _holds = [];
+
+        public Schedule(GenerationBatcher batcher)
+        {
+            _batcher = batcher;
+            batcher.Stepped += step =>
+            {
+                _steps.Add(step);
+                // The first hold that matches this step and was not reached before holds it.
+                foreach (var hold in _holds)
+                {
+                    if (!hold.Matches(step) || !hold.Reach()) continue;
+                    hold.Wait();
+                    break;
+                }
+            };
+        }
+
+        /// <summary>A hold at the first step that <paramref name="matches"/>; every hold is made before the first sequence is asked for.</summary>
+        public Hold HoldAt(Func<(int PromptTokens, int DecodingRows), bool> matches)
+        {
+            var hold = new Hold(matches);
+            _holds.Add(hold);
+            return hold;
+        }
+
+        /// <summary>The steps run, read once the batch's thread has stopped: it records a step just after its last sequence ends.</summary>
+        public List<(int PromptTokens, int DecodingRows)> Stopped()
+        {
+            _batcher.Dispose();
+            return _steps;
+        }
+
+        public void Dispose()
+        {
+            foreach (var hold in _holds) hold.Dispose();
+        }
+    }
+
+    /// <summary>A step of <see cref="Schedule"/> that the batch's thread waits at until <see cref="Release"/>.</summary>
+    private sealed class Hold(Func<(int PromptTokens, int DecodingRows), bool> matches) : IDisposable
+    {
+        private readonly TaskCompletionSource _reached = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly ManualResetEventSlim _released = new();
+
+        /// <summary>Completes when the batch's thread reaches the step and waits there.</summary>
+        public Task Reached => _reached.Task;
+
+        public bool Matches((int PromptTokens, int DecodingRows) step) => matches(step);
+
+        /// <summary>Marks the hold reached: false when it was before.</summary>
+        public bool Reach() => _reached.TrySetResult();
+
+        public void Wait() => _released.Wait(TimeSpan.FromMinutes(1));
+
+        public void Release() => _released.Set();
+
+        public void Dispose() => _released.Dispose();
+    }
+
     private static Task<List<(string Text, int Id, double? LogProb, int Prompt, int Generated, FinishReason? Finish)>> Alone(Gpt2CausalLM model, string prompt, GenerationOptions options) =>
         Collect(model.GenerateUpdatesAsync(prompt, options));
 
@@ -150,24 +218,17 @@ public class GenerationBatcherTests
         var (firstOptions, secondOptions) = (new GenerationOptions { MaxNewTokens = 150, Seed = 7 }, new GenerationOptions { MaxNewTokens = 20, Seed = 8 });
         const int chunk = 16;
         using var batcher = new GenerationBatcher(model, prefillChunkTokens: chunk);
-        var steps = new List<(int PromptTokens, int DecodingRows)>();
+        using var schedule = new Schedule(batcher);
         // The batch's thread holds its first decoding step until the second sequence has arrived: it joins at the next step.
-        var decoding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var arrived = new ManualResetEventSlim();
-        batcher.Stepped += step =>
-        {
-            steps.Add(step);
-            if (step.DecodingRows > 0 && decoding.TrySetResult()) arrived.Wait(TimeSpan.FromMinutes(1));
-        };
+        var decoding = schedule.HoldAt(s => s.DecodingRows > 0);
         var running = Collect(batcher.GenerateUpdatesAsync(first, firstOptions));
-        await decoding.Task;
+        await decoding.Reached;
         var joining = Collect(batcher.GenerateUpdatesAsync(second, secondOptions));
-        arrived.Set();
+        decoding.Release();
         Assert.Equal(await Collect(model.GenerateUpdatesAsync(first, firstOptions)), await running);
         Assert.Equal(await Collect(model.GenerateUpdatesAsync(second, secondOptions)), await joining);
 
-        // The batch's thread records a step just after its last sequence ends: stop it before the steps are read.
-        batcher.Dispose();
+        var steps = schedule.Stopped();
         // The first prompt alone, whole; then the second, 16 positions a step, each step decoding the first sequence (and,
         // after the last part, the second too).
         Assert.Equal((first.Length, 1), steps[0]);
@@ -192,40 +253,30 @@ public class GenerationBatcherTests
         int[] shortA = model.Tokenizer.Encode(text[200..240]), shortB = model.Tokenizer.Encode(text[300..340]), latest = model.Tokenizer.Encode(text[400..405]);
         const int chunk = 16;
         using var batcher = new GenerationBatcher(model, prefillChunkTokens: chunk);
-        var steps = new List<(int PromptTokens, int DecodingRows)>();
-        var decoding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var firstPart = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var waiting = new ManualResetEventSlim();
-        using var joined = new ManualResetEventSlim();
-        batcher.Stepped += step =>
-        {
-            steps.Add(step);
-            // Held: the first decoding step until the long prompt and the two short ones wait; the short ones' first part
-            // until the latest prompt waits too.
-            if (step.DecodingRows > 0 && decoding.TrySetResult()) waiting.Wait(TimeSpan.FromMinutes(1));
-            else if (step.PromptTokens > 0 && firstPart.TrySetResult()) joined.Wait(TimeSpan.FromMinutes(1));
-        };
+        using var schedule = new Schedule(batcher);
+        // Held: the first decoding step until the long prompt and the two short ones wait; the short ones' first part
+        // until the latest prompt waits too.
+        var decoding = schedule.HoldAt(s => s.DecodingRows > 0);
+        var firstPart = schedule.HoldAt(s => s.PromptTokens > 0);
         var asked = new Asked(batcher);
         asked.Ask(running, options with { MaxNewTokens = 200 });
-        await decoding.Task;
+        await decoding.Reached;
         asked.Ask(longest, options with { Seed = 12 });
         asked.Ask(shortA, options with { Seed = 13 });
         asked.Ask(shortB, options with { Seed = 14 });
-        waiting.Set();
-        await firstPart.Task;
+        decoding.Release();
+        await firstPart.Reached;
         asked.Ask(latest, options with { Seed = 15 });
-        joined.Set();
+        firstPart.Release();
         await asked.AssertEachAsAloneAsync(model);
 
-        // The batch's thread records a step just after its last sequence ends: stop it before the steps are read.
-        batcher.Dispose();
         // The two short prompts (40 tokens each) in parts of 8 columns; then the long one's first part, alone; the latest,
         // shorter than half of what the long one has left, between its parts; the rest of the long one.
         static IEnumerable<int> Parts(int tokens, int rows) =>
             Enumerable.Range(0, (tokens + chunk / rows - 1) / (chunk / rows)).Select(i => rows * Math.Min(chunk / rows, tokens - i * (chunk / rows)));
         Assert.Equal(shortA.Length, shortB.Length);
         var expected = Parts(shortA.Length, 2).Append(chunk).Concat(Parts(latest.Length, 1)).Concat(Parts(longest.Length - chunk, 1));
-        Assert.Equal(expected, steps.Skip(1).Where(s => s.PromptTokens > 0).Select(s => s.PromptTokens));
+        Assert.Equal(expected, schedule.Stopped().Skip(1).Where(s => s.PromptTokens > 0).Select(s => s.PromptTokens));
     }
 
     /// <summary>
@@ -248,43 +299,31 @@ public class GenerationBatcherTests
         int[] shortA = model.Tokenizer.Encode(text[200..205]), shortB = model.Tokenizer.Encode(text[300..305]), latest = model.Tokenizer.Encode(text[400..405]);
         const int chunk = 16;
         using var batcher = new GenerationBatcher(model, prefillChunkTokens: chunk);
-        var steps = new List<(int PromptTokens, int DecodingRows)>();
-        var decoding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var longPart = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var shortPart = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var longWaiting = new ManualResetEventSlim();
-        using var shortWaiting = new ManualResetEventSlim();
-        using var latestWaiting = new ManualResetEventSlim();
-        batcher.Stepped += step =>
-        {
-            steps.Add(step);
-            // Held: the first decoding step until the long prompt waits; its first part until the short ones wait; theirs
-            // until the latest waits.
-            if (step.DecodingRows > 0 && decoding.TrySetResult()) longWaiting.Wait(TimeSpan.FromMinutes(1));
-            else if (step.PromptTokens == chunk && longPart.TrySetResult()) shortWaiting.Wait(TimeSpan.FromMinutes(1));
-            else if (step.PromptTokens == shortA.Length + shortB.Length && shortPart.TrySetResult()) latestWaiting.Wait(TimeSpan.FromMinutes(1));
-        };
+        using var schedule = new Schedule(batcher);
+        // Held: the first decoding step until the long prompt waits; its first part until the short ones wait; theirs
+        // until the latest waits.
+        var decoding = schedule.HoldAt(s => s.DecodingRows > 0);
+        var longPart = schedule.HoldAt(s => s.PromptTokens == chunk);
+        var shortPart = schedule.HoldAt(s => s.PromptTokens == shortA.Length + shortB.Length);
         var asked = new Asked(batcher);
         asked.Ask(running, options with { MaxNewTokens = simulated ? 10 : 200 });
-        await decoding.Task;
+        await decoding.Reached;
         asked.Ask(longest, options with { Seed = 22 });
-        longWaiting.Set();
-        await longPart.Task;
+        decoding.Release();
+        await longPart.Reached;
         asked.Ask(shortA, options with { Seed = 23 });
         asked.Ask(shortB, options with { Seed = 24 });
-        shortWaiting.Set();
-        await shortPart.Task;
+        longPart.Release();
+        await shortPart.Reached;
         asked.Ask(latest, options with { Seed = 25 });
-        latestWaiting.Set();
+        shortPart.Release();
         await asked.AssertEachAsAloneAsync(model);
 
-        // The batch's thread records a step just after its last sequence ends: stop it before the steps are read.
-        batcher.Dispose();
         // The long prompt's first part; the two short ones, whole; the rest of the long one; the latest.
         Assert.Equal(shortA.Length, shortB.Length);
         var rest = Enumerable.Repeat(chunk, (longest.Length - chunk) / chunk).Append((longest.Length - chunk) % chunk).Where(n => n > 0);
         int[] expected = [chunk, 2 * shortA.Length, .. rest, latest.Length];
-        Assert.Equal(expected, steps.Skip(1).Where(s => s.PromptTokens > 0).Select(s => s.PromptTokens));
+        Assert.Equal(expected, schedule.Stopped().Skip(1).Where(s => s.PromptTokens > 0).Select(s => s.PromptTokens));
     }
 
     /// <summary>A long prompt set aside for short ones and cancelled meanwhile leaves; the short ones and a later prompt go on.</summary>
@@ -297,32 +336,26 @@ public class GenerationBatcherTests
         const int chunk = 16;
         using var batcher = new GenerationBatcher(model, prefillChunkTokens: chunk);
         using var cancel = new CancellationTokenSource();
-        var decoding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var longPart = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var longWaiting = new ManualResetEventSlim();
-        using var shortWaiting = new ManualResetEventSlim();
-        var steps = new List<(int PromptTokens, int DecodingRows)>();
+        using var schedule = new Schedule(batcher);
+        var decoding = schedule.HoldAt(s => s.DecodingRows > 0);
+        var longPart = schedule.HoldAt(s => s.PromptTokens == chunk);
+        // The short prompt's step: the long one is set aside; cancel it.
         batcher.Stepped += step =>
         {
-            steps.Add(step);
-            if (step.DecodingRows > 0 && decoding.TrySetResult()) longWaiting.Wait(TimeSpan.FromMinutes(1));
-            else if (step.PromptTokens == chunk && longPart.TrySetResult()) shortWaiting.Wait(TimeSpan.FromMinutes(1));
-            // The short prompt's step: the long one is set aside; cancel it.
-            else if (step.PromptTokens == 5) cancel.Cancel();
+            if (step.PromptTokens == 5) cancel.Cancel();
         };
         var running = Collect(batcher.GenerateUpdatesAsync("ROMEO:", options with { MaxNewTokens = 150 }));
-        await decoding.Task;
+        await decoding.Reached;
         var cancelled = Collect(batcher.GenerateUpdatesAsync(text[..100], options with { Seed = 32 }, cancel.Token));
-        longWaiting.Set();
-        await longPart.Task;
+        decoding.Release();
+        await longPart.Reached;
         var shortPrompt = Collect(batcher.GenerateUpdatesAsync(text[200..205], options with { Seed = 33 }));
-        shortWaiting.Set();
+        longPart.Release();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
         Assert.Equal(await Alone(model, text[200..205], options with { Seed = 33 }), await shortPrompt);
         Assert.Equal(await Alone(model, text[300..340], options with { Seed = 34 }), await Collect(batcher.GenerateUpdatesAsync(text[300..340], options with { Seed = 34 })));
         Assert.Equal(await Alone(model, "ROMEO:", options with { MaxNewTokens = 150 }), await running);
-        // The batch's thread records a step just after its last sequence ends: stop it before the steps are read.
-        batcher.Dispose();
+        var steps = schedule.Stopped();
         // The long prompt ran one part, then the short one; after that only the later prompt's 40 positions ran.
         Assert.Equal([chunk, 5], steps.Skip(1).Where(s => s.PromptTokens > 0).Take(2).Select(s => s.PromptTokens));
         Assert.Equal(40, steps.SkipWhile(s => s.PromptTokens != 5).Skip(1).Sum(s => s.PromptTokens));
