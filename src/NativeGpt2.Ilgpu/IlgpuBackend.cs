@@ -76,31 +76,25 @@ public sealed class IlgpuBackend : IBackend
     private readonly int _maxGroups;
 
 
-    private IlgpuBackend(string name, Context context, Accelerator accelerator, string description)
+    private IlgpuBackend(string name, Context context, Accelerator accelerator, string description, int? maxGroups = null)
     {
         Name = name;
         Description = GeneralKernelsRequested ? $"{description}; general kernels only ({KernelsVariable}=general)" : description;
         _context = context;
         _accelerator = accelerator;
         var warp = accelerator.WarpSize;
-        _groupSize = Math.Max(warp, Math.Min(PreferredGroupSize, accelerator.MaxNumThreadsPerGroup) / warp * warp);
-        // The tile is TileX · TileY threads (a power-of-two split of at most 128 threads), each computing 4 × 8 outputs.
-        var tileThreads = Math.Min(_groupSize, 128);
-        _tileX = 1 << (int)Math.Floor(Math.Log2(tileThreads) / 2);
-        _tileY = tileThreads / _tileX;
-        if (8 * _tileX > MatMulKernels.MaxTile || 4 * _tileY > MatMulKernels.MaxTile || _tileX * _tileY != tileThreads)
-            throw new BackendUnavailableException(name, $"a group of {tileThreads} threads does not make a matmul tile");
+        (_groupSize, _tileX, _tileY, _headGroupSize, _rowGroupSize) = LaunchSizes.For(warp, accelerator.MaxNumThreadsPerGroup);
+        if (8 * _tileX > MatMulKernels.MaxTile || 4 * _tileY > MatMulKernels.MaxTile || _tileX * _tileY != Math.Min(_groupSize, 128))
+            throw new BackendUnavailableException(name, $"a group of {Math.Min(_groupSize, 128)} threads does not make a matmul tile");
         if (warp > Math.Min(MatMulKernels.MaxWarp, AttentionKernel.MaxBlockKeys) || _groupSize / warp > Math.Min(Reductions.MaxWarpsPerGroup, MatMulKernels.MaxSlabChunks))
             throw new BackendUnavailableException(name, $"warps of {warp} threads are not supported (at most {MatMulKernels.MaxWarp})");
-        _headGroupSize = Math.Min(_groupSize, MatMulKernels.MaxHeadWarps * warp);
-        _rowGroupSize = Math.Max(_groupSize, Math.Min(Math.Min(1024, accelerator.MaxNumThreadsPerGroup), Reductions.MaxWarpsPerGroup * warp) / warp * warp);
         _matVecPartials = new Scratch<float>(accelerator);
         _matVecTickets = new Scratch<int>(accelerator);
         _attentionPartials = new Scratch<float>(accelerator);
         _attentionTickets = new Scratch<int>(accelerator);
-        _maxGroups = accelerator.AcceleratorType == AcceleratorType.CPU
+        _maxGroups = maxGroups ?? (accelerator.AcceleratorType == AcceleratorType.CPU
             ? accelerator.NumMultiprocessors
-            : accelerator.NumMultiprocessors * Math.Max(1, accelerator.MaxNumThreadsPerMultiprocessor / _groupSize) * 4;
+            : accelerator.NumMultiprocessors * Math.Max(1, accelerator.MaxNumThreadsPerMultiprocessor / _groupSize) * 4);
         var profiling = KernelProfile.Requested;
         // Stream markers need a context built with profiling on (Create* does it when the variable asks for device time).
         if (profiling == KernelProfile.Mode.Device && !context.Properties.EnableProfiling) profiling = KernelProfile.Mode.Wait;
@@ -125,6 +119,32 @@ public sealed class IlgpuBackend : IBackend
             ArrayView<int>, ArrayView<int>, AttentionShape, int>(AttentionKernel.Decode));
         _targetLogProbabilities = Profiled("TargetLogProbabilities", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(RowKernels.TargetLogProbabilities));
         _argMax = Profiled("ArgMax", accelerator.LoadStreamKernel<ArrayView<int>, ArrayView<float>, int, int>(RowKernels.ArgMax));
+    }
+
+    /// <summary>The threads per group the kernels launch with (see <see cref="LaunchSizes"/>).</summary>
+    internal LaunchSizes Sizes => new(_groupSize, _tileX, _tileY, _headGroupSize, _rowGroupSize);
+
+    /// <summary>Most groups a launch uses (<see cref="_maxGroups"/>).</summary>
+    internal int MaxGroups => _maxGroups;
+
+    /// <summary>
+    /// Threads per group: <paramref name="Group"/> for most kernels, a matmul tile of <paramref name="TileX"/> ·
+    /// <paramref name="TileY"/> threads, <paramref name="HeadGroup"/> for the head's matrix-vector kernel and
+    /// <paramref name="RowGroup"/> for the kernels that take a group per row of logits.
+    /// </summary>
+    internal readonly record struct LaunchSizes(int Group, int TileX, int TileY, int HeadGroup, int RowGroup)
+    {
+        /// <summary>The sizes on a device of warps of <paramref name="warp"/> threads and groups of at most <paramref name="maxThreadsPerGroup"/>.</summary>
+        public static LaunchSizes For(int warp, int maxThreadsPerGroup)
+        {
+            var group = Math.Max(warp, Math.Min(PreferredGroupSize, maxThreadsPerGroup) / warp * warp);
+            // The tile is TileX · TileY threads (a power-of-two split of at most 128 threads), each computing 4 × 8 outputs.
+            var tileThreads = Math.Min(group, 128);
+            var tileX = 1 << (int)Math.Floor(Math.Log2(tileThreads) / 2);
+            return new LaunchSizes(group, tileX, tileThreads / tileX,
+                Math.Min(group, MatMulKernels.MaxHeadWarps * warp),
+                Math.Max(group, Math.Min(Math.Min(1024, maxThreadsPerGroup), Reductions.MaxWarpsPerGroup * warp) / warp * warp));
+        }
     }
 
     /// <summary>Per-kernel timing when <see cref="KernelProfile.Variable"/> asks for it, else null.</summary>
@@ -188,7 +208,13 @@ public sealed class IlgpuBackend : IBackend
     /// </summary>
     public static IlgpuBackend CreateCpuSimulator() => CreateCpuSimulator(4, 4, 1);
 
-    internal static IlgpuBackend CreateCpuSimulator(int warp, int warps, int multiprocessors)
+    /// <summary>
+    /// A simulated device of <paramref name="multiprocessors"/> multiprocessors, each running <paramref name="warps"/>
+    /// warps of <paramref name="warp"/> threads. A launch uses at most <paramref name="maxGroups"/> groups, by default
+    /// one per multiprocessor; a GPU launches many more than it has multiprocessors (see <see cref="_maxGroups"/>),
+    /// and the simulator runs them one after another.
+    /// </summary>
+    internal static IlgpuBackend CreateCpuSimulator(int warp, int warps, int multiprocessors, int? maxGroups = null)
     {
         var device = new CPUDevice(numThreadsPerWarp: warp, numWarpsPerMultiprocessor: warps, numMultiprocessors: multiprocessors);
         var context = Context.Create(builder => Profiled(builder.CPU(device).EnableAlgorithms()));
@@ -196,7 +222,7 @@ public sealed class IlgpuBackend : IBackend
         {
             var accelerator = context.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
             var description = $"ILGPU CPU accelerator: {accelerator.NumMultiprocessors} simulated multiprocessors, groups of {accelerator.MaxNumThreadsPerGroup} threads, warps of {accelerator.WarpSize}";
-            return new IlgpuBackend("ilgpu-cpu", context, accelerator, description);
+            return new IlgpuBackend("ilgpu-cpu", context, accelerator, description, maxGroups);
         }
         catch
         {
