@@ -19,7 +19,7 @@ public class BackendConformanceTests
     /// <summary>Relative bound for one operation in float32 against its double reference.</summary>
     private const double Bound = 2e-5;
 
-    public static TheoryData<string> Backends => TestBackends.AllWithWarp32;
+    public static TheoryData<string> Backends => TestBackends.AllWithSimulators;
 
     private static IBackend Prepare(string name)
     {
@@ -27,15 +27,19 @@ public class BackendConformanceTests
         return TestBackends.Get(name);
     }
 
-    /// <summary>Shapes drawn per case from a seeded generator, so a failure names a reproducible case.</summary>
-    private static IEnumerable<Random> Cases(int count) => Enumerable.Range(0, count).Select(seed => new Random(1000 + seed));
+    /// <summary>
+    /// Shapes drawn per case from a seeded generator, so a failure names a reproducible case (fewer cases on the slowest
+    /// simulator: <see cref="TestBackends.Cases"/>).
+    /// </summary>
+    private static IEnumerable<Random> Cases(string backend, int count) =>
+        Enumerable.Range(0, TestBackends.Cases(backend, count)).Select(seed => new Random(1000 + seed));
 
     [SkippableTheory]
     [MemberData(nameof(Backends))]
     public void Embedding_gathers_and_adds_rows(string name)
     {
         var backend = Prepare(name);
-        foreach (var random in Cases(6))
+        foreach (var random in Cases(name, 6))
         {
             int N = random.Next(1, 40), C = random.Next(1, 70), V = random.Next(1, 60), P = random.Next(1, 50);
             var wte = Numerics.RandomFloats(random, V * C);
@@ -61,7 +65,7 @@ public class BackendConformanceTests
     public void LayerNorm_matches_the_reference(string name)
     {
         var backend = Prepare(name);
-        foreach (var random in Cases(8))
+        foreach (var random in Cases(name, 8))
         {
             int N = random.Next(1, 20), C = random.Next(1, 300);
             var x = Numerics.RandomFloats(random, N * C, 3f);
@@ -85,7 +89,7 @@ public class BackendConformanceTests
     public void MatMul_matches_the_reference_with_every_epilogue(string name)
     {
         var backend = Prepare(name);
-        foreach (var random in Cases(12))
+        foreach (var random in Cases(name, 12))
         {
             // Rows on both sides of the matrix-vector switch; inputs across several 64-input chunks and slabs of chunks.
             int N = random.Next(2) == 0 ? random.Next(1, 5) : random.Next(5, 90), IC = random.Next(1, 700), OC = random.Next(1, 140);
@@ -116,7 +120,7 @@ public class BackendConformanceTests
         // The fused call must give what the two steps give, or a row decoded alone (fused on a GPU) would differ from
         // the same row in a batch (two steps).
         var backend = Prepare(name);
-        foreach (var random in Cases(10))
+        foreach (var random in Cases(name, 10))
         {
             int N = random.Next(2) == 0 ? random.Next(1, 5) : random.Next(5, 30), IC = random.Next(1, 700), OC = random.Next(1, 140);
             var epilogue = ProjectionReference.Epilogues[random.Next(ProjectionReference.Epilogues.Length)];
@@ -185,7 +189,7 @@ public class BackendConformanceTests
         var (x, w, b) = Projection();
         const int N = ProjectionRows, IC = ProjectionInputs, OC = ProjectionOutputs;
         float[]? first = null;
-        for (var i = 0; i < 300; i++)
+        for (var i = 0; i < TestBackends.Cases(name, 300); i++)
         {
             using var scope = backend.Enter();
             using var weight = backend.PrepareMatrix(new Weight("w", [IC, OC], w));
@@ -205,9 +209,9 @@ public class BackendConformanceTests
     /// after the launch (a GPU runs launches asynchronously): disposing a buffer must not take it from a kernel that
     /// has yet to read it.
     /// </summary>
-    private static IEnumerable<(Random Random, int N, int IC, int OC)> TransposedShapes()
+    private static IEnumerable<(Random Random, int N, int IC, int OC)> TransposedShapes(string name)
     {
-        foreach (var random in Cases(10))
+        foreach (var random in Cases(name, 10))
         {
             int N = random.Next(2) == 0 ? random.Next(1, 5) : random.Next(5, 70), IC = random.Next(1, 150), OC = random.Next(1, 300);
             if (random.Next(2) == 0) (IC, OC) = ((IC + 3) / 4 * 4, (OC + 3) / 4 * 4);
@@ -221,7 +225,7 @@ public class BackendConformanceTests
     public void MatMulTransposed_matches_the_reference(string name)
     {
         var backend = Prepare(name);
-        foreach (var (random, N, IC, OC) in TransposedShapes())
+        foreach (var (random, N, IC, OC) in TransposedShapes(name))
         {
             var x = Numerics.RandomFloats(random, N * IC);
             var w = Numerics.RandomFloats(random, OC * IC);
@@ -296,7 +300,7 @@ public class BackendConformanceTests
     public void Attention_over_a_cache_matches_the_reference(string name)
     {
         var backend = Prepare(name);
-        foreach (var random in Cases(16))
+        foreach (var random in Cases(name, 16))
         {
             // Decoding (one new token, the keys split in chunks) in about half the cases; long caches, whose chunks
             // grow so that their number stays bounded, in a quarter.
@@ -306,7 +310,7 @@ public class BackendConformanceTests
             // The simulated GPUs run a thread per simulated thread, and the GPU-shaped one takes minutes to fill 500
             // positions: their long caches are a quarter as long (still four to six decoding chunks, more than a warp of the
             // small simulator merges at once), the rest of the case as drawn.
-            if (name is TestBackends.IlgpuCpu or TestBackends.IlgpuCpuWarp32 && past >= 500) past /= 4;
+            if (name is TestBackends.IlgpuCpu or TestBackends.IlgpuCpuWarp32 or TestBackends.IlgpuCpuCudaShaped && past >= 500) past /= 4;
             int Tmax = past + T + 1 + random.Next(0, 5), C = NH * HS;
             var withProbabilities = random.Next(2) == 0;
             // GPT-2's 1/√HS, or that over a layer index + 1 (scale_attn_by_inverse_layer_idx), or 1 (no scaling).
@@ -439,7 +443,7 @@ public class BackendConformanceTests
     public void Target_log_probabilities_match_the_reference(string name)
     {
         var backend = Prepare(name);
-        foreach (var random in Cases(6))
+        foreach (var random in Cases(name, 6))
         {
             int N = random.Next(1, 9), V = random.Next(1, 3000);
             var logits = Numerics.RandomFloats(random, N * V, 8f);

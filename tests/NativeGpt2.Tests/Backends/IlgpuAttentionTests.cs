@@ -21,7 +21,7 @@ public class IlgpuAttentionTests
     {
         TestBackends.SkipIfUnavailable(name);
         var backend = (IlgpuBackend)TestBackends.Get(name);
-        for (var seed = 0; seed < 6; seed++)
+        for (var seed = 0; seed < TestBackends.Cases(name, 6); seed++)
         {
             var random = new Random(300 + seed);
             int B = random.Next(1, 3), T = random.Next(20, 80), past = random.Next(3) == 0 ? 0 : random.Next(1, 40);

@@ -27,7 +27,7 @@ public class IlgpuMatVecTests
     {
         TestBackends.SkipIfUnavailable(name);
         var backend = (IlgpuBackend)TestBackends.Get(name);
-        for (var seed = 0; seed < 10; seed++)
+        for (var seed = 0; seed < TestBackends.Cases(name, 10); seed++)
         {
             var random = new Random(500 + seed);
             // Inputs from under one chunk to a dozen, whole chunks or not; outputs that leave a partial block of 8 or 16.

@@ -26,6 +26,15 @@ public static class TestBackends
     public const string IlgpuCpuWarp32 = "ilgpu-cpu-warp32";
 
     /// <summary>
+    /// ILGPU's CPU accelerator with a CUDA device's group sizes: warps of 32, groups of 256 and row groups of 1,024 (32
+    /// warps: the most the reductions merge), and up to 64 groups a launch, where <see cref="IlgpuCpuWarp32"/> has groups
+    /// of 128 and two a launch. A GPU launches many groups per multiprocessor (more than the work on small shapes), and
+    /// the kernels' group-size limits and cross-group merges are reached only here. The slowest simulator: its tests
+    /// take fewer cases.
+    /// </summary>
+    public const string IlgpuCpuCudaShaped = "ilgpu-cpu-cuda-shaped";
+
+    /// <summary>
     /// The CPU backend at each SIMD width, forced: 512 and 256 bits (AVX-512, AVX2), 128 (NEON on Arm64, SSE with FMA) and
     /// scalar. A width the machine lacks is emulated by the runtime (correct, slower), so every path runs on any machine.
     /// </summary>
@@ -33,6 +42,12 @@ public static class TestBackends
 
     /// <summary>The CPU backend at every forced width.</summary>
     public static string[] CpuWidths => [CpuVector512, CpuVector256, CpuVector128, CpuScalar];
+
+    /// <summary>
+    /// How many of a test's <paramref name="count"/> random cases or rounds run on <paramref name="backend"/>: all of
+    /// them, but a quarter (at least two) on the slowest simulator, <see cref="IlgpuCpuCudaShaped"/>.
+    /// </summary>
+    public static int Cases(string backend, int count) => backend == IlgpuCpuCudaShaped ? Math.Max(2, count / 4) : count;
 
     /// <summary>Why CUDA tests are skipped on this machine, or null when a device is present.</summary>
     public static string? CudaSkipReason { get; } = IlgpuBackend.CudaAvailable() ? null : "no CUDA device on this machine (the same tests run on ilgpu-cpu)";
@@ -45,6 +60,7 @@ public static class TestBackends
         IlgpuCpu => IlgpuBackend.CreateCpuSimulator(),
         IlgpuCpuWarp32 => IlgpuBackend.CreateCpuSimulator(warp: 32, warps: 4, multiprocessors: 2),
         Cuda => IlgpuBackend.CreateCuda(),
+        IlgpuCpuCudaShaped => IlgpuBackend.CreateCpuSimulator(warp: 32, warps: 32, multiprocessors: 1, maxGroups: 64),
         CpuVector512 => new CpuBackend(Environment.ProcessorCount, VectorWidth.Vector512),
         CpuVector256 => new CpuBackend(Environment.ProcessorCount, VectorWidth.Vector256),
         CpuVector128 => new CpuBackend(Environment.ProcessorCount, VectorWidth.Vector128),
@@ -56,13 +72,13 @@ public static class TestBackends
     public static TheoryData<string> All => [Cpu, IlgpuCpu, Cuda];
 
     /// <summary>
-    /// Every backend and the GPU-shaped simulator (<see cref="IlgpuCpuWarp32"/>), for the tests of single operations and
-    /// kernels on small shapes.
+    /// Every backend and the GPU-shaped simulators (<see cref="IlgpuCpuWarp32"/>, <see cref="IlgpuCpuCudaShaped"/>), for the
+    /// tests of single operations and kernels on small shapes.
     /// </summary>
-    public static TheoryData<string> AllWithWarp32 => [Cpu, IlgpuCpu, IlgpuCpuWarp32, Cuda];
+    public static TheoryData<string> AllWithSimulators => [Cpu, IlgpuCpu, IlgpuCpuWarp32, IlgpuCpuCudaShaped, Cuda];
 
-    /// <summary>The ILGPU accelerators, for tests of the ILGPU backend's own kernels (CUDA included, as in <see cref="All"/>).</summary>
-    public static TheoryData<string> Ilgpu => [IlgpuCpu, IlgpuCpuWarp32, Cuda];
+    /// <summary>The ILGPU accelerators and simulators, for tests of the ILGPU backend's own kernels (CUDA included, as in <see cref="All"/>).</summary>
+    public static TheoryData<string> Ilgpu => [IlgpuCpu, IlgpuCpuWarp32, IlgpuCpuCudaShaped, Cuda];
 
     /// <summary>The names usable on this machine, for property tests that draw a backend.</summary>
     public static string[] Available => CudaSkipReason is null ? [Cpu, IlgpuCpu, Cuda] : [Cpu, IlgpuCpu];
