@@ -307,7 +307,7 @@ public class BackendConformanceTests
             int B = random.Next(1, 4), T = random.Next(2) == 0 ? 1 : random.Next(2, 12), past = random.Next(4) == 0 ? random.Next(500, 700) : random.Next(0, 40), NH = random.Next(1, 4), HS = random.Next(1, 40);
             // Heads wider than GPT-2's 64 in a quarter of the cases (Cerebras-GPT's 80 and 128, the most the kernels take).
             if (random.Next(4) == 0) HS = random.Next(65, 129);
-            // The simulated GPUs run a thread per simulated thread, and the GPU-shaped one takes minutes to fill 500
+            // The simulated GPUs run a thread per simulated thread, and the GPU-shaped ones take minutes to fill 500
             // positions: their long caches are a quarter as long (still four to six decoding chunks, more than a warp of the
             // small simulator merges at once), the rest of the case as drawn.
             if (name is TestBackends.IlgpuCpu or TestBackends.IlgpuCpuWarp32 or TestBackends.IlgpuCpuCudaShaped && past >= 500) past /= 4;
