@@ -83,9 +83,10 @@ public sealed class IlgpuBackend : IBackend
         _context = context;
         _accelerator = accelerator;
         var warp = accelerator.WarpSize;
-        (_groupSize, _tileX, _tileY, _headGroupSize, _rowGroupSize) = LaunchSizes.For(warp, accelerator.MaxNumThreadsPerGroup);
-        if (8 * _tileX > MatMulKernels.MaxTile || 4 * _tileY > MatMulKernels.MaxTile || _tileX * _tileY != Math.Min(_groupSize, 128))
-            throw new BackendUnavailableException(name, $"a group of {Math.Min(_groupSize, 128)} threads does not make a matmul tile");
+        var sizes = LaunchSizes.For(warp, accelerator.MaxNumThreadsPerGroup);
+        (_groupSize, _tileX, _tileY, _headGroupSize, _rowGroupSize) = sizes;
+        if (8 * _tileX > MatMulKernels.MaxTile || 4 * _tileY > MatMulKernels.MaxTile || _tileX * _tileY != sizes.TileThreads)
+            throw new BackendUnavailableException(name, $"a group of {sizes.TileThreads} threads does not make a matmul tile");
         if (warp > Math.Min(MatMulKernels.MaxWarp, AttentionKernel.MaxBlockKeys) || _groupSize / warp > Math.Min(Reductions.MaxWarpsPerGroup, MatMulKernels.MaxSlabChunks))
             throw new BackendUnavailableException(name, $"warps of {warp} threads are not supported (at most {MatMulKernels.MaxWarp})");
         _matVecPartials = new Scratch<float>(accelerator);
@@ -134,12 +135,17 @@ public sealed class IlgpuBackend : IBackend
     /// </summary>
     internal readonly record struct LaunchSizes(int Group, int TileX, int TileY, int HeadGroup, int RowGroup)
     {
+        /// <summary>The threads of a matmul tile, TileX · TileY: the group's, at most 128.</summary>
+        public int TileThreads => TileThreadsOf(Group);
+
+        private static int TileThreadsOf(int group) => Math.Min(group, 128);
+
         /// <summary>The sizes on a device of warps of <paramref name="warp"/> threads and groups of at most <paramref name="maxThreadsPerGroup"/>.</summary>
         public static LaunchSizes For(int warp, int maxThreadsPerGroup)
         {
             var group = Math.Max(warp, Math.Min(PreferredGroupSize, maxThreadsPerGroup) / warp * warp);
-            // The tile is TileX · TileY threads (a power-of-two split of at most 128 threads), each computing 4 × 8 outputs.
-            var tileThreads = Math.Min(group, 128);
+            // The tile is TileX · TileY threads (a power-of-two split of TileThreads), each computing 4 × 8 outputs.
+            var tileThreads = TileThreadsOf(group);
             var tileX = 1 << (int)Math.Floor(Math.Log2(tileThreads) / 2);
             return new LaunchSizes(group, tileX, tileThreads / tileX,
                 Math.Min(group, MatMulKernels.MaxHeadWarps * warp),
