@@ -6,17 +6,24 @@
 #     -p:PublishSingleFile=true -p:EnableCompressionInSingleFile=true -o .gpu
 # then run this script from the repository root on the GPU machine. It prints every result and
 # writes the bench figures to $OUT (or ./gpu-results) as JSON lines for docs/performance.md.
+#
+# With a .NET runtime there instead (no SDK needed), two variables run the framework-dependent build:
+#   NATIVEGPT2   the command that runs the CLI, e.g. "dotnet tests/NativeGpt2.Tests/bin/Release/net10.0/NativeGpt2.Cli.dll"
+#                (default ./.gpu/nativegpt2)
+#   TESTS        NativeGpt2.Tests.dll: when set, its CUDA test cases run too (its own entry point, Support/TestRunner.cs),
+#                with DOTNET (default dotnet) as the runtime's host; TESTS_EXCEPT names cases to leave out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
-N=./.gpu/nativegpt2
+N=${NATIVEGPT2:-./.gpu/nativegpt2}
 RESULTS=${OUT:-./gpu-results}
 mkdir -p "$RESULTS"
 failures=0
-run() { echo "+ $*"; "$@" || { echo "FAILED ($?): $*"; failures=$((failures + 1)); }; }
+run() { echo "+ $* (at ${SECONDS} s)"; "$@" || { echo "FAILED ($?): $*"; failures=$((failures + 1)); }; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv || true
 
+echo "== 1. agreement (at ${SECONDS} s)"
 # 1. Quick agreement first: CPU against CUDA on every hidden state, attention and the logits, and greedy text
 #    (decoding: the fused LayerNorm + matrix-vector kernels and the one-launch decoding attention).
 run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --text "The meaning of life is that every backend agrees with every other one." --tolerance 2e-4
@@ -38,6 +45,7 @@ expected=$($N generate --backend cpu --model synthetic:gpt2 --prompt "The meanin
 actual=$($N generate --backend cuda --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
 if [ "$expected" == "$actual" ]; then echo "greedy synthetic:gpt2: cuda equals cpu"; else echo "FAILED: greedy text of synthetic:gpt2 differs"; failures=$((failures + 1)); fi
 
+echo "== 2. speed (at ${SECONDS} s)"
 # 2. Launch overhead (10,000 empty launches) and speed, batch 1, float32.
 run $N bench --backend cuda --model reference-data/models/tiny --prompt-tokens 16 --new-tokens 16 --launches 10000
 for model in gpt2 gpt2-medium gpt2-xl; do
@@ -49,6 +57,18 @@ for model in gpt2 gpt2-xl; do
   timeout 150 $N bench --backend cuda --model synthetic:$model --batch 8 --prompt-tokens 128 --new-tokens 128 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || failures=$((failures + 1))
 done
 
+echo "== 2b. tests (at ${SECONDS} s)"
+# 2b. The test suite's CUDA cases (conformance of every operation, the kernels' own tests, references, greedy,
+#     batching, scoring, sharing between threads), when the test assembly is here.
+#     TESTS_EXCEPT leaves out the cases whose names hold any of its space-separated words, e.g. '"gpt2-mini' for a model
+#     left out of the upload.
+if [ -n "${TESTS:-}" ]; then
+  except=()
+  for word in ${TESTS_EXCEPT:-}; do except+=(--except "$word"); done
+  run timeout 300 ${DOTNET:-dotnet} "$TESTS" --cases '"cuda"' "${except[@]}"
+fi
+
+echo "== 3. profiles (at ${SECONDS} s)"
 # 3. Where the time goes, 124M decoding and prefill: each kernel's device time (CUDA events, no launch waited for),
 #    then decoding once more with every launch waited for (what launching costs on top).
 #    Each projection and attention shape has its own line, with the GB/s or TFLOP/s it reached.
@@ -57,6 +77,7 @@ NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic
 NATIVEGPT2_ILGPU_PROFILE=1 timeout 150 $N bench --backend cuda --model synthetic:gpt2-xl --prompt-tokens 128 --new-tokens 64 2>&1 | tail -40
 NATIVEGPT2_ILGPU_PROFILE=wait timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -40
 
+echo "== 3b. general kernels (at ${SECONDS} s)"
 # 3b. The same with only the general kernels (NATIVEGPT2_ILGPU_KERNELS=general: the split matrix-vector kernel for every
 #     decoding projection, a warp per query for prefill attention), to compare them with the shape-specific ones in one run:
 #     agreement with the CPU, speed (bench-cuda-general.jsonl), and the device-time profile.
@@ -72,6 +93,7 @@ NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic
 NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 2>&1 | tail -30
 unset NATIVEGPT2_ILGPU_KERNELS
 
+echo "== 4. references (at ${SECONDS} s)"
 # 4. Every reference file on CUDA, each against the model it was made from.
 for ref in reference-data/refs/*.safetensors; do
   case=$(basename "$ref" .safetensors)
@@ -89,10 +111,11 @@ for layout in tiny-hub tiny-sharded; do
   run $N verify --backend cuda --model reference-data/models/$layout --reference reference-data/refs/tiny.left_padded.safetensors
 done
 
+echo "== 5. long crosschecks (at ${SECONDS} s)"
 # 5. The long crosschecks: 1,000 tokens of synthetic GPT-2, and all three backends on the bundled model.
 run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --ids "$(seq -s, 1 1000)" --tolerance 2e-4
 [ -e $bundled/config.json ] && run $N crosscheck --model $bundled --backends cpu,ilgpu-cpu,cuda --text "ROMEO:
 What, ho!" --tolerance 2e-4
 
-echo "gpu-check: $failures failure(s)"
+echo "gpu-check: $failures failure(s) in ${SECONDS} s"
 exit $((failures > 0))
