@@ -184,7 +184,7 @@ public sealed class IlgpuBackend : IBackend
         Context? context = null;
         try
         {
-            context = Context.Create(builder => Profiled(builder.Cuda().EnableAlgorithms()));
+            context = Context.Create(builder => Profiled(Fused.Register(builder.Cuda().EnableAlgorithms())));
             var devices = context.GetCudaDevices();
             if (devices.Count == 0)
                 throw new BackendUnavailableException("cuda", "no CUDA device found (no NVIDIA driver, or it reports no device); use --backend cpu");

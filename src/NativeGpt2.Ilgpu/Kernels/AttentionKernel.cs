@@ -232,7 +232,7 @@ internal static class AttentionKernel
             var chunkMax = partial[base0 + c * slot + s.HS];
             var scale = chunkMax == float.NegativeInfinity ? 0f : XMath.Exp(chunkMax - m);
             scales[c] = scale;
-            l += partial[base0 + c * slot + s.HS + 1] * scale;
+            l = Fused.MulAdd(partial[base0 + c * slot + s.HS + 1], scale, l);
         }
         l = Reductions.WarpSum(l);
         Warp.Barrier();
@@ -435,7 +435,7 @@ internal static class AttentionKernel
             var next = XMath.Max(m, blockMax);
             correction = XMath.Exp(m - next);
             p = seen ? XMath.Exp(score - next) : 0f;
-            var l = tile.State[TileQueries + q] * correction + Reductions.WarpSum(p);
+            var l = Fused.MulAdd(tile.State[TileQueries + q], correction, Reductions.WarpSum(p));
             // Every lane has read the state before lane 0 writes it.
             Warp.Barrier();
             if (lane == 0)
@@ -513,7 +513,7 @@ internal static class AttentionKernel
             var next = XMath.Max(m, blockMax);
             var correction = XMath.Exp(m - next);
             var p = seen ? XMath.Exp(score - next) : 0f;
-            l = l * correction + Reductions.WarpSum(p);
+            l = Fused.MulAdd(l, correction, Reductions.WarpSum(p));
             scratch.Weights[lane] = p;
             Warp.Barrier();
             for (var d = lane; d < s.HS; d += W)
@@ -578,7 +578,7 @@ internal static class AttentionKernel
         }
         for (; i < count; i++)
         {
-            if (w[i] != 0f) total += w[i] * v[at];
+            if (w[i] != 0f) total = Fused.MulAdd(w[i], v[at], total);
             at += stride;
         }
         return total;
@@ -784,10 +784,10 @@ internal readonly struct KeyRow
 
     private static float Add(float sum, Float4 q, Float4 k)
     {
-        sum += q.X * k.X;
-        sum += q.Y * k.Y;
-        sum += q.Z * k.Z;
-        sum += q.W * k.W;
+        sum = Fused.MulAdd(q.X, k.X, sum);
+        sum = Fused.MulAdd(q.Y, k.Y, sum);
+        sum = Fused.MulAdd(q.Z, k.Z, sum);
+        sum = Fused.MulAdd(q.W, k.W, sum);
         return sum;
     }
 }
@@ -800,14 +800,14 @@ internal struct EightSums(float a0, float a1, float a2, float a3, float a4, floa
     /// <summary>Each sum += its query's weight · v, skipped where the weight is 0 (a masked or future key adds nothing).</summary>
     public void Add(Float4 w0, Float4 w1, float v)
     {
-        if (w0.X != 0f) _a0 += w0.X * v;
-        if (w0.Y != 0f) _a1 += w0.Y * v;
-        if (w0.Z != 0f) _a2 += w0.Z * v;
-        if (w0.W != 0f) _a3 += w0.W * v;
-        if (w1.X != 0f) _a4 += w1.X * v;
-        if (w1.Y != 0f) _a5 += w1.Y * v;
-        if (w1.Z != 0f) _a6 += w1.Z * v;
-        if (w1.W != 0f) _a7 += w1.W * v;
+        if (w0.X != 0f) _a0 = Fused.MulAdd(w0.X, v, _a0);
+        if (w0.Y != 0f) _a1 = Fused.MulAdd(w0.Y, v, _a1);
+        if (w0.Z != 0f) _a2 = Fused.MulAdd(w0.Z, v, _a2);
+        if (w0.W != 0f) _a3 = Fused.MulAdd(w0.W, v, _a3);
+        if (w1.X != 0f) _a4 = Fused.MulAdd(w1.X, v, _a4);
+        if (w1.Y != 0f) _a5 = Fused.MulAdd(w1.Y, v, _a5);
+        if (w1.Z != 0f) _a6 = Fused.MulAdd(w1.Z, v, _a6);
+        if (w1.W != 0f) _a7 = Fused.MulAdd(w1.W, v, _a7);
     }
 
     /// <summary>target[at + i · stride] = sum i.</summary>

@@ -58,5 +58,5 @@ internal readonly struct FourChannels(float v0, float v1, float v2, float v3, in
         if (Count > 3) target[start + c + 3 * G] = V3;
     }
 
-    private static float Square(float squares, float deviation) => squares + deviation * deviation;
+    private static float Square(float squares, float deviation) => Fused.MulAdd(deviation, deviation, squares);
 }

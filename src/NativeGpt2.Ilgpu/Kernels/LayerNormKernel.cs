@@ -56,8 +56,8 @@ internal static class LayerNormKernel
         return new RowStatistics(mean, XMath.Rsqrt(Reductions.GroupSum(squares, scratch) / C + epsilon));
     }
 
-    /// <summary>One channel normalized: (x − mean) · rstd · weight + bias.</summary>
-    public static float Normalize(float x, RowStatistics stats, float weight, float bias) => (x - stats.Mean) * stats.Rstd * weight + bias;
+    /// <summary>One channel normalized: (x − mean) · rstd · weight + bias, the last step fused (<see cref="Fused"/>).</summary>
+    public static float Normalize(float x, RowStatistics stats, float weight, float bias) => Fused.MulAdd((x - stats.Mean) * stats.Rstd, weight, bias);
 }
 
 /// <summary>A row's mean and reciprocal standard deviation 1 / √(var + eps).</summary>

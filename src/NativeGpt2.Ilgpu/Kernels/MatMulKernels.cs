@@ -627,13 +627,17 @@ internal struct MicroTile
         R30 = b0; R31 = b1; R32 = b2; R33 = b3; R34 = b4; R35 = b5; R36 = b6; R37 = b7;
     }
 
-    /// <summary>R[i, j] += a[i] · b[j], b = (lo, hi): one step of the inner sum for 32 outputs.</summary>
+    /// <summary>R[i, j] += a[i] · b[j] (fused), b = (lo, hi): one step of the inner sum for 32 outputs.</summary>
     public void Update(float a0, float a1, float a2, float a3, Float4 lo, Float4 hi)
     {
-        R00 += a0 * lo.X; R01 += a0 * lo.Y; R02 += a0 * lo.Z; R03 += a0 * lo.W; R04 += a0 * hi.X; R05 += a0 * hi.Y; R06 += a0 * hi.Z; R07 += a0 * hi.W;
-        R10 += a1 * lo.X; R11 += a1 * lo.Y; R12 += a1 * lo.Z; R13 += a1 * lo.W; R14 += a1 * hi.X; R15 += a1 * hi.Y; R16 += a1 * hi.Z; R17 += a1 * hi.W;
-        R20 += a2 * lo.X; R21 += a2 * lo.Y; R22 += a2 * lo.Z; R23 += a2 * lo.W; R24 += a2 * hi.X; R25 += a2 * hi.Y; R26 += a2 * hi.Z; R27 += a2 * hi.W;
-        R30 += a3 * lo.X; R31 += a3 * lo.Y; R32 += a3 * lo.Z; R33 += a3 * lo.W; R34 += a3 * hi.X; R35 += a3 * hi.Y; R36 += a3 * hi.Z; R37 += a3 * hi.W;
+        R00 = Fused.MulAdd(a0, lo.X, R00); R01 = Fused.MulAdd(a0, lo.Y, R01); R02 = Fused.MulAdd(a0, lo.Z, R02); R03 = Fused.MulAdd(a0, lo.W, R03);
+        R04 = Fused.MulAdd(a0, hi.X, R04); R05 = Fused.MulAdd(a0, hi.Y, R05); R06 = Fused.MulAdd(a0, hi.Z, R06); R07 = Fused.MulAdd(a0, hi.W, R07);
+        R10 = Fused.MulAdd(a1, lo.X, R10); R11 = Fused.MulAdd(a1, lo.Y, R11); R12 = Fused.MulAdd(a1, lo.Z, R12); R13 = Fused.MulAdd(a1, lo.W, R13);
+        R14 = Fused.MulAdd(a1, hi.X, R14); R15 = Fused.MulAdd(a1, hi.Y, R15); R16 = Fused.MulAdd(a1, hi.Z, R16); R17 = Fused.MulAdd(a1, hi.W, R17);
+        R20 = Fused.MulAdd(a2, lo.X, R20); R21 = Fused.MulAdd(a2, lo.Y, R21); R22 = Fused.MulAdd(a2, lo.Z, R22); R23 = Fused.MulAdd(a2, lo.W, R23);
+        R24 = Fused.MulAdd(a2, hi.X, R24); R25 = Fused.MulAdd(a2, hi.Y, R25); R26 = Fused.MulAdd(a2, hi.Z, R26); R27 = Fused.MulAdd(a2, hi.W, R27);
+        R30 = Fused.MulAdd(a3, lo.X, R30); R31 = Fused.MulAdd(a3, lo.Y, R31); R32 = Fused.MulAdd(a3, lo.Z, R32); R33 = Fused.MulAdd(a3, lo.W, R33);
+        R34 = Fused.MulAdd(a3, hi.X, R34); R35 = Fused.MulAdd(a3, hi.Y, R35); R36 = Fused.MulAdd(a3, hi.Z, R36); R37 = Fused.MulAdd(a3, hi.W, R37);
     }
 
     /// <summary>this += chunk, then chunk = 0: a finished chunk sum joins the total.</summary>

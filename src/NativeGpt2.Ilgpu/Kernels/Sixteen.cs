@@ -56,25 +56,25 @@ internal struct Sixteen
         target[at + 15 * stride] = V15;
     }
 
-    /// <summary>sum + x[at] · V0 + x[at + 1] · V1 + … + x[at + 15] · V15, added in that order.</summary>
+    /// <summary>sum + x[at] · V0 + x[at + 1] · V1 + … + x[at + 15] · V15, added in that order, each step fused (<see cref="Fused"/>).</summary>
     public readonly float Dot(float sum, ArrayView<float> x, int at)
     {
-        sum += x[at] * V0;
-        sum += x[at + 1] * V1;
-        sum += x[at + 2] * V2;
-        sum += x[at + 3] * V3;
-        sum += x[at + 4] * V4;
-        sum += x[at + 5] * V5;
-        sum += x[at + 6] * V6;
-        sum += x[at + 7] * V7;
-        sum += x[at + 8] * V8;
-        sum += x[at + 9] * V9;
-        sum += x[at + 10] * V10;
-        sum += x[at + 11] * V11;
-        sum += x[at + 12] * V12;
-        sum += x[at + 13] * V13;
-        sum += x[at + 14] * V14;
-        sum += x[at + 15] * V15;
+        sum = Fused.MulAdd(x[at], V0, sum);
+        sum = Fused.MulAdd(x[at + 1], V1, sum);
+        sum = Fused.MulAdd(x[at + 2], V2, sum);
+        sum = Fused.MulAdd(x[at + 3], V3, sum);
+        sum = Fused.MulAdd(x[at + 4], V4, sum);
+        sum = Fused.MulAdd(x[at + 5], V5, sum);
+        sum = Fused.MulAdd(x[at + 6], V6, sum);
+        sum = Fused.MulAdd(x[at + 7], V7, sum);
+        sum = Fused.MulAdd(x[at + 8], V8, sum);
+        sum = Fused.MulAdd(x[at + 9], V9, sum);
+        sum = Fused.MulAdd(x[at + 10], V10, sum);
+        sum = Fused.MulAdd(x[at + 11], V11, sum);
+        sum = Fused.MulAdd(x[at + 12], V12, sum);
+        sum = Fused.MulAdd(x[at + 13], V13, sum);
+        sum = Fused.MulAdd(x[at + 14], V14, sum);
+        sum = Fused.MulAdd(x[at + 15], V15, sum);
         return sum;
     }
 
@@ -94,7 +94,7 @@ internal struct Sixteen
         }
         for (; i < count; i++)
         {
-            sum += x[xAt + i] * w[wAt];
+            sum = Fused.MulAdd(x[xAt + i], w[wAt], sum);
             wAt += stride;
         }
         return sum;
@@ -103,22 +103,22 @@ internal struct Sixteen
     /// <summary>total + Σ_i w[from + i] · V_i in order of i, skipping the values whose weight is 0.</summary>
     public readonly float AddWeighted(float total, ArrayView<float> w, int from)
     {
-        if (w[from + 0] != 0f) total += w[from + 0] * V0;
-        if (w[from + 1] != 0f) total += w[from + 1] * V1;
-        if (w[from + 2] != 0f) total += w[from + 2] * V2;
-        if (w[from + 3] != 0f) total += w[from + 3] * V3;
-        if (w[from + 4] != 0f) total += w[from + 4] * V4;
-        if (w[from + 5] != 0f) total += w[from + 5] * V5;
-        if (w[from + 6] != 0f) total += w[from + 6] * V6;
-        if (w[from + 7] != 0f) total += w[from + 7] * V7;
-        if (w[from + 8] != 0f) total += w[from + 8] * V8;
-        if (w[from + 9] != 0f) total += w[from + 9] * V9;
-        if (w[from + 10] != 0f) total += w[from + 10] * V10;
-        if (w[from + 11] != 0f) total += w[from + 11] * V11;
-        if (w[from + 12] != 0f) total += w[from + 12] * V12;
-        if (w[from + 13] != 0f) total += w[from + 13] * V13;
-        if (w[from + 14] != 0f) total += w[from + 14] * V14;
-        if (w[from + 15] != 0f) total += w[from + 15] * V15;
+        if (w[from + 0] != 0f) total = Fused.MulAdd(w[from + 0], V0, total);
+        if (w[from + 1] != 0f) total = Fused.MulAdd(w[from + 1], V1, total);
+        if (w[from + 2] != 0f) total = Fused.MulAdd(w[from + 2], V2, total);
+        if (w[from + 3] != 0f) total = Fused.MulAdd(w[from + 3], V3, total);
+        if (w[from + 4] != 0f) total = Fused.MulAdd(w[from + 4], V4, total);
+        if (w[from + 5] != 0f) total = Fused.MulAdd(w[from + 5], V5, total);
+        if (w[from + 6] != 0f) total = Fused.MulAdd(w[from + 6], V6, total);
+        if (w[from + 7] != 0f) total = Fused.MulAdd(w[from + 7], V7, total);
+        if (w[from + 8] != 0f) total = Fused.MulAdd(w[from + 8], V8, total);
+        if (w[from + 9] != 0f) total = Fused.MulAdd(w[from + 9], V9, total);
+        if (w[from + 10] != 0f) total = Fused.MulAdd(w[from + 10], V10, total);
+        if (w[from + 11] != 0f) total = Fused.MulAdd(w[from + 11], V11, total);
+        if (w[from + 12] != 0f) total = Fused.MulAdd(w[from + 12], V12, total);
+        if (w[from + 13] != 0f) total = Fused.MulAdd(w[from + 13], V13, total);
+        if (w[from + 14] != 0f) total = Fused.MulAdd(w[from + 14], V14, total);
+        if (w[from + 15] != 0f) total = Fused.MulAdd(w[from + 15], V15, total);
         return total;
     }
 

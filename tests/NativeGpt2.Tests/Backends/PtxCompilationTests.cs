@@ -50,12 +50,39 @@ public class PtxCompilationTests
     [MemberData(nameof(Kernels))]
     public void Kernel_compiles_to_ptx_for_sm_80(string name)
     {
+        var ptx = CompileToPtx(name);
+        Assert.Contains(".target sm_80", ptx);
+        Assert.Contains(".entry", ptx);
+    }
+
+    /// <summary>
+    /// The kernels' sums of products are explicit fused multiply-adds (<see cref="Fused"/>) on registers: a plain
+    /// multiply and add would leave the driver's compiler to fuse them or not, kernel by kernel, and a call or local
+    /// memory would mean ILGPU compiled the method's body instead of the intrinsic.
+    /// </summary>
+    [Theory]
+    [InlineData("MatMulKernels.Tiled")]
+    [InlineData("MatMulKernels.MatVec")]
+    [InlineData("MatMulKernels.MatVecColumns")]
+    [InlineData("MatMulKernels.MatVecTransposed")]
+    [InlineData("AttentionKernel.PrefillTiles")]
+    [InlineData("AttentionKernel.PrefillWarps")]
+    [InlineData("AttentionKernel.Decode")]
+    [InlineData("LayerNormKernel.Forward")]
+    public void Sums_of_products_compile_to_fused_multiply_adds_on_registers(string name)
+    {
+        var ptx = CompileToPtx(name);
+        Assert.Contains("fma.rn.f32", ptx);
+        Assert.DoesNotContain("call", ptx);
+        Assert.DoesNotContain(".local", ptx);
+    }
+
+    private static string CompileToPtx(string name)
+    {
         var method = KernelMethods().Single(m => $"{m.DeclaringType!.Name}.{m.Name}" == name);
-        using var context = Context.Create(builder => builder.Cuda().EnableAlgorithms());
+        using var context = Context.Create(builder => Fused.Register(builder.Cuda().EnableAlgorithms()));
         using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_80), CudaArchitecture.SM_80,
             CudaInstructionSet.ISA_70, nvvmAPI: null!);
-        var kernel = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(method), KernelSpecialization.Empty);
-        Assert.Contains(".target sm_80", kernel.PTXAssembly);
-        Assert.Contains(".entry", kernel.PTXAssembly);
+        return ((PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(method), KernelSpecialization.Empty)).PTXAssembly;
     }
 }
