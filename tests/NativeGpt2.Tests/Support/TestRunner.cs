@@ -14,8 +14,13 @@ namespace NativeGpt2.Tests.Support;
 /// </summary>
 public static class TestRunner
 {
-    public static int Main(string[] args)
+    public static int Main(string[] args) => Run(args, Console.Out);
+
+    /// <summary>What <see cref="Main"/> does, writing to <paramref name="output"/>.</summary>
+    public static int Run(string[] args, TextWriter output)
     {
+        // The executor reports from its own threads.
+        output = TextWriter.Synchronized(output);
         var filters = new List<string>();
         var exceptions = new List<string>();
         var listOnly = false;
@@ -27,16 +32,16 @@ public static class TestRunner
                 case "--except" when i + 1 < args.Length: exceptions.Add(args[++i]); break;
                 case "--list": listOnly = true; break;
                 default:
-                    Console.Error.WriteLine($"error: unknown argument '{args[i]}' (usage: NativeGpt2.Tests [--cases TEXT]... [--except TEXT]... [--list])");
+                    output.WriteLine($"error: unknown argument '{args[i]}' (usage: NativeGpt2.Tests [--cases TEXT]... [--except TEXT]... [--list])");
                     return 2;
             }
         }
 
         var assembly = typeof(TestRunner).Assembly;
-        var diagnostics = new Sink();
+        var diagnostics = new Sink(output);
         using var framework = new XunitTestFramework(diagnostics);
 
-        var discovery = new Sink();
+        var discovery = new Sink(output);
         using (var discoverer = framework.GetDiscoverer(Reflector.Wrap(assembly)))
         {
             discoverer.Find(includeSourceInformation: false, discovery, new Options());
@@ -46,31 +51,31 @@ public static class TestRunner
             .Where(c => filters.Count == 0 || filters.Any(f => c.DisplayName.Contains(f, StringComparison.Ordinal)))
             .Where(c => !exceptions.Any(e => c.DisplayName.Contains(e, StringComparison.Ordinal)))
             .ToList();
-        Console.WriteLine($"{cases.Count} of {discovery.TestCases.Count} test cases match" +
+        output.WriteLine($"{cases.Count} of {discovery.TestCases.Count} test cases match" +
             (filters.Count == 0 ? "" : " " + string.Join(", ", filters.Select(f => $"'{f}'"))) +
             (exceptions.Count == 0 ? "" : ", except " + string.Join(", ", exceptions.Select(e => $"'{e}'"))));
         if (listOnly)
         {
-            foreach (var testCase in cases) Console.WriteLine($"  {testCase.DisplayName}");
+            foreach (var testCase in cases) output.WriteLine($"  {testCase.DisplayName}");
             return 0;
         }
         if (cases.Count == 0) return 1;
 
         var clock = Stopwatch.StartNew();
-        var execution = new Sink();
+        var execution = new Sink(output);
         using (var executor = framework.GetExecutor(assembly.GetName()))
         {
             executor.RunTests(cases, execution, new Options());
             execution.Finished.Wait();
         }
-        Console.WriteLine(
+        output.WriteLine(
             $"{(execution.Failed == 0 ? "Passed" : "Failed")}: {execution.Failed} failed, {execution.Passed} passed, {execution.Skipped} skipped, " +
             $"{execution.Passed + execution.Failed + execution.Skipped} in all, {clock.Elapsed.TotalSeconds:F0} s");
         return execution.Failed == 0 ? 0 : 1;
     }
 
     /// <summary>Collects the discovered cases and counts the results, printing failures and skips as they come.</summary>
-    private sealed class Sink : Xunit.LongLivedMarshalByRefObject, IMessageSink
+    private sealed class Sink(TextWriter output) : Xunit.LongLivedMarshalByRefObject, IMessageSink
     {
         public ConcurrentBag<ITestCase> TestCases { get; } = [];
         public ManualResetEventSlim Finished { get; } = new();
@@ -85,17 +90,17 @@ public static class TestRunner
                 case ITestPassed: Interlocked.Increment(ref Passed); break;
                 case ITestSkipped skipped:
                     Interlocked.Increment(ref Skipped);
-                    Console.WriteLine($"  skipped {skipped.Test.DisplayName}: {skipped.Reason}");
+                    output.WriteLine($"  skipped {skipped.Test.DisplayName}: {skipped.Reason}");
                     break;
                 case ITestFailed failed:
                     Interlocked.Increment(ref Failed);
-                    Console.WriteLine($"  FAILED {failed.Test.DisplayName} ({failed.ExecutionTime:F1} s)");
+                    output.WriteLine($"  FAILED {failed.Test.DisplayName} ({failed.ExecutionTime:F1} s)");
                     for (var i = 0; i < failed.Messages.Length; i++)
-                        Console.WriteLine($"    {failed.ExceptionTypes[i]}: {failed.Messages[i]}\n{failed.StackTraces[i]}");
+                        output.WriteLine($"    {failed.ExceptionTypes[i]}: {failed.Messages[i]}\n{failed.StackTraces[i]}");
                     break;
                 case IErrorMessage error:
                     Interlocked.Increment(ref Failed);
-                    Console.WriteLine($"  ERROR {string.Join("; ", error.Messages)}");
+                    output.WriteLine($"  ERROR {string.Join("; ", error.Messages)}");
                     break;
                 case ITestAssemblyFinished: Finished.Set(); break;
             }
