@@ -6,11 +6,12 @@ using Xunit.Sdk;
 namespace NativeGpt2.Tests.Support;
 
 /// <summary>
-/// Runs this assembly's tests without the .NET SDK: <c>dotnet NativeGpt2.Tests.dll [--cases TEXT]... [--except TEXT]... [--list]</c>,
-/// with only a .NET runtime present, as on a GPU machine that has the NVIDIA driver and nothing else (scripts/gpu-check.sh).
-/// It runs the test cases whose display name holds any of the <c>--cases</c> texts (every case when none is given) and none
-/// of the <c>--except</c> texts, the Slow category included, in xunit's own executor, prints each failure and skip and a summary line, and exits 1 when a case failed or
-/// none matched. <c>dotnet test</c> does not use this entry point.
+/// Runs this assembly's tests without the .NET SDK: <c>dotnet NativeGpt2.Tests.dll [--cases TEXT]... [--except TEXT]...
+/// [--list]</c>, with only a .NET runtime present, as on a GPU machine that has the NVIDIA driver and nothing else
+/// (scripts/gpu-check.sh). It runs the test cases whose display name holds any of the <c>--cases</c> texts (every case
+/// when none is given) and none of the <c>--except</c> texts, the Slow category included, in xunit's own executor; prints
+/// each failure and skip and a summary line; and exits 1 when a case failed or none matched, 2 on an unknown argument.
+/// <c>dotnet test</c> does not use this entry point.
 /// </summary>
 public static class TestRunner
 {
