@@ -7,7 +7,7 @@
 # then run this script from the repository root on the GPU machine. It prints every result and
 # writes the bench figures to $OUT (or ./gpu-results) as JSON lines for docs/performance.md.
 #
-# With a .NET runtime there instead (no SDK needed), two variables run the framework-dependent build:
+# With a .NET runtime there instead (no SDK needed), these variables run the framework-dependent build:
 #   NATIVEGPT2   the command that runs the CLI, e.g. "dotnet tests/NativeGpt2.Tests/bin/Release/net10.0/NativeGpt2.Cli.dll"
 #                (default ./.gpu/nativegpt2)
 #   TESTS        NativeGpt2.Tests.dll: when set, its CUDA test cases run too (its own entry point, Support/TestRunner.cs),

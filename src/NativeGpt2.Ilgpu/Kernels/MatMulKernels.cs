@@ -573,15 +573,23 @@ internal static class MatMulKernels
         var m = XMath.Min(XMath.Abs(x), 16f);
         var a = m * 0.70710678118654752f;
         var t = 1f / (1f + 0.5f * a);
-        var p = -1.26551223f + t * (1.00002368f + t * (0.37409196f + t * (0.09678418f + t * (-0.18628806f + t * (0.27886807f
-            + t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+        // Horner's rule, each step fused (Fused): every kernel's epilogue computes the same bits.
+        var p = Fused.MulAdd(t, 0.17087277f, -0.82215223f);
+        p = Fused.MulAdd(t, p, 1.48851587f);
+        p = Fused.MulAdd(t, p, -1.13520398f);
+        p = Fused.MulAdd(t, p, 0.27886807f);
+        p = Fused.MulAdd(t, p, -0.18628806f);
+        p = Fused.MulAdd(t, p, 0.09678418f);
+        p = Fused.MulAdd(t, p, 0.37409196f);
+        p = Fused.MulAdd(t, p, 1.00002368f);
+        p = Fused.MulAdd(t, p, -1.26551223f);
         return XMath.Max(x, 0f) - 0.5f * m * t * XMath.Exp(p - a * a);
     }
 
     /// <summary>gelu(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), the tanh approximation GPT-2 uses.</summary>
     public static float Gelu(float x)
     {
-        var u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+        var u = 0.7978845608028654f * Fused.MulAdd(0.044715f * x * x, x, x);
         // tanh(u) = sign(u)·(1 − 2 / (e^{2|u|} + 1)): no overflow for large |u| (e^{2|u|} = ∞ gives 1).
         var t = 1f - 2f / (XMath.Exp(2f * XMath.Abs(u)) + 1f);
         return 0.5f * x * (1f + (u < 0 ? -t : t));
