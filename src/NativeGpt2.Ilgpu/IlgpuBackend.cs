@@ -96,6 +96,7 @@ public sealed class IlgpuBackend : IBackend
         _maxGroups = maxGroups ?? (accelerator.AcceleratorType == AcceleratorType.CPU
             ? accelerator.NumMultiprocessors
             : accelerator.NumMultiprocessors * Math.Max(1, accelerator.MaxNumThreadsPerMultiprocessor / _groupSize) * 4);
+        _matVecRowLimit = accelerator.AcceleratorType == AcceleratorType.CPU ? CpuAcceleratorMatVecRows : MatMulKernels.MaxMatVecRows;
         var profiling = KernelProfile.Requested;
         // Stream markers need a context built with profiling on (Create* does it when the variable asks for device time).
         if (profiling == KernelProfile.Mode.Device && !context.Properties.EnableProfiling) profiling = KernelProfile.Mode.Wait;
@@ -382,7 +383,7 @@ public sealed class IlgpuBackend : IBackend
     {
         var shape = new MatMulShape(N, IC, OC, Kind(epilogue), hasBias: true, transposed: false);
         var w = ((IlgpuMatrix)weight).Buffer;
-        if (N <= MatMulKernels.MaxMatVecRows)
+        if (N <= MatVecRowLimit)
         {
             LaunchMatVec(View(output), View(input), View(input), View(input), View(input), w, bias, shape);
             return;
@@ -392,7 +393,7 @@ public sealed class IlgpuBackend : IBackend
 
     /// <inheritdoc />
     /// <remarks>
-    /// Decoding (up to <see cref="MatMulKernels.MaxMatVecRows"/> rows) fuses the two: the matrix-vector kernel normalizes
+    /// Decoding (up to <see cref="MatVecRowLimit"/> rows) fuses the two: the matrix-vector kernel normalizes
     /// its input as it stages it. More rows run the LayerNorm kernel, then the tiled matmul.
     /// </remarks>
     public void LayerNormMatMul(DeviceBuffer<float> output, DeviceBuffer<float> normalized, DeviceBuffer<float> input,
@@ -400,7 +401,7 @@ public sealed class IlgpuBackend : IBackend
         DeviceMatrix weight, DeviceBuffer<float> bias, int N, int IC, int OC, MatMulEpilogue epilogue)
     {
         var w = ((IlgpuMatrix)weight).Buffer;
-        if (N <= MatMulKernels.MaxMatVecRows)
+        if (N <= MatVecRowLimit)
         {
             var shape = new MatMulShape(N, IC, OC, Kind(epilogue), hasBias: true, transposed: false, normalize: true, epsilon);
             LaunchMatVec(View(output), View(normalized), View(input), View(normWeight), View(normBias), w, bias, shape);
@@ -455,7 +456,7 @@ public sealed class IlgpuBackend : IBackend
     {
         var weight = ((IlgpuTable)table).Buffer;
         var shape = new MatMulShape(N, IC, OC, MatMulShape.Bias, hasBias: false, transposed: true);
-        if (N <= MatMulKernels.MaxMatVecRows)
+        if (N <= MatVecRowLimit)
         {
             // A warp per block of warp-size weight rows.
             var warps = _headGroupSize / _accelerator.WarpSize;
@@ -546,6 +547,27 @@ public sealed class IlgpuBackend : IBackend
     /// shape. The kernels give the same values, which the tests check by setting this.
     /// </summary>
     internal int? MatVecColumnWidth { get; set; } = GeneralKernelsRequested ? 0 : null;
+
+    /// <summary>
+    /// Projections of up to this many rows take the matrix-vector kernels, more the tiled matmul. On a GPU it is
+    /// <see cref="MatMulKernels.MaxMatVecRows"/> (8): a decoding step of the server's shared batch reads each weight once,
+    /// where the tiled matmul made a dozen tiles of a 768-column output (on an H200, eight sequences of 124M decoded 472
+    /// tokens/s in all, one alone 1,387). On the CPU accelerator it is <see cref="CpuAcceleratorMatVecRows"/> (4): there a prompt of five to eight tokens runs
+    /// slower through the matrix-vector kernels (three simulator tests took 60 s instead of 25), so the kernel tests set
+    /// it to 8 to cover those shapes. Both kernels give a row the same values.
+    /// </summary>
+    internal int MatVecRowLimit
+    {
+        get => _matVecRowLimit;
+        set => _matVecRowLimit = value is >= 1 and <= MatMulKernels.MaxMatVecRows
+            ? value
+            : throw new ArgumentOutOfRangeException(nameof(value), value, $"between 1 and {MatMulKernels.MaxMatVecRows}");
+    }
+
+    private int _matVecRowLimit;
+
+    /// <summary><see cref="MatVecRowLimit"/> on the CPU accelerator.</summary>
+    internal const int CpuAcceleratorMatVecRows = 4;
 
     /// <summary>
     /// Set to <c>general</c>, the backend runs only its general kernels: the split matrix-vector kernel for every decoding

@@ -33,8 +33,12 @@ internal static class MatMulKernels
     /// <summary>Columns of a matrix-vector block, and rows of a head tile: the widest warp the kernels hold.</summary>
     public const int MaxWarp = 32;
 
-    /// <summary>Most input rows the matrix-vector kernel takes (decoding: one per sequence of the batch).</summary>
-    public const int MaxMatVecRows = 4;
+    /// <summary>
+    /// Most input rows the matrix-vector kernels hold (decoding: one per sequence of the batch), reading each weight once for
+    /// all of them: eight, the server's shared batch by default. The backend takes them up to
+    /// <see cref="NativeGpt2.Ilgpu.IlgpuBackend.MatVecRowLimit"/> rows.
+    /// </summary>
+    public const int MaxMatVecRows = 8;
 
     /// <summary>Most warps, and so chunks, per group of the matrix-vector kernel: its slab of inputs in shared memory.</summary>
     public const int MaxSlabChunks = 8;
