@@ -16,7 +16,11 @@ public class HubHardeningTests
 
     private static ModelLoadOptions Options(string cache, string endpoint, TimeSpan? readTimeout = null, TimeSpan? responseTimeout = null, string? token = null) => new()
     {
-        Hub = new HubOptions { CacheDirectory = cache, Endpoint = endpoint, ReadTimeout = readTimeout, ResponseTimeout = responseTimeout, Token = token },
+        Hub = new HubOptions
+        {
+            CacheDirectory = cache, Endpoint = endpoint, Token = token,
+            ReadTimeout = readTimeout ?? LocalHubServer.PatientTimeout, ResponseTimeout = responseTimeout ?? LocalHubServer.PatientTimeout,
+        },
     };
 
     private static string RepositoryDirectory(string cache) => Path.Combine(cache, "models--test-org--tiny-gpt2");

@@ -10,7 +10,11 @@ public class ModelHubTests
 
     private static ModelLoadOptions Options(string cache, string endpoint, bool offline = false, IProgress<LoadProgress>? progress = null) => new()
     {
-        Hub = new HubOptions { CacheDirectory = cache, Endpoint = endpoint, Offline = offline },
+        Hub = new HubOptions
+        {
+            CacheDirectory = cache, Endpoint = endpoint, Offline = offline,
+            ResponseTimeout = LocalHubServer.PatientTimeout, ReadTimeout = LocalHubServer.PatientTimeout,
+        },
         Progress = progress,
     };
 

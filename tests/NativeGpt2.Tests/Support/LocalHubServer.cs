@@ -13,6 +13,13 @@ public sealed class LocalHubServer : IDisposable
 {
     public const string Commit = "0123456789abcdef0123456789abcdef01234567";
 
+    /// <summary>
+    /// The response and read timeouts of a test that expects its download to succeed. The server answers in milliseconds,
+    /// but while the simulated-GPU tests run a thousand OS threads on two cores, an answer has waited more than the hub's
+    /// default 10 s. A test of the timeouts themselves sets its own.
+    /// </summary>
+    public static readonly TimeSpan PatientTimeout = TimeSpan.FromMinutes(2);
+
     private readonly HttpListener _listener = new();
     private readonly string _repository;
     private readonly string _directory;
