@@ -552,9 +552,9 @@ public sealed class IlgpuBackend : IBackend
     /// Projections of up to this many rows take the matrix-vector kernels, more the tiled matmul. On a GPU it is
     /// <see cref="MatMulKernels.MaxMatVecRows"/> (8): a decoding step of the server's shared batch reads each weight once,
     /// where the tiled matmul made a dozen tiles of a 768-column output (on an H200, eight sequences of 124M decoded 472
-    /// tokens/s in all, one alone 1,387). On the CPU accelerator it is <see cref="CpuAcceleratorMatVecRows"/> (4): there a prompt of five to eight tokens runs
-    /// slower through the matrix-vector kernels (three simulator tests took 60 s instead of 25), so the kernel tests set
-    /// it to 8 to cover those shapes. Both kernels give a row the same values.
+    /// tokens/s in all, one alone 1,387). On the CPU accelerator it is <see cref="CpuAcceleratorMatVecRows"/> (4): there a
+    /// prompt of five to eight tokens runs slower through the matrix-vector kernels (three simulator tests took 60 s
+    /// instead of 25), so the kernel tests set it to 8 to cover those shapes. Both kernels give a row the same values.
     /// </summary>
     internal int MatVecRowLimit
     {

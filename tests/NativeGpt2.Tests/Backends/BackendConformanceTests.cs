@@ -1,6 +1,4 @@
 using NativeGpt2.Backends;
-using NativeGpt2.Ilgpu;
-using NativeGpt2.Ilgpu.Kernels;
 using NativeGpt2.Operators;
 using NativeGpt2.Tests.Support;
 using NativeGpt2.Weights;
@@ -251,22 +249,8 @@ public class BackendConformanceTests
         // kernel) agree exactly: what makes batched generation equal one-by-one generation. The wider input has more chunk
         // sums than the matrix-vector kernel adds in one pass, and comes in whole 16-byte words, as a model's shapes do.
         var backend = Prepare(name);
-        // Eight rows take the matrix-vector kernels on every ILGPU device, as on a GPU (the CPU accelerator stops at four).
-        var ilgpu = backend as IlgpuBackend;
-        var limit = ilgpu?.MatVecRowLimit;
-        if (ilgpu is not null) ilgpu.MatVecRowLimit = MatMulKernels.MaxMatVecRows;
-        try
-        {
-            ProjectRowsAloneAndTogether(backend);
-        }
-        finally
-        {
-            if (ilgpu is not null) ilgpu.MatVecRowLimit = limit!.Value;
-        }
-    }
-
-    private static void ProjectRowsAloneAndTogether(IBackend backend)
-    {
+        // Eight rows take the matrix-vector kernels on every ILGPU device, as on a GPU.
+        using var allRows = TestBackends.AllMatVecRows(backend);
         var random = new Random(21);
         const int N = 40;
         foreach (var (IC, OC) in new[] { (150, 70), (2200, 72) })

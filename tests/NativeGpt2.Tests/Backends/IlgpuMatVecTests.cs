@@ -28,20 +28,7 @@ public class IlgpuMatVecTests
         TestBackends.SkipIfUnavailable(name);
         var backend = (IlgpuBackend)TestBackends.Get(name);
         // Every row count the kernels hold, also where the backend sends five or more rows to the tiled matmul by default.
-        var limit = backend.MatVecRowLimit;
-        backend.MatVecRowLimit = MatMulKernels.MaxMatVecRows;
-        try
-        {
-            ColumnBlocksEqualTheSplitKernel(name, backend);
-        }
-        finally
-        {
-            backend.MatVecRowLimit = limit;
-        }
-    }
-
-    private static void ColumnBlocksEqualTheSplitKernel(string name, IlgpuBackend backend)
-    {
+        using var allRows = TestBackends.AllMatVecRows(backend);
         for (var seed = 0; seed < TestBackends.Cases(name, 10); seed++)
         {
             var random = new Random(500 + seed);

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using NativeGpt2.Backends;
 using NativeGpt2.Backends.Cpu;
 using NativeGpt2.Ilgpu;
+using NativeGpt2.Ilgpu.Kernels;
 using NativeGpt2.Operators;
 using Xunit;
 
@@ -86,4 +87,30 @@ public static class TestBackends
     /// <summary>Skips the calling test with the reason when <paramref name="backend"/> is CUDA and there is none.</summary>
     public static void SkipIfUnavailable(string backend) =>
         Xunit.Skip.If(backend == Cuda && CudaSkipReason is not null, CudaSkipReason);
+
+    /// <summary>
+    /// Until disposed, an ILGPU backend sends projections of up to <see cref="MatMulKernels.MaxMatVecRows"/> rows to the
+    /// matrix-vector kernels, as on a GPU (the CPU accelerator stops at four by default:
+    /// <see cref="IlgpuBackend.MatVecRowLimit"/>); any other backend is left as it is.
+    /// </summary>
+    public static IDisposable AllMatVecRows(IBackend backend) => new MatVecRowLimitScope(backend as IlgpuBackend);
+
+    private sealed class MatVecRowLimitScope : IDisposable
+    {
+        private readonly IlgpuBackend? _backend;
+        private readonly int _previous;
+
+        public MatVecRowLimitScope(IlgpuBackend? backend)
+        {
+            _backend = backend;
+            if (backend is null) return;
+            _previous = backend.MatVecRowLimit;
+            backend.MatVecRowLimit = MatMulKernels.MaxMatVecRows;
+        }
+
+        public void Dispose()
+        {
+            if (_backend is not null) _backend.MatVecRowLimit = _previous;
+        }
+    }
 }
