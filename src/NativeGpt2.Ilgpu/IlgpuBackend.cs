@@ -97,6 +97,7 @@ public sealed class IlgpuBackend : IBackend
             ? accelerator.NumMultiprocessors
             : accelerator.NumMultiprocessors * Math.Max(1, accelerator.MaxNumThreadsPerMultiprocessor / _groupSize) * 4);
         _matVecRowLimit = accelerator.AcceleratorType == AcceleratorType.CPU ? CpuAcceleratorMatVecRows : MatMulKernels.MaxMatVecRows;
+        _copiesInStreamOrder = accelerator.AcceleratorType == AcceleratorType.Cuda;
         var profiling = KernelProfile.Requested;
         // Stream markers need a context built with profiling on (Create* does it when the variable asks for device time).
         if (profiling == KernelProfile.Mode.Device && !context.Properties.EnableProfiling) profiling = KernelProfile.Mode.Wait;
@@ -318,13 +319,14 @@ public sealed class IlgpuBackend : IBackend
         if (source.IsEmpty) return;
         using var exclusive = Exclusive();
         // Kernels still running may read this buffer; ILGPU's CPU accelerator copies at once, not in stream order.
-        _accelerator.Synchronize();
+        if (!_copiesInStreamOrder) _accelerator.Synchronize();
         // ILGPU copies from the address of the reference it is given: the host memory stays pinned until the copy is
-        // done, or a garbage collection that moves the array mid-copy leaves the device reading the old place.
+        // done, or a garbage collection that moves the array mid-copy leaves the device reading the old place. (CUDA
+        // has taken pageable memory into its staging buffer when the call returns.)
         fixed (T* from = source)
         {
             View(destination).SubView(offset, source.Length).CopyFromCPU(ref Unsafe.AsRef<T>(from), source.Length);
-            _accelerator.Synchronize();
+            if (!_copiesInStreamOrder) _accelerator.Synchronize();
         }
     }
 
@@ -335,14 +337,14 @@ public sealed class IlgpuBackend : IBackend
         using var exclusive = Exclusive();
         // The kernels that write this buffer must have finished: ILGPU's CPU accelerator copies at once, not in
         // stream order, and a recorded activation once came back as zeros.
-        _accelerator.Synchronize();
+        if (!_copiesInStreamOrder) _accelerator.Synchronize();
         // Pinned until the copy is done, as above: a download into an array that a collection moved mid-copy landed
         // in the array's old place and left the new one all zeros (ILGPU's CPU accelerator, about one run in a
-        // hundred of a loop that allocates).
+        // hundred of a loop that allocates). CUDA returns from a copy into pageable memory when it is complete.
         fixed (T* to = destination)
         {
             View(source).SubView(offset, destination.Length).CopyToCPU(ref Unsafe.AsRef<T>(to), destination.Length);
-            _accelerator.Synchronize();
+            if (!_copiesInStreamOrder) _accelerator.Synchronize();
         }
     }
 
@@ -565,6 +567,15 @@ public sealed class IlgpuBackend : IBackend
     }
 
     private int _matVecRowLimit;
+
+    /// <summary>
+    /// Whether copies between host and device run in the order of the launches (CUDA: on the stream the kernels use,
+    /// ILGPU's default, and a copy from a managed array is staged before the call returns, a copy into one complete when
+    /// it returns), so that they need no wait for the device before or after them. A decoding step makes four: the
+    /// token, its position and its mask in, the pick out. ILGPU's CPU accelerator copies at once, beside any kernel
+    /// still running, and waits before and after each.
+    /// </summary>
+    private readonly bool _copiesInStreamOrder;
 
     /// <summary><see cref="MatVecRowLimit"/> on the CPU accelerator.</summary>
     internal const int CpuAcceleratorMatVecRows = 4;
