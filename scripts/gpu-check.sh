@@ -117,5 +117,23 @@ run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --ids "$(seq -s, 1 
 [ -e $bundled/config.json ] && run $N crosscheck --model $bundled --backends cpu,ilgpu-cpu,cuda --text "ROMEO:
 What, ho!" --tolerance 2e-4
 
+echo "== 6. hardware counters (at ${SECONDS} s)"
+# 6. What the device does inside the decoding kernels, where Nsight Compute can read the counters: each kernel's own
+#    duration (no host gap counted, unlike the stream markers of step 3), DRAM throughput, occupancy, registers and
+#    where warps stall, for a few decoding steps of 124M (all four projections, attention, the head). Full report in
+#    $RESULTS/ncu-decode.txt; the headline lines here.
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+if [ -n "$NCU" ]; then
+  timeout 240 "$NCU" --clock-control none --kernel-name regex:'MatVecColumns|MatVec$|AttentionDecode|MatVecTransposed' \
+    --launch-skip 60 --launch-count 14 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+    --section LaunchStats --section WarpStateStats \
+    $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 8 > "$RESULTS/ncu-decode.txt" 2>&1
+  echo "ncu exit $?"
+  grep -E 'Kernel_|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per Thread|Block Size|Grid Size|Theoretical Occupancy|Stall|==PROF==|==ERROR==' \
+    "$RESULTS/ncu-decode.txt" | head -200
+else
+  echo "skip: no ncu here"
+fi
+
 echo "gpu-check: $failures failure(s) in ${SECONDS} s"
 exit $((failures > 0))
