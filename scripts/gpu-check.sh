@@ -118,19 +118,42 @@ run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --ids "$(seq -s, 1 
 What, ho!" --tolerance 2e-4
 
 echo "== 6. hardware counters (at ${SECONDS} s)"
-# 6. What the device does inside the decoding kernels, where Nsight Compute can read the counters: each kernel's own
-#    duration (no host gap counted, unlike the stream markers of step 3), DRAM throughput, occupancy, registers and
-#    where warps stall, for a few decoding steps of 124M (all four projections, attention, the head). Full report in
-#    $RESULTS/ncu-decode.txt; the headline lines here.
+# 6. What the device does in a decoding step, where Nsight Compute reads the counters (ncu replays each kernel: the
+#    durations are the kernels' own, without the host's gaps that step 3's stream markers count). First every
+#    projection and attention launch of one step of 124M (60 launches, after two steps; a 16-token prompt takes the
+#    tiled kernels, so only decoding launches these) with its duration, DRAM throughput, occupancy and registers, and
+#    their sum: most of the device's share of the step (the head adds about 80 µs), against the step's time in step 2. Then the full sections (memory, occupancy, stalls) of one layer's decoding kernels, in
+#    $RESULTS/ncu-decode.txt, for why the 768-input projections read slower than the MLP's.
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 if [ -n "$NCU" ]; then
-  timeout 240 "$NCU" --clock-control none --kernel-name regex:'MatVecColumns|MatVec$|AttentionDecode|MatVecTransposed' \
-    --launch-skip 60 --launch-count 14 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
-    --section LaunchStats --section WarpStateStats \
-    $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 8 > "$RESULTS/ncu-decode.txt" 2>&1
+  decoding='regex:MatVecColumns|MatVec$|AttentionDecode'
+  timeout 150 "$NCU" --clock-control none --kernel-name "$decoding" --launch-skip 120 --launch-count 60 --csv --page raw --print-units base \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread \
+    $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 16 --new-tokens 8 > "$RESULTS/ncu-step.csv" 2> "$RESULTS/ncu-step.err"
   echo "ncu exit $?"
-  grep -E 'Kernel_|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per Thread|Block Size|Grid Size|Theoretical Occupancy|Stall|==PROF==|==ERROR==' \
-    "$RESULTS/ncu-decode.txt" | head -200
+  python3 - "$RESULTS/ncu-step.csv" <<'PY' || tail -5 "$RESULTS/ncu-step.err"
+import csv, sys
+lines = [l for l in open(sys.argv[1]) if l.startswith('"')]
+rows = list(csv.DictReader(lines))
+rows = [r for r in rows if r.get("Kernel Name", "").startswith("Kernel_")]
+def num(r, k):
+    try: return float(r[k].replace(",", ""))
+    except (KeyError, ValueError): return float("nan")
+total = 0.0
+print(f"{'kernel':24} {'grid':>12} {'block':>8} {'regs':>5} {'µs':>8} {'MB read':>8} {'DRAM %':>7} {'occup. %':>8}")
+for r in rows:
+    us = num(r, "gpu__time_duration.sum") / 1e3   # nanoseconds (base units)
+    total += us
+    print(f"{r['Kernel Name'][:24]:24} {r.get('Grid Size', ''):>12} {r.get('Block Size', ''):>8} {num(r, 'launch__registers_per_thread'):5.0f} "
+          f"{us:8.1f} {num(r, 'dram__bytes_read.sum') / 1e6:8.2f} {num(r, 'dram__throughput.avg.pct_of_peak_sustained_elapsed'):7.1f} "
+          f"{num(r, 'sm__warps_active.avg.pct_of_peak_sustained_active'):8.1f}")
+print(f"{len(rows)} launches, {total:.1f} µs of device time in all")
+PY
+  timeout 120 "$NCU" --clock-control none --kernel-name "$decoding" --launch-skip 120 --launch-count 5 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
+    $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 16 --new-tokens 8 > "$RESULTS/ncu-decode.txt" 2>&1
+  echo "ncu exit $?"
+  grep -E 'Kernel_|Duration|DRAM Throughput|Achieved Occupancy|Registers Per Thread|Stall|==ERROR==' "$RESULTS/ncu-decode.txt" | head -80
 else
   echo "skip: no ncu here"
 fi
