@@ -318,15 +318,22 @@ public sealed class IlgpuBackend : IBackend
     {
         if (source.IsEmpty) return;
         using var exclusive = Exclusive();
-        // Kernels still running may read this buffer; ILGPU's CPU accelerator copies at once, not in stream order.
-        if (!_copiesInStreamOrder) _accelerator.Synchronize();
+        var target = View(destination).SubView(offset, source.Length);
         // ILGPU copies from the address of the reference it is given: the host memory stays pinned until the copy is
-        // done, or a garbage collection that moves the array mid-copy leaves the device reading the old place. (CUDA
-        // has taken pageable memory into its staging buffer when the call returns.)
+        // done, or a garbage collection that moves the array mid-copy leaves the device reading the old place.
         fixed (T* from = source)
         {
-            View(destination).SubView(offset, source.Length).CopyFromCPU(ref Unsafe.AsRef<T>(from), source.Length);
-            if (!_copiesInStreamOrder) _accelerator.Synchronize();
+            if (_copiesInStreamOrder)
+            {
+                // Queued behind the kernels; CUDA has taken the managed (pageable) memory into its staging buffer when
+                // the call returns, so nothing waits. ILGPU's CopyFromCPU would wait for the stream.
+                target.CopyFromCPUUnsafeAsync(_accelerator.DefaultStream, ref Unsafe.AsRef<T>(from), source.Length);
+                return;
+            }
+            // Kernels still running may read this buffer; ILGPU's CPU accelerator copies at once, not in stream order.
+            _accelerator.Synchronize();
+            target.CopyFromCPU(ref Unsafe.AsRef<T>(from), source.Length);
+            _accelerator.Synchronize();
         }
     }
 
@@ -336,11 +343,12 @@ public sealed class IlgpuBackend : IBackend
         if (destination.IsEmpty) return;
         using var exclusive = Exclusive();
         // The kernels that write this buffer must have finished: ILGPU's CPU accelerator copies at once, not in
-        // stream order, and a recorded activation once came back as zeros.
+        // stream order, and a recorded activation once came back as zeros. (On CUDA the copy waits its turn on the
+        // stream, and CopyToCPU waits for it.)
         if (!_copiesInStreamOrder) _accelerator.Synchronize();
         // Pinned until the copy is done, as above: a download into an array that a collection moved mid-copy landed
         // in the array's old place and left the new one all zeros (ILGPU's CPU accelerator, about one run in a
-        // hundred of a loop that allocates). CUDA returns from a copy into pageable memory when it is complete.
+        // hundred of a loop that allocates).
         fixed (T* to = destination)
         {
             View(source).SubView(offset, destination.Length).CopyToCPU(ref Unsafe.AsRef<T>(to), destination.Length);
@@ -570,10 +578,10 @@ public sealed class IlgpuBackend : IBackend
 
     /// <summary>
     /// Whether copies between host and device run in the order of the launches (CUDA: on the stream the kernels use,
-    /// ILGPU's default, and a copy from a managed array is staged before the call returns, a copy into one complete when
-    /// it returns), so that they need no wait for the device before or after them. A decoding step makes four: the
-    /// token, its position and its mask in, the pick out. ILGPU's CPU accelerator copies at once, beside any kernel
-    /// still running, and waits before and after each.
+    /// ILGPU's default; a copy from a managed array is staged before the call returns), so that an upload waits for
+    /// nothing and a download only for itself. A decoding step makes four: the token, its position and its mask in, the
+    /// pick out; each waited for the device twice, and ILGPU's CopyFromCPU once more. ILGPU's CPU accelerator copies at
+    /// once, beside any kernel still running, and waits before and after each.
     /// </summary>
     private readonly bool _copiesInStreamOrder;
 
