@@ -97,7 +97,15 @@ public sealed class Gpt2Backbone
             nextPositions.CopyTo(pass.Cache.NextPosition, 0);
             _backend.CopyFromHost(workspace.Ids, 0, batch.Ids);
             _backend.CopyFromHost(workspace.Positions, 0, positions);
-            Graph(pass, past);
+            if (T == 1 && cache is not null && pass.Recorder.RecordsNothing)
+            {
+                // A decoding step: the same launches every time but for the cache's length, which a GPU may record once and replay.
+                _backend.RunStep(StepOf(workspace, cache), past, () => Graph(pass, past));
+            }
+            else
+            {
+                Graph(pass, past);
+            }
             pass.Cache.Length = past + T;
             return pass;
         }
@@ -107,6 +115,10 @@ public sealed class Gpt2Backbone
             throw;
         }
     }
+
+    /// <summary>What a decoding step's launches work on: the workspace, every buffer of the cache, and its rows.</summary>
+    private static StepKey StepOf(Workspace workspace, KvCache cache) =>
+        new([workspace, cache.DeviceMask, cache.BatchSize, cache.Stride, .. cache.Keys, .. cache.Values]);
 
     /// <summary>GPT-2, written once for every backend. Shapes in the comments; N = B·T rows.</summary>
     private void Graph(Pass pass, int past)

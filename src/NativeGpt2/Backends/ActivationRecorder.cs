@@ -9,6 +9,9 @@ internal sealed class ActivationRecorder(IBackend backend, Workspace workspace, 
     /// <summary>What was recorded, by name.</summary>
     public Dictionary<string, FloatTensor> Activations { get; } = [];
 
+    /// <summary>Whether nothing is recorded: the graph's launches are then all its work (<see cref="IBackend.RunStep"/>).</summary>
+    public bool RecordsNothing => !options.OutputHiddenStates && !options.OutputAttentions && !options.OutputLayerActivations;
+
     /// <summary>Whether <c>layerN.*</c> are recorded (the graph then keeps each sublayer's output apart).</summary>
     public bool RecordsLayers => options.OutputLayerActivations;
 

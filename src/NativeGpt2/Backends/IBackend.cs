@@ -38,6 +38,15 @@ public interface IBackend : IDisposable
     /// <summary>Makes the backend usable on this thread for one pass; dispose the scope when the pass is done.</summary>
     IDisposable Enter();
 
+    /// <summary>
+    /// Runs one decoding step's operators, the calls <paramref name="launches"/> makes: directly, or, where the backend
+    /// records launches (CUDA graphs), as a replay of what they launched for an earlier step of the same
+    /// <paramref name="key"/>. A replay runs the same kernels on the same buffers with the same arguments, except the
+    /// cache's length <paramref name="past"/> (which <see cref="Attention"/> then reads from the device), so what the
+    /// step computes may depend on nothing else that changes between steps but the buffers' contents.
+    /// </summary>
+    void RunStep(StepKey key, int past, Action launches) => launches();
+
     /// <summary>A buffer of <paramref name="length"/> elements (contents undefined).</summary>
     DeviceBuffer<T> Allocate<T>(long length) where T : unmanaged;
 
