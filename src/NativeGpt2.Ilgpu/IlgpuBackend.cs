@@ -57,7 +57,7 @@ public sealed class IlgpuBackend : IBackend
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attentionPrefillWarps;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attentionPrefillTiles;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-        ArrayView<int>, AttentionShape, int> _attentionDecode;
+        ArrayView<int>, ArrayView<int>, AttentionShape, int> _attentionDecode;
 
     // Partial sums of the kernels split across the GPU (decoding projections and attention), and their tickets (zero
     // between launches: the group that takes the last one resets it). One pass runs at a time (Enter), so one set serves all.
@@ -67,6 +67,24 @@ public sealed class IlgpuBackend : IBackend
     private readonly Scratch<int> _attentionTickets;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _targetLogProbabilities;
     private readonly Action<KernelConfig, ArrayView<int>, ArrayView<float>, int, int> _argMax;
+
+    /// <summary>The stream every launch and copy goes to: ILGPU's default, or on CUDA with graphs one that can record.</summary>
+    private readonly AcceleratorStream _stream;
+
+    /// <summary>Decoding steps recorded as CUDA graphs (<see cref="StepGraphs.Variable"/>), or null.</summary>
+    private readonly StepGraphs? _graphs;
+
+    /// <summary>The cache's length during a decoding step, for the attention of a replayed one (<see cref="RunStep"/>).</summary>
+    private readonly DeviceBuffer<int> _cacheLength;
+
+    /// <summary>Whether the step being launched has its attention read the cache's length from <see cref="_cacheLength"/>.</summary>
+    private bool _lengthFromDevice;
+
+    /// <summary>
+    /// Whether every decoding step reads the cache's length from the device, as a replayed CUDA graph does, without
+    /// recording anything: so that the simulator runs what a graph runs (tests).
+    /// </summary>
+    internal bool StepsReadLengthFromDevice { get; set; }
 
     /// <summary>
     /// Most groups a launch uses; kernels loop over the rest. Enough to fill every multiprocessor several
@@ -79,7 +97,7 @@ public sealed class IlgpuBackend : IBackend
     private IlgpuBackend(string name, Context context, Accelerator accelerator, string description, int? maxGroups = null)
     {
         Name = name;
-        Description = GeneralKernelsRequested ? $"{description}; general kernels only ({KernelsVariable}=general)" : description;
+        _description = GeneralKernelsRequested ? $"{description}; general kernels only ({KernelsVariable}=general)" : description;
         _context = context;
         _accelerator = accelerator;
         var warp = accelerator.WarpSize;
@@ -89,10 +107,6 @@ public sealed class IlgpuBackend : IBackend
             throw new BackendUnavailableException(name, $"a group of {sizes.TileThreads} threads does not make a matmul tile");
         if (warp > Math.Min(MatMulKernels.MaxWarp, AttentionKernel.MaxBlockKeys) || _groupSize / warp > Math.Min(Reductions.MaxWarpsPerGroup, MatMulKernels.MaxSlabChunks))
             throw new BackendUnavailableException(name, $"warps of {warp} threads are not supported (at most {MatMulKernels.MaxWarp})");
-        _matVecPartials = new Scratch<float>(accelerator);
-        _matVecTickets = new Scratch<int>(accelerator);
-        _attentionPartials = new Scratch<float>(accelerator);
-        _attentionTickets = new Scratch<int>(accelerator);
         _maxGroups = maxGroups ?? (accelerator.AcceleratorType == AcceleratorType.CPU
             ? accelerator.NumMultiprocessors
             : accelerator.NumMultiprocessors * Math.Max(1, accelerator.MaxNumThreadsPerMultiprocessor / _groupSize) * 4);
@@ -102,26 +116,42 @@ public sealed class IlgpuBackend : IBackend
         // Stream markers need a context built with profiling on (Create* does it when the variable asks for device time).
         if (profiling == KernelProfile.Mode.Device && !context.Properties.EnableProfiling) profiling = KernelProfile.Mode.Wait;
         _profile = profiling == KernelProfile.Mode.Off ? null : new KernelProfile(accelerator, profiling);
-        _embedding = Profiled("Embedding", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(ElementwiseKernels.Embedding));
-        _add = Profiled("Add", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.Add));
-        _appendKeyValues = Profiled("AppendKeyValues", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>(ElementwiseKernels.AppendKeyValues));
-        _gatherRows = Profiled("GatherRows", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(ElementwiseKernels.GatherRows));
-        _gatherCacheSlots = Profiled("GatherCacheSlots", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, CacheSlots>(ElementwiseKernels.GatherCacheSlots));
-        _layerNorm = Profiled("LayerNorm", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(LayerNormKernel.Forward));
-        _matMulTiled = Profiled("MatMulTiled", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape,
-            SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>>(MatMulKernels.Tiled));
-        _matVec = Profiled("MatVec", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, MatMulShape>(MatMulKernels.MatVec));
-        _matVecColumns = Profiled("MatVecColumns", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, MatMulShape, SpecializedValue<int>>(MatMulKernels.MatVecColumns));
-        _matVecTransposed = Profiled("MatVecTransposed", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>(MatMulKernels.MatVecTransposed));
-        _attention = Profiled("AttentionPrefill", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.Prefill));
-        _attentionPrefillWarps = Profiled("AttentionPrefillWarps", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.PrefillWarps));
-        _attentionPrefillTiles = Profiled("AttentionPrefillTiles", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>(AttentionKernel.PrefillTiles));
-        _attentionDecode = Profiled("AttentionDecode", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<int>, ArrayView<int>, AttentionShape, int>(AttentionKernel.Decode));
-        _targetLogProbabilities = Profiled("TargetLogProbabilities", accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(RowKernels.TargetLogProbabilities));
-        _argMax = Profiled("ArgMax", accelerator.LoadStreamKernel<ArrayView<int>, ArrayView<float>, int, int>(RowKernels.ArgMax));
+        // Graphs record a stream of their own (ILGPU's default is CUDA's legacy stream, which cannot record); profiling
+        // times launches one by one, so the two do not mix.
+        if (accelerator is CudaAccelerator && StepGraphs.Requested && _profile is null)
+        {
+            _stream = accelerator.CreateStream();
+            _graphs = new StepGraphs((CudaStream)_stream);
+        }
+        else
+        {
+            _stream = accelerator.DefaultStream;
+        }
+        _matVecPartials = new Scratch<float>(accelerator, _stream);
+        _matVecTickets = new Scratch<int>(accelerator, _stream);
+        _attentionPartials = new Scratch<float>(accelerator, _stream);
+        _attentionTickets = new Scratch<int>(accelerator, _stream);
+        _cacheLength = Allocate<int>(1);
+        _embedding = Load<ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>("Embedding", ElementwiseKernels.Embedding);
+        _add = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>("Add", ElementwiseKernels.Add);
+        _appendKeyValues = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionShape>("AppendKeyValues", ElementwiseKernels.AppendKeyValues);
+        _gatherRows = Load<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>("GatherRows", ElementwiseKernels.GatherRows);
+        _gatherCacheSlots = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, CacheSlots>("GatherCacheSlots", ElementwiseKernels.GatherCacheSlots);
+        _layerNorm = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>("LayerNorm", LayerNormKernel.Forward);
+        _matMulTiled = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape,
+            SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>>("MatMulTiled", MatMulKernels.Tiled);
+        _matVec = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, MatMulShape>("MatVec", MatMulKernels.MatVec);
+        _matVecColumns = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, MatMulShape, SpecializedValue<int>>("MatVecColumns", MatMulKernels.MatVecColumns);
+        _matVecTransposed = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>("MatVecTransposed", MatMulKernels.MatVecTransposed);
+        _attention = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>("AttentionPrefill", AttentionKernel.Prefill);
+        _attentionPrefillWarps = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>("AttentionPrefillWarps", AttentionKernel.PrefillWarps);
+        _attentionPrefillTiles = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>("AttentionPrefillTiles", AttentionKernel.PrefillTiles);
+        _attentionDecode = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<int>, ArrayView<int>, ArrayView<int>, AttentionShape, int>("AttentionDecode", AttentionKernel.Decode);
+        _targetLogProbabilities = Load<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>("TargetLogProbabilities", RowKernels.TargetLogProbabilities);
+        _argMax = Load<ArrayView<int>, ArrayView<float>, int, int>("ArgMax", RowKernels.ArgMax);
     }
 
     /// <summary>The threads per group the kernels launch with (see <see cref="LaunchSizes"/>).</summary>
@@ -178,6 +208,57 @@ public sealed class IlgpuBackend : IBackend
 
     private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> Profiled<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> kernel) =>
         _profile is null ? kernel : _profile.Timed(name, kernel);
+
+    // Kernels are loaded once, each launcher bound to the backend's stream and timed when profiling asks.
+
+    private Action<KernelConfig, T1, T2, T3, T4> Load<T1, T2, T3, T4>(string name, Action<T1, T2, T3, T4> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct
+    {
+        var launch = _accelerator.LoadKernel(kernel);
+        var stream = _stream;
+        return Profiled<T1, T2, T3, T4>(name, (config, a1, a2, a3, a4) => launch(stream, config, a1, a2, a3, a4));
+    }
+
+    private Action<KernelConfig, T1, T2, T3, T4, T5> Load<T1, T2, T3, T4, T5>(string name, Action<T1, T2, T3, T4, T5> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct
+    {
+        var launch = _accelerator.LoadKernel(kernel);
+        var stream = _stream;
+        return Profiled<T1, T2, T3, T4, T5>(name, (config, a1, a2, a3, a4, a5) => launch(stream, config, a1, a2, a3, a4, a5));
+    }
+
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6> Load<T1, T2, T3, T4, T5, T6>(string name, Action<T1, T2, T3, T4, T5, T6> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
+    {
+        var launch = _accelerator.LoadKernel(kernel);
+        var stream = _stream;
+        return Profiled<T1, T2, T3, T4, T5, T6>(name, (config, a1, a2, a3, a4, a5, a6) => launch(stream, config, a1, a2, a3, a4, a5, a6));
+    }
+
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> Load<T1, T2, T3, T4, T5, T6, T7>(string name, Action<T1, T2, T3, T4, T5, T6, T7> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct
+    {
+        var launch = _accelerator.LoadKernel(kernel);
+        var stream = _stream;
+        return Profiled<T1, T2, T3, T4, T5, T6, T7>(name, (config, a1, a2, a3, a4, a5, a6, a7) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7));
+    }
+
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> Load<T1, T2, T3, T4, T5, T6, T7, T8>(string name, Action<T1, T2, T3, T4, T5, T6, T7, T8> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct
+    {
+        var launch = _accelerator.LoadKernel(kernel);
+        var stream = _stream;
+        return Profiled<T1, T2, T3, T4, T5, T6, T7, T8>(name, (config, a1, a2, a3, a4, a5, a6, a7, a8) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7, a8));
+    }
+
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> Load<T1, T2, T3, T4, T5, T6, T7, T8, T9>(string name, Action<T1, T2, T3, T4, T5, T6, T7, T8, T9> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct
+    {
+        var launch = _accelerator.LoadKernel(kernel);
+        var stream = _stream;
+        return Profiled<T1, T2, T3, T4, T5, T6, T7, T8, T9>(name, (config, a1, a2, a3, a4, a5, a6, a7, a8, a9) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7, a8, a9));
+    }
+
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> Load<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10>(string name, Action<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct where T10 : struct
+    {
+        var launch = _accelerator.LoadKernel(kernel);
+        var stream = _stream;
+        return Profiled<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10>(name, (config, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10));
+    }
 
     /// <summary>The CUDA device <paramref name="deviceIndex"/>; needs only the NVIDIA driver (ILGPU emits PTX, the driver compiles it).</summary>
     /// <exception cref="BackendUnavailableException">No CUDA device or driver.</exception>
@@ -261,7 +342,40 @@ public sealed class IlgpuBackend : IBackend
     public string Name { get; }
 
     /// <inheritdoc />
-    public string Description { get; }
+    /// <remarks>With graphs, also how many steps were recorded and replayed so far, or why recording stopped.</remarks>
+    public string Description => _graphs is null ? _description : $"{_description}; {_graphs.Summary}";
+
+    private readonly string _description;
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// With <see cref="StepGraphs.Variable"/>=1 on CUDA, a cache's decoding steps are recorded once and replayed
+    /// (<see cref="StepGraphs"/>); the cache's length goes to the device first, for the attention.
+    /// </remarks>
+    public void RunStep(StepKey key, int past, Action launches)
+    {
+        if (_graphs is null && !StepsReadLengthFromDevice)
+        {
+            launches();
+            return;
+        }
+        ReadOnlySpan<int> length = [past];
+        CopyFromHost(_cacheLength, 0, length);
+        if (_graphs is not null)
+        {
+            _graphs.Run(key, launches, recording => _lengthFromDevice = recording);
+            return;
+        }
+        _lengthFromDevice = true;
+        try
+        {
+            launches();
+        }
+        finally
+        {
+            _lengthFromDevice = false;
+        }
+    }
 
     /// <inheritdoc />
     public IDisposable Enter() => new Scope(this, Exclusive());
@@ -327,12 +441,12 @@ public sealed class IlgpuBackend : IBackend
             {
                 // Queued behind the kernels; CUDA has taken the managed (pageable) memory into its staging buffer when
                 // the call returns, so nothing waits. ILGPU's CopyFromCPU would wait for the stream.
-                target.CopyFromCPUUnsafeAsync(_accelerator.DefaultStream, ref Unsafe.AsRef<T>(from), source.Length);
+                target.CopyFromCPUUnsafeAsync(_stream, ref Unsafe.AsRef<T>(from), source.Length);
                 return;
             }
             // Kernels still running may read this buffer; ILGPU's CPU accelerator copies at once, not in stream order.
             _accelerator.Synchronize();
-            target.CopyFromCPU(ref Unsafe.AsRef<T>(from), source.Length);
+            target.CopyFromCPU(_stream, ref Unsafe.AsRef<T>(from), source.Length);
             _accelerator.Synchronize();
         }
     }
@@ -351,7 +465,7 @@ public sealed class IlgpuBackend : IBackend
         // hundred of a loop that allocates).
         fixed (T* to = destination)
         {
-            View(source).SubView(offset, destination.Length).CopyToCPU(ref Unsafe.AsRef<T>(to), destination.Length);
+            View(source).SubView(offset, destination.Length).CopyToCPU(_stream, ref Unsafe.AsRef<T>(to), destination.Length);
             if (!_copiesInStreamOrder) _accelerator.Synchronize();
         }
     }
@@ -515,12 +629,15 @@ public sealed class IlgpuBackend : IBackend
         if (T == 1 && probabilities is null)
         {
             // Decoding: few queries, many keys; split the keys into chunks worked on side by side, one launch with the append.
+            // The partial sums are sized for the most chunks whatever the length, so that a step being recorded, which
+            // launches for the most, finds them allocated (a step with a chunk count of 0 reads its length from the device).
             var chunks = AttentionKernel.DecodeChunks(past + 1);
-            var partials = _attentionPartials.View((long)B * NH * chunks * (HS + 2));
+            var partials = _attentionPartials.View((long)B * NH * AttentionKernel.MaxDecodeChunks * (HS + 2));
             var tickets = _attentionTickets.View(B * NH);
             _profile?.Describe($"up to {1 << (int)Math.Ceiling(Math.Log2(past + 1))} keys");
-            _attentionDecode(AttentionLaunch(chunks * NH * B), View(output), partials, View(qkv), View(keys), View(values), View(keyMask),
-                tickets, shape, chunks);
+            var launched = _lengthFromDevice ? AttentionKernel.MaxDecodeChunks : chunks;
+            _attentionDecode(AttentionLaunch(launched * NH * B), View(output), partials, View(qkv), View(keys), View(values), View(keyMask),
+                tickets, View(_cacheLength), shape, _lengthFromDevice ? 0 : chunks);
             return;
         }
         _appendKeyValues(Threads((long)B * T * NH * HS), View(keys), View(values), View(qkv), shape);
@@ -645,6 +762,8 @@ public sealed class IlgpuBackend : IBackend
             if (_disposed) return;
             _disposed = true;
             _profile?.Report(Console.Error);
+            _graphs?.Dispose();
+            if (_stream != _accelerator.DefaultStream) _stream.Dispose();
             _accelerator.Dispose();
             _context.Dispose();
         }
@@ -687,7 +806,7 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <summary>A device buffer that grows to the largest size asked for, zero-filled when (re)allocated.</summary>
-    private sealed class Scratch<T>(Accelerator accelerator) where T : unmanaged
+    private sealed class Scratch<T>(Accelerator accelerator, AcceleratorStream stream) where T : unmanaged
     {
         private MemoryBuffer1D<T, Stride1D.Dense>? _buffer;
 
@@ -700,7 +819,7 @@ public sealed class IlgpuBackend : IBackend
                 if (_buffer is not null) accelerator.Synchronize();
                 _buffer?.Dispose();
                 _buffer = accelerator.Allocate1D<T>(length);
-                _buffer.MemSetToZero();
+                _buffer.MemSetToZero(stream);
             }
             return _buffer.View.SubView(0, length);
         }

@@ -160,11 +160,20 @@ internal static class AttentionKernel
     /// stores them in the cache at position past (no other warp reads that slot in this launch). The warp that
     /// finishes a (b, h)'s last chunk (a ticket per (b, h), taken after a device-wide fence) merges the chunks
     /// (<see cref="Combine"/>) into out and resets the ticket for the next launch. Chunk sizes grow with the row so
-    /// that there are at most <see cref="MaxDecodeChunks"/>.
+    /// that there are at most <see cref="MaxDecodeChunks"/>. With <paramref name="chunks"/> 0 the cache's length
+    /// (s.Past) is read from <paramref name="cacheLength"/> instead, for a step recorded once and replayed as it grows.
     /// </remarks>
     public static void Decode(ArrayView<float> output, ArrayView<float> partial, ArrayView<float> qkv, ArrayView<float> keys,
-        ArrayView<float> values, ArrayView<int> mask, ArrayView<int> tickets, AttentionShape s, int chunks)
+        ArrayView<float> values, ArrayView<int> mask, ArrayView<int> tickets, ArrayView<int> cacheLength, AttentionShape s, int chunks)
     {
+        if (chunks == 0)
+        {
+            // A replayed step (a recorded CUDA graph): the cache's length, and so the chunks, come from the device; the
+            // launch has warps for the most chunks, and those past the count have nothing to do.
+            var past = cacheLength[0];
+            s = new AttentionShape(s.B, s.T, past, s.Tmax, s.NH, s.HS, s.Scale, writeProbabilities: false);
+            chunks = DecodeChunks(past + 1);
+        }
         var scratch = WarpScratch.Allocate();
         var warps = Group.DimX / Warp.WarpSize;
         for (var i = Grid.IdxX * warps + Warp.WarpIdx; i < chunks * s.NH * s.B; i += Grid.DimX * warps)
