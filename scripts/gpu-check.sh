@@ -57,6 +57,23 @@ for model in gpt2 gpt2-xl; do
   timeout 150 $N bench --backend cuda --model synthetic:$model --batch 8 --prompt-tokens 128 --new-tokens 128 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || failures=$((failures + 1))
 done
 
+echo "== 2a. decoding steps as CUDA graphs (at ${SECONDS} s)"
+# 2a. NATIVEGPT2_CUDA_GRAPHS=1: each cache's decoding steps recorded once and replayed (StepGraphs.cs). Greedy text equal
+#     to the CPU's (single and batched through the tests), then the same decoding benchmarks as step 2; each JSON line's
+#     backend_description says how many steps were recorded and replayed, or why recording stopped.
+export NATIVEGPT2_CUDA_GRAPHS=1
+graphs=$($N generate --backend cuda --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
+if [ "$expected" == "$graphs" ]; then echo "greedy synthetic:gpt2 with CUDA graphs: cuda equals cpu"; else echo "FAILED: greedy text of synthetic:gpt2 differs with CUDA graphs"; failures=$((failures + 1)); fi
+for model in gpt2 gpt2-xl; do
+  timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 128 --new-tokens 256 --json 2>&1 | tee -a "$RESULTS/bench-cuda-graphs.jsonl" || failures=$((failures + 1))
+done
+timeout 150 $N bench --backend cuda --model synthetic:gpt2 --batch 8 --prompt-tokens 128 --new-tokens 128 --json 2>&1 | tee -a "$RESULTS/bench-cuda-graphs.jsonl" || failures=$((failures + 1))
+if [ -n "${TESTS:-}" ]; then
+  run timeout 120 ${DOTNET:-dotnet} "$TESTS" --cases 'IlgpuStepTests' --cases 'Greedy_' --cases 'Batched_left_padded' --cases 'GenerationBatcherTests' \
+    --cases 'search_with_a_cache' --cases 'KvCache' --except 'ilgpu-cpu' --except '"cpu' --except 'gpt2-mini'
+fi
+unset NATIVEGPT2_CUDA_GRAPHS
+
 echo "== 2b. tests (at ${SECONDS} s)"
 # 2b. The test suite's CUDA cases (conformance of every operation, the kernels' own tests, references, greedy,
 #     batching, scoring, sharing between threads), when the test assembly is here.
@@ -127,7 +144,7 @@ echo "== 6. hardware counters (at ${SECONDS} s)"
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 if [ -n "$NCU" ]; then
   decoding='regex:MatVecColumns|MatVec$|AttentionDecode'
-  timeout 150 "$NCU" --clock-control none --kernel-name "$decoding" --launch-skip 120 --launch-count 60 --csv --page raw --print-units base \
+  timeout 100 "$NCU" --clock-control none --kernel-name "$decoding" --launch-skip 120 --launch-count 60 --csv --page raw --print-units base \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread \
     $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 16 --new-tokens 8 > "$RESULTS/ncu-step.csv" 2> "$RESULTS/ncu-step.err"
   echo "ncu exit $?"
@@ -149,7 +166,7 @@ for r in rows:
           f"{num(r, 'sm__warps_active.avg.pct_of_peak_sustained_active'):8.1f}")
 print(f"{len(rows)} launches, {total:.1f} µs of device time in all")
 PY
-  timeout 120 "$NCU" --clock-control none --kernel-name "$decoding" --launch-skip 120 --launch-count 5 \
+  timeout 80 "$NCU" --clock-control none --kernel-name "$decoding" --launch-skip 120 --launch-count 5 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
     $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 16 --new-tokens 8 > "$RESULTS/ncu-decode.txt" 2>&1
   echo "ncu exit $?"
