@@ -211,49 +211,56 @@ public sealed class IlgpuBackend : IBackend
 
     // Kernels are loaded once, each launcher bound to the backend's stream and timed when profiling asks.
 
-    private Action<KernelConfig, T1, T2, T3, T4> Load<T1, T2, T3, T4>(string name, Action<T1, T2, T3, T4> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct
+    private Action<KernelConfig, T1, T2, T3, T4> Load<T1, T2, T3, T4>(string name, Action<T1, T2, T3, T4> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
         return Profiled<T1, T2, T3, T4>(name, (config, a1, a2, a3, a4) => launch(stream, config, a1, a2, a3, a4));
     }
 
-    private Action<KernelConfig, T1, T2, T3, T4, T5> Load<T1, T2, T3, T4, T5>(string name, Action<T1, T2, T3, T4, T5> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct
+    private Action<KernelConfig, T1, T2, T3, T4, T5> Load<T1, T2, T3, T4, T5>(string name, Action<T1, T2, T3, T4, T5> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
         return Profiled<T1, T2, T3, T4, T5>(name, (config, a1, a2, a3, a4, a5) => launch(stream, config, a1, a2, a3, a4, a5));
     }
 
-    private Action<KernelConfig, T1, T2, T3, T4, T5, T6> Load<T1, T2, T3, T4, T5, T6>(string name, Action<T1, T2, T3, T4, T5, T6> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6> Load<T1, T2, T3, T4, T5, T6>(string name, Action<T1, T2, T3, T4, T5, T6> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
         return Profiled<T1, T2, T3, T4, T5, T6>(name, (config, a1, a2, a3, a4, a5, a6) => launch(stream, config, a1, a2, a3, a4, a5, a6));
     }
 
-    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> Load<T1, T2, T3, T4, T5, T6, T7>(string name, Action<T1, T2, T3, T4, T5, T6, T7> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> Load<T1, T2, T3, T4, T5, T6, T7>(string name, Action<T1, T2, T3, T4, T5, T6, T7> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
         return Profiled<T1, T2, T3, T4, T5, T6, T7>(name, (config, a1, a2, a3, a4, a5, a6, a7) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7));
     }
 
-    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> Load<T1, T2, T3, T4, T5, T6, T7, T8>(string name, Action<T1, T2, T3, T4, T5, T6, T7, T8> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> Load<T1, T2, T3, T4, T5, T6, T7, T8>(string name, Action<T1, T2, T3, T4, T5, T6, T7, T8> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
         return Profiled<T1, T2, T3, T4, T5, T6, T7, T8>(name, (config, a1, a2, a3, a4, a5, a6, a7, a8) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7, a8));
     }
 
-    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> Load<T1, T2, T3, T4, T5, T6, T7, T8, T9>(string name, Action<T1, T2, T3, T4, T5, T6, T7, T8, T9> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> Load<T1, T2, T3, T4, T5, T6, T7, T8, T9>(string name, Action<T1, T2, T3, T4, T5, T6, T7, T8, T9> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
         return Profiled<T1, T2, T3, T4, T5, T6, T7, T8, T9>(name, (config, a1, a2, a3, a4, a5, a6, a7, a8, a9) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7, a8, a9));
     }
 
-    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> Load<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10>(string name, Action<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> kernel) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct where T10 : struct
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> Load<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10>(string name, Action<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> kernel)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct where T10 : struct
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
