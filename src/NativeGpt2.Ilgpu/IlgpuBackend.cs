@@ -127,10 +127,12 @@ public sealed class IlgpuBackend : IBackend
         {
             _stream = accelerator.DefaultStream;
         }
-        _matVecPartials = new Scratch<float>(accelerator, _stream);
-        _matVecTickets = new Scratch<int>(accelerator, _stream);
-        _attentionPartials = new Scratch<float>(accelerator, _stream);
-        _attentionTickets = new Scratch<int>(accelerator, _stream);
+        // A recorded step names the scratch buffers it was recorded with: when one moves, the recordings go.
+        Action grown = () => _graphs?.Forget();
+        _matVecPartials = new Scratch<float>(accelerator, _stream, grown);
+        _matVecTickets = new Scratch<int>(accelerator, _stream, grown);
+        _attentionPartials = new Scratch<float>(accelerator, _stream, grown);
+        _attentionTickets = new Scratch<int>(accelerator, _stream, grown);
         _cacheLength = Allocate<int>(1);
         _embedding = Load<ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>("Embedding", ElementwiseKernels.Embedding);
         _add = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>("Add", ElementwiseKernels.Add);
@@ -812,8 +814,11 @@ public sealed class IlgpuBackend : IBackend
         }
     }
 
-    /// <summary>A device buffer that grows to the largest size asked for, zero-filled when (re)allocated.</summary>
-    private sealed class Scratch<T>(Accelerator accelerator, AcceleratorStream stream) where T : unmanaged
+    /// <summary>
+    /// A device buffer that grows to the largest size asked for, zero-filled when (re)allocated; <paramref name="grown"/>
+    /// is called when it moves (recorded steps name the old buffer).
+    /// </summary>
+    private sealed class Scratch<T>(Accelerator accelerator, AcceleratorStream stream, Action grown) where T : unmanaged
     {
         private MemoryBuffer1D<T, Stride1D.Dense>? _buffer;
 
@@ -827,6 +832,7 @@ public sealed class IlgpuBackend : IBackend
                 _buffer?.Dispose();
                 _buffer = accelerator.Allocate1D<T>(length);
                 _buffer.MemSetToZero(stream);
+                grown();
             }
             return _buffer.View.SubView(0, length);
         }

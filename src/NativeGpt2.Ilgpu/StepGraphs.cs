@@ -148,6 +148,17 @@ internal sealed class StepGraphs : IDisposable
         return 0;
     }
 
+    /// <summary>
+    /// Drops every recording (a buffer they name has moved: the backend's scratch buffers grow for larger shapes); keys
+    /// already seen are recorded again at their next step. Never called while recording: buffers grow in direct steps.
+    /// </summary>
+    public void Forget()
+    {
+        foreach (var graph in _graphs.Values) Driver.GraphExecDestroy(graph);
+        _graphs.Clear();
+        _order.Clear();
+    }
+
     /// <summary>One line for the backend's description.</summary>
     public string Summary => Failure is null
         ? $"decoding steps as CUDA graphs ({Variable}=1): {Recordings} recorded, {Replays} replayed"
@@ -157,8 +168,7 @@ internal sealed class StepGraphs : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        foreach (var graph in _graphs.Values) Driver.GraphExecDestroy(graph);
-        _graphs.Clear();
+        Forget();
     }
 
     /// <summary>The CUDA driver's graph calls (the driver library ILGPU loads: libcuda on Linux, nvcuda on Windows).</summary>
