@@ -7,6 +7,7 @@
 # then run this script from the repository root on the GPU machine. It prints every result and
 # writes the bench figures to $OUT (or ./gpu-results) as JSON lines for docs/performance.md.
 #
+# Or pack a .NET runtime and the framework-dependent build with scripts/gpu-bundle.sh DIR and run DIR/run.sh there.
 # With a .NET runtime there instead (no SDK needed), these variables run the framework-dependent build:
 #   NATIVEGPT2   the command that runs the CLI, e.g. "dotnet tests/NativeGpt2.Tests/bin/Release/net10.0/NativeGpt2.Cli.dll"
 #                (default ./.gpu/nativegpt2)
