@@ -638,13 +638,15 @@ public sealed class IlgpuBackend : IBackend
         if (T == 1 && probabilities is null)
         {
             // Decoding: few queries, many keys; split the keys into chunks worked on side by side, one launch with the append.
-            // The partial sums are sized for the most chunks whatever the length, so that a step being recorded, which
-            // launches for the most, finds them allocated (a step with a chunk count of 0 reads its length from the device).
+            // A step that reads its length from the device (chunk count 0) is launched for the chunks of a full cache (Tmax
+            // positions a row), since the launch is replayed as the cache grows; the kernel loops over whatever it finds.
+            // The partial sums are sized for the most chunks whatever the length, so that a step being recorded finds
+            // them allocated.
             var chunks = AttentionKernel.DecodeChunks(past + 1);
             var partials = _attentionPartials.View((long)B * NH * AttentionKernel.MaxDecodeChunks * (HS + 2));
             var tickets = _attentionTickets.View(B * NH);
             _profile?.Describe($"up to {1 << (int)Math.Ceiling(Math.Log2(past + 1))} keys");
-            var launched = _lengthFromDevice ? AttentionKernel.MaxDecodeChunks : chunks;
+            var launched = _lengthFromDevice ? AttentionKernel.DecodeChunks(Tmax) : chunks;
             _attentionDecode(AttentionLaunch(launched * NH * B), View(output), partials, View(qkv), View(keys), View(values), View(keyMask),
                 tickets, View(_cacheLength), shape, _lengthFromDevice ? 0 : chunks);
             return;

@@ -169,7 +169,7 @@ internal static class AttentionKernel
         if (chunks == 0)
         {
             // A replayed step (a recorded CUDA graph): the cache's length, and so the chunks, come from the device; the
-            // launch has warps for the most chunks, and those past the count have nothing to do.
+            // launch has warps for a full cache's chunks, and those past the count have nothing to do.
             var past = cacheLength[0];
             s = new AttentionShape(s.B, s.T, past, s.Tmax, s.NH, s.HS, s.Scale, writeProbabilities: false);
             chunks = DecodeChunks(past + 1);
