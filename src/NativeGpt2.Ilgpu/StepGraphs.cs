@@ -101,7 +101,6 @@ internal sealed class StepGraphs : IDisposable
             return Fail($"the driver's graph calls could not be loaded ({e.InnerException?.Message ?? e.Message})");
         }
         if (begun != 0) return Fail($"cuStreamBeginCapture failed ({begun})");
-        nint captured = 0;
         Exception? error = null;
         recording(true);
         try
@@ -115,16 +114,16 @@ internal sealed class StepGraphs : IDisposable
         finally
         {
             recording(false);
-            var ended = Driver.StreamEndCapture(_stream.StreamPtr, out captured);
-            if (ended != 0 && error is null) Fail($"cuStreamEndCapture failed ({ended})");
         }
-        // A launch that failed while recording left nothing behind to run; the caller runs the launches directly.
-        if (error is not null)
+        // The stream leaves recording mode whatever happened. Nothing recorded has run: on any failure the caller runs
+        // the launches directly.
+        var ended = Driver.StreamEndCapture(_stream.StreamPtr, out var captured);
+        if (error is not null || ended != 0 || captured == 0)
         {
             if (captured != 0) Driver.GraphDestroy(captured);
-            return Fail($"a launch failed while recording ({error.Message})");
+            return Fail(error is not null ? $"a launch failed while recording ({error.Message})"
+                : ended != 0 ? $"cuStreamEndCapture failed ({ended})" : "cuStreamEndCapture returned no graph");
         }
-        if (captured == 0) return Fail(Failure ?? "cuStreamEndCapture returned no graph");
         var instantiated = Driver.GraphInstantiate(out var executable, captured, 0);
         Driver.GraphDestroy(captured);
         return instantiated == 0 ? executable : Fail($"cuGraphInstantiateWithFlags failed ({instantiated})");
