@@ -140,8 +140,9 @@ echo "== 6. hardware counters (at ${SECONDS} s)"
 #    durations are the kernels' own, without the host's gaps that step 3's stream markers count). First every
 #    projection and attention launch of one step of 124M (60 launches, after two steps; a 16-token prompt takes the
 #    tiled kernels, so only decoding launches these) with its duration, DRAM throughput, occupancy and registers, and
-#    their sum: most of the device's share of the step (the head adds about 80 µs), against the step's time in step 2. Then the full sections (memory, occupancy, stalls) of one layer's decoding kernels, in
-#    $RESULTS/ncu-decode.txt, for why the 768-input projections read slower than the MLP's.
+#    their sum: most of the device's share of the step (the head adds about 80 µs), against the step's time in step 2.
+#    Then the full sections (memory, occupancy, stalls) of one layer's decoding kernels, in $RESULTS/ncu-decode.txt,
+#    for why the 768-input projections read slower than the MLP's.
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 if [ -n "$NCU" ]; then
   decoding='regex:MatVecColumns|MatVec$|AttentionDecode'
