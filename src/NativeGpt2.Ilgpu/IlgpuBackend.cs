@@ -190,35 +190,15 @@ public sealed class IlgpuBackend : IBackend
     /// <summary>Per-kernel timing when <see cref="KernelProfile.Variable"/> asks for it, else null.</summary>
     private readonly KernelProfile? _profile;
 
-    private Action<KernelConfig, T1, T2, T3, T4> Profiled<T1, T2, T3, T4>(string name, Action<KernelConfig, T1, T2, T3, T4> kernel) =>
-        _profile is null ? kernel : _profile.Timed(name, kernel);
-
-    private Action<KernelConfig, T1, T2, T3, T4, T5> Profiled<T1, T2, T3, T4, T5>(string name, Action<KernelConfig, T1, T2, T3, T4, T5> kernel) =>
-        _profile is null ? kernel : _profile.Timed(name, kernel);
-
-    private Action<KernelConfig, T1, T2, T3, T4, T5, T6> Profiled<T1, T2, T3, T4, T5, T6>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6> kernel) =>
-        _profile is null ? kernel : _profile.Timed(name, kernel);
-
-    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> Profiled<T1, T2, T3, T4, T5, T6, T7>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> kernel) =>
-        _profile is null ? kernel : _profile.Timed(name, kernel);
-
-    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> Profiled<T1, T2, T3, T4, T5, T6, T7, T8>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> kernel) =>
-        _profile is null ? kernel : _profile.Timed(name, kernel);
-
-    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> Profiled<T1, T2, T3, T4, T5, T6, T7, T8, T9>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> kernel) =>
-        _profile is null ? kernel : _profile.Timed(name, kernel);
-
-    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> Profiled<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10>(string name, Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> kernel) =>
-        _profile is null ? kernel : _profile.Timed(name, kernel);
-
-    // Kernels are loaded once, each launcher bound to the backend's stream and timed when profiling asks.
+    // Kernels are loaded once, each launcher bound to the backend's stream and, when profiling asks, timed.
 
     private Action<KernelConfig, T1, T2, T3, T4> Load<T1, T2, T3, T4>(string name, Action<T1, T2, T3, T4> kernel)
         where T1 : struct where T2 : struct where T3 : struct where T4 : struct
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
-        return Profiled<T1, T2, T3, T4>(name, (config, a1, a2, a3, a4) => launch(stream, config, a1, a2, a3, a4));
+        Action<KernelConfig, T1, T2, T3, T4> bound = (config, a1, a2, a3, a4) => launch(stream, config, a1, a2, a3, a4);
+        return _profile is null ? bound : _profile.Timed(name, bound);
     }
 
     private Action<KernelConfig, T1, T2, T3, T4, T5> Load<T1, T2, T3, T4, T5>(string name, Action<T1, T2, T3, T4, T5> kernel)
@@ -226,7 +206,8 @@ public sealed class IlgpuBackend : IBackend
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
-        return Profiled<T1, T2, T3, T4, T5>(name, (config, a1, a2, a3, a4, a5) => launch(stream, config, a1, a2, a3, a4, a5));
+        Action<KernelConfig, T1, T2, T3, T4, T5> bound = (config, a1, a2, a3, a4, a5) => launch(stream, config, a1, a2, a3, a4, a5);
+        return _profile is null ? bound : _profile.Timed(name, bound);
     }
 
     private Action<KernelConfig, T1, T2, T3, T4, T5, T6> Load<T1, T2, T3, T4, T5, T6>(string name, Action<T1, T2, T3, T4, T5, T6> kernel)
@@ -234,7 +215,8 @@ public sealed class IlgpuBackend : IBackend
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
-        return Profiled<T1, T2, T3, T4, T5, T6>(name, (config, a1, a2, a3, a4, a5, a6) => launch(stream, config, a1, a2, a3, a4, a5, a6));
+        Action<KernelConfig, T1, T2, T3, T4, T5, T6> bound = (config, a1, a2, a3, a4, a5, a6) => launch(stream, config, a1, a2, a3, a4, a5, a6);
+        return _profile is null ? bound : _profile.Timed(name, bound);
     }
 
     private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> Load<T1, T2, T3, T4, T5, T6, T7>(string name, Action<T1, T2, T3, T4, T5, T6, T7> kernel)
@@ -242,7 +224,8 @@ public sealed class IlgpuBackend : IBackend
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
-        return Profiled<T1, T2, T3, T4, T5, T6, T7>(name, (config, a1, a2, a3, a4, a5, a6, a7) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7));
+        Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> bound = (config, a1, a2, a3, a4, a5, a6, a7) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7);
+        return _profile is null ? bound : _profile.Timed(name, bound);
     }
 
     private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> Load<T1, T2, T3, T4, T5, T6, T7, T8>(string name, Action<T1, T2, T3, T4, T5, T6, T7, T8> kernel)
@@ -250,7 +233,8 @@ public sealed class IlgpuBackend : IBackend
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
-        return Profiled<T1, T2, T3, T4, T5, T6, T7, T8>(name, (config, a1, a2, a3, a4, a5, a6, a7, a8) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7, a8));
+        Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> bound = (config, a1, a2, a3, a4, a5, a6, a7, a8) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7, a8);
+        return _profile is null ? bound : _profile.Timed(name, bound);
     }
 
     private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> Load<T1, T2, T3, T4, T5, T6, T7, T8, T9>(string name, Action<T1, T2, T3, T4, T5, T6, T7, T8, T9> kernel)
@@ -258,7 +242,8 @@ public sealed class IlgpuBackend : IBackend
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
-        return Profiled<T1, T2, T3, T4, T5, T6, T7, T8, T9>(name, (config, a1, a2, a3, a4, a5, a6, a7, a8, a9) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7, a8, a9));
+        Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> bound = (config, a1, a2, a3, a4, a5, a6, a7, a8, a9) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7, a8, a9);
+        return _profile is null ? bound : _profile.Timed(name, bound);
     }
 
     private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> Load<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10>(string name, Action<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> kernel)
@@ -266,7 +251,8 @@ public sealed class IlgpuBackend : IBackend
     {
         var launch = _accelerator.LoadKernel(kernel);
         var stream = _stream;
-        return Profiled<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10>(name, (config, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10));
+        Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> bound = (config, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10) => launch(stream, config, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10);
+        return _profile is null ? bound : _profile.Timed(name, bound);
     }
 
     /// <summary>The CUDA device <paramref name="deviceIndex"/>; needs only the NVIDIA driver (ILGPU emits PTX, the driver compiles it).</summary>
