@@ -80,17 +80,22 @@ public class IlgpuStepTests
 
     private static List<float[]> Decode(Gpt2CausalLM model, IlgpuBackend backend, bool fromDevice, TokenBatch prompt, int[][] steps)
     {
+        using var length = LengthFromDevice(backend, fromDevice);
+        using var cache = model.CreateCache(prompt.BatchSize);
+        model.Forward(prompt, cache: cache);
+        return [.. steps.Select(step => model.Forward(new TokenBatch(step, step.Length, 1), cache: cache).Logits.Data.ToArray())];
+    }
+
+    /// <summary>Until disposed, the backend's decoding steps read the cache's length from the device when <paramref name="fromDevice"/>.</summary>
+    private static IDisposable LengthFromDevice(IlgpuBackend backend, bool fromDevice)
+    {
         backend.StepsReadLengthFromDevice = fromDevice;
-        try
-        {
-            using var cache = model.CreateCache(prompt.BatchSize);
-            model.Forward(prompt, cache: cache);
-            return [.. steps.Select(step => model.Forward(new TokenBatch(step, step.Length, 1), cache: cache).Logits.Data.ToArray())];
-        }
-        finally
-        {
-            backend.StepsReadLengthFromDevice = false;
-        }
+        return new Restore(() => backend.StepsReadLengthFromDevice = false);
+    }
+
+    private sealed class Restore(Action restore) : IDisposable
+    {
+        public void Dispose() => restore();
     }
 
     private static (float[] Output, float[] Keys, float[] Values) Decode(IlgpuBackend backend, bool fromDevice, float[] earlier, float[] qkv,
@@ -98,32 +103,25 @@ public class IlgpuStepTests
     {
         var C = NH * HS;
         var scale = 1f / MathF.Sqrt(HS);
-        backend.StepsReadLengthFromDevice = fromDevice;
-        try
-        {
-            using var scope = backend.Enter();
-            // Zeros where nothing is written, so that the slots past the new token compare equal too.
-            using var k = backend.Upload(new float[B * NH * Tmax * HS]);
-            using var v = backend.Upload(new float[B * NH * Tmax * HS]);
-            using var e = backend.Upload(earlier);
-            using var earlierOut = backend.Allocate<float>(B * Math.Max(past, 1) * C);
-            using var q = backend.Upload(qkv);
-            using var m = backend.Upload(mask);
-            // NaN until written: every output must be.
-            using var o = backend.Upload(Enumerable.Repeat(float.NaN, B * C).ToArray());
-            if (past > 0) backend.Attention(earlierOut, null, e, k, v, m, B, past, 0, Tmax, NH, HS, scale);
-            backend.RunStep(new StepKey(o, k, v, m, B), past, () => backend.Attention(o, null, q, k, v, m, B, 1, past, Tmax, NH, HS, scale));
-            var output = new float[B * C];
-            var keys = new float[B * NH * Tmax * HS];
-            var values = new float[B * NH * Tmax * HS];
-            backend.Download(output, o, 0);
-            backend.Download(keys, k, 0);
-            backend.Download(values, v, 0);
-            return (output, keys, values);
-        }
-        finally
-        {
-            backend.StepsReadLengthFromDevice = false;
-        }
+        using var length = LengthFromDevice(backend, fromDevice);
+        using var scope = backend.Enter();
+        // Zeros where nothing is written, so that the slots past the new token compare equal too.
+        using var k = backend.Upload(new float[B * NH * Tmax * HS]);
+        using var v = backend.Upload(new float[B * NH * Tmax * HS]);
+        using var e = backend.Upload(earlier);
+        using var earlierOut = backend.Allocate<float>(B * Math.Max(past, 1) * C);
+        using var q = backend.Upload(qkv);
+        using var m = backend.Upload(mask);
+        // NaN until written: every output must be.
+        using var o = backend.Upload(Enumerable.Repeat(float.NaN, B * C).ToArray());
+        if (past > 0) backend.Attention(earlierOut, null, e, k, v, m, B, past, 0, Tmax, NH, HS, scale);
+        backend.RunStep(new StepKey(o, k, v, m, B), past, () => backend.Attention(o, null, q, k, v, m, B, 1, past, Tmax, NH, HS, scale));
+        var output = new float[B * C];
+        var keys = new float[B * NH * Tmax * HS];
+        var values = new float[B * NH * Tmax * HS];
+        backend.Download(output, o, 0);
+        backend.Download(keys, k, 0);
+        backend.Download(values, v, 0);
+        return (output, keys, values);
     }
 }
