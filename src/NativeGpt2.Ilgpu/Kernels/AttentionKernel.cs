@@ -313,7 +313,7 @@ internal static class AttentionKernel
     /// the row's first unmasked key, lane i scoring key i (an in-order dot product), the block's maximum and the sum of
     /// its weights by the same warp reductions, and the weighted values added in key order, skipping weights of 0. So the
     /// result of a query does not depend on the tile it falls in or on the other rows of the batch. Warp w holds queries
-    /// w·8 + [0, 8): it scores them against the lane's key (held in registers), and then, lanes taking channels, adds the
+    /// w·8 + [0, 8): it scores the eight side by side against the lane's key (held in registers), and then, lanes taking channels, adds the
     /// block's values into their sums, which live in shared memory with each query's running maximum and sum. The
     /// longest tiles (the last queries) are handed out first.
     /// </remarks>
@@ -381,8 +381,7 @@ internal static class AttentionKernel
             Group.Barrier();
 
             var key = new KeyRow(tile.Keys, lane * (TileKeyPitch / 4), HS4);
-            for (var i = 0; i < QueriesPerWarp; i++)
-                ScoreBlock(tile, s, key, q0 + i, t0 + q0 + i, j0, count);
+            ScoreBlock(tile, s, key, q0, t0 + q0, j0, count);
             Warp.Barrier();
             for (var d = lane; d < s.HS; d += W)
                 AddBlockValues(tile, d, q0, count);
@@ -426,35 +425,45 @@ internal static class AttentionKernel
     }
 
     /// <summary>
-    /// Query q (token t) against the block, lane i scoring key j0 + i: the online-softmax step of <see cref="AttendBlocks"/>.
-    /// The weights go to the tile's weight rows, the correction of the query's sums to its state.
+    /// The warp's eight queries q0 + [0, 8) (tokens t0 + [0, 8)) against the block, lane i scoring key j0 + i: for each, the
+    /// online-softmax step of <see cref="AttendBlocks"/>. The weights go to the tile's weight rows, the corrections of the
+    /// queries' sums to their state.
     /// </summary>
-    private static void ScoreBlock(QueryTile tile, AttentionShape s, KeyRow key, int q, int t, int j0, int count)
+    /// <remarks>
+    /// The eight queries go side by side, each through the same operations in the same order as one query alone: their
+    /// dot products are eight independent chains, and their maxima and sums are reduced by the same shuffles, eight at
+    /// each step. One query after another, each step waited for the one before it (an in-order dot product is 64
+    /// dependent multiply-adds, and each reduction five dependent shuffles), eight times over.
+    /// </remarks>
+    private static void ScoreBlock(QueryTile tile, AttentionShape s, KeyRow key, int q0, int t0, int j0, int count)
     {
         int lane = Warp.LaneIdx, j = j0 + lane;
-        var seen = t < s.T && lane < count && tile.KeyMask[lane] != 0 && j <= s.Past + t;
-        var score = seen ? key.Dot(tile.Queries, q * (MaxTiledHeadSize / 4)) * s.Scale : float.NegativeInfinity;
-        var blockMax = Reductions.WarpMax(score);
-        var m = tile.State[q];
-        var correction = 1f;
-        var p = 0f;
-        // Every key of the block masked or in the query's future: nothing changes.
-        if (blockMax != float.NegativeInfinity)
+        // Key j is in the block and unmasked; query t also needs t < T and j <= Past + t.
+        var open = lane < count && tile.KeyMask[lane] != 0;
+        var scores = key.Dot(tile.Queries, q0 * (MaxTiledHeadSize / 4), MaxTiledHeadSize / 4);
+        scores.Mask(open, j - s.Past, t0, s.T, s.Scale);
+        var blockMax = scores;
+        blockMax.WarpMax();
+        var state = tile.State.SubView(q0, QueriesPerWarp);
+        var sums = tile.State.SubView(TileQueries + q0, QueriesPerWarp);
+        var m = Eight.Load(state);
+        var l = Eight.Load(sums);
+        // Per query: every key of the block masked or in its future (a maximum of −∞) changes nothing.
+        var next = m.MaxWhereFinite(blockMax);
+        var correction = m.CorrectionsTo(next, blockMax);
+        var p = scores.Weights(next, blockMax);
+        var total = p;
+        total.WarpSum();
+        var updated = l.ScaledPlus(correction, total, blockMax);
+        // Every lane has read the state before lane 0 writes it.
+        Warp.Barrier();
+        if (lane == 0)
         {
-            var next = XMath.Max(m, blockMax);
-            correction = XMath.Exp(m - next);
-            p = seen ? XMath.Exp(score - next) : 0f;
-            var l = Fused.MulAdd(tile.State[TileQueries + q], correction, Reductions.WarpSum(p));
-            // Every lane has read the state before lane 0 writes it.
-            Warp.Barrier();
-            if (lane == 0)
-            {
-                tile.State[q] = next;
-                tile.State[TileQueries + q] = l;
-            }
+            next.Store(state);
+            updated.Store(sums);
+            correction.Store(tile.State.SubView(2 * TileQueries + q0, QueriesPerWarp));
         }
-        if (lane == 0) tile.State[2 * TileQueries + q] = correction;
-        if (lane < MaxBlockKeys) tile.Weights.Cast<float>()[lane * WeightPitch + q] = p;
+        if (lane < MaxBlockKeys) p.Store(tile.Weights.Cast<float>().SubView(lane * WeightPitch + q0, QueriesPerWarp));
     }
 
     /// <summary>
@@ -768,27 +777,43 @@ internal readonly struct KeyRow
         _k12 = source[at + 12]; _k13 = source[at + 13]; _k14 = source[at + 14]; _k15 = source[at + 15];
     }
 
-    /// <summary>Σ_d query[d] · key[d] over the row's channels, summed in order from zero, as <see cref="Sixteen.DotInOrder"/> does.</summary>
-    public float Dot(ArrayView<Float4> queries, int at)
+    /// <summary>
+    /// For each of eight queries (rows of <paramref name="pitch"/> words from <paramref name="at"/>), Σ_d query[d] · key[d]
+    /// over the row's channels, summed in order from zero, as <see cref="Sixteen.DotInOrder"/> does: eight independent chains.
+    /// </summary>
+    public Eight Dot(ArrayView<Float4> queries, int at, int pitch)
     {
-        var sum = 0f;
-        sum = Add(sum, queries[at], _k0);
-        if (_words > 1) sum = Add(sum, queries[at + 1], _k1);
-        if (_words > 2) sum = Add(sum, queries[at + 2], _k2);
-        if (_words > 3) sum = Add(sum, queries[at + 3], _k3);
-        if (_words > 4) sum = Add(sum, queries[at + 4], _k4);
-        if (_words > 5) sum = Add(sum, queries[at + 5], _k5);
-        if (_words > 6) sum = Add(sum, queries[at + 6], _k6);
-        if (_words > 7) sum = Add(sum, queries[at + 7], _k7);
-        if (_words > 8) sum = Add(sum, queries[at + 8], _k8);
-        if (_words > 9) sum = Add(sum, queries[at + 9], _k9);
-        if (_words > 10) sum = Add(sum, queries[at + 10], _k10);
-        if (_words > 11) sum = Add(sum, queries[at + 11], _k11);
-        if (_words > 12) sum = Add(sum, queries[at + 12], _k12);
-        if (_words > 13) sum = Add(sum, queries[at + 13], _k13);
-        if (_words > 14) sum = Add(sum, queries[at + 14], _k14);
-        if (_words > 15) sum = Add(sum, queries[at + 15], _k15);
-        return sum;
+        var sums = new Eight();
+        AddWord(ref sums, queries, at, pitch, _k0);
+        if (_words > 1) AddWord(ref sums, queries, at + 1, pitch, _k1);
+        if (_words > 2) AddWord(ref sums, queries, at + 2, pitch, _k2);
+        if (_words > 3) AddWord(ref sums, queries, at + 3, pitch, _k3);
+        if (_words > 4) AddWord(ref sums, queries, at + 4, pitch, _k4);
+        if (_words > 5) AddWord(ref sums, queries, at + 5, pitch, _k5);
+        if (_words > 6) AddWord(ref sums, queries, at + 6, pitch, _k6);
+        if (_words > 7) AddWord(ref sums, queries, at + 7, pitch, _k7);
+        if (_words > 8) AddWord(ref sums, queries, at + 8, pitch, _k8);
+        if (_words > 9) AddWord(ref sums, queries, at + 9, pitch, _k9);
+        if (_words > 10) AddWord(ref sums, queries, at + 10, pitch, _k10);
+        if (_words > 11) AddWord(ref sums, queries, at + 11, pitch, _k11);
+        if (_words > 12) AddWord(ref sums, queries, at + 12, pitch, _k12);
+        if (_words > 13) AddWord(ref sums, queries, at + 13, pitch, _k13);
+        if (_words > 14) AddWord(ref sums, queries, at + 14, pitch, _k14);
+        if (_words > 15) AddWord(ref sums, queries, at + 15, pitch, _k15);
+        return sums;
+    }
+
+    /// <summary>Word k of the key against the same word of each of the eight queries.</summary>
+    private static void AddWord(ref Eight sums, ArrayView<Float4> queries, int at, int pitch, Float4 k)
+    {
+        sums.A0 = Add(sums.A0, queries[at], k);
+        sums.A1 = Add(sums.A1, queries[at + pitch], k);
+        sums.A2 = Add(sums.A2, queries[at + 2 * pitch], k);
+        sums.A3 = Add(sums.A3, queries[at + 3 * pitch], k);
+        sums.A4 = Add(sums.A4, queries[at + 4 * pitch], k);
+        sums.A5 = Add(sums.A5, queries[at + 5 * pitch], k);
+        sums.A6 = Add(sums.A6, queries[at + 6 * pitch], k);
+        sums.A7 = Add(sums.A7, queries[at + 7 * pitch], k);
     }
 
     private static float Add(float sum, Float4 q, Float4 k)
@@ -831,4 +856,132 @@ internal struct EightSums(float a0, float a1, float a2, float a3, float a4, floa
         target[at + 6 * stride] = _a6;
         target[at + 7 * stride] = _a7;
     }
+}
+
+/// <summary>
+/// One value per query for a warp's eight queries (<see cref="AttentionKernel.QueriesPerWarp"/>), in registers: the steps
+/// of one query's online softmax, written out for eight side by side (ILGPU does not unroll loops).
+/// </summary>
+internal struct Eight
+{
+    public float A0, A1, A2, A3, A4, A5, A6, A7;
+
+    /// <summary>source[0, 8).</summary>
+    public static Eight Load(ArrayView<float> source)
+    {
+        var x = new Eight();
+        x.A0 = source[0]; x.A1 = source[1]; x.A2 = source[2]; x.A3 = source[3];
+        x.A4 = source[4]; x.A5 = source[5]; x.A6 = source[6]; x.A7 = source[7];
+        return x;
+    }
+
+    /// <summary>target[0, 8) = the values.</summary>
+    public readonly void Store(ArrayView<float> target)
+    {
+        target[0] = A0; target[1] = A1; target[2] = A2; target[3] = A3;
+        target[4] = A4; target[5] = A5; target[6] = A6; target[7] = A7;
+    }
+
+    /// <summary>
+    /// Dot products into scores: each times <paramref name="scale"/> where query t0 + i sees the key (it is
+    /// <paramref name="open"/>, t &lt; T, and the key is not in t's future: key − past ≤ t), else −∞.
+    /// </summary>
+    public void Mask(bool open, int keyAfterPast, int t0, int T, float scale)
+    {
+        A0 = Score(A0, open, keyAfterPast, t0, T, scale);
+        A1 = Score(A1, open, keyAfterPast, t0 + 1, T, scale);
+        A2 = Score(A2, open, keyAfterPast, t0 + 2, T, scale);
+        A3 = Score(A3, open, keyAfterPast, t0 + 3, T, scale);
+        A4 = Score(A4, open, keyAfterPast, t0 + 4, T, scale);
+        A5 = Score(A5, open, keyAfterPast, t0 + 5, T, scale);
+        A6 = Score(A6, open, keyAfterPast, t0 + 6, T, scale);
+        A7 = Score(A7, open, keyAfterPast, t0 + 7, T, scale);
+    }
+
+    private static float Score(float dot, bool open, int keyAfterPast, int t, int T, float scale) =>
+        open && t < T && keyAfterPast <= t ? dot * scale : float.NegativeInfinity;
+
+    /// <summary>Each value the maximum over the warp (<see cref="Reductions.WarpMax"/>'s shuffles, the eight at each step).</summary>
+    public void WarpMax()
+    {
+        for (var offset = Warp.WarpSize / 2; offset > 0; offset /= 2)
+        {
+            A0 = XMath.Max(A0, Warp.ShuffleXor(A0, offset));
+            A1 = XMath.Max(A1, Warp.ShuffleXor(A1, offset));
+            A2 = XMath.Max(A2, Warp.ShuffleXor(A2, offset));
+            A3 = XMath.Max(A3, Warp.ShuffleXor(A3, offset));
+            A4 = XMath.Max(A4, Warp.ShuffleXor(A4, offset));
+            A5 = XMath.Max(A5, Warp.ShuffleXor(A5, offset));
+            A6 = XMath.Max(A6, Warp.ShuffleXor(A6, offset));
+            A7 = XMath.Max(A7, Warp.ShuffleXor(A7, offset));
+        }
+    }
+
+    /// <summary>Each value the sum over the warp (<see cref="Reductions.WarpSum"/>'s shuffles, the eight at each step).</summary>
+    public void WarpSum()
+    {
+        for (var offset = Warp.WarpSize / 2; offset > 0; offset /= 2)
+        {
+            A0 += Warp.ShuffleXor(A0, offset);
+            A1 += Warp.ShuffleXor(A1, offset);
+            A2 += Warp.ShuffleXor(A2, offset);
+            A3 += Warp.ShuffleXor(A3, offset);
+            A4 += Warp.ShuffleXor(A4, offset);
+            A5 += Warp.ShuffleXor(A5, offset);
+            A6 += Warp.ShuffleXor(A6, offset);
+            A7 += Warp.ShuffleXor(A7, offset);
+        }
+    }
+
+    /// <summary>These running maxima raised to the block's (max(m, block)), except where the block's is −∞ (nothing seen).</summary>
+    public readonly Eight MaxWhereFinite(Eight block)
+    {
+        var x = new Eight();
+        x.A0 = NextMax(A0, block.A0); x.A1 = NextMax(A1, block.A1); x.A2 = NextMax(A2, block.A2); x.A3 = NextMax(A3, block.A3);
+        x.A4 = NextMax(A4, block.A4); x.A5 = NextMax(A5, block.A5); x.A6 = NextMax(A6, block.A6); x.A7 = NextMax(A7, block.A7);
+        return x;
+    }
+
+    private static float NextMax(float m, float block) => block != float.NegativeInfinity ? XMath.Max(m, block) : m;
+
+    /// <summary>exp(m − next) for these running maxima m: what the sums so far are scaled by; 1 where the block saw nothing.</summary>
+    public readonly Eight CorrectionsTo(Eight next, Eight block)
+    {
+        var x = new Eight();
+        x.A0 = Correction(A0, next.A0, block.A0); x.A1 = Correction(A1, next.A1, block.A1);
+        x.A2 = Correction(A2, next.A2, block.A2); x.A3 = Correction(A3, next.A3, block.A3);
+        x.A4 = Correction(A4, next.A4, block.A4); x.A5 = Correction(A5, next.A5, block.A5);
+        x.A6 = Correction(A6, next.A6, block.A6); x.A7 = Correction(A7, next.A7, block.A7);
+        return x;
+    }
+
+    private static float Correction(float m, float next, float block) => block != float.NegativeInfinity ? XMath.Exp(m - next) : 1f;
+
+    /// <summary>exp(score − next) for these scores: the key's weight for each query; 0 for a key not seen, or a block that saw nothing.</summary>
+    public readonly Eight Weights(Eight next, Eight block)
+    {
+        var x = new Eight();
+        x.A0 = Weight(A0, next.A0, block.A0); x.A1 = Weight(A1, next.A1, block.A1);
+        x.A2 = Weight(A2, next.A2, block.A2); x.A3 = Weight(A3, next.A3, block.A3);
+        x.A4 = Weight(A4, next.A4, block.A4); x.A5 = Weight(A5, next.A5, block.A5);
+        x.A6 = Weight(A6, next.A6, block.A6); x.A7 = Weight(A7, next.A7, block.A7);
+        return x;
+    }
+
+    private static float Weight(float score, float next, float block) =>
+        block != float.NegativeInfinity && score != float.NegativeInfinity ? XMath.Exp(score - next) : 0f;
+
+    /// <summary>These running sums l as l · correction + total (one fused multiply-add), except where the block saw nothing.</summary>
+    public readonly Eight ScaledPlus(Eight correction, Eight total, Eight block)
+    {
+        var x = new Eight();
+        x.A0 = Sum(A0, correction.A0, total.A0, block.A0); x.A1 = Sum(A1, correction.A1, total.A1, block.A1);
+        x.A2 = Sum(A2, correction.A2, total.A2, block.A2); x.A3 = Sum(A3, correction.A3, total.A3, block.A3);
+        x.A4 = Sum(A4, correction.A4, total.A4, block.A4); x.A5 = Sum(A5, correction.A5, total.A5, block.A5);
+        x.A6 = Sum(A6, correction.A6, total.A6, block.A6); x.A7 = Sum(A7, correction.A7, total.A7, block.A7);
+        return x;
+    }
+
+    private static float Sum(float l, float correction, float total, float block) =>
+        block != float.NegativeInfinity ? Fused.MulAdd(l, correction, total) : l;
 }
