@@ -145,34 +145,28 @@ echo "== 6. hardware counters (at ${SECONDS} s)"
 #    for why the 768-input projections read slower than the MLP's.
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 if [ -n "$NCU" ]; then
-  decoding='regex:MatVecColumns|MatVec$|AttentionDecode'
+  # Kernels are named Kernel_<method> in the PTX: MatMulKernels.MatVec and .MatVecColumns, AttentionKernel.Decode.
+  decoding='regex:^Kernel_(MatVecColumns|MatVec|Decode)$'
   timeout 100 "$NCU" --clock-control none --kernel-name "$decoding" --launch-skip 120 --launch-count 60 --csv --page raw --print-units base \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread \
     $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 16 --new-tokens 8 > "$RESULTS/ncu-step.csv" 2> "$RESULTS/ncu-step.err"
   echo "ncu exit $?"
-  python3 - "$RESULTS/ncu-step.csv" <<'PY' || tail -5 "$RESULTS/ncu-step.err"
-import csv, sys
-lines = [l for l in open(sys.argv[1]) if l.startswith('"')]
-rows = list(csv.DictReader(lines))
-rows = [r for r in rows if r.get("Kernel Name", "").startswith("Kernel_")]
-def num(r, k):
-    try: return float(r[k].replace(",", ""))
-    except (KeyError, ValueError): return float("nan")
-total = 0.0
-print(f"{'kernel':24} {'grid':>12} {'block':>8} {'regs':>5} {'µs':>8} {'MB read':>8} {'DRAM %':>7} {'occup. %':>8}")
-for r in rows:
-    us = num(r, "gpu__time_duration.sum") / 1e3   # nanoseconds (base units)
-    total += us
-    print(f"{r['Kernel Name'][:24]:24} {r.get('Grid Size', ''):>12} {r.get('Block Size', ''):>8} {num(r, 'launch__registers_per_thread'):5.0f} "
-          f"{us:8.1f} {num(r, 'dram__bytes_read.sum') / 1e6:8.2f} {num(r, 'dram__throughput.avg.pct_of_peak_sustained_elapsed'):7.1f} "
-          f"{num(r, 'sm__warps_active.avg.pct_of_peak_sustained_active'):8.1f}")
-print(f"{len(rows)} launches, {total:.1f} µs of device time in all")
-PY
+  python3 scripts/ncu-table.py "$RESULTS/ncu-step.csv" || tail -5 "$RESULTS/ncu-step.err"
   timeout 80 "$NCU" --clock-control none --kernel-name "$decoding" --launch-skip 120 --launch-count 5 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
     $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 16 --new-tokens 8 > "$RESULTS/ncu-decode.txt" 2>&1
   echo "ncu exit $?"
   grep -E 'Kernel_|Duration|DRAM Throughput|Achieved Occupancy|Registers Per Thread|Stall|==ERROR==' "$RESULTS/ncu-decode.txt" | head -80
+  # 6b. One layer of a 1,024-token pass of 124M: the four tiled projections and the attention by query tiles (the bench's
+  #     first pass, layer 0), for why c_attn (576 tiles) and the 768-column outputs ran at 5-10 TFLOP/s where c_fc ran
+  #     at 22: waves per multiprocessor, the groups per multiprocessor that registers and shared memory allow, and the
+  #     occupancy reached.
+  prefill='regex:^Kernel_(Tiled|PrefillTiles)$'
+  timeout 100 "$NCU" --clock-control none --kernel-name "$prefill" --launch-count 5 --csv --page raw --print-units base \
+    --metrics gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,launch__waves_per_multiprocessor,launch__occupancy_limit_registers,launch__occupancy_limit_shared_mem \
+    $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 > "$RESULTS/ncu-prefill.csv" 2> "$RESULTS/ncu-prefill.err"
+  echo "ncu exit $?"
+  python3 scripts/ncu-table.py "$RESULTS/ncu-prefill.csv" || tail -5 "$RESULTS/ncu-prefill.err"
 else
   echo "skip: no ncu here"
 fi
