@@ -383,8 +383,12 @@ internal static class AttentionKernel
             var key = new KeyRow(tile.Keys, lane * (TileKeyPitch / 4), HS4);
             ScoreBlock(tile, s, key, q0, t0 + q0, j0, count);
             Warp.Barrier();
-            for (var d = lane; d < s.HS; d += W)
-                AddBlockValues(tile, d, q0, count);
+            // Two channels a lane at a time where the head has them (GPT-2's 64 with warps of 32): the block's weights are
+            // read once for both, and sixteen sums are in flight instead of eight.
+            var d = lane;
+            for (; d + W < s.HS; d += 2 * W)
+                AddBlockValues(tile, d, d + W, q0, count);
+            if (d < s.HS) AddBlockValues(tile, d, q0, count);
             // The block is read by every warp before the next one is staged.
             Group.Barrier();
         }
@@ -472,20 +476,43 @@ internal static class AttentionKernel
     /// </summary>
     private static void AddBlockValues(QueryTile tile, int d, int q0, int count)
     {
-        var sums = tile.Sums;
-        var corrections = tile.State.SubView(2 * TileQueries + q0, QueriesPerWarp);
-        var a = new EightSums(
-            sums[(q0 + 0) * MaxTiledHeadSize + d] * corrections[0], sums[(q0 + 1) * MaxTiledHeadSize + d] * corrections[1],
-            sums[(q0 + 2) * MaxTiledHeadSize + d] * corrections[2], sums[(q0 + 3) * MaxTiledHeadSize + d] * corrections[3],
-            sums[(q0 + 4) * MaxTiledHeadSize + d] * corrections[4], sums[(q0 + 5) * MaxTiledHeadSize + d] * corrections[5],
-            sums[(q0 + 6) * MaxTiledHeadSize + d] * corrections[6], sums[(q0 + 7) * MaxTiledHeadSize + d] * corrections[7]);
+        var a = CorrectedSums(tile, d, q0);
         var values = tile.Values.Cast<float>();
         for (var j = 0; j < count; j++)
         {
             var v = values[j * MaxTiledHeadSize + d];
             a.Add(tile.Weights[(j * WeightPitch + q0) / 4], tile.Weights[(j * WeightPitch + q0 + 4) / 4], v);
         }
-        a.Store(sums, q0 * MaxTiledHeadSize + d, MaxTiledHeadSize);
+        a.Store(tile.Sums, q0 * MaxTiledHeadSize + d, MaxTiledHeadSize);
+    }
+
+    /// <summary>Channels d and e of the warp's eight queries, each exactly as <see cref="AddBlockValues(QueryTile, int, int, int)"/> computes it.</summary>
+    private static void AddBlockValues(QueryTile tile, int d, int e, int q0, int count)
+    {
+        var a = CorrectedSums(tile, d, q0);
+        var b = CorrectedSums(tile, e, q0);
+        var values = tile.Values.Cast<float>();
+        for (var j = 0; j < count; j++)
+        {
+            var w0 = tile.Weights[(j * WeightPitch + q0) / 4];
+            var w1 = tile.Weights[(j * WeightPitch + q0 + 4) / 4];
+            a.Add(w0, w1, values[j * MaxTiledHeadSize + d]);
+            b.Add(w0, w1, values[j * MaxTiledHeadSize + e]);
+        }
+        a.Store(tile.Sums, q0 * MaxTiledHeadSize + d, MaxTiledHeadSize);
+        b.Store(tile.Sums, q0 * MaxTiledHeadSize + e, MaxTiledHeadSize);
+    }
+
+    /// <summary>Channel d's sums of the warp's eight queries, each times its query's correction for the block.</summary>
+    private static EightSums CorrectedSums(QueryTile tile, int d, int q0)
+    {
+        var sums = tile.Sums;
+        var corrections = tile.State.SubView(2 * TileQueries + q0, QueriesPerWarp);
+        return new EightSums(
+            sums[(q0 + 0) * MaxTiledHeadSize + d] * corrections[0], sums[(q0 + 1) * MaxTiledHeadSize + d] * corrections[1],
+            sums[(q0 + 2) * MaxTiledHeadSize + d] * corrections[2], sums[(q0 + 3) * MaxTiledHeadSize + d] * corrections[3],
+            sums[(q0 + 4) * MaxTiledHeadSize + d] * corrections[4], sums[(q0 + 5) * MaxTiledHeadSize + d] * corrections[5],
+            sums[(q0 + 6) * MaxTiledHeadSize + d] * corrections[6], sums[(q0 + 7) * MaxTiledHeadSize + d] * corrections[7]);
     }
 
     /// <summary>
