@@ -96,20 +96,24 @@ NATIVEGPT2_ILGPU_PROFILE=1 timeout 150 $N bench --backend cuda --model synthetic
 NATIVEGPT2_ILGPU_PROFILE=wait timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -40
 
 echo "== 3b. general kernels (at ${SECONDS} s)"
-# 3b. The same with only the general kernels (NATIVEGPT2_ILGPU_KERNELS=general: the split matrix-vector kernel for every
-#     decoding projection, a warp per query for prefill attention), to compare them with the shape-specific ones in one run:
-#     agreement with the CPU, speed (bench-cuda-general.jsonl), and the device-time profile.
+# 3b. Agreement with the CPU with only the general kernels (NATIVEGPT2_ILGPU_KERNELS=general: the split matrix-vector
+#     kernel for every decoding projection, a warp per query for prefill attention), which stay as fallbacks. Their
+#     speed against the shape-specific ones was measured in run 4 (bench/results/*-run4-f864bdc-general.jsonl).
 export NATIVEGPT2_ILGPU_KERNELS=general
 run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --text "The meaning of life is that every backend agrees with every other one." --tolerance 2e-4
 general=$($N generate --backend cuda --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
 if [ "$expected" == "$general" ]; then echo "greedy synthetic:gpt2, general kernels: cuda equals cpu"; else echo "FAILED: greedy text of synthetic:gpt2 differs with the general kernels"; failures=$((failures + 1)); fi
-timeout 150 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 --json 2>&1 | tee -a "$RESULTS/bench-cuda-general.jsonl" || true
-for model in gpt2 gpt2-xl; do
-  timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 128 --new-tokens 256 --json 2>&1 | tee -a "$RESULTS/bench-cuda-general.jsonl" || true
-done
-NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -40
-NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 2>&1 | tail -30
 unset NATIVEGPT2_ILGPU_KERNELS
+
+echo "== 3c. tile shapes (at ${SECONDS} s)"
+# 3c. Prefill of 1,024 tokens of 124M with every tiled matmul in one tile shape (NATIVEGPT2_ILGPU_TILES=ROWSxCOLUMNS),
+#     each projection's device time and TFLOP/s per shape, against the shapes the launch chooses (3's second profile):
+#     the data to choose tiles by output shape (1,024 x 768 outputs are 192 tiles of 64 x 64, 2,304 columns 576).
+for tiles in 64x64 32x64 64x32 32x32 16x64; do
+  echo "-- $tiles tiles"
+  NATIVEGPT2_ILGPU_TILES=$tiles NATIVEGPT2_ILGPU_PROFILE=1 timeout 60 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 2>&1 \
+    | grep -E 'ignored|prefill|MatMulTiled|AttentionPrefillTiles'
+done
 
 echo "== 4. references (at ${SECONDS} s)"
 # 4. Every reference file on CUDA, each against the model it was made from.

@@ -111,6 +111,12 @@ public sealed class IlgpuBackend : IBackend
             ? accelerator.NumMultiprocessors
             : accelerator.NumMultiprocessors * Math.Max(1, accelerator.MaxNumThreadsPerMultiprocessor / _groupSize) * 4);
         _matVecRowLimit = accelerator.AcceleratorType == AcceleratorType.CPU ? CpuAcceleratorMatVecRows : MatMulKernels.MaxMatVecRows;
+        if (Environment.GetEnvironmentVariable(TilesVariable) is { Length: > 0 } tiles)
+        {
+            var problem = TileShape.TryParse(tiles, out var shape) ? TileProblem(shape) : "not ROWSxCOLUMNS";
+            _forcedTiles = problem is null ? shape : null;
+            _description += problem is null ? $"; every tiled matmul in {shape} tiles ({TilesVariable})" : $"; {TilesVariable}={tiles} ignored: {problem}";
+        }
         _copiesInStreamOrder = accelerator.AcceleratorType == AcceleratorType.Cuda;
         var profiling = KernelProfile.Requested;
         // Stream markers need a context built with profiling on (Create* does it when the variable asks for device time).
@@ -590,18 +596,22 @@ public sealed class IlgpuBackend : IBackend
     /// <summary>
     /// The tiled matmul. Tiles are 4·TileY rows by 8·TileX columns; when that makes fewer than two tiles per
     /// multiprocessor (a prompt's attention projection: 1,024 × 768 outputs are 192 tiles of 64 × 64), tiles of half
-    /// as many rows are taken, down to 16, so that every multiprocessor has work. Every output is summed in the same
-    /// order whatever the tile.
+    /// as many rows are taken, down to 16, so that every multiprocessor has work; <see cref="ForcedTiles"/> overrides the
+    /// choice. Every output is summed in the same order whatever the tile.
     /// </summary>
     private void LaunchTiled(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float> bias, MatMulShape shape)
     {
-        var tileY = _tileY;
-        while (tileY > 4 && Groups(shape.OC, 8 * _tileX) * Groups(shape.N, 4 * tileY) < 2 * _accelerator.NumMultiprocessors) tileY /= 2;
-        var groups = Math.Min(Groups(shape.OC, 8 * _tileX) * Groups(shape.N, 4 * tileY), _maxGroups);
+        int tileX = _tileX, tileY = _tileY;
+        if (_forcedTiles is { } forced) (tileX, tileY) = (forced.Columns / 8, forced.Rows / 4);
+        else
+        {
+            while (tileY > 4 && Groups(shape.OC, 8 * tileX) * Groups(shape.N, 4 * tileY) < 2 * _accelerator.NumMultiprocessors) tileY /= 2;
+        }
+        var groups = Math.Min(Groups(shape.OC, 8 * tileX) * Groups(shape.N, 4 * tileY), _maxGroups);
         var aligned = shape.IC % 4 == 0 && shape.OC % 4 == 0 ? 1 : 0;
-        _profile?.Describe($"{shape.N}x{shape.IC}x{shape.OC}, {4 * tileY}-row tiles", flops: 2.0 * shape.N * shape.IC * shape.OC);
-        _matMulTiled(new KernelConfig(groups, _tileX * tileY), View(output), View(input), View(weight), View(bias), shape,
-            SpecializedValue.New(_tileX), SpecializedValue.New(tileY), SpecializedValue.New(aligned));
+        _profile?.Describe($"{shape.N}x{shape.IC}x{shape.OC}, {new TileShape(4 * tileY, 8 * tileX)} tiles", flops: 2.0 * shape.N * shape.IC * shape.OC);
+        _matMulTiled(new KernelConfig(groups, tileX * tileY), View(output), View(input), View(weight), View(bias), shape,
+            SpecializedValue.New(tileX), SpecializedValue.New(tileY), SpecializedValue.New(aligned));
     }
 
     /// <inheritdoc />
@@ -671,6 +681,40 @@ public sealed class IlgpuBackend : IBackend
     /// shape. The kernels give the same values, which the tests check by setting this.
     /// </summary>
     internal int? MatVecColumnWidth { get; set; } = GeneralKernelsRequested ? 0 : null;
+
+    /// <summary>
+    /// Set to ROWSxCOLUMNS (e.g. <c>32x64</c>), every tiled matmul takes tiles of that shape, where by default the launch
+    /// chooses by the output's shape (<see cref="LaunchTiled"/>). Rows are a multiple of 4 and columns of 8, at most
+    /// <see cref="MatMulKernels.MaxTile"/> each, and the tile's threads (rows/4 · columns/8) a multiple of the warp and at
+    /// most a group's. The values are the same whatever the tile; the variable is there to measure tile shapes on a
+    /// device. A value that does not fit is ignored, and the backend's description says why.
+    /// </summary>
+    public const string TilesVariable = "NATIVEGPT2_ILGPU_TILES";
+
+    /// <summary>
+    /// The tile of every tiled matmul, or null (the default, or <see cref="TilesVariable"/>'s) to choose by shape. The
+    /// tests set it to compare tiles.
+    /// </summary>
+    internal TileShape? ForcedTiles
+    {
+        get => _forcedTiles;
+        set => _forcedTiles = value is { } tile && TileProblem(tile) is { } problem
+            ? throw new ArgumentOutOfRangeException(nameof(value), tile, problem)
+            : value;
+    }
+
+    private TileShape? _forcedTiles;
+
+    /// <summary>Why tiles of <paramref name="tile"/>'s shape cannot run on this accelerator, or null when they can.</summary>
+    internal string? TileProblem(TileShape tile)
+    {
+        if (tile.Rows <= 0 || tile.Rows % 4 != 0 || tile.Rows > MatMulKernels.MaxTile) return $"rows must be a multiple of 4 up to {MatMulKernels.MaxTile}";
+        if (tile.Columns <= 0 || tile.Columns % 8 != 0 || tile.Columns > MatMulKernels.MaxTile) return $"columns must be a multiple of 8 up to {MatMulKernels.MaxTile}";
+        var threads = tile.Threads;
+        if (threads % _accelerator.WarpSize != 0 || threads > _accelerator.MaxNumThreadsPerGroup)
+            return $"its {threads} threads must be a multiple of the warp ({_accelerator.WarpSize}) and at most a group's ({_accelerator.MaxNumThreadsPerGroup})";
+        return null;
+    }
 
     /// <summary>
     /// Projections of up to this many rows take the matrix-vector kernels, more the tiled matmul. On a GPU it is
