@@ -13,6 +13,8 @@
 #                (default ./.gpu/nativegpt2)
 #   TESTS        NativeGpt2.Tests.dll: when set, its CUDA test cases run too (its own entry point, Support/TestRunner.cs),
 #                with DOTNET (default dotnet) as the runtime's host; TESTS_EXCEPT names cases to leave out.
+#   SECTIONS     the sections to run, e.g. "1 2 2a 2b" and then "3 3b 3c 4 5 6": a whole run takes longer than one
+#                10-minute command on the GPU machines (default: all of them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
@@ -21,14 +23,23 @@ RESULTS=${OUT:-./gpu-results}
 mkdir -p "$RESULTS"
 failures=0
 run() { echo "+ $* (at ${SECONDS} s)"; "$@" || { echo "FAILED ($?): $*"; failures=$((failures + 1)); }; }
+# The bundled trained model, which sections 1 and 5 run when it is here.
+bundled=reference-data/models/shakespeare-char
+# SECTIONS (e.g. "1 2a 6") runs only those sections, so that a run can be split over several commands; all by default.
+want() { [ -z "${SECTIONS:-}" ] || [[ " $SECTIONS " == *" $1 "* ]]; }
+# The CPU's greedy continuation of synthetic:gpt2, which every CUDA configuration must reproduce (computed once).
+synthetic_greedy=
+cpu_greedy() {
+  [ -n "$synthetic_greedy" ] || synthetic_greedy=$($N generate --backend cpu --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
+}
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv || true
 
+if want 1; then
 echo "== 1. agreement (at ${SECONDS} s)"
 # 1. Quick agreement first: CPU against CUDA on every hidden state, attention and the logits, and greedy text
 #    (decoding: the fused LayerNorm + matrix-vector kernels and the one-launch decoding attention).
 run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --text "The meaning of life is that every backend agrees with every other one." --tolerance 2e-4
-bundled=reference-data/models/shakespeare-char
 if [ -e $bundled/config.json ]; then
   expected=$($N generate --backend cpu --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
   actual=$($N generate --backend cuda --model $bundled --prompt "ROMEO:" --greedy --max-new-tokens 100)
@@ -42,10 +53,12 @@ if [ -e $bundled/config.json ]; then
 else
   echo "skip greedy on $bundled: model not present"
 fi
-expected=$($N generate --backend cpu --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
+cpu_greedy
 actual=$($N generate --backend cuda --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
-if [ "$expected" == "$actual" ]; then echo "greedy synthetic:gpt2: cuda equals cpu"; else echo "FAILED: greedy text of synthetic:gpt2 differs"; failures=$((failures + 1)); fi
+if [ "$synthetic_greedy" == "$actual" ]; then echo "greedy synthetic:gpt2: cuda equals cpu"; else echo "FAILED: greedy text of synthetic:gpt2 differs"; failures=$((failures + 1)); fi
+fi
 
+if want 2; then
 echo "== 2. speed (at ${SECONDS} s)"
 # 2. Launch overhead (10,000 empty launches) and speed, batch 1, float32.
 run $N bench --backend cuda --model reference-data/models/tiny --prompt-tokens 16 --new-tokens 16 --launches 10000
@@ -57,14 +70,17 @@ done
 for model in gpt2 gpt2-xl; do
   timeout 150 $N bench --backend cuda --model synthetic:$model --batch 8 --prompt-tokens 128 --new-tokens 128 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || failures=$((failures + 1))
 done
+fi
 
+if want 2a; then
 echo "== 2a. decoding steps as CUDA graphs (at ${SECONDS} s)"
 # 2a. NATIVEGPT2_CUDA_GRAPHS=1: each cache's decoding steps recorded once and replayed (StepGraphs.cs). Greedy text equal
 #     to the CPU's (single and batched through the tests), then the same decoding benchmarks as step 2; each JSON line's
 #     backend_description says how many steps were recorded and replayed, or why recording stopped.
 export NATIVEGPT2_CUDA_GRAPHS=1
+cpu_greedy
 graphs=$($N generate --backend cuda --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
-if [ "$expected" == "$graphs" ]; then echo "greedy synthetic:gpt2 with CUDA graphs: cuda equals cpu"; else echo "FAILED: greedy text of synthetic:gpt2 differs with CUDA graphs"; failures=$((failures + 1)); fi
+if [ "$synthetic_greedy" == "$graphs" ]; then echo "greedy synthetic:gpt2 with CUDA graphs: cuda equals cpu"; else echo "FAILED: greedy text of synthetic:gpt2 differs with CUDA graphs"; failures=$((failures + 1)); fi
 for model in gpt2 gpt2-xl; do
   timeout 150 $N bench --backend cuda --model synthetic:$model --prompt-tokens 128 --new-tokens 256 --json 2>&1 | tee -a "$RESULTS/bench-cuda-graphs.jsonl" || failures=$((failures + 1))
 done
@@ -74,7 +90,9 @@ if [ -n "${TESTS:-}" ]; then
     --cases 'search_with_a_cache' --cases 'KvCache' --except 'ilgpu-cpu' --except '"cpu' --except 'gpt2-mini'
 fi
 unset NATIVEGPT2_CUDA_GRAPHS
+fi
 
+if want 2b; then
 echo "== 2b. tests (at ${SECONDS} s)"
 # 2b. The test suite's CUDA cases (conformance of every operation, the kernels' own tests, references, greedy,
 #     batching, scoring, sharing between threads), when the test assembly is here.
@@ -85,7 +103,9 @@ if [ -n "${TESTS:-}" ]; then
   for word in ${TESTS_EXCEPT:-}; do except+=(--except "$word"); done
   run timeout 300 ${DOTNET:-dotnet} "$TESTS" --cases '"cuda"' "${except[@]}"
 fi
+fi
 
+if want 3; then
 echo "== 3. profiles (at ${SECONDS} s)"
 # 3. Where the time goes, 124M decoding and prefill: each kernel's device time (CUDA events, no launch waited for),
 #    then decoding once more with every launch waited for (what launching costs on top).
@@ -94,17 +114,22 @@ NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic
 NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 2>&1 | tail -30
 NATIVEGPT2_ILGPU_PROFILE=1 timeout 150 $N bench --backend cuda --model synthetic:gpt2-xl --prompt-tokens 128 --new-tokens 64 2>&1 | tail -40
 NATIVEGPT2_ILGPU_PROFILE=wait timeout 100 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 128 2>&1 | tail -40
+fi
 
+if want 3b; then
 echo "== 3b. general kernels (at ${SECONDS} s)"
 # 3b. Agreement with the CPU with only the general kernels (NATIVEGPT2_ILGPU_KERNELS=general: the split matrix-vector
 #     kernel for every decoding projection, a warp per query for prefill attention), which stay as fallbacks. Their
 #     speed against the shape-specific ones was measured in run 4 (bench/results/*-run4-f864bdc-general.jsonl).
 export NATIVEGPT2_ILGPU_KERNELS=general
 run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --text "The meaning of life is that every backend agrees with every other one." --tolerance 2e-4
+cpu_greedy
 general=$($N generate --backend cuda --model synthetic:gpt2 --prompt "The meaning of life is" --greedy --max-new-tokens 40)
-if [ "$expected" == "$general" ]; then echo "greedy synthetic:gpt2, general kernels: cuda equals cpu"; else echo "FAILED: greedy text of synthetic:gpt2 differs with the general kernels"; failures=$((failures + 1)); fi
+if [ "$synthetic_greedy" == "$general" ]; then echo "greedy synthetic:gpt2, general kernels: cuda equals cpu"; else echo "FAILED: greedy text of synthetic:gpt2 differs with the general kernels"; failures=$((failures + 1)); fi
 unset NATIVEGPT2_ILGPU_KERNELS
+fi
 
+if want 3c; then
 echo "== 3c. tile shapes (at ${SECONDS} s)"
 # 3c. Prefill of 1,024 tokens of 124M with every tiled matmul in one tile shape (NATIVEGPT2_ILGPU_TILES=ROWSxCOLUMNS),
 #     each projection's device time and TFLOP/s per shape, against the shapes the launch chooses (3's second profile):
@@ -114,7 +139,9 @@ for tiles in 64x64 32x64 64x32 32x32 16x64; do
   NATIVEGPT2_ILGPU_TILES=$tiles NATIVEGPT2_ILGPU_PROFILE=1 timeout 60 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 2>&1 \
     | grep -E 'ignored|prefill|MatMulTiled|AttentionPrefillTiles'
 done
+fi
 
+if want 4; then
 echo "== 4. references (at ${SECONDS} s)"
 # 4. Every reference file on CUDA, each against the model it was made from.
 for ref in reference-data/refs/*.safetensors; do
@@ -132,13 +159,17 @@ done
 for layout in tiny-hub tiny-sharded; do
   run $N verify --backend cuda --model reference-data/models/$layout --reference reference-data/refs/tiny.left_padded.safetensors
 done
+fi
 
+if want 5; then
 echo "== 5. long crosschecks (at ${SECONDS} s)"
 # 5. The long crosschecks: 1,000 tokens of synthetic GPT-2, and all three backends on the bundled model.
 run $N crosscheck --model synthetic:gpt2 --backends cpu,cuda --ids "$(seq -s, 1 1000)" --tolerance 2e-4
 [ -e $bundled/config.json ] && run $N crosscheck --model $bundled --backends cpu,ilgpu-cpu,cuda --text "ROMEO:
 What, ho!" --tolerance 2e-4
+fi
 
+if want 6; then
 echo "== 6. hardware counters (at ${SECONDS} s)"
 # 6. What the device does in a decoding step, where Nsight Compute reads the counters (ncu replays each kernel: the
 #    durations are the kernels' own, without the host's gaps that step 3's stream markers count). First every
@@ -173,6 +204,7 @@ if [ -n "$NCU" ]; then
   python3 scripts/ncu-table.py "$RESULTS/ncu-prefill.csv" || tail -5 "$RESULTS/ncu-prefill.err"
 else
   echo "skip: no ncu here"
+fi
 fi
 
 echo "gpu-check: $failures failure(s) in ${SECONDS} s"
