@@ -313,9 +313,9 @@ internal static class AttentionKernel
     /// the row's first unmasked key, lane i scoring key i (an in-order dot product), the block's maximum and the sum of
     /// its weights by the same warp reductions, and the weighted values added in key order, skipping weights of 0. So the
     /// result of a query does not depend on the tile it falls in or on the other rows of the batch. Warp w holds queries
-    /// w·8 + [0, 8): it scores the eight side by side against the lane's key (held in registers), and then, lanes taking channels, adds the
-    /// block's values into their sums, which live in shared memory with each query's running maximum and sum. The
-    /// longest tiles (the last queries) are handed out first.
+    /// w·8 + [0, 8): it scores the eight side by side against the lane's key (held in registers), and then, lanes taking
+    /// channels, adds the block's values into their sums, which live in shared memory with each query's running maximum
+    /// and sum. The longest tiles (the last queries) are handed out first.
     /// </remarks>
     public static void PrefillTiles(ArrayView<float> output, ArrayView<float> qkv, ArrayView<float> keys, ArrayView<float> values,
         ArrayView<int> mask, AttentionShape s)
