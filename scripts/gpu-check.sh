@@ -13,7 +13,7 @@
 #                (default ./.gpu/nativegpt2)
 #   TESTS        NativeGpt2.Tests.dll: when set, its CUDA test cases run too (its own entry point, Support/TestRunner.cs),
 #                with DOTNET (default dotnet) as the runtime's host; TESTS_EXCEPT names cases to leave out.
-#   SECTIONS     the sections to run, e.g. "1 2 2a 2b" and then "3 3b 3c 4 5 6": a whole run takes longer than one
+#   SECTIONS     the sections to run, e.g. "1 2 2a 2b" and then "3 3b 3c 3d 4 5 6": a whole run takes longer than one
 #                10-minute command on the GPU machines (default: all of them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -138,6 +138,21 @@ for tiles in 64x64 32x64 64x32 32x32 16x64; do
   echo "-- $tiles tiles"
   NATIVEGPT2_ILGPU_TILES=$tiles NATIVEGPT2_ILGPU_PROFILE=1 timeout 60 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 2>&1 \
     | grep -E 'ignored|prefill|MatMulTiled|AttentionPrefillTiles'
+done
+fi
+
+if want 3d; then
+echo "== 3d. decoding column blocks (at ${SECONDS} s)"
+# 3d. Decoding of 1.5B and 124M with the column-block kernel at 8, 16 and 32 columns a group and with the split kernel
+#     (NATIVEGPT2_ILGPU_MATVEC_COLUMNS; the same values in each): each projection's GB/s by width. 1.5B's projections
+#     read at 0.6-1.5 TB/s in run 4 with 8 or 16 columns (32 or 64 contiguous bytes of each weight row a group); 32
+#     columns read whole 128-byte lines.
+#     124M at 32 only: section 3 has its default widths.
+for run in "gpt2-xl 8" "gpt2-xl 16" "gpt2-xl 32" "gpt2-xl 0" "gpt2 32"; do
+  set -- $run
+  echo "-- synthetic:$1, $2 columns"
+  NATIVEGPT2_ILGPU_MATVEC_COLUMNS=$2 NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:$1 --prompt-tokens 128 --new-tokens 64 2>&1 \
+    | grep -E 'ignored|decode|MatVec|AttentionDecode'
 done
 fi
 

@@ -111,6 +111,14 @@ public sealed class IlgpuBackend : IBackend
             ? accelerator.NumMultiprocessors
             : accelerator.NumMultiprocessors * Math.Max(1, accelerator.MaxNumThreadsPerMultiprocessor / _groupSize) * 4);
         _matVecRowLimit = accelerator.AcceleratorType == AcceleratorType.CPU ? CpuAcceleratorMatVecRows : MatMulKernels.MaxMatVecRows;
+        if (!GeneralKernelsRequested && Environment.GetEnvironmentVariable(MatVecColumnsVariable) is { Length: > 0 } columns)
+        {
+            var known = columns.Trim() is "0" or "8" or "16" or "32";
+            MatVecColumnWidth = known ? int.Parse(columns.Trim(), System.Globalization.CultureInfo.InvariantCulture) : null;
+            _description += known
+                ? $"; decoding projections {(MatVecColumnWidth == 0 ? "split over the inputs" : $"in blocks of {MatVecColumnWidth} columns")} ({MatVecColumnsVariable})"
+                : $"; {MatVecColumnsVariable}={columns} ignored: not 0, 8, 16 or 32";
+        }
         if (Environment.GetEnvironmentVariable(TilesVariable) is { Length: > 0 } tiles)
         {
             var problem = TileShape.TryParse(tiles, out var shape) ? TileProblem(shape) : "not ROWSxCOLUMNS";
@@ -552,7 +560,7 @@ public sealed class IlgpuBackend : IBackend
     /// A decoding projection, in groups of the LayerNorm kernel's size (so a fused normalization matches it bit for bit).
     /// Where the rows' inputs and chunk sums fit in shared memory, a group per block of 16 columns (8 when 16 would leave
     /// multiprocessors without a block) over all the inputs (<see cref="MatMulKernels.MatVecColumns"/>); otherwise, or
-    /// with <see cref="MatVecColumnWidth"/> 0, the kernel split over the inputs across groups, a group per (block of
+    /// with <see cref="MatVecColumnWidth"/> 0 (which also sets any other width), the kernel split over the inputs across groups, a group per (block of
     /// columns, slab of one chunk per warp), with the partial sums and tickets it needs (<see cref="MatMulKernels.MatVec"/>).
     /// </summary>
     private void LaunchMatVec(ArrayView<float> output, ArrayView<float> normalized, ArrayView<float> input, ArrayView<float> normWeight,
@@ -676,11 +684,20 @@ public sealed class IlgpuBackend : IBackend
     internal bool PrefillByQueryTiles { get; set; } = !GeneralKernelsRequested;
 
     /// <summary>
-    /// Columns per group of the decoding projections' column-block kernel (<see cref="MatMulKernels.MatVecColumns"/>): 8 or
-    /// 16, or 0 for the split kernel (<see cref="MatMulKernels.MatVec"/>) whatever the shape; null (the default) chooses by
-    /// shape. The kernels give the same values, which the tests check by setting this.
+    /// Columns per group of the decoding projections' column-block kernel (<see cref="MatMulKernels.MatVecColumns"/>): 8,
+    /// 16 or 32, or 0 for the split kernel (<see cref="MatMulKernels.MatVec"/>) whatever the shape; null (the default)
+    /// chooses by shape. The kernels give the same values, which the tests check by setting this.
     /// </summary>
     internal int? MatVecColumnWidth { get; set; } = GeneralKernelsRequested ? 0 : null;
+
+    /// <summary>
+    /// Set to 8, 16 or 32, every decoding projection whose rows fit the column-block kernel takes it with that many columns
+    /// a group (32: a whole 128-byte line of each weight row); 0, the split kernel. By default the launch takes 16, or 8
+    /// where 16 would leave multiprocessors without a block. The values are the same whatever the kernel; the variable is
+    /// there to measure the widths on a device. Another value is ignored, and the backend's description says so;
+    /// <see cref="KernelsVariable"/> takes precedence.
+    /// </summary>
+    public const string MatVecColumnsVariable = "NATIVEGPT2_ILGPU_MATVEC_COLUMNS";
 
     /// <summary>
     /// Set to ROWSxCOLUMNS (e.g. <c>32x64</c>), every tiled matmul takes tiles of that shape, where by default the launch

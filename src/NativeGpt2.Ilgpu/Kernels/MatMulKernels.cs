@@ -288,7 +288,8 @@ internal static class MatMulKernels
     /// </summary>
     /// <remarks>
     /// For shapes whose staged inputs fit (<see cref="MaxColumnInputs"/>, <see cref="MaxColumnSums"/>); the launch chooses
-    /// 16 columns (a 64-byte run per row) when that still gives every multiprocessor a block, else 8. The optional
+    /// 16 columns (a 64-byte run per row) when that still gives every multiprocessor a block, else 8 (32, a whole line of
+    /// each row, when <c>NATIVEGPT2_ILGPU_MATVEC_COLUMNS</c> asks for it). The optional
     /// normalization is <see cref="MatVec"/>'s: statistics of every row in each group, in a group of the LayerNorm
     /// kernel's size; column block 0 also stores the normalized rows in <paramref name="normalized"/>.
     /// </remarks>

@@ -9,7 +9,7 @@ using Xunit;
 namespace NativeGpt2.Tests.Backends;
 
 /// <summary>
-/// The ILGPU backend's two decoding-projection kernels, by blocks of 8 or 16 columns over all the inputs and split over
+/// The ILGPU backend's two decoding-projection kernels, by blocks of 8, 16 or 32 columns over all the inputs and split over
 /// the inputs across groups: the same values for every epilogue, with and without the fused LayerNorm, on shapes with
 /// partial chunks and partial column blocks, and the same as the double-precision reference within its bound.
 /// </summary>
@@ -19,7 +19,7 @@ public class IlgpuMatVecTests
     public static TheoryData<string> Accelerators => TestBackends.Ilgpu;
 
     /// <summary>Column widths to compare: 0 is the split kernel.</summary>
-    private static readonly int[] Widths = [0, 8, 16];
+    private static readonly int[] Widths = [0, 8, 16, 32];
 
     [SkippableTheory]
     [MemberData(nameof(Accelerators))]
