@@ -134,10 +134,14 @@ echo "== 3c. tile shapes (at ${SECONDS} s)"
 # 3c. Prefill of 1,024 tokens of 124M with every tiled matmul in one tile shape (NATIVEGPT2_ILGPU_TILES=ROWSxCOLUMNS),
 #     each projection's device time and TFLOP/s per shape, against the shapes the launch chooses (3's second profile):
 #     the data to choose tiles by output shape (1,024 x 768 outputs are 192 tiles of 64 x 64, 2,304 columns 576).
-for tiles in 64x64 32x64 64x32 32x32 16x64; do
-  echo "-- $tiles tiles"
-  NATIVEGPT2_ILGPU_TILES=$tiles NATIVEGPT2_ILGPU_PROFILE=1 timeout 60 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 1024 --new-tokens 0 2>&1 \
-    | grep -E 'ignored|prefill|MatMulTiled|AttentionPrefillTiles'
+#     Then the inputs split in 2 and 4 runs of chunks (NATIVEGPT2_ILGPU_SPLIT: each chunk's sums written, then added in
+#     order by a second kernel; the same values), with the launch's own tiles and with 64 x 64.
+for run in 64x64:1 32x64:1 64x32:1 32x32:1 16x64:1 :2 :4 64x64:4; do
+  tiles=${run%%:*} split=${run##*:}
+  [ "$split" = 1 ] && split=
+  echo "-- tiles ${tiles:-chosen by shape}, inputs in ${split:-1}"
+  NATIVEGPT2_ILGPU_TILES=$tiles NATIVEGPT2_ILGPU_SPLIT=$split NATIVEGPT2_ILGPU_PROFILE=1 timeout 60 $N bench --backend cuda --model synthetic:gpt2 \
+    --prompt-tokens 1024 --new-tokens 0 2>&1 | grep -E 'ignored|prefill|MatMulTiled|AddChunkSums|AttentionPrefillTiles'
 done
 fi
 

@@ -48,6 +48,9 @@ public sealed class IlgpuBackend : IBackend
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> _layerNorm;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape,
         SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>> _matMulTiled;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape,
+        SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>, int> _matMulTiledChunkSums;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _addChunkSumsInOrder;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, MatMulShape> _matVec;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
@@ -65,6 +68,7 @@ public sealed class IlgpuBackend : IBackend
     private readonly Scratch<int> _matVecTickets;
     private readonly Scratch<float> _attentionPartials;
     private readonly Scratch<int> _attentionTickets;
+    private readonly Scratch<float> _tiledPartials;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _targetLogProbabilities;
     private readonly Action<KernelConfig, ArrayView<int>, ArrayView<float>, int, int> _argMax;
 
@@ -119,6 +123,13 @@ public sealed class IlgpuBackend : IBackend
                 ? $"; decoding projections {(MatVecColumnWidth == 0 ? "split over the inputs" : $"in blocks of {MatVecColumnWidth} columns")} ({MatVecColumnsVariable})"
                 : $"; {MatVecColumnsVariable}={columns} ignored: not 0, 8, 16 or 32";
         }
+        if (Environment.GetEnvironmentVariable(SplitVariable) is { Length: > 0 } split)
+        {
+            var known = int.TryParse(split.Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var runs)
+                && runs is >= 2 and <= MaxInputSplits;
+            if (known) _inputSplits = runs;
+            _description += known ? $"; tiled matmuls' inputs split in {runs} ({SplitVariable})" : $"; {SplitVariable}={split} ignored: not 2 to {MaxInputSplits}";
+        }
         if (Environment.GetEnvironmentVariable(TilesVariable) is { Length: > 0 } tiles)
         {
             var problem = TileShape.TryParse(tiles, out var shape) ? TileProblem(shape) : "not ROWSxCOLUMNS";
@@ -147,6 +158,7 @@ public sealed class IlgpuBackend : IBackend
         _matVecTickets = new Scratch<int>(accelerator, _stream, grown);
         _attentionPartials = new Scratch<float>(accelerator, _stream, grown);
         _attentionTickets = new Scratch<int>(accelerator, _stream, grown);
+        _tiledPartials = new Scratch<float>(accelerator, _stream, grown);
         _cacheLength = Allocate<int>(1);
         _embedding = Load<ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>("Embedding", ElementwiseKernels.Embedding);
         _add = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>("Add", ElementwiseKernels.Add);
@@ -156,6 +168,9 @@ public sealed class IlgpuBackend : IBackend
         _layerNorm = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>("LayerNorm", LayerNormKernel.Forward);
         _matMulTiled = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape,
             SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>>("MatMulTiled", MatMulKernels.Tiled);
+        _matMulTiledChunkSums = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape,
+            SpecializedValue<int>, SpecializedValue<int>, SpecializedValue<int>, int>("MatMulTiledChunkSums", MatMulKernels.TiledChunkSums);
+        _addChunkSumsInOrder = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>("AddChunkSumsInOrder", MatMulKernels.AddChunkSumsInOrder);
         _matVec = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, MatMulShape>("MatVec", MatMulKernels.MatVec);
         _matVecColumns = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
@@ -615,12 +630,52 @@ public sealed class IlgpuBackend : IBackend
         {
             while (tileY > 4 && Groups(shape.OC, 8 * tileX) * Groups(shape.N, 4 * tileY) < 2 * _accelerator.NumMultiprocessors) tileY /= 2;
         }
-        var groups = Math.Min(Groups(shape.OC, 8 * tileX) * Groups(shape.N, 4 * tileY), _maxGroups);
+        var tiles = Groups(shape.OC, 8 * tileX) * Groups(shape.N, 4 * tileY);
         var aligned = shape.IC % 4 == 0 && shape.OC % 4 == 0 ? 1 : 0;
-        _profile?.Describe($"{shape.N}x{shape.IC}x{shape.OC}, {new TileShape(4 * tileY, 8 * tileX)} tiles", flops: 2.0 * shape.N * shape.IC * shape.OC);
-        _matMulTiled(new KernelConfig(groups, tileX * tileY), View(output), View(input), View(weight), View(bias), shape,
+        var tile = new TileShape(4 * tileY, 8 * tileX);
+        var chunks = Groups(shape.IC, MatMulKernels.Chunk);
+        var splits = Math.Min(InputSplits, chunks);
+        if (splits > 1 && (long)shape.N * shape.OC * chunks <= MaxSplitPartials)
+        {
+            // Split over the inputs: every chunk's sums to scratch, then added in order (the values of one pass).
+            var outputs = (long)shape.N * shape.OC;
+            var partials = _tiledPartials.View(outputs * chunks);
+            _profile?.Describe($"{shape.N}x{shape.IC}x{shape.OC}, {tile} tiles, inputs in {splits}", flops: 2.0 * shape.N * shape.IC * shape.OC);
+            _matMulTiledChunkSums(new KernelConfig((int)Math.Min((long)tiles * splits, _maxGroups), tileX * tileY), partials, View(input),
+                View(weight), shape, SpecializedValue.New(tileX), SpecializedValue.New(tileY), SpecializedValue.New(aligned), splits);
+            _profile?.Describe($"{shape.N}x{shape.IC}x{shape.OC}, {chunks} chunk sums", bytes: 4.0 * outputs * (chunks + 2));
+            _addChunkSumsInOrder(Threads(outputs), View(output), partials, View(bias), shape);
+            return;
+        }
+        _profile?.Describe($"{shape.N}x{shape.IC}x{shape.OC}, {tile} tiles", flops: 2.0 * shape.N * shape.IC * shape.OC);
+        _matMulTiled(new KernelConfig(Math.Min(tiles, _maxGroups), tileX * tileY), View(output), View(input), View(weight), View(bias), shape,
             SpecializedValue.New(tileX), SpecializedValue.New(tileY), SpecializedValue.New(aligned));
     }
+
+    /// <summary>
+    /// Set to a number S of 2 or more, every tiled matmul of more than one chunk of inputs is split over its inputs into up to
+    /// S runs of chunks (<see cref="MatMulKernels.TiledChunkSums"/>, then <see cref="MatMulKernels.AddChunkSumsInOrder"/>):
+    /// S times as many groups, for shapes of few tiles, at the cost of writing and reading every chunk's sums (a matmul
+    /// with more than <see cref="MaxSplitPartials"/> of them runs in one pass). The values
+    /// are the same; the variable is there to measure the split on a device. Another value is ignored, and the
+    /// backend's description says so.
+    /// </summary>
+    public const string SplitVariable = "NATIVEGPT2_ILGPU_SPLIT";
+
+    /// <summary>Runs of chunks each tiled matmul's inputs are split into (1, the default: none); the tests set it.</summary>
+    internal int InputSplits
+    {
+        get => _inputSplits;
+        set => _inputSplits = value is >= 1 and <= MaxInputSplits ? value : throw new ArgumentOutOfRangeException(nameof(value), value, $"between 1 and {MaxInputSplits}");
+    }
+
+    private int _inputSplits = 1;
+
+    /// <summary>Most runs <see cref="InputSplits"/> takes.</summary>
+    internal const int MaxInputSplits = 64;
+
+    /// <summary>Most chunk sums (outputs × chunks) a split matmul keeps, 1 GB: a larger one (a long prompt's head) runs in one pass.</summary>
+    private const long MaxSplitPartials = 1L << 28;
 
     /// <inheritdoc />
     public void Add(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, long count) =>

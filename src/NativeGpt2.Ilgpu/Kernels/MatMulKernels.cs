@@ -68,7 +68,49 @@ internal static class MatMulKernels
         int BM = 4 * tileY.Value, BN = 8 * tileX.Value;
         int tilesAcross = (s.OC + BN - 1) / BN, tiles = tilesAcross * ((s.N + BM - 1) / BM);
         for (var tile = Grid.IdxX; tile < tiles; tile += Grid.DimX)
-            Tile(output, input, weight, bias, s, As, Bs, tileX.Value, tileY.Value, aligned.Value != 0, tile / tilesAcross * BM, tile % tilesAcross * BN);
+            Tile(output, input, weight, bias, s, As, Bs, tileX.Value, tileY.Value, aligned.Value != 0, tile / tilesAcross * BM, tile % tilesAcross * BN,
+                0, s.IC, chunkSums: false);
+    }
+
+    /// <summary>
+    /// <see cref="Tiled"/> split over the inputs: a work item is a tile and one of <paramref name="splits"/> runs of
+    /// consecutive chunks, and writes each chunk's sums, summed from zero as <see cref="Tiled"/> sums them, to
+    /// <paramref name="partials"/> (chunks, N, OC); <see cref="AddChunkSumsInOrder"/> then adds them to the bias in order.
+    /// So every output keeps the canonical order, while a shape of few tiles (a prompt's 768-column projections) gives
+    /// the device several times as many groups.
+    /// </summary>
+    public static void TiledChunkSums(ArrayView<float> partials, ArrayView<float> input, ArrayView<float> weight, MatMulShape s,
+        SpecializedValue<int> tileX, SpecializedValue<int> tileY, SpecializedValue<int> aligned, int splits)
+    {
+        var As = SharedMemory.Allocate<Float4>(MaxTile * APitch / 4);
+        var Bs = SharedMemory.Allocate<Float4>(TileK * (MaxTile + 4) / 4);
+        int BM = 4 * tileY.Value, BN = 8 * tileX.Value;
+        int tilesAcross = (s.OC + BN - 1) / BN, tiles = tilesAcross * ((s.N + BM - 1) / BM);
+        int chunks = (s.IC + Chunk - 1) / Chunk, perSplit = (chunks + splits - 1) / splits;
+        for (var item = Grid.IdxX; item < tiles * splits; item += Grid.DimX)
+        {
+            int tile = item % tiles, first = item / tiles * perSplit * Chunk, end = XMath.Min(s.IC, first + perSplit * Chunk);
+            // Every thread of the group takes the same item, so the barriers inside the tile are reached by all or none.
+            if (first >= end) continue;
+            Tile(partials, input, weight, weight, s, As, Bs, tileX.Value, tileY.Value, aligned.Value != 0, tile / tilesAcross * BM, tile % tilesAcross * BN,
+                first, end, chunkSums: true);
+        }
+    }
+
+    /// <summary>
+    /// out[n, o] = epilogue(bias[o] + Σ_c partials[c, n, o]), the chunk sums of <see cref="TiledChunkSums"/> added in order
+    /// of c: what <see cref="Tiled"/> computes, operation for operation. A thread per output.
+    /// </summary>
+    public static void AddChunkSumsInOrder(ArrayView<float> output, ArrayView<float> partials, ArrayView<float> bias, MatMulShape s)
+    {
+        var chunks = (s.IC + Chunk - 1) / Chunk;
+        var outputs = s.N * s.OC;
+        for (var e = Grid.GlobalIndex.X; e < outputs; e += Grid.DimX * Group.DimX)
+        {
+            var total = s.HasBias != 0 ? bias[e % s.OC] : 0f;
+            for (var c = 0; c < chunks; c++) total += partials[c * outputs + e];
+            output[e] = Epilogue(total, s.Epilogue, output[e]);
+        }
     }
 
     /// <summary>Pitch of the input tile's rows in floats: 64 inputs and 4 of padding, a whole number of 16-byte words.</summary>
@@ -77,9 +119,13 @@ internal static class MatMulKernels
     /// <summary>Pitch of the weight tile's rows in floats for TX threads across: its 8·TX columns and 4 of padding, a whole number of 16-byte words.</summary>
     public static int WeightTilePitch(int TX) => 8 * TX + 4;
 
-    /// <summary>One BM × BN tile of the output, starting at (row0, col0).</summary>
+    /// <summary>
+    /// One BM × BN tile of the output, starting at (row0, col0), over inputs [first, end) (whole chunks but the last). With
+    /// <paramref name="chunkSums"/>, each chunk's sums go to <paramref name="output"/> as (chunks, N, OC) partial sums
+    /// instead of joining a total that starts from the bias.
+    /// </summary>
     private static void Tile(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> bias, MatMulShape s,
-        ArrayView<Float4> As, ArrayView<Float4> Bs, int TX, int TY, bool aligned, int row0, int col0)
+        ArrayView<Float4> As, ArrayView<Float4> Bs, int TX, int TY, bool aligned, int row0, int col0, int first, int end, bool chunkSums)
     {
         int tid = Group.IdxX, tx = tid % TX, ty = tid / TX;
         int BN = 8 * TX, BPitch4 = WeightTilePitch(TX) / 4;
@@ -90,7 +136,7 @@ internal static class MatMulKernels
 
         var chunk = new MicroTile();
         var total = new MicroTile();
-        if (s.HasBias != 0)
+        if (s.HasBias != 0 && !chunkSums)
         {
             total.SetRows(Bias(bias, col0 + c, s.OC), Bias(bias, col0 + c + 1, s.OC), Bias(bias, col0 + c + 2, s.OC), Bias(bias, col0 + c + 3, s.OC),
                 Bias(bias, col0 + c2, s.OC), Bias(bias, col0 + c2 + 1, s.OC), Bias(bias, col0 + c2 + 2, s.OC), Bias(bias, col0 + c2 + 3, s.OC));
@@ -99,14 +145,14 @@ internal static class MatMulKernels
         // Conv1D weights in whole 16-byte words: the next tile's first words are requested before the current tile's
         // products, so their latency passes while the group computes.
         var prefetch = aligned && s.Transposed == 0;
-        var words = prefetch ? TileWords.Load(input, weight, s, TX, TY, row0, col0, 0) : default;
-        for (var k0 = 0; k0 < s.IC; k0 += TileK)
+        var words = prefetch ? TileWords.Load(input, weight, s, TX, TY, row0, col0, first) : default;
+        for (var k0 = first; k0 < end; k0 += TileK)
         {
             if (prefetch)
             {
                 words.Store(input, weight, s, As, Bs, TX, TY, row0, col0, k0);
                 Group.Barrier();
-                if (k0 + TileK < s.IC) words = TileWords.Load(input, weight, s, TX, TY, row0, col0, k0 + TileK);
+                if (k0 + TileK < end) words = TileWords.Load(input, weight, s, TX, TY, row0, col0, k0 + TileK);
             }
             else
             {
@@ -130,8 +176,15 @@ internal static class MatMulKernels
             }
             Group.Barrier();
             // A tile is a chunk; zero padding beyond IC adds nothing to the last one.
-            total.AddAndClear(ref chunk);
+            if (chunkSums)
+            {
+                var at = k0 / TileK * s.N * s.OC;
+                StoreSums(output, s, at, row0 + r, col0 + c, col0 + c2, chunk);
+                chunk = default;
+            }
+            else total.AddAndClear(ref chunk);
         }
+        if (chunkSums) return;
 
         Store(output, s, row0 + r, col0 + c, total.R00, total.R01, total.R02, total.R03);
         Store(output, s, row0 + r, col0 + c2, total.R04, total.R05, total.R06, total.R07);
@@ -141,6 +194,30 @@ internal static class MatMulKernels
         Store(output, s, row0 + r + 2, col0 + c2, total.R24, total.R25, total.R26, total.R27);
         Store(output, s, row0 + r + 3, col0 + c, total.R30, total.R31, total.R32, total.R33);
         Store(output, s, row0 + r + 3, col0 + c2, total.R34, total.R35, total.R36, total.R37);
+    }
+
+    /// <summary>A thread's 4 × 8 sums as they are (no epilogue) into rows row, …, row + 3 of a (N, OC) matrix at <paramref name="at"/>.</summary>
+    private static void StoreSums(ArrayView<float> target, MatMulShape s, int at, int row, int col, int col2, MicroTile t)
+    {
+        var sums = target.SubView(at, s.N * s.OC);
+        StoreRaw(sums, s, row, col, t.R00, t.R01, t.R02, t.R03);
+        StoreRaw(sums, s, row, col2, t.R04, t.R05, t.R06, t.R07);
+        StoreRaw(sums, s, row + 1, col, t.R10, t.R11, t.R12, t.R13);
+        StoreRaw(sums, s, row + 1, col2, t.R14, t.R15, t.R16, t.R17);
+        StoreRaw(sums, s, row + 2, col, t.R20, t.R21, t.R22, t.R23);
+        StoreRaw(sums, s, row + 2, col2, t.R24, t.R25, t.R26, t.R27);
+        StoreRaw(sums, s, row + 3, col, t.R30, t.R31, t.R32, t.R33);
+        StoreRaw(sums, s, row + 3, col2, t.R34, t.R35, t.R36, t.R37);
+    }
+
+    private static void StoreRaw(ArrayView<float> target, MatMulShape s, int row, int col, float v0, float v1, float v2, float v3)
+    {
+        if (row >= s.N) return;
+        var at = row * s.OC + col;
+        if (col < s.OC) target[at] = v0;
+        if (col + 1 < s.OC) target[at + 1] = v1;
+        if (col + 2 < s.OC) target[at + 2] = v2;
+        if (col + 3 < s.OC) target[at + 3] = v3;
     }
 
     /// <summary>Inputs [k0, k0 + 64) of the tile's rows and the matching weights into shared memory, a float at a time (any IC, OC).</summary>

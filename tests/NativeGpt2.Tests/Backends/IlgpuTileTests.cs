@@ -10,7 +10,8 @@ namespace NativeGpt2.Tests.Backends;
 /// <summary>
 /// The ILGPU backend's tiled matmul in every tile shape an accelerator can run (<see cref="IlgpuBackend.ForcedTiles"/>,
 /// what <see cref="IlgpuBackend.TilesVariable"/> sets): the same values as the shape the launch chooses, for Conv1D weights
-/// with every epilogue and for the head's transposed table, on shapes with partial tiles and partial chunks.
+/// with every epilogue and for the head's transposed table, on shapes with partial tiles and partial chunks; and the same
+/// values again with the inputs split into runs of chunks (<see cref="IlgpuBackend.InputSplits"/>).
 /// </summary>
 [Collection(IlgpuAccelerators.Name)]
 public class IlgpuTileTests
@@ -58,6 +59,46 @@ public class IlgpuTileTests
             var expectedHead = new float[N * OC];
             MatMulTransposed.Reference(expectedHead, x, table, N, IC, OC);
             Numerics.AssertClose(expectedHead, chosenHead, 2e-5 * Math.Sqrt(IC), $"{what}: head");
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Accelerators))]
+    public void Splitting_the_inputs_gives_the_values_of_one_pass(string name)
+    {
+        TestBackends.SkipIfUnavailable(name);
+        var backend = (IlgpuBackend)TestBackends.Get(name);
+        for (var seed = 0; seed < TestBackends.Cases(name, 3); seed++)
+        {
+            var random = new Random(800 + seed);
+            // Inputs of two to seven chunks, the last one whole or not, so that runs of chunks are uneven and a split can
+            // be left with none.
+            int N = random.Next(backend.MatVecRowLimit + 1, 60), IC = random.Next(65, 450), OC = random.Next(1, 100);
+            if (random.Next(2) == 0) IC = (IC + 3) / 4 * 4;
+            var epilogue = ProjectionReference.Epilogues[random.Next(ProjectionReference.Epilogues.Length)];
+            var x = Numerics.RandomFloats(random, N * IC, 3f);
+            var w = Numerics.RandomFloats(random, IC * OC);
+            var b = Numerics.RandomFloats(random, OC);
+            var residual = Numerics.RandomFloats(random, N * OC);
+            var table = Numerics.RandomFloats(random, OC * IC);
+            var what = $"{name} N={N} IC={IC} OC={OC} {epilogue}";
+
+            var (whole, wholeHead) = Project(backend, null, x, w, b, residual, table, N, IC, OC, epilogue);
+            foreach (var splits in new[] { 2, 3, 5, 8 })
+            {
+                backend.InputSplits = splits;
+                try
+                {
+                    var (output, head) = Project(backend, null, x, w, b, residual, table, N, IC, OC, epilogue);
+                    Assert.True(whole.AsSpan().SequenceEqual(output), $"{what}: inputs in {splits}, projection differs");
+                    Assert.True(wholeHead.AsSpan().SequenceEqual(head), $"{what}: inputs in {splits}, head differs");
+                }
+                finally
+                {
+                    backend.InputSplits = 1;
+                }
+            }
+            Numerics.AssertClose(ProjectionReference.Expected(x, w, b, residual, N, IC, OC, epilogue), whole, 2e-5 * Math.Sqrt(IC), what);
         }
     }
 

@@ -40,7 +40,7 @@ public class PtxCompilationTests
     public void Every_kernel_the_backend_loads_is_found()
     {
         var names = KernelMethods().Select(m => $"{m.DeclaringType!.Name}.{m.Name}").ToHashSet();
-        foreach (var name in new[] { "MatMulKernels.Tiled", "MatMulKernels.MatVec", "MatMulKernels.MatVecColumns", "MatMulKernels.MatVecTransposed",
+        foreach (var name in new[] { "MatMulKernels.Tiled", "MatMulKernels.TiledChunkSums", "MatMulKernels.AddChunkSumsInOrder", "MatMulKernels.MatVec", "MatMulKernels.MatVecColumns", "MatMulKernels.MatVecTransposed",
                      "AttentionKernel.PrefillTiles", "AttentionKernel.PrefillWarps", "AttentionKernel.Decode", "LayerNormKernel.Forward",
                      "RowKernels.ArgMax", "RowKernels.TargetLogProbabilities", "ElementwiseKernels.Embedding", "ElementwiseKernels.AppendKeyValues" })
             Assert.Contains(name, names);
@@ -62,6 +62,7 @@ public class PtxCompilationTests
     /// </summary>
     [Theory]
     [InlineData("MatMulKernels.Tiled")]
+    [InlineData("MatMulKernels.TiledChunkSums")]
     [InlineData("MatMulKernels.MatVec")]
     [InlineData("MatMulKernels.MatVecColumns")]
     [InlineData("MatMulKernels.MatVecTransposed")]
