@@ -33,32 +33,31 @@ public class IlgpuTileTests
         Assert.True(shapes.Length >= 2, $"{name}: only {shapes.Length} tile shape(s) run here");
         for (var seed = 0; seed < TestBackends.Cases(name, 2); seed++)
         {
-            var random = new Random(700 + seed);
             // More rows than the matrix-vector kernels take; inputs in whole 16-byte words (the staged loads) or not.
-            int N = random.Next(backend.MatVecRowLimit + 1, 70), IC = random.Next(1, 200), OC = random.Next(1, 150);
-            if (random.Next(2) == 0) IC = (IC + 3) / 4 * 4;
-            var epilogue = ProjectionReference.Epilogues[random.Next(ProjectionReference.Epilogues.Length)];
-            var x = Numerics.RandomFloats(random, N * IC, 3f);
-            var w = Numerics.RandomFloats(random, IC * OC);
-            var b = Numerics.RandomFloats(random, OC);
-            var residual = Numerics.RandomFloats(random, N * OC);
-            var table = Numerics.RandomFloats(random, OC * IC);
-            var what = $"{name} N={N} IC={IC} OC={OC} {epilogue}";
-
-            var (chosen, chosenHead) = Project(backend, null, x, w, b, residual, table, N, IC, OC, epilogue);
+            var c = Case.Draw(new Random(700 + seed), backend.MatVecRowLimit + 1, 70, 1, 200, 150);
+            var what = $"{name} {c}";
+            var (chosen, chosenHead) = Project(backend, c);
             foreach (var tile in shapes)
             {
-                var (output, head) = Project(backend, tile, x, w, b, residual, table, N, IC, OC, epilogue);
-                // Every tile sums each output in the same order; on a GPU only the compiler's fusing could differ, and the
-                // kernels fuse explicitly (Fused), so every backend must agree bit for bit.
-                Assert.True(chosen.AsSpan().SequenceEqual(output), $"{what}: {tile} tiles, projection differs");
-                Assert.True(chosenHead.AsSpan().SequenceEqual(head), $"{what}: {tile} tiles, head differs");
+                backend.ForcedTiles = tile;
+                try
+                {
+                    var (output, head) = Project(backend, c);
+                    // Every tile sums each output in the same order; on a GPU only the compiler's fusing could differ, and
+                    // the kernels fuse explicitly (Fused), so every backend must agree bit for bit.
+                    Assert.True(chosen.AsSpan().SequenceEqual(output), $"{what}: {tile} tiles, projection differs");
+                    Assert.True(chosenHead.AsSpan().SequenceEqual(head), $"{what}: {tile} tiles, head differs");
+                }
+                finally
+                {
+                    backend.ForcedTiles = null;
+                }
             }
 
-            Numerics.AssertClose(ProjectionReference.Expected(x, w, b, residual, N, IC, OC, epilogue), chosen, 2e-5 * Math.Sqrt(IC), what);
-            var expectedHead = new float[N * OC];
-            MatMulTransposed.Reference(expectedHead, x, table, N, IC, OC);
-            Numerics.AssertClose(expectedHead, chosenHead, 2e-5 * Math.Sqrt(IC), $"{what}: head");
+            Numerics.AssertClose(c.Expected(), chosen, 2e-5 * Math.Sqrt(c.IC), what);
+            var expectedHead = new float[c.N * c.OC];
+            MatMulTransposed.Reference(expectedHead, c.X, c.Table, c.N, c.IC, c.OC);
+            Numerics.AssertClose(expectedHead, chosenHead, 2e-5 * Math.Sqrt(c.IC), $"{what}: head");
         }
     }
 
@@ -70,26 +69,17 @@ public class IlgpuTileTests
         var backend = (IlgpuBackend)TestBackends.Get(name);
         for (var seed = 0; seed < TestBackends.Cases(name, 2); seed++)
         {
-            var random = new Random(800 + seed);
             // Inputs of two to seven chunks, the last one whole or not, so that runs of chunks are uneven and a split can
             // be left with none.
-            int N = random.Next(backend.MatVecRowLimit + 1, 60), IC = random.Next(65, 450), OC = random.Next(1, 100);
-            if (random.Next(2) == 0) IC = (IC + 3) / 4 * 4;
-            var epilogue = ProjectionReference.Epilogues[random.Next(ProjectionReference.Epilogues.Length)];
-            var x = Numerics.RandomFloats(random, N * IC, 3f);
-            var w = Numerics.RandomFloats(random, IC * OC);
-            var b = Numerics.RandomFloats(random, OC);
-            var residual = Numerics.RandomFloats(random, N * OC);
-            var table = Numerics.RandomFloats(random, OC * IC);
-            var what = $"{name} N={N} IC={IC} OC={OC} {epilogue}";
-
-            var (whole, wholeHead) = Project(backend, null, x, w, b, residual, table, N, IC, OC, epilogue);
+            var c = Case.Draw(new Random(800 + seed), backend.MatVecRowLimit + 1, 60, 65, 450, 100);
+            var what = $"{name} {c}";
+            var (whole, wholeHead) = Project(backend, c);
             foreach (var splits in new[] { 2, 3, 8 })
             {
                 backend.InputSplits = splits;
                 try
                 {
-                    var (output, head) = Project(backend, null, x, w, b, residual, table, N, IC, OC, epilogue);
+                    var (output, head) = Project(backend, c);
                     Assert.True(whole.AsSpan().SequenceEqual(output), $"{what}: inputs in {splits}, projection differs");
                     Assert.True(wholeHead.AsSpan().SequenceEqual(head), $"{what}: inputs in {splits}, head differs");
                 }
@@ -98,7 +88,7 @@ public class IlgpuTileTests
                     backend.InputSplits = 1;
                 }
             }
-            Numerics.AssertClose(ProjectionReference.Expected(x, w, b, residual, N, IC, OC, epilogue), whole, 2e-5 * Math.Sqrt(IC), what);
+            Numerics.AssertClose(c.Expected(), whole, 2e-5 * Math.Sqrt(c.IC), what);
         }
     }
 
@@ -135,31 +125,42 @@ public class IlgpuTileTests
     [InlineData("a x b")]
     public void Other_text_is_not_a_tile_shape(string text) => Assert.False(TileShape.TryParse(text, out _));
 
-    private static (float[] Output, float[] Head) Project(IlgpuBackend backend, TileShape? tile, float[] x, float[] w, float[] b,
-        float[] residual, float[] table, int N, int IC, int OC, MatMulEpilogue epilogue)
+    /// <summary>A projection's inputs, weights, bias and existing output, and a head's table over the same inputs.</summary>
+    private sealed record Case(int N, int IC, int OC, MatMulEpilogue Epilogue, float[] X, float[] W, float[] B, float[] Residual, float[] Table)
     {
-        backend.ForcedTiles = tile;
-        try
+        /// <summary>Rows in [minRows, maxRows), inputs in [minInputs, maxInputs) (half the time a multiple of 4), outputs in [1, maxOutputs).</summary>
+        public static Case Draw(Random random, int minRows, int maxRows, int minInputs, int maxInputs, int maxOutputs)
         {
-            using var scope = backend.Enter();
-            using var input = backend.Upload(x);
-            using var weight = backend.PrepareMatrix(new Weight("w", [IC, OC], w));
-            using var rows = backend.PrepareTable(new Weight("t", [OC, IC], table));
-            using var bias = backend.Upload(b);
-            using var output = backend.Allocate<float>(N * OC);
-            using var head = backend.Allocate<float>(N * OC);
-            backend.CopyFromHost(output, 0, residual);
-            backend.MatMul(output, input, weight, bias, N, IC, OC, epilogue);
-            backend.MatMulTransposed(head, input, rows, N, IC, OC);
-            var hostOutput = new float[N * OC];
-            var hostHead = new float[N * OC];
-            backend.Download(hostOutput, output, 0);
-            backend.Download(hostHead, head, 0);
-            return (hostOutput, hostHead);
+            int N = random.Next(minRows, maxRows), IC = random.Next(minInputs, maxInputs), OC = random.Next(1, maxOutputs);
+            if (random.Next(2) == 0) IC = (IC + 3) / 4 * 4;
+            var epilogue = ProjectionReference.Epilogues[random.Next(ProjectionReference.Epilogues.Length)];
+            return new Case(N, IC, OC, epilogue, Numerics.RandomFloats(random, N * IC, 3f), Numerics.RandomFloats(random, IC * OC),
+                Numerics.RandomFloats(random, OC), Numerics.RandomFloats(random, N * OC), Numerics.RandomFloats(random, OC * IC));
         }
-        finally
-        {
-            backend.ForcedTiles = null;
-        }
+
+        /// <summary>The projection by the double-precision reference.</summary>
+        public float[] Expected() => ProjectionReference.Expected(X, W, B, Residual, N, IC, OC, Epilogue);
+
+        public override string ToString() => $"N={N} IC={IC} OC={OC} {Epilogue}";
+    }
+
+    /// <summary>The case's projection (into its existing output) and head, on the backend as it is set.</summary>
+    private static (float[] Output, float[] Head) Project(IlgpuBackend backend, Case c)
+    {
+        using var scope = backend.Enter();
+        using var input = backend.Upload(c.X);
+        using var weight = backend.PrepareMatrix(new Weight("w", [c.IC, c.OC], c.W));
+        using var rows = backend.PrepareTable(new Weight("t", [c.OC, c.IC], c.Table));
+        using var bias = backend.Upload(c.B);
+        using var output = backend.Allocate<float>(c.N * c.OC);
+        using var head = backend.Allocate<float>(c.N * c.OC);
+        backend.CopyFromHost(output, 0, c.Residual);
+        backend.MatMul(output, input, weight, bias, c.N, c.IC, c.OC, c.Epilogue);
+        backend.MatMulTransposed(head, input, rows, c.N, c.IC, c.OC);
+        var hostOutput = new float[c.N * c.OC];
+        var hostHead = new float[c.N * c.OC];
+        backend.Download(hostOutput, output, 0);
+        backend.Download(hostHead, head, 0);
+        return (hostOutput, hostHead);
     }
 }
