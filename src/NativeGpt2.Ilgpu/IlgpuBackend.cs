@@ -117,11 +117,13 @@ public sealed class IlgpuBackend : IBackend
         _matVecRowLimit = accelerator.AcceleratorType == AcceleratorType.CPU ? CpuAcceleratorMatVecRows : MatMulKernels.MaxMatVecRows;
         if (!GeneralKernelsRequested && Environment.GetEnvironmentVariable(MatVecColumnsVariable) is { Length: > 0 } columns)
         {
-            var known = columns.Trim() is "0" or "8" or "16" or "32";
-            MatVecColumnWidth = known ? int.Parse(columns.Trim(), System.Globalization.CultureInfo.InvariantCulture) : null;
-            _description += known
-                ? $"; decoding projections {(MatVecColumnWidth == 0 ? "split over the inputs" : $"in blocks of {MatVecColumnWidth} columns")} ({MatVecColumnsVariable})"
-                : $"; {MatVecColumnsVariable}={columns} ignored: not 0, 8, 16 or 32";
+            MatVecColumnWidth = columns.Trim() switch { "0" => 0, "8" => 8, "16" => 16, "32" => 32, _ => null };
+            _description += MatVecColumnWidth switch
+            {
+                null => $"; {MatVecColumnsVariable}={columns} ignored: not 0, 8, 16 or 32",
+                0 => $"; decoding projections split over the inputs ({MatVecColumnsVariable})",
+                var width => $"; decoding projections in blocks of {width} columns ({MatVecColumnsVariable})",
+            };
         }
         if (Environment.GetEnvironmentVariable(SplitVariable) is { Length: > 0 } split)
         {
