@@ -46,9 +46,16 @@ public static class TestBackends
 
     /// <summary>
     /// How many of a test's <paramref name="count"/> random cases or rounds run on <paramref name="backend"/>: all of
-    /// them, but a quarter (at least two) on the slowest simulator, <see cref="IlgpuCpuCudaShaped"/>.
+    /// them, but half on <see cref="IlgpuCpuWarp32"/> and a quarter on the slowest simulator,
+    /// <see cref="IlgpuCpuCudaShaped"/> (at least two on each). Both run the same kernels as <see cref="IlgpuCpu"/>, which
+    /// takes every case; what only they reach (lane counts, group sizes, cross-group merges) every case reaches.
     /// </summary>
-    public static int Cases(string backend, int count) => backend == IlgpuCpuCudaShaped ? Math.Max(2, count / 4) : count;
+    public static int Cases(string backend, int count) => backend switch
+    {
+        IlgpuCpuWarp32 => Math.Max(2, count / 2),
+        IlgpuCpuCudaShaped => Math.Max(2, count / 4),
+        _ => count,
+    };
 
     /// <summary>Why CUDA tests are skipped on this machine, or null when a device is present.</summary>
     public static string? CudaSkipReason { get; } = IlgpuBackend.CudaAvailable() ? null : "no CUDA device on this machine (the same tests run on ilgpu-cpu)";
