@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Numerics.Tensors;
 
 namespace NativeGpt2.Generation;
 
@@ -20,9 +22,32 @@ public static class Sampler
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(random);
-        var scores = Adjusted(logits, options, previousTokens, generatedTokens);
-        if (options.IsGreedy) return ArgMax(scores);
-        return Draw(Distribution(scores, options), random);
+        if (logits.IsEmpty) throw new ArgumentException("there are no logits to sample from", nameof(logits));
+        // Every sampled step of every sequence comes here: its two vocabulary-sized buffers (large-object-heap arrays
+        // for GPT-2's 50,257 tokens, each a full collection's worth of garbage) are borrowed, not allocated.
+        var V = logits.Length;
+        var scoreBuffer = ArrayPool<float>.Shared.Rent(V);
+        try
+        {
+            var scores = scoreBuffer.AsSpan(0, V);
+            Adjust(scores, logits, options, previousTokens, generatedTokens);
+            if (options.IsGreedy) return ArgMax(scores);
+            var probabilityBuffer = ArrayPool<double>.Shared.Rent(V);
+            try
+            {
+                var probabilities = probabilityBuffer.AsSpan(0, V);
+                Distribution(probabilities, scores, options);
+                return Draw(probabilities, random);
+            }
+            finally
+            {
+                ArrayPool<double>.Shared.Return(probabilityBuffer);
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(scoreBuffer);
+        }
     }
 
     /// <summary>
@@ -35,13 +60,10 @@ public static class Sampler
     {
         ArgumentNullException.ThrowIfNull(options);
         var scores = Adjusted(logits, options, previousTokens, generatedTokens);
-        if (options.IsGreedy)
-        {
-            var oneHot = new double[scores.Length];
-            oneHot[ArgMax(scores)] = 1;
-            return oneHot;
-        }
-        return Distribution(scores, options);
+        var probabilities = new double[scores.Length];
+        if (options.IsGreedy) probabilities[ArgMax(scores)] = 1;
+        else Distribution(probabilities, scores, options);
+        return probabilities;
     }
 
     /// <summary>
@@ -111,7 +133,17 @@ public static class Sampler
     /// </summary>
     private static float[] Adjusted(ReadOnlySpan<float> logits, GenerationOptions options, IReadOnlyCollection<int> previousTokens, IReadOnlyList<int>? generatedTokens)
     {
-        var scores = Penalized(logits, options.RepetitionPenalty, previousTokens);
+        if (logits.IsEmpty) throw new ArgumentException("there are no logits to sample from", nameof(logits));
+        var scores = new float[logits.Length];
+        Adjust(scores, logits, options, previousTokens, generatedTokens);
+        return scores;
+    }
+
+    /// <summary><see cref="Adjusted"/> into <paramref name="scores"/> (as long as the logits, which are not empty).</summary>
+    private static void Adjust(Span<float> scores, ReadOnlySpan<float> logits, GenerationOptions options, IReadOnlyCollection<int> previousTokens,
+        IReadOnlyList<int>? generatedTokens)
+    {
+        Penalize(scores, logits, options.RepetitionPenalty, previousTokens);
         if ((options.PresencePenalty != 0f || options.FrequencyPenalty != 0f) && generatedTokens is { Count: > 0 })
         {
             var counts = new Dictionary<int, int>();
@@ -127,7 +159,6 @@ public static class Sampler
             foreach (var (id, value) in bias) scores[id] += value;
         }
         if (options.NoRepeatNgramSize > 0) BanRepeatedNgrams(scores, options.NoRepeatNgramSize, previousTokens);
-        return scores;
     }
 
     /// <summary>
@@ -136,7 +167,7 @@ public static class Sampler
     /// reach n − 1.
     /// </summary>
     /// <exception cref="NativeGpt2Exception">The rule leaves no token to pick.</exception>
-    private static void BanRepeatedNgrams(float[] scores, int n, IReadOnlyCollection<int>? previousTokens)
+    private static void BanRepeatedNgrams(Span<float> scores, int n, IReadOnlyCollection<int>? previousTokens)
     {
         if (previousTokens is null) return;
         var tokens = previousTokens as IReadOnlyList<int> ?? [.. previousTokens];
@@ -144,7 +175,7 @@ public static class Sampler
         {
             if ((uint)id < (uint)scores.Length) scores[id] = float.NegativeInfinity;
         }
-        if (Array.TrueForAll(scores, float.IsNegativeInfinity))
+        if (!scores.ContainsAnyExcept(float.NegativeInfinity))
             throw new NativeGpt2Exception($"NoRepeatNgramSize {n} rules out every token of the vocabulary after {tokens.Count} tokens: there is nothing left to generate");
     }
 
@@ -164,18 +195,22 @@ public static class Sampler
         }
     }
 
-    private static float[] Penalized(ReadOnlySpan<float> logits, float penalty, IReadOnlyCollection<int> previousTokens)
+    /// <summary>The logits copied into <paramref name="scores"/>, checked, with Hugging Face's repetition penalty applied.</summary>
+    private static void Penalize(Span<float> scores, ReadOnlySpan<float> logits, float penalty, IReadOnlyCollection<int> previousTokens)
     {
-        if (logits.IsEmpty) throw new ArgumentException("there are no logits to sample from", nameof(logits));
-        var scores = logits.ToArray();
+        logits.CopyTo(scores);
         // The same checks for greedy and sampling: an argmax over NaN or +∞ would be a wrong answer, not an error.
-        var nan = Array.FindIndex(scores, float.IsNaN);
-        if (nan >= 0)
-            throw new NumericalException($"the logits contain NaN (first at token {nan}); the model's weights or inputs are not usable");
-        var infinite = Array.FindIndex(scores, float.IsPositiveInfinity);
-        if (infinite >= 0)
-            throw new NumericalException($"the logits contain +infinity (first at token {infinite}); the model's weights or inputs are not usable");
-        if (Array.TrueForAll(scores, float.IsNegativeInfinity))
+        if (!float.IsFinite(TensorPrimitives.Sum(logits)))
+        {
+            // Only a NaN, an infinity or an overflowing sum makes the sum other than finite: find which.
+            var nan = logits.IndexOfAnyExceptInRange(float.NegativeInfinity, float.PositiveInfinity);
+            if (nan >= 0)
+                throw new NumericalException($"the logits contain NaN (first at token {nan}); the model's weights or inputs are not usable");
+            var infinite = logits.IndexOf(float.PositiveInfinity);
+            if (infinite >= 0)
+                throw new NumericalException($"the logits contain +infinity (first at token {infinite}); the model's weights or inputs are not usable");
+        }
+        if (!logits.ContainsAnyExcept(float.NegativeInfinity))
             throw new NumericalException("every logit is -infinity; no token can be chosen");
         if (penalty != 1f && previousTokens is not null)
         {
@@ -186,30 +221,31 @@ public static class Sampler
                 scores[id] = scores[id] < 0 ? scores[id] * penalty : scores[id] / penalty;
             }
         }
-        return scores;
     }
 
-    private static double[] Distribution(float[] scores, GenerationOptions options)
+    /// <summary>
+    /// The distribution of <paramref name="scores"/> under the options' temperature, top-k, top-p, min-p and typical-p, into
+    /// <paramref name="probabilities"/> (as long as the scores): Hugging Face's order. Top-k acts on the scores, before the
+    /// softmax, so that only the tokens it keeps take an exponential (a few dozen of GPT-2's 50,257 with a top-k of 40).
+    /// Every sum runs in id order, in double.
+    /// </summary>
+    private static void Distribution(Span<double> probabilities, ReadOnlySpan<float> scores, GenerationOptions options)
     {
         var V = scores.Length;
-        var probabilities = new double[V];
-        // Softmax at the given temperature, in double, with the maximum subtracted first.
-        var max = scores.Max();
+        // Every token whose score is at least the k-th largest stays (ties at the boundary too, as in Hugging Face).
+        var kth = options.TopK > 0 && options.TopK < V ? KthLargest(scores, options.TopK) : float.NegativeInfinity;
+        // Softmax at the given temperature, with the maximum subtracted first.
+        var max = float.NegativeInfinity;
+        foreach (var x in scores) max = Math.Max(max, x);
         double sum = 0;
         for (var i = 0; i < V; i++)
         {
-            probabilities[i] = Math.Exp((scores[i] - (double)max) / options.Temperature);
-            sum += probabilities[i];
+            var p = scores[i] >= kth ? Math.Exp((scores[i] - (double)max) / options.Temperature) : 0;
+            probabilities[i] = p;
+            sum += p;
         }
-        for (var i = 0; i < V; i++) probabilities[i] /= sum;
+        Divide(probabilities, sum);
 
-        if (options.TopK > 0 && options.TopK < V)
-        {
-            // Keep every token whose logit is at least the k-th largest (ties at the boundary stay, as in Hugging Face).
-            var kth = KthLargest(scores, options.TopK);
-            for (var i = 0; i < V; i++) if (scores[i] < kth) probabilities[i] = 0;
-            Normalize(probabilities);
-        }
         if (options.TopP < 1f)
         {
             // The smallest set of most likely tokens whose total probability reaches p (never empty), most likely first
@@ -224,26 +260,26 @@ public static class Sampler
                 for (end = start + 1; end < ids.Length && keys[end] == keys[start]; end++) { }
                 if (end - start > 1) Array.Sort(ids, start, end - start);
             }
-            var kept = new bool[V];
             double cumulative = 0;
             var keep = 0;
-            while (keep < ids.Length && (keep == 0 || cumulative < options.TopP))
-            {
-                kept[ids[keep]] = true;
-                cumulative += probabilities[ids[keep++]];
-            }
+            while (keep < ids.Length && (keep == 0 || cumulative < options.TopP)) cumulative += probabilities[ids[keep++]];
+            // What was left out of the sort is less likely than all of it: only the sorted tokens past the set, and the
+            // unsorted ones, go.
+            var kept = new bool[V];
+            for (var j = 0; j < keep; j++) kept[ids[j]] = true;
             for (var i = 0; i < V; i++) if (!kept[i]) probabilities[i] = 0;
             Normalize(probabilities);
         }
         if (options.MinP > 0f)
         {
             // Tokens less likely than min-p times the most likely one go (the most likely always stays).
-            var floor = options.MinP * probabilities.Max();
+            double most = 0;
+            foreach (var p in probabilities) most = Math.Max(most, p);
+            var floor = options.MinP * most;
             for (var i = 0; i < V; i++) if (probabilities[i] < floor) probabilities[i] = 0;
             Normalize(probabilities);
         }
         if (options.TypicalP < 1f) KeepTypical(probabilities, options.TypicalP);
-        return probabilities;
     }
 
     /// <summary>
@@ -251,23 +287,24 @@ public static class Sampler
     /// id first) are kept up to and including the one at which their probability reaches <paramref name="mass"/>, with every
     /// token as typical as that one; the rest get 0.
     /// </summary>
-    private static void KeepTypical(double[] probabilities, double mass)
+    private static void KeepTypical(Span<double> probabilities, double mass)
     {
         double entropy = 0;
         foreach (var p in probabilities)
         {
             if (p > 0) entropy -= p * Math.Log(p);
         }
-        var ids = Enumerable.Range(0, probabilities.Length).Where(i => probabilities[i] > 0).ToArray();
-        var distance = new double[ids.Length];
-        for (var j = 0; j < ids.Length; j++) distance[j] = Math.Abs(-Math.Log(probabilities[ids[j]]) - entropy);
-        var order = Enumerable.Range(0, ids.Length).OrderBy(j => distance[j]).ThenBy(j => ids[j]).ToArray();
+        var ids = new List<int>();
+        for (var i = 0; i < probabilities.Length; i++) if (probabilities[i] > 0) ids.Add(i);
+        var distance = new double[ids.Count];
+        for (var j = 0; j < ids.Count; j++) distance[j] = Math.Abs(-Math.Log(probabilities[ids[j]]) - entropy);
+        var order = Enumerable.Range(0, ids.Count).OrderBy(j => distance[j]).ThenBy(j => ids[j]).ToArray();
         // The first token at which the cumulative probability reaches the mass (the last one if it never does).
         double cumulative = 0;
         var last = 0;
         while (last < order.Length - 1 && (cumulative += probabilities[ids[order[last]]]) < mass) last++;
         var threshold = distance[order[last]];
-        for (var j = 0; j < ids.Length; j++)
+        for (var j = 0; j < ids.Count; j++)
         {
             if (distance[j] > threshold) probabilities[ids[j]] = 0;
         }
@@ -279,7 +316,7 @@ public static class Sampler
     /// <paramref name="mass"/> (all tokens of nonzero probability when none does), in id order: every token left out is
     /// less likely than every token taken.
     /// </summary>
-    private static int[] Likeliest(double[] probabilities, double mass)
+    private static int[] Likeliest(ReadOnlySpan<double> probabilities, double mass)
     {
         const int Buckets = 64;
         // Bucket e holds the tokens with probability in [2^-e, 2^-(e-1)); the last also every smaller one.
@@ -299,7 +336,7 @@ public static class Sampler
     }
 
     /// <summary>The k-th largest of <paramref name="scores"/>, counting equal values apart (as sorting them would), k ≥ 1.</summary>
-    private static float KthLargest(float[] scores, int k)
+    private static float KthLargest(ReadOnlySpan<float> scores, int k)
     {
         // A min-heap of the k largest so far: its root is the k-th largest of what has been seen. O(V log k).
         var heap = new PriorityQueue<float, float>(k);
@@ -311,14 +348,21 @@ public static class Sampler
         return heap.Peek();
     }
 
-    private static void Normalize(double[] probabilities)
+    /// <summary>Divides the probabilities by their sum (in id order).</summary>
+    private static void Normalize(Span<double> probabilities)
     {
-        var sum = probabilities.Sum();
+        double sum = 0;
+        foreach (var p in probabilities) sum += p;
+        Divide(probabilities, sum);
+    }
+
+    private static void Divide(Span<double> probabilities, double sum)
+    {
         for (var i = 0; i < probabilities.Length; i++) probabilities[i] /= sum;
     }
 
     /// <summary>Inverse-CDF draw: the first token whose cumulative probability exceeds a uniform number.</summary>
-    private static int Draw(double[] probabilities, Random random)
+    private static int Draw(ReadOnlySpan<double> probabilities, Random random)
     {
         var u = random.NextDouble();
         double cumulative = 0;
@@ -334,7 +378,7 @@ public static class Sampler
         return last;
     }
 
-    private static int ArgMax(float[] scores)
+    private static int ArgMax(ReadOnlySpan<float> scores)
     {
         var best = 0;
         for (var i = 1; i < scores.Length; i++) if (scores[i] > scores[best]) best = i;

@@ -61,19 +61,17 @@ public class SamplerProperties
             Assert.Equal(Reference(logits, options), Sampler.Distribution(logits, options, []));
         });
 
-    /// <summary>Softmax, top-k and top-p written out with full sorts: what the sampler computed before it took shortcuts.</summary>
+    /// <summary>
+    /// Top-k on the logits, softmax at the temperature, then top-p (Hugging Face's order), written out with full sorts: what
+    /// the sampler computes without its shortcuts.
+    /// </summary>
     private static double[] Reference(float[] scores, GenerationOptions options)
     {
         var V = scores.Length;
+        var kth = options.TopK > 0 && options.TopK < V ? scores.OrderBy(x => x).ElementAt(V - options.TopK) : float.NegativeInfinity;
         var max = scores.Max();
-        var probabilities = scores.Select(x => Math.Exp((x - (double)max) / options.Temperature)).ToArray();
+        var probabilities = scores.Select(x => x >= kth ? Math.Exp((x - (double)max) / options.Temperature) : 0).ToArray();
         Normalize(probabilities);
-        if (options.TopK > 0 && options.TopK < V)
-        {
-            var kth = scores.OrderBy(x => x).ElementAt(V - options.TopK);
-            for (var i = 0; i < V; i++) if (scores[i] < kth) probabilities[i] = 0;
-            Normalize(probabilities);
-        }
         if (options.TopP >= 1f) return probabilities;
         var order = Enumerable.Range(0, V).Where(i => probabilities[i] > 0).OrderByDescending(i => probabilities[i]).ThenBy(i => i).ToArray();
         double cumulative = 0;
@@ -244,4 +242,31 @@ public class SamplerProperties
         Assert.Throws<NumericalException>(() => Sampler.Sample([1f, float.PositiveInfinity], new GenerationOptions(), [], new Random(1)));
         Assert.Throws<NumericalException>(() => Sampler.Sample([float.NegativeInfinity, float.NegativeInfinity], new GenerationOptions(), [], new Random(1)));
     }
+
+    /// <summary>
+    /// Over a whole vocabulary, the first NaN is named, and before any infinity; +∞ is named where there is no NaN; −∞ and
+    /// finite logits whose sum overflows are no error.
+    /// </summary>
+    [Property(MaxTest = 100)]
+    public Property The_first_bad_logit_is_named() =>
+        Prop.ForAll((from nan in Gen.Choose(-1, 2999) from infinity in Gen.Choose(-1, 2999) from seed in Gen.Choose(0, int.MaxValue)
+                     select (nan, infinity, seed)).ToArbitrary(), c =>
+        {
+            var (nan, infinity, seed) = c;
+            var random = new Random(seed);
+            // Huge finite logits (their float sum overflows) and a few ruled-out tokens.
+            var logits = Enumerable.Range(0, 3000).Select(_ => random.Next(10) == 0 ? float.NegativeInfinity : (float)(random.NextDouble() * 3e38)).ToArray();
+            logits[random.Next(3000)] = 1f;
+            if (infinity >= 0) logits[infinity] = float.PositiveInfinity;
+            if (nan >= 0) logits[nan] = float.NaN;
+            var options = new GenerationOptions { Temperature = 0.7f, TopK = 5 };
+            if (nan < 0 && infinity < 0)
+            {
+                var id = Sampler.Sample(logits, options, [], random);
+                Assert.True(float.IsFinite(logits[id]));
+                return;
+            }
+            var error = Assert.Throws<NumericalException>(() => Sampler.Sample(logits, options, [], random));
+            Assert.Contains(nan >= 0 ? $"NaN (first at token {nan})" : $"+infinity (first at token {infinity})", error.Message);
+        });
 }
