@@ -211,7 +211,8 @@ internal sealed class GenerationSession : IDisposable
         }
         // Finished sequences still take a slot in the batch; they repeat their last token and their output is ignored.
         var next = _rows.Select(r => r.Tokens[^1]).ToArray();
-        _next = _model.Next(new TokenBatch(next, _rows.Length, 1), _cache, PicksOnBackend);
+        // The step's logits were read: the next step's come back in the same array.
+        _next = _model.Next(new TokenBatch(next, _rows.Length, 1), _cache, PicksOnBackend, logitsInto: _next.Logits);
     }
 
     /// <summary>
