@@ -269,8 +269,8 @@ public sealed partial class Gpt2CausalLM : IDisposable
     /// backend: with <paramref name="greedy"/>, only the argmax of each row comes back (4 bytes a row), else
     /// the (B, V) logits. What generation runs every step. With <paramref name="hiddenStates"/>, the final hidden states
     /// of every position (B·T rows of C, after ln_f) come back too: contrastive search compares them. The logits come
-    /// back in <paramref name="logitsInto"/> when it holds exactly B·V values (a caller's buffer from an earlier step,
-    /// no longer read), else in a new array: each is a large-object-heap array, and one a step would cost a full
+    /// back in <paramref name="logitsInto"/> when it holds at least B·V values (a caller's buffer from an earlier step,
+    /// no longer read; row b at b·V), else in a new array of B·V: each is a large-object-heap array, and one a step would cost a full
     /// collection every few steps.
     /// </summary>
     internal NextTokens Next(TokenBatch batch, KvCache cache, bool greedy, bool hiddenStates = false, float[]? logitsInto = null)
@@ -307,8 +307,8 @@ public sealed partial class Gpt2CausalLM : IDisposable
             // A row with NaN or +∞ is -1: its logits come back so the sampler can say what is wrong.
             if (!picks.Contains(-1)) return new NextTokens(picks, null, hidden);
         }
-        var host = logitsInto?.Length == B * V ? logitsInto : new float[B * V];
-        Backend.Download(host, logits, 0);
+        var host = logitsInto?.Length >= B * V ? logitsInto : new float[B * V];
+        Backend.Download(host.AsSpan(0, B * V), logits, 0);
         return new NextTokens(picks, host, hidden);
     }
 

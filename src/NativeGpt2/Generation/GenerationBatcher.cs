@@ -323,6 +323,8 @@ public sealed class GenerationBatcher : IDisposable
     private void Run()
     {
         List<Sequence> live = [];
+        // The last step's logits, which every live row has picked from by the next step: that step's come back in it.
+        float[]? stepLogits = null;
         // The batch's cache: a view over one of the kept sets of buffers below, owning no memory of its own.
         KvCache? cache = null;
         // Prompts that run together, a part a step, while the live rows decode; and a group set aside while a much shorter
@@ -421,8 +423,9 @@ public sealed class GenerationBatcher : IDisposable
                 live = going;
                 Stepped?.Invoke((promptTokens, live.Count));
                 if (live.Count == 0) continue;
-                var step = _model.Next(new TokenBatch([.. live.Select(s => s.Row.Tokens[^1])], live.Count, 1), cache!, greedy: false);
-                for (var b = 0; b < live.Count; b++) (live[b].Logits, live[b].LogitsRow) = (step.Logits!, b);
+                var step = _model.Next(new TokenBatch([.. live.Select(s => s.Row.Tokens[^1])], live.Count, 1), cache!, greedy: false, logitsInto: stepLogits);
+                stepLogits = step.Logits!;
+                for (var b = 0; b < live.Count; b++) (live[b].Logits, live[b].LogitsRow) = (stepLogits, b);
             }
             catch (Exception e)
             {
