@@ -273,7 +273,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
     /// no longer read; row b at b·V), else in a new array of B·V: each is a large-object-heap array, and one a step would cost a full
     /// collection every few steps.
     /// </summary>
-    internal NextTokens Next(TokenBatch batch, KvCache cache, bool greedy, bool hiddenStates = false, float[]? logitsInto = null)
+    internal NextTokens Next(TokenBatch batch, KvCache cache, bool greedy, bool hiddenStates = false, float[]? logitsInto = null, int topK = 0)
     {
         using var call = _lifetime.Enter();
         using var scope = Backend.Enter();
@@ -307,9 +307,22 @@ public sealed partial class Gpt2CausalLM : IDisposable
             // A row with NaN or +∞ is -1: its logits come back so the sampler can say what is wrong.
             if (!picks.Contains(-1)) return new NextTokens(picks, null, hidden);
         }
+        TopKRows? candidates = null;
+        if (topK > 0 && !greedy)
+        {
+            var capacity = IBackend.MaxTopKCapacity;
+            var (counts, ids, values) = workspace.Candidates(B, capacity);
+            Backend.TopKCandidates(counts, ids, values, logits, B, V, topK, capacity);
+            candidates = new TopKRows(new int[B], new int[B * capacity], new float[B * capacity], capacity);
+            Backend.Download(candidates.Counts, counts, 0);
+            Backend.Download(candidates.Ids, ids, 0);
+            Backend.Download(candidates.Values, values, 0);
+            // A row with NaN or +∞, or too many ties: its logits come back too.
+            if (!candidates.Counts.Contains(-1)) return new NextTokens(null, null, hidden, candidates);
+        }
         var host = logitsInto?.Length >= B * V ? logitsInto : new float[B * V];
         Backend.Download(host.AsSpan(0, B * V), logits, 0);
-        return new NextTokens(picks, host, hidden);
+        return new NextTokens(picks, host, hidden, candidates);
     }
 
     /// <summary>Creates a key/value cache for incremental decoding (see <see cref="Gpt2Backbone.CreateCache"/>).</summary>
@@ -405,4 +418,15 @@ internal sealed class ModelLifetime(Action? release = null)
 /// (-1 where a row holds NaN or +∞), the (B, V) logits when sampling or when a row could not be chosen, and the final
 /// hidden states of every position (B·T·C) when asked for.
 /// </summary>
-internal sealed record NextTokens(int[]? Picks, float[]? Logits, float[]? Hidden = null);
+internal sealed record NextTokens(int[]? Picks, float[]? Logits, float[]? Hidden = null, TopKRows? Candidates = null);
+
+/// <summary>
+/// Each row's top-k candidates (<see cref="IBackend.TopKCandidates"/>): Counts[b] of them (−1: read the row's logits), their
+/// ids and logits at b · Capacity.
+/// </summary>
+internal sealed record TopKRows(int[] Counts, int[] Ids, float[] Values, int Capacity)
+{
+    public ReadOnlySpan<int> IdsOf(int row) => Ids.AsSpan(row * Capacity, Counts[row]);
+
+    public ReadOnlySpan<float> ValuesOf(int row) => Values.AsSpan(row * Capacity, Counts[row]);
+}

@@ -1,5 +1,6 @@
 using ILGPU;
 using ILGPU.Algorithms;
+using NativeGpt2.Backends;
 
 namespace NativeGpt2.Ilgpu.Kernels;
 
@@ -100,5 +101,99 @@ internal static class RowKernels
             best = x;
             bestIndex = index;
         }
+    }
+    /// <summary>
+    /// Top-k sampling's candidates of each row (<see cref="IBackend.TopKCandidates"/>), a group per row: the k-th largest
+    /// logit found exactly by a radix select (four passes over the row, one byte of an order-preserving key a pass, counted
+    /// in a shared histogram), then every token whose key is at least its key gathered in shared memory and written out in
+    /// id order. counts[n] is −1 for a row with NaN or +∞, or with more than capacity candidates (ties).
+    /// Logits (N, V); ids and values (N, capacity); 1 ≤ k ≤ capacity ≤ <see cref="IBackend.MaxTopKCapacity"/>.
+    /// </summary>
+    public static void TopKCandidates(ArrayView<int> counts, ArrayView<int> ids, ArrayView<float> values, ArrayView<float> logits,
+        int N, int V, int k, int capacity)
+    {
+        var histogram = SharedMemory.Allocate<int>(256);
+        // The key's bits chosen so far, the rank still sought among the keys that have them, a NaN-or-+∞ flag, the count.
+        var state = SharedMemory.Allocate<int>(4);
+        var candidateIds = SharedMemory.Allocate<int>(IBackend.MaxTopKCapacity);
+        var candidateValues = SharedMemory.Allocate<float>(IBackend.MaxTopKCapacity);
+        for (var row = Grid.IdxX; row < N; row += Grid.DimX)
+            TopKRow(counts, ids, values, logits, V, k, capacity, row, histogram, state, candidateIds, candidateValues);
+    }
+
+    private static void TopKRow(ArrayView<int> counts, ArrayView<int> ids, ArrayView<float> values, ArrayView<float> logits,
+        int V, int k, int capacity, int row, ArrayView<int> histogram, ArrayView<int> state, ArrayView<int> candidateIds, ArrayView<float> candidateValues)
+    {
+        int tid = Group.IdxX, G = Group.DimX, start = row * V;
+        if (tid == 0)
+        {
+            state[0] = 0;
+            state[1] = k;
+            state[2] = 0;
+            state[3] = 0;
+        }
+        Group.Barrier();
+        for (var pass = 0; pass < 4; pass++)
+        {
+            var shift = 24 - 8 * pass;
+            for (var b = tid; b < 256; b += G) histogram[b] = 0;
+            Group.Barrier();
+            var prefix = (uint)state[0];
+            var fixedBits = pass == 0 ? 0u : 0xFFFFFFFFu << (32 - 8 * pass);
+            for (var v = tid; v < V; v += G)
+            {
+                var x = logits[start + v];
+                if (pass == 0 && (float.IsNaN(x) || float.IsPositiveInfinity(x))) state[2] = 1;
+                var key = OrderedKey(x);
+                if ((key & fixedBits) == prefix) Atomic.Add(ref histogram[(int)((key >> shift) & 0xFF)], 1);
+            }
+            Group.Barrier();
+            if (tid == 0)
+            {
+                // From the highest byte down, the one whose keys hold the rank sought.
+                int rank = state[1], bin = 255;
+                for (; bin > 0 && histogram[bin] < rank; bin--) rank -= histogram[bin];
+                state[0] = (int)(prefix | ((uint)bin << shift));
+                state[1] = rank;
+            }
+            Group.Barrier();
+        }
+        var threshold = (uint)state[0];
+        for (var v = tid; v < V; v += G)
+        {
+            var x = logits[start + v];
+            if (OrderedKey(x) < threshold) continue;
+            var slot = Atomic.Add(ref state[3], 1);
+            if (slot < capacity)
+            {
+                candidateIds[slot] = v;
+                candidateValues[slot] = x;
+            }
+        }
+        Group.Barrier();
+        var count = state[3];
+        var usable = state[2] == 0 && count <= capacity;
+        // Each candidate's place in id order is the number of candidates with smaller ids.
+        for (var j = tid; usable && j < count; j += G)
+        {
+            var id = candidateIds[j];
+            var place = 0;
+            for (var i = 0; i < count; i++) place += candidateIds[i] < id ? 1 : 0;
+            ids[row * capacity + place] = id;
+            values[row * capacity + place] = candidateValues[j];
+        }
+        if (tid == 0) counts[row] = usable ? count : -1;
+        // The shared state is read before the next row resets it.
+        Group.Barrier();
+    }
+
+    /// <summary>
+    /// An unsigned key in the order of the floats (−0 as +0): the sign bit set for positive values, every bit flipped for
+    /// negative ones.
+    /// </summary>
+    private static uint OrderedKey(float x)
+    {
+        var bits = Interop.FloatAsInt(x == 0f ? 0f : x);
+        return (bits & 0x80000000u) != 0 ? ~bits : bits | 0x80000000u;
     }
 }

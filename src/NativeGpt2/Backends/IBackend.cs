@@ -17,6 +17,9 @@ namespace NativeGpt2.Backends;
 /// </remarks>
 public interface IBackend : IDisposable
 {
+    /// <summary>The most candidates a row may hold in <see cref="TopKCandidates"/> (a GPU kernel keeps them in shared memory).</summary>
+    public const int MaxTopKCapacity = 128;
+
     /// <summary>The name a user selects it by: <c>cpu</c>, <c>ilgpu-cpu</c>, <c>cuda</c>.</summary>
     string Name { get; }
 
@@ -149,6 +152,14 @@ public interface IBackend : IDisposable
     /// when the row holds NaN or +∞ or is all −∞, so the host can report it.
     /// </summary>
     void ArgMax(DeviceBuffer<int> output, DeviceBuffer<float> logits, int N, int V);
+
+    /// <summary>
+    /// Top-k sampling's candidates of each row (<see cref="Operators.TopKCandidates"/>): every token whose logit is at least
+    /// the row's k-th largest, in id order, into ids and values (N, <paramref name="capacity"/>), and their number into
+    /// counts (N), or −1 when the host must read the row's logits instead (NaN or +∞, or more than capacity tied tokens).
+    /// 1 ≤ k ≤ capacity ≤ <see cref="MaxTopKCapacity"/>.
+    /// </summary>
+    void TopKCandidates(DeviceBuffer<int> counts, DeviceBuffer<int> ids, DeviceBuffer<float> values, DeviceBuffer<float> logits, int N, int V, int k, int capacity);
 }
 
 /// <summary>What a matmul does with its result before storing it.</summary>

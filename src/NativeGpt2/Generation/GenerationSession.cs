@@ -116,6 +116,9 @@ internal sealed class GenerationSession : IDisposable
     }
 
     /// <summary>Greedy without a penalty or bias picks on the backend; anything else needs the logits here.</summary>
+    /// <summary>Each row's top-k candidates come back instead of its logits: they decide the pick (<see cref="Sampler.CandidatesSuffice"/>).</summary>
+    private int TopKOnBackend => Sampler.CandidatesSuffice(_options, _model.Config.VocabSize) ? _options.TopK : 0;
+
     private bool PicksOnBackend => _options.IsGreedy && !_options.IsContrastive && !_options.AdjustsLogits && _options.LogProbs is null && _options.MinNewTokens == 0;
 
     /// <summary>The ids that end generation: the end-of-text token and the config's other eos ids; none when the options don't stop there.</summary>
@@ -191,7 +194,9 @@ internal sealed class GenerationSession : IDisposable
             if (row.FinishReason is not null) return;
 
             var id = contrastivePicks?[b]
-                ?? (_next.Picks?[b] is int pick and >= 0 ? pick : Sampler.Sample(Pickable(LogitsOf(b), row, _options, _ends), _options, row.Tokens, row.Random, row.Generated));
+                ?? (_next.Picks?[b] is int pick and >= 0 ? pick
+                    : _next.Candidates is { } candidates && candidates.Counts[b] >= 0 ? Sampler.SampleCandidates(candidates.IdsOf(b), candidates.ValuesOf(b), _options, row.Random)
+                    : Sampler.Sample(Pickable(LogitsOf(b), row, _options, _ends), _options, row.Tokens, row.Random, row.Generated));
             Advance(row, id, _next.Logits is null ? default : LogitsOf(b), _options, _ends);
         });
         if (IsFinished) return;
@@ -212,7 +217,7 @@ internal sealed class GenerationSession : IDisposable
         // Finished sequences still take a slot in the batch; they repeat their last token and their output is ignored.
         var next = _rows.Select(r => r.Tokens[^1]).ToArray();
         // The step's logits were read: the next step's come back in the same array.
-        _next = _model.Next(new TokenBatch(next, _rows.Length, 1), _cache, PicksOnBackend, logitsInto: _next.Logits);
+        _next = _model.Next(new TokenBatch(next, _rows.Length, 1), _cache, PicksOnBackend, logitsInto: _next.Logits, topK: TopKOnBackend);
     }
 
     /// <summary>
@@ -313,7 +318,7 @@ internal sealed class GenerationSession : IDisposable
     }
 
     private NextTokens Prefill(int[][] sequences, KvCache cache, bool hiddenStates = false) =>
-        _model.Next(PromptBatch(sequences, _padId), cache, PicksOnBackend, hiddenStates);
+        _model.Next(PromptBatch(sequences, _padId), cache, PicksOnBackend, hiddenStates, topK: TopKOnBackend);
 
     /// <summary>Prompts as one batch: as they are when their lengths agree, else left-padded with <paramref name="padId"/>.</summary>
     internal static TokenBatch PromptBatch(int[][] sequences, int padId) =>

@@ -51,6 +51,38 @@ public static class Sampler
     }
 
     /// <summary>
+    /// The token <see cref="Sample"/> picks from a whole row, from that row's top-k candidates alone: every token whose logit
+    /// is at least the k-th largest, in id order (<see cref="Backends.IBackend.TopKCandidates"/>), for options whose pick
+    /// depends on nothing else (<see cref="CandidatesSuffice"/>). The same token, bit for bit: the tokens top-k leaves out
+    /// add nothing to any sum, and every step takes the kept ones in id order, as the whole row's does.
+    /// </summary>
+    internal static int SampleCandidates(ReadOnlySpan<int> ids, ReadOnlySpan<float> logits, GenerationOptions options, Random random)
+    {
+        if (ids.IsEmpty || ids.Length != logits.Length) throw new ArgumentException("the candidates are empty or their ids and logits differ in number", nameof(ids));
+        var buffer = ArrayPool<double>.Shared.Rent(ids.Length);
+        try
+        {
+            var probabilities = buffer.AsSpan(0, ids.Length);
+            // Top-k again over the candidates keeps them all: their k-th largest is the row's.
+            Distribution(probabilities, logits, options);
+            return ids[Draw(probabilities, random)];
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>
+    /// Whether a row's top-k candidates decide the pick under <paramref name="options"/> over a vocabulary of
+    /// <paramref name="V"/>: sampling with 1 ≤ TopK &lt; V and TopK at most half of <see cref="Backends.IBackend.MaxTopKCapacity"/>
+    /// (room for ties), and no penalty, bias, n-gram rule, minimum length or log-probabilities, which read other tokens.
+    /// </summary>
+    internal static bool CandidatesSuffice(GenerationOptions options, int V) =>
+        !options.IsGreedy && options.TopK >= 1 && options.TopK < V && options.TopK <= Backends.IBackend.MaxTopKCapacity / 2
+        && !options.AdjustsLogits && options.MinNewTokens == 0 && options.LogProbs is null && !options.IsContrastive && options.NumBeams <= 1;
+
+    /// <summary>
     /// The distribution a token is drawn from after the penalties and bias, temperature, top-k, top-p and min-p:
     /// V probabilities summing to 1, zero outside the kept tokens. For greedy options, one-hot on the argmax.
     /// Parameters as in <see cref="Sample"/>.

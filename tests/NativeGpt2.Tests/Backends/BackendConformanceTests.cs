@@ -490,6 +490,67 @@ public class BackendConformanceTests
         Assert.Equal([Array.IndexOf(rows[0], rows[0].Max()), 500, -1, -1, -1], actual);
     }
 
+    /// <summary>
+    /// Top-k candidates: every token at least the k-th largest (ties, −0 with +0 and −∞ included), in id order, with its
+    /// logit; −1 for rows with NaN or +∞ and for rows with more tied candidates than the capacity.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void TopK_candidates_are_the_tokens_at_least_the_kth_largest_in_id_order(string name)
+    {
+        var backend = Prepare(name);
+        foreach (var random in Cases(name, 8))
+        {
+            int N = random.Next(1, 6), V = random.Next(1, 3000), k = random.Next(1, Math.Min(V, 64) + 1);
+            var capacity = random.Next(k, IBackend.MaxTopKCapacity + 1);
+            // Few distinct values (many ties) or many, signed zeros (in a third of the cases the largest values, where
+            // −0 and +0 must count as one value), and tokens ruled out.
+            var decimals = random.Next(3);
+            var negative = random.Next(3) == 0;
+            var logits = Enumerable.Range(0, N * V).Select(_ => random.Next(20) switch
+            {
+                0 => float.NegativeInfinity,
+                1 => random.Next(2) == 0 ? 0f : -0f,
+                _ => (float)Math.Round(negative ? -4 * random.NextDouble() : random.NextDouble() * 8 - 4, decimals),
+            }).ToArray();
+            // A row with NaN and one with +∞, now and then.
+            if (N > 1 && random.Next(2) == 0) logits[random.Next(V)] = float.NaN;
+            if (N > 2 && random.Next(2) == 0) logits[2 * V + random.Next(V)] = float.PositiveInfinity;
+            using var scope = backend.Enter();
+            using var l = backend.Upload(logits);
+            using var counts = backend.Allocate<int>(N);
+            using var ids = backend.Allocate<int>(N * capacity);
+            using var values = backend.Allocate<float>(N * capacity);
+            backend.TopKCandidates(counts, ids, values, l, N, V, k, capacity);
+            var actualCounts = new int[N];
+            var actualIds = new int[N * capacity];
+            var actualValues = new float[N * capacity];
+            backend.Download(actualCounts, counts, 0);
+            backend.Download(actualIds, ids, 0);
+            backend.Download(actualValues, values, 0);
+            for (var n = 0; n < N; n++)
+            {
+                var row = logits.AsSpan(n * V, V).ToArray();
+                var what = $"{name} top-k row {n} of N={N} V={V} k={k} capacity={capacity}";
+                if (row.Any(x => float.IsNaN(x) || float.IsPositiveInfinity(x)))
+                {
+                    Assert.True(actualCounts[n] == -1, what);
+                    continue;
+                }
+                var kth = row.OrderByDescending(x => x).ElementAt(k - 1);
+                var expected = Enumerable.Range(0, V).Where(v => row[v] >= kth).ToArray();
+                if (expected.Length > capacity)
+                {
+                    Assert.True(actualCounts[n] == -1, what);
+                    continue;
+                }
+                Assert.True(expected.Length == actualCounts[n], $"{what}: {actualCounts[n]} candidates, expected {expected.Length}");
+                Assert.Equal(expected, actualIds.AsSpan(n * capacity, expected.Length).ToArray());
+                // The logits themselves, bit for bit (−0 stays −0).
+                Assert.Equal(expected.Select(v => BitConverter.SingleToInt32Bits(row[v])), actualValues.AsSpan(n * capacity, expected.Length).ToArray().Select(BitConverter.SingleToInt32Bits));
+            }
+        }
+    }
 
     private static float[] Run(IBackend backend, int outputLength, Action<DeviceBuffer<float>> operation)
     {

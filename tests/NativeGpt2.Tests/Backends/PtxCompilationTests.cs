@@ -42,7 +42,7 @@ public class PtxCompilationTests
         var names = KernelMethods().Select(m => $"{m.DeclaringType!.Name}.{m.Name}").ToHashSet();
         foreach (var name in new[] { "MatMulKernels.Tiled", "MatMulKernels.TiledChunkSums", "MatMulKernels.AddChunkSumsInOrder", "MatMulKernels.MatVec", "MatMulKernels.MatVecColumns", "MatMulKernels.MatVecTransposed",
                      "AttentionKernel.PrefillTiles", "AttentionKernel.PrefillWarps", "AttentionKernel.Decode", "LayerNormKernel.Forward",
-                     "RowKernels.ArgMax", "RowKernels.TargetLogProbabilities", "ElementwiseKernels.Embedding", "ElementwiseKernels.AppendKeyValues" })
+                     "RowKernels.ArgMax", "RowKernels.TopKCandidates", "RowKernels.TargetLogProbabilities", "ElementwiseKernels.Embedding", "ElementwiseKernels.AppendKeyValues" })
             Assert.Contains(name, names);
     }
 

@@ -197,6 +197,13 @@ public sealed class CpuBackend : IBackend
         Operators.ArgMax.Forward(Array(output), Array(logits), N, V);
     }
 
+    /// <inheritdoc />
+    public void TopKCandidates(DeviceBuffer<int> counts, DeviceBuffer<int> ids, DeviceBuffer<float> values, DeviceBuffer<float> logits, int N, int V, int k, int capacity)
+    {
+        using var timing = new OperatorTiming("top-k", N, V, 1);
+        Operators.TopKCandidates.Forward(Array(counts), Array(ids), Array(values), Array(logits), N, V, k, capacity);
+    }
+
     /// <summary>Nothing to release.</summary>
     public void Dispose()
     {
