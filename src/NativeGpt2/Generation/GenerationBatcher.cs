@@ -42,9 +42,9 @@ public sealed class GenerationBatcher : IDisposable
         public CancellationTokenSource Cancellation { get; } = cancellation;
         public Channel<GenerationUpdate> Updates { get; } = Channel.CreateUnbounded<GenerationUpdate>(new UnboundedChannelOptions { SingleWriter = true, SingleReader = true });
 
-        /// <summary>The logits its next token is picked from: its row of the last step's (or of its prompt's) logits.</summary>
-        public float[] Logits { get; set; } = [];
-        public int LogitsRow { get; set; }
+        /// <summary>What its next token is picked from: its row (<see cref="StepRow"/>) of the last step's (or of its prompt's) logits or top-k candidates.</summary>
+        public NextTokens? Step { get; set; }
+        public int StepRow { get; set; }
 
         /// <summary>Its row in the cache that holds it: the batch's, or its prompt group's (<see cref="Prefilled"/>).</summary>
         public int CacheRow { get; set; }
@@ -310,10 +310,10 @@ public sealed class GenerationBatcher : IDisposable
                 model.Extend(part, Cache);
                 return false;
             }
-            var logits = model.Next(part, Cache, greedy: false).Logits!;
+            var step = model.Next(part, Cache, greedy: false, topK: CandidatesFor(Members, model.Config.VocabSize));
             for (var b = 0; b < Members.Count; b++)
             {
-                (Members[b].Logits, Members[b].LogitsRow) = (logits, b);
+                (Members[b].Step, Members[b].StepRow) = (step, b);
                 (Members[b].CacheRow, Members[b].Prefilled) = (b, true);
             }
             return true;
@@ -323,7 +323,8 @@ public sealed class GenerationBatcher : IDisposable
     private void Run()
     {
         List<Sequence> live = [];
-        // The last step's logits, which every live row has picked from by the next step: that step's come back in it.
+        // The last step's logits (when it brought any back), which every live row has picked from by the next step: that
+        // step's come back in it.
         float[]? stepLogits = null;
         // The batch's cache: a view over one of the kept sets of buffers below, owning no memory of its own.
         KvCache? cache = null;
@@ -423,9 +424,10 @@ public sealed class GenerationBatcher : IDisposable
                 live = going;
                 Stepped?.Invoke((promptTokens, live.Count));
                 if (live.Count == 0) continue;
-                var step = _model.Next(new TokenBatch([.. live.Select(s => s.Row.Tokens[^1])], live.Count, 1), cache!, greedy: false, logitsInto: stepLogits);
-                stepLogits = step.Logits!;
-                for (var b = 0; b < live.Count; b++) (live[b].Logits, live[b].LogitsRow) = (stepLogits, b);
+                var step = _model.Next(new TokenBatch([.. live.Select(s => s.Row.Tokens[^1])], live.Count, 1), cache!, greedy: false, logitsInto: stepLogits,
+                    topK: CandidatesFor(live, _model.Config.VocabSize));
+                stepLogits = step.Logits ?? stepLogits;
+                for (var b = 0; b < live.Count; b++) (live[b].Step, live[b].StepRow) = (step, b);
             }
             catch (Exception e)
             {
@@ -473,6 +475,14 @@ public sealed class GenerationBatcher : IDisposable
         }
     }
 
+    /// <summary>
+    /// The k to ask a step for top-k candidates with: the largest of the sequences' when their candidates decide every
+    /// pick (<see cref="Sampler.CandidatesSuffice"/>), else 0 (the logits). A sequence with a smaller k draws from the
+    /// larger set what it would draw from its own: every token at least its k-th largest is among them.
+    /// </summary>
+    private static int CandidatesFor(IReadOnlyCollection<Sequence> sequences, int V) =>
+        sequences.Count > 0 && sequences.All(s => Sampler.CandidatesSuffice(s.Options, V)) ? sequences.Max(s => s.Options.TopK) : 0;
+
     /// <summary>Picks the sequence's next token and sends the update; a sampling failure (NaN logits) ends that sequence alone.</summary>
     private void Pick(Sequence sequence)
     {
@@ -480,8 +490,11 @@ public sealed class GenerationBatcher : IDisposable
         var V = _model.Config.VocabSize;
         try
         {
-            var logits = sequence.Logits.AsSpan(sequence.LogitsRow * V, V);
-            var id = Sampler.Sample(GenerationSession.Pickable(logits, row, sequence.Options, sequence.Ends), sequence.Options, row.Tokens, row.Random, row.Generated);
+            var (step, b) = (sequence.Step!, sequence.StepRow);
+            var logits = step.Logits is { } all ? all.AsSpan(b * V, V) : default;
+            var id = step.Candidates is { } candidates && candidates.Counts[b] >= 0
+                ? Sampler.SampleCandidates(candidates.IdsOf(b), candidates.ValuesOf(b), sequence.Options, row.Random)
+                : Sampler.Sample(GenerationSession.Pickable(logits, row, sequence.Options, sequence.Ends), sequence.Options, row.Tokens, row.Random, row.Generated);
             GenerationSession.Advance(row, id, logits, sequence.Options, sequence.Ends);
         }
         catch (Exception e) when (e is NumericalException or NativeGpt2Exception)

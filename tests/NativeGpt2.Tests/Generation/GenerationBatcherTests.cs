@@ -151,6 +151,41 @@ public class GenerationBatcherTests
     }
 
     /// <summary>
+    /// Top-k sequences of different k sharing the batch: its steps bring back the candidates of the largest k, and each
+    /// sequence, drawing from those, is what it is alone, where its own k's candidates come back; one with a penalty
+    /// joining makes the steps bring back the logits again.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
+    public async Task Top_k_sequences_of_different_k_are_each_what_they_are_alone(string backend)
+    {
+        TestBackends.SkipIfUnavailable(backend);
+        var model = Models.Get("shakespeare-char", backend);
+        var tokens = backend == TestBackends.IlgpuCpu ? 6 : 24;
+        var requests = new (string Prompt, GenerationOptions Options)[]
+        {
+            ("ROMEO:\n", new() { MaxNewTokens = tokens, Seed = 1, TopK = 3 }),
+            ("JULIET:\n", new() { MaxNewTokens = tokens, Seed = 2, TopK = 40, Temperature = 1.3f, TopP = 0.9f }),
+            ("O", new() { MaxNewTokens = tokens, Seed = 3, TopK = 8, MinP = 0.1f }),
+            ("KING:", new() { MaxNewTokens = tokens, Seed = 4, TopK = 8, RepetitionPenalty = 1.2f }),
+        };
+        using var batcher = new GenerationBatcher(model, maxBatchSize: 4, prefillChunkTokens: 4);
+        // The three top-k sequences at once; the one with a penalty after the first has three tokens.
+        var joined = new TaskCompletionSource();
+        var first = Collect(batcher.GenerateUpdatesAsync(requests[0].Prompt, requests[0].Options), count =>
+        {
+            if (count == 3) joined.TrySetResult();
+            return Task.CompletedTask;
+        });
+        var others = requests[1..3].Select(r => Collect(batcher.GenerateUpdatesAsync(r.Prompt, r.Options))).ToArray();
+        await joined.Task;
+        var last = Collect(batcher.GenerateUpdatesAsync(requests[3].Prompt, requests[3].Options));
+        var results = await Task.WhenAll([first, .. others, last]);
+        for (var i = 0; i < requests.Length; i++)
+            Assert.Equal(await Alone(model, requests[i].Prompt, requests[i].Options), results[i]);
+    }
+
+    /// <summary>
     /// Random mixes: prompts from one token to nearly the whole context, lengths that fill it, every sampling rule, and
     /// sequences arriving while others are part-way (each after a random number of another's updates, or at once), at batch sizes from
     /// one to eight rows and prompt parts from one token to whole. Every sequence is what it is alone.

@@ -18,12 +18,13 @@ namespace NativeGpt2.Tests.Generation;
 public class TopKCandidateTests
 {
     [Property(MaxTest = 300)]
-    public Property Sampling_from_the_candidates_draws_what_sampling_from_the_row_draws() =>
-        Prop.ForAll((from v in Gen.Choose(2, 3000) from spread in Gen.Choose(0, 30) from k in Gen.Choose(1, 64)
+    public Property Sampling_from_the_candidates_of_any_larger_k_draws_what_sampling_from_the_row_draws() =>
+        Prop.ForAll((from v in Gen.Choose(2, 3000) from spread in Gen.Choose(0, 30) from k in Gen.Choose(1, 64) from asked in Gen.Choose(0, 64)
                      from rule in Gen.Choose(0, 3) from p in Gen.Choose(1, 100) from t in Gen.Choose(1, 30) from seed in Gen.Choose(0, int.MaxValue)
-                     select (v, spread, k, rule, p / 100f, t / 10f, seed)).ToArbitrary(), c =>
+                     select (v, spread, k, asked, rule, p / 100f, t / 10f, seed)).ToArbitrary(), c =>
         {
-            var (V, spread, k, rule, p, temperature, seed) = c;
+            // The candidates of a k at least the options' (a shared batch asks for its rows' largest k).
+            var (V, spread, k, asked, rule, p, temperature, seed) = c;
             var random = new Random(seed);
             // Values over a narrow or wide range, some rounded (ties at the boundary), some ruled out.
             var logits = Enumerable.Range(0, V).Select(_ => random.Next(25) == 0 ? float.NegativeInfinity
@@ -41,7 +42,7 @@ public class TopKCandidateTests
             var counts = new int[1];
             var ids = new int[IBackend.MaxTopKCapacity];
             var values = new float[IBackend.MaxTopKCapacity];
-            TopKCandidates.Forward(counts, ids, values, logits, 1, V, options.TopK, IBackend.MaxTopKCapacity);
+            TopKCandidates.Forward(counts, ids, values, logits, 1, V, Math.Clamp(asked, options.TopK, IBackend.MaxTopKCapacity / 2), IBackend.MaxTopKCapacity);
             // More ties at the boundary than the capacity: generation reads the whole row instead.
             if (counts[0] < 0) return;
             Random fromRow = new(seed), fromCandidates = new(seed);
