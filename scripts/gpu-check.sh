@@ -70,6 +70,9 @@ done
 for model in gpt2 gpt2-xl; do
   timeout 150 $N bench --backend cuda --model synthetic:$model --batch 8 --prompt-tokens 128 --new-tokens 128 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || failures=$((failures + 1))
 done
+# Sampled decoding (top-k 40, the picks on the host from the candidates the GPU sends back), one row and eight.
+timeout 150 $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 128 --new-tokens 256 --top-k 40 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || failures=$((failures + 1))
+timeout 150 $N bench --backend cuda --model synthetic:gpt2 --batch 8 --prompt-tokens 128 --new-tokens 128 --top-k 40 --json 2>&1 | tee -a "$RESULTS/bench-cuda.jsonl" || failures=$((failures + 1))
 fi
 
 if want 2a; then

@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json;
 using NativeGpt2.Backends;
 using NativeGpt2.Backends.Cpu;
+using NativeGpt2.Generation;
 using NativeGpt2.Ilgpu;
 using NativeGpt2.Operators;
 
@@ -31,12 +32,17 @@ internal static class BenchCommand
             Description = $"Sequences run side by side, each of --prompt-tokens random tokens and decoding --new-tokens (default 1, at most {Gpt2CausalLM.MaxSequences}); rates count the tokens of all of them.",
             DefaultValueFactory = _ => 1,
         };
+        var topK = new Option<int>("--top-k")
+        {
+            Description = "Decode by sampling among the K most likely tokens (temperature 1, a fixed seed), each pick on the host timed too, instead of greedily (0).",
+            DefaultValueFactory = _ => 0,
+        };
         var threads = new Option<int?>("--threads") { Description = "CPU threads for the cpu backend (default: all cores)." };
         var launches = new Option<int?>("--launches") { Description = "Also time this many empty kernel launches (ILGPU backends)." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of the table." };
         var command = new Command("bench", "Measure load time, forward, prefill and decoding speed, and peak memory.")
         {
-            model, backend, weights, promptTokens, newTokens, batchSize, threads, launches, json,
+            model, backend, weights, promptTokens, newTokens, batchSize, topK, threads, launches, json,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -47,6 +53,8 @@ internal static class BenchCommand
             if (rows is < 1 or > Gpt2CausalLM.MaxSequences) throw new UsageException($"--batch must be from 1 to {Gpt2CausalLM.MaxSequences}, got {rows}");
             var threadCount = parse.GetValue(threads);
             if (threadCount is < 1) throw new UsageException($"--threads must be at least 1, got {threadCount}");
+            var sampleTopK = parse.GetValue(topK);
+            if (sampleTopK < 0) throw new UsageException($"--top-k must be at least 0 (0: greedy decoding), got {sampleTopK}");
             var launchCount = parse.GetValue(launches);
             if (launchCount is < 1) throw new UsageException($"--launches must be at least 1, got {launchCount}");
 
@@ -91,7 +99,7 @@ internal static class BenchCommand
                 ? () => ReadBandwidth.Measure(buffers, cpu.Threads, passes: 2)
                 : null;
             var (decodeRate, bandwidth) = decode > 0
-                ? Decode(lm, batch, cache, decode, measureBandwidth, cancellation)
+                ? Decode(lm, batch, cache, decode, sampleTopK, measureBandwidth, cancellation)
                 : (null, measureBandwidth?.Invoke());
 
             double? launchMicroseconds = launchCount is { } n && lm.Backend is IlgpuBackend ilgpu ? ilgpu.MeasureLaunchOverhead(n).TotalMicroseconds : null;
@@ -99,7 +107,7 @@ internal static class BenchCommand
             process.Refresh();
             var result = new BenchResult(
                 lm.Source, lm.Backend.Name, lm.Backend.Description, (lm.Backend as CpuBackend)?.Threads ?? 1,
-                (lm.Backend as CpuBackend)?.Width.ToString(), WeightFormats(read), rows, prompt, decode, config.ParameterCount,
+                (lm.Backend as CpuBackend)?.Width.ToString(), WeightFormats(read), rows, prompt, decode, sampleTopK, config.ParameterCount,
                 loadMs, rows * prompt / forward.TotalSeconds, rows * prompt / prefill.TotalSeconds, decodeRate,
                 bytesPerToken, bandwidth, process.PeakWorkingSet64 / (1024.0 * 1024.0), launchMicroseconds);
             if (parse.GetValue(json)) context.Out.WriteLine(result.ToJson());
@@ -124,11 +132,16 @@ internal static class BenchCommand
     /// <paramref name="measureBandwidth"/> is given, the mean of the read rates measured before each of
     /// <see cref="DecodeStretches"/> stretches of the decoding, so both sample the same minutes. The same tokens
     /// are decoded once untimed first, so that what is timed runs code the JIT has already optimized: a step
-    /// calls each operator once, too few calls for tiered compilation to promote them within a few tokens.
+    /// calls each operator once, too few calls for tiered compilation to promote them within a few tokens. With
+    /// <paramref name="topK"/> above 0 each row's token is drawn as generation draws it (from the backend's top-k
+    /// candidates when they decide the pick, else from the row's logits), from a source seeded anew with the prompts.
     /// </summary>
     private static (double? TokensPerSecond, double? Bandwidth) Decode(Gpt2CausalLM lm, TokenBatch prompt, KvCache cache, int tokens,
-        Func<double>? measureBandwidth, CancellationToken cancellation)
+        int topK, Func<double>? measureBandwidth, CancellationToken cancellation)
     {
+        var sampling = topK > 0 ? new GenerationOptions { TopK = topK } : null;
+        int V = lm.Config.VocabSize, candidates = sampling is not null && Sampler.CandidatesSuffice(sampling, V) ? topK : 0;
+        var random = new Random(1);
         Steps(Prefill(), tokens);
         var elapsed = TimeSpan.Zero;
         var rates = new List<double>();
@@ -148,7 +161,8 @@ internal static class BenchCommand
         int[] Prefill()
         {
             cache.Reset();
-            return Picked(lm.Next(prompt, cache, greedy: true));
+            random = new Random(1);
+            return Picked(lm.Next(prompt, cache, greedy: sampling is null, topK: candidates));
         }
 
         int[] Steps(int[] next, int count)
@@ -156,13 +170,17 @@ internal static class BenchCommand
             for (var i = 0; i < count; i++)
             {
                 cancellation.ThrowIfCancellationRequested();
-                next = Picked(lm.Next(new TokenBatch(next, next.Length, 1), cache, greedy: true));
+                next = Picked(lm.Next(new TokenBatch(next, next.Length, 1), cache, greedy: sampling is null, topK: candidates));
             }
             return next;
         }
 
-        // A row whose logits were not finite picks -1: it goes on from token 0.
-        static int[] Picked(NextTokens step) => [.. step.Picks!.Select(id => Math.Max(0, id))];
+        // A greedy row whose logits were not finite picks -1: it goes on from token 0.
+        int[] Picked(NextTokens step) => sampling is null
+            ? [.. step.Picks!.Select(id => Math.Max(0, id))]
+            : [.. Enumerable.Range(0, prompt.BatchSize).Select(b => step.Candidates is { } c && c.Counts[b] >= 0
+                ? Sampler.SampleCandidates(c.IdsOf(b), c.ValuesOf(b), sampling, random)
+                : Sampler.Sample(step.Logits.AsSpan(b * V, V), sampling, [], random))];
     }
 
     /// <summary>Runs <paramref name="stage"/> once to warm up, then until <see cref="StageTime"/> has passed (at least three times); the median.</summary>
@@ -186,7 +204,7 @@ internal static class BenchCommand
 /// <summary>One bench run's numbers.</summary>
 internal sealed record BenchResult(
     string Model, string Backend, string BackendDescription, int Threads, string? VectorWidth, string WeightFormat,
-    int Batch, int PromptTokens, int NewTokens, long Parameters,
+    int Batch, int PromptTokens, int NewTokens, int TopK, long Parameters,
     double LoadMs, double ForwardTokensPerSecond, double PrefillTokensPerSecond, double? DecodeTokensPerSecond,
     long WeightBytesPerToken, double? ReadBytesPerSecond, double PeakRssMb, double? LaunchOverheadMicroseconds)
 {
@@ -212,6 +230,7 @@ internal sealed record BenchResult(
             ["batch"] = Batch,
             ["prompt_tokens"] = PromptTokens,
             ["new_tokens"] = NewTokens,
+            ["top_k"] = TopK,
             ["parameters"] = Parameters,
             ["load_ms"] = Math.Round(LoadMs, 1),
             ["forward_tokens_per_s"] = Math.Round(ForwardTokensPerSecond, 2),
@@ -239,7 +258,7 @@ internal sealed record BenchResult(
         o.WriteLine(string.Create(n, $"forward    {ForwardTokensPerSecond,10:F1} tokens/s  ({rows}T = {PromptTokens}, logits at every position)"));
         o.WriteLine(string.Create(n, $"prefill    {PrefillTokensPerSecond,10:F1} tokens/s  ({rows}T = {PromptTokens}, logits at the last position)"));
         if (DecodeTokensPerSecond is { } decode)
-            o.WriteLine(string.Create(n, $"decode     {decode,10:F1} tokens/s  ({rows}{NewTokens} tokens{each} after {PromptTokens}, KV cache)"));
+            o.WriteLine(string.Create(n, $"decode     {decode,10:F1} tokens/s  ({rows}{NewTokens} tokens{each} after {PromptTokens}, KV cache{(TopK > 0 ? $", top-k {TopK} sampling" : "")})"));
         if (ReadBytesPerSecond is { } read)
         {
             o.WriteLine(string.Create(n, $"memory     {read / 1e9,10:F1} GB/s read (measured over the weights): decoding bound {DecodeBound:F1} tokens/s"));
