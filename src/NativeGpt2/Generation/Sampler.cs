@@ -207,7 +207,7 @@ public static class Sampler
         {
             if ((uint)id < (uint)scores.Length) scores[id] = float.NegativeInfinity;
         }
-        if (!scores.ContainsAnyExcept(float.NegativeInfinity))
+        if (float.IsNegativeInfinity(TensorPrimitives.Max(scores)))
             throw new NativeGpt2Exception($"NoRepeatNgramSize {n} rules out every token of the vocabulary after {tokens.Count} tokens: there is nothing left to generate");
     }
 
@@ -232,9 +232,10 @@ public static class Sampler
     {
         logits.CopyTo(scores);
         // The same checks for greedy and sampling: an argmax over NaN or +∞ would be a wrong answer, not an error.
-        if (!float.IsFinite(TensorPrimitives.Sum(logits)))
+        // The vectorized maximum is NaN when any value is; the scans for which one run only then.
+        var max = TensorPrimitives.Max(logits);
+        if (float.IsNaN(max) || float.IsPositiveInfinity(max))
         {
-            // Only a NaN, an infinity or an overflowing sum makes the sum other than finite: find which.
             var nan = logits.IndexOfAnyExceptInRange(float.NegativeInfinity, float.PositiveInfinity);
             if (nan >= 0)
                 throw new NumericalException($"the logits contain NaN (first at token {nan}); the model's weights or inputs are not usable");
@@ -242,7 +243,7 @@ public static class Sampler
             if (infinite >= 0)
                 throw new NumericalException($"the logits contain +infinity (first at token {infinite}); the model's weights or inputs are not usable");
         }
-        if (!logits.ContainsAnyExcept(float.NegativeInfinity))
+        if (float.IsNegativeInfinity(max))
             throw new NumericalException("every logit is -infinity; no token can be chosen");
         if (penalty != 1f && previousTokens is not null)
         {

@@ -28,14 +28,16 @@ internal static class TopKCandidates
     public static void Forward(Span<int> counts, Span<int> ids, Span<float> values, ReadOnlySpan<float> logits, int N, int V, int k, int capacity)
     {
         Check(N, V, k, capacity);
-        var heap = new PriorityQueue<float, float>(k);
+        var largest = new LargestK(k);
         for (var n = 0; n < N; n++)
         {
             var row = logits.Slice(n * V, V);
             counts[n] = -1;
-            // NaN and +∞ are errors, which the sampler names from the row itself.
-            if (row.ContainsAnyExceptInRange(float.NegativeInfinity, float.MaxValue)) continue;
-            var kth = KthLargest(row, k, heap);
+            // NaN and +∞ are errors, which the sampler names from the row itself (the vectorized maximum is NaN when
+            // any value is).
+            var max = TensorPrimitives.Max(row);
+            if (float.IsNaN(max) || float.IsPositiveInfinity(max)) continue;
+            var kth = KthLargest(row, largest);
             var count = 0;
             var width = Vector256<float>.Count;
             var v = 0;
@@ -68,19 +70,19 @@ internal static class TopKCandidates
     /// The k-th largest of <paramref name="row"/> (equal values counted apart), 1 ≤ k ≤ its length, by a heap of the k
     /// largest so far fed only the values that can be among them: those at least the k-th largest of the maxima of blocks
     /// of 64, which are k distinct values, so that none below it is among the k largest. Feeding every value above the
-    /// heap's root instead took thousands of heap steps a row where the logits rise along the vocabulary.
+    /// heap's root instead took hundreds of heap steps a row where the logits rise along the vocabulary.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float KthLargest(ReadOnlySpan<float> row, int k, PriorityQueue<float, float> heap)
+    private static float KthLargest(ReadOnlySpan<float> row, LargestK heap)
     {
         const int Block = 64;
         var floor = float.NegativeInfinity;
-        if (row.Length >= k * Block)
+        if (row.Length >= heap.K * Block)
         {
             heap.Clear();
             for (var start = 0; start < row.Length; start += Block)
-                Offer(heap, k, TensorPrimitives.Max(row.Slice(start, Math.Min(Block, row.Length - start))));
-            floor = heap.Peek();
+                heap.Offer(TensorPrimitives.Max(row.Slice(start, Math.Min(Block, row.Length - start))));
+            floor = heap.Root;
         }
         heap.Clear();
         var width = Vector256<float>.Count;
@@ -88,20 +90,53 @@ internal static class TopKCandidates
         for (; v + width <= row.Length; v += width)
         {
             var atLeast = Vector256.GreaterThanOrEqual(Vector256.Create(row.Slice(v, width)), Vector256.Create(floor)).ExtractMostSignificantBits();
-            for (; atLeast != 0; atLeast &= atLeast - 1) Offer(heap, k, row[v + BitOperations.TrailingZeroCount(atLeast)]);
+            for (; atLeast != 0; atLeast &= atLeast - 1) heap.Offer(row[v + BitOperations.TrailingZeroCount(atLeast)]);
         }
         for (; v < row.Length; v++)
         {
-            if (row[v] >= floor) Offer(heap, k, row[v]);
+            if (row[v] >= floor) heap.Offer(row[v]);
         }
-        return heap.Peek();
+        return heap.Root;
     }
 
-    /// <summary>Keeps <paramref name="x"/> in the heap of the k largest values offered so far.</summary>
-    private static void Offer(PriorityQueue<float, float> heap, int k, float x)
+    /// <summary>
+    /// The k largest values offered so far (equal ones counted apart), in a min-heap whose root is the k-th largest once k
+    /// were offered. Written out rather than a <see cref="PriorityQueue{TElement, TPriority}"/>, whose methods tiered
+    /// compilation would leave unoptimized for the first hundred tokens.
+    /// </summary>
+    private sealed class LargestK(int k)
     {
-        if (heap.Count < k) heap.Enqueue(x, x);
-        else if (x > heap.Peek()) heap.EnqueueDequeue(x, x);
+        private readonly float[] _heap = new float[k];
+        private int _count;
+
+        public int K => _heap.Length;
+
+        public float Root => _heap[0];
+
+        public void Clear() => _count = 0;
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Offer(float x)
+        {
+            var at = 0;
+            if (_count < _heap.Length)
+            {
+                // Up from the new leaf while the parent is larger.
+                for (at = _count++; at > 0 && _heap[(at - 1) / 2] > x; at = (at - 1) / 2) _heap[at] = _heap[(at - 1) / 2];
+            }
+            else
+            {
+                if (x <= _heap[0]) return;
+                // x replaces the root and goes down while a child is smaller.
+                for (int child; (child = 2 * at + 1) < _count; at = child)
+                {
+                    if (child + 1 < _count && _heap[child + 1] < _heap[child]) child++;
+                    if (_heap[child] >= x) break;
+                    _heap[at] = _heap[child];
+                }
+            }
+            _heap[at] = x;
+        }
     }
 
     /// <summary>Throws unless 1 ≤ k ≤ capacity ≤ <see cref="Backends.IBackend.MaxTopKCapacity"/> and the shapes are positive.</summary>
