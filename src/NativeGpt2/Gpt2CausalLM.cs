@@ -271,7 +271,9 @@ public sealed partial class Gpt2CausalLM : IDisposable
     /// of every position (B·T rows of C, after ln_f) come back too: contrastive search compares them. The logits come
     /// back in <paramref name="logitsInto"/> when it holds at least B·V values (a caller's buffer from an earlier step,
     /// no longer read; row b at b·V), else in a new array of B·V: each is a large-object-heap array, and one a step would cost a full
-    /// collection every few steps.
+    /// collection every few steps. With <paramref name="topK"/> above 0 (and not greedy), each row's top-k candidates
+    /// (<see cref="IBackend.TopKCandidates"/>) come back instead of the logits, and the logits too only when a row's
+    /// candidates cannot be used (NaN or +∞, or too many ties).
     /// </summary>
     internal NextTokens Next(TokenBatch batch, KvCache cache, bool greedy, bool hiddenStates = false, float[]? logitsInto = null, int topK = 0)
     {
@@ -415,8 +417,8 @@ internal sealed class ModelLifetime(Action? release = null)
 
 /// <summary>
 /// What one generation step brings back from the backend: each row's argmax when decoding greedily
-/// (-1 where a row holds NaN or +∞), the (B, V) logits when sampling or when a row could not be chosen, and the final
-/// hidden states of every position (B·T·C) when asked for.
+/// (-1 where a row holds NaN or +∞), the (B, V) logits when sampling or when a row could not be chosen, the final
+/// hidden states of every position (B·T·C) when asked for, and each row's top-k candidates when asked for.
 /// </summary>
 internal sealed record NextTokens(int[]? Picks, float[]? Logits, float[]? Hidden = null, TopKRows? Candidates = null);
 

@@ -106,15 +106,16 @@ internal static class RowKernels
     /// Top-k sampling's candidates of each row (<see cref="IBackend.TopKCandidates"/>), a group per row: the k-th largest
     /// logit found exactly by a radix select (four passes over the row, one byte of an order-preserving key a pass, counted
     /// in a shared histogram), then every token whose key is at least its key gathered in shared memory and written out in
-    /// id order. counts[n] is −1 for a row with NaN or +∞, or with more than capacity candidates (ties).
+    /// id order. counts[n] is −1 for a row with NaN or +∞ or nothing but −∞, or with more than capacity candidates (ties).
     /// Logits (N, V); ids and values (N, capacity); 1 ≤ k ≤ capacity ≤ <see cref="IBackend.MaxTopKCapacity"/>.
     /// </summary>
     public static void TopKCandidates(ArrayView<int> counts, ArrayView<int> ids, ArrayView<float> values, ArrayView<float> logits,
         int N, int V, int k, int capacity)
     {
         var histogram = SharedMemory.Allocate<int>(256);
-        // The key's bits chosen so far, the rank still sought among the keys that have them, a NaN-or-+∞ flag, the count.
-        var state = SharedMemory.Allocate<int>(4);
+        // The key's bits chosen so far, the rank still sought among the keys that have them, a NaN-or-+∞ flag, the count,
+        // and whether any value is above −∞.
+        var state = SharedMemory.Allocate<int>(5);
         var candidateIds = SharedMemory.Allocate<int>(IBackend.MaxTopKCapacity);
         var candidateValues = SharedMemory.Allocate<float>(IBackend.MaxTopKCapacity);
         for (var row = Grid.IdxX; row < N; row += Grid.DimX)
@@ -131,6 +132,7 @@ internal static class RowKernels
             state[1] = k;
             state[2] = 0;
             state[3] = 0;
+            state[4] = 0;
         }
         Group.Barrier();
         for (var pass = 0; pass < 4; pass++)
@@ -144,6 +146,7 @@ internal static class RowKernels
             {
                 var x = logits[start + v];
                 if (pass == 0 && (float.IsNaN(x) || float.IsPositiveInfinity(x))) state[2] = 1;
+                if (pass == 0 && x > float.NegativeInfinity) state[4] = 1;
                 var key = OrderedKey(x);
                 if ((key & fixedBits) == prefix) Atomic.Add(ref histogram[(int)((key >> shift) & 0xFF)], 1);
             }
@@ -172,7 +175,7 @@ internal static class RowKernels
         }
         Group.Barrier();
         var count = state[3];
-        var usable = state[2] == 0 && count <= capacity;
+        var usable = state[2] == 0 && state[4] != 0 && count <= capacity;
         // Each candidate's place in id order is the number of candidates with smaller ids.
         for (var j = tid; usable && j < count; j += G)
         {

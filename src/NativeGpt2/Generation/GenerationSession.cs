@@ -115,10 +115,10 @@ internal sealed class GenerationSession : IDisposable
         return row;
     }
 
-    /// <summary>Greedy without a penalty or bias picks on the backend; anything else needs the logits here.</summary>
-    /// <summary>Each row's top-k candidates come back instead of its logits: they decide the pick (<see cref="Sampler.CandidatesSuffice"/>).</summary>
+    /// <summary>The k of the top-k candidates that come back instead of the logits when they decide the pick (<see cref="Sampler.CandidatesSuffice"/>), else 0.</summary>
     private int TopKOnBackend => Sampler.CandidatesSuffice(_options, _model.Config.VocabSize) ? _options.TopK : 0;
 
+    /// <summary>Greedy without a penalty or bias picks on the backend; anything else needs the logits (or the top-k candidates) here.</summary>
     private bool PicksOnBackend => _options.IsGreedy && !_options.IsContrastive && !_options.AdjustsLogits && _options.LogProbs is null && _options.MinNewTokens == 0;
 
     /// <summary>The ids that end generation: the end-of-text token and the config's other eos ids; none when the options don't stop there.</summary>

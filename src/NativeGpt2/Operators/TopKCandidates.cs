@@ -14,8 +14,8 @@ namespace NativeGpt2.Operators;
 /// </summary>
 /// <remarks>
 /// Shapes: counts (N), ids and values (N, capacity), logits (N, V); 1 ≤ k ≤ capacity ≤ <see cref="Backends.IBackend.MaxTopKCapacity"/>.
-/// counts[n] is −1 when the host must read the row's logits instead: the row holds NaN or +∞ (which the sampler reports),
-/// or more than capacity tokens are at least the k-th largest (ties). −0 ties with +0, as float comparison has it.
+/// counts[n] is −1 when the host must read the row's logits instead: the row holds NaN or +∞ or nothing but −∞ (which the
+/// sampler reports), or more than capacity tokens are at least the k-th largest (ties). −0 ties with +0, as float comparison has it.
 /// </remarks>
 internal static class TopKCandidates
 {
@@ -33,10 +33,10 @@ internal static class TopKCandidates
         {
             var row = logits.Slice(n * V, V);
             counts[n] = -1;
-            // NaN and +∞ are errors, which the sampler names from the row itself (the vectorized maximum is NaN when
-            // any value is).
+            // NaN, +∞ and a row of −∞ alone are errors, which the sampler names from the row itself (the vectorized
+            // maximum is NaN when any value is).
             var max = TensorPrimitives.Max(row);
-            if (float.IsNaN(max) || float.IsPositiveInfinity(max)) continue;
+            if (!float.IsFinite(max)) continue;
             var kth = KthLargest(row, largest);
             var count = 0;
             var width = Vector256<float>.Count;

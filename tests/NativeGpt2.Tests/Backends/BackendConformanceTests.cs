@@ -513,9 +513,10 @@ public class BackendConformanceTests
                 1 => random.Next(2) == 0 ? 0f : -0f,
                 _ => (float)Math.Round(negative ? -4 * random.NextDouble() : random.NextDouble() * 8 - 4, decimals),
             }).ToArray();
-            // A row with NaN and one with +∞, now and then.
+            // A row with NaN, one with +∞ and one of −∞ alone, now and then.
             if (N > 1 && random.Next(2) == 0) logits[random.Next(V)] = float.NaN;
             if (N > 2 && random.Next(2) == 0) logits[2 * V + random.Next(V)] = float.PositiveInfinity;
+            if (N > 3 && random.Next(2) == 0) Array.Fill(logits, float.NegativeInfinity, 3 * V, V);
             using var scope = backend.Enter();
             using var l = backend.Upload(logits);
             using var counts = backend.Allocate<int>(N);
@@ -532,7 +533,7 @@ public class BackendConformanceTests
             {
                 var row = logits.AsSpan(n * V, V).ToArray();
                 var what = $"{name} top-k row {n} of N={N} V={V} k={k} capacity={capacity}";
-                if (row.Any(x => float.IsNaN(x) || float.IsPositiveInfinity(x)))
+                if (row.Any(x => float.IsNaN(x) || float.IsPositiveInfinity(x)) || row.All(float.IsNegativeInfinity))
                 {
                     Assert.True(actualCounts[n] == -1, what);
                     continue;
@@ -549,6 +550,21 @@ public class BackendConformanceTests
                 // The logits themselves, bit for bit (−0 stays −0).
                 Assert.Equal(expected.Select(v => BitConverter.SingleToInt32Bits(row[v])), actualValues.AsSpan(n * capacity, expected.Length).ToArray().Select(BitConverter.SingleToInt32Bits));
             }
+        }
+
+        // A short row of −∞ alone fits the capacity, and is still no set of candidates; the row after it is.
+        using (backend.Enter())
+        {
+            float[] twoRows = [.. Enumerable.Repeat(float.NegativeInfinity, 50), .. Enumerable.Range(0, 50).Select(i => i % 7 - 3f)];
+            using var l = backend.Upload(twoRows);
+            using var counts = backend.Allocate<int>(2);
+            using var ids = backend.Allocate<int>(2 * 64);
+            using var values = backend.Allocate<float>(2 * 64);
+            backend.TopKCandidates(counts, ids, values, l, 2, 50, 3, 64);
+            var actual = new int[2];
+            backend.Download(actual, counts, 0);
+            // The second row's largest, 3, is at i ≡ 6 (mod 7): seven of them, all kept.
+            Assert.Equal([-1, 7], actual);
         }
     }
 
