@@ -135,28 +135,6 @@ public class BackendCommandTests
         Assert.Equal(0, root.GetProperty("top_k").GetInt32());
     }
 
-    /// <summary>Decoding by top-k sampling: from the backend's candidates (k 5), and from the logits (k 70, past the candidates' room), on each backend.</summary>
-    [Theory]
-    [InlineData("cpu", 5)]
-    [InlineData("cpu", 70)]
-    [InlineData("ilgpu-cpu", 5)]
-    public void Bench_decodes_by_top_k_sampling_when_asked(string backend, int k)
-    {
-        var result = CliRunner.Run("bench", "--model", Paths.Model("tiny"), "--backend", backend, "--prompt-tokens", "8", "--new-tokens", "4", "--top-k", k.ToString(), "--json");
-
-        Assert.Equal(CliApp.Success, result.ExitCode);
-        using var json = JsonDocument.Parse(result.Out);
-        Assert.Equal(k, json.RootElement.GetProperty("top_k").GetInt32());
-        Assert.True(json.RootElement.GetProperty("decode_tokens_per_s").GetDouble() > 0);
-        var table = CliRunner.Run("bench", "--model", Paths.Model("tiny"), "--backend", backend, "--prompt-tokens", "8", "--new-tokens", "4", "--top-k", k.ToString());
-        Assert.Contains($"KV cache, top-k {k} sampling)", table.Out);
-    }
-
-    [Fact]
-    public void Bench_refuses_a_negative_top_k() =>
-        Assert.Equal("error: --top-k must be at least 0 (0: greedy decoding), got -1",
-            CliRunner.Run("bench", "--model", Paths.Model("tiny"), "--top-k", "-1").Error.Trim());
-
     [Theory]
     [InlineData("f16", "f16", 2)]
     [InlineData("bf16", "bf16", 2)]
