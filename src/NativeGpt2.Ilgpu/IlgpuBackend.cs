@@ -856,8 +856,8 @@ public sealed class IlgpuBackend : IBackend
     /// <inheritdoc />
     public void TopKCandidates(DeviceBuffer<int> counts, DeviceBuffer<int> ids, DeviceBuffer<float> values, DeviceBuffer<float> logits, int N, int V, int k, int capacity)
     {
-        if (N < 1 || V < 1 || k < 1 || capacity < k || capacity > IBackend.MaxTopKCapacity)
-            throw new ArgumentOutOfRangeException(nameof(capacity), $"top-k candidates need N, V ≥ 1 and 1 ≤ k ≤ capacity ≤ {IBackend.MaxTopKCapacity}; got N={N}, V={V}, k={k}, capacity={capacity}");
+        if (N < 1 || k < 1 || k > V || capacity < k || capacity > IBackend.MaxTopKCapacity)
+            throw new ArgumentOutOfRangeException(nameof(k), $"top-k candidates need N ≥ 1, 1 ≤ k ≤ V and k ≤ capacity ≤ {IBackend.MaxTopKCapacity}; got N={N}, V={V}, k={k}, capacity={capacity}");
         _topKCandidates(new KernelConfig(Math.Min(N, _maxGroups), _rowGroupSize), View(counts), View(ids), View(values), View(logits), N, V, k, capacity);
     }
 

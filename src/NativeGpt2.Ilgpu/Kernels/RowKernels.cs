@@ -105,14 +105,15 @@ internal static class RowKernels
     /// <summary>
     /// Top-k sampling's candidates of each row (<see cref="IBackend.TopKCandidates"/>), a group per row: the k-th largest
     /// logit found exactly by a radix select (four passes over the row, one byte of an order-preserving key a pass, counted
-    /// in a shared histogram), then every token whose key is at least its key gathered in shared memory and written out in
-    /// id order. counts[n] is −1 for a row with NaN or +∞ or nothing but −∞, or with more than capacity candidates (ties).
+    /// in a shared histogram per warp, then added up), then every token whose key is at least its key gathered in shared
+    /// memory and written out in id order. A histogram per warp, because a row's logits share few leading bytes: one
+    /// histogram would have every thread of the group adding to the same two or three counters. counts[n] is −1 for a row with NaN or +∞ or nothing but −∞, or with more than capacity candidates (ties).
     /// Logits (N, V); ids and values (N, capacity); 1 ≤ k ≤ capacity ≤ <see cref="IBackend.MaxTopKCapacity"/>.
     /// </summary>
     public static void TopKCandidates(ArrayView<int> counts, ArrayView<int> ids, ArrayView<float> values, ArrayView<float> logits,
         int N, int V, int k, int capacity)
     {
-        var histogram = SharedMemory.Allocate<int>(256);
+        var histogram = SharedMemory.Allocate<int>(256 * Reductions.MaxWarpsPerGroup);
         // The key's bits chosen so far, the rank still sought among the keys that have them, a NaN-or-+∞ flag, the count,
         // and whether any value is above −∞.
         var state = SharedMemory.Allocate<int>(5);
@@ -125,7 +126,7 @@ internal static class RowKernels
     private static void TopKRow(ArrayView<int> counts, ArrayView<int> ids, ArrayView<float> values, ArrayView<float> logits,
         int V, int k, int capacity, int row, ArrayView<int> histogram, ArrayView<int> state, ArrayView<int> candidateIds, ArrayView<float> candidateValues)
     {
-        int tid = Group.IdxX, G = Group.DimX, start = row * V;
+        int tid = Group.IdxX, G = Group.DimX, start = row * V, warps = G / Warp.WarpSize, mine = 256 * Warp.WarpIdx;
         if (tid == 0)
         {
             state[0] = 0;
@@ -138,7 +139,7 @@ internal static class RowKernels
         for (var pass = 0; pass < 4; pass++)
         {
             var shift = 24 - 8 * pass;
-            for (var b = tid; b < 256; b += G) histogram[b] = 0;
+            for (var b = tid; b < 256 * warps; b += G) histogram[b] = 0;
             Group.Barrier();
             var prefix = (uint)state[0];
             var fixedBits = pass == 0 ? 0u : 0xFFFFFFFFu << (32 - 8 * pass);
@@ -148,7 +149,15 @@ internal static class RowKernels
                 if (pass == 0 && (float.IsNaN(x) || float.IsPositiveInfinity(x))) state[2] = 1;
                 if (pass == 0 && x > float.NegativeInfinity) state[4] = 1;
                 var key = OrderedKey(x);
-                if ((key & fixedBits) == prefix) Atomic.Add(ref histogram[(int)((key >> shift) & 0xFF)], 1);
+                if ((key & fixedBits) == prefix) Atomic.Add(ref histogram[mine + (int)((key >> shift) & 0xFF)], 1);
+            }
+            Group.Barrier();
+            // Each byte's count over the warps, into the first warp's histogram.
+            for (var b = tid; b < 256; b += G)
+            {
+                var total = histogram[b];
+                for (var w = 1; w < warps; w++) total += histogram[256 * w + b];
+                histogram[b] = total;
             }
             Group.Barrier();
             if (tid == 0)

@@ -157,7 +157,7 @@ public interface IBackend : IDisposable
     /// Top-k sampling's candidates of each row (<see cref="Operators.TopKCandidates"/>): every token whose logit is at least
     /// the row's k-th largest, in id order, into ids and values (N, <paramref name="capacity"/>), and their number into
     /// counts (N), or −1 when the host must read the row's logits instead (NaN, +∞, nothing but −∞, or more than capacity tied tokens).
-    /// 1 ≤ k ≤ capacity ≤ <see cref="MaxTopKCapacity"/>.
+    /// 1 ≤ k ≤ V and k ≤ capacity ≤ <see cref="MaxTopKCapacity"/>.
     /// </summary>
     void TopKCandidates(DeviceBuffer<int> counts, DeviceBuffer<int> ids, DeviceBuffer<float> values, DeviceBuffer<float> logits, int N, int V, int k, int capacity);
 }

@@ -1,6 +1,6 @@
-using System.Runtime.CompilerServices;
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace NativeGpt2.Operators;
@@ -13,7 +13,7 @@ namespace NativeGpt2.Operators;
 /// vocabulary's logits, and the host takes exponentials of k tokens instead of V.
 /// </summary>
 /// <remarks>
-/// Shapes: counts (N), ids and values (N, capacity), logits (N, V); 1 ≤ k ≤ capacity ≤ <see cref="Backends.IBackend.MaxTopKCapacity"/>.
+/// Shapes: counts (N), ids and values (N, capacity), logits (N, V); 1 ≤ k ≤ V and k ≤ capacity ≤ <see cref="Backends.IBackend.MaxTopKCapacity"/>.
 /// counts[n] is −1 when the host must read the row's logits instead: the row holds NaN or +∞ or nothing but −∞ (which the
 /// sampler reports), or more than capacity tokens are at least the k-th largest (ties). −0 ties with +0, as float comparison has it.
 /// </remarks>
@@ -139,12 +139,13 @@ internal static class TopKCandidates
         }
     }
 
-    /// <summary>Throws unless 1 ≤ k ≤ capacity ≤ <see cref="Backends.IBackend.MaxTopKCapacity"/> and the shapes are positive.</summary>
+    /// <summary>Throws unless 1 ≤ k ≤ V, k ≤ capacity ≤ <see cref="Backends.IBackend.MaxTopKCapacity"/> and N ≥ 1.</summary>
     public static void Check(int N, int V, int k, int capacity)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(N, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(V, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(k, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(k, V);
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, k);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(capacity, Backends.IBackend.MaxTopKCapacity);
     }

@@ -42,7 +42,7 @@ public class TopKCandidateTests
             var counts = new int[1];
             var ids = new int[IBackend.MaxTopKCapacity];
             var values = new float[IBackend.MaxTopKCapacity];
-            TopKCandidates.Forward(counts, ids, values, logits, 1, V, Math.Clamp(asked, options.TopK, IBackend.MaxTopKCapacity / 2), IBackend.MaxTopKCapacity);
+            TopKCandidates.Forward(counts, ids, values, logits, 1, V, Math.Clamp(asked, options.TopK, Math.Min(IBackend.MaxTopKCapacity / 2, V - 1)), IBackend.MaxTopKCapacity);
             // More ties at the boundary than the capacity: generation reads the whole row instead.
             if (counts[0] < 0) return;
             Random fromRow = new(seed), fromCandidates = new(seed);
