@@ -40,7 +40,9 @@ public class GreedyReferenceTests
         var prompts = Rows(reference[prefix + "prompt_ids"]);
         var sequences = Rows(reference[prefix + "sequences"]);
         var margins = reference[prefix + "top2_margin"];
-        var steps = margins.Shape[1];
+        // The GPU-shaped simulator (warps of 32, an OS thread per GPU thread) checks the first eight steps.
+        var width = margins.Shape[1];
+        var steps = backend == TestBackends.IlgpuCpuWarp32 ? Math.Min(8, width) : width;
 
         var options = new GenerationOptions { Greedy = true, MaxNewTokens = steps, StopAtEndOfText = false };
         var results = Models.Get(model, backend).GenerateIds(prompts, options);
@@ -53,7 +55,7 @@ public class GreedyReferenceTests
             {
                 var expected = sequences[b][prompts[b].Length + s];
                 var actual = results[b].GeneratedIds[s];
-                var margin = margins.Values[b * steps + s];
+                var margin = margins.Values[b * width + s];
                 if (actual != expected)
                 {
                     // A near-tie may flip; after it the two continuations are no longer comparable.
