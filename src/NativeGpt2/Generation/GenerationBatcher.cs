@@ -491,11 +491,8 @@ public sealed class GenerationBatcher : IDisposable
         try
         {
             var (step, b) = (sequence.Step!, sequence.StepRow);
-            var logits = step.Logits is { } all ? all.AsSpan(b * V, V) : default;
-            var id = step.Candidates is { } candidates && candidates.Counts[b] >= 0
-                ? Sampler.SampleCandidates(candidates.IdsOf(b), candidates.ValuesOf(b), sequence.Options, row.Random)
-                : Sampler.Sample(GenerationSession.Pickable(logits, row, sequence.Options, sequence.Ends), sequence.Options, row.Tokens, row.Random, row.Generated);
-            GenerationSession.Advance(row, id, logits, sequence.Options, sequence.Ends);
+            var id = GenerationSession.Pick(step, b, V, row, sequence.Options, sequence.Ends);
+            GenerationSession.Advance(row, id, step.Logits is { } logits ? logits.AsSpan(b * V, V) : default, sequence.Options, sequence.Ends);
         }
         catch (Exception e) when (e is NumericalException or NativeGpt2Exception)
         {

@@ -193,10 +193,7 @@ internal sealed class GenerationSession : IDisposable
             row.LastPiece = "";
             if (row.FinishReason is not null) return;
 
-            var id = contrastivePicks?[b]
-                ?? (_next.Picks?[b] is int pick and >= 0 ? pick
-                    : _next.Candidates is { } candidates && candidates.Counts[b] >= 0 ? Sampler.SampleCandidates(candidates.IdsOf(b), candidates.ValuesOf(b), _options, row.Random)
-                    : Sampler.Sample(Pickable(LogitsOf(b), row, _options, _ends), _options, row.Tokens, row.Random, row.Generated));
+            var id = contrastivePicks?[b] ?? (_next.Picks?[b] is int pick and >= 0 ? pick : Pick(_next, b, _model.Config.VocabSize, row, _options, _ends));
             Advance(row, id, _next.Logits is null ? default : LogitsOf(b), _options, _ends);
         });
         if (IsFinished) return;
@@ -298,6 +295,15 @@ internal sealed class GenerationSession : IDisposable
             else if (row.Generated.Count == options.MaxNewTokens) Finish(row, FinishReason.Length);
         }
     }
+
+    /// <summary>
+    /// Row <paramref name="b"/>'s sampled token from a step: drawn from its top-k candidates when the step brought them
+    /// back and they are usable, else from its logits (vocabulary <paramref name="V"/>).
+    /// </summary>
+    internal static int Pick(NextTokens step, int b, int V, Row row, GenerationOptions options, IReadOnlySet<int> ends) =>
+        step.Candidates is { } candidates && candidates.Counts[b] >= 0
+            ? Sampler.SampleCandidates(candidates.IdsOf(b), candidates.ValuesOf(b), options, row.Random)
+            : Sampler.Sample(Pickable(step.Logits.AsSpan(b * V, V), row, options, ends), options, row.Tokens, row.Random, row.Generated);
 
     /// <summary>A row's logits, with the end-of-text tokens at −∞ while the row is short of <see cref="GenerationOptions.MinNewTokens"/>.</summary>
     internal static ReadOnlySpan<float> Pickable(ReadOnlySpan<float> logits, Row row, GenerationOptions options, IReadOnlySet<int> ends)

@@ -22,7 +22,6 @@ public static class Sampler
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(random);
-        if (logits.IsEmpty) throw new ArgumentException("there are no logits to sample from", nameof(logits));
         // Every sampled step of every sequence comes here: its two vocabulary-sized buffers (large-object-heap arrays
         // for GPT-2's 50,257 tokens, each a full collection's worth of garbage) are borrowed, not allocated.
         var V = logits.Length;
@@ -31,22 +30,27 @@ public static class Sampler
         {
             var scores = scoreBuffer.AsSpan(0, V);
             Adjust(scores, logits, options, previousTokens, generatedTokens);
-            if (options.IsGreedy) return ArgMax(scores);
-            var probabilityBuffer = ArrayPool<double>.Shared.Rent(V);
-            try
-            {
-                var probabilities = probabilityBuffer.AsSpan(0, V);
-                Distribution(probabilities, scores, options);
-                return Draw(probabilities, random);
-            }
-            finally
-            {
-                ArrayPool<double>.Shared.Return(probabilityBuffer);
-            }
+            return options.IsGreedy ? ArgMax(scores) : DrawFrom(scores, options, random);
         }
         finally
         {
             ArrayPool<float>.Shared.Return(scoreBuffer);
+        }
+    }
+
+    /// <summary>The position in <paramref name="scores"/> drawn from their distribution under the options, in a borrowed buffer.</summary>
+    private static int DrawFrom(ReadOnlySpan<float> scores, GenerationOptions options, Random random)
+    {
+        var buffer = ArrayPool<double>.Shared.Rent(scores.Length);
+        try
+        {
+            var probabilities = buffer.AsSpan(0, scores.Length);
+            Distribution(probabilities, scores, options);
+            return Draw(probabilities, random);
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(buffer);
         }
     }
 
@@ -59,18 +63,8 @@ public static class Sampler
     internal static int SampleCandidates(ReadOnlySpan<int> ids, ReadOnlySpan<float> logits, GenerationOptions options, Random random)
     {
         if (ids.IsEmpty || ids.Length != logits.Length) throw new ArgumentException("the candidates are empty or their ids and logits differ in number", nameof(ids));
-        var buffer = ArrayPool<double>.Shared.Rent(ids.Length);
-        try
-        {
-            var probabilities = buffer.AsSpan(0, ids.Length);
-            // Top-k again over the candidates keeps them all: their k-th largest is the row's.
-            Distribution(probabilities, logits, options);
-            return ids[Draw(probabilities, random)];
-        }
-        finally
-        {
-            ArrayPool<double>.Shared.Return(buffer);
-        }
+        // Top-k again over the candidates keeps them all: their k-th largest is the row's.
+        return ids[DrawFrom(logits, options, random)];
     }
 
     /// <summary>
@@ -165,16 +159,17 @@ public static class Sampler
     /// </summary>
     private static float[] Adjusted(ReadOnlySpan<float> logits, GenerationOptions options, IReadOnlyCollection<int> previousTokens, IReadOnlyList<int>? generatedTokens)
     {
-        if (logits.IsEmpty) throw new ArgumentException("there are no logits to sample from", nameof(logits));
         var scores = new float[logits.Length];
         Adjust(scores, logits, options, previousTokens, generatedTokens);
         return scores;
     }
 
-    /// <summary><see cref="Adjusted"/> into <paramref name="scores"/> (as long as the logits, which are not empty).</summary>
+    /// <summary><see cref="Adjusted"/> into <paramref name="scores"/> (as long as the logits).</summary>
+    /// <exception cref="ArgumentException">There are no logits.</exception>
     private static void Adjust(Span<float> scores, ReadOnlySpan<float> logits, GenerationOptions options, IReadOnlyCollection<int> previousTokens,
         IReadOnlyList<int>? generatedTokens)
     {
+        if (logits.IsEmpty) throw new ArgumentException("there are no logits to sample from", nameof(logits));
         Penalize(scores, logits, options.RepetitionPenalty, previousTokens);
         if ((options.PresencePenalty != 0f || options.FrequencyPenalty != 0f) && generatedTokens is { Count: > 0 })
         {
@@ -266,7 +261,7 @@ public static class Sampler
     {
         var V = scores.Length;
         // Every token whose score is at least the k-th largest stays (ties at the boundary too, as in Hugging Face).
-        var kth = options.TopK > 0 && options.TopK < V ? KthLargest(scores, options.TopK) : float.NegativeInfinity;
+        var kth = options.TopK > 0 && options.TopK < V ? Operators.TopKCandidates.KthLargest(scores, options.TopK) : float.NegativeInfinity;
         // Softmax at the given temperature, with the maximum subtracted first.
         var max = float.NegativeInfinity;
         foreach (var x in scores) max = Math.Max(max, x);
@@ -366,19 +361,6 @@ public static class Sampler
             if (probabilities[i] > 0 && Math.Min(-Math.ILogB(probabilities[i]), Buckets) <= last) ids.Add(i);
         }
         return [.. ids];
-    }
-
-    /// <summary>The k-th largest of <paramref name="scores"/>, counting equal values apart (as sorting them would), k ≥ 1.</summary>
-    private static float KthLargest(ReadOnlySpan<float> scores, int k)
-    {
-        // A min-heap of the k largest so far: its root is the k-th largest of what has been seen. O(V log k).
-        var heap = new PriorityQueue<float, float>(k);
-        foreach (var x in scores)
-        {
-            if (heap.Count < k) heap.Enqueue(x, x);
-            else if (x > heap.Peek()) heap.EnqueueDequeue(x, x);
-        }
-        return heap.Peek();
     }
 
     /// <summary>Divides the probabilities by their sum (in id order).</summary>

@@ -20,7 +20,7 @@ namespace NativeGpt2.Operators;
 internal static class TopKCandidates
 {
     /// <summary>
-    /// Each row's k-th largest logit (<see cref="KthLargest"/>), then the tokens at least as large, which a vectorized
+    /// Each row's k-th largest logit (<see cref="KthLargest(ReadOnlySpan{float}, int)"/>), then the tokens at least as large, which a vectorized
     /// comparison finds. Compiled optimized at once, as <see cref="ArgMax"/> is: a call a token is too few
     /// for tiered compilation to promote these loops soon.
     /// </summary>
@@ -70,8 +70,11 @@ internal static class TopKCandidates
     /// The k-th largest of <paramref name="row"/> (equal values counted apart), 1 ≤ k ≤ its length, by a heap of the k
     /// largest so far fed only the values that can be among them: those at least the k-th largest of the maxima of blocks
     /// of 64, which are k distinct values, so that none below it is among the k largest. Feeding every value above the
-    /// heap's root instead took hundreds of heap steps a row where the logits rise along the vocabulary.
+    /// heap's root instead took hundreds of heap steps a row where the logits rise along the vocabulary. The sampler's
+    /// top-k takes its threshold from here too.
     /// </summary>
+    public static float KthLargest(ReadOnlySpan<float> row, int k) => KthLargest(row, new LargestK(k));
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float KthLargest(ReadOnlySpan<float> row, LargestK heap)
     {
