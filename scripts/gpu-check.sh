@@ -138,13 +138,20 @@ echo "== 3c. tile shapes (at ${SECONDS} s)"
 #     each projection's device time and TFLOP/s per shape, against the shapes the launch chooses (3's second profile):
 #     the data to choose tiles by output shape (1,024 x 768 outputs are 192 tiles of 64 x 64, 2,304 columns 576).
 #     Then the inputs split in 2 and 4 runs of chunks (NATIVEGPT2_ILGPU_SPLIT: each chunk's sums written, then added in
-#     order by a second kernel; the same values), with the launch's own tiles and with 64 x 64.
-for run in 64x64:1 32x64:1 64x32:1 32x32:1 16x64:1 :2 :4 64x64:4; do
+#     order by a second kernel; the same values), with the launch's own tiles and with 64 x 64, and split by shape (auto:
+#     IlgpuBackend.SplitFor, 64-row tiles). Last, prompts of 128 tokens split by shape, for 124M and 1.5B: section 3's
+#     first and third profiles have them unsplit (run 4: 0.8-3.2 TFLOP/s in 16-row tiles, the MLP's projection 706 µs).
+for run in 64x64:1 32x64:1 64x32:1 32x32:1 16x64:1 :2 :4 64x64:4 :auto; do
   tiles=${run%%:*} split=${run##*:}
   [ "$split" = 1 ] && split=
   echo "-- tiles ${tiles:-chosen by shape}, inputs in ${split:-1}"
   NATIVEGPT2_ILGPU_TILES=$tiles NATIVEGPT2_ILGPU_SPLIT=$split NATIVEGPT2_ILGPU_PROFILE=1 timeout 60 $N bench --backend cuda --model synthetic:gpt2 \
     --prompt-tokens 1024 --new-tokens 0 2>&1 | grep -E 'ignored|prefill|MatMulTiled|AddChunkSums|AttentionPrefillTiles'
+done
+for model in gpt2 gpt2-xl; do
+  echo "-- synthetic:$model, 128 tokens, inputs split by shape"
+  NATIVEGPT2_ILGPU_SPLIT=auto NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:$model \
+    --prompt-tokens 128 --new-tokens 0 2>&1 | grep -E 'ignored|prefill|MatMulTiled|AddChunkSums|AttentionPrefillTiles'
 done
 fi
 

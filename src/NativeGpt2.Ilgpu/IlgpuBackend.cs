@@ -128,10 +128,20 @@ public sealed class IlgpuBackend : IBackend
         }
         if (Environment.GetEnvironmentVariable(SplitVariable) is { Length: > 0 } split)
         {
-            var known = int.TryParse(split.Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var runs)
-                && runs is >= 2 and <= MaxInputSplits;
-            if (known) _inputSplits = runs;
-            _description += known ? $"; tiled matmuls' inputs split in {runs} ({SplitVariable})" : $"; {SplitVariable}={split} ignored: not 2 to {MaxInputSplits}";
+            if (split.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase))
+            {
+                _inputSplits = AutoInputSplits;
+                _description += $"; tiled matmuls' inputs split by shape ({SplitVariable}=auto)";
+            }
+            else
+            {
+                var known = int.TryParse(split.Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var runs)
+                    && runs is >= 1 and <= MaxInputSplits;
+                if (known) _inputSplits = runs;
+                _description += !known ? $"; {SplitVariable}={split} ignored: not auto or 1 to {MaxInputSplits}"
+                    : runs == 1 ? $"; tiled matmuls' inputs not split ({SplitVariable}=1)"
+                    : $"; tiled matmuls' inputs split in {runs} ({SplitVariable})";
+            }
         }
         if (Environment.GetEnvironmentVariable(TilesVariable) is { Length: > 0 } tiles)
         {
@@ -624,12 +634,20 @@ public sealed class IlgpuBackend : IBackend
     /// The tiled matmul. Tiles are 4·TileY rows by 8·TileX columns; when that makes fewer than two tiles per
     /// multiprocessor (a prompt's attention projection: 1,024 × 768 outputs are 192 tiles of 64 × 64), tiles of half
     /// as many rows are taken, down to 16, so that every multiprocessor has work; <see cref="ForcedTiles"/> overrides the
-    /// choice. Every output is summed in the same order whatever the tile.
+    /// choice. With <see cref="InputSplits"/> set to <see cref="AutoInputSplits"/>, the tiles keep their rows (fewer only
+    /// where the matrix has fewer) and the inputs are split instead (<see cref="SplitFor"/>). Every output is summed in
+    /// the same order whatever the tile and the split.
     /// </summary>
     private void LaunchTiled(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float> bias, MatMulShape shape)
     {
         int tileX = _tileX, tileY = _tileY;
+        var auto = InputSplits == AutoInputSplits;
         if (_forcedTiles is { } forced) (tileX, tileY) = (forced.Columns / 8, forced.Rows / 4);
+        else if (auto)
+        {
+            // Rows of padding do no work: half the rows while half still hold every row of the matrix.
+            while (tileY > 4 && 2 * tileY >= shape.N) tileY /= 2;
+        }
         else
         {
             while (tileY > 4 && Groups(shape.OC, 8 * tileX) * Groups(shape.N, 4 * tileY) < 2 * _accelerator.NumMultiprocessors) tileY /= 2;
@@ -638,7 +656,7 @@ public sealed class IlgpuBackend : IBackend
         var aligned = shape.IC % 4 == 0 && shape.OC % 4 == 0 ? 1 : 0;
         var tile = new TileShape(4 * tileY, 8 * tileX);
         var chunks = Groups(shape.IC, MatMulKernels.Chunk);
-        var splits = Math.Min(InputSplits, chunks);
+        var splits = auto ? SplitFor(tiles, chunks, _accelerator.NumMultiprocessors) : Math.Min(InputSplits, chunks);
         if (splits > 1 && (long)shape.N * shape.OC * chunks <= MaxSplitPartials)
         {
             // Split over the inputs: every chunk's sums to scratch, then added in order (the values of one pass).
@@ -660,20 +678,46 @@ public sealed class IlgpuBackend : IBackend
     /// Set to a number S of 2 or more, every tiled matmul of more than one chunk of inputs is split over its inputs into up to
     /// S runs of chunks (<see cref="MatMulKernels.TiledChunkSums"/>, then <see cref="MatMulKernels.AddChunkSumsInOrder"/>):
     /// S times as many groups, for shapes of few tiles, at the cost of writing and reading every chunk's sums (a matmul
-    /// with more than <see cref="MaxSplitPartials"/> of them runs in one pass). The values
-    /// are the same; the variable is there to measure the split on a device. Another value is ignored, and the
-    /// backend's description says so.
+    /// with more than <see cref="MaxSplitPartials"/> of them runs in one pass). Set to <c>auto</c>, each matmul's split
+    /// follows its shape (<see cref="SplitFor"/>). The values are the same; the variable is there to measure the split
+    /// on a device. Another value is ignored, and the backend's description says so.
     /// </summary>
     public const string SplitVariable = "NATIVEGPT2_ILGPU_SPLIT";
 
-    /// <summary>Runs of chunks each tiled matmul's inputs are split into (1, the default: none); the tests set it.</summary>
+    /// <summary>
+    /// Runs of chunks each tiled matmul's inputs are split into (1, the default: none), or <see cref="AutoInputSplits"/>;
+    /// the tests set it.
+    /// </summary>
     internal int InputSplits
     {
         get => _inputSplits;
-        set => _inputSplits = value is >= 1 and <= MaxInputSplits ? value : throw new ArgumentOutOfRangeException(nameof(value), value, $"between 1 and {MaxInputSplits}");
+        set => _inputSplits = value is >= AutoInputSplits and <= MaxInputSplits ? value
+            : throw new ArgumentOutOfRangeException(nameof(value), value, $"between 1 and {MaxInputSplits}, or {AutoInputSplits} (by shape)");
     }
 
     private int _inputSplits = 1;
+
+    /// <summary>The <see cref="InputSplits"/> that splits each matmul by its shape (<see cref="SplitFor"/>).</summary>
+    internal const int AutoInputSplits = 0;
+
+    /// <summary>Groups a tiled matmul should have to fill a device, per multiprocessor (see <see cref="SplitFor"/>).</summary>
+    internal const int SplitGroupsPerMultiprocessor = 4;
+
+    /// <summary>
+    /// Runs of chunks for a tiled matmul of <paramref name="tiles"/> tiles over <paramref name="chunks"/> chunks of inputs
+    /// on <paramref name="multiprocessors"/> multiprocessors: none (1) when the tiles alone give every multiprocessor
+    /// <see cref="SplitGroupsPerMultiprocessor"/> groups, else as many as make that many work items, at most one per
+    /// chunk. Each group runs its chunks one after another, so a prompt of 128 tokens (128 × 768 outputs are 24 tiles
+    /// of 64 × 64) otherwise leaves most of a GPU idle while a few groups each run all 48 chunks of the MLP's
+    /// projection. A split writes every chunk's sums and reads them back once: 8 bytes per chunk and output, an eighth of
+    /// a byte per multiply-add whatever the split, so it is only taken where the device would be mostly idle without it.
+    /// </summary>
+    internal static int SplitFor(int tiles, int chunks, int multiprocessors)
+    {
+        var wanted = SplitGroupsPerMultiprocessor * multiprocessors;
+        if (chunks < 2 || tiles >= wanted) return 1;
+        return Math.Min(chunks, (wanted + tiles - 1) / tiles);
+    }
 
     /// <summary>Most runs <see cref="InputSplits"/> takes.</summary>
     internal const int MaxInputSplits = 64;

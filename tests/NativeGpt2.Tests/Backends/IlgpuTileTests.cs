@@ -1,5 +1,6 @@
 using NativeGpt2.Backends;
 using NativeGpt2.Ilgpu;
+using NativeGpt2.Ilgpu.Kernels;
 using NativeGpt2.Operators;
 using NativeGpt2.Tests.Support;
 using NativeGpt2.Weights;
@@ -11,7 +12,8 @@ namespace NativeGpt2.Tests.Backends;
 /// The ILGPU backend's tiled matmul in every tile shape an accelerator can run (<see cref="IlgpuBackend.ForcedTiles"/>,
 /// what <see cref="IlgpuBackend.TilesVariable"/> sets): the same values as the shape the launch chooses, for Conv1D weights
 /// with every epilogue and for the head's transposed table, on shapes with partial tiles and partial chunks; and the same
-/// values again with the inputs split into runs of chunks (<see cref="IlgpuBackend.InputSplits"/>).
+/// values again with the inputs split into runs of chunks (<see cref="IlgpuBackend.InputSplits"/>), a fixed number of them
+/// or by shape (<see cref="IlgpuBackend.SplitFor"/>).
 /// </summary>
 [Collection(IlgpuAccelerators.Name)]
 public class IlgpuTileTests
@@ -90,6 +92,54 @@ public class IlgpuTileTests
             }
             Numerics.AssertClose(c.Expected(), whole, 2e-5 * Math.Sqrt(c.IC), what);
         }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Accelerators))]
+    public void Splitting_by_shape_gives_the_values_of_one_pass(string name)
+    {
+        TestBackends.SkipIfUnavailable(name);
+        var backend = (IlgpuBackend)TestBackends.Get(name);
+        for (var seed = 0; seed < TestBackends.Cases(name, 2); seed++)
+        {
+            // One tile of outputs (at most 16 rows by 32 columns, the smallest tile a simulator takes) over three to seven
+            // chunks: too few tiles for any device, so the rule splits the inputs.
+            var c = Case.Draw(new Random(900 + seed), backend.MatVecRowLimit + 1, 17, 130, 450, 33);
+            var what = $"{name} {c}";
+            var (whole, wholeHead) = Project(backend, c);
+            Assert.True(IlgpuBackend.SplitFor(tiles: 1, chunks: (c.IC + MatMulKernels.Chunk - 1) / MatMulKernels.Chunk, multiprocessors: 1) > 1,
+                $"{what}: the rule would not split");
+            backend.InputSplits = IlgpuBackend.AutoInputSplits;
+            try
+            {
+                var (output, head) = Project(backend, c);
+                Assert.True(whole.AsSpan().SequenceEqual(output), $"{what}: inputs split by shape, projection differs");
+                Assert.True(wholeHead.AsSpan().SequenceEqual(head), $"{what}: inputs split by shape, head differs");
+            }
+            finally
+            {
+                backend.InputSplits = 1;
+            }
+        }
+    }
+
+    [Theory]
+    // GPT-2 124M on an H200 (132 multiprocessors): a prompt of 128 tokens in 64 × 64 tiles.
+    [InlineData(2 * 12, 48, 132, 22)]   // the MLP's projection, 128 × 768 outputs over 3,072 inputs
+    [InlineData(2 * 12, 12, 132, 12)]   // attention's, over 768 inputs: a run per chunk
+    [InlineData(2 * 36, 12, 132, 8)]    // c_attn, 128 × 2,304 outputs
+    // 1,024 tokens: c_attn's 576 tiles and c_fc's 768 fill the device; the 768-column outputs (192 tiles) do not.
+    [InlineData(16 * 36, 12, 132, 1)]
+    [InlineData(16 * 48, 12, 132, 1)]
+    [InlineData(16 * 12, 48, 132, 3)]
+    [InlineData(1, 1, 132, 1)]          // one chunk: nothing to split
+    [InlineData(1, 5, 1, 4)]
+    public void The_split_by_shape_fills_the_device_with_at_most_a_run_per_chunk(int tiles, int chunks, int multiprocessors, int expected)
+    {
+        var splits = IlgpuBackend.SplitFor(tiles, chunks, multiprocessors);
+        Assert.Equal(expected, splits);
+        Assert.InRange(splits, 1, chunks);
+        if (splits > 1) Assert.True(tiles * (splits - 1) < IlgpuBackend.SplitGroupsPerMultiprocessor * multiprocessors, "more runs than needed");
     }
 
     [SkippableTheory]
