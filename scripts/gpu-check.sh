@@ -13,8 +13,8 @@
 #                (default ./.gpu/nativegpt2)
 #   TESTS        NativeGpt2.Tests.dll: when set, its CUDA test cases run too (its own entry point, Support/TestRunner.cs),
 #                with DOTNET (default dotnet) as the runtime's host; TESTS_EXCEPT names cases to leave out.
-#   SECTIONS     the sections to run, e.g. "1 2 2a 2b" and then "3 3b 3c 3d 4 5 6": a whole run takes longer than one
-#                10-minute command on the GPU machines (default: all of them).
+#   SECTIONS     the sections to run, e.g. "1 2 2a 2b", then "3 3c 3d 6", then "3b 4 5" (checks run 4 passed): a whole
+#                run takes longer than one 10-minute command on the GPU machines (default: all of them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
