@@ -75,22 +75,9 @@ public class IlgpuTileTests
             // be left with none.
             var c = Case.Draw(new Random(800 + seed), backend.MatVecRowLimit + 1, 60, 65, 450, 100);
             var what = $"{name} {c}";
-            var (whole, wholeHead) = Project(backend, c);
-            foreach (var splits in new[] { 2, 3, 8 })
-            {
-                backend.InputSplits = splits;
-                try
-                {
-                    var (output, head) = Project(backend, c);
-                    Assert.True(whole.AsSpan().SequenceEqual(output), $"{what}: inputs in {splits}, projection differs");
-                    Assert.True(wholeHead.AsSpan().SequenceEqual(head), $"{what}: inputs in {splits}, head differs");
-                }
-                finally
-                {
-                    backend.InputSplits = 1;
-                }
-            }
-            Numerics.AssertClose(c.Expected(), whole, 2e-5 * Math.Sqrt(c.IC), what);
+            var whole = Project(backend, c);
+            foreach (var splits in new[] { 2, 3, 8 }) AssertSplitGivesOnePass(backend, c, whole, splits, $"{what}: inputs in {splits}");
+            Numerics.AssertClose(c.Expected(), whole.Output, 2e-5 * Math.Sqrt(c.IC), what);
         }
     }
 
@@ -106,20 +93,25 @@ public class IlgpuTileTests
             // chunks: too few tiles for any device, so the rule splits the inputs.
             var c = Case.Draw(new Random(900 + seed), backend.MatVecRowLimit + 1, 17, 130, 450, 33);
             var what = $"{name} {c}";
-            var (whole, wholeHead) = Project(backend, c);
             Assert.True(IlgpuBackend.SplitFor(tiles: 1, chunks: (c.IC + MatMulKernels.Chunk - 1) / MatMulKernels.Chunk, multiprocessors: 1) > 1,
                 $"{what}: the rule would not split");
-            backend.InputSplits = IlgpuBackend.AutoInputSplits;
-            try
-            {
-                var (output, head) = Project(backend, c);
-                Assert.True(whole.AsSpan().SequenceEqual(output), $"{what}: inputs split by shape, projection differs");
-                Assert.True(wholeHead.AsSpan().SequenceEqual(head), $"{what}: inputs split by shape, head differs");
-            }
-            finally
-            {
-                backend.InputSplits = 1;
-            }
+            AssertSplitGivesOnePass(backend, c, Project(backend, c), IlgpuBackend.AutoInputSplits, $"{what}: inputs split by shape");
+        }
+    }
+
+    /// <summary>The case's projection and head with <see cref="IlgpuBackend.InputSplits"/> set to <paramref name="splits"/> equal <paramref name="whole"/>, bit for bit.</summary>
+    private static void AssertSplitGivesOnePass(IlgpuBackend backend, Case c, (float[] Output, float[] Head) whole, int splits, string what)
+    {
+        backend.InputSplits = splits;
+        try
+        {
+            var (output, head) = Project(backend, c);
+            Assert.True(whole.Output.AsSpan().SequenceEqual(output), $"{what}: projection differs");
+            Assert.True(whole.Head.AsSpan().SequenceEqual(head), $"{what}: head differs");
+        }
+        finally
+        {
+            backend.InputSplits = 1;
         }
     }
 
