@@ -653,7 +653,9 @@ public sealed class IlgpuBackend : IBackend
             while (tileY > 4 && Groups(shape.OC, 8 * tileX) * Groups(shape.N, 4 * tileY) < 2 * _accelerator.NumMultiprocessors) tileY /= 2;
         }
         var tiles = Groups(shape.OC, 8 * tileX) * Groups(shape.N, 4 * tileY);
-        var aligned = shape.IC % 4 == 0 && shape.OC % 4 == 0 ? 1 : 0;
+        // Tiles load whole 16-byte words when no word crosses a row's end: rows of IC inputs, and for a Conv1D weight rows of
+        // OC columns too (the head's table is read along its rows of IC: GPT-2's 50,257 columns are no obstacle).
+        var aligned = shape.IC % 4 == 0 && (shape.Transposed != 0 || shape.OC % 4 == 0) ? 1 : 0;
         var tile = new TileShape(4 * tileY, 8 * tileX);
         var chunks = Groups(shape.IC, MatMulKernels.Chunk);
         var splits = auto ? SplitFor(tiles, chunks, _accelerator.NumMultiprocessors) : Math.Min(InputSplits, chunks);

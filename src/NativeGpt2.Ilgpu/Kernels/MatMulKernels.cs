@@ -56,7 +56,8 @@ internal static class MatMulKernels
     /// </summary>
     /// <remarks>
     /// The tile sides are specialized values, so the compiled kernel divides by constants. With
-    /// <paramref name="aligned"/> (IC and OC multiples of 4) the tiles are loaded 16 bytes at a time.
+    /// <paramref name="aligned"/> (IC a multiple of 4, and OC too for a Conv1D weight) the tiles are loaded 16 bytes at a
+    /// time, the next tile's requested before the current tile's products (<see cref="TileWords"/>).
     /// Shared memory: the input tile row-major (BM × 64, pitch 68: a thread reads 4 inputs of a row as one word) and the
     /// weight tile k-major (64 × BN, pitch BN + 4: <see cref="WeightTilePitch"/>), 35 KB at most, within the 48 KB ILGPU allows a group.
     /// </remarks>
@@ -142,13 +143,12 @@ internal static class MatMulKernels
                 Bias(bias, col0 + c2, s.OC), Bias(bias, col0 + c2 + 1, s.OC), Bias(bias, col0 + c2 + 2, s.OC), Bias(bias, col0 + c2 + 3, s.OC));
         }
 
-        // Conv1D weights in whole 16-byte words: the next tile's first words are requested before the current tile's
-        // products, so their latency passes while the group computes.
-        var prefetch = aligned && s.Transposed == 0;
-        var words = prefetch ? TileWords.Load(input, weight, s, TX, TY, row0, col0, first) : default;
+        // Rows in whole 16-byte words: the next tile's first words are requested before the current tile's products, so
+        // their latency passes while the group computes. Otherwise the tiles are staged a float at a time.
+        var words = aligned ? TileWords.Load(input, weight, s, TX, TY, row0, col0, first) : default;
         for (var k0 = first; k0 < end; k0 += TileK)
         {
-            if (prefetch)
+            if (aligned)
             {
                 words.Store(input, weight, s, As, Bs, TX, TY, row0, col0, k0);
                 Group.Barrier();
@@ -156,8 +156,7 @@ internal static class MatMulKernels
             }
             else
             {
-                if (aligned) StageAligned(input, weight, s, As, Bs, TX, TY, row0, col0, k0);
-                else Stage(input, weight, s, As.Cast<float>(), Bs.Cast<float>(), TX, TY, row0, col0, k0);
+                Stage(input, weight, s, As.Cast<float>(), Bs.Cast<float>(), TX, TY, row0, col0, k0);
                 Group.Barrier();
             }
             for (var q = 0; q < TileK / 4; q++)
@@ -239,42 +238,6 @@ internal static class MatMulKernels
             Bs[kk * BPitch + n] = col < s.OC && k < s.IC
                 ? weight[s.Transposed != 0 ? col * s.IC + k : k * s.OC + col]
                 : 0f;
-        }
-    }
-
-    /// <summary>As <see cref="Stage"/>, 16 bytes at a time: IC and OC are multiples of 4, so a word never crosses a row's end.</summary>
-    private static void StageAligned(ArrayView<float> input, ArrayView<float> weight, MatMulShape s, ArrayView<Float4> As, ArrayView<Float4> Bs,
-        int TX, int TY, int row0, int col0, int k0)
-    {
-        int G = Group.DimX, tid = Group.IdxX, BM = 4 * TY, BN = 8 * TX, BPitch = WeightTilePitch(TX);
-        var input4 = input.Cast<Float4>();
-        var weight4 = weight.Cast<Float4>();
-        for (var e = tid; e < BM * TileK / 4; e += G)
-        {
-            int m = e / (TileK / 4), q = e % (TileK / 4), row = row0 + m, k = k0 + 4 * q;
-            As[(m * APitch) / 4 + q] = row < s.N && k < s.IC ? input4[(row * s.IC + k) / 4] : default;
-        }
-        if (s.Transposed == 0)
-        {
-            for (var e = tid; e < TileK * BN / 4; e += G)
-            {
-                int kk = e / (BN / 4), q = e % (BN / 4), col = col0 + 4 * q, k = k0 + kk;
-                Bs[(kk * BPitch) / 4 + q] = col < s.OC && k < s.IC ? weight4[(k * s.OC + col) / 4] : default;
-            }
-            return;
-        }
-        // Transposed: a weight row holds one output's inputs; four of them go down a column of the tile. Consecutive
-        // threads take consecutive columns, so their stores fall in different banks (the word's other half of a 32-byte
-        // sector is read by the threads taking the next four inputs).
-        var bs = Bs.Cast<float>();
-        for (var e = tid; e < TileK * BN / 4; e += G)
-        {
-            int n = e % BN, q = e / BN, col = col0 + n, k = k0 + 4 * q;
-            var v = col < s.OC && k < s.IC ? weight4[(col * s.IC + k) / 4] : default;
-            bs[(4 * q) * BPitch + n] = v.X;
-            bs[(4 * q + 1) * BPitch + n] = v.Y;
-            bs[(4 * q + 2) * BPitch + n] = v.Z;
-            bs[(4 * q + 3) * BPitch + n] = v.W;
         }
     }
 
@@ -839,10 +802,12 @@ internal struct EightChunkSums
 }
 
 /// <summary>
-/// A thread's share of the next input and weight tiles of <see cref="MatMulKernels.Tiled"/> (Conv1D weights, IC and OC
-/// multiples of 4), held in registers between the request and the store into shared memory: the input tile's 16-byte
-/// words tid + i·G and the weight tile's words tid + i·G, i in [0, 8) (G threads in the group; all of both tiles for a
-/// 64 × 64 tile of 128 threads). Words past those (smaller groups) are copied directly when the tile is stored.
+/// A thread's share of the next input and weight tiles of <see cref="MatMulKernels.Tiled"/> (IC and OC multiples of 4, so
+/// that a word never crosses a row's end), held in registers between the request and the store into shared memory: the
+/// input tile's 16-byte words tid + i·G and the weight tile's words tid + i·G, i in [0, 8) (G threads in the group; all
+/// of both tiles for a 64 × 64 tile of 128 threads). Words past those (smaller groups) are copied directly when the tile
+/// is stored. A Conv1D weight word is four columns of one input, stored as it is; a transposed weight's (the head's
+/// table) is four inputs of one column, stored down the tile's column.
 /// </summary>
 internal struct TileWords
 {
@@ -883,12 +848,12 @@ internal struct TileWords
         int tid = Group.IdxX, G = Group.DimX;
         PutA(As, TY, tid, _a0); PutA(As, TY, tid + G, _a1); PutA(As, TY, tid + 2 * G, _a2); PutA(As, TY, tid + 3 * G, _a3);
         PutA(As, TY, tid + 4 * G, _a4); PutA(As, TY, tid + 5 * G, _a5); PutA(As, TY, tid + 6 * G, _a6); PutA(As, TY, tid + 7 * G, _a7);
-        PutB(Bs, TX, tid, _b0); PutB(Bs, TX, tid + G, _b1); PutB(Bs, TX, tid + 2 * G, _b2); PutB(Bs, TX, tid + 3 * G, _b3);
-        PutB(Bs, TX, tid + 4 * G, _b4); PutB(Bs, TX, tid + 5 * G, _b5); PutB(Bs, TX, tid + 6 * G, _b6); PutB(Bs, TX, tid + 7 * G, _b7);
+        PutB(Bs, s, TX, tid, _b0); PutB(Bs, s, TX, tid + G, _b1); PutB(Bs, s, TX, tid + 2 * G, _b2); PutB(Bs, s, TX, tid + 3 * G, _b3);
+        PutB(Bs, s, TX, tid + 4 * G, _b4); PutB(Bs, s, TX, tid + 5 * G, _b5); PutB(Bs, s, TX, tid + 6 * G, _b6); PutB(Bs, s, TX, tid + 7 * G, _b7);
         var input4 = input.Cast<Float4>();
         var weight4 = weight.Cast<Float4>();
         for (var e = tid + Held * G; e < InputWords(TY); e += G) PutA(As, TY, e, A(input4, s, TY, row0, k0, e));
-        for (var e = tid + Held * G; e < WeightWords(TX); e += G) PutB(Bs, TX, e, B(weight4, s, TX, col0, k0, e));
+        for (var e = tid + Held * G; e < WeightWords(TX); e += G) PutB(Bs, s, TX, e, B(weight4, s, TX, col0, k0, e));
     }
 
     /// <summary>Words of the input tile: 4·TY rows of 16.</summary>
@@ -904,9 +869,18 @@ internal struct TileWords
         return e < InputWords(TY) && row < s.N && k < s.IC ? input4[(row * s.IC + k) / 4] : default;
     }
 
-    /// <summary>Word e of the weight tile: input k0 + e / (2·TX), columns col0 + 4·(e mod 2·TX) + [0, 4).</summary>
+    /// <summary>
+    /// Word e of the weight tile. Conv1D: input k0 + e / (2·TX), columns col0 + 4·(e mod 2·TX) + [0, 4). Transposed: column
+    /// col0 + e mod 8·TX, inputs k0 + 4·(e / 8·TX) + [0, 4), so that consecutive threads take consecutive columns and
+    /// their stores down the tile's columns fall in different banks. Zero past the columns, the inputs or the tile.
+    /// </summary>
     private static Float4 B(ArrayView<Float4> weight4, MatMulShape s, int TX, int col0, int k0, int e)
     {
+        if (s.Transposed != 0)
+        {
+            int column = col0 + e % (8 * TX), input = k0 + 4 * (e / (8 * TX));
+            return e < WeightWords(TX) && column < s.OC && input < s.IC ? weight4[(column * s.IC + input) / 4] : default;
+        }
         int kk = e / (2 * TX), col = col0 + 4 * (e % (2 * TX)), k = k0 + kk;
         return e < WeightWords(TX) && col < s.OC && k < s.IC ? weight4[(k * s.OC + col) / 4] : default;
     }
@@ -916,9 +890,21 @@ internal struct TileWords
         if (e < InputWords(TY)) As[e / (MatMulKernels.TileK / 4) * (MatMulKernels.APitch / 4) + e % (MatMulKernels.TileK / 4)] = word;
     }
 
-    private static void PutB(ArrayView<Float4> Bs, int TX, int e, Float4 word)
+    private static void PutB(ArrayView<Float4> Bs, MatMulShape s, int TX, int e, Float4 word)
     {
-        if (e < WeightWords(TX)) Bs[e / (2 * TX) * (MatMulKernels.WeightTilePitch(TX) / 4) + e % (2 * TX)] = word;
+        if (e >= WeightWords(TX)) return;
+        var pitch = MatMulKernels.WeightTilePitch(TX);
+        if (s.Transposed == 0)
+        {
+            Bs[e / (2 * TX) * (pitch / 4) + e % (2 * TX)] = word;
+            return;
+        }
+        var bs = Bs.Cast<float>();
+        int n = e % (8 * TX), k = 4 * (e / (8 * TX));
+        bs[k * pitch + n] = word.X;
+        bs[(k + 1) * pitch + n] = word.Y;
+        bs[(k + 2) * pitch + n] = word.Z;
+        bs[(k + 3) * pitch + n] = word.W;
     }
 }
 

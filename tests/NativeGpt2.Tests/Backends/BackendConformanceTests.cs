@@ -248,6 +248,7 @@ public class BackendConformanceTests
         // One row alone, four and eight rows together (the matrix-vector kernels) and the same rows among 40 (the tiled
         // kernel) agree exactly: what makes batched generation equal one-by-one generation. The wider input has more chunk
         // sums than the matrix-vector kernel adds in one pass, and comes in whole 16-byte words, as a model's shapes do.
+        // The head over a table of 71 rows, as over GPT-2's 50,257, too.
         var backend = Prepare(name);
         // Eight rows take the matrix-vector kernels on every ILGPU device, as on a GPU.
         using var allRows = TestBackends.AllMatVecRows(backend);
@@ -261,24 +262,32 @@ public class BackendConformanceTests
             using var scope = backend.Enter();
             using var weight = backend.PrepareMatrix(new Weight("w", [IC, OC], w));
             using var bias = backend.Upload(b);
+            const int V = 71;
+            using var table = backend.PrepareTable(new Weight("wte", [V, IC], Numerics.RandomFloats(random, V * IC)));
             var batched = Project(backend, x, weight, bias, N, IC, OC);
+            var batchedHead = Head(backend, x, table, N, IC, V);
             foreach (var (first, rows) in new[] { (0, 1), (17, 1), (39, 1), (20, 4), (31, 8) })
             {
-                var alone = Project(backend, x[(first * IC)..((first + rows) * IC)], weight, bias, rows, IC, OC);
-                Assert.Equal(batched[(first * OC)..((first + rows) * OC)], alone);
+                var part = x[(first * IC)..((first + rows) * IC)];
+                Assert.Equal(batched[(first * OC)..((first + rows) * OC)], Project(backend, part, weight, bias, rows, IC, OC));
+                Assert.Equal(batchedHead[(first * V)..((first + rows) * V)], Head(backend, part, table, rows, IC, V));
             }
         }
     }
 
-    private static float[] Project(IBackend backend, float[] x, DeviceMatrix weight, DeviceBuffer<float> bias, int N, int IC, int OC)
-    {
-        using var input = backend.Upload(x);
-        using var output = backend.Allocate<float>(N * OC);
-        backend.MatMul(output, input, weight, bias, N, IC, OC, MatMulEpilogue.BiasGelu);
-        var host = new float[N * OC];
-        backend.Download(host, output, 0);
-        return host;
-    }
+    private static float[] Project(IBackend backend, float[] x, DeviceMatrix weight, DeviceBuffer<float> bias, int N, int IC, int OC) =>
+        Run(backend, N * OC, output =>
+        {
+            using var input = backend.Upload(x);
+            backend.MatMul(output, input, weight, bias, N, IC, OC, MatMulEpilogue.BiasGelu);
+        });
+
+    private static float[] Head(IBackend backend, float[] x, DeviceTable table, int N, int IC, int V) =>
+        Run(backend, N * V, output =>
+        {
+            using var input = backend.Upload(x);
+            backend.MatMulTransposed(output, input, table, N, IC, V);
+        });
 
     [SkippableTheory]
     [MemberData(nameof(Backends))]
