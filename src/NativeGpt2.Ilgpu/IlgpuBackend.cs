@@ -659,7 +659,7 @@ public sealed class IlgpuBackend : IBackend
         var tile = new TileShape(4 * tileY, 8 * tileX);
         var chunks = Groups(shape.IC, MatMulKernels.Chunk);
         var splits = auto ? SplitFor(tiles, chunks, _accelerator.NumMultiprocessors) : Math.Min(InputSplits, chunks);
-        if (splits > 1 && (long)shape.N * shape.OC * chunks <= MaxSplitPartials)
+        if (splits > 1 && (long)shape.N * shape.OC * chunks <= (auto ? AutoSplitPartials : MaxSplitPartials))
         {
             // Split over the inputs: every chunk's sums to scratch, then added in order (the values of one pass).
             var outputs = (long)shape.N * shape.OC;
@@ -707,19 +707,27 @@ public sealed class IlgpuBackend : IBackend
 
     /// <summary>
     /// Runs of chunks for a tiled matmul of <paramref name="tiles"/> tiles over <paramref name="chunks"/> chunks of inputs
-    /// on <paramref name="multiprocessors"/> multiprocessors: none (1) when the tiles alone give every multiprocessor
-    /// <see cref="SplitGroupsPerMultiprocessor"/> groups, else as many as make that many work items, at most one per
-    /// chunk. Each group runs its chunks one after another, so a prompt of 128 tokens (128 × 768 outputs are 24 tiles
-    /// of 64 × 64) otherwise leaves most of a GPU idle while a few groups each run all 48 chunks of the MLP's
+    /// on <paramref name="multiprocessors"/> multiprocessors: none (1) when the tiles alone give the device at least half
+    /// of <see cref="SplitGroupsPerMultiprocessor"/> groups a multiprocessor, else as many as make that many work items,
+    /// at most one per chunk. Each group runs its chunks one after another, so a prompt of 128 tokens (128 × 768 outputs
+    /// are 24 tiles of 64 × 64) otherwise leaves most of a GPU idle while a few groups each run all 48 chunks of the MLP's
     /// projection. A split writes every chunk's sums and reads them back once: 8 bytes per chunk and output, an eighth of
-    /// a byte per multiply-add whatever the split, so it is only taken where the device would be mostly idle without it.
+    /// a byte per multiply-add whatever the split, so it is only taken where the device would be mostly idle without it
+    /// (and the launch keeps to <see cref="AutoSplitPartials"/> of them).
     /// </summary>
     internal static int SplitFor(int tiles, int chunks, int multiprocessors)
     {
         var wanted = SplitGroupsPerMultiprocessor * multiprocessors;
-        if (chunks < 2 || tiles >= wanted) return 1;
+        if (chunks < 2 || 2L * tiles >= wanted) return 1;
         return Math.Min(chunks, (wanted + tiles - 1) / tiles);
     }
+
+    /// <summary>
+    /// Most chunk sums (outputs × chunks) a split by shape keeps, 256 MB: a prompt of 1,024 tokens through GPT-2 124M
+    /// needs 151 MB for the MLP's projection, and a larger split would rather run in one pass than take a small GPU's
+    /// memory.
+    /// </summary>
+    private const long AutoSplitPartials = 1L << 26;
 
     /// <summary>Most runs <see cref="InputSplits"/> takes.</summary>
     internal const int MaxInputSplits = 64;

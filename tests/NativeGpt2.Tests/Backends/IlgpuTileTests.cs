@@ -124,6 +124,7 @@ public class IlgpuTileTests
     [InlineData(16 * 36, 12, 132, 1)]
     [InlineData(16 * 48, 12, 132, 1)]
     [InlineData(16 * 12, 48, 132, 3)]
+    [InlineData(300, 12, 132, 1)]       // more than half full: not worth the chunk sums
     [InlineData(1, 1, 132, 1)]          // one chunk: nothing to split
     [InlineData(1, 5, 1, 4)]
     public void The_split_by_shape_fills_the_device_with_at_most_a_run_per_chunk(int tiles, int chunks, int multiprocessors, int expected)
