@@ -100,7 +100,9 @@ internal static class MatMulKernels
 
     /// <summary>
     /// out[n, o] = epilogue(bias[o] + Σ_c partials[c, n, o]), the chunk sums of <see cref="TiledChunkSums"/> added in order
-    /// of c: what <see cref="Tiled"/> computes, operation for operation. A thread per output.
+    /// of c: what <see cref="Tiled"/> computes, operation for operation. A thread per output, eight chunk sums requested
+    /// before they are added: one after another, each load would wait for the sum before it, and a projection of 48
+    /// chunks would take 48 memory latencies.
     /// </summary>
     public static void AddChunkSumsInOrder(ArrayView<float> output, ArrayView<float> partials, ArrayView<float> bias, MatMulShape s)
     {
@@ -109,7 +111,22 @@ internal static class MatMulKernels
         for (var e = Grid.GlobalIndex.X; e < outputs; e += Grid.DimX * Group.DimX)
         {
             var total = s.HasBias != 0 ? bias[e % s.OC] : 0f;
-            for (var c = 0; c < chunks; c++) total += partials[c * outputs + e];
+            var c = 0;
+            for (; c + 8 <= chunks; c += 8)
+            {
+                var at = c * outputs + e;
+                float p0 = partials[at], p1 = partials[at + outputs], p2 = partials[at + 2 * outputs], p3 = partials[at + 3 * outputs];
+                float p4 = partials[at + 4 * outputs], p5 = partials[at + 5 * outputs], p6 = partials[at + 6 * outputs], p7 = partials[at + 7 * outputs];
+                total += p0;
+                total += p1;
+                total += p2;
+                total += p3;
+                total += p4;
+                total += p5;
+                total += p6;
+                total += p7;
+            }
+            for (; c < chunks; c++) total += partials[c * outputs + e];
             output[e] = Epilogue(total, s.Epilogue, output[e]);
         }
     }

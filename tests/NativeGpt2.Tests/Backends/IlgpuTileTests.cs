@@ -89,9 +89,10 @@ public class IlgpuTileTests
         var backend = (IlgpuBackend)TestBackends.Get(name);
         for (var seed = 0; seed < TestBackends.Cases(name, 2); seed++)
         {
-            // One tile of outputs (at most 16 rows by 32 columns, the smallest tile a simulator takes) over three to seven
-            // chunks: too few tiles for any device, so the rule splits the inputs.
-            var c = Case.Draw(new Random(900 + seed), backend.MatVecRowLimit + 1, 17, 130, 450, 33);
+            // One tile of outputs (at most 16 rows by 32 columns, the smallest tile a simulator takes) over three to eleven
+            // chunks (their sums are added eight at a time, then the rest): too few tiles for any device, so the rule splits
+            // the inputs.
+            var c = Case.Draw(new Random(900 + seed), backend.MatVecRowLimit + 1, 17, 130, 700, 33);
             var what = $"{name} {c}";
             Assert.True(IlgpuBackend.SplitFor(tiles: 1, chunks: (c.IC + MatMulKernels.Chunk - 1) / MatMulKernels.Chunk, multiprocessors: 1) > 1,
                 $"{what}: the rule would not split");
