@@ -100,9 +100,7 @@ internal static class MatMulKernels
 
     /// <summary>
     /// out[n, o] = epilogue(bias[o] + Σ_c partials[c, n, o]), the chunk sums of <see cref="TiledChunkSums"/> added in order
-    /// of c: what <see cref="Tiled"/> computes, operation for operation. A thread per output, eight chunk sums requested
-    /// before they are added: one after another, each load would wait for the sum before it, and a projection of 48
-    /// chunks would take 48 memory latencies.
+    /// of c: what <see cref="Tiled"/> computes, operation for operation. A thread per output.
     /// </summary>
     public static void AddChunkSumsInOrder(ArrayView<float> output, ArrayView<float> partials, ArrayView<float> bias, MatMulShape s)
     {
@@ -110,25 +108,34 @@ internal static class MatMulKernels
         var outputs = s.N * s.OC;
         for (var e = Grid.GlobalIndex.X; e < outputs; e += Grid.DimX * Group.DimX)
         {
-            var total = s.HasBias != 0 ? bias[e % s.OC] : 0f;
-            var c = 0;
-            for (; c + 8 <= chunks; c += 8)
-            {
-                var at = c * outputs + e;
-                float p0 = partials[at], p1 = partials[at + outputs], p2 = partials[at + 2 * outputs], p3 = partials[at + 3 * outputs];
-                float p4 = partials[at + 4 * outputs], p5 = partials[at + 5 * outputs], p6 = partials[at + 6 * outputs], p7 = partials[at + 7 * outputs];
-                total += p0;
-                total += p1;
-                total += p2;
-                total += p3;
-                total += p4;
-                total += p5;
-                total += p6;
-                total += p7;
-            }
-            for (; c < chunks; c++) total += partials[c * outputs + e];
+            var total = AddInOrder(s.HasBias != 0 ? bias[e % s.OC] : 0f, partials, e, outputs, chunks);
             output[e] = Epilogue(total, s.Epilogue, output[e]);
         }
+    }
+
+    /// <summary>
+    /// total + from[at] + from[at + stride] + … (<paramref name="count"/> terms), added in that order, eight values requested
+    /// before they are added: one after another, each load would wait for the sum before it, and the 48 chunk sums of
+    /// GPT-2's MLP projection would take 48 latencies of the memory they are in.
+    /// </summary>
+    private static float AddInOrder(float total, ArrayView<float> from, int at, int stride, int count)
+    {
+        var c = 0;
+        for (; c + 8 <= count; c += 8, at += 8 * stride)
+        {
+            float p0 = from[at], p1 = from[at + stride], p2 = from[at + 2 * stride], p3 = from[at + 3 * stride];
+            float p4 = from[at + 4 * stride], p5 = from[at + 5 * stride], p6 = from[at + 6 * stride], p7 = from[at + 7 * stride];
+            total += p0;
+            total += p1;
+            total += p2;
+            total += p3;
+            total += p4;
+            total += p5;
+            total += p6;
+            total += p7;
+        }
+        for (; c < count; c++, at += stride) total += from[at];
+        return total;
     }
 
     /// <summary>Pitch of the input tile's rows in floats: 64 inputs and 4 of padding, a whole number of 16-byte words.</summary>
@@ -393,8 +400,7 @@ internal static class MatMulKernels
             {
                 int row = e / CB, j = e % CB, col = col0 + j;
                 if (col >= s.OC) continue;
-                var total = s.HasBias != 0 ? bias[col] : 0f;
-                for (var c = 0; c < chunks; c++) total += sums[(row * chunks + c) * CB + j];
+                var total = AddInOrder(s.HasBias != 0 ? bias[col] : 0f, sums, row * chunks * CB + j, CB, chunks);
                 output[row * s.OC + col] = Epilogue(total, s.Epilogue, output[row * s.OC + col]);
             }
             // The staged inputs and sums are read before the next block overwrites them.
@@ -456,10 +462,7 @@ internal static class MatMulKernels
                     p.Store(xs, i, G, n);
                 }
                 Group.Barrier();
-                if (mine)
-                {
-                    for (var c = 0; c < count; c++) total += xs[(row * count + c) * MaxWarp + lane];
-                }
+                if (mine) total = AddInOrder(total, xs, row * count * MaxWarp + lane, MaxWarp, count);
                 // The sums are read before the next pass overwrites them.
                 Group.Barrier();
             }
