@@ -221,6 +221,13 @@ if [ -n "$NCU" ]; then
     $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 16 --new-tokens 8 > "$RESULTS/ncu-decode.txt" 2>&1
   echo "ncu exit $?"
   grep -E 'Kernel_|Duration|DRAM Throughput|Achieved Occupancy|Registers Per Thread|Stall|==ERROR==' "$RESULTS/ncu-decode.txt" | head -80
+  # The head of one row (the same kernel and shape after a prompt as after a decoding step): run 4's stream markers had it
+  # at 77.6 µs for 154 MB (2.0 TB/s of the H200's 4.8), about a tenth of a decoding step's device time.
+  timeout 60 "$NCU" --clock-control none --kernel-name 'regex:^Kernel_MatVecTransposed$' --launch-skip 2 --launch-count 2 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
+    $N bench --backend cuda --model synthetic:gpt2 --prompt-tokens 16 --new-tokens 8 > "$RESULTS/ncu-head.txt" 2>&1
+  echo "ncu exit $?"
+  grep -E 'Kernel_|Duration|DRAM Throughput|Achieved Occupancy|Registers Per Thread|Stall|==ERROR==' "$RESULTS/ncu-head.txt" | head -30
   # 6b. One layer of a 1,024-token pass of 124M: the four tiled projections and the attention by query tiles (the bench's
   #     first pass, layer 0), for why c_attn (576 tiles) and the 768-column outputs ran at 5-10 TFLOP/s where c_fc ran
   #     at 22: waves per multiprocessor, the groups per multiprocessor that registers and shared memory allow, and the
