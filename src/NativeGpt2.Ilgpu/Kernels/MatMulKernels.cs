@@ -822,8 +822,8 @@ internal struct EightChunkSums
 }
 
 /// <summary>
-/// A thread's share of the next input and weight tiles of <see cref="MatMulKernels.Tiled"/> (IC and OC multiples of 4, so
-/// that a word never crosses a row's end), held in registers between the request and the store into shared memory: the
+/// A thread's share of the next input and weight tiles of <see cref="MatMulKernels.Tiled"/> (IC a multiple of 4, and OC too
+/// for a Conv1D weight, so that no word crosses a row's end), held in registers between the request and the store into shared memory: the
 /// input tile's 16-byte words tid + i·G and the weight tile's words tid + i·G, i in [0, 8) (G threads in the group; all
 /// of both tiles for a 64 × 64 tile of 128 threads). Words past those (smaller groups) are copied directly when the tile
 /// is stored. A Conv1D weight word is four columns of one input, stored as it is; a transposed weight's (the head's
