@@ -355,7 +355,10 @@ internal static class MatMulKernels
     /// 16 columns (a 64-byte run per row) when that still gives every multiprocessor a block, else 8 (32, a whole line of
     /// each row, when <c>NATIVEGPT2_ILGPU_MATVEC_COLUMNS</c> asks for it). The optional
     /// normalization is <see cref="MatVec"/>'s: statistics of every row in each group, in a group of the LayerNorm
-    /// kernel's size; column block 0 also stores the normalized rows in <paramref name="normalized"/>.
+    /// kernel's size; column block 0 also stores the normalized rows in <paramref name="normalized"/>. A group given
+    /// several blocks (the CPU accelerator runs one group per multiprocessor) stages the inputs once and alternates its
+    /// blocks' sums between two halves of shared memory, one barrier a block: on a simulator, where each barrier makes every
+    /// OS thread of the group run, that is a third of the barriers of staging and summing each block afresh.
     /// </remarks>
     public static void MatVecColumns(ArrayView<float> output, ArrayView<float> normalized, ArrayView<float> input,
         ArrayView<float> normWeight, ArrayView<float> normBias, ArrayView<float> weight, ArrayView<float> bias,
@@ -368,17 +371,27 @@ internal static class MatMulKernels
         int tid = Group.IdxX, G = Group.DimX, CB = columns.Value;
         int chunks = (s.IC + Chunk - 1) / Chunk, pairs = chunks * CB, blocks = (s.OC + CB - 1) / CB;
 
-        for (var block = Grid.IdxX; block < blocks; block += Grid.DimX)
+        // A group that takes several blocks (a launch of fewer groups than blocks, as on the CPU accelerator) stages the
+        // inputs once, with its first block, and its blocks' chunk sums alternate between the two halves of the sums where
+        // they fit in one: a block's sums then never overwrite sums still being read, and a block needs one barrier.
+        int used = s.N * chunks * CB, half = 2 * used <= MaxColumnSums ? MaxColumnSums / 2 : 0;
+        for (int block = Grid.IdxX, turn = 0; block < blocks; block += Grid.DimX, turn++)
         {
             var col0 = block * CB;
             // This thread's first weights are requested before anything else, so that their latency passes while the group
             // computes the statistics and stages the inputs.
             var current = ColumnChunk(weight, s, col0, CB, tid, pairs);
+            var at = (turn & 1) * half;
 
-            if (s.Normalize != 0 && block == Grid.IdxX) RowStatisticsOfAll(input, s, stats, scratch);
-            for (var e = tid; e < s.N * s.IC; e += 4 * G)
-                FourInputs.Load(input, normWeight, normBias, s, e, G).Store(xs, normalized, stats, s, e, G, block == 0);
-            Group.Barrier();
+            if (turn == 0)
+            {
+                if (s.Normalize != 0) RowStatisticsOfAll(input, s, stats, scratch);
+                for (var e = tid; e < s.N * s.IC; e += 4 * G)
+                    FourInputs.Load(input, normWeight, normBias, s, e, G).Store(xs, normalized, stats, s, e, G, block == 0);
+                Group.Barrier();
+            }
+            // Sums in one place for every block: the previous block's are read before these overwrite them.
+            else if (half == 0) Group.Barrier();
 
             for (var e = tid; e < pairs; e += G)
             {
@@ -391,7 +404,7 @@ internal static class MatMulKernels
                     var sum = col >= s.OC ? 0f
                         : count == Chunk ? current.Dot(xs, row * s.IC + k)
                         : Sixteen.DotInOrder(xs, row * s.IC + k, weight, k * s.OC + col, s.OC, count);
-                    sums[(row * chunks + chunk) * CB + j] = sum;
+                    sums[at + (row * chunks + chunk) * CB + j] = sum;
                 }
             }
             Group.Barrier();
@@ -400,11 +413,9 @@ internal static class MatMulKernels
             {
                 int row = e / CB, j = e % CB, col = col0 + j;
                 if (col >= s.OC) continue;
-                var total = AddInOrder(s.HasBias != 0 ? bias[col] : 0f, sums, row * chunks * CB + j, CB, chunks);
+                var total = AddInOrder(s.HasBias != 0 ? bias[col] : 0f, sums, at + row * chunks * CB + j, CB, chunks);
                 output[row * s.OC + col] = Epilogue(total, s.Epilogue, output[row * s.OC + col]);
             }
-            // The staged inputs and sums are read before the next block overwrites them.
-            Group.Barrier();
         }
     }
 

@@ -72,6 +72,36 @@ public class IlgpuMatVecTests
 
     [SkippableTheory]
     [MemberData(nameof(Accelerators))]
+    public void A_group_given_several_column_blocks_keeps_each_blocks_sums_apart(string name)
+    {
+        // A simulator launches fewer groups than blocks, so each group takes block after block: one row's sums alternate
+        // between two halves of shared memory, eight rows' (more than half of it) share one region, and a barrier must
+        // keep the next block from overwriting sums still being added. Both against the split kernel, bit for bit.
+        TestBackends.SkipIfUnavailable(name);
+        var backend = (IlgpuBackend)TestBackends.Get(name);
+        using var allRows = TestBackends.AllMatVecRows(backend);
+        const int IC = 5 * MatMulKernels.Chunk, OC = 32 * 4 + 3, Columns = 32;
+        foreach (var N in new[] { 1, MatMulKernels.MaxMatVecRows })
+        {
+            var sums = N * (IC / MatMulKernels.Chunk) * Columns;
+            Assert.True(sums <= MatMulKernels.MaxColumnSums && N * IC <= MatMulKernels.MaxColumnInputs, "the shape takes the column blocks");
+            var random = new Random(40 + N);
+            var x = Numerics.RandomFloats(random, N * IC, 3f);
+            var g = Numerics.RandomFloats(random, IC);
+            var beta = Numerics.RandomFloats(random, IC);
+            var w = Numerics.RandomFloats(random, IC * OC);
+            var b = Numerics.RandomFloats(random, OC);
+            var residual = Numerics.RandomFloats(random, N * OC);
+            var what = $"{name} N={N} ({(2 * sums <= MatMulKernels.MaxColumnSums ? "alternating halves" : "one region")})";
+            var split = Project(backend, 0, true, x, g, beta, w, b, residual, N, IC, OC, MatMulEpilogue.Residual);
+            var blocks = Project(backend, Columns, true, x, g, beta, w, b, residual, N, IC, OC, MatMulEpilogue.Residual);
+            if (name == TestBackends.IlgpuCpu) Assert.True(split.Output.AsSpan().SequenceEqual(blocks.Output), $"{what}: output differs");
+            else Numerics.AssertClose(split.Output, blocks.Output, 1e-6, what);
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Accelerators))]
     public void Shapes_too_large_for_column_blocks_take_the_split_kernel(string name)
     {
         // Four rows of 3,072 inputs (a 124M MLP projection decoding four sequences) do not fit the staged inputs: the
