@@ -928,35 +928,42 @@ internal struct Eight
     private static float Score(float dot, bool open, int keyAfterPast, int t, int T, float scale) =>
         open && t < T && keyAfterPast <= t ? dot * scale : float.NegativeInfinity;
 
-    /// <summary>Each value the maximum over the warp (<see cref="Reductions.WarpMax"/>'s shuffles, the eight at each step).</summary>
+    /// <summary>
+    /// Each value the maximum over the warp (<see cref="Reductions.WarpMax"/>'s steps, the eight at each step). A step
+    /// shuffles the eight as one value: on a GPU ILGPU splits it into eight shuffles of one float, the same as shuffling
+    /// each; ILGPU's CPU accelerator makes every shuffle a round of barriers between the warp's OS threads, and then makes
+    /// one round instead of eight.
+    /// </summary>
     public void WarpMax()
     {
         for (var offset = Warp.WarpSize / 2; offset > 0; offset /= 2)
         {
-            A0 = XMath.Max(A0, Warp.ShuffleXor(A0, offset));
-            A1 = XMath.Max(A1, Warp.ShuffleXor(A1, offset));
-            A2 = XMath.Max(A2, Warp.ShuffleXor(A2, offset));
-            A3 = XMath.Max(A3, Warp.ShuffleXor(A3, offset));
-            A4 = XMath.Max(A4, Warp.ShuffleXor(A4, offset));
-            A5 = XMath.Max(A5, Warp.ShuffleXor(A5, offset));
-            A6 = XMath.Max(A6, Warp.ShuffleXor(A6, offset));
-            A7 = XMath.Max(A7, Warp.ShuffleXor(A7, offset));
+            var other = Warp.ShuffleXor(this, offset);
+            A0 = XMath.Max(A0, other.A0);
+            A1 = XMath.Max(A1, other.A1);
+            A2 = XMath.Max(A2, other.A2);
+            A3 = XMath.Max(A3, other.A3);
+            A4 = XMath.Max(A4, other.A4);
+            A5 = XMath.Max(A5, other.A5);
+            A6 = XMath.Max(A6, other.A6);
+            A7 = XMath.Max(A7, other.A7);
         }
     }
 
-    /// <summary>Each value the sum over the warp (<see cref="Reductions.WarpSum"/>'s shuffles, the eight at each step).</summary>
+    /// <summary>Each value the sum over the warp (<see cref="Reductions.WarpSum"/>'s steps, the eight shuffled together as in <see cref="WarpMax"/>).</summary>
     public void WarpSum()
     {
         for (var offset = Warp.WarpSize / 2; offset > 0; offset /= 2)
         {
-            A0 += Warp.ShuffleXor(A0, offset);
-            A1 += Warp.ShuffleXor(A1, offset);
-            A2 += Warp.ShuffleXor(A2, offset);
-            A3 += Warp.ShuffleXor(A3, offset);
-            A4 += Warp.ShuffleXor(A4, offset);
-            A5 += Warp.ShuffleXor(A5, offset);
-            A6 += Warp.ShuffleXor(A6, offset);
-            A7 += Warp.ShuffleXor(A7, offset);
+            var other = Warp.ShuffleXor(this, offset);
+            A0 += other.A0;
+            A1 += other.A1;
+            A2 += other.A2;
+            A3 += other.A3;
+            A4 += other.A4;
+            A5 += other.A5;
+            A6 += other.A6;
+            A7 += other.A7;
         }
     }
 
