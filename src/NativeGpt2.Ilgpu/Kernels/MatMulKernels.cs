@@ -287,6 +287,7 @@ internal static class MatMulKernels
         var xs = SharedMemory.Allocate<float>(MaxMatVecRows * MaxSlabChunks * Chunk);
         var stats = SharedMemory.Allocate<float>(2 * MaxMatVecRows);
         var scratch = SharedMemory.Allocate<float>(Reductions.MaxWarpsPerGroup);
+        var scratch4 = SharedMemory.Allocate<Float4>(Reductions.MaxWarpsPerGroup);
         var ticket = SharedMemory.Allocate<int>(1);
         int tid = Group.IdxX, G = Group.DimX, warps = G / Warp.WarpSize;
         int chunks = (s.IC + Chunk - 1) / Chunk, slabs = (chunks + warps - 1) / warps, blocks = (s.OC + MaxWarp - 1) / MaxWarp;
@@ -303,7 +304,7 @@ internal static class MatMulKernels
             var first = preloaded ? WholeChunk.Load(weight, chunk * Chunk * s.OC + firstColumn, s.OC) : default;
 
             // Every group normalizes the rows it reads the same way: it computes the statistics of all N rows once.
-            if (s.Normalize != 0 && item == Grid.IdxX) RowStatisticsOfAll(input, s, stats, scratch);
+            if (s.Normalize != 0 && item == Grid.IdxX) RowStatisticsOfAll(input, s, stats, scratch, scratch4);
 
             for (var e = tid; e < s.N * width; e += G)
             {
@@ -368,6 +369,7 @@ internal static class MatMulKernels
         var sums = SharedMemory.Allocate<float>(MaxColumnSums);
         var stats = SharedMemory.Allocate<float>(2 * MaxMatVecRows);
         var scratch = SharedMemory.Allocate<float>(Reductions.MaxWarpsPerGroup);
+        var scratch4 = SharedMemory.Allocate<Float4>(Reductions.MaxWarpsPerGroup);
         int tid = Group.IdxX, G = Group.DimX, CB = columns.Value;
         int chunks = (s.IC + Chunk - 1) / Chunk, pairs = chunks * CB, blocks = (s.OC + CB - 1) / CB;
 
@@ -385,7 +387,7 @@ internal static class MatMulKernels
 
             if (turn == 0)
             {
-                if (s.Normalize != 0) RowStatisticsOfAll(input, s, stats, scratch);
+                if (s.Normalize != 0) RowStatisticsOfAll(input, s, stats, scratch, scratch4);
                 for (var e = tid; e < s.N * s.IC; e += 4 * G)
                     FourInputs.Load(input, normWeight, normBias, s, e, G).Store(xs, normalized, stats, s, e, G, block == 0);
                 Group.Barrier();
@@ -421,11 +423,26 @@ internal static class MatMulKernels
 
     /// <summary>
     /// The mean and 1 / √(var + eps) of each of the N input rows into stats (2·row, 2·row + 1), as the LayerNorm kernel
-    /// computes them; every thread of the group must call it.
+    /// computes them (four rows at a time while four are left, as it does); every thread of the group must call it.
     /// </summary>
-    private static void RowStatisticsOfAll(ArrayView<float> input, MatMulShape s, ArrayView<float> stats, ArrayView<float> scratch)
+    private static void RowStatisticsOfAll(ArrayView<float> input, MatMulShape s, ArrayView<float> stats, ArrayView<float> scratch,
+        ArrayView<Float4> scratch4)
     {
-        for (var row = 0; row < s.N; row++)
+        var row = 0;
+        for (; row + 4 <= s.N; row += 4)
+        {
+            var four = FourRowStatistics.Of(input, row * s.IC, s.IC, s.IC, s.Epsilon, scratch4);
+            if (Group.IdxX == 0)
+            {
+                for (var i = 0; i < 4; i++)
+                {
+                    var rowStats = four.Row(i);
+                    stats[2 * (row + i)] = rowStats.Mean;
+                    stats[2 * (row + i) + 1] = rowStats.Rstd;
+                }
+            }
+        }
+        for (; row < s.N; row++)
         {
             var rowStats = LayerNormKernel.Statistics(input, row * s.IC, s.IC, s.Epsilon, scratch);
             if (Group.IdxX == 0)

@@ -1,5 +1,6 @@
 using ILGPU;
 using ILGPU.Algorithms;
+using ILGPU.Util;
 
 namespace NativeGpt2.Ilgpu.Kernels;
 
@@ -38,6 +39,33 @@ internal static class Reductions
         value = WarpSum(value);
         // The scratch may be reused by the next reduction only after every warp has read it.
         Group.Barrier();
+        return value;
+    }
+
+    /// <summary>
+    /// <see cref="GroupSum(float, ArrayView{float})"/> of four values at once (four rows' sums), each summed in exactly its
+    /// order: each step shuffles the four as one value, which a GPU does as four shuffles and ILGPU's CPU accelerator as
+    /// one round of barriers between the warp's OS threads instead of four. Every thread of the group must call it.
+    /// </summary>
+    public static Float4 GroupSum(Float4 value, ArrayView<Float4> scratch)
+    {
+        value = WarpSumOfFour(value);
+        if (Warp.LaneIdx == 0) scratch[Warp.WarpIdx] = value;
+        Group.Barrier();
+        var warps = Group.DimX / Warp.WarpSize;
+        value = Warp.LaneIdx < warps ? scratch[Warp.LaneIdx] : default;
+        value = WarpSumOfFour(value);
+        Group.Barrier();
+        return value;
+    }
+
+    private static Float4 WarpSumOfFour(Float4 value)
+    {
+        for (var offset = Warp.WarpSize / 2; offset > 0; offset /= 2)
+        {
+            var other = Warp.ShuffleXor(value, offset);
+            value = new Float4(value.X + other.X, value.Y + other.Y, value.Z + other.Z, value.W + other.W);
+        }
         return value;
     }
 
