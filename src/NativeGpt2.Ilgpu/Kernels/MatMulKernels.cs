@@ -539,9 +539,14 @@ internal static class MatMulKernels
     {
         var tiles = SharedMemory.Allocate<float>(MaxHeadWarps * MaxWarp * HeadPitch);
         int W = Warp.WarpSize, warps = Group.DimX / W, lane = Warp.LaneIdx;
-        var tile = tiles.SubView(Warp.WarpIdx * MaxWarp * HeadPitch, MaxWarp * HeadPitch);
+        var slice = tiles.SubView(Warp.WarpIdx * MaxWarp * HeadPitch, MaxWarp * HeadPitch);
         var blocks = (s.OC + W - 1) / W;
         var aligned = s.IC % 4 == 0;
+        // A warp of at most half the largest warp's lanes (a simulator's) has room for two tiles in its slice, and stages
+        // each chunk into the other one: the chunk before is then never overwritten while being read, and the barrier
+        // that waits for its reads goes. On the CPU accelerator each barrier makes the warp's OS threads take turns.
+        var buffers = 2 * W <= MaxWarp ? 2 : 1;
+        var turn = 0;
         // Items are uniform across a warp: (row block, input row), the input rows of a block side by side.
         for (var item = Grid.IdxX * warps + Warp.WarpIdx; item < blocks * s.N; item += Grid.DimX * warps)
         {
@@ -550,11 +555,12 @@ internal static class MatMulKernels
             // Rows in whole 16-byte words: a lane holds sixteen words of the next chunk, requested before the current
             // chunk's sums. Otherwise the chunk is staged a float at a time.
             var words = aligned ? HeadChunk.Load(weight, s, r0, 0) : default;
-            for (var k0 = 0; k0 < s.IC; k0 += Chunk)
+            for (var k0 = 0; k0 < s.IC; k0 += Chunk, turn++)
             {
                 var count = XMath.Min(Chunk, s.IC - k0);
-                // The previous chunk's rows are read before they are overwritten.
-                Warp.Barrier();
+                var tile = slice.SubView(turn % buffers * W * HeadPitch, W * HeadPitch);
+                // With one tile, the previous chunk's rows are read before they are overwritten.
+                if (buffers == 1) Warp.Barrier();
                 if (aligned) words.Store(tile);
                 else
                 {
