@@ -124,12 +124,7 @@ public class BackendConformanceTests
         {
             int N = random.Next(2) == 0 ? random.Next(1, 5) : random.Next(5, 30), IC = random.Next(1, 700), OC = random.Next(1, 140);
             var epilogue = ProjectionReference.Epilogues[random.Next(ProjectionReference.Epilogues.Length)];
-            var x = Numerics.RandomFloats(random, N * IC, 3f);
-            var g = Numerics.RandomFloats(random, IC);
-            var beta = Numerics.RandomFloats(random, IC);
-            var w = Numerics.RandomFloats(random, IC * OC);
-            var b = Numerics.RandomFloats(random, OC);
-            var residual = Numerics.RandomFloats(random, N * OC);
+            var (x, g, beta, w, b, residual) = ProjectionReference.DrawInputs(random, N, IC, OC);
             using var scope = backend.Enter();
             using var input = backend.Upload(x);
             using var normWeight = backend.Upload(g);

@@ -37,12 +37,7 @@ public class IlgpuMatVecTests
             var OC = random.Next(1, 90);
             var epilogue = ProjectionReference.Epilogues[random.Next(ProjectionReference.Epilogues.Length)];
             var normalize = random.Next(2) == 0;
-            var x = Numerics.RandomFloats(random, N * IC, 3f);
-            var g = Numerics.RandomFloats(random, IC);
-            var beta = Numerics.RandomFloats(random, IC);
-            var w = Numerics.RandomFloats(random, IC * OC);
-            var b = Numerics.RandomFloats(random, OC);
-            var residual = Numerics.RandomFloats(random, N * OC);
+            var (x, g, beta, w, b, residual) = ProjectionReference.DrawInputs(random, N, IC, OC);
             var what = $"{name} N={N} IC={IC} OC={OC} {epilogue}{(normalize ? " after LayerNorm" : "")}";
 
             var results = Widths.Select(columns => Project(backend, columns, normalize, x, g, beta, w, b, residual, N, IC, OC, epilogue)).ToArray();
@@ -86,12 +81,7 @@ public class IlgpuMatVecTests
             var sums = N * (IC / MatMulKernels.Chunk) * Columns;
             Assert.True(sums <= MatMulKernels.MaxColumnSums && N * IC <= MatMulKernels.MaxColumnInputs, "the shape takes the column blocks");
             var random = new Random(40 + N);
-            var x = Numerics.RandomFloats(random, N * IC, 3f);
-            var g = Numerics.RandomFloats(random, IC);
-            var beta = Numerics.RandomFloats(random, IC);
-            var w = Numerics.RandomFloats(random, IC * OC);
-            var b = Numerics.RandomFloats(random, OC);
-            var residual = Numerics.RandomFloats(random, N * OC);
+            var (x, g, beta, w, b, residual) = ProjectionReference.DrawInputs(random, N, IC, OC);
             var what = $"{name} N={N} ({(2 * sums <= MatMulKernels.MaxColumnSums ? "alternating halves" : "one region")})";
             var split = Project(backend, 0, true, x, g, beta, w, b, residual, N, IC, OC, MatMulEpilogue.Residual);
             var blocks = Project(backend, Columns, true, x, g, beta, w, b, residual, N, IC, OC, MatMulEpilogue.Residual);

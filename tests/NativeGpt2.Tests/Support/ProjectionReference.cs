@@ -24,4 +24,12 @@ public static class ProjectionReference
         }
         return expected;
     }
+
+    /// <summary>
+    /// A projection's inputs, drawn from <paramref name="random"/> in this order: x (N, IC) within ±3, a LayerNorm's weight
+    /// and bias (IC), w (IC, OC), b (OC) and a residual (N, OC).
+    /// </summary>
+    public static (float[] X, float[] NormWeight, float[] NormBias, float[] W, float[] B, float[] Residual) DrawInputs(Random random, int N, int IC, int OC) =>
+        (Numerics.RandomFloats(random, N * IC, 3f), Numerics.RandomFloats(random, IC), Numerics.RandomFloats(random, IC),
+            Numerics.RandomFloats(random, IC * OC), Numerics.RandomFloats(random, OC), Numerics.RandomFloats(random, N * OC));
 }
