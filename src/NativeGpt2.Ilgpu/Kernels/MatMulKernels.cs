@@ -434,24 +434,21 @@ internal static class MatMulKernels
             var four = FourRowStatistics.Of(input, row * s.IC, s.IC, s.IC, s.Epsilon, scratch4);
             if (Group.IdxX == 0)
             {
-                for (var i = 0; i < 4; i++)
-                {
-                    var rowStats = four.Row(i);
-                    stats[2 * (row + i)] = rowStats.Mean;
-                    stats[2 * (row + i) + 1] = rowStats.Rstd;
-                }
+                for (var i = 0; i < 4; i++) StoreStatistics(stats, row + i, four.Row(i));
             }
         }
         for (; row < s.N; row++)
         {
             var rowStats = LayerNormKernel.Statistics(input, row * s.IC, s.IC, s.Epsilon, scratch);
-            if (Group.IdxX == 0)
-            {
-                stats[2 * row] = rowStats.Mean;
-                stats[2 * row + 1] = rowStats.Rstd;
-            }
+            if (Group.IdxX == 0) StoreStatistics(stats, row, rowStats);
         }
         Group.Barrier();
+    }
+
+    private static void StoreStatistics(ArrayView<float> stats, int row, RowStatistics rowStats)
+    {
+        stats[2 * row] = rowStats.Mean;
+        stats[2 * row + 1] = rowStats.Rstd;
     }
 
     /// <summary>The 64 weights of pair e (chunk e / CB, column col0 + e mod CB) of a column block, or nothing for a pair past the block, the matrix's columns or its last whole chunk.</summary>

@@ -62,10 +62,7 @@ internal static class Reductions
     private static Float4 WarpSumOfFour(Float4 value)
     {
         for (var offset = Warp.WarpSize / 2; offset > 0; offset /= 2)
-        {
-            var other = Warp.ShuffleXor(value, offset);
-            value = new Float4(value.X + other.X, value.Y + other.Y, value.Z + other.Z, value.W + other.W);
-        }
+            value += Warp.ShuffleXor(value, offset);
         return value;
     }
 
