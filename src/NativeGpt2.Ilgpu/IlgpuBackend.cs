@@ -71,7 +71,7 @@ public sealed class IlgpuBackend : IBackend
     private readonly Scratch<float> _tiledPartials;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _targetLogProbabilities;
     private readonly Action<KernelConfig, ArrayView<int>, ArrayView<float>, int, int> _argMax;
-    private readonly Action<KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int, int> _topKCandidates;
+    private readonly Action<KernelConfig, ArrayView<int>, ArrayView<float>, int, int, int, int> _topKCandidates;
 
     /// <summary>The stream every launch and copy goes to: ILGPU's default, or on CUDA with graphs one that can record.</summary>
     private readonly AcceleratorStream _stream;
@@ -196,7 +196,7 @@ public sealed class IlgpuBackend : IBackend
             ArrayView<int>, ArrayView<int>, ArrayView<int>, AttentionShape, int>("AttentionDecode", AttentionKernel.Decode);
         _targetLogProbabilities = Load<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>("TargetLogProbabilities", RowKernels.TargetLogProbabilities);
         _argMax = Load<ArrayView<int>, ArrayView<float>, int, int>("ArgMax", RowKernels.ArgMax);
-        _topKCandidates = Load<ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int, int>("TopKCandidates", RowKernels.TopKCandidates);
+        _topKCandidates = Load<ArrayView<int>, ArrayView<float>, int, int, int, int>("TopKCandidates", RowKernels.TopKCandidates);
     }
 
     /// <summary>The threads per group the kernels launch with (see <see cref="LaunchSizes"/>).</summary>
@@ -908,11 +908,11 @@ public sealed class IlgpuBackend : IBackend
         _argMax(new KernelConfig(Math.Min(N, _maxGroups), _rowGroupSize), View(output), View(logits), N, V);
 
     /// <inheritdoc />
-    public void TopKCandidates(DeviceBuffer<int> counts, DeviceBuffer<int> ids, DeviceBuffer<float> values, DeviceBuffer<float> logits, int N, int V, int k, int capacity)
+    public void TopKCandidates(DeviceBuffer<int> candidates, DeviceBuffer<float> logits, int N, int V, int k, int capacity)
     {
         if (N < 1 || k < 1 || k > V || capacity < k || capacity > IBackend.MaxTopKCapacity)
             throw new ArgumentOutOfRangeException(nameof(k), $"top-k candidates need N ≥ 1, 1 ≤ k ≤ V and k ≤ capacity ≤ {IBackend.MaxTopKCapacity}; got N={N}, V={V}, k={k}, capacity={capacity}");
-        _topKCandidates(new KernelConfig(Math.Min(N, _maxGroups), _rowGroupSize), View(counts), View(ids), View(values), View(logits), N, V, k, capacity);
+        _topKCandidates(new KernelConfig(Math.Min(N, _maxGroups), _rowGroupSize), View(candidates), View(logits), N, V, k, capacity);
     }
 
     /// <summary>

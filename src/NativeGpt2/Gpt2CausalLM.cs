@@ -313,14 +313,12 @@ public sealed partial class Gpt2CausalLM : IDisposable
         if (topK > 0 && !greedy)
         {
             var capacity = IBackend.MaxTopKCapacity;
-            var (counts, ids, values) = workspace.Candidates(B, capacity);
-            Backend.TopKCandidates(counts, ids, values, logits, B, V, topK, capacity);
-            candidates = new TopKRows(new int[B], new int[B * capacity], new float[B * capacity], capacity);
-            Backend.Download(candidates.Counts, counts, 0);
-            Backend.Download(candidates.Ids, ids, 0);
-            Backend.Download(candidates.Values, values, 0);
+            var records = workspace.Candidates(B, capacity);
+            Backend.TopKCandidates(records, logits, B, V, topK, capacity);
+            candidates = new TopKRows(new int[B * Operators.TopKCandidates.RecordLength(capacity)], capacity);
+            Backend.Download(candidates.Records, records, 0);
             // A row with NaN or +∞, or too many ties: its logits come back too.
-            if (!candidates.Counts.Contains(-1)) return new NextTokens(null, null, hidden, candidates);
+            if (candidates.AllUsable) return new NextTokens(null, null, hidden, candidates);
         }
         var host = logitsInto?.Length >= B * V ? logitsInto : new float[B * V];
         Backend.Download(host.AsSpan(0, B * V), logits, 0);
@@ -423,12 +421,25 @@ internal sealed class ModelLifetime(Action? release = null)
 internal sealed record NextTokens(int[]? Picks, float[]? Logits, float[]? Hidden = null, TopKRows? Candidates = null);
 
 /// <summary>
-/// Each row's top-k candidates (<see cref="IBackend.TopKCandidates"/>): Counts[b] of them (−1: read the row's logits), their
-/// ids and logits at b · Capacity.
+/// Each row's top-k candidates as the backend wrote them (<see cref="IBackend.TopKCandidates"/>): a record a row of their
+/// count (−1: read the row's logits), their ids and their logits' bits.
 /// </summary>
-internal sealed record TopKRows(int[] Counts, int[] Ids, float[] Values, int Capacity)
+internal sealed record TopKRows(int[] Records, int Capacity)
 {
-    public ReadOnlySpan<int> IdsOf(int row) => Ids.AsSpan(row * Capacity, Counts[row]);
+    private int RecordLength => Operators.TopKCandidates.RecordLength(Capacity);
 
-    public ReadOnlySpan<float> ValuesOf(int row) => Values.AsSpan(row * Capacity, Counts[row]);
+    public int Rows => Records.Length / RecordLength;
+
+    /// <summary>How many candidates row <paramref name="row"/> has, or −1 when its logits must be read instead.</summary>
+    public int CountOf(int row) => Records[row * RecordLength];
+
+    /// <summary>Whether the pick of row <paramref name="row"/> can be made from its candidates.</summary>
+    public bool IsUsable(int row) => CountOf(row) >= 0;
+
+    public bool AllUsable => Enumerable.Range(0, Rows).All(IsUsable);
+
+    public ReadOnlySpan<int> IdsOf(int row) => Records.AsSpan(row * RecordLength + 1, CountOf(row));
+
+    public ReadOnlySpan<float> ValuesOf(int row) =>
+        System.Runtime.InteropServices.MemoryMarshal.Cast<int, float>(Records.AsSpan(row * RecordLength + 1 + Capacity, CountOf(row)));
 }

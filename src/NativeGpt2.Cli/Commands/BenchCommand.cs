@@ -140,7 +140,7 @@ internal static class BenchCommand
         int topK, Func<double>? measureBandwidth, CancellationToken cancellation)
     {
         var sampling = topK > 0 ? new GenerationOptions { TopK = topK } : null;
-        int V = lm.Config.VocabSize, candidates = sampling is not null && Sampler.CandidatesSuffice(sampling, V) ? topK : 0;
+        int V = lm.Config.VocabSize, candidates = sampling is not null ? Sampler.CandidatesNeeded(sampling, V) : 0;
         var random = new Random(1);
         Steps(Prefill(), tokens);
         var elapsed = TimeSpan.Zero;
@@ -178,7 +178,7 @@ internal static class BenchCommand
         // A greedy row whose logits were not finite picks -1: it goes on from token 0.
         int[] Picked(NextTokens step) => sampling is null
             ? [.. step.Picks!.Select(id => Math.Max(0, id))]
-            : [.. Enumerable.Range(0, prompt.BatchSize).Select(b => step.Candidates is { } c && c.Counts[b] >= 0
+            : [.. Enumerable.Range(0, prompt.BatchSize).Select(b => step.Candidates is { } c && c.IsUsable(b)
                 ? Sampler.SampleCandidates(c.IdsOf(b), c.ValuesOf(b), sampling, random)
                 : Sampler.Sample(step.Logits.AsSpan(b * V, V), sampling, [], random))];
     }

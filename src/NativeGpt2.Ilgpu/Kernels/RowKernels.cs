@@ -107,11 +107,12 @@ internal static class RowKernels
     /// logit found exactly by a radix select (four passes over the row, one byte of an order-preserving key a pass, counted
     /// in a shared histogram per warp, then added up), then every token whose key is at least its key gathered in shared
     /// memory and written out in id order. A histogram per warp, because a row's logits share few leading bytes: one
-    /// histogram would have every thread of the group adding to the same two or three counters. counts[n] is −1 for a row with NaN or +∞ or nothing but −∞, or with more than capacity candidates (ties).
-    /// Logits (N, V); ids and values (N, capacity); 1 ≤ k ≤ capacity ≤ <see cref="IBackend.MaxTopKCapacity"/>.
+    /// histogram would have every thread of the group adding to the same two or three counters. Logits (N, V); a record of
+    /// 1 + 2 · capacity ints a row (<see cref="Operators.TopKCandidates.RecordLength"/>): the count, −1 for a row with NaN or
+    /// +∞ or nothing but −∞, or with more than capacity candidates (ties); capacity ids; capacity logits' bits.
+    /// 1 ≤ k ≤ capacity ≤ <see cref="IBackend.MaxTopKCapacity"/>.
     /// </summary>
-    public static void TopKCandidates(ArrayView<int> counts, ArrayView<int> ids, ArrayView<float> values, ArrayView<float> logits,
-        int N, int V, int k, int capacity)
+    public static void TopKCandidates(ArrayView<int> records, ArrayView<float> logits, int N, int V, int k, int capacity)
     {
         var histogram = SharedMemory.Allocate<int>(256 * Reductions.MaxWarpsPerGroup);
         // The key's bits chosen so far, the rank still sought among the keys that have them, a NaN-or-+∞ flag, the count,
@@ -120,11 +121,11 @@ internal static class RowKernels
         var candidateIds = SharedMemory.Allocate<int>(IBackend.MaxTopKCapacity);
         var candidateValues = SharedMemory.Allocate<float>(IBackend.MaxTopKCapacity);
         for (var row = Grid.IdxX; row < N; row += Grid.DimX)
-            TopKRow(counts, ids, values, logits, V, k, capacity, row, histogram, state, candidateIds, candidateValues);
+            TopKRow(records, logits, V, k, capacity, row, histogram, state, candidateIds, candidateValues);
     }
 
-    private static void TopKRow(ArrayView<int> counts, ArrayView<int> ids, ArrayView<float> values, ArrayView<float> logits,
-        int V, int k, int capacity, int row, ArrayView<int> histogram, ArrayView<int> state, ArrayView<int> candidateIds, ArrayView<float> candidateValues)
+    private static void TopKRow(ArrayView<int> records, ArrayView<float> logits, int V, int k, int capacity, int row,
+        ArrayView<int> histogram, ArrayView<int> state, ArrayView<int> candidateIds, ArrayView<float> candidateValues)
     {
         int tid = Group.IdxX, G = Group.DimX, start = row * V, warps = G / Warp.WarpSize, mine = 256 * Warp.WarpIdx;
         if (tid == 0)
@@ -186,15 +187,16 @@ internal static class RowKernels
         var count = state[3];
         var usable = state[2] == 0 && state[4] != 0 && count <= capacity;
         // Each candidate's place in id order is the number of candidates with smaller ids.
+        var record = row * (1 + 2 * capacity);
         for (var j = tid; usable && j < count; j += G)
         {
             var id = candidateIds[j];
             var place = 0;
             for (var i = 0; i < count; i++) place += candidateIds[i] < id ? 1 : 0;
-            ids[row * capacity + place] = id;
-            values[row * capacity + place] = candidateValues[j];
+            records[record + 1 + place] = id;
+            records[record + 1 + capacity + place] = (int)Interop.FloatAsInt(candidateValues[j]);
         }
-        if (tid == 0) counts[row] = usable ? count : -1;
+        if (tid == 0) records[record] = usable ? count : -1;
         // The shared state is read before the next row resets it.
         Group.Barrier();
     }

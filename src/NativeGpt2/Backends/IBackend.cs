@@ -155,11 +155,12 @@ public interface IBackend : IDisposable
 
     /// <summary>
     /// Top-k sampling's candidates of each row (<see cref="Operators.TopKCandidates"/>): every token whose logit is at least
-    /// the row's k-th largest, in id order, into ids and values (N, <paramref name="capacity"/>), and their number into
-    /// counts (N), or −1 when the host must read the row's logits instead (NaN, +∞, nothing but −∞, or more than capacity tied tokens).
-    /// 1 ≤ k ≤ V and k ≤ capacity ≤ <see cref="MaxTopKCapacity"/>.
+    /// the row's k-th largest, in id order. Row n's go to one record of <paramref name="candidates"/>, at
+    /// n · <see cref="Operators.TopKCandidates.RecordLength"/>(capacity), so that a step brings them all back in one copy: their
+    /// number (or −1 when the host must read the row's logits instead: NaN, +∞, nothing but −∞, or more than capacity tied
+    /// tokens), then capacity ids, then capacity logits as their bits. 1 ≤ k ≤ V and k ≤ capacity ≤ <see cref="MaxTopKCapacity"/>.
     /// </summary>
-    void TopKCandidates(DeviceBuffer<int> counts, DeviceBuffer<int> ids, DeviceBuffer<float> values, DeviceBuffer<float> logits, int N, int V, int k, int capacity);
+    void TopKCandidates(DeviceBuffer<int> candidates, DeviceBuffer<float> logits, int N, int V, int k, int capacity);
 }
 
 /// <summary>What a matmul does with its result before storing it.</summary>

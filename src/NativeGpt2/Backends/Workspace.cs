@@ -11,8 +11,8 @@ internal sealed class Workspace : IDisposable
     private readonly IBackend _backend;
     private readonly Gpt2Config _config;
     private readonly List<IDisposable> _owned = [];
-    private DeviceBuffer<int>? _rows, _targets, _picks, _candidateCounts, _candidateIds;
-    private DeviceBuffer<float>? _gathered, _logits, _logProbs, _probabilities, _candidateValues;
+    private DeviceBuffer<int>? _rows, _targets, _picks, _candidates;
+    private DeviceBuffer<float>? _gathered, _logits, _logProbs, _probabilities;
     private DeviceBuffer<float>[]? _scratchKeys, _scratchValues;
     private DeviceBuffer<int>? _scratchMask;
 
@@ -71,9 +71,8 @@ internal sealed class Workspace : IDisposable
     public DeviceBuffer<float> Logits(int count) => Grow(ref _logits, (long)count * _config.VocabSize);
     /// <summary>(R) greedy picks.</summary>
     public DeviceBuffer<int> Picks(int count) => Grow(ref _picks, count);
-    /// <summary>(R) top-k candidates a row, and (R, capacity) their ids and logits.</summary>
-    public (DeviceBuffer<int> Counts, DeviceBuffer<int> Ids, DeviceBuffer<float> Values) Candidates(int count, int capacity) =>
-        (Grow(ref _candidateCounts, count), Grow(ref _candidateIds, (long)count * capacity), Grow(ref _candidateValues, (long)count * capacity));
+    /// <summary>(R) records of top-k candidates (<see cref="IBackend.TopKCandidates"/>).</summary>
+    public DeviceBuffer<int> Candidates(int count, int capacity) => Grow(ref _candidates, (long)count * Operators.TopKCandidates.RecordLength(capacity));
     /// <summary>(R) scoring targets.</summary>
     public DeviceBuffer<int> Targets(int count) => Grow(ref _targets, count);
     /// <summary>(R) log-probabilities of the targets.</summary>

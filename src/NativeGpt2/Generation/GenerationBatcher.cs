@@ -310,7 +310,8 @@ public sealed class GenerationBatcher : IDisposable
                 model.Extend(part, Cache);
                 return false;
             }
-            var step = model.Next(part, Cache, greedy: false, topK: CandidatesFor(Members, model.Config.VocabSize));
+            var (greedy, topK) = PicksFor([.. Members.Select(m => m.Options)], model.Config.VocabSize);
+            var step = model.Next(part, Cache, greedy, topK: topK);
             for (var b = 0; b < Members.Count; b++)
             {
                 (Members[b].Step, Members[b].StepRow) = (step, b);
@@ -424,8 +425,8 @@ public sealed class GenerationBatcher : IDisposable
                 live = going;
                 Stepped?.Invoke((promptTokens, live.Count));
                 if (live.Count == 0) continue;
-                var step = _model.Next(new TokenBatch([.. live.Select(s => s.Row.Tokens[^1])], live.Count, 1), cache!, greedy: false, logitsInto: stepLogits,
-                    topK: CandidatesFor(live, _model.Config.VocabSize));
+                var (greedy, topK) = PicksFor([.. live.Select(s => s.Options)], _model.Config.VocabSize);
+                var step = _model.Next(new TokenBatch([.. live.Select(s => s.Row.Tokens[^1])], live.Count, 1), cache!, greedy, logitsInto: stepLogits, topK: topK);
                 stepLogits = step.Logits ?? stepLogits;
                 for (var b = 0; b < live.Count; b++) (live[b].Step, live[b].StepRow) = (step, b);
             }
@@ -476,12 +477,18 @@ public sealed class GenerationBatcher : IDisposable
     }
 
     /// <summary>
-    /// The k to ask a step for top-k candidates with: the largest of the sequences' when their candidates decide every
-    /// pick (<see cref="Sampler.CandidatesSuffice"/>), else 0 (the logits). A sequence with a smaller k draws from the
-    /// larger set what it would draw from its own: every token at least its k-th largest is among them.
+    /// What a step of sequences with these options brings back for their picks: each row's argmax (4 bytes a row) when every
+    /// sequence is greedy with nothing that reads other tokens; else, when candidates decide every pick
+    /// (<see cref="Sampler.CandidatesNeeded"/>: greedy too), the top-k candidates of the largest k the sequences need; else the
+    /// logits (k = 0). A sequence that needs a smaller k picks from the larger set what it would pick from its own: every
+    /// token at least its k-th largest is among them.
     /// </summary>
-    private static int CandidatesFor(IReadOnlyCollection<Sequence> sequences, int V) =>
-        sequences.Count > 0 && sequences.All(s => Sampler.CandidatesSuffice(s.Options, V)) ? sequences.Max(s => s.Options.TopK) : 0;
+    internal static (bool Greedy, int TopK) PicksFor(IReadOnlyCollection<GenerationOptions> sequences, int V)
+    {
+        var needed = sequences.Select(options => Sampler.CandidatesNeeded(options, V)).ToArray();
+        if (needed.Length == 0 || needed.Contains(0)) return (false, 0);
+        return (sequences.All(options => options.IsGreedy), needed.Max());
+    }
 
     /// <summary>Picks the sequence's next token and sends the update; a sampling failure (NaN logits) ends that sequence alone.</summary>
     private void Pick(Sequence sequence)

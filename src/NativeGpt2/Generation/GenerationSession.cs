@@ -115,8 +115,11 @@ internal sealed class GenerationSession : IDisposable
         return row;
     }
 
-    /// <summary>The k of the top-k candidates that come back instead of the logits when they decide the pick (<see cref="Sampler.CandidatesSuffice"/>), else 0.</summary>
-    private int TopKOnBackend => Sampler.CandidatesSuffice(_options, _model.Config.VocabSize) ? _options.TopK : 0;
+    /// <summary>
+    /// The k of the top-k candidates that come back instead of the logits when they decide the pick
+    /// (<see cref="Sampler.CandidatesNeeded"/>), else 0; greedy steps that pick on the backend need neither.
+    /// </summary>
+    private int TopKOnBackend => PicksOnBackend ? 0 : Sampler.CandidatesNeeded(_options, _model.Config.VocabSize);
 
     /// <summary>Greedy without a penalty or bias picks on the backend; anything else needs the logits (or the top-k candidates) here.</summary>
     private bool PicksOnBackend => _options.IsGreedy && !_options.IsContrastive && !_options.AdjustsLogits && _options.LogProbs is null && _options.MinNewTokens == 0;
@@ -193,7 +196,7 @@ internal sealed class GenerationSession : IDisposable
             row.LastPiece = "";
             if (row.FinishReason is not null) return;
 
-            var id = contrastivePicks?[b] ?? (_next.Picks?[b] is int pick and >= 0 ? pick : Pick(_next, b, _model.Config.VocabSize, row, _options, _ends));
+            var id = contrastivePicks?[b] ?? Pick(_next, b, _model.Config.VocabSize, row, _options, _ends);
             Advance(row, id, _next.Logits is null ? default : LogitsOf(b), _options, _ends);
         });
         if (IsFinished) return;
@@ -297,11 +300,13 @@ internal sealed class GenerationSession : IDisposable
     }
 
     /// <summary>
-    /// Row <paramref name="b"/>'s sampled token from a step: drawn from its top-k candidates when the step brought them
-    /// back and they are usable, else from its logits (vocabulary <paramref name="V"/>).
+    /// Row <paramref name="b"/>'s token from a step: the backend's argmax when the step brought picks back (and the row's
+    /// is one), else drawn from its top-k candidates when the step brought them back and they are usable, else from its
+    /// logits (vocabulary <paramref name="V"/>).
     /// </summary>
     internal static int Pick(NextTokens step, int b, int V, Row row, GenerationOptions options, IReadOnlySet<int> ends) =>
-        step.Candidates is { } candidates && candidates.Counts[b] >= 0
+        step.Picks?[b] is int pick and >= 0 ? pick
+        : step.Candidates is { } candidates && candidates.IsUsable(b)
             ? Sampler.SampleCandidates(candidates.IdsOf(b), candidates.ValuesOf(b), options, row.Random)
             : Sampler.Sample(Pickable(step.Logits.AsSpan(b * V, V), row, options, ends), options, row.Tokens, row.Random, row.Generated);
 

@@ -57,24 +57,30 @@ public static class Sampler
     /// <summary>
     /// The token <see cref="Sample"/> picks from a whole row, from that row's top-k candidates alone: every token whose logit
     /// is at least the k-th largest, in id order (<see cref="Backends.IBackend.TopKCandidates"/>), for options whose pick
-    /// depends on nothing else (<see cref="CandidatesSuffice"/>). The same token, bit for bit: the tokens top-k leaves out
-    /// add nothing to any sum, and every step takes the kept ones in id order, as the whole row's does.
+    /// depends on nothing else, with k at least <see cref="CandidatesNeeded"/>. The same token, bit for bit: the tokens top-k
+    /// leaves out add nothing to any sum, and every step takes the kept ones in id order, as the whole row's does. Greedy
+    /// options take the first largest, which is the row's: its ties are all candidates, in id order.
     /// </summary>
     internal static int SampleCandidates(ReadOnlySpan<int> ids, ReadOnlySpan<float> logits, GenerationOptions options, Random random)
     {
         if (ids.IsEmpty || ids.Length != logits.Length) throw new ArgumentException("the candidates are empty or their ids and logits differ in number", nameof(ids));
+        if (options.IsGreedy) return ids[ArgMax(logits)];
         // Top-k again over the candidates keeps them all: their k-th largest is the row's.
         return ids[DrawFrom(logits, options, random)];
     }
 
     /// <summary>
-    /// Whether a row's top-k candidates decide the pick under <paramref name="options"/> over a vocabulary of
-    /// <paramref name="V"/>: sampling with 1 ≤ TopK &lt; V and TopK at most half of <see cref="Backends.IBackend.MaxTopKCapacity"/>
-    /// (room for ties), and no penalty, bias, n-gram rule, minimum length or log-probabilities, which read other tokens.
+    /// The least k whose top-k candidates decide a row's pick under <paramref name="options"/> over a vocabulary of
+    /// <paramref name="V"/>, or 0 when the pick needs the whole row. Only options that read no other token qualify (no
+    /// penalty, bias, n-gram rule, minimum length or log-probabilities): greedy, which needs 1 (the largest and its ties),
+    /// and sampling with 1 ≤ TopK &lt; V, TopK at most half of <see cref="Backends.IBackend.MaxTopKCapacity"/> (room for ties).
     /// </summary>
-    internal static bool CandidatesSuffice(GenerationOptions options, int V) =>
-        !options.IsGreedy && options.TopK >= 1 && options.TopK < V && options.TopK <= Backends.IBackend.MaxTopKCapacity / 2
-        && !options.AdjustsLogits && options.MinNewTokens == 0 && options.LogProbs is null && !options.IsContrastive && options.NumBeams <= 1;
+    internal static int CandidatesNeeded(GenerationOptions options, int V)
+    {
+        if (options.AdjustsLogits || options.MinNewTokens != 0 || options.LogProbs is not null || options.IsContrastive || options.NumBeams > 1) return 0;
+        if (options.IsGreedy) return 1;
+        return options.TopK >= 1 && options.TopK < V && options.TopK <= Backends.IBackend.MaxTopKCapacity / 2 ? options.TopK : 0;
+    }
 
     /// <summary>
     /// The distribution a token is drawn from after the penalties and bias, temperature, top-k, top-p and min-p:

@@ -13,26 +13,32 @@ namespace NativeGpt2.Operators;
 /// vocabulary's logits, and the host takes exponentials of k tokens instead of V.
 /// </summary>
 /// <remarks>
-/// Shapes: counts (N), ids and values (N, capacity), logits (N, V); 1 ≤ k ≤ V and k ≤ capacity ≤ <see cref="Backends.IBackend.MaxTopKCapacity"/>.
-/// counts[n] is −1 when the host must read the row's logits instead: the row holds NaN or +∞ or nothing but −∞ (which the
+/// Shapes: logits (N, V), and a record of <see cref="RecordLength"/>(capacity) ints a row for the candidates: their count,
+/// then capacity ids, then capacity logits as their bits (<see cref="BitConverter.SingleToInt32Bits"/>), so that a GPU's
+/// step brings every row's back in one copy. 1 ≤ k ≤ V and k ≤ capacity ≤ <see cref="Backends.IBackend.MaxTopKCapacity"/>.
+/// The count is −1 when the host must read the row's logits instead: the row holds NaN or +∞ or nothing but −∞ (which the
 /// sampler reports), or more than capacity tokens are at least the k-th largest (ties). −0 ties with +0, as float comparison has it.
 /// </remarks>
 internal static class TopKCandidates
 {
+    /// <summary>Ints of a row's record: the count, <paramref name="capacity"/> ids, <paramref name="capacity"/> logits' bits.</summary>
+    public static int RecordLength(int capacity) => 1 + 2 * capacity;
+
     /// <summary>
     /// Each row's k-th largest logit (<see cref="KthLargest(ReadOnlySpan{float}, int)"/>), then the tokens at least as large, which a vectorized
     /// comparison finds. Compiled optimized at once, as <see cref="ArgMax"/> is: a call a token is too few
     /// for tiered compilation to promote these loops soon.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Forward(Span<int> counts, Span<int> ids, Span<float> values, ReadOnlySpan<float> logits, int N, int V, int k, int capacity)
+    public static void Forward(Span<int> records, ReadOnlySpan<float> logits, int N, int V, int k, int capacity)
     {
         Check(N, V, k, capacity);
         var largest = new LargestK(k);
         for (var n = 0; n < N; n++)
         {
             var row = logits.Slice(n * V, V);
-            counts[n] = -1;
+            var record = records.Slice(n * RecordLength(capacity), RecordLength(capacity));
+            record[0] = -1;
             // NaN, +∞ and a row of −∞ alone are errors, which the sampler names from the row itself (the vectorized
             // maximum is NaN when any value is).
             var max = TensorPrimitives.Max(row);
@@ -45,23 +51,23 @@ internal static class TopKCandidates
             {
                 var atLeast = Vector256.GreaterThanOrEqual(Vector256.Create(row.Slice(v, width)), Vector256.Create(kth)).ExtractMostSignificantBits();
                 for (; atLeast != 0 && count <= capacity; atLeast &= atLeast - 1)
-                    Keep(ids, values, row, n * capacity, capacity, ref count, v + BitOperations.TrailingZeroCount(atLeast));
+                    Keep(record, row, capacity, ref count, v + BitOperations.TrailingZeroCount(atLeast));
             }
             for (; v < V && count <= capacity; v++)
             {
-                if (row[v] >= kth) Keep(ids, values, row, n * capacity, capacity, ref count, v);
+                if (row[v] >= kth) Keep(record, row, capacity, ref count, v);
             }
-            if (count <= capacity) counts[n] = count;
+            if (count <= capacity) record[0] = count;
         }
     }
 
-    /// <summary>Token <paramref name="id"/> is a candidate: stored at the row's next place while there is one, and counted.</summary>
-    private static void Keep(Span<int> ids, Span<float> values, ReadOnlySpan<float> row, int start, int capacity, ref int count, int id)
+    /// <summary>Token <paramref name="id"/> is a candidate: stored at the record's next place while there is one, and counted.</summary>
+    private static void Keep(Span<int> record, ReadOnlySpan<float> row, int capacity, ref int count, int id)
     {
         if (count < capacity)
         {
-            ids[start + count] = id;
-            values[start + count] = row[id];
+            record[1 + count] = id;
+            record[1 + capacity + count] = BitConverter.SingleToInt32Bits(row[id]);
         }
         count++;
     }

@@ -555,36 +555,28 @@ public class BackendConformanceTests
             if (N > 3 && random.Next(2) == 0) Array.Fill(logits, float.NegativeInfinity, 3 * V, V);
             using var scope = backend.Enter();
             using var l = backend.Upload(logits);
-            using var counts = backend.Allocate<int>(N);
-            using var ids = backend.Allocate<int>(N * capacity);
-            using var values = backend.Allocate<float>(N * capacity);
-            backend.TopKCandidates(counts, ids, values, l, N, V, k, capacity);
-            var actualCounts = new int[N];
-            var actualIds = new int[N * capacity];
-            var actualValues = new float[N * capacity];
-            backend.Download(actualCounts, counts, 0);
-            backend.Download(actualIds, ids, 0);
-            backend.Download(actualValues, values, 0);
+            var actual = TopKCandidates(backend, l, N, V, k, capacity);
+            Assert.Equal(N, actual.Rows);
             for (var n = 0; n < N; n++)
             {
                 var row = logits.AsSpan(n * V, V).ToArray();
                 var what = $"{name} top-k row {n} of N={N} V={V} k={k} capacity={capacity}";
                 if (row.Any(x => float.IsNaN(x) || float.IsPositiveInfinity(x)) || row.All(float.IsNegativeInfinity))
                 {
-                    Assert.True(actualCounts[n] == -1, what);
+                    Assert.True(actual.CountOf(n) == -1, what);
                     continue;
                 }
                 var kth = row.OrderByDescending(x => x).ElementAt(k - 1);
                 var expected = Enumerable.Range(0, V).Where(v => row[v] >= kth).ToArray();
                 if (expected.Length > capacity)
                 {
-                    Assert.True(actualCounts[n] == -1, what);
+                    Assert.True(actual.CountOf(n) == -1, what);
                     continue;
                 }
-                Assert.True(expected.Length == actualCounts[n], $"{what}: {actualCounts[n]} candidates, expected {expected.Length}");
-                Assert.Equal(expected, actualIds.AsSpan(n * capacity, expected.Length).ToArray());
+                Assert.True(expected.Length == actual.CountOf(n), $"{what}: {actual.CountOf(n)} candidates, expected {expected.Length}");
+                Assert.Equal(expected, actual.IdsOf(n).ToArray());
                 // The logits themselves, bit for bit (−0 stays −0).
-                Assert.Equal(expected.Select(v => BitConverter.SingleToInt32Bits(row[v])), actualValues.AsSpan(n * capacity, expected.Length).ToArray().Select(BitConverter.SingleToInt32Bits));
+                Assert.Equal(expected.Select(v => BitConverter.SingleToInt32Bits(row[v])), actual.ValuesOf(n).ToArray().Select(BitConverter.SingleToInt32Bits));
             }
         }
 
@@ -593,15 +585,21 @@ public class BackendConformanceTests
         {
             float[] twoRows = [.. Enumerable.Repeat(float.NegativeInfinity, 50), .. Enumerable.Range(0, 50).Select(i => i % 7 - 3f)];
             using var l = backend.Upload(twoRows);
-            using var counts = backend.Allocate<int>(2);
-            using var ids = backend.Allocate<int>(2 * 64);
-            using var values = backend.Allocate<float>(2 * 64);
-            backend.TopKCandidates(counts, ids, values, l, 2, 50, 3, 64);
-            var actual = new int[2];
-            backend.Download(actual, counts, 0);
+            var actual = TopKCandidates(backend, l, 2, 50, 3, 64);
             // The second row's largest, 3, is at i ≡ 6 (mod 7): seven of them, all kept.
-            Assert.Equal([-1, 7], actual);
+            Assert.Equal([-1, 7], [actual.CountOf(0), actual.CountOf(1)]);
         }
+    }
+
+    /// <summary>The backend's top-k candidates of the (N, V) logits, as generation reads them: every record in one download.</summary>
+    private static TopKRows TopKCandidates(IBackend backend, DeviceBuffer<float> logits, int N, int V, int k, int capacity)
+    {
+        var length = N * NativeGpt2.Operators.TopKCandidates.RecordLength(capacity);
+        using var records = backend.Allocate<int>(length);
+        backend.TopKCandidates(records, logits, N, V, k, capacity);
+        var rows = new TopKRows(new int[length], capacity);
+        backend.Download(rows.Records, records, 0);
+        return rows;
     }
 
     private static float[] Run(IBackend backend, int outputLength, Action<DeviceBuffer<float>> operation)

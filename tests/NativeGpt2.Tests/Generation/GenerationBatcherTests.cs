@@ -151,13 +151,13 @@ public class GenerationBatcherTests
     }
 
     /// <summary>
-    /// Top-k sequences of different k sharing the batch: its steps bring back the candidates of the largest k, and each
-    /// sequence, drawing from those, is what it is alone, where its own k's candidates come back; one with a penalty
-    /// joining makes the steps bring back the logits again.
+    /// Top-k sequences of different k and a greedy one sharing the batch: its steps bring back the candidates of the largest
+    /// k, and each sequence, picking from those (the greedy one their first largest), is what it is alone, where its own k's
+    /// candidates or its argmax come back; one with a penalty joining makes the steps bring back the logits again.
     /// </summary>
     [SkippableTheory]
     [MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
-    public async Task Top_k_sequences_of_different_k_are_each_what_they_are_alone(string backend)
+    public async Task Top_k_and_greedy_sequences_sharing_the_batch_are_each_what_they_are_alone(string backend)
     {
         TestBackends.SkipIfUnavailable(backend);
         var model = Models.Get("shakespeare-char", backend);
@@ -167,19 +167,20 @@ public class GenerationBatcherTests
             ("ROMEO:\n", new() { MaxNewTokens = tokens, Seed = 1, TopK = 3 }),
             ("JULIET:\n", new() { MaxNewTokens = tokens, Seed = 2, TopK = 40, Temperature = 1.3f, TopP = 0.9f }),
             ("O", new() { MaxNewTokens = tokens, Seed = 3, TopK = 8, MinP = 0.1f }),
+            ("MENENIUS:", new() { MaxNewTokens = tokens, Greedy = true }),
             ("KING:", new() { MaxNewTokens = tokens, Seed = 4, TopK = 8, RepetitionPenalty = 1.2f }),
         };
-        using var batcher = new GenerationBatcher(model, maxBatchSize: 4, prefillChunkTokens: 4);
-        // The three top-k sequences at once; the one with a penalty after the first has three tokens.
+        using var batcher = new GenerationBatcher(model, maxBatchSize: 5, prefillChunkTokens: 4);
+        // The three top-k sequences and the greedy one at once; the one with a penalty after the first has three tokens.
         var joined = new TaskCompletionSource();
         var first = Collect(batcher.GenerateUpdatesAsync(requests[0].Prompt, requests[0].Options), count =>
         {
             if (count == 3) joined.TrySetResult();
             return Task.CompletedTask;
         });
-        var others = requests[1..3].Select(r => Collect(batcher.GenerateUpdatesAsync(r.Prompt, r.Options))).ToArray();
+        var others = requests[1..4].Select(r => Collect(batcher.GenerateUpdatesAsync(r.Prompt, r.Options))).ToArray();
         await joined.Task;
-        var last = Collect(batcher.GenerateUpdatesAsync(requests[3].Prompt, requests[3].Options));
+        var last = Collect(batcher.GenerateUpdatesAsync(requests[4].Prompt, requests[4].Options));
         var results = await Task.WhenAll([first, .. others, last]);
         for (var i = 0; i < requests.Length; i++)
             Assert.Equal(await Alone(model, requests[i].Prompt, requests[i].Options), results[i]);

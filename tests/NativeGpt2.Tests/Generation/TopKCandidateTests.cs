@@ -20,10 +20,11 @@ public class TopKCandidateTests
     [Property(MaxTest = 300)]
     public Property Sampling_from_the_candidates_of_any_larger_k_draws_what_sampling_from_the_row_draws() =>
         Prop.ForAll((from v in Gen.Choose(2, 3000) from spread in Gen.Choose(0, 30) from k in Gen.Choose(1, 64) from asked in Gen.Choose(0, 64)
-                     from rule in Gen.Choose(0, 3) from p in Gen.Choose(1, 100) from t in Gen.Choose(1, 30) from seed in Gen.Choose(0, int.MaxValue)
+                     from rule in Gen.Choose(0, 4) from p in Gen.Choose(1, 100) from t in Gen.Choose(1, 30) from seed in Gen.Choose(0, int.MaxValue)
                      select (v, spread, k, asked, rule, p / 100f, t / 10f, seed)).ToArbitrary(), c =>
         {
-            // The candidates of a k at least the options' (a shared batch asks for its rows' largest k).
+            // The candidates of a k at least the options' (a shared batch asks for its rows' largest k); rule 4 is greedy,
+            // which needs a k of 1.
             var (V, spread, k, asked, rule, p, temperature, seed) = c;
             var random = new Random(seed);
             // Values over a narrow or wide range, some rounded (ties at the boundary), some ruled out.
@@ -37,19 +38,18 @@ public class TopKCandidateTests
                 TopP = rule == 1 ? p : 1f,
                 MinP = rule == 2 ? p / 2 : 0f,
                 TypicalP = rule == 3 ? p : 1f,
+                Greedy = rule == 4,
             };
-            Assert.True(Sampler.CandidatesSuffice(options, V));
-            var counts = new int[1];
-            var ids = new int[IBackend.MaxTopKCapacity];
-            var values = new float[IBackend.MaxTopKCapacity];
-            TopKCandidates.Forward(counts, ids, values, logits, 1, V, Math.Clamp(asked, options.TopK, Math.Min(IBackend.MaxTopKCapacity / 2, V - 1)), IBackend.MaxTopKCapacity);
+            Assert.Equal(rule == 4 ? 1 : options.TopK, Sampler.CandidatesNeeded(options, V));
+            var candidates = new TopKRows(new int[TopKCandidates.RecordLength(IBackend.MaxTopKCapacity)], IBackend.MaxTopKCapacity);
+            TopKCandidates.Forward(candidates.Records, logits, 1, V, Math.Clamp(asked, options.TopK, Math.Min(IBackend.MaxTopKCapacity / 2, V - 1)), IBackend.MaxTopKCapacity);
             // More ties at the boundary than the capacity: generation reads the whole row instead.
-            if (counts[0] < 0) return;
+            if (!candidates.IsUsable(0)) return;
             Random fromRow = new(seed), fromCandidates = new(seed);
             for (var draw = 0; draw < 20; draw++)
             {
                 Assert.Equal(Sampler.Sample(logits, options, [], fromRow),
-                    Sampler.SampleCandidates(ids.AsSpan(0, counts[0]), values.AsSpan(0, counts[0]), options, fromCandidates));
+                    Sampler.SampleCandidates(candidates.IdsOf(0), candidates.ValuesOf(0), options, fromCandidates));
             }
         });
 
@@ -57,19 +57,41 @@ public class TopKCandidateTests
     public void Candidates_decide_the_pick_only_without_what_reads_other_tokens()
     {
         var plain = new GenerationOptions { TopK = 40, Temperature = 0.8f, TopP = 0.9f, MinP = 0.05f, TypicalP = 0.95f };
-        Assert.True(Sampler.CandidatesSuffice(plain, 50257));
-        Assert.False(Sampler.CandidatesSuffice(plain with { TopK = 0 }, 50257));
-        Assert.False(Sampler.CandidatesSuffice(plain with { TopK = IBackend.MaxTopKCapacity / 2 + 1 }, 50257));
-        Assert.False(Sampler.CandidatesSuffice(plain, 40));
-        Assert.False(Sampler.CandidatesSuffice(plain with { Greedy = true }, 50257));
-        Assert.False(Sampler.CandidatesSuffice(plain with { RepetitionPenalty = 1.2f }, 50257));
-        Assert.False(Sampler.CandidatesSuffice(plain with { PresencePenalty = 0.5f }, 50257));
-        Assert.False(Sampler.CandidatesSuffice(plain with { FrequencyPenalty = 0.5f }, 50257));
-        Assert.False(Sampler.CandidatesSuffice(plain with { LogitBias = new Dictionary<int, float> { [3] = 1f } }, 50257));
-        Assert.False(Sampler.CandidatesSuffice(plain with { NoRepeatNgramSize = 2 }, 50257));
-        Assert.False(Sampler.CandidatesSuffice(plain with { MinNewTokens = 1 }, 50257));
-        Assert.False(Sampler.CandidatesSuffice(plain with { LogProbs = 2 }, 50257));
-        Assert.False(Sampler.CandidatesSuffice(plain with { PenaltyAlpha = 0.6f, TopK = 4 }, 50257));
+        Assert.Equal(40, Sampler.CandidatesNeeded(plain, 50257));
+        Assert.Equal(0, Sampler.CandidatesNeeded(plain with { TopK = 0 }, 50257));
+        Assert.Equal(0, Sampler.CandidatesNeeded(plain with { TopK = IBackend.MaxTopKCapacity / 2 + 1 }, 50257));
+        Assert.Equal(0, Sampler.CandidatesNeeded(plain, 40));
+        // Greedy needs the largest logit and its ties, whatever TopK says; temperature 0 is greedy.
+        Assert.Equal(1, Sampler.CandidatesNeeded(plain with { Greedy = true }, 50257));
+        Assert.Equal(1, Sampler.CandidatesNeeded(plain with { Temperature = 0f, TopK = 0 }, 50257));
+        foreach (var greedy in new[] { false, true })
+        {
+            var options = plain with { Greedy = greedy };
+            Assert.Equal(0, Sampler.CandidatesNeeded(options with { RepetitionPenalty = 1.2f }, 50257));
+            Assert.Equal(0, Sampler.CandidatesNeeded(options with { PresencePenalty = 0.5f }, 50257));
+            Assert.Equal(0, Sampler.CandidatesNeeded(options with { FrequencyPenalty = 0.5f }, 50257));
+            Assert.Equal(0, Sampler.CandidatesNeeded(options with { LogitBias = new Dictionary<int, float> { [3] = 1f } }, 50257));
+            Assert.Equal(0, Sampler.CandidatesNeeded(options with { NoRepeatNgramSize = 2 }, 50257));
+            Assert.Equal(0, Sampler.CandidatesNeeded(options with { MinNewTokens = 1 }, 50257));
+            Assert.Equal(0, Sampler.CandidatesNeeded(options with { LogProbs = 2 }, 50257));
+            Assert.Equal(0, Sampler.CandidatesNeeded(options with { PenaltyAlpha = 0.6f, TopK = 4 }, 50257));
+        }
+    }
+
+    /// <summary>
+    /// A shared batch's step brings back each row's argmax when every row is plainly greedy, the candidates of the largest k
+    /// its rows need when every row can pick from candidates (greedy rows among sampled ones too), else the logits.
+    /// </summary>
+    [Fact]
+    public void A_shared_batch_asks_for_the_least_that_decides_every_rows_pick()
+    {
+        GenerationOptions greedy = new() { Greedy = true }, k8 = new() { TopK = 8 }, k40 = new() { TopK = 40, TopP = 0.9f }, full = new() { TopP = 0.9f };
+        Assert.Equal((true, 1), GenerationBatcher.PicksFor([greedy, greedy with { Seed = 3 }], 50257));
+        Assert.Equal((false, 40), GenerationBatcher.PicksFor([greedy, k8, k40], 50257));
+        Assert.Equal((false, 8), GenerationBatcher.PicksFor([k8, greedy], 50257));
+        Assert.Equal((false, 0), GenerationBatcher.PicksFor([greedy, full], 50257));
+        Assert.Equal((false, 0), GenerationBatcher.PicksFor([greedy, greedy with { LogProbs = 1 }], 50257));
+        Assert.Equal((false, 0), GenerationBatcher.PicksFor([k8, k40 with { RepetitionPenalty = 1.1f }], 50257));
     }
 
     /// <summary>
@@ -91,16 +113,15 @@ public class TopKCandidateTests
 
         Assert.Null(step.Logits);
         var candidates = step.Candidates!;
-        var counts = new int[2];
-        var ids = new int[2 * candidates.Capacity];
-        var values = new float[2 * candidates.Capacity];
-        TopKCandidates.Forward(counts, ids, values, logits, 2, V, k, candidates.Capacity);
-        Assert.Equal(counts, candidates.Counts);
+        var expected = new TopKRows(new int[2 * TopKCandidates.RecordLength(candidates.Capacity)], candidates.Capacity);
+        TopKCandidates.Forward(expected.Records, logits, 2, V, k, candidates.Capacity);
+        Assert.Equal(2, candidates.Rows);
         for (var b = 0; b < 2; b++)
         {
-            Assert.True(counts[b] >= k);
-            Assert.Equal(ids.AsSpan(b * candidates.Capacity, counts[b]).ToArray(), candidates.IdsOf(b).ToArray());
-            Assert.Equal(values.AsSpan(b * candidates.Capacity, counts[b]).ToArray(), candidates.ValuesOf(b).ToArray());
+            Assert.True(expected.CountOf(b) >= k);
+            Assert.Equal(expected.CountOf(b), candidates.CountOf(b));
+            Assert.Equal(expected.IdsOf(b).ToArray(), candidates.IdsOf(b).ToArray());
+            Assert.Equal(expected.ValuesOf(b).ToArray(), candidates.ValuesOf(b).ToArray());
         }
 
         // Generation through the candidates gives the tokens of a loop that samples from the whole row at every step.

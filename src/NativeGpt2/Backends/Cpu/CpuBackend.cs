@@ -198,10 +198,10 @@ public sealed class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void TopKCandidates(DeviceBuffer<int> counts, DeviceBuffer<int> ids, DeviceBuffer<float> values, DeviceBuffer<float> logits, int N, int V, int k, int capacity)
+    public void TopKCandidates(DeviceBuffer<int> candidates, DeviceBuffer<float> logits, int N, int V, int k, int capacity)
     {
         using var timing = new OperatorTiming("top-k", N, V, 1);
-        Operators.TopKCandidates.Forward(Array(counts), Array(ids), Array(values), Array(logits), N, V, k, capacity);
+        Operators.TopKCandidates.Forward(Array(candidates), Array(logits), N, V, k, capacity);
     }
 
     /// <summary>Nothing to release.</summary>
