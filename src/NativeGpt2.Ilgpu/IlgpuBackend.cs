@@ -55,6 +55,8 @@ public sealed class IlgpuBackend : IBackend
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, MatMulShape> _matVec;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, MatMulShape, SpecializedValue<int>> _matVecColumns;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, MatMulShape> _matVecWords;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _matVecTransposed;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attentionPrefillWarps;
@@ -118,11 +120,12 @@ public sealed class IlgpuBackend : IBackend
         _matVecRowLimit = accelerator.AcceleratorType == AcceleratorType.CPU ? CpuAcceleratorMatVecRows : MatMulKernels.MaxMatVecRows;
         if (!GeneralKernelsRequested && Environment.GetEnvironmentVariable(MatVecColumnsVariable) is { Length: > 0 } columns)
         {
-            MatVecColumnWidth = columns.Trim() switch { "0" => 0, "8" => 8, "16" => 16, "32" => 32, _ => null };
+            MatVecColumnWidth = columns.Trim().ToLowerInvariant() switch { "0" => 0, "8" => 8, "16" => 16, "32" => 32, "words" => MatVecWords, _ => null };
             _description += MatVecColumnWidth switch
             {
-                null => $"; {MatVecColumnsVariable}={columns} ignored: not 0, 8, 16 or 32",
+                null => $"; {MatVecColumnsVariable}={columns} ignored: not 0, 8, 16, 32 or words",
                 0 => $"; decoding projections split over the inputs ({MatVecColumnsVariable})",
+                MatVecWords => $"; decoding projections read along the weight rows, {4 * accelerator.WarpSize} columns a warp ({MatVecColumnsVariable})",
                 var width => $"; decoding projections in blocks of {width} columns ({MatVecColumnsVariable})",
             };
         }
@@ -188,6 +191,8 @@ public sealed class IlgpuBackend : IBackend
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, MatMulShape>("MatVec", MatMulKernels.MatVec);
         _matVecColumns = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, MatMulShape, SpecializedValue<int>>("MatVecColumns", MatMulKernels.MatVecColumns);
+        _matVecWords = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, MatMulShape>("MatVecWords", MatMulKernels.MatVecWords);
         _matVecTransposed = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>("MatVecTransposed", MatMulKernels.MatVecTransposed);
         _attention = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>("AttentionPrefill", AttentionKernel.Prefill);
         _attentionPrefillWarps = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>("AttentionPrefillWarps", AttentionKernel.PrefillWarps);
@@ -596,6 +601,18 @@ public sealed class IlgpuBackend : IBackend
         ArrayView<float> normBias, DeviceBuffer<float> weight, DeviceBuffer<float> bias, MatMulShape shape)
     {
         var chunks = Groups(shape.IC, MatMulKernels.Chunk);
+        if (MatVecColumnWidth == MatVecWords)
+        {
+            // A warp per (block of 4·W columns, chunk): every chunk's sums to scratch, then added in order.
+            var outputs = (long)shape.N * shape.OC;
+            var items = Groups(shape.OC, 4 * _accelerator.WarpSize) * chunks;
+            var sums = _matVecPartials.View(outputs * chunks);
+            _profile?.Describe($"{shape.N}x{shape.IC}x{shape.OC}, words of {4 * _accelerator.WarpSize} columns", bytes: 4.0 * shape.IC * shape.OC);
+            _matVecWords(Launch(Groups(items, _groupSize / _accelerator.WarpSize)), sums, normalized, input, normWeight, normBias, View(weight), shape);
+            _profile?.Describe($"{shape.N}x{shape.IC}x{shape.OC}, {chunks} chunk sums", bytes: 4.0 * outputs * (chunks + 2));
+            _addChunkSumsInOrder(Threads(outputs), output, sums, View(bias), shape);
+            return;
+        }
         var columns = MatVecColumnWidth ?? (Groups(shape.OC, 16) >= _accelerator.NumMultiprocessors ? 16 : 8);
         if (columns > 0 && shape.N * shape.IC <= MatMulKernels.MaxColumnInputs && shape.N * chunks * columns <= MatMulKernels.MaxColumnSums)
         {
@@ -798,14 +815,24 @@ public sealed class IlgpuBackend : IBackend
 
     /// <summary>
     /// Columns per group of the decoding projections' column-block kernel (<see cref="MatMulKernels.MatVecColumns"/>): 8,
-    /// 16 or 32, or 0 for the split kernel (<see cref="MatMulKernels.MatVec"/>) whatever the shape; null (the default)
-    /// chooses by shape. The kernels give the same values, which the tests check by setting this.
+    /// 16 or 32, or 0 for the split kernel (<see cref="MatMulKernels.MatVec"/>) whatever the shape, or <see cref="MatVecWords"/>
+    /// for the kernel that reads the weight along its rows; null (the default) chooses by shape. The kernels give the same
+    /// values, which the tests check by setting this.
     /// </summary>
     internal int? MatVecColumnWidth { get; set; } = GeneralKernelsRequested ? 0 : null;
 
     /// <summary>
+    /// The <see cref="MatVecColumnWidth"/> of the kernel that reads the weight along its rows
+    /// (<see cref="MatMulKernels.MatVecWords"/>): a warp per block of 4·W columns, four a lane, and its chunk sums added
+    /// in order by a second launch. <see cref="MatVecColumnsVariable"/> <c>words</c>.
+    /// </summary>
+    internal const int MatVecWords = -4;
+
+    /// <summary>
     /// Set to 8, 16 or 32, every decoding projection whose rows fit the column-block kernel takes it with that many columns
-    /// a group (32: a whole 128-byte line of each weight row); 0, the split kernel. By default the launch takes 16, or 8
+    /// a group (32: a whole 128-byte line of each weight row); 0, the split kernel; <c>words</c>, every decoding projection
+    /// reads its weight along the rows, 512 contiguous bytes a load instruction of a warp, and adds its chunk sums in a
+    /// second launch (<see cref="MatMulKernels.MatVecWords"/>). By default the launch takes 16, or 8
     /// where 16 would leave multiprocessors without a block. The values are the same whatever the kernel; the variable is
     /// there to measure the widths on a device. Another value is ignored, and the backend's description says so;
     /// <see cref="KernelsVariable"/> takes precedence.

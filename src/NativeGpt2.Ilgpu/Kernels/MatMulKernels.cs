@@ -422,6 +422,78 @@ internal static class MatMulKernels
     }
 
     /// <summary>
+    /// Matrix-vector products for few rows (decoding) with a Conv1D weight, read along its rows: a warp takes a block of
+    /// 4·W consecutive columns (W the warp size: 128 columns on a GPU) and one chunk of inputs, each lane four adjacent
+    /// columns as one 16-byte word, so that each load instruction of the warp reads 16·W contiguous bytes of one weight row
+    /// (512 on a GPU; the column-block kernels read runs of 32 to 128 bytes, rows apart). Sixteen inputs' words are
+    /// requested before the sums that need them. Each chunk sum goes to <paramref name="partials"/> (chunks, N, OC), and
+    /// <see cref="AddChunkSumsInOrder"/> then adds them in order to the bias and applies the epilogue: the canonical order.
+    /// </summary>
+    /// <remarks>
+    /// The warp stages its chunk of the N input rows in shared memory, normalized with <see cref="MatVec"/>'s statistics
+    /// when the projection normalizes (every group computes them for all rows, in a group of the LayerNorm kernel's size);
+    /// the warps of column block 0 also store the normalized inputs in <paramref name="normalized"/>. With more than one
+    /// row, the rows after the first read the chunk's weights again, from the caches. OC need not be a multiple of 4: the
+    /// words are then read and stored a float at a time.
+    /// </remarks>
+    public static void MatVecWords(ArrayView<float> partials, ArrayView<float> normalized, ArrayView<float> input,
+        ArrayView<float> normWeight, ArrayView<float> normBias, ArrayView<float> weight, MatMulShape s)
+    {
+        var xs = SharedMemory.Allocate<float>(MaxSlabChunks * MaxMatVecRows * Chunk);
+        var stats = SharedMemory.Allocate<float>(2 * MaxMatVecRows);
+        var scratch = SharedMemory.Allocate<float>(Reductions.MaxWarpsPerGroup);
+        var scratch4 = SharedMemory.Allocate<Float4>(Reductions.MaxWarpsPerGroup);
+        int W = Warp.WarpSize, warps = Group.DimX / W, lane = Warp.LaneIdx;
+        int chunks = (s.IC + Chunk - 1) / Chunk, blocks = (s.OC + 4 * W - 1) / (4 * W);
+        var aligned = s.OC % 4 == 0;
+        var mine = xs.SubView(Warp.WarpIdx * MaxMatVecRows * Chunk, MaxMatVecRows * Chunk);
+        if (s.Normalize != 0) RowStatisticsOfAll(input, s, stats, scratch, scratch4);
+
+        // Items are uniform across a warp: (chunk, column block), the blocks of one chunk on neighbouring warps.
+        for (var item = Grid.IdxX * warps + Warp.WarpIdx; item < blocks * chunks; item += Grid.DimX * warps)
+        {
+            int block = item % blocks, chunk = item / blocks, k = chunk * Chunk, count = XMath.Min(Chunk, s.IC - k);
+            var col = block * 4 * W + 4 * lane;
+            var whole = count == Chunk && col < s.OC;
+            // The first sixteen inputs' words first: their latency passes while the inputs are staged.
+            var words = whole ? SixteenWords.Load(weight, s, k, col, aligned) : default;
+            // The previous item's inputs are read before they are overwritten.
+            Warp.Barrier();
+            for (var e = lane; e < s.N * count; e += W)
+            {
+                int row = e / count, i = e % count;
+                var x = input[row * s.IC + k + i];
+                if (s.Normalize != 0)
+                {
+                    x = LayerNormKernel.Normalize(x, new RowStatistics(stats[2 * row], stats[2 * row + 1]), normWeight[k + i], normBias[k + i]);
+                    if (block == 0) normalized[row * s.IC + k + i] = x;
+                }
+                mine[row * Chunk + i] = x;
+            }
+            Warp.Barrier();
+            // Lanes past the matrix's columns wait at the next item's first barrier, as the others will.
+            for (var row = 0; col < s.OC && row < s.N; row++)
+            {
+                var sum = default(Float4);
+                if (whole)
+                {
+                    for (var i = 0; i < Chunk; i += 16)
+                    {
+                        if (row > 0 || i > 0) words = SixteenWords.Load(weight, s, k + i, col, aligned);
+                        sum = words.Dot(sum, mine, row * Chunk + i);
+                    }
+                }
+                else
+                {
+                    for (var i = 0; i < count; i++)
+                        sum = SixteenWords.MulAdd(mine[row * Chunk + i], SixteenWords.Word(weight, s, k + i, col, aligned), sum);
+                }
+                SixteenWords.Store(partials, s, (chunk * s.N + row) * s.OC + col, col, sum, aligned);
+            }
+        }
+    }
+
+    /// <summary>
     /// The mean and 1 / √(var + eps) of each of the N input rows into stats (2·row, 2·row + 1), as the LayerNorm kernel
     /// computes them (four rows at a time while four are left, as it does); every thread of the group must call it.
     /// </summary>
@@ -794,6 +866,86 @@ internal readonly struct FourInputs(FourChannels x, Float4 weight, Float4 bias)
             if (storeNormalized) normalized[e] = x;
         }
         xs[e] = x;
+    }
+}
+
+/// <summary>
+/// Sixteen consecutive inputs' weights of four adjacent columns of a Conv1D weight, a 16-byte word an input, all in flight
+/// together (<see cref="MatMulKernels.MatVecWords"/>); the four columns' sums advance side by side, each in order.
+/// </summary>
+internal struct SixteenWords
+{
+    private Float4 _w0, _w1, _w2, _w3, _w4, _w5, _w6, _w7, _w8, _w9, _w10, _w11, _w12, _w13, _w14, _w15;
+
+    /// <summary>Columns [col, col + 4) of inputs [k, k + 16) (all within the matrix's inputs).</summary>
+    public static SixteenWords Load(ArrayView<float> weight, MatMulShape s, int k, int col, bool aligned)
+    {
+        var x = new SixteenWords();
+        x._w0 = Word(weight, s, k, col, aligned);
+        x._w1 = Word(weight, s, k + 1, col, aligned);
+        x._w2 = Word(weight, s, k + 2, col, aligned);
+        x._w3 = Word(weight, s, k + 3, col, aligned);
+        x._w4 = Word(weight, s, k + 4, col, aligned);
+        x._w5 = Word(weight, s, k + 5, col, aligned);
+        x._w6 = Word(weight, s, k + 6, col, aligned);
+        x._w7 = Word(weight, s, k + 7, col, aligned);
+        x._w8 = Word(weight, s, k + 8, col, aligned);
+        x._w9 = Word(weight, s, k + 9, col, aligned);
+        x._w10 = Word(weight, s, k + 10, col, aligned);
+        x._w11 = Word(weight, s, k + 11, col, aligned);
+        x._w12 = Word(weight, s, k + 12, col, aligned);
+        x._w13 = Word(weight, s, k + 13, col, aligned);
+        x._w14 = Word(weight, s, k + 14, col, aligned);
+        x._w15 = Word(weight, s, k + 15, col, aligned);
+        return x;
+    }
+
+    /// <summary>sum + xs[at + i] · w_i for i in [0, 16), in order, each column's sum on its own.</summary>
+    public readonly Float4 Dot(Float4 sum, ArrayView<float> xs, int at)
+    {
+        sum = MulAdd(xs[at], _w0, sum);
+        sum = MulAdd(xs[at + 1], _w1, sum);
+        sum = MulAdd(xs[at + 2], _w2, sum);
+        sum = MulAdd(xs[at + 3], _w3, sum);
+        sum = MulAdd(xs[at + 4], _w4, sum);
+        sum = MulAdd(xs[at + 5], _w5, sum);
+        sum = MulAdd(xs[at + 6], _w6, sum);
+        sum = MulAdd(xs[at + 7], _w7, sum);
+        sum = MulAdd(xs[at + 8], _w8, sum);
+        sum = MulAdd(xs[at + 9], _w9, sum);
+        sum = MulAdd(xs[at + 10], _w10, sum);
+        sum = MulAdd(xs[at + 11], _w11, sum);
+        sum = MulAdd(xs[at + 12], _w12, sum);
+        sum = MulAdd(xs[at + 13], _w13, sum);
+        sum = MulAdd(xs[at + 14], _w14, sum);
+        sum = MulAdd(xs[at + 15], _w15, sum);
+        return sum;
+    }
+
+    /// <summary>Each column's sum + x · its weight.</summary>
+    public static Float4 MulAdd(float x, Float4 w, Float4 sum) =>
+        new(Fused.MulAdd(x, w.X, sum.X), Fused.MulAdd(x, w.Y, sum.Y), Fused.MulAdd(x, w.Z, sum.Z), Fused.MulAdd(x, w.W, sum.W));
+
+    /// <summary>weight[k, col + j] for j in [0, 4): one 16-byte load when OC is a multiple of 4, else a float at a time (0 past OC).</summary>
+    public static Float4 Word(ArrayView<float> weight, MatMulShape s, int k, int col, bool aligned)
+    {
+        var at = k * s.OC + col;
+        if (aligned) return weight.Cast<Float4>()[at / 4];
+        return new(weight[at], col + 1 < s.OC ? weight[at + 1] : 0f, col + 2 < s.OC ? weight[at + 2] : 0f, col + 3 < s.OC ? weight[at + 3] : 0f);
+    }
+
+    /// <summary>The four columns' sums into target[at + j], those below OC.</summary>
+    public static void Store(ArrayView<float> target, MatMulShape s, int at, int col, Float4 sum, bool aligned)
+    {
+        if (aligned)
+        {
+            target.Cast<Float4>()[at / 4] = sum;
+            return;
+        }
+        target[at] = sum.X;
+        if (col + 1 < s.OC) target[at + 1] = sum.Y;
+        if (col + 2 < s.OC) target[at + 2] = sum.Z;
+        if (col + 3 < s.OC) target[at + 3] = sum.W;
     }
 }
 

@@ -9,8 +9,8 @@ using Xunit;
 namespace NativeGpt2.Tests.Backends;
 
 /// <summary>
-/// The ILGPU backend's two decoding-projection kernels, by blocks of 8, 16 or 32 columns over all the inputs and split over
-/// the inputs across groups: the same values for every epilogue, with and without the fused LayerNorm, on shapes with
+/// The ILGPU backend's decoding-projection kernels, by blocks of 8, 16 or 32 columns over all the inputs, split over the
+/// inputs across groups, and along the weight rows a word of four columns a lane: the same values for every epilogue, with and without the fused LayerNorm, on shapes with
 /// partial chunks and partial column blocks, and the same as the double-precision reference within its bound.
 /// </summary>
 [Collection(IlgpuAccelerators.Name)]
@@ -18,8 +18,8 @@ public class IlgpuMatVecTests
 {
     public static TheoryData<string> Accelerators => TestBackends.Ilgpu;
 
-    /// <summary>Column widths to compare: 0 is the split kernel.</summary>
-    private static readonly int[] Widths = [0, 8, 16, 32];
+    /// <summary>Column widths to compare: 0 is the split kernel, <see cref="IlgpuBackend.MatVecWords"/> the kernel that reads along the weight rows.</summary>
+    private static readonly int[] Widths = [0, 8, 16, 32, IlgpuBackend.MatVecWords];
 
     [SkippableTheory]
     [MemberData(nameof(Accelerators))]
