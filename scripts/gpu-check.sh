@@ -162,13 +162,13 @@ echo "== 3d. decoding column blocks (at ${SECONDS} s)"
 #     read at 0.6-1.5 TB/s in run 4 with 8 or 16 columns (32 or 64 contiguous bytes of each weight row a group); 32
 #     columns read whole 128-byte lines. "words" reads along the weight rows (MatMulKernels.MatVecWords: a warp per 128
 #     columns and chunk, a 16-byte word of four columns a lane, 512 contiguous bytes a load instruction) and adds the
-#     chunk sums in a second launch: the MatVecWords and AddChunkSumsInOrder lines together are its time.
+#     chunk sums in a second launch: the MatVecWords and AddColumnChunkSums lines together are its time.
 #     124M at 32 and words only: section 3 has its default widths.
 for run in "gpt2-xl words" "gpt2-xl 8" "gpt2-xl 16" "gpt2-xl 32" "gpt2-xl 0" "gpt2 32" "gpt2 words"; do
   set -- $run
   echo "-- synthetic:$1, $2 columns"
   NATIVEGPT2_ILGPU_MATVEC_COLUMNS=$2 NATIVEGPT2_ILGPU_PROFILE=1 timeout 100 $N bench --backend cuda --model synthetic:$1 --prompt-tokens 128 --new-tokens 64 2>&1 \
-    | grep -E 'ignored|decode|MatVec|AddChunkSums|AttentionDecode'
+    | grep -E 'ignored|decode|MatVec|ChunkSums|AttentionDecode'
 done
 # The rate itself, without the profile's stream markers (section 2 has the default kernels' for 1.5B).
 echo "-- synthetic:gpt2-xl, words, not profiled"

@@ -57,6 +57,7 @@ public sealed class IlgpuBackend : IBackend
         ArrayView<float>, ArrayView<float>, MatMulShape, SpecializedValue<int>> _matVecColumns;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, MatMulShape> _matVecWords;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _addColumnChunkSums;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape> _matVecTransposed;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape> _attentionPrefillWarps;
@@ -193,6 +194,7 @@ public sealed class IlgpuBackend : IBackend
             ArrayView<float>, ArrayView<float>, MatMulShape, SpecializedValue<int>>("MatVecColumns", MatMulKernels.MatVecColumns);
         _matVecWords = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, MatMulShape>("MatVecWords", MatMulKernels.MatVecWords);
+        _addColumnChunkSums = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>("AddColumnChunkSums", MatMulKernels.AddColumnChunkSums);
         _matVecTransposed = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, MatMulShape>("MatVecTransposed", MatMulKernels.MatVecTransposed);
         _attention = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>("AttentionPrefill", AttentionKernel.Prefill);
         _attentionPrefillWarps = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionShape>("AttentionPrefillWarps", AttentionKernel.PrefillWarps);
@@ -603,14 +605,15 @@ public sealed class IlgpuBackend : IBackend
         var chunks = Groups(shape.IC, MatMulKernels.Chunk);
         if (MatVecColumnWidth == MatVecWords)
         {
-            // A warp per (block of 4·W columns, chunk): every chunk's sums to scratch, then added in order.
+            // A warp per (block of 4·W columns, chunk): every chunk's sums to scratch, then a group per block of columns adds
+            // them in order.
             var outputs = (long)shape.N * shape.OC;
             var items = Groups(shape.OC, 4 * _accelerator.WarpSize) * chunks;
             var sums = _matVecPartials.View(outputs * chunks);
             _profile?.Describe($"{shape.N}x{shape.IC}x{shape.OC}, words of {4 * _accelerator.WarpSize} columns", bytes: 4.0 * shape.IC * shape.OC);
             _matVecWords(Launch(Groups(items, _groupSize / _accelerator.WarpSize)), sums, normalized, input, normWeight, normBias, View(weight), shape);
             _profile?.Describe($"{shape.N}x{shape.IC}x{shape.OC}, {chunks} chunk sums", bytes: 4.0 * outputs * (chunks + 2));
-            _addChunkSumsInOrder(Threads(outputs), output, sums, View(bias), shape);
+            _addColumnChunkSums(Launch(Groups(shape.OC, MatMulKernels.MaxWarp)), output, View(bias), sums, shape);
             return;
         }
         var columns = MatVecColumnWidth ?? (Groups(shape.OC, 16) >= _accelerator.NumMultiprocessors ? 16 : 8);

@@ -426,8 +426,9 @@ internal static class MatMulKernels
     /// 4·W consecutive columns (W the warp size: 128 columns on a GPU) and one chunk of inputs, each lane four adjacent
     /// columns as one 16-byte word, so that each load instruction of the warp reads 16·W contiguous bytes of one weight row
     /// (512 on a GPU; the column-block kernels read runs of 32 to 128 bytes, rows apart). Sixteen inputs' words are
-    /// requested before the sums that need them. Each chunk sum goes to <paramref name="partials"/> (chunks, N, OC), and
-    /// <see cref="AddChunkSumsInOrder"/> then adds them in order to the bias and applies the epilogue: the canonical order.
+    /// requested before the sums that need them. Each chunk sum goes to <paramref name="partials"/> (N, chunks, OC), as
+    /// <see cref="MatVec"/>'s do, and <see cref="AddColumnChunkSums"/> then adds them in order to the bias and applies the
+    /// epilogue: the canonical order.
     /// </summary>
     /// <remarks>
     /// The warp stages its chunk of the N input rows in shared memory, normalized with <see cref="MatVec"/>'s statistics
@@ -488,9 +489,25 @@ internal static class MatMulKernels
                     for (var i = 0; i < count; i++)
                         sum = SixteenWords.MulAdd(mine[row * Chunk + i], SixteenWords.Word(weight, s, k + i, col, aligned), sum);
                 }
-                SixteenWords.Store(partials, s, (chunk * s.N + row) * s.OC + col, col, sum, aligned);
+                SixteenWords.Store(partials, s, (row * chunks + chunk) * s.OC + col, col, sum, aligned);
             }
         }
+    }
+
+    /// <summary>
+    /// The second launch of <see cref="MatVecWords"/>: a group per block of <see cref="MaxWarp"/> columns copies the block's
+    /// chunk sums (N, chunks, OC) into shared memory, all its threads with eight loads in flight each, and a thread per
+    /// (row, column) adds them in order to the bias and applies the epilogue (<see cref="MatVec"/>'s last step). A thread per
+    /// output reading its own sums, as <see cref="AddChunkSumsInOrder"/> does, would wait for 1.5B's 100 chunk sums of the
+    /// MLP's projection eight at a time: thirteen memory latencies.
+    /// </summary>
+    public static void AddColumnChunkSums(ArrayView<float> output, ArrayView<float> bias, ArrayView<float> partials, MatMulShape s)
+    {
+        var xs = SharedMemory.Allocate<float>(MaxMatVecRows * MaxSlabChunks * Chunk);
+        int chunks = (s.IC + Chunk - 1) / Chunk, blocks = (s.OC + MaxWarp - 1) / MaxWarp;
+        // AddChunkSums ends with a barrier: the next block's sums overwrite this one's only once they are read.
+        for (var block = Grid.IdxX; block < blocks; block += Grid.DimX)
+            AddChunkSums(output, bias, partials, s, xs, chunks, block);
     }
 
     /// <summary>

@@ -112,6 +112,9 @@ public class IlgpuMatVecTests
         var split = Project(backend, 0, false, x, x, x, w, b, zeros, N, IC, OC, MatMulEpilogue.Bias);
         var chosen = Project(backend, 16, false, x, x, x, w, b, zeros, N, IC, OC, MatMulEpilogue.Bias);
         Assert.Equal(split.Output, chosen.Output);
+        // The kernel along the weight rows takes any shape; its 48 chunk sums of four rows are added in two passes.
+        var words = Project(backend, IlgpuBackend.MatVecWords, false, x, x, x, w, b, zeros, N, IC, OC, MatMulEpilogue.Bias);
+        AssertKernelsAgree(name, split.Output, words.Output, $"{name} N={N} IC={IC} OC={OC} along the weight rows");
         var expected = ProjectionReference.Expected(x, w, b, zeros, N, IC, OC, MatMulEpilogue.Bias);
         Numerics.AssertClose(expected, chosen.Output, 2e-5 * Math.Sqrt(IC), $"{name} N={N} IC={IC} OC={OC}");
     }
