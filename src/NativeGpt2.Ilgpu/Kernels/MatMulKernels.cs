@@ -448,16 +448,19 @@ internal static class MatMulKernels
         int chunks = (s.IC + Chunk - 1) / Chunk, blocks = (s.OC + 4 * W - 1) / (4 * W);
         var aligned = s.OC % 4 == 0;
         var mine = xs.SubView(Warp.WarpIdx * MaxMatVecRows * Chunk, MaxMatVecRows * Chunk);
+        // Items are uniform across a warp: (chunk, column block), the blocks of one chunk on neighbouring warps. Each item's
+        // first sixteen inputs' words are requested first, the first item's even before the group computes the statistics:
+        // their latency passes meanwhile, and while the inputs are staged.
+        int first = Grid.IdxX * warps + Warp.WarpIdx, items = blocks * chunks;
+        var words = FirstWords(weight, s, first, items, blocks, aligned);
         if (s.Normalize != 0) RowStatisticsOfAll(input, s, stats, scratch, scratch4);
 
-        // Items are uniform across a warp: (chunk, column block), the blocks of one chunk on neighbouring warps.
-        for (var item = Grid.IdxX * warps + Warp.WarpIdx; item < blocks * chunks; item += Grid.DimX * warps)
+        for (var item = first; item < items; item += Grid.DimX * warps)
         {
             int block = item % blocks, chunk = item / blocks, k = chunk * Chunk, count = XMath.Min(Chunk, s.IC - k);
             var col = block * 4 * W + 4 * lane;
             var whole = count == Chunk && col < s.OC;
-            // The first sixteen inputs' words first: their latency passes while the inputs are staged.
-            var words = whole ? SixteenWords.Load(weight, s, k, col, aligned) : default;
+            if (item != first) words = FirstWords(weight, s, item, items, blocks, aligned);
             // The previous item's inputs are read before they are overwritten.
             Warp.Barrier();
             for (var e = lane; e < s.N * count; e += W)
@@ -492,6 +495,13 @@ internal static class MatMulKernels
                 SixteenWords.Store(partials, s, (row * chunks + chunk) * s.OC + col, col, sum, aligned);
             }
         }
+    }
+
+    /// <summary>This lane's words of the first sixteen inputs of item <paramref name="item"/> of <see cref="MatVecWords"/>, or nothing past the items, the columns or the last whole chunk.</summary>
+    private static SixteenWords FirstWords(ArrayView<float> weight, MatMulShape s, int item, int items, int blocks, bool aligned)
+    {
+        int chunk = item / blocks, col = item % blocks * 4 * Warp.WarpSize + 4 * Warp.LaneIdx;
+        return item < items && (chunk + 1) * Chunk <= s.IC && col < s.OC ? SixteenWords.Load(weight, s, chunk * Chunk, col, aligned) : default;
     }
 
     /// <summary>
