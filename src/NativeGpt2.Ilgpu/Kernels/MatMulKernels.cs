@@ -309,13 +309,7 @@ internal static class MatMulKernels
             for (var e = tid; e < s.N * width; e += G)
             {
                 int row = e / width, k = k0 + e % width;
-                var x = input[row * s.IC + k];
-                if (s.Normalize != 0)
-                {
-                    x = LayerNormKernel.Normalize(x, new RowStatistics(stats[2 * row], stats[2 * row + 1]), normWeight[k], normBias[k]);
-                    if (block == 0) normalized[row * s.IC + k] = x;
-                }
-                xs[row * MaxSlabChunks * Chunk + k - k0] = x;
+                xs[row * MaxSlabChunks * Chunk + k - k0] = StagedInput(input, normWeight, normBias, normalized, stats, s, row, k, block == 0);
             }
             Group.Barrier();
 
@@ -466,13 +460,7 @@ internal static class MatMulKernels
             for (var e = lane; e < s.N * count; e += W)
             {
                 int row = e / count, i = e % count;
-                var x = input[row * s.IC + k + i];
-                if (s.Normalize != 0)
-                {
-                    x = LayerNormKernel.Normalize(x, new RowStatistics(stats[2 * row], stats[2 * row + 1]), normWeight[k + i], normBias[k + i]);
-                    if (block == 0) normalized[row * s.IC + k + i] = x;
-                }
-                mine[row * Chunk + i] = x;
+                mine[row * Chunk + i] = StagedInput(input, normWeight, normBias, normalized, stats, s, row, k + i, block == 0);
             }
             Warp.Barrier();
             // Lanes past the matrix's columns wait at the next item's first barrier, as the others will.
@@ -548,6 +536,23 @@ internal static class MatMulKernels
     {
         stats[2 * row] = rowStats.Mean;
         stats[2 * row + 1] = rowStats.Rstd;
+    }
+
+    /// <summary>Row <paramref name="row"/>'s statistics as <see cref="RowStatisticsOfAll"/> stored them.</summary>
+    public static RowStatistics StoredStatistics(ArrayView<float> stats, int row) => new(stats[2 * row], stats[2 * row + 1]);
+
+    /// <summary>
+    /// Input (row, k) as a decoding projection stages it: layer-normalized with the rows' statistics when the projection
+    /// normalizes, and then also stored in <paramref name="normalized"/> when <paramref name="storeNormalized"/>.
+    /// </summary>
+    private static float StagedInput(ArrayView<float> input, ArrayView<float> normWeight, ArrayView<float> normBias, ArrayView<float> normalized,
+        ArrayView<float> stats, MatMulShape s, int row, int k, bool storeNormalized)
+    {
+        var x = input[row * s.IC + k];
+        if (s.Normalize == 0) return x;
+        x = LayerNormKernel.Normalize(x, StoredStatistics(stats, row), normWeight[k], normBias[k]);
+        if (storeNormalized) normalized[row * s.IC + k] = x;
+        return x;
     }
 
     /// <summary>The 64 weights of pair e (chunk e / CB, column col0 + e mod CB) of a column block, or nothing for a pair past the block, the matrix's columns or its last whole chunk.</summary>
@@ -889,7 +894,7 @@ internal readonly struct FourInputs(FourChannels x, Float4 weight, Float4 bias)
         if (s.Normalize != 0)
         {
             var row = e / s.IC;
-            x = LayerNormKernel.Normalize(x, new RowStatistics(stats[2 * row], stats[2 * row + 1]), weight, bias);
+            x = LayerNormKernel.Normalize(x, MatMulKernels.StoredStatistics(stats, row), weight, bias);
             if (storeNormalized) normalized[e] = x;
         }
         xs[e] = x;
