@@ -315,7 +315,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
             var capacity = IBackend.MaxTopKCapacity;
             var records = workspace.Candidates(B, capacity);
             Backend.TopKCandidates(records, logits, B, V, topK, capacity);
-            candidates = new TopKRows(new int[B * Operators.TopKCandidates.RecordLength(capacity)], capacity);
+            candidates = TopKRows.For(B, capacity);
             Backend.Download(candidates.Records, records, 0);
             // A row with NaN or +∞, or too many ties: its logits come back too.
             if (candidates.AllUsable) return new NextTokens(null, null, hidden, candidates);
@@ -426,6 +426,9 @@ internal sealed record NextTokens(int[]? Picks, float[]? Logits, float[]? Hidden
 /// </summary>
 internal sealed record TopKRows(int[] Records, int Capacity)
 {
+    /// <summary>Room for the records of <paramref name="rows"/> rows of up to <paramref name="capacity"/> candidates.</summary>
+    public static TopKRows For(int rows, int capacity) => new(new int[rows * Operators.TopKCandidates.RecordLength(capacity)], capacity);
+
     private int RecordLength => Operators.TopKCandidates.RecordLength(Capacity);
 
     public int Rows => Records.Length / RecordLength;

@@ -487,7 +487,7 @@ public sealed class GenerationBatcher : IDisposable
     {
         var needed = sequences.Select(options => Sampler.CandidatesNeeded(options, V)).ToArray();
         if (needed.Length == 0 || needed.Contains(0)) return (false, 0);
-        return (sequences.All(options => options.IsGreedy), needed.Max());
+        return (sequences.All(Sampler.PicksArgMax), needed.Max());
     }
 
     /// <summary>Picks the sequence's next token and sends the update; a sampling failure (NaN logits) ends that sequence alone.</summary>

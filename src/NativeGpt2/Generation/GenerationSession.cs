@@ -122,7 +122,7 @@ internal sealed class GenerationSession : IDisposable
     private int TopKOnBackend => PicksOnBackend ? 0 : Sampler.CandidatesNeeded(_options, _model.Config.VocabSize);
 
     /// <summary>Greedy without a penalty or bias picks on the backend; anything else needs the logits (or the top-k candidates) here.</summary>
-    private bool PicksOnBackend => _options.IsGreedy && !_options.IsContrastive && !_options.AdjustsLogits && _options.LogProbs is null && _options.MinNewTokens == 0;
+    private bool PicksOnBackend => Sampler.PicksArgMax(_options);
 
     /// <summary>The ids that end generation: the end-of-text token and the config's other eos ids; none when the options don't stop there.</summary>
     public static IReadOnlySet<int> EndOfTextIds(Gpt2Config config, Gpt2Tokenizer? tokenizer, GenerationOptions options)

@@ -77,10 +77,17 @@ public static class Sampler
     /// </summary>
     internal static int CandidatesNeeded(GenerationOptions options, int V)
     {
-        if (options.AdjustsLogits || options.MinNewTokens != 0 || options.LogProbs is not null || options.IsContrastive || options.NumBeams > 1) return 0;
+        if (ReadsOtherTokens(options)) return 0;
         if (options.IsGreedy) return 1;
         return options.TopK >= 1 && options.TopK < V && options.TopK <= Backends.IBackend.MaxTopKCapacity / 2 ? options.TopK : 0;
     }
+
+    /// <summary>Whether the pick is the row's argmax, which a backend finds (<see cref="Backends.IBackend.ArgMax"/>): greedy, reading no other token.</summary>
+    internal static bool PicksArgMax(GenerationOptions options) => options.IsGreedy && !ReadsOtherTokens(options);
+
+    /// <summary>Whether a pick under these options reads more than the row's largest logits: a penalty, bias, n-gram rule, minimum length, log-probabilities, contrastive or beam search.</summary>
+    private static bool ReadsOtherTokens(GenerationOptions options) =>
+        options.AdjustsLogits || options.MinNewTokens != 0 || options.LogProbs is not null || options.IsContrastive || options.NumBeams > 1;
 
     /// <summary>
     /// The distribution a token is drawn from after the penalties and bias, temperature, top-k, top-p and min-p:

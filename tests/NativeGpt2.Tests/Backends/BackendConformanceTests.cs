@@ -594,10 +594,9 @@ public class BackendConformanceTests
     /// <summary>The backend's top-k candidates of the (N, V) logits, as generation reads them: every record in one download.</summary>
     private static TopKRows TopKCandidates(IBackend backend, DeviceBuffer<float> logits, int N, int V, int k, int capacity)
     {
-        var length = N * NativeGpt2.Operators.TopKCandidates.RecordLength(capacity);
-        using var records = backend.Allocate<int>(length);
+        var rows = TopKRows.For(N, capacity);
+        using var records = backend.Allocate<int>(rows.Records.Length);
         backend.TopKCandidates(records, logits, N, V, k, capacity);
-        var rows = new TopKRows(new int[length], capacity);
         backend.Download(rows.Records, records, 0);
         return rows;
     }

@@ -41,7 +41,7 @@ public class TopKCandidateTests
                 Greedy = rule == 4,
             };
             Assert.Equal(rule == 4 ? 1 : options.TopK, Sampler.CandidatesNeeded(options, V));
-            var candidates = new TopKRows(new int[TopKCandidates.RecordLength(IBackend.MaxTopKCapacity)], IBackend.MaxTopKCapacity);
+            var candidates = TopKRows.For(1, IBackend.MaxTopKCapacity);
             TopKCandidates.Forward(candidates.Records, logits, 1, V, Math.Clamp(asked, options.TopK, Math.Min(IBackend.MaxTopKCapacity / 2, V - 1)), IBackend.MaxTopKCapacity);
             // More ties at the boundary than the capacity: generation reads the whole row instead.
             if (!candidates.IsUsable(0)) return;
@@ -113,7 +113,7 @@ public class TopKCandidateTests
 
         Assert.Null(step.Logits);
         var candidates = step.Candidates!;
-        var expected = new TopKRows(new int[2 * TopKCandidates.RecordLength(candidates.Capacity)], candidates.Capacity);
+        var expected = TopKRows.For(2, candidates.Capacity);
         TopKCandidates.Forward(expected.Records, logits, 2, V, k, candidates.Capacity);
         Assert.Equal(2, candidates.Rows);
         for (var b = 0; b < 2; b++)
