@@ -303,22 +303,22 @@ internal static class CausalSelfAttention
                 var b2 = V.Load(ref Unsafe.Add(ref br, 2 * V.Count));
                 var b3 = V.Load(ref Unsafe.Add(ref br, 3 * V.Count));
                 var x = V.Broadcast(Unsafe.Add(ref a0, k));
-                s00 = V.Fma(x, b0, s00); s01 = V.Fma(x, b1, s01); s02 = V.Fma(x, b2, s02); s03 = V.Fma(x, b3, s03);
+                V.MultiplyAdd(ref s00, x, b0); V.MultiplyAdd(ref s01, x, b1); V.MultiplyAdd(ref s02, x, b2); V.MultiplyAdd(ref s03, x, b3);
                 x = V.Broadcast(Unsafe.Add(ref a1, k));
-                s10 = V.Fma(x, b0, s10); s11 = V.Fma(x, b1, s11); s12 = V.Fma(x, b2, s12); s13 = V.Fma(x, b3, s13);
+                V.MultiplyAdd(ref s10, x, b0); V.MultiplyAdd(ref s11, x, b1); V.MultiplyAdd(ref s12, x, b2); V.MultiplyAdd(ref s13, x, b3);
                 x = V.Broadcast(Unsafe.Add(ref a2, k));
-                s20 = V.Fma(x, b0, s20); s21 = V.Fma(x, b1, s21); s22 = V.Fma(x, b2, s22); s23 = V.Fma(x, b3, s23);
+                V.MultiplyAdd(ref s20, x, b0); V.MultiplyAdd(ref s21, x, b1); V.MultiplyAdd(ref s22, x, b2); V.MultiplyAdd(ref s23, x, b3);
                 x = V.Broadcast(Unsafe.Add(ref a3, k));
-                s30 = V.Fma(x, b0, s30); s31 = V.Fma(x, b1, s31); s32 = V.Fma(x, b2, s32); s33 = V.Fma(x, b3, s33);
+                V.MultiplyAdd(ref s30, x, b0); V.MultiplyAdd(ref s31, x, b1); V.MultiplyAdd(ref s32, x, b2); V.MultiplyAdd(ref s33, x, b3);
                 if (R.Count > 4)
                 {
                     x = V.Broadcast(Unsafe.Add(ref a4, k));
-                    s40 = V.Fma(x, b0, s40); s41 = V.Fma(x, b1, s41); s42 = V.Fma(x, b2, s42); s43 = V.Fma(x, b3, s43);
+                    V.MultiplyAdd(ref s40, x, b0); V.MultiplyAdd(ref s41, x, b1); V.MultiplyAdd(ref s42, x, b2); V.MultiplyAdd(ref s43, x, b3);
                 }
                 if (R.Count > 5)
                 {
                     x = V.Broadcast(Unsafe.Add(ref a5, k));
-                    s50 = V.Fma(x, b0, s50); s51 = V.Fma(x, b1, s51); s52 = V.Fma(x, b2, s52); s53 = V.Fma(x, b3, s53);
+                    V.MultiplyAdd(ref s50, x, b0); V.MultiplyAdd(ref s51, x, b1); V.MultiplyAdd(ref s52, x, b2); V.MultiplyAdd(ref s53, x, b3);
                 }
             }
             ref var o = ref Unsafe.Add(ref c, n);
@@ -366,22 +366,22 @@ internal static class CausalSelfAttention
                 var b0 = V.Load(ref br);
                 var b1 = V.Load(ref Unsafe.Add(ref br, V.Count));
                 var x = V.Broadcast(Unsafe.Add(ref a0, k));
-                s00 = V.Fma(x, b0, s00); s01 = V.Fma(x, b1, s01);
+                V.MultiplyAdd(ref s00, x, b0); V.MultiplyAdd(ref s01, x, b1);
                 x = V.Broadcast(Unsafe.Add(ref a1, k));
-                s10 = V.Fma(x, b0, s10); s11 = V.Fma(x, b1, s11);
+                V.MultiplyAdd(ref s10, x, b0); V.MultiplyAdd(ref s11, x, b1);
                 x = V.Broadcast(Unsafe.Add(ref a2, k));
-                s20 = V.Fma(x, b0, s20); s21 = V.Fma(x, b1, s21);
+                V.MultiplyAdd(ref s20, x, b0); V.MultiplyAdd(ref s21, x, b1);
                 x = V.Broadcast(Unsafe.Add(ref a3, k));
-                s30 = V.Fma(x, b0, s30); s31 = V.Fma(x, b1, s31);
+                V.MultiplyAdd(ref s30, x, b0); V.MultiplyAdd(ref s31, x, b1);
                 if (R.Count > 4)
                 {
                     x = V.Broadcast(Unsafe.Add(ref a4, k));
-                    s40 = V.Fma(x, b0, s40); s41 = V.Fma(x, b1, s41);
+                    V.MultiplyAdd(ref s40, x, b0); V.MultiplyAdd(ref s41, x, b1);
                 }
                 if (R.Count > 5)
                 {
                     x = V.Broadcast(Unsafe.Add(ref a5, k));
-                    s50 = V.Fma(x, b0, s50); s51 = V.Fma(x, b1, s51);
+                    V.MultiplyAdd(ref s50, x, b0); V.MultiplyAdd(ref s51, x, b1);
                 }
             }
             ref var o = ref Unsafe.Add(ref c, n);
@@ -422,14 +422,14 @@ internal static class CausalSelfAttention
             {
                 ref var br = ref Unsafe.Add(ref b, (nint)k * ldb + n);
                 var x = V.Broadcast(Unsafe.Add(ref a, k));
-                s0 = V.Fma(x, V.Load(ref br), s0);
-                s1 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, V.Count)), s1);
-                s2 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, 2 * V.Count)), s2);
-                s3 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, 3 * V.Count)), s3);
-                s4 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, 4 * V.Count)), s4);
-                s5 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, 5 * V.Count)), s5);
-                s6 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, 6 * V.Count)), s6);
-                s7 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, 7 * V.Count)), s7);
+                V.MultiplyAdd(ref s0, x, V.Load(ref br));
+                V.MultiplyAdd(ref s1, x, V.Load(ref Unsafe.Add(ref br, V.Count)));
+                V.MultiplyAdd(ref s2, x, V.Load(ref Unsafe.Add(ref br, 2 * V.Count)));
+                V.MultiplyAdd(ref s3, x, V.Load(ref Unsafe.Add(ref br, 3 * V.Count)));
+                V.MultiplyAdd(ref s4, x, V.Load(ref Unsafe.Add(ref br, 4 * V.Count)));
+                V.MultiplyAdd(ref s5, x, V.Load(ref Unsafe.Add(ref br, 5 * V.Count)));
+                V.MultiplyAdd(ref s6, x, V.Load(ref Unsafe.Add(ref br, 6 * V.Count)));
+                V.MultiplyAdd(ref s7, x, V.Load(ref Unsafe.Add(ref br, 7 * V.Count)));
             }
             ref var o = ref Unsafe.Add(ref c, n);
             V.Store(ref o, s0);
@@ -449,10 +449,10 @@ internal static class CausalSelfAttention
             {
                 ref var br = ref Unsafe.Add(ref b, (nint)k * ldb + n);
                 var x = V.Broadcast(Unsafe.Add(ref a, k));
-                s0 = V.Fma(x, V.Load(ref br), s0);
-                s1 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, V.Count)), s1);
-                s2 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, 2 * V.Count)), s2);
-                s3 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, 3 * V.Count)), s3);
+                V.MultiplyAdd(ref s0, x, V.Load(ref br));
+                V.MultiplyAdd(ref s1, x, V.Load(ref Unsafe.Add(ref br, V.Count)));
+                V.MultiplyAdd(ref s2, x, V.Load(ref Unsafe.Add(ref br, 2 * V.Count)));
+                V.MultiplyAdd(ref s3, x, V.Load(ref Unsafe.Add(ref br, 3 * V.Count)));
             }
             ref var o = ref Unsafe.Add(ref c, n);
             V.Store(ref o, s0);
@@ -467,8 +467,8 @@ internal static class CausalSelfAttention
             {
                 ref var br = ref Unsafe.Add(ref b, (nint)k * ldb + n);
                 var x = V.Broadcast(Unsafe.Add(ref a, k));
-                s0 = V.Fma(x, V.Load(ref br), s0);
-                s1 = V.Fma(x, V.Load(ref Unsafe.Add(ref br, V.Count)), s1);
+                V.MultiplyAdd(ref s0, x, V.Load(ref br));
+                V.MultiplyAdd(ref s1, x, V.Load(ref Unsafe.Add(ref br, V.Count)));
             }
             V.Store(ref Unsafe.Add(ref c, n), s0);
             V.Store(ref Unsafe.Add(ref c, n + V.Count), s1);
@@ -477,7 +477,7 @@ internal static class CausalSelfAttention
         {
             var sum = V.Zero;
             for (var k = 0; k < depth; k++)
-                sum = V.Fma(V.Broadcast(Unsafe.Add(ref a, k)), V.Load(ref Unsafe.Add(ref b, (nint)k * ldb + n)), sum);
+                V.MultiplyAdd(ref sum, V.Broadcast(Unsafe.Add(ref a, k)), V.Load(ref Unsafe.Add(ref b, (nint)k * ldb + n)));
             V.Store(ref Unsafe.Add(ref c, n), sum);
         }
         for (; n < columns; n++)

@@ -70,7 +70,7 @@ internal static class LayerNorm
             var d = V.Subtract(V.Load(ref Unsafe.Add(ref xs, i)), m);
             V.Store(ref Unsafe.Add(ref o, i), d);
             deviations = V.Add(deviations, d);
-            squares = V.Fma(d, d, squares);
+            V.MultiplyAdd(ref squares, d, d);
         }
         var deviation = V.Sum(deviations);
         var square = V.Sum(squares);

@@ -192,16 +192,16 @@ internal static class MatMul
                 var v = V.Broadcast(Unsafe.Add(ref x, k));
                 panels.Load<V>(ref Unsafe.Add(ref p0, offset), block, out var w0, out var w1);
                 panels.Load<V>(ref Unsafe.Add(ref p1, offset), block + next, out var w2, out var w3);
-                a0 = V.Fma(v, w0, a0);
-                a1 = V.Fma(v, w1, a1);
-                a2 = V.Fma(v, w2, a2);
-                a3 = V.Fma(v, w3, a3);
+                V.MultiplyAdd(ref a0, v, w0);
+                V.MultiplyAdd(ref a1, v, w1);
+                V.MultiplyAdd(ref a2, v, w2);
+                V.MultiplyAdd(ref a3, v, w3);
                 panels.Load<V>(ref Unsafe.Add(ref p2, offset), block + 2 * next, out w0, out w1);
                 panels.Load<V>(ref Unsafe.Add(ref p3, offset), block + 3 * next, out w2, out w3);
-                a4 = V.Fma(v, w0, a4);
-                a5 = V.Fma(v, w1, a5);
-                a6 = V.Fma(v, w2, a6);
-                a7 = V.Fma(v, w3, a7);
+                V.MultiplyAdd(ref a4, v, w0);
+                V.MultiplyAdd(ref a5, v, w1);
+                V.MultiplyAdd(ref a6, v, w2);
+                V.MultiplyAdd(ref a7, v, w3);
             }
             Store(ref Unsafe.Add(ref o, c), a0, a1, residual);
             Store(ref Unsafe.Add(ref o, W + c), a2, a3, residual);
@@ -343,32 +343,32 @@ internal static class MatMul
             }
             panels.Load<V>(ref Unsafe.Add(ref at, offset), first + k, out var w0, out var w1);
             var v = V.Broadcast(Unsafe.Add(ref x0, k));
-            a00 = V.Fma(v, w0, a00); a01 = V.Fma(v, w1, a01);
+            V.MultiplyAdd(ref a00, v, w0); V.MultiplyAdd(ref a01, v, w1);
             v = V.Broadcast(Unsafe.Add(ref x1, k));
-            a10 = V.Fma(v, w0, a10); a11 = V.Fma(v, w1, a11);
+            V.MultiplyAdd(ref a10, v, w0); V.MultiplyAdd(ref a11, v, w1);
             v = V.Broadcast(Unsafe.Add(ref x2, k));
-            a20 = V.Fma(v, w0, a20); a21 = V.Fma(v, w1, a21);
+            V.MultiplyAdd(ref a20, v, w0); V.MultiplyAdd(ref a21, v, w1);
             v = V.Broadcast(Unsafe.Add(ref x3, k));
-            a30 = V.Fma(v, w0, a30); a31 = V.Fma(v, w1, a31);
+            V.MultiplyAdd(ref a30, v, w0); V.MultiplyAdd(ref a31, v, w1);
             if (R.Count > 4)
             {
                 v = V.Broadcast(Unsafe.Add(ref x4, k));
-                a40 = V.Fma(v, w0, a40); a41 = V.Fma(v, w1, a41);
+                V.MultiplyAdd(ref a40, v, w0); V.MultiplyAdd(ref a41, v, w1);
             }
             if (R.Count > 5)
             {
                 v = V.Broadcast(Unsafe.Add(ref x5, k));
-                a50 = V.Fma(v, w0, a50); a51 = V.Fma(v, w1, a51);
+                V.MultiplyAdd(ref a50, v, w0); V.MultiplyAdd(ref a51, v, w1);
             }
             if (R.Count > 6)
             {
                 v = V.Broadcast(Unsafe.Add(ref x6, k));
-                a60 = V.Fma(v, w0, a60); a61 = V.Fma(v, w1, a61);
+                V.MultiplyAdd(ref a60, v, w0); V.MultiplyAdd(ref a61, v, w1);
             }
             if (R.Count > 7)
             {
                 v = V.Broadcast(Unsafe.Add(ref x7, k));
-                a70 = V.Fma(v, w0, a70); a71 = V.Fma(v, w1, a71);
+                V.MultiplyAdd(ref a70, v, w0); V.MultiplyAdd(ref a71, v, w1);
             }
         }
         Store(ref o, a00, a01, residual);
@@ -396,8 +396,8 @@ internal static class MatMul
             if (ahead > 0) panels.Prefetch((byte*)Unsafe.AsPointer(ref Unsafe.Add(ref at, offset)) + soon, first + k + ahead);
             panels.Load<V>(ref Unsafe.Add(ref at, offset), first + k, out var w0, out var w1);
             var v = V.Broadcast(Unsafe.Add(ref x, k));
-            a0 = V.Fma(v, w0, a0);
-            a1 = V.Fma(v, w1, a1);
+            V.MultiplyAdd(ref a0, v, w0);
+            V.MultiplyAdd(ref a1, v, w1);
         }
         Store(ref o, a0, a1, residual);
     }
@@ -434,10 +434,10 @@ internal static class MatMul
                 ref var q = ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref at, offset));
                 var scale = V.Broadcast(Unsafe.Add(ref scales, k));
                 var v = V.Broadcast(Unsafe.Add(ref x, k));
-                a0 = V.Fma(v, V.Multiply(V.LoadInt8(ref q), scale), a0);
-                a1 = V.Fma(v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, V.Count)), scale), a1);
-                a2 = V.Fma(v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, 2 * V.Count)), scale), a2);
-                a3 = V.Fma(v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, 3 * V.Count)), scale), a3);
+                V.MultiplyAdd(ref a0, v, V.Multiply(V.LoadInt8(ref q), scale));
+                V.MultiplyAdd(ref a1, v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, V.Count)), scale));
+                V.MultiplyAdd(ref a2, v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, 2 * V.Count)), scale));
+                V.MultiplyAdd(ref a3, v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, 3 * V.Count)), scale));
             }
             Store(ref o, a0, a1, residual);
             Store(ref Unsafe.Add(ref o, 2 * V.Count), a2, a3, residual);
@@ -450,10 +450,10 @@ internal static class MatMul
             panels.Load<V>(ref Unsafe.Add(ref at, offset), first + k, out var w0, out var w1);
             panels.Load<V>(ref Unsafe.Add(ref half, offset), first + k, out var w2, out var w3);
             var v = V.Broadcast(Unsafe.Add(ref x, k));
-            a0 = V.Fma(v, w0, a0);
-            a1 = V.Fma(v, w1, a1);
-            a2 = V.Fma(v, w2, a2);
-            a3 = V.Fma(v, w3, a3);
+            V.MultiplyAdd(ref a0, v, w0);
+            V.MultiplyAdd(ref a1, v, w1);
+            V.MultiplyAdd(ref a2, v, w2);
+            V.MultiplyAdd(ref a3, v, w3);
         }
         Store(ref o, a0, a1, residual);
         Store(ref Unsafe.Add(ref o, 2 * V.Count), a2, a3, residual);

@@ -213,7 +213,7 @@ internal static partial class MatMulTransposed
                         ref var total = ref Unsafe.Add(ref totals, (2 * i + v) * C);
                         var sum = V.Load(ref total);
                         for (var q = S * C; q < IC; q++)
-                            sum = V.Fma(V.Broadcast(Unsafe.Add(ref xi, q)), V.Load(ref Unsafe.Add(ref weights, (nint)q * W + c + v * C)), sum);
+                            V.MultiplyAdd(ref sum, V.Broadcast(Unsafe.Add(ref xi, q)), V.Load(ref Unsafe.Add(ref weights, (nint)q * W + c + v * C)));
                         var at = c + v * C;
                         ref var target = ref Unsafe.Add(ref o, (nint)(r + i) * OC + col0 + at);
                         if (at + C <= columns) V.Store(ref target, sum);
@@ -263,34 +263,34 @@ internal static partial class MatMulTransposed
                 var w1 = V.Load(ref Unsafe.Add(ref w, offset + C));
                 ref var xk = ref Unsafe.Add(ref xj, packed);
                 var v = V.Broadcast(xk);
-                a000 = V.Fma(v, w0, a000); a001 = V.Fma(v, w1, a001);
+                V.MultiplyAdd(ref a000, v, w0); V.MultiplyAdd(ref a001, v, w1);
                 v = V.Broadcast(Unsafe.Add(ref xk, 1));
-                a010 = V.Fma(v, w0, a010); a011 = V.Fma(v, w1, a011);
+                V.MultiplyAdd(ref a010, v, w0); V.MultiplyAdd(ref a011, v, w1);
                 v = V.Broadcast(Unsafe.Add(ref xk, 2));
-                a020 = V.Fma(v, w0, a020); a021 = V.Fma(v, w1, a021);
+                V.MultiplyAdd(ref a020, v, w0); V.MultiplyAdd(ref a021, v, w1);
                 v = V.Broadcast(Unsafe.Add(ref xk, 3));
-                a030 = V.Fma(v, w0, a030); a031 = V.Fma(v, w1, a031);
+                V.MultiplyAdd(ref a030, v, w0); V.MultiplyAdd(ref a031, v, w1);
                 if (R.Count > 4)
                 {
                     v = V.Broadcast(Unsafe.Add(ref xk, 4));
-                    a040 = V.Fma(v, w0, a040); a041 = V.Fma(v, w1, a041);
+                    V.MultiplyAdd(ref a040, v, w0); V.MultiplyAdd(ref a041, v, w1);
                     v = V.Broadcast(Unsafe.Add(ref xk, 5));
-                    a050 = V.Fma(v, w0, a050); a051 = V.Fma(v, w1, a051);
+                    V.MultiplyAdd(ref a050, v, w0); V.MultiplyAdd(ref a051, v, w1);
                     v = V.Broadcast(Unsafe.Add(ref xk, 6));
-                    a060 = V.Fma(v, w0, a060); a061 = V.Fma(v, w1, a061);
+                    V.MultiplyAdd(ref a060, v, w0); V.MultiplyAdd(ref a061, v, w1);
                     v = V.Broadcast(Unsafe.Add(ref xk, 7));
-                    a070 = V.Fma(v, w0, a070); a071 = V.Fma(v, w1, a071);
+                    V.MultiplyAdd(ref a070, v, w0); V.MultiplyAdd(ref a071, v, w1);
                 }
                 if (R.Count > 8)
                 {
                     v = V.Broadcast(Unsafe.Add(ref xk, 8));
-                    a080 = V.Fma(v, w0, a080); a081 = V.Fma(v, w1, a081);
+                    V.MultiplyAdd(ref a080, v, w0); V.MultiplyAdd(ref a081, v, w1);
                     v = V.Broadcast(Unsafe.Add(ref xk, 9));
-                    a090 = V.Fma(v, w0, a090); a091 = V.Fma(v, w1, a091);
+                    V.MultiplyAdd(ref a090, v, w0); V.MultiplyAdd(ref a091, v, w1);
                     v = V.Broadcast(Unsafe.Add(ref xk, 10));
-                    a100 = V.Fma(v, w0, a100); a101 = V.Fma(v, w1, a101);
+                    V.MultiplyAdd(ref a100, v, w0); V.MultiplyAdd(ref a101, v, w1);
                     v = V.Broadcast(Unsafe.Add(ref xk, 11));
-                    a110 = V.Fma(v, w0, a110); a111 = V.Fma(v, w1, a111);
+                    V.MultiplyAdd(ref a110, v, w0); V.MultiplyAdd(ref a111, v, w1);
                 }
             }
             CacheHint.PrefetchBytes(ahead + (nint)t * slice, slice);

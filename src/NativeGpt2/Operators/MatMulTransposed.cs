@@ -213,23 +213,23 @@ internal static partial class MatMulTransposed
             var w0 = rows.Load<V>(r0, i);
             var w1 = rows.Load<V>(r1, i);
             var v = V.Load(ref Unsafe.Add(ref x0, i));
-            a00 = V.Fma(v, w0, a00); a01 = V.Fma(v, w1, a01);
+            V.MultiplyAdd(ref a00, v, w0); V.MultiplyAdd(ref a01, v, w1);
             v = V.Load(ref Unsafe.Add(ref x1, i));
-            a10 = V.Fma(v, w0, a10); a11 = V.Fma(v, w1, a11);
+            V.MultiplyAdd(ref a10, v, w0); V.MultiplyAdd(ref a11, v, w1);
             v = V.Load(ref Unsafe.Add(ref x2, i));
-            a20 = V.Fma(v, w0, a20); a21 = V.Fma(v, w1, a21);
+            V.MultiplyAdd(ref a20, v, w0); V.MultiplyAdd(ref a21, v, w1);
             v = V.Load(ref Unsafe.Add(ref x3, i));
-            a30 = V.Fma(v, w0, a30); a31 = V.Fma(v, w1, a31);
+            V.MultiplyAdd(ref a30, v, w0); V.MultiplyAdd(ref a31, v, w1);
             v = V.Load(ref Unsafe.Add(ref x4, i));
-            a40 = V.Fma(v, w0, a40); a41 = V.Fma(v, w1, a41);
+            V.MultiplyAdd(ref a40, v, w0); V.MultiplyAdd(ref a41, v, w1);
             v = V.Load(ref Unsafe.Add(ref x5, i));
-            a50 = V.Fma(v, w0, a50); a51 = V.Fma(v, w1, a51);
+            V.MultiplyAdd(ref a50, v, w0); V.MultiplyAdd(ref a51, v, w1);
             v = V.Load(ref Unsafe.Add(ref x6, i));
-            a60 = V.Fma(v, w0, a60); a61 = V.Fma(v, w1, a61);
+            V.MultiplyAdd(ref a60, v, w0); V.MultiplyAdd(ref a61, v, w1);
             if (T.Count == 8)
             {
                 v = V.Load(ref Unsafe.Add(ref x7, i));
-                a70 = V.Fma(v, w0, a70); a71 = V.Fma(v, w1, a71);
+                V.MultiplyAdd(ref a70, v, w0); V.MultiplyAdd(ref a71, v, w1);
             }
         }
         FinishTwo<V, R>(rows, ref o, ref x0, IC, r0, r1, i, a00, a01);
@@ -279,13 +279,13 @@ internal static partial class MatMulTransposed
             var v0 = V.Load(ref Unsafe.Add(ref x0, i));
             var v1 = V.Load(ref Unsafe.Add(ref x1, i));
             var w = rows.Load<V>(r0, i);
-            a00 = V.Fma(v0, w, a00); a10 = V.Fma(v1, w, a10);
+            V.MultiplyAdd(ref a00, v0, w); V.MultiplyAdd(ref a10, v1, w);
             w = rows.Load<V>(r1, i);
-            a01 = V.Fma(v0, w, a01); a11 = V.Fma(v1, w, a11);
+            V.MultiplyAdd(ref a01, v0, w); V.MultiplyAdd(ref a11, v1, w);
             w = rows.Load<V>(r2, i);
-            a02 = V.Fma(v0, w, a02); a12 = V.Fma(v1, w, a12);
+            V.MultiplyAdd(ref a02, v0, w); V.MultiplyAdd(ref a12, v1, w);
             w = rows.Load<V>(r3, i);
-            a03 = V.Fma(v0, w, a03); a13 = V.Fma(v1, w, a13);
+            V.MultiplyAdd(ref a03, v0, w); V.MultiplyAdd(ref a13, v1, w);
         }
         Finish<V, R>(rows, ref o, ref x0, IC, r0, r1, r2, r3, i, a00, a01, a02, a03);
         Finish<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, r0, r1, r2, r3, i, a10, a11, a12, a13);
@@ -320,10 +320,10 @@ internal static partial class MatMulTransposed
                 for (var j = i; j < i + B; j += V.Count)
                 {
                     var v0 = V.Load(ref Unsafe.Add(ref x0, j));
-                    a00 = V.Fma(v0, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q0, j)), s0), a00);
-                    a01 = V.Fma(v0, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q1, j)), s1), a01);
-                    a02 = V.Fma(v0, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q2, j)), s2), a02);
-                    a03 = V.Fma(v0, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q3, j)), s3), a03);
+                    V.MultiplyAdd(ref a00, v0, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q0, j)), s0));
+                    V.MultiplyAdd(ref a01, v0, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q1, j)), s1));
+                    V.MultiplyAdd(ref a02, v0, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q2, j)), s2));
+                    V.MultiplyAdd(ref a03, v0, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q3, j)), s3));
                 }
             }
         }
@@ -331,10 +331,10 @@ internal static partial class MatMulTransposed
         {
             if (ahead > 0) rows.Prefetch(next + TileWeights * i, TileWeights * V.Count);
             var v0 = V.Load(ref Unsafe.Add(ref x0, i));
-            a00 = V.Fma(v0, rows.Load<V>(r0, i), a00);
-            a01 = V.Fma(v0, rows.Load<V>(r1, i), a01);
-            a02 = V.Fma(v0, rows.Load<V>(r2, i), a02);
-            a03 = V.Fma(v0, rows.Load<V>(r3, i), a03);
+            V.MultiplyAdd(ref a00, v0, rows.Load<V>(r0, i));
+            V.MultiplyAdd(ref a01, v0, rows.Load<V>(r1, i));
+            V.MultiplyAdd(ref a02, v0, rows.Load<V>(r2, i));
+            V.MultiplyAdd(ref a03, v0, rows.Load<V>(r3, i));
         }
         Finish<V, R>(rows, ref o, ref x0, IC, r0, r1, r2, r3, i, a00, a01, a02, a03);
     }
@@ -359,13 +359,13 @@ internal static partial class MatMulTransposed
             var v1 = V.Load(ref Unsafe.Add(ref x1, i));
             var v2 = V.Load(ref Unsafe.Add(ref x2, i));
             var w = rows.Load<V>(r0, i);
-            a00 = V.Fma(v0, w, a00); a10 = V.Fma(v1, w, a10); a20 = V.Fma(v2, w, a20);
+            V.MultiplyAdd(ref a00, v0, w); V.MultiplyAdd(ref a10, v1, w); V.MultiplyAdd(ref a20, v2, w);
             w = rows.Load<V>(r1, i);
-            a01 = V.Fma(v0, w, a01); a11 = V.Fma(v1, w, a11); a21 = V.Fma(v2, w, a21);
+            V.MultiplyAdd(ref a01, v0, w); V.MultiplyAdd(ref a11, v1, w); V.MultiplyAdd(ref a21, v2, w);
             w = rows.Load<V>(r2, i);
-            a02 = V.Fma(v0, w, a02); a12 = V.Fma(v1, w, a12); a22 = V.Fma(v2, w, a22);
+            V.MultiplyAdd(ref a02, v0, w); V.MultiplyAdd(ref a12, v1, w); V.MultiplyAdd(ref a22, v2, w);
             w = rows.Load<V>(r3, i);
-            a03 = V.Fma(v0, w, a03); a13 = V.Fma(v1, w, a13); a23 = V.Fma(v2, w, a23);
+            V.MultiplyAdd(ref a03, v0, w); V.MultiplyAdd(ref a13, v1, w); V.MultiplyAdd(ref a23, v2, w);
         }
         Finish<V, R>(rows, ref o, ref x0, IC, r0, r1, r2, r3, i, a00, a01, a02, a03);
         Finish<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, r0, r1, r2, r3, i, a10, a11, a12, a13);
@@ -395,13 +395,13 @@ internal static partial class MatMulTransposed
             var v2 = V.Load(ref Unsafe.Add(ref x2, i));
             var v3 = V.Load(ref Unsafe.Add(ref x3, i));
             var w = rows.Load<V>(r0, i);
-            a00 = V.Fma(v0, w, a00); a10 = V.Fma(v1, w, a10); a20 = V.Fma(v2, w, a20); a30 = V.Fma(v3, w, a30);
+            V.MultiplyAdd(ref a00, v0, w); V.MultiplyAdd(ref a10, v1, w); V.MultiplyAdd(ref a20, v2, w); V.MultiplyAdd(ref a30, v3, w);
             w = rows.Load<V>(r1, i);
-            a01 = V.Fma(v0, w, a01); a11 = V.Fma(v1, w, a11); a21 = V.Fma(v2, w, a21); a31 = V.Fma(v3, w, a31);
+            V.MultiplyAdd(ref a01, v0, w); V.MultiplyAdd(ref a11, v1, w); V.MultiplyAdd(ref a21, v2, w); V.MultiplyAdd(ref a31, v3, w);
             w = rows.Load<V>(r2, i);
-            a02 = V.Fma(v0, w, a02); a12 = V.Fma(v1, w, a12); a22 = V.Fma(v2, w, a22); a32 = V.Fma(v3, w, a32);
+            V.MultiplyAdd(ref a02, v0, w); V.MultiplyAdd(ref a12, v1, w); V.MultiplyAdd(ref a22, v2, w); V.MultiplyAdd(ref a32, v3, w);
             w = rows.Load<V>(r3, i);
-            a03 = V.Fma(v0, w, a03); a13 = V.Fma(v1, w, a13); a23 = V.Fma(v2, w, a23); a33 = V.Fma(v3, w, a33);
+            V.MultiplyAdd(ref a03, v0, w); V.MultiplyAdd(ref a13, v1, w); V.MultiplyAdd(ref a23, v2, w); V.MultiplyAdd(ref a33, v3, w);
         }
         Finish<V, R>(rows, ref o, ref x0, IC, r0, r1, r2, r3, i, a00, a01, a02, a03);
         Finish<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, r0, r1, r2, r3, i, a10, a11, a12, a13);
@@ -438,13 +438,13 @@ internal static partial class MatMulTransposed
             var v4 = V.Load(ref Unsafe.Add(ref x4, i));
             var v5 = V.Load(ref Unsafe.Add(ref x5, i));
             var w = rows.Load<V>(r0, i);
-            a00 = V.Fma(v0, w, a00); a10 = V.Fma(v1, w, a10); a20 = V.Fma(v2, w, a20); a30 = V.Fma(v3, w, a30); a40 = V.Fma(v4, w, a40); a50 = V.Fma(v5, w, a50);
+            V.MultiplyAdd(ref a00, v0, w); V.MultiplyAdd(ref a10, v1, w); V.MultiplyAdd(ref a20, v2, w); V.MultiplyAdd(ref a30, v3, w); V.MultiplyAdd(ref a40, v4, w); V.MultiplyAdd(ref a50, v5, w);
             w = rows.Load<V>(r1, i);
-            a01 = V.Fma(v0, w, a01); a11 = V.Fma(v1, w, a11); a21 = V.Fma(v2, w, a21); a31 = V.Fma(v3, w, a31); a41 = V.Fma(v4, w, a41); a51 = V.Fma(v5, w, a51);
+            V.MultiplyAdd(ref a01, v0, w); V.MultiplyAdd(ref a11, v1, w); V.MultiplyAdd(ref a21, v2, w); V.MultiplyAdd(ref a31, v3, w); V.MultiplyAdd(ref a41, v4, w); V.MultiplyAdd(ref a51, v5, w);
             w = rows.Load<V>(r2, i);
-            a02 = V.Fma(v0, w, a02); a12 = V.Fma(v1, w, a12); a22 = V.Fma(v2, w, a22); a32 = V.Fma(v3, w, a32); a42 = V.Fma(v4, w, a42); a52 = V.Fma(v5, w, a52);
+            V.MultiplyAdd(ref a02, v0, w); V.MultiplyAdd(ref a12, v1, w); V.MultiplyAdd(ref a22, v2, w); V.MultiplyAdd(ref a32, v3, w); V.MultiplyAdd(ref a42, v4, w); V.MultiplyAdd(ref a52, v5, w);
             w = rows.Load<V>(r3, i);
-            a03 = V.Fma(v0, w, a03); a13 = V.Fma(v1, w, a13); a23 = V.Fma(v2, w, a23); a33 = V.Fma(v3, w, a33); a43 = V.Fma(v4, w, a43); a53 = V.Fma(v5, w, a53);
+            V.MultiplyAdd(ref a03, v0, w); V.MultiplyAdd(ref a13, v1, w); V.MultiplyAdd(ref a23, v2, w); V.MultiplyAdd(ref a33, v3, w); V.MultiplyAdd(ref a43, v4, w); V.MultiplyAdd(ref a53, v5, w);
         }
         Finish<V, R>(rows, ref o, ref x0, IC, r0, r1, r2, r3, i, a00, a01, a02, a03);
         Finish<V, R>(rows, ref Unsafe.Add(ref o, OC), ref x1, IC, r0, r1, r2, r3, i, a10, a11, a12, a13);
@@ -498,7 +498,7 @@ internal static partial class MatMulTransposed
         var acc = V.Zero;
         var i = 0;
         for (; i <= IC - V.Count; i += V.Count)
-            acc = V.Fma(V.Load(ref Unsafe.Add(ref x, i)), rows.Load<V>(r0, i), acc);
+            V.MultiplyAdd(ref acc, V.Load(ref Unsafe.Add(ref x, i)), rows.Load<V>(r0, i));
         var sum = V.Sum(acc);
         for (; i < IC; i++)
             sum = MathF.FusedMultiplyAdd(Unsafe.Add(ref x, i), rows.Element(r0, i), sum);

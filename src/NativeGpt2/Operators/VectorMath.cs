@@ -34,7 +34,7 @@ internal static class VectorMath
         var t = V.Fma(x, V.Broadcast(Log2E), V.Broadcast(Rounding));
         var n = V.Subtract(t, V.Broadcast(Rounding));
         var r = V.Fma(n, V.Broadcast(-Ln2High), x);
-        r = V.Fma(n, V.Broadcast(-Ln2Low), r);
+        V.MultiplyAdd(ref r, n, V.Broadcast(-Ln2Low));
         var p = V.Broadcast(1.9875691500e-4f);
         p = V.Fma(p, r, V.Broadcast(1.3981999507e-3f));
         p = V.Fma(p, r, V.Broadcast(8.3334519073e-3f));
