@@ -32,10 +32,10 @@ public class OperatorBenchmarks
     public void Setup()
     {
         var random = new Random(1);
-        float[] Values(long count) => Enumerable.Range(0, checked((int)count)).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+        float[] Values(int count) => Enumerable.Range(0, count).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
         _backend = new CpuBackend(Environment.ProcessorCount, Width);
-        _fc = _backend.PrepareMatrix(new Weight("h.0.mlp.c_fc.weight", [Channels, Hidden], Values((long)Channels * Hidden)));
-        _wte = _backend.PrepareTable(new Weight("wte.weight", [Vocabulary, Channels], Values((long)Vocabulary * Channels)));
+        _fc = _backend.PrepareMatrix(new Weight("h.0.mlp.c_fc.weight", [Channels, Hidden], Values(Channels * Hidden)));
+        _wte = _backend.PrepareTable(new Weight("wte.weight", [Vocabulary, Channels], Values(Vocabulary * Channels)));
         _input = _backend.Upload(Values(Rows * Channels));
         _bias = _backend.Upload(Values(Hidden));
         _output = _backend.Allocate<float>(Rows * Hidden);
