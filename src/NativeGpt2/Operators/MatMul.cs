@@ -20,7 +20,7 @@ namespace NativeGpt2.Operators;
 /// Rows that six does not divide end a block in tiles of four or five (8 = 4 + 4, 9 = 5 + 4: eight sums or more in
 /// flight), except that with Vector512 seven or eight rows left are one tile (a batch of eight sequences decoding
 /// together reads each panel once: 16 sums in 32 registers); a batch of two or three rows runs the 6-row tile on a copy padded with zero rows, made once per call; a lone row its
-/// own loop (with Vector256, the panel's 32 columns in four registers, one pass; Vector128, two), asking for the panel 8 KB ahead, in
+/// own loop (with Vector256 the panel's 32 columns in four registers, with Vector128 in eight: one pass), asking for the panel 8 KB ahead, in
 /// every format; so do up to five rows of 16-bit weights. A decoding step (one row) of 16-bit weights with Vector512
 /// reads four panels side by side instead, eight sums in flight, and asks for the rows 2 KB ahead in each
 /// (<see cref="IPanelView.Prefetch"/>).</para>
@@ -84,11 +84,11 @@ internal static class MatMul
         // Two or three rows after the last full block join it (50 rows: 6 × 7 + 4 + 4), so that only a
         // batch of two or three rows needs the padded tile.
         if (N > RowBlock && N % RowBlock is 2 or 3) rowBlocks--;
-        if (N == 1 && Holds16Bits<P>() && !LoneRowInFourRegisters<V>())
+        if (N == 1 && Holds16Bits<P>() && !LoneRowOnWholePanel<V>())
         {
             // Decoding 16-bit weights with Vector512: four panels side by side, eight sums in flight, asking for the rows
             // they will read next. One panel at a time has two sums in flight there, and from cache it ran 20-40 % slower
-            // (from memory alike). Vector256 takes a panel in four registers (Tile1Of4), and there one panel at a time,
+            // (from memory alike). Vector256 takes a panel in four registers (Tile1Of4; Vector128 in eight), and there one panel at a time,
             // 8 KB ahead, read 25-40 % faster from memory than this. Float32 and 8-bit panels take the per-panel path
             // below: one stream per thread reads fastest (float32 54-56 GB/s where four panels side by side read 45;
             // q8 decoding in the model 281-287 → 312-324 tokens/s, 73-76 → 82 % of the read rate).
@@ -226,15 +226,15 @@ internal static class MatMul
         var residual = epilogue == MatMulEpilogue.Residual;
         var activation = epilogue.Activation();
         ref var x = ref MemoryMarshal.GetReference(input);
-        if (LoneRowInFourRegisters<V>() && r1 - r0 == 1 && columns == WeightData.PanelWidth)
+        if (LoneRowOnWholePanel<V>() && r1 - r0 == 1 && columns == WeightData.PanelWidth)
         {
-            // A lone row with Vector256: the panel's 32 columns in four registers, one pass over the panel (Vector128: two
-            // passes of 16 columns, the second reading the panel from cache).
+            // A lone row with Vector256 or Vector128: the panel's 32 columns in four or eight registers, one pass over
+            // the panel.
             ref var o = ref MemoryMarshal.GetReference(output.Slice(r0 * OC + col0, WeightData.PanelWidth));
             ref var xr = ref Unsafe.Add(ref x, (nint)r0 * IC);
             ref var b = ref MemoryMarshal.GetReference(bias.Slice(col0));
-            for (var c = 0; c < WeightData.PanelWidth; c += 4 * V.Count)
-                Tile1Of4<V, P>(panels, view, c, ref xr, IC, ref Unsafe.Add(ref o, c), ref Unsafe.Add(ref b, c), residual, c == 0 ? ahead : 0);
+            if (V.Count == 4) Tile1Of8<V, P>(panels, view, ref xr, IC, ref o, ref b, residual, ahead);
+            else Tile1Of4<V, P>(panels, view, ref xr, IC, ref o, ref b, residual, ahead);
             if (activation is { } a) Activations.InPlace<V>(output.Slice(r0 * OC + col0, WeightData.PanelWidth), a);
             return;
         }
@@ -402,30 +402,32 @@ internal static class MatMul
         Store(ref o, a0, a1, residual);
     }
 
-    /// <summary>Whether a lone row takes a panel four registers at a time (<see cref="Tile1Of4"/>): the 256- and 128-bit paths.</summary>
-    private static bool LoneRowInFourRegisters<V>() where V : struct, ISimd<V> => typeof(V) == typeof(Simd256) || typeof(V) == typeof(Simd128);
+    /// <summary>
+    /// Whether a lone row takes a panel's 32 columns in one pass, in four registers (<see cref="Tile1Of4"/>, Vector256) or
+    /// eight (<see cref="Tile1Of8"/>, Vector128).
+    /// </summary>
+    private static bool LoneRowOnWholePanel<V>() where V : struct, ISimd<V> => typeof(V) == typeof(Simd256) || typeof(V) == typeof(Simd128);
 
     /// <summary>
-    /// One row against four registers of a panel's columns from column <paramref name="c"/> on (Vector256: all 32, so the
-    /// panel is read once, row by row, where <see cref="Tile1"/> takes it in two passes of 16 columns; Vector128: 16).
-    /// Each output summed as in <see cref="Tile1"/>; <paramref name="o"/> and <paramref name="bias"/> start at column c.
+    /// One row against a panel's 32 columns in four registers (Vector256), so that the panel is read once, row by row,
+    /// where <see cref="Tile1"/> takes it in two passes of 16 columns. Each output summed as in <see cref="Tile1"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Tile1Of4<V, P>(P panels, int p, int c, ref float x, int IC, ref float o, ref float bias, bool residual, int ahead)
+    private static unsafe void Tile1Of4<V, P>(P panels, int p, ref float x, int IC, ref float o, ref float bias, bool residual, int ahead)
         where V : struct, ISimd<V> where P : struct, IPanelView
     {
         V a0 = V.Load(ref bias), a1 = V.Load(ref Unsafe.Add(ref bias, V.Count));
         V a2 = V.Load(ref Unsafe.Add(ref bias, 2 * V.Count)), a3 = V.Load(ref Unsafe.Add(ref bias, 3 * V.Count));
         var first = panels.Block(p, 0);
         nint step = panels.BlockBytes, soon = ahead * step, offset = 0;
-        ref var at = ref panels.At(first, c);
+        ref var at = ref panels.At(first, 0);
         if (typeof(P) == typeof(Q8Panels))
         {
             // 8-bit weights, w = q · scale as Q8Panels.Load computes it, but with the block scales' reference found once,
             // where each load found it from the block index (an index, a null check and a second row reference per
             // input channel, in a loop short of instructions). The 48 projections of a decoding step (AMD EPYC Zen 5,
-            // 2 threads, old and new taking turns, medians): Vector256 3.5-4.8 → 2.9-3.3 ms, Vector128 8.6-9.6 → 6.7-7.7;
-            // one layer's from cache, Vector256, 0.20-0.27 → 0.18-0.22. With Vector512 (Tile1) the same change gained
+            // 2 threads, old and new taking turns, medians): Vector256 3.5-4.8 → 2.9-3.3 ms, Vector128 (then two passes
+            // of this tile) 8.6-9.6 → 6.7-7.7; one layer's from cache, Vector256, 0.20-0.27 → 0.18-0.22. With Vector512 (Tile1) the same change gained
             // nothing measurable.
             ref var scales = ref Unsafe.As<P, Q8Panels>(ref panels).ScaleAt(first);
             for (var k = 0; k < IC; k++, offset += step)
@@ -443,7 +445,7 @@ internal static class MatMul
             Store(ref Unsafe.Add(ref o, 2 * V.Count), a2, a3, residual);
             return;
         }
-        ref var half = ref panels.At(first, c + 2 * V.Count);
+        ref var half = ref panels.At(first, 2 * V.Count);
         for (var k = 0; k < IC; k++, offset += step)
         {
             if (ahead > 0) panels.Prefetch((byte*)Unsafe.AsPointer(ref Unsafe.Add(ref at, offset)) + soon, first + k + ahead);
@@ -457,6 +459,72 @@ internal static class MatMul
         }
         Store(ref o, a0, a1, residual);
         Store(ref Unsafe.Add(ref o, 2 * V.Count), a2, a3, residual);
+    }
+
+    /// <summary>
+    /// One row against a panel's 32 columns in eight registers (Vector128), so that the panel is read once, row by row,
+    /// with eight sums in flight. Four registers took the panel in two passes, the second from L2 for a float32 panel
+    /// of 768 inputs (96 KB), and the four sums of a pass kept one core to about a multiply-add a cycle. Each output
+    /// summed as in <see cref="Tile1"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Tile1Of8<V, P>(P panels, int p, ref float x, int IC, ref float o, ref float bias, bool residual, int ahead)
+        where V : struct, ISimd<V> where P : struct, IPanelView
+    {
+        V a0 = V.Load(ref bias), a1 = V.Load(ref Unsafe.Add(ref bias, V.Count));
+        V a2 = V.Load(ref Unsafe.Add(ref bias, 2 * V.Count)), a3 = V.Load(ref Unsafe.Add(ref bias, 3 * V.Count));
+        V a4 = V.Load(ref Unsafe.Add(ref bias, 4 * V.Count)), a5 = V.Load(ref Unsafe.Add(ref bias, 5 * V.Count));
+        V a6 = V.Load(ref Unsafe.Add(ref bias, 6 * V.Count)), a7 = V.Load(ref Unsafe.Add(ref bias, 7 * V.Count));
+        var first = panels.Block(p, 0);
+        nint step = panels.BlockBytes, soon = ahead * step, offset = 0;
+        ref var q0 = ref panels.At(first, 0);
+        ref var q1 = ref panels.At(first, 2 * V.Count);
+        ref var q2 = ref panels.At(first, 4 * V.Count);
+        ref var q3 = ref panels.At(first, 6 * V.Count);
+        if (typeof(P) == typeof(Q8Panels))
+        {
+            // 8-bit weights with the block scales' reference found once, as in Tile1Of4.
+            ref var scales = ref Unsafe.As<P, Q8Panels>(ref panels).ScaleAt(first);
+            for (var k = 0; k < IC; k++, offset += step)
+            {
+                if (ahead > 0) panels.Prefetch((byte*)Unsafe.AsPointer(ref Unsafe.Add(ref q0, offset)) + soon, first + k + ahead);
+                ref var q = ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref q0, offset));
+                var scale = V.Broadcast(Unsafe.Add(ref scales, k));
+                var v = V.Broadcast(Unsafe.Add(ref x, k));
+                V.MultiplyAdd(ref a0, v, V.Multiply(V.LoadInt8(ref q), scale));
+                V.MultiplyAdd(ref a1, v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, V.Count)), scale));
+                V.MultiplyAdd(ref a2, v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, 2 * V.Count)), scale));
+                V.MultiplyAdd(ref a3, v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, 3 * V.Count)), scale));
+                V.MultiplyAdd(ref a4, v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, 4 * V.Count)), scale));
+                V.MultiplyAdd(ref a5, v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, 5 * V.Count)), scale));
+                V.MultiplyAdd(ref a6, v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, 6 * V.Count)), scale));
+                V.MultiplyAdd(ref a7, v, V.Multiply(V.LoadInt8(ref Unsafe.Add(ref q, 7 * V.Count)), scale));
+            }
+        }
+        else
+        {
+            for (var k = 0; k < IC; k++, offset += step)
+            {
+                if (ahead > 0) panels.Prefetch((byte*)Unsafe.AsPointer(ref Unsafe.Add(ref q0, offset)) + soon, first + k + ahead);
+                panels.Load<V>(ref Unsafe.Add(ref q0, offset), first + k, out var w0, out var w1);
+                panels.Load<V>(ref Unsafe.Add(ref q1, offset), first + k, out var w2, out var w3);
+                panels.Load<V>(ref Unsafe.Add(ref q2, offset), first + k, out var w4, out var w5);
+                panels.Load<V>(ref Unsafe.Add(ref q3, offset), first + k, out var w6, out var w7);
+                var v = V.Broadcast(Unsafe.Add(ref x, k));
+                V.MultiplyAdd(ref a0, v, w0);
+                V.MultiplyAdd(ref a1, v, w1);
+                V.MultiplyAdd(ref a2, v, w2);
+                V.MultiplyAdd(ref a3, v, w3);
+                V.MultiplyAdd(ref a4, v, w4);
+                V.MultiplyAdd(ref a5, v, w5);
+                V.MultiplyAdd(ref a6, v, w6);
+                V.MultiplyAdd(ref a7, v, w7);
+            }
+        }
+        Store(ref o, a0, a1, residual);
+        Store(ref Unsafe.Add(ref o, 2 * V.Count), a2, a3, residual);
+        Store(ref Unsafe.Add(ref o, 4 * V.Count), a4, a5, residual);
+        Store(ref Unsafe.Add(ref o, 6 * V.Count), a6, a7, residual);
     }
 
     /// <summary>The next stored panel, <paramref name="bytes"/> from <paramref name="at"/>, asked for a slice per tile of <paramref name="tiles"/>.</summary>
