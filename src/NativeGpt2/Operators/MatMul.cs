@@ -88,8 +88,8 @@ internal static class MatMul
         {
             // Decoding 16-bit weights with Vector512: four panels side by side, eight sums in flight, asking for the rows
             // they will read next. One panel at a time has two sums in flight there, and from cache it ran 20-40 % slower
-            // (from memory alike). Vector256 takes a panel in four registers (Tile1Of4; Vector128 in eight), and there one panel at a time,
-            // 8 KB ahead, read 25-40 % faster from memory than this. Float32 and 8-bit panels take the per-panel path
+            // (from memory alike). Vector256 takes a panel in four registers (Tile1Of4; Vector128 in eight), and there one
+            // panel at a time, 8 KB ahead, read 25-40 % faster from memory than this. Float32 and 8-bit panels take the per-panel path
             // below: one stream per thread reads fastest (float32 54-56 GB/s where four panels side by side read 45;
             // q8 decoding in the model 281-287 → 312-324 tokens/s, 73-76 → 82 % of the read rate).
             var groups = (panelCount + PanelsSideBySide - 1) / PanelsSideBySide;
@@ -427,8 +427,8 @@ internal static class MatMul
             // where each load found it from the block index (an index, a null check and a second row reference per
             // input channel, in a loop short of instructions). The 48 projections of a decoding step (AMD EPYC Zen 5,
             // 2 threads, old and new taking turns, medians): Vector256 3.5-4.8 → 2.9-3.3 ms, Vector128 (then two passes
-            // of this tile) 8.6-9.6 → 6.7-7.7; one layer's from cache, Vector256, 0.20-0.27 → 0.18-0.22. With Vector512 (Tile1) the same change gained
-            // nothing measurable.
+            // of this tile) 8.6-9.6 → 6.7-7.7; one layer's from cache, Vector256, 0.20-0.27 → 0.18-0.22. With Vector512
+            // (Tile1) the same change gained nothing measurable.
             ref var scales = ref Unsafe.As<P, Q8Panels>(ref panels).ScaleAt(first);
             for (var k = 0; k < IC; k++, offset += step)
             {

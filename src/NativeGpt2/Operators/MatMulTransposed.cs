@@ -148,10 +148,10 @@ internal static partial class MatMulTransposed
             // Decoding float32 with Vector512: one weight row after another, the most sequential read of the table,
             // which is what bounds this case, each row asked for Float32RowsAhead rows before it is summed. On the
             // Zen 5 it read 12-19 % faster than the 1 × 4 tile below. Narrower vectors take the tile: one row's sum is
-            // a chain of IC / V.Count dependent multiply-adds, 96 at 256 bits for GPT-2's head, too long for one core
-            // to keep up with memory (at 256 bits the tile read 13-20 % faster on one Zen 5 core and 15-20 % on a
-            // Zen 1, and as fast on two Zen 5 cores). Narrower formats take the tile too: widening makes one sum at a
-            // time too slow.
+            // a chain of IC / V.Count dependent multiply-adds, 96 at 256 bits for GPT-2's head and 192 at 128, too long
+            // for one core to keep up with memory (with the tile the Zen 5 read the head 5-20 % faster at 256 bits on
+            // one core, 0-10 % on two, and twice as fast at 128 bits; a Zen 1 read it 15-20 % faster at 256). Narrower
+            // formats take the tile too: widening makes one sum at a time too slow.
             for (var k = from; k < to; k++)
             {
                 rows.Prefetch(rows.Start(k + Float32RowsAhead), IC);
