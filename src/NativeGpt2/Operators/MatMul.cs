@@ -89,9 +89,9 @@ internal static class MatMul
             // Decoding 16-bit weights with Vector512: four panels side by side, eight sums in flight, asking for the rows
             // they will read next. One panel at a time has two sums in flight there, and from cache it ran 20-40 % slower
             // (from memory alike). Vector256 takes a panel in four registers (Tile1Of4; Vector128 in eight), and there one
-            // panel at a time, 8 KB ahead, read 25-40 % faster from memory than this. Float32 and 8-bit panels take the per-panel path
-            // below: one stream per thread reads fastest (float32 54-56 GB/s where four panels side by side read 45;
-            // q8 decoding in the model 281-287 → 312-324 tokens/s, 73-76 → 82 % of the read rate).
+            // panel at a time, 8 KB ahead, read 25-40 % faster from memory than this. Float32 and 8-bit panels take the
+            // per-panel path below: one stream per thread reads fastest (float32 54-56 GB/s where four panels side by
+            // side read 45; q8 decoding in the model 281-287 → 312-324 tokens/s, 73-76 → 82 % of the read rate).
             var groups = (panelCount + PanelsSideBySide - 1) / PanelsSideBySide;
             Parallelism.For(groups, (long)PanelsSideBySide * IC * WeightData.PanelWidth, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (start, end) =>
             {
