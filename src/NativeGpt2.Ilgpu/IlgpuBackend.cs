@@ -171,11 +171,11 @@ public sealed class IlgpuBackend : IBackend
         }
         // A recorded step names the scratch buffers it was recorded with: when one moves, the recordings go.
         Action grown = () => _graphs?.Forget();
-        _matVecPartials = new Scratch<float>(accelerator, _stream, grown);
-        _matVecTickets = new Scratch<int>(accelerator, _stream, grown);
-        _attentionPartials = new Scratch<float>(accelerator, _stream, grown);
-        _attentionTickets = new Scratch<int>(accelerator, _stream, grown);
-        _tiledPartials = new Scratch<float>(accelerator, _stream, grown);
+        _matVecPartials = new Scratch<float>(accelerator, name, _stream, grown);
+        _matVecTickets = new Scratch<int>(accelerator, name, _stream, grown);
+        _attentionPartials = new Scratch<float>(accelerator, name, _stream, grown);
+        _attentionTickets = new Scratch<int>(accelerator, name, _stream, grown);
+        _tiledPartials = new Scratch<float>(accelerator, name, _stream, grown);
         _cacheLength = Allocate<int>(1);
         _embedding = Load<ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>("Embedding", ElementwiseKernels.Embedding);
         _add = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>("Add", ElementwiseKernels.Add);
@@ -429,7 +429,42 @@ public sealed class IlgpuBackend : IBackend
     public DeviceBuffer<T> Allocate<T>(long length) where T : unmanaged
     {
         using var exclusive = Exclusive();
-        return new IlgpuBuffer<T>(this, _accelerator.Allocate1D<T>(Math.Max(length, 1)), length);
+        return new IlgpuBuffer<T>(this, AllocateOnDevice<T>(_accelerator, Name, Math.Max(length, 1)), length);
+    }
+
+    /// <summary>
+    /// <paramref name="length"/> values of device memory, or, where the device has too little, an
+    /// <see cref="OutOfDeviceMemoryException"/> that says how much was asked for and how much is free.
+    /// </summary>
+    private static MemoryBuffer1D<T, Stride1D.Dense> AllocateOnDevice<T>(Accelerator accelerator, string backend, long length) where T : unmanaged
+    {
+        try
+        {
+            return accelerator.Allocate1D<T>(length);
+        }
+        catch (Exception e) when (e is OutOfMemoryException or CudaException { Error: nameof(CudaError.CUDA_ERROR_OUT_OF_MEMORY) })
+        {
+            var bytes = length * Unsafe.SizeOf<T>();
+            static string Megabytes(long count) => $"{count / 1e6:N0} MB";
+            var free = accelerator is CudaAccelerator cuda && FreeMemory(cuda) is >= 0 and var left ? $" ({Megabytes(left)} free of {Megabytes(cuda.MemorySize)})" : "";
+            throw new OutOfDeviceMemoryException(backend, bytes,
+                $"out of memory: {Megabytes(bytes)} asked of {accelerator.Name}{free}. This backend holds weights as float32 "
+                + "(4 bytes a parameter, with the activations and the key/value cache on top): run a smaller model, a shorter context or "
+                + "batch, or the cpu backend (--backend cpu), which also holds 16- and 8-bit weights", e);
+        }
+    }
+
+    /// <summary>The device's free memory now, or -1 where the driver does not say.</summary>
+    private static long FreeMemory(CudaAccelerator cuda)
+    {
+        try
+        {
+            return cuda.GetFreeMemory();
+        }
+        catch (Exception e) when (e is CudaException or InvalidOperationException)
+        {
+            return -1;
+        }
     }
 
     /// <summary>
@@ -1018,7 +1053,7 @@ public sealed class IlgpuBackend : IBackend
     /// A device buffer that grows to the largest size asked for, zero-filled when (re)allocated; <paramref name="grown"/>
     /// is called when it moves (recorded steps name the old buffer).
     /// </summary>
-    private sealed class Scratch<T>(Accelerator accelerator, AcceleratorStream stream, Action grown) where T : unmanaged
+    private sealed class Scratch<T>(Accelerator accelerator, string backend, AcceleratorStream stream, Action grown) where T : unmanaged
     {
         private MemoryBuffer1D<T, Stride1D.Dense>? _buffer;
 
@@ -1030,7 +1065,7 @@ public sealed class IlgpuBackend : IBackend
                 // Launches still queued may use the old buffer.
                 if (_buffer is not null) accelerator.Synchronize();
                 _buffer?.Dispose();
-                _buffer = accelerator.Allocate1D<T>(length);
+                _buffer = AllocateOnDevice<T>(accelerator, backend, length);
                 _buffer.MemSetToZero(stream);
                 grown();
             }

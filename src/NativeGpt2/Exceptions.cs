@@ -120,3 +120,30 @@ public sealed class BackendUnavailableException(string backend, string problem, 
     /// <summary>The backend name as asked for.</summary>
     public string Backend { get; } = backend;
 }
+
+/// <summary>
+/// A backend could not allocate what a model or a pass needs: <see cref="Backend"/> names whose memory ran out
+/// (<c>cuda</c>: the GPU's), <see cref="RequestedBytes"/> the allocation that failed. Nothing is left half-made: a load
+/// that fails frees what it had placed, and a pass that fails leaves the model usable.
+/// </summary>
+public sealed class OutOfDeviceMemoryException(string backend, long requestedBytes, string problem, Exception? innerException = null)
+    : NativeGpt2Exception($"backend '{backend}': {problem}", innerException)
+{
+    /// <summary>The backend whose memory ran out.</summary>
+    public string Backend { get; } = backend;
+
+    /// <summary>The size of the allocation that failed, in bytes.</summary>
+    public long RequestedBytes { get; } = requestedBytes;
+
+    /// <summary>What went wrong and what to do, without the backend prefix.</summary>
+    public string Problem { get; } = problem;
+
+    /// <summary><paramref name="bytes"/> for a message: 412.3 MB, 6.23 GB (decimal units, as the benchmarks write them).</summary>
+    internal static string Size(long bytes) => bytes switch
+    {
+        < 1_000_000 => $"{bytes:N0} bytes",
+        < 1_000_000_000 => $"{bytes / 1e6:0.0} MB",
+        < 1_000_000_000_000 => $"{bytes / 1e9:0.00} GB",
+        _ => $"{bytes / 1e12:N1} TB",
+    };
+}

@@ -48,6 +48,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
     /// <paramref name="ownsBackend"/>, disposing the model disposes the backend.
     /// </summary>
     /// <exception cref="BackendUnavailableException">The backend cannot run a model of this shape (<see cref="IBackend.CannotRun"/>).</exception>
+    /// <exception cref="OutOfDeviceMemoryException">The backend's memory cannot hold the weights.</exception>
     public Gpt2CausalLM(Gpt2Config config, Gpt2Weights weights, Gpt2Tokenizer? tokenizer, string source, IBackend backend, bool ownsBackend)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -62,8 +63,17 @@ public sealed partial class Gpt2CausalLM : IDisposable
         // Rows past the tokenizer's tokens (a padded vocabulary) decode to nothing.
         Tokenizer = tokenizer?.PaddedTo(config.VocabSize);
         Backend = backend;
-        using (backend.Enter())
-            _deviceWeights = new BackendWeights(backend, weights);
+        try
+        {
+            using (backend.Enter())
+                _deviceWeights = new BackendWeights(backend, weights);
+        }
+        catch (OutOfDeviceMemoryException e)
+        {
+            // What was placed before is freed (BackendWeights disposes its own on failure); say which model did not fit.
+            throw new OutOfDeviceMemoryException(e.Backend, e.RequestedBytes,
+                $"the weights of {source} ({config.ParameterCount:N0} parameters) do not fit: {e.Problem}", e);
+        }
         _workspaces = new WorkspacePool(backend, config);
         // Device memory is released when the model is disposed and no call is still using it.
         _lifetime = new ModelLifetime(() =>
@@ -127,6 +137,7 @@ public sealed partial class Gpt2CausalLM : IDisposable
     /// <exception cref="ModelFormatException">A file is malformed or does not fit the config.</exception>
     /// <exception cref="ModelDownloadException">A hub download failed.</exception>
     /// <exception cref="BackendUnavailableException">The backend cannot run here, or cannot run this model.</exception>
+    /// <exception cref="OutOfDeviceMemoryException">The backend's memory (the GPU's, for <c>cuda</c>) cannot hold the weights.</exception>
     public static Gpt2CausalLM Load(string spec, ModelLoadOptions? options = null) =>
         LoadAsync(spec, options).GetAwaiter().GetResult();
 

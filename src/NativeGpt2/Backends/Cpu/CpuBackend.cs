@@ -52,7 +52,28 @@ public sealed class CpuBackend : IBackend
     public IDisposable Enter() => Parallelism.Limit(Threads);
 
     /// <inheritdoc />
-    public DeviceBuffer<T> Allocate<T>(long length) where T : unmanaged => new CpuBuffer<T>(this, new T[length]);
+    /// <exception cref="OutOfDeviceMemoryException">The process's memory cannot hold it, or it is longer than a .NET array.</exception>
+    public DeviceBuffer<T> Allocate<T>(long length) where T : unmanaged
+    {
+        // A buffer here is one array: longer than the longest .NET array is as impossible as more than memory.
+        if (length > System.Array.MaxLength) throw OutOfMemory<T>(length, $" ({length:N0} values, more than a .NET array holds)", null);
+        try
+        {
+            return new CpuBuffer<T>(this, new T[length]);
+        }
+        catch (OutOfMemoryException e)
+        {
+            throw OutOfMemory<T>(length, "", e);
+        }
+    }
+
+    private OutOfDeviceMemoryException OutOfMemory<T>(long length, string detail, Exception? cause) where T : unmanaged
+    {
+        var bytes = length * Unsafe.SizeOf<T>();
+        return new OutOfDeviceMemoryException(Name, bytes,
+            $"out of memory: {OutOfDeviceMemoryException.Size(bytes)} asked of the process's memory{detail}. Run a shorter context or "
+            + "batch, 16- or 8-bit weights (--weights f16|q8), or a smaller model", cause);
+    }
 
     /// <inheritdoc />
     public DeviceBuffer<T> Upload<T>(T[] data) where T : unmanaged => new CpuBuffer<T>(this, data);
