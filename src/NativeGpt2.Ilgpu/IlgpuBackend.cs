@@ -1065,9 +1065,12 @@ public sealed class IlgpuBackend : IBackend
                 // Launches still queued may use the old buffer.
                 if (_buffer is not null) accelerator.Synchronize();
                 _buffer?.Dispose();
+                // The old buffer is forgotten, and the recordings that name it go, before the allocation, which may fail
+                // (out of memory): a later request then allocates anew rather than finding the freed buffer.
+                _buffer = null;
+                grown();
                 _buffer = AllocateOnDevice<T>(accelerator, backend, length);
                 _buffer.MemSetToZero(stream);
-                grown();
             }
             return _buffer.View.SubView(0, length);
         }
