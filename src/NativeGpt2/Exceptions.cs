@@ -132,11 +132,14 @@ public sealed class OutOfDeviceMemoryException(string backend, long requestedByt
     /// <summary>The backend whose memory ran out.</summary>
     public string Backend { get; } = backend;
 
-    /// <summary>The size of the allocation that failed, in bytes.</summary>
+    /// <summary>The size of the allocation that failed, in bytes; 0 where the process's own memory ran out and the size is not known.</summary>
     public long RequestedBytes { get; } = requestedBytes;
 
     /// <summary>What went wrong and what to do, without the backend prefix.</summary>
     public string Problem { get; } = problem;
+
+    /// <summary>What to do when the process's memory cannot hold a model.</summary>
+    internal const string HostAdvice = "Load 16- or 8-bit weights (ModelLoadOptions.WeightFormat, --weights f16|q8) or a smaller model";
 
     /// <summary><paramref name="bytes"/> for a message: 412.3 MB, 6.23 GB (decimal units, as the benchmarks write them).</summary>
     internal static string Size(long bytes) => bytes switch

@@ -74,6 +74,13 @@ public sealed partial class Gpt2CausalLM : IDisposable
             throw new OutOfDeviceMemoryException(e.Backend, e.RequestedBytes,
                 $"the weights of {source} ({config.ParameterCount:N0} parameters) do not fit: {e.Problem}", e);
         }
+        catch (OutOfMemoryException e)
+        {
+            // The process's own memory, running out while a backend converted or packed a weight.
+            throw new OutOfDeviceMemoryException(backend.Name, 0,
+                $"the weights of {source} ({config.ParameterCount:N0} parameters) do not fit: the process ran out of memory placing them. "
+                + OutOfDeviceMemoryException.HostAdvice, e);
+        }
         _workspaces = new WorkspacePool(backend, config);
         // Device memory is released when the model is disposed and no call is still using it.
         _lifetime = new ModelLifetime(() =>
@@ -199,6 +206,13 @@ public sealed partial class Gpt2CausalLM : IDisposable
                         spec, tokenizer.VocabSize, config.VocabSize, tokenizer.VocabSize, config.VocabSize - 1);
             }
             model = new Gpt2CausalLM(config, weights, tokenizer, spec, backend, owned);
+        }
+        catch (OutOfMemoryException e)
+        {
+            // The process's own memory, running out while the checkpoint was read (or the synthetic weights made).
+            if (owned) backend.Dispose();
+            throw new OutOfDeviceMemoryException(backend.Name, 0,
+                $"loading {spec} ran out of the process's memory. {OutOfDeviceMemoryException.HostAdvice}", e);
         }
         catch
         {

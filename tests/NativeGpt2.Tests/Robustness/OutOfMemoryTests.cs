@@ -48,18 +48,33 @@ public class OutOfMemoryTests
         }
     }
 
-    [Fact]
-    public void A_model_whose_weights_do_not_fit_fails_to_load_with_its_name_and_frees_what_it_placed()
+    /// <summary>
+    /// A device that runs out part way through the weights (its own typed error), or the process's memory running out while
+    /// a backend packs a weight (.NET's <see cref="OutOfMemoryException"/>): either way the load names the model.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_model_whose_weights_do_not_fit_fails_to_load_with_its_name_and_frees_what_it_placed(bool processMemory)
     {
         var spec = Paths.Model("tiny");
-        var backend = FailingBackend.Create(CpuBackend.Instance, matricesBeforeFailure: 3);
+        var backend = FailingBackend.Create(CpuBackend.Instance, matricesBeforeFailure: 3, processMemory);
 
         var error = Assert.Throws<OutOfDeviceMemoryException>(() => Gpt2CausalLM.Load(spec, new ModelLoadOptions { BackendInstance = backend }));
 
         Assert.Equal("cpu", error.Backend);
-        Assert.Equal(FailingBackend.RequestedBytes, error.RequestedBytes);
         Assert.Contains($"the weights of {spec} (", error.Message);
-        Assert.Contains(" parameters) do not fit: out of memory", error.Message);
+        if (processMemory)
+        {
+            Assert.Equal(0, error.RequestedBytes);
+            Assert.Contains(" parameters) do not fit: the process ran out of memory placing them. Load 16- or 8-bit weights", error.Message);
+            Assert.IsType<OutOfMemoryException>(error.InnerException);
+        }
+        else
+        {
+            Assert.Equal(FailingBackend.RequestedBytes, error.RequestedBytes);
+            Assert.Contains(" parameters) do not fit: out of memory: 123 MB asked of the test's device", error.Message);
+        }
         var failing = (FailingBackend)(object)backend;
         Assert.Equal(3, failing.Prepared.Count);
         Assert.All(failing.Prepared, matrix => Assert.True(matrix.Disposed));
@@ -84,15 +99,21 @@ public class OutOfMemoryTests
 
         private IBackend _target = null!;
         private int _matricesBeforeFailure;
+        private bool _processMemory;
 
         public List<TrackedMatrix> Prepared { get; } = [];
 
-        public static IBackend Create(IBackend target, int matricesBeforeFailure)
+        /// <summary>
+        /// Fails at matrix number <paramref name="matricesBeforeFailure"/> + 1 with its own <see cref="OutOfDeviceMemoryException"/>,
+        /// or, with <paramref name="processMemory"/>, with the <see cref="OutOfMemoryException"/> .NET throws.
+        /// </summary>
+        public static IBackend Create(IBackend target, int matricesBeforeFailure, bool processMemory = false)
         {
             var proxy = Create<IBackend, FailingBackend>();
             var failing = (FailingBackend)(object)proxy;
             failing._target = target;
             failing._matricesBeforeFailure = matricesBeforeFailure;
+            failing._processMemory = processMemory;
             return proxy;
         }
 
@@ -103,7 +124,10 @@ public class OutOfMemoryTests
             if (targetMethod.Name == nameof(IBackend.PrepareMatrix))
             {
                 if (Prepared.Count == _matricesBeforeFailure)
-                    throw new OutOfDeviceMemoryException(_target.Name, RequestedBytes, "out of memory: 123 MB asked of the test's device");
+                {
+                    throw _processMemory ? new OutOfMemoryException()
+                        : new OutOfDeviceMemoryException(_target.Name, RequestedBytes, "out of memory: 123 MB asked of the test's device");
+                }
                 var matrix = new TrackedMatrix(_target.PrepareMatrix((Weight)args![0]!));
                 Prepared.Add(matrix);
                 return matrix;

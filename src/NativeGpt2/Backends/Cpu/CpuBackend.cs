@@ -72,7 +72,7 @@ public sealed class CpuBackend : IBackend
         var bytes = length * Unsafe.SizeOf<T>();
         return new OutOfDeviceMemoryException(Name, bytes,
             $"out of memory: {OutOfDeviceMemoryException.Size(bytes)} asked of the process's memory{detail}. Run a shorter context or "
-            + "batch, 16- or 8-bit weights (--weights f16|q8), or a smaller model", cause);
+            + "batch. " + OutOfDeviceMemoryException.HostAdvice, cause);
     }
 
     /// <inheritdoc />
