@@ -51,6 +51,8 @@ public interface IBackend : IDisposable
     void RunStep(StepKey key, int past, Action launches) => launches();
 
     /// <summary>A buffer of <paramref name="length"/> elements (contents undefined).</summary>
+    /// <exception cref="OutOfDeviceMemoryException">The backend's memory cannot hold it (the model turns this into a load or pass
+    /// that fails whole, naming the model where it can).</exception>
     DeviceBuffer<T> Allocate<T>(long length) where T : unmanaged;
 
     /// <summary>A buffer holding <paramref name="data"/>; the CPU backend may keep the array itself, so the caller must not change it afterwards.</summary>
