@@ -109,19 +109,22 @@ internal static class CommonOptions
     /// <summary>
     /// Writes <paramref name="file"/> whole or not at all (<see cref="AtomicFile"/>: its folder created when missing), and
     /// reports a file that cannot be written as an <see cref="IOException"/> that names the option and the path (exit code 1).
-    /// Returns the full path written.
+    /// Then prints <paramref name="confirmation"/> of the full path written: on stdout, or on stderr when the output went
+    /// in place to a device, pipe or descriptor (<c>--out /dev/stdout</c>), so that stream holds the file alone.
     /// </summary>
-    public static string WriteOutput(FileInfo file, string option, Action<string> write)
+    public static void WriteOutput(CliContext context, FileInfo file, string option, Action<string> write, Func<string, string> confirmation)
     {
+        bool inPlace;
         try
         {
+            inPlace = AtomicFile.WritesInPlace(file.FullName);
             write(file.FullName);
-            return file.FullName;
         }
         catch (IOException e)
         {
             throw new IOException($"{option}: {e.Message}", e);
         }
+        (inPlace ? context.Error : context.Out).WriteLine(confirmation(file.FullName));
     }
 
     /// <summary>Parses <c>1,2,3</c> into token ids: an empty entry (<c>1,,2</c>) is an error, not skipped.</summary>

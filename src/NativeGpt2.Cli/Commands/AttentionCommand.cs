@@ -50,8 +50,8 @@ internal static class AttentionCommand
             var tokens = ids.Select(id => TokenLabels.Text(tokenizer, id)).ToArray();
             var columns = onlyHead is null ? config.HeadCount : 1;
             var svg = AttentionSvg.Render(tokens, panels, columns, $"Attention of {Path.GetFileName(lm.Source)} over {TokenLabels.Quoted(input.Text)}: rows attend to columns");
-            CommonOptions.WriteOutput(parse.GetValue(output)!, "--out", path => AtomicFile.Write(path, stream => stream.Write(System.Text.Encoding.UTF8.GetBytes(svg))));
-            context.Out.WriteLine($"wrote {parse.GetValue(output)!.Name}: {panels.Count} heatmap(s) of {T} × {T} tokens");
+            CommonOptions.WriteOutput(context, parse.GetValue(output)!, "--out", path => AtomicFile.Write(path, stream => stream.Write(System.Text.Encoding.UTF8.GetBytes(svg))),
+                path => $"wrote {Path.GetFileName(path)}: {panels.Count} heatmap(s) of {T} × {T} tokens");
             return CliApp.Success;
         });
         return command;

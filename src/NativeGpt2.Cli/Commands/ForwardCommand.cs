@@ -32,8 +32,8 @@ internal static class ForwardCommand
             for (var i = 0; i < hidden.Count; i++)
                 writer.Add($"hidden_states.{i}", hidden[i].Data, Shape(hidden[i]));
             writer.Add("logits", result.Logits.Data, Shape(result.Logits));
-            var path = CommonOptions.WriteOutput(parse.GetValue(output)!, "--out", writer.Save);
-            context.Out.WriteLine($"wrote {path}: input_ids [1, {tokens.Length}], hidden_states.0..{hidden.Count - 1}, logits {result.Logits.ShapeText}");
+            CommonOptions.WriteOutput(context, parse.GetValue(output)!, "--out", writer.Save,
+                path => $"wrote {path}: input_ids [1, {tokens.Length}], hidden_states.0..{hidden.Count - 1}, logits {result.Logits.ShapeText}");
             return CliApp.Success;
         });
         return command;

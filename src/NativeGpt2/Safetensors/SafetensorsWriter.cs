@@ -48,7 +48,10 @@ public sealed class SafetensorsWriter
         return this;
     }
 
-    /// <summary>Writes the file atomically, creating its folder when missing; a file already at <paramref name="path"/> is replaced.</summary>
+    /// <summary>
+    /// Writes the file atomically, creating its folder when missing; a file already at <paramref name="path"/> is replaced
+    /// (through a symbolic link, which stays a link). A device, pipe or descriptor (<c>/dev/stdout</c>) is written in place.
+    /// </summary>
     /// <exception cref="IOException">The file cannot be written: the message names <paramref name="path"/> and why.</exception>
     public void Save(string path)
     {
