@@ -4,9 +4,17 @@ namespace NativeGpt2.Hub;
 
 /// <summary>
 /// Where hub models are cached and fetched from, and how patiently. Defaults follow Hugging Face's own
-/// tools (huggingface_hub): <c>HF_HUB_CACHE</c>, else <c>HF_HOME/hub</c>, else <c>~/.cache/huggingface/hub</c>;
-/// <c>HF_ENDPOINT</c>, else https://huggingface.co; <c>HF_HUB_OFFLINE</c> (or <c>TRANSFORMERS_OFFLINE</c>);
-/// <c>HF_TOKEN</c>; <c>HF_HUB_ETAG_TIMEOUT</c> and <c>HF_HUB_DOWNLOAD_TIMEOUT</c> (seconds, default 10).
+/// tools (huggingface_hub), so a machine set up for them needs nothing more:
+/// <list type="bullet">
+/// <item>the cache: <c>HF_HUB_CACHE</c>, else the older <c>HUGGINGFACE_HUB_CACHE</c>, else <c>HF_HOME/hub</c>, else
+/// <c>$XDG_CACHE_HOME/huggingface/hub</c>, else <c>~/.cache/huggingface/hub</c> (a leading <c>~</c> is the home folder);</item>
+/// <item>the endpoint: <c>HF_ENDPOINT</c>, else https://huggingface.co;</item>
+/// <item>offline: <c>HF_HUB_OFFLINE</c> (or <c>TRANSFORMERS_OFFLINE</c>);</item>
+/// <item>the token: <c>HF_TOKEN</c>, else the older <c>HUGGING_FACE_HUB_TOKEN</c>, else the file that <c>hf auth login</c>
+/// writes (<c>HF_TOKEN_PATH</c>, else <c>HF_HOME/token</c>); none of these when <c>HF_HUB_DISABLE_IMPLICIT_TOKEN</c> is
+/// set, which leaves only <see cref="Token"/>;</item>
+/// <item>patience: <c>HF_HUB_ETAG_TIMEOUT</c> and <c>HF_HUB_DOWNLOAD_TIMEOUT</c> (seconds, default 10).</item>
+/// </list>
 /// A property set here wins over its environment variable.
 /// </summary>
 public sealed record HubOptions
@@ -26,7 +34,7 @@ public sealed record HubOptions
     /// <summary>Branch, tag or commit to load. Default <c>main</c>.</summary>
     public string Revision { get; init; } = "main";
 
-    /// <summary>Access token for private or gated repositories; null for <c>HF_TOKEN</c>.</summary>
+    /// <summary>Access token for private or gated repositories; null for <c>HF_TOKEN</c> or the saved token (see above).</summary>
     public string? Token { get; init; }
 
     /// <summary>How long to wait for a response's headers; null for <c>HF_HUB_ETAG_TIMEOUT</c> or 10 s.</summary>
@@ -41,14 +49,33 @@ public sealed record HubOptions
     /// <summary>The HTTP client to download with; null for a shared default one.</summary>
     public HttpClient? HttpClient { get; init; }
 
+    /// <summary>Files longer than this are not a token file (a token is under 100 bytes).</summary>
+    private const int MaxTokenFileBytes = 4096;
+
     internal string ResolvedCacheDirectory(Func<string, string?> environment)
     {
         if (CacheDirectory is not null) return CacheDirectory;
-        if (environment("HF_HUB_CACHE") is { Length: > 0 } hubCache) return hubCache;
-        if (environment("HF_HOME") is { Length: > 0 } home) return Path.Combine(home, "hub");
-        var xdg = environment("XDG_CACHE_HOME") is { Length: > 0 } x ? x : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
-        return Path.Combine(xdg, "huggingface", "hub");
+        if ((Variable(environment, "HF_HUB_CACHE") ?? Variable(environment, "HUGGINGFACE_HUB_CACHE")) is { } hubCache) return hubCache;
+        return Path.Combine(Home(environment), "hub");
     }
+
+    /// <summary>huggingface_hub's home folder: <c>HF_HOME</c>, else <c>$XDG_CACHE_HOME/huggingface</c>, else <c>~/.cache/huggingface</c>.</summary>
+    private static string Home(Func<string, string?> environment) =>
+        Variable(environment, "HF_HOME")
+        ?? Path.Combine(Variable(environment, "XDG_CACHE_HOME") ?? Path.Combine(UserHome(environment), ".cache"), "huggingface");
+
+    /// <summary>A path variable's value with a leading <c>~</c> made the home folder, as huggingface_hub reads it; null when unset or empty.</summary>
+    private static string? Variable(Func<string, string?> environment, string name)
+    {
+        var value = environment(name);
+        if (string.IsNullOrEmpty(value)) return null;
+        return value == "~" ? UserHome(environment)
+            : value.StartsWith("~/", StringComparison.Ordinal) || value.StartsWith("~\\", StringComparison.Ordinal) ? Path.Combine(UserHome(environment), value[2..])
+            : value;
+    }
+
+    private static string UserHome(Func<string, string?> environment) =>
+        environment("HOME") is { Length: > 0 } home ? home : Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
 
     /// <exception cref="HubConfigurationException">The endpoint is not an absolute http or https address.</exception>
     internal string ResolvedEndpoint(Func<string, string?> environment)
@@ -67,16 +94,55 @@ public sealed record HubOptions
         || EnvironmentFlag.Parse("HF_HUB_OFFLINE", environment("HF_HUB_OFFLINE"))
         || EnvironmentFlag.Parse("TRANSFORMERS_OFFLINE", environment("TRANSFORMERS_OFFLINE"));
 
-    /// <summary>The token to send, or null for none: an empty <c>HF_TOKEN</c> means no token.</summary>
-    /// <exception cref="HubConfigurationException">The token holds a line break or another control character.</exception>
+    /// <summary>
+    /// The token to send, or null for none: <see cref="Token"/>, else (unless <c>HF_HUB_DISABLE_IMPLICIT_TOKEN</c>) the
+    /// first of <c>HF_TOKEN</c>, <c>HUGGING_FACE_HUB_TOKEN</c> and the saved token file that is not empty or blank.
+    /// </summary>
+    /// <exception cref="HubConfigurationException">
+    /// The token holds a line break inside it, a space or another control character; or the token file cannot be read.
+    /// </exception>
     internal string? ResolvedToken(Func<string, string?> environment)
     {
-        var (setting, value) = Token is not null ? (nameof(Token), Token) : ("HF_TOKEN", environment("HF_TOKEN"));
-        value = value?.Trim();
-        if (string.IsNullOrEmpty(value)) return null;
-        if (value.Any(char.IsControl) || value.Any(char.IsWhiteSpace))
-            throw new HubConfigurationException(setting, "the token contains a line break, a space or another control character; copy the token alone (hf_…)");
-        return value;
+        if (Token is not null) return Checked(nameof(Token), Token);
+        if (EnvironmentFlag.Parse("HF_HUB_DISABLE_IMPLICIT_TOKEN", environment("HF_HUB_DISABLE_IMPLICIT_TOKEN"))) return null;
+        foreach (var variable in (string[])["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"])
+        {
+            if (Checked(variable, environment(variable)) is { } token) return token;
+        }
+        var (setting, path) = Variable(environment, "HF_TOKEN_PATH") is { } tokenPath ? ("HF_TOKEN_PATH", tokenPath) : ("HF_HOME", Path.Combine(Home(environment), "token"));
+        return Checked(setting, ReadTokenFile(setting, path), path);
+    }
+
+    /// <summary>The token trimmed, or null when empty or blank; <paramref name="file"/> names the file it was read from.</summary>
+    private static string? Checked(string setting, string? token, string? file = null)
+    {
+        token = token?.Trim();
+        if (string.IsNullOrEmpty(token)) return null;
+        if (token.Any(char.IsControl) || token.Any(char.IsWhiteSpace))
+            throw new HubConfigurationException(setting, file is null
+                ? "the token contains a line break, a space or another control character; copy the token alone (hf_…)"
+                : $"the token file {file} holds more than a token (a line break, a space or another control character inside it); it should hold the token alone (hf_…)");
+        return token;
+    }
+
+    /// <summary>The saved token file's text, or null when there is none.</summary>
+    private static string? ReadTokenFile(string setting, string path)
+    {
+        if (Directory.Exists(path)) throw new HubConfigurationException(setting, $"the token file {path} is a folder");
+        if (!File.Exists(path)) return null;
+        try
+        {
+            using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 1);
+            var bytes = new byte[MaxTokenFileBytes + 1];
+            var length = file.ReadAtLeast(bytes, bytes.Length, throwOnEndOfStream: false);
+            if (length > MaxTokenFileBytes)
+                throw new HubConfigurationException(setting, $"{path} is not a token file: it is over {MaxTokenFileBytes} bytes");
+            return System.Text.Encoding.UTF8.GetString(bytes, 0, length);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new HubConfigurationException(setting, $"cannot read the token file {path}: {e.Message}");
+        }
     }
 
     internal TimeSpan ResolvedResponseTimeout(Func<string, string?> environment) =>

@@ -124,6 +124,23 @@ public class HubHardeningTests
         Assert.All(server.Log, r => Assert.Null(r.Authorization));
     }
 
+    [Fact]
+    public void A_private_repository_loads_with_its_token_and_without_it_says_how_to_give_one()
+    {
+        using var cache = new TempDirectory();
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny")) { RequiredToken = "hf_right" };
+
+        var none = Assert.Throws<ModelDownloadException>(() => Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint, token: " ")));
+        Assert.Contains("HTTP 401: the repository is private or gated; set HF_TOKEN", none.Message);
+        Assert.Contains("hf auth login", none.Message);
+        var wrong = Assert.Throws<ModelDownloadException>(() => Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint, token: "hf_wrong")));
+        Assert.Contains("HTTP 403: the access token sent was refused", wrong.Message);
+        AssertNoLeftovers(cache.Path);
+
+        using var model = Gpt2CausalLM.Load(Repository, Options(cache.Path, server.Endpoint, token: "hf_right"));
+        Assert.Equal(Models.Get("tiny").Backbone.Weights.TokenEmbedding.Data, model.Backbone.Weights.TokenEmbedding.Data);
+    }
+
     [Theory]
     [InlineData("x?y=1#f")]
     [InlineData("..%2f..%2fvictim")]
@@ -268,13 +285,20 @@ public class HubHardeningTests
         Assert.Equal(nameof(HubOptions.Endpoint), property.Setting);
     }
 
+    /// <summary>An environment of <paramref name="variables"/> alone, its home a fresh folder: no token file of the machine's is read.</summary>
+    private static Func<string, string?> Variables(TempDirectory home, params (string Name, string Value)[] variables) =>
+        name => name == "HOME" ? home.Path : variables.FirstOrDefault(v => v.Name == name).Value;
+
     [Theory]
     [InlineData("hf_abc\n", "hf_abc")]
     [InlineData("hf_abc", "hf_abc")]
     [InlineData("", null)]
     [InlineData("   ", null)]
-    public void Tokens_are_trimmed_and_an_empty_one_means_none(string token, string? expected) =>
-        Assert.Equal(expected, new HubOptions().ResolvedToken(n => n == "HF_TOKEN" ? token : null));
+    public void Tokens_are_trimmed_and_an_empty_one_means_none(string token, string? expected)
+    {
+        using var home = new TempDirectory();
+        Assert.Equal(expected, new HubOptions().ResolvedToken(Variables(home, ("HF_TOKEN", token))));
+    }
 
     [Theory]
     [InlineData("hf_a\nb")]
@@ -283,8 +307,106 @@ public class HubHardeningTests
     [InlineData("hf_\u0000")]
     public void A_token_with_a_line_break_or_control_character_is_a_typed_error(string token)
     {
-        var error = Assert.Throws<HubConfigurationException>(() => new HubOptions().ResolvedToken(n => n == "HF_TOKEN" ? token : null));
+        using var home = new TempDirectory();
+        var error = Assert.Throws<HubConfigurationException>(() => new HubOptions().ResolvedToken(Variables(home, ("HF_TOKEN", token))));
         Assert.Equal("HF_TOKEN", error.Setting);
+    }
+
+    [Fact]
+    public void The_token_comes_from_the_option_then_HF_TOKEN_then_the_older_variable_then_the_saved_file()
+    {
+        using var home = new TempDirectory();
+        var saved = Path.Combine(home.Path, ".cache", "huggingface", "token");
+        Directory.CreateDirectory(Path.GetDirectoryName(saved)!);
+        File.WriteAllText(saved, "hf_saved\n");   // as `hf auth login` leaves it
+        var options = new HubOptions();
+
+        Assert.Equal("hf_option", new HubOptions { Token = "hf_option" }.ResolvedToken(Variables(home, ("HF_TOKEN", "hf_env"))));
+        Assert.Equal("hf_env", options.ResolvedToken(Variables(home, ("HF_TOKEN", "hf_env"), ("HUGGING_FACE_HUB_TOKEN", "hf_old"))));
+        Assert.Equal("hf_old", options.ResolvedToken(Variables(home, ("HF_TOKEN", ""), ("HUGGING_FACE_HUB_TOKEN", "hf_old"))));
+        Assert.Equal("hf_saved", options.ResolvedToken(Variables(home)));
+        Assert.Equal("hf_saved", options.ResolvedToken(Variables(home, ("HF_TOKEN", " "))));
+
+        // The file lives in HF_HOME (or XDG_CACHE_HOME/huggingface), or where HF_TOKEN_PATH says.
+        File.WriteAllText(home.File("elsewhere"), "hf_path");
+        Assert.Equal("hf_path", options.ResolvedToken(Variables(home, ("HF_TOKEN_PATH", home.File("elsewhere")))));
+        Assert.Equal("hf_path", options.ResolvedToken(Variables(home, ("HF_TOKEN_PATH", "~/elsewhere"))));
+        Directory.CreateDirectory(home.File("hf"));
+        File.WriteAllText(Path.Combine(home.File("hf"), "token"), "hf_home");
+        Assert.Equal("hf_home", options.ResolvedToken(Variables(home, ("HF_HOME", home.File("hf")))));
+        Assert.Null(options.ResolvedToken(Variables(home, ("HF_TOKEN_PATH", home.File("missing")))));
+        Assert.Null(options.ResolvedToken(Variables(home, ("XDG_CACHE_HOME", home.File("empty-xdg")))));
+    }
+
+    [Fact]
+    public void HF_HUB_DISABLE_IMPLICIT_TOKEN_sends_only_a_token_given_in_the_options()
+    {
+        using var home = new TempDirectory();
+        File.WriteAllText(home.File("token"), "hf_saved");
+        var environment = Variables(home, ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"), ("HF_TOKEN", "hf_env"), ("HF_TOKEN_PATH", home.File("token")));
+
+        Assert.Null(new HubOptions().ResolvedToken(environment));
+        Assert.Equal("hf_option", new HubOptions { Token = "hf_option" }.ResolvedToken(environment));
+        var typo = Assert.Throws<HubConfigurationException>(() => new HubOptions().ResolvedToken(Variables(home, ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "yes please"))));
+        Assert.Equal("HF_HUB_DISABLE_IMPLICIT_TOKEN", typo.Setting);
+    }
+
+    [Fact]
+    public void A_token_file_that_is_a_folder_too_long_or_holds_more_than_a_token_is_a_typed_error_naming_it()
+    {
+        using var home = new TempDirectory();
+        var options = new HubOptions();
+        Directory.CreateDirectory(home.File("folder"));
+        File.WriteAllText(home.File("long"), new string('x', 5000));
+        File.WriteAllText(home.File("two-lines"), "hf_a\nhf_b\n");
+
+        foreach (var name in (string[])["folder", "long", "two-lines"])
+        {
+            var error = Assert.Throws<HubConfigurationException>(() => options.ResolvedToken(Variables(home, ("HF_TOKEN_PATH", home.File(name)))));
+            Assert.Equal("HF_TOKEN_PATH", error.Setting);
+            Assert.Contains(home.File(name), error.Message);
+        }
+    }
+
+    [Fact]
+    public void The_cache_follows_HF_HUB_CACHE_then_the_older_variable_then_HF_HOME_then_XDG_CACHE_HOME_then_the_home_folder()
+    {
+        using var home = new TempDirectory();
+        var options = new HubOptions();
+        Assert.Equal("/new", options.ResolvedCacheDirectory(Variables(home, ("HF_HUB_CACHE", "/new"), ("HUGGINGFACE_HUB_CACHE", "/old"), ("HF_HOME", "/hf"))));
+        Assert.Equal("/old", options.ResolvedCacheDirectory(Variables(home, ("HUGGINGFACE_HUB_CACHE", "/old"), ("HF_HOME", "/hf"))));
+        Assert.Equal(Path.Combine("/hf", "hub"), options.ResolvedCacheDirectory(Variables(home, ("HF_HOME", "/hf"), ("XDG_CACHE_HOME", "/xdg"))));
+        Assert.Equal(Path.Combine("/xdg", "huggingface", "hub"), options.ResolvedCacheDirectory(Variables(home, ("XDG_CACHE_HOME", "/xdg"))));
+        Assert.Equal(Path.Combine(home.Path, ".cache", "huggingface", "hub"), options.ResolvedCacheDirectory(Variables(home)));
+        Assert.Equal(Path.Combine(home.Path, "models"), options.ResolvedCacheDirectory(Variables(home, ("HF_HUB_CACHE", "~/models"))));
+        Assert.Equal(Path.Combine(home.Path, "hf", "hub"), options.ResolvedCacheDirectory(Variables(home, ("HF_HOME", "~/hf"))));
+        Assert.Equal("/set", new HubOptions { CacheDirectory = "/set" }.ResolvedCacheDirectory(Variables(home, ("HF_HUB_CACHE", "/new"))));
+    }
+
+    [Fact]
+    public async Task The_command_line_sends_the_token_hf_auth_login_saved_in_HF_HOME()
+    {
+        using var hfHome = new TempDirectory();
+        File.WriteAllText(hfHome.File("token"), "hf_saved_by_login\n");
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny"));
+        var cli = Path.Combine(AppContext.BaseDirectory, "NativeGpt2.Cli.dll");
+        var start = new ProcessStartInfo("dotnet", [cli, "inspect", "--model", Repository])
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            Environment = { ["HF_HOME"] = hfHome.Path, ["HF_ENDPOINT"] = server.Endpoint, ["HF_TOKEN"] = null, ["HUGGING_FACE_HUB_TOKEN"] = null, ["HF_HUB_CACHE"] = null, ["HF_TOKEN_PATH"] = null },
+        };
+        using var process = Process.Start(start)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        var stdout = await process.StandardOutput.ReadToEndAsync();
+        using (var limit = new CancellationTokenSource(TimeSpan.FromMinutes(1)))
+            await process.WaitForExitAsync(limit.Token);
+
+        Assert.True(process.ExitCode == 0, await stderr);
+        Assert.Contains("model.safetensors", stdout);
+        Assert.True(Directory.Exists(Path.Combine(hfHome.Path, "hub", "models--test-org--tiny-gpt2")), "the model was not cached under HF_HOME/hub");
+        Assert.All(server.Log.Where(r => r.Path.Contains("/resolve/")), r => Assert.Equal("Bearer hf_saved_by_login", r.Authorization));
+        Assert.NotEmpty(server.Log);
     }
 
     [Theory]

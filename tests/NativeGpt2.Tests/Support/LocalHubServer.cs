@@ -62,6 +62,9 @@ public sealed class LocalHubServer : IDisposable
     /// <summary>Answer every <c>/resolve/</c> request with a 302 to <c>/cdn/…</c>, which serves the file.</summary>
     public bool Redirect { get; set; }
 
+    /// <summary>A private repository: every request without <c>Authorization: Bearer</c> this token is answered 401 (none) or 403 (another).</summary>
+    public string? RequiredToken { get; set; }
+
     /// <summary>The <c>X-Repo-Commit</c> header sent; null sends none.</summary>
     public string? CommitHeader { get; set; } = Commit;
 
@@ -99,6 +102,12 @@ public sealed class LocalHubServer : IDisposable
         {
             await Wait();
             response.Abort();
+            return;
+        }
+        if (RequiredToken is not null && context.Request.Headers["Authorization"] != $"Bearer {RequiredToken}")
+        {
+            response.StatusCode = context.Request.Headers["Authorization"] is null ? 401 : 403;
+            response.Close();
             return;
         }
         var resolve = $"/{_repository}/resolve/main/";
