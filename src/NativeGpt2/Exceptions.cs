@@ -99,8 +99,9 @@ public sealed class ModelDownloadException(string url, string problem, Exception
 
 /// <summary>
 /// A hub setting is unusable: <c>HF_ENDPOINT</c> is not an http(s) address, <c>HF_TOKEN</c> holds a line
-/// break, a boolean variable such as <c>HF_HUB_OFFLINE</c> is not a boolean, a timeout is not a positive
-/// number. <see cref="Setting"/> names the variable or <see cref="Hub.HubOptions"/> property to fix.
+/// break, the saved token file cannot be read or holds more than a token, a boolean variable such as
+/// <c>HF_HUB_OFFLINE</c> is not a boolean, a timeout is not a positive number. <see cref="Setting"/> names the
+/// variable or <see cref="Hub.HubOptions"/> property to fix.
 /// </summary>
 public sealed class HubConfigurationException(string setting, string problem)
     : NativeGpt2Exception($"{setting}: {problem}")
