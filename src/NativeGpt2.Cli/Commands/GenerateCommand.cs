@@ -3,7 +3,7 @@ using System.CommandLine;
 namespace NativeGpt2.Cli.Commands;
 
 /// <summary>
-/// <c>nativegpt2 generate [--model SPEC] --prompt TEXT [--max-new-tokens N] [--greedy] [--temperature T]
+/// <c>nativegpt2 generate [--model SPEC] (--prompt TEXT | --prompt-file PATH) [--max-new-tokens N] [--greedy] [--temperature T]
 /// [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--logit-bias ID=B]...
 /// [--no-repeat-ngram-size N] [--min-new-tokens N] [--num-beams K] [--length-penalty L] [--early-stopping false|true|never]
 /// [--penalty-alpha A] [--num-return-sequences N] [--seed S] [--stop STR]...</c>:
@@ -17,7 +17,8 @@ internal static class GenerateCommand
         var model = CommonOptions.Model(required: false);
         var backend = CommonOptions.Backend();
         var weights = CommonOptions.Weights();
-        var prompt = new Option<string>("--prompt", "-p") { Description = "Text to continue (empty: start from <|endoftext|>).", Required = true };
+        var prompt = new Option<string?>("--prompt", "-p") { Description = "Text to continue (empty: start from <|endoftext|>); or give --prompt-file." };
+        var promptFile = new Option<string?>("--prompt-file") { Description = "UTF-8 text file whose text to continue, as it is (line breaks included); - reads standard input." };
         var maxNewTokens = new Option<int>("--max-new-tokens", "-n") { Description = "Tokens to generate at most.", DefaultValueFactory = _ => 200 };
         var greedy = new Option<bool>("--greedy") { Description = "Always take the most likely token (ignores temperature, top-k, top-p)." };
         var temperature = new Option<float>("--temperature") { Description = "Sampling temperature; 0 is greedy.", DefaultValueFactory = _ => defaults.Temperature };
@@ -55,7 +56,7 @@ internal static class GenerateCommand
 
         var command = new Command("generate", "Continue a prompt, streaming the text as it is produced.")
         {
-            model, backend, weights, prompt, maxNewTokens, greedy, temperature, topK, topP, minP, typicalP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias,
+            model, backend, weights, prompt, promptFile, maxNewTokens, greedy, temperature, topK, topP, minP, typicalP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias,
             noRepeat, minNewTokens, numBeams, lengthPenalty, earlyStopping, penaltyAlpha, sequences, seed, stop, slidingWindow, special,
         };
         command.SetAction(async (parse, cancellation) =>
@@ -87,7 +88,10 @@ internal static class GenerateCommand
             // Bad options are usage errors: report them, under the option's name, before spending time on loading.
             CommonOptions.ValidateAsUsage(options.Validate);
 
-            var text = parse.GetValue(prompt)!;
+            var (promptText, promptPath) = (parse.GetValue(prompt), parse.GetValue(promptFile));
+            if ((promptText is null) == (promptPath is null))
+                throw new UsageException("give the prompt as exactly one of --prompt TEXT or --prompt-file PATH");
+            var text = promptText ?? TextFile.Read(context, promptPath!, "--prompt-file", "generate");
             using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
             if (lm.Tokenizer is null)
                 throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer ({Tokenization.Gpt2Tokenizer.NoTokenizerFiles}), so --prompt cannot be read; 'nativegpt2 forward --ids' runs it on token ids");

@@ -31,7 +31,7 @@ internal static class ScoreCommand
                 throw new UsageException($"--top must be in [1, {GenerationOptions.MaxLogProbs}], got {alternatives}");
             var listed = parse.GetValue(perToken) || alternatives is not null;
             var path = parse.GetValue(file)!;
-            var text = Decode(ReadText(context, path), path == "-" ? "standard input" : path);
+            var text = TextFile.Read(context, path, "--file", "score");
             using var lm = Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation).GetAwaiter().GetResult();
             var bar = context.ProgressBar;
             var progress = bar is null ? null : new ScoringBar(bar);
@@ -77,46 +77,6 @@ internal static class ScoreCommand
             return Task.FromResult(CliApp.Success);
         });
         return command;
-    }
-
-    /// <summary>
-    /// The text's bytes: standard input for <c>-</c> (a pipe, read to its end), else a regular file. Both bounded by
-    /// <see cref="Loading.ModelFiles.MaxTextBytes"/>; a file is also checked first, so that a FIFO or /dev/zero named by
-    /// path neither blocks nor fills memory.
-    /// </summary>
-    private static byte[] ReadText(CliContext context, string file)
-    {
-        if (string.IsNullOrWhiteSpace(file)) throw new UsageException("--file: give a file path, or - for standard input");
-        if (file != "-") return Loading.ModelFiles.ReadBounded(Path.GetFullPath(file), Loading.ModelFiles.MaxTextBytes);
-        using var input = context.OpenInput();
-        using var bytes = new MemoryStream();
-        var buffer = new byte[81920];
-        int read;
-        while ((read = input.Read(buffer)) > 0)
-        {
-            if (bytes.Length + read > Loading.ModelFiles.MaxTextBytes)
-                throw new UsageException($"--file -: standard input holds more than the {Loading.ModelFiles.MaxTextBytes:N0} bytes a text may have");
-            bytes.Write(buffer, 0, read);
-        }
-        return bytes.ToArray();
-    }
-
-    /// <summary>
-    /// The text of <paramref name="bytes"/>: UTF-8 (a byte-order mark is dropped), or UTF-16/32 where a byte-order mark
-    /// says so. Bytes that are not UTF-8 are an error naming where, not replacement characters: those would be scored
-    /// as U+FFFD and change the perplexity without a word.
-    /// </summary>
-    private static string Decode(byte[] bytes, string source)
-    {
-        ReadOnlySpan<byte> utf8Bom = [0xEF, 0xBB, 0xBF];
-        if (bytes.Length >= 2 && (bytes[0], bytes[1]) is (0xFF, 0xFE) or (0xFE, 0xFF) || bytes.AsSpan().StartsWith<byte>([0, 0, 0xFE, 0xFF]))
-            return new StreamReader(new MemoryStream(bytes), System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: true).ReadToEnd();
-        var start = bytes.AsSpan().StartsWith(utf8Bom) ? utf8Bom.Length : 0;
-        var body = bytes.AsSpan(start);
-        var chars = new char[body.Length];
-        if (System.Text.Unicode.Utf8.ToUtf16(body, chars, out var read, out var written, replaceInvalidSequences: false) != System.Buffers.OperationStatus.Done)
-            throw new NativeGpt2Exception($"{source}: not UTF-8 text (byte {start + read:N0} of {bytes.Length:N0} is 0x{bytes[start + read]:X2}); score reads UTF-8, or UTF-16 with a byte-order mark");
-        return new string(chars, 0, written);
     }
 
     /// <summary>Scoring's progress on the progress bar, as it is reported (no thread hop, so in order).</summary>

@@ -17,6 +17,52 @@ public class GenerateScoreTokenizeTests
     }
 
     [Fact]
+    public void Generate_continues_the_text_of_a_prompt_file_or_of_standard_input()
+    {
+        // A prompt of several lines, with a UTF-8 byte-order mark a Windows editor may write: the text alone is continued.
+        using var directory = new TempDirectory();
+        const string Prompt = "ROMEO:\nWhat, ho! apothecary!\n\nJULIET:\n";
+        var path = directory.File("prompt.txt");
+        File.WriteAllBytes(path, [0xEF, 0xBB, 0xBF, .. System.Text.Encoding.UTF8.GetBytes(Prompt)]);
+        var inline = CliRunner.Run("generate", "--prompt", Prompt, "--greedy", "--max-new-tokens", "30");
+
+        var fromFile = CliRunner.Run("generate", "--prompt-file", path, "--greedy", "--max-new-tokens", "30");
+        var fromInput = CliRunner.RunWithInput(Prompt, "generate", "--prompt-file", "-", "--greedy", "--max-new-tokens", "30");
+
+        Assert.Equal(CliApp.Success, inline.ExitCode);
+        Assert.StartsWith(Prompt, inline.Out);
+        Assert.Equal(inline.Out, fromFile.Out);
+        Assert.Equal(inline.Out, fromInput.Out);
+    }
+
+    [Theory]
+    [InlineData(new string[0], "error: give the prompt as exactly one of --prompt TEXT or --prompt-file PATH")]
+    [InlineData(new[] { "--prompt", "ROMEO:", "--prompt-file", "-" }, "error: give the prompt as exactly one of --prompt TEXT or --prompt-file PATH")]
+    [InlineData(new[] { "--prompt-file", "" }, "error: --prompt-file: give a file path, or - for standard input")]
+    public void Generate_takes_exactly_one_prompt(string[] prompt, string error)
+    {
+        var result = CliRunner.Run(["generate", "--model", "/no/such/model", .. prompt]);
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.Equal(error, result.Error.Trim());
+    }
+
+    [Fact]
+    public void Generate_refuses_a_prompt_file_that_is_not_text_naming_it()
+    {
+        using var directory = new TempDirectory();
+        var latin1 = directory.File("latin1.txt");
+        File.WriteAllBytes(latin1, [.. System.Text.Encoding.UTF8.GetBytes("ROMEO: caf"), 0xE9]);
+
+        var refused = CliRunner.Run("generate", "--prompt-file", latin1, "--max-new-tokens", "5");
+        var missing = CliRunner.Run("generate", "--prompt-file", directory.File("missing.txt"), "--max-new-tokens", "5");
+
+        Assert.Equal(CliApp.BadInput, refused.ExitCode);
+        Assert.Equal($"error: {latin1}: not UTF-8 text (byte 10 of 11 is 0xE9); generate reads UTF-8, or UTF-16 with a byte-order mark", refused.Error.Trim());
+        Assert.Equal(CliApp.BadInput, missing.ExitCode);
+        Assert.Contains(directory.File("missing.txt"), missing.Error);
+    }
+
+    [Fact]
     public void Generate_passes_every_sampling_option_through()
     {
         string[] args = ["generate", "--model", Paths.Model("shakespeare-char"), "--prompt", "JULIET:", "--max-new-tokens", "50",
