@@ -2,11 +2,23 @@ namespace NativeGpt2.Cli;
 
 /// <summary>
 /// Text a command reads from a file or, for <c>-</c>, from standard input (<c>score --file</c>,
-/// <c>generate --prompt-file</c>): bounded in size, and decoded strictly, so that bytes that are not text are an
+/// <c>generate --prompt-file</c>, <c>tokenize --file</c>): bounded in size, and decoded strictly, so that bytes that are not text are an
 /// error naming where they are rather than U+FFFD characters the model would then read.
 /// </summary>
 internal static class TextFile
 {
+    /// <summary>
+    /// The text given inline by <paramref name="textOption"/> (<paramref name="text"/>) or read by
+    /// <paramref name="fileOption"/> (<paramref name="path"/>, see <see cref="Read"/>): exactly one of them.
+    /// <paramref name="what"/> names the text in the usage error (<c>the prompt</c>).
+    /// </summary>
+    public static string Either(CliContext context, string? text, string? path, string textOption, string fileOption, string what, string command)
+    {
+        if ((text is null) == (path is null))
+            throw new UsageException($"give {what} as exactly one of {textOption} TEXT or {fileOption} PATH");
+        return text ?? Read(context, path!, fileOption, command);
+    }
+
     /// <summary>
     /// The text of <paramref name="path"/> (<c>-</c>: standard input), given by <paramref name="option"/> to
     /// <paramref name="command"/>, which the messages name.

@@ -88,10 +88,7 @@ internal static class GenerateCommand
             // Bad options are usage errors: report them, under the option's name, before spending time on loading.
             CommonOptions.ValidateAsUsage(options.Validate);
 
-            var (promptText, promptPath) = (parse.GetValue(prompt), parse.GetValue(promptFile));
-            if ((promptText is null) == (promptPath is null))
-                throw new UsageException("give the prompt as exactly one of --prompt TEXT or --prompt-file PATH");
-            var text = promptText ?? TextFile.Read(context, promptPath!, "--prompt-file", "generate");
+            var text = TextFile.Either(context, parse.GetValue(prompt), parse.GetValue(promptFile), "--prompt", "--prompt-file", "the prompt", "generate");
             using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
             if (lm.Tokenizer is null)
                 throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer ({Tokenization.Gpt2Tokenizer.NoTokenizerFiles}), so --prompt cannot be read; 'nativegpt2 forward --ids' runs it on token ids");

@@ -6,7 +6,7 @@ using NativeGpt2.Tokenization;
 namespace NativeGpt2.Cli.Commands;
 
 /// <summary>
-/// <c>nativegpt2 tokenize --model SPEC --text TEXT [--json]</c> and <c>nativegpt2 detokenize --model SPEC --ids 1,2,3</c>.
+/// <c>nativegpt2 tokenize --model SPEC (--text TEXT | --file PATH) [--json | --count]</c> and <c>nativegpt2 detokenize --model SPEC --ids 1,2,3</c>.
 /// Only the tokenizer is loaded, not the weights.
 /// </summary>
 internal static class TokenizeCommand
@@ -14,18 +14,23 @@ internal static class TokenizeCommand
     public static Command Create(CliContext context)
     {
         var model = CommonOptions.Model();
-        var text = new Option<string>("--text", "-t") { Description = "Text to tokenize.", Required = true };
+        var text = new Option<string?>("--text", "-t") { Description = "Text to tokenize; or give --file." };
+        var file = new Option<string?>("--file", "-f") { Description = "UTF-8 text file to tokenize; - reads standard input." };
         var json = new Option<bool>("--json") { Description = "Print {\"ids\": [...]}." };
+        var count = new Option<bool>("--count") { Description = "Print only the number of tokens." };
         var special = new Option<bool>("--allow-special") { Description = "Treat <|endoftext|> in the text as the special token." };
-        var command = new Command("tokenize", "Print the token ids of a text.") { model, text, json, special };
+        var command = new Command("tokenize", "Print the token ids of a text.") { model, text, file, json, count, special };
         command.SetAction(async (parse, cancellation) =>
         {
+            if (parse.GetValue(json) && parse.GetValue(count)) throw new UsageException("give at most one of --json and --count");
+            var input = TextFile.Either(context, parse.GetValue(text), parse.GetValue(file), "--text", "--file", "the text", "tokenize");
             var tokenizer = await Task.Run(() => Gpt2Tokenizer.ForModel(parse.GetValue(model)!, context.LoadOptions, cancellation), cancellation);
-            var input = parse.GetValue(text)!;
             var ids = tokenizer.Encode(input, parse.GetValue(special));
             if (tokenizer.MissingCharacters(input) is { Count: > 0 } missing)
                 context.Logger.LogWarning("{Warning}", Gpt2Tokenizer.MissingCharactersWarning(missing));
-            context.Out.WriteLine(parse.GetValue(json) ? JsonSerializer.Serialize(new Dictionary<string, int[]> { ["ids"] = ids }) : string.Join(",", ids));
+            context.Out.WriteLine(parse.GetValue(json) ? JsonSerializer.Serialize(new Dictionary<string, int[]> { ["ids"] = ids })
+                : parse.GetValue(count) ? ids.Length.ToString(System.Globalization.CultureInfo.InvariantCulture)
+                : string.Join(",", ids));
             return CliApp.Success;
         });
         return command;

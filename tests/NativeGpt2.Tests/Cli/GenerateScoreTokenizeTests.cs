@@ -291,6 +291,39 @@ public class GenerateScoreTokenizeTests
     }
 
     [Fact]
+    public void Tokenize_reads_a_file_or_standard_input_and_counts_when_asked()
+    {
+        using var directory = new TempDirectory();
+        var text = Paths.ShakespeareValidationText[..2000];
+        var path = directory.File("text.txt");
+        File.WriteAllText(path, text);
+        var expected = Models.Get("gpt2-mini").Tokenizer!.Encode(text);
+        string[] tokenize = ["tokenize", "--model", Paths.Model("gpt2-mini")];
+
+        var inline = CliRunner.Run([.. tokenize, "--text", text]);
+        var fromFile = CliRunner.Run([.. tokenize, "--file", path]);
+        var fromInput = CliRunner.RunWithInput(text, [.. tokenize, "--file", "-"]);
+        var counted = CliRunner.Run([.. tokenize, "--file", path, "--count"]);
+
+        Assert.Equal(string.Join(",", expected), inline.Out.Trim());
+        Assert.Equal(inline.Out, fromFile.Out);
+        Assert.Equal(inline.Out, fromInput.Out);
+        Assert.Equal(expected.Length.ToString(System.Globalization.CultureInfo.InvariantCulture), counted.Out.Trim());
+    }
+
+    [Theory]
+    [InlineData(new string[0], "error: give the text as exactly one of --text TEXT or --file PATH")]
+    [InlineData(new[] { "--text", "x", "--file", "-" }, "error: give the text as exactly one of --text TEXT or --file PATH")]
+    [InlineData(new[] { "--text", "x", "--json", "--count" }, "error: give at most one of --json and --count")]
+    public void Tokenize_takes_exactly_one_text_and_one_output_form(string[] arguments, string error)
+    {
+        // No such model: the usage error comes before any loading.
+        var result = CliRunner.Run(["tokenize", "--model", "/no/such/model", .. arguments]);
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.Equal(error, result.Error.Trim());
+    }
+
+    [Fact]
     public void Detokenize_rejects_ids_outside_the_vocabulary()
     {
         var result = CliRunner.Run("detokenize", "--model", Paths.Model("shakespeare-char"), "--ids", "1,66");
