@@ -7,8 +7,8 @@ namespace NativeGpt2;
 /// <remarks>
 /// A symbolic link is followed and the file it ends at is replaced, so the link stays a link. What is not a regular
 /// file (a device such as <c>/dev/null</c>, a pipe or FIFO, a socket, a terminal) or names an open descriptor
-/// (<c>/dev/stdout</c>, <c>/dev/fd/N</c>, <c>/proc/self/fd/N</c>) is written in place, appending as a shell's
-/// <c>&gt;&gt;</c> does: a rename would put a file where the device or descriptor was.
+/// (<c>/dev/stdout</c>, <c>/dev/fd/N</c>, <c>/proc/self/fd/N</c>; <c>NUL</c> on Windows) is written in place,
+/// appending as a shell's <c>&gt;&gt;</c> does: a rename would put a file where the device or descriptor was.
 /// </remarks>
 internal static partial class AtomicFile
 {
@@ -51,9 +51,13 @@ internal static partial class AtomicFile
         throw new IOException($"cannot write {path}: more than {MaxLinks} symbolic links");
     }
 
-    /// <summary>Linux's paths of open descriptors, which <c>/dev/stdout</c> and <c>/dev/stderr</c> link to.</summary>
+    /// <summary>
+    /// Linux's paths of open descriptors, which <c>/dev/stdout</c> and <c>/dev/stderr</c> link to; and Windows's device
+    /// paths, which <c>NUL</c> and <c>CON</c> become in full (<c>\\.\NUL</c>).
+    /// </summary>
     private static bool NamesADescriptor(string fullPath) =>
-        fullPath.StartsWith("/proc/", StringComparison.Ordinal) || fullPath.StartsWith("/dev/fd/", StringComparison.Ordinal);
+        fullPath.StartsWith("/proc/", StringComparison.Ordinal) || fullPath.StartsWith("/dev/fd/", StringComparison.Ordinal)
+        || (OperatingSystem.IsWindows() && fullPath.StartsWith(@"\\.\", StringComparison.Ordinal));
 
     private static void WriteInPlace(string path, Action<Stream> write)
     {
