@@ -6,7 +6,7 @@ using NativeGpt2.Verification;
 namespace NativeGpt2.Cli.Commands;
 
 /// <summary>
-/// <c>nativegpt2 crosscheck --model SPEC --backends cpu,ilgpu-cpu[,cuda] (--text TEXT | --ids 1,2,3) [--tolerance X]</c>:
+/// <c>nativegpt2 crosscheck --model SPEC --backends cpu,ilgpu-cpu[,cuda] (--text TEXT | --ids 1,2,3) [--tolerance X] [--json]</c>:
 /// the same input through each backend; for every hidden state, attention and the logits, the largest
 /// absolute and relative difference between each pair. Exit 0 only when all are within the tolerance.
 /// </summary>
@@ -24,9 +24,10 @@ internal static class CrosscheckCommand
             Description = $"Largest allowed absolute difference (default {VerifyCommand.DefaultTolerance.ToString(CultureInfo.InvariantCulture)}).",
             DefaultValueFactory = _ => VerifyCommand.DefaultTolerance,
         };
+        var json = CliJson.Option("the comparisons ({\"ok\", \"tolerance\", \"tokens\", \"backends\": [{\"name\", \"description\"}], \"comparisons\": [{\"tensor\", \"first\", \"second\", \"max_abs_diff\", \"max_rel_diff\", \"ok\"}]})");
         var command = new Command("crosscheck", "Run the same input on several backends and compare every hidden state, attention and the logits.")
         {
-            model, backends, weights, text, ids, tolerance,
+            model, backends, weights, text, ids, tolerance, json,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -68,10 +69,10 @@ internal static class CrosscheckCommand
                 if (tokens.Length == 0) throw new UsageException("--text: the text encodes to no tokens");
                 CommonOptions.CheckIds(tokens, first.Config.VocabSize, idsValue is not null ? "--ids" : "--text", first.Config.ContextLength);
 
-                foreach (var m in models) context.Out.WriteLine($"backend {m.Backend.Name}: {m.Backend.Description}");
-                context.Out.WriteLine($"input   {tokens.Length} tokens");
                 var rows = CrossCheck.Run(models, TokenBatch.FromIds(tokens), limit);
-                return Print(rows, limit, context.Out);
+                if (parse.GetValue(json)) WriteJson(models, tokens.Length, rows, limit, context.Out);
+                else Print(models, tokens.Length, rows, limit, context.Out);
+                return rows.All(r => r.Ok) ? CliApp.Success : CliApp.BadInput;
             }
             finally
             {
@@ -81,8 +82,24 @@ internal static class CrosscheckCommand
         return command;
     }
 
-    private static int Print(IReadOnlyList<BackendComparison> rows, double tolerance, TextWriter o)
+    private static void WriteJson(IReadOnlyList<Gpt2CausalLM> models, int tokens, IReadOnlyList<BackendComparison> rows, double tolerance, TextWriter o) =>
+        CliJson.Write(o, new Dictionary<string, object?>
+        {
+            ["model"] = models[0].Source,
+            ["tokens"] = tokens,
+            ["tolerance"] = tolerance,
+            ["ok"] = rows.All(r => r.Ok),
+            ["backends"] = models.Select(m => new Dictionary<string, object?> { ["name"] = m.Backend.Name, ["description"] = m.Backend.Description }).ToArray(),
+            ["comparisons"] = rows.Select(r => new Dictionary<string, object?>
+            {
+                ["tensor"] = r.Tensor, ["first"] = r.First, ["second"] = r.Second, ["max_abs_diff"] = r.MaxAbsDiff, ["max_rel_diff"] = r.MaxRelDiff, ["ok"] = r.Ok,
+            }).ToArray(),
+        });
+
+    private static void Print(IReadOnlyList<Gpt2CausalLM> models, int tokens, IReadOnlyList<BackendComparison> rows, double tolerance, TextWriter o)
     {
+        foreach (var m in models) o.WriteLine($"backend {m.Backend.Name}: {m.Backend.Description}");
+        o.WriteLine($"input   {tokens} tokens");
         var n = CultureInfo.InvariantCulture;
         var width = Math.Max(6, rows.Max(r => r.Tensor.Length));
         var pairWidth = Math.Max(4, rows.Max(r => r.First.Length + r.Second.Length + 4));
@@ -93,6 +110,5 @@ internal static class CrosscheckCommand
         o.WriteLine(failed == 0
             ? $"all {rows.Count} comparisons within {tolerance.ToString(n)}"
             : $"{failed} of {rows.Count} comparisons exceed {tolerance.ToString(n)}");
-        return failed == 0 ? CliApp.Success : CliApp.BadInput;
     }
 }

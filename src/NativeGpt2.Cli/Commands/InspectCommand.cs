@@ -4,17 +4,19 @@ using NativeGpt2.Loading;
 
 namespace NativeGpt2.Cli.Commands;
 
-/// <summary><c>nativegpt2 inspect --model SPEC</c>: config, parameter count, dtypes, tying, and the tensor table.</summary>
+/// <summary><c>nativegpt2 inspect --model SPEC [--json]</c>: config, parameter count, dtypes, tying, and the tensor table.</summary>
 internal static class InspectCommand
 {
     public static Command Create(CliContext context)
     {
         var model = CommonOptions.Model();
-        var command = new Command("inspect", "Show a model's config, parameter count, dtypes, head tying and tensors (reads headers only).") { model };
+        var json = CliJson.Option("the description ({\"model\", \"config\", \"parameters\", \"tied\", \"dtypes\", \"files\", \"tensors\"}; config with config.json's names)");
+        var command = new Command("inspect", "Show a model's config, parameter count, dtypes, head tying and tensors (reads headers only).") { model, json };
         command.SetAction(async (parse, cancellation) =>
         {
             var description = await Task.Run(() => ModelInspector.Inspect(parse.GetValue(model)!, context.LoadOptions, cancellation), cancellation);
-            Print(description, context.Out);
+            if (parse.GetValue(json)) WriteJson(description, context.Out);
+            else Print(description, context.Out);
             return CliApp.Success;
         });
         return command;
@@ -27,6 +29,43 @@ internal static class InspectCommand
         (true, true) => "softmax(q·kᵀ / (√HS · (layer + 1)))  (scale_attn_by_inverse_layer_idx)",
         (false, true) => "softmax(q·kᵀ / (layer + 1))  (scale_attn_weights false, scale_attn_by_inverse_layer_idx)",
         (false, false) => "softmax(q·kᵀ), unscaled  (scale_attn_weights false)",
+    };
+
+    private static void WriteJson(ModelDescription d, TextWriter o)
+    {
+        var c = d.Config;
+        CliJson.Write(o, new Dictionary<string, object?>
+        {
+            ["model"] = d.Source,
+            ["config"] = new Dictionary<string, object?>
+            {
+                ["vocab_size"] = c.VocabSize, ["n_positions"] = c.ContextLength, ["n_embd"] = c.EmbeddingSize, ["n_layer"] = c.LayerCount,
+                ["n_head"] = c.HeadCount, ["n_inner"] = c.InnerSize, ["activation_function"] = c.ActivationFunction,
+                ["layer_norm_epsilon"] = c.LayerNormEpsilon, ["scale_attn_weights"] = c.ScaleAttentionWeights,
+                ["scale_attn_by_inverse_layer_idx"] = c.ScaleAttentionByInverseLayerIndex, ["tie_word_embeddings"] = c.TieWordEmbeddings,
+                ["bos_token_id"] = c.BosTokenId,
+                ["eos_token_id"] = c.EosTokenId is null ? null : c.AdditionalEosTokenIds.Count == 0 ? c.EosTokenId : c.AdditionalEosTokenIds.Prepend(c.EosTokenId.Value).ToArray(),
+                ["defaulted"] = c.DefaultedSizes.ToArray(),
+            },
+            ["head_size"] = c.HeadSize,
+            ["parameters"] = c.ParameterCount,
+            ["tied"] = d.IsTied,
+            ["dtypes"] = d.WeightDTypes.ToArray(),
+            ["files"] = d.Files.Select(f => new Dictionary<string, object?> { ["name"] = f.File, ["bytes"] = f.Bytes }).ToArray(),
+            ["tensors"] = d.Tensors.Select(t => new Dictionary<string, object?>
+            {
+                ["name"] = t.StoredName, ["dtype"] = t.DType, ["shape"] = t.Shape, ["file"] = t.File, ["role"] = RoleName(t.Role),
+            }).ToArray(),
+        });
+    }
+
+    /// <summary>A tensor's role as <c>--json</c> spells it.</summary>
+    private static string RoleName(TensorRole role) => role switch
+    {
+        TensorRole.Weight => "weight",
+        TensorRole.IgnoredBuffer => "ignored_buffer",
+        TensorRole.IgnoredTiedHead => "ignored_tied_head",
+        _ => "unused",
     };
 
     private static void Print(ModelDescription d, TextWriter o)

@@ -5,7 +5,7 @@ using NativeGpt2.Cli.Visualization;
 namespace NativeGpt2.Cli.Commands;
 
 /// <summary>
-/// <c>nativegpt2 top [--model SPEC] --text TEXT [--k 5]</c>: the most likely next tokens after a text, with their
+/// <c>nativegpt2 top [--model SPEC] --text TEXT [--k 5] [--json]</c>: the most likely next tokens after a text, with their
 /// probabilities (softmax of the last position's logits, in double precision) and logits.
 /// </summary>
 internal static class TopCommand
@@ -17,7 +17,8 @@ internal static class TopCommand
         var weights = CommonOptions.Weights();
         var text = new Option<string>("--text", "-t") { Description = "The text whose next token is predicted.", Required = true };
         var k = new Option<int>("--k", "-k") { Description = "How many tokens to list (default 5).", DefaultValueFactory = _ => 5 };
-        var command = new Command("top", "The most likely next tokens after a text, with their probabilities.") { model, backend, weights, text, k };
+        var json = CliJson.Option("the tokens ({\"tokens\": N, \"top\": [{\"id\", \"text\", \"probability\", \"logit\"}]})");
+        var command = new Command("top", "The most likely next tokens after a text, with their probabilities.") { model, backend, weights, text, k, json };
         command.SetAction(async (parse, cancellation) =>
         {
             var count = parse.GetValue(k);
@@ -29,6 +30,14 @@ internal static class TopCommand
             var probabilities = Softmax(logits);
             var best = Enumerable.Range(0, logits.Length).OrderByDescending(i => probabilities[i]).ThenBy(i => i).Take(Math.Min(count, logits.Length)).ToArray();
 
+            if (parse.GetValue(json))
+            {
+                var top = new List<Dictionary<string, object?>>(best.Length);
+                foreach (var id in best)
+                    top.Add(new() { ["id"] = id, ["text"] = TokenLabels.Text(tokenizer, id), ["probability"] = probabilities[id], ["logit"] = logits[id] });
+                CliJson.Write(context.Out, new Dictionary<string, object?> { ["tokens"] = ids.Length, ["top"] = top });
+                return CliApp.Success;
+            }
             var n = CultureInfo.InvariantCulture;
             context.Out.WriteLine($"after {TokenLabels.Quoted(input.Text)} ({ids.Length} tokens), the next token:");
             context.Out.WriteLine("rank  token         id  probability   logit");
