@@ -6,8 +6,9 @@ namespace NativeGpt2.Cli.Commands;
 /// <c>nativegpt2 generate [--model SPEC] (--prompt TEXT | --prompt-file PATH) [--max-new-tokens N] [--greedy] [--temperature T]
 /// [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--logit-bias ID=B]...
 /// [--no-repeat-ngram-size N] [--min-new-tokens N] [--num-beams K] [--length-penalty L] [--early-stopping false|true|never]
-/// [--penalty-alpha A] [--num-return-sequences N] [--seed S] [--stop STR]...</c>:
-/// streams the prompt's continuation to stdout as it is produced (beam search prints it when the search ends).
+/// [--penalty-alpha A] [--num-return-sequences N] [--seed S] [--stop STR]... [--json]</c>:
+/// streams the prompt's continuation to stdout as it is produced (beam search prints it when the search ends; --json
+/// prints one object when generation ends).
 /// </summary>
 internal static class GenerateCommand
 {
@@ -53,11 +54,12 @@ internal static class GenerateCommand
         var stop = new Option<string[]>("--stop") { Description = "Stop before this text; may be repeated.", AllowMultipleArgumentsPerToken = false };
         var slidingWindow = new Option<bool>("--sliding-window") { Description = "Allow prompt + new tokens beyond the context length by sliding the window." };
         var special = new Option<bool>("--allow-special") { Description = "Treat <|endoftext|> in the prompt as the special token." };
+        var json = CliJson.Option("the result when generation ends ({\"prompt\", \"prompt_tokens\", \"choices\": [{\"text\", \"ids\", \"finish_reason\"}]}; finish_reason length, end_of_text or stop_string) instead of streaming the text");
 
         var command = new Command("generate", "Continue a prompt, streaming the text as it is produced.")
         {
             model, backend, weights, prompt, promptFile, maxNewTokens, greedy, temperature, topK, topP, minP, typicalP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias,
-            noRepeat, minNewTokens, numBeams, lengthPenalty, earlyStopping, penaltyAlpha, sequences, seed, stop, slidingWindow, special,
+            noRepeat, minNewTokens, numBeams, lengthPenalty, earlyStopping, penaltyAlpha, sequences, seed, stop, slidingWindow, special, json,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -92,11 +94,28 @@ internal static class GenerateCommand
             using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model) ?? CommonOptions.BundledModel, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
             if (lm.Tokenizer is null)
                 throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer ({Tokenization.Gpt2Tokenizer.NoTokenizerFiles}), so --prompt cannot be read; 'nativegpt2 forward --ids' runs it on token ids");
-            if (parse.GetValue(sequences) is var count and not 1)
+            var returned = parse.GetValue(sequences);
+            if (parse.GetValue(json))
+            {
+                // The whole result at the end, as beam search prints it: no stream to interleave with.
+                IReadOnlyList<GenerationResult> results = null!;
+                CommonOptions.ValidateAsUsage(() => results = returned == 1 ? [lm.Generate(text, options, cancellation)] : lm.GenerateSequences(text, returned, options, cancellation));
+                CliJson.Write(context.Out, new Dictionary<string, object?>
+                {
+                    ["prompt"] = text,
+                    ["prompt_tokens"] = results[0].PromptIds.Count,
+                    ["choices"] = results.Select(r => new Dictionary<string, object?>
+                    {
+                        ["text"] = r.Text, ["ids"] = r.GeneratedIds, ["finish_reason"] = FinishReasonName(r.FinishReason),
+                    }).ToArray(),
+                });
+                return CliApp.Success;
+            }
+            if (returned != 1)
             {
                 // Several sequences are printed when all are done, each as the prompt and its continuation.
                 IReadOnlyList<GenerationResult> results = null!;
-                CommonOptions.ValidateAsUsage(() => results = lm.GenerateSequences(text, count, options, cancellation));
+                CommonOptions.ValidateAsUsage(() => results = lm.GenerateSequences(text, returned, options, cancellation));
                 await context.Out.WriteLineAsync(string.Join(Environment.NewLine + "---" + Environment.NewLine, results.Select(r => text + r.Text)));
                 return CliApp.Success;
             }
@@ -124,6 +143,14 @@ internal static class GenerateCommand
         });
         return command;
     }
+
+    /// <summary>Why a sequence ended, as <c>--json</c> spells it.</summary>
+    private static string FinishReasonName(FinishReason reason) => reason switch
+    {
+        FinishReason.Length => "length",
+        FinishReason.EndOfText => "end_of_text",
+        _ => "stop_string",
+    };
 
     /// <summary>ID=BIAS as a token id and a number, or null when it is not that.</summary>
     private static (int Id, float Bias)? ParseBias(string entry)

@@ -35,6 +35,34 @@ public class GenerateScoreTokenizeTests
         Assert.Equal(inline.Out, fromInput.Out);
     }
 
+    [Fact]
+    public void Generate_json_prints_each_choice_with_its_ids_and_finish_reason_when_generation_ends()
+    {
+        var model = Models.Get("shakespeare-char");
+        var greedy = new GenerationOptions { Greedy = true, MaxNewTokens = 30 };
+        var expected = model.Generate("ROMEO:", greedy);
+        var sampled = new GenerationOptions { MaxNewTokens = 40, Seed = 3, StopStrings = ["\n\n"] };
+        var expectedSequences = model.GenerateSequences("JULIET:", 3, sampled);
+
+        var one = CliRunner.Run("generate", "--prompt", "ROMEO:", "--greedy", "--max-new-tokens", "30", "--json");
+        var three = CliRunner.Run("generate", "--prompt", "JULIET:", "--seed", "3", "--max-new-tokens", "40", "--stop", "\n\n", "--num-return-sequences", "3", "--json");
+
+        Assert.Equal(CliApp.Success, one.ExitCode);
+        var json = JsonDocument.Parse(one.Out).RootElement;
+        Assert.Equal("ROMEO:", json.GetProperty("prompt").GetString());
+        Assert.Equal(expected.PromptIds.Count, json.GetProperty("prompt_tokens").GetInt32());
+        var choice = Assert.Single(json.GetProperty("choices").EnumerateArray());
+        Assert.Equal(expected.Text, choice.GetProperty("text").GetString());
+        Assert.Equal(expected.GeneratedIds, choice.GetProperty("ids").EnumerateArray().Select(i => i.GetInt32()));
+        Assert.Equal("length", choice.GetProperty("finish_reason").GetString());
+
+        Assert.Equal(CliApp.Success, three.ExitCode);
+        var choices = JsonDocument.Parse(three.Out).RootElement.GetProperty("choices").EnumerateArray().ToArray();
+        Assert.Equal(expectedSequences.Select(r => r.Text), choices.Select(c => c.GetProperty("text").GetString()));
+        Assert.Equal(expectedSequences.Select(r => r.FinishReason == FinishReason.StopString ? "stop_string" : r.FinishReason == FinishReason.Length ? "length" : "end_of_text"),
+            choices.Select(c => c.GetProperty("finish_reason").GetString()));
+    }
+
     [Theory]
     [InlineData(new string[0], "error: give the prompt as exactly one of --prompt TEXT or --prompt-file PATH")]
     [InlineData(new[] { "--prompt", "ROMEO:", "--prompt-file", "-" }, "error: give the prompt as exactly one of --prompt TEXT or --prompt-file PATH")]
