@@ -37,7 +37,8 @@ internal static class TextFile
     private static byte[] ReadBytes(CliContext context, string path, string option)
     {
         if (string.IsNullOrWhiteSpace(path)) throw new UsageException($"{option}: give a file path, or - for standard input");
-        if (path != "-") return Loading.ModelFiles.ReadBounded(Path.GetFullPath(path), Loading.ModelFiles.MaxTextBytes);
+        // An empty file is an empty text, as empty standard input is: the command says whether that is enough.
+        if (path != "-") return Loading.ModelFiles.ReadBounded(Path.GetFullPath(path), Loading.ModelFiles.MaxTextBytes, allowEmpty: true);
         using var input = context.OpenInput();
         using var bytes = new MemoryStream();
         var buffer = new byte[81920];

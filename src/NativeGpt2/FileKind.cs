@@ -10,16 +10,33 @@ namespace NativeGpt2;
 /// </summary>
 internal static partial class FileKind
 {
+    /// <summary>What a path names, its symbolic links followed.</summary>
+    public enum Kind
+    {
+        /// <summary>Missing, or the system cannot say (Windows, or a C library without <c>statx</c>).</summary>
+        Unknown,
+        /// <summary>A regular file.</summary>
+        Regular,
+        /// <summary>A folder.</summary>
+        Folder,
+        /// <summary>A device, pipe or FIFO, socket or terminal.</summary>
+        Special,
+    }
+
+    /// <summary>What <paramref name="path"/> names, its symbolic links followed.</summary>
+    public static Kind Of(string path) => FileTypeBits(path) switch
+    {
+        null => Kind.Unknown,
+        RegularFile => Kind.Regular,
+        Folder => Kind.Folder,
+        _ => Kind.Special,
+    };
+
     /// <summary>
     /// Whether <paramref name="path"/>, its symbolic links followed, exists and is not a regular file or a folder.
-    /// False where the system cannot say (Windows, or a C library without <c>statx</c>): there a path is
-    /// taken for a regular file, as .NET takes it.
+    /// False where the system cannot say: there a path is taken for a regular file, as .NET takes it.
     /// </summary>
-    public static bool IsSpecial(string path)
-    {
-        var mode = FileTypeBits(path);
-        return mode is not null && mode != RegularFile && mode != Folder;
-    }
+    public static bool IsSpecial(string path) => Of(path) == Kind.Special;
 
     private const int TypeMask = 0xF000;   // S_IFMT: the same bits on Linux and macOS
     private const int RegularFile = 0x8000;

@@ -21,7 +21,7 @@ internal static class ModelFiles
     /// <summary>Cap on one downloaded weights file: float32 weights of the largest model a config may describe, plus its header.</summary>
     public const long MaxWeightsFileBytes = 4 * Gpt2Config.MaxParameterCount + Safetensors.SafetensorsHeader.MaxHeaderLength;
 
-    /// <summary>Cap on a text file given to <c>score</c>.</summary>
+    /// <summary>Cap on a text file given to <c>score</c>, <c>generate --prompt-file</c> or <c>tokenize --file</c>.</summary>
     public const long MaxTextBytes = 1L << 30;
 
     /// <summary>
@@ -72,11 +72,14 @@ internal static class ModelFiles
                 ? target
                 : throw new ModelFormatException(path, null, $"is a symbolic link to {info.LinkTarget}, which is not an existing file (a pipe such as <(…) is not one); only regular files are read");
         }
-        // A FIFO, a character or block device and /proc files all report length 0 on Unix; so does an
-        // empty file, and none of them is a usable model file. Rejecting them here, before open(), is what
-        // keeps a FIFO from blocking forever and /dev/zero from being read until memory runs out.
+        // Rejecting a FIFO or a device here, before open(), is what keeps a FIFO from blocking forever and /dev/zero
+        // from being read until memory runs out. Where the system cannot tell them from files (FileKind), all of them,
+        // and /proc files, report length 0 as an empty file does, and length 0 stops them instead.
+        var kind = FileKind.Of(path);
+        if (kind == FileKind.Kind.Special)
+            throw new ModelFormatException(path, null, "is a FIFO, a device or a socket, not a regular file; only regular files are read");
         if (info.Length == 0 && !allowEmpty)
-            throw new ModelFormatException(path, null, "is empty or not a regular file (a FIFO or a device); only regular files are read");
+            throw new ModelFormatException(path, null, kind == FileKind.Kind.Regular ? "is empty" : "is empty or not a regular file (a FIFO or a device); only regular files are read");
         return info.Length;
     }
 

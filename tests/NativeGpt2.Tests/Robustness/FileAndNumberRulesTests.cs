@@ -60,6 +60,39 @@ public class FileAndNumberRulesTests : IDisposable
     }
 
     [Fact]
+    public void An_empty_file_and_a_fifo_are_told_apart_where_the_system_can_say()
+    {
+        if (!OperatingSystem.IsLinux()) return;   // mkfifo, statx
+        var empty = CopyOf("tiny", "empty");
+        File.WriteAllText(Path.Combine(empty, "config.json"), "");
+        var fifo = CopyOf("shakespeare-char", "fifo-merges");
+        File.Delete(Path.Combine(fifo, "merges.txt"));
+        MakeFifo(Path.Combine(fifo, "merges.txt"));
+
+        Assert.Equal("is empty", LoadFails(empty).Problem);
+        // An empty merges.txt is allowed (no merges), but a FIFO in its place is not taken for one.
+        ModelFormatException? error = null;
+        Guard.Within(TimeSpan.FromSeconds(20), () => error = Assert.Throws<ModelFormatException>(() => Gpt2Tokenizer.TryLoad(fifo)), "tokenizer load");
+        Assert.Equal(Path.Combine(fifo, "merges.txt"), error!.FilePath);
+        Assert.Equal("is a FIFO, a device or a socket, not a regular file; only regular files are read", error.Problem);
+    }
+
+    [Fact]
+    public void An_empty_prompt_or_text_file_is_an_empty_text()
+    {
+        var empty = _temp.File("empty.txt");
+        File.WriteAllText(empty, "");
+
+        var fromFile = CliRunner.Run("generate", "--prompt-file", empty, "--greedy", "--max-new-tokens", "20");
+        var inline = CliRunner.Run("generate", "--prompt", "", "--greedy", "--max-new-tokens", "20");
+        var tokens = CliRunner.Run("tokenize", "--model", Paths.Model("gpt2-mini"), "--file", empty, "--count");
+
+        Assert.Equal(CliApp.Success, fromFile.ExitCode);
+        Assert.Equal(inline.Out, fromFile.Out);
+        Assert.Equal("0", tokens.Out.Trim());
+    }
+
+    [Fact]
     public void A_config_that_links_to_dev_zero_is_rejected_without_reading_it()
     {
         if (!OperatingSystem.IsLinux()) return;
