@@ -2,8 +2,8 @@ namespace NativeGpt2.Cli;
 
 /// <summary>
 /// Text a command reads from a file or, for <c>-</c>, from standard input (<c>score --file</c>,
-/// <c>generate --prompt-file</c>, <c>tokenize --file</c>): bounded in size, and decoded strictly, so that bytes that are not text are an
-/// error naming where they are rather than U+FFFD characters the model would then read.
+/// <c>generate --prompt-file</c>, <c>tokenize --file</c>): bounded in size, and decoded strictly, so that bytes that
+/// are not text are an error naming where they are rather than U+FFFD characters the model would then read.
 /// </summary>
 internal static class TextFile
 {

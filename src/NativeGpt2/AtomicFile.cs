@@ -44,7 +44,7 @@ internal static partial class AtomicFile
         var current = Path.GetFullPath(path);
         for (var links = 0; links <= MaxLinks; links++)
         {
-            if (NamesADescriptor(current)) return null;
+            if (IsDescriptorOrDevicePath(current)) return null;
             if (new FileInfo(current).LinkTarget is not { } target) return current;
             current = Path.GetFullPath(target, Path.GetDirectoryName(current)!);
         }
@@ -55,7 +55,7 @@ internal static partial class AtomicFile
     /// Linux's paths of open descriptors, which <c>/dev/stdout</c> and <c>/dev/stderr</c> link to; and Windows's device
     /// paths, which <c>NUL</c> and <c>CON</c> become in full (<c>\\.\NUL</c>).
     /// </summary>
-    private static bool NamesADescriptor(string fullPath) =>
+    private static bool IsDescriptorOrDevicePath(string fullPath) =>
         fullPath.StartsWith("/proc/", StringComparison.Ordinal) || fullPath.StartsWith("/dev/fd/", StringComparison.Ordinal)
         || (OperatingSystem.IsWindows() && fullPath.StartsWith(@"\\.\", StringComparison.Ordinal));
 

@@ -6,8 +6,8 @@ using NativeGpt2.Tokenization;
 namespace NativeGpt2.Cli.Commands;
 
 /// <summary>
-/// <c>nativegpt2 tokenize --model SPEC (--text TEXT | --file PATH) [--json | --count]</c> and <c>nativegpt2 detokenize --model SPEC --ids 1,2,3</c>.
-/// Only the tokenizer is loaded, not the weights.
+/// <c>nativegpt2 tokenize --model SPEC (--text TEXT | --file PATH) [--json | --count]</c> and
+/// <c>nativegpt2 detokenize --model SPEC --ids 1,2,3</c>. Only the tokenizer is loaded, not the weights.
 /// </summary>
 internal static class TokenizeCommand
 {
