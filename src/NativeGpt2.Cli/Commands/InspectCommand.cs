@@ -1,19 +1,32 @@
 using System.CommandLine;
 using System.Globalization;
 using NativeGpt2.Loading;
+using NativeGpt2.Safetensors;
 
 namespace NativeGpt2.Cli.Commands;
 
-/// <summary><c>nativegpt2 inspect --model SPEC [--json]</c>: config, parameter count, dtypes, tying, and the tensor table.</summary>
+/// <summary>
+/// <c>nativegpt2 inspect --model SPEC [--json]</c>: config, parameter count, dtypes, tying, and the tensor table. A
+/// <c>.safetensors</c> file on its own (a reference, or one shard) lists its metadata and tensors.
+/// </summary>
 internal static class InspectCommand
 {
     public static Command Create(CliContext context)
     {
         var model = CommonOptions.Model();
+        model.Description += " Or a .safetensors file on its own: its metadata and tensors.";
         var json = CliJson.Option("the description ({\"model\", \"config\", \"parameters\", \"tied\", \"dtypes\", \"files\", \"tensors\"}; config with config.json's names)");
         var command = new Command("inspect", "Show a model's config, parameter count, dtypes, head tying and tensors (reads headers only).") { model, json };
         command.SetAction(async (parse, cancellation) =>
         {
+            var spec = parse.GetValue(model)!;
+            if (spec.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) && File.Exists(spec))
+            {
+                using var file = SafetensorsFile.Open(Path.GetFullPath(spec));
+                if (parse.GetValue(json)) WriteJson(file, context.Out);
+                else Print(file, context.Out);
+                return CliApp.Success;
+            }
             var description = await Task.Run(() => ModelInspector.Inspect(parse.GetValue(model)!, context.LoadOptions, cancellation), cancellation);
             if (parse.GetValue(json)) WriteJson(description, context.Out);
             else Print(description, context.Out);
@@ -57,6 +70,34 @@ internal static class InspectCommand
                 ["name"] = t.StoredName, ["dtype"] = t.DType, ["shape"] = t.Shape, ["file"] = t.File, ["role"] = RoleName(t.Role),
             }).ToArray(),
         });
+    }
+
+    private static void WriteJson(SafetensorsFile file, TextWriter o) =>
+        CliJson.Write(o, new Dictionary<string, object?>
+        {
+            ["file"] = file.Path,
+            ["bytes"] = file.FileLength,
+            ["metadata"] = file.Header.Metadata,
+            ["tensors"] = file.Header.Tensors.Select(t => new Dictionary<string, object?>
+            {
+                ["name"] = t.Name, ["dtype"] = t.DType.ToString(), ["shape"] = t.Shape,
+            }).ToArray(),
+        });
+
+    private static void Print(SafetensorsFile file, TextWriter o)
+    {
+        var n = CultureInfo.InvariantCulture;
+        var tensors = file.Header.Tensors;
+        o.WriteLine($"file      {file.Path} ({file.FileLength.ToString("N0", n)} bytes)");
+        foreach (var (key, value) in file.Header.Metadata.OrderBy(m => m.Key, StringComparer.Ordinal))
+            o.WriteLine($"metadata  {key} = {value}");
+        o.WriteLine($"tensors   {tensors.Count.ToString(n)}");
+        if (tensors.Count == 0) return;
+        o.WriteLine();
+        var nameWidth = Math.Max(4, tensors.Max(t => t.Name.Length));
+        o.WriteLine($"{"name".PadRight(nameWidth)}  {"dtype",-5}  shape");
+        foreach (var t in tensors)
+            o.WriteLine($"{t.Name.PadRight(nameWidth)}  {t.DType,-5}  {t.ShapeText}");
     }
 
     /// <summary>A tensor's role as <c>--json</c> spells it.</summary>

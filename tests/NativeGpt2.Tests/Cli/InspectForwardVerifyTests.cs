@@ -23,6 +23,36 @@ public class InspectForwardVerifyTests
         Assert.Matches(@"wte\.weight\s+F32\s+\[512, 32\]", result.Out);
     }
 
+    [Fact]
+    public void Inspect_of_a_safetensors_file_on_its_own_lists_its_metadata_and_tensors()
+    {
+        using var temp = new TempDirectory();
+        var path = temp.File("activations.safetensors");
+        var forward = CliRunner.Run("forward", "--model", Paths.Model("tiny"), "--backend", "cpu", "--ids", "1,2,3", "--out", path);
+        Assert.Equal(CliApp.Success, forward.ExitCode);
+        using var file = NativeGpt2.Safetensors.SafetensorsFile.Open(path);
+
+        var table = CliRunner.Run("inspect", "--model", path);
+        var json = CliRunner.Run("inspect", "--model", path, "--json");
+        var bad = temp.File("bad.safetensors");
+        File.WriteAllBytes(bad, [1, 2, 3]);
+        var refused = CliRunner.Run("inspect", "--model", bad);
+
+        Assert.Equal(CliApp.Success, table.ExitCode);
+        Assert.Contains("metadata  producer = nativegpt2 forward", table.Out);
+        Assert.Contains($"tensors   {file.Header.Tensors.Count}", table.Out);
+        foreach (var tensor in file.Header.Tensors)
+            Assert.Matches($@"(?m)^{Regex.Escape(tensor.Name)}\s+{tensor.DType}\s+{Regex.Escape(tensor.ShapeText)}\r?$", table.Out);
+        var root = System.Text.Json.JsonDocument.Parse(json.Out).RootElement;
+        Assert.Equal(new FileInfo(path).Length, root.GetProperty("bytes").GetInt64());
+        Assert.Equal("nativegpt2 forward", root.GetProperty("metadata").GetProperty("producer").GetString());
+        Assert.Equal(file.Header.Tensors.Select(t => (t.Name, t.DType.ToString(), t.ShapeText)),
+            root.GetProperty("tensors").EnumerateArray().Select(t => (t.GetProperty("name").GetString()!, t.GetProperty("dtype").GetString()!,
+                "[" + string.Join(", ", t.GetProperty("shape").EnumerateArray().Select(d => d.GetInt64())) + "]")));
+        Assert.Equal(CliApp.BadInput, refused.ExitCode);
+        Assert.StartsWith($"error: {bad}: ", refused.Error);
+    }
+
     [Theory]
     [InlineData(true, true, "softmax(q·kᵀ / (√HS · (layer + 1)))")]
     [InlineData(false, true, "softmax(q·kᵀ / (layer + 1))")]
