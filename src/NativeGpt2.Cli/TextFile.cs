@@ -30,26 +30,46 @@ internal static class TextFile
     }
 
     /// <summary>
-    /// The text's bytes: standard input for <c>-</c> (a pipe, read to its end), else a regular file. Both bounded by
-    /// <see cref="Loading.ModelFiles.MaxTextBytes"/>; a file is also checked first, so that a FIFO or /dev/zero named by
-    /// path neither blocks nor fills memory.
+    /// The text's bytes: standard input for <c>-</c>, a pipe or FIFO read to its end (<c>/dev/stdin</c>, a shell's
+    /// <c>&lt;(…)</c>), or a regular file, its size checked before it is read. All bounded by
+    /// <see cref="Loading.ModelFiles.MaxTextBytes"/>, so that <c>/dev/zero</c> stops there.
     /// </summary>
     private static byte[] ReadBytes(CliContext context, string path, string option)
     {
         if (string.IsNullOrWhiteSpace(path)) throw new UsageException($"{option}: give a file path, or - for standard input");
-        // An empty file is an empty text, as empty standard input is: the command says whether that is enough.
-        if (path != "-") return Loading.ModelFiles.ReadBounded(Path.GetFullPath(path), Loading.ModelFiles.MaxTextBytes, allowEmpty: true);
-        using var input = context.OpenInput();
-        using var bytes = new MemoryStream();
-        var buffer = new byte[81920];
-        int read;
-        while ((read = input.Read(buffer)) > 0)
+        if (path == "-") return ReadToEnd(context.OpenInput(), $"{option} -: standard input");
+        var fullPath = Path.GetFullPath(path);
+        if (FileKind.IsSpecial(fullPath))
         {
-            if (bytes.Length + read > Loading.ModelFiles.MaxTextBytes)
-                throw new UsageException($"{option} -: standard input holds more than the {Loading.ModelFiles.MaxTextBytes:N0} bytes a text may have");
-            bytes.Write(buffer, 0, read);
+            try
+            {
+                return ReadToEnd(new FileStream(fullPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 1), $"{option}: {path}");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new ModelFormatException(fullPath, null, $"cannot be read: {e.Message}");
+            }
         }
-        return bytes.ToArray();
+        // An empty file is an empty text, as empty standard input is: the command says whether that is enough.
+        return Loading.ModelFiles.ReadBounded(fullPath, Loading.ModelFiles.MaxTextBytes, allowEmpty: true);
+    }
+
+    /// <summary>Reads <paramref name="input"/> to its end, at most <see cref="Loading.ModelFiles.MaxTextBytes"/>; <paramref name="source"/> names it.</summary>
+    private static byte[] ReadToEnd(Stream input, string source)
+    {
+        using (input)
+        {
+            using var bytes = new MemoryStream();
+            var buffer = new byte[81920];
+            int read;
+            while ((read = input.Read(buffer)) > 0)
+            {
+                if (bytes.Length + read > Loading.ModelFiles.MaxTextBytes)
+                    throw new UsageException($"{source} holds more than the {Loading.ModelFiles.MaxTextBytes:N0} bytes a text may have");
+                bytes.Write(buffer, 0, read);
+            }
+            return bytes.ToArray();
+        }
     }
 
     /// <summary>

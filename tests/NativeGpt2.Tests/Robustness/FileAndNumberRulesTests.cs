@@ -365,16 +365,21 @@ public class FileAndNumberRulesTests : IDisposable
     }
 
     [Fact]
-    public void Score_reads_regular_files_only()
+    public async Task Score_reads_a_fifo_to_its_end_as_it_reads_standard_input()
     {
         if (!OperatingSystem.IsLinux()) return;
         var fifo = _temp.File("text.fifo");
         MakeFifo(fifo);
+        var text = Paths.ShakespeareValidationText[..300];
+        var expected = CliRunner.RunWithInput(text, "score", "--model", Paths.Model("shakespeare-char"), "--file", "-", "--json");
+        // What a shell's <(…) hands over: a pipe that a writer fills and closes.
+        var writer = Task.Run(() => File.WriteAllText(fifo, text));
 
         CliRunner.Result? result = null;
-        Guard.Within(TimeSpan.FromSeconds(20), () => result = CliRunner.Run("score", "--model", Paths.Model("shakespeare-char"), "--file", fifo), "score on a FIFO");
+        Guard.Within(TimeSpan.FromSeconds(30), () => result = CliRunner.Run("score", "--model", Paths.Model("shakespeare-char"), "--file", fifo, "--json"), "score on a FIFO");
 
-        Assert.Equal(CliApp.BadInput, result!.ExitCode);
-        Assert.Contains("not a regular file", result.Error);
+        await writer.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(CliApp.Success, result!.ExitCode);
+        Assert.Equal(expected.Out, result.Out);
     }
 }
