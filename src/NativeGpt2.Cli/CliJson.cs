@@ -13,8 +13,8 @@ internal static class CliJson
 {
     private static readonly JsonSerializerOptions Options = new() { NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
-    /// <summary>The <c>--json</c> option, described as printing <paramref name="what"/>.</summary>
-    public static Option<bool> Option(string what) => new("--json") { Description = $"Print {what} as one JSON object." };
+    /// <summary>The <c>--json</c> option, described as printing <paramref name="what"/> as one object, and then <paramref name="when"/>.</summary>
+    public static Option<bool> Option(string what, string? when = null) => new("--json") { Description = $"Print {what} as one JSON object{(when is null ? "" : " " + when)}." };
 
     /// <summary>Writes <paramref name="value"/> (dictionaries, lists, numbers, strings) as one line.</summary>
     public static void Write(TextWriter output, object value) => output.WriteLine(JsonSerializer.Serialize(value, Options));

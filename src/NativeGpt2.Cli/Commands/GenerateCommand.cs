@@ -54,7 +54,8 @@ internal static class GenerateCommand
         var stop = new Option<string[]>("--stop") { Description = "Stop before this text; may be repeated.", AllowMultipleArgumentsPerToken = false };
         var slidingWindow = new Option<bool>("--sliding-window") { Description = "Allow prompt + new tokens beyond the context length by sliding the window." };
         var special = new Option<bool>("--allow-special") { Description = "Treat <|endoftext|> in the prompt as the special token." };
-        var json = CliJson.Option("the result when generation ends ({\"prompt\", \"prompt_tokens\", \"choices\": [{\"text\", \"ids\", \"finish_reason\"}]}; finish_reason length, end_of_text or stop_string) instead of streaming the text");
+        var json = CliJson.Option("the result ({\"prompt\", \"prompt_tokens\", \"choices\": [{\"text\", \"ids\", \"finish_reason\"}]}; finish_reason length, end_of_text or stop_string)",
+            "when generation ends, instead of streaming the text");
 
         var command = new Command("generate", "Continue a prompt, streaming the text as it is produced.")
         {
