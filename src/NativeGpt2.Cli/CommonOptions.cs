@@ -127,6 +127,28 @@ internal static class CommonOptions
         (inPlace ? context.Error : context.Out).WriteLine(confirmation(file.FullName));
     }
 
+    /// <summary>
+    /// The input of a command that takes <c>--ids</c> or <c>--text</c> (forward, crosscheck), checked before the model
+    /// loads: exactly one of them, and the ids parsed (null for text, which needs the model's tokenizer).
+    /// </summary>
+    public static int[]? ParseInput(string? ids, string? text)
+    {
+        if ((ids is null) == (text is null)) throw new UsageException("give the input as exactly one of --ids 1,2,3 or --text TEXT");
+        return ids is null ? null : ParseIds(ids, "--ids");
+    }
+
+    /// <summary>
+    /// The input's tokens once <paramref name="lm"/> is loaded: <paramref name="ids"/> from <see cref="ParseInput"/>, or
+    /// <paramref name="text"/> encoded; checked against the vocabulary and the context.
+    /// </summary>
+    public static int[] InputTokens(Gpt2CausalLM lm, int[]? ids, string? text)
+    {
+        var tokens = ids ?? (lm.Tokenizer ?? throw new UsageException($"--text: model '{lm.Source}' has no tokenizer; give --ids")).Encode(text!);
+        if (tokens.Length == 0) throw new UsageException("--text: the text encodes to no tokens");
+        CheckIds(tokens, lm.Config.VocabSize, ids is not null ? "--ids" : "--text", lm.Config.ContextLength);
+        return tokens;
+    }
+
     /// <summary>Parses <c>1,2,3</c> into token ids: an empty entry (<c>1,,2</c>) is an error, not skipped.</summary>
     public static int[] ParseIds(string text, string option)
     {

@@ -40,9 +40,7 @@ internal static class CrosscheckCommand
             var unknown = names.FirstOrDefault(n => !BackendRegistry.Names.Contains(n, StringComparer.OrdinalIgnoreCase) || n.Equals(BackendRegistry.Auto, StringComparison.OrdinalIgnoreCase));
             if (unknown is not null)
                 throw new UsageException($"--backends: '{unknown}' is not a backend (one of {string.Join(", ", BackendRegistry.Names.Where(n => n != BackendRegistry.Auto))})");
-            var (textValue, idsValue) = (parse.GetValue(text), parse.GetValue(ids));
-            if ((textValue is null) == (idsValue is null))
-                throw new UsageException("give the input as exactly one of --text or --ids");
+            var given = CommonOptions.ParseInput(parse.GetValue(ids), parse.GetValue(text));
 
             var models = new List<Gpt2CausalLM>();
             try
@@ -63,11 +61,7 @@ internal static class CrosscheckCommand
                         throw;
                     }
                 }
-                var tokens = idsValue is not null
-                    ? CommonOptions.ParseIds(idsValue, "--ids")
-                    : (first.Tokenizer ?? throw new UsageException($"--text: model '{first.Source}' has no tokenizer; give --ids")).Encode(textValue!);
-                if (tokens.Length == 0) throw new UsageException("--text: the text encodes to no tokens");
-                CommonOptions.CheckIds(tokens, first.Config.VocabSize, idsValue is not null ? "--ids" : "--text", first.Config.ContextLength);
+                var tokens = CommonOptions.InputTokens(first, given, parse.GetValue(text));
 
                 var rows = CrossCheck.Run(models, TokenBatch.FromIds(tokens), limit);
                 if (parse.GetValue(json)) WriteJson(models, tokens.Length, rows, limit, context.Out);

@@ -4,7 +4,7 @@ using NativeGpt2.Safetensors;
 namespace NativeGpt2.Cli.Commands;
 
 /// <summary>
-/// <c>nativegpt2 forward --model SPEC --ids 1,2,3 --out FILE.safetensors</c>: writes <c>input_ids</c>,
+/// <c>nativegpt2 forward --model SPEC (--ids 1,2,3 | --text TEXT) --out FILE.safetensors</c>: writes <c>input_ids</c>,
 /// <c>hidden_states.0..L</c> and <c>logits</c> under the reference files' names, dtypes and shapes.
 /// </summary>
 internal static class ForwardCommand
@@ -14,14 +14,15 @@ internal static class ForwardCommand
         var model = CommonOptions.Model();
         var backend = CommonOptions.Backend();
         var weights = CommonOptions.Weights();
-        var ids = new Option<string>("--ids") { Description = "Token ids, comma-separated: 1,2,3.", Required = true };
+        var ids = new Option<string?>("--ids") { Description = "Token ids, comma-separated: 1,2,3; or give --text." };
+        var text = new Option<string?>("--text", "-t") { Description = "Input text, tokenized by the model's tokenizer." };
         var output = CommonOptions.OutputFile("Where to write the activations (safetensors).");
-        var command = new Command("forward", "Run one forward pass and save input_ids, hidden_states.0..L and logits as safetensors.") { model, backend, weights, ids, output };
+        var command = new Command("forward", "Run one forward pass and save input_ids, hidden_states.0..L and logits as safetensors.") { model, backend, weights, ids, text, output };
         command.SetAction(async (parse, cancellation) =>
         {
-            var tokens = CommonOptions.ParseIds(parse.GetValue(ids)!, "--ids");
+            var given = CommonOptions.ParseInput(parse.GetValue(ids), parse.GetValue(text));
             using var lm = await Gpt2CausalLM.LoadAsync(parse.GetValue(model)!, context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights)), cancellation);
-            CommonOptions.CheckIds(tokens, lm.Config.VocabSize, "--ids", lm.Config.ContextLength);
+            var tokens = CommonOptions.InputTokens(lm, given, parse.GetValue(text));
             var result = lm.Forward(TokenBatch.FromIds(tokens), options: new ForwardOptions { OutputHiddenStates = true });
 
             var writer = new SafetensorsWriter()

@@ -81,7 +81,7 @@ public class BackendCommandTests
         var both = CliRunner.Run("crosscheck", "--model", Paths.Model("tiny"), "--backends", "cpu,ilgpu-cpu", "--ids", "1", "--text", "a");
         Assert.Equal(CliApp.UsageError, neither.ExitCode);
         Assert.Equal(CliApp.UsageError, both.ExitCode);
-        Assert.Contains("exactly one of --text or --ids", both.Error);
+        Assert.Contains("exactly one of --ids 1,2,3 or --text TEXT", both.Error);
     }
 
     [SkippableFact]

@@ -24,6 +24,28 @@ public class InspectForwardVerifyTests
     }
 
     [Fact]
+    public void Forward_takes_text_as_well_as_ids_and_exactly_one_of_them()
+    {
+        using var temp = new TempDirectory();
+        const string Text = "Hello, world! The meaning of life is";
+        var ids = string.Join(",", Models.Get("gpt2-mini").Tokenizer!.Encode(Text));
+        string[] forward = ["forward", "--model", Paths.Model("gpt2-mini"), "--backend", "cpu"];
+
+        var byText = CliRunner.Run([.. forward, "--text", Text, "--out", temp.File("text.safetensors")]);
+        var byIds = CliRunner.Run([.. forward, "--ids", ids, "--out", temp.File("ids.safetensors")]);
+        var both = CliRunner.Run(["forward", "--model", "/no/such/model", "--ids", "1", "--text", "a", "--out", temp.File("x.safetensors")]);
+        var neither = CliRunner.Run(["forward", "--model", "/no/such/model", "--out", temp.File("x.safetensors")]);
+        var noTokenizer = CliRunner.Run(["forward", "--model", Paths.Model("tiny"), "--text", "a", "--out", temp.File("x.safetensors")]);
+
+        Assert.Equal(CliApp.Success, byText.ExitCode);
+        Assert.Equal(File.ReadAllBytes(temp.File("ids.safetensors")), File.ReadAllBytes(temp.File("text.safetensors")));
+        Assert.Equal(CliApp.Success, byIds.ExitCode);
+        Assert.All([both, neither], r => Assert.Equal("error: give the input as exactly one of --ids 1,2,3 or --text TEXT", r.Error.Trim()));
+        Assert.Equal(CliApp.UsageError, noTokenizer.ExitCode);
+        Assert.Contains("has no tokenizer; give --ids", noTokenizer.Error);
+    }
+
+    [Fact]
     public void Inspect_of_a_safetensors_file_on_its_own_lists_its_metadata_and_tensors()
     {
         using var temp = new TempDirectory();
