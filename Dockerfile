@@ -16,4 +16,5 @@ ENV DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
 USER app
 EXPOSE 8080
 # Point the load balancer's health probe at GET /health: it answers {"status":"ok"} once the model is loaded.
+# Set NATIVEGPT2_API_KEY (docker run -e) to answer only requests that send it as 'Authorization: Bearer KEY'.
 ENTRYPOINT ["/tool/nativegpt2", "serve", "--urls", "http://0.0.0.0:8080"]

@@ -37,11 +37,12 @@ public static class OpenAIEndpoints
         group.MapPost("/tokenize", (HttpContext http) => RunAsync(http, Tokens.TokenizeAsync));
         group.MapPost("/detokenize", (HttpContext http) => RunAsync(http, Tokens.DetokenizeAsync));
         group.MapGet("/v1/models", (HttpContext http) => RunAsync(http, Tokens.ModelsAsync, readBody: false));
-        group.MapGet("/health", (HttpContext http) => RunAsync(http, Tokens.HealthAsync, readBody: false));
+        // /health answers without the API key: a load balancer's probe does not hold it.
+        group.MapGet("/health", (HttpContext http) => RunAsync(http, Tokens.HealthAsync, readBody: false, needsKey: false));
         return group;
     }
 
-    private static async Task RunAsync(HttpContext http, Func<ServerRequest, Task> handler, bool readBody = true)
+    private static async Task RunAsync(HttpContext http, Func<ServerRequest, Task> handler, bool readBody = true, bool needsKey = true)
     {
         var services = http.RequestServices;
         var options = services.GetRequiredService<NativeGpt2ServerOptions>();
@@ -50,6 +51,8 @@ public static class OpenAIEndpoints
         JsonRequest? body = null;
         try
         {
+            // The key is checked before the body is read: a client without it costs no more than its headers.
+            if (needsKey && options.ApiKey is { } key) CheckApiKey(http, key);
             if (readBody) body = await JsonRequest.ReadAsync(http.Request, options.MaxRequestBodyBytes, aborted).ConfigureAwait(false);
             using var request = new ServerRequest(http, body, services.GetRequiredService<Gpt2CausalLM>(), services.GetRequiredService<NativeGpt2ServiceOptions>(),
                 options, services.GetRequiredService<RequestGate>());
@@ -81,6 +84,26 @@ public static class OpenAIEndpoints
         {
             body?.Dispose();
         }
+    }
+
+    /// <summary>Throws a 401 unless the request carries <c>Authorization: Bearer <paramref name="key"/></c>; compared in constant time.</summary>
+    private static void CheckApiKey(HttpContext http, string key)
+    {
+        var header = http.Request.Headers.Authorization.ToString();
+        const string Scheme = "Bearer ";
+        if (!header.StartsWith(Scheme, StringComparison.OrdinalIgnoreCase))
+            throw Unauthorized(http, header.Length == 0
+                ? "no API key: this server needs one, sent as 'Authorization: Bearer KEY' (the api_key of OpenAI's clients)"
+                : "the Authorization header is not 'Bearer KEY'");
+        var sent = Encoding.UTF8.GetBytes(header[Scheme.Length..].Trim());
+        if (!System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(sent, Encoding.UTF8.GetBytes(key)))
+            throw Unauthorized(http, "incorrect API key");
+    }
+
+    private static OpenAIError Unauthorized(HttpContext http, string message)
+    {
+        http.Response.Headers.WWWAuthenticate = "Bearer";
+        return new OpenAIError(StatusCodes.Status401Unauthorized, message, code: "invalid_api_key");
     }
 
     /// <summary>Request fields for the library's parameter names.</summary>

@@ -9,7 +9,7 @@ using NativeGpt2.Server;
 namespace NativeGpt2.Cli.Commands;
 
 /// <summary>
-/// <c>nativegpt2 serve [--model SPEC] [--urls URL] [--max-concurrent N] [--max-queue N] [--max-batch-size N] [--model-id NAME]</c>:
+/// <c>nativegpt2 serve [--model SPEC] [--urls URL] [--max-concurrent N] [--max-queue N] [--max-batch-size N] [--model-id NAME] [--api-key KEY]</c>:
 /// the OpenAI-compatible API (<see cref="OpenAIEndpoints"/>) until Ctrl+C or SIGTERM.
 /// </summary>
 internal static class ServeCommand
@@ -37,14 +37,19 @@ internal static class ServeCommand
             DefaultValueFactory = _ => modelDefaults.PrefillChunkTokens,
         };
         var modelId = new Option<string?>("--model-id") { Description = "The model name in responses and /v1/models (default: the model spec)." };
+        var apiKey = new Option<string?>("--api-key")
+        {
+            Description = $"Answer only requests that send 'Authorization: Bearer KEY' (OpenAI's clients: api_key); /health stays open. Default: ${ApiKeyVariable}, else none.",
+        };
         var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/embeddings, /v1/models, /tokenize, /detokenize, /health.")
         {
-            model, backend, weights, urls, concurrent, queue, batch, chunk, modelId,
+            model, backend, weights, urls, concurrent, queue, batch, chunk, modelId, apiKey,
         };
         command.SetAction(async (parse, cancellation) =>
         {
             var spec = parse.GetValue(model) ?? CommonOptions.BundledModel;
-            var server = new NativeGpt2ServerOptions { MaxConcurrentRequests = parse.GetValue(concurrent), MaxQueuedRequests = parse.GetValue(queue) };
+            var key = parse.GetValue(apiKey) ?? (Environment.GetEnvironmentVariable(ApiKeyVariable) is { Length: > 0 } fromEnvironment ? fromEnvironment : null);
+            var server = new NativeGpt2ServerOptions { MaxConcurrentRequests = parse.GetValue(concurrent), MaxQueuedRequests = parse.GetValue(queue), ApiKey = key };
             CommonOptions.ValidateAsUsage(server.Validate);
             var batchSize = parse.GetValue(batch);
             var chunkTokens = parse.GetValue(chunk);
@@ -64,14 +69,17 @@ internal static class ServeCommand
             builder.Services.AddSingleton<IHostLifetime, NoSignalLifetime>();
             builder.Services.AddNativeGpt2Server(spec,
                 o => { o.Load = load; o.ModelId = parse.GetValue(modelId) ?? (spec == CommonOptions.BundledModel ? "shakespeare-char" : spec); o.MaxBatchSize = batchSize; o.PrefillChunkTokens = chunkTokens; },
-                o => { o.MaxConcurrentRequests = server.MaxConcurrentRequests; o.MaxQueuedRequests = server.MaxQueuedRequests; });
+                o => { o.MaxConcurrentRequests = server.MaxConcurrentRequests; o.MaxQueuedRequests = server.MaxQueuedRequests; o.ApiKey = server.ApiKey; });
             await using var app = builder.Build();
             app.MapNativeGpt2OpenAI();
 
             // Load before listening: a bad model ends the command with its error, and /health answers only when ready.
             var lm = app.Services.GetRequiredService<Gpt2CausalLM>();
             await app.StartAsync(cancellation);
-            context.Error.WriteLine($"serving {spec} ({lm.Backend.Description}) on {string.Join(", ", app.Urls)}; Ctrl+C stops");
+            context.Error.WriteLine($"serving {spec} ({lm.Backend.Description}) on {string.Join(", ", app.Urls)}{(key is null ? "" : ", API key required")}; Ctrl+C stops");
+            if (key is null && addresses.Any(IsReachableFromOtherMachines))
+                context.Logger.LogWarning("listening beyond this machine ({Urls}) without an API key: anyone who reaches it can use the model; give --api-key or ${Variable}",
+                    string.Join(", ", addresses), ApiKeyVariable);
             try
             {
                 await Task.Delay(Timeout.Infinite, cancellation);
@@ -85,6 +93,17 @@ internal static class ServeCommand
             return CliApp.Success;
         });
         return command;
+    }
+
+    /// <summary>The environment variable <c>--api-key</c> defaults to, so that the key need not appear in the process list.</summary>
+    public const string ApiKeyVariable = "NATIVEGPT2_API_KEY";
+
+    /// <summary>Whether <paramref name="address"/> listens on more than the loopback interface (<c>0.0.0.0</c>, <c>*</c>, a LAN address).</summary>
+    internal static bool IsReachableFromOtherMachines(string address)
+    {
+        var binding = Microsoft.AspNetCore.Http.BindingAddress.Parse(address);
+        if (binding.IsUnixPipe || binding.Host is "localhost") return false;
+        return !(System.Net.IPAddress.TryParse(binding.Host.Trim('[', ']'), out var ip) && System.Net.IPAddress.IsLoopback(ip));
     }
 
     /// <summary>The <c>--urls</c> list, each address checked as Kestrel will read it: http or https, a host, a port from 0 to 65,535.</summary>

@@ -43,6 +43,36 @@ public class ServeCommandTests
         Assert.Contains("stopped", Errors());
     }
 
+    [Fact]
+    public async Task Serve_with_an_api_key_asks_every_request_for_it()
+    {
+        var buffer = new StringWriter();
+        var stderr = TextWriter.Synchronized(buffer);
+        string Errors() { lock (stderr) return buffer.ToString(); }
+        using var stop = new CancellationTokenSource();
+        var run = CliApp.RunAsync(["serve", "--model", Paths.Model("shakespeare-char"), "--urls", "http://127.0.0.1:0", "--api-key", "sk-cli"], TextWriter.Null, stderr, stop.Token);
+
+        Uri? address = null;
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (address is null && !run.IsCompleted && DateTime.UtcNow < deadline)
+        {
+            if (Regex.Match(Errors(), @" on (http://127\.0\.0\.1:\d+), API key required") is { Success: true } match) address = new Uri(match.Groups[1].Value);
+            else await Task.Delay(50);
+        }
+        Assert.True(address is not null, "serve did not report its address and key: " + Errors());
+
+        using var http = new HttpClient { BaseAddress = address };
+        using var without = await http.GetAsync("/v1/models");
+        http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", "sk-cli");
+        using var with = await http.GetAsync("/v1/models");
+        await stop.CancelAsync();
+
+        Assert.Equal(HttpStatusCode.Unauthorized, without.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, with.StatusCode);
+        Assert.Equal(CliApp.Success, await run);
+        Assert.DoesNotContain("without an API key", Errors());
+    }
+
     [Theory]
     [InlineData("notaurl")]
     [InlineData("http://127.0.0.1:99999")]
@@ -71,6 +101,7 @@ public class ServeCommandTests
     [InlineData("--max-batch-size", "0", "must be from 1 to 64")]
     [InlineData("--max-batch-size", "65", "must be from 1 to 64")]
     [InlineData("--prefill-chunk-tokens", "0", "must be at least 1")]
+    [InlineData("--api-key", "two words", "without spaces")]
     public void A_bad_queue_or_batch_size_is_a_usage_error(string option, string value, string rule)
     {
         var result = CliRunner.Run("serve", "--model", Paths.Model("shakespeare-char"), option, value);
