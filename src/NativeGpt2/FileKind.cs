@@ -4,9 +4,9 @@ namespace NativeGpt2;
 
 /// <summary>
 /// Tells a regular file from the other things a path can name on Unix: a device (<c>/dev/null</c>), a pipe or FIFO
-/// (<c>/dev/stdout</c> in a pipeline), a socket, a terminal. .NET reports all of them as plain files, so
-/// <see cref="AtomicFile"/> asks the system: renaming a new file over one of them would replace it (as root, even
-/// <c>/dev/null</c>) instead of writing to it.
+/// (<c>/dev/stdout</c> in a pipeline), a socket, a terminal. .NET reports all of them as plain files, so this asks the
+/// system. <see cref="AtomicFile"/> writes such a path in place (renaming a new file over it would replace it: as root,
+/// even <c>/dev/null</c>), and <see cref="Loading.ModelFiles"/> refuses one before opening it (a FIFO would block).
 /// </summary>
 internal static partial class FileKind
 {

@@ -157,7 +157,7 @@ internal sealed class HubDownloader(HttpClient client, string endpoint, string r
             if (response.StatusCode == HttpStatusCode.NotFound && offset == 0) return null;
             if (response.StatusCode is HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden)
                 throw new ModelDownloadException(url, token is null
-                    ? $"HTTP {(int)response.StatusCode}: the repository is private or gated; set HF_TOKEN to an access token, or log in with `hf auth login`"
+                    ? $"HTTP {(int)response.StatusCode}: the repository is private or gated; set HF_TOKEN to an access token, or log in with 'hf auth login'"
                     : $"HTTP {(int)response.StatusCode}: the access token sent was refused for this repository (a gated model also needs its terms accepted on the hub)");
             if (!response.IsSuccessStatusCode)
                 throw new ModelDownloadException(url, $"HTTP {(int)response.StatusCode} {response.ReasonPhrase}");
