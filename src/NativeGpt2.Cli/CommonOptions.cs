@@ -149,9 +149,14 @@ internal static class CommonOptions
         return tokens;
     }
 
-    /// <summary>Parses <c>1,2,3</c> into token ids: an empty entry (<c>1,,2</c>) is an error, not skipped.</summary>
+    /// <summary>
+    /// Parses <c>1,2,3</c> into token ids, also written as a JSON or Python list (<c>[1, 2, 3]</c>, as
+    /// <c>tokenize --json</c> prints them): an empty entry (<c>1,,2</c>) is an error, not skipped.
+    /// </summary>
     public static int[] ParseIds(string text, string option)
     {
+        text = text.Trim();
+        if (text.StartsWith('[') && text.EndsWith(']')) text = text[1..^1];
         if (string.IsNullOrWhiteSpace(text)) throw new UsageException($"{option}: give at least one token id, e.g. 1,2,3");
         var parts = text.Split(',', StringSplitOptions.TrimEntries);
         var ids = new int[parts.Length];

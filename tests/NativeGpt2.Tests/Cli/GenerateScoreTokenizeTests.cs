@@ -314,6 +314,9 @@ public class GenerateScoreTokenizeTests
         Assert.Equal("{\"ids\":[17250,50256,8117]}", json.Out.Trim());
         var text = CliRunner.Run("detokenize", "--model", Paths.Model("gpt2-mini"), "--ids", "15496,11,995,0");
         Assert.Equal("Hello, world!", text.Out.TrimEnd('\r', '\n'));
+        // As tokenize --json and Python print them.
+        Assert.Equal(text.Out, CliRunner.Run("detokenize", "--model", Paths.Model("gpt2-mini"), "--ids", "[15496, 11, 995, 0]").Out);
+        Assert.Equal("error: --ids: give at least one token id, e.g. 1,2,3", CliRunner.Run("detokenize", "--model", Paths.Model("gpt2-mini"), "--ids", "[]").Error.Trim());
         // A synthetic model uses the original GPT-2 vocabulary.
         Assert.Equal("15496,11,995,0", CliRunner.Run("tokenize", "--model", "synthetic:gpt2-xl", "--text", "Hello, world!").Out.Trim());
     }
