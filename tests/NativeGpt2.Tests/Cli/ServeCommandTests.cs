@@ -11,26 +11,59 @@ namespace NativeGpt2.Tests.Cli;
 /// <summary><c>nativegpt2 serve</c>: listens where told, answers, and stops cleanly when cancelled (Ctrl+C, SIGTERM).</summary>
 public class ServeCommandTests
 {
+    /// <summary>A <c>serve</c> command running in-process until <see cref="Stop"/>, with what it wrote to stderr.</summary>
+    private sealed class RunningServe : IDisposable
+    {
+        private readonly StringWriter _buffer = new();
+        // Synchronized writers lock on themselves: reading under that lock sees whole lines.
+        private readonly TextWriter _stderr;
+        private readonly CancellationTokenSource _stop = new();
+        private readonly Task<int> _run;
+
+        private RunningServe(string[] arguments)
+        {
+            _stderr = TextWriter.Synchronized(_buffer);
+            _run = CliApp.RunAsync(["serve", "--model", Paths.Model("shakespeare-char"), "--urls", "http://127.0.0.1:0", .. arguments], TextWriter.Null, _stderr, _stop.Token);
+        }
+
+        public Uri Address { get; private set; } = null!;
+
+        public string Errors() { lock (_stderr) return _buffer.ToString(); }
+
+        /// <summary>Starts serve with <paramref name="arguments"/> and waits for its "serving … on ADDRESS" line, which must match <paramref name="line"/>.</summary>
+        public static async Task<RunningServe> StartAsync(string line, params string[] arguments)
+        {
+            var serve = new RunningServe(arguments);
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (!serve._run.IsCompleted && DateTime.UtcNow < deadline)
+            {
+                if (Regex.Match(serve.Errors(), line) is { Success: true } match)
+                {
+                    serve.Address = new Uri(match.Groups[1].Value);
+                    return serve;
+                }
+                await Task.Delay(50);
+            }
+            Assert.Fail($"serve did not report {line}: {serve.Errors()}");
+            return serve;
+        }
+
+        /// <summary>Cancels the command, as Ctrl+C does, and returns its exit code.</summary>
+        public async Task<int> Stop()
+        {
+            await _stop.CancelAsync();
+            return await _run;
+        }
+
+        public void Dispose() => _stop.Dispose();
+    }
+
     [Fact]
     public async Task Serve_answers_completions_and_stops_with_exit_code_zero()
     {
-        var buffer = new StringWriter();
-        // Synchronized writers lock on themselves: reading under that lock sees whole lines.
-        var stderr = TextWriter.Synchronized(buffer);
-        string Errors() { lock (stderr) return buffer.ToString(); }
-        using var stop = new CancellationTokenSource();
-        var run = CliApp.RunAsync(["serve", "--model", Paths.Model("shakespeare-char"), "--urls", "http://127.0.0.1:0", "--model-id", "bard"], TextWriter.Null, stderr, stop.Token);
+        using var serve = await RunningServe.StartAsync(@" on (http://127\.0\.0\.1:\d+)", "--model-id", "bard");
 
-        Uri? address = null;
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (address is null && !run.IsCompleted && DateTime.UtcNow < deadline)
-        {
-            if (Regex.Match(Errors(), @" on (http://127\.0\.0\.1:\d+)") is { Success: true } match) address = new Uri(match.Groups[1].Value);
-            else await Task.Delay(50);
-        }
-        Assert.True(address is not null, "serve did not report its address: " + Errors());
-
-        using var http = new HttpClient { BaseAddress = address };
+        using var http = new HttpClient { BaseAddress = serve.Address };
         var models = await http.GetFromJsonAsync<JsonElement>("/v1/models");
         Assert.Equal("bard", models.GetProperty("data")[0].GetProperty("id").GetString());
         using var response = await http.PostAsync("/v1/completions", new StringContent("""{"prompt":"ROMEO:\n","max_tokens":12,"temperature":0}"""));
@@ -38,39 +71,24 @@ public class ServeCommandTests
         var text = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("choices")[0].GetProperty("text").GetString();
         Assert.Equal(Models.Get("shakespeare-char").Generate("ROMEO:\n", new GenerationOptions { Greedy = true, MaxNewTokens = 12 }).Text, text);
 
-        await stop.CancelAsync();
-        Assert.Equal(CliApp.Success, await run);
-        Assert.Contains("stopped", Errors());
+        Assert.Equal(CliApp.Success, await serve.Stop());
+        Assert.Contains("stopped", serve.Errors());
     }
 
     [Fact]
     public async Task Serve_with_an_api_key_asks_every_request_for_it()
     {
-        var buffer = new StringWriter();
-        var stderr = TextWriter.Synchronized(buffer);
-        string Errors() { lock (stderr) return buffer.ToString(); }
-        using var stop = new CancellationTokenSource();
-        var run = CliApp.RunAsync(["serve", "--model", Paths.Model("shakespeare-char"), "--urls", "http://127.0.0.1:0", "--api-key", "sk-cli"], TextWriter.Null, stderr, stop.Token);
+        using var serve = await RunningServe.StartAsync(@" on (http://127\.0\.0\.1:\d+), API key required", "--api-key", "sk-cli");
 
-        Uri? address = null;
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (address is null && !run.IsCompleted && DateTime.UtcNow < deadline)
-        {
-            if (Regex.Match(Errors(), @" on (http://127\.0\.0\.1:\d+), API key required") is { Success: true } match) address = new Uri(match.Groups[1].Value);
-            else await Task.Delay(50);
-        }
-        Assert.True(address is not null, "serve did not report its address and key: " + Errors());
-
-        using var http = new HttpClient { BaseAddress = address };
+        using var http = new HttpClient { BaseAddress = serve.Address };
         using var without = await http.GetAsync("/v1/models");
         http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", "sk-cli");
         using var with = await http.GetAsync("/v1/models");
-        await stop.CancelAsync();
 
         Assert.Equal(HttpStatusCode.Unauthorized, without.StatusCode);
         Assert.Equal(HttpStatusCode.OK, with.StatusCode);
-        Assert.Equal(CliApp.Success, await run);
-        Assert.DoesNotContain("without an API key", Errors());
+        Assert.Equal(CliApp.Success, await serve.Stop());
+        Assert.DoesNotContain("without an API key", serve.Errors());
     }
 
     [Theory]
