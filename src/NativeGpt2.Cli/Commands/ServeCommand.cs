@@ -9,7 +9,7 @@ using NativeGpt2.Server;
 namespace NativeGpt2.Cli.Commands;
 
 /// <summary>
-/// <c>nativegpt2 serve [--model SPEC] [--urls URL] [--max-concurrent N] [--max-queue N] [--max-batch-size N] [--model-id NAME] [--api-key KEY]</c>:
+/// <c>nativegpt2 serve [--model SPEC] [--urls URL] [--max-concurrent N] [--max-queue N] [--max-batch-size N] [--model-id NAME] [--cors-origin ORIGIN]... [--api-key KEY]</c>:
 /// the OpenAI-compatible API (<see cref="OpenAIEndpoints"/>) until Ctrl+C or SIGTERM.
 /// </summary>
 internal static class ServeCommand
@@ -37,13 +37,18 @@ internal static class ServeCommand
             DefaultValueFactory = _ => modelDefaults.PrefillChunkTokens,
         };
         var modelId = new Option<string?>("--model-id") { Description = "The model name in responses and /v1/models (default: the model spec)." };
+        var corsOrigins = new Option<string[]>("--cors-origin")
+        {
+            Description = "Let web pages from this origin call the API from a browser (e.g. http://localhost:3000; * for any); may be repeated. Default: none.",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var apiKey = new Option<string?>("--api-key")
         {
             Description = $"Answer only requests that send 'Authorization: Bearer KEY' (OpenAI's clients: api_key); /health stays open. Default: ${ApiKeyVariable}, else none.",
         };
         var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/embeddings, /v1/models, /tokenize, /detokenize, /health.")
         {
-            model, backend, weights, urls, concurrent, queue, batch, chunk, modelId, apiKey,
+            model, backend, weights, urls, concurrent, queue, batch, chunk, modelId, corsOrigins, apiKey,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -55,6 +60,7 @@ internal static class ServeCommand
             var chunkTokens = parse.GetValue(chunk);
             CommonOptions.ValidateAsUsage(new AI.NativeGpt2ServiceOptions { MaxBatchSize = batchSize, PrefillChunkTokens = chunkTokens }.Validate);
             var addresses = CheckedUrls(parse.GetValue(urls)!);
+            var origins = CheckedOrigins(parse.GetValue(corsOrigins) ?? []);
             var load = context.LoadOptionsOn(parse.GetValue(backend), parse.GetValue(weights));
 
             var builder = WebApplication.CreateSlimBuilder();
@@ -70,7 +76,18 @@ internal static class ServeCommand
             builder.Services.AddNativeGpt2Server(spec,
                 o => { o.Load = load; o.ModelId = parse.GetValue(modelId) ?? (spec == CommonOptions.BundledModel ? "shakespeare-char" : spec); o.MaxBatchSize = batchSize; o.PrefillChunkTokens = chunkTokens; },
                 o => { o.MaxConcurrentRequests = server.MaxConcurrentRequests; o.MaxQueuedRequests = server.MaxQueuedRequests; o.ApiKey = server.ApiKey; });
+            if (origins.Length > 0)
+            {
+                // Browsers ask first (a preflight OPTIONS without the API key); the answer names the origin, or any with *.
+                builder.Services.AddCors(o => o.AddDefaultPolicy(policy =>
+                {
+                    if (origins.Contains("*")) policy.AllowAnyOrigin();
+                    else policy.WithOrigins(origins);
+                    policy.AllowAnyHeader().AllowAnyMethod();
+                }));
+            }
             await using var app = builder.Build();
+            if (origins.Length > 0) app.UseCors();
             app.MapNativeGpt2OpenAI();
 
             // Load before listening: a bad model ends the command with its error, and /health answers only when ready.
@@ -93,6 +110,19 @@ internal static class ServeCommand
             return CliApp.Success;
         });
         return command;
+    }
+
+    /// <summary>The <c>--cors-origin</c> values, each <c>*</c> or an origin as a browser sends it: scheme, host and port, no path.</summary>
+    internal static string[] CheckedOrigins(string[] origins)
+    {
+        foreach (var origin in origins)
+        {
+            if (origin == "*") continue;
+            if (!Uri.TryCreate(origin, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https")
+                || uri.GetLeftPart(UriPartial.Authority) != origin.TrimEnd('/'))
+                throw new UsageException($"--cors-origin: '{origin}' is not an origin such as http://localhost:3000 (scheme, host and port, no path), or *");
+        }
+        return origins.Select(o => o == "*" ? o : o.TrimEnd('/')).ToArray();
     }
 
     /// <summary>The environment variable <c>--api-key</c> defaults to, so that the key need not appear in the process list.</summary>

@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Http.Json;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using NativeGpt2.Cli;
@@ -64,7 +63,11 @@ public class ServeCommandTests
         using var serve = await RunningServe.StartAsync(@" on (http://127\.0\.0\.1:\d+)", "--model-id", "bard");
 
         using var http = new HttpClient { BaseAddress = serve.Address };
-        var models = await http.GetFromJsonAsync<JsonElement>("/v1/models");
+        using var fromPage = new HttpRequestMessage(HttpMethod.Get, "/v1/models") { Headers = { { "Origin", "http://localhost:3000" } } };
+        using var modelsResponse = await http.SendAsync(fromPage);
+        // No --cors-origin: a browser gets no permission to read the answer.
+        Assert.False(modelsResponse.Headers.Contains("Access-Control-Allow-Origin"));
+        var models = JsonDocument.Parse(await modelsResponse.Content.ReadAsStringAsync()).RootElement;
         Assert.Equal("bard", models.GetProperty("data")[0].GetProperty("id").GetString());
         using var response = await http.PostAsync("/v1/completions", new StringContent("""{"prompt":"ROMEO:\n","max_tokens":12,"temperature":0}"""));
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -89,6 +92,46 @@ public class ServeCommandTests
         Assert.Equal(HttpStatusCode.OK, with.StatusCode);
         Assert.Equal(CliApp.Success, await serve.Stop());
         Assert.DoesNotContain("without an API key", serve.Errors());
+    }
+
+    [Fact]
+    public async Task Serve_answers_a_browsers_preflight_for_the_origins_it_is_given_and_no_others()
+    {
+        using var serve = await RunningServe.StartAsync(@" on (http://127\.0\.0\.1:\d+)", "--cors-origin", "http://localhost:3000", "--api-key", "sk-cors");
+        using var http = new HttpClient { BaseAddress = serve.Address };
+
+        async Task<HttpResponseMessage> Preflight(string origin)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Options, "/v1/chat/completions");
+            request.Headers.Add("Origin", origin);
+            request.Headers.Add("Access-Control-Request-Method", "POST");
+            request.Headers.Add("Access-Control-Request-Headers", "authorization,content-type");
+            return await http.SendAsync(request);
+        }
+        using var allowed = await Preflight("http://localhost:3000");
+        using var other = await Preflight("http://elsewhere.test");
+        using var call = new HttpRequestMessage(HttpMethod.Get, "/v1/models") { Headers = { { "Origin", "http://localhost:3000" }, { "Authorization", "Bearer sk-cors" } } };
+        using var answered = await http.SendAsync(call);
+
+        // The preflight carries no API key, and needs none; the call itself still does.
+        Assert.Equal(HttpStatusCode.NoContent, allowed.StatusCode);
+        Assert.Equal("http://localhost:3000", allowed.Headers.GetValues("Access-Control-Allow-Origin").Single());
+        Assert.Contains("authorization", allowed.Headers.GetValues("Access-Control-Allow-Headers").Single());
+        Assert.False(other.Headers.Contains("Access-Control-Allow-Origin"));
+        Assert.Equal(HttpStatusCode.OK, answered.StatusCode);
+        Assert.Equal("http://localhost:3000", answered.Headers.GetValues("Access-Control-Allow-Origin").Single());
+        Assert.Equal(CliApp.Success, await serve.Stop());
+    }
+
+    [Theory]
+    [InlineData("http://localhost:3000/app")]
+    [InlineData("localhost:3000")]
+    [InlineData("ftp://host")]
+    public void A_cors_origin_that_is_not_an_origin_is_a_usage_error(string origin)
+    {
+        var result = CliRunner.Run("serve", "--model", Paths.Model("shakespeare-char"), "--cors-origin", origin);
+        Assert.Equal(CliApp.UsageError, result.ExitCode);
+        Assert.StartsWith($"error: --cors-origin: '{origin}' is not an origin", result.Error);
     }
 
     [Theory]
