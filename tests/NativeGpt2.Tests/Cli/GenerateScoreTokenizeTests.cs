@@ -342,10 +342,30 @@ public class GenerateScoreTokenizeTests
         Assert.Equal(expected.Length.ToString(System.Globalization.CultureInfo.InvariantCulture), counted.Out.Trim());
     }
 
+    [Fact]
+    public void Tokenize_pieces_shows_each_tokens_text()
+    {
+        const string Text = "Hello, world!\n  café";
+        var tokenizer = Models.Get("gpt2-mini").Tokenizer!;
+        var ids = tokenizer.Encode(Text);
+
+        var lines = CliRunner.Run("tokenize", "--model", Paths.Model("gpt2-mini"), "--text", Text, "--pieces");
+        var json = CliRunner.Run("tokenize", "--model", Paths.Model("gpt2-mini"), "--text", Text, "--pieces", "--json");
+
+        Assert.Equal(CliApp.Success, lines.ExitCode);
+        var rows = lines.Out.TrimEnd().Split('\n').Select(l => l.Trim().Split("  ", 2)).ToArray();
+        Assert.Equal(ids, rows.Select(r => int.Parse(r[0], System.Globalization.CultureInfo.InvariantCulture)));
+        Assert.Equal(["\"Hello\"", "\",\"", "\" world\"", "\"!\"", "\"\\n\""], rows.Take(5).Select(r => r[1]));
+        var root = JsonDocument.Parse(json.Out).RootElement;
+        Assert.Equal(ids, root.GetProperty("ids").EnumerateArray().Select(i => i.GetInt32()));
+        Assert.Equal(Text, string.Concat(root.GetProperty("pieces").EnumerateArray().Select(p => p.GetString())));
+    }
+
     [Theory]
     [InlineData(new string[0], "error: give the text as exactly one of --text TEXT or --file PATH")]
     [InlineData(new[] { "--text", "x", "--file", "-" }, "error: give the text as exactly one of --text TEXT or --file PATH")]
-    [InlineData(new[] { "--text", "x", "--json", "--count" }, "error: give at most one of --json and --count")]
+    [InlineData(new[] { "--text", "x", "--json", "--count" }, "error: --count prints the number alone: give it without --json and --pieces")]
+    [InlineData(new[] { "--text", "x", "--pieces", "--count" }, "error: --count prints the number alone: give it without --json and --pieces")]
     public void Tokenize_takes_exactly_one_text_and_one_output_form(string[] arguments, string error)
     {
         // No such model: the usage error comes before any loading.
