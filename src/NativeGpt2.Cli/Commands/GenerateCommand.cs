@@ -96,37 +96,26 @@ internal static class GenerateCommand
             if (lm.Tokenizer is null)
                 throw new NativeGpt2Exception($"model '{lm.Source}' has no tokenizer ({Tokenization.Gpt2Tokenizer.NoTokenizerFiles}), so --prompt cannot be read; 'nativegpt2 forward --ids' runs it on token ids");
             var returned = parse.GetValue(sequences);
-            if (parse.GetValue(json))
+            if (parse.GetValue(json) || returned != 1 || options.NumBeams > 1)
             {
-                // The whole result at the end, as beam search prints it: no stream to interleave with.
+                // Printed when generation ends: --json, several sequences (each as the prompt and its continuation), and beam
+                // search, which knows its text only at the end. Generate and GenerateSequences check the prompt before they
+                // start, and that is the only ArgumentException they throw: a usage error, as with streaming.
                 IReadOnlyList<GenerationResult> results = null!;
                 CommonOptions.ValidateAsUsage(() => results = returned == 1 ? [lm.Generate(text, options, cancellation)] : lm.GenerateSequences(text, returned, options, cancellation));
-                CliJson.Write(context.Out, new Dictionary<string, object?>
+                if (parse.GetValue(json))
                 {
-                    ["prompt"] = text,
-                    ["prompt_tokens"] = results[0].PromptIds.Count,
-                    ["choices"] = results.Select(r => new Dictionary<string, object?>
+                    CliJson.Write(context.Out, new Dictionary<string, object?>
                     {
-                        ["text"] = r.Text, ["ids"] = r.GeneratedIds, ["finish_reason"] = FinishReasonName(r.FinishReason),
-                    }).ToArray(),
-                });
-                return CliApp.Success;
-            }
-            if (returned != 1)
-            {
-                // Several sequences are printed when all are done, each as the prompt and its continuation.
-                IReadOnlyList<GenerationResult> results = null!;
-                CommonOptions.ValidateAsUsage(() => results = lm.GenerateSequences(text, returned, options, cancellation));
-                await context.Out.WriteLineAsync(string.Join(Environment.NewLine + "---" + Environment.NewLine, results.Select(r => text + r.Text)));
-                return CliApp.Success;
-            }
-            if (options.NumBeams > 1)
-            {
-                // Beam search knows its text only at the end. Generate checks the prompt before the search starts, and
-                // that is the only ArgumentException it throws: a usage error, as with streaming.
-                GenerationResult result = null!;
-                CommonOptions.ValidateAsUsage(() => result = lm.Generate(text, options, cancellation));
-                await context.Out.WriteLineAsync(text + result.Text);
+                        ["prompt"] = text,
+                        ["prompt_tokens"] = results[0].PromptIds.Count,
+                        ["choices"] = results.Select(r => new Dictionary<string, object?>
+                        {
+                            ["text"] = r.Text, ["ids"] = r.GeneratedIds, ["finish_reason"] = FinishReasonName(r.FinishReason),
+                        }).ToArray(),
+                    });
+                }
+                else await context.Out.WriteLineAsync(string.Join(Environment.NewLine + "---" + Environment.NewLine, results.Select(r => text + r.Text)));
                 return CliApp.Success;
             }
             // The prompt is checked against the context here, before anything is printed.

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
 using NativeGpt2.Cli.Visualization;
 
 namespace NativeGpt2.Cli.Commands;
@@ -55,7 +54,7 @@ internal static class ScoreCommand
                         ["top"] = t.Top.Select(a => new Dictionary<string, object> { ["id"] = a.Id, ["text"] = Text(a.Id), ["logprob"] = a.LogProb }).ToArray(),
                     }).ToArray();
                 }
-                context.Out.WriteLine(JsonSerializer.Serialize(summary));
+                CliJson.Write(context.Out, summary);
             }
             else
             {

@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using NativeGpt2.Cli.Visualization;
 using NativeGpt2.Tokenization;
@@ -34,7 +33,7 @@ internal static class TokenizeCommand
             {
                 var result = new Dictionary<string, object> { ["ids"] = ids };
                 if (parse.GetValue(pieces)) result["pieces"] = ids.Select(id => TokenLabels.Text(tokenizer, id)).ToArray();
-                context.Out.WriteLine(JsonSerializer.Serialize(result));
+                CliJson.Write(context.Out, result);
             }
             else if (parse.GetValue(pieces))
             {
