@@ -150,7 +150,7 @@ public sealed record Gpt2Config
     /// <summary>Parses and validates <c>config.json</c> content; <paramref name="path"/> names it in errors.</summary>
     public static Gpt2Config Parse(ReadOnlySpan<byte> json, string path)
     {
-        using (var document = Loading.JsonFile.Parse(json.ToArray(), path))
+        using (var document = Loading.JsonFile.ParseFile(json.ToArray(), path))
         {
             var reader = ConfigReader.Of(document, path);
 
@@ -207,7 +207,7 @@ public sealed record Gpt2Config
     /// <exception cref="ModelFormatException">The file is not a JSON object, or an id is malformed or outside the vocabulary.</exception>
     internal Gpt2Config WithGenerationConfig(ReadOnlySpan<byte> json, string path)
     {
-        using var document = Loading.JsonFile.Parse(json.ToArray(), path);
+        using var document = Loading.JsonFile.ParseFile(json.ToArray(), path);
         var reader = ConfigReader.Of(document, path);
         var eos = reader.IntOrInts("eos_token_id", MaxEosTokenIds);
         var config = this with

@@ -206,6 +206,43 @@ public class FileAndNumberRulesTests : IDisposable
         Assert.Contains("duplicate entry", error.Message);
     }
 
+    private static void PrependByteOrderMark(string path) => File.WriteAllBytes(path, [0xEF, 0xBB, 0xBF, .. File.ReadAllBytes(path)]);
+
+    [Fact]
+    public void Json_files_may_begin_with_a_utf8_byte_order_mark()
+    {
+        // Windows editors write one; the model and its tokenizer read as without it.
+        var directory = CopyOf("gpt2-mini");
+        foreach (var file in new[] { "config.json", "generation_config.json", "vocab.json", "merges.txt" })
+            PrependByteOrderMark(Path.Combine(directory, file));
+        var sharded = CopyOf("tiny-sharded", "sharded");
+        PrependByteOrderMark(Path.Combine(sharded, ShardIndex.FileName));
+
+        using var model = Gpt2CausalLM.Load(directory);
+        using var original = Gpt2CausalLM.Load(Paths.Model("gpt2-mini"));
+        using var shardedModel = Gpt2CausalLM.Load(sharded);
+        using var shardedOriginal = Gpt2CausalLM.Load(Paths.Model("tiny-sharded"));
+
+        Assert.Equal(original.Config with { AdditionalEosTokenIds = [], DefaultedSizes = [] }, model.Config with { AdditionalEosTokenIds = [], DefaultedSizes = [] });
+        Assert.Equal(original.Config.AdditionalEosTokenIds, model.Config.AdditionalEosTokenIds);
+        const string text = "Hello, world: naïve café";
+        Assert.Equal(original.Tokenizer!.Encode(text), model.Tokenizer!.Encode(text));
+        Assert.Equal(original.Forward(TokenBatch.FromIds([1, 2, 3])).Logits.Data, model.Forward(TokenBatch.FromIds([1, 2, 3])).Logits.Data);
+        Assert.Equal(shardedOriginal.Forward(TokenBatch.FromIds([1, 2, 3])).Logits.Data, shardedModel.Forward(TokenBatch.FromIds([1, 2, 3])).Logits.Data);
+    }
+
+    [Fact]
+    public void A_safetensors_header_may_not_begin_with_a_byte_order_mark()
+    {
+        var path = _temp.File("bom.safetensors");
+        byte[] header = [0xEF, 0xBB, 0xBF, .. """{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"""u8];
+        File.WriteAllBytes(path, [.. BitConverter.GetBytes((ulong)header.Length), .. header, 0, 0, 0, 0]);
+
+        var error = Assert.Throws<ModelFormatException>(() => SafetensorsFile.Open(path));
+
+        Assert.Equal("header", error.Field);
+    }
+
     [Theory]
     [InlineData("config.json", "\"n_embd\": 32,", "\"n_embd\": 32, \"n_embd\": 64,", "n_embd")]
     [InlineData("model.safetensors.index.json", "\"weight_map\": {", "\"weight_map\": {\"transformer.wte.weight\": \"model-00001-of-00005.safetensors\",", "weight_map.transformer.wte.weight")]
