@@ -108,8 +108,12 @@ public static class CliApp
         string.Join(" ", message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
 
     /// <summary>The message on one line: multi-line messages (a list of tensor problems, an argument's actual value) are joined.</summary>
-    internal static string OneLine(Exception e) =>
-        string.Join("; ", e.Message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
+    internal static string OneLine(Exception e)
+    {
+        // "N tensor problem(s) …:" then a problem a line reads "…: first; second", not "…:; first".
+        var lines = e.Message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        return string.Concat(lines.Select((line, i) => i == 0 ? line : (lines[i - 1].EndsWith(':') ? " " : "; ") + line));
+    }
 
     /// <summary>
     /// The message on one line, without what only a caller of the library can use (<see cref="ArgumentMessage"/> for an

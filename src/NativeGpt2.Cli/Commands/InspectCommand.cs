@@ -15,7 +15,7 @@ internal static class InspectCommand
     {
         var model = CommonOptions.Model();
         model.Description += " Or a .safetensors file on its own: its metadata and tensors.";
-        var json = CliJson.Option("the description ({\"model\", \"config\", \"parameters\", \"tied\", \"dtypes\", \"files\", \"tensors\"}; config with config.json's names)");
+        var json = CliJson.Option("the description ({\"model\", \"config\", \"parameters\", \"tied\", \"dtypes\", \"files\", \"tensors\", \"problems\"}; config with config.json's names)");
         var command = new Command("inspect", "Show a model's config, parameter count, dtypes, head tying and tensors (reads headers only).") { model, json };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -30,7 +30,10 @@ internal static class InspectCommand
             var description = await Task.Run(() => ModelInspector.Inspect(parse.GetValue(model)!, context.LoadOptions, cancellation), cancellation);
             if (parse.GetValue(json)) WriteJson(description, context.Out);
             else Print(description, context.Out);
-            return CliApp.Success;
+            if (description.Problems.Count == 0) return CliApp.Success;
+            // Described in full, and still a failure: a script asking "will this load?" gets its answer from the exit code.
+            context.Error.WriteLine($"error: {description.Source}: {description.Problems.Count} tensor problem(s) for a GPT-2 of this config: the model would not load");
+            return CliApp.BadInput;
         });
         return command;
     }
@@ -69,6 +72,7 @@ internal static class InspectCommand
             {
                 ["name"] = t.StoredName, ["dtype"] = t.DType, ["shape"] = t.Shape, ["file"] = t.File, ["role"] = RoleName(t.Role),
             }).ToArray(),
+            ["problems"] = d.Problems.ToArray(),
         });
     }
 
@@ -121,15 +125,15 @@ internal static class InspectCommand
         o.WriteLine($"attention     {AttentionScores(c)}");
         o.WriteLine($"parameters    {c.ParameterCount.ToString("N0", n)}");
         o.WriteLine($"head          {(d.IsTied ? "tied: logits = hidden · wteᵀ (wte read in place)" : "untied: its own lm_head.weight")}");
-        o.WriteLine($"dtypes        {string.Join(", ", d.WeightDTypes)}");
+        o.WriteLine($"dtypes        {(d.WeightDTypes.Any() ? string.Join(", ", d.WeightDTypes) : "none")}");
         o.WriteLine($"special ids   bos={c.BosTokenId?.ToString(n) ?? "none"}  eos={(c.EosTokenId is null ? "none" : string.Join(",", c.AdditionalEosTokenIds.Prepend(c.EosTokenId.Value).Select(id => id.ToString(n))))}");
         foreach (var (file, bytes) in d.Files)
             o.WriteLine($"file          {file} ({bytes.ToString("N0", n)} bytes)");
         o.WriteLine();
 
         static string Shape(TensorDescription t) => "[" + string.Join(", ", t.Shape) + "]";
-        var nameWidth = Math.Max(4, d.Tensors.Max(t => t.StoredName.Length));
-        var shapeWidth = Math.Max(5, d.Tensors.Max(t => Shape(t).Length));
+        var nameWidth = d.Tensors.Select(t => t.StoredName.Length).Append(4).Max();
+        var shapeWidth = d.Tensors.Select(t => Shape(t).Length).Append(5).Max();
         o.WriteLine($"{"name".PadRight(nameWidth)}  {"dtype",-5}  {"shape".PadRight(shapeWidth)}  note".TrimEnd());
         foreach (var t in d.Tensors)
         {
@@ -142,5 +146,11 @@ internal static class InspectCommand
             };
             o.WriteLine($"{t.StoredName.PadRight(nameWidth)}  {t.DType,-5}  {Shape(t).PadRight(shapeWidth)}  {note}".TrimEnd());
         }
+        if (d.Tensors.Count == 0) o.WriteLine("(no tensors)");
+        if (d.Problems.Count == 0) return;
+        o.WriteLine();
+        o.WriteLine($"problems      {d.Problems.Count.ToString(n)}: the model would not load");
+        foreach (var problem in d.Problems)
+            o.WriteLine($"  {problem}");
     }
 }

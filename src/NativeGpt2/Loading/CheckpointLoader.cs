@@ -79,6 +79,8 @@ internal static partial class CheckpointLoader
         WithCheckpoint(directory, logger, (config, files) =>
         {
             var expected = Gpt2Weights.ExpectedTensors(config).Select(e => e.Name).ToHashSet();
+            var (catalogue, problems) = Catalogue(files, directory);
+            AddTensorProblems(config, catalogue, problems);
             var tensors = new List<TensorDescription>();
             foreach (var file in files)
             {
@@ -92,7 +94,10 @@ internal static partial class CheckpointLoader
                     tensors.Add(new TensorDescription(name, info.Name, info.DType.ToString(), info.Shape, Path.GetFileName(file.Path), role));
                 }
             }
-            return new ModelDescription(directory, config, files.Select(f => (Path.GetFileName(f.Path), f.FileLength)).ToList(), tensors);
+            return new ModelDescription(directory, config, files.Select(f => (Path.GetFileName(f.Path), f.FileLength)).ToList(), tensors)
+            {
+                Problems = problems,
+            };
         });
 
     private static string CanonicalName(string stored) =>
@@ -167,13 +172,14 @@ internal static partial class CheckpointLoader
         return (tensors, problems);
     }
 
-    private static Gpt2Weights Read(Gpt2Config config, string directory,
-        Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> tensors, List<string> problems,
-        ILogger logger, IProgress<LoadProgress>? progress, WeightStorage storage, CancellationToken cancellationToken)
+    /// <summary>
+    /// Adds to <paramref name="problems"/> every weight the config expects that is missing, mis-shaped or of a dtype that
+    /// cannot be read: what keeps the checkpoint from loading, all of it, so that one attempt (or <c>inspect</c>) lists it.
+    /// </summary>
+    private static void AddTensorProblems(Gpt2Config config,
+        Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> tensors, List<string> problems)
     {
-        var expected = Gpt2Weights.ExpectedTensors(config).ToList();
-        var kinds = Gpt2Weights.ExpectedTensorKinds(config).ToDictionary(t => t.Name, t => t.Kind);
-        foreach (var (name, shape) in expected)
+        foreach (var (name, shape) in Gpt2Weights.ExpectedTensors(config))
         {
             var shapeText = FloatTensor.ShapeToString(shape);
             if (!tensors.TryGetValue(name, out var found))
@@ -190,6 +196,13 @@ internal static partial class CheckpointLoader
             if (found.Info.DType is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16 or SafetensorsDType.F64))
                 problems.Add($"{name}: dtype {found.Info.DType} is not F32, F16, BF16 or F64");
         }
+    }
+
+    private static Gpt2Weights Read(Gpt2Config config, string directory,
+        Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> tensors, List<string> problems,
+        ILogger logger, IProgress<LoadProgress>? progress, WeightStorage storage, CancellationToken cancellationToken)
+    {
+        AddTensorProblems(config, tensors, problems);
         if (problems.Count > 0)
         {
             // Sizes the config left out are GPT-2 small's, which a smaller checkpoint's tensors then contradict.
@@ -198,6 +211,8 @@ internal static partial class CheckpointLoader
             throw new CheckpointMismatchException(directory, problems, note);
         }
 
+        var expected = Gpt2Weights.ExpectedTensors(config).ToList();
+        var kinds = Gpt2Weights.ExpectedTensorKinds(config).ToDictionary(t => t.Name, t => t.Kind);
         var used = expected.Select(e => e.Name).ToHashSet();
         var unused = tensors.Keys.Where(n => !used.Contains(n) && !AttentionBuffer().IsMatch(n) && !(n == "lm_head.weight" && config.TieWordEmbeddings)).ToList();
         if (unused.Count > 0)

@@ -34,6 +34,13 @@ public sealed record TensorDescription(string Name, string StoredName, string DT
 /// <param name="Tensors">Every stored tensor, in file order.</param>
 public sealed record ModelDescription(string Source, Gpt2Config Config, IReadOnlyList<(string File, long Bytes)> Files, IReadOnlyList<TensorDescription> Tensors)
 {
+    /// <summary>
+    /// What keeps the checkpoint from loading, one line per tensor (missing, mis-shaped, of a dtype that cannot be read,
+    /// stored twice), as <see cref="CheckpointMismatchException.Problems"/> would list them; empty when its tensors fit the
+    /// config. The config itself was already checked: a malformed one fails <see cref="ModelInspector.Inspect"/>.
+    /// </summary>
+    public IReadOnlyList<string> Problems { get; init; } = [];
+
     /// <summary>Whether the head reads the token embedding (no separate lm_head is used).</summary>
     public bool IsTied => Config.TieWordEmbeddings;
 

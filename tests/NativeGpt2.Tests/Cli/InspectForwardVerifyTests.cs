@@ -100,13 +100,70 @@ public class InspectForwardVerifyTests
         builder.Config.Remove("n_layer");
         var directory = builder.WriteTo(temp.Path);
         var inspected = CliRunner.Run("inspect", "--model", directory);
-        Assert.Equal(CliApp.Success, inspected.ExitCode);
+        Assert.Equal(CliApp.BadInput, inspected.ExitCode);
         Assert.Contains("context=1024", inspected.Out);
         Assert.Contains("defaults      n_positions 1024, n_layer 12 (left out of config.json", inspected.Out);
+        Assert.Contains("  wpe.weight: shape [128, 32]", inspected.Out);
         var generated = CliRunner.Run("generate", "--model", directory, "--prompt", "hi", "--max-new-tokens", "1");
         Assert.Equal(1, generated.ExitCode);
         Assert.Contains("config.json leaves out n_positions 1024, n_layer 12", generated.Error);
         Assert.Contains("wpe.weight: shape [128, 32]", generated.Error);
+    }
+
+    [Fact]
+    public void Inspect_lists_what_keeps_a_checkpoint_from_loading_as_loading_does_and_exits_1()
+    {
+        using var temp = new TempDirectory();
+        var directory = CheckpointBuilder.From(Paths.Model("tiny"))
+            .Remove("transformer.ln_f.bias")
+            .Reshape("transformer.h.0.ln_2.bias", [16, 2], new byte[32 * 4])
+            .Rename("transformer.wpe.weight", "transformer.wpe")
+            .WriteTo(temp.Path);
+        var refused = Assert.Throws<CheckpointMismatchException>(() => Gpt2CausalLM.Load(directory));
+
+        var description = NativeGpt2.Loading.ModelInspector.Inspect(directory);
+        var table = CliRunner.Run("inspect", "--model", directory);
+        var json = CliRunner.Run("inspect", "--model", directory, "--json");
+
+        Assert.Equal(3, refused.Problems.Count);
+        Assert.Equal(refused.Problems, description.Problems);
+        Assert.Equal(CliApp.BadInput, table.ExitCode);
+        Assert.Contains("transformer.wpe  ", table.Out);   // the table is printed in full first
+        Assert.Contains("problems      3: the model would not load", table.Out);
+        foreach (var problem in refused.Problems) Assert.Contains("  " + problem + "\n", table.Out);
+        Assert.Equal($"error: {directory}: 3 tensor problem(s) for a GPT-2 of this config: the model would not load", table.Error.Trim());
+        Assert.Equal(CliApp.BadInput, json.ExitCode);
+        var problems = System.Text.Json.JsonDocument.Parse(json.Out).RootElement.GetProperty("problems").EnumerateArray().Select(p => p.GetString());
+        Assert.Equal(refused.Problems, problems);
+    }
+
+    [Fact]
+    public void Inspect_of_a_checkpoint_without_tensors_lists_every_one_missing()
+    {
+        using var temp = new TempDirectory();
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        var expected = builder.Tensors.Count;
+        builder.Tensors.Clear();
+
+        var result = CliRunner.Run("inspect", "--model", builder.WriteTo(temp.Path));
+
+        Assert.Equal(CliApp.BadInput, result.ExitCode);
+        Assert.Contains("dtypes        none", result.Out);
+        Assert.Contains("(no tensors)", result.Out);
+        Assert.Contains($"problems      {expected}: the model would not load", result.Out);
+        Assert.Equal(expected, Regex.Matches(result.Out, ": missing \\(expected").Count);
+    }
+
+    [Fact]
+    public void Inspect_of_a_loadable_checkpoint_lists_no_problems()
+    {
+        foreach (var model in new[] { "tiny", "tiny-untied", "tiny-sharded", "tiny-bf16", "gpt2-mini" })
+        {
+            var result = CliRunner.Run("inspect", "--model", Paths.Model(model), "--json");
+            Assert.Equal(CliApp.Success, result.ExitCode);
+            Assert.Empty(System.Text.Json.JsonDocument.Parse(result.Out).RootElement.GetProperty("problems").EnumerateArray());
+            Assert.DoesNotContain("problems", CliRunner.Run("inspect", "--model", Paths.Model(model)).Out);
+        }
     }
 
     [Fact]
@@ -258,6 +315,7 @@ public class CliErrorTests
         var line = Assert.Single(result.Error.Trim().Split('\n'));
         Assert.Contains("ln_f.bias: missing", line);
         Assert.Contains("wpe.weight: missing", line);
+        Assert.Contains("of this config: wpe.weight: missing", line);   // the list follows its heading's colon, not ":;"
     }
 
     [Theory]
