@@ -22,8 +22,9 @@ public sealed class TokenBatch
         {
             if (attentionMask.Length != count)
                 throw new ArgumentException($"attentionMask holds {attentionMask.Length} values, needs {count}", nameof(attentionMask));
-            if (attentionMask.Any(m => m is not (0 or 1)))
-                throw new ArgumentException("attentionMask values must be 0 (padding) or 1 (token)", nameof(attentionMask));
+            var bad = Array.FindIndex(attentionMask, m => m is not (0 or 1));
+            if (bad >= 0)
+                throw new ArgumentException($"values must be 0 (padding) or 1 (token), found {attentionMask[bad]} at index {bad}", nameof(attentionMask));
         }
         if (positionIds is not null && positionIds.Length != count)
             throw new ArgumentException($"positionIds holds {positionIds.Length} values, needs {count}", nameof(positionIds));

@@ -402,6 +402,20 @@ public class FileAndNumberRulesTests : IDisposable
     }
 
     [Fact]
+    public void A_reference_attention_mask_value_other_than_0_or_1_is_named_with_its_place()
+    {
+        var path = _temp.File("mask.safetensors");
+        new SafetensorsWriter()
+            .Add("input_ids", [5, 6, 7], 1, 3)
+            .Add("attention_mask", [1, 2, 1], 1, 3)
+            .Save(path);
+
+        var error = Assert.Throws<ModelFormatException>(() => ReferenceVerifier.Verify(Models.Get("tiny"), path, 1e-4));
+
+        Assert.Equal($"{path}: attention_mask: values must be 0 (padding) or 1 (token), found 2 at index 1", error.Message);
+    }
+
+    [Fact]
     public async Task Score_reads_a_fifo_to_its_end_as_it_reads_standard_input()
     {
         if (!OperatingSystem.IsLinux()) return;
