@@ -29,6 +29,7 @@ public static class CliApp
         var parse = root.Parse(args);
         var verbose = context.Verbose = parse.GetValue(CommonOptions.Verbose);
         context.Offline = parse.GetValue(CommonOptions.Offline);
+        context.Revision = parse.GetValue(CommonOptions.Revision) ?? context.Revision;
         if (parse.Errors.Count > 0)
         {
             stderr.WriteLine($"error: {ParseErrorLine(parse)} (see nativegpt2 --help)");
@@ -164,6 +165,7 @@ public static class CliApp
         };
         root.Options.Add(CommonOptions.Verbose);
         root.Options.Add(CommonOptions.Offline);
+        root.Options.Add(CommonOptions.Revision);
         return root;
     }
 }

@@ -23,6 +23,9 @@ internal sealed class CliContext(TextWriter stdout, TextWriter stderr, Func<Stre
     /// <summary>Set from <c>--offline</c>: hub models only from the cache.</summary>
     public bool Offline { get; set; }
 
+    /// <summary>Set from <c>--revision</c>: the branch, tag or commit of a hub model.</summary>
+    public string Revision { get; set; } = new HubOptions().Revision;
+
     /// <summary>Logs to stderr: warnings, or everything down to debug with <c>--verbose</c>.</summary>
     public ILogger Logger => (_loggers ??= LoggerFactory.Create(builder =>
     {
@@ -40,7 +43,7 @@ internal sealed class CliContext(TextWriter stdout, TextWriter stderr, Func<Stre
     {
         Logger = Logger,
         Progress = ProgressBar,
-        Hub = new HubOptions { Offline = Offline },
+        Hub = new HubOptions { Offline = Offline, Revision = Revision },
     };
 
     /// <summary><see cref="LoadOptions"/> on the backend named by <c>--backend</c>, weights held as <c>--weights</c> says.</summary>

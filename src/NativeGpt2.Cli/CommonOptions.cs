@@ -1,4 +1,5 @@
 using System.CommandLine;
+using NativeGpt2.Hub;
 
 namespace NativeGpt2.Cli;
 
@@ -16,6 +17,26 @@ internal static class CommonOptions
         Description = "Never use the network: hub models must already be in the cache (also HF_HUB_OFFLINE=1).",
         Recursive = true,
     };
+
+    /// <summary><c>--revision REV</c>: the branch, tag or commit of a hub model (main by default).</summary>
+    public static readonly Option<string> Revision = CreateRevision();
+
+    private static Option<string> CreateRevision()
+    {
+        var option = new Option<string>("--revision")
+        {
+            Description = "Hub models: the branch, tag or commit to use (default main), as huggingface_hub's revision.",
+            Recursive = true,
+            DefaultValueFactory = _ => new HubOptions().Revision,
+        };
+        option.Validators.Add(result =>
+        {
+            var revision = result.GetValueOrDefault<string>();
+            if (!ModelHub.IsRevision(revision))
+                result.AddError($"--revision: '{revision}' is not a branch, tag or commit (letters, digits, '_', '-', '.' in '/'-separated parts, no '..')");
+        });
+        return option;
+    }
 
     /// <summary><c>--backend NAME</c>: where the model runs (auto, cpu, ilgpu-cpu, cuda).</summary>
     public static Option<string> Backend() => new Option<string>("--backend", "-b")

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
+using NativeGpt2.Cli;
 using NativeGpt2.Tests.Support;
 using Xunit;
 using NativeGpt2.Hub;
@@ -389,24 +390,53 @@ public class HubHardeningTests
         using var hfHome = new TempDirectory();
         File.WriteAllText(hfHome.File("token"), "hf_saved_by_login\n");
         using var server = new LocalHubServer(Repository, Paths.Model("tiny"));
+        var (exitCode, stdout, stderr) = await RunCliAsync(hfHome.Path, server, "inspect", "--model", Repository);
+
+        Assert.True(exitCode == 0, stderr);
+        Assert.Contains("model.safetensors", stdout);
+        Assert.True(Directory.Exists(Path.Combine(hfHome.Path, "hub", "models--test-org--tiny-gpt2")), "the model was not cached under HF_HOME/hub");
+        Assert.All(server.Log.Where(r => r.Path.Contains("/resolve/")), r => Assert.Equal("Bearer hf_saved_by_login", r.Authorization));
+        Assert.NotEmpty(server.Log);
+    }
+
+    [Fact]
+    public async Task The_command_line_downloads_the_revision_it_is_given()
+    {
+        using var hfHome = new TempDirectory();
+        using var server = new LocalHubServer(Repository, Paths.Model("tiny")) { Revision = "v1.0" };
+
+        var main = await RunCliAsync(hfHome.Path, server, "inspect", "--model", Repository);
+        var tagged = await RunCliAsync(hfHome.Path, server, "inspect", "--model", Repository, "--revision", "v1.0");
+        var cached = await RunCliAsync(hfHome.Path, server, "inspect", "--model", Repository, "--revision", "v1.0", "--offline");
+        var invalid = await RunCliAsync(hfHome.Path, server, "inspect", "--model", Repository, "--revision", "../v1.0");
+
+        Assert.Equal(CliApp.BadInput, main.ExitCode);   // the hub has no main here
+        Assert.Contains("/resolve/main/config.json", string.Join(" ", server.Requests));
+        Assert.True(tagged.ExitCode == 0, tagged.Error);
+        Assert.Contains("model.safetensors", tagged.Out);
+        Assert.Contains(server.Requests, r => r.EndsWith("/resolve/v1.0/model.safetensors", StringComparison.Ordinal));
+        Assert.Equal(LocalHubServer.Commit, File.ReadAllText(Path.Combine(hfHome.Path, "hub", "models--test-org--tiny-gpt2", "refs", "v1.0")).Trim());
+        Assert.True(cached.ExitCode == 0, cached.Error);
+        Assert.Equal(CliApp.UsageError, invalid.ExitCode);
+        Assert.StartsWith("error: --revision: '../v1.0' is not a branch, tag or commit", invalid.Error);
+    }
+
+    /// <summary>Runs <c>nativegpt2</c> in a process of its own with <paramref name="hfHome"/> as HF_HOME and the hub at <paramref name="server"/>.</summary>
+    private static async Task<(int ExitCode, string Out, string Error)> RunCliAsync(string hfHome, LocalHubServer server, params string[] args)
+    {
         var cli = Path.Combine(AppContext.BaseDirectory, "NativeGpt2.Cli.dll");
-        var start = new ProcessStartInfo("dotnet", [cli, "inspect", "--model", Repository])
+        var start = new ProcessStartInfo("dotnet", [cli, .. args])
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true,
-            Environment = { ["HF_HOME"] = hfHome.Path, ["HF_ENDPOINT"] = server.Endpoint, ["HF_TOKEN"] = null, ["HUGGING_FACE_HUB_TOKEN"] = null, ["HF_HUB_CACHE"] = null, ["HF_TOKEN_PATH"] = null },
+            Environment = { ["HF_HOME"] = hfHome, ["HF_ENDPOINT"] = server.Endpoint, ["HF_TOKEN"] = null, ["HUGGING_FACE_HUB_TOKEN"] = null, ["HF_HUB_CACHE"] = null, ["HF_TOKEN_PATH"] = null, ["HF_HUB_OFFLINE"] = null },
         };
         using var process = Process.Start(start)!;
         var stderr = process.StandardError.ReadToEndAsync();
         var stdout = await process.StandardOutput.ReadToEndAsync();
         using (var limit = new CancellationTokenSource(TimeSpan.FromMinutes(1)))
             await process.WaitForExitAsync(limit.Token);
-
-        Assert.True(process.ExitCode == 0, await stderr);
-        Assert.Contains("model.safetensors", stdout);
-        Assert.True(Directory.Exists(Path.Combine(hfHome.Path, "hub", "models--test-org--tiny-gpt2")), "the model was not cached under HF_HOME/hub");
-        Assert.All(server.Log.Where(r => r.Path.Contains("/resolve/")), r => Assert.Equal("Bearer hf_saved_by_login", r.Authorization));
-        Assert.NotEmpty(server.Log);
+        return (process.ExitCode, stdout, await stderr);
     }
 
     [Theory]

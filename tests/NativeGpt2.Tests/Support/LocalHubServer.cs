@@ -65,6 +65,9 @@ public sealed class LocalHubServer : IDisposable
     /// <summary>A private repository: every request without <c>Authorization: Bearer</c> this token is answered 401 (none) or 403 (another).</summary>
     public string? RequiredToken { get; set; }
 
+    /// <summary>The one revision (branch, tag or commit) served; any other is answered 404, as the hub answers an unknown one.</summary>
+    public string Revision { get; set; } = "main";
+
     /// <summary>The <c>X-Repo-Commit</c> header sent; null sends none.</summary>
     public string? CommitHeader { get; set; } = Commit;
 
@@ -110,7 +113,7 @@ public sealed class LocalHubServer : IDisposable
             response.Close();
             return;
         }
-        var resolve = $"/{_repository}/resolve/main/";
+        var resolve = $"/{_repository}/resolve/{Revision}/";
         var cdn = $"/cdn/{_repository}/";
         string? name = path.StartsWith(resolve) ? path[resolve.Length..] : path.StartsWith(cdn) ? path[cdn.Length..] : null;
         if (name is not null && Redirect && path.StartsWith(resolve))
