@@ -196,11 +196,8 @@ public sealed partial class Gpt2CausalLM : IDisposable
                     throw;
                 }
                 (config, weights) = await reading.ConfigureAwait(false);
-                if (tokenizer is not null && !tokenizer.FitsModelOf(config.VocabSize))
-                    throw new ModelFormatException(Gpt2Tokenizer.VocabularyFile(directory)!, null,
-                        $"has {tokenizer.VocabSize} tokens (added tokens included) but config.json's vocab_size is {config.VocabSize}: "
-                        + (tokenizer.VocabSize > config.VocabSize ? "the model has no row for the rest"
-                            : $"more rows than padding explains (at most {MaxPaddingRows}); is this another model's tokenizer?"));
+                if (tokenizer?.MismatchWithModelOf(config.VocabSize) is { } mismatch)
+                    throw new ModelFormatException(Gpt2Tokenizer.VocabularyFile(directory)!, null, mismatch);
                 if (tokenizer is not null && tokenizer.VocabSize < config.VocabSize)
                     logger.LogInformation("{Spec}: the tokenizer has {Tokens:N0} tokens and the model {Rows:N0} rows (a padded vocabulary): ids {First:N0}-{Last:N0} decode to nothing",
                         spec, tokenizer.VocabSize, config.VocabSize, tokenizer.VocabSize, config.VocabSize - 1);

@@ -15,8 +15,8 @@ internal static class InspectCommand
     {
         var model = CommonOptions.Model();
         model.Description += " Or a .safetensors file on its own: its metadata and tensors.";
-        var json = CliJson.Option("the description ({\"model\", \"config\", \"parameters\", \"tied\", \"dtypes\", \"files\", \"tensors\", \"problems\"}; config with config.json's names)");
-        var command = new Command("inspect", "Show a model's config, parameter count, dtypes, head tying and tensors (reads headers only).") { model, json };
+        var json = CliJson.Option("the description ({\"model\", \"config\", \"parameters\", \"tied\", \"dtypes\", \"files\", \"tensors\", \"tokenizer\", \"problems\"}; config with config.json's names)");
+        var command = new Command("inspect", "Show a model's config, parameter count, dtypes, head tying, tokenizer and tensors, and what keeps it from loading (reads no weights).") { model, json };
         command.SetAction(async (parse, cancellation) =>
         {
             var spec = parse.GetValue(model)!;
@@ -32,7 +32,7 @@ internal static class InspectCommand
             else Print(description, context.Out);
             if (description.Problems.Count == 0) return CliApp.Success;
             // Described in full, and still a failure: a script asking "will this load?" gets its answer from the exit code.
-            context.Error.WriteLine($"error: {description.Source}: {description.Problems.Count} tensor problem(s) for a GPT-2 of this config: the model would not load");
+            context.Error.WriteLine($"error: {description.Source}: {description.Problems.Count} problem(s), listed under problems: the model would not load");
             return CliApp.BadInput;
         });
         return command;
@@ -72,6 +72,7 @@ internal static class InspectCommand
             {
                 ["name"] = t.StoredName, ["dtype"] = t.DType, ["shape"] = t.Shape, ["file"] = t.File, ["role"] = RoleName(t.Role),
             }).ToArray(),
+            ["tokenizer"] = d.Tokenizer is null ? null : new Dictionary<string, object?> { ["source"] = d.Tokenizer, ["tokens"] = d.TokenizerTokens },
             ["problems"] = d.Problems.ToArray(),
         });
     }
@@ -127,6 +128,12 @@ internal static class InspectCommand
         o.WriteLine($"head          {(d.IsTied ? "tied: logits = hidden · wteᵀ (wte read in place)" : "untied: its own lm_head.weight")}");
         o.WriteLine($"dtypes        {(d.WeightDTypes.Any() ? string.Join(", ", d.WeightDTypes) : "none")}");
         o.WriteLine($"special ids   bos={c.BosTokenId?.ToString(n) ?? "none"}  eos={(c.EosTokenId is null ? "none" : string.Join(",", c.AdditionalEosTokenIds.Prepend(c.EosTokenId.Value).Select(id => id.ToString(n))))}");
+        o.WriteLine($"tokenizer     {d.Tokenizer switch
+        {
+            null => "none: text cannot be encoded, token ids only (--ids)",
+            { } source when d.TokenizerTokens is { } tokens => $"{source}, {tokens.ToString("N0", n)} tokens",
+            { } source => $"{source}, not readable (see problems)",
+        }}");
         foreach (var (file, bytes) in d.Files)
             o.WriteLine($"file          {file} ({bytes.ToString("N0", n)} bytes)");
         o.WriteLine();

@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Logging.Abstractions;
-using NativeGpt2.Loading;
 using NativeGpt2.Safetensors;
+using NativeGpt2.Tokenization;
 using NativeGpt2.Weights;
 
 namespace NativeGpt2.Loading;
@@ -35,11 +35,21 @@ public sealed record TensorDescription(string Name, string StoredName, string DT
 public sealed record ModelDescription(string Source, Gpt2Config Config, IReadOnlyList<(string File, long Bytes)> Files, IReadOnlyList<TensorDescription> Tensors)
 {
     /// <summary>
-    /// What keeps the checkpoint from loading, one line per tensor (missing, mis-shaped, of a dtype that cannot be read,
-    /// stored twice), as <see cref="CheckpointMismatchException.Problems"/> would list them; empty when its tensors fit the
-    /// config. The config itself was already checked: a malformed one fails <see cref="ModelInspector.Inspect"/>.
+    /// What keeps the model from loading, one line each: every tensor missing, mis-shaped, of a dtype that cannot be read
+    /// or stored twice, as <see cref="CheckpointMismatchException.Problems"/> would list them, then the tokenizer's
+    /// problem, if it has one (malformed files, or more or fewer tokens than the model has rows); empty when the model
+    /// loads. The config itself was already checked: a malformed one fails <see cref="ModelInspector.Inspect"/>.
     /// </summary>
     public IReadOnlyList<string> Problems { get; init; } = [];
+
+    /// <summary>
+    /// Where the tokenizer comes from (<c>vocab.json + merges.txt</c>, <c>tokenizer.json</c>, or GPT-2's built-in
+    /// vocabulary for a synthetic model); null when the checkpoint has none and takes token ids only.
+    /// </summary>
+    public string? Tokenizer { get; init; }
+
+    /// <summary>The tokenizer's tokens, added ones included; null when it has none or its files could not be read.</summary>
+    public int? TokenizerTokens { get; init; }
 
     /// <summary>Whether the head reads the token embedding (no separate lm_head is used).</summary>
     public bool IsTied => Config.TieWordEmbeddings;
@@ -48,7 +58,10 @@ public sealed record ModelDescription(string Source, Gpt2Config Config, IReadOnl
     public IEnumerable<string> WeightDTypes => Tensors.Where(t => t.Role == TensorRole.Weight).Select(t => t.DType).Distinct();
 }
 
-/// <summary>Describes checkpoints for <c>nativegpt2 inspect</c>: config and tensor table from headers only, fast for any size.</summary>
+/// <summary>
+/// Describes checkpoints for <c>nativegpt2 inspect</c>: config, tensor table from headers only, and tokenizer, with what
+/// would keep the model from loading; no weight is read, so it is fast for any size.
+/// </summary>
 public static class ModelInspector
 {
     /// <summary>Describes the model a spec names (a checkpoint directory, a hub name or a <c>synthetic:</c> name).</summary>
@@ -62,10 +75,40 @@ public static class ModelInspector
             var tensors = Gpt2Weights.ExpectedTensors(config)
                 .Select(t => new TensorDescription(t.Name, t.Name, "F32", t.Shape.Select(d => (long)d).ToArray(), "synthetic", TensorRole.Weight))
                 .ToList();
-            return new ModelDescription(spec, config, [], tensors);
+            return new ModelDescription(spec, config, [], tensors) { Tokenizer = BuiltInTokenizer, TokenizerTokens = Gpt2Tokenizer.Gpt2.VocabSize };
         }
         options ??= new ModelLoadOptions();
         var directory = ModelSpec.ResolveDirectory(spec, options, cancellationToken);
-        return Loading.CheckpointLoader.Describe(directory, options.Logger ?? NullLogger.Instance) with { Source = spec };
+        return WithTokenizer(CheckpointLoader.Describe(directory, options.Logger ?? NullLogger.Instance) with { Source = spec }, directory);
+    }
+
+    /// <summary>How <see cref="ModelDescription.Tokenizer"/> names the vocabulary a synthetic model takes.</summary>
+    public const string BuiltInTokenizer = "GPT-2's vocabulary (built in)";
+
+    /// <summary>
+    /// <paramref name="description"/> with the directory's tokenizer, read as loading reads it, and its problem if it has
+    /// one (malformed, or not fitting the config's vocab_size).
+    /// </summary>
+    private static ModelDescription WithTokenizer(ModelDescription description, string directory)
+    {
+        if (Gpt2Tokenizer.VocabularyFile(directory) is not { } vocabulary) return description;
+        var files = Path.GetFileName(vocabulary) == Gpt2Tokenizer.TokenizerJsonFile ? Gpt2Tokenizer.TokenizerJsonFile
+            : File.Exists(Path.Combine(directory, Gpt2Tokenizer.AddedTokensFile)) ? $"vocab.json + merges.txt + {Gpt2Tokenizer.AddedTokensFile}"
+            : "vocab.json + merges.txt";
+        try
+        {
+            var tokenizer = Gpt2Tokenizer.TryLoad(directory)!;
+            var mismatch = tokenizer.MismatchWithModelOf(description.Config.VocabSize);
+            return description with
+            {
+                Tokenizer = files,
+                TokenizerTokens = tokenizer.VocabSize,
+                Problems = mismatch is null ? description.Problems : [.. description.Problems, $"{vocabulary}: {mismatch}"],
+            };
+        }
+        catch (ModelFormatException e)
+        {
+            return description with { Tokenizer = files, Problems = [.. description.Problems, e.Message] };
+        }
     }
 }

@@ -88,6 +88,12 @@ public sealed class Gpt2Tokenizer
     /// </summary>
     internal bool FitsModelOf(int rows) => rows >= VocabSize && rows - VocabSize <= Gpt2CausalLM.MaxPaddingRows;
 
+    /// <summary>Why this tokenizer does not fit a model of <paramref name="rows"/> embedding rows; null when it does (<see cref="FitsModelOf"/>).</summary>
+    internal string? MismatchWithModelOf(int rows) => FitsModelOf(rows) ? null
+        : $"has {VocabSize} tokens (added tokens included) but config.json's vocab_size is {rows}: "
+          + (VocabSize > rows ? "the model has no row for the rest"
+              : $"more rows than padding explains (at most {Gpt2CausalLM.MaxPaddingRows}); is this another model's tokenizer?");
+
     /// <summary>Id of <c>&lt;|endoftext|&gt;</c>, if the vocabulary has it.</summary>
     public int? EndOfTextId { get; }
 

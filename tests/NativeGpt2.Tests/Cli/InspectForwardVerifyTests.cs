@@ -131,7 +131,8 @@ public class InspectForwardVerifyTests
         Assert.Contains("transformer.wpe  ", table.Out);   // the table is printed in full first
         Assert.Contains("problems      3: the model would not load", table.Out);
         foreach (var problem in refused.Problems) Assert.Contains("  " + problem + "\n", table.Out);
-        Assert.Equal($"error: {directory}: 3 tensor problem(s) for a GPT-2 of this config: the model would not load", table.Error.Trim());
+        Assert.Equal($"error: {directory}: 3 problem(s), listed under problems: the model would not load", table.Error.Trim());
+        Assert.Contains("tokenizer     none: text cannot be encoded, token ids only (--ids)", table.Out);
         Assert.Equal(CliApp.BadInput, json.ExitCode);
         var problems = System.Text.Json.JsonDocument.Parse(json.Out).RootElement.GetProperty("problems").EnumerateArray().Select(p => p.GetString());
         Assert.Equal(refused.Problems, problems);
@@ -152,6 +153,37 @@ public class InspectForwardVerifyTests
         Assert.Contains("(no tensors)", result.Out);
         Assert.Contains($"problems      {expected}: the model would not load", result.Out);
         Assert.Equal(expected, Regex.Matches(result.Out, ": missing \\(expected").Count);
+    }
+
+    [Fact]
+    public void Inspect_names_the_tokenizer_and_lists_its_problem_as_loading_reports_it()
+    {
+        using var temp = new TempDirectory();
+        var json = System.Text.Json.JsonDocument.Parse(CliRunner.Run("inspect", "--model", Paths.Model("gpt2-mini"), "--json").Out).RootElement;
+        Assert.Equal("vocab.json + merges.txt", json.GetProperty("tokenizer").GetProperty("source").GetString());
+        Assert.Equal(50257, json.GetProperty("tokenizer").GetProperty("tokens").GetInt32());
+        Assert.Contains("tokenizer     vocab.json + merges.txt, 50,257 tokens", CliRunner.Run("inspect", "--model", Paths.Model("gpt2-mini")).Out);
+        Assert.Contains($"tokenizer     {NativeGpt2.Loading.ModelInspector.BuiltInTokenizer}, 50,257 tokens", CliRunner.Run("inspect", "--model", "synthetic:gpt2").Out);
+
+        // The real GPT-2 tokenizer beside a model of 512 rows: too many tokens. Loading refuses it; inspect says why, and exits 1.
+        var tooSmall = CheckpointBuilder.From(Paths.Model("tiny")).WriteTo(temp.File("small"));
+        foreach (var file in new[] { "vocab.json", "merges.txt" }) File.Copy(Path.Combine(Paths.Model("gpt2-mini"), file), Path.Combine(tooSmall, file));
+        // merges.txt naming a symbol vocab.json lacks: malformed.
+        var malformed = CheckpointBuilder.Gpt2MiniWithVocabRows(temp.File("malformed"), rows: 50257);
+        File.AppendAllText(Path.Combine(malformed, "merges.txt"), "\nzzqx qqzz\n");
+        foreach (var directory in new[] { tooSmall, malformed })
+        {
+            var refused = Assert.ThrowsAny<ModelFormatException>(() => Gpt2CausalLM.Load(directory));
+            var description = NativeGpt2.Loading.ModelInspector.Inspect(directory);
+            var result = CliRunner.Run("inspect", "--model", directory);
+
+            Assert.Equal(refused.Message, Assert.Single(description.Problems));
+            Assert.Equal(CliApp.BadInput, result.ExitCode);
+            Assert.Contains("problems      1: the model would not load", result.Out);
+            Assert.Contains("  " + refused.Message, result.Out);
+        }
+        Assert.Equal(50257, NativeGpt2.Loading.ModelInspector.Inspect(tooSmall).TokenizerTokens);
+        Assert.Null(NativeGpt2.Loading.ModelInspector.Inspect(malformed).TokenizerTokens);
     }
 
     [Fact]
