@@ -43,7 +43,7 @@ internal static partial class CheckpointLoader
         if (!File.Exists(configPath))
             throw new ModelNotFoundException(directory, $"no {ConfigFileName} in this directory");
         var config = WithGenerationConfig(Gpt2Config.Load(configPath, directory), directory, logger);
-        var files = OpenCheckpoint(directory);
+        var files = OpenCheckpoint(directory, logger);
         try
         {
             return use(config, files);
@@ -103,15 +103,24 @@ internal static partial class CheckpointLoader
     private static string CanonicalName(string stored) =>
         stored.StartsWith(Prefix, StringComparison.Ordinal) ? stored[Prefix.Length..] : stored;
 
-    /// <summary>Opens the single file or every shard; if any fails, the ones already open are closed.</summary>
-    private static List<SafetensorsFile> OpenCheckpoint(string directory)
+    /// <summary>
+    /// Opens the single file or every shard; if any fails, the ones already open are closed. A folder holding both is
+    /// read from its single file, as transformers' <c>from_pretrained</c> and the hub download read it.
+    /// </summary>
+    private static List<SafetensorsFile> OpenCheckpoint(string directory, ILogger logger)
     {
         var indexPath = Path.Combine(directory, ShardIndex.FileName);
         var singlePath = Path.Combine(directory, SingleFileName);
         var files = new List<SafetensorsFile>();
         try
         {
-            if (File.Exists(indexPath))
+            if (File.Exists(singlePath))
+            {
+                if (File.Exists(indexPath))
+                    logger.LogInformation("{Directory} holds both {Single} and {Index}: reading {Single}, as transformers does", directory, SingleFileName, ShardIndex.FileName, SingleFileName);
+                files.Add(SafetensorsFile.Open(singlePath, directory));
+            }
+            else if (File.Exists(indexPath))
             {
                 var index = ShardIndex.Load(indexPath, directory);
                 foreach (var shard in index.Shards)
@@ -122,10 +131,6 @@ internal static partial class CheckpointLoader
                     files.Add(SafetensorsFile.Open(shardPath, directory));
                 }
                 CheckIndexAgainstShards(index, indexPath, files);
-            }
-            else if (File.Exists(singlePath))
-            {
-                files.Add(SafetensorsFile.Open(singlePath, directory));
             }
             else
             {

@@ -95,6 +95,28 @@ public class CheckpointLoadingTests
     }
 
     [Fact]
+    public void A_folder_with_both_a_single_file_and_an_index_is_read_from_the_single_file_as_transformers_reads_it()
+    {
+        using var temp = new TempDirectory();
+        // The shards hold tiny's weights; the single file, tiny's with ln_f.bias moved, so the two give different logits.
+        foreach (var file in Directory.GetFiles(Paths.Model("tiny-sharded"))) File.Copy(file, temp.File(Path.GetFileName(file)));
+        var builder = CheckpointBuilder.From(Paths.Model("tiny"));
+        var bias = builder.Tensors.Single(t => t.Name == "transformer.ln_f.bias");
+        builder.Reshape(bias.Name, bias.Shape, [.. Enumerable.Range(0, bias.Data.Length / 4).SelectMany(i => BitConverter.GetBytes(0.5f))]);
+        var single = builder.WriteTo(temp.File("single"));
+        File.Copy(Path.Combine(single, "model.safetensors"), temp.File("model.safetensors"));
+        var ids = TokenBatch.FromIds([1, 2, 3]);
+
+        using var both = Gpt2CausalLM.Load(temp.Path);
+        using var singleOnly = Gpt2CausalLM.Load(single);
+        var inspected = NativeGpt2.Loading.ModelInspector.Inspect(temp.Path);
+
+        Assert.Equal(singleOnly.Forward(ids).Logits.Data, both.Forward(ids).Logits.Data);
+        Assert.NotEqual(Models.Get("tiny-sharded").Forward(ids).Logits.Data, both.Forward(ids).Logits.Data);
+        Assert.Equal(["model.safetensors"], inspected.Files.Select(f => f.File));
+    }
+
+    [Fact]
     public void A_failed_load_closes_every_shard_it_opened()
     {
         using var temp = new TempDirectory();
