@@ -196,8 +196,8 @@ public sealed partial class Gpt2CausalLM : IDisposable
                     throw;
                 }
                 (config, weights) = await reading.ConfigureAwait(false);
-                if (tokenizer?.MismatchWithModelOf(config.VocabSize) is { } mismatch)
-                    throw new ModelFormatException(Gpt2Tokenizer.VocabularyFile(directory)!, null, mismatch);
+                if (tokenizer?.MismatchWithModelOf(config.VocabSize, Gpt2Tokenizer.VocabularyFile(directory)!) is { } mismatch)
+                    throw mismatch;
                 if (tokenizer is not null && tokenizer.VocabSize < config.VocabSize)
                     logger.LogInformation("{Spec}: the tokenizer has {Tokens:N0} tokens and the model {Rows:N0} rows (a padded vocabulary): ids {First:N0}-{Last:N0} decode to nothing",
                         spec, tokenizer.VocabSize, config.VocabSize, tokenizer.VocabSize, config.VocabSize - 1);

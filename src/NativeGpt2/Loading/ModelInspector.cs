@@ -91,19 +91,16 @@ public static class ModelInspector
     /// </summary>
     private static ModelDescription WithTokenizer(ModelDescription description, string directory)
     {
-        if (Gpt2Tokenizer.VocabularyFile(directory) is not { } vocabulary) return description;
-        var files = Path.GetFileName(vocabulary) == Gpt2Tokenizer.TokenizerJsonFile ? Gpt2Tokenizer.TokenizerJsonFile
-            : File.Exists(Path.Combine(directory, Gpt2Tokenizer.AddedTokensFile)) ? $"vocab.json + merges.txt + {Gpt2Tokenizer.AddedTokensFile}"
-            : "vocab.json + merges.txt";
+        if (Gpt2Tokenizer.FilesRead(directory) is not { } files) return description;
         try
         {
             var tokenizer = Gpt2Tokenizer.TryLoad(directory)!;
-            var mismatch = tokenizer.MismatchWithModelOf(description.Config.VocabSize);
+            var mismatch = tokenizer.MismatchWithModelOf(description.Config.VocabSize, Gpt2Tokenizer.VocabularyFile(directory)!);
             return description with
             {
                 Tokenizer = files,
                 TokenizerTokens = tokenizer.VocabSize,
-                Problems = mismatch is null ? description.Problems : [.. description.Problems, $"{vocabulary}: {mismatch}"],
+                Problems = mismatch is null ? description.Problems : [.. description.Problems, mismatch.Message],
             };
         }
         catch (ModelFormatException e)

@@ -88,11 +88,14 @@ public sealed class Gpt2Tokenizer
     /// </summary>
     internal bool FitsModelOf(int rows) => rows >= VocabSize && rows - VocabSize <= Gpt2CausalLM.MaxPaddingRows;
 
-    /// <summary>Why this tokenizer does not fit a model of <paramref name="rows"/> embedding rows; null when it does (<see cref="FitsModelOf"/>).</summary>
-    internal string? MismatchWithModelOf(int rows) => FitsModelOf(rows) ? null
-        : $"has {VocabSize} tokens (added tokens included) but config.json's vocab_size is {rows}: "
+    /// <summary>
+    /// Why this tokenizer, read from <paramref name="vocabularyFile"/>, does not fit a model of <paramref name="rows"/>
+    /// embedding rows, as the error loading throws; null when it does (<see cref="FitsModelOf"/>).
+    /// </summary>
+    internal ModelFormatException? MismatchWithModelOf(int rows, string vocabularyFile) => FitsModelOf(rows) ? null
+        : new ModelFormatException(vocabularyFile, null, $"has {VocabSize} tokens (added tokens included) but config.json's vocab_size is {rows}: "
           + (VocabSize > rows ? "the model has no row for the rest"
-              : $"more rows than padding explains (at most {Gpt2CausalLM.MaxPaddingRows}); is this another model's tokenizer?");
+              : $"more rows than padding explains (at most {Gpt2CausalLM.MaxPaddingRows}); is this another model's tokenizer?"));
 
     /// <summary>Id of <c>&lt;|endoftext|&gt;</c>, if the vocabulary has it.</summary>
     public int? EndOfTextId { get; }
@@ -159,6 +162,15 @@ public sealed class Gpt2Tokenizer
     /// </summary>
     internal static string? VocabularyFile(string directory) =>
         new[] { "vocab.json", TokenizerJsonFile }.Select(name => Path.Combine(directory, name)).FirstOrDefault(File.Exists);
+
+    /// <summary>The files <see cref="TryLoad"/> reads from <paramref name="directory"/>, as a user reads their names; null when there are none.</summary>
+    internal static string? FilesRead(string directory) => VocabularyFile(directory) switch
+    {
+        null => null,
+        { } vocabulary when Path.GetFileName(vocabulary) == TokenizerJsonFile => TokenizerJsonFile,
+        _ when File.Exists(Path.Combine(directory, AddedTokensFile)) => $"vocab.json + merges.txt + {AddedTokensFile}",
+        _ => "vocab.json + merges.txt",
+    };
 
     /// <summary>
     /// Where Hugging Face's tokenizers save the tokens added to a vocabulary (<c>tokenizer.add_tokens</c>, or a pad token
