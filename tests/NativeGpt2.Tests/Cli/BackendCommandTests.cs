@@ -91,14 +91,10 @@ public class BackendCommandTests
         // compiled ahead of time for the x86-64 baseline: the CPU backend then takes Vector128, and says what it leaves.
         Skip.IfNot(Avx2.IsSupported && Fma.IsSupported, "needs an x86 CPU with AVX2 and FMA, for the runtime to leave them unused");
         string[] generate = ["generate", "--model", Paths.Model("shakespeare-char"), "--prompt", "ROMEO:", "--greedy", "--max-new-tokens", "40"];
-        var start = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "NativeGpt2.Cli.dll"), .. generate, "--verbose"])
+        using var process = ExternalProcess.StartCli([.. generate, "--verbose"], new Dictionary<string, string?>
         {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            Environment = { ["DOTNET_PreferredVectorBitWidth"] = "128" },
-        };
-        start.Environment.Remove(CpuVectors.Variable);
-        using var process = Process.Start(start)!;
+            ["DOTNET_PreferredVectorBitWidth"] = "128", [CpuVectors.Variable] = null,
+        });
         var stderr = process.StandardError.ReadToEndAsync();
         var stdout = process.StandardOutput.ReadToEnd();
         Assert.True(process.WaitForExit(TimeSpan.FromMinutes(2)), "the CLI did not finish");

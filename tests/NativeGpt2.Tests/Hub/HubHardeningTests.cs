@@ -424,14 +424,11 @@ public class HubHardeningTests
     /// <summary>Runs <c>nativegpt2</c> in a process of its own with <paramref name="hfHome"/> as HF_HOME and the hub at <paramref name="server"/>.</summary>
     private static async Task<(int ExitCode, string Out, string Error)> RunCliAsync(string hfHome, LocalHubServer server, params string[] args)
     {
-        var cli = Path.Combine(AppContext.BaseDirectory, "NativeGpt2.Cli.dll");
-        var start = new ProcessStartInfo("dotnet", [cli, .. args])
+        using var process = ExternalProcess.StartCli(args, new Dictionary<string, string?>
         {
-            RedirectStandardError = true,
-            RedirectStandardOutput = true,
-            Environment = { ["HF_HOME"] = hfHome, ["HF_ENDPOINT"] = server.Endpoint, ["HF_TOKEN"] = null, ["HUGGING_FACE_HUB_TOKEN"] = null, ["HF_HUB_CACHE"] = null, ["HF_TOKEN_PATH"] = null, ["HF_HUB_OFFLINE"] = null },
-        };
-        using var process = Process.Start(start)!;
+            ["HF_HOME"] = hfHome, ["HF_ENDPOINT"] = server.Endpoint,
+            ["HF_TOKEN"] = null, ["HUGGING_FACE_HUB_TOKEN"] = null, ["HF_HUB_CACHE"] = null, ["HF_TOKEN_PATH"] = null, ["HF_HUB_OFFLINE"] = null,
+        });
         var stderr = process.StandardError.ReadToEndAsync();
         var stdout = await process.StandardOutput.ReadToEndAsync();
         using (var limit = new CancellationTokenSource(TimeSpan.FromMinutes(1)))

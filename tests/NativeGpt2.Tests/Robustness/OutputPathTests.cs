@@ -158,8 +158,7 @@ public class OutputPathTests
         using var temp = new TempDirectory();
         var stdoutLink = temp.File("stdout");
         File.CreateSymbolicLink(stdoutLink, "/proc/self/fd/1");
-        var cli = Path.Combine(AppContext.BaseDirectory, "NativeGpt2.Cli.dll");
-        using var process = ExternalProcess.Start("dotnet", [cli, "attention", "--model", Paths.Model("shakespeare-char"), "--backend", "cpu", "--text", "ROMEO:", "--out", stdoutLink]);
+        using var process = ExternalProcess.StartCli(["attention", "--model", Paths.Model("shakespeare-char"), "--backend", "cpu", "--text", "ROMEO:", "--out", stdoutLink]);
         var stderr = process.StandardError.ReadToEndAsync();
         var stdout = process.StandardOutput.ReadToEnd();
         Assert.True(process.WaitForExit(Limit), "attention --out (a link to /proc/self/fd/1) did not finish");
