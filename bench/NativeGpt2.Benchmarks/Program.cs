@@ -44,6 +44,13 @@ if (args.Contains("--plot"))
     return;
 }
 
+if (args.Contains("--peak"))
+{
+    // The float32 multiply-add peak at each width, one thread and every core, as JSON lines.
+    FmaPeak.Run(Console.Out);
+    return;
+}
+
 if (args.Contains("--compare"))
 {
     // A quick side-by-side in one process: median of several runs per engine and length, as JSON lines.
